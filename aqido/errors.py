@@ -1,0 +1,251 @@
+"""The exceptions aqido raises: one tree, rooted in :class:`QidoError`.
+
+This is a leaf module: it imports nothing from the rest of aqido, so every
+layer (pure or not) can raise these without import cycles.
+
+The hierarchy::
+
+    QidoError                       anything aqido raises on purpose
+    ├── InvalidQueryError           (also ValueError) a query rejected before any I/O
+    ├── TransportError              the request never got an HTTP answer
+    │   └── RequestTimeoutError     ... because a timeout expired
+    ├── HTTPStatusError             the server answered with a non-success status
+    │   ├── BadRequestError         400
+    │   ├── UnauthorizedError       401 and 403
+    │   ├── NotFoundError           404
+    │   ├── PayloadTooLargeError    413
+    │   ├── RateLimitedError        429
+    │   └── ServerError             5xx
+    ├── InvalidResponseError        a reply that is not what QIDO-RS promises
+    └── CrawlIncompleteError        a bulk crawl could not fetch everything
+
+Local errors (``InvalidQueryError``: *you* asked for something illegal) are
+raised at construction time and never reach the wire.  Remote errors
+(``HTTPStatusError``, ``InvalidResponseError``: *the server* did something
+unexpected) carry the URL (with credentials removed), the status and a short
+excerpt of the body, so that a log line is enough to understand them.
+
+aqido never catches :class:`BaseException` or :class:`asyncio.CancelledError`:
+cancellation always propagates untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = [
+    "BadRequestError",
+    "CrawlIncompleteError",
+    "HTTPStatusError",
+    "InvalidQueryError",
+    "InvalidResponseError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "QidoError",
+    "RateLimitedError",
+    "RequestTimeoutError",
+    "ServerError",
+    "TransportError",
+    "UnauthorizedError",
+    "error_for_status",
+    "excerpt",
+    "redact_url",
+]
+
+#: Longest body excerpt kept on an exception, in characters.
+EXCERPT_LENGTH = 200
+
+
+def redact_url(url: object) -> str:
+    """Return ``url`` as a string with any ``user:password@`` part removed.
+
+    Accepts anything with a sensible ``str()`` (``str``, ``yarl.URL``).  Only
+    the userinfo is dropped; the rest of the URL is kept byte for byte.
+    """
+    text = str(url)
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return text
+    if "@" not in parts.netloc:
+        return text
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def excerpt(body: bytes | str | None, limit: int = EXCERPT_LENGTH) -> str:
+    """Return a short, printable excerpt of a response body for error messages.
+
+    Bytes are decoded as UTF-8 with replacement; whitespace runs collapse to a
+    single space; text longer than ``limit`` is cut and ends with ``…``.
+    """
+    if body is None:
+        return ""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes | bytearray) else str(body)
+    text = " ".join(text.split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text
+
+
+class QidoError(Exception):
+    """Base class of every exception aqido raises on purpose."""
+
+
+class InvalidQueryError(QidoError, ValueError):
+    """A query (or one of its values) is invalid; raised before any I/O.
+
+    The message names the offending field and says how to fix it.
+    """
+
+
+class TransportError(QidoError):
+    """The request did not get an HTTP response (connection refused, reset, DNS, TLS...).
+
+    Always chained (``raise ... from exc``) to the underlying aiohttp or OS error.
+
+    Attributes:
+        url: the request URL, credentials removed (``None`` if unknown).
+    """
+
+    def __init__(self, message: str, *, url: object = None) -> None:
+        self.url: str | None = None if url is None else redact_url(url)
+        super().__init__(f"{message} ({self.url})" if self.url else message)
+
+
+class RequestTimeoutError(TransportError):
+    """A request (or the whole operation) took longer than its configured timeout."""
+
+
+class HTTPStatusError(QidoError):
+    """The server answered with an HTTP status that is not a QIDO-RS success.
+
+    Attributes:
+        status: the HTTP status code.
+        url: the request URL with credentials removed.
+        body_excerpt: the first characters of the response body, whitespace collapsed.
+        headers: the response headers (a plain, case-preserving mapping).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        url: object,
+        body: bytes | str | None = None,
+        *,
+        reason: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.status = status
+        self.url = redact_url(url)
+        self.body_excerpt = excerpt(body)
+        self.reason = reason
+        self.headers: Mapping[str, str] = dict(headers or {})
+        message = f"HTTP {status}{' ' + reason if reason else ''} for {self.url}"
+        if self.body_excerpt:
+            message += f": {self.body_excerpt}"
+        super().__init__(message)
+
+
+class BadRequestError(HTTPStatusError):
+    """400: the server rejected the query (syntax, unsupported key, limit out of range)."""
+
+
+class UnauthorizedError(HTTPStatusError):
+    """401 or 403: missing, wrong or insufficient credentials."""
+
+
+class NotFoundError(HTTPStatusError):
+    """404: unknown service path (or, on some servers, an unknown parent UID)."""
+
+
+class PayloadTooLargeError(HTTPStatusError):
+    """413: the result set is too large for one response; page or narrow the query."""
+
+
+class RateLimitedError(HTTPStatusError):
+    """429: the server asks the client to slow down (see ``Retry-After``)."""
+
+
+class ServerError(HTTPStatusError):
+    """5xx: the server or a gateway failed."""
+
+
+def error_for_status(status: int) -> type[HTTPStatusError]:
+    """Return the most specific :class:`HTTPStatusError` subclass for ``status``."""
+    if status == 400:
+        return BadRequestError
+    if status in (401, 403):
+        return UnauthorizedError
+    if status == 404:
+        return NotFoundError
+    if status == 413:
+        return PayloadTooLargeError
+    if status == 429:
+        return RateLimitedError
+    if 500 <= status <= 599:
+        return ServerError
+    return HTTPStatusError
+
+
+class InvalidResponseError(QidoError):
+    """The server's reply is not what QIDO-RS promises (not JSON, not an array, bad item...).
+
+    Attributes:
+        url: the request URL with credentials removed (``None`` for pure parsing).
+        status: the HTTP status (``None`` for pure parsing).
+        body_excerpt: the first characters of the offending body.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: object = None,
+        status: int | None = None,
+        body: bytes | str | None = None,
+    ) -> None:
+        self.url: str | None = None if url is None else redact_url(url)
+        self.status = status
+        self.body_excerpt = excerpt(body)
+        full = message
+        if self.url:
+            full += f" (HTTP {status} from {self.url})" if status else f" ({self.url})"
+        if self.body_excerpt:
+            full += f"; body starts: {self.body_excerpt!r}"
+        super().__init__(full)
+
+
+class CrawlIncompleteError(QidoError):
+    """A bulk crawl finished without fetching everything it was asked for.
+
+    Raised unless the caller opted into partial results.  Nothing is silently
+    lost: ``failures`` lists every part that could not be fetched, as
+    ``(query, error)`` pairs, and ``counts`` says how many items per level
+    were fetched before giving up.
+
+    Attributes:
+        failures: ``(query, exception)`` for each part that failed for good.
+        counts: items fetched per level, e.g. ``{"STUDY": 120, "SERIES": 340}``.
+        results: whatever was fetched, when the crawl kept it (else empty).
+    """
+
+    def __init__(
+        self,
+        failures: Sequence[tuple[object, BaseException]],
+        counts: Mapping[str, int] | None = None,
+        results: Sequence[object] = (),
+    ) -> None:
+        self.failures = tuple(failures)
+        self.counts: Mapping[str, int] = dict(counts or {})
+        self.results = tuple(results)
+        got = ", ".join(f"{n} {level.lower()}" for level, n in self.counts.items())
+        lines = [
+            f"crawl incomplete: {len(self.failures)} part(s) could not be fetched"
+            + (f" (fetched {got})" if got else "")
+        ]
+        lines += [f"  - {query}: {type(err).__name__}: {err}" for query, err in self.failures[:20]]
+        if len(self.failures) > 20:
+            lines.append(f"  ... and {len(self.failures) - 20} more")
+        super().__init__("\n".join(lines))

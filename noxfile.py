@@ -1,0 +1,60 @@
+"""Developer tasks: ``nox`` runs what CI runs (lint, typecheck, tests, integration).
+
+Sessions:
+    lint         ruff check + ruff format --check
+    typecheck    mypy --strict on aqido/
+    tests        unit and in-process tests, on every Python 3.10-3.13 found here
+    integration  tests against a real Orthanc + DICOMweb server on 127.0.0.1
+                 (installed from Debian packages when missing and running as root)
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["lint", "typecheck", "tests", "integration"]
+nox.options.reuse_existing_virtualenvs = True
+
+SUPPORTED = ("3.10", "3.11", "3.12", "3.13")
+# Run the suite on every supported interpreter this machine has; 3.11 is the baseline.
+PYTHONS = [v for v in SUPPORTED if shutil.which(f"python{v}")] or ["3.11"]
+
+TEST_EXTRAS = ".[test,fast,cli,pandas]"
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """Ruff lint and format check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python="3.11")
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package."""
+    session.install("mypy>=1.10", "pandas-stubs", "types-requests", "-e", TEST_EXTRAS)
+    session.run("mypy", "--strict", "aqido")
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """Unit tests and tests against in-process servers (no external services)."""
+    session.install("-e", TEST_EXTRAS)
+    session.run("pytest", "-m", "not integration", *session.posargs)
+
+
+@nox.session(python="3.11")
+def integration(session: nox.Session) -> None:
+    """Tests against a live Orthanc + DICOMweb (fails loudly if it cannot start)."""
+    session.install("-e", TEST_EXTRAS)
+    session.run(
+        "pytest",
+        "-m",
+        "integration",
+        *session.posargs,
+        env={"AQIDO_REQUIRE_ORTHANC": "1"},
+    )

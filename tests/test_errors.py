@@ -1,0 +1,148 @@
+"""The exception hierarchy: shape, messages, credential redaction."""
+
+from __future__ import annotations
+
+import pytest
+
+from aqido import errors
+from aqido.errors import (
+    BadRequestError,
+    CrawlIncompleteError,
+    HTTPStatusError,
+    InvalidQueryError,
+    InvalidResponseError,
+    NotFoundError,
+    PayloadTooLargeError,
+    QidoError,
+    RateLimitedError,
+    RequestTimeoutError,
+    ServerError,
+    TransportError,
+    UnauthorizedError,
+    error_for_status,
+    excerpt,
+    redact_url,
+)
+
+
+def test_every_error_is_a_qido_error() -> None:
+    for cls in (
+        InvalidQueryError,
+        TransportError,
+        RequestTimeoutError,
+        HTTPStatusError,
+        BadRequestError,
+        UnauthorizedError,
+        NotFoundError,
+        PayloadTooLargeError,
+        RateLimitedError,
+        ServerError,
+        InvalidResponseError,
+        CrawlIncompleteError,
+    ):
+        assert issubclass(cls, QidoError), cls
+
+
+def test_invalid_query_error_is_a_value_error() -> None:
+    assert issubclass(InvalidQueryError, ValueError)
+    assert not issubclass(HTTPStatusError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("status", "cls"),
+    [
+        (400, BadRequestError),
+        (401, UnauthorizedError),
+        (403, UnauthorizedError),
+        (404, NotFoundError),
+        (413, PayloadTooLargeError),
+        (429, RateLimitedError),
+        (500, ServerError),
+        (502, ServerError),
+        (503, ServerError),
+        (504, ServerError),
+        (599, ServerError),
+        (406, HTTPStatusError),
+        (414, HTTPStatusError),
+    ],
+)
+def test_error_for_status(status: int, cls: type[HTTPStatusError]) -> None:
+    assert error_for_status(status) is cls
+
+
+def test_http_status_error_carries_context_without_credentials() -> None:
+    err = UnauthorizedError(
+        401,
+        "http://alice:s3cret@127.0.0.1:8042/dicom-web/studies?PatientID=1",
+        b'{"HttpError": "Unauthorized"}\n\n   trailing',
+        reason="Unauthorized",
+    )
+    assert err.status == 401
+    assert err.url == "http://127.0.0.1:8042/dicom-web/studies?PatientID=1"
+    assert err.body_excerpt == '{"HttpError": "Unauthorized"} trailing'
+    assert "s3cret" not in str(err)
+    assert "alice" not in str(err)
+    assert "401 Unauthorized" in str(err)
+
+
+def test_redact_url_keeps_urls_without_userinfo_intact() -> None:
+    url = "https://pacs.example/dicom-web/studies?PatientName=Doe^J*"
+    assert redact_url(url) == url
+    assert redact_url("https://u:p@h:1/x?y=1#z") == "https://h:1/x?y=1#z"
+    assert redact_url("https://token@h/x") == "https://h/x"
+
+
+def test_excerpt_is_short_and_printable() -> None:
+    assert excerpt(None) == ""
+    assert excerpt(b"\xff\xfeabc") == "\ufffd\ufffdabc"
+    long = excerpt("x" * 1000)
+    assert len(long) == errors.EXCERPT_LENGTH
+    assert long.endswith("…")
+
+
+def test_transport_error_chains_and_redacts() -> None:
+    cause = ConnectionResetError("reset by peer")
+
+    def fail() -> None:
+        try:
+            raise cause
+        except OSError as exc:
+            raise RequestTimeoutError("timed out", url="http://u:p@h/x") from exc
+
+    with pytest.raises(TransportError) as info:
+        fail()
+    assert info.value.__cause__ is cause
+    assert info.value.url == "http://h/x"
+    assert "p@" not in str(info.value)
+
+
+def test_invalid_response_error_message_names_url_and_excerpt() -> None:
+    err = InvalidResponseError(
+        "not a JSON array", url="http://h/studies", status=200, body="<html>"
+    )
+    assert "not a JSON array" in str(err)
+    assert "HTTP 200 from http://h/studies" in str(err)
+    assert err.body_excerpt == "<html>"
+
+
+def test_crawl_incomplete_error_lists_failures() -> None:
+    failures = [(f"/studies/1.{i}/series", ServerError(503, "http://h/x")) for i in range(25)]
+    err = CrawlIncompleteError(failures, counts={"STUDY": 10, "SERIES": 3})
+    text = str(err)
+    assert "25 part(s) could not be fetched" in text
+    assert "10 study" in text
+    assert "/studies/1.0/series" in text
+    assert "and 5 more" in text
+    assert len(err.failures) == 25
+
+
+def test_errors_module_is_a_leaf() -> None:
+    import ast
+    import pathlib
+
+    tree = ast.parse(pathlib.Path(errors.__file__).read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            assert not (node.module or "").startswith("aqido"), node.module
+        if isinstance(node, ast.Import):
+            assert all(not a.name.startswith("aqido") for a in node.names)
