@@ -10,6 +10,8 @@ Sessions:
 
 from __future__ import annotations
 
+import glob
+import os
 import shutil
 
 import nox
@@ -19,6 +21,21 @@ nox.options.sessions = ["lint", "typecheck", "tests", "integration"]
 nox.options.reuse_existing_virtualenvs = True
 
 SUPPORTED = ("3.10", "3.11", "3.12", "3.13")
+
+
+def _add_pyenv_interpreters() -> None:
+    """Put pyenv-installed interpreters on PATH (pyenv shims only expose the active one)."""
+    root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+    bins = [
+        path
+        for version in SUPPORTED
+        for path in sorted(glob.glob(os.path.join(root, "versions", f"{version}.*", "bin")))[-1:]
+    ]
+    if bins:
+        os.environ["PATH"] = os.pathsep.join([*bins, os.environ.get("PATH", "")])
+
+
+_add_pyenv_interpreters()
 # Run the suite on every supported interpreter this machine has; 3.11 is the baseline.
 PYTHONS = [v for v in SUPPORTED if shutil.which(f"python{v}")] or ["3.11"]
 
