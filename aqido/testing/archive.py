@@ -654,6 +654,29 @@ class FakeArchive:
         if content is not None:
             self.add(content)
 
+    @classmethod
+    def orthanc_like(
+        cls, content: SyntheticArchive | Iterable[Any] | None = None, **options: Any
+    ) -> FakeArchive:
+        """A FakeArchive that behaves like Orthanc 1.10 with its DICOMweb 1.7 plugin.
+
+        200 ``[]`` for no match, no percent-decoding, case-insensitive
+        matching, unknown attributes ignored, silent cap+1 truncation when
+        ``max_results`` is set, idle connections closed after 1 s.  ``options``
+        override any of these.
+        """
+        preset: dict[str, Any] = {
+            "empty_status": 200,
+            "decode_percent": False,
+            "case_sensitive": False,
+            "unknown_attributes": "ignore",
+            "truncation_warning": False,
+            "cap_plus_one": True,
+            "keepalive_timeout": 1.0,
+        }
+        preset.update(options)
+        return cls(content, **preset)
+
     # --- content ---
 
     def add(self, content: SyntheticArchive | Iterable[Any] | Mapping[str, Any] | Any) -> None:
@@ -1105,6 +1128,8 @@ class FakeArchive:
         """
         uid_sets = {m.key: m.uids for m in matches if m.uids is not None}
         filters = [m for m in matches if m.predicate is not None]
+        if any(m.level > level for m in filters):
+            return iter(())  # a lower-level attribute is never present, so never matches
         study_f = [m for m in filters if m.level == _STUDY]
         series_f = [m for m in filters if m.level == _SERIES]
         rest_f = [m for m in filters if m.level not in (_STUDY, _SERIES)]
