@@ -58,6 +58,7 @@ class QueryLevel(str, enum.Enum):
     INSTANCE = "INSTANCE"
 
     def __str__(self) -> str:
+        """Return the plain value (``"STUDY"``)."""
         return self.value
 
 
@@ -340,17 +341,24 @@ def _check_range_value(key: str, vr: str, value: str) -> None:
     # range dash is accepted, so send DT bounds in UTC or with '+' offsets.
     bounds = value.split("-")
     if len(bounds) > 2 or value == "-":
+        if vr == "DT":
+            fix += "; give DT bounds in UTC or with '+' offsets, as '-' is the range separator"
         raise InvalidQueryError(f"filters[{key!r}]: {value!r} is not a {vr} range; {fix}")
     for bound in bounds:
         if any(c not in _RANGE_CHARS[vr] for c in bound):
             raise InvalidQueryError(
                 f"filters[{key!r}]: {bound!r} in {value!r} is not a {vr} value; {fix}"
             )
-    if len(bounds) == 2 and all(bounds) and vr == "DA":
+    if len(bounds) == 2 and all(bounds) and vr in ("DA", "TM"):
         low, high = bounds
         if len(low) == len(high) and low > high:
+            hint = (
+                "a TM range cannot cross midnight: split it into two queries"
+                if vr == "TM"
+                else "swap the bounds"
+            )
             raise InvalidQueryError(
-                f"filters[{key!r}]: range {value!r} starts after it ends; swap the bounds"
+                f"filters[{key!r}]: range {value!r} starts after it ends; {hint}"
             )
 
 
@@ -590,9 +598,11 @@ class BaseQuery:
         return f"{self.uri_base()}?{qs}" if qs else self.uri_base()
 
     def __str__(self) -> str:
+        """Return :meth:`relative_url`, the readable form for logs."""
         return self.relative_url()
 
     def __repr__(self) -> str:
+        """Return a short constructor call showing only the fields that are set."""
         parts = [f"query_level=QueryLevel.{self.query_level.name}"]
         for attribute in attrs.fields(type(self)):
             if attribute.name == "query_level":

@@ -511,6 +511,7 @@ def test_filters_must_be_a_mapping() -> None:
         ("StudyDate", "2024-01-01"),
         ("StudyTime", "-"),
         ("StudyTime", "12?0"),
+        ("StudyTime", "2200-0200"),  # crosses midnight
         ("AcquisitionDateTime", "-"),
         ("AcquisitionDateTime", "20240101120000-0500-20240102"),
         ("SOPClassUID", "1.2.*"),
