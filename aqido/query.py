@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -429,7 +430,13 @@ _ATTRIBUTE_FIELDS = (
     "StudyDescription",
     "SeriesDescription",
 )
-_UID_FIELDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+
+
+@functools.cache
+def _named_tags() -> tuple[dict[int, str], int]:
+    """(tag → named field, StudyDate tag), resolved on first use (not at import)."""
+    named = {dictionary.resolve(field)[0]: field for field in _ATTRIBUTE_FIELDS}
+    return named, dictionary.resolve("StudyDate")[0]
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -496,8 +503,7 @@ class BaseQuery:
                 f"{name}: min_study_date ({self.min_study_date}) is after max_study_date "
                 f"({self.max_study_date}); swap them"
             )
-        named = {dictionary.resolve(f)[0]: f for f in _ATTRIBUTE_FIELDS}
-        study_date_tag = dictionary.resolve("StudyDate")[0]
+        named, study_date_tag = _named_tags()
         for key, _value in self.filters:
             tags = _normalise_key("filters", key)[1]
             if len(tags) == 1 and tags[0] in named:
