@@ -373,6 +373,8 @@ async def test_cap_silent_and_plus_one() -> None:
         reply = await get(orthanc, "/studies")
         assert len(reply.json) == 11
         assert "Warning" not in reply.headers
+        assert len((await get(orthanc, "/studies?offset=5")).json) == 6  # cap before offset
+        assert (await get(orthanc, "/studies?offset=20")).body == b"[]"
         assert (await get(orthanc, "/studies?PatientID=nobody")).body == b"[]"
 
 

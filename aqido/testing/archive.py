@@ -560,7 +560,8 @@ class FakeArchive:
       page short the response carries ``Warning: 299 <agent> "There are N
       additional results that can be requested"`` unless
       ``truncation_warning=False`` (silent, Orthanc style); ``cap_plus_one``
-      returns cap+1 rows as Orthanc does.
+      returns cap+1 rows as Orthanc does; ``cap_before_offset`` caps the
+      matches before skipping ``offset`` (Orthanc: paging cannot pass the cap).
     - ``max_limit=None``: a ``limit`` above it is a 400 (Azure: 200).
     - ``ignore_offset=False``, ``ignore_limit=False``: imitate servers that do.
     - ``latency=0.0``: seconds to sleep before answering each request.
@@ -595,6 +596,7 @@ class FakeArchive:
         max_results: int | None = None,
         truncation_warning: bool = True,
         cap_plus_one: bool = False,
+        cap_before_offset: bool = False,
         max_limit: int | None = None,
         ignore_offset: bool = False,
         ignore_limit: bool = False,
@@ -620,6 +622,7 @@ class FakeArchive:
         self.max_results = max_results
         self.truncation_warning = truncation_warning
         self.cap_plus_one = cap_plus_one
+        self.cap_before_offset = cap_before_offset
         self.max_limit = max_limit
         self.ignore_offset = ignore_offset
         self.ignore_limit = ignore_limit
@@ -661,8 +664,9 @@ class FakeArchive:
         """A FakeArchive that behaves like Orthanc 1.10 with its DICOMweb 1.7 plugin.
 
         200 ``[]`` for no match, no percent-decoding, case-insensitive
-        matching, unknown attributes ignored, silent cap+1 truncation when
-        ``max_results`` is set, idle connections closed after 1 s.  ``options``
+        matching, unknown attributes ignored, silent cap+1 truncation applied
+        before the offset when ``max_results`` is set, idle connections closed
+        after 1 s.  ``options``
         override any of these.
         """
         preset: dict[str, Any] = {
@@ -672,6 +676,7 @@ class FakeArchive:
             "unknown_attributes": "ignore",
             "truncation_warning": False,
             "cap_plus_one": True,
+            "cap_before_offset": True,
             "keepalive_timeout": 1.0,
         }
         preset.update(options)
@@ -1270,12 +1275,16 @@ class FakeArchive:
                 return web.Response(status=self.unknown_parent_status, text="Unknown parent")
             hits = iter(())
         skip = 0 if self.ignore_offset else offset
+        cap = self.max_results
+        if cap is not None and self.cap_before_offset:  # Orthanc: cap the matches, then skip
+            hits = itertools.islice(hits, cap + (1 if self.cap_plus_one else 0))
+            cap = None
         hit_list = list(itertools.islice(hits, skip, None))
         available = len(hit_list)
         take = available
         if limit and not self.ignore_limit:
             take = min(take, limit)
-        if self.max_results is not None and take > self.max_results:
+        if self.max_results is not None and cap is not None and take > self.max_results:
             take = self.max_results + (1 if self.cap_plus_one else 0)
             take = min(take, available)
             if self.truncation_warning and not self.cap_plus_one:
