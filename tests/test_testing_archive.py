@@ -619,3 +619,44 @@ def test_run_in_thread_for_sync_clients() -> None:
     assert [r.query_string for r in fake.requests] == ["limit=3"]
     with pytest.raises(requests.ConnectionError):
         requests.get(url + "/studies", timeout=5)
+
+
+def _custom(sop: str, acquired: str, station: str) -> dict[str, Any]:
+    """A minimal DICOM JSON instance (lowercase keys on purpose) with a DT and a multi-valued SH."""
+    return {
+        "0020000d": {"vr": "UI", "Value": ["1.2.3"]},
+        "0020000e": {"vr": "UI", "Value": ["1.2.3.1"]},
+        "00080018": {"vr": "UI", "Value": [sop]},
+        "0008002A": {"vr": "DT", "Value": [acquired]},
+        "00081010": {"vr": "SH", "Value": [station]},
+        "00180010": {"vr": "LO", "Value": ["Iodine", None, "Gadolinium"]},
+    }
+
+
+async def test_json_content_dt_ranges_and_multi_valued_strings() -> None:
+    content = [
+        _custom("1.2.3.1.1", "20240101120000", "CT01"),
+        _custom("1.2.3.1.2", "20240102083000.5", "MR02"),
+        _custom("1.2.3.1.3", "2023", "CT03"),
+    ]
+    async with FakeArchive(content) as archive:
+        reply = await get(archive, "/instances?AcquisitionDateTime=20240101-20240101235959")
+        assert reply.values("00080018") == ["1.2.3.1.1"]
+        reply = await get(archive, "/instances?AcquisitionDateTime=20240102-")
+        assert reply.values("00080018") == ["1.2.3.1.2"]
+        reply = await get(archive, "/instances?AcquisitionDateTime=-2023")
+        assert reply.values("00080018") == ["1.2.3.1.3"]
+        reply = await get(archive, "/instances?ContrastBolusAgent=Gad*&includefield=00081010")
+        # StationName is a series attribute: the series keeps its first instance's value
+        assert reply.values("00081010") == ["CT01"] * 3
+        assert (await get(archive, "/studies/1.2.3/series?StationName=MR*")).status == 204
+        assert (await get(archive, "/instances?emptyvaluematching=true")).status == 200
+        assert (await get(archive, "/instances?emptyvaluematching=1")).status == 400
+
+
+async def test_only_get_is_allowed(archive: FakeArchive) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(archive.url + "/studies", data=b"x") as response:
+            assert response.status == 405
+        async with session.head(archive.url + "/studies") as response:
+            assert response.status == 200
