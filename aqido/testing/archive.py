@@ -263,7 +263,7 @@ class _Series:
 
 
 class _Instance:
-    __slots__ = ("_attrs", "_loader", "series", "uid")
+    __slots__ = ("_attrs", "_loader", "seq", "series", "uid")
 
     def __init__(
         self,
@@ -274,6 +274,7 @@ class _Instance:
     ) -> None:
         self.uid = uid
         self.series = series
+        self.seq = 0  # insertion order in the archive
         self._attrs = attrs
         self._loader = loader
 
@@ -584,7 +585,12 @@ class FakeArchive:
       after this (Orthanc: 1 s).
 
     Statistics: :attr:`requests` (every :class:`ServedRequest`),
-    :attr:`peak_concurrency`, :meth:`reset_stats`.
+    :attr:`peak_concurrency`, :meth:`reset_stats`.  A request counts as in
+    flight from its arrival until its answer is ready; give the archive some
+    ``latency`` when a test asserts on concurrency, so requests overlap for sure.
+
+    :meth:`fail`, :meth:`clear_faults` and :meth:`reset_stats` are safe from
+    any thread at any time; :meth:`add` only while no request is being served.
     """
 
     def __init__(
@@ -725,6 +731,7 @@ class FakeArchive:
                         series,
                         loader=functools.partial(synth._instance_json, st, se, inst),
                     )
+                    node.seq = len(self._instances)
                     self._instances[node.uid] = series.instances[node.uid] = node
                     study.n_instances += 1
 
@@ -759,6 +766,7 @@ class FakeArchive:
                 study.modalities.add(modality)
             study.modalities_elem = None
         node = _Instance(sop_uid, series, attrs=levels[_INSTANCE])
+        node.seq = len(self._instances)
         self._instances[sop_uid] = series.instances[sop_uid] = node
         series.study.n_instances += 1
 
@@ -903,8 +911,8 @@ class FakeArchive:
         fault_name: str | None = None
         raw_qs = request.raw_path.partition("?")[2]
         try:
-            if self.latency > 0:
-                await asyncio.sleep(self.latency)
+            # Always yield once, so requests that arrived together overlap (peak_concurrency).
+            await asyncio.sleep(self.latency if self.latency > 0 else 0)
             fault = self._pick_fault(request.raw_path)
             if fault is not None:
                 fault_name = fault.kind
@@ -1182,10 +1190,9 @@ class FakeArchive:
             entities = ((s, se, None) for s in studies for se in series_of(s))
         elif "00080018" in uid_sets and study_uid is None and "0020000D" not in uid_sets:
             wanted = uid_sets["00080018"] or frozenset()
-            order = {uid: i for i, uid in enumerate(self._instances)}
             found = sorted(
                 (self._instances[u] for u in wanted if u in self._instances),
-                key=lambda i: order[i.uid],
+                key=lambda i: i.seq,
             )
             entities = (
                 (i.series.study, i.series, i)
