@@ -61,10 +61,18 @@ def test_missing_binary_without_install_is_a_clear_error(
         OrthancServer(install=False).start()
 
 
+def test_a_wrong_override_is_reported_not_installed_around(
+    tmp_path: Path, fake_plugin: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(launcher.BINARY_ENV, str(tmp_path / "missing"))
+    with pytest.raises(OrthancUnavailableError, match=r"AQIDO_ORTHANC_BINARY=.*missing does not"):
+        launcher.install_orthanc()
+
+
 def test_install_refused_when_not_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(launcher, "find_orthanc", lambda: None)
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    with pytest.raises(OrthancUnavailableError, match="not running as root.*apt-get install"):
+    with pytest.raises(OrthancUnavailableError, match=r"not running as root.*apt-get install"):
         launcher.install_orthanc()
 
 

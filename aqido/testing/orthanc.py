@@ -166,6 +166,9 @@ def install_orthanc(*, timeout: float = 900.0) -> tuple[str, str]:
         "install the Debian packages with `apt-get install orthanc orthanc-dicomweb`, "
         f"or point {BINARY_ENV} and {PLUGIN_ENV} at an Orthanc binary and its DICOMweb plugin"
     )
+    for env in (BINARY_ENV, PLUGIN_ENV):
+        if os.environ.get(env) and not os.path.isfile(os.environ[env]):
+            raise OrthancUnavailableError(f"{env}={os.environ[env]} does not exist")
     if os.name != "posix" or os.geteuid() != 0:
         raise OrthancUnavailableError(
             f"Orthanc + DICOMweb plugin not found and not running as root: {hint}"
