@@ -182,6 +182,31 @@ async def test_query_values_are_not_percent_decoded(
 
 
 @pytest.mark.anyio
+async def test_a_comma_means_or_in_any_value(
+    orthanc: OrthancServer, http: aiohttp.ClientSession
+) -> None:
+    url = f"{orthanc.dicomweb_url}/studies?PatientName=Smith,lee^ji-hoon"
+    expected = studies_where(lambda s: s.patient_name in ("Smith", "Lee^Ji-hoon"))
+    assert set(uids((await get_json(http, url))[1])) == expected
+
+
+@pytest.mark.anyio
+async def test_raw_utf8_in_the_url_is_rejected(orthanc: OrthancServer) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", orthanc.port)
+    try:
+        writer.write(
+            "GET /dicom-web/studies?PatientName=Müller* HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), 10)
+        assert status_line.split()[1] == b"400"
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+@pytest.mark.anyio
 async def test_patient_id_matching_is_case_insensitive_and_takes_slashes_raw(
     orthanc: OrthancServer, http: aiohttp.ClientSession
 ) -> None:
