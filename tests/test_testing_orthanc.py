@@ -8,6 +8,8 @@ leaves no process and no temporary directory behind.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -109,6 +111,28 @@ def test_binary_that_never_answers_is_killed(
         server.start()
     _assert_gone(int(pid_file.read_text()))
     assert _our_temp_dirs() <= before
+
+
+def test_directories_of_killed_launchers_are_swept(
+    tmp_path: Path, fake_plugin: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A launcher killed with SIGKILL cannot clean up; the next start does it for it."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    orphan = Path(tempfile.mkdtemp(prefix="aqido-orthanc-"))
+    (orphan / "owner.pid").write_text(dead.stdout.strip())
+    alive = Path(tempfile.mkdtemp(prefix="aqido-orthanc-"))
+    (alive / "owner.pid").write_text(str(os.getpid()))
+    try:
+        binary = _script(tmp_path / "Orthanc", "raise SystemExit(1)")
+        monkeypatch.setenv(launcher.BINARY_ENV, binary)
+        with pytest.raises(OrthancUnavailableError):
+            OrthancServer().start()
+        assert not orphan.exists()
+        assert alive.exists()
+    finally:
+        for directory in (orphan, alive):
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_stop_is_idempotent_and_safe_before_start() -> None:

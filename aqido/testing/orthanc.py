@@ -27,7 +27,9 @@ Details that matter:
   on every failure inside :meth:`~OrthancServer.start`, on ``__exit__``, and at
   interpreter exit for servers still running; on Linux the child also gets
   SIGTERM if the thread that started it dies (``PR_SET_PDEATHSIG``, only set
-  when started from the main thread).
+  when started from the main thread).  A launcher killed outright cannot
+  delete its directory; the next :meth:`~OrthancServer.start` on the machine
+  deletes directories whose owner process is gone.
 
 This module uses only the standard library for HTTP (no aiohttp, no requests),
 so it works from synchronous pytest fixtures.
@@ -303,6 +305,31 @@ def _stop_all() -> None:  # pragma: no cover - runs at interpreter exit
         server.stop()
 
 
+_DIR_PREFIX = "aqido-orthanc-"
+_OWNER_FILE = "owner.pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sweep_orphans() -> None:
+    """Delete directories left by launchers that were killed (their owner process is gone)."""
+    for directory in Path(tempfile.gettempdir()).glob(_DIR_PREFIX + "*"):
+        try:
+            owner = int((directory / _OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not ours, or still being set up
+        if not _alive(owner):
+            shutil.rmtree(directory, ignore_errors=True)
+
+
 def _parent_death_signal() -> Callable[[], None] | None:
     """A ``preexec_fn`` that makes the child get SIGTERM when its parent thread dies (Linux)."""
     if not sys.platform.startswith("linux") or threading.current_thread() is not (
@@ -502,7 +529,9 @@ class OrthancServer:
 
     def _launch(self, binary: str, plugin: str, *, last_attempt: bool) -> bool:
         """Start one process and wait for it; False if it exited early (e.g. port taken)."""
-        self._dir = Path(tempfile.mkdtemp(prefix="aqido-orthanc-"))
+        _sweep_orphans()
+        self._dir = Path(tempfile.mkdtemp(prefix=_DIR_PREFIX))
+        (self._dir / _OWNER_FILE).write_text(str(os.getpid()))
         storage = self._dir / "db"
         storage.mkdir()
         self._port = port = _free_port()
