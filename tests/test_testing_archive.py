@@ -245,6 +245,11 @@ async def test_time_ranges_with_short_and_fractional_values(archive: FakeArchive
     assert expected
     assert reply.values("0020000D") == study_uids(expected)
     assert {len(s.study_time) for s in SYNTH.studies} >= {4, 6, 13}
+    short = next(s for s in SYNTH.studies if len(s.study_time) == 4)
+    reply = await get(archive, f"/studies?StudyTime={short.study_time}")  # single value: same text
+    assert reply.values("00080030") == [
+        s.study_time for s in SYNTH.studies if s.study_time == short.study_time
+    ]
 
 
 async def test_multi_valued_modalities_in_study(archive: FakeArchive) -> None:
@@ -376,6 +381,9 @@ async def test_cap_silent_and_plus_one() -> None:
         assert len((await get(orthanc, "/studies?offset=5")).json) == 6  # cap before offset
         assert (await get(orthanc, "/studies?offset=20")).body == b"[]"
         assert (await get(orthanc, "/studies?PatientID=nobody")).body == b"[]"
+        garbage = await get(orthanc, "/studies?StudyDate=garbage")
+        assert (garbage.status, garbage.body) == (200, b"[]")
+        assert (await get(orthanc, "/studies?StudyDate=garbage,20100101-")).status == 200
 
 
 async def test_ignore_offset_ignore_limit_and_max_limit() -> None:

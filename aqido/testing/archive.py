@@ -171,6 +171,17 @@ _COMPUTED_LEVEL = {
 }
 
 
+# The first level whose defaults a path returns (standard: relational paths add parents').
+_STANDARD_TOP = {
+    "studies": _STUDY,
+    "series": _STUDY,
+    "instances": _STUDY,
+    "study-series": _SERIES,
+    "study-instances": _SERIES,
+    "series-instances": _INSTANCE,
+}
+
+
 def _level_of(key: str) -> int:
     """The level an attribute is stored at: patient and study, series, or instance."""
     if key in _OWN_TAGS:
@@ -392,6 +403,10 @@ class _BadRequest(Exception):
     """A query the archive refuses with 400 (message is the body)."""
 
 
+class _InvalidValue(_BadRequest):
+    """A malformed match value: 400, or matches nothing with ``strict_values=False``."""
+
+
 _PLUS = re.compile(r"\+")
 
 
@@ -429,7 +444,7 @@ def _tm_key(value: str, *, upper: bool) -> str | None:
     return f"{hh}{mm or fill}{ss or fill}{(frac or '').ljust(6, frac_fill if upper else '0')}"
 
 
-def _value_strings(elem: _Element) -> list[str]:
+def _value_strings(elem: _Element, pn_groups: bool = True) -> list[str]:
     values = elem.get("Value")
     if not values:
         return []
@@ -441,13 +456,16 @@ def _value_strings(elem: _Element) -> list[str]:
             groups = [v.get("Alphabetic", ""), v.get("Ideographic", ""), v.get("Phonetic", "")]
             full = "=".join(groups).rstrip("=")
             out.append(full)
-            out.extend(g for g in groups if g and g != full)
+            if pn_groups:
+                out.extend(g for g in groups if g and g != full)
         else:
             out.append(str(v).rstrip("\0 "))
     return out
 
 
-def _compile_alternative(alt: str, vr: str, case_sensitive: bool) -> Callable[[_Element], bool]:
+def _compile_alternative(
+    alt: str, vr: str, case_sensitive: bool, pn_groups: bool
+) -> Callable[[_Element], bool]:
     """One match value (no commas) → a predicate on a stored element."""
     if vr == "DA" or vr == "TM" or vr == "DT":
         return _compile_range(alt, vr)
@@ -455,7 +473,7 @@ def _compile_alternative(alt: str, vr: str, case_sensitive: bool) -> Callable[[_
         try:
             target = float(alt)
         except ValueError:
-            raise _BadRequest(f"{alt!r} is not a number") from None
+            raise _InvalidValue(f"{alt!r} is not a number") from None
 
         def numeric(elem: _Element) -> bool:
             for v in elem.get("Value") or ():
@@ -470,16 +488,16 @@ def _compile_alternative(alt: str, vr: str, case_sensitive: bool) -> Callable[[_
     if vr in _STRING_VRS and ("*" in alt or "?" in alt):
         pattern = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in alt)
         rx = re.compile(pattern, 0 if case_sensitive else re.IGNORECASE)
-        return lambda elem: any(rx.fullmatch(s) for s in _value_strings(elem))
+        return lambda elem: any(rx.fullmatch(s) for s in _value_strings(elem, pn_groups))
     if case_sensitive:
-        return lambda elem: alt in _value_strings(elem)
+        return lambda elem: alt in _value_strings(elem, pn_groups)
     folded = alt.casefold()
-    return lambda elem: any(s.casefold() == folded for s in _value_strings(elem))
+    return lambda elem: any(s.casefold() == folded for s in _value_strings(elem, pn_groups))
 
 
 def _compile_range(alt: str, vr: str) -> Callable[[_Element], bool]:
     if alt == "-":
-        raise _BadRequest("a bare '-' is not a valid range")
+        raise _InvalidValue("a bare '-' is not a valid range")
 
     def key(value: str, upper: bool) -> str | None:
         if vr == "DA":
@@ -498,22 +516,17 @@ def _compile_range(alt: str, vr: str) -> Callable[[_Element], bool]:
     else:
         exact = key(alt, False)
         if exact is None:
-            raise _BadRequest(f"{alt!r} is not a valid {vr} value")
-        exact_high = key(alt, True)
+            raise _InvalidValue(f"{alt!r} is not a valid {vr} value")
+        text = alt.strip()
 
-        def single(elem: _Element) -> bool:
-            for v in elem.get("Value") or ():
-                if isinstance(v, str):
-                    k = key(v, False)
-                    if k is not None and exact <= k <= (exact_high or exact):
-                        return True
-            return False
+        def single(elem: _Element) -> bool:  # single value matching: the same text
+            return any(isinstance(v, str) and v.strip() == text for v in elem.get("Value") or ())
 
         return single
     low = key(low_text, False) if low_text else ""
     high = key(high_text, True) if high_text else "~"
     if low is None or high is None:
-        raise _BadRequest(f"{alt!r} is not a valid {vr} range")
+        raise _InvalidValue(f"{alt!r} is not a valid {vr} range")
 
     def in_range(elem: _Element) -> bool:
         for v in elem.get("Value") or ():
@@ -573,6 +586,21 @@ class FakeArchive:
     - ``case_sensitive=True``: string matching (``False``: as Orthanc does it).
     - ``unknown_attributes="error"``: 400 for a keyword that is not in PS3.6;
       ``"ignore"`` skips it (Orthanc; widens the result).
+    - ``strict_values=True``: 400 for a malformed date, time or number (or a
+      bare ``-``); ``False`` lets it match nothing (Orthanc: 200 ``[]``).
+    - ``pn_groups=True``: a PN value matches if the whole value
+      (``Yamada^Tarou=山田^太郎``) or any one component group matches;
+      ``False`` matches the whole value only (Orthanc).
+    - ``parent_attributes="standard"``: relational queries add the parent
+      levels' defaults (``/studies/{s}/instances`` the series'), hierarchical
+      ones do not.  ``"orthanc"``: as Orthanc 1.10 does it: every query adds
+      each parent level's defaults (without ModalitiesInStudy and the counts)
+      unless that level's UID is a query parameter (``/series?StudyInstanceUID=``
+      returns no study attributes, ``/studies/{s}/series`` does).
+    - ``instance_availability=True``: return InstanceAvailability (``ONLINE``).
+    - ``include_all_attributes=True``: ``includefield=all`` returns every stored
+      attribute of the returned levels; ``False``: only the defaults (Orthanc).
+    - ``return_sequences=True``: ``False`` never returns SQ attributes (Orthanc).
     - ``decode_percent=True``: percent-decode query values (``+`` is a
       space).  ``False`` imitates Orthanc 1.10: ``%5E`` stays literal.
     - ``fuzzy_warning=False``: add the PS3.18 "fuzzymatching not supported"
@@ -612,6 +640,12 @@ class FakeArchive:
         bearer_token: str | None = None,
         case_sensitive: bool = True,
         unknown_attributes: Literal["error", "ignore"] = "error",
+        strict_values: bool = True,
+        pn_groups: bool = True,
+        parent_attributes: Literal["standard", "orthanc"] = "standard",
+        instance_availability: bool = True,
+        include_all_attributes: bool = True,
+        return_sequences: bool = True,
         decode_percent: bool = True,
         fuzzy_warning: bool = False,
         relational: bool = True,
@@ -638,6 +672,14 @@ class FakeArchive:
         self.bearer_token = bearer_token
         self.case_sensitive = case_sensitive
         self.unknown_attributes = unknown_attributes
+        self.strict_values = strict_values
+        self.pn_groups = pn_groups
+        if parent_attributes not in ("standard", "orthanc"):
+            raise ValueError("parent_attributes must be 'standard' or 'orthanc'")
+        self.parent_attributes = parent_attributes
+        self.instance_availability = instance_availability
+        self.include_all_attributes = include_all_attributes
+        self.return_sequences = return_sequences
         self.decode_percent = decode_percent
         self.fuzzy_warning = fuzzy_warning
         self.relational = relational
@@ -670,16 +712,25 @@ class FakeArchive:
         """A FakeArchive that behaves like Orthanc 1.10 with its DICOMweb 1.7 plugin.
 
         200 ``[]`` for no match, no percent-decoding, case-insensitive
-        matching, unknown attributes ignored, silent cap+1 truncation applied
-        before the offset when ``max_results`` is set, idle connections closed
-        after 1 s.  ``options``
-        override any of these.
+        matching, PN matched as a whole (not group by group), unknown attributes
+        ignored, malformed values match nothing, Orthanc's choice of parent
+        attributes, no InstanceAvailability, ``includefield=all`` adds nothing,
+        no sequences, silent cap+1 truncation applied before
+        the offset when ``max_results`` is set, idle connections closed after
+        1 s.  ``options`` override any of these.  Checked query for query
+        against a live Orthanc by ``tests/integration/test_fake_vs_orthanc.py``.
         """
         preset: dict[str, Any] = {
             "empty_status": 200,
             "decode_percent": False,
             "case_sensitive": False,
             "unknown_attributes": "ignore",
+            "strict_values": False,
+            "pn_groups": False,
+            "parent_attributes": "orthanc",
+            "instance_availability": False,
+            "include_all_attributes": False,
+            "return_sequences": False,
             "truncation_warning": False,
             "cap_plus_one": True,
             "cap_before_offset": True,
@@ -1025,22 +1076,42 @@ class FakeArchive:
         except _BadRequest as exc:
             return web.Response(status=400, text=str(exc))
 
-    def _route(self, parts: list[str]) -> tuple[int, str | None, str | None, int]:
-        """(query level, study UID, series UID, returned levels mask start)."""
+    def _route(self, parts: list[str]) -> tuple[int, str | None, str | None, str]:
+        """(query level, study UID, series UID, path kind)."""
         n = len(parts)
         if n == 1 and parts[0] == "studies":
-            return _STUDY, None, None, _STUDY
+            return _STUDY, None, None, "studies"
         if n == 1 and parts[0] == "series" and self.relational:
-            return _SERIES, None, None, _STUDY
+            return _SERIES, None, None, "series"
         if n == 1 and parts[0] == "instances" and self.relational:
-            return _INSTANCE, None, None, _STUDY
+            return _INSTANCE, None, None, "instances"
         if n == 3 and parts[0] == "studies" and parts[2] == "series":
-            return _SERIES, parts[1], None, _SERIES
+            return _SERIES, parts[1], None, "study-series"
         if n == 3 and parts[0] == "studies" and parts[2] == "instances":
-            return _INSTANCE, parts[1], None, _SERIES
+            return _INSTANCE, parts[1], None, "study-instances"
         if n == 5 and parts[0] == "studies" and parts[2] == "series" and parts[4] == "instances":
-            return _INSTANCE, parts[1], parts[3], _INSTANCE
+            return _INSTANCE, parts[1], parts[3], "series-instances"
         raise LookupError(parts)
+
+    def _defaults(self, kind: str, level: int, params: set[str]) -> frozenset[str]:
+        """The default attributes returned on a path, as ``parent_attributes`` says.
+
+        ``params``: the tag keys of the match parameters.
+        """
+        parts: tuple[tuple[int, bool], ...]
+        if self.parent_attributes == "orthanc":
+            # Every parent level without its aggregates, unless its UID is a parameter.
+            parent_uid = {_STUDY: "0020000D", _SERIES: "0020000E"}
+            parents = [(lv, False) for lv in range(_STUDY, level) if parent_uid[lv] not in params]
+            parts = (*parents, (level, True))
+        else:
+            parts = tuple((lv, True) for lv in range(_STANDARD_TOP[kind], level + 1))
+        keys: set[str] = set()
+        for lv, with_aggregates in parts:
+            keys.update(k for k in _DEFAULTS[lv] if with_aggregates or k not in _COMPUTED_LEVEL)
+        if not self.instance_availability:
+            keys.discard(_AVAILABILITY)
+        return frozenset(keys)
 
     # --- search ---
 
@@ -1119,9 +1190,16 @@ class FakeArchive:
                 return any(v in uids for v in _value_strings(elem))
 
             return _Match(first, level, tuple(path[1:]), uid_pred, uids if len(path) == 1 else None)
-        alternatives = [
-            _compile_alternative(alt, vr, self.case_sensitive) for alt in value.split(",")
-        ]
+        alternatives = []
+        for alt in value.split(","):
+            try:
+                alternatives.append(
+                    _compile_alternative(alt, vr, self.case_sensitive, self.pn_groups)
+                )
+            except _InvalidValue:
+                if self.strict_values:
+                    raise
+                alternatives.append(_nothing)
         if len(alternatives) == 1:
             pred = alternatives[0]
         else:
@@ -1264,10 +1342,12 @@ class FakeArchive:
         return _match_path(elem, match.path, match.predicate)
 
     def _search(
-        self, request: web.BaseRequest, route: tuple[int, str | None, str | None, int], raw_qs: str
+        self, request: web.BaseRequest, route: tuple[int, str | None, str | None, str], raw_qs: str
     ) -> web.Response:
-        level, study_uid, series_uid, top = route
+        level, study_uid, series_uid, kind = route
+        top = _STANDARD_TOP[kind]
         matches, returned, include_all, limit, offset, fuzzy = self._parse(raw_qs)
+        defaults = self._defaults(kind, level, {m.key for m in matches})
         headers: dict[str, str] = {}
         warnings: list[str] = []
         agent = f"{request.host}"
@@ -1307,17 +1387,16 @@ class FakeArchive:
                 return web.Response(status=204, headers=headers)
             return web.Response(status=200, body=b"[]", content_type=DICOM_JSON, headers=headers)
         base = f"http://{request.host}{self.prefix}"
-        body = _dumps(self._render_all(page, level, top, returned, include_all, base))
+        body = _dumps(self._render_all(page, level, top, defaults | returned, include_all, base))
         return web.Response(status=200, body=body, content_type=DICOM_JSON, headers=headers)
 
+    @staticmethod
     def _plan(
-        self, level: int, top: int, returned: set[str], extra: Iterable[str] = ()
+        level: int, returned: Iterable[str], extra: Iterable[str] = ()
     ) -> list[tuple[str, int]]:
         """The sorted (key, level) pairs to render; lower-level attributes are left out."""
         keys: set[str] = set(returned)
         keys.update(extra)
-        for lv in range(top, level + 1):
-            keys.update(_DEFAULTS[lv])
         plan = []
         for key in sorted(keys):
             key_level = _OWN if key in (_AVAILABILITY, _RETRIEVE_URL) else _level_of(key)
@@ -1330,11 +1409,13 @@ class FakeArchive:
         page: list[_Entity],
         level: int,
         top: int,
-        returned: set[str],
+        returned: frozenset[str],
         include_all: bool,
         base: str,
     ) -> list[dict[str, Any]]:
-        shared = None if include_all else self._plan(level, top, returned)
+        if not self.include_all_attributes:
+            include_all = False
+        shared = None if include_all else self._plan(level, returned)
         out: list[dict[str, Any]] = []
         for entity in page:
             study, series, instance = entity
@@ -1348,7 +1429,7 @@ class FakeArchive:
                     extra.update(series.attrs)
                 if inst_attrs is not None:
                     extra.update(inst_attrs)
-                plan = self._plan(level, top, returned, extra)
+                plan = self._plan(level, returned, extra)
             item: dict[str, Any] = {}
             for key, key_level in plan:
                 if key == _AVAILABILITY:
@@ -1362,10 +1443,15 @@ class FakeArchive:
                     item[key] = {"vr": "UR", "Value": [url]}
                 else:
                     elem = self._element(entity, key, key_level, level, inst_attrs)
-                    if elem is not None:
+                    if elem is not None and (self.return_sequences or elem.get("vr") != "SQ"):
                         item[key] = elem
             out.append(item)
         return out
+
+
+def _nothing(elem: _Element) -> bool:
+    """The predicate of a malformed value when ``strict_values=False``: matches nothing."""
+    return False
 
 
 def _match_path(elem: _Element, path: tuple[str, ...], pred: Callable[[_Element], bool]) -> bool:
