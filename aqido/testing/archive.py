@@ -19,12 +19,14 @@ From synchronous code (a thread runs the server on its own event loop)::
 Matching (PS3.4 C.2.2.2 as a careful server does it):
 
 - UI: single UID or a comma-separated list (any of them).
-- DA, TM: exact value, or a range ``a-b``, ``-b``, ``a-`` (inclusive; a TM
-  bound with less precision covers its whole span: ``-1300`` includes
-  ``130059``); a bare ``-`` or a malformed value is a 400.
+- DA, TM, DT: a single value matches the same text; a range ``a-b``, ``-b``,
+  ``a-`` is inclusive (a TM bound with less precision covers its whole span:
+  ``-1300`` includes ``130059``); a bare ``-`` or a malformed value is a 400
+  (``strict_values=False``: matches nothing).
 - strings and PN: exact (case-sensitive unless ``case_sensitive=False``) or
   wildcards ``*`` and ``?``.  A PN matches against the whole value
-  (``Yamada^Tarou=山田^太郎``) and against each component group.
+  (``Yamada^Tarou=山田^太郎``) and against each component group (unless
+  ``pn_groups=False``).
 - numbers (IS, DS, US...): numeric equality.
 - any value of a multi-valued attribute may match; for every non-UI key a
   comma separates alternatives (OR), as Orthanc does.
