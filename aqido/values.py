@@ -192,6 +192,8 @@ class PersonName:
     @classmethod
     def from_json(cls, value: object) -> PersonName:
         """Build from a DICOM JSON PN value: an object with group keys, or a bare string."""
+        if type(value) is dict and len(value) == 1 and type(value.get("Alphabetic")) is str:
+            return cls(value["Alphabetic"].rstrip(_STRIP))  # the common case, made quick
         if isinstance(value, str):
             return cls.from_dicom(value)
         if isinstance(value, dict):
@@ -272,6 +274,8 @@ _DT = re.compile(
 @functools.lru_cache(maxsize=8192)
 def parse_da(text: str) -> datetime.date:
     """Parse a DA value ``YYYYMMDD`` (or the retired ``YYYY.MM.DD``); raise ``ValueError``."""
+    if len(text) == 8 and text.isdigit() and text.isascii():
+        return datetime.date(int(text[:4]), int(text[4:6]), int(text[6:]))
     m = _DA.fullmatch(text.strip(_STRIP))
     if m is None:
         raise ValueError(f"{text!r} is not a DICOM date (YYYYMMDD)")
@@ -282,12 +286,17 @@ def _fraction(text: str | None) -> int:
     return int(text.ljust(6, "0")) if text else 0
 
 
-@functools.lru_cache(maxsize=8192)
 def parse_tm(text: str) -> datetime.time:
     """Parse a TM value ``HH[MM[SS[.F{1,6}]]]`` (also ``HH:MM:SS``); raise ``ValueError``.
 
     A leap second (``60``) reads as ``59``.
     """
+    if len(text) >= 6 and text[:6].isdigit() and text.isascii():  # quick path: HHMMSS[.F]
+        fraction = text[7:]
+        if len(text) == 6 or (text[6] == "." and 0 < len(fraction) <= 6 and fraction.isdigit()):
+            return datetime.time(
+                int(text[:2]), int(text[2:4]), min(int(text[4:6]), 59), _fraction(fraction)
+            )
     m = _TM.fullmatch(text.strip(_STRIP))
     if m is None:
         raise ValueError(f"{text!r} is not a DICOM time (HHMMSS.FFFFFF)")
@@ -367,6 +376,8 @@ def _parse_float(value: object, vr: str) -> float:
 
 
 def _parse_str(value: object, vr: str) -> str:
+    if type(value) is str:
+        return value.strip(_STRIP)
     return _text(value, vr)
 
 

@@ -579,3 +579,22 @@ def test_build_tree_without_parent_uids() -> None:
     assert root.series == (series,)
     with pytest.raises(TypeError, match="build_tree"):
         build_tree([Dataset()])  # type: ignore[list-item]
+
+
+def test_decode_json_leaves_the_garbage_collector_as_it_found_it() -> None:
+    import gc
+
+    big = json.dumps([ORTHANC_STUDY] * 200).encode()
+    assert len(big) > 64 * 1024
+    assert gc.isenabled()
+    assert len(decode_json(big)) == 200
+    assert gc.isenabled()
+    with pytest.raises(InvalidResponseError):
+        decode_json(big[:-1])
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        decode_json(big)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
