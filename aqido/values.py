@@ -263,22 +263,30 @@ def _text(value: object, vr: str) -> str:
     return value.strip(_STRIP)
 
 
-_DA = re.compile(r"(\d{4})\.?(\d{2})\.?(\d{2})")
-_TM = re.compile(r"(\d{2})(?::?(\d{2})(?::?(\d{2})(?:\.(\d{1,6}))?)?)?")
+_DA = re.compile(r"([0-9]{4})\.?([0-9]{2})\.?([0-9]{2})")
+_TM = re.compile(r"([0-9]{2})(?::?([0-9]{2})(?::?([0-9]{2})(?:\.([0-9]{1,6}))?)?)?")
 _DT = re.compile(
-    r"(\d{4})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:\.(\d{1,6}))?)?)?)?)?)?"
-    r"(?:([+-])(\d{2})(\d{2}))?"
+    r"([0-9]{4})(?:([0-9]{2})(?:([0-9]{2})"
+    r"(?:([0-9]{2})(?:([0-9]{2})(?:([0-9]{2})(?:\.([0-9]{1,6}))?)?)?)?)?)?"
+    r"(?:([+-])([0-9]{2})([0-9]{2}))?"
 )
 
 
 @functools.lru_cache(maxsize=8192)
 def parse_da(text: str) -> datetime.date:
     """Parse a DA value ``YYYYMMDD`` (or the retired ``YYYY.MM.DD``); raise ``ValueError``."""
+    try:
+        return _parse_da_text(text)
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a DICOM date (YYYYMMDD): {exc}") from None
+
+
+def _parse_da_text(text: str) -> datetime.date:
     if len(text) == 8 and text.isdigit() and text.isascii():
         return datetime.date(int(text[:4]), int(text[4:6]), int(text[6:]))
     m = _DA.fullmatch(text.strip(_STRIP))
     if m is None:
-        raise ValueError(f"{text!r} is not a DICOM date (YYYYMMDD)")
+        raise ValueError("expected 8 digits")
     return datetime.date(int(m[1]), int(m[2]), int(m[3]))
 
 
@@ -291,6 +299,13 @@ def parse_tm(text: str) -> datetime.time:
 
     A leap second (``60``) reads as ``59``.
     """
+    try:
+        return _parse_tm_text(text)
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a DICOM time (HHMMSS.FFFFFF): {exc}") from None
+
+
+def _parse_tm_text(text: str) -> datetime.time:
     if len(text) >= 6 and text[:6].isdigit() and text.isascii():  # quick path: HHMMSS[.F]
         fraction = text[7:]
         if len(text) == 6 or (text[6] == "." and 0 < len(fraction) <= 6 and fraction.isdigit()):
@@ -299,7 +314,7 @@ def parse_tm(text: str) -> datetime.time:
             )
     m = _TM.fullmatch(text.strip(_STRIP))
     if m is None:
-        raise ValueError(f"{text!r} is not a DICOM time (HHMMSS.FFFFFF)")
+        raise ValueError("expected HH[MM[SS[.F{1,6}]]]")
     second = min(int(m[3] or 0), 59)
     return datetime.time(int(m[1]), int(m[2] or 0), second, _fraction(m[4]))
 
@@ -309,9 +324,16 @@ def parse_dt(text: str) -> datetime.datetime:
 
     Missing components take their lowest value; with a UTC offset the result is aware.
     """
+    try:
+        return _parse_dt_text(text)
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a DICOM date-time: {exc}") from None
+
+
+def _parse_dt_text(text: str) -> datetime.datetime:
     m = _DT.fullmatch(text.strip(_STRIP))
     if m is None:
-        raise ValueError(f"{text!r} is not a DICOM date-time (YYYYMMDDHHMMSS.FFFFFF&ZZXX)")
+        raise ValueError("expected YYYY[MM[DD[HH[MM[SS[.F{1,6}]]]]]][&ZZXX]")
     tz = None
     if m[8]:
         delta = datetime.timedelta(hours=int(m[9]), minutes=int(m[10]))
@@ -339,6 +361,8 @@ def parse_is(value: object, vr: str = "IS") -> int:
             return int(value)
         raise ValueError(f"{value!r} is not an integer")
     text = _text(value, vr).strip()
+    if not text.isascii():
+        raise ValueError(f"{text!r} is not an integer")
     try:
         return int(text)
     except ValueError:
@@ -359,6 +383,8 @@ def parse_ds(value: object, vr: str = "DS") -> DSFloat:
     if isinstance(value, int | float):
         return DSFloat(value, repr(value))
     text = _text(value, vr).strip()
+    if not text.isascii():
+        raise ValueError(f"{text!r} is not a decimal number")
     try:
         return DSFloat(float(text), text)
     except ValueError:
