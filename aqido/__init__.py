@@ -25,7 +25,15 @@ from aqido.errors import (
     TransportError,
     UnauthorizedError,
 )
-from aqido.query import QueryLevel
+from aqido.query import (
+    BaseQuery,
+    HierarchicalQuery,
+    QueryLevel,
+    RelationalQuery,
+    encode_query_value,
+    ensure_query_type,
+    is_valid_uid,
+)
 
 if TYPE_CHECKING:  # pragma: no cover - lazily resolved names, imported here for type checkers
     from aqido.results import Dataset as Dataset
@@ -55,9 +63,11 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     "BadRequestError",
+    "BaseQuery",
     "CrawlIncompleteError",
     "Dataset",
     "HTTPStatusError",
+    "HierarchicalQuery",
     "Instance",
     "InvalidQueryError",
     "InvalidResponseError",
@@ -68,6 +78,7 @@ __all__ = [
     "QidoError",
     "QueryLevel",
     "RateLimitedError",
+    "RelationalQuery",
     "RequestTimeoutError",
     "Series",
     "ServerError",
@@ -77,6 +88,9 @@ __all__ = [
     "__version__",
     "build_tree",
     "decode_json",
+    "encode_query_value",
+    "ensure_query_type",
+    "is_valid_uid",
     "parse_results",
 ]
 
