@@ -598,3 +598,48 @@ def test_decode_json_leaves_the_garbage_collector_as_it_found_it() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+# ------------------------------------------------------------------ synthetic archive
+
+
+def test_synthetic_archive_all_levels() -> None:
+    from aqido.testing.synthetic import SyntheticArchive
+
+    archive = SyntheticArchive(seed=7, studies=4, series_per_study=2, instances_per_series=2)
+    studies = parse_results(
+        json.dumps([archive.study_json(s) for s in archive.studies]).encode(), QueryLevel.STUDY
+    )
+    for parsed, record in zip(studies, archive.studies, strict=True):
+        assert parsed.StudyInstanceUID == record.study_instance_uid
+        assert parsed.PatientID == record.patient_id
+        assert parsed.ModalitiesInStudy == record.modalities_in_study
+        assert parsed.NumberOfStudyRelatedInstances == record.number_of_study_related_instances
+        assert str(parsed.PatientName or "") == record.patient_name
+        assert parsed["ProcedureCodeSequence"][0]["CodeValue"] == record.procedure_code
+        assert parsed.invalid == ()
+    series = structure([archive.series_json(s) for s in archive.series], QueryLevel.SERIES)
+    instances = structure(
+        [
+            {**archive.study_json(archive.study_of(i)), **archive.instance_json(i)}
+            for i in archive.instances
+        ],
+        QueryLevel.INSTANCE,
+    )
+    tree = build_tree([*studies, *series, *instances])
+    assert [s.StudyInstanceUID for s in tree] == [s.study_instance_uid for s in archive.studies]
+    for study_, record in zip(tree, archive.studies, strict=True):
+        assert study_.StudyDescription == (record.study_description or None)
+        assert [se.SeriesInstanceUID for se in study_.series] == [
+            se.series_instance_uid for se in record.series
+        ]
+        for se, se_record in zip(study_.series, record.series, strict=True):
+            assert se.Modality == se_record.modality
+            assert [i.SOPInstanceUID for i in se.instances] == [
+                i.sop_instance_uid for i in se_record.instances
+            ]
+            assert [i.InstanceNumber for i in se.instances] == [
+                i.instance_number for i in se_record.instances
+            ]
+    full = archive.dataset_json(archive.instances[0])
+    assert Instance.from_json(full).to_pydicom() == pydicom.Dataset.from_json(full)
