@@ -284,6 +284,13 @@ def _key_for(name: str | int) -> str:
 _KEYWORD_CACHE: dict[str, str] = {}
 
 
+def _key_for_or_none(name: str | int) -> str | None:
+    try:
+        return _key_for(name)
+    except KeyError:
+        return None
+
+
 def _name_for(key: str) -> str:
     """The name iteration yields for a tag key: its keyword, or the key itself."""
     try:
@@ -386,12 +393,9 @@ class Dataset(Mapping[str, Any]):
         return value
 
     def __contains__(self, name: object) -> bool:
-        if name in self._raw:
-            return True
-        try:
-            return _key_for(name) in self._raw  # type: ignore[arg-type]
-        except KeyError:
+        if not isinstance(name, str | int):
             return False
+        return name in self._raw or _key_for_or_none(name) in self._raw
 
     def __iter__(self) -> Iterator[str]:
         return (_name_for(key) for key in self._raw)
@@ -543,12 +547,21 @@ class _Model(Dataset):
     _typed: ClassVar[tuple[tuple[str, str, Any, Any], ...]] = ()
 
     def __attrs_post_init__(self) -> None:
-        """Make the raw elements agree with the typed fields given to ``__init__``/``evolve``."""
-        raw = self._raw
+        """Make the raw elements agree with the typed fields given to ``__init__``/``evolve``.
+
+        The raw DICOM JSON is the one source of truth: a field given a value
+        that differs from what the raw element reads as rewrites that element;
+        a field not given at all is read from ``raw``.  Afterwards every typed
+        field is a (lazily converted) view of the raw elements again.
+        """
+        d = self.__dict__
+        raw = _validated(d["_raw"])
         ctx = self._ctx
         changed: dict[str, Any] | None = None
         for name, key, type_, default in self._typed:
-            given = self.__dict__[name]
+            given = d.pop(name)
+            if given is _FROM_RAW:
+                continue
             elem = raw.get(key)
             current = default if elem is None else ctx.hook(type_)(elem, type_)
             if given == current and type(given) is type(current):
@@ -561,9 +574,21 @@ class _Model(Dataset):
             else:
                 changed[key] = encoded
         if changed is not None:
-            object.__setattr__(self, "_raw", dict(sorted(changed.items())))
-        else:
-            object.__setattr__(self, "_raw", _validated(raw))
+            try:
+                raw = _check_item(dict(sorted(changed.items())))
+            except _ItemError as exc:
+                raise ValueError(f"cannot encode the given fields as DICOM JSON: {exc}") from None
+        object.__setattr__(self, "_raw", raw)
+
+
+class _FromRaw:
+    """Default of the typed fields: "not given, read it from ``raw``"."""
+
+    def __repr__(self) -> str:
+        return "<read from raw>"
+
+
+_FROM_RAW: Any = _FromRaw()
 
 
 def _validated(raw: dict[str, Any]) -> dict[str, Any]:
@@ -576,9 +601,9 @@ def _validated(raw: dict[str, Any]) -> dict[str, Any]:
 def _encode_field(converter: cattrs.Converter, key: str, value: Any) -> dict[str, Any] | None:
     """DICOM JSON element for a typed field value (``None`` when the value is empty)."""
     vr = dictionary.vr_for(int(key, 16)) or "UN"
-    if value is None or value == ():
+    if value is None or (isinstance(value, tuple | list) and not value):
         return None
-    values = value if isinstance(value, tuple) else (value,)
+    values = value if isinstance(value, tuple | list) else (value,)
     return {"vr": vr, "Value": [converter.unstructure(v) for v in values]}
 
 
@@ -595,19 +620,19 @@ class Instance(_Model):
     available through the mapping API (``instance["PatientName"]``).
     """
 
-    SpecificCharacterSet: tuple[str, ...] = ()
-    SOPClassUID: str | None = None
-    SOPInstanceUID: str | None = None
-    InstanceAvailability: str | None = None
-    TimezoneOffsetFromUTC: str | None = None
-    RetrieveURL: str | None = None
-    InstanceNumber: int | None = None
-    Rows: int | None = None
-    Columns: int | None = None
-    BitsAllocated: int | None = None
-    NumberOfFrames: int | None = None
-    StudyInstanceUID: str | None = None
-    SeriesInstanceUID: str | None = None
+    SpecificCharacterSet: tuple[str, ...] = _FROM_RAW
+    SOPClassUID: str | None = _FROM_RAW
+    SOPInstanceUID: str | None = _FROM_RAW
+    InstanceAvailability: str | None = _FROM_RAW
+    TimezoneOffsetFromUTC: str | None = _FROM_RAW
+    RetrieveURL: str | None = _FROM_RAW
+    InstanceNumber: int | None = _FROM_RAW
+    Rows: int | None = _FROM_RAW
+    Columns: int | None = _FROM_RAW
+    BitsAllocated: int | None = _FROM_RAW
+    NumberOfFrames: int | None = _FROM_RAW
+    StudyInstanceUID: str | None = _FROM_RAW
+    SeriesInstanceUID: str | None = _FROM_RAW
     _raw: dict[str, Any] = attrs.field(factory=dict, hash=False, repr=False, alias="raw")
 
 
@@ -615,18 +640,18 @@ class Instance(_Model):
 class Series(_Model):
     """One series from a QIDO-RS series search; ``instances`` is filled by crawls and build_tree."""
 
-    SpecificCharacterSet: tuple[str, ...] = ()
-    Modality: str | None = None
-    TimezoneOffsetFromUTC: str | None = None
-    SeriesDescription: str | None = None
-    RetrieveURL: str | None = None
-    SeriesInstanceUID: str | None = None
-    SeriesNumber: int | None = None
-    NumberOfSeriesRelatedInstances: int | None = None
-    PerformedProcedureStepStartDate: datetime.date | None = None
-    PerformedProcedureStepStartTime: datetime.time | None = None
-    RequestAttributesSequence: tuple[Dataset, ...] = ()
-    StudyInstanceUID: str | None = None
+    SpecificCharacterSet: tuple[str, ...] = _FROM_RAW
+    Modality: str | None = _FROM_RAW
+    TimezoneOffsetFromUTC: str | None = _FROM_RAW
+    SeriesDescription: str | None = _FROM_RAW
+    RetrieveURL: str | None = _FROM_RAW
+    SeriesInstanceUID: str | None = _FROM_RAW
+    SeriesNumber: int | None = _FROM_RAW
+    NumberOfSeriesRelatedInstances: int | None = _FROM_RAW
+    PerformedProcedureStepStartDate: datetime.date | None = _FROM_RAW
+    PerformedProcedureStepStartTime: datetime.time | None = _FROM_RAW
+    RequestAttributesSequence: tuple[Dataset, ...] = _FROM_RAW
+    StudyInstanceUID: str | None = _FROM_RAW
     instances: tuple[Instance, ...] = attrs.field(default=(), converter=_as_tuple, repr=False)
     _raw: dict[str, Any] = attrs.field(factory=dict, hash=False, repr=False, alias="raw")
 
@@ -635,24 +660,24 @@ class Series(_Model):
 class Study(_Model):
     """One study from a QIDO-RS study search; ``series`` is filled by crawls and build_tree."""
 
-    SpecificCharacterSet: tuple[str, ...] = ()
-    StudyDate: datetime.date | None = None
-    StudyTime: datetime.time | None = None
-    AccessionNumber: str | None = None
-    InstanceAvailability: str | None = None
-    ModalitiesInStudy: tuple[str, ...] = ()
-    ReferringPhysicianName: PersonName | None = None
-    TimezoneOffsetFromUTC: str | None = None
-    RetrieveURL: str | None = None
-    PatientName: PersonName | None = None
-    PatientID: str | None = None
-    PatientBirthDate: datetime.date | None = None
-    PatientSex: str | None = None
-    StudyInstanceUID: str | None = None
-    StudyID: str | None = None
-    StudyDescription: str | None = None
-    NumberOfStudyRelatedSeries: int | None = None
-    NumberOfStudyRelatedInstances: int | None = None
+    SpecificCharacterSet: tuple[str, ...] = _FROM_RAW
+    StudyDate: datetime.date | None = _FROM_RAW
+    StudyTime: datetime.time | None = _FROM_RAW
+    AccessionNumber: str | None = _FROM_RAW
+    InstanceAvailability: str | None = _FROM_RAW
+    ModalitiesInStudy: tuple[str, ...] = _FROM_RAW
+    ReferringPhysicianName: PersonName | None = _FROM_RAW
+    TimezoneOffsetFromUTC: str | None = _FROM_RAW
+    RetrieveURL: str | None = _FROM_RAW
+    PatientName: PersonName | None = _FROM_RAW
+    PatientID: str | None = _FROM_RAW
+    PatientBirthDate: datetime.date | None = _FROM_RAW
+    PatientSex: str | None = _FROM_RAW
+    StudyInstanceUID: str | None = _FROM_RAW
+    StudyID: str | None = _FROM_RAW
+    StudyDescription: str | None = _FROM_RAW
+    NumberOfStudyRelatedSeries: int | None = _FROM_RAW
+    NumberOfStudyRelatedInstances: int | None = _FROM_RAW
     series: tuple[Series, ...] = attrs.field(default=(), converter=_as_tuple, repr=False)
     _raw: dict[str, Any] = attrs.field(factory=dict, hash=False, repr=False, alias="raw")
 
@@ -671,7 +696,7 @@ def _install(cls: Any) -> None:
     for field in attrs.fields(cls):
         if field.name == "_raw":
             continue
-        default = field.default
+        default = () if get_origin(field.type) is tuple else None  # when the element is missing
         if field.name in ("series", "instances"):
             setattr(cls, field.name, _LazyField(field.name, "", None, ()))
             continue

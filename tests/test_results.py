@@ -643,3 +643,36 @@ def test_synthetic_archive_all_levels() -> None:
             ]
     full = archive.dataset_json(archive.instances[0])
     assert Instance.from_json(full).to_pydicom() == pydicom.Dataset.from_json(full)
+
+
+def test_init_with_raw_reads_the_fields_from_it() -> None:
+    s = Study(raw=ORTHANC_STUDY)
+    assert s == study()
+    assert s.PatientID == "PID000001"
+    overridden = Study(raw=ORTHANC_STUDY, PatientID="P2", ModalitiesInStudy=["SR"])
+    assert overridden.PatientID == "P2"
+    assert overridden.ModalitiesInStudy == ("SR",)
+    assert overridden.to_json()["00080061"] == {"vr": "CS", "Value": ["SR"]}
+    assert overridden["AccessionNumber"] == "ACC0001"
+    with pytest.raises(InvalidResponseError, match="unknown VR"):
+        Study(raw={"00100020": {"vr": "??"}})
+
+
+def test_contains_with_odd_keys() -> None:
+    s = study()
+    assert ["PatientID"] not in s
+    assert None not in s
+    assert "0020000d" in s
+
+
+def test_results_pickle_and_copy() -> None:
+    import copy
+    import pickle
+
+    s = study()
+    s.PatientName  # noqa: B018 - a cached value must survive too
+    s["StudyDate"]
+    for clone in (pickle.loads(pickle.dumps(s)), copy.deepcopy(s), copy.copy(s)):
+        assert clone == s
+        assert clone.PatientName == s.PatientName
+        assert clone["00080020"] == s.StudyDate
