@@ -676,3 +676,18 @@ def test_results_pickle_and_copy() -> None:
         assert clone == s
         assert clone.PatientName == s.PatientName
         assert clone["00080020"] == s.StudyDate
+
+
+def test_decode_json_without_orjson_uses_the_standard_library(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import aqido.results
+
+    monkeypatch.setattr(aqido.results, "_loads", json.loads)
+    body = json.dumps([ORTHANC_STUDY], ensure_ascii=False).encode()
+    assert decode_json(body) == [ORTHANC_STUDY]
+    assert parse_results(body, "STUDY") == [study()]
+    with pytest.raises(InvalidResponseError, match=r"not JSON .*HTML"):
+        decode_json(b"<!DOCTYPE html><html>")
+    with pytest.raises(InvalidResponseError, match="not JSON"):
+        decode_json(b"\xff[]")
