@@ -29,7 +29,13 @@ Rules
 * **Round trip.** ``to_json()`` returns the elements exactly as received
   (same ``Value`` arrays, including ``[]``/``[""]``/``[null]`` and trailing NUL
   padding), except that tag keys are uppercased.  ``to_pydicom()`` is
-  ``pydicom.Dataset.from_json`` of that.
+  ``pydicom.Dataset.from_json`` of that (so it raises what pydicom raises for
+  values pydicom cannot read, such as an IS of ``"N/A"``).
+* **Typed fields are views of the raw elements.**  ``Study(raw=item)`` reads
+  every field from ``item``; a field given to ``__init__`` or
+  ``attrs.evolve`` (``evolve(series, StudyInstanceUID=uid_from_the_path)``)
+  rewrites its element, so ``to_json()``, the mapping API and the fields
+  always agree.  ``attrs.evolve(study, series=...)`` keeps every attribute.
 * **Structural errors raise.**  :class:`~aqido.errors.InvalidResponseError`
   (naming the item index and tag) when the body is not JSON, not an array of
   objects, or an item has a malformed tag key, a missing or unknown VR, an
@@ -39,7 +45,8 @@ Rules
 * **Lazy conversion.** Structuring validates every element but converts
   values only on first access (then caches them), so parsing stays close to
   the cost of decoding the JSON.  The objects keep a reference to the
-  decoded items (no copy is made).
+  decoded items (no copy is made): do not modify items after structuring
+  them.
 """
 
 from __future__ import annotations
