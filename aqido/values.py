@@ -218,9 +218,17 @@ class PersonName:
                 out[key] = group
         return out
 
-    def components(self, group: str = "") -> tuple[str, str, str, str, str]:
-        """The five components of ``group`` (default: the first non-empty group)."""
-        text = group or self.alphabetic or self.ideographic or self.phonetic
+    def components(self, group: str | None = None) -> tuple[str, str, str, str, str]:
+        """The five components of a group: ``"alphabetic"``, ``"ideographic"`` or ``"phonetic"``.
+
+        Without ``group``: the first non-empty group.
+        """
+        if group is None:
+            text = self.alphabetic or self.ideographic or self.phonetic
+        elif group in ("alphabetic", "ideographic", "phonetic"):
+            text = getattr(self, group)
+        else:
+            raise ValueError(f"{group!r} is not a PN group (alphabetic, ideographic, phonetic)")
         parts = text.split("^")[:5]
         parts += [""] * (5 - len(parts))
         return parts[0], parts[1], parts[2], parts[3], parts[4]

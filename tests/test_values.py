@@ -182,8 +182,11 @@ def test_person_name_japanese_groups() -> None:
         {"Alphabetic": "Yamada^Tarou", "Ideographic": "山田^太郎", "Phonetic": "やまだ^たろう"}
     )
     assert str(name) == "Yamada^Tarou=山田^太郎=やまだ^たろう"
-    assert name.components("") == ("Yamada", "Tarou", "", "", "")
-    assert name.components(name.ideographic)[:2] == ("山田", "太郎")
+    assert name.components() == ("Yamada", "Tarou", "", "", "")
+    assert name.components("ideographic")[:2] == ("山田", "太郎")
+    assert name.components("phonetic")[:2] == ("やまだ", "たろう")
+    with pytest.raises(ValueError, match="not a PN group"):
+        name.components("kanji")
     assert name.to_json() == {
         "Alphabetic": "Yamada^Tarou",
         "Ideographic": "山田^太郎",
