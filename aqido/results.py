@@ -932,13 +932,16 @@ def _describe(body: bytes | str) -> str:
     return ""
 
 
-def decode_json(body: bytes | str) -> list[dict[str, Any]]:
+def decode_json(
+    body: bytes | str, *, url: object = None, status: int | None = None
+) -> list[dict[str, Any]]:
     """Decode a QIDO-RS response body into its list of DICOM JSON objects.
 
     Uses orjson when installed (the ``fast`` extra), the standard library
     otherwise.  An empty or whitespace-only body (a 204) gives ``[]``.  Raises
     :class:`~aqido.errors.InvalidResponseError` (with an excerpt) when the body
-    is not JSON or not an array of objects.
+    is not JSON or not an array of objects; ``url`` and ``status`` (optional)
+    are put on that error.
     """
     if not body or body.isspace():
         return []
@@ -952,7 +955,7 @@ def decode_json(body: bytes | str) -> list[dict[str, Any]]:
         data = _loads(body)
     except ValueError as exc:  # json/orjson decode errors and bad UTF-8 are ValueErrors
         raise InvalidResponseError(
-            f"response body is not JSON{_describe(body)}: {exc}", body=body
+            f"response body is not JSON{_describe(body)}: {exc}", body=body, url=url, status=status
         ) from exc
     finally:
         if paused:
@@ -961,6 +964,8 @@ def decode_json(body: bytes | str) -> list[dict[str, Any]]:
         raise InvalidResponseError(
             f"response body is a JSON {_json_type(data)}, not an array of DICOM JSON objects",
             body=body,
+            url=url,
+            status=status,
         )
     for index, item in enumerate(data):
         if type(item) is not dict:
@@ -968,6 +973,8 @@ def decode_json(body: bytes | str) -> list[dict[str, Any]]:
                 f"item {index} of the response is a JSON {_json_type(item)}, "
                 "not a DICOM JSON object",
                 body=body,
+                url=url,
+                status=status,
             )
     return data
 
@@ -998,12 +1005,15 @@ def structure(
     level: QueryLevel | str,
     *,
     converter: cattrs.Converter | None = None,
+    url: object = None,
+    status: int | None = None,
 ) -> list[Any]:
     """Structure decoded DICOM JSON objects into ``Study``, ``Series`` or ``Instance`` objects.
 
     ``level`` is the query level (``QueryLevel.STUDY`` → ``Study`` ...).  Every
     element is validated now; values are converted on first access.  Raises
-    :class:`~aqido.errors.InvalidResponseError` naming the item index and tag.
+    :class:`~aqido.errors.InvalidResponseError` naming the item index and tag
+    (with ``url`` and ``status`` when given).
     """
     cls = _MODELS[QueryLevel(level)]
     converter = converter or _DEFAULT_CONVERTER
@@ -1028,9 +1038,11 @@ def structure(
         raise InvalidResponseError(
             f"item {index} is not a valid DICOM JSON object: {message}",
             body=_excerpt_item(items[index]),
+            url=url,
+            status=status,
         ) from None
     except cattrs.BaseValidationError as exc:  # pragma: no cover - defensive
-        raise InvalidResponseError(f"item {index}: {exc}") from None
+        raise InvalidResponseError(f"item {index}: {exc}", url=url, status=status) from None
     return out
 
 
@@ -1046,15 +1058,22 @@ def parse_results(
     level: QueryLevel | str,
     *,
     converter: cattrs.Converter | None = None,
+    url: object = None,
+    status: int | None = None,
 ) -> list[Any]:
-    """Decode (bytes or str) and structure a QIDO-RS response: ``structure(decode_json(body))``."""
+    """Decode (bytes or str) and structure a QIDO-RS response: ``structure(decode_json(body))``.
+
+    ``url`` and ``status`` (optional) are put on any ``InvalidResponseError``.
+    """
     if isinstance(body_or_items, bytes | bytearray | str):
         items: Sequence[Any] = decode_json(
-            bytes(body_or_items) if isinstance(body_or_items, bytearray) else body_or_items
+            bytes(body_or_items) if isinstance(body_or_items, bytearray) else body_or_items,
+            url=url,
+            status=status,
         )
     else:
         items = body_or_items
-    return structure(items, level, converter=converter)
+    return structure(items, level, converter=converter, url=url, status=status)
 
 
 # --------------------------------------------------------------------------- tree

@@ -691,3 +691,19 @@ def test_decode_json_without_orjson_uses_the_standard_library(
         decode_json(b"<!DOCTYPE html><html>")
     with pytest.raises(InvalidResponseError, match="not JSON"):
         decode_json(b"\xff[]")
+
+
+def test_errors_carry_the_url_and_status_when_given() -> None:
+    url = "https://user:secret@pacs.example/dicom-web/studies"
+    with pytest.raises(InvalidResponseError) as info:
+        parse_results(b"<html>", "STUDY", url=url, status=200)
+    assert info.value.url == "https://pacs.example/dicom-web/studies"
+    assert info.value.status == 200
+    assert "secret" not in str(info.value)
+    with pytest.raises(InvalidResponseError) as info:
+        parse_results(b'[{"00100020": {"vr": "??"}}]', "STUDY", url=url, status=200)
+    assert info.value.url == "https://pacs.example/dicom-web/studies"
+    assert "item 0" in str(info.value)
+    with pytest.raises(InvalidResponseError) as info:
+        parse_results(b"{}", "STUDY", url=url, status=200)
+    assert info.value.status == 200
