@@ -25,7 +25,15 @@ from aqido.errors import (
     TransportError,
     UnauthorizedError,
 )
-from aqido.query import QueryLevel
+from aqido.query import (
+    BaseQuery,
+    HierarchicalQuery,
+    QueryLevel,
+    RelationalQuery,
+    encode_query_value,
+    ensure_query_type,
+    is_valid_uid,
+)
 
 if TYPE_CHECKING:  # pragma: no cover - lazily resolved names, imported here for type checkers
     pass
@@ -37,8 +45,10 @@ _LAZY: dict[str, str] = {}
 
 __all__ = [
     "BadRequestError",
+    "BaseQuery",
     "CrawlIncompleteError",
     "HTTPStatusError",
+    "HierarchicalQuery",
     "InvalidQueryError",
     "InvalidResponseError",
     "NotFoundError",
@@ -46,11 +56,15 @@ __all__ = [
     "QidoError",
     "QueryLevel",
     "RateLimitedError",
+    "RelationalQuery",
     "RequestTimeoutError",
     "ServerError",
     "TransportError",
     "UnauthorizedError",
     "__version__",
+    "encode_query_value",
+    "ensure_query_type",
+    "is_valid_uid",
 ]
 
 

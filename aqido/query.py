@@ -1,13 +1,54 @@
 """Immutable, validated QIDO-RS queries: a search turned into a path and parameters.
 
-Pure: no I/O happens here.
+A query is a frozen, keyword-only attrs object.  Every rule is checked when it
+is built, so a bad query raises :class:`~aqido.errors.InvalidQueryError` (a
+``ValueError``) before any I/O, with a message that names the field and says
+how to fix it.  ``attrs.evolve(query, limit=..., offset=...)`` builds a changed
+copy (and validates it again); queries are hashable.
+
+Two kinds, as in ``dicomtrolley.qido_rs`` (same field names):
+
+- :class:`HierarchicalQuery`: all studies (``/studies``), a study's series
+  (``/studies/{study}/series``), a series' instances
+  (``/studies/{study}/series/{series}/instances``);
+- :class:`RelationalQuery`: all series (``/series``), all instances
+  (``/instances``), a study's instances (``/studies/{study}/instances``).
+
+Encoding policy (:func:`encode_query_value`): only ``%``, ``&``, ``#``, ``+``,
+``=``, space and non-ASCII characters (UTF-8) are percent-encoded; the DICOM
+matching characters ``^ * ? , - . / :`` are sent as they are.  Some servers
+(Orthanc 1.10 with DICOMweb 1.7, Debian 12) do not percent-decode QIDO values,
+so ``PatientName=Doe%5EJohn`` silently matches nothing there while
+``Doe^John`` works.  Control characters (including CR and LF) are rejected
+everywhere.  :meth:`BaseQuery.query_string` is the exact text to send.
+
+Pure: no I/O happens here, and nothing heavy is imported (the DICOM dictionary
+is loaded on first use by :mod:`aqido.dictionary`, without importing pydicom).
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import enum
+import functools
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
-__all__ = ["QueryLevel"]
+import attrs
+
+from aqido import dictionary
+from aqido.errors import InvalidQueryError
+
+__all__ = [
+    "BaseQuery",
+    "HierarchicalQuery",
+    "QueryLevel",
+    "RelationalQuery",
+    "encode_query_value",
+    "ensure_query_type",
+    "is_valid_uid",
+]
 
 
 class QueryLevel(str, enum.Enum):
@@ -18,4 +59,724 @@ class QueryLevel(str, enum.Enum):
     INSTANCE = "INSTANCE"
 
     def __str__(self) -> str:
+        """Return the plain value (``"STUDY"``)."""
         return self.value
+
+
+# --------------------------------------------------------------------------- values
+
+_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+_UID_MAX = 64
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Bytes sent as they are; everything else is percent-encoded.  Printable ASCII
+# minus the five characters that change query-string structure (& # + = %) and
+# space.  In particular the DICOM matching characters ^ * ? , - . / : stay raw.
+_RAW = frozenset(chr(c) for c in range(0x21, 0x7F) if chr(c) not in {"%", "&", "#", "+", "="})
+
+
+def is_valid_uid(value: object) -> bool:
+    """Return whether ``value`` is a single valid DICOM UID (PS3.5 9.1).
+
+    A UID is digits and dots, at most 64 characters, with no empty component
+    and no leading zero in a component (``"0"`` itself is fine):
+    ``^(0|[1-9]\\d*)(\\.(0|[1-9]\\d*))*$``.  Anything that is not a ``str``
+    (including ``None``) is not a UID; no padding is stripped here.
+    """
+    return (
+        isinstance(value, str)
+        and len(value) <= _UID_MAX
+        and value.isascii()
+        and _UID.fullmatch(value) is not None
+    )
+
+
+def _check_text(field: str, value: str) -> str:
+    match = _CONTROL.search(value)
+    if match is not None:
+        raise InvalidQueryError(
+            f"{field}: control character {match.group()!r} at position {match.start()} in "
+            f"{value!r}; remove it (control characters, CR and LF are never sent)"
+        )
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+        raise InvalidQueryError(
+            f"{field}: {value!r} contains a lone surrogate, which has no UTF-8 form; "
+            "pass properly decoded text"
+        )
+    return value
+
+
+def encode_query_value(value: str) -> str:
+    """Percent-encode one query-string key or value the way aqido sends it.
+
+    Only what must be escaped to keep the query string unambiguous is escaped:
+    ``%`` ``&`` ``#`` ``+`` ``=``, space and every non-ASCII character (as
+    UTF-8 bytes, ``%C3%BC``).  The DICOM matching characters ``^ * ? , - . / :``
+    and the other printable ASCII characters are sent as they are, because some
+    servers (Orthanc 1.10) do not percent-decode QIDO values.  The result
+    round-trips through :func:`urllib.parse.unquote` (not ``unquote_plus``).
+
+    Raises:
+        InvalidQueryError: ``value`` contains a control character (C0, DEL,
+            C1, including CR and LF) or a lone surrogate.
+    """
+    if not isinstance(value, str):
+        raise InvalidQueryError(f"query value {value!r} is not a str; pass text")
+    _check_text("query value", value)
+    if all(c in _RAW for c in value):
+        return value
+    return "".join(
+        c if c in _RAW else "".join(f"%{b:02X}" for b in c.encode("utf-8")) for c in value
+    )
+
+
+# --------------------------------------------------------------------------- converters
+
+
+def _to_text(field: str, value: object, *, joinable: bool) -> str:
+    """Normalise a match value: ``None`` → ``""``; a sequence → comma-joined text."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return _check_text(field, value)
+    if joinable and isinstance(value, Iterable) and not isinstance(value, (bytes, Mapping)):
+        items = list(value)
+        for item in items:
+            if not isinstance(item, str):
+                raise InvalidQueryError(
+                    f"{field}: list item {item!r} is not a str; pass strings such as 'CT'"
+                )
+            if "," in item or item == "":
+                raise InvalidQueryError(
+                    f"{field}: list item {item!r} is empty or contains ','; a list is sent "
+                    "comma-separated, so give each value separately and non-empty"
+                )
+            _check_text(field, item)
+        return ",".join(items)
+    kind = "a str or a list of str" if joinable else "a str"
+    raise InvalidQueryError(f"{field}: {value!r} is not {kind}")
+
+
+def _to_uid(field: str, value: object) -> str:
+    """Normalise a UID (or UID list) field; strips the DICOM padding (trailing NUL/space)."""
+    if isinstance(value, str):
+        value = value.rstrip("\x00 ")
+    elif isinstance(value, Iterable) and not isinstance(value, (bytes, Mapping)):
+        value = [v.rstrip("\x00 ") if isinstance(v, str) else v for v in value]
+    text = _to_text(field, value, joinable=True)
+    if text:
+        _check_uid_list(field, text)
+    return text
+
+
+def _check_uid_list(field: str, text: str) -> None:
+    for uid in text.split(","):
+        if not is_valid_uid(uid):
+            raise InvalidQueryError(
+                f"{field}: {uid!r} is not a valid DICOM UID; a UID is digits and dots "
+                "(no leading zeros in a component, no wildcards, at most 64 characters), "
+                "and several UIDs are separated by ','"
+            )
+
+
+def _conv_study_uid(value: str | Sequence[str] | None) -> str:
+    return _to_uid("StudyInstanceUID", value)
+
+
+def _conv_series_uid(value: str | Sequence[str] | None) -> str:
+    return _to_uid("SeriesInstanceUID", value)
+
+
+def _conv_sop_uid(value: str | Sequence[str] | None) -> str:
+    return _to_uid("SOPInstanceUID", value)
+
+
+def _conv_patient_name(value: str | None) -> str:
+    return _to_text("PatientName", value, joinable=False)
+
+
+def _conv_patient_id(value: str | None) -> str:
+    return _to_text("PatientID", value, joinable=False)
+
+
+def _conv_accession(value: str | None) -> str:
+    return _to_text("AccessionNumber", value, joinable=False)
+
+
+def _conv_modalities(value: str | Sequence[str] | None) -> str:
+    return _to_text("ModalitiesInStudy", value, joinable=True)
+
+
+def _conv_modality(value: str | Sequence[str] | None) -> str:
+    return _to_text("Modality", value, joinable=True)
+
+
+def _conv_study_description(value: str | None) -> str:
+    return _to_text("StudyDescription", value, joinable=False)
+
+
+def _conv_series_description(value: str | None) -> str:
+    return _to_text("SeriesDescription", value, joinable=False)
+
+
+def _to_date(field: str, value: object) -> _dt.date | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, _dt.datetime):
+        return value.date()
+    if isinstance(value, _dt.date):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        for fmt in ("%Y%m%d", "%Y-%m-%d"):
+            try:
+                return _dt.datetime.strptime(text, fmt).date()
+            except ValueError:
+                pass
+        try:
+            return _dt.datetime.fromisoformat(text).date()
+        except ValueError:
+            pass
+    raise InvalidQueryError(
+        f"{field}: {value!r} is not a date; pass a datetime.date, a datetime.datetime "
+        "or a string such as '2024-01-31' or '20240131'"
+    )
+
+
+def _conv_min_date(value: _dt.date | _dt.datetime | str | None) -> _dt.date | None:
+    return _to_date("min_study_date", value)
+
+
+def _conv_max_date(value: _dt.date | _dt.datetime | str | None) -> _dt.date | None:
+    return _to_date("max_study_date", value)
+
+
+def _conv_level(value: QueryLevel | str) -> QueryLevel:
+    raw = getattr(value, "value", value)
+    if isinstance(raw, str):
+        try:
+            return QueryLevel(raw.upper())
+        except ValueError:
+            pass
+    raise InvalidQueryError(
+        f"query_level: {value!r} is not a query level; use QueryLevel.STUDY, "
+        "QueryLevel.SERIES or QueryLevel.INSTANCE"
+    )
+
+
+def _normalise_key(field: str, key: object) -> tuple[str, tuple[int, ...], str | None]:
+    """Check an attribute key; return (normalised key, tag path, VR of the last element).
+
+    A key is a PS3.6 keyword, an 8-hex-digit tag (uppercased) or a ``.``-joined
+    sequence path of those (``RequestAttributesSequence.ScheduledProcedureStepID``).
+    """
+    if not isinstance(key, str) or not key:
+        raise InvalidQueryError(
+            f"{field}: {key!r} is not an attribute name; use a DICOM keyword such as "
+            "'PatientBirthDate' or an 8-hex-digit tag such as '00100030'"
+        )
+    parts: list[str] = []
+    tags: list[int] = []
+    vr: str | None = None
+    steps = key.split(".")
+    for i, step in enumerate(steps):
+        try:
+            tag, _keyword = dictionary.resolve(step)
+        except ValueError:
+            hint = (
+                "tags are exactly 8 hex digits such as '00100010'"
+                if re.fullmatch(r"[0-9A-Fa-f]+", step)
+                else "check the spelling against the DICOM dictionary (PS3.6), "
+                "keywords are case-sensitive, e.g. 'PatientName'"
+            )
+            where = f" in {key!r}" if len(steps) > 1 else ""
+            raise InvalidQueryError(
+                f"{field}: {step!r}{where} is not a DICOM keyword nor an 8-hex-digit tag; {hint}"
+            ) from None
+        vr = dictionary.vr_for(tag)
+        if i < len(steps) - 1 and vr not in (None, "SQ"):
+            raise InvalidQueryError(
+                f"{field}: {step!r} in {key!r} is not a sequence (VR {vr}); only sequence "
+                "attributes can be followed by '.'"
+            )
+        parts.append(step.upper() if re.fullmatch(r"[0-9A-Fa-f]{8}", step) else step)
+        tags.append(tag)
+    return ".".join(parts), tuple(tags), vr
+
+
+def _conv_include_fields(value: Iterable[str] | str | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items: list[object] = [value] if isinstance(value, str) else list(value)
+    out: list[str] = []
+    seen: set[tuple[int, ...]] = set()
+    for item in items:
+        if isinstance(item, str) and item.lower() == "all":
+            if "all" not in out:
+                out.append("all")
+            continue
+        key, tags, _vr = _normalise_key("include_fields", item)
+        if tags not in seen:
+            seen.add(tags)
+            out.append(key)
+    if "all" in out and len(out) > 1:
+        raise InvalidQueryError(
+            "include_fields: 'all' cannot be combined with other attributes "
+            f"({', '.join(k for k in out if k != 'all')}); pass either ['all'] or a list "
+            "of attributes"
+        )
+    return tuple(out)
+
+
+_FilterInput = Mapping[str, str | Sequence[str]] | Iterable[tuple[str, str | Sequence[str]]]
+
+_RANGE_VRS = frozenset({"DA", "TM", "DT"})
+_RANGE_CHARS = {"DA": "0123456789.", "TM": "0123456789.:", "DT": "0123456789.+"}
+
+
+def _check_range_value(key: str, vr: str, value: str) -> None:
+    fix = (
+        f"use a single {vr} value or a range 'low-high', 'low-' or '-high' "
+        "(inclusive; no wildcards)"
+    )
+    # For DT, '-' is both the range separator and a negative UTC offset: only the
+    # range dash is accepted, so send DT bounds in UTC or with '+' offsets.
+    bounds = value.split("-")
+    if len(bounds) > 2 or value == "-":
+        if vr == "DT":
+            fix += "; give DT bounds in UTC or with '+' offsets, as '-' is the range separator"
+        raise InvalidQueryError(f"filters[{key!r}]: {value!r} is not a {vr} range; {fix}")
+    for bound in bounds:
+        if any(c not in _RANGE_CHARS[vr] for c in bound):
+            raise InvalidQueryError(
+                f"filters[{key!r}]: {bound!r} in {value!r} is not a {vr} value; {fix}"
+            )
+    if len(bounds) == 2 and all(bounds) and vr in ("DA", "TM"):
+        low, high = bounds
+        if len(low) == len(high) and low > high:
+            hint = (
+                "a TM range cannot cross midnight: split it into two queries"
+                if vr == "TM"
+                else "swap the bounds"
+            )
+            raise InvalidQueryError(
+                f"filters[{key!r}]: range {value!r} starts after it ends; {hint}"
+            )
+
+
+def _conv_filters(value: _FilterInput | None) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    raw: object = value
+    if isinstance(raw, str):
+        raise InvalidQueryError(
+            f"filters: {value!r} is not a mapping; pass a dict such as "
+            "{'PatientBirthDate': '19700101'}"
+        )
+    pairs: Iterable[Any] = value.items() if isinstance(value, Mapping) else value
+    by_tags: dict[tuple[int, ...], tuple[str, str]] = {}
+    for pair in pairs:
+        if not (isinstance(pair, tuple) and len(pair) == 2):
+            raise InvalidQueryError(
+                f"filters: {pair!r} is not a (key, value) pair; pass a dict of attribute → value"
+            )
+        raw_key, raw_value = pair
+        key, tags, vr = _normalise_key("filters", raw_key)
+        if tags in by_tags:
+            raise InvalidQueryError(
+                f"filters: {raw_key!r} and {by_tags[tags][0]!r} are the same attribute; "
+                "give it once"
+            )
+        label = f"filters[{key!r}]"
+        if vr == "UI":
+            text = _to_uid(label, raw_value)
+        else:
+            text = _to_text(label, raw_value, joinable=True)
+        if text == "":
+            raise InvalidQueryError(
+                f"{label}: the value is empty; to have the attribute returned, "
+                "list it in include_fields instead"
+            )
+        if vr in _RANGE_VRS:
+            _check_range_value(key, vr, text)
+        by_tags[tags] = (key, text)
+    return tuple(by_tags[t] for t in sorted(by_tags))
+
+
+def _check_bool(instance: object, attribute: attrs.Attribute[bool], value: object) -> None:
+    if not isinstance(value, bool):
+        raise InvalidQueryError(f"{attribute.name}: {value!r} is not a bool; pass True or False")
+
+
+def _check_count(instance: object, attribute: attrs.Attribute[int], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidQueryError(
+            f"{attribute.name}: {value!r} is not a non-negative int; pass 0 (not sent) "
+            "or a positive number"
+        )
+
+
+# --------------------------------------------------------------------------- queries
+
+#: Named fields that are DICOM attributes, in the order their parameters are sent.
+_ATTRIBUTE_FIELDS = (
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "PatientName",
+    "PatientID",
+    "AccessionNumber",
+    "ModalitiesInStudy",
+    "Modality",
+    "StudyDescription",
+    "SeriesDescription",
+)
+
+
+@functools.cache
+def _named_tags() -> tuple[dict[int, str], int]:
+    """(tag → named field, StudyDate tag), resolved on first use (not at import)."""
+    named = {dictionary.resolve(field)[0]: field for field in _ATTRIBUTE_FIELDS}
+    return named, dictionary.resolve("StudyDate")[0]
+
+
+@attrs.frozen(kw_only=True, repr=False)
+class BaseQuery:
+    """What every QIDO-RS query has: fields, validation, path and encoded parameters.
+
+    Not used directly: build a :class:`HierarchicalQuery` or a
+    :class:`RelationalQuery`.  Use ``BaseQuery`` in type annotations and
+    ``isinstance`` checks.
+
+    Fields (all keyword-only; empty string / ``None`` / ``0`` / ``()`` mean "not set"):
+
+    - ``query_level``: :class:`QueryLevel` (or its name, any case); default STUDY.
+    - ``StudyInstanceUID``, ``SeriesInstanceUID``, ``SOPInstanceUID``: a UID, or
+      (where the UID is a parameter, not part of the path) several UIDs as a
+      list or a comma-separated string.  Trailing NUL and space padding is
+      stripped; anything else that is not a valid UID is rejected.
+    - ``PatientName``, ``PatientID``, ``AccessionNumber``, ``StudyDescription``,
+      ``SeriesDescription``: match values (``*``/``?`` wildcards allowed).
+    - ``ModalitiesInStudy``, ``Modality``: a value, or several as a list (sent
+      comma-separated: ``CT,MR``).
+    - ``min_study_date``, ``max_study_date``: ``date``, ``datetime`` (its day
+      is used) or ``'YYYY-MM-DD'``/``'YYYYMMDD'``; stored as ``date``.  Sent as
+      ``StudyDate=min-max``; one of them alone gives an open range.
+    - ``include_fields``: keywords or 8-hex-digit tags, or ``['all']``; stored as
+      a tuple, duplicates removed.
+    - ``fuzzymatching``: ``True`` sends ``fuzzymatching=true``; ``False`` sends nothing.
+    - ``limit``, ``offset``: non-negative ints; 0 is not sent.
+    - ``filters``: any other attribute, ``{keyword or tag: value or [values]}``;
+      stored as a tuple of ``(key, value)`` pairs sorted by tag, tags
+      uppercased, lists comma-joined.  UI values must be UIDs; DA/TM/DT values
+      must be a value or a range.
+    """
+
+    query_level: QueryLevel = attrs.field(default=QueryLevel.STUDY, converter=_conv_level)
+    StudyInstanceUID: str = attrs.field(default="", converter=_conv_study_uid)
+    SeriesInstanceUID: str = attrs.field(default="", converter=_conv_series_uid)
+    SOPInstanceUID: str = attrs.field(default="", converter=_conv_sop_uid)
+    PatientName: str = attrs.field(default="", converter=_conv_patient_name)
+    PatientID: str = attrs.field(default="", converter=_conv_patient_id)
+    AccessionNumber: str = attrs.field(default="", converter=_conv_accession)
+    ModalitiesInStudy: str = attrs.field(default="", converter=_conv_modalities)
+    Modality: str = attrs.field(default="", converter=_conv_modality)
+    StudyDescription: str = attrs.field(default="", converter=_conv_study_description)
+    SeriesDescription: str = attrs.field(default="", converter=_conv_series_description)
+    min_study_date: _dt.date | None = attrs.field(default=None, converter=_conv_min_date)
+    max_study_date: _dt.date | None = attrs.field(default=None, converter=_conv_max_date)
+    include_fields: tuple[str, ...] = attrs.field(default=(), converter=_conv_include_fields)
+    fuzzymatching: bool = attrs.field(default=False, validator=_check_bool)
+    limit: int = attrs.field(default=0, validator=_check_count)
+    offset: int = attrs.field(default=0, validator=_check_count)
+    filters: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_conv_filters)
+
+    def __attrs_post_init__(self) -> None:
+        if type(self) is BaseQuery:
+            raise TypeError("BaseQuery is abstract: use HierarchicalQuery or RelationalQuery")
+        name = type(self).__name__
+        if (
+            self.min_study_date is not None
+            and self.max_study_date is not None
+            and self.min_study_date > self.max_study_date
+        ):
+            raise InvalidQueryError(
+                f"{name}: min_study_date ({self.min_study_date}) is after max_study_date "
+                f"({self.max_study_date}); swap them"
+            )
+        named, study_date_tag = _named_tags()
+        for key, _value in self.filters:
+            tags = _normalise_key("filters", key)[1]
+            if len(tags) == 1 and tags[0] in named:
+                raise InvalidQueryError(
+                    f"{name}: filters[{key!r}] duplicates a query field; "
+                    f"use {named[tags[0]]}=... instead"
+                )
+            if (
+                len(tags) == 1
+                and tags[0] == study_date_tag
+                and (self.min_study_date or self.max_study_date)
+            ):
+                raise InvalidQueryError(
+                    f"{name}: filters[{key!r}] conflicts with min_study_date/max_study_date; "
+                    "use one or the other"
+                )
+        self._validate_structure()
+        for field in self._path_uid_fields():
+            value = getattr(self, field)
+            if "," in value:
+                raise InvalidQueryError(
+                    f"{name}: {field} goes in the URL path at query_level "
+                    f"{self.query_level.name}, so it must be one UID, not a list "
+                    f"({value!r}); query one UID at a time"
+                )
+
+    # -- hooks for the two kinds ------------------------------------------------
+
+    def _validate_structure(self) -> None:
+        """Check the hierarchy and level rules of this kind of query."""
+        raise NotImplementedError
+
+    def _path_uid_fields(self) -> tuple[str, ...]:
+        """The UID fields that go in the path (not sent as parameters)."""
+        raise NotImplementedError
+
+    # -- rendering ----------------------------------------------------------------
+
+    def uri_base(self) -> str:
+        """Return the resource path, e.g. ``"/studies/1.2.3/series"`` (as dicomtrolley)."""
+        raise NotImplementedError
+
+    def study_date_range(self) -> str:
+        """Return the ``StudyDate`` range (``"20240101-20240131"``, ``"20240101-"``), or ``""``."""
+        if self.min_study_date is None and self.max_study_date is None:
+            return ""
+        low = self.min_study_date.strftime("%Y%m%d") if self.min_study_date else ""
+        high = self.max_study_date.strftime("%Y%m%d") if self.max_study_date else ""
+        return f"{low}-{high}"
+
+    def uri_search_params(self) -> dict[str, str | list[str]]:
+        """Return the search parameters (unencoded), leaving out empty values.
+
+        Compatible with ``dicomtrolley``'s ``uri_search_params()`` for the same
+        query, except that UIDs in the path are not repeated, dates may form an
+        open range, and numbers are strings.  ``includefield`` is a list (one
+        parameter each); everything else is a single string.  The order is
+        fixed: named attributes, ``StudyDate``, ``filters`` (by tag),
+        ``includefield``, ``fuzzymatching``, ``limit``, ``offset``.
+        """
+        in_path = set(self._path_uid_fields())
+        params: dict[str, str | list[str]] = {}
+        for field in _ATTRIBUTE_FIELDS:
+            value = getattr(self, field)
+            if value and field not in in_path:
+                params[field] = value
+        dates = self.study_date_range()
+        if dates:
+            params["StudyDate"] = dates
+        for key, value in self.filters:
+            params[key] = value
+        if self.include_fields:
+            params["includefield"] = list(self.include_fields)
+        if self.fuzzymatching:
+            params["fuzzymatching"] = "true"
+        if self.limit:
+            params["limit"] = str(self.limit)
+        if self.offset:
+            params["offset"] = str(self.offset)
+        return params
+
+    def query_string(self) -> str:
+        """Return the exact encoded query string to send, without ``?`` (``""`` if none).
+
+        Values are encoded with :func:`encode_query_value`; a list value
+        becomes one ``key=value`` per item.  Send these bytes unchanged (with
+        yarl: ``URL(..., encoded=True)``).
+        """
+        parts: list[str] = []
+        for key, value in self.uri_search_params().items():
+            values = value if isinstance(value, list) else [value]
+            parts.extend(f"{encode_query_value(key)}={encode_query_value(v)}" for v in values)
+        return "&".join(parts)
+
+    def relative_url(self) -> str:
+        """Return the path and query string (``/studies?PatientID=X``), e.g. for logging."""
+        qs = self.query_string()
+        return f"{self.uri_base()}?{qs}" if qs else self.uri_base()
+
+    def __str__(self) -> str:
+        """Return :meth:`relative_url`, the readable form for logs."""
+        return self.relative_url()
+
+    def __repr__(self) -> str:
+        """Return a short constructor call showing only the fields that are set."""
+        parts = [f"query_level=QueryLevel.{self.query_level.name}"]
+        for attribute in attrs.fields(type(self)):
+            if attribute.name == "query_level":
+                continue
+            value = getattr(self, attribute.name)
+            if value != attribute.default:
+                parts.append(f"{attribute.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+
+@attrs.frozen(kw_only=True, repr=False)
+class HierarchicalQuery(BaseQuery):
+    """A QIDO-RS query along the study → series → instance hierarchy.
+
+    - STUDY level: all studies, ``/studies``;
+    - SERIES level: one study's series, ``/studies/{StudyInstanceUID}/series``;
+    - INSTANCE level: one series' instances,
+      ``/studies/{StudyInstanceUID}/series/{SeriesInstanceUID}/instances``.
+
+    Rules: a SeriesInstanceUID needs a StudyInstanceUID; a SOPInstanceUID needs
+    both; SERIES level needs a StudyInstanceUID and INSTANCE level needs both.
+    UIDs in the path must be single UIDs.  See :class:`BaseQuery` for the fields.
+    """
+
+    def _validate_structure(self) -> None:
+        fix = "add it, or use a RelationalQuery"
+        if self.SeriesInstanceUID and not self.StudyInstanceUID:
+            raise InvalidQueryError(
+                f"HierarchicalQuery: SeriesInstanceUID={self.SeriesInstanceUID!r} needs a "
+                f"StudyInstanceUID; {fix}"
+            )
+        if self.SOPInstanceUID and not (self.StudyInstanceUID and self.SeriesInstanceUID):
+            raise InvalidQueryError(
+                f"HierarchicalQuery: SOPInstanceUID={self.SOPInstanceUID!r} needs a "
+                f"StudyInstanceUID and a SeriesInstanceUID; {fix}"
+            )
+        if self.query_level is QueryLevel.SERIES and not self.StudyInstanceUID:
+            raise InvalidQueryError(
+                f"HierarchicalQuery: query_level SERIES needs a StudyInstanceUID; {fix}"
+            )
+        if self.query_level is QueryLevel.INSTANCE and not (
+            self.StudyInstanceUID and self.SeriesInstanceUID
+        ):
+            raise InvalidQueryError(
+                "HierarchicalQuery: query_level INSTANCE needs a StudyInstanceUID and a "
+                f"SeriesInstanceUID; {fix}"
+            )
+
+    def _path_uid_fields(self) -> tuple[str, ...]:
+        if self.query_level is QueryLevel.SERIES:
+            return ("StudyInstanceUID",)
+        if self.query_level is QueryLevel.INSTANCE:
+            return ("StudyInstanceUID", "SeriesInstanceUID")
+        return ()
+
+    def uri_base(self) -> str:
+        """Return ``/studies``, ``/studies/{s}/series`` or ``.../series/{se}/instances``."""
+        if self.query_level is QueryLevel.SERIES:
+            return f"/studies/{self.StudyInstanceUID}/series"
+        if self.query_level is QueryLevel.INSTANCE:
+            return f"/studies/{self.StudyInstanceUID}/series/{self.SeriesInstanceUID}/instances"
+        return "/studies"
+
+
+@attrs.frozen(kw_only=True, repr=False)
+class RelationalQuery(BaseQuery):
+    """A QIDO-RS query across the hierarchy: at SERIES or INSTANCE level only.
+
+    - SERIES level: all series, ``/series``;
+    - INSTANCE level with one StudyInstanceUID: that study's instances,
+      ``/studies/{StudyInstanceUID}/instances`` (the UID is not repeated as a
+      parameter, unlike dicomtrolley);
+    - INSTANCE level otherwise: all instances, ``/instances`` (a list of
+      StudyInstanceUIDs is sent as a ``StudyInstanceUID=a,b`` parameter).
+
+    No hierarchy rules apply.  See :class:`BaseQuery` for the fields.
+    """
+
+    def _validate_structure(self) -> None:
+        if self.query_level is QueryLevel.STUDY:
+            raise InvalidQueryError(
+                "RelationalQuery: query_level STUDY is not relational; use "
+                "HierarchicalQuery for studies, or query_level SERIES/INSTANCE"
+            )
+
+    def _path_uid_fields(self) -> tuple[str, ...]:
+        if (
+            self.query_level is QueryLevel.INSTANCE
+            and self.StudyInstanceUID
+            and "," not in self.StudyInstanceUID
+        ):
+            return ("StudyInstanceUID",)
+        return ()
+
+    def uri_base(self) -> str:
+        """Return ``/series``, ``/studies/{s}/instances`` or ``/instances``."""
+        if self.query_level is QueryLevel.SERIES:
+            return "/series"
+        if self._path_uid_fields():
+            return f"/studies/{self.StudyInstanceUID}/instances"
+        return "/instances"
+
+
+# --------------------------------------------------------------------------- casting
+
+_FIELD_NAMES = frozenset(a.name for a in attrs.fields(BaseQuery))
+
+
+def _fields_of(query: object) -> dict[str, Any]:
+    if isinstance(query, Mapping):
+        return dict(query)
+    dump = getattr(query, "model_dump", None)  # pydantic v2 (dicomtrolley >= 3)
+    if callable(dump):
+        data = dump()
+    else:
+        legacy = getattr(query, "dict", None)  # pydantic v1
+        data = legacy() if callable(legacy) else None
+    if not isinstance(data, dict):
+        raise InvalidQueryError(
+            f"ensure_query_type: {type(query).__name__} is not a query; pass an aqido query, "
+            "a dicomtrolley Query, or a dict of query fields"
+        )
+    return data
+
+
+def ensure_query_type(query: object) -> HierarchicalQuery | RelationalQuery:
+    """Turn any query into an aqido query: hierarchical where possible, relational otherwise.
+
+    Accepts an aqido query (returned unchanged), a dicomtrolley ``Query``,
+    ``HierarchicalQuery`` or ``RelationalQuery`` (duck-typed through
+    pydantic's ``model_dump()``; dicomtrolley is not imported), or a mapping
+    of field names.  A dicomtrolley ``HierarchicalQuery``/``RelationalQuery``
+    keeps its kind; anything else becomes a :class:`HierarchicalQuery` if
+    that is valid, else a :class:`RelationalQuery`.  Empty values are dropped;
+    other attributes that are DICOM keywords (``PatientBirthDate`` of a
+    dicomtrolley ``ExtendedQuery``) go into ``filters``; anything else raises.
+
+    Raises:
+        InvalidQueryError: the query cannot be expressed as either kind (the
+            message is that of the relational attempt when both fail).
+    """
+    if isinstance(query, (HierarchicalQuery, RelationalQuery)):
+        return query
+    data = _fields_of(query)
+    kwargs: dict[str, Any] = {}
+    filters: dict[str, Any] = dict(data.pop("filters", None) or {})
+    for key, value in data.items():
+        if value is None or value == "" or value == [] or value == () or value == 0:
+            continue
+        if key in _FIELD_NAMES:
+            kwargs[key] = value
+        elif isinstance(key, str) and dictionary.tag_for_keyword(key) is not None:
+            if isinstance(value, (_dt.date, _dt.datetime)):
+                value = value.strftime("%Y%m%d")
+            filters[key] = value
+        else:
+            raise InvalidQueryError(
+                f"ensure_query_type: {type(query).__name__} has {key}={value!r}, which aqido "
+                "has no field for; remove it (nothing is dropped silently)"
+            )
+    if filters:
+        kwargs["filters"] = filters
+    kinds = [cls.__name__ for cls in type(query).__mro__]
+    if "RelationalQuery" in kinds:
+        return RelationalQuery(**kwargs)
+    if "HierarchicalQuery" in kinds:
+        return HierarchicalQuery(**kwargs)
+    try:
+        return HierarchicalQuery(**kwargs)
+    except InvalidQueryError:
+        return RelationalQuery(**kwargs)

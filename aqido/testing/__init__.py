@@ -1,0 +1,46 @@
+"""Test helpers for code that talks QIDO-RS: a fake archive and synthetic data.
+
+Nothing here is imported by ``import aqido``.  The pieces:
+
+- :mod:`aqido.testing.synthetic`: a deterministic synthetic archive generator
+  (``SyntheticArchive``) with DICOM JSON and pydicom output, so tests compute
+  expected answers from the seed.
+- :mod:`aqido.testing.archive`: ``FakeArchive``, an in-process QIDO-RS server
+  (aiohttp.web on 127.0.0.1) that behaves like the servers in the wild.
+- :mod:`aqido.testing.pytest_plugin`: the ``qido_archive`` and
+  ``make_qido_archive`` pytest fixtures (registered as the ``aqido`` plugin).
+
+Names are resolved lazily, so ``import aqido.testing`` does not import aiohttp.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aqido.testing.synthetic import SyntheticArchive as SyntheticArchive
+    from aqido.testing.synthetic import generate_uid as generate_uid
+
+_LAZY: dict[str, str] = {
+    "SyntheticArchive": "aqido.testing.synthetic",
+    "generate_uid": "aqido.testing.synthetic",
+}
+
+__all__ = [
+    "SyntheticArchive",
+    "generate_uid",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'aqido.testing' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

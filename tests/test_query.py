@@ -1,0 +1,750 @@
+"""The query model: fields, normalisation, validation rules, paths, parameters and encoding."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+from types import SimpleNamespace
+from typing import Any
+
+import attrs
+import pytest
+
+import aqido
+from aqido import (
+    BaseQuery,
+    HierarchicalQuery,
+    InvalidQueryError,
+    QueryLevel,
+    RelationalQuery,
+    encode_query_value,
+    ensure_query_type,
+    is_valid_uid,
+)
+
+STUDY = "1.2.840.113619.2.1"
+SERIES = "1.2.840.113619.2.1.2"
+SOP = "1.2.840.113619.2.1.2.3"
+
+
+# --------------------------------------------------------------------------- paths
+
+
+@pytest.mark.parametrize(
+    ("query", "path"),
+    [
+        (HierarchicalQuery(), "/studies"),
+        (
+            HierarchicalQuery(query_level=QueryLevel.SERIES, StudyInstanceUID=STUDY),
+            f"/studies/{STUDY}/series",
+        ),
+        (
+            HierarchicalQuery(
+                query_level=QueryLevel.INSTANCE, StudyInstanceUID=STUDY, SeriesInstanceUID=SERIES
+            ),
+            f"/studies/{STUDY}/series/{SERIES}/instances",
+        ),
+        (RelationalQuery(query_level=QueryLevel.SERIES), "/series"),
+        (RelationalQuery(query_level=QueryLevel.INSTANCE), "/instances"),
+        (
+            RelationalQuery(query_level=QueryLevel.INSTANCE, StudyInstanceUID=STUDY),
+            f"/studies/{STUDY}/instances",
+        ),
+    ],
+)
+def test_uri_base(query: BaseQuery, path: str) -> None:
+    assert query.uri_base() == path
+    assert query.relative_url() == path
+    assert query.query_string() == ""
+    assert query.uri_search_params() == {}
+
+
+def test_path_uids_are_not_repeated_as_parameters() -> None:
+    series = HierarchicalQuery(query_level="SERIES", StudyInstanceUID=STUDY, PatientID="P1")
+    assert series.uri_search_params() == {"PatientID": "P1"}
+    instances = HierarchicalQuery(
+        query_level="INSTANCE", StudyInstanceUID=STUDY, SeriesInstanceUID=SERIES, SOPInstanceUID=SOP
+    )
+    assert instances.uri_search_params() == {"SOPInstanceUID": SOP}
+    relational = RelationalQuery(query_level="INSTANCE", StudyInstanceUID=STUDY, Modality="CT")
+    assert relational.uri_search_params() == {"Modality": "CT"}
+
+
+def test_uids_that_are_not_in_the_path_are_parameters() -> None:
+    query = HierarchicalQuery(StudyInstanceUID=STUDY, SeriesInstanceUID=SERIES)
+    assert query.uri_base() == "/studies"
+    assert query.uri_search_params() == {"StudyInstanceUID": STUDY, "SeriesInstanceUID": SERIES}
+    relational = RelationalQuery(query_level="SERIES", StudyInstanceUID=STUDY)
+    assert relational.relative_url() == f"/series?StudyInstanceUID={STUDY}"
+
+
+def test_relational_instances_of_several_studies_use_the_instances_resource() -> None:
+    query = RelationalQuery(query_level="INSTANCE", StudyInstanceUID=[STUDY, "1.3"])
+    assert query.StudyInstanceUID == f"{STUDY},1.3"
+    assert query.relative_url() == f"/instances?StudyInstanceUID={STUDY},1.3"
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def test_every_field_renders_in_a_fixed_order() -> None:
+    query = HierarchicalQuery(
+        offset=5,
+        limit=10,
+        fuzzymatching=True,
+        include_fields=["StudyDescription"],
+        filters={"PatientSex": "F", "PatientBirthDate": "19700101-"},
+        max_study_date=dt.date(2024, 1, 31),
+        min_study_date=dt.date(2024, 1, 1),
+        SeriesDescription="AX*",
+        StudyDescription="CHEST",
+        Modality="CT",
+        ModalitiesInStudy=["CT", "MR"],
+        AccessionNumber="A1",
+        PatientID="P1",
+        PatientName="Doe^J*",
+        SOPInstanceUID=SOP,
+        SeriesInstanceUID=SERIES,
+        StudyInstanceUID=STUDY,
+    )
+    assert list(query.uri_search_params().items()) == [
+        ("StudyInstanceUID", STUDY),
+        ("SeriesInstanceUID", SERIES),
+        ("SOPInstanceUID", SOP),
+        ("PatientName", "Doe^J*"),
+        ("PatientID", "P1"),
+        ("AccessionNumber", "A1"),
+        ("ModalitiesInStudy", "CT,MR"),
+        ("Modality", "CT"),
+        ("StudyDescription", "CHEST"),
+        ("SeriesDescription", "AX*"),
+        ("StudyDate", "20240101-20240131"),
+        ("PatientBirthDate", "19700101-"),  # filters sorted by tag: (0010,0030)
+        ("PatientSex", "F"),  # (0010,0040)
+        ("includefield", ["StudyDescription"]),
+        ("fuzzymatching", "true"),
+        ("limit", "10"),
+        ("offset", "5"),
+    ]
+    assert query.query_string() == (
+        f"StudyInstanceUID={STUDY}&SeriesInstanceUID={SERIES}&SOPInstanceUID={SOP}"
+        "&PatientName=Doe^J*&PatientID=P1&AccessionNumber=A1&ModalitiesInStudy=CT,MR"
+        "&Modality=CT&StudyDescription=CHEST&SeriesDescription=AX*"
+        "&StudyDate=20240101-20240131&PatientBirthDate=19700101-&PatientSex=F"
+        "&includefield=StudyDescription&fuzzymatching=true&limit=10&offset=5"
+    )
+
+
+def test_empty_and_zero_values_are_not_sent() -> None:
+    query = HierarchicalQuery(
+        PatientName="", PatientID=None, limit=0, offset=0, fuzzymatching=False
+    )
+    assert query.uri_search_params() == {}
+    assert query == HierarchicalQuery()
+
+
+def test_include_fields_are_repeated_parameters() -> None:
+    query = HierarchicalQuery(include_fields=["PatientBirthDate", "00081030", "00081030"])
+    assert query.include_fields == ("PatientBirthDate", "00081030")
+    assert query.query_string() == "includefield=PatientBirthDate&includefield=00081030"
+
+
+def test_include_fields_all() -> None:
+    assert HierarchicalQuery(include_fields="all").include_fields == ("all",)
+    assert HierarchicalQuery(include_fields=["ALL"]).query_string() == "includefield=all"
+
+
+def test_include_fields_string_is_one_attribute_not_characters() -> None:
+    assert HierarchicalQuery(include_fields="PatientAge").include_fields == ("PatientAge",)
+
+
+def test_include_fields_keyword_and_its_tag_are_the_same_attribute() -> None:
+    query = HierarchicalQuery(include_fields=["PatientAge", "00101010"])
+    assert query.include_fields == ("PatientAge",)
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "expected"),
+    [
+        (dt.date(2024, 1, 1), dt.date(2024, 1, 31), "20240101-20240131"),
+        (dt.date(2024, 1, 1), dt.date(2024, 1, 1), "20240101-20240101"),  # no collapse
+        (dt.date(2024, 1, 1), None, "20240101-"),
+        (None, dt.date(2024, 1, 31), "-20240131"),
+        (dt.datetime(2024, 1, 1, 23, 59), dt.datetime(2024, 1, 2, 0, 1), "20240101-20240102"),
+        ("2024-01-01", "20240131", "20240101-20240131"),
+    ],
+)
+def test_study_date_ranges(low: Any, high: Any, expected: str) -> None:
+    query = HierarchicalQuery(min_study_date=low, max_study_date=high)
+    assert query.uri_search_params() == {"StudyDate": expected}
+    assert query.query_string() == f"StudyDate={expected}"
+
+
+def test_dates_are_stored_as_dates() -> None:
+    query = HierarchicalQuery(min_study_date=dt.datetime(2024, 1, 1, 12, 0))
+    assert query.min_study_date == dt.date(2024, 1, 1)
+    assert type(query.min_study_date) is dt.date
+
+
+def test_filters_are_normalised_sorted_and_hashable() -> None:
+    c = HierarchicalQuery(filters={"00100040": "F", "PatientBirthDate": "1970"})
+    d = HierarchicalQuery(filters=[("PatientBirthDate", "1970"), ("00100040", "F")])
+    assert c.filters == d.filters == (("PatientBirthDate", "1970"), ("00100040", "F"))
+    assert c == d
+    assert hash(c) == hash(d)
+    assert attrs.evolve(c, filters=c.filters) == c
+
+
+def test_filter_tags_are_uppercased() -> None:
+    query = HierarchicalQuery(filters={"0040a027": "ACME*"})
+    assert query.filters == (("0040A027", "ACME*"),)
+    assert query.query_string() == "0040A027=ACME*"
+
+
+def test_filter_lists_are_comma_joined() -> None:
+    query = RelationalQuery(query_level="SERIES", filters={"BodyPartExamined": ["CHEST", "HEAD"]})
+    assert query.uri_search_params() == {"BodyPartExamined": "CHEST,HEAD"}
+
+
+def test_filter_sequence_paths() -> None:
+    query = RelationalQuery(
+        query_level="SERIES",
+        filters={"RequestAttributesSequence.ScheduledProcedureStepID": "SPS1"},
+    )
+    assert query.query_string() == "RequestAttributesSequence.ScheduledProcedureStepID=SPS1"
+    tagged = RelationalQuery(query_level="SERIES", filters={"00400275.00400009": "SPS1"})
+    assert tagged.query_string() == "00400275.00400009=SPS1"
+
+
+def test_filters_accept_private_tags() -> None:
+    query = HierarchicalQuery(filters={"00090010": "ACME", "00091001": "x"})
+    assert query.query_string() == "00090010=ACME&00091001=x"
+
+
+def test_filter_uid_lists() -> None:
+    query = RelationalQuery(query_level="INSTANCE", filters={"SOPClassUID": ["1.2.3", "1.2.4"]})
+    assert query.query_string() == "SOPClassUID=1.2.3,1.2.4"
+
+
+def test_fuzzymatching() -> None:
+    assert HierarchicalQuery(fuzzymatching=True).query_string() == "fuzzymatching=true"
+    assert HierarchicalQuery(fuzzymatching=False).query_string() == ""
+
+
+def test_query_level_accepts_names_in_any_case() -> None:
+    assert HierarchicalQuery(query_level="study").query_level is QueryLevel.STUDY
+    assert RelationalQuery(query_level="Series").query_level is QueryLevel.SERIES
+
+
+def test_uid_padding_is_stripped() -> None:
+    query = HierarchicalQuery(StudyInstanceUID="1.2.3\x00")
+    assert query.StudyInstanceUID == "1.2.3"
+    assert HierarchicalQuery(StudyInstanceUID="1.2.3 ").StudyInstanceUID == "1.2.3"
+    assert HierarchicalQuery(StudyInstanceUID=["1.2.3\x00", "1.4"]).StudyInstanceUID == "1.2.3,1.4"
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+@pytest.mark.parametrize(
+    ("value", "encoded"),
+    [
+        ("Doe^John", "Doe^John"),
+        ("D?e*", "D?e*"),
+        ("a,b-c.d/e:f", "a,b-c.d/e:f"),
+        ("O'Brien^Mary & Co", "O'Brien^Mary%20%26%20Co"),
+        ("a=b", "a%3Db"),
+        ("a+b", "a%2Bb"),
+        ("a#b", "a%23b"),
+        ("100%", "100%25"),
+        ("%41", "%2541"),
+        ("x&PatientID=1", "x%26PatientID%3D1"),
+        ("Müller*", "M%C3%BCller*"),
+        ("山田^太郎", "%E5%B1%B1%E7%94%B0^%E5%A4%AA%E9%83%8E"),
+        ("😀", "%F0%9F%98%80"),
+        ("", ""),
+    ],
+)
+def test_encode_query_value(value: str, encoded: str) -> None:
+    assert encode_query_value(value) == encoded
+
+
+@pytest.mark.parametrize("value", ["a\rb", "a\nb", "\r\n", "a\x00", "\t", "\x7f", "\x85", "\x9b"])
+def test_encode_query_value_rejects_control_characters(value: str) -> None:
+    with pytest.raises(InvalidQueryError, match="control character"):
+        encode_query_value(value)
+
+
+def test_encode_query_value_rejects_lone_surrogates() -> None:
+    with pytest.raises(InvalidQueryError, match="surrogate"):
+        encode_query_value("a\ud800")
+
+
+def test_hostile_values_stay_inside_their_parameter() -> None:
+    query = HierarchicalQuery(PatientName="x&PatientID=1", PatientID="a#b", AccessionNumber="%41")
+    assert query.query_string() == (
+        "PatientName=x%26PatientID%3D1&PatientID=a%23b&AccessionNumber=%2541"
+    )
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _rejects(cls: type[BaseQuery], match: str, **kwargs: Any) -> InvalidQueryError:
+    with pytest.raises(InvalidQueryError, match=match) as info:
+        cls(**kwargs)
+    assert isinstance(info.value, ValueError)
+    return info.value
+
+
+def test_hierarchy_series_needs_study() -> None:
+    _rejects(
+        HierarchicalQuery,
+        r"SeriesInstanceUID=.* needs a StudyInstanceUID; add it, or use a Rel",
+        SeriesInstanceUID=SERIES,
+    )
+
+
+def test_hierarchy_sop_needs_study_and_series() -> None:
+    _rejects(
+        HierarchicalQuery,
+        "SOPInstanceUID=.* needs a StudyInstanceUID and a SeriesInstanceUID",
+        StudyInstanceUID=STUDY,
+        SOPInstanceUID=SOP,
+    )
+
+
+def test_level_series_needs_study() -> None:
+    _rejects(HierarchicalQuery, "query_level SERIES needs a StudyInstanceUID", query_level="SERIES")
+
+
+def test_level_instance_needs_study_and_series() -> None:
+    _rejects(
+        HierarchicalQuery,
+        "query_level INSTANCE needs",
+        query_level="INSTANCE",
+        StudyInstanceUID=STUDY,
+    )
+
+
+def test_relational_query_cannot_be_study_level() -> None:
+    _rejects(
+        RelationalQuery,
+        "query_level STUDY is not relational; use HierarchicalQuery",
+        query_level="STUDY",
+    )
+    _rejects(RelationalQuery, "query_level STUDY", PatientID="x")
+
+
+def test_relational_query_has_no_hierarchy_rules() -> None:
+    query = RelationalQuery(query_level="INSTANCE", SOPInstanceUID=SOP)
+    assert query.relative_url() == f"/instances?SOPInstanceUID={SOP}"
+
+
+def test_base_query_is_abstract() -> None:
+    with pytest.raises(TypeError, match="abstract"):
+        BaseQuery()
+
+
+@pytest.mark.parametrize(
+    "uid",
+    [
+        "1.02.3",  # leading zero
+        "1..2",
+        ".1.2",
+        "1.2.",
+        "1.2.*",
+        "1.2.?",
+        "1.2.a",
+        "1.2.3-4",
+        "1 .2",
+        "1" * 65,
+        "1.2\x00.3",
+        "١.٢",  # Arabic-Indic digits are digits to str.isdigit but not UID digits
+        "1.2,1.3",  # in the path (see below) - here as the series UID of a series-level query
+    ],
+)
+def test_bad_uids_are_rejected(uid: str) -> None:
+    with pytest.raises(InvalidQueryError, match="SeriesInstanceUID"):
+        HierarchicalQuery(query_level="INSTANCE", StudyInstanceUID=STUDY, SeriesInstanceUID=uid)
+
+
+def test_uid_lists_are_rejected_in_the_path() -> None:
+    err = _rejects(
+        HierarchicalQuery,
+        "StudyInstanceUID goes in the URL path",
+        query_level="SERIES",
+        StudyInstanceUID=[STUDY, "1.3"],
+    )
+    assert "one UID" in str(err)
+
+
+def test_uid_lists_are_allowed_as_parameters() -> None:
+    query = HierarchicalQuery(StudyInstanceUID=f"{STUDY},1.3")
+    assert query.query_string() == f"StudyInstanceUID={STUDY},1.3"
+
+
+def test_uid_list_items_must_not_be_empty() -> None:
+    _rejects(HierarchicalQuery, "StudyInstanceUID", StudyInstanceUID=f"{STUDY},")
+    _rejects(HierarchicalQuery, "StudyInstanceUID", StudyInstanceUID=[STUDY, ""])
+
+
+def test_is_valid_uid() -> None:
+    assert is_valid_uid("0")
+    assert is_valid_uid("1.2.840.10008.1.2.1")
+    assert is_valid_uid("2.25." + "1" * 59)  # exactly 64
+    assert not is_valid_uid("2.25." + "1" * 60)
+    assert not is_valid_uid("")
+    assert not is_valid_uid("00")
+    assert not is_valid_uid("1.2.3\x00")  # no stripping here
+    assert not is_valid_uid(None)
+    assert not is_valid_uid(123)
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "PatientName",
+        "PatientID",
+        "AccessionNumber",
+        "ModalitiesInStudy",
+        "Modality",
+        "StudyDescription",
+        "SeriesDescription",
+        "StudyInstanceUID",
+    ],
+)
+@pytest.mark.parametrize("bad", ["a\r\nb", "a\nb", "\x00x", "a\x1bb"])
+def test_control_characters_are_rejected_in_every_field(field: str, bad: str) -> None:
+    with pytest.raises(InvalidQueryError, match=field):
+        HierarchicalQuery(**{field: bad})
+
+
+def test_control_characters_are_rejected_in_filters() -> None:
+    _rejects(
+        HierarchicalQuery,
+        r"filters\['PatientSex'\]: control character",
+        filters={"PatientSex": "F\r\nX-Injected: 1"},
+    )
+
+
+def test_non_string_values_are_rejected() -> None:
+    _rejects(HierarchicalQuery, "PatientID: 12 is not a str", PatientID=12)
+    _rejects(HierarchicalQuery, "PatientName: .* is not a str", PatientName=["a", "b"])
+    _rejects(HierarchicalQuery, "Modality: list item 3", Modality=["CT", 3])
+
+
+def test_list_items_must_not_contain_commas() -> None:
+    _rejects(HierarchicalQuery, "ModalitiesInStudy: list item 'CT,MR'", ModalitiesInStudy=["CT,MR"])
+
+
+@pytest.mark.parametrize(
+    ("key", "match"),
+    [
+        ("PatientNmae", "'PatientNmae' is not a DICOM keyword.*spelling"),
+        ("patientname", "not a DICOM keyword"),
+        ("0010001", "tags are exactly 8 hex digits"),
+        ("001000100", "tags are exactly 8 hex digits"),
+        ("0010001G", "not a DICOM keyword"),
+        ("includefield", "not a DICOM keyword"),
+        ("limit", "not a DICOM keyword"),
+        ("", "not an attribute name"),
+        ("PatientName.PatientID", "'PatientName' in 'PatientName.PatientID' is not a sequence"),
+        ("RequestAttributesSequence.Nope", "'Nope' in"),
+    ],
+)
+def test_unknown_filter_keys_are_rejected(key: str, match: str) -> None:
+    _rejects(HierarchicalQuery, match, filters={key: "x"})
+
+
+@pytest.mark.parametrize("key", ["PatientNmae", "0010001", "x&y=1", 42])
+def test_unknown_include_fields_are_rejected(key: Any) -> None:
+    _rejects(HierarchicalQuery, "include_fields", include_fields=[key])
+
+
+def test_include_fields_all_cannot_be_mixed() -> None:
+    _rejects(
+        HierarchicalQuery,
+        "include_fields: 'all' cannot be combined with other attributes \\(PatientAge\\)",
+        include_fields=["all", "PatientAge"],
+    )
+
+
+def test_filters_must_not_duplicate_fields() -> None:
+    _rejects(
+        HierarchicalQuery,
+        r"filters\['PatientName'\] duplicates a query field; use PatientName=",
+        filters={"PatientName": "x"},
+    )
+    _rejects(HierarchicalQuery, "use StudyInstanceUID=", filters={"0020000D": STUDY})
+    _rejects(HierarchicalQuery, "same attribute", filters={"PatientSex": "F", "00100040": "M"})
+
+
+def test_study_date_filter_conflicts_with_date_fields() -> None:
+    _rejects(
+        HierarchicalQuery,
+        "conflicts with min_study_date",
+        min_study_date=dt.date(2024, 1, 1),
+        filters={"StudyDate": "2024"},
+    )
+    query = HierarchicalQuery(filters={"StudyDate": "20240101-20240131"})
+    assert query.query_string() == "StudyDate=20240101-20240131"
+
+
+def test_empty_filter_values_are_rejected() -> None:
+    _rejects(HierarchicalQuery, "list it in include_fields", filters={"PatientSex": ""})
+
+
+def test_filters_must_be_a_mapping() -> None:
+    _rejects(HierarchicalQuery, "not a mapping", filters="PatientSex=F")
+    _rejects(HierarchicalQuery, "not a \\(key, value\\) pair", filters=["PatientSex"])
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("StudyDate", "-"),
+        ("StudyDate", "2024*"),
+        ("StudyDate", "20240101-20240131-20240201"),
+        ("StudyDate", "20240201-20240101"),
+        ("StudyDate", "2024-01-01"),
+        ("StudyTime", "-"),
+        ("StudyTime", "12?0"),
+        ("StudyTime", "2200-0200"),  # crosses midnight
+        ("AcquisitionDateTime", "-"),
+        ("AcquisitionDateTime", "20240101120000-0500-20240102"),
+        ("SOPClassUID", "1.2.*"),
+        ("SOPClassUID", "1.02"),
+    ],
+)
+def test_bad_range_and_uid_filter_values_are_rejected(key: str, value: str) -> None:
+    _rejects(RelationalQuery, rf"filters\['{key}'\]", query_level="INSTANCE", filters={key: value})
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("StudyDate", "20240101"),
+        ("StudyDate", "20240101-"),
+        ("StudyDate", "-20240131"),
+        ("StudyDate", "2010-"),
+        ("StudyTime", "1200-1300"),
+        ("StudyTime", "12:00-13:00"),
+        ("StudyTime", "120000.5-"),
+        ("AcquisitionDateTime", "20240101120000+0100-20240102"),
+        ("TimezoneOffsetFromUTC", "+0100"),
+    ],
+)
+def test_good_range_filter_values_are_accepted(key: str, value: str) -> None:
+    query = RelationalQuery(query_level="INSTANCE", filters={key: value})
+    assert query.uri_search_params() == {key: value}
+
+
+@pytest.mark.parametrize("value", [-1, True, False, 1.0, "10", None])
+@pytest.mark.parametrize("field", ["limit", "offset"])
+def test_limit_and_offset_must_be_non_negative_ints(field: str, value: Any) -> None:
+    _rejects(HierarchicalQuery, f"{field}: .* is not a non-negative int", **{field: value})
+
+
+@pytest.mark.parametrize("value", [1, 0, "true", None])
+def test_fuzzymatching_must_be_a_bool(value: Any) -> None:
+    _rejects(
+        HierarchicalQuery,
+        "fuzzymatching: .* is not a bool; pass True or False",
+        fuzzymatching=value,
+    )
+
+
+def test_min_date_after_max_date_is_rejected() -> None:
+    _rejects(
+        HierarchicalQuery,
+        "min_study_date \\(2024-02-01\\) is after max_study_date",
+        min_study_date=dt.date(2024, 2, 1),
+        max_study_date=dt.date(2024, 1, 1),
+    )
+
+
+@pytest.mark.parametrize("value", ["yesterday", "2024-13-01", 20240101, dt.time(12, 0)])
+def test_bad_dates_are_rejected(value: Any) -> None:
+    _rejects(HierarchicalQuery, "min_study_date: .* is not a date", min_study_date=value)
+
+
+def test_bad_query_level_is_rejected() -> None:
+    _rejects(
+        HierarchicalQuery, "query_level: 'PATIENT' is not a query level", query_level="PATIENT"
+    )
+    _rejects(HierarchicalQuery, "query_level", query_level=2)
+
+
+def test_evolve_validates_again() -> None:
+    query = HierarchicalQuery(query_level="SERIES", StudyInstanceUID=STUDY)
+    with pytest.raises(InvalidQueryError, match="SERIES needs a StudyInstanceUID"):
+        attrs.evolve(query, StudyInstanceUID="")
+    with pytest.raises(InvalidQueryError, match="limit"):
+        attrs.evolve(query, limit=-1)
+
+
+# --------------------------------------------------------------------------- model behaviour
+
+
+def test_queries_are_frozen_keyword_only_and_hashable() -> None:
+    query = HierarchicalQuery(
+        PatientID="P1", include_fields=["PatientAge"], filters={"PatientSex": "F"}
+    )
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        query.PatientID = "P2"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        HierarchicalQuery("STUDY")  # type: ignore[misc]
+    assert {
+        query,
+        HierarchicalQuery(
+            PatientID="P1", include_fields=("PatientAge",), filters={"PatientSex": "F"}
+        ),
+    } == {query}
+
+
+def test_evolve_pages() -> None:
+    query = HierarchicalQuery(PatientID="P1", filters={"PatientSex": "F"})
+    page = attrs.evolve(query, limit=100, offset=200)
+    assert page.relative_url() == "/studies?PatientID=P1&PatientSex=F&limit=100&offset=200"
+    assert query.limit == 0
+
+
+def test_hierarchical_and_relational_queries_are_not_equal() -> None:
+    kwargs: dict[str, Any] = {"query_level": "SERIES", "StudyInstanceUID": STUDY}
+    assert HierarchicalQuery(**kwargs) != RelationalQuery(**kwargs)
+
+
+def test_repr_is_short_and_shows_only_what_is_set() -> None:
+    query = HierarchicalQuery(PatientID="P1", limit=10)
+    assert (
+        repr(query) == "HierarchicalQuery(query_level=QueryLevel.STUDY, PatientID='P1', limit=10)"
+    )
+    assert (
+        eval(repr(query), {"HierarchicalQuery": HierarchicalQuery, "QueryLevel": QueryLevel})
+        == query
+    )
+
+
+def test_repr_round_trips_for_every_field() -> None:
+    query = RelationalQuery(
+        query_level="INSTANCE",
+        StudyInstanceUID=STUDY,
+        min_study_date=dt.date(2024, 1, 1),
+        include_fields=["all"],
+        filters={"PatientSex": "F"},
+        fuzzymatching=True,
+    )
+    namespace = {"RelationalQuery": RelationalQuery, "QueryLevel": QueryLevel, "datetime": dt}
+    assert eval(repr(query), namespace) == query
+
+
+def test_str_is_the_relative_url() -> None:
+    query = HierarchicalQuery(PatientName="Doe^J*")
+    assert str(query) == "/studies?PatientName=Doe^J*"
+    assert f"{query}" == query.relative_url()
+
+
+# --------------------------------------------------------------------------- ensure_query_type
+
+
+def test_ensure_query_type_returns_aqido_queries_unchanged() -> None:
+    query = RelationalQuery(query_level="SERIES")
+    assert ensure_query_type(query) is query
+
+
+def test_ensure_query_type_prefers_hierarchical() -> None:
+    query = ensure_query_type({"query_level": "SERIES", "StudyInstanceUID": STUDY})
+    assert type(query) is HierarchicalQuery
+    assert query.uri_base() == f"/studies/{STUDY}/series"
+
+
+def test_ensure_query_type_falls_back_to_relational() -> None:
+    query = ensure_query_type({"query_level": QueryLevel.SERIES, "PatientID": "P1"})
+    assert type(query) is RelationalQuery
+    assert query.relative_url() == "/series?PatientID=P1"
+
+
+def test_ensure_query_type_raises_when_neither_kind_fits() -> None:
+    with pytest.raises(InvalidQueryError, match="RelationalQuery: query_level STUDY"):
+        ensure_query_type({"SeriesInstanceUID": SERIES})
+
+
+class _FakePydanticQuery:
+    """Something shaped like a dicomtrolley query (pydantic v2 ``model_dump``)."""
+
+    def __init__(self, **fields: Any) -> None:
+        self._fields = fields
+
+    def model_dump(self) -> dict[str, Any]:
+        return dict(self._fields)
+
+
+class RelationalQueryLike(_FakePydanticQuery):
+    pass
+
+
+RelationalQueryLike.__name__ = "RelationalQuery"
+
+
+def test_ensure_query_type_duck_types_pydantic_models() -> None:
+    generic = _FakePydanticQuery(
+        StudyInstanceUID="",
+        PatientID="P1",
+        query_level=SimpleNamespace(value="STUDY"),
+        min_study_date=dt.datetime(2024, 1, 1),
+        max_study_date=None,
+        include_fields=[],
+        PatientBirthDate=dt.date(1970, 1, 2),
+        InstitutionName="",
+    )
+    query = ensure_query_type(generic)
+    assert query == HierarchicalQuery(
+        PatientID="P1",
+        min_study_date=dt.date(2024, 1, 1),
+        filters={"PatientBirthDate": "19700102"},
+    )
+
+
+def test_ensure_query_type_keeps_the_relational_kind() -> None:
+    query = ensure_query_type(RelationalQueryLike(query_level="SERIES", StudyInstanceUID=STUDY))
+    assert type(query) is RelationalQuery
+
+
+def test_ensure_query_type_refuses_to_drop_fields() -> None:
+    with pytest.raises(InvalidQueryError, match="has no field for"):
+        ensure_query_type({"not_a_field": "x"})
+
+
+def test_ensure_query_type_rejects_non_queries() -> None:
+    with pytest.raises(InvalidQueryError, match="is not a query"):
+        ensure_query_type(42)
+
+
+# --------------------------------------------------------------------------- packaging
+
+
+def test_public_names_are_exported() -> None:
+    for name in (
+        "BaseQuery",
+        "HierarchicalQuery",
+        "RelationalQuery",
+        "QueryLevel",
+        "encode_query_value",
+        "ensure_query_type",
+        "is_valid_uid",
+    ):
+        assert name in aqido.__all__
+        assert getattr(aqido, name) is getattr(aqido.query, name)
+
+
+def test_building_a_query_does_not_import_pydicom() -> None:
+    code = (
+        "import sys, aqido; "
+        "q = aqido.HierarchicalQuery(PatientName='x', include_fields=['PatientAge'], "
+        "filters={'PatientSex': 'F'}); q.query_string(); "
+        "print('pydicom' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
