@@ -94,11 +94,12 @@ class FirstErrorGroup:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None:
+    ) -> bool | None:
         assert self._group is not None
-        await self._group.__aexit__(exc_type, exc, tb)
+        suppress = await self._group.__aexit__(exc_type, exc, tb)
         if self._error is not None:
             raise self._error
+        return suppress
 
     def start_soon(self, func: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Start ``func(*args)`` in the group."""
@@ -195,9 +196,11 @@ async def iter_pages(
     pages) are dropped; a server that ignores ``limit`` and returns more is
     fine (the next offset counts what was received).
     """
+    if page_size is not None and (
+        isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1
+    ):
+        raise InvalidQueryError(f"page_size must be a positive int or None, not {page_size!r}")
     size = page_size or query.limit or None
-    if size is not None and size < 1:
-        raise InvalidQueryError(f"page_size must be a positive int, not {page_size!r}")
     key = UID_KEYS[query.query_level]
     seen: set[str] = set()
     offset = query.offset

@@ -198,8 +198,9 @@ async def test_items_without_uid_are_kept_and_identical_items_deduplicated() -> 
 async def test_bad_page_size() -> None:
     from aqido.errors import InvalidQueryError
 
-    with pytest.raises(InvalidQueryError, match="page_size"):
-        await collect(FakeServer(1), HierarchicalQuery(), page_size=-1)
+    for bad in (-1, 0, 2.5, True):
+        with pytest.raises(InvalidQueryError, match="page_size"):
+            await collect(FakeServer(1), HierarchicalQuery(), page_size=bad)  # type: ignore[arg-type]
 
 
 # --- search_many / iter_search_many ----------------------------------------------------------
