@@ -36,35 +36,62 @@ from aqido.query import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover - lazily resolved names, imported here for type checkers
-    pass
+    from aqido.results import Dataset as Dataset
+    from aqido.results import Instance as Instance
+    from aqido.results import Series as Series
+    from aqido.results import Study as Study
+    from aqido.results import build_tree as build_tree
+    from aqido.results import decode_json as decode_json
+    from aqido.results import parse_results as parse_results
+    from aqido.values import InvalidValue as InvalidValue
+    from aqido.values import PersonName as PersonName
 
 __version__ = "0.1.0"
 
 #: Public names provided by submodules that are imported on first use.
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "Dataset": "aqido.results",
+    "Instance": "aqido.results",
+    "InvalidValue": "aqido.values",
+    "PersonName": "aqido.values",
+    "Series": "aqido.results",
+    "Study": "aqido.results",
+    "build_tree": "aqido.results",
+    "decode_json": "aqido.results",
+    "parse_results": "aqido.results",
+}
 
 __all__ = [
     "BadRequestError",
     "BaseQuery",
     "CrawlIncompleteError",
+    "Dataset",
     "HTTPStatusError",
     "HierarchicalQuery",
+    "Instance",
     "InvalidQueryError",
     "InvalidResponseError",
+    "InvalidValue",
     "NotFoundError",
     "PayloadTooLargeError",
+    "PersonName",
     "QidoError",
     "QueryLevel",
     "RateLimitedError",
     "RelationalQuery",
     "RequestTimeoutError",
+    "Series",
     "ServerError",
+    "Study",
     "TransportError",
     "UnauthorizedError",
     "__version__",
+    "build_tree",
+    "decode_json",
     "encode_query_value",
     "ensure_query_type",
     "is_valid_uid",
+    "parse_results",
 ]
 
 

@@ -19,15 +19,27 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
+    from aqido.testing.archive import FakeArchive as FakeArchive
+    from aqido.testing.archive import Fault as Fault
+    from aqido.testing.archive import Faults as Faults
+    from aqido.testing.archive import ServedRequest as ServedRequest
     from aqido.testing.synthetic import SyntheticArchive as SyntheticArchive
     from aqido.testing.synthetic import generate_uid as generate_uid
 
 _LAZY: dict[str, str] = {
+    "FakeArchive": "aqido.testing.archive",
+    "Fault": "aqido.testing.archive",
+    "Faults": "aqido.testing.archive",
+    "ServedRequest": "aqido.testing.archive",
     "SyntheticArchive": "aqido.testing.synthetic",
     "generate_uid": "aqido.testing.synthetic",
 }
 
 __all__ = [
+    "FakeArchive",
+    "Fault",
+    "Faults",
+    "ServedRequest",
     "SyntheticArchive",
     "generate_uid",
 ]

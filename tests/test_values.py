@@ -1,0 +1,287 @@
+"""VR value types: every VR through Dataset, the parsers, PersonName, the invalid-value rule."""
+
+from __future__ import annotations
+
+import datetime
+import math
+from typing import Any
+
+import pytest
+
+from aqido.results import Dataset
+from aqido.values import (
+    BulkDataURI,
+    DSFloat,
+    InlineBinary,
+    PersonName,
+    Tag,
+    parse_da,
+    parse_ds,
+    parse_dt,
+    parse_is,
+    parse_tm,
+)
+
+UTC_PLUS_1 = datetime.timezone(datetime.timedelta(hours=1))
+
+
+def value(vr: str, *values: Any, key: str = "00091001") -> Any:
+    """The mapping-API value of one element (private tag by default: VR taken as given)."""
+    ds = Dataset({key: {"vr": vr, "Value": list(values)}})
+    return ds[key]
+
+
+@pytest.mark.parametrize(
+    ("vr", "json_value", "expected"),
+    [
+        ("AE", "ORTHANC ", "ORTHANC"),
+        ("AS", "045Y", "045Y"),
+        ("CS", "CT", "CT"),
+        ("LO", "Müller clinic", "Müller clinic"),
+        ("LT", "long text\r\nline 2", "long text\r\nline 2"),
+        ("SH", "ACC1 ", "ACC1"),
+        ("ST", "short text", "short text"),
+        ("UC", "unlimited", "unlimited"),
+        ("UI", "1.2.840.10008.5.1.4.1.1.2\x00", "1.2.840.10008.5.1.4.1.1.2"),
+        ("UR", "http://h/dicom-web/studies/1.2", "http://h/dicom-web/studies/1.2"),
+        ("UT", "text", "text"),
+        ("DA", "20240229", datetime.date(2024, 2, 29)),
+        ("DA", "1999.12.31", datetime.date(1999, 12, 31)),
+        ("TM", "10", datetime.time(10)),
+        ("TM", "1030", datetime.time(10, 30)),
+        ("TM", "103015", datetime.time(10, 30, 15)),
+        ("TM", "103015.5", datetime.time(10, 30, 15, 500000)),
+        ("TM", "194920.212513", datetime.time(19, 49, 20, 212513)),
+        ("TM", "10:30:15", datetime.time(10, 30, 15)),
+        ("TM", "235960", datetime.time(23, 59, 59)),
+        ("DT", "2024", datetime.datetime(2024, 1, 1)),
+        ("DT", "20240229", datetime.datetime(2024, 2, 29)),
+        ("DT", "20240229103015.25", datetime.datetime(2024, 2, 29, 10, 30, 15, 250000)),
+        (
+            "DT",
+            "20240229103015+0100",
+            datetime.datetime(2024, 2, 29, 10, 30, 15, tzinfo=UTC_PLUS_1),
+        ),
+        (
+            "DT",
+            "202402291030-0530",
+            datetime.datetime(
+                2024,
+                2,
+                29,
+                10,
+                30,
+                tzinfo=datetime.timezone(-datetime.timedelta(hours=5, minutes=30)),
+            ),
+        ),
+        ("IS", 3, 3),
+        ("IS", "-12", -12),
+        ("IS", " 42 ", 42),
+        ("IS", 3.0, 3),
+        ("IS", "1e3", 1000),
+        ("DS", 72.5, 72.5),
+        ("DS", -125, -125.0),
+        ("DS", "1e3", 1000.0),
+        ("DS", " 72.50 ", 72.5),
+        ("FL", 0.5, 0.5),
+        ("FD", 1, 1.0),
+        ("US", 512, 512),
+        ("SS", -1, -1),
+        ("UL", 4294967295, 4294967295),
+        ("SL", -2147483648, -2147483648),
+        ("SV", "9007199254740993", 9007199254740993),
+        ("UV", 18446744073709551615, 18446744073709551615),
+        ("AT", "0020000d", Tag(0x0020000D)),
+        ("PN", "Doe^John", PersonName("Doe^John")),
+        ("PN", {"Alphabetic": "Doe^John"}, PersonName("Doe^John")),
+    ],
+)
+def test_every_vr(vr: str, json_value: Any, expected: Any) -> None:
+    got = value(vr, json_value)
+    assert got == expected
+    assert type(got) is type(expected) or (vr == "DS" and type(got) is DSFloat)
+
+
+def test_ds_keeps_the_exact_text() -> None:
+    assert value("DS", " 72.50 ").text == "72.50"
+    assert value("DS", "1e3").text == "1e3"
+    assert value("DS", 72.5).text == "72.5"
+    assert repr(parse_ds("0.10")) == "DSFloat(0.1, text='0.10')"
+
+
+def test_fl_accepts_the_json_string_forms_of_non_finite_numbers() -> None:
+    assert math.isnan(value("FD", "NaN"))
+    assert value("FL", "-Infinity") == -math.inf
+
+
+def test_multi_valued_strings_are_tuples() -> None:
+    assert value("CS", "ORIGINAL", "PRIMARY", "AXIAL") == ("ORIGINAL", "PRIMARY", "AXIAL")
+    assert value("DS", 0.5, "0.5") == (0.5, 0.5)
+    assert value("AT", "00100010", "0020000D") == (Tag(0x00100010), Tag(0x0020000D))
+    assert value("LO", "a", None, "") == ("a", None, None)
+    assert value("LO", None, "") is None
+
+
+def test_sq_and_binary_vrs() -> None:
+    ds = Dataset(
+        {
+            "00081032": {"vr": "SQ", "Value": [{"00080100": {"vr": "SH", "Value": ["1"]}}]},
+            "7FE00010": {"vr": "OW", "BulkDataURI": "bulk/7FE00010"},
+            "00420011": {"vr": "OB", "InlineBinary": "AAECAw=="},
+            "00091010": {"vr": "OD", "InlineBinary": "AAAAAAAA8D8="},
+            "00091011": {"vr": "OF", "BulkDataURI": "b"},
+            "00091012": {"vr": "OL", "BulkDataURI": "b"},
+            "00091013": {"vr": "OV", "BulkDataURI": "b"},
+            "00091014": {"vr": "UN", "InlineBinary": "AA=="},
+        }
+    )
+    [item] = ds["ProcedureCodeSequence"]
+    assert isinstance(item, Dataset)
+    assert item["CodeValue"] == "1"
+    assert ds["PixelData"] == BulkDataURI("bulk/7FE00010")
+    assert ds["EncapsulatedDocument"] == InlineBinary("AAECAw==")
+    assert ds["00091010"].to_bytes() == b"\x00" * 6 + b"\xf0?"
+    assert all(isinstance(ds[k], BulkDataURI) for k in ("00091011", "00091012", "00091013"))
+    assert ds["00091014"].to_bytes() == b"\x00"
+
+
+def test_tag_type() -> None:
+    tag = Tag("0020000D")
+    assert tag == 0x0020000D
+    assert tag.key == "0020000D"
+    assert tag.keyword == "StudyInstanceUID"
+    assert str(tag) == "(0020,000D)"
+    assert repr(tag) == "Tag('0020000D')"
+    assert Tag(0x00091001).keyword == ""
+    with pytest.raises(ValueError, match="8 hex digits"):
+        Tag("0020000")
+    with pytest.raises(ValueError, match="32 bits"):
+        Tag(-1)
+
+
+# ------------------------------------------------------------------ PersonName
+
+
+def test_person_name_components() -> None:
+    name = PersonName("Doe^John^Q^Dr^Jr")
+    assert (name.family, name.given, name.middle, name.prefix, name.suffix) == (
+        "Doe",
+        "John",
+        "Q",
+        "Dr",
+        "Jr",
+    )
+    assert str(name) == "Doe^John^Q^Dr^Jr"
+    assert PersonName("Doe").given == ""
+    assert not PersonName()
+    assert str(PersonName()) == ""
+
+
+def test_person_name_japanese_groups() -> None:
+    name = PersonName.from_json(
+        {"Alphabetic": "Yamada^Tarou", "Ideographic": "山田^太郎", "Phonetic": "やまだ^たろう"}
+    )
+    assert str(name) == "Yamada^Tarou=山田^太郎=やまだ^たろう"
+    assert name.components() == ("Yamada", "Tarou", "", "", "")
+    assert name.components("ideographic")[:2] == ("山田", "太郎")
+    assert name.components("phonetic")[:2] == ("やまだ", "たろう")
+    with pytest.raises(ValueError, match="not a PN group"):
+        name.components("kanji")
+    assert name.to_json() == {
+        "Alphabetic": "Yamada^Tarou",
+        "Ideographic": "山田^太郎",
+        "Phonetic": "やまだ^たろう",
+    }
+    assert PersonName.from_dicom(str(name)) == name
+
+
+def test_person_name_korean_and_ideographic_only() -> None:
+    korean = PersonName.from_json(
+        {"Alphabetic": "Hong^Gildong", "Ideographic": "洪^吉洞", "Phonetic": "홍^길동"}
+    )
+    assert str(korean) == "Hong^Gildong=洪^吉洞=홍^길동"
+    assert korean.phonetic == "홍^길동"
+    only = PersonName.from_json({"Ideographic": "山田^太郎"})
+    assert str(only) == "=山田^太郎"
+    assert only.family == "山田"
+    assert only.to_json() == {"Ideographic": "山田^太郎"}
+    assert PersonName.from_dicom("=山田^太郎") == only
+    phonetic_only = PersonName.from_dicom("==やまだ^たろう")
+    assert str(phonetic_only) == "==やまだ^たろう"
+
+
+@pytest.mark.parametrize(
+    ("json_value", "message"),
+    [
+        (3, "must be an object or a string"),
+        ({"Alphabetic": "Doe", "Nickname": "J"}, "unknown member"),
+        ({"Alphabetic": 3}, "must be strings"),
+        ("a=b=c=d", "more than three"),
+    ],
+)
+def test_person_name_rejects_what_is_not_a_pn(json_value: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        PersonName.from_json(json_value)
+
+
+# ------------------------------------------------------------------ invalid values
+
+
+@pytest.mark.parametrize(
+    ("vr", "json_value"),
+    [
+        ("DA", "2023-01-01"),
+        ("DA", "20231301"),
+        ("TM", "25"),
+        ("TM", "10:3"),
+        ("DT", "2024-02-29T10:00"),
+        ("IS", "abc"),
+        ("IS", "1.5"),
+        ("IS", True),
+        ("DS", "N/A"),
+        ("DS", [1]),
+        ("FD", "1.5"),
+        ("AT", "0010"),
+        ("PN", 12),
+        ("LO", 12),
+        ("US", {"x": 1}),
+    ],
+)
+def test_unreadable_values_are_none_and_listed(vr: str, json_value: Any) -> None:
+    ds = Dataset({"00091001": {"vr": vr, "Value": [json_value]}})
+    assert ds["00091001"] is None
+    [bad] = ds.invalid
+    assert bad.key == "00091001"
+    assert bad.vr == vr
+    assert bad.raw == json_value
+    assert bad.reason
+    assert ds.element("00091001").values == (json_value,)
+    assert ds.to_json() == {"00091001": {"vr": vr, "Value": [json_value]}}
+
+
+def test_one_bad_value_in_a_multi_valued_attribute() -> None:
+    ds = Dataset({"00091001": {"vr": "DA", "Value": ["20240101", "bad", "20240103"]}})
+    assert ds["00091001"] == (datetime.date(2024, 1, 1), None, datetime.date(2024, 1, 3))
+    assert [bad.raw for bad in ds.invalid] == ["bad"]
+
+
+def test_a_valid_dataset_has_no_invalid_values() -> None:
+    ds = Dataset({"00100010": {"vr": "PN", "Value": ["Doe"]}, "00100030": {"vr": "DA"}})
+    assert ds.invalid == ()
+
+
+@pytest.mark.parametrize("text", ["", "2023-01-01", "202301", "20230132", "２０２３０１０１"])
+def test_parse_da_errors(text: str) -> None:
+    with pytest.raises(ValueError, match="not a DICOM date"):
+        parse_da(text)
+
+
+def test_parse_functions_errors() -> None:
+    with pytest.raises(ValueError, match="not a DICOM time"):
+        parse_tm("1")
+    with pytest.raises(ValueError, match="not a DICOM date-time"):
+        parse_dt("24")
+    with pytest.raises(ValueError, match="not an integer"):
+        parse_is("12.5")
+    with pytest.raises(ValueError, match="not a decimal number"):
+        parse_ds("1,5")
