@@ -24,6 +24,7 @@ the archive.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import threading
 import time
@@ -258,13 +259,18 @@ def contenders(
     out: list[Contender] = []
     if with_aqido and aqido_available():
         for c in concurrencies:
-            out.append(Contender(f"aqido c={c}", "aqido", c, lambda u, c=c: aqido_crawl(u, c)))
+            out.append(
+                Contender(f"aqido c={c}", "aqido", c, functools.partial(aqido_crawl, concurrency=c))
+            )
     else:
         notes.append("aqido.client is not on this branch yet: aqido rows are PENDING")
     for c in concurrencies:
         out.append(
             Contender(
-                f"bare aiohttp c={c}", "bare aiohttp", c, lambda u, c=c: bare_aiohttp_crawl(u, c)
+                f"bare aiohttp c={c}",
+                "bare aiohttp",
+                c,
+                functools.partial(bare_aiohttp_crawl, concurrency=c),
             )
         )
     if dicomweb_client_available():
@@ -282,7 +288,7 @@ def contenders(
                 f"dicomweb-client threads={reference}",
                 "dicomweb-client threads",
                 reference,
-                lambda u: dicomweb_client_threads(u, reference),
+                functools.partial(dicomweb_client_threads, threads=reference),
             )
         )
     else:

@@ -76,7 +76,7 @@ def importtime_offenders(statement: str, top: int = 10) -> list[dict[str, Any]]:
         timeout=120,
         check=False,
     )
-    rows = []
+    rows: list[dict[str, Any]] = []
     for line in result.stderr.splitlines():
         if not line.startswith("import time:") or "self [us]" in line:
             continue
@@ -119,9 +119,7 @@ def run(repeat: int = 10) -> dict[str, Any]:
     client = "from aqido import AsyncQidoRS"
     if client in medians and "import aiohttp" in medians:
         report["client_over_aiohttp_seconds"] = medians[client] - medians["import aiohttp"]
-    report["importtime_top"] = importtime_offenders(
-        client if client in medians else "import aqido"
-    )
+    report["importtime_top"] = importtime_offenders(client if client in medians else "import aqido")
     return report
 
 
@@ -136,9 +134,8 @@ def format_table(report: dict[str, Any]) -> str:
     for name in report["unavailable"]:
         lines.append(f"{name:<40} {'n/a':>8}")
     if "client_over_aiohttp_seconds" in report:
-        lines.append(
-            f"AsyncQidoRS over import aiohttp: {report['client_over_aiohttp_seconds'] * 1000:+.1f} ms"
-        )
+        over = report["client_over_aiohttp_seconds"] * 1000
+        lines.append(f"AsyncQidoRS over import aiohttp: {over:+.1f} ms")
     lines.append("-X importtime, top-level packages by cumulative time:")
     for row in report["importtime_top"]:
         lines.append(f"  {row['module']:<30} {row['cumulative_ms']:>8.1f} ms")

@@ -121,9 +121,7 @@ async def _crawl(args: argparse.Namespace) -> dict[str, Any]:
         return report
 
 
-def measure(
-    url: str, *, mode: str, concurrency: int, page_size: int | None
-) -> dict[str, Any]:
+def measure(url: str, *, mode: str, concurrency: int, page_size: int | None) -> dict[str, Any]:
     """Run one worker process against ``url``; return its report."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, env.get("PYTHONPATH")]))
@@ -178,7 +176,8 @@ def run(
     if len(rows) >= 2:
         first, last = rows[0], rows[-1]
         report["growth"] = {
-            m: last[m]["peak_bytes"] / max(first[m]["peak_bytes"], 1) for m in ("tracemalloc", "rss")
+            m: last[m]["peak_bytes"] / max(first[m]["peak_bytes"], 1)
+            for m in ("tracemalloc", "rss")
         }
         report["instances_growth"] = last["expected_counts"][2] / max(
             first["expected_counts"][2], 1

@@ -73,7 +73,8 @@ class ServerProcess:
             self.close()
             raise
         self.url = hello["url"]
-        self.counts = tuple(hello["counts"])  # type: ignore[assignment]
+        studies, series, instances = hello["counts"]
+        self.counts = (studies, series, instances)
         return self
 
     def __exit__(
@@ -85,14 +86,16 @@ class ServerProcess:
         self.close()
 
     def _readline(self) -> str:
-        assert self._process is not None and self._process.stdout is not None
+        assert self._process is not None
+        assert self._process.stdout is not None
         line = self._process.stdout.readline()
         if not line:
             raise RuntimeError("the benchmark server exited unexpectedly (see its stderr above)")
         return line
 
     def _command(self, text: str) -> str:
-        assert self._process is not None and self._process.stdin is not None
+        assert self._process is not None
+        assert self._process.stdin is not None
         self._process.stdin.write(text + "\n")
         self._process.stdin.flush()
         return self._readline()
