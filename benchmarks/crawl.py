@@ -308,8 +308,9 @@ def contenders(
     return out, notes
 
 
-def timed(contender: Contender, url: str) -> tuple[float, Counts]:
-    """Run one crawl; return (wall seconds, counts)."""
+def timed(contender: Contender, url: str) -> tuple[float, float, Counts]:
+    """Run one crawl; return (wall seconds, CPU seconds of this process, all threads; counts)."""
+    cpu = time.process_time()
     start = time.perf_counter()
     counts = contender.run(url)
-    return time.perf_counter() - start, counts
+    return time.perf_counter() - start, time.process_time() - cpu, counts

@@ -17,8 +17,8 @@ Method (the numbers are only meaningful if nothing else shares the process):
   * ``rss``: a second worker without tracemalloc samples its resident set
     size (``/proc/self/statm``) after every study and reports the peak minus
     the RSS just before the crawl; this includes allocator slack and
-    C-level buffers.  (``ru_maxrss`` is reported too, but it also covers the
-    imports and the warm-up.)
+    C-level buffers.  (Not ``ru_maxrss``: on Linux it survives ``fork`` +
+    ``exec``, so a worker would report its parent's peak.)
 
 - The crawl is ``AsyncQidoRS.crawl(page_size=P)``: the studies are consumed
   one at a time (counted, their JSON size added up) and dropped.  The study
@@ -39,7 +39,6 @@ import contextlib
 import gc
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -108,7 +107,6 @@ async def _crawl(args: argparse.Namespace) -> dict[str, Any]:
             "counts": counts,
             "result_bytes": result_bytes,
             "seconds": seconds,
-            "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         }
         if args.mode == "tracemalloc":
             current, peak = tracemalloc.get_traced_memory()

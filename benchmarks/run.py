@@ -66,6 +66,7 @@ def _crawl_server(
     take long), and always at least once.
     """
     runs: dict[str, list[float]] = {c.name: [] for c in contenders}
+    cpu: dict[str, list[float]] = {c.name: [] for c in contenders}
     found: dict[str, Counts] = {}
     served: dict[str, dict[str, int]] = {}
     for round_ in range(repeat):
@@ -73,8 +74,9 @@ def _crawl_server(
             done = runs[contender.name]
             if round_ > 0 and sum(done) + statistics.median(done) > budget:
                 continue
-            seconds, counts = crawl.timed(contender, url)
+            seconds, cpu_seconds, counts = crawl.timed(contender, url)
             done.append(seconds)
+            cpu[contender.name].append(cpu_seconds)
             if contender.name in found and found[contender.name] != counts:
                 _loud(f"{contender.name} found {counts}, then {found[contender.name]}")
             found[contender.name] = counts
@@ -104,6 +106,8 @@ def _crawl_server(
                 "concurrency": contender.concurrency,
                 "runs": runs[contender.name],
                 "median_s": statistics.median(runs[contender.name]),
+                "cpu_s": cpu[contender.name],
+                "median_cpu_s": statistics.median(cpu[contender.name]),
                 "requests": served.get(contender.name, {}).get("requests"),
                 "peak_concurrency": served.get(contender.name, {}).get("peak_concurrency"),
                 "counts": list(counts),
@@ -320,6 +324,7 @@ def crawl_table(server: dict[str, Any], reference: int, *, markdown: bool = Fals
     header = [
         "client",
         "median s",
+        "client CPU s",
         "runs",
         "requests",
         "peak in flight",
@@ -336,6 +341,7 @@ def crawl_table(server: dict[str, Any], reference: int, *, markdown: bool = Fals
             [
                 r["name"],
                 f"{r['median_s']:.3f}",
+                f"{r['median_cpu_s']:.3f}",
                 str(len(r["runs"])),
                 _fmt(r["requests"], "d"),
                 _fmt(r["peak_concurrency"], "d"),
@@ -459,6 +465,7 @@ def draw_chart(report: dict[str, Any], path: str) -> bool:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import FuncFormatter, NullFormatter
     except ImportError:
         return False
     servers = report["crawl"]["servers"]
@@ -487,7 +494,8 @@ def draw_chart(report: dict[str, Any], path: str) -> bool:
             color=[colours.get(by_name[n]["family"], "#333333") for n in names],
         )
         ax.set_xscale("log")
-        ax.invert_yaxis()
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(server["server"], fontsize=10)
         ax.set_xlabel("seconds (log scale, lower is better)", fontsize=8)
         ax.tick_params(labelsize=8)
@@ -496,6 +504,7 @@ def draw_chart(report: dict[str, Any], path: str) -> bool:
                 value, bar.get_y() + bar.get_height() / 2, f" {value:.2f}", va="center", fontsize=7
             )
         ax.set_xlim(min(v for v in values if v > 0) / 1.5, max(values) * 4)
+    axes[0].invert_yaxis()  # shared y axis: invert once, first row on top
     counts = servers[0]["expected_counts"]
     fig.suptitle(
         f"Full crawl of {counts[0]} studies / {counts[1]} series / {counts[2]} instances "
@@ -581,7 +590,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "parse_studies": 10_000,
         "parse_repeat": 7,
         "import_repeat": 10,
-        "memory_sizes": [(100, 4, 25), (1000, 4, 25)],
+        "memory_sizes": [(100, 4, 25), (300, 4, 25), (1000, 4, 25)],
         "out": RESULTS,
     }
     tiny: dict[str, Any] = {
