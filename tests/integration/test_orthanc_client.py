@@ -11,35 +11,13 @@ import pytest
 
 from aqido.client import AsyncQidoRS
 from aqido.errors import UnauthorizedError
-from aqido.query import HierarchicalQuery, QueryLevel, RelationalQuery
+from aqido.query import HierarchicalQuery
 from aqido.testing.orthanc import OrthancServer
 from tests.integration.support import AUTH_PASSWORD, AUTH_USER, AUTHED, SEEDED
 
 pytestmark = pytest.mark.integration
 
 ALL_STUDIES = {s.study_instance_uid for s in SEEDED.studies}
-
-
-@pytest.mark.anyio
-async def test_search_all_studies_and_a_study_subtree(orthanc: OrthancServer) -> None:
-    async with AsyncQidoRS(orthanc.dicomweb_url + "/") as qido:
-        studies = await qido.search(HierarchicalQuery())
-        assert {s.StudyInstanceUID for s in studies} == ALL_STUDIES
-        assert studies.warnings == ()
-
-        record = SEEDED.studies[42]
-        series = await qido.search(
-            HierarchicalQuery(
-                query_level=QueryLevel.SERIES, StudyInstanceUID=record.study_instance_uid
-            )
-        )
-        assert {s.SeriesInstanceUID for s in series} == {
-            s.series_instance_uid for s in record.series
-        }
-        instances = await qido.search(
-            RelationalQuery(query_level="INSTANCE", StudyInstanceUID=record.study_instance_uid)
-        )
-        assert len(instances) == len(record.series) * 2
 
 
 @pytest.mark.anyio
