@@ -133,17 +133,34 @@ def check_instance(instance: Instance, record: SyntheticInstance, base: str) -> 
     assert instance.invalid == ()
 
 
+#: Patient and study attributes Orthanc adds to series and instance results.
+STUDY_EXTRAS = ("PatientName", "PatientID", "StudyDate", "AccessionNumber")
+#: Series attributes Orthanc adds to instance results.
+SERIES_EXTRAS = ("Modality", "SeriesNumber", "SeriesDescription")
+
+
 def check_series_results(
-    found: Iterable[Series], expected: Iterable[SyntheticSeries], seed: SyntheticArchive, base: str
+    found: Iterable[Series],
+    expected: Iterable[SyntheticSeries],
+    seed: SyntheticArchive,
+    base: str,
+    *,
+    study_level: bool = True,
 ) -> None:
-    """Series results are exactly ``expected`` (once each), each checked with its study."""
+    """Series results are exactly ``expected`` (once each), each checked with its study.
+
+    ``study_level=False``: the search named StudyInstanceUID as a query key, so
+    Orthanc leaves the patient and study attributes out (README, compatibility notes).
+    """
     records = {s.series_instance_uid: s for s in expected}
     seen = []
     for series in found:
         record = records[series.SeriesInstanceUID]
         check_series(series, record, base)
-        check_patient_and_study(series, seed.study_of(record))
-        assert series["Modality"] == record.modality
+        if study_level:
+            check_patient_and_study(series, seed.study_of(record))
+        else:
+            assert not any(k in series for k in STUDY_EXTRAS), series
         seen.append(series.SeriesInstanceUID)
     assert sorted(seen) == sorted(records)
 
@@ -153,17 +170,32 @@ def check_instance_results(
     expected: Iterable[SyntheticInstance],
     seed: SyntheticArchive,
     base: str,
+    *,
+    study_level: bool = True,
+    series_level: bool = True,
 ) -> None:
-    """Instance results are exactly ``expected`` (once each), each checked with its parents."""
+    """Instance results are exactly ``expected`` (once each), each checked with its parents.
+
+    ``study_level=False`` / ``series_level=False``: the search named
+    StudyInstanceUID / SeriesInstanceUID as a query key, so Orthanc leaves
+    that level's attributes out (README, compatibility notes).
+    """
     records = {i.sop_instance_uid: i for i in expected}
     seen = []
     for instance in found:
         record = records[instance.SOPInstanceUID]
         check_instance(instance, record, base)
         series = seed.series_of(record)
-        assert instance["Modality"] == series.modality
-        assert instance["SeriesNumber"] == series.series_number
-        check_patient_and_study(instance, seed.study_of(record))
+        if series_level:
+            assert instance["Modality"] == series.modality
+            assert instance["SeriesNumber"] == series.series_number
+            assert instance["SeriesDescription"] == series.series_description
+        else:
+            assert not any(k in instance for k in SERIES_EXTRAS), instance
+        if study_level:
+            check_patient_and_study(instance, seed.study_of(record))
+        else:
+            assert not any(k in instance for k in STUDY_EXTRAS), instance
         seen.append(instance.SOPInstanceUID)
     assert sorted(seen) == sorted(records)
 

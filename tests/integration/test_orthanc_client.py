@@ -36,13 +36,16 @@ async def test_person_name_match_reaches_orthanc_unescaped(orthanc: OrthancServe
 
 
 @pytest.mark.anyio
-async def test_iter_search_pages_the_whole_archive(orthanc: OrthancServer) -> None:
+@pytest.mark.parametrize("page_size", [3, 70, 299, 300])
+async def test_iter_search_pages_the_whole_archive(orthanc: OrthancServer, page_size: int) -> None:
     async with AsyncQidoRS(orthanc.dicomweb_url) as qido:
-        uids = [
-            s.StudyInstanceUID async for s in qido.iter_search(HierarchicalQuery(), page_size=70)
+        unpaged = await qido.search(HierarchicalQuery())
+        paged = [
+            s.StudyInstanceUID
+            async for s in qido.iter_search(HierarchicalQuery(), page_size=page_size)
         ]
-    assert len(uids) == len(ALL_STUDIES)
-    assert set(uids) == ALL_STUDIES
+    assert len(paged) == len(set(paged)) == len(ALL_STUDIES)
+    assert set(paged) == {s.StudyInstanceUID for s in unpaged} == ALL_STUDIES
 
 
 @pytest.mark.anyio
