@@ -196,6 +196,7 @@ def test_empty_attributes_read_as_none(crawled: list[Study]) -> None:
 def test_numbers_arrive_as_json_numbers_and_read_as_ints(crawled: list[Study]) -> None:
     study = crawled[0]
     assert study.element("NumberOfStudyRelatedSeries").values == (3,)  # a JSON number
+    assert type(study.element("NumberOfStudyRelatedSeries").values[0]) is int
     series = study.series[0]
     assert series.element("SeriesNumber").values == (series.SeriesNumber,)
     assert type(series.element("SeriesNumber").values[0]) is int

@@ -280,6 +280,8 @@ async def test_include_fields_arrive_typed(qido: AsyncQidoRS, orthanc: OrthancSe
         position = instance["ImagePositionPatient"]
         assert position == (-125.0, -125.0, float(f"{index * thickness:.3f}"))
         assert all(isinstance(v, DSFloat) for v in position)
+        raw = instance.element("ImagePositionPatient").values  # DS as JSON numbers
+        assert [type(v) for v in raw[:2]] == [int, int]
         axial = ("AXIAL",) if _series.modality in ("CT", "MR", "PT") else ()
         assert instance["ImageType"] == ("ORIGINAL", "PRIMARY", *axial)
         assert instance["RescaleIntercept"] == (-1024 if _series.modality == "CT" else 0)
