@@ -453,7 +453,10 @@ def render(report: dict[str, Any], *, markdown: bool) -> str:
             )
         )
     if report.get("targets"):
-        parts.append(f"{h}Targets\n\n{targets_table(report['targets'], markdown=markdown)}")
+        note = ""
+        if report.get("meta", {}).get("tiny"):
+            note = "\n\n(tiny smoke size: the numbers and targets mean nothing at this size)"
+        parts.append(f"{h}Targets\n\n{targets_table(report['targets'], markdown=markdown)}{note}")
     return "\n\n".join(parts)
 
 
