@@ -36,7 +36,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from contextlib import AsyncExitStack, asynccontextmanager, redirect_stdout, suppress
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -1164,7 +1164,8 @@ def main(
 def _main(argv: Sequence[str] | None, out: IO[str], err: IO[str], env: Mapping[str, str]) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        with redirect_stdout(out):  # --help and --version print
+            args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, --version
         return int(exit_.code or 0)
     if args.debug:
