@@ -1033,11 +1033,8 @@ def _print_summary(
 
 
 async def _run_demo(args: argparse.Namespace, out: IO[str], err: IO[str], is_tty: bool) -> int:
-    from aqido.testing import FakeArchive, Faults, SyntheticArchive
+    from aqido.testing import Faults, demo_archive
 
-    synthetic = SyntheticArchive(
-        seed=args.seed, studies=args.studies, series_per_study=3, instances_per_series=4
-    )
     faults = (
         Faults(rate=args.fault_rate, kinds=("503", "429"), seed=args.seed)
         if args.fault_rate
@@ -1054,7 +1051,8 @@ async def _run_demo(args: argparse.Namespace, out: IO[str], err: IO[str], is_tty
             series_by_modality[series.Modality or "?"] += 1
             instances_by_modality[series.Modality or "?"] += len(series.instances)
 
-    async with FakeArchive(synthetic, latency=args.latency, faults=faults) as archive:
+    demo = demo_archive(args.studies, seed=args.seed, latency=args.latency, faults=faults)
+    async with demo as archive:
         out.write(
             f"aqido demo: an in-process archive with {args.studies} synthetic studies at "
             f"{archive.url}\n"
@@ -1154,6 +1152,11 @@ def main(
     except KeyboardInterrupt:
         err.write("\naqido: interrupted\n")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `aqido search ... | head`: the reader has had enough
+        with suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
     except OSError as exc:  # the output file: permissions, disk full
         if debug:
             raise
