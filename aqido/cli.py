@@ -520,6 +520,7 @@ def write_results(
             out,
             title=f"{len(rows)} {level.name.lower()} result(s)",
             rich_ok=rich_ok,
+            numeric=("Series", "Instances", "SeriesNumber", "InstanceNumber"),
         )
     else:  # pragma: no cover - argparse restricts the choices
         raise UsageError(f"unknown format {fmt!r}")
@@ -1111,8 +1112,8 @@ def _one_line(error: BaseException) -> str:
         return text
     if isinstance(error, TransportError):
         cause = error.__cause__
-        detail = f" ({' '.join(str(cause).split())})" if cause is not None and str(cause) else ""
-        return f"{text}{detail}"
+        reason = " ".join(str(cause).split()) if cause is not None else ""
+        return f"{text} ({reason})" if reason and reason not in text else text
     return text or type(error).__name__
 
 
