@@ -204,6 +204,13 @@ def _query_options(parser: argparse.ArgumentParser, *, search: bool) -> None:
         help="also return FIELD (keyword, tag or 'all'); repeatable",
     )
     group.add_argument("--fuzzy", action="store_true", help="ask for fuzzy person-name matching")
+    group.add_argument(
+        "--page-size",
+        type=_positive,
+        metavar="N",
+        help="page the results with limit/offset, N at a time (default: one request, paged "
+        "only when the server says it truncated the answer)",
+    )
 
 
 def _connection_options(parser: argparse.ArgumentParser, *, concurrency: int) -> None:
@@ -717,7 +724,7 @@ async def _run_search(
     results: list[Any] = []
     count = 0
     async with _open_client(args.url, **options) as client:
-        async for result in client.iter_search(query):
+        async for result in client.iter_search(query, page_size=args.page_size):
             count += 1
             if fmt == "jsonl":  # stream: a big result never sits in memory
                 out.write(_json_line(result.to_json()))
@@ -823,12 +830,20 @@ async def _crawl_into(
     skip: frozenset[str],
     window: int,
     on_study: Callable[[Study], None],
+    page_size: int | None = None,
 ) -> list[_Failure]:
     """Crawl the studies of ``query`` not in ``skip``; hand each complete one to ``on_study``.
 
     A study whose subtree cannot be fetched (after the client's retries) is
     recorded as a failure and the crawl goes on; the failures are returned.
-    ``on_study`` runs only for a study whose whole subtree was fetched.
+    ``on_study`` runs only for a study whose whole subtree was fetched, which is
+    what makes the crawl file resumable: a study is either a complete line or
+    absent.
+
+    This is the one place the CLI walks the archive.  When the library's crawl
+    can skip known studies, keep going past failed parts and report
+    ``CrawlStats`` (issue 9), this function becomes a loop over that crawl:
+    ``skip`` and ``on_study`` stay as they are, and the counters read its stats.
     """
     import anyio
 
@@ -879,7 +894,7 @@ async def _crawl_into(
     listed = 0
     async with anyio.create_task_group() as group:
         try:
-            async for study in client.iter_search(query):
+            async for study in client.iter_search(query, page_size=page_size):
                 listed += 1
                 uid = study.StudyInstanceUID
                 if not uid or uid in seen:
@@ -944,6 +959,7 @@ async def _run_crawl(
     err: IO[str],
     rich_ok: bool,
     on_study: Callable[[Study], None] | None = None,
+    page_size: int | None = None,
 ) -> tuple[int, CrawlCounters]:
     from aqido.crawlfile import CrawlState, CrawlWriter
 
@@ -981,6 +997,7 @@ async def _run_crawl(
                     skip=done,
                     window=2 * int(client_options["concurrency"]),
                     on_study=deliver,
+                    page_size=page_size,
                 )
             finally:
                 ticker.cancel()
@@ -1100,6 +1117,8 @@ async def _run_demo(args: argparse.Namespace, out: IO[str], err: IO[str], is_tty
         "Next: `aqido search URL --PatientName 'DOE*'` or `aqido crawl URL --out studies.jsonl` "
         "against your own archive.\n"
     )
+    if is_tty and not _have_rich():
+        out.write("Tip: pip install 'aqido[cli]' for rich tables and a live progress bar.\n")
     return status
 
 
@@ -1199,6 +1218,7 @@ def _main(argv: Sequence[str] | None, out: IO[str], err: IO[str], env: Mapping[s
             out=out,
             err=err,
             rich_ok=is_tty,
+            page_size=args.page_size,
         )
     )
     return status

@@ -506,3 +506,68 @@ def test_import_aqido_does_not_import_the_cli() -> None:
         env={"PYTHONPATH": str(ROOT)},
     )
     assert result.stdout.split() == ["False", "False"]
+
+
+def test_ctrl_c_stops_cleanly_and_resume_completes(tmp_path: pathlib.Path) -> None:
+    """SIGINT (Ctrl-C): exit 130, the file holds only complete lines, --resume finishes it."""
+    synthetic = SyntheticArchive(seed=6, studies=30, series_per_study=1, instances_per_series=1)
+    path, clean = tmp_path / "interrupted.jsonl", tmp_path / "clean.jsonl"
+    with FakeArchive(synthetic, latency=0.04).run_in_thread() as slow:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "aqido", "crawl", slow.url, "--out", str(path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "")},
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and process.poll() is None:
+                if path.exists() and path.read_bytes().count(b"\n") >= 3:
+                    break
+                time.sleep(0.005)
+            assert process.poll() is None, "the crawl finished before it could be interrupted"
+            process.send_signal(signal.SIGINT)
+            _, stderr = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(30)
+        assert process.returncode == 130
+        assert stderr.strip().splitlines()[-1] == "aqido: interrupted"
+        assert "Traceback" not in stderr
+        found = scan(path)
+        assert not found.dropped_tail
+        assert 3 <= len(found.done) < 30
+        slow.latency = 0.0
+        assert _crawl(slow.url, path, "--resume")[0] == EXIT_OK
+        assert _crawl(slow.url, clean)[0] == EXIT_OK
+    assert sorted(_lines(path)) == sorted(_lines(clean))
+    assert len(set(_lines(path))) == 30
+
+
+def test_page_size_pages_with_limit_and_offset(tmp_path: pathlib.Path) -> None:
+    with FakeArchive(SYNTHETIC, max_results=5, truncation_warning=False).run_in_thread() as capped:
+        status, out, _ = run("search", capped.url, "--page-size", "5")
+        assert status == EXIT_OK
+        assert [uid_of(json.loads(x)) for x in out.splitlines()] == STUDY_UIDS
+        assert [r.query_string for r in capped.requests] == [
+            "limit=5",
+            "limit=5&offset=5",
+            "limit=5&offset=10",
+        ]
+        capped.reset_stats()
+        status, _, err = _crawl(capped.url, tmp_path / "paged.jsonl", "--page-size", "5")
+        assert (status, err) == (EXIT_OK, "")
+        assert len(_lines(tmp_path / "paged.jsonl")) == len(STUDY_UIDS)
+
+
+def test_rich_tables_when_rich_is_installed() -> None:
+    pytest.importorskip("rich")
+    from aqido import cli
+
+    out = io.StringIO()
+    cli._print_table(["modality", "studies"], [["CT", "3"]], out, title="t", numeric=["studies"])
+    text = out.getvalue()
+    assert "┃ modality ┃ studies ┃" in text
+    assert "│ CT       │       3 │" in text
