@@ -32,13 +32,14 @@ import getpass
 import io
 import json
 import os
+import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, redirect_stdout, suppress
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
@@ -72,6 +73,8 @@ __all__ = [
     "query_from_args",
     "write_results",
 ]
+
+_T = TypeVar("_T")
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -1184,6 +1187,44 @@ def main(
         return EXIT_ERROR
 
 
+def _run(work: Coroutine[Any, Any, _T]) -> _T:
+    """``asyncio.run(work)``, where Ctrl-C cancels ``work`` and then raises KeyboardInterrupt.
+
+    Python 3.11's asyncio.run does this itself; on 3.10 a KeyboardInterrupt
+    would instead surface inside some task (an anyio task group would wrap it
+    in an exception group, with a traceback).  Cancelling the main task lets
+    every ``finally`` run, so the crawl file is closed after its last complete line.
+    """
+    interrupted = False
+
+    async def cancellable() -> _T:
+        nonlocal interrupted
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        assert task is not None
+
+        def on_interrupt() -> None:
+            nonlocal interrupted
+            interrupted = True
+            task.cancel()
+
+        try:
+            loop.add_signal_handler(signal.SIGINT, on_interrupt)
+        except (NotImplementedError, RuntimeError, ValueError):  # Windows, not the main thread
+            return await work
+        try:
+            return await work
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+
+    try:
+        return asyncio.run(cancellable())
+    except asyncio.CancelledError:  # the cancellation on_interrupt asked for, at the top
+        if interrupted:
+            raise KeyboardInterrupt from None
+        raise
+
+
 def _main(argv: Sequence[str] | None, out: IO[str], err: IO[str], env: Mapping[str, str]) -> int:
     parser = build_parser()
     try:
@@ -1199,13 +1240,13 @@ def _main(argv: Sequence[str] | None, out: IO[str], err: IO[str], env: Mapping[s
     if args.command == "demo":
         if args.resume and not args.out:
             raise UsageError("--resume needs --out")
-        return asyncio.run(_run_demo(args, out, err, is_tty))
+        return _run(_run_demo(args, out, err, is_tty))
     ask = getpass.getpass if _isatty(sys.stdin) else None
     options = _client_options(args, env, ask)
     if args.command == "search":
-        return asyncio.run(_run_search(args, options, out, is_tty))
+        return _run(_run_search(args, options, out, is_tty))
     query = query_from_args(args)
-    status, _ = asyncio.run(
+    status, _ = _run(
         _run_crawl(
             args.url,
             query,
