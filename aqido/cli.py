@@ -1232,10 +1232,24 @@ def _main(argv: Sequence[str] | None, out: IO[str], err: IO[str], env: Mapping[s
             args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, --version
         return int(exit_.code or 0)
-    if args.debug:
+    if args.debug:  # aqido's own log lines (one per request, retries) on stderr
         import logging
 
-        logging.basicConfig(level=logging.DEBUG, stream=err)
+        logger = logging.getLogger("aqido")
+        handler = logging.StreamHandler(err)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        previous = logger.level
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+        try:
+            return _dispatch(args, out, err, env)
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(previous)
+    return _dispatch(args, out, err, env)
+
+
+def _dispatch(args: argparse.Namespace, out: IO[str], err: IO[str], env: Mapping[str, str]) -> int:
     is_tty = _isatty(out)
     if args.command == "demo":
         if args.resume and not args.out:

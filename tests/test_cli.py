@@ -26,6 +26,7 @@ import pytest
 
 from aqido.cli import EXIT_ERROR, EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, format_value, main
 from aqido.crawlfile import read_studies, scan, state_path
+from aqido.errors import UnauthorizedError
 from aqido.testing import FakeArchive, SyntheticArchive
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -245,6 +246,7 @@ def test_credentials_are_used_and_never_echoed() -> None:
         )
         assert status == EXIT_OK
         assert len(out.splitlines()) == len(STUDY_UIDS)
+        assert "DEBUG aqido: GET " in err  # the debug log is on, and still shows no secret
         assert password not in out + err
         status, out, err = run(
             "search", locked.url, "--user", "ann", "--password", "wrong-pw", "--retries", "0"
@@ -252,13 +254,19 @@ def test_credentials_are_used_and_never_echoed() -> None:
         assert status == EXIT_ERROR
         assert "401" in err
         assert "wrong-pw" not in out + err
+        with pytest.raises(UnauthorizedError) as raised:  # --debug: the exception propagates
+            run("search", locked.url, "--user", "ann", "--password", "wrong-pw", "--debug")
+        assert "wrong-pw" not in f"{raised.value!r} {raised.value} {raised.value.__cause__}"
         # no password and no terminal to ask on: a usage error, not a hang
         status, _, err = run("search", locked.url, "--user", "ann")
         assert status == EXIT_USAGE
         assert "AQIDO_PASSWORD" in err
     with FakeArchive(SYNTHETIC, bearer_token=token).run_in_thread() as locked:
-        status, out, err = run("search", locked.url, "--limit", "1", env={"AQIDO_TOKEN": token})
+        status, out, err = run(
+            "search", locked.url, "--limit", "1", "--debug", env={"AQIDO_TOKEN": token}
+        )
         assert status == EXIT_OK
+        assert "DEBUG aqido: GET " in err
         assert token not in out + err
         status, out, err = run("search", locked.url, "--token", "bad-token-1", "--retries", "0")
         assert status == EXIT_ERROR
