@@ -54,6 +54,7 @@ from __future__ import annotations
 import datetime
 import gc
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, Union, get_args, get_origin
 
@@ -79,6 +80,8 @@ from aqido.values import (
     parse_tm,
     parse_value,
 )
+
+_TAG_KEY_RE = re.compile(r"[0-9A-Fa-f]{8}")
 
 if TYPE_CHECKING:  # pragma: no cover
     import pydicom
@@ -945,6 +948,8 @@ def decode_json(
     """
     if not body or body.isspace():
         return []
+    if body[:3] == b"\xef\xbb\xbf" or body[:1] == "\ufeff":  # a UTF-8 byte order mark
+        body = body[3:] if isinstance(body, bytes) else body[1:]
     # Decoding builds a large tree of live containers, never garbage nor cycles, yet
     # every few hundred allocations make the cyclic GC rescan it (doubling the time
     # of a 10 MB body).  The GC is paused for this one C call, which holds the GIL.
@@ -960,6 +965,9 @@ def decode_json(
     finally:
         if paused:
             gc.enable()
+    if type(data) is dict and data and all(_TAG_KEY_RE.fullmatch(key) for key in data):
+        # One dataset instead of an array of one (some servers; dicomweb-client accepts it).
+        return [data]
     if type(data) is not list:
         raise InvalidResponseError(
             f"response body is a JSON {_json_type(data)}, not an array of DICOM JSON objects",
