@@ -14,7 +14,7 @@ What changes:
     from dicomtrolley.qido_rs import QidoRS        from aqido import AsyncQidoRS
     qido = QidoRS(session=requests.Session(),      async with AsyncQidoRS(url) as qido:
                   url=url)
-    qido.find_studies(query)                       await qido.find_studies(query)
+    qido.find_studies(query)                       await qido.find_studies(query)  (same query)
     Query(PatientName=..., min_study_date=...,     HierarchicalQuery(...) (same field names;
           max_study_date=..., query_level=...)       dicomtrolley queries are accepted as is)
     study.uid, study.series, series.instances      study.StudyInstanceUID, .series, .instances
@@ -28,68 +28,85 @@ import asyncio
 import datetime as dt
 import os
 import sys
+from typing import Any
 
-from aqido import AsyncQidoRS, HierarchicalQuery, QueryLevel
+from aqido import AsyncQidoRS, HierarchicalQuery, QueryLevel, RelationalQuery, Study
 from aqido.testing import archive_url
 
-FIELDS = {
-    "PatientName": "D*",
-    "query_level": "INSTANCE",  # dicomtrolley: Query(query_level=QueryLevel.INSTANCE)
-}
+NAME = "D*"
 START, END = dt.datetime(2005, 1, 1), dt.datetime(2024, 12, 31)
+Tree = dict[str, dict[str, int]]  # {study UID: {series UID: number of instances}}
 
 
-def with_dicomtrolley(url: str) -> dict[str, dict[str, int]] | None:
-    """dicomtrolley: a blocking requests session; returns {study: {series: n_instances}}."""
+def dicomtrolley_query() -> Any:
+    """The query, as a dicomtrolley user writes it (None if dicomtrolley is not installed)."""
     try:
-        import requests
-        from dicomtrolley.core import Query
-        from dicomtrolley.core import QueryLevels as DTLevels
-        from dicomtrolley.qido_rs import QidoRS
+        from dicomtrolley.core import Query, QueryLevels
     except ImportError:
-        print("dicomtrolley is not installed: showing aqido only")
         return None
-    query = Query(
-        PatientName=FIELDS["PatientName"],
-        min_study_date=START,
-        max_study_date=END,
-        query_level=DTLevels.INSTANCE,
+    return Query(
+        PatientName=NAME, min_study_date=START, max_study_date=END, query_level=QueryLevels.INSTANCE
     )
+
+
+def with_dicomtrolley(url: str, query: Any) -> Tree:
+    """dicomtrolley: a blocking requests session, one request at a time."""
+    import requests
+    from dicomtrolley.qido_rs import QidoRS
+
     with requests.Session() as session:
         studies = QidoRS(session=session, url=url).find_studies(query)
     return {st.uid: {se.uid: len(se.instances) for se in st.series} for st in studies}
 
 
-async def with_aqido(url: str) -> dict[str, dict[str, int]]:
-    """aqido: the same query and tree, asynchronously."""
-    query = HierarchicalQuery(
-        PatientName=FIELDS["PatientName"],
-        min_study_date=START,
-        max_study_date=END,
-        query_level=QueryLevel.STUDY,
-    )
+async def with_aqido(url: str, query: Any) -> tuple[Tree, Tree]:
+    """aqido: the same call awaited, and the aqido way (a concurrent crawl) for comparison."""
+    if query is None:  # no dicomtrolley: the same query in aqido's own terms
+        query = RelationalQuery(
+            query_level=QueryLevel.INSTANCE,
+            PatientName=NAME,
+            min_study_date=START,
+            max_study_date=END,
+        )
     async with AsyncQidoRS(url) as qido:
-        # find_studies at INSTANCE level needs a study UID in a hierarchical query, so
-        # aqido crawls the matching studies instead: concurrent, complete, paged.
-        studies = [study async for study in qido.crawl(query)]
+        # A dicomtrolley query is accepted as is, and find_studies returns the same tree shape.
+        found = await qido.find_studies(query)
+        # For big archives: walk studies -> series -> instances, many requests in flight.
+        crawled = [
+            study
+            async for study in qido.crawl(
+                HierarchicalQuery(PatientName=NAME, min_study_date=START, max_study_date=END)
+            )
+        ]
+    return _tree(found), _tree(crawled)
+
+
+def _tree(studies: list[Study]) -> Tree:
     return {
-        st.StudyInstanceUID: {se.SeriesInstanceUID: len(se.instances) for se in st.series}
+        str(st.StudyInstanceUID): {str(se.SeriesInstanceUID): len(se.instances) for se in st.series}
         for st in studies
     }
 
 
 async def main(url: str | None) -> None:
+    query = dicomtrolley_query()
     async with archive_url(url) as base:
-        mine = await with_aqido(base)
-        # dicomtrolley blocks: run it in a thread so the demo archive (this loop) can answer.
-        theirs = await asyncio.to_thread(with_dicomtrolley, base)
-    instances = sum(sum(series.values()) for series in mine.values())
-    print(f"aqido:        {len(mine)} studies, {instances} instances")
-    if theirs is not None:
-        found = sum(sum(series.values()) for series in theirs.values())
-        print(f"dicomtrolley: {len(theirs)} studies, {found} instances")
-        assert theirs == mine, "dicomtrolley and aqido disagree"
-        print("same studies, series and instances")
+        found, crawled = await with_aqido(base, query)
+        theirs = None
+        if query is not None:
+            # dicomtrolley blocks: run it in a thread so the demo archive (this loop) can answer.
+            theirs = await asyncio.to_thread(with_dicomtrolley, base, query)
+    instances = sum(sum(series.values()) for series in found.values())
+    print(f"aqido find_studies: {len(found)} studies, {instances} instances")
+    assert crawled == found, "find_studies and crawl disagree"
+    print("aqido crawl:        the same studies, series and instances")
+    if theirs is None:
+        print("dicomtrolley is not installed (pip install dicomtrolley): showing aqido only")
+        return
+    found_theirs = sum(sum(series.values()) for series in theirs.values())
+    print(f"dicomtrolley:       {len(theirs)} studies, {found_theirs} instances")
+    assert theirs == found, "dicomtrolley and aqido disagree"
+    print("same studies, series and instances")
 
 
 if __name__ == "__main__":

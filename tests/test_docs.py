@@ -281,7 +281,7 @@ SCRIPTS = sorted(p.name for p in EXAMPLES.glob("*.py") if p.name != "top_level_a
 EXPECTED = {
     "aiohttp_service.py": "-> 200,",
     "crawl_to_jsonl.py": "studies.jsonl: ",
-    "from_dicomtrolley.py": "aqido:",
+    "from_dicomtrolley.py": "aqido crawl:        the same studies",
     "search_by_patient_and_date.py": "studies of 'D*'",
     "series_per_study.py": "series searches in",
 }
@@ -337,3 +337,24 @@ def test_top_level_await_example_runs_as_cells(monkeypatch: pytest.MonkeyPatch) 
     assert re.search(r"^\d+ instances in \d+ studies$", out.getvalue(), flags=re.MULTILINE)
     cells = path.read_text().count("# %%")
     assert cells >= 4
+
+
+def test_from_dicomtrolley_runs_without_dicomtrolley(tmp_path: pathlib.Path) -> None:
+    code = (
+        "import runpy, sys\n"
+        "sys.modules['dicomtrolley'] = None\n"
+        "sys.modules['dicomtrolley.core'] = None\n"
+        f"runpy.run_path({str(EXAMPLES / 'from_dicomtrolley.py')!r}, run_name='__main__')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "")},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "dicomtrolley is not installed" in result.stdout
+    assert "aqido crawl:        the same studies" in result.stdout
