@@ -328,6 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _crawl_options(demo, out_required=False)
     demo.add_argument(
+        "--serve",
+        action="store_true",
+        help="do not crawl: keep the demo archive running (until Ctrl-C) to try "
+        "`aqido search` and your own code against it",
+    )
+    demo.add_argument(
         "--concurrency",
         type=_positive,
         default=8,
@@ -1072,6 +1078,15 @@ async def _run_demo(args: argparse.Namespace, out: IO[str], err: IO[str], is_tty
             series_by_modality[series.Modality or "?"] += 1
             instances_by_modality[series.Modality or "?"] += len(series.instances)
 
+    if args.serve:
+        async with demo_archive(args.studies, seed=args.seed) as archive:
+            out.write(
+                f"aqido demo: {args.studies} synthetic studies at {archive.url}\n"
+                f"try: aqido search {archive.url} --PatientName 'Doe^J*'\n"
+                "Ctrl-C stops it.\n"
+            )
+            out.flush()
+            await asyncio.Event().wait()  # until cancelled (Ctrl-C)
     demo = demo_archive(args.studies, seed=args.seed, latency=args.latency, faults=faults)
     async with demo as archive:
         out.write(

@@ -579,3 +579,105 @@ def test_rich_tables_when_rich_is_installed() -> None:
     text = out.getvalue()
     assert "┃ modality ┃ studies ┃" in text
     assert "│ CT       │       3 │" in text
+
+
+# --- on a terminal ---------------------------------------------------------------------------
+
+
+def run_on_tty(*argv: str, without_rich: bool = False, timeout: float = 60) -> tuple[int, str]:
+    """Run ``python -m aqido ARGV`` with stdin/stdout/stderr on a pseudo-terminal."""
+    import pty
+    import select
+
+    block = "import sys; sys.modules['rich'] = None\n" if without_rich else ""
+    code = block + "import runpy; runpy.run_module('aqido', run_name='__main__', alter_sys=True)"
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, *argv],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env={
+            "PYTHONPATH": str(ROOT),
+            "PATH": os.environ.get("PATH", ""),
+            "TERM": "xterm",
+            "COLUMNS": "160",
+            "LINES": "40",
+        },
+    )
+    os.close(slave)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if not ready:
+                if process.poll() is not None:
+                    break
+                continue
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        status = process.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)
+        os.close(master)
+    return status, b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_a_terminal_gets_a_table_by_default(archive: FakeArchive) -> None:
+    status, text = run_on_tty("search", archive.url, "--limit", "2")
+    assert status == EXIT_OK
+    assert "2 study result(s)" in text
+    assert "PatientName" in text
+    assert "━" in text  # rich's table
+    assert '"0020000D"' not in text  # not JSON
+    status, text = run_on_tty("search", archive.url, "--limit", "2", without_rich=True)
+    assert status == EXIT_OK
+    assert "PatientName" in text
+    assert "━" not in text
+
+
+def test_crawl_progress_on_a_terminal(archive: FakeArchive, tmp_path: pathlib.Path) -> None:
+    status, text = run_on_tty("crawl", archive.url, "--out", str(tmp_path / "a.jsonl"))
+    assert status == EXIT_OK
+    assert "req/s" in text  # the live progress line
+    assert "retries" in text
+    assert f"{len(STUDY_UIDS)}/{len(STUDY_UIDS)}" in text  # studies done / total
+    status, text = run_on_tty(
+        "crawl", archive.url, "--out", str(tmp_path / "b.jsonl"), without_rich=True
+    )
+    assert status == EXIT_OK
+    assert f"\rstudies {len(STUDY_UIDS)}/{len(STUDY_UIDS)} · series 24 · instances 72" in text
+    assert "━" not in text
+
+
+def test_demo_serve_keeps_the_archive_up_until_ctrl_c() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aqido", "demo", "--serve", "--studies", "7"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "")},
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        url = first.split(" at ")[1].strip()
+        status, out, _ = run("search", url)
+        assert status == EXIT_OK
+        assert len(out.splitlines()) == 7
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)
+    assert process.returncode == 130
+    assert "Traceback" not in stderr
