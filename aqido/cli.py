@@ -706,6 +706,16 @@ async def _open_client(
         yield await stack.enter_async_context(client)
 
 
+def _check_url(url: str) -> None:
+    """Raise UsageError unless ``url`` can be a QIDO-RS service root (the client's rules)."""
+    from aqido.client import AsyncQidoRS
+
+    try:
+        AsyncQidoRS(url)  # validates; opens nothing until first used
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
 def _client_options(
     args: argparse.Namespace,
     environ: Mapping[str, str],
@@ -901,6 +911,7 @@ async def _crawl_into(
         counters.instances += sum(len(s.instances) for s in complete.series)
 
     listed = 0
+    first_error: QidoError | None = None
     async with anyio.create_task_group() as group:
         try:
             async for study in client.iter_search(query, page_size=page_size):
@@ -915,9 +926,14 @@ async def _crawl_into(
                 await slots.acquire()
                 group.start_soon(subtree, study, uid)
         except QidoError as error:
-            failures.append(_Failure(f"the study list (after {listed} studies)", error))
+            if listed:
+                failures.append(_Failure(f"the study list (after {listed} studies)", error))
+            else:  # nothing at all: the server is unreachable, refuses us, or the query is bad
+                first_error = error
         else:
             counters.studies_total = len(seen)
+    if first_error is not None:
+        raise first_error
     return failures
 
 
@@ -977,6 +993,7 @@ async def _run_crawl(
     done: frozenset[str] = frozenset()
     keep = 0
     state = CrawlState(url=redact_url(url), query=query.relative_url(), depth=depth.name)
+    _check_url(url)  # before any file is touched
     if out_path is not None:
         done, keep = _prepare_out(out_path, state, resume=resume, overwrite=overwrite, err=err)
     counters = CrawlCounters()

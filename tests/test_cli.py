@@ -681,3 +681,15 @@ def test_demo_serve_keeps_the_archive_up_until_ctrl_c() -> None:
             process.wait(30)
     assert process.returncode == 130
     assert "Traceback" not in stderr
+
+
+def test_crawl_of_an_unreachable_server_is_exit_1(tmp_path: pathlib.Path) -> None:
+    url = f"http://127.0.0.1:{_closed_port()}/dicom-web"
+    status, out, err = _crawl(url, tmp_path / "none.jsonl")
+    assert status == EXIT_ERROR
+    assert err.startswith("aqido: cannot reach the server: ")
+    assert err.count("\n") == 1
+    assert out == ""
+    status, _, err = _crawl("ftp://example.org/x", tmp_path / "bad.jsonl")
+    assert status == EXIT_USAGE
+    assert not (tmp_path / "bad.jsonl").exists()
