@@ -48,7 +48,7 @@ README = ROOT / "README.md"
 EXAMPLES = ROOT / "examples"
 #: The URL the README uses for "your archive"; replaced by a running demo archive.
 README_URL = "http://127.0.0.1:8042/dicom-web"
-SKIP = re.compile(r"<!--\s*docs-test:\s*skip\s+(?P<reason>\S.*?)\s*-->")
+SKIP = re.compile(r"^\s*<!--\s*docs-test:\s*skip\s+(?P<reason>\S.*?)\s*-->\s*$")
 
 
 @attrs.frozen
@@ -79,7 +79,7 @@ def readme_blocks(text: str | None = None) -> list[Block]:
             while end < len(lines) and lines[end].rstrip() != "```":
                 end += 1
             previous = next((p for p in reversed(lines[:index]) if p.strip()), "")
-            marker = SKIP.search(previous)
+            marker = SKIP.match(previous)
             blocks.append(
                 Block(
                     section,
