@@ -31,6 +31,7 @@ import json
 import os
 import pathlib
 import re
+import runpy
 import shlex
 import subprocess
 import sys
@@ -318,12 +319,19 @@ def test_example_runs_on_its_own(name: str, tmp_path: pathlib.Path) -> None:
 
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_example_runs_against_a_given_archive(
-    name: str, archive: FakeArchive, tmp_path: pathlib.Path
+    name: str,
+    archive: FakeArchive,
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """The URL argument is used (in-process, as ``python examples/NAME URL`` would run)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AQIDO_URL", raising=False)
+    monkeypatch.setattr(sys, "argv", [str(EXAMPLES / name), archive.url])
     before = len(archive.requests)
-    result = _run_example(name, tmp_path, archive.url)
-    assert result.returncode == 0, result.stderr
-    assert EXPECTED[name] in result.stdout
+    runpy.run_path(str(EXAMPLES / name), run_name="__main__")
+    assert EXPECTED[name] in capsys.readouterr().out
     assert len(archive.requests) > before  # it used the archive it was given
 
 
