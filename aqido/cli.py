@@ -1118,7 +1118,7 @@ async def _run_demo(args: argparse.Namespace, out: IO[str], err: IO[str], is_tty
             out_path=Path(args.out) if args.out else None,
             resume=args.resume,
             overwrite=args.overwrite,
-            progress=args.progress and is_tty,
+            progress=args.progress and _isatty(err),
             client_options={
                 "auth": None,
                 "headers": {},
