@@ -693,3 +693,23 @@ def test_crawl_of_an_unreachable_server_is_exit_1(tmp_path: pathlib.Path) -> Non
     status, _, err = _crawl("ftp://example.org/x", tmp_path / "bad.jsonl")
     assert status == EXIT_USAGE
     assert not (tmp_path / "bad.jsonl").exists()
+
+
+def test_password_prompt_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import getpass
+
+    from aqido import cli
+
+    asked: list[str] = []
+
+    def fake_getpass(prompt: str = "Password: ") -> str:
+        asked.append(prompt)
+        return "typed-pw-42"
+
+    monkeypatch.setattr(getpass, "getpass", fake_getpass)
+    monkeypatch.setattr(cli, "_isatty", lambda stream: stream is sys.stdin)
+    with FakeArchive(SYNTHETIC, basic_auth=("ann", "typed-pw-42")).run_in_thread() as locked:
+        status, out, err = run("search", locked.url, "--user", "ann", "--limit", "1")
+    assert status == EXIT_OK
+    assert asked == ["password for ann: "]
+    assert "typed-pw-42" not in out + err
