@@ -36,6 +36,10 @@ from aqido.query import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover - lazily resolved names, imported here for type checkers
+    from aqido.client import AsyncQidoRS as AsyncQidoRS
+    from aqido.client import SearchResults as SearchResults
+    from aqido.protocol import QidoResponse as QidoResponse
+    from aqido.protocol import QidoWarning as QidoWarning
     from aqido.results import Dataset as Dataset
     from aqido.results import Instance as Instance
     from aqido.results import Series as Series
@@ -43,6 +47,8 @@ if TYPE_CHECKING:  # pragma: no cover - lazily resolved names, imported here for
     from aqido.results import build_tree as build_tree
     from aqido.results import decode_json as decode_json
     from aqido.results import parse_results as parse_results
+    from aqido.retry import Retry as Retry
+    from aqido.retry import Timeout as Timeout
     from aqido.values import InvalidValue as InvalidValue
     from aqido.values import PersonName as PersonName
 
@@ -50,18 +56,25 @@ __version__ = "0.1.0"
 
 #: Public names provided by submodules that are imported on first use.
 _LAZY: dict[str, str] = {
+    "AsyncQidoRS": "aqido.client",
     "Dataset": "aqido.results",
     "Instance": "aqido.results",
     "InvalidValue": "aqido.values",
     "PersonName": "aqido.values",
+    "QidoResponse": "aqido.protocol",
+    "QidoWarning": "aqido.protocol",
+    "Retry": "aqido.retry",
+    "SearchResults": "aqido.client",
     "Series": "aqido.results",
     "Study": "aqido.results",
+    "Timeout": "aqido.retry",
     "build_tree": "aqido.results",
     "decode_json": "aqido.results",
     "parse_results": "aqido.results",
 }
 
 __all__ = [
+    "AsyncQidoRS",
     "BadRequestError",
     "BaseQuery",
     "CrawlIncompleteError",
@@ -76,13 +89,18 @@ __all__ = [
     "PayloadTooLargeError",
     "PersonName",
     "QidoError",
+    "QidoResponse",
+    "QidoWarning",
     "QueryLevel",
     "RateLimitedError",
     "RelationalQuery",
     "RequestTimeoutError",
+    "Retry",
+    "SearchResults",
     "Series",
     "ServerError",
     "Study",
+    "Timeout",
     "TransportError",
     "UnauthorizedError",
     "__version__",

@@ -1,0 +1,668 @@
+"""``AsyncQidoRS``: the asynchronous QIDO-RS client, and the only module that does I/O.
+
+The client is a thin aiohttp adapter (:meth:`AsyncQidoRS._request`, in the
+style of gidgethub's ``aiohttp.py``) around the pure layers:
+
+- :mod:`aqido.query` builds the path and the exact encoded query string;
+- :mod:`aqido.protocol` turns ``(status, headers, body)`` into items or an error;
+- :mod:`aqido.retry` decides about retries and timeouts;
+- :mod:`aqido.crawl` pages, fans out and crawls with anyio;
+- :mod:`aqido.results` structures DICOM JSON into ``Study``/``Series``/``Instance``.
+
+Sessions: without ``session=`` the client creates (lazily, or in
+``__aenter__``) and owns an :class:`aiohttp.ClientSession` whose connection
+pool matches ``max_concurrency``, and closes it exactly once
+(:meth:`AsyncQidoRS.close` is idempotent).  A borrowed session is never closed.
+
+Every request of a client, whatever method issued it, holds one slot of a
+single :class:`anyio.CapacityLimiter` of ``max_concurrency`` slots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import enum
+import errno
+import inspect
+import logging
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import aclosing
+from types import TracebackType
+from typing import Any, TypeVar
+
+import aiohttp
+import anyio
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from aqido import __version__, dictionary
+from aqido.crawl import crawl, iter_pages, iter_search_many, search_many
+from aqido.errors import (
+    InvalidQueryError,
+    QidoError,
+    RequestTimeoutError,
+    TransportError,
+)
+from aqido.protocol import ACCEPT, QidoResponse, QidoWarning, join_url, parse_response
+from aqido.query import (
+    BaseQuery,
+    HierarchicalQuery,
+    QueryLevel,
+    RelationalQuery,
+    ensure_query_type,
+)
+from aqido.results import Instance, Series, Study, build_tree, structure
+from aqido.retry import Retry, Timeout, call_with_retry
+
+__all__ = ["AsyncQidoRS", "Auth", "SearchResults"]
+
+logger = logging.getLogger("aqido")
+
+T = TypeVar("T")
+
+#: A callable returning fresh request headers (e.g. ``{"Authorization": "Bearer ..."}``),
+#: sync or async; it is called for every request.
+HeaderFactory = Callable[[], Mapping[str, str] | Awaitable[Mapping[str, str]]]
+
+#: What ``auth=`` accepts: basic auth as ``(user, password)`` or :class:`aiohttp.BasicAuth`,
+#: a bearer token, or a header factory.
+Auth = tuple[str, str] | aiohttp.BasicAuth | str | HeaderFactory
+
+#: Default number of requests in flight per client.
+DEFAULT_MAX_CONCURRENCY = 8
+#: Default time limits: 60 s per request, 10 s to connect, no overall limit.
+DEFAULT_TIMEOUT = Timeout()
+#: Default retry policy: up to 4 attempts within 60 s, backoff from 0.5 s, Retry-After honoured.
+DEFAULT_RETRY = Retry()
+
+_STALE: tuple[type[Exception], ...] = (
+    aiohttp.ServerDisconnectedError,
+    getattr(aiohttp, "ClientConnectionResetError", aiohttp.ServerDisconnectedError),
+)
+
+#: Recent aiohttp re-sends an idempotent request once by itself when the server closed a
+#: pooled connection; with older versions (3.9) aqido does it.
+_AIOHTTP_RESENDS_STALE = "_retry_connection" in getattr(aiohttp.ClientSession, "ATTRS", ())
+
+
+class SearchResults(list[T]):
+    """The results of one search: a plain ``list``, plus what the response headers said.
+
+    Attributes:
+        warnings: every ``Warning`` header the server sent (:class:`~aqido.protocol.QidoWarning`).
+        headers: the response headers.
+        truncated: whether the server said more results exist (use
+            :meth:`AsyncQidoRS.iter_search` to get them all).
+        additional_results: how many more, when the server gave a count.
+    """
+
+    warnings: tuple[QidoWarning, ...]
+    headers: Mapping[str, str]
+
+    def __init__(self, items: Iterable[T] = (), *, response: QidoResponse | None = None) -> None:
+        super().__init__(items)
+        self.warnings = response.warnings if response is not None else ()
+        self.headers = response.headers if response is not None else {}
+        self.truncated = response.truncated if response is not None else False
+        self.additional_results = response.additional_results if response is not None else None
+
+
+class _State(enum.Enum):
+    UNOPENED = 1
+    OPENED = 2
+    CLOSED = 3
+
+
+@contextlib.contextmanager
+def _map_aiohttp_errors(url: str) -> Iterator[None]:
+    """Translate aiohttp and timeout exceptions into aqido's, chained (``raise ... from``)."""
+    try:
+        yield
+    except (asyncio.TimeoutError, TimeoutError) as exc:  # includes aiohttp.ServerTimeoutError
+        raise RequestTimeoutError(f"request timed out ({type(exc).__name__})", url=url) from exc
+    except aiohttp.ClientPayloadError as exc:
+        raise TransportError(f"incomplete response body ({exc})", url=url) from exc
+    except aiohttp.ClientError as exc:
+        raise TransportError(f"{type(exc).__name__}: {exc}", url=url) from exc
+
+
+def _is_stale_connection(error: TransportError) -> bool:
+    cause = error.__cause__
+    if isinstance(cause, _STALE):
+        return True
+    return isinstance(cause, aiohttp.ClientOSError) and cause.errno in (
+        errno.ECONNRESET,
+        errno.EPIPE,
+    )
+
+
+class AsyncQidoRS:
+    """An asynchronous QIDO-RS (DICOMweb search) client.
+
+    Arguments:
+        url: the QIDO-RS service base, e.g. ``"http://127.0.0.1:8042/dicom-web"``
+            (a trailing slash is fine).  ``user:password@`` in it becomes basic auth
+            and is removed from every URL the client logs or reports.
+        session: an :class:`aiohttp.ClientSession` to use; the caller keeps owning
+            it (the client never closes it).  Default: the client creates one,
+            with a connection pool of ``max_concurrency``, and closes it in
+            :meth:`close` / ``async with``.
+        auth: basic auth as ``(user, password)`` (or an :class:`aiohttp.BasicAuth`),
+            a bearer token (``str``), or a callable
+            (sync or async) returning headers for each request, e.g. a fresh
+            ``{"Authorization": "Bearer ..."}``; with a callable, a 401 answer
+            calls it again and retries once.  Credentials never appear in
+            ``repr``, logs or exception messages.
+        headers: extra headers for every request.
+        timeout: a :class:`~aqido.retry.Timeout`, a number (seconds per request),
+            or ``None`` for no limits.
+        retries: a :class:`~aqido.retry.Retry`, an int (retries after the first
+            attempt), or ``None``/``0`` to disable retries.
+        max_concurrency: requests in flight at once, for the whole client (all
+            searches, pages and crawls share this limit).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        auth: Auth | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: Timeout | float | None = DEFAULT_TIMEOUT,
+        retries: Retry | int | None = DEFAULT_RETRY,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    ) -> None:
+        parsed = URL(url)
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            shown = parsed.with_user(None) if parsed.is_absolute() else parsed
+            raise ValueError(f"url must be an http(s) URL with a host, not {str(shown)!r}")
+        if parsed.query_string or parsed.fragment:
+            raise ValueError("url must be the service base, without a query string or fragment")
+        if parsed.user is not None and auth is None:
+            auth = (parsed.user, parsed.password or "")
+        if (
+            isinstance(auth, tuple)
+            and not isinstance(auth, aiohttp.BasicAuth)
+            and not (len(auth) == 2 and all(isinstance(part, str) for part in auth))
+        ):
+            raise ValueError("basic auth must be a (user, password) tuple of strings")
+        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
+            raise ValueError(f"max_concurrency must be a positive int, not {max_concurrency!r}")
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be a positive int, not {max_concurrency!r}")
+        self.url = str(parsed.with_user(None))
+        self.max_concurrency = max_concurrency
+        self.timeout = Timeout.coerce(timeout)
+        self.retry = Retry.coerce(retries)
+        self._auth = auth
+        self._headers = {"Accept": ACCEPT, "User-Agent": f"aqido/{__version__}", **(headers or {})}
+        self._session = session
+        self._owns_session = session is None
+        self._state = _State.UNOPENED
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._client_timeout = aiohttp.ClientTimeout(
+            total=self.timeout.request, sock_connect=self.timeout.connect
+        )
+
+    def __repr__(self) -> str:
+        auth = ""
+        if isinstance(self._auth, tuple | aiohttp.BasicAuth):
+            auth = ", auth=<basic>"
+        elif isinstance(self._auth, str):
+            auth = ", auth=<bearer>"
+        elif self._auth is not None:
+            auth = ", auth=<callable>"
+        session = "" if self._owns_session else ", session=<borrowed>"
+        return (
+            f"AsyncQidoRS({self.url!r}{auth}{session}, max_concurrency={self.max_concurrency}, "
+            f"state={self._state.name.lower()})"
+        )
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> AsyncQidoRS:
+        if self._state is _State.OPENED:
+            raise RuntimeError("Cannot open a client instance more than once.")
+        if self._state is _State.CLOSED:
+            raise RuntimeError("Cannot reopen a client instance once it has been closed.")
+        self._open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the client (and its own session, never a borrowed one); safe to call again."""
+        if self._state is _State.CLOSED:
+            return
+        self._state = _State.CLOSED
+        session, self._session = self._session, None
+        if self._owns_session and session is not None and not session.closed:
+            await session.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has been called."""
+        return self._state is _State.CLOSED
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._state is _State.CLOSED:
+            raise RuntimeError("This client has been closed; create a new AsyncQidoRS.")
+        self._state = _State.OPENED
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self.max_concurrency)
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self.max_concurrency, limit_per_host=self.max_concurrency
+            )
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
+
+    # --- one request ----------------------------------------------------------------------
+
+    async def _request(
+        self, url: str, headers: Mapping[str, str]
+    ) -> tuple[int, CIMultiDictProxy[str], bytes]:
+        """GET ``url`` (sent exactly as given) and return ``(status, headers, body)``.
+
+        The only aiohttp call in aqido.  aiohttp errors are mapped to
+        :class:`~aqido.errors.TransportError` / ``RequestTimeoutError``.
+        """
+        session = self._open()
+        with _map_aiohttp_errors(url):
+            async with session.get(
+                URL(url, encoded=True), headers=headers, timeout=self._client_timeout
+            ) as response:
+                return response.status, response.headers, await response.read()
+
+    async def _send(
+        self, url: str, headers: Mapping[str, str]
+    ) -> tuple[int, CIMultiDictProxy[str], bytes]:
+        """:meth:`_request`, re-sent once at once if a pooled keep-alive connection was stale."""
+        if _AIOHTTP_RESENDS_STALE:
+            return await self._request(url, headers)
+        try:
+            return await self._request(url, headers)
+        except TransportError as error:
+            if not _is_stale_connection(error):
+                raise
+            logger.debug("GET %s: connection closed by the server; re-sending once", url)
+        return await self._request(url, headers)
+
+    async def _request_headers(self) -> dict[str, str]:
+        headers = dict(self._headers)
+        auth = self._auth
+        if isinstance(auth, aiohttp.BasicAuth):
+            headers["Authorization"] = auth.encode()
+        elif isinstance(auth, tuple):
+            user, password = auth
+            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+            headers["Authorization"] = f"Basic {token}"
+        elif isinstance(auth, str):
+            headers["Authorization"] = f"Bearer {auth}"
+        elif auth is not None:
+            extra = auth()
+            if inspect.isawaitable(extra):
+                extra = await extra
+            headers.update(extra)
+        return headers
+
+    async def _attempt(self, url: str, limiter: anyio.CapacityLimiter | None) -> QidoResponse:
+        """One attempt: take a concurrency slot, send, refresh auth once on 401, parse."""
+        assert self._limiter is not None
+        async with contextlib.AsyncExitStack() as stack:
+            if limiter is not None:
+                await stack.enter_async_context(limiter)
+            await stack.enter_async_context(self._limiter)
+            start = time.perf_counter()
+            try:
+                status, headers, body = await self._send(url, await self._request_headers())
+                if status == 401 and callable(self._auth):
+                    logger.debug("GET %s -> 401; refreshing credentials and retrying once", url)
+                    status, headers, body = await self._send(url, await self._request_headers())
+            except QidoError as error:
+                elapsed = (time.perf_counter() - start) * 1000
+                logger.debug("GET %s -> %s (%.1f ms)", url, type(error).__name__, elapsed)
+                raise
+            elapsed = (time.perf_counter() - start) * 1000
+        logger.debug("GET %s -> %d (%.1f ms, %d bytes)", url, status, elapsed, len(body))
+        response = parse_response(status, headers, body, url=url)
+        for warning in response.warnings:
+            if not warning.is_truncation:
+                logger.warning("server warning for %s: %s", url, warning.raw)
+        return response
+
+    async def _fetch(
+        self, query: BaseQuery, limiter: anyio.CapacityLimiter | None = None
+    ) -> QidoResponse:
+        """One logical request for ``query``: retries, total timeout, concurrency limits."""
+        self._open()
+        url = join_url(self.url, query.uri_base(), query.query_string())
+
+        async def attempt() -> QidoResponse:
+            return await self._attempt(url, limiter)
+
+        if self.timeout.total is None:
+            return await call_with_retry(attempt, self.retry, what=f"GET {url}")
+        try:
+            with anyio.fail_after(self.timeout.total):
+                return await call_with_retry(attempt, self.retry, what=f"GET {url}")
+        except TimeoutError as exc:
+            raise RequestTimeoutError(
+                f"gave up after {self.timeout.total} s (Timeout.total)", url=url
+            ) from exc
+
+    # --- searching --------------------------------------------------------------------------
+
+    async def search_raw(self, query: Any) -> QidoResponse:
+        """Run one search and return the decoded DICOM JSON and headers, unstructured.
+
+        For power users: :class:`~aqido.protocol.QidoResponse` has ``.items``
+        (the DICOM JSON datasets as the server sent them), ``.headers``,
+        ``.warnings``, ``.status`` and ``.url``.
+        """
+        return await self._fetch(ensure_query_type(query))
+
+    async def search(self, query: Any) -> SearchResults[Any]:
+        """Run one search (one request) and return typed results.
+
+        ``query`` is an aqido query, a dicomtrolley query, or a dict of query
+        fields.  Returns :class:`SearchResults`, a list of ``Study``, ``Series``
+        or ``Instance`` by the query level; empty for 204 or ``[]``.  If the
+        server truncated the answer, ``.truncated`` is true (and a warning is
+        logged): use :meth:`iter_search` to get everything.
+        """
+        return await self._search(ensure_query_type(query), None)
+
+    async def _search(
+        self, query: BaseQuery, limiter: anyio.CapacityLimiter | None
+    ) -> SearchResults[Any]:
+        response = await self._fetch(query, limiter)
+        if response.truncated:
+            more = response.additional_results
+            logger.warning(
+                "the server truncated the results of %s (%s more): use iter_search to page",
+                response.url,
+                more if more is not None else "an unknown number of",
+            )
+        return SearchResults(_structure(response, query.query_level), response=response)
+
+    async def iter_search(
+        self, query: Any, *, page_size: int | None = None
+    ) -> AsyncGenerator[Any, None]:
+        """Yield every result of ``query``, paging with ``limit``/``offset`` as needed.
+
+        The page size is ``page_size``, else the query's ``limit``; with neither,
+        one request is made and paging continues only if the server signals
+        truncation (a 299 ``Warning``).  Stops on an empty page, 204 or a short
+        page; a result seen before (same UID) is not yielded twice; a server
+        that ignores ``offset`` raises :class:`~aqido.errors.InvalidResponseError`
+        rather than looping.
+        """
+        async with aclosing(self._iter_results(ensure_query_type(query), page_size, None)) as it:
+            async for item in it:
+                yield item
+
+    async def _iter_results(
+        self, query: BaseQuery, page_size: int | None, limiter: anyio.CapacityLimiter | None
+    ) -> AsyncGenerator[Any, None]:
+        pages = iter_pages(self._fetch, query, page_size=page_size, limiter=limiter)
+        async with aclosing(pages):
+            async for page in pages:
+                for result in _structure(page.response, query.query_level, page.items):
+                    yield result
+
+    async def search_many(
+        self, queries: Iterable[Any], *, max_concurrency: int | None = None
+    ) -> list[SearchResults[Any]]:
+        """Run many searches concurrently; return their results in the order given.
+
+        At most ``max_concurrency`` (default: the client's) run at once, within
+        the client-wide limit.  The first error cancels the other searches and
+        is raised.
+        """
+        search, workers = self._bounded_search(max_concurrency)
+        return await search_many(search, [ensure_query_type(q) for q in queries], workers=workers)
+
+    async def iter_search_many(
+        self, queries: Iterable[Any], *, max_concurrency: int | None = None
+    ) -> AsyncGenerator[tuple[BaseQuery, SearchResults[Any]], None]:
+        """Like :meth:`search_many`, but yield ``(query, results)`` as each search completes.
+
+        The queries yielded are aqido queries (dicomtrolley ones are converted).
+        Leaving the loop early cancels the remaining searches.
+        """
+        search, workers = self._bounded_search(max_concurrency)
+        pairs = iter_search_many(search, [ensure_query_type(q) for q in queries], workers=workers)
+        async with aclosing(pairs):
+            async for pair in pairs:
+                yield pair
+
+    def _bounded_search(
+        self, max_concurrency: int | None
+    ) -> tuple[Callable[[BaseQuery], Awaitable[SearchResults[Any]]], int]:
+        limiter = self._operation_limiter(max_concurrency)
+
+        async def search(query: BaseQuery) -> SearchResults[Any]:
+            return await self._search(query, limiter)
+
+        return search, max_concurrency or self.max_concurrency
+
+    @staticmethod
+    def _operation_limiter(max_concurrency: int | None) -> anyio.CapacityLimiter | None:
+        if max_concurrency is None:
+            return None
+        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
+            raise ValueError(f"max_concurrency must be a positive int, not {max_concurrency!r}")
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be a positive int, not {max_concurrency!r}")
+        return anyio.CapacityLimiter(max_concurrency)
+
+    async def crawl(
+        self,
+        query: Any = None,
+        *,
+        depth: QueryLevel | str = QueryLevel.INSTANCE,
+        max_concurrency: int | None = None,
+        page_size: int | None = None,
+    ) -> AsyncGenerator[Study, None]:
+        """Walk studies → series → instances; yield each ``Study`` as soon as its subtree is done.
+
+        ``query`` selects the studies (a study-level query; default: all
+        studies).  Each study comes with ``.series`` attached and, at
+        ``depth=QueryLevel.INSTANCE``, each series with ``.instances`` (tuples,
+        as dicomtrolley's tree); ``depth=QueryLevel.SERIES`` stops at series.
+        Studies are yielded in completion order.
+
+        Many requests are in flight (at most ``max_concurrency``, default the
+        client's, within the client-wide limit) but only about twice that many
+        studies are in progress at once, so memory is bounded by the in-flight
+        work, not by the archive size.  ``page_size`` pages the study listing.
+        The first error cancels the crawl and is raised; leaving the loop early
+        (``break``, cancellation, timeout) cancels every request in flight.
+        For a clean early ``break``, wrap the iterator in
+        :func:`contextlib.aclosing`.
+        """
+        base = HierarchicalQuery() if query is None else ensure_query_type(query)
+        limiter = self._operation_limiter(max_concurrency)
+        concurrency = max_concurrency or self.max_concurrency
+
+        def fetch_results(q: BaseQuery, size: int | None) -> AsyncGenerator[Any, None]:
+            return self._iter_results(q, size, limiter)
+
+        studies = crawl(
+            fetch_results, base, depth=depth, window=2 * concurrency, page_size=page_size
+        )
+        async with aclosing(studies):
+            async for study in studies:
+                yield study
+
+    async def find_studies(self, query: Any) -> list[Study]:
+        """Search, and return the results grouped into studies (dicomtrolley's ``find_studies``).
+
+        Whatever the query level, each returned ``Study`` has the matching
+        series attached as ``.series`` and instances as ``series.instances``,
+        as dicomtrolley's ``QidoRS.find_studies`` returns them.
+        """
+        return list(build_tree(await self.search(query)))
+
+    # --- dicomweb-client names --------------------------------------------------------------
+
+    async def search_for_studies(
+        self,
+        *,
+        fuzzymatching: bool | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        fields: Iterable[str] | None = None,
+        search_filters: Mapping[str, Any] | None = None,
+        get_remaining: bool = False,
+    ) -> SearchResults[Study]:
+        """Search for studies, with dicomweb-client's arguments; returns typed ``Study`` results.
+
+        ``fields`` are attributes to include (``includefield``);
+        ``search_filters`` maps keywords or tags to match values;
+        ``get_remaining=True`` pages until every match has been fetched.
+        """
+        query = _dicomweb_query(
+            QueryLevel.STUDY, "", "", fuzzymatching, limit, offset, fields, search_filters
+        )
+        return await self._dicomweb_search(query, get_remaining)
+
+    async def search_for_series(
+        self,
+        study_instance_uid: str | None = None,
+        *,
+        fuzzymatching: bool | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        fields: Iterable[str] | None = None,
+        search_filters: Mapping[str, Any] | None = None,
+        get_remaining: bool = False,
+    ) -> SearchResults[Series]:
+        """Search for series (of one study, or all series), as dicomweb-client does."""
+        query = _dicomweb_query(
+            QueryLevel.SERIES,
+            study_instance_uid or "",
+            "",
+            fuzzymatching,
+            limit,
+            offset,
+            fields,
+            search_filters,
+        )
+        return await self._dicomweb_search(query, get_remaining)
+
+    async def search_for_instances(
+        self,
+        study_instance_uid: str | None = None,
+        series_instance_uid: str | None = None,
+        *,
+        fuzzymatching: bool | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        fields: Iterable[str] | None = None,
+        search_filters: Mapping[str, Any] | None = None,
+        get_remaining: bool = False,
+    ) -> SearchResults[Instance]:
+        """Search for instances, as dicomweb-client does.
+
+        Unlike dicomweb-client, a ``series_instance_uid`` without a study UID is
+        never dropped: it is sent as a ``SeriesInstanceUID`` match on ``/instances``.
+        """
+        query = _dicomweb_query(
+            QueryLevel.INSTANCE,
+            study_instance_uid or "",
+            series_instance_uid or "",
+            fuzzymatching,
+            limit,
+            offset,
+            fields,
+            search_filters,
+        )
+        return await self._dicomweb_search(query, get_remaining)
+
+    async def _dicomweb_search(self, query: BaseQuery, get_remaining: bool) -> SearchResults[Any]:
+        if not get_remaining:
+            return await self._search(query, None)
+        async with aclosing(self._iter_results(query, None, None)) as results:
+            return SearchResults([item async for item in results])
+
+
+def _structure(
+    response: QidoResponse, level: QueryLevel, items: list[dict[str, Any]] | None = None
+) -> list[Any]:
+    """Structure ``items`` (default: the response's) into typed results, naming the URL on error."""
+    chosen = response.items if items is None else items
+    return structure(chosen, level, url=response.url, status=response.status)
+
+
+_QUERY_FIELDS = frozenset(
+    {
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+        "SOPInstanceUID",
+        "PatientName",
+        "PatientID",
+        "AccessionNumber",
+        "ModalitiesInStudy",
+        "Modality",
+        "StudyDescription",
+        "SeriesDescription",
+    }
+)
+
+
+def _dicomweb_query(
+    level: QueryLevel,
+    study_uid: str,
+    series_uid: str,
+    fuzzymatching: bool | None,
+    limit: int | None,
+    offset: int | None,
+    fields: Iterable[str] | None,
+    search_filters: Mapping[str, Any] | None,
+) -> BaseQuery:
+    """Build the query dicomweb-client's ``search_for_*`` arguments describe."""
+    kwargs: dict[str, Any] = {
+        "query_level": level,
+        "fuzzymatching": bool(fuzzymatching),
+        "limit": limit or 0,
+        "offset": offset or 0,
+        "include_fields": tuple(fields or ()),
+    }
+    filters: dict[str, Any] = {}
+    for key, value in (search_filters or {}).items():
+        try:
+            keyword = dictionary.resolve(key)[1]
+        except (KeyError, ValueError) as exc:
+            raise InvalidQueryError(f"search_filters: unknown attribute {key!r} ({exc})") from None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(value)
+        if keyword in _QUERY_FIELDS:
+            kwargs[keyword] = value
+        else:
+            filters[key] = value
+    if filters:
+        kwargs["filters"] = filters
+    if study_uid:
+        kwargs["StudyInstanceUID"] = study_uid
+    if series_uid:
+        kwargs["SeriesInstanceUID"] = series_uid
+    hierarchical = (
+        level is QueryLevel.STUDY
+        or (level is QueryLevel.SERIES and study_uid)
+        or (level is QueryLevel.INSTANCE and study_uid and series_uid)
+    )
+    if hierarchical:
+        return HierarchicalQuery(**kwargs)
+    return RelationalQuery(**kwargs)

@@ -1,0 +1,404 @@
+"""Sans-I/O QIDO-RS protocol: turn ``(status, headers, body)`` into items or an error.
+
+Nothing here performs I/O, sleeps or imports aiohttp (in the spirit of
+gidgethub's ``sansio`` module).  :mod:`aqido.client` feeds the bytes it read
+into :func:`parse_response`; every server quirk the spec digest lists is
+handled here, where it can be tested without a network:
+
+- "no results" comes as 204, as 200 with ``[]``, as 200 with an empty body or
+  as ``Content-Length: 0`` with any content type: all become ``[]``;
+- ``application/dicom+json`` and ``application/json`` (parameters ignored) are
+  JSON; HTML error pages, ``multipart/related`` XML and other non-JSON bodies
+  raise :class:`~aqido.errors.InvalidResponseError`;
+- non-success statuses raise the matching :class:`~aqido.errors.HTTPStatusError`
+  subclass with the URL (credentials removed) and a body excerpt;
+- ``Warning`` headers are parsed leniently (quoted or not, ``{+service}``
+  agents, a doubled ``Warning:`` prefix, comma-joined or repeated headers) and
+  a truncation warning's "N additional results" count is extracted;
+- ``Retry-After`` is read as seconds or as an HTTP date.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http
+import json
+import re
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+import attrs
+
+from aqido.errors import InvalidResponseError, error_for_status, redact_url
+
+__all__ = [
+    "ACCEPT",
+    "JSON_MEDIA_TYPES",
+    "Headers",
+    "QidoResponse",
+    "QidoWarning",
+    "decode_items",
+    "header_values",
+    "join_url",
+    "parse_response",
+    "parse_retry_after",
+    "parse_warnings",
+]
+
+#: The ``Accept`` header aqido sends: DICOM JSON first, plain JSON for older servers.
+ACCEPT = "application/dicom+json, application/json"
+
+#: Response media types read as DICOM JSON (parameters such as ``charset`` are ignored).
+JSON_MEDIA_TYPES = frozenset({"application/dicom+json", "application/json"})
+
+
+#: Response headers: any mapping (a ``multidict`` keeps repeated headers), or
+#: ``(name, value)`` pairs.
+Headers = Mapping[str, str] | Iterable[tuple[str, str]]
+
+
+def header_values(headers: Headers, name: str) -> list[str]:
+    """Return every value of header ``name`` (case-insensitive), in order.
+
+    Works with a ``multidict`` (repeated headers kept), a plain mapping and a
+    list of ``(name, value)`` pairs.
+    """
+    getall = getattr(headers, "getall", None)
+    if getall is not None:
+        return [str(v) for v in getall(name, [])]
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    wanted = name.lower()
+    return [str(v) for k, v in pairs if k.lower() == wanted]
+
+
+def _header(headers: Headers, name: str) -> str | None:
+    values = header_values(headers, name)
+    return values[0] if values else None
+
+
+def _flat_headers(headers: Headers) -> dict[str, str]:
+    """Headers as a plain dict; repeated headers are joined with ``", "``."""
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    out: dict[str, str] = {}
+    for key, value in pairs:
+        out[key] = f"{out[key]}, {value}" if key in out else str(value)
+    return out
+
+
+def join_url(base: str, path: str, query_string: str = "") -> str:
+    """Join the service base URL, a resource path and an encoded query string.
+
+    ``base`` may end with any number of slashes (Orthanc's root is
+    ``/dicom-web/``) and ``path`` may start with one: the result never holds
+    ``//studies``.  ``query_string`` is appended verbatim after ``?`` (it is
+    already encoded: aqido never re-encodes it, because Orthanc does not decode
+    percent-escapes).
+    """
+    url = base.rstrip("/")
+    if path:
+        url += "/" + path.lstrip("/")
+    if query_string:
+        url += "?" + query_string.lstrip("?")
+    return url
+
+
+# --- Warning headers ---------------------------------------------------------------------------
+
+_PREFIX = re.compile(r"^\s*(?:warning\s*:\s*)+", re.IGNORECASE)
+_NEXT_WARNING = re.compile(r"\s*(?:warning\s*:\s*)*\d{3}(?:\s|$)", re.IGNORECASE)
+_CODED = re.compile(r"^(\d{3})(?:\s+(.*))?$", re.DOTALL)
+_COUNT = re.compile(r"(\d+)\s+additional\s+results?", re.IGNORECASE)
+_TRUNCATION = re.compile(
+    r"additional\s+results|exceeded\s+the\s+maximum|more\s+results", re.IGNORECASE
+)
+
+
+@attrs.frozen
+class QidoWarning:
+    """One warning from a ``Warning`` response header (RFC 7234 §5.5).
+
+    Attributes:
+        code: the 3-digit warn-code (299 for the QIDO-RS ones), ``None`` if the
+            server sent free text without one.
+        agent: the warn-agent (``host:port``, a URL, or the literal ``{+service}``).
+        text: the warning text, unquoted.
+        raw: the warning exactly as it appeared in the header (after splitting).
+    """
+
+    code: int | None
+    agent: str
+    text: str
+    raw: str
+
+    @property
+    def additional_results(self) -> int | None:
+        """The "N additional results" count of a truncation warning, else ``None``."""
+        match = _COUNT.search(self.text) or _COUNT.search(self.raw)
+        return int(match.group(1)) if match else None
+
+    @property
+    def is_truncation(self) -> bool:
+        """Whether this warning says that more results exist than were returned."""
+        if self.code not in (299, None):
+            return False
+        return bool(_TRUNCATION.search(self.text) or _TRUNCATION.search(self.raw))
+
+    def __str__(self) -> str:
+        return self.raw
+
+
+def _split_warning_value(value: str) -> list[str]:
+    """Split one header value at the commas that start a new warning (not inside quotes)."""
+    parts: list[str] = []
+    start = 0
+    in_quote = False
+    i = 0
+    while i < len(value):
+        char = value[i]
+        if in_quote:
+            if char == "\\":
+                i += 1
+            elif char == '"':
+                in_quote = False
+        elif char == '"':
+            in_quote = True
+        elif char == "," and _NEXT_WARNING.match(value, i + 1):
+            parts.append(value[start:i])
+            start = i + 1
+        i += 1
+    parts.append(value[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _read_quoted(text: str) -> tuple[str, str]:
+    """Read a quoted-string at the start of ``text``: (unescaped content, rest)."""
+    out: list[str] = []
+    i = 1
+    while i < len(text):
+        char = text[i]
+        if char == "\\" and i + 1 < len(text):
+            out.append(text[i + 1])
+            i += 2
+            continue
+        if char == '"':
+            return "".join(out), text[i + 1 :]
+        out.append(char)
+        i += 1
+    return "".join(out), ""  # unterminated: keep what there is
+
+
+def _parse_one_warning(raw: str) -> QidoWarning:
+    body = _PREFIX.sub("", raw).strip()
+    match = _CODED.match(body)
+    if match is None:
+        text = body[1:-1] if len(body) >= 2 and body[0] == body[-1] == '"' else body
+        return QidoWarning(code=None, agent="", text=text, raw=raw)
+    code = int(match.group(1))
+    rest = (match.group(2) or "").strip()
+    agent = ""
+    if rest and not rest.startswith('"'):
+        head, _, tail = rest.partition(" ")
+        if tail.strip():
+            agent, rest = head, tail.strip()
+    if rest.startswith('"'):
+        text, _date = _read_quoted(rest)
+    else:
+        text = rest
+    return QidoWarning(code=code, agent=agent, text=text.strip(), raw=raw)
+
+
+def parse_warnings(values: Iterable[str]) -> tuple[QidoWarning, ...]:
+    """Parse every ``Warning`` header value into :class:`QidoWarning` objects.
+
+    ``values`` are the raw header values (one per header line; see
+    :func:`header_values`).  Tolerates everything seen in the wild: quoted or
+    unquoted text, the literal ``{+service}`` agent, a ``Warning:`` prefix
+    repeated inside the value, several warnings joined by commas (commas inside
+    quoted text are kept), and free text without a warn-code.
+    """
+    return tuple(
+        _parse_one_warning(part) for value in values for part in _split_warning_value(value)
+    )
+
+
+# --- Retry-After -------------------------------------------------------------------------------
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Return the delay a ``Retry-After`` header asks for, in seconds (never negative).
+
+    Accepts delay-seconds (``"120"``, also ``"1.5"``) and an HTTP date
+    (``"Wed, 21 Oct 2015 07:28:00 GMT"``, compared with ``now``, default the
+    current UTC time).  Returns ``None`` for a missing or unreadable value.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if seconds == seconds and seconds != float("inf") else None
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    current = now if now is not None else datetime.now(timezone.utc)
+    if current.tzinfo is None:
+        current = current.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - current).total_seconds())
+
+
+# --- Responses ---------------------------------------------------------------------------------
+
+_TAG_KEY = re.compile(r"^[0-9A-Fa-f]{8}$")
+
+
+@attrs.frozen
+class QidoResponse:
+    """A successful QIDO-RS response, decoded but not structured.
+
+    This is what "raw access" returns: the DICOM JSON items exactly as the
+    server sent them, plus what the headers said.
+
+    Attributes:
+        status: the HTTP status (200, 204 or 206).
+        url: the request URL, credentials removed.
+        headers: the response headers (repeated headers joined with ``", "``).
+        items: the decoded DICOM JSON datasets (``[]`` for "no results").
+        warnings: every ``Warning`` the server sent.
+    """
+
+    status: int
+    url: str
+    headers: Mapping[str, str]
+    items: list[dict[str, Any]]
+    warnings: tuple[QidoWarning, ...] = ()
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the server says more results exist (a 299 truncation warning, or 206)."""
+        return self.status == 206 or any(w.is_truncation for w in self.warnings)
+
+    @property
+    def additional_results(self) -> int | None:
+        """How many more results the server says exist, when it gave a count."""
+        counts = [w.additional_results for w in self.warnings if w.is_truncation]
+        known = [c for c in counts if c is not None]
+        return max(known) if known else None
+
+
+def _media_type(content_type: str | None) -> str:
+    if not content_type:
+        return ""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def _decode_json(body: bytes) -> Any:
+    if body.startswith(b"\xef\xbb\xbf"):
+        body = body[3:]
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover - orjson is an optional speed-up
+        return json.loads(body)
+    return orjson.loads(body)
+
+
+def decode_items(
+    body: bytes, *, url: object = None, status: int | None = None
+) -> list[dict[str, Any]]:
+    """Decode a DICOM JSON body into a list of datasets (``[]`` for an empty body).
+
+    Raises :class:`~aqido.errors.InvalidResponseError` for malformed JSON, a
+    top-level value that is not an array, or an array element that is not an
+    object.  A single dataset object (some servers send one instead of an
+    array, as dicomweb-client tolerates) is wrapped in a list.
+    """
+    if not body.strip():
+        return []
+    try:
+        data = _decode_json(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidResponseError(
+            f"response body is not valid JSON ({exc})", url=url, status=status, body=body
+        ) from None
+    if isinstance(data, dict) and data and all(_TAG_KEY.match(k) for k in data):
+        return [data]
+    if not isinstance(data, list):
+        raise InvalidResponseError(
+            f"expected a JSON array of DICOM datasets, got a JSON {type(data).__name__}",
+            url=url,
+            status=status,
+            body=body,
+        )
+    for index, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise InvalidResponseError(
+                f"item {index} of the response is a JSON {type(item).__name__}, not a dataset",
+                url=url,
+                status=status,
+                body=body,
+            )
+    return data
+
+
+def _reason(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+def parse_response(status: int, headers: Headers, body: bytes, *, url: object = "") -> QidoResponse:
+    """Interpret a QIDO-RS response: return the items or raise the right error.
+
+    Arguments:
+        status: the HTTP status code.
+        headers: the response headers (a multidict keeps repeated ``Warning`` lines).
+        body: the raw response body.
+        url: the request URL, used in errors and kept on the result (credentials
+            are removed).
+
+    Raises:
+        HTTPStatusError: (the subclass for ``status``) for any non-2xx status.
+        InvalidResponseError: for a 2xx body that is not DICOM JSON (HTML, XML
+            multipart, malformed JSON, not an array).
+    """
+    safe_url = redact_url(url)
+    flat = _flat_headers(headers)
+    if not 200 <= status <= 299:
+        raise error_for_status(status)(status, safe_url, body, reason=_reason(status), headers=flat)
+    warnings = parse_warnings(header_values(headers, "Warning"))
+
+    def empty() -> QidoResponse:
+        return QidoResponse(status, safe_url, flat, [], warnings)
+
+    length = _header(headers, "Content-Length")
+    if status == 204 or not body.strip() or (length is not None and length.strip() == "0"):
+        return empty()
+    media_type = _media_type(_header(headers, "Content-Type"))
+    if media_type and media_type not in JSON_MEDIA_TYPES and not media_type.endswith("+json"):
+        if media_type.startswith("multipart/"):
+            what = "a multipart response (XML?) instead of DICOM JSON"
+        elif media_type in ("text/html", "application/xhtml+xml"):
+            what = "an HTML page instead of DICOM JSON (a proxy or login page?)"
+        else:
+            what = f"content type {media_type!r} instead of DICOM JSON"
+        raise InvalidResponseError(
+            f"the server sent {what}", url=safe_url, status=status, body=body
+        )
+    if not media_type and body.lstrip()[:1] == b"<":
+        raise InvalidResponseError(
+            "the server sent markup (HTML or XML) instead of DICOM JSON",
+            url=safe_url,
+            status=status,
+            body=body,
+        )
+    items = decode_items(body, url=safe_url, status=status)
+    return QidoResponse(status, safe_url, flat, items, warnings)

@@ -1,0 +1,208 @@
+"""Retry and timeout policies for QIDO-RS requests.
+
+:class:`Retry` decides *whether* and *how long to wait* before trying a failed
+request again; :func:`call_with_retry` runs the loop.  Both know nothing about
+aiohttp: a failed attempt is an :mod:`aqido.errors` exception
+(:class:`~aqido.errors.TransportError` for connection problems and timeouts,
+:class:`~aqido.errors.HTTPStatusError` for a status), so the policy is pure and
+testable with a fake clock.
+
+QIDO-RS searches are idempotent GETs, so retrying them is always safe.  By
+default aqido retries connection errors, timeouts and the statuses 429, 500,
+502, 503 and 504 (500 because autoscaling proxies answer it transiently), with
+exponential backoff and full jitter, honouring ``Retry-After``; it never
+retries another 4xx.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+import attrs
+
+from aqido.errors import HTTPStatusError, QidoError, TransportError
+from aqido.protocol import header_values, parse_retry_after
+
+__all__ = ["DEFAULT_RETRY_STATUSES", "Retry", "Timeout", "call_with_retry"]
+
+logger = logging.getLogger("aqido")
+
+T = TypeVar("T")
+
+#: Statuses retried by default.
+DEFAULT_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def _non_negative(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (not isinstance(value, int | float) or value < 0):
+        raise ValueError(f"{attribute.name} must be a non-negative number or None, not {value!r}")
+
+
+def _statuses(value: object) -> frozenset[int]:
+    return frozenset(int(v) for v in value)  # type: ignore[attr-defined]
+
+
+@attrs.frozen(kw_only=True)
+class Retry:
+    """When and how a failed request is retried.
+
+    Attributes:
+        max_attempts: attempts in total, the first one included (``1`` = never retry).
+        total: seconds after the first attempt past which no new attempt starts
+            (``None``: no limit).  A ``Retry-After`` that would end past it gives up.
+        backoff_base: the first backoff ceiling, in seconds; it doubles with each
+            retry (full jitter: the wait is uniform in ``[0, ceiling]``).
+        backoff_max: the largest backoff ceiling, in seconds.
+        statuses: the HTTP statuses that are retried.  4xx statuses other than
+            429 are never retried, even if listed.
+        retry_transport_errors: whether connection errors and timeouts are retried.
+        respect_retry_after: wait at least what a ``Retry-After`` header asks for.
+        max_retry_after: give up instead of waiting when ``Retry-After`` asks for
+            more than this many seconds.
+    """
+
+    max_attempts: int = attrs.field(default=4, validator=attrs.validators.ge(1))
+    total: float | None = attrs.field(default=60.0, validator=_non_negative)
+    backoff_base: float = attrs.field(default=0.5, validator=_non_negative)
+    backoff_max: float = attrs.field(default=30.0, validator=_non_negative)
+    statuses: frozenset[int] = attrs.field(default=DEFAULT_RETRY_STATUSES, converter=_statuses)
+    retry_transport_errors: bool = True
+    respect_retry_after: bool = True
+    max_retry_after: float = attrs.field(default=120.0, validator=_non_negative)
+
+    @classmethod
+    def disabled(cls) -> Retry:
+        """A policy that never retries."""
+        return cls(max_attempts=1)
+
+    @classmethod
+    def coerce(cls, value: Retry | int | None) -> Retry:
+        """Build a policy from the client's ``retries=`` argument.
+
+        ``None`` or ``0`` disables retries; an int ``n`` allows ``n`` retries
+        (``n + 1`` attempts) with the default backoff; a :class:`Retry` is used as is.
+        """
+        if isinstance(value, Retry):
+            return value
+        if value is None:
+            return cls.disabled()
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"retries must be a Retry, a non-negative int or None, not {value!r}")
+        return cls(max_attempts=value + 1)
+
+    def is_retryable(self, error: QidoError) -> bool:
+        """Whether ``error`` is worth another attempt (ignoring attempt and time budgets)."""
+        if isinstance(error, HTTPStatusError):
+            if 400 <= error.status <= 499 and error.status != 429:
+                return False
+            return error.status in self.statuses
+        if isinstance(error, TransportError):
+            return self.retry_transport_errors
+        return False
+
+    def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
+        """The jittered wait after failed attempt number ``attempt`` (1-based)."""
+        ceiling = min(self.backoff_max, self.backoff_base * 2.0 ** max(0, attempt - 1))
+        return (rng or random).uniform(0.0, ceiling)
+
+    def next_delay(
+        self,
+        error: QidoError,
+        *,
+        attempt: int,
+        elapsed: float,
+        rng: random.Random | None = None,
+    ) -> float | None:
+        """How long to wait before retrying after ``error``, or ``None`` to give up.
+
+        Arguments:
+            error: why attempt number ``attempt`` (1-based) failed.
+            elapsed: seconds since the first attempt started.
+        """
+        if attempt >= self.max_attempts or not self.is_retryable(error):
+            return None
+        delay = self.backoff(attempt, rng)
+        if self.respect_retry_after and isinstance(error, HTTPStatusError):
+            values = header_values(error.headers, "Retry-After")
+            asked = parse_retry_after(values[0]) if values else None
+            if asked is not None:
+                if asked > self.max_retry_after:
+                    return None
+                delay = max(delay, asked)
+        if self.total is not None and elapsed + delay > self.total:
+            return None
+        return delay
+
+
+@attrs.frozen(kw_only=True)
+class Timeout:
+    """Time limits for requests, in seconds (``None`` = no limit).
+
+    Attributes:
+        request: one HTTP attempt, from sending it to reading the whole body.
+        connect: opening a TCP/TLS connection.
+        total: one logical request, all its retries and backoff waits included.
+            (To bound a whole crawl, wrap it in ``anyio.fail_after``.)
+    """
+
+    request: float | None = attrs.field(default=60.0, validator=_non_negative)
+    connect: float | None = attrs.field(default=10.0, validator=_non_negative)
+    total: float | None = attrs.field(default=None, validator=_non_negative)
+
+    @classmethod
+    def coerce(cls, value: Timeout | float | None) -> Timeout:
+        """Build limits from the client's ``timeout=`` argument.
+
+        A number sets the per-request limit (connect and total keep their
+        defaults); ``None`` disables every limit; a :class:`Timeout` is used as is.
+        """
+        if isinstance(value, Timeout):
+            return value
+        if value is None:
+            return cls(request=None, connect=None, total=None)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"timeout must be a Timeout, a number or None, not {value!r}")
+        return cls(request=float(value))
+
+
+async def call_with_retry(
+    attempt: Callable[[], Awaitable[T]],
+    policy: Retry,
+    *,
+    what: str = "request",
+    on_retry: Callable[[QidoError, float], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    rng: random.Random | None = None,
+) -> T:
+    """Await ``attempt()`` until it succeeds or ``policy`` gives up; then raise its last error.
+
+    Only :class:`~aqido.errors.QidoError` failures are considered; anything else
+    (and cancellation) propagates at once.  ``on_retry(error, delay)`` is called
+    before each wait (for statistics); ``what`` names the request in log lines.
+    """
+    start = clock()
+    number = 0
+    while True:
+        number += 1
+        try:
+            return await attempt()
+        except QidoError as error:
+            delay = policy.next_delay(error, attempt=number, elapsed=clock() - start, rng=rng)
+            if delay is None:
+                raise
+            logger.info(
+                "retrying %s in %.3f s (attempt %d of %d failed: %s)",
+                what,
+                delay,
+                number,
+                policy.max_attempts,
+                error,
+            )
+            if on_retry is not None:
+                on_retry(error, delay)
+        await anyio.sleep(delay)

@@ -1,0 +1,359 @@
+"""aqido.crawl against a fake ``fetch`` (no network): paging rules, fan-out, cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import anyio
+import pytest
+
+from aqido.crawl import FirstErrorGroup, iter_pages, iter_search_many, search_many, stream_from
+from aqido.errors import InvalidResponseError, NotFoundError, ServerError
+from aqido.protocol import QidoResponse, QidoWarning, parse_warnings
+from aqido.query import HierarchicalQuery, QueryLevel
+
+
+def study(n: int) -> dict[str, Any]:
+    return {"0020000D": {"vr": "UI", "Value": [f"1.2.{n}"]}}
+
+
+def uids(items: list[dict[str, Any]]) -> list[str]:
+    return [item["0020000D"]["Value"][0] for item in items]
+
+
+class FakeServer:
+    """A fake ``fetch``: serves ``total`` studies with limit/offset, with switchable quirks."""
+
+    def __init__(
+        self,
+        total: int,
+        *,
+        cap: int | None = None,
+        warn: bool = True,
+        ignore_offset: bool = False,
+        ignore_limit: bool = False,
+        empty_status: int = 204,
+    ) -> None:
+        self.data = [study(n) for n in range(total)]
+        self.cap = cap
+        self.warn = warn
+        self.ignore_offset = ignore_offset
+        self.ignore_limit = ignore_limit
+        self.empty_status = empty_status
+        self.queries: list[HierarchicalQuery] = []
+
+    async def __call__(self, query: Any, limiter: anyio.CapacityLimiter | None) -> QidoResponse:
+        self.queries.append(query)
+        offset = 0 if self.ignore_offset else query.offset
+        page = self.data[offset:]
+        if query.limit and not self.ignore_limit:
+            page = page[: query.limit]
+        warnings: tuple[QidoWarning, ...] = ()
+        if self.cap is not None and len(page) > self.cap:
+            more = len(self.data) - offset - self.cap
+            page = page[: self.cap]
+            if self.warn:
+                warnings = parse_warnings(
+                    [f'299 h "There are {more} additional results that can be requested"']
+                )
+        status = 200 if page else self.empty_status
+        return QidoResponse(status, "http://h/studies", {}, page, warnings)
+
+
+async def collect(server: FakeServer, query: HierarchicalQuery, **kw: Any) -> list[str]:
+    out: list[str] = []
+    async for page in iter_pages(server, query, **kw):
+        out += uids(page.items)
+    return out
+
+
+ALL = [f"1.2.{n}" for n in range(25)]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("empty_status", [200, 204])
+@pytest.mark.parametrize("page_size", [1, 4, 5, 7, 25, 100])
+async def test_paging_returns_everything_exactly_once(page_size: int, empty_status: int) -> None:
+    server = FakeServer(25, empty_status=empty_status)
+    assert await collect(server, HierarchicalQuery(), page_size=page_size) == ALL
+    offsets = [q.offset for q in server.queries]
+    assert offsets == list(range(0, len(offsets) * page_size, page_size))
+    assert all(q.limit == page_size for q in server.queries)
+    # a short page ends paging; an exact multiple needs one more (empty) request
+    assert len(server.queries) == 25 // page_size + 1
+
+
+@pytest.mark.anyio
+async def test_query_limit_is_the_default_page_size_and_offset_the_start() -> None:
+    server = FakeServer(25)
+    assert await collect(server, HierarchicalQuery(limit=10, offset=3)) == ALL[3:]
+    assert [(q.limit, q.offset) for q in server.queries] == [(10, 3), (10, 13), (10, 23)]
+    assert server.queries[0] == HierarchicalQuery(limit=10, offset=3)  # sent unchanged
+
+
+@pytest.mark.anyio
+async def test_without_page_size_one_request_unless_truncated() -> None:
+    server = FakeServer(25)
+    assert await collect(server, HierarchicalQuery()) == ALL
+    assert len(server.queries) == 1
+    assert server.queries[0].limit == 0
+
+
+@pytest.mark.anyio
+async def test_follows_truncation_warning_without_limit() -> None:
+    server = FakeServer(25, cap=10)
+    assert await collect(server, HierarchicalQuery()) == ALL
+    assert [q.offset for q in server.queries] == [0, 10, 20]
+
+
+@pytest.mark.anyio
+async def test_follows_truncation_when_server_cap_is_below_page_size() -> None:
+    server = FakeServer(25, cap=4)
+    assert await collect(server, HierarchicalQuery(), page_size=10) == ALL
+    assert [q.offset for q in server.queries] == [0, 4, 8, 12, 16, 20, 24]
+
+
+@pytest.mark.anyio
+async def test_full_page_without_warning_asks_for_more() -> None:
+    server = FakeServer(20, cap=5, warn=False)
+    assert await collect(server, HierarchicalQuery(), page_size=5) == ALL[:20]
+    assert [q.offset for q in server.queries] == [0, 5, 10, 15, 20]
+
+
+@pytest.mark.anyio
+async def test_server_ignoring_offset_raises_instead_of_looping() -> None:
+    server = FakeServer(25, ignore_offset=True)
+    seen: list[str] = []
+
+    async def consume() -> None:
+        async for page in iter_pages(server, HierarchicalQuery(), page_size=10):
+            seen.extend(uids(page.items))
+
+    with pytest.raises(InvalidResponseError, match="ignores 'offset'"):
+        await consume()
+    assert seen == ALL[:10]
+    assert len(server.queries) == 2
+
+
+@pytest.mark.anyio
+async def test_server_ignoring_offset_under_a_truncation_warning_raises() -> None:
+    server = FakeServer(25, cap=10, ignore_offset=True)
+    with pytest.raises(InvalidResponseError, match="ignores 'offset'"):
+        await collect(server, HierarchicalQuery())
+    assert len(server.queries) == 2
+
+
+@pytest.mark.anyio
+async def test_server_ignoring_limit_is_not_double_counted() -> None:
+    server = FakeServer(25, ignore_limit=True)
+    assert await collect(server, HierarchicalQuery(), page_size=10) == ALL
+    assert [q.offset for q in server.queries] == [0, 25]
+
+
+@pytest.mark.anyio
+async def test_duplicates_across_shifting_pages_are_dropped() -> None:
+    server = FakeServer(12)
+
+    async def shifting(query: Any, limiter: Any) -> QidoResponse:
+        response = await server(query, limiter)
+        if query.offset == 5:  # a new study arrived at the front: everything shifts by one
+            items = [study(4), *response.items[:-1]]
+            return QidoResponse(200, "u", {}, items)
+        return response
+
+    out: list[str] = []
+    async for page in iter_pages(shifting, HierarchicalQuery(), page_size=5):
+        out += uids(page.items)
+    assert sorted(set(out)) == sorted(out)
+    assert out[:5] == ALL[:5]
+
+
+@pytest.mark.anyio
+async def test_truncation_warning_saying_zero_more_stops() -> None:
+    warnings = parse_warnings(['299 h "There are 0 additional results that can be requested"'])
+    calls = 0
+
+    async def fetch(query: Any, limiter: Any) -> QidoResponse:
+        nonlocal calls
+        calls += 1
+        return QidoResponse(200, "u", {}, [study(calls)], warnings)
+
+    async for _ in iter_pages(fetch, HierarchicalQuery()):
+        pass
+    assert calls == 1
+
+
+@pytest.mark.anyio
+async def test_items_without_uid_are_kept_and_identical_items_deduplicated() -> None:
+    async def fetch(query: Any, limiter: Any) -> QidoResponse:
+        odd = {"00100020": {"vr": "LO", "Value": ["X"]}}
+        return QidoResponse(200, "u", {}, [odd, odd, {"00100020": {"vr": "LO"}}])
+
+    pages = [page async for page in iter_pages(fetch, HierarchicalQuery())]
+    assert len(pages[0].items) == 2
+
+
+@pytest.mark.anyio
+async def test_bad_page_size() -> None:
+    from aqido.errors import InvalidQueryError
+
+    for bad in (-1, 0, 2.5, True):
+        with pytest.raises(InvalidQueryError, match="page_size"):
+            await collect(FakeServer(1), HierarchicalQuery(), page_size=bad)  # type: ignore[arg-type]
+
+
+# --- search_many / iter_search_many ----------------------------------------------------------
+
+
+class Recorder:
+    """A fake search that counts concurrency and can fail or block."""
+
+    def __init__(self, fail: set[int] | None = None) -> None:
+        self.active = 0
+        self.peak = 0
+        self.fail = fail or set()
+        self.started: list[int] = []
+        self.cancelled = 0
+
+    async def __call__(self, n: int) -> list[int]:
+        self.started.append(n)
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            # finish in reverse order of submission, to show results come back in order
+            for _ in range(30 - n):
+                await anyio.lowlevel.checkpoint()
+            if n in self.fail:
+                raise ServerError(503, f"http://h/{n}")
+            return [n, n]
+        except anyio.get_cancelled_exc_class():
+            self.cancelled += 1
+            raise
+        finally:
+            self.active -= 1
+
+
+@pytest.mark.anyio
+async def test_search_many_keeps_order_and_bounds_workers() -> None:
+    recorder = Recorder()
+    results = await search_many(recorder, range(20), workers=3)
+    assert results == [[n, n] for n in range(20)]
+    assert recorder.peak == 3
+
+
+@pytest.mark.anyio
+async def test_search_many_empty() -> None:
+    assert await search_many(Recorder(), [], workers=3) == []
+
+
+@pytest.mark.anyio
+async def test_search_many_raises_first_error_alone_and_cancels_the_rest() -> None:
+    recorder = Recorder(fail={5})
+    with pytest.raises(ServerError) as info:
+        await search_many(recorder, range(20), workers=4)
+    assert info.value.url == "http://h/5"
+    assert recorder.active == 0
+    assert len(recorder.started) < 20
+
+
+@pytest.mark.anyio
+async def test_iter_search_many_yields_as_completed() -> None:
+    recorder = Recorder()
+    pairs = [pair async for pair in iter_search_many(recorder, range(6), workers=6)]
+    assert sorted(pairs) == [(n, [n, n]) for n in range(6)]
+    assert [n for n, _ in pairs] == [5, 4, 3, 2, 1, 0]  # fastest first
+
+
+@pytest.mark.anyio
+async def test_iter_search_many_error_reaches_the_consumer() -> None:
+    with pytest.raises(ServerError):
+        async for _ in iter_search_many(Recorder(fail={2}), range(6), workers=2):
+            pass
+
+
+async def no_new_tasks(before: set[asyncio.Task[Any]]) -> bool:
+    """Whether every task started since ``before`` has finished (a few loop turns allowed)."""
+    for _ in range(20):
+        if not asyncio.all_tasks() - before:
+            return True
+        await asyncio.sleep(0)
+    return False
+
+
+@pytest.mark.anyio
+async def test_breaking_out_cancels_the_background_workers() -> None:
+    recorder = Recorder()
+    before = asyncio.all_tasks()
+    from contextlib import aclosing
+
+    async with aclosing(iter_search_many(recorder, range(10), workers=5)) as pairs:
+        async for _ in pairs:
+            break
+    assert recorder.active == 0
+    assert recorder.cancelled >= 1
+    assert await no_new_tasks(before)
+
+
+@pytest.mark.anyio
+async def test_breaking_out_without_aclosing_still_cleans_up() -> None:
+    recorder = Recorder()
+    before = asyncio.all_tasks()
+    async for _ in iter_search_many(recorder, range(10), workers=5):
+        break
+    assert await no_new_tasks(before)
+    assert recorder.active == 0
+
+
+@pytest.mark.anyio
+async def test_cancelling_the_consumer_cancels_the_workers() -> None:
+    recorder = Recorder()
+    before = asyncio.all_tasks()
+    with anyio.move_on_after(0.05):
+        async for _ in iter_search_many(recorder, [0] * 1000, workers=5):
+            pass
+    assert recorder.active == 0
+    assert await no_new_tasks(before)
+
+
+# --- building blocks ---------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_first_error_group_raises_plain_error() -> None:
+    async def fail() -> None:
+        raise NotFoundError(404, "http://h/x")
+
+    async def wait() -> None:
+        await anyio.sleep_forever()
+
+    async def run() -> None:
+        async with FirstErrorGroup() as group:
+            group.start_soon(wait)
+            group.start_soon(fail)
+
+    with pytest.raises(NotFoundError):
+        await run()
+
+
+@pytest.mark.anyio
+async def test_stream_from_propagates_non_qido_errors_too() -> None:
+    async def produce(send: Any) -> None:
+        await send.send(1)
+        raise KeyError("bug")
+
+    got: list[int] = []
+
+    async def consume() -> None:
+        async for item in stream_from(produce):
+            got.append(item)
+
+    with pytest.raises(KeyError):
+        await consume()
+    assert got == [1]
+
+
+def test_levels_have_uid_keys() -> None:
+    from aqido.crawl import UID_KEYS
+
+    assert set(UID_KEYS) == set(QueryLevel)

@@ -1,0 +1,216 @@
+"""Retry and timeout policies: pure decisions, and the retry loop with a fake attempt."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from aqido.errors import (
+    BadRequestError,
+    HTTPStatusError,
+    InvalidResponseError,
+    NotFoundError,
+    QidoError,
+    RateLimitedError,
+    RequestTimeoutError,
+    ServerError,
+    TransportError,
+    UnauthorizedError,
+)
+from aqido.retry import DEFAULT_RETRY_STATUSES, Retry, Timeout, call_with_retry
+
+
+def status_error(status: int, **headers: str) -> HTTPStatusError:
+    from aqido.errors import error_for_status
+
+    return error_for_status(status)(status, "http://h/studies", b"", headers=headers)
+
+
+def test_defaults() -> None:
+    policy = Retry()
+    assert policy.max_attempts == 4
+    assert policy.statuses == DEFAULT_RETRY_STATUSES == {429, 500, 502, 503, 504}
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
+def test_retryable_statuses(status: int) -> None:
+    assert Retry().is_retryable(status_error(status))
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 413, 414, 501, 505])
+def test_not_retryable_statuses(status: int) -> None:
+    assert not Retry().is_retryable(status_error(status))
+
+
+def test_4xx_other_than_429_never_retried_even_if_configured() -> None:
+    policy = Retry(statuses={400, 404, 429, 501})
+    assert not policy.is_retryable(status_error(400))
+    assert not policy.is_retryable(status_error(404))
+    assert policy.is_retryable(status_error(429))
+    assert policy.is_retryable(status_error(501))
+    assert not policy.is_retryable(status_error(503))
+
+
+def test_transport_errors_and_timeouts_are_retryable_unless_disabled() -> None:
+    assert Retry().is_retryable(TransportError("reset"))
+    assert Retry().is_retryable(RequestTimeoutError("slow"))
+    assert not Retry(retry_transport_errors=False).is_retryable(TransportError("reset"))
+    assert not Retry().is_retryable(InvalidResponseError("bad json"))
+
+
+def test_backoff_is_full_jitter_under_an_exponential_ceiling() -> None:
+    policy = Retry(backoff_base=1.0, backoff_max=5.0)
+    rng = random.Random(1)
+    for attempt, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 5.0), (10, 5.0)]:
+        samples = [policy.backoff(attempt, rng) for _ in range(200)]
+        assert all(0.0 <= s <= ceiling for s in samples)
+        assert max(samples) > ceiling * 0.8  # jitter spans the range
+        assert min(samples) < ceiling * 0.2
+
+
+def test_next_delay_gives_up_after_max_attempts() -> None:
+    policy = Retry(max_attempts=3, backoff_base=0.001)
+    error = status_error(503)
+    assert policy.next_delay(error, attempt=1, elapsed=0) is not None
+    assert policy.next_delay(error, attempt=2, elapsed=0) is not None
+    assert policy.next_delay(error, attempt=3, elapsed=0) is None
+
+
+def test_next_delay_honours_retry_after_seconds_and_date() -> None:
+    policy = Retry(backoff_base=0.0)
+    assert policy.next_delay(status_error(429, **{"Retry-After": "7"}), attempt=1, elapsed=0) == 7
+    assert policy.next_delay(status_error(503, **{"Retry-After": "0"}), attempt=1, elapsed=0) == 0
+    past = "Wed, 21 Oct 2015 07:28:00 GMT"
+    assert policy.next_delay(status_error(503, **{"Retry-After": past}), attempt=1, elapsed=0) == 0
+
+
+def test_retry_after_can_be_ignored() -> None:
+    policy = Retry(backoff_base=0.0, respect_retry_after=False)
+    assert policy.next_delay(status_error(429, **{"Retry-After": "7"}), attempt=1, elapsed=0) == 0
+
+
+def test_retry_after_beyond_the_budget_gives_up() -> None:
+    policy = Retry(total=10.0, max_retry_after=100.0, backoff_base=0.0)
+    error = status_error(429, **{"Retry-After": "8"})
+    assert policy.next_delay(error, attempt=1, elapsed=1.0) == 8
+    assert policy.next_delay(error, attempt=1, elapsed=3.0) is None
+    assert Retry(max_retry_after=5).next_delay(error, attempt=1, elapsed=0) is None
+
+
+def test_total_time_cap() -> None:
+    policy = Retry(total=1.0, backoff_base=0.001)
+    assert policy.next_delay(status_error(503), attempt=1, elapsed=0.5) is not None
+    assert policy.next_delay(status_error(503), attempt=1, elapsed=1.5) is None
+    assert Retry(total=None).next_delay(status_error(503), attempt=1, elapsed=1e9) is not None
+
+
+def test_coerce() -> None:
+    assert Retry.coerce(None).max_attempts == 1
+    assert Retry.coerce(0).max_attempts == 1
+    assert Retry.coerce(3).max_attempts == 4
+    policy = Retry(max_attempts=9)
+    assert Retry.coerce(policy) is policy
+    for bad in (-1, True, 1.5, "3"):
+        with pytest.raises(ValueError, match="retries"):
+            Retry.coerce(bad)  # type: ignore[arg-type]
+
+
+def test_validation() -> None:
+    with pytest.raises(ValueError, match="max_attempts"):
+        Retry(max_attempts=0)
+    with pytest.raises(ValueError, match="total"):
+        Retry(total=-1)
+    with pytest.raises(ValueError, match="request"):
+        Timeout(request=-1)
+
+
+def test_timeout_coerce() -> None:
+    assert Timeout.coerce(None) == Timeout(request=None, connect=None, total=None)
+    assert Timeout.coerce(5) == Timeout(request=5.0)
+    limits = Timeout(total=3)
+    assert Timeout.coerce(limits) is limits
+    with pytest.raises(ValueError, match="timeout"):
+        Timeout.coerce("5")  # type: ignore[arg-type]
+
+
+class FlakyAttempt:
+    """A fake request: fails with the given errors in turn, then succeeds."""
+
+    def __init__(self, *errors: QidoError) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return "ok"
+
+
+FAST = Retry(max_attempts=4, backoff_base=0.001, backoff_max=0.002)
+
+
+@pytest.mark.anyio
+async def test_call_with_retry_succeeds_after_transient_failures() -> None:
+    attempt = FlakyAttempt(status_error(503), TransportError("reset"), status_error(429))
+    seen: list[tuple[str, float]] = []
+    result = await call_with_retry(
+        attempt, FAST, on_retry=lambda e, d: seen.append((type(e).__name__, d))
+    )
+    assert result == "ok"
+    assert attempt.calls == 4
+    assert [name for name, _ in seen] == ["ServerError", "TransportError", "RateLimitedError"]
+
+
+@pytest.mark.anyio
+async def test_call_with_retry_gives_up_after_max_attempts_with_last_error() -> None:
+    attempt = FlakyAttempt(*(status_error(503) for _ in range(10)))
+    with pytest.raises(ServerError):
+        await call_with_retry(attempt, FAST)
+    assert attempt.calls == 4
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("status", [400, 401, 404])
+async def test_call_with_retry_never_retries_client_errors(status: int) -> None:
+    attempt = FlakyAttempt(status_error(status))
+    with pytest.raises((BadRequestError, UnauthorizedError, NotFoundError)):
+        await call_with_retry(attempt, FAST)
+    assert attempt.calls == 1
+
+
+@pytest.mark.anyio
+async def test_disabled_policy_makes_one_attempt() -> None:
+    attempt = FlakyAttempt(status_error(503))
+    with pytest.raises(ServerError):
+        await call_with_retry(attempt, Retry.disabled())
+    assert attempt.calls == 1
+
+
+@pytest.mark.anyio
+async def test_non_qido_errors_propagate_immediately() -> None:
+    calls = 0
+
+    async def broken() -> None:
+        nonlocal calls
+        calls += 1
+        raise KeyError("bug")
+
+    with pytest.raises(KeyError):
+        await call_with_retry(broken, FAST)
+    assert calls == 1
+
+
+@pytest.mark.anyio
+async def test_retry_after_is_waited_for_with_a_fake_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+
+    async def fake_sleep(delay: float) -> None:
+        slept.append(delay)
+
+    monkeypatch.setattr("aqido.retry.anyio.sleep", fake_sleep)
+    attempt = FlakyAttempt(status_error(429, **{"Retry-After": "2"}))
+    assert await call_with_retry(attempt, Retry(backoff_base=0.0)) == "ok"
+    assert slept == [2.0]
+    assert isinstance(status_error(429), RateLimitedError)
