@@ -109,6 +109,12 @@ class SearchResults(list[T]):
         self.truncated = response.truncated if response is not None else False
         self.additional_results = response.additional_results if response is not None else None
 
+    def _repr_html_(self) -> str:
+        """Jupyter's rich display: a compact table, one row per result (:mod:`aqido.display`)."""
+        from aqido.display import html_table
+
+        return html_table(self)
+
 
 class _State(enum.Enum):
     UNOPENED = 1
