@@ -113,6 +113,10 @@ class _Runner:
             while not future.done():
                 concurrent.futures.wait([future], timeout=_POLL)
             return future.result()
+        except concurrent.futures.CancelledError:
+            if self.closed:
+                raise RuntimeError("This QidoRS was closed while the call was running.") from None
+            raise  # pragma: no cover - only close() cancels a call that is being waited for
         finally:
             if not future.done() or not done.is_set():
                 future.cancel()
