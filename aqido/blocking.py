@@ -95,10 +95,17 @@ class _Runner:
             finally:
                 done.set()
 
+        # Never hold the lock while talking to the loop: the loop thread takes it in _forget.
         future = portal.start_task_soon(run)
         entry = (future, done)
-        with self.lock:
-            self.tasks.add(entry)
+        with self.lock:  # close() either sees this task in its snapshot, or it is refused here
+            refused = self.closed
+            if not refused:
+                self.tasks.add(entry)
+        if refused:
+            future.cancel()
+            done.wait()
+            raise RuntimeError("This QidoRS has been closed; create a new one.")
         future.add_done_callback(lambda _: self._forget(entry))
         return future, done
 
@@ -141,7 +148,8 @@ class _Runner:
         try:
             portal.call(self.client.close)
         finally:
-            cm.__exit__(None, None, None)
+            portal.call(portal.stop, True)  # cancel anything left, then end the loop
+            cm.__exit__(None, None, None)  # joins the thread
 
 
 class QidoRS:
