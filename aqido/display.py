@@ -124,7 +124,7 @@ def html_table(
     attached (a crawl's studies), a ``series``/``instances`` column counts them.
     """
     items = list(results)
-    names = list(columns) if columns is not None else _columns_of(items)
+    names = list(columns) if columns is not None else _columns_of(items[:max_rows])
     extra = sorted({c[0] for ds in items if (c := _children(ds)) is not None and c[1]})
     head = "".join(_cell(name, max_chars, "th") for name in (*names, *extra))
     rows = []

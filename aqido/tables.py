@@ -76,14 +76,17 @@ def _plain(value: Any, sequences: bool) -> Any:
 
 def _record(ds: Dataset, sequences: bool) -> dict[str, Any]:
     """The plain record of one dataset's own elements (no children)."""
+    from aqido.results import _name_for
+
     out: dict[str, Any] = {}
-    for name in ds:
-        if ds.element(name).vr == "SQ":
+    for key, elem in ds._raw.items():
+        name = _name_for(key)
+        if elem["vr"] == "SQ":
             if sequences:
-                out[name] = tuple(_record(item, True) for item in ds[name])
+                out[name] = tuple(_record(item, True) for item in ds[key])
             continue
-        value = ds[name]
-        if isinstance(value, tuple):
+        value = ds[key]
+        if type(value) is tuple:
             out[name] = tuple(_plain(v, sequences) for v in value)
         else:
             out[name] = _plain(value, sequences)

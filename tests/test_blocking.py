@@ -311,7 +311,8 @@ def wait_for(condition: object, limit: float = 10.0) -> None:
         time.sleep(0.01)
 
 
-def test_ctrl_c_cancels_the_work_in_flight() -> None:
+@pytest.mark.parametrize("how", ["search", "iter_search", "crawl"])
+def test_ctrl_c_cancels_the_work_in_flight(how: str) -> None:
     slow_archive = FakeArchive(SYNTH, latency=30)
     with slow_archive.run_in_thread() as slow, QidoRS(slow.url, retries=0) as client:
         main = threading.get_ident()
@@ -323,11 +324,16 @@ def test_ctrl_c_cancels_the_work_in_flight() -> None:
         helper = threading.Thread(target=interrupt)
         helper.start()
         try:
+            calls = {
+                "search": lambda: client.search({}),
+                "iter_search": lambda: list(client.iter_search({}, page_size=2)),
+                "crawl": lambda: list(client.crawl()),
+            }
             with pytest.raises(KeyboardInterrupt):
-                client.search({})
+                calls[how]()
         finally:
             helper.join(10)
-        assert not client._runner.tasks  # the request's task has finished
+        assert not client._runner.tasks  # every task of the call has finished
         slow.latency = 0
         assert len(client.search({})) == len(SYNTH.studies)  # still usable
 
