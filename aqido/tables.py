@@ -291,6 +291,8 @@ def _kind(values: list[Any], name: str) -> str:
 
 
 def _column(pd: Any, values: list[Any], kind: str) -> Any:
+    import numpy
+
     if kind == "string":
         return pd.array(values, dtype="string")
     if kind == "int":
@@ -299,15 +301,30 @@ def _column(pd: Any, values: list[Any], kind: str) -> Any:
         return pd.array(values, dtype="int64")
     if kind == "float":
         return pd.array([float("nan") if v is None else float(v) for v in values], dtype="float64")
-    if kind == "date":
-        stamps = [None if v is None else datetime.datetime(v.year, v.month, v.day) for v in values]
-        return pd.array(pd.to_datetime(stamps).as_unit("s"))
+    if kind == "date":  # built in numpy: second resolution holds years 1 to 9999
+        seconds = numpy.array(
+            [numpy.datetime64("NaT") if v is None else numpy.datetime64(v, "s") for v in values],
+            dtype="datetime64[s]",
+        )
+        return pd.array(seconds)
     if kind == "datetime":
         aware = {v.utcoffset() is not None for v in values if v is not None}
         if len(aware) > 1:  # naive and aware mixed: no single dtype
-            return pd.array(values, dtype=object)
-        index = pd.to_datetime(values, utc=aware == {True})
-        return pd.array(index.as_unit("us"))
+            return pd.Series(values, dtype=object)
+        utc = aware == {True}
+        micros = numpy.array(
+            [
+                numpy.datetime64("NaT")
+                if v is None
+                else numpy.datetime64(
+                    v.astimezone(datetime.timezone.utc).replace(tzinfo=None) if utc else v, "us"
+                )
+                for v in values
+            ],
+            dtype="datetime64[us]",
+        )
+        series = pd.Series(micros)
+        return series.dt.tz_localize("UTC") if utc else series
     return pd.Series(values, dtype=object)
 
 
