@@ -154,3 +154,16 @@ def test_plain_repr_is_short() -> None:
         "Series(SeriesInstanceUID='1.2.3.1', Modality='CT', SeriesNumber=1, SeriesDescription='d')"
     )
     assert re.fullmatch(r"Instance\(\)", repr(Instance.from_json({})))
+
+
+def test_search_results_display_as_a_table() -> None:
+    from aqido.client import SearchResults
+
+    results = SearchResults([make_study("1.2.3", HOSTILE, "Chest"), make_study("1.2.4", "B", "")])
+    markup = results._repr_html_()
+    cells = parse(markup).cells
+    assert "script" not in parse(markup).tags
+    assert cells[:2] == ["StudyInstanceUID", "PatientName"]
+    assert cells[5:8] == ["1.2.3", HOSTILE, "Chest"]
+    assert "2 results" in markup
+    assert repr(results).startswith("[Study(StudyInstanceUID='1.2.3'")
