@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from aqido.results import Instance, Series, Study
 
-__all__ = ["CrawlProgress", "TqdmProgress", "make_progress", "track"]
+__all__ = ["CrawlProgress", "TqdmProgress", "make_progress", "report", "track"]
 
 
 class CrawlProgress:
