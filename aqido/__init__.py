@@ -36,8 +36,10 @@ from aqido.query import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover - lazily resolved names, imported here for type checkers
+    from aqido.blocking import QidoRS as QidoRS
     from aqido.client import AsyncQidoRS as AsyncQidoRS
     from aqido.client import SearchResults as SearchResults
+    from aqido.progress import CrawlProgress as CrawlProgress
     from aqido.protocol import QidoResponse as QidoResponse
     from aqido.protocol import QidoWarning as QidoWarning
     from aqido.results import Dataset as Dataset
@@ -49,6 +51,8 @@ if TYPE_CHECKING:  # pragma: no cover - lazily resolved names, imported here for
     from aqido.results import parse_results as parse_results
     from aqido.retry import Retry as Retry
     from aqido.retry import Timeout as Timeout
+    from aqido.tables import to_dataframe as to_dataframe
+    from aqido.tables import to_records as to_records
     from aqido.values import InvalidValue as InvalidValue
     from aqido.values import PersonName as PersonName
 
@@ -57,10 +61,12 @@ __version__ = "0.1.0"
 #: Public names provided by submodules that are imported on first use.
 _LAZY: dict[str, str] = {
     "AsyncQidoRS": "aqido.client",
+    "CrawlProgress": "aqido.progress",
     "Dataset": "aqido.results",
     "Instance": "aqido.results",
     "InvalidValue": "aqido.values",
     "PersonName": "aqido.values",
+    "QidoRS": "aqido.blocking",
     "QidoResponse": "aqido.protocol",
     "QidoWarning": "aqido.protocol",
     "Retry": "aqido.retry",
@@ -71,6 +77,8 @@ _LAZY: dict[str, str] = {
     "build_tree": "aqido.results",
     "decode_json": "aqido.results",
     "parse_results": "aqido.results",
+    "to_dataframe": "aqido.tables",
+    "to_records": "aqido.tables",
 }
 
 __all__ = [
@@ -78,6 +86,7 @@ __all__ = [
     "BadRequestError",
     "BaseQuery",
     "CrawlIncompleteError",
+    "CrawlProgress",
     "Dataset",
     "HTTPStatusError",
     "HierarchicalQuery",
@@ -89,6 +98,7 @@ __all__ = [
     "PayloadTooLargeError",
     "PersonName",
     "QidoError",
+    "QidoRS",
     "QidoResponse",
     "QidoWarning",
     "QueryLevel",
@@ -110,6 +120,8 @@ __all__ = [
     "ensure_query_type",
     "is_valid_uid",
     "parse_results",
+    "to_dataframe",
+    "to_records",
 ]
 
 

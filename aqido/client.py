@@ -54,7 +54,7 @@ from aqido.query import (
     RelationalQuery,
     ensure_query_type,
 )
-from aqido.results import Instance, Series, Study, build_tree, structure
+from aqido.results import Dataset, Instance, Series, Study, build_tree, structure
 from aqido.retry import Retry, Timeout, call_with_retry
 
 __all__ = ["AsyncQidoRS", "Auth", "SearchResults"]
@@ -108,6 +108,12 @@ class SearchResults(list[T]):
         self.headers = response.headers if response is not None else {}
         self.truncated = response.truncated if response is not None else False
         self.additional_results = response.additional_results if response is not None else None
+
+    def _repr_html_(self) -> str:
+        """Jupyter's rich display: a compact table, one row per result (:mod:`aqido.display`)."""
+        from aqido.display import html_table
+
+        return html_table(item for item in self if isinstance(item, Dataset))
 
 
 class _State(enum.Enum):
