@@ -388,4 +388,15 @@ def test_ctrl_c_during_a_crawl_leaves_nothing_behind() -> None:
         check=False,
     )
     assert result.stdout.strip() == "interrupted cleanly", result.stderr
-    assert result.stderr == ""
+    for leak in ("Unclosed", "ResourceWarning", "connections left open", "AssertionError"):
+        assert leak not in result.stderr, result.stderr
+    stderr = result.stderr
+    if sys.version_info < (3, 11):
+        # Python 3.10's asyncio.run does not turn Ctrl-C into cancellation (bpo-39622, fixed
+        # in 3.11): the KeyboardInterrupt escapes the main task and asyncio logs that task's
+        # exception when it is collected.  That log, and nothing else, is allowed there.
+        lines = stderr.strip().splitlines()
+        if lines and lines[0] == "Task exception was never retrieved":
+            assert lines[-1] == "KeyboardInterrupt", stderr
+            stderr = ""
+    assert stderr == ""
