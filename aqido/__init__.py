@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from aqido.errors import (
     BadRequestError,
+    CrawlFailure,
     CrawlIncompleteError,
     HTTPStatusError,
     InvalidQueryError,
@@ -21,6 +22,7 @@ from aqido.errors import (
     QidoError,
     RateLimitedError,
     RequestTimeoutError,
+    ResultsTruncatedError,
     ServerError,
     TransportError,
     UnauthorizedError,
@@ -36,6 +38,7 @@ from aqido.query import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover - lazily resolved names, imported here for type checkers
+    from aqido.checkpoint import CrawlCheckpoint as CrawlCheckpoint
     from aqido.client import AsyncQidoRS as AsyncQidoRS
     from aqido.client import SearchResults as SearchResults
     from aqido.protocol import QidoResponse as QidoResponse
@@ -49,6 +52,7 @@ if TYPE_CHECKING:  # pragma: no cover - lazily resolved names, imported here for
     from aqido.results import parse_results as parse_results
     from aqido.retry import Retry as Retry
     from aqido.retry import Timeout as Timeout
+    from aqido.stats import CrawlStats as CrawlStats
     from aqido.values import InvalidValue as InvalidValue
     from aqido.values import PersonName as PersonName
 
@@ -57,6 +61,8 @@ __version__ = "0.1.0"
 #: Public names provided by submodules that are imported on first use.
 _LAZY: dict[str, str] = {
     "AsyncQidoRS": "aqido.client",
+    "CrawlCheckpoint": "aqido.checkpoint",
+    "CrawlStats": "aqido.stats",
     "Dataset": "aqido.results",
     "Instance": "aqido.results",
     "InvalidValue": "aqido.values",
@@ -77,7 +83,10 @@ __all__ = [
     "AsyncQidoRS",
     "BadRequestError",
     "BaseQuery",
+    "CrawlCheckpoint",
+    "CrawlFailure",
     "CrawlIncompleteError",
+    "CrawlStats",
     "Dataset",
     "HTTPStatusError",
     "HierarchicalQuery",
@@ -95,6 +104,7 @@ __all__ = [
     "RateLimitedError",
     "RelationalQuery",
     "RequestTimeoutError",
+    "ResultsTruncatedError",
     "Retry",
     "SearchResults",
     "Series",
