@@ -342,6 +342,7 @@ class _Walker:
         self.stats._request()
         response = await self.fetch(query, self.limiter)
         self.caps.observe(query.query_level, len(response.items))
+        self.stats._page()
         return response
 
     def fresh(
@@ -356,7 +357,7 @@ class _Walker:
                 seen.add(identity)
                 new.append(item)
         results = self.structure(response, level, new) if new else []
-        self.stats._page(level.name, len(results))
+        self.stats._items(level.name, len(results))
         return results
 
     async def matches(

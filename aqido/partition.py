@@ -141,15 +141,17 @@ class Caps:
         """Whether paging that ended normally after ``total`` items may be believed.
 
         ``announced``: the total a truncation warning promised (first page plus
-        "N additional results"), if any.  A server that caps before applying
-        the offset can never return more than cap + 1 items over all pages.
+        "N additional results"), if any.  A server that caps the matches before
+        applying the offset returns, over all pages, exactly its capped list:
+        fewer than the cap means nothing was cut, more than cap + 1 means the
+        offset is applied after the cap; in between it cannot be told apart.
         """
         if announced is not None and total < announced:
             return False
         limit = self.limit_for(level)
         if limit is None:
             return True
-        return total > max(limit + 1, self.largest.get(_level_key(level), 0))
+        return total < limit or total > max(limit + 1, self.largest.get(_level_key(level), 0))
 
 
 # --- dates and times --------------------------------------------------------------------------

@@ -118,8 +118,10 @@ class CrawlStats:
         self.retries += 1
         self._changed()
 
-    def _page(self, level: str, new_items: int) -> None:
+    def _page(self) -> None:
         self.pages += 1
+
+    def _items(self, level: str, new_items: int) -> None:
         self.items[level] = self.items.get(level, 0) + new_items
         self._changed()
 
