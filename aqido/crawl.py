@@ -45,7 +45,7 @@ from aqido.errors import (
     QidoError,
     ResultsTruncatedError,
 )
-from aqido.partition import Caps, split_study_query
+from aqido.partition import Caps, split_series_query, split_study_query
 from aqido.protocol import QidoResponse
 from aqido.query import BaseQuery, HierarchicalQuery, QueryLevel
 from aqido.stats import CrawlStats
@@ -301,6 +301,9 @@ async def iter_search_many(
 
 # --- crawl ---------------------------------------------------------------------------------
 
+#: Splits an overflowing query into parts, given the truncated answer; ``None``: impossible.
+Splitter = Callable[[BaseQuery, list[dict[str, Any]]], "list[BaseQuery] | None"]
+
 #: Structures raw items into typed results: ``structure(response, level, items)``.
 Structure = Callable[[QidoResponse, QueryLevel, list[dict[str, Any]]], list[Any]]
 
@@ -360,19 +363,32 @@ class _Walker:
         self.stats._items(level.name, len(results))
         return results
 
-    async def matches(
-        self, query: BaseQuery, seen: set[str], *, split: bool
-    ) -> AsyncGenerator[list[Any], None]:
+    def splitter(self, level: QueryLevel) -> Splitter | None:
+        """How to split an overflowing query at ``level`` (instances: no way)."""
+        if level is QueryLevel.STUDY:
+            today = self.today
+
+            def split_studies(
+                query: BaseQuery, sample: list[dict[str, Any]]
+            ) -> list[BaseQuery] | None:
+                return split_study_query(query, sample, today)
+
+            return split_studies
+        if level is QueryLevel.SERIES:
+            return split_series_query
+        return None
+
+    async def matches(self, query: BaseQuery, seen: set[str]) -> AsyncGenerator[list[Any], None]:
         """Yield batches of typed results: every match of ``query`` not in ``seen``.
 
         A possibly truncated answer is paged with ``offset``; if paging cannot
-        be trusted, the query is split (study level, ``split=True``) and each
-        part walked in turn.  A part that fails is recorded in the stats (or
+        be trusted, the query is split (studies by date, time, modality; series
+        by modality) and each part walked in turn.  A part that fails is recorded in the stats (or
         raised at once with ``fail_fast``); a query that overflows and cannot
         be split raises :class:`~aqido.errors.ResultsTruncatedError`.
         """
         level = query.query_level
-        size = (self.page_size or 0) if split else 0
+        size = (self.page_size or 0) if level is QueryLevel.STUDY else 0
         first = attrs.evolve(query, limit=size, offset=0)
         response = await self.request(first)
         part_seen: set[str] = set()
@@ -387,7 +403,8 @@ class _Walker:
         announced = None
         if response.additional_results is not None:
             announced = len(response.items) + response.additional_results
-        parts = split_study_query(query, sample, today=self.today) if split else None
+        split = self.splitter(level)
+        parts = split(query, sample) if split is not None else None
         if parts is None or not self.caps.offset_unreliable:
             received = len(response.items)
             honoured = True
@@ -421,7 +438,7 @@ class _Walker:
         logger.debug("%s looks truncated: split into %d parts", query, len(parts))
         for part in parts:
             try:
-                async with aclosing(self.matches(part, seen, split=True)) as batches:
+                async with aclosing(self.matches(part, seen)) as batches:
                     async for batch in batches:
                         yield batch
             except QidoError as error:
@@ -433,7 +450,7 @@ class _Walker:
     async def listing(self, query: BaseQuery, seen: set[str]) -> AsyncGenerator[list[Any], None]:
         """:meth:`matches` for the top-level study query, recording its failure."""
         try:
-            async with aclosing(self.matches(query, seen, split=True)) as batches:
+            async with aclosing(self.matches(query, seen)) as batches:
                 async for batch in batches:
                     yield batch
         except QidoError as error:
@@ -445,7 +462,7 @@ class _Walker:
     async def children(self, query: BaseQuery) -> list[Any]:
         """Every series of a study or instance of a series (paged if the server caps them)."""
         out: list[Any] = []
-        async with aclosing(self.matches(query, set(), split=False)) as batches:
+        async with aclosing(self.matches(query, set())) as batches:
             async for batch in batches:
                 out.extend(batch)
         return out

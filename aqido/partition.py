@@ -25,6 +25,10 @@ is split (:func:`split_study_query`):
 3. in one second, one query per ``ModalitiesInStudy`` value (those seen in the
    truncated answer plus the standard modality codes).
 
+A study's overflowing series listing is split by ``Modality``
+(:func:`split_series_query`); a series' instances cannot be split (no range
+matching on InstanceNumber, no wildcards on UIDs), so they rely on paging.
+
 Parts may overlap (a study with two modalities); the crawl de-duplicates by
 UID.  What splitting cannot reach is documented in the README: studies with
 no ``StudyDate`` (or no ``StudyTime`` on an overflowing day, or no known
@@ -48,6 +52,7 @@ __all__ = [
     "MODALITIES",
     "Caps",
     "date_bounds",
+    "split_series_query",
     "split_study_query",
     "time_bounds",
 ]
@@ -75,6 +80,7 @@ _DAY_SECONDS = 86400
 _STUDY_DATE = "00080020"
 _STUDY_TIME = "00080030"
 _MODALITIES_IN_STUDY = "00080061"
+_MODALITY = "00080060"
 _DA = re.compile(r"^\s*(\d{8})?\s*(-)?\s*(\d{8})?\s*$")
 _TM = re.compile(r"^(\d{2})(?::?(\d{2}))?(?::?(\d{2}))?(?:\.\d*)?$")
 
@@ -306,10 +312,10 @@ def _with_time(query: BaseQuery, low: int, high: int) -> BaseQuery:
     )
 
 
-def _sample_modalities(sample: Iterable[Mapping[str, Any]]) -> set[str]:
+def _sample_modalities(sample: Iterable[Mapping[str, Any]], key: str) -> set[str]:
     found: set[str] = set()
     for item in sample:
-        element = item.get(_MODALITIES_IN_STUDY)
+        element = item.get(key)
         values = element.get("Value") if isinstance(element, Mapping) else None
         for value in values or ():
             if isinstance(value, str) and value.strip():
@@ -320,7 +326,6 @@ def _sample_modalities(sample: Iterable[Mapping[str, Any]]) -> set[str]:
 def split_study_query(
     query: BaseQuery,
     sample: Iterable[Mapping[str, Any]] = (),
-    *,
     today: _dt.date | None = None,
 ) -> list[BaseQuery] | None:
     """Split a study-level query whose answer overflows into smaller ones; ``None`` if it can't.
@@ -350,6 +355,27 @@ def split_study_query(
         return [attrs.evolve(query, ModalitiesInStudy=m, limit=0, offset=0) for m in asked]
     if asked:
         return None
-    seen = _sample_modalities(sample)
-    ordered = sorted(seen) + [m for m in MODALITIES if m not in seen]
-    return [attrs.evolve(query, ModalitiesInStudy=m, limit=0, offset=0) for m in ordered]
+    return [
+        attrs.evolve(query, ModalitiesInStudy=m, limit=0, offset=0)
+        for m in _modalities(sample, _MODALITIES_IN_STUDY)
+    ]
+
+
+def _modalities(sample: Iterable[Mapping[str, Any]], key: str) -> list[str]:
+    seen = _sample_modalities(sample, key)
+    return sorted(seen) + [m for m in MODALITIES if m not in seen]
+
+
+def split_series_query(
+    query: BaseQuery, sample: Iterable[Mapping[str, Any]] = ()
+) -> list[BaseQuery] | None:
+    """Split an overflowing series listing by ``Modality``; ``None`` if it already has one.
+
+    The modalities in ``sample`` (the truncated answer) come first, then the
+    standard codes; a series with another modality cannot be reached.
+    """
+    if query.Modality:
+        return None
+    return [
+        attrs.evolve(query, Modality=m, limit=0, offset=0) for m in _modalities(sample, _MODALITY)
+    ]

@@ -332,3 +332,48 @@ async def test_checkpoint_records_failures_and_resume_retries_them(tmp_path: Any
             resumed = [s async for s in qido.crawl(server_limit=CAP, checkpoint=path)]
     assert [s.StudyInstanceUID for s in resumed] == [study]
     assert tree_of(list(CrawlCheckpoint.read_studies(path))) == TINY_TREE
+
+
+# --- series and instances over the cap -------------------------------------------------------
+
+
+def one_study(series: list[str], instances: int) -> list[dict[str, Any]]:
+    from tests.crawl_data import _study
+
+    out: list[dict[str, Any]] = []
+    for n, modality in enumerate(series):
+        for item in _study(0, "20240301", "101010", [modality], 1, instances, seed=n):
+            item["0020000D"] = {"vr": "UI", "Value": ["1.2.3.4"]}
+            out.append(item)
+    return out
+
+
+@pytest.mark.anyio
+async def test_a_study_with_more_series_than_the_cap_is_split_by_modality() -> None:
+    content = one_study(["CT"] * 19 + ["MR"] * 15 + ["SR"] * 10, 1)
+    async with (
+        FakeArchive(
+            content, max_results=20, truncation_warning=False, ignore_offset=True
+        ) as archive,
+        AsyncQidoRS(archive.url, retries=0) as qido,
+    ):
+        stats = CrawlStats()
+        (study,) = [s async for s in qido.crawl(server_limit=20, stats=stats)]
+        modalities = [dict(r.params).get("Modality") for r in archive.requests]
+    assert len(study.series) == 44
+    assert all(len(series.instances) == 1 for series in study.series)
+    assert {"CT", "MR", "SR"} <= set(modalities)
+    assert stats.splits == 1
+
+
+@pytest.mark.anyio
+async def test_instances_over_an_offset_ignoring_cap_are_reported() -> None:
+    content = one_study(["CT", "MR"], 30)
+    async with FakeArchive(content, max_results=20, ignore_offset=True) as archive:
+        stats = CrawlStats()
+        studies = await crawl_list(archive.url, partial=True, stats=stats)
+    assert studies == []
+    assert len(stats.failures) == 2
+    for failure in stats.failures:
+        assert failure.query.query_level is QueryLevel.INSTANCE
+        assert isinstance(failure.error, ResultsTruncatedError)
