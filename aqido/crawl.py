@@ -541,13 +541,13 @@ async def crawl(
         today=today,
         fail_fast=fail_fast,
     )
+    stats._start()
     skip: set[str] = set()
     if checkpoint is not None:
         skip = checkpoint.open(query, level)
         stats.studies_skipped = len(skip)
         if checkpoint.finished_complete:
             checkpoint.close()
-            stats._start()
             stats._finish()
             return
 
@@ -617,7 +617,6 @@ async def crawl(
         async with FirstErrorGroup() as group:
             group.start_soon(walk)
 
-    stats._start()
     try:
         async with aclosing(stream_from(produce)) as studies:
             async for study in studies:

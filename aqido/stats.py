@@ -29,6 +29,9 @@ def _levels() -> dict[str, int]:
 class CrawlStats:
     """What a crawl has done so far (live during the crawl, final after it).
 
+    Pass one to ``client.crawl(..., stats=stats)``; a crawl resets it when it
+    starts, so reusing one for the next crawl is fine.
+
     Attributes:
         requests: logical requests sent (each may take several attempts).
         retries: attempts repeated after a transient failure (5xx, 429, connection
@@ -103,6 +106,11 @@ class CrawlStats:
             self.on_progress(self)
 
     def _start(self) -> None:
+        """Reset every counter: one ``CrawlStats`` describes one crawl (the latest)."""
+        self.requests = self.retries = self.pages = self.splits = 0
+        self.items = _levels()
+        self.studies_done = self.studies_skipped = 0
+        self.failures = []
         self.started = time.monotonic()
         self.finished = None
         self._changed()

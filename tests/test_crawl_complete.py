@@ -377,3 +377,18 @@ async def test_instances_over_an_offset_ignoring_cap_are_reported() -> None:
     for failure in stats.failures:
         assert failure.query.query_level is QueryLevel.INSTANCE
         assert isinstance(failure.error, ResultsTruncatedError)
+
+
+@pytest.mark.anyio
+async def test_one_stats_object_reused_describes_the_latest_crawl() -> None:
+    study, _ = first_study(TINY_TREE)
+    stats = CrawlStats()
+    async with make_archive(TINY, "orthanc") as archive:
+        archive.fail(lambda url: url.endswith(f"/studies/{study}/series"), "503", times=1)
+        first = await crawl_list(archive.url, server_limit=CAP, partial=True, stats=stats)
+        assert len(stats.failures) == 1
+        second = await crawl_list(archive.url, server_limit=CAP, stats=stats)  # no error now
+    assert len(first) == len(TINY_TREE) - 1
+    assert tree_of(second) == TINY_TREE
+    assert stats.complete
+    assert stats.studies_done == len(TINY_TREE)
