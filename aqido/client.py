@@ -48,6 +48,7 @@ from aqido.errors import (
     RequestTimeoutError,
     TransportError,
 )
+from aqido.partition import check_server_limit
 from aqido.protocol import ACCEPT, QidoResponse, QidoWarning, join_url, parse_response
 from aqido.query import (
     BaseQuery,
@@ -166,6 +167,9 @@ class AsyncQidoRS:
             attempt), or ``None``/``0`` to disable retries.
         max_concurrency: requests in flight at once, for the whole client (all
             searches, pages and crawls share this limit).
+        server_limit: the server's cap on results per response, if known (an
+            int, or by level: ``{"STUDY": 10, "SERIES": 10, "INSTANCE": 7}``);
+            the default for :meth:`crawl`, which needs it to notice a silent cap.
     """
 
     def __init__(
@@ -178,6 +182,7 @@ class AsyncQidoRS:
         timeout: Timeout | float | None = DEFAULT_TIMEOUT,
         retries: Retry | int | None = DEFAULT_RETRY,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        server_limit: int | Mapping[Any, int] | None = None,
     ) -> None:
         parsed = URL(url)
         if parsed.scheme not in ("http", "https") or not parsed.host:
@@ -199,6 +204,7 @@ class AsyncQidoRS:
             raise ValueError(f"max_concurrency must be a positive int, not {max_concurrency!r}")
         self.url = str(parsed.with_user(None))
         self.max_concurrency = max_concurrency
+        self.server_limit = check_server_limit(server_limit)
         self.timeout = Timeout.coerce(timeout)
         self.retry = Retry.coerce(retries)
         self._auth = auth
@@ -501,7 +507,8 @@ class AsyncQidoRS:
 
         Complete or an error: an answer that may be truncated (a 299 warning,
         a full page, or as many items as ``server_limit``, the server's cap
-        per response: an int or ``{"STUDY": 10, "INSTANCE": 7}``) is paged with
+        per response: an int or ``{"STUDY": 10, "INSTANCE": 7}``; default: the
+        client's ``server_limit``) is paged with
         ``offset``, and if the server does not honour it, the study query is
         split by StudyDate, StudyTime, then ModalitiesInStudy until every part
         fits (see the README's "Crawling" section for what cannot be reached).
@@ -553,7 +560,7 @@ class AsyncQidoRS:
             window=2 * concurrency,
             page_size=page_size,
             limiter=limiter,
-            server_limit=server_limit,
+            server_limit=self.server_limit if server_limit is None else server_limit,
             stats=stats,
             fail_fast=fail_fast,
             partial=partial,

@@ -11,7 +11,13 @@ aiohttp here, only anyio:
 - :func:`search_many` / :func:`iter_search_many`: many queries through a
   bounded pool of workers, in order or as they complete;
 - :func:`crawl`: a bounded producer/consumer walk that yields each study as
-  soon as its subtree is complete, with a fixed window of studies in flight.
+  soon as its subtree is complete, with a fixed window of studies in flight;
+  complete against capped servers (it pages, then splits the queries that
+  :mod:`aqido.partition` says may be truncated), with failures either raised
+  at once (``fail_fast``) or recorded per part in a
+  :class:`~aqido.stats.CrawlStats` and reported at the end
+  (:class:`~aqido.errors.CrawlIncompleteError`), and resumable from a
+  :class:`~aqido.checkpoint.CrawlCheckpoint`.
 
 Rules that keep cancellation clean: requests are always awaited inside the
 task that owns them; the first :class:`~aqido.errors.QidoError` in a group
@@ -428,9 +434,12 @@ class _Walker:
             if honoured and self.caps.paging_trusted(level, received, announced):
                 return
             self.caps.offset_unreliable = True
+        fetched = len(part_seen)
+        del response, sample, batch  # nothing of this part is kept while its parts are walked
+        part_seen.clear()
         if parts is None:
             raise ResultsTruncatedError(
-                f"{query} has more matches than the server returns ({len(part_seen)} fetched), "
+                f"{query} has more matches than the server returns ({fetched} fetched), "
                 "paging with offset does not reach them and the query cannot be split further",
                 url=query.relative_url(),
             )

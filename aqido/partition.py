@@ -51,6 +51,7 @@ from aqido.query import BaseQuery, QueryLevel
 __all__ = [
     "MODALITIES",
     "Caps",
+    "check_server_limit",
     "date_bounds",
     "split_series_query",
     "split_study_query",
@@ -89,6 +90,28 @@ def _level_key(level: QueryLevel | str) -> str:
     return level.name if isinstance(level, QueryLevel) else str(level).upper()
 
 
+ServerLimit = int | Mapping[Any, int] | None
+
+
+def check_server_limit(value: ServerLimit) -> ServerLimit:
+    """Validate a ``server_limit``: ``None``, a positive int, or ``{level: positive int}``."""
+    if value is None:
+        return None
+    values = value.values() if isinstance(value, Mapping) else [value]
+    for one in values:
+        if isinstance(one, bool) or not isinstance(one, int) or one < 1:
+            raise ValueError(
+                f"server_limit must be a positive int or a mapping of query levels to "
+                f"positive ints, not {value!r}"
+            )
+    if isinstance(value, Mapping):
+        for level in value:
+            if _level_key(level) not in QueryLevel.__members__:
+                raise ValueError(f"server_limit: {level!r} is not a query level")
+        return dict(value)
+    return value
+
+
 @attrs.define
 class Caps:
     """What a crawl knows about the server's result caps, and learns as it goes.
@@ -98,7 +121,7 @@ class Caps:
     Orthanc with ``LimitFindResults=10`` and ``LimitFindInstances=7``).
     """
 
-    server_limit: int | Mapping[Any, int] | None = None
+    server_limit: ServerLimit = attrs.field(default=None, converter=check_server_limit)
     largest: dict[str, int] = attrs.field(factory=dict)
     #: Set once the server is seen ignoring ``offset`` or capping before it: paging
     #: is then skipped in favour of splitting (it is still tried for parts that

@@ -392,3 +392,19 @@ async def test_one_stats_object_reused_describes_the_latest_crawl() -> None:
     assert tree_of(second) == TINY_TREE
     assert stats.complete
     assert stats.studies_done == len(TINY_TREE)
+
+
+@pytest.mark.anyio
+async def test_the_client_server_limit_is_the_crawl_default() -> None:
+    archive = make_archive(TINY, "orthanc")
+    async with archive, AsyncQidoRS(archive.url, server_limit={"study": CAP}) as qido:
+        studies = [s async for s in qido.crawl(depth="STUDY")]
+        truncated = [s async for s in qido.crawl(depth="STUDY", server_limit=1000)]
+    assert {s.StudyInstanceUID for s in studies} == set(TINY_TREE)
+    assert len(truncated) == CAP + 1  # a wrong (too high) cap cannot be noticed
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, {"STUDY": 0}, {"PATIENT": 10}, "10"])
+def test_bad_server_limits_are_refused(bad: Any) -> None:
+    with pytest.raises(ValueError, match="server_limit"):
+        AsyncQidoRS("http://127.0.0.1:1/dicom-web", server_limit=bad)
