@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import email.utils
 import http
-import json
 import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
@@ -31,6 +30,7 @@ from typing import Any
 import attrs
 
 from aqido.errors import InvalidResponseError, error_for_status, redact_url
+from aqido.results import decode_json
 
 __all__ = [
     "ACCEPT",
@@ -38,7 +38,6 @@ __all__ = [
     "Headers",
     "QidoResponse",
     "QidoWarning",
-    "decode_items",
     "header_values",
     "join_url",
     "parse_response",
@@ -300,54 +299,6 @@ def _media_type(content_type: str | None) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
 
-def _decode_json(body: bytes) -> Any:
-    if body.startswith(b"\xef\xbb\xbf"):
-        body = body[3:]
-    try:
-        import orjson
-    except ImportError:  # pragma: no cover - orjson is an optional speed-up
-        return json.loads(body)
-    return orjson.loads(body)
-
-
-def decode_items(
-    body: bytes, *, url: object = None, status: int | None = None
-) -> list[dict[str, Any]]:
-    """Decode a DICOM JSON body into a list of datasets (``[]`` for an empty body).
-
-    Raises :class:`~aqido.errors.InvalidResponseError` for malformed JSON, a
-    top-level value that is not an array, or an array element that is not an
-    object.  A single dataset object (some servers send one instead of an
-    array, as dicomweb-client tolerates) is wrapped in a list.
-    """
-    if not body.strip():
-        return []
-    try:
-        data = _decode_json(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidResponseError(
-            f"response body is not valid JSON ({exc})", url=url, status=status, body=body
-        ) from None
-    if isinstance(data, dict) and data and all(_TAG_KEY.match(k) for k in data):
-        return [data]
-    if not isinstance(data, list):
-        raise InvalidResponseError(
-            f"expected a JSON array of DICOM datasets, got a JSON {type(data).__name__}",
-            url=url,
-            status=status,
-            body=body,
-        )
-    for index, item in enumerate(data):
-        if not isinstance(item, dict):
-            raise InvalidResponseError(
-                f"item {index} of the response is a JSON {type(item).__name__}, not a dataset",
-                url=url,
-                status=status,
-                body=body,
-            )
-    return data
-
-
 def _reason(status: int) -> str:
     try:
         return http.HTTPStatus(status).phrase
@@ -400,5 +351,5 @@ def parse_response(status: int, headers: Headers, body: bytes, *, url: object = 
             status=status,
             body=body,
         )
-    items = decode_items(body, url=safe_url, status=status)
+    items = decode_json(body, url=safe_url, status=status)
     return QidoResponse(status, safe_url, flat, items, warnings)

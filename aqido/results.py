@@ -54,6 +54,7 @@ from __future__ import annotations
 import datetime
 import gc
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, Union, get_args, get_origin
 
@@ -79,6 +80,8 @@ from aqido.values import (
     parse_tm,
     parse_value,
 )
+
+_TAG_KEY_RE = re.compile(r"[0-9A-Fa-f]{8}")
 
 if TYPE_CHECKING:  # pragma: no cover
     import pydicom
@@ -945,6 +948,8 @@ def decode_json(
     """
     if not body or body.isspace():
         return []
+    if body[:3] == b"\xef\xbb\xbf" or body[:1] == "\ufeff":  # a UTF-8 byte order mark
+        body = body[3:] if isinstance(body, bytes) else body[1:]
     # Decoding builds a large tree of live containers, never garbage nor cycles, yet
     # every few hundred allocations make the cyclic GC rescan it (doubling the time
     # of a 10 MB body).  The GC is paused for this one C call, which holds the GIL.
@@ -960,6 +965,9 @@ def decode_json(
     finally:
         if paused:
             gc.enable()
+    if type(data) is dict and data and all(_TAG_KEY_RE.fullmatch(key) for key in data):
+        # One dataset instead of an array of one (some servers; dicomweb-client accepts it).
+        return [data]
     if type(data) is not list:
         raise InvalidResponseError(
             f"response body is a JSON {_json_type(data)}, not an array of DICOM JSON objects",
@@ -1078,13 +1086,28 @@ def parse_results(
 
 # --------------------------------------------------------------------------- tree
 
-_STUDY_KEYS = tuple(key for _, key, _, _ in Study._typed)
-_SERIES_KEYS = tuple(key for _, key, _, _ in Series._typed)
+_RETRIEVE_URL = "00081190"
+# A child's RetrieveURL names the child, not its parent: it is never copied (see _parent).
+_STUDY_KEYS = tuple(key for _, key, _, _ in Study._typed if key != _RETRIEVE_URL)
+_SERIES_KEYS = tuple(key for _, key, _, _ in Series._typed if key != _RETRIEVE_URL)
+_PATH_SEGMENTS = {Study: ("studies", "0020000D"), Series: ("series", "0020000E")}
 
 
 def _parent(cls: type[_D], child: Dataset, keys: Iterable[str]) -> _D:
+    """A placeholder parent made from a child's parent-level attributes.
+
+    Its RetrieveURL is the child's cut after ``/studies/{uid}`` (``/series/{uid}``
+    for a series), as PS3.18 builds them; ``None`` if the child's has no such part.
+    """
     raw = child._raw
-    return cls._lazy({k: raw[k] for k in keys if k in raw}, child._ctx)
+    out = {k: raw[k] for k in keys if k in raw}
+    segment, uid_key = _PATH_SEGMENTS[cls]
+    url, uid = child.get("RetrieveURL"), child.get(uid_key)
+    if isinstance(url, str) and isinstance(uid, str):
+        head, found, _ = url.partition(f"/{segment}/{uid}/")
+        if found:
+            out[_RETRIEVE_URL] = {"vr": "UR", "Value": [f"{head}/{segment}/{uid}"]}
+    return cls._lazy(out, child._ctx)
 
 
 def build_tree(results: Iterable[Study | Series | Instance]) -> list[Study]:
@@ -1093,7 +1116,8 @@ def build_tree(results: Iterable[Study | Series | Instance]) -> list[Study]:
     Like dicomtrolley's ``QidoRS.parse_qido_response``: series and instances are
     attached under their parents (``Study.series``, ``Series.instances``).  A
     parent that is not itself in ``results`` is made from the child's
-    parent-level default attributes (a relational result carries them).  The
+    parent-level default attributes (a relational result carries them), with
+    a RetrieveURL derived from the child's, never copied.  The
     first result with a given UID wins (later duplicates are dropped); order of
     first appearance is kept.  Children already attached are kept.  Results with
     no parent UID are grouped under a parent whose UID is ``None``.

@@ -215,8 +215,8 @@ async def test_total_timeout_bounds_retries(archive: MiniArchive) -> None:
 @pytest.mark.parametrize(
     ("headers", "body", "match"),
     [
-        (JSON, b'[{"0020000D": {"vr": "UI", "Value": ["1.2"]}', "not valid JSON"),
-        (JSON, b'{"error": "nope"}', "JSON array"),
+        (JSON, b'[{"0020000D": {"vr": "UI", "Value": ["1.2"]}', "not JSON"),
+        (JSON, b'{"error": "nope"}', "not an array"),
         ({"Content-Type": "text/html"}, b"<html><h1>Please log in</h1></html>", "HTML"),
         (
             {"Content-Type": 'multipart/related; type="application/dicom+xml"; boundary=b'},

@@ -21,7 +21,6 @@ from aqido.errors import (
 from aqido.protocol import (
     ACCEPT,
     QidoWarning,
-    decode_items,
     header_values,
     join_url,
     parse_response,
@@ -126,7 +125,7 @@ def test_utf8_bom_and_non_ascii() -> None:
 
 def test_single_dataset_object_is_wrapped() -> None:
     body = b'{"0020000D": {"vr": "UI", "Value": ["1.2.3"]}}'
-    assert decode_items(body) == [{"0020000D": {"vr": "UI", "Value": ["1.2.3"]}}]
+    assert parse_response(200, JSON, body).items == [{"0020000D": {"vr": "UI", "Value": ["1.2.3"]}}]
 
 
 def test_multidict_headers_and_pairs_are_supported() -> None:
@@ -143,11 +142,11 @@ def test_multidict_headers_and_pairs_are_supported() -> None:
 @pytest.mark.parametrize(
     ("headers", "body", "fragment"),
     [
-        (JSON, b"[{", "not valid JSON"),
-        (JSON, b"not json at all", "not valid JSON"),
-        (JSON, b'{"HttpError": "Bad"}', "JSON array"),
-        (JSON, b'"text"', "JSON array"),
-        (JSON, b"42", "JSON array"),
+        (JSON, b"[{", "not JSON"),
+        (JSON, b"not json at all", "not JSON"),
+        (JSON, b'{"HttpError": "Bad"}', "not an array"),
+        (JSON, b'"text"', "not an array"),
+        (JSON, b"42", "not an array"),
         (JSON, b'[{"0020000D": {}}, 3]', "item 1"),
         (JSON, b"[null]", "item 0"),
         ({"Content-Type": "text/html; charset=utf-8"}, b"<html><body>Login</body></html>", "HTML"),
@@ -172,11 +171,10 @@ def test_bodies_that_are_not_dicom_json_raise_invalid_response(
     assert error.body_excerpt
 
 
-def test_invalid_json_error_is_not_chained_to_the_decoder() -> None:
+def test_invalid_json_error_is_chained_to_the_decoder_error() -> None:
     with pytest.raises(InvalidResponseError) as info:
-        decode_items(b"[1,")
-    assert info.value.__cause__ is None
-    assert info.value.__suppress_context__
+        parse_response(200, JSON, b"[1,")
+    assert isinstance(info.value.__cause__, ValueError)
 
 
 def test_huge_body_excerpt_is_short() -> None:

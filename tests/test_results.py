@@ -530,6 +530,34 @@ def test_build_tree_from_relational_instances() -> None:
     assert [i.SOPInstanceUID for i in tree[1].series[0].instances] == ["2.1.1"]
 
 
+def test_build_tree_never_gives_a_parent_its_childs_retrieve_url() -> None:
+    # Found against Orthanc: placeholder parents used to copy the instance's RetrieveURL.
+    base = "http://pacs/dicom-web/studies/1"
+    url = {"vr": "UR", "Value": [f"{base}/series/1.1/instances/1.1.1"]}
+    items = [
+        {**_uid("i", "1", "1.1", "1.1.1"), "00081190": url},
+        {**_uid("i", "2", "2.1", "2.1.1"), "00081190": {"vr": "UR", "Value": ["http://x/wado?1"]}},
+    ]
+    first, second = build_tree(structure(items, QueryLevel.INSTANCE))
+    assert first.RetrieveURL == base
+    assert first.series[0].RetrieveURL == f"{base}/series/1.1"
+    assert first.series[0].instances[0].RetrieveURL == url["Value"][0]
+    assert second.RetrieveURL is None  # not a PS3.18 path: nothing to derive
+    assert second.series[0].RetrieveURL is None
+    [series] = structure(
+        [
+            {
+                **_uid("s", "3", "3.1"),
+                "00081190": {"vr": "UR", "Value": ["http://pacs/dicom-web/studies/3/series/3.1"]},
+            }
+        ],
+        QueryLevel.SERIES,
+    )
+    [study] = build_tree([series])
+    assert study.RetrieveURL == "http://pacs/dicom-web/studies/3"
+    assert study.series[0] is series
+
+
 def test_build_tree_mixes_levels_and_prefers_real_parents() -> None:
     series = structure([_uid("s", "1", "1.1"), _uid("s", "1", "1.2")], "SERIES")
     studies = structure(

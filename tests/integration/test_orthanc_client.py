@@ -6,40 +6,20 @@ Expected answers come from the synthetic records the server was seeded with.
 from __future__ import annotations
 
 import asyncio
+import base64
+import logging
 
 import pytest
 
 from aqido.client import AsyncQidoRS
 from aqido.errors import UnauthorizedError
-from aqido.query import HierarchicalQuery, QueryLevel, RelationalQuery
+from aqido.query import HierarchicalQuery
 from aqido.testing.orthanc import OrthancServer
 from tests.integration.support import AUTH_PASSWORD, AUTH_USER, AUTHED, SEEDED
 
 pytestmark = pytest.mark.integration
 
 ALL_STUDIES = {s.study_instance_uid for s in SEEDED.studies}
-
-
-@pytest.mark.anyio
-async def test_search_all_studies_and_a_study_subtree(orthanc: OrthancServer) -> None:
-    async with AsyncQidoRS(orthanc.dicomweb_url + "/") as qido:
-        studies = await qido.search(HierarchicalQuery())
-        assert {s.StudyInstanceUID for s in studies} == ALL_STUDIES
-        assert studies.warnings == ()
-
-        record = SEEDED.studies[42]
-        series = await qido.search(
-            HierarchicalQuery(
-                query_level=QueryLevel.SERIES, StudyInstanceUID=record.study_instance_uid
-            )
-        )
-        assert {s.SeriesInstanceUID for s in series} == {
-            s.series_instance_uid for s in record.series
-        }
-        instances = await qido.search(
-            RelationalQuery(query_level="INSTANCE", StudyInstanceUID=record.study_instance_uid)
-        )
-        assert len(instances) == len(record.series) * 2
 
 
 @pytest.mark.anyio
@@ -58,13 +38,16 @@ async def test_person_name_match_reaches_orthanc_unescaped(orthanc: OrthancServe
 
 
 @pytest.mark.anyio
-async def test_iter_search_pages_the_whole_archive(orthanc: OrthancServer) -> None:
+@pytest.mark.parametrize("page_size", [3, 70, 299, 300])
+async def test_iter_search_pages_the_whole_archive(orthanc: OrthancServer, page_size: int) -> None:
     async with AsyncQidoRS(orthanc.dicomweb_url) as qido:
-        uids = [
-            s.StudyInstanceUID async for s in qido.iter_search(HierarchicalQuery(), page_size=70)
+        unpaged = await qido.search(HierarchicalQuery())
+        paged = [
+            s.StudyInstanceUID
+            async for s in qido.iter_search(HierarchicalQuery(), page_size=page_size)
         ]
-    assert len(uids) == len(ALL_STUDIES)
-    assert set(uids) == ALL_STUDIES
+    assert len(paged) == len(set(paged)) == len(ALL_STUDIES)
+    assert set(paged) == {s.StudyInstanceUID for s in unpaged} == ALL_STUDIES
 
 
 @pytest.mark.anyio
@@ -87,29 +70,74 @@ async def test_crawl_part_of_the_archive(orthanc: OrthancServer) -> None:
         }
 
 
+SECRETS = (
+    AUTH_PASSWORD,
+    "wrong-Pa55",
+    base64.b64encode(f"{AUTH_USER}:{AUTH_PASSWORD}".encode()).decode(),
+    base64.b64encode(f"{AUTH_USER}:wrong-Pa55".encode()).decode(),
+)
+
+
+def _with_userinfo(url: str, user: str, password: str) -> str:
+    return url.replace("http://", f"http://{user}:{password}@")
+
+
 @pytest.mark.anyio
-async def test_basic_auth(orthanc_auth: OrthancServer) -> None:
+async def test_basic_auth(orthanc_auth: OrthancServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="aqido")
     url = orthanc_auth.dicomweb_url
-    async with AsyncQidoRS(url, auth=(AUTH_USER, AUTH_PASSWORD)) as qido:
-        assert len(await qido.search(HierarchicalQuery())) == len(AUTHED.studies)
-    with_password = url.replace("http://", f"http://{AUTH_USER}:{AUTH_PASSWORD}@")
-    async with AsyncQidoRS(with_password) as qido:
-        assert len(await qido.search(HierarchicalQuery())) == len(AUTHED.studies)
-    async with AsyncQidoRS(url, auth=(AUTH_USER, "wrong")) as qido:
-        with pytest.raises(UnauthorizedError) as info:
-            await qido.search(HierarchicalQuery())
-    assert info.value.status == 401
-    assert AUTH_PASSWORD not in str(info.value)
+    expected = sorted(s.study_instance_uid for s in AUTHED.studies)
+    errors: list[UnauthorizedError] = []
+    clients = [
+        AsyncQidoRS(url),  # no credentials
+        AsyncQidoRS(url, auth=(AUTH_USER, "wrong-Pa55")),
+        AsyncQidoRS(_with_userinfo(url, AUTH_USER, "wrong-Pa55")),
+    ]
+    for client in clients:
+        async with client:
+            with pytest.raises(UnauthorizedError) as info:
+                await client.search(HierarchicalQuery())
+        errors.append(info.value)
+    good = [
+        AsyncQidoRS(url, auth=(AUTH_USER, AUTH_PASSWORD)),
+        AsyncQidoRS(_with_userinfo(url, AUTH_USER, AUTH_PASSWORD)),
+    ]
+    for client in good:
+        async with client:
+            studies = await client.search(HierarchicalQuery())
+            assert sorted(s.StudyInstanceUID for s in studies) == expected
+            series = await client.search_for_series(expected[0])
+            assert len(series) == len(AUTHED.study(expected[0]).series)
+
+    for error in errors:
+        assert error.status == 401
+        assert error.url == f"{url}/studies"
+    texts = [str(e) for e in errors] + [repr(e) for e in errors] + [e.url for e in errors]
+    texts += [repr(c) for c in clients + good] + [c.url for c in clients + good]
+    texts += [record.getMessage() for record in caplog.records]
+    assert any(f"{url}/studies -> 401" in text for text in texts)  # the log was captured
+    assert any(f"{url}/studies -> 200" in text for text in texts)
+    for text in texts:
+        assert not any(secret in text for secret in SECRETS), text
+        assert f"{AUTH_USER}:" not in text, text
+    assert "auth=<basic>" in repr(good[1])  # userinfo in the URL became basic auth
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("retries", [None, "default"])
 async def test_connection_kept_alive_past_orthancs_timeout_still_works(
-    orthanc: OrthancServer,
+    orthanc: OrthancServer, caplog: pytest.LogCaptureFixture, retries: str | None
 ) -> None:
     # Orthanc closes idle keep-alive connections after about 1 s; the next request on the
-    # pooled connection must be re-sent transparently, even with retries disabled.
-    async with AsyncQidoRS(orthanc.dicomweb_url, retries=0, max_concurrency=1) as qido:
-        query = HierarchicalQuery(PatientID=SEEDED.studies[0].patient_id)
-        assert await qido.search(query)
+    # pooled connection must be re-sent transparently, with or without retries.
+    caplog.set_level(logging.INFO, logger="aqido")
+    options = {} if retries == "default" else {"retries": retries}
+    record = SEEDED.studies[0]
+    async with AsyncQidoRS(orthanc.dicomweb_url, max_concurrency=1, **options) as qido:
+        query = HierarchicalQuery(PatientID=record.patient_id)
+        first = await qido.search(query)
         await asyncio.sleep(1.5)
-        assert await qido.search(query)
+        second = await qido.search(query)
+    assert record.study_instance_uid in {s.StudyInstanceUID for s in first}
+    assert first == second
+    assert [r.getMessage() for r in caplog.records] == []  # no retry, no warning
