@@ -560,42 +560,48 @@ async def crawl(
             stats._finish()
             return
 
-    async def series_with_instances(series: Any, study_uid: str) -> Any:
-        child = HierarchicalQuery(
-            query_level=QueryLevel.INSTANCE,
-            StudyInstanceUID=study_uid,
-            SeriesInstanceUID=_uid(series, "SeriesInstanceUID"),
-        )
+    def failed(part: BaseQuery, error: QidoError) -> None:
+        """Raise ``error`` (``fail_fast``), or record it and go on."""
+        if fail_fast:
+            raise error
+        logger.warning("crawl: %s failed: %s", part, error)
+        stats._failed(part, error)
+
+    async def series_with_instances(series: Any, parent: BaseQuery) -> Any:
+        try:
+            child = attrs.evolve(
+                parent,
+                query_level=QueryLevel.INSTANCE,
+                SeriesInstanceUID=_uid(series, "SeriesInstanceUID"),
+            )
+        except QidoError as error:
+            failed(parent, error)
+            return None
         try:
             instances = await walker.children(child)
         except QidoError as error:
-            if fail_fast:
-                raise
-            stats._failed(child, error)
+            failed(child, error)
             return None
         return attrs.evolve(series, instances=tuple(instances))
 
-    async def subtree(study: Any) -> Any:
-        study_uid = _uid(study, "StudyInstanceUID")
+    async def subtree(study: Any, study_uid: str) -> Any:
         child = HierarchicalQuery(query_level=QueryLevel.SERIES, StudyInstanceUID=study_uid)
         try:
             series = await walker.children(child)
         except QidoError as error:
-            if fail_fast:
-                raise
-            stats._failed(child, error)
+            failed(child, error)
             return None
         if level is QueryLevel.INSTANCE:
             filled: list[Any] = [None] * len(series)
 
             async def fill(index: int, one: Any) -> None:
-                filled[index] = await series_with_instances(one, study_uid)
+                filled[index] = await series_with_instances(one, child)
 
             async with FirstErrorGroup() as group:
                 for index, one in enumerate(series):
                     group.start_soon(fill, index, one)
             if any(one is None for one in filled):
-                return None
+                return None  # incomplete: not handed out (the failure is recorded)
             series = filled
         return attrs.evolve(study, series=tuple(series))
 
@@ -603,9 +609,9 @@ async def crawl(
         slots = anyio.Semaphore(max(1, window))
         seen: set[str] = set()
 
-        async def finish(study: Any) -> None:
+        async def finish(study: Any, study_uid: str) -> None:
             try:
-                done = await subtree(study)
+                done = await subtree(study, study_uid)
                 if done is not None:
                     await send.send(done)
             finally:
@@ -615,13 +621,18 @@ async def crawl(
             async with aclosing(walker.listing(query, seen)) as batches:
                 async for batch in batches:
                     for study in batch:
-                        if _uid(study, "StudyInstanceUID") in skip:
+                        try:
+                            study_uid = _uid(study, "StudyInstanceUID")
+                        except QidoError as error:
+                            failed(query, error)
+                            continue
+                        if study_uid in skip:
                             continue
                         if level is QueryLevel.STUDY:
                             await send.send(study)
                             continue
                         await slots.acquire()
-                        group.start_soon(finish, study)
+                        group.start_soon(finish, study, study_uid)
 
         async with FirstErrorGroup() as group:
             group.start_soon(walk)

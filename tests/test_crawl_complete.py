@@ -408,3 +408,30 @@ async def test_the_client_server_limit_is_the_crawl_default() -> None:
 def test_bad_server_limits_are_refused(bad: Any) -> None:
     with pytest.raises(ValueError, match="server_limit"):
         AsyncQidoRS("http://127.0.0.1:1/dicom-web", server_limit=bad)
+
+
+@pytest.mark.anyio
+async def test_a_result_without_a_uid_is_a_failure_not_a_crash() -> None:
+    from aqido.crawl import crawl
+    from aqido.protocol import QidoResponse
+    from aqido.results import structure
+
+    good = {"0020000D": {"vr": "UI", "Value": ["1.2.3"]}}
+    no_uid = {"00100020": {"vr": "LO", "Value": ["X"]}}
+    series_no_uid = {"00080060": {"vr": "CS", "Value": ["CT"]}}
+
+    async def fetch(query: Any, limiter: Any) -> QidoResponse:
+        items = {"STUDY": [good, no_uid], "SERIES": [series_no_uid]}[query.query_level.name]
+        return QidoResponse(200, "u", {}, items)
+
+    def typed(response: QidoResponse, level: QueryLevel, items: list[Any]) -> list[Any]:
+        return structure(items, level)
+
+    stats = CrawlStats()
+    root = HierarchicalQuery()
+    studies = [s async for s in crawl(fetch, typed, root, window=2, partial=True, stats=stats)]
+    assert studies == []
+    assert [f.query for f in stats.failures] == [
+        root,
+        HierarchicalQuery(query_level="SERIES", StudyInstanceUID="1.2.3"),
+    ]
