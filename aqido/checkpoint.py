@@ -9,10 +9,12 @@ The file is the crawl's output *and* its state.  One JSON object per line:
 - one line per study, written only when the study's whole subtree has been
   fetched (so a study in the file is always complete)::
 
-      {"study": {<DICOM JSON>}, "series": [{"series": {<DICOM JSON>},
-                                            "instances": [{<DICOM JSON>}, ...]}, ...]}
+      {"StudyInstanceUID": "1.2...", "study": {<DICOM JSON>},
+       "series": [{"series": {<DICOM JSON>}, "instances": [{<DICOM JSON>}, ...]}, ...]}
 
-  (``"series": []`` at depth STUDY; ``"instances": []`` at depth SERIES);
+  (``"series": []`` at depth STUDY; ``"instances": []`` at depth SERIES; the
+  same study line as the ``aqido crawl`` CLI's files, whose readers also
+  accept a missing ``"instances"``);
 
 - an end record each time a run finishes (not when it is killed)::
 
@@ -140,7 +142,7 @@ class CrawlCheckpoint:
                 )
             for record in records:
                 if "study" in record:
-                    uid = _study_uid(record["study"])
+                    uid = record.get("StudyInstanceUID") or _study_uid(record["study"])
                     if uid:
                         self.done.add(uid)
                 if "end" in record:
@@ -165,6 +167,7 @@ class CrawlCheckpoint:
         """Append one complete study (with ``.series`` and their ``.instances``)."""
         self._write(
             {
+                "StudyInstanceUID": str(study.StudyInstanceUID),
                 "study": study.to_json(),
                 "series": [
                     {"series": s.to_json(), "instances": [i.to_json() for i in s.instances]}

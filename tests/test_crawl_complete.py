@@ -435,3 +435,32 @@ async def test_a_result_without_a_uid_is_a_failure_not_a_crash() -> None:
         root,
         HierarchicalQuery(query_level="SERIES", StudyInstanceUID="1.2.3"),
     ]
+
+
+@pytest.mark.anyio
+async def test_breaking_out_of_a_splitting_crawl_leaves_nothing_behind() -> None:
+    import asyncio
+
+    before = asyncio.all_tasks()
+    archive = make_archive(SMALL, "orthanc", latency=0.001)
+    async with archive, AsyncQidoRS(archive.url, retries=0, max_concurrency=3) as qido:
+        stats = CrawlStats()
+        async with aclosing(qido.crawl(server_limit=CAP, stats=stats)) as studies:
+            async for _ in studies:
+                if stats.studies_done == CAP + 10:  # past the first answer: splitting
+                    break
+        assert stats.splits > 0
+        assert stats.running  # left early: not finished, not complete
+        session = qido._session
+        assert session is not None
+        assert session.connector is not None
+        assert len(session.connector._acquired) == 0  # type: ignore[attr-defined]
+        sent = stats.requests
+        await asyncio.sleep(0.05)
+        assert stats.requests == sent  # nothing goes on in the background
+        assert len(archive.requests) <= sent
+    for _ in range(20):
+        if not asyncio.all_tasks() - before:
+            break
+        await asyncio.sleep(0)
+    assert not asyncio.all_tasks() - before
