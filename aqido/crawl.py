@@ -389,9 +389,12 @@ class _Walker:
 
         A possibly truncated answer is paged with ``offset``; if paging cannot
         be trusted, the query is split (studies by date, time, modality; series
-        by modality) and each part walked in turn.  A part that fails is recorded in the stats (or
-        raised at once with ``fail_fast``); a query that overflows and cannot
-        be split raises :class:`~aqido.errors.ResultsTruncatedError`.
+        by modality) and each part walked in turn.  A study-listing part that
+        fails is recorded in the stats (or raised at once with ``fail_fast``):
+        the other parts go on.  Below the study level a failure is raised, so
+        that the study it belongs to is held back whole.  A query that
+        overflows and cannot be split raises
+        :class:`~aqido.errors.ResultsTruncatedError`.
         """
         level = query.query_level
         size = (self.page_size or 0) if level is QueryLevel.STUDY else 0
@@ -451,7 +454,7 @@ class _Walker:
                     async for batch in batches:
                         yield batch
             except QidoError as error:
-                if self.fail_fast:
+                if self.fail_fast or level is not QueryLevel.STUDY:
                     raise
                 logger.warning("crawl: %s failed: %s", part, error)
                 self.stats._failed(part, error)

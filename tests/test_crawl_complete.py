@@ -464,3 +464,17 @@ async def test_breaking_out_of_a_splitting_crawl_leaves_nothing_behind() -> None
             break
         await asyncio.sleep(0)
     assert not asyncio.all_tasks() - before
+
+
+@pytest.mark.anyio
+async def test_a_failing_part_of_a_split_series_listing_holds_the_study_back() -> None:
+    content = one_study(["CT"] * 19 + ["MR"] * 15 + ["SR"] * 10, 1)
+    archive = FakeArchive(content, max_results=20, truncation_warning=False, ignore_offset=True)
+    async with archive:
+        archive.fail("Modality=MR", "503")
+        stats = CrawlStats()
+        studies = await crawl_list(archive.url, server_limit=20, partial=True, stats=stats)
+    assert studies == []  # never a study with some of its series missing
+    (failure,) = stats.failures
+    assert failure.query == HierarchicalQuery(query_level="SERIES", StudyInstanceUID="1.2.3.4")
+    assert isinstance(failure.error, ServerError)
