@@ -384,7 +384,9 @@ class _Walker:
             return split_series_query
         return None
 
-    async def matches(self, query: BaseQuery, seen: set[str]) -> AsyncGenerator[list[Any], None]:
+    async def matches(
+        self, query: BaseQuery, seen: set[str], announced: list[int] | None = None
+    ) -> AsyncGenerator[list[Any], None]:
         """Yield batches of typed results: every match of ``query`` not in ``seen``.
 
         A possibly truncated answer is paged with ``offset``; if paging cannot
@@ -394,7 +396,9 @@ class _Walker:
         the other parts go on.  Below the study level a failure is raised, so
         that the study it belongs to is held back whole.  A query that
         overflows and cannot be split raises
-        :class:`~aqido.errors.ResultsTruncatedError`.
+        :class:`~aqido.errors.ResultsTruncatedError`.  ``announced`` receives the
+        number of matches the server announced (first page plus "N additional
+        results"), if it did.
         """
         level = query.query_level
         size = (self.page_size or 0) if level is QueryLevel.STUDY else 0
@@ -409,9 +413,11 @@ class _Walker:
         if not self.caps.possibly_truncated(response, level, size):
             return
         sample = response.items
-        announced = None
+        total = None
         if response.additional_results is not None:
-            announced = len(response.items) + response.additional_results
+            total = len(response.items) + response.additional_results
+            if announced is not None:
+                announced.append(total)
         split = self.splitter(level)
         parts = split(query, sample) if split is not None else None
         if parts is None or not self.caps.offset_unreliable:
@@ -434,7 +440,7 @@ class _Walker:
                 received += len(response.items)
                 if not self.caps.possibly_truncated(response, level, size):
                     break
-            if honoured and self.caps.paging_trusted(level, received, announced):
+            if honoured and self.caps.paging_trusted(level, received, total):
                 return
             self.caps.offset_unreliable = True
         fetched = len(part_seen)
@@ -460,11 +466,25 @@ class _Walker:
                 self.stats._failed(part, error)
 
     async def listing(self, query: BaseQuery, seen: set[str]) -> AsyncGenerator[list[Any], None]:
-        """:meth:`matches` for the top-level study query, recording its failure."""
+        """:meth:`matches` for the top-level study query, recording its failure.
+
+        When the server announced how many studies match (a 299 warning with a
+        count) and fewer were found, that is a failure too: the difference are
+        studies no part could reach (no StudyDate, say).
+        """
+        announced: list[int] = []
         try:
-            async with aclosing(self.matches(query, seen)) as batches:
+            async with aclosing(self.matches(query, seen, announced)) as batches:
                 async for batch in batches:
                     yield batch
+            if announced and len(seen) < announced[0]:
+                raise ResultsTruncatedError(
+                    f"the server announced {announced[0]} matches for {query} but only "
+                    f"{len(seen)} could be reached: the others have no StudyDate, no "
+                    "StudyTime or no known modality where the query had to be split "
+                    "(or were deleted during the crawl)",
+                    url=query.relative_url(),
+                )
         except QidoError as error:
             if self.fail_fast:
                 raise

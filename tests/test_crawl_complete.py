@@ -106,10 +106,10 @@ async def test_a_query_with_a_date_range_is_split_inside_it() -> None:
     query = HierarchicalQuery(min_study_date="2024-02-01", max_study_date="2024-03-31")
     expected = {
         item["0020000D"]["Value"][0]
-        for item in BIG
+        for item in SMALL
         if "20240201" <= item["00080020"]["Value"][0] <= "20240331"
     }
-    async with make_archive(BIG, "orthanc") as archive:
+    async with make_archive(SMALL, "orthanc") as archive:
         studies = await crawl_list(archive.url, query=query, depth="STUDY", server_limit=CAP)
         dates = [dict(r.params).get("StudyDate", "") for r in archive.requests]
     assert {s.StudyInstanceUID for s in studies} == expected
@@ -237,11 +237,14 @@ async def test_an_overflow_that_cannot_be_split_is_reported() -> None:
         stats = CrawlStats()
         with pytest.raises(CrawlIncompleteError) as info:
             await crawl_list(archive.url, depth="STUDY", fail_fast=False, stats=stats)
-    (failure,) = info.value.failures
+    failure, shortfall = info.value.failures
     assert isinstance(failure.error, ResultsTruncatedError)
     assert failure.query.ModalitiesInStudy == "CT"
     assert time_bounds(failure.query) is not None
     assert stats.items["STUDY"] == 40
+    # the server announced 50 matches in its 299 warning: the 10 missing are reported too
+    assert shortfall.query == HierarchicalQuery()
+    assert "announced 50 matches" in str(shortfall.error)
 
 
 # --- stats -----------------------------------------------------------------------------------
@@ -478,3 +481,35 @@ async def test_a_failing_part_of_a_split_series_listing_holds_the_study_back() -
     (failure,) = stats.failures
     assert failure.query == HierarchicalQuery(query_level="SERIES", StudyInstanceUID="1.2.3.4")
     assert isinstance(failure.error, ServerError)
+
+
+def with_undated(first: bool) -> tuple[list[dict[str, Any]], set[str]]:
+    from tests.crawl_data import _study
+
+    content, tree = busy_archive(seed=8, scale=0.03, crowded=False)
+    undated = [item for n in range(5) for item in _study(10_000 + n, "", "", ["CT"], 1, 1, 8)]
+    for item in undated:
+        del item["00080020"], item["00080030"]
+    content = undated + content if first else content + undated
+    return content, set(tree) | {item["0020000D"]["Value"][0] for item in undated}
+
+
+@pytest.mark.anyio
+async def test_undated_studies_in_the_first_answer_are_kept() -> None:
+    content, expected = with_undated(first=True)
+    async with FakeArchive(content, max_results=20, ignore_offset=True) as archive:
+        studies = await crawl_list(archive.url, depth="STUDY")
+    assert {s.StudyInstanceUID for s in studies} == expected
+
+
+@pytest.mark.anyio
+async def test_unreachable_undated_studies_are_reported_when_the_server_gives_a_count() -> None:
+    content, expected = with_undated(first=False)
+    async with FakeArchive(content, max_results=20, ignore_offset=True) as archive:
+        stats = CrawlStats()
+        studies = await crawl_list(archive.url, depth="STUDY", partial=True, stats=stats)
+    assert len({s.StudyInstanceUID for s in studies}) == len(expected) - 5
+    (failure,) = stats.failures
+    assert failure.query == HierarchicalQuery()
+    assert isinstance(failure.error, ResultsTruncatedError)
+    assert f"announced {len(expected)} matches" in str(failure.error)
