@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from aqido.errors import (
     BadRequestError,
+    CrawlFailure,
     CrawlIncompleteError,
     HTTPStatusError,
     InvalidQueryError,
@@ -21,6 +22,7 @@ from aqido.errors import (
     QidoError,
     RateLimitedError,
     RequestTimeoutError,
+    ResultsTruncatedError,
     ServerError,
     TransportError,
     UnauthorizedError,
@@ -37,6 +39,7 @@ from aqido.query import (
 
 if TYPE_CHECKING:  # pragma: no cover - lazily resolved names, imported here for type checkers
     from aqido.blocking import QidoRS as QidoRS
+    from aqido.checkpoint import CrawlCheckpoint as CrawlCheckpoint
     from aqido.client import AsyncQidoRS as AsyncQidoRS
     from aqido.client import SearchResults as SearchResults
     from aqido.progress import CrawlProgress as CrawlProgress
@@ -51,6 +54,7 @@ if TYPE_CHECKING:  # pragma: no cover - lazily resolved names, imported here for
     from aqido.results import parse_results as parse_results
     from aqido.retry import Retry as Retry
     from aqido.retry import Timeout as Timeout
+    from aqido.stats import CrawlStats as CrawlStats
     from aqido.tables import to_dataframe as to_dataframe
     from aqido.tables import to_records as to_records
     from aqido.values import InvalidValue as InvalidValue
@@ -62,6 +66,8 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     "AsyncQidoRS": "aqido.client",
     "CrawlProgress": "aqido.progress",
+    "CrawlCheckpoint": "aqido.checkpoint",
+    "CrawlStats": "aqido.stats",
     "Dataset": "aqido.results",
     "Instance": "aqido.results",
     "InvalidValue": "aqido.values",
@@ -85,8 +91,11 @@ __all__ = [
     "AsyncQidoRS",
     "BadRequestError",
     "BaseQuery",
+    "CrawlCheckpoint",
+    "CrawlFailure",
     "CrawlIncompleteError",
     "CrawlProgress",
+    "CrawlStats",
     "Dataset",
     "HTTPStatusError",
     "HierarchicalQuery",
@@ -105,6 +114,7 @@ __all__ = [
     "RateLimitedError",
     "RelationalQuery",
     "RequestTimeoutError",
+    "ResultsTruncatedError",
     "Retry",
     "SearchResults",
     "Series",
