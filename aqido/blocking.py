@@ -25,6 +25,7 @@ cancels that task and waits for it to finish.
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import threading
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Mapping
@@ -35,9 +36,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from aqido.checkpoint import CrawlCheckpoint
 from aqido.client import DEFAULT_MAX_CONCURRENCY, DEFAULT_RETRY, DEFAULT_TIMEOUT, AsyncQidoRS
 from aqido.progress import CrawlProgress, make_progress, report
 from aqido.query import QueryLevel
+from aqido.stats import CrawlStats
 
 if TYPE_CHECKING:  # pragma: no cover
     from aqido.client import Auth, SearchResults
@@ -172,6 +175,7 @@ class QidoRS:
         timeout: Timeout | float | None = DEFAULT_TIMEOUT,
         retries: Retry | int | None = DEFAULT_RETRY,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        server_limit: int | Mapping[Any, int] | None = None,
     ) -> None:
         self._async = AsyncQidoRS(
             url,
@@ -180,6 +184,7 @@ class QidoRS:
             timeout=timeout,
             retries=retries,
             max_concurrency=max_concurrency,
+            server_limit=server_limit,
         )
         self._runner = _Runner(self._async)
         self._finalizer = weakref.finalize(self, self._runner.close)
@@ -300,6 +305,11 @@ class QidoRS:
         depth: QueryLevel | str = QueryLevel.INSTANCE,
         max_concurrency: int | None = None,
         page_size: int | None = None,
+        server_limit: int | Mapping[Any, int] | None = None,
+        fail_fast: bool = False,
+        partial: bool = False,
+        stats: CrawlStats | None = None,
+        checkpoint: str | os.PathLike[str] | CrawlCheckpoint | None = None,
         progress: bool | CrawlProgress | None = None,
     ) -> Iterator[Study]:
         """Walk studies → series → instances; yield each ``Study`` once its subtree is done.
@@ -310,7 +320,15 @@ class QidoRS:
         """
         studies = self._iterate(
             lambda: self._async.crawl(
-                query, depth=depth, max_concurrency=max_concurrency, page_size=page_size
+                query,
+                depth=depth,
+                max_concurrency=max_concurrency,
+                page_size=page_size,
+                server_limit=server_limit,
+                fail_fast=fail_fast,
+                partial=partial,
+                stats=stats,
+                checkpoint=checkpoint,
             )
         )
         if progress is None or progress is False:

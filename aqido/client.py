@@ -498,7 +498,7 @@ class AsyncQidoRS:
         max_concurrency: int | None = None,
         page_size: int | None = None,
         server_limit: int | Mapping[Any, int] | None = None,
-        fail_fast: bool = True,
+        fail_fast: bool = False,
         partial: bool = False,
         stats: CrawlStats | None = None,
         checkpoint: str | os.PathLike[str] | CrawlCheckpoint | None = None,
@@ -519,13 +519,13 @@ class AsyncQidoRS:
         split by StudyDate, StudyTime, then ModalitiesInStudy until every part
         fits (see the README's "Crawling" section for what cannot be reached).
 
-        Failures: with ``fail_fast=True`` (default) the first error (after the
-        client's retries) cancels the crawl and is raised as is.  With
-        ``fail_fast=False`` a failed part is recorded and the crawl goes on;
+        Failures (nothing is lost silently): by default a part that still
+        fails after the client's retries is recorded and the crawl goes on;
         after the last study, :class:`~aqido.errors.CrawlIncompleteError`
         lists every failed part (a study whose subtree failed is not yielded).
         ``partial=True`` ends normally instead, with the failures in
-        ``stats.failures``.
+        ``stats.failures``.  ``fail_fast=True`` cancels the crawl at the first
+        error and raises it as is.
 
         ``stats``: a :class:`~aqido.stats.CrawlStats` updated live (requests,
         retries, pages, splits, items per level, failures, elapsed).

@@ -511,7 +511,7 @@ async def crawl(
     limiter: anyio.CapacityLimiter | None = None,
     server_limit: int | Mapping[Any, int] | None = None,
     stats: CrawlStats | None = None,
-    fail_fast: bool = True,
+    fail_fast: bool = False,
     partial: bool = False,
     checkpoint: CrawlCheckpoint | None = None,
     today: datetime.date | None = None,
@@ -532,10 +532,10 @@ async def crawl(
         server_limit: the server's cap on results per response (an int, or a
             mapping by level); see :class:`~aqido.partition.Caps`.
         stats: a :class:`~aqido.stats.CrawlStats` to update (live).
-        fail_fast: the first failure (after retries) cancels the crawl and is
-            raised as is.  ``False``: failed parts are recorded and the crawl
-            goes on; at the end :class:`~aqido.errors.CrawlIncompleteError` is
-            raised, unless ``partial``.
+        fail_fast: ``True``: the first failure (after retries) cancels the
+            crawl and is raised as is.  ``False`` (default): failed parts are
+            recorded and the crawl goes on; at the end
+            :class:`~aqido.errors.CrawlIncompleteError` is raised, unless ``partial``.
         partial: implies ``fail_fast=False``; the crawl ends normally and the
             failures are in ``stats.failures``.
         checkpoint: an opened-on-demand :class:`~aqido.checkpoint.CrawlCheckpoint`:

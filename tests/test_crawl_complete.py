@@ -196,12 +196,23 @@ async def test_a_failing_series_is_reported_and_its_study_held_back() -> None:
 
 
 @pytest.mark.anyio
-async def test_fail_fast_is_the_default_and_raises_the_error_itself() -> None:
+async def test_fail_fast_raises_the_error_itself() -> None:
     study, _ = first_study(SMALL_TREE)
     async with make_archive(SMALL, "orthanc") as archive:
         archive.fail(lambda url: url.endswith(f"/studies/{study}/series"), "500")
         with pytest.raises(ServerError):
+            await crawl_list(archive.url, server_limit=CAP, fail_fast=True)
+
+
+@pytest.mark.anyio
+async def test_by_default_a_failure_is_reported_after_the_rest_is_fetched() -> None:
+    study, _ = first_study(SMALL_TREE)
+    async with make_archive(SMALL, "orthanc") as archive:
+        archive.fail(lambda url: url.endswith(f"/studies/{study}/series"), "500")
+        with pytest.raises(CrawlIncompleteError) as info:
             await crawl_list(archive.url, server_limit=CAP)
+    assert [str(f.query) for f in info.value.failures] == [f"/studies/{study}/series"]
+    assert info.value.counts["STUDY"] == len(SMALL_TREE)  # every study was listed
 
 
 @pytest.mark.anyio
