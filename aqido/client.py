@@ -51,6 +51,7 @@ from aqido.errors import (
 from aqido.partition import check_server_limit
 from aqido.protocol import ACCEPT, QidoResponse, QidoWarning, join_url, parse_response
 from aqido.query import (
+    ATTRIBUTE_FIELDS,
     BaseQuery,
     HierarchicalQuery,
     QueryLevel,
@@ -676,20 +677,7 @@ def _structure(
     return structure(chosen, level, url=response.url, status=response.status)
 
 
-_QUERY_FIELDS = frozenset(
-    {
-        "StudyInstanceUID",
-        "SeriesInstanceUID",
-        "SOPInstanceUID",
-        "PatientName",
-        "PatientID",
-        "AccessionNumber",
-        "ModalitiesInStudy",
-        "Modality",
-        "StudyDescription",
-        "SeriesDescription",
-    }
-)
+_QUERY_FIELDS = frozenset(ATTRIBUTE_FIELDS)
 
 
 def _dicomweb_query(
