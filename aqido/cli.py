@@ -34,14 +34,11 @@ import json
 import os
 import signal
 import sys
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager, redirect_stdout, suppress
+from contextlib import aclosing, asynccontextmanager, redirect_stdout, suppress
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
-
-import attrs
 
 from aqido import __version__
 from aqido.errors import (
@@ -49,15 +46,13 @@ from aqido.errors import (
     InvalidQueryError,
     QidoError,
     TransportError,
-    redact_url,
 )
 from aqido.query import BaseQuery, HierarchicalQuery, QueryLevel, RelationalQuery
 
 if TYPE_CHECKING:  # pragma: no cover
-    import aiohttp
-
     from aqido.client import AsyncQidoRS
     from aqido.results import Dataset, Study
+    from aqido.stats import CrawlStats
 
 __all__ = [
     "EXIT_ERROR",
@@ -65,12 +60,12 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
-    "CrawlCounters",
     "UsageError",
     "build_parser",
     "format_value",
     "main",
     "query_from_args",
+    "status_line",
     "write_results",
 ]
 
@@ -598,79 +593,6 @@ def _print_table(
 # --- the client -----------------------------------------------------------------------------
 
 
-@attrs.define
-class CrawlCounters:
-    """What a crawl has done so far (shown by the progress display and the summary).
-
-    ``requests``, ``retries`` and ``errors`` count HTTP attempts as they happen:
-    a retry is a request for a URL already requested, an error a response
-    with status >= 400 or a request that got no response.
-    """
-
-    studies_total: int | None = None
-    studies: int = 0
-    skipped: int = 0
-    series: int = 0
-    instances: int = 0
-    requests: int = 0
-    retries: int = 0
-    errors: int = 0
-    failed: int = 0
-    started: float = attrs.field(factory=time.monotonic)
-    _seen_urls: set[int] = attrs.field(factory=set, repr=False)
-
-    def elapsed(self) -> float:
-        """Seconds since the crawl started."""
-        return time.monotonic() - self.started
-
-    def request_started(self, url: str) -> None:
-        """Count a request (a retry when the same URL was requested before)."""
-        self.requests += 1
-        key = hash(url)
-        if key in self._seen_urls:
-            self.retries += 1
-        else:
-            self._seen_urls.add(key)
-
-    def status_line(self) -> str:
-        """One status line: ``studies 12/40 · series 36 · instances 72 · 85 req/s · ...``."""
-        total = f"/{self.studies_total}" if self.studies_total is not None else ""
-        rate = self.requests / max(self.elapsed(), 1e-9)
-        return (
-            f"studies {self.studies + self.skipped}{total} · series {self.series} · "
-            f"instances {self.instances} · {rate:.0f} req/s · "
-            f"{self.retries} retr{'y' if self.retries == 1 else 'ies'} · "
-            f"{self.errors} error{'' if self.errors == 1 else 's'}"
-        )
-
-
-def _trace_config(counters: CrawlCounters) -> aiohttp.TraceConfig:
-    import aiohttp
-
-    trace = aiohttp.TraceConfig()
-
-    async def on_start(
-        _session: aiohttp.ClientSession, _ctx: Any, params: aiohttp.TraceRequestStartParams
-    ) -> None:
-        counters.request_started(str(params.url))
-
-    async def on_end(
-        _session: aiohttp.ClientSession, _ctx: Any, params: aiohttp.TraceRequestEndParams
-    ) -> None:
-        if params.response.status >= 400:
-            counters.errors += 1
-
-    async def on_exception(
-        _session: aiohttp.ClientSession, _ctx: Any, _params: aiohttp.TraceRequestExceptionParams
-    ) -> None:
-        counters.errors += 1
-
-    trace.on_request_start.append(on_start)
-    trace.on_request_end.append(on_end)
-    trace.on_request_exception.append(on_exception)
-    return trace
-
-
 @asynccontextmanager
 async def _open_client(
     url: str,
@@ -680,30 +602,22 @@ async def _open_client(
     timeout: float,
     retries: int,
     concurrency: int,
-    counters: CrawlCounters | None = None,
 ) -> AsyncIterator[AsyncQidoRS]:
-    import aiohttp
-
     from aqido.client import AsyncQidoRS
 
-    options: dict[str, Any] = {
-        "auth": auth,
-        "headers": headers,
-        "timeout": timeout or None,
-        "retries": retries,
-        "max_concurrency": concurrency,
-    }
-    async with AsyncExitStack() as stack:
-        if counters is not None:  # a session of our own, to count requests as they go
-            connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
-            options["session"] = await stack.enter_async_context(
-                aiohttp.ClientSession(connector=connector, trace_configs=[_trace_config(counters)])
-            )
-        try:
-            client = AsyncQidoRS(url, **options)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from exc
-        yield await stack.enter_async_context(client)
+    try:
+        client = AsyncQidoRS(
+            url,
+            auth=auth,
+            headers=headers,
+            timeout=timeout or None,
+            retries=retries,
+            max_concurrency=concurrency,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    async with client:
+        yield client
 
 
 def _check_url(url: str) -> None:
@@ -766,17 +680,11 @@ async def _run_search(
 # --- crawl ---------------------------------------------------------------------------------
 
 
-@attrs.frozen
-class _Failure:
-    what: str
-    error: BaseException
-
-
 class _Progress:
     """The live progress display: rich on a terminal, a plain status line without rich."""
 
-    def __init__(self, counters: CrawlCounters, stream: IO[str], enabled: bool) -> None:
-        self.counters = counters
+    def __init__(self, stats: CrawlStats, stream: IO[str], enabled: bool) -> None:
+        self.stats = stats
         self.stream = stream
         self.enabled = enabled
         self._rich: Any = None
@@ -813,14 +721,12 @@ class _Progress:
     def refresh(self) -> None:
         if not self.enabled:
             return
-        c = self.counters
+        done, listed = _studies_done(self.stats), self.stats.items["STUDY"]
         if self._rich is not None:
-            stats = c.status_line().split(" · ", 1)[1]
-            self._rich.update(
-                self._task, completed=c.studies + c.skipped, total=c.studies_total, stats=stats
-            )
+            stats = status_line(self.stats).split(" · ", 1)[1]
+            self._rich.update(self._task, completed=done, total=max(listed, done), stats=stats)
         else:
-            self.stream.write("\r" + c.status_line() + " ")
+            self.stream.write("\r" + status_line(self.stats) + " ")
             self.stream.flush()
             self._plain_shown = True
 
@@ -840,108 +746,32 @@ class _Progress:
             self.stream.flush()
 
 
-async def _crawl_into(
-    client: AsyncQidoRS,
-    query: BaseQuery,
-    *,
-    depth: QueryLevel,
-    counters: CrawlCounters,
-    skip: frozenset[str],
-    window: int,
-    on_study: Callable[[Study], None],
-    page_size: int | None = None,
-) -> list[_Failure]:
-    """Crawl the studies of ``query`` not in ``skip``; hand each complete one to ``on_study``.
+def _studies_done(stats: CrawlStats) -> int:
+    return stats.studies_done + stats.studies_skipped
 
-    A study whose subtree cannot be fetched (after the client's retries) is
-    recorded as a failure and the crawl goes on; the failures are returned.
-    ``on_study`` runs only for a study whose whole subtree was fetched, which is
-    what makes the crawl file resumable: a study is either a complete line or
-    absent.
 
-    This is the one place the CLI walks the archive.  When the library's crawl
-    can skip known studies, keep going past failed parts and report
-    ``CrawlStats`` (issue 9), this function becomes a loop over that crawl:
-    ``skip`` and ``on_study`` stay as they are, and the counters read its stats.
+def status_line(stats: CrawlStats) -> str:
+    """One status line: ``studies 12/40 · series 36 · instances 72 · 85 req/s · ...``.
+
+    Studies done (including those already in a resumed file) of those listed so
+    far; series and instances fetched; requests per second; retries (transient
+    failures retried); errors (parts that failed for good).
     """
-    import anyio
-
-    failures: list[_Failure] = []
-    slots = anyio.Semaphore(window)
-    seen: set[str] = set()
-
-    async def children(level: QueryLevel, study_uid: str, series_uid: str = "") -> list[Any]:
-        child = HierarchicalQuery(
-            query_level=level, StudyInstanceUID=study_uid, SeriesInstanceUID=series_uid
-        )
-        return [item async for item in client.iter_search(child)]
-
-    async def subtree(study: Study, uid: str) -> None:
-        try:
-            series = await children(QueryLevel.SERIES, uid)
-            if depth is QueryLevel.INSTANCE:
-                filled: list[Any] = list(series)
-                errors: list[QidoError] = []
-
-                async def fill(index: int) -> None:
-                    one = filled[index]
-                    try:
-                        found = await children(QueryLevel.INSTANCE, uid, one.SeriesInstanceUID)
-                    except QidoError as error:
-                        errors.append(error)
-                        return
-                    filled[index] = attrs.evolve(one, instances=tuple(found))
-
-                async with anyio.create_task_group() as group:
-                    for index in range(len(filled)):
-                        group.start_soon(fill, index)
-                if errors:
-                    raise errors[0]
-                series = filled
-            complete = attrs.evolve(study, series=tuple(series))
-        except QidoError as error:
-            failures.append(_Failure(f"study {uid}", error))
-            counters.failed += 1
-            return
-        finally:
-            slots.release()
-        on_study(complete)
-        counters.studies += 1
-        counters.series += len(complete.series)
-        counters.instances += sum(len(s.instances) for s in complete.series)
-
-    listed = 0
-    first_error: QidoError | None = None
-    async with anyio.create_task_group() as group:
-        try:
-            async for study in client.iter_search(query, page_size=page_size):
-                listed += 1
-                uid = study.StudyInstanceUID
-                if not uid or uid in seen:
-                    continue
-                seen.add(uid)
-                if uid in skip:
-                    counters.skipped += 1
-                    continue
-                await slots.acquire()
-                group.start_soon(subtree, study, uid)
-        except QidoError as error:
-            if listed:
-                failures.append(_Failure(f"the study list (after {listed} studies)", error))
-            else:  # nothing at all: the server is unreachable, refuses us, or the query is bad
-                first_error = error
-        else:
-            counters.studies_total = len(seen)
-    if first_error is not None:
-        raise first_error
-    return failures
+    rate = stats.requests / max(stats.elapsed, 1e-9)
+    errors = len(stats.failures)
+    return (
+        f"studies {_studies_done(stats)}/{stats.items['STUDY']} · "
+        f"series {stats.items['SERIES']} · instances {stats.items['INSTANCE']} · "
+        f"{rate:.0f} req/s · {stats.retries} retr{'y' if stats.retries == 1 else 'ies'} · "
+        f"{errors} error{'' if errors == 1 else 's'}"
+    )
 
 
 def _prepare_out(
-    path: Path, state: Any, *, resume: bool, overwrite: bool, err: IO[str]
-) -> tuple[frozenset[str], int]:
-    """Check --out/--resume/--overwrite; return (studies done, bytes to keep)."""
-    from aqido.crawlfile import CrawlFileError, CrawlState, scan
+    path: Path, query: BaseQuery, depth: QueryLevel, *, resume: bool, overwrite: bool, err: IO[str]
+) -> None:
+    """Check --out/--resume/--overwrite before crawling (one-line usage errors)."""
+    from aqido.checkpoint import CrawlCheckpoint
 
     exists = path.exists() and path.stat().st_size > 0
     if not resume:
@@ -949,25 +779,23 @@ def _prepare_out(
             raise UsageError(
                 f"{path} exists: add --resume to continue that crawl, or --overwrite to replace it"
             )
-        return frozenset(), 0
-    saved = CrawlState.load(path)
-    if saved is None:
         if exists:
-            raise UsageError(
-                f"{path} has no crawl state ({path}.state), so it cannot be resumed safely; "
-                "use --overwrite to start again"
-            )
-        return frozenset(), 0
-    differences = saved.differences(state)
-    if differences:
-        raise UsageError(f"{path} is a different crawl ({'; '.join(differences)})")
+            path.unlink()
+        return
+    if not exists:
+        return
+    with path.open("rb") as file:
+        file.seek(-1, os.SEEK_END)
+        cut = file.read(1) != b"\n"
+    checkpoint = CrawlCheckpoint(path)
     try:
-        found = scan(path)
-    except CrawlFileError as exc:
-        raise UsageError(str(exc)) from exc
-    if found.dropped_tail:
-        err.write(f"aqido: {path}: dropping an incomplete last line (an interrupted write)\n")
-    return found.done, found.valid_bytes
+        checkpoint.open(query, depth)  # validates the header (same query and depth)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        checkpoint.close()
+    if cut:
+        err.write(f"aqido: {path}: dropped an incomplete last line (an interrupted write)\n")
 
 
 async def _run_crawl(
@@ -985,89 +813,81 @@ async def _run_crawl(
     rich_ok: bool,
     on_study: Callable[[Study], None] | None = None,
     page_size: int | None = None,
-) -> tuple[int, CrawlCounters]:
-    from aqido.crawlfile import CrawlState, CrawlWriter
+) -> tuple[int, CrawlStats]:
+    """Crawl with the library's complete crawl (``partial=True``), into a checkpoint file.
+
+    A part that fails for good is recorded and the crawl goes on; each is
+    named on stderr at the end (exit 3).  If nothing at all could be listed
+    (unreachable server, 401), that error is raised instead (exit 1).
+    """
+    from aqido.stats import CrawlStats
 
     if query.query_level is not QueryLevel.STUDY:  # pragma: no cover - the parser ensures it
         raise UsageError("crawl starts from a study-level query")
-    done: frozenset[str] = frozenset()
-    keep = 0
-    state = CrawlState(url=redact_url(url), query=query.relative_url(), depth=depth.name)
     _check_url(url)  # before any file is touched
     if out_path is not None:
-        done, keep = _prepare_out(out_path, state, resume=resume, overwrite=overwrite, err=err)
-    counters = CrawlCounters()
-    display = _Progress(counters, err, progress)
-    failures: list[_Failure] = []
-    writer: CrawlWriter | None = None
-    if out_path is not None:
-        writer = CrawlWriter(out_path, keep_bytes=keep)
-        state.save(out_path)
-
-    def deliver(study: Study) -> None:
-        if writer is not None:
-            writer.write(study)
-        if on_study is not None:
-            on_study(study)
-
-    try:
-        async with _open_client(url, counters=counters, **client_options) as client:
-            display.start()
-            ticker = asyncio.get_running_loop().create_task(display.run())
-            try:
-                failures = await _crawl_into(
-                    client,
-                    query,
-                    depth=depth,
-                    counters=counters,
-                    skip=done,
-                    window=2 * int(client_options["concurrency"]),
-                    on_study=deliver,
-                    page_size=page_size,
-                )
-            finally:
-                ticker.cancel()
-                with suppress(asyncio.CancelledError):
-                    await ticker
-                display.stop()
-    finally:
-        if writer is not None:
-            writer.close()
-    _print_summary(counters, out, out_path=out_path, rich_ok=rich_ok)
-    if failures:
-        for failure in failures:
-            err.write(f"aqido: could not fetch {failure.what}: {_one_line(failure.error)}\n")
+        _prepare_out(out_path, query, depth, resume=resume, overwrite=overwrite, err=err)
+    stats = CrawlStats()
+    display = _Progress(stats, err, progress)
+    async with _open_client(url, **client_options) as client:
+        display.start()
+        ticker = asyncio.get_running_loop().create_task(display.run())
+        try:
+            crawl = client.crawl(
+                query,
+                depth=depth,
+                page_size=page_size,
+                partial=True,
+                stats=stats,
+                checkpoint=out_path,
+            )
+            async with aclosing(crawl) as studies:
+                async for study in studies:
+                    if on_study is not None:
+                        on_study(study)
+        finally:
+            ticker.cancel()
+            with suppress(asyncio.CancelledError):
+                await ticker
+            display.stop()
+    if stats.failures and not stats.items["STUDY"]:
+        raise stats.failures[0].error  # nothing listed at all: not a partial crawl
+    _print_summary(stats, out, out_path=out_path, rich_ok=rich_ok)
+    if stats.failures:
+        for failure in stats.failures:
+            err.write(f"aqido: could not fetch {failure.query}: {_one_line(failure.error)}\n")
         err.write(
-            f"aqido: crawl incomplete: {len(failures)} part(s) could not be fetched"
+            f"aqido: crawl incomplete: {len(stats.failures)} part(s) could not be fetched"
             + (
                 "; run the same command with --resume to fetch what is missing\n"
                 if out_path is not None
                 else "\n"
             )
         )
-        return EXIT_INCOMPLETE, counters
-    return EXIT_OK, counters
+        return EXIT_INCOMPLETE, stats
+    return EXIT_OK, stats
 
 
 def _print_summary(
-    counters: CrawlCounters, out: IO[str], *, out_path: Path | None, rich_ok: bool
+    stats: CrawlStats, out: IO[str], *, out_path: Path | None, rich_ok: bool
 ) -> None:
-    elapsed = counters.elapsed()
+    elapsed = stats.elapsed
     rows = [
-        ["studies written" if out_path else "studies", str(counters.studies)],
-        ["series", str(counters.series)],
-        ["instances", str(counters.instances)],
+        ["studies written" if out_path else "studies", str(stats.studies_done)],
+        ["series", str(stats.items["SERIES"])],
+        ["instances", str(stats.items["INSTANCE"])],
     ]
-    if counters.skipped:
-        rows.insert(1, ["studies already in the file", str(counters.skipped)])
-    if counters.failed:
-        rows.append(["studies that failed", str(counters.failed)])
+    if stats.studies_skipped:
+        rows.insert(1, ["studies already in the file", str(stats.studies_skipped)])
     rows += [
-        ["requests", f"{counters.requests} ({counters.requests / max(elapsed, 1e-9):.0f}/s)"],
-        ["retries", str(counters.retries)],
-        ["errors (before retries)", str(counters.errors)],
-        ["elapsed", f"{elapsed:.2f} s"],
+        ["requests", f"{stats.requests} ({stats.requests / max(elapsed, 1e-9):.0f}/s)"],
+        ["retries", str(stats.retries)],
     ]
+    if stats.splits:
+        rows.append(["queries split (server caps)", str(stats.splits)])
+    if stats.failures:
+        rows.append(["parts that failed", str(len(stats.failures))])
+    rows.append(["elapsed", f"{elapsed:.2f} s"])
     if out_path is not None:
         rows.append(["output", str(out_path)])
     _print_table(["crawl", ""], rows, out, rich_ok=rich_ok)

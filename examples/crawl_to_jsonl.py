@@ -1,11 +1,12 @@
-"""Crawl every study with its series and instances into a JSON Lines file.
+"""Crawl every study with its series and instances into a JSON Lines file, resumably.
 
     python examples/crawl_to_jsonl.py [URL] [OUT.jsonl]
 
-One complete study per line (the format of ``aqido crawl``, read back with
-``aqido.crawlfile.read_studies``). URL (or $AQIDO_URL) is your archive's QIDO-RS
-root; without it, the script starts aqido's in-process demo archive. For a
-resumable crawl with a progress bar, use the command line: ``aqido crawl URL --out FILE``.
+One complete study per line (the format of ``aqido crawl``: a
+:class:`~aqido.CrawlCheckpoint`). Run the script again after an interruption
+and it resumes: the studies already in the file are skipped. URL (or
+$AQIDO_URL) is your archive's QIDO-RS root; without it, the script starts
+aqido's in-process demo archive.
 """
 
 from __future__ import annotations
@@ -15,18 +16,18 @@ import os
 import sys
 from pathlib import Path
 
-from aqido import AsyncQidoRS, HierarchicalQuery
-from aqido.crawlfile import dumps_line, read_studies, study_record
+from aqido import AsyncQidoRS, CrawlCheckpoint, CrawlStats, HierarchicalQuery
 from aqido.testing import archive_url
 
 
 async def main(url: str | None, out: Path) -> None:
+    stats = CrawlStats()  # live counters: read them from a progress display if you like
     async with archive_url(url) as base, AsyncQidoRS(base, max_concurrency=8) as client:
-        with out.open("wb") as lines:
-            # Each study arrives as soon as its whole subtree has been fetched.
-            async for study in client.crawl(HierarchicalQuery(), page_size=100):
-                lines.write(dumps_line(study_record(study)))
-    studies = list(read_studies(out))
+        # Each study is written (and yielded) as soon as its whole subtree has been fetched.
+        async for _study in client.crawl(HierarchicalQuery(), checkpoint=out, stats=stats):
+            pass
+    print(stats.summary())
+    studies = list(CrawlCheckpoint.read_studies(out))
     series = sum(len(study.series) for study in studies)
     instances = sum(len(s.instances) for study in studies for s in study.series)
     print(f"{out}: {len(studies)} studies, {series} series, {instances} instances")

@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
+from aqido.checkpoint import CrawlCheckpoint
 from aqido.cli import EXIT_ERROR, EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, format_value, main
-from aqido.crawlfile import read_studies, scan, state_path
 from aqido.errors import UnauthorizedError
 from aqido.testing import FakeArchive, SyntheticArchive
 
@@ -296,8 +296,23 @@ def _crawl(url: str, out: pathlib.Path, *extra: str) -> tuple[int, str, str]:
     return run("crawl", url, "--out", str(out), "--concurrency", "3", "--retries", "0", *extra)
 
 
+def _records(path: pathlib.Path) -> list[dict[str, Any]]:
+    """Every record of a crawl file: the header, the study lines, the end records."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
 def _lines(path: pathlib.Path) -> list[str]:
-    return path.read_text(encoding="utf-8").splitlines()
+    """The study lines of a crawl file (its results), in file order."""
+    text = path.read_text(encoding="utf-8")
+    return [line for line in text.splitlines() if line.startswith('{"StudyInstanceUID":')]
+
+
+def _check_complete(path: pathlib.Path, query: str = "/studies", depth: str = "INSTANCE") -> None:
+    """The file starts with its header and its last run ended complete."""
+    records = _records(path)
+    assert records[0] == {"aqido_crawl": 1, "query": query, "depth": depth}
+    assert records[-1]["end"]["complete"] is True
+    assert records[-1]["end"]["failures"] == []
 
 
 def _portless(lines: list[str], archive: FakeArchive) -> list[str]:
@@ -311,6 +326,7 @@ def reference(archive: FakeArchive, tmp_path_factory: pytest.TempPathFactory) ->
     path = tmp_path_factory.mktemp("reference") / "all.jsonl"
     status, _out, err = _crawl(archive.url, path)
     assert (status, err) == (EXIT_OK, "")
+    _check_complete(path)
     return _lines(path)
 
 
@@ -330,7 +346,7 @@ def test_crawl_writes_one_complete_study_per_line(
             ]
     path = tmp_path / "copy.jsonl"
     path.write_text("\n".join(reference) + "\n", encoding="utf-8")
-    studies = list(read_studies(path))
+    studies = list(CrawlCheckpoint.read_studies(path))
     assert [s.StudyInstanceUID for s in studies] == [
         json.loads(x)["StudyInstanceUID"] for x in reference
     ]
@@ -346,11 +362,11 @@ def test_crawl_summary_and_series_depth(archive: FakeArchive, tmp_path: pathlib.
     assert sorted(r["StudyInstanceUID"] for r in records) == sorted(
         s.study_instance_uid for s in ct
     )
-    assert all("instances" not in entry for r in records for entry in r["series"])
+    assert all(entry["instances"] == [] for r in records for entry in r["series"])
     summary = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in out.splitlines()[2:])
     assert summary["studies written"] == str(len(ct))
     assert summary["series"] == str(2 * len(ct))
-    assert json.loads(state_path(path).read_text())["depth"] == "SERIES"
+    _check_complete(path, "/studies?ModalitiesInStudy=CT", "SERIES")
 
 
 def test_failed_study_is_named_then_resume_fills_the_gap(
@@ -362,7 +378,9 @@ def test_failed_study_is_named_then_resume_fills_the_gap(
         flaky.fail(broken, "500")
         status, _, err = _crawl(flaky.url, path)
         assert status == EXIT_INCOMPLETE
-        assert f"could not fetch study {STUDY_UIDS[4]}: HTTP 500" in err
+        failed = f"/studies/{STUDY_UIDS[4]}/series/{broken}/instances"
+        assert f"aqido: could not fetch {failed}: HTTP 500" in err
+        assert _records(path)[-1]["end"]["complete"] is False
         assert "--resume" in err.splitlines()[-1]
         assert len(_lines(path)) == len(STUDY_UIDS) - 1
         flaky.clear_faults()
@@ -374,6 +392,7 @@ def test_failed_study_is_named_then_resume_fills_the_gap(
             STUDY_UIDS[4]
         }
         assert _portless(_lines(path), flaky) == _portless(reference, archive)
+        _check_complete(path)
     assert "studies already in the file" in out
 
 
@@ -382,15 +401,15 @@ def test_resume_drops_a_truncated_last_line(
 ) -> None:
     path = tmp_path / "cut.jsonl"
     _crawl(archive.url, path, "--depth", "instance")
-    keep = _lines(path)[:5]
-    cut = _lines(path)[5]
+    lines = path.read_text(encoding="utf-8").splitlines()
+    keep, cut = lines[:6], lines[6]  # the header and 5 studies, then half a study
     path.write_bytes(("\n".join(keep) + "\n" + cut[: len(cut) // 2]).encode())
-    assert scan(path).dropped_tail
-    assert len(scan(path).done) == 5
-    status, _, err = _crawl(archive.url, path, "--resume")
+    status, out, err = _crawl(archive.url, path, "--resume")
     assert status == EXIT_OK
-    assert "dropping an incomplete last line" in err
+    assert "dropped an incomplete last line" in err
+    assert re.search(r"studies already in the file\s+5$", out, flags=re.MULTILINE)
     assert sorted(_lines(path)) == sorted(reference)
+    _check_complete(path)
 
 
 def test_resume_refuses_another_crawl_and_overwrite_is_explicit(
@@ -404,15 +423,16 @@ def test_resume_refuses_another_crawl_and_overwrite_is_explicit(
     assert "--overwrite" in err
     status, _, err = _crawl(archive.url, path, "--resume", "--PatientID", "X")
     assert status == EXIT_USAGE
-    assert "different crawl" in err
+    assert "holds a crawl of '/studies' at depth SERIES, not '/studies?PatientID=X'" in err
     status, _, err = _crawl(archive.url, path, "--resume")  # depth differs
     assert status == EXIT_USAGE
-    assert "depth" in err
+    assert "at depth SERIES, not '/studies' at INSTANCE" in err
     assert _crawl(archive.url, path, "--overwrite")[0] == EXIT_OK
     path.write_text("not a crawl file\nat all\n")
     status, _, err = _crawl(archive.url, path, "--resume")
     assert status == EXIT_USAGE
-    assert "line 1" in err
+    assert "not an aqido crawl checkpoint" in err
+    assert path.read_text() == "not a crawl file\nat all\n"  # left alone
 
 
 def test_killed_crawl_resumes_to_exactly_the_same_lines(tmp_path: pathlib.Path) -> None:
@@ -440,14 +460,14 @@ def test_killed_crawl_resumes_to_exactly_the_same_lines(tmp_path: pathlib.Path) 
         try:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and process.poll() is None:
-                if path.exists() and path.read_bytes().count(b"\n") >= kill_after:
+                if path.exists() and path.read_bytes().count(b"\n") >= kill_after + 1:  # + header
                     break
                 time.sleep(0.005)
             assert process.poll() is None, "the crawl finished before it could be killed"
             os.kill(process.pid, signal.SIGKILL)
         finally:
             process.wait(30)
-        interrupted = len(scan(path).done)
+        interrupted = len(_lines(path))
         assert kill_after <= interrupted < 40
         slow.latency = 0.0
         status, _, err = _crawl(slow.url, path, "--resume")
@@ -456,6 +476,8 @@ def test_killed_crawl_resumes_to_exactly_the_same_lines(tmp_path: pathlib.Path) 
     lines = _lines(path)
     assert len(lines) == len(set(lines)) == 40
     assert sorted(lines) == sorted(_lines(clean))
+    _check_complete(path)
+    assert _records(path)[0] == _records(clean)[0]
 
 
 # --- demo, formats without rich, packaging ---------------------------------------------------
@@ -531,7 +553,7 @@ def test_ctrl_c_stops_cleanly_and_resume_completes(tmp_path: pathlib.Path) -> No
         try:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and process.poll() is None:
-                if path.exists() and path.read_bytes().count(b"\n") >= 3:
+                if path.exists() and path.read_bytes().count(b"\n") >= 3 + 1:  # + header
                     break
                 time.sleep(0.005)
             assert process.poll() is None, "the crawl finished before it could be interrupted"
@@ -544,9 +566,9 @@ def test_ctrl_c_stops_cleanly_and_resume_completes(tmp_path: pathlib.Path) -> No
         assert process.returncode == 130
         assert stderr.strip().splitlines()[-1] == "aqido: interrupted"
         assert "Traceback" not in stderr
-        found = scan(path)
-        assert not found.dropped_tail
-        assert 3 <= len(found.done) < 30
+        assert path.read_bytes().endswith(b"\n")  # only complete lines
+        assert 3 <= len(_lines(path)) < 30
+        assert "end" not in _records(path)[-1]  # interrupted: no end record
         slow.latency = 0.0
         assert _crawl(slow.url, path, "--resume")[0] == EXIT_OK
         assert _crawl(slow.url, clean)[0] == EXIT_OK

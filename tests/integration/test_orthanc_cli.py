@@ -11,8 +11,8 @@ import pathlib
 
 import pytest
 
+from aqido.checkpoint import CrawlCheckpoint
 from aqido.cli import EXIT_ERROR, EXIT_OK, main
-from aqido.crawlfile import read_studies, scan
 from aqido.testing.orthanc import OrthancServer
 from tests.integration.support import AUTH_PASSWORD, AUTH_USER, AUTHED, SEEDED
 
@@ -44,19 +44,22 @@ def test_crawl_everything_then_resume_a_cut_file(
     path = tmp_path / "orthanc.jsonl"
     status, _, err = run("crawl", orthanc.dicomweb_url, "--out", str(path), "--concurrency", "4")
     assert (status, err) == (EXIT_OK, "")
-    studies = list(read_studies(path))
+    studies = list(CrawlCheckpoint.read_studies(path))
     assert sorted(s.StudyInstanceUID or "" for s in studies) == sorted(
         s.study_instance_uid for s in SEEDED.studies
     )
     assert sum(len(se.instances) for st in studies for se in st.series) == len(SEEDED.instances)
-    complete = path.read_text(encoding="utf-8").splitlines()
-    # an interrupted crawl: 100 complete lines and half of the next one
-    path.write_text("\n".join(complete[:100]) + "\n" + complete[100][:500], encoding="utf-8")
-    assert len(scan(path).done) == 100
-    status, _, err = run("crawl", orthanc.dicomweb_url, "--out", str(path), "--resume")
+    complete = path.read_text(encoding="utf-8").splitlines()  # header, 300 studies, end
+    # an interrupted crawl: the header, 100 complete study lines and half of the next one
+    path.write_text("\n".join(complete[:101]) + "\n" + complete[101][:500], encoding="utf-8")
+    status, out, err = run("crawl", orthanc.dicomweb_url, "--out", str(path), "--resume")
     assert status == EXIT_OK
-    assert "dropping an incomplete last line" in err
-    assert sorted(path.read_text(encoding="utf-8").splitlines()) == sorted(complete)
+    assert "dropped an incomplete last line" in err
+    assert "studies already in the file" in out
+    resumed = path.read_text(encoding="utf-8").splitlines()
+    assert resumed[0] == complete[0]
+    assert sorted(resumed[1:-1]) == sorted(complete[1:-1])  # the same study lines, once each
+    assert json.loads(resumed[-1])["end"]["complete"] is True
 
 
 def test_basic_auth(orthanc_auth: OrthancServer) -> None:
