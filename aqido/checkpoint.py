@@ -129,9 +129,17 @@ class CrawlCheckpoint:
         header = {"aqido_crawl": CHECKPOINT_VERSION, "query": str(query), "depth": depth.name}
         self.done = set()
         self.finished_complete = False
+        records: list[dict[str, Any]] = []
+        good = 0
         if self.path.exists() and self.path.stat().st_size > 0:
             records, good = self._records(self.path)
-            if not records or records[0].get("aqido_crawl") is None:
+            if not records:
+                data = self.path.read_bytes()
+                if not self._line(header).encode("utf-8").startswith(data):
+                    raise ValueError(f"{self.path} is not an aqido crawl checkpoint")
+                # else: this crawl was killed while writing its header; start again
+        if records:
+            if records[0].get("aqido_crawl") is None:
                 raise ValueError(f"{self.path} is not an aqido crawl checkpoint")
             first = records[0]
             if first.get("query") != header["query"] or first.get("depth") != header["depth"]:
@@ -156,9 +164,13 @@ class CrawlCheckpoint:
             self._write(header)
         return set(self.done)
 
+    @staticmethod
+    def _line(record: dict[str, Any]) -> str:
+        return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+
     def _write(self, record: dict[str, Any]) -> None:
         assert self._file is not None, "open() the checkpoint first"
-        self._file.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+        self._file.write(self._line(record))
         self._file.flush()
         if self.fsync:
             os.fsync(self._file.fileno())
