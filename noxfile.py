@@ -42,7 +42,7 @@ _add_pyenv_interpreters()
 # Run the suite on every supported interpreter this machine has; 3.11 is the baseline.
 PYTHONS = [v for v in SUPPORTED if shutil.which(f"python{v}")] or ["3.11"]
 
-TEST_EXTRAS = ".[test,fast,cli,pandas]"
+TEST_EXTRAS = ".[test,fast,cli,notebook]"
 
 
 @nox.session(python="3.11")

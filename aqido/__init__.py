@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from aqido.errors import (
     BadRequestError,
+    CrawlFailure,
     CrawlIncompleteError,
     HTTPStatusError,
     InvalidQueryError,
@@ -21,6 +22,7 @@ from aqido.errors import (
     QidoError,
     RateLimitedError,
     RequestTimeoutError,
+    ResultsTruncatedError,
     ServerError,
     TransportError,
     UnauthorizedError,
@@ -36,8 +38,11 @@ from aqido.query import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover - lazily resolved names, imported here for type checkers
+    from aqido.blocking import QidoRS as QidoRS
+    from aqido.checkpoint import CrawlCheckpoint as CrawlCheckpoint
     from aqido.client import AsyncQidoRS as AsyncQidoRS
     from aqido.client import SearchResults as SearchResults
+    from aqido.progress import CrawlProgress as CrawlProgress
     from aqido.protocol import QidoResponse as QidoResponse
     from aqido.protocol import QidoWarning as QidoWarning
     from aqido.results import Dataset as Dataset
@@ -49,6 +54,9 @@ if TYPE_CHECKING:  # pragma: no cover - lazily resolved names, imported here for
     from aqido.results import parse_results as parse_results
     from aqido.retry import Retry as Retry
     from aqido.retry import Timeout as Timeout
+    from aqido.stats import CrawlStats as CrawlStats
+    from aqido.tables import to_dataframe as to_dataframe
+    from aqido.tables import to_records as to_records
     from aqido.values import InvalidValue as InvalidValue
     from aqido.values import PersonName as PersonName
 
@@ -57,10 +65,14 @@ __version__ = "0.1.0"
 #: Public names provided by submodules that are imported on first use.
 _LAZY: dict[str, str] = {
     "AsyncQidoRS": "aqido.client",
+    "CrawlProgress": "aqido.progress",
+    "CrawlCheckpoint": "aqido.checkpoint",
+    "CrawlStats": "aqido.stats",
     "Dataset": "aqido.results",
     "Instance": "aqido.results",
     "InvalidValue": "aqido.values",
     "PersonName": "aqido.values",
+    "QidoRS": "aqido.blocking",
     "QidoResponse": "aqido.protocol",
     "QidoWarning": "aqido.protocol",
     "Retry": "aqido.retry",
@@ -71,13 +83,19 @@ _LAZY: dict[str, str] = {
     "build_tree": "aqido.results",
     "decode_json": "aqido.results",
     "parse_results": "aqido.results",
+    "to_dataframe": "aqido.tables",
+    "to_records": "aqido.tables",
 }
 
 __all__ = [
     "AsyncQidoRS",
     "BadRequestError",
     "BaseQuery",
+    "CrawlCheckpoint",
+    "CrawlFailure",
     "CrawlIncompleteError",
+    "CrawlProgress",
+    "CrawlStats",
     "Dataset",
     "HTTPStatusError",
     "HierarchicalQuery",
@@ -89,12 +107,14 @@ __all__ = [
     "PayloadTooLargeError",
     "PersonName",
     "QidoError",
+    "QidoRS",
     "QidoResponse",
     "QidoWarning",
     "QueryLevel",
     "RateLimitedError",
     "RelationalQuery",
     "RequestTimeoutError",
+    "ResultsTruncatedError",
     "Retry",
     "SearchResults",
     "Series",
@@ -110,6 +130,8 @@ __all__ = [
     "ensure_query_type",
     "is_valid_uid",
     "parse_results",
+    "to_dataframe",
+    "to_records",
 ]
 
 

@@ -27,6 +27,7 @@ import enum
 import errno
 import inspect
 import logging
+import os
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import aclosing
@@ -39,6 +40,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from aqido import __version__, dictionary
+from aqido.checkpoint import CrawlCheckpoint
 from aqido.crawl import crawl, iter_pages, iter_search_many, search_many
 from aqido.errors import (
     InvalidQueryError,
@@ -46,16 +48,19 @@ from aqido.errors import (
     RequestTimeoutError,
     TransportError,
 )
+from aqido.partition import check_server_limit
 from aqido.protocol import ACCEPT, QidoResponse, QidoWarning, join_url, parse_response
 from aqido.query import (
+    ATTRIBUTE_FIELDS,
     BaseQuery,
     HierarchicalQuery,
     QueryLevel,
     RelationalQuery,
     ensure_query_type,
 )
-from aqido.results import Instance, Series, Study, build_tree, structure
+from aqido.results import Dataset, Instance, Series, Study, build_tree, structure
 from aqido.retry import Retry, Timeout, call_with_retry
+from aqido.stats import CrawlStats
 
 __all__ = ["AsyncQidoRS", "Auth", "SearchResults"]
 
@@ -108,6 +113,12 @@ class SearchResults(list[T]):
         self.headers = response.headers if response is not None else {}
         self.truncated = response.truncated if response is not None else False
         self.additional_results = response.additional_results if response is not None else None
+
+    def _repr_html_(self) -> str:
+        """Jupyter's rich display: a compact table, one row per result (:mod:`aqido.display`)."""
+        from aqido.display import html_table
+
+        return html_table(item for item in self if isinstance(item, Dataset))
 
 
 class _State(enum.Enum):
@@ -178,6 +189,9 @@ class AsyncQidoRS:
             attempt), or ``None``/``0`` to disable retries.
         max_concurrency: requests in flight at once, for the whole client (all
             searches, pages and crawls share this limit).
+        server_limit: the server's cap on results per response, if known (an
+            int, or by level: ``{"STUDY": 10, "SERIES": 10, "INSTANCE": 7}``);
+            the default for :meth:`crawl`, which needs it to notice a silent cap.
     """
 
     def __init__(
@@ -190,6 +204,7 @@ class AsyncQidoRS:
         timeout: Timeout | float | None = DEFAULT_TIMEOUT,
         retries: Retry | int | None = DEFAULT_RETRY,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        server_limit: int | Mapping[Any, int] | None = None,
     ) -> None:
         parsed = URL(url)
         if parsed.scheme not in ("http", "https") or not parsed.host:
@@ -211,6 +226,7 @@ class AsyncQidoRS:
             raise ValueError(f"max_concurrency must be a positive int, not {max_concurrency!r}")
         self.url = str(parsed.with_user(None))
         self.max_concurrency = max_concurrency
+        self.server_limit = check_server_limit(server_limit)
         self.timeout = Timeout.coerce(timeout)
         self.retry = Retry.coerce(retries)
         self._auth = auth
@@ -364,20 +380,28 @@ class AsyncQidoRS:
         return response
 
     async def _fetch(
-        self, query: BaseQuery, limiter: anyio.CapacityLimiter | None = None
+        self,
+        query: BaseQuery,
+        limiter: anyio.CapacityLimiter | None = None,
+        *,
+        on_retry: Callable[[QidoError, float], None] | None = None,
     ) -> QidoResponse:
-        """One logical request for ``query``: retries, total timeout, concurrency limits."""
+        """One logical request for ``query``: retries, total timeout, concurrency limits.
+
+        ``on_retry(error, delay)`` is called before each retry (crawl statistics).
+        """
         self._open()
         url = join_url(self.url, query.uri_base(), query.query_string())
 
         async def attempt() -> QidoResponse:
             return await self._attempt(url, limiter)
 
+        what = f"GET {url}"
         if self.timeout.total is None:
-            return await call_with_retry(attempt, self.retry, what=f"GET {url}")
+            return await call_with_retry(attempt, self.retry, what=what, on_retry=on_retry)
         try:
             with anyio.fail_after(self.timeout.total):
-                return await call_with_retry(attempt, self.retry, what=f"GET {url}")
+                return await call_with_retry(attempt, self.retry, what=what, on_retry=on_retry)
         except TimeoutError as exc:
             raise RequestTimeoutError(
                 f"gave up after {self.timeout.total} s (Timeout.total)", url=url
@@ -496,6 +520,11 @@ class AsyncQidoRS:
         depth: QueryLevel | str = QueryLevel.INSTANCE,
         max_concurrency: int | None = None,
         page_size: int | None = None,
+        server_limit: int | Mapping[Any, int] | None = None,
+        fail_fast: bool = False,
+        partial: bool = False,
+        stats: CrawlStats | None = None,
+        checkpoint: str | os.PathLike[str] | CrawlCheckpoint | None = None,
     ) -> AsyncGenerator[Study, None]:
         """Walk studies → series → instances; yield each ``Study`` as soon as its subtree is done.
 
@@ -503,26 +532,68 @@ class AsyncQidoRS:
         studies).  Each study comes with ``.series`` attached and, at
         ``depth=QueryLevel.INSTANCE``, each series with ``.instances`` (tuples,
         as dicomtrolley's tree); ``depth=QueryLevel.SERIES`` stops at series.
-        Studies are yielded in completion order.
+        Studies are yielded in completion order, each once (by UID).
+
+        Complete or an error: an answer that may be truncated (a 299 warning,
+        a full page, or as many items as ``server_limit``, the server's cap
+        per response: an int or ``{"STUDY": 10, "INSTANCE": 7}``; default: the
+        client's ``server_limit``) is paged with
+        ``offset``, and if the server does not honour it, the study query is
+        split by StudyDate, StudyTime, then ModalitiesInStudy until every part
+        fits (see the README's "Crawling" section for what cannot be reached).
+
+        Failures (nothing is lost silently): by default a part that still
+        fails after the client's retries is recorded and the crawl goes on;
+        after the last study, :class:`~aqido.errors.CrawlIncompleteError`
+        lists every failed part (a study whose subtree failed is not yielded).
+        ``partial=True`` ends normally instead, with the failures in
+        ``stats.failures``.  ``fail_fast=True`` cancels the crawl at the first
+        error and raises it as is.
+
+        ``stats``: a :class:`~aqido.stats.CrawlStats` updated live (requests,
+        retries, pages, splits, items per level, failures, elapsed).
+        ``checkpoint``: a JSONL file (path or
+        :class:`~aqido.checkpoint.CrawlCheckpoint`) that receives every
+        completed study; running the same crawl again with the same file
+        resumes it, skipping the studies already written (they are not
+        yielded again).
 
         Many requests are in flight (at most ``max_concurrency``, default the
         client's, within the client-wide limit) but only about twice that many
         studies are in progress at once, so memory is bounded by the in-flight
         work, not by the archive size.  ``page_size`` pages the study listing.
-        The first error cancels the crawl and is raised; leaving the loop early
-        (``break``, cancellation, timeout) cancels every request in flight.
-        For a clean early ``break``, wrap the iterator in
+        Leaving the loop early (``break``, cancellation, timeout) cancels every
+        request in flight.  For a clean early ``break``, wrap the iterator in
         :func:`contextlib.aclosing`.
         """
         base = HierarchicalQuery() if query is None else ensure_query_type(query)
         limiter = self._operation_limiter(max_concurrency)
         concurrency = max_concurrency or self.max_concurrency
+        stats = stats if stats is not None else CrawlStats()
+        if checkpoint is not None and not isinstance(checkpoint, CrawlCheckpoint):
+            checkpoint = CrawlCheckpoint(checkpoint)
 
-        def fetch_results(q: BaseQuery, size: int | None) -> AsyncGenerator[Any, None]:
-            return self._iter_results(q, size, limiter)
+        async def fetch(q: BaseQuery, lim: anyio.CapacityLimiter | None) -> QidoResponse:
+            return await self._fetch(q, lim, on_retry=stats._retry)
+
+        def structure_items(
+            response: QidoResponse, level: QueryLevel, items: list[dict[str, Any]]
+        ) -> list[Any]:
+            return _structure(response, level, items)
 
         studies = crawl(
-            fetch_results, base, depth=depth, window=2 * concurrency, page_size=page_size
+            fetch,
+            structure_items,
+            base,
+            depth=depth,
+            window=2 * concurrency,
+            page_size=page_size,
+            limiter=limiter,
+            server_limit=self.server_limit if server_limit is None else server_limit,
+            stats=stats,
+            fail_fast=fail_fast,
+            partial=partial,
+            checkpoint=checkpoint,
         )
         async with aclosing(studies):
             async for study in studies:
@@ -628,20 +699,7 @@ def _structure(
     return structure(chosen, level, url=response.url, status=response.status)
 
 
-_QUERY_FIELDS = frozenset(
-    {
-        "StudyInstanceUID",
-        "SeriesInstanceUID",
-        "SOPInstanceUID",
-        "PatientName",
-        "PatientID",
-        "AccessionNumber",
-        "ModalitiesInStudy",
-        "Modality",
-        "StudyDescription",
-        "SeriesDescription",
-    }
-)
+_QUERY_FIELDS = frozenset(ATTRIBUTE_FIELDS)
 
 
 def _dicomweb_query(

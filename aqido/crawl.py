@@ -11,7 +11,13 @@ aiohttp here, only anyio:
 - :func:`search_many` / :func:`iter_search_many`: many queries through a
   bounded pool of workers, in order or as they complete;
 - :func:`crawl`: a bounded producer/consumer walk that yields each study as
-  soon as its subtree is complete, with a fixed window of studies in flight.
+  soon as its subtree is complete, with a fixed window of studies in flight;
+  complete against capped servers (it pages, then splits the queries that
+  :mod:`aqido.partition` says may be truncated), with failures either raised
+  at once (``fail_fast``) or recorded per part in a
+  :class:`~aqido.stats.CrawlStats` and reported at the end
+  (:class:`~aqido.errors.CrawlIncompleteError`), and resumable from a
+  :class:`~aqido.checkpoint.CrawlCheckpoint`.
 
 Rules that keep cancellation clean: requests are always awaited inside the
 task that owns them; the first :class:`~aqido.errors.QidoError` in a group
@@ -25,9 +31,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import datetime
 import json
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from contextlib import aclosing
 from types import TracebackType
 from typing import Any, TypeVar
@@ -37,15 +44,25 @@ import attrs
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
-from aqido.errors import InvalidQueryError, InvalidResponseError, QidoError
+from aqido.checkpoint import CrawlCheckpoint
+from aqido.errors import (
+    CrawlIncompleteError,
+    InvalidQueryError,
+    InvalidResponseError,
+    QidoError,
+    ResultsTruncatedError,
+)
+from aqido.partition import Caps, split_series_query, split_study_query
 from aqido.protocol import QidoResponse
 from aqido.query import BaseQuery, HierarchicalQuery, QueryLevel
+from aqido.stats import CrawlStats
 
 __all__ = [
     "UID_KEYS",
     "Fetch",
     "FirstErrorGroup",
     "Page",
+    "Structure",
     "crawl",
     "iter_pages",
     "iter_search_many",
@@ -291,6 +308,12 @@ async def iter_search_many(
 
 # --- crawl ---------------------------------------------------------------------------------
 
+#: Splits an overflowing query into parts, given the truncated answer; ``None``: impossible.
+Splitter = Callable[[BaseQuery, list[dict[str, Any]]], "list[BaseQuery] | None"]
+
+#: Structures raw items into typed results: ``structure(response, level, items)``.
+Structure = Callable[[QidoResponse, QueryLevel, list[dict[str, Any]]], list[Any]]
+
 
 def _level(depth: QueryLevel | str) -> QueryLevel:
     try:
@@ -301,29 +324,232 @@ def _level(depth: QueryLevel | str) -> QueryLevel:
         ) from None
 
 
+class _Walker:
+    """Fetches every match of a query, whatever the server's caps: paging, then splitting."""
+
+    def __init__(
+        self,
+        fetch: Fetch,
+        structure: Structure,
+        *,
+        limiter: anyio.CapacityLimiter | None,
+        caps: Caps,
+        stats: CrawlStats,
+        page_size: int | None,
+        today: datetime.date | None,
+        fail_fast: bool,
+    ) -> None:
+        self.fetch = fetch
+        self.structure = structure
+        self.limiter = limiter
+        self.caps = caps
+        self.stats = stats
+        self.page_size = page_size
+        self.today = today
+        self.fail_fast = fail_fast
+
+    async def request(self, query: BaseQuery) -> QidoResponse:
+        self.stats._request()
+        response = await self.fetch(query, self.limiter)
+        self.caps.observe(query.query_level, len(response.items))
+        self.stats._page()
+        return response
+
+    def fresh(
+        self, response: QidoResponse, level: QueryLevel, items: list[dict[str, Any]], seen: set[str]
+    ) -> list[Any]:
+        """Structure the items not seen before (by UID) and count them."""
+        key = UID_KEYS[level]
+        new: list[dict[str, Any]] = []
+        for item in items:
+            identity = _identity(item, key)
+            if identity not in seen:
+                seen.add(identity)
+                new.append(item)
+        results = self.structure(response, level, new) if new else []
+        self.stats._items(level.name, len(results))
+        return results
+
+    def splitter(self, level: QueryLevel) -> Splitter | None:
+        """How to split an overflowing query at ``level`` (instances: no way)."""
+        if level is QueryLevel.STUDY:
+            today = self.today
+
+            def split_studies(
+                query: BaseQuery, sample: list[dict[str, Any]]
+            ) -> list[BaseQuery] | None:
+                return split_study_query(query, sample, today)
+
+            return split_studies
+        if level is QueryLevel.SERIES:
+            return split_series_query
+        return None
+
+    async def matches(
+        self, query: BaseQuery, seen: set[str], announced: list[int] | None = None
+    ) -> AsyncGenerator[list[Any], None]:
+        """Yield batches of typed results: every match of ``query`` not in ``seen``.
+
+        A possibly truncated answer is paged with ``offset``; if paging cannot
+        be trusted, the query is split (studies by date, time, modality; series
+        by modality) and each part walked in turn.  A study-listing part that
+        fails is recorded in the stats (or raised at once with ``fail_fast``):
+        the other parts go on.  Below the study level a failure is raised, so
+        that the study it belongs to is held back whole.  A query that
+        overflows and cannot be split raises
+        :class:`~aqido.errors.ResultsTruncatedError`.  ``announced`` receives the
+        number of matches the server announced (first page plus "N additional
+        results"), if it did.
+        """
+        level = query.query_level
+        size = (self.page_size or 0) if level is QueryLevel.STUDY else 0
+        first = query
+        if query.limit != size or query.offset:
+            first = attrs.evolve(query, limit=size, offset=0)
+        response = await self.request(first)
+        part_seen: set[str] = set()
+        key = UID_KEYS[level]
+        part_seen.update(_identity(item, key) for item in response.items)
+        batch = self.fresh(response, level, response.items, seen)
+        if batch:
+            yield batch
+        if not self.caps.possibly_truncated(response, level, size):
+            return
+        sample = response.items
+        total = None
+        if response.additional_results is not None:
+            total = len(response.items) + response.additional_results
+            if announced is not None:
+                announced.append(total)
+        split = self.splitter(level)
+        parts = split(query, sample) if split is not None else None
+        if parts is None or not self.caps.offset_unreliable:
+            received = len(response.items)
+            honoured = True
+            while True:
+                page = attrs.evolve(query, limit=size, offset=received)
+                response = await self.request(page)
+                if not response.items:
+                    break
+                new = [item for item in response.items if _identity(item, key) not in part_seen]
+                if not new:
+                    logger.debug("%s: the server ignores 'offset'; splitting instead", page)
+                    honoured = False
+                    break
+                part_seen.update(_identity(item, key) for item in new)
+                batch = self.fresh(response, level, new, seen)
+                if batch:
+                    yield batch
+                received += len(response.items)
+                if not self.caps.possibly_truncated(response, level, size):
+                    break
+            if honoured and self.caps.paging_trusted(level, received, total):
+                return
+            self.caps.offset_unreliable = True
+        fetched = len(part_seen)
+        del response, sample, batch  # nothing of this part is kept while its parts are walked
+        part_seen.clear()
+        if parts is None:
+            raise ResultsTruncatedError(
+                f"{query} has more matches than the server returns ({fetched} fetched), "
+                "paging with offset does not reach them and the query cannot be split further",
+                url=query.relative_url(),
+            )
+        self.stats._split()
+        logger.debug("%s looks truncated: split into %d parts", query, len(parts))
+        for part in parts:
+            try:
+                async with aclosing(self.matches(part, seen)) as batches:
+                    async for batch in batches:
+                        yield batch
+            except QidoError as error:
+                if self.fail_fast or level is not QueryLevel.STUDY:
+                    raise
+                logger.warning("crawl: %s failed: %s", part, error)
+                self.stats._failed(part, error)
+
+    async def listing(self, query: BaseQuery, seen: set[str]) -> AsyncGenerator[list[Any], None]:
+        """:meth:`matches` for the top-level study query, recording its failure.
+
+        When the server announced how many studies match (a 299 warning with a
+        count) and fewer were found, that is a failure too: the difference are
+        studies no part could reach (no StudyDate, say).
+        """
+        announced: list[int] = []
+        try:
+            async with aclosing(self.matches(query, seen, announced)) as batches:
+                async for batch in batches:
+                    yield batch
+            if announced and len(seen) < announced[0]:
+                raise ResultsTruncatedError(
+                    f"the server announced {announced[0]} matches for {query} but only "
+                    f"{len(seen)} could be reached: the others have no StudyDate, no "
+                    "StudyTime or no known modality where the query had to be split "
+                    "(or were deleted during the crawl)",
+                    url=query.relative_url(),
+                )
+        except QidoError as error:
+            if self.fail_fast:
+                raise
+            logger.warning("crawl: %s failed: %s", query, error)
+            self.stats._failed(query, error)
+
+    async def children(self, query: BaseQuery) -> list[Any]:
+        """Every series of a study or instance of a series (paged if the server caps them)."""
+        out: list[Any] = []
+        async with aclosing(self.matches(query, set())) as batches:
+            async for batch in batches:
+                out.extend(batch)
+        return out
+
+
 async def crawl(
-    fetch_results: Callable[[BaseQuery, int | None], AsyncGenerator[Any, None]],
+    fetch: Fetch,
+    structure: Structure,
     query: BaseQuery,
     *,
     depth: QueryLevel | str = QueryLevel.INSTANCE,
     window: int,
     page_size: int | None = None,
+    limiter: anyio.CapacityLimiter | None = None,
+    server_limit: int | Mapping[Any, int] | None = None,
+    stats: CrawlStats | None = None,
+    fail_fast: bool = False,
+    partial: bool = False,
+    checkpoint: CrawlCheckpoint | None = None,
+    today: datetime.date | None = None,
 ) -> AsyncGenerator[Any, None]:
     """Walk studies → series → instances; yield each study once its subtree is complete.
 
     Arguments:
-        fetch_results: ``fetch_results(query, page_size)`` yields the typed results
-            of every page of ``query`` (see :func:`iter_pages`).
+        fetch: one logical request (retries included), see :data:`Fetch`.
+        structure: turns a response's raw items into typed results.
         query: a study-level query selecting the studies to walk.
         depth: SERIES stops at series, INSTANCE (default) fetches instances too,
             STUDY only lists the studies.
         window: how many studies may be in progress at once (fetched but not yet
-            handed to the consumer): memory is bounded by this window, not by
-            the archive.
+            handed to the consumer): memory is bounded by this window (plus one
+            UID per study, for de-duplication), not by the archive.
         page_size: page size for the study listing (``None``: the server's).
+        limiter: an extra per-operation limiter held by every request.
+        server_limit: the server's cap on results per response (an int, or a
+            mapping by level); see :class:`~aqido.partition.Caps`.
+        stats: a :class:`~aqido.stats.CrawlStats` to update (live).
+        fail_fast: ``True``: the first failure (after retries) cancels the
+            crawl and is raised as is.  ``False`` (default): failed parts are
+            recorded and the crawl goes on; at the end
+            :class:`~aqido.errors.CrawlIncompleteError` is raised, unless ``partial``.
+        partial: implies ``fail_fast=False``; the crawl ends normally and the
+            failures are in ``stats.failures``.
+        checkpoint: an opened-on-demand :class:`~aqido.checkpoint.CrawlCheckpoint`:
+            studies already in it are skipped, each completed study is written
+            before it is yielded.
+        today: the upper end of the date range an undated query is split over.
 
     Studies are yielded in completion order, each as ``attrs.evolve(study,
-    series=(...))`` with ``series.instances`` filled at INSTANCE depth.
+    series=(...))`` with ``series.instances`` filled at INSTANCE depth.  A
+    study whose subtree could not be fetched is not yielded (it is listed in
+    the failures).  Studies are de-duplicated by StudyInstanceUID.
     """
     level = _level(depth)
     if query.query_level is not QueryLevel.STUDY:
@@ -331,55 +557,127 @@ async def crawl(
             f"crawl starts from a study-level query, not {query.query_level.name} "
             f"({query}); use search or iter_search for that"
         )
+    if page_size is None and query.limit:
+        page_size = query.limit
+    query = attrs.evolve(query, limit=0, offset=0)
+    if page_size is not None and (
+        isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1
+    ):
+        raise InvalidQueryError(f"page_size must be a positive int or None, not {page_size!r}")
+    fail_fast = fail_fast and not partial
+    stats = stats if stats is not None else CrawlStats()
+    walker = _Walker(
+        fetch,
+        structure,
+        limiter=limiter,
+        caps=Caps(server_limit),
+        stats=stats,
+        page_size=page_size,
+        today=today,
+        fail_fast=fail_fast,
+    )
+    stats._start()
+    skip: set[str] = set()
+    if checkpoint is not None:
+        skip = checkpoint.open(query, level)
+        stats.studies_skipped = len(skip)
+        if checkpoint.finished_complete:
+            checkpoint.close()
+            stats._finish()
+            return
 
-    async def children(study_uid: str, series_uid: str = "") -> list[Any]:
-        child = HierarchicalQuery(
-            query_level=QueryLevel.INSTANCE if series_uid else QueryLevel.SERIES,
-            StudyInstanceUID=study_uid,
-            SeriesInstanceUID=series_uid,
-        )
-        async with aclosing(fetch_results(child, None)) as results:
-            return [item async for item in results]
+    def failed(part: BaseQuery, error: QidoError) -> None:
+        """Raise ``error`` (``fail_fast``), or record it and go on."""
+        if fail_fast:
+            raise error
+        logger.warning("crawl: %s failed: %s", part, error)
+        stats._failed(part, error)
 
-    async def with_instances(series: Any, study_uid: str, out: list[Any], index: int) -> None:
-        instances = await children(study_uid, _uid(series, "SeriesInstanceUID"))
-        out[index] = _with_children(series, "instances", instances)
+    async def series_with_instances(series: Any, parent: BaseQuery) -> Any:
+        try:
+            child = attrs.evolve(
+                parent,
+                query_level=QueryLevel.INSTANCE,
+                SeriesInstanceUID=_uid(series, "SeriesInstanceUID"),
+            )
+        except QidoError as error:
+            failed(parent, error)
+            return None
+        try:
+            instances = await walker.children(child)
+        except QidoError as error:
+            failed(child, error)
+            return None
+        return _with_children(series, "instances", instances)
 
-    async def subtree(study: Any) -> Any:
-        study_uid = _uid(study, "StudyInstanceUID")
-        series = await children(study_uid)
+    async def subtree(study: Any, study_uid: str) -> Any:
+        child = HierarchicalQuery(query_level=QueryLevel.SERIES, StudyInstanceUID=study_uid)
+        try:
+            series = await walker.children(child)
+        except QidoError as error:
+            failed(child, error)
+            return None
         if level is QueryLevel.INSTANCE:
             filled: list[Any] = [None] * len(series)
+
+            async def fill(index: int, one: Any) -> None:
+                filled[index] = await series_with_instances(one, child)
+
             async with FirstErrorGroup() as group:
                 for index, one in enumerate(series):
-                    group.start_soon(with_instances, one, study_uid, filled, index)
+                    group.start_soon(fill, index, one)
+            if any(one is None for one in filled):
+                return None  # incomplete: not handed out (the failure is recorded)
             series = filled
         return _with_children(study, "series", series)
 
     async def produce(send: MemoryObjectSendStream[Any]) -> None:
         slots = anyio.Semaphore(max(1, window))
+        seen: set[str] = set()
 
-        async def finish(study: Any) -> None:
+        async def finish(study: Any, study_uid: str) -> None:
             try:
-                await send.send(await subtree(study))
+                done = await subtree(study, study_uid)
+                if done is not None:
+                    await send.send(done)
             finally:
                 slots.release()
 
         async def walk() -> None:
-            async with aclosing(fetch_results(query, page_size)) as studies:
-                async for study in studies:
-                    if level is QueryLevel.STUDY:
-                        await send.send(study)
-                        continue
-                    await slots.acquire()
-                    group.start_soon(finish, study)
+            async with aclosing(walker.listing(query, seen)) as batches:
+                async for batch in batches:
+                    for study in batch:
+                        try:
+                            study_uid = _uid(study, "StudyInstanceUID")
+                        except QidoError as error:
+                            failed(query, error)
+                            continue
+                        if study_uid in skip:
+                            continue
+                        if level is QueryLevel.STUDY:
+                            await send.send(study)
+                            continue
+                        await slots.acquire()
+                        group.start_soon(finish, study, study_uid)
 
         async with FirstErrorGroup() as group:
             group.start_soon(walk)
 
-    async with aclosing(stream_from(produce)) as studies:
-        async for study in studies:
-            yield study
+    try:
+        async with aclosing(stream_from(produce)) as studies:
+            async for study in studies:
+                if checkpoint is not None:
+                    checkpoint.write_study(study)
+                stats._study_done()
+                yield study
+        stats._finish()
+        if checkpoint is not None:
+            checkpoint.write_end(stats.studies_done + stats.studies_skipped, stats.failures)
+    finally:
+        if checkpoint is not None:
+            checkpoint.close()
+    if stats.failures and not partial:
+        raise CrawlIncompleteError(stats.failures, stats.counts(), stats=stats)
 
 
 def _with_children(result: T, field: str, children: Iterable[Any]) -> T:

@@ -28,6 +28,7 @@ __all__ = [
     "resolve",
     "tag_for_keyword",
     "tag_key",
+    "vm_for",
     "vr_for",
 ]
 
@@ -102,6 +103,13 @@ def vr_for(tag: int) -> str | None:
     """Return the dictionary VR of ``tag`` (e.g. ``"PN"``; may be ``"US or SS"``), or ``None``."""
     entry = _entry(tag)
     return entry[0] if entry is not None else None
+
+
+@functools.lru_cache(maxsize=4096)
+def vm_for(tag: int) -> str | None:
+    """Return the dictionary value multiplicity of ``tag`` (``"1"``, ``"1-n"``...), or ``None``."""
+    entry = _entry(tag)
+    return entry[1] if entry is not None else None
 
 
 def is_private(tag: int) -> bool:

@@ -17,6 +17,7 @@ The hierarchy::
     │   ├── RateLimitedError        429
     │   └── ServerError             5xx
     ├── InvalidResponseError        a reply that is not what QIDO-RS promises
+    │   └── ResultsTruncatedError   ... more matches exist than the server lets aqido reach
     └── CrawlIncompleteError        a bulk crawl could not fetch everything
 
 Local errors (``InvalidQueryError``: *you* asked for something illegal) are
@@ -31,11 +32,13 @@ cancellation always propagates untouched.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
     "BadRequestError",
+    "CrawlFailure",
     "CrawlIncompleteError",
     "HTTPStatusError",
     "InvalidQueryError",
@@ -45,6 +48,7 @@ __all__ = [
     "QidoError",
     "RateLimitedError",
     "RequestTimeoutError",
+    "ResultsTruncatedError",
     "ServerError",
     "TransportError",
     "UnauthorizedError",
@@ -219,35 +223,63 @@ class InvalidResponseError(QidoError):
         super().__init__(full)
 
 
+class ResultsTruncatedError(InvalidResponseError):
+    """A part of a crawl has more matches than the server returns, and aqido cannot reach them.
+
+    Raised (or recorded as a crawl failure) when a response looks truncated
+    (a 299 warning, the server's cap, a full page), paging with ``offset``
+    does not get past it, and the query cannot be split any further.
+    """
+
+
+class CrawlFailure(NamedTuple):
+    """One part of a crawl that could not be fetched: the query and the error (after retries).
+
+    A plain named tuple, so ``for query, error in exc.failures`` works.
+    """
+
+    query: object
+    error: BaseException
+
+    def __str__(self) -> str:
+        return f"{self.query}: {type(self.error).__name__}: {self.error}"
+
+
 class CrawlIncompleteError(QidoError):
     """A bulk crawl finished without fetching everything it was asked for.
 
-    Raised unless the caller opted into partial results.  Nothing is silently
-    lost: ``failures`` lists every part that could not be fetched, as
-    ``(query, error)`` pairs, and ``counts`` says how many items per level
-    were fetched before giving up.
+    Raised at the end of the crawl, after every complete study was handed
+    out, unless the caller opted into partial results.  Nothing is silently
+    lost: ``failures`` lists every part that could not be fetched, and
+    ``counts`` says how many items per level were fetched.
 
     Attributes:
-        failures: ``(query, exception)`` for each part that failed for good.
+        failures: a :class:`CrawlFailure` ``(query, error)`` for each part that failed
+            for good: a study listing part (its studies are unknown), or a study's
+            series or a series' instances (that study was not yielded).
         counts: items fetched per level, e.g. ``{"STUDY": 120, "SERIES": 340}``.
         results: whatever was fetched, when the crawl kept it (else empty).
+        stats: the crawl's statistics object (a ``CrawlStats``), when there is one.
     """
 
     def __init__(
         self,
-        failures: Sequence[tuple[object, BaseException]],
+        failures: Iterable[tuple[object, BaseException]],
         counts: Mapping[str, int] | None = None,
         results: Sequence[object] = (),
+        *,
+        stats: object = None,
     ) -> None:
-        self.failures = tuple(failures)
+        self.failures = tuple(CrawlFailure(query, error) for query, error in failures)
         self.counts: Mapping[str, int] = dict(counts or {})
         self.results = tuple(results)
+        self.stats = stats
         got = ", ".join(f"{n} {level.lower()}" for level, n in self.counts.items())
         lines = [
             f"crawl incomplete: {len(self.failures)} part(s) could not be fetched"
             + (f" (fetched {got})" if got else "")
         ]
-        lines += [f"  - {query}: {type(err).__name__}: {err}" for query, err in self.failures[:20]]
+        lines += [f"  - {failure}" for failure in self.failures[:20]]
         if len(self.failures) > 20:
             lines.append(f"  ... and {len(self.failures) - 20} more")
         super().__init__("\n".join(lines))

@@ -418,8 +418,9 @@ def _check_count(instance: object, attribute: attrs.Attribute[int], value: objec
 
 # --------------------------------------------------------------------------- queries
 
-#: Named fields that are DICOM attributes, in the order their parameters are sent.
-_ATTRIBUTE_FIELDS = (
+#: Named query fields that are DICOM attributes (dicomtrolley's names), in the order their
+#: parameters are sent.
+ATTRIBUTE_FIELDS = (
     "StudyInstanceUID",
     "SeriesInstanceUID",
     "SOPInstanceUID",
@@ -436,7 +437,7 @@ _ATTRIBUTE_FIELDS = (
 @functools.cache
 def _named_tags() -> tuple[dict[int, str], int]:
     """(tag → named field, StudyDate tag), resolved on first use (not at import)."""
-    named = {dictionary.resolve(field)[0]: field for field in _ATTRIBUTE_FIELDS}
+    named = {dictionary.resolve(field)[0]: field for field in ATTRIBUTE_FIELDS}
     return named, dictionary.resolve("StudyDate")[0]
 
 
@@ -567,7 +568,7 @@ class BaseQuery:
         """
         in_path = set(self._path_uid_fields())
         params: dict[str, str | list[str]] = {}
-        for field in _ATTRIBUTE_FIELDS:
+        for field in ATTRIBUTE_FIELDS:
             value = getattr(self, field)
             if value and field not in in_path:
                 params[field] = value

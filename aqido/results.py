@@ -456,6 +456,12 @@ class Dataset(Mapping[str, Any]):
         more = ", ..." if len(self) > 6 else ""
         return f"{type(self).__name__}({shown}{more})"
 
+    def _repr_html_(self) -> str:
+        """Jupyter's rich display: see :mod:`aqido.display`."""
+        from aqido.display import dataset_html
+
+        return dataset_html(self)
+
 
 _D = TypeVar("_D", bound=Dataset)
 
@@ -553,6 +559,12 @@ class _LazyField:
 class _Model(Dataset):
     """Shared behaviour of Study/Series/Instance: typed fields mirror raw elements."""
 
+    def __repr__(self) -> str:
+        """Short: the identifying attributes and the number of children (:mod:`aqido.display`)."""
+        from aqido.display import short_repr
+
+        return short_repr(self)
+
     #: (field name, tag key, type, default) of the typed fields, filled by _install.
     _typed: ClassVar[tuple[tuple[str, str, Any, Any], ...]] = ()
 
@@ -621,7 +633,7 @@ def _as_tuple(children: Iterable[Any]) -> tuple[Any, ...]:
     return tuple(children)
 
 
-@attrs.frozen(kw_only=True, slots=False, eq=True, hash=True)
+@attrs.frozen(kw_only=True, slots=False, eq=True, hash=True, repr=False)
 class Instance(_Model):
     """One instance (image) from a QIDO-RS instance search: the default return attributes.
 
@@ -646,7 +658,7 @@ class Instance(_Model):
     _raw: dict[str, Any] = attrs.field(factory=dict, hash=False, repr=False, alias="raw")
 
 
-@attrs.frozen(kw_only=True, slots=False, eq=True, hash=True)
+@attrs.frozen(kw_only=True, slots=False, eq=True, hash=True, repr=False)
 class Series(_Model):
     """One series from a QIDO-RS series search; ``instances`` is filled by crawls and build_tree."""
 
@@ -666,7 +678,7 @@ class Series(_Model):
     _raw: dict[str, Any] = attrs.field(factory=dict, hash=False, repr=False, alias="raw")
 
 
-@attrs.frozen(kw_only=True, slots=False, eq=True, hash=True)
+@attrs.frozen(kw_only=True, slots=False, eq=True, hash=True, repr=False)
 class Study(_Model):
     """One study from a QIDO-RS study search; ``series`` is filled by crawls and build_tree."""
 

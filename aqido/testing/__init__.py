@@ -7,6 +7,8 @@ Nothing here is imported by ``import aqido``.  The pieces:
   expected answers from the seed.
 - :mod:`aqido.testing.archive`: ``FakeArchive``, an in-process QIDO-RS server
   (aiohttp.web on 127.0.0.1) that behaves like the servers in the wild.
+- :mod:`aqido.testing.demo`: the demo archive of ``aqido demo`` and the
+  examples (``demo_archive``, ``archive_url``).
 - :mod:`aqido.testing.pytest_plugin`: the ``qido_archive`` and
   ``make_qido_archive`` pytest fixtures (registered as the ``aqido`` plugin).
 
@@ -23,6 +25,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from aqido.testing.archive import Fault as Fault
     from aqido.testing.archive import Faults as Faults
     from aqido.testing.archive import ServedRequest as ServedRequest
+    from aqido.testing.demo import archive_url as archive_url
+    from aqido.testing.demo import demo_archive as demo_archive
     from aqido.testing.synthetic import SyntheticArchive as SyntheticArchive
     from aqido.testing.synthetic import generate_uid as generate_uid
 
@@ -32,6 +36,8 @@ _LAZY: dict[str, str] = {
     "Faults": "aqido.testing.archive",
     "ServedRequest": "aqido.testing.archive",
     "SyntheticArchive": "aqido.testing.synthetic",
+    "archive_url": "aqido.testing.demo",
+    "demo_archive": "aqido.testing.demo",
     "generate_uid": "aqido.testing.synthetic",
 }
 
@@ -41,6 +47,8 @@ __all__ = [
     "Faults",
     "ServedRequest",
     "SyntheticArchive",
+    "archive_url",
+    "demo_archive",
     "generate_uid",
 ]
 

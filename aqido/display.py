@@ -1,0 +1,205 @@
+"""Rich display of results in notebooks: compact HTML tables and study cards.
+
+Jupyter calls ``_repr_html_``: a ``Dataset``, ``Instance`` or ``Series``
+shows as a small table (a series with its instances), a ``Study`` as a card
+with its series, and a list of results (``html_table``) as one row per
+result.  Every value is HTML-escaped (a hostile ``PatientName`` such as
+``<script>`` shows as text), long values are cut to ``max_chars`` (the full
+value in the cell's tooltip), and tables stop after ``max_rows`` rows with a
+"… N more" line.
+
+``short_repr`` is the plain ``repr`` of ``Study``/``Series``/``Instance``:
+the few attributes that identify a result, and how many children it has.
+
+Pure string building: no third-party imports.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from aqido.values import DSFloat, PersonName
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aqido.results import Dataset
+
+__all__ = ["dataset_html", "html_table", "short_repr"]
+
+#: Attributes left out of compact tables (still in the mapping API and ``to_records``).
+HIDDEN = frozenset(
+    {"SpecificCharacterSet", "RetrieveURL", "InstanceAvailability", "TimezoneOffsetFromUTC"}
+)
+
+_STYLE = (
+    "<style>"
+    ".aqido table{border-collapse:collapse;font-size:90%}"
+    ".aqido th,.aqido td{padding:2px 6px;text-align:left;vertical-align:top}"
+    ".aqido .aqido-head{margin:2px 0 4px 0}"
+    ".aqido .aqido-muted{color:#888}"
+    "</style>"
+)
+
+#: The identifying attributes shown by ``short_repr`` and card headings, per class name.
+_KEY_FIELDS: dict[str, tuple[str, ...]] = {
+    "Study": ("StudyInstanceUID", "PatientID", "PatientName", "StudyDate", "ModalitiesInStudy"),
+    "Series": ("SeriesInstanceUID", "Modality", "SeriesNumber", "SeriesDescription"),
+    "Instance": ("SOPInstanceUID", "InstanceNumber", "SOPClassUID"),
+}
+
+_SERIES_COLUMNS = (
+    "SeriesNumber",
+    "Modality",
+    "SeriesDescription",
+    "NumberOfSeriesRelatedInstances",
+    "SeriesInstanceUID",
+)
+_INSTANCE_COLUMNS = ("InstanceNumber", "SOPClassUID", "Rows", "Columns", "SOPInstanceUID")
+
+
+def _text(value: Any) -> str:
+    """A value as display text (not escaped)."""
+    if value is None:
+        return ""
+    if isinstance(value, tuple):
+        return "\\".join(_text(v) for v in value)
+    if isinstance(value, PersonName):
+        return str(value)
+    if isinstance(value, DSFloat):
+        return value.text
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    from aqido.results import Dataset
+
+    if isinstance(value, Dataset):
+        return f"({len(value)} attributes)"
+    return str(value)
+
+
+def _cell(value: Any, max_chars: int, tag: str = "td") -> str:
+    text = _text(value)
+    if len(text) > max_chars:
+        shown = text[: max(1, max_chars - 1)] + "…"
+        return f'<{tag} title="{html.escape(text)}">{html.escape(shown)}</{tag}>'
+    return f"<{tag}>{html.escape(text)}</{tag}>"
+
+
+def _get(ds: Dataset, name: str) -> Any:
+    return ds.get(name)
+
+
+def _columns_of(results: Sequence[Dataset]) -> list[str]:
+    seen: dict[str, None] = {}
+    for ds in results:
+        for name in ds:
+            if name not in HIDDEN and ds.element(name).vr != "SQ":
+                seen[name] = None
+    return list(seen)
+
+
+def _children(ds: Dataset) -> tuple[str, Sequence[Dataset]] | None:
+    from aqido.results import Series, Study
+
+    if isinstance(ds, Study):
+        return "series", ds.series
+    if isinstance(ds, Series):
+        return "instances", ds.instances
+    return None
+
+
+def html_table(
+    results: Iterable[Dataset],
+    *,
+    columns: Sequence[str] | None = None,
+    max_rows: int = 50,
+    max_chars: int = 64,
+    _wrap: bool = True,
+) -> str:
+    """Return an HTML table with one row per result (Jupyter shows it as is).
+
+    ``columns``: the attributes to show (default: every returned attribute but
+    sequences and the ones in :data:`HIDDEN`).  When results have children
+    attached (a crawl's studies), a ``series``/``instances`` column counts them.
+    """
+    items = list(results)
+    names = list(columns) if columns is not None else _columns_of(items[:max_rows])
+    extra = sorted({c[0] for ds in items if (c := _children(ds)) is not None and c[1]})
+    head = "".join(_cell(name, max_chars, "th") for name in (*names, *extra))
+    rows = []
+    for ds in items[:max_rows]:
+        cells = [_cell(_get(ds, name), max_chars) for name in names]
+        children = _children(ds)
+        for kind in extra:
+            count = len(children[1]) if children is not None and children[0] == kind else None
+            cells.append(_cell(count, max_chars))
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    if len(items) > max_rows:
+        span = max(1, len(names) + len(extra))
+        rows.append(
+            f'<tr><td colspan="{span}" class="aqido-muted">… {len(items) - max_rows} more</td></tr>'
+        )
+    caption = f"{len(items)} result{'' if len(items) == 1 else 's'}"
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    if not _wrap:
+        return table
+    return f'<div class="aqido">{_STYLE}<div class="aqido-muted">{caption}</div>{table}</div>'
+
+
+def _kv_table(ds: Dataset, max_chars: int) -> str:
+    rows = []
+    for name in ds:
+        elem = ds.element(name)
+        value: Any = f"({len(ds[name])} items)" if elem.vr == "SQ" else ds[name]
+        rows.append(f"<tr>{_cell(name, max_chars, 'th')}{_cell(value, max_chars)}</tr>")
+    return f"<table><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _heading(ds: Dataset) -> str:
+    fields = _KEY_FIELDS.get(type(ds).__name__, ())
+    parts = [_text(_get(ds, name)) for name in fields if not name.endswith("InstanceUID")]
+    shown = " · ".join(html.escape(p) for p in parts if p)
+    return f"<b>{html.escape(type(ds).__name__)}</b> {shown}"
+
+
+def dataset_html(ds: Dataset, *, max_rows: int = 50, max_chars: int = 64) -> str:
+    """Return the HTML for one result: a ``Study`` card with its series, a ``Series`` with
+    its instances, or an attribute table for any other ``Dataset``."""
+    from aqido.results import Series, Study
+
+    table = _kv_table(ds, max_chars)
+    if not isinstance(ds, Study | Series):
+        return f'<div class="aqido">{_STYLE}{table}</div>'
+    kind, children = ("series", ds.series) if isinstance(ds, Study) else ("instances", ds.instances)
+    columns = _SERIES_COLUMNS if isinstance(ds, Study) else _INSTANCE_COLUMNS
+    parts = [
+        f'<div class="aqido">{_STYLE}<div class="aqido-head">{_heading(ds)}</div>',
+        f"<details><summary>{len(ds)} attributes</summary>{table}</details>",
+    ]
+    if children:
+        inner = html_table(
+            children, columns=columns, max_rows=max_rows, max_chars=max_chars, _wrap=False
+        )
+        parts.append(f"<div>{len(children)} {html.escape(kind)}:</div>{inner}")
+    else:
+        parts.append(f'<div class="aqido-muted">no {kind} attached</div>')
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def short_repr(ds: Dataset) -> str:
+    """The plain ``repr`` of a ``Study``/``Series``/``Instance``: identifying attributes only."""
+    name = type(ds).__name__
+    shown = []
+    for field in _KEY_FIELDS.get(name, ()):
+        value = getattr(ds, field, None)
+        if value is None or value == ():
+            continue
+        if isinstance(value, PersonName):
+            value = str(value)
+        shown.append(f"{field}={value!r}")
+    children = _children(ds)
+    if children is not None and children[1]:
+        shown.append(f"<{len(children[1])} {children[0]}>")
+    return f"{name}({', '.join(shown)})"

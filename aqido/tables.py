@@ -1,0 +1,376 @@
+"""Results as tables: flat records (``to_records``) and pandas DataFrames (``to_dataframe``).
+
+For notebooks and scripts that want rows and columns rather than objects.
+
+Rules
+-----
+* **Columns are keywords** (``"PatientName"``), or tag keys (``"00091001"``)
+  for private and unknown tags; in the order first seen.  ``columns=`` picks
+  and orders them (keywords or tags; a column no result has is all ``None``).
+* **Values are plain Python**: ``str``, ``int``, ``float``,
+  ``datetime.date``/``time``/``datetime``, ``None`` for empty or unreadable
+  values.  Person names become their DICOM string (``"Doe^John"``), Decimal
+  Strings plain ``float``, AT values their tag key.  Sequences (SQ) are left out
+  unless ``sequences="keep"`` (then a tuple of records, one per item).
+* **Multi-valued attributes** are tuples (``multivalue="tuple"``, the
+  default), or one string joined by ``separator`` (``multivalue="join"``,
+  default ``"\\\\"``, DICOM's own).  A column that is multi-valued in any row is
+  a tuple in every row (a single ``"CT"`` becomes ``("CT",)``), and so is
+  every column whose keyword the dictionary allows several values
+  (``ModalitiesInStudy``, ``ImageType``: VM other than 1), so a column never
+  mixes both.
+* **Trees flatten.**  A crawl's studies (``Study.series``, each with
+  ``Series.instances``) give one row per instance (``level="instance"``), per
+  series or per study; by default the deepest level present.  Each row carries
+  its parents' attributes **unprefixed** (DICOM keywords name one attribute
+  at one level: ``StudyDate``, ``Modality``, ``SOPInstanceUID`` do not
+  clash); where a keyword does appear at several levels (``RetrieveURL``,
+  ``SpecificCharacterSet``...), the deepest level's value wins.
+  ``prefix_parents=True`` names the parents' columns ``"study.StudyDate"``,
+  ``"series.Modality"`` instead, keeping every level's value.  A study without
+  series (or a series without instances) at a deeper ``level`` still gives
+  one row, with the deeper columns missing, so no result is dropped.
+
+pandas is optional (the ``pandas`` extra) and imported by ``to_dataframe``
+only.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from aqido import dictionary
+from aqido.query import QueryLevel
+from aqido.values import DSFloat, PersonName, Tag
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas
+
+    from aqido.results import Dataset
+
+__all__ = ["to_dataframe", "to_records"]
+
+Level = Literal["study", "series", "instance"]
+_LEVELS: dict[str, int] = {"study": 0, "series": 1, "instance": 2}
+_PREFIXES = ("study.", "series.", "")
+
+
+def _plain(value: Any, sequences: bool) -> Any:
+    """One Python value from the mapping API, as a plain value for a record."""
+    if value is None:
+        return None
+    if isinstance(value, PersonName):
+        return str(value) or None
+    if isinstance(value, DSFloat):
+        return float(value)
+    if isinstance(value, Tag):
+        return value.key
+    if isinstance(value, bool):  # pragma: no cover - DICOM JSON values are never booleans
+        return value
+    if isinstance(value, str):
+        return str(value)  # BulkDataURI / InlineBinary → str
+    return value
+
+
+def _record(ds: Dataset, sequences: bool) -> dict[str, Any]:
+    """The plain record of one dataset's own elements (no children)."""
+    from aqido.results import _name_for
+
+    out: dict[str, Any] = {}
+    for key, elem in ds._raw.items():
+        name = _name_for(key)
+        if elem["vr"] == "SQ":
+            if sequences:
+                out[name] = tuple(_record(item, True) for item in ds[key])
+            continue
+        value = ds[key]
+        if type(value) is tuple:
+            out[name] = tuple(_plain(v, sequences) for v in value)
+        else:
+            out[name] = _plain(value, sequences)
+    return out
+
+
+def _level_of(ds: Dataset) -> int:
+    from aqido.results import Instance, Series, Study
+
+    if isinstance(ds, Study):
+        return 0
+    if isinstance(ds, Series):
+        return 1
+    if isinstance(ds, Instance):
+        return 2
+    return -1  # a plain Dataset: flattened as itself
+
+
+def _deepest(results: Sequence[Dataset]) -> int:
+    from aqido.results import Series, Study
+
+    deepest = 0
+    for ds in results:
+        level = _level_of(ds)
+        if level < 0:
+            continue
+        deepest = max(deepest, level)
+        if isinstance(ds, Study) and ds.series:
+            deepest = max(deepest, 1)
+            if any(s.instances for s in ds.series):
+                return 2
+        elif isinstance(ds, Series) and ds.instances:
+            return 2
+    return deepest
+
+
+def _rows(
+    ds: Dataset, target: int, parent: dict[str, Any], prefix: bool, sequences: bool
+) -> Iterable[dict[str, Any]]:
+    """Rows for one result (and its attached children, down to ``target``)."""
+    from aqido.results import Series, Study
+
+    level = _level_of(ds)
+    own = _record(ds, sequences)
+    children: Sequence[Dataset] = ()
+    if level < target:
+        if isinstance(ds, Study):
+            children = ds.series
+        elif isinstance(ds, Series):
+            children = ds.instances
+    if not children:
+        yield {**parent, **own}
+        return
+    carried = {**parent, **({_PREFIXES[level] + k: v for k, v in own.items()} if prefix else own)}
+    for child in children:
+        yield from _rows(child, target, carried, prefix, sequences)
+
+
+def to_records(
+    results: Iterable[Dataset],
+    *,
+    level: Level | QueryLevel | None = None,
+    columns: Sequence[str | int] | None = None,
+    multivalue: Literal["tuple", "join"] = "tuple",
+    separator: str = "\\",
+    prefix_parents: bool = False,
+    sequences: Literal["drop", "keep"] = "drop",
+) -> list[dict[str, Any]]:
+    """Flatten results into a list of dicts keyed by keyword, with plain Python values.
+
+    ``results``: ``Study``/``Series``/``Instance`` objects (or any
+    ``Dataset``), e.g. a search result or a crawl's studies.  ``level``:
+    ``"study"``, ``"series"`` or ``"instance"`` (or a ``QueryLevel``): one row
+    per result at that level, children flattened with their parents'
+    attributes carried along; default: the deepest level present.  See the
+    module docstring for the value, multi-value and naming rules.
+    """
+    if multivalue not in ("tuple", "join"):
+        raise ValueError(f"multivalue must be 'tuple' or 'join', not {multivalue!r}")
+    if sequences not in ("drop", "keep"):
+        raise ValueError(f"sequences must be 'drop' or 'keep', not {sequences!r}")
+    items = list(results)
+    if level is None:
+        target = _deepest(items)
+    else:
+        name = level.name.lower() if isinstance(level, QueryLevel) else str(level).lower()
+        if name not in _LEVELS:
+            raise ValueError(f"level must be 'study', 'series' or 'instance', not {level!r}")
+        target = _LEVELS[name]
+    rows: list[dict[str, Any]] = []
+    for ds in items:
+        rows.extend(_rows(ds, target, {}, prefix_parents, sequences == "keep"))
+
+    multi = {key for row in rows for key, value in row.items() if isinstance(value, tuple)}
+    if columns is not None:
+        names = [_column_name(c) for c in columns]
+    else:
+        seen: dict[str, None] = {}
+        for row in rows:
+            seen.update(dict.fromkeys(row))
+        names = list(seen)
+    multi.update(name for name in names if _multi_valued(name))
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        record: dict[str, Any] = {}
+        for name in names:
+            value = row.get(name)
+            if name in multi and value is not None and not isinstance(value, tuple):
+                value = (value,)
+            if multivalue == "join" and isinstance(value, tuple) and _joinable(value):
+                value = separator.join("" if v is None else _text(v) for v in value)
+            record[name] = value
+        out.append(record)
+    return out
+
+
+def _multi_valued(name: str) -> bool:
+    """Whether the dictionary allows several values for a column's keyword (VM other than 1)."""
+    try:
+        tag, _ = dictionary.resolve(name.rpartition(".")[2])
+    except ValueError:
+        return False
+    vm = dictionary.vm_for(tag)
+    return vm is not None and vm != "1"
+
+
+def _joinable(value: tuple[Any, ...]) -> bool:
+    return not any(isinstance(v, Mapping) for v in value)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    return str(value)
+
+
+def _column_name(column: str | int) -> str:
+    """A column named by keyword, tag key or int tag → the name records use."""
+    if isinstance(column, str) and "." in column:
+        head, _, tail = column.partition(".")
+        return f"{head}.{_column_name(tail)}"
+    tag, keyword = dictionary.resolve(column)
+    if keyword and dictionary.tag_for_keyword(keyword) == tag:
+        return keyword
+    return dictionary.tag_key(tag)
+
+
+# --------------------------------------------------------------------------- pandas
+
+_INT_VRS = frozenset({"IS", "SL", "SS", "SV", "UL", "US", "UV", "US or SS"})
+_FLOAT_VRS = frozenset({"DS", "FL", "FD"})
+_DATE_VRS = frozenset({"DA", "DT"})
+_STRING_VRS = frozenset(
+    {"AE", "AS", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UI", "UR", "UT", "AT"}
+)
+
+
+def _import_pandas() -> Any:
+    try:
+        import pandas
+    except ImportError as exc:
+        raise ImportError(
+            "to_dataframe needs pandas: install it with `pip install 'aqido[pandas]'`"
+        ) from exc
+    return pandas
+
+
+def _vr_of_column(name: str) -> str | None:
+    try:
+        tag, _ = dictionary.resolve(name.rpartition(".")[2])
+    except ValueError:
+        return None
+    return dictionary.vr_for(tag)
+
+
+def _kind(values: list[Any], name: str) -> str:
+    """The dtype family of a column: date, datetime, int, float, string or object."""
+    present = [v for v in values if v is not None]
+    if not present:
+        vr = _vr_of_column(name)
+        if vr in _DATE_VRS:
+            return "date"
+        if vr in _INT_VRS:
+            return "int"
+        if vr in _FLOAT_VRS:
+            return "float"
+        if vr in _STRING_VRS:
+            return "string"
+        return "object"
+    types = {type(v) for v in present}
+    if types <= {str}:
+        return "string"
+    if types <= {int}:
+        return "int"
+    if types <= {int, float}:
+        return "float"
+    if types <= {datetime.date}:
+        return "date"
+    if types <= {datetime.datetime}:
+        return "datetime"
+    return "object"
+
+
+def _column(pd: Any, values: list[Any], kind: str) -> Any:
+    import numpy
+
+    if kind == "string":
+        return pd.array(values, dtype="string")
+    if kind == "int":
+        if any(v is None for v in values):
+            return pd.array(values, dtype="Int64")
+        return pd.array(values, dtype="int64")
+    if kind == "float":
+        return pd.array([float("nan") if v is None else float(v) for v in values], dtype="float64")
+    if kind == "date":  # built in numpy: second resolution holds years 1 to 9999
+        seconds = numpy.array(
+            [numpy.datetime64("NaT") if v is None else numpy.datetime64(v, "s") for v in values],
+            dtype="datetime64[s]",
+        )
+        return pd.array(seconds)
+    if kind == "datetime":
+        aware = {v.utcoffset() is not None for v in values if v is not None}
+        if len(aware) > 1:  # naive and aware mixed: no single dtype
+            return pd.Series(values, dtype=object)
+        utc = aware == {True}
+        micros = numpy.array(
+            [
+                numpy.datetime64("NaT")
+                if v is None
+                else numpy.datetime64(
+                    v.astimezone(datetime.timezone.utc).replace(tzinfo=None) if utc else v, "us"
+                )
+                for v in values
+            ],
+            dtype="datetime64[us]",
+        )
+        series = pd.Series(micros)
+        return series.dt.tz_localize("UTC") if utc else series
+    return pd.Series(values, dtype=object)
+
+
+def to_dataframe(
+    results: Iterable[Dataset],
+    *,
+    level: Level | QueryLevel | None = None,
+    columns: Sequence[str | int] | None = None,
+    multivalue: Literal["tuple", "join"] = "tuple",
+    separator: str = "\\",
+    prefix_parents: bool = False,
+    sequences: Literal["drop", "keep"] = "drop",
+) -> pandas.DataFrame:
+    """Return the results as a pandas DataFrame, one row per record of :func:`to_records`.
+
+    Same arguments as :func:`to_records`.  Column dtypes:
+
+    * DA and DT → ``datetime64`` (DA at second resolution, so dates from year 1
+      to 9999 fit; DT at microseconds, in UTC when the values carry offsets);
+    * integers (IS, US, UL, counts) → ``int64``, or ``Int64`` (nullable) when a
+      value is missing;
+    * DS, FL, FD → ``float64`` (``NaN`` when missing);
+    * strings, UIDs and person names → ``string`` (``pd.NA`` when missing);
+    * anything else (TM times, multi-valued columns as tuples, mixed values)
+      → ``object``.
+
+    A column with no value at all gets the dtype of its keyword's VR.  Raises
+    ``ImportError`` (naming the ``pandas`` extra) when pandas is not installed.
+    """
+    pd = _import_pandas()
+    records = to_records(
+        results,
+        level=level,
+        columns=columns,
+        multivalue=multivalue,
+        separator=separator,
+        prefix_parents=prefix_parents,
+        sequences=sequences,
+    )
+    if columns is not None:
+        names = [_column_name(c) for c in columns]
+    else:
+        names = list(records[0]) if records else []
+    data: dict[str, Any] = {}
+    for name in names:
+        values = [record.get(name) for record in records]
+        data[name] = _column(pd, values, _kind(values, name))
+    frame: pandas.DataFrame = pd.DataFrame(data, columns=names, index=pd.RangeIndex(len(records)))
+    return frame

@@ -1,0 +1,356 @@
+"""QidoRS, the blocking client: against the in-process fake archive, from threads and loops."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import gc
+import inspect
+import io
+import signal
+import threading
+import time
+from collections.abc import AsyncGenerator, Iterator
+
+import pytest
+
+from aqido import QueryLevel
+from aqido.blocking import QidoRS
+from aqido.client import AsyncQidoRS, SearchResults
+from aqido.errors import InvalidResponseError, ServerError
+from aqido.progress import CrawlProgress, TqdmProgress, track
+from aqido.results import Instance, Series, Study
+from aqido.testing import FakeArchive, SyntheticArchive
+
+SYNTH = SyntheticArchive(seed=3, studies=6, series_per_study=2, instances_per_series=3)
+
+
+@pytest.fixture(scope="module")
+def archive() -> Iterator[FakeArchive]:
+    with FakeArchive(SYNTH).run_in_thread() as running:
+        yield running
+
+
+@pytest.fixture
+def client(archive: FakeArchive) -> Iterator[QidoRS]:
+    with QidoRS(archive.url, max_concurrency=4) as qido:
+        yield qido
+
+
+def other_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name != "FakeArchive"}
+
+
+def study_uids() -> list[str]:
+    return sorted(s.study_instance_uid for s in SYNTH.studies)
+
+
+def test_search_and_the_dicomweb_names(client: QidoRS) -> None:
+    first = SYNTH.studies[0]
+    results = client.search({"StudyInstanceUID": first.study_instance_uid})
+    assert isinstance(results, SearchResults)
+    assert [r.StudyInstanceUID for r in results] == [first.study_instance_uid]
+    assert sorted(s.StudyInstanceUID for s in client.search_for_studies()) == study_uids()
+    series = client.search_for_series(first.study_instance_uid)
+    assert sorted(s.SeriesInstanceUID for s in series) == sorted(
+        s.series_instance_uid for s in first.series
+    )
+    instances = client.search_for_instances(
+        first.study_instance_uid, first.series[0].series_instance_uid, limit=2
+    )
+    assert len(instances) == 2
+    assert all(isinstance(i, Instance) for i in instances)
+    raw = client.search_raw({"StudyInstanceUID": first.study_instance_uid})
+    assert len(raw.items) == 1
+    (tree,) = client.find_studies(
+        {"query_level": "INSTANCE", "StudyInstanceUID": first.study_instance_uid}
+    )
+    assert len(tree.series) == len(first.series)
+
+
+def test_errors_are_the_async_clients(archive: FakeArchive) -> None:
+    with QidoRS(archive.url, retries=0) as client:
+        archive.fail("StudyDescription=boom", "500")
+        try:
+            with pytest.raises(ServerError):
+                client.search({"StudyDescription": "boom"})
+            with pytest.raises(ServerError):
+                list(client.iter_search({"StudyDescription": "boom"}))
+        finally:
+            archive.clear_faults()
+
+
+def test_iter_search_is_a_plain_lazy_iterator(client: QidoRS, archive: FakeArchive) -> None:
+    archive.reset_stats()
+    results = client.iter_search({"query_level": "INSTANCE"}, page_size=5)
+    assert not archive.requests  # nothing is sent before the first next()
+    uids = [i.SOPInstanceUID for i in results]
+    assert sorted(uids) == sorted(i.sop_instance_uid for i in SYNTH.instances)
+    assert len(archive.requests) == len(SYNTH.instances) // 5 + 1
+
+
+def test_search_many_and_iter_search_many(client: QidoRS) -> None:
+    queries = [
+        {"query_level": "SERIES", "StudyInstanceUID": s.study_instance_uid} for s in SYNTH.studies
+    ]
+    results = client.search_many(queries, max_concurrency=3)
+    assert [len(r) for r in results] == [len(s.series) for s in SYNTH.studies]
+    for result, study in zip(results, SYNTH.studies, strict=True):
+        assert {s.StudyInstanceUID for s in result} == {study.study_instance_uid}
+    pairs = list(client.iter_search_many(iter(queries)))
+    assert sorted(q.StudyInstanceUID for q, _ in pairs) == study_uids()
+    assert all(len(r) == 2 for _, r in pairs)
+
+
+def test_crawl(client: QidoRS) -> None:
+    studies = list(client.crawl())
+    assert sorted(s.StudyInstanceUID for s in studies) == study_uids()
+    assert all(isinstance(s, Study) and len(s.series) == 2 for s in studies)
+    assert all(len(se.instances) == 3 for s in studies for se in s.series)
+    shallow = list(client.crawl(depth=QueryLevel.SERIES, max_concurrency=2, page_size=2))
+    assert all(isinstance(se, Series) and not se.instances for s in shallow for se in s.series)
+
+
+class Recorder(CrawlProgress):
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def study_done(self, study: Study) -> None:
+        self.events.append("study")
+
+    def series_done(self, series: Series) -> None:
+        self.events.append("series")
+
+    def instance_done(self, instance: Instance) -> None:
+        self.events.append("instance")
+
+    def close(self) -> None:
+        self.events.append("close")
+
+
+def test_crawl_progress_hook(client: QidoRS) -> None:
+    hook = Recorder()
+    studies = list(client.crawl(progress=hook))
+    assert len(studies) == len(SYNTH.studies)
+    assert hook.events.count("study") == len(SYNTH.studies)
+    assert hook.events.count("series") == len(SYNTH.series)
+    assert hook.events.count("instance") == len(SYNTH.instances)
+    assert hook.events[:4] == ["instance"] * 3 + ["series"]  # children before parents
+    assert hook.events[-1] == "close"
+
+    early = Recorder()
+    for _ in client.crawl(progress=early):
+        break
+    assert early.events.count("study") == 1
+    assert early.events[-1] == "close"
+
+
+def test_tqdm_progress_bar(client: QidoRS, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tqdm
+
+    monkeypatch.setattr(tqdm.tqdm, "monitor_interval", 0)  # no monitor thread
+    out = io.StringIO()
+    bar = TqdmProgress(file=out, mininterval=0)
+    assert len(list(client.crawl(progress=bar))) == len(SYNTH.studies)
+    text = out.getvalue()
+    assert f"{len(SYNTH.studies)}study" in text
+    assert f"instances={len(SYNTH.instances)}" in text
+    with pytest.raises(TypeError, match="progress"):
+        list(client.crawl(progress="yes"))  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_track_wraps_an_async_crawl(archive: FakeArchive) -> None:
+    hook = Recorder()
+    async with AsyncQidoRS(archive.url) as client:
+        studies = [s async for s in track(client.crawl(), progress=hook)]
+    assert len(studies) == len(SYNTH.studies)
+    assert hook.events.count("instance") == len(SYNTH.instances)
+    assert hook.events[-1] == "close"
+
+
+@pytest.mark.anyio
+async def test_works_inside_a_running_event_loop(archive: FakeArchive) -> None:
+    asyncio.get_running_loop()  # as in a Jupyter cell: a loop is running in this thread
+    with QidoRS(archive.url) as client:
+        assert sorted(s.StudyInstanceUID for s in client.search({})) == study_uids()
+        assert len(list(client.crawl())) == len(SYNTH.studies)
+
+
+def test_many_threads_share_one_client(client: QidoRS, archive: FakeArchive) -> None:
+    def work(index: int) -> tuple[str, int, int]:
+        study = SYNTH.studies[index % len(SYNTH.studies)]
+        found = client.search({"StudyInstanceUID": study.study_instance_uid})
+        instances = client.iter_search(
+            {"query_level": "INSTANCE", "StudyInstanceUID": study.study_instance_uid},
+            page_size=2,
+        )
+        return found[0].StudyInstanceUID or "", len(list(instances)), index
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(work, range(24)))
+    for uid, count, index in results:
+        study = SYNTH.studies[index % len(SYNTH.studies)]
+        assert uid == study.study_instance_uid
+        assert count == len(study.instances)
+    assert not client._runner.tasks
+
+
+def test_early_closed_iterators_close_their_async_generator(client: QidoRS) -> None:
+    state: list[str] = []
+
+    async def numbers() -> AsyncGenerator[int, None]:
+        try:
+            for n in range(1000):
+                await asyncio.sleep(0)
+                yield n
+        finally:
+            state.append("closed")
+
+    it = client._iterate(numbers)
+    assert [next(it), next(it)] == [0, 1]
+    it.close()
+    assert state == ["closed"]
+    assert not client._runner.tasks
+
+    for _ in client.iter_search({"query_level": "INSTANCE"}, page_size=1):
+        break
+    for _ in client.crawl():
+        break
+    assert not client._runner.tasks
+
+
+def test_an_iterator_raises_the_producers_error(client: QidoRS) -> None:
+    async def failing() -> AsyncGenerator[int, None]:
+        yield 1
+        raise InvalidResponseError("boom")
+
+    it = client._iterate(failing)
+    assert next(it) == 1
+    with pytest.raises(InvalidResponseError, match="boom"):
+        next(it)
+    assert not client._runner.tasks
+
+
+def test_close_is_idempotent_and_final(archive: FakeArchive) -> None:
+    before = other_threads()
+    client = QidoRS(archive.url)
+    assert other_threads() == before  # the loop thread starts on first use
+    client.search({})
+    assert len(other_threads()) == len(before) + 1
+    client.close()
+    client.close()
+    assert client.closed
+    assert other_threads() == before
+    with pytest.raises(RuntimeError, match="closed"):
+        client.search({})
+    with pytest.raises(RuntimeError, match="closed"), client:
+        pass
+
+
+def test_close_from_another_thread_cancels_running_work() -> None:
+    with FakeArchive(SYNTH, latency=30).run_in_thread() as slow:
+        before = other_threads()
+        client = QidoRS(slow.url, retries=0)
+        errors: list[BaseException] = []
+
+        def search() -> None:
+            try:
+                client.search({})
+            except BaseException as exc:  # the cancelled call raises in its thread
+                errors.append(exc)
+
+        worker = threading.Thread(target=search)
+        worker.start()
+        wait_for(lambda: slow._in_flight > 0)
+        client.close()
+        worker.join(10)
+        assert not worker.is_alive()
+        assert len(errors) == 1
+        assert isinstance(errors[0], RuntimeError)
+        assert "closed while" in str(errors[0])
+        assert other_threads() == before
+
+
+def test_no_threads_leak(archive: FakeArchive) -> None:
+    before = other_threads()
+    for _ in range(3):
+        with QidoRS(archive.url) as client:
+            client.search({})
+            list(client.crawl())
+            for _ in client.iter_search({}):
+                break
+    assert other_threads() == before
+
+
+def test_a_forgotten_client_is_closed_when_collected(archive: FakeArchive) -> None:
+    before = other_threads()
+    client = QidoRS(archive.url)
+    client.search({})
+    runner = client._runner
+    del client
+    gc.collect()
+    assert runner.closed
+    assert other_threads() == before
+
+
+def test_calling_from_its_own_loop_thread_is_an_error(client: QidoRS) -> None:
+    async def reenter() -> None:
+        client.search({})
+
+    with pytest.raises(RuntimeError, match="own event loop"):
+        client._runner.call(reenter)
+
+
+def wait_for(condition: object, limit: float = 10.0) -> None:
+    """Poll ``condition()`` (bounded); fail the test if it never holds."""
+    assert callable(condition)
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, "condition never held"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("how", ["search", "iter_search", "crawl"])
+def test_ctrl_c_cancels_the_work_in_flight(how: str) -> None:
+    slow_archive = FakeArchive(SYNTH, latency=30)
+    with slow_archive.run_in_thread() as slow, QidoRS(slow.url, retries=0) as client:
+        main = threading.get_ident()
+
+        def interrupt() -> None:
+            wait_for(lambda: slow._in_flight > 0)
+            signal.pthread_kill(main, signal.SIGINT)
+
+        helper = threading.Thread(target=interrupt)
+        helper.start()
+        try:
+            calls = {
+                "search": lambda: client.search({}),
+                "iter_search": lambda: list(client.iter_search({}, page_size=2)),
+                "crawl": lambda: list(client.crawl()),
+            }
+            with pytest.raises(KeyboardInterrupt):
+                calls[how]()
+        finally:
+            helper.join(10)
+        assert not client._runner.tasks  # every task of the call has finished
+        slow.latency = 0
+        assert len(client.search({})) == len(SYNTH.studies)  # still usable
+
+
+def test_same_methods_and_options_as_the_async_client() -> None:
+    public = {
+        name
+        for name, member in inspect.getmembers(AsyncQidoRS)
+        if not name.startswith("_") and callable(member) and name != "close"
+    }
+    for name in public:
+        sync = inspect.signature(getattr(QidoRS, name))
+        async_ = inspect.signature(getattr(AsyncQidoRS, name))
+        extra = {"progress"} if name == "crawl" else set()
+        assert set(sync.parameters) - extra == set(async_.parameters), name
+        for param in async_.parameters.values():
+            assert sync.parameters[param.name].default == param.default, (name, param.name)
+            assert sync.parameters[param.name].kind == param.kind, (name, param.name)
+    init = set(inspect.signature(AsyncQidoRS).parameters) - {"session"}
+    assert set(inspect.signature(QidoRS).parameters) == init

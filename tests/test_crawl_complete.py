@@ -1,0 +1,526 @@
+"""Complete crawls against capped, offset-ignoring, flaky archives (FakeArchive, in-process).
+
+Expected answers come from the records the archive was built from
+(``tests/crawl_data.py``), never from the server.
+"""
+
+from __future__ import annotations
+
+from contextlib import aclosing
+from typing import Any
+
+import pytest
+
+from aqido import (
+    AsyncQidoRS,
+    CrawlFailure,
+    CrawlIncompleteError,
+    CrawlStats,
+    HierarchicalQuery,
+    QueryLevel,
+    ResultsTruncatedError,
+    Retry,
+    ServerError,
+)
+from aqido.partition import time_bounds
+from aqido.testing import FakeArchive, Faults
+from tests.crawl_data import BUSY_DAY, CROWDED_SECOND, busy_archive, tree_of
+
+QUICK = Retry(max_attempts=10, backoff_base=0.001, backoff_max=0.004, total=None)
+CAP = 50
+
+BIG, BIG_TREE = busy_archive()
+SMALL, SMALL_TREE = busy_archive(seed=2, series=2, instances=2, scale=0.08)
+TINY, TINY_TREE = busy_archive(seed=3, series=2, instances=1, scale=0.03, crowded=False)
+
+#: Server shapes: (FakeArchive factory options, server_limit the client is told).
+SHAPES: dict[str, tuple[dict[str, Any], int | None]] = {
+    # a silent cap and no offset support at all: only splitting works
+    "silent-cap-no-offset": (
+        {"max_results": CAP, "truncation_warning": False, "ignore_offset": True},
+        CAP,
+    ),
+    # Orthanc: cap + 1 rows, no warning, the cap applied before the offset
+    "orthanc": ({"orthanc_like": True, "max_results": CAP}, CAP),
+    # a 299 warning with a count and a working offset (dcm4chee): paging, no splits
+    "warning-with-offset": ({"max_results": CAP}, None),
+    # a 299 warning but offset ignored: the repeat is noticed, then splitting
+    "warning-no-offset": ({"max_results": CAP, "ignore_offset": True}, None),
+}
+
+
+def make_archive(content: Any, shape: str, **more: Any) -> FakeArchive:
+    options = dict(SHAPES[shape][0], **more)
+    if options.pop("orthanc_like", False):
+        return FakeArchive.orthanc_like(content, **options)
+    return FakeArchive(content, **options)
+
+
+async def crawl_list(url: str, *, retries: Any = 0, **options: Any) -> list[Any]:
+    async with AsyncQidoRS(url, retries=retries) as qido:
+        return [study async for study in qido.crawl(**options)]
+
+
+# --- completeness ----------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("shape", list(SHAPES))
+async def test_every_study_exactly_once_whatever_the_cap(shape: str) -> None:
+    # the two shapes of the issue (a cap, no offset) get the big archive; the others a small one
+    big = shape in ("silent-cap-no-offset", "orthanc", "warning-with-offset")
+    content, tree = (BIG, BIG_TREE) if big else (SMALL, SMALL_TREE)
+    stats = CrawlStats()
+    async with make_archive(content, shape) as archive:
+        studies = await crawl_list(
+            archive.url, depth=QueryLevel.STUDY, server_limit=SHAPES[shape][1], stats=stats
+        )
+        sent = [dict(request.params) for request in archive.requests]
+    assert set(tree_of(studies)) == set(tree)  # tree_of fails on a duplicate
+    assert stats.complete
+    assert stats.items["STUDY"] == len(tree)
+    assert stats.requests == len(sent)
+    if shape == "warning-with-offset":
+        assert stats.splits == 0  # the server pages correctly: no need to split
+        return
+    assert stats.splits > 0
+    # the crowded second of the busy day overflows: only a split by modality gets below the cap
+    by_modality = [p for p in sent if "ModalitiesInStudy" in p]
+    assert by_modality
+    assert all(p["StudyDate"] == f"{BUSY_DAY}-{BUSY_DAY}" for p in by_modality)
+    assert all(p["StudyTime"].startswith(CROWDED_SECOND) for p in by_modality)
+    if big:
+        assert len(tree) > 2000
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("shape", ["silent-cap-no-offset", "orthanc"])
+async def test_full_tree_through_a_capped_archive(shape: str) -> None:
+    async with make_archive(SMALL, shape) as archive:
+        studies = await crawl_list(archive.url, server_limit=CAP)
+    assert tree_of(studies) == SMALL_TREE
+
+
+@pytest.mark.anyio
+async def test_a_query_with_a_date_range_is_split_inside_it() -> None:
+    query = HierarchicalQuery(min_study_date="2024-02-01", max_study_date="2024-03-31")
+    expected = {
+        item["0020000D"]["Value"][0]
+        for item in SMALL
+        if "20240201" <= item["00080020"]["Value"][0] <= "20240331"
+    }
+    async with make_archive(SMALL, "orthanc") as archive:
+        studies = await crawl_list(archive.url, query=query, depth="STUDY", server_limit=CAP)
+        dates = [dict(r.params).get("StudyDate", "") for r in archive.requests]
+    assert {s.StudyInstanceUID for s in studies} == expected
+    assert all(d and d.split("-")[0] >= "20240201" for d in dates)
+
+
+@pytest.mark.anyio
+async def test_a_page_size_at_the_cap_is_paged_then_split() -> None:
+    async with make_archive(SMALL, "orthanc") as archive:
+        studies = await crawl_list(archive.url, depth="STUDY", server_limit=CAP, page_size=20)
+    assert {s.StudyInstanceUID for s in studies} == set(SMALL_TREE)
+
+
+# --- faults ----------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_transient_faults_give_the_same_result_as_a_clean_run() -> None:
+    faults = Faults(rate=0.05, kinds=("503", "429", "disconnect", "truncated"), seed=5)
+    async with make_archive(SMALL, "orthanc") as archive:
+        clean = tree_of(await crawl_list(archive.url, server_limit=CAP))
+    stats = CrawlStats()
+    async with make_archive(SMALL, "orthanc", faults=faults) as archive:
+        flaky = tree_of(await crawl_list(archive.url, retries=QUICK, server_limit=CAP, stats=stats))
+        injected = [r.fault for r in archive.requests if r.fault]
+    assert flaky == clean == SMALL_TREE
+    assert {"503", "429", "truncated"} <= set(injected)
+    # one retry per fault (aiohttp itself re-sends some requests after a disconnect)
+    assert len([f for f in injected if f != "disconnect"]) <= stats.retries <= len(injected)
+    assert stats.complete
+
+
+def first_study(tree: dict[str, dict[str, set[str]]]) -> tuple[str, str]:
+    study = sorted(tree)[0]
+    return study, sorted(tree[study])[0]
+
+
+@pytest.mark.anyio
+async def test_a_failing_subtree_is_reported_exactly() -> None:
+    study, _ = first_study(SMALL_TREE)
+    async with make_archive(SMALL, "orthanc") as archive:
+        archive.fail(lambda url: url.endswith(f"/studies/{study}/series"), "503")
+        got: list[Any] = []
+        stats = CrawlStats()
+
+        async def run() -> None:
+            async with AsyncQidoRS(archive.url, retries=QUICK) as qido:
+                async for one in qido.crawl(server_limit=CAP, fail_fast=False, stats=stats):
+                    got.append(one)
+
+        with pytest.raises(CrawlIncompleteError) as info:
+            await run()
+    error = info.value
+    assert tree_of(got) == {k: v for k, v in SMALL_TREE.items() if k != study}
+    assert len(error.failures) == 1
+    query, cause = error.failures[0]
+    assert query == HierarchicalQuery(query_level="SERIES", StudyInstanceUID=study)
+    assert isinstance(cause, ServerError)
+    assert cause.status == 503
+    assert error.stats is stats
+    assert stats.failures == list(error.failures)
+    assert error.counts["STUDY"] == len(SMALL_TREE)
+    assert stats.retries >= QUICK.max_attempts - 1
+    assert study in str(error)
+
+
+@pytest.mark.anyio
+async def test_a_failing_series_is_reported_and_its_study_held_back() -> None:
+    study, series = first_study(SMALL_TREE)
+    async with make_archive(SMALL, "silent-cap-no-offset") as archive:
+        archive.fail(f"/series/{series}/instances", "500")
+        stats = CrawlStats()
+        studies = await crawl_list(archive.url, server_limit=CAP, partial=True, stats=stats)
+    assert tree_of(studies) == {k: v for k, v in SMALL_TREE.items() if k != study}
+    assert stats.failures == [
+        CrawlFailure(
+            HierarchicalQuery(
+                query_level="INSTANCE", StudyInstanceUID=study, SeriesInstanceUID=series
+            ),
+            stats.failures[0].error,
+        )
+    ]
+    assert not stats.complete
+
+
+@pytest.mark.anyio
+async def test_fail_fast_raises_the_error_itself() -> None:
+    study, _ = first_study(SMALL_TREE)
+    async with make_archive(SMALL, "orthanc") as archive:
+        archive.fail(lambda url: url.endswith(f"/studies/{study}/series"), "500")
+        with pytest.raises(ServerError):
+            await crawl_list(archive.url, server_limit=CAP, fail_fast=True)
+
+
+@pytest.mark.anyio
+async def test_by_default_a_failure_is_reported_after_the_rest_is_fetched() -> None:
+    study, _ = first_study(SMALL_TREE)
+    async with make_archive(SMALL, "orthanc") as archive:
+        archive.fail(lambda url: url.endswith(f"/studies/{study}/series"), "500")
+        with pytest.raises(CrawlIncompleteError) as info:
+            await crawl_list(archive.url, server_limit=CAP)
+    assert [str(f.query) for f in info.value.failures] == [f"/studies/{study}/series"]
+    assert info.value.counts["STUDY"] == len(SMALL_TREE)  # every study was listed
+
+
+@pytest.mark.anyio
+async def test_failing_listing_parts_are_reported_and_the_rest_is_complete() -> None:
+    async with make_archive(SMALL, "silent-cap-no-offset") as archive:
+        archive.fail(lambda url: "StudyTime=" in url, "503")
+        stats = CrawlStats()
+        studies = await crawl_list(
+            archive.url, depth="STUDY", server_limit=CAP, partial=True, stats=stats
+        )
+    busy = {i["0020000D"]["Value"][0] for i in SMALL if i["00080020"]["Value"][0] == BUSY_DAY}
+    got = {s.StudyInstanceUID for s in studies}
+    assert set(SMALL_TREE) - busy <= got  # every other day is complete
+    assert stats.failures
+    assert all(time_bounds(f.query) != (0, 86399) for f in stats.failures)
+    assert all(isinstance(f.query, HierarchicalQuery) for f in stats.failures)
+    # the failed parts are the first StudyTime halves of the busy day, nothing else
+    assert {f.query.study_date_range() for f in stats.failures} == {f"{BUSY_DAY}-{BUSY_DAY}"}
+
+
+@pytest.mark.anyio
+async def test_an_overflow_that_cannot_be_split_is_reported() -> None:
+    crowd = [
+        item
+        for item in busy_archive(scale=0.01)[0]
+        if item["00080030"]["Value"][0] == CROWDED_SECOND
+        and item["00080060"]["Value"][0] in ("CT", "MR")
+    ]
+    for item in crowd:  # 50 studies in one second, all CT: nothing left to split by
+        item["00080060"] = {"vr": "CS", "Value": ["CT"]}
+    assert len({i["0020000D"]["Value"][0] for i in crowd}) == 50
+    async with FakeArchive(crowd, max_results=40, ignore_offset=True) as archive:
+        stats = CrawlStats()
+        with pytest.raises(CrawlIncompleteError) as info:
+            await crawl_list(archive.url, depth="STUDY", fail_fast=False, stats=stats)
+    failure, shortfall = info.value.failures
+    assert isinstance(failure.error, ResultsTruncatedError)
+    assert failure.query.ModalitiesInStudy == "CT"
+    assert time_bounds(failure.query) is not None
+    assert stats.items["STUDY"] == 40
+    # the server announced 50 matches in its 299 warning: the 10 missing are reported too
+    assert shortfall.query == HierarchicalQuery()
+    assert "announced 50 matches" in str(shortfall.error)
+
+
+# --- stats -----------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_stats_are_live_during_the_crawl() -> None:
+    seen: list[tuple[int, bool]] = []
+    stats = CrawlStats(on_progress=lambda s: seen.append((s.studies_done, s.running)))
+    async with make_archive(SMALL, "orthanc") as archive:
+        async with AsyncQidoRS(archive.url, retries=0) as qido:
+            async for _ in qido.crawl(server_limit=CAP, stats=stats):
+                assert stats.running
+                assert stats.elapsed >= 0
+        served = len(archive.requests)
+    assert seen[-1] == (len(SMALL_TREE), False)
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+    assert stats.requests == served
+    assert stats.pages == served
+    assert stats.retries == 0
+    assert stats.items == {
+        "STUDY": len(SMALL_TREE),
+        "SERIES": sum(len(s) for s in SMALL_TREE.values()),
+        "INSTANCE": sum(len(i) for s in SMALL_TREE.values() for i in s.values()),
+    }
+    assert stats.complete
+    assert not stats.running
+    assert stats.finished is not None
+    assert f"{len(SMALL_TREE)} studies done" in stats.summary()
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_checkpoint_resume_after_a_break(tmp_path: Any) -> None:
+    from aqido import CrawlCheckpoint
+
+    path = tmp_path / "crawl.jsonl"
+    async with make_archive(TINY, "orthanc") as archive, AsyncQidoRS(archive.url) as qido:
+        async with aclosing(qido.crawl(server_limit=CAP, checkpoint=path)) as first:
+            async for n, _ in aenumerate(first):
+                if n == 9:
+                    break
+        assert len(list(CrawlCheckpoint.read_studies(path))) == 10
+        with path.open("a") as file:  # as if killed in the middle of a line
+            file.write('{"study": {"0020000D": {"vr"')
+        stats = CrawlStats()
+        rest = [s async for s in qido.crawl(server_limit=CAP, checkpoint=path, stats=stats)]
+        assert stats.studies_skipped == 10
+        assert len(rest) == len(TINY_TREE) - 10
+        again = CrawlStats()
+        done = [s async for s in qido.crawl(server_limit=CAP, checkpoint=path, stats=again)]
+        assert done == []
+        assert again.requests == 0
+        with pytest.raises(ValueError, match="not '/studies\\?PatientID=X'"):
+            async for _ in qido.crawl(HierarchicalQuery(PatientID="X"), checkpoint=path):
+                pass
+    assert tree_of(list(CrawlCheckpoint.read_studies(path))) == TINY_TREE
+    records = CrawlCheckpoint.read_records(path)
+    assert records[0] == {"aqido_crawl": 1, "query": "/studies", "depth": "INSTANCE"}
+    assert records[-1] == {"end": {"complete": True, "studies": len(TINY_TREE), "failures": []}}
+
+
+async def aenumerate(iterator: Any) -> Any:
+    n = 0
+    async for item in iterator:
+        yield n, item
+        n += 1
+
+
+@pytest.mark.anyio
+async def test_checkpoint_records_failures_and_resume_retries_them(tmp_path: Any) -> None:
+    from aqido import CrawlCheckpoint
+
+    study, _ = first_study(TINY_TREE)
+    path = tmp_path / "crawl.jsonl"
+    async with make_archive(TINY, "orthanc") as archive:
+        archive.fail(lambda url: url.endswith(f"/studies/{study}/series"), "503")
+        async with AsyncQidoRS(archive.url, retries=0) as qido:
+            with pytest.raises(CrawlIncompleteError):
+                async for _ in qido.crawl(server_limit=CAP, fail_fast=False, checkpoint=path):
+                    pass
+            end = CrawlCheckpoint.read_records(path)[-1]["end"]
+            assert end["complete"] is False
+            assert end["failures"][0]["query"] == f"/studies/{study}/series"
+            archive.clear_faults()
+            resumed = [s async for s in qido.crawl(server_limit=CAP, checkpoint=path)]
+    assert [s.StudyInstanceUID for s in resumed] == [study]
+    assert tree_of(list(CrawlCheckpoint.read_studies(path))) == TINY_TREE
+
+
+# --- series and instances over the cap -------------------------------------------------------
+
+
+def one_study(series: list[str], instances: int) -> list[dict[str, Any]]:
+    from tests.crawl_data import _study
+
+    out: list[dict[str, Any]] = []
+    for n, modality in enumerate(series):
+        for item in _study(0, "20240301", "101010", [modality], 1, instances, seed=n):
+            item["0020000D"] = {"vr": "UI", "Value": ["1.2.3.4"]}
+            out.append(item)
+    return out
+
+
+@pytest.mark.anyio
+async def test_a_study_with_more_series_than_the_cap_is_split_by_modality() -> None:
+    content = one_study(["CT"] * 19 + ["MR"] * 15 + ["SR"] * 10, 1)
+    async with (
+        FakeArchive(
+            content, max_results=20, truncation_warning=False, ignore_offset=True
+        ) as archive,
+        AsyncQidoRS(archive.url, retries=0) as qido,
+    ):
+        stats = CrawlStats()
+        (study,) = [s async for s in qido.crawl(server_limit=20, stats=stats)]
+        modalities = [dict(r.params).get("Modality") for r in archive.requests]
+    assert len(study.series) == 44
+    assert all(len(series.instances) == 1 for series in study.series)
+    assert {"CT", "MR", "SR"} <= set(modalities)
+    assert stats.splits == 1
+
+
+@pytest.mark.anyio
+async def test_instances_over_an_offset_ignoring_cap_are_reported() -> None:
+    content = one_study(["CT", "MR"], 30)
+    async with FakeArchive(content, max_results=20, ignore_offset=True) as archive:
+        stats = CrawlStats()
+        studies = await crawl_list(archive.url, partial=True, stats=stats)
+    assert studies == []
+    assert len(stats.failures) == 2
+    for failure in stats.failures:
+        assert failure.query.query_level is QueryLevel.INSTANCE
+        assert isinstance(failure.error, ResultsTruncatedError)
+
+
+@pytest.mark.anyio
+async def test_one_stats_object_reused_describes_the_latest_crawl() -> None:
+    study, _ = first_study(TINY_TREE)
+    stats = CrawlStats()
+    async with make_archive(TINY, "orthanc") as archive:
+        archive.fail(lambda url: url.endswith(f"/studies/{study}/series"), "503", times=1)
+        first = await crawl_list(archive.url, server_limit=CAP, partial=True, stats=stats)
+        assert len(stats.failures) == 1
+        second = await crawl_list(archive.url, server_limit=CAP, stats=stats)  # no error now
+    assert len(first) == len(TINY_TREE) - 1
+    assert tree_of(second) == TINY_TREE
+    assert stats.complete
+    assert stats.studies_done == len(TINY_TREE)
+
+
+@pytest.mark.anyio
+async def test_the_client_server_limit_is_the_crawl_default() -> None:
+    archive = make_archive(TINY, "orthanc")
+    async with archive, AsyncQidoRS(archive.url, server_limit={"study": CAP}) as qido:
+        studies = [s async for s in qido.crawl(depth="STUDY")]
+        truncated = [s async for s in qido.crawl(depth="STUDY", server_limit=1000)]
+    assert {s.StudyInstanceUID for s in studies} == set(TINY_TREE)
+    assert len(truncated) == CAP + 1  # a wrong (too high) cap cannot be noticed
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, {"STUDY": 0}, {"PATIENT": 10}, "10"])
+def test_bad_server_limits_are_refused(bad: Any) -> None:
+    with pytest.raises(ValueError, match="server_limit"):
+        AsyncQidoRS("http://127.0.0.1:1/dicom-web", server_limit=bad)
+
+
+@pytest.mark.anyio
+async def test_a_result_without_a_uid_is_a_failure_not_a_crash() -> None:
+    from aqido.crawl import crawl
+    from aqido.protocol import QidoResponse
+    from aqido.results import structure
+
+    good = {"0020000D": {"vr": "UI", "Value": ["1.2.3"]}}
+    no_uid = {"00100020": {"vr": "LO", "Value": ["X"]}}
+    series_no_uid = {"00080060": {"vr": "CS", "Value": ["CT"]}}
+
+    async def fetch(query: Any, limiter: Any) -> QidoResponse:
+        items = {"STUDY": [good, no_uid], "SERIES": [series_no_uid]}[query.query_level.name]
+        return QidoResponse(200, "u", {}, items)
+
+    def typed(response: QidoResponse, level: QueryLevel, items: list[Any]) -> list[Any]:
+        return structure(items, level)
+
+    stats = CrawlStats()
+    root = HierarchicalQuery()
+    studies = [s async for s in crawl(fetch, typed, root, window=2, partial=True, stats=stats)]
+    assert studies == []
+    assert [f.query for f in stats.failures] == [
+        root,
+        HierarchicalQuery(query_level="SERIES", StudyInstanceUID="1.2.3"),
+    ]
+
+
+@pytest.mark.anyio
+async def test_breaking_out_of_a_splitting_crawl_leaves_nothing_behind() -> None:
+    import asyncio
+
+    before = asyncio.all_tasks()
+    archive = make_archive(SMALL, "orthanc", latency=0.001)
+    async with archive, AsyncQidoRS(archive.url, retries=0, max_concurrency=3) as qido:
+        stats = CrawlStats()
+        async with aclosing(qido.crawl(server_limit=CAP, stats=stats)) as studies:
+            async for _ in studies:
+                if stats.studies_done == CAP + 10:  # past the first answer: splitting
+                    break
+        assert stats.splits > 0
+        assert stats.running  # left early: not finished, not complete
+        session = qido._session
+        assert session is not None
+        assert session.connector is not None
+        assert len(session.connector._acquired) == 0  # type: ignore[attr-defined]
+        sent = stats.requests
+        await asyncio.sleep(0.05)
+        assert stats.requests == sent  # nothing goes on in the background
+        assert len(archive.requests) <= sent
+    for _ in range(20):
+        if not asyncio.all_tasks() - before:
+            break
+        await asyncio.sleep(0)
+    assert not asyncio.all_tasks() - before
+
+
+@pytest.mark.anyio
+async def test_a_failing_part_of_a_split_series_listing_holds_the_study_back() -> None:
+    content = one_study(["CT"] * 19 + ["MR"] * 15 + ["SR"] * 10, 1)
+    archive = FakeArchive(content, max_results=20, truncation_warning=False, ignore_offset=True)
+    async with archive:
+        archive.fail("Modality=MR", "503")
+        stats = CrawlStats()
+        studies = await crawl_list(archive.url, server_limit=20, partial=True, stats=stats)
+    assert studies == []  # never a study with some of its series missing
+    (failure,) = stats.failures
+    assert failure.query == HierarchicalQuery(query_level="SERIES", StudyInstanceUID="1.2.3.4")
+    assert isinstance(failure.error, ServerError)
+
+
+def with_undated(first: bool) -> tuple[list[dict[str, Any]], set[str]]:
+    from tests.crawl_data import _study
+
+    content, tree = busy_archive(seed=8, scale=0.03, crowded=False)
+    undated = [item for n in range(5) for item in _study(10_000 + n, "", "", ["CT"], 1, 1, 8)]
+    for item in undated:
+        del item["00080020"], item["00080030"]
+    content = undated + content if first else content + undated
+    return content, set(tree) | {item["0020000D"]["Value"][0] for item in undated}
+
+
+@pytest.mark.anyio
+async def test_undated_studies_in_the_first_answer_are_kept() -> None:
+    content, expected = with_undated(first=True)
+    async with FakeArchive(content, max_results=20, ignore_offset=True) as archive:
+        studies = await crawl_list(archive.url, depth="STUDY")
+    assert {s.StudyInstanceUID for s in studies} == expected
+
+
+@pytest.mark.anyio
+async def test_unreachable_undated_studies_are_reported_when_the_server_gives_a_count() -> None:
+    content, expected = with_undated(first=False)
+    async with FakeArchive(content, max_results=20, ignore_offset=True) as archive:
+        stats = CrawlStats()
+        studies = await crawl_list(archive.url, depth="STUDY", partial=True, stats=stats)
+    assert len({s.StudyInstanceUID for s in studies}) == len(expected) - 5
+    (failure,) = stats.failures
+    assert failure.query == HierarchicalQuery()
+    assert isinstance(failure.error, ResultsTruncatedError)
+    assert f"announced {len(expected)} matches" in str(failure.error)

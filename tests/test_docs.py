@@ -1,0 +1,368 @@
+"""The docs run: every code block of the README and every example script, as written.
+
+README rules (so docs never rot):
+
+- ```` ```python ```` blocks run in order, one namespace per ``## `` section.  A run of
+  ``# ...`` comment lines right after a ``print(...)`` or ``asyncio.run(...)`` line shows
+  what that line prints: everything a block prints must be shown, and is compared.
+- ```` ```ipython ```` blocks use top-level ``await`` (Jupyter, ``python -m asyncio``):
+  they run that way, with ``http://127.0.0.1:8042/dicom-web`` pointing at a running demo
+  archive.
+- ```` ```console ```` blocks: each ``$ aqido ...`` line runs through the CLI's ``main``
+  against the demo archive (same URL substitution), in a scratch directory.  The lines
+  after it are its expected output (stdout, then stderr; a line ending in ``…`` matches as
+  a prefix; none shown: not compared), and ``# exit N`` its exit status (default 0).
+- ```` ```json ```` blocks must parse.  ```` ```bash ```` blocks (installing) are not run.
+- A block can be skipped only visibly: ``<!-- docs-test: skip REASON -->`` on the line
+  before its fence; the reason shows in the test report.
+
+Every ``examples/*.py`` runs as a script (with no URL it starts the demo archive itself,
+and again given a running archive's URL); ``examples/top_level_await.py`` runs as notebook
+cells, with top-level ``await``.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextlib
+import io
+import json
+import os
+import pathlib
+import re
+import runpy
+import shlex
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+import pytest
+
+from aqido.cli import main as cli_main
+from aqido.testing import FakeArchive, demo_archive
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+EXAMPLES = ROOT / "examples"
+#: The URL the README uses for "your archive"; replaced by a running demo archive.
+README_URL = "http://127.0.0.1:8042/dicom-web"
+SKIP = re.compile(r"^\s*<!--\s*docs-test:\s*skip\s+(?P<reason>\S.*?)\s*-->\s*$")
+
+
+@attrs.frozen
+class Block:
+    """One fenced code block of the README."""
+
+    section: str
+    lang: str
+    code: str
+    line: int  # of the first code line, 1-based
+    skip: str | None
+
+
+def readme_blocks(text: str | None = None) -> list[Block]:
+    """The README's fenced code blocks, with their section and skip reason."""
+    lines = (README.read_text(encoding="utf-8") if text is None else text).splitlines()
+    blocks: list[Block] = []
+    section = ""
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        if line.startswith("## "):
+            section = line[3:].strip()
+        fence = re.match(r"^```(\w*)\s*$", line)
+        if fence:
+            start = index + 1
+            end = start
+            while end < len(lines) and lines[end].rstrip() != "```":
+                end += 1
+            previous = next((p for p in reversed(lines[:index]) if p.strip()), "")
+            marker = SKIP.match(previous)
+            blocks.append(
+                Block(
+                    section,
+                    fence.group(1),
+                    "\n".join(lines[start:end]) + "\n",
+                    start + 1,
+                    marker.group("reason") if marker else None,
+                )
+            )
+            index = end
+        index += 1
+    return blocks
+
+
+def shown_output(code: str) -> list[str]:
+    """The output a block shows: ``# `` comment runs after print(...) / asyncio.run(...) lines."""
+    lines = code.splitlines()
+    shown: list[str] = []
+    for number, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith("#") or not re.search(r"\b(print|asyncio\.run)\(", line):
+            continue
+        following = number + 1
+        while following < len(lines) and lines[following].startswith("# "):
+            shown.append(lines[following][2:])
+            following += 1
+    return shown
+
+
+def _sections(lang: str) -> list[str]:
+    return list(dict.fromkeys(b.section for b in readme_blocks() if b.lang == lang))
+
+
+@pytest.fixture(scope="module")
+def archive() -> Iterator[FakeArchive]:
+    """The demo archive the README's commands and notebook cells talk to."""
+    with demo_archive(50).run_in_thread() as running:
+        yield running
+
+
+def _skip_if_marked(block: Block) -> None:
+    if block.skip is not None:
+        pytest.skip(f"README line {block.line}: {block.skip}")
+
+
+# --- the harness itself ----------------------------------------------------------------------
+
+
+def test_blocks_sections_skips_and_shown_output_are_parsed() -> None:
+    text = (
+        "## A\n\n```python\nprint(1)\n# 1\nx = 2\n```\n\n## B\n"
+        "<!-- docs-test: skip needs a PACS -->\n```console\n$ aqido x\n```\n"
+    )
+    first, second = readme_blocks(text)
+    assert (first.section, first.lang, first.line, first.skip) == ("A", "python", 4, None)
+    assert shown_output(first.code) == ["1"]
+    assert (second.section, second.lang, second.skip) == ("B", "console", "needs a PACS")
+    assert shown_output("for i in x:\n    print(i)  # each\nprint(2)\n# 2\n# 3\n") == ["2", "3"]
+
+
+def test_the_readme_has_the_issue_outline() -> None:
+    headings = [line[3:] for line in README.read_text().splitlines() if line.startswith("## ")]
+    for wanted in (
+        "Install",
+        "Set-up",
+        "A 30-second tour",
+        "The query model",
+        "Results",
+        "The client",
+        "Crawling",
+        "Command line",
+        "Notebooks and scripts",
+        "Errors",
+        "Performance",
+        "Compatibility",
+        "Development",
+    ):
+        assert any(h.startswith(wanted) for h in headings), wanted
+    assert headings.index("Install") < headings.index("Set-up") < headings.index("A 30-second tour")
+
+
+def test_the_setup_commands_are_the_two_that_work() -> None:
+    [setup] = [b for b in readme_blocks() if b.section == "Set-up"]
+    first, second = (line.split("#")[0].strip() for line in setup.code.splitlines())
+    assert first == "pip install -e '.[cli]' && aqido demo"
+    assert second == "pip install nox && nox"
+    assert 'aqido = "aqido.cli:main"' in (ROOT / "pyproject.toml").read_text()
+    assert 'cli = ["rich' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_the_results_section_keeps_its_benchmark() -> None:
+    section = README.read_text().split("## Results", 1)[1].split("\n## ", 1)[0]
+    assert "python benchmarks/parse.py" in section
+    assert "pydicom Dataset.from_json" in section
+
+
+def test_every_block_is_checked_or_visibly_skipped() -> None:
+    langs = {b.lang for b in readme_blocks()}
+    # "" is plain text (a tree, a file format): not code, nothing to run
+    assert langs <= {"python", "ipython", "console", "json", "bash", ""}, langs
+
+
+# --- README: python, ipython, console, json ----------------------------------------------
+
+
+@pytest.mark.parametrize("section", _sections("python"))
+def test_readme_python_blocks_run(section: str) -> None:
+    threads_before = set(threading.enumerate())
+    namespace: dict[str, Any] = {"__name__": "__readme__"}
+    for block in [b for b in readme_blocks() if b.section == section and b.lang == "python"]:
+        _skip_if_marked(block)
+        out = io.StringIO()
+        code = compile("\n" * (block.line - 1) + block.code, str(README), "exec")
+        with contextlib.redirect_stdout(out):
+            exec(code, namespace)
+        assert out.getvalue().splitlines() == shown_output(block.code), f"README:{block.line}"
+        # nothing left running (the blocking client's loop thread, an archive thread...)
+        assert set(threading.enumerate()) <= threads_before, f"README:{block.line}"
+
+
+async def _run_top_level(code: Any, namespace: dict[str, Any]) -> None:
+    result = eval(code, namespace)
+    if asyncio.iscoroutine(result):
+        await result
+
+
+def run_cells(source: str, filename: str, namespace: dict[str, Any]) -> None:
+    """Run code that uses top-level ``await``, as Jupyter and ``python -m asyncio`` do."""
+    code = compile(source, filename, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    asyncio.run(_run_top_level(code, namespace))
+
+
+@pytest.mark.parametrize(
+    "block", [b for b in readme_blocks() if b.lang == "ipython"], ids=lambda b: f"line{b.line}"
+)
+def test_readme_ipython_blocks_run(block: Block, archive: FakeArchive) -> None:
+    _skip_if_marked(block)
+    assert README_URL in block.code
+    source = "\n" * (block.line - 1) + block.code.replace(README_URL, archive.url)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        run_cells(source, str(README), {"__name__": "__readme__"})
+    assert out.getvalue().splitlines() == shown_output(block.code)
+
+
+def _commands(code: str) -> list[tuple[str, list[str], int]]:
+    """``(command, expected output lines, expected exit status)`` for each ``$ `` line."""
+    found: list[tuple[str, list[str], int]] = []
+    for line in code.splitlines():
+        if line.startswith("$ "):
+            found.append((line[2:], [], 0))
+        elif found and (status := re.fullmatch(r"# exit (\d+)", line.strip())):
+            command, expected, _ = found[-1]
+            found[-1] = (command, expected, int(status.group(1)))
+        elif found and line.strip():
+            found[-1][1].append(line)
+    return found
+
+
+def _matches(actual: list[str], expected: list[str]) -> bool:
+    if len(actual) != len(expected):
+        return False
+    return all(
+        a.startswith(e[:-1]) if e.endswith("…") else a == e
+        for a, e in zip(actual, expected, strict=True)
+    )
+
+
+@pytest.mark.parametrize(
+    "block", [b for b in readme_blocks() if b.lang == "console"], ids=lambda b: f"line{b.line}"
+)
+def test_readme_console_commands_run(
+    block: Block, archive: FakeArchive, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _skip_if_marked(block)
+    monkeypatch.chdir(tmp_path)
+    commands = _commands(block.code)
+    assert commands, f"README:{block.line}: a console block without `$ ` commands"
+    for command, expected, status in commands:
+        argv = shlex.split(command.replace(README_URL, archive.url))
+        assert argv[0] == "aqido", f"README:{block.line}: only aqido commands run: {command}"
+        out, err = io.StringIO(), io.StringIO()
+        got = cli_main(argv[1:], stdout=out, stderr=err, environ={})
+        printed = out.getvalue().splitlines() + err.getvalue().splitlines()
+        assert got == status, f"{command}\n{out.getvalue()}{err.getvalue()}"
+        if expected:
+            assert _matches(printed, expected), (command, printed, expected)
+
+
+def test_readme_json_blocks_parse() -> None:
+    for block in [b for b in readme_blocks() if b.lang == "json" and b.skip is None]:
+        json.loads(block.code)
+
+
+# --- examples ------------------------------------------------------------------------------
+
+SCRIPTS = sorted(p.name for p in EXAMPLES.glob("*.py") if p.name != "top_level_await.py")
+#: Something an example prints when it worked (every example must also exit 0).
+EXPECTED = {
+    "aiohttp_service.py": "-> 200,",
+    "crawl_to_jsonl.py": "studies.jsonl: ",
+    "from_dicomtrolley.py": "aqido crawl:        the same studies",
+    "search_by_patient_and_date.py": "studies of 'D*'",
+    "series_per_study.py": "series searches in",
+}
+
+
+def test_every_example_is_listed_in_the_readme() -> None:
+    text = README.read_text()
+    for path in EXAMPLES.iterdir():
+        if path.suffix in (".py", ".ipynb"):
+            assert path.name in text, path.name
+
+
+def _run_example(name: str, cwd: pathlib.Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "AQIDO_URL"}
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_example_runs_on_its_own(name: str, tmp_path: pathlib.Path) -> None:
+    result = _run_example(name, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert EXPECTED.get(name, "") in result.stdout
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_example_runs_against_a_given_archive(
+    name: str,
+    archive: FakeArchive,
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The URL argument is used (in-process, as ``python examples/NAME URL`` would run)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AQIDO_URL", raising=False)
+    monkeypatch.setattr(sys, "argv", [str(EXAMPLES / name), archive.url])
+    before = len(archive.requests)
+    runpy.run_path(str(EXAMPLES / name), run_name="__main__")
+    assert EXPECTED.get(name, "") in capsys.readouterr().out
+    assert len(archive.requests) > before  # it used the archive it was given
+
+
+def test_top_level_await_example_runs_as_cells(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AQIDO_URL", raising=False)
+    path = EXAMPLES / "top_level_await.py"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        run_cells(path.read_text(encoding="utf-8"), str(path), {"__name__": "__notebook__"})
+    assert re.search(r"^\d+ studies; the first:$", out.getvalue(), flags=re.MULTILINE)
+    assert re.search(r"^\d+ instances in \d+ studies$", out.getvalue(), flags=re.MULTILINE)
+    cells = path.read_text().count("# %%")
+    assert cells >= 4
+
+
+def test_from_dicomtrolley_runs_without_dicomtrolley(tmp_path: pathlib.Path) -> None:
+    code = (
+        "import runpy, sys\n"
+        "sys.modules['dicomtrolley'] = None\n"
+        "sys.modules['dicomtrolley.core'] = None\n"
+        f"runpy.run_path({str(EXAMPLES / 'from_dicomtrolley.py')!r}, run_name='__main__')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "")},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "dicomtrolley is not installed" in result.stdout
+    assert "aqido crawl:        the same studies" in result.stdout

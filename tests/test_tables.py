@@ -1,0 +1,302 @@
+"""to_records / to_dataframe: plain values, multi-values, tree flattening and DataFrame dtypes."""
+
+from __future__ import annotations
+
+import datetime
+import subprocess
+import sys
+from typing import Any
+
+import attrs
+import pandas as pd
+import pytest
+
+from aqido.query import QueryLevel
+from aqido.results import Dataset, Instance, Series, Study
+from aqido.tables import to_dataframe, to_records
+from aqido.testing import SyntheticArchive
+
+
+def tree(synth: SyntheticArchive) -> list[Study]:
+    """The synthetic archive as a crawl returns it: studies → series → instances."""
+    studies = []
+    for st in synth.studies:
+        series = [
+            attrs.evolve(
+                Series.from_json(synth.series_json(se)),
+                instances=[Instance.from_json(synth.instance_json(i)) for i in se.instances],
+            )
+            for se in st.series
+        ]
+        studies.append(attrs.evolve(Study.from_json(synth.study_json(st)), series=series))
+    return studies
+
+
+@pytest.fixture(scope="module")
+def synth() -> SyntheticArchive:
+    return SyntheticArchive(seed=7, studies=4, series_per_study=3, instances_per_series=2)
+
+
+def study(**elements: Any) -> Study:
+    return Study.from_json(elements)
+
+
+UID = "1.2.3"
+STUDY_A = {
+    "0020000D": {"vr": "UI", "Value": ["1.2.3"]},
+    "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Doe^John"}]},
+    "00080020": {"vr": "DA", "Value": ["20240131"]},
+    "00080030": {"vr": "TM", "Value": ["101500"]},
+    "00080061": {"vr": "CS", "Value": ["CT"]},
+    "00201208": {"vr": "IS", "Value": [12]},
+    "00101030": {"vr": "DS", "Value": ["72.50"]},
+}
+STUDY_B = {
+    "0020000D": {"vr": "UI", "Value": ["1.2.4"]},
+    "00100010": {"vr": "PN"},
+    "00080020": {"vr": "DA", "Value": ["not a date"]},
+    "00080061": {"vr": "CS", "Value": ["CT", "MR"]},
+    "00201208": {"vr": "IS"},
+    "00091001": {"vr": "LO", "Value": ["private"]},
+}
+
+
+def test_records_are_plain_python_values() -> None:
+    record = to_records([Study.from_json(STUDY_A)])[0]
+    assert record == {
+        "StudyDate": datetime.date(2024, 1, 31),
+        "StudyTime": datetime.time(10, 15),
+        "ModalitiesInStudy": ("CT",),  # VM 1-n: always a tuple
+        "PatientName": "Doe^John",
+        "PatientWeight": 72.5,
+        "StudyInstanceUID": "1.2.3",
+        "NumberOfStudyRelatedInstances": 12,
+    }
+    assert type(record["PatientName"]) is str
+    assert type(record["PatientWeight"]) is float
+
+
+def test_records_share_columns_and_missing_values_are_none() -> None:
+    a, b = to_records([Study.from_json(STUDY_A), Study.from_json(STUDY_B)])
+    assert list(a) == list(b)
+    assert b["PatientName"] is None
+    assert b["StudyDate"] is None  # unreadable value: None, never an error
+    assert b["NumberOfStudyRelatedInstances"] is None
+    assert b["ModalitiesInStudy"] == ("CT", "MR")
+    assert b["00091001"] == "private"  # private tags are keyed by tag key
+    assert a["00091001"] is None
+
+
+def test_multivalue_join_and_separator() -> None:
+    a, b = to_records([Study.from_json(STUDY_A), Study.from_json(STUDY_B)], multivalue="join")
+    assert a["ModalitiesInStudy"] == "CT"
+    assert b["ModalitiesInStudy"] == "CT\\MR"
+    (b,) = to_records([Study.from_json(STUDY_B)], multivalue="join", separator=",")
+    assert b["ModalitiesInStudy"] == "CT,MR"
+
+
+def test_a_column_multivalued_in_one_row_is_a_tuple_in_every_row() -> None:
+    one = Dataset({"00091002": {"vr": "LO", "Value": ["x"]}})
+    two = Dataset({"00091002": {"vr": "LO", "Value": ["x", "y"]}})
+    assert [r["00091002"] for r in to_records([one, two])] == [("x",), ("x", "y")]
+
+
+def test_columns_select_and_order_by_keyword_or_tag() -> None:
+    records = to_records(
+        [Study.from_json(STUDY_A)], columns=["PatientName", 0x0020000D, "00080020", "Modality"]
+    )
+    assert records == [
+        {
+            "PatientName": "Doe^John",
+            "StudyInstanceUID": "1.2.3",
+            "StudyDate": datetime.date(2024, 1, 31),
+            "Modality": None,
+        }
+    ]
+
+
+def test_sequences_are_dropped_or_kept() -> None:
+    item = {
+        "00081032": {
+            "vr": "SQ",
+            "Value": [{"00080100": {"vr": "SH", "Value": ["X1"]}}],
+        },
+        "0020000D": {"vr": "UI", "Value": ["1.2"]},
+    }
+    assert "ProcedureCodeSequence" not in to_records([Study.from_json(item)])[0]
+    kept = to_records([Study.from_json(item)], sequences="keep")[0]
+    assert kept["ProcedureCodeSequence"] == ({"CodeValue": "X1"},)
+
+
+def test_crawl_tree_flattens_to_one_row_per_instance(synth: SyntheticArchive) -> None:
+    records = to_records(tree(synth))
+    assert len(records) == len(synth.instances)
+    for record, inst in zip(records, synth.instances, strict=True):
+        series = synth.series_of(inst)
+        st = synth.study_of(inst)
+        assert record["SOPInstanceUID"] == inst.sop_instance_uid
+        assert record["SeriesInstanceUID"] == series.series_instance_uid
+        assert record["StudyInstanceUID"] == st.study_instance_uid
+        assert record["Modality"] == series.modality
+        assert record["PatientID"] == st.patient_id
+        assert record["StudyDate"].strftime("%Y%m%d") == st.study_date
+
+
+def test_crawl_tree_per_series_and_per_study(synth: SyntheticArchive) -> None:
+    studies = tree(synth)
+    per_series = to_records(studies, level="series")
+    assert [r["SeriesInstanceUID"] for r in per_series] == [
+        s.series_instance_uid for s in synth.series
+    ]
+    assert "SOPInstanceUID" not in per_series[0]
+    assert to_records(studies, level=QueryLevel.SERIES) == per_series
+    per_study = to_records(studies, level="study")
+    assert [r["StudyInstanceUID"] for r in per_study] == [
+        s.study_instance_uid for s in synth.studies
+    ]
+    assert "Modality" not in per_study[0]
+
+
+def test_prefix_parents_keeps_each_levels_value(synth: SyntheticArchive) -> None:
+    studies = tree(synth)
+    record = to_records(studies, level="series", prefix_parents=True)[0]
+    assert record["study.StudyInstanceUID"] == synth.studies[0].study_instance_uid
+    assert record["study.PatientID"] == synth.studies[0].patient_id
+    assert record["Modality"] == synth.studies[0].series[0].modality
+    assert "PatientID" not in record
+    (picked,) = to_records(
+        studies[:1], level="study", columns=["study.PatientID"], prefix_parents=True
+    )
+    assert picked == {"study.PatientID": None}  # own-level columns are not prefixed
+    picked = to_records(
+        studies[:1], level="series", columns=["study.PatientID"], prefix_parents=True
+    )[0]
+    assert picked == {"study.PatientID": synth.studies[0].patient_id}
+
+
+def test_deepest_level_wins_for_shared_keywords() -> None:
+    inst = Instance.from_json(
+        {
+            "00080018": {"vr": "UI", "Value": ["1.2.3.4"]},
+            "00081190": {"vr": "UR", "Value": ["http://x/instances/1.2.3.4"]},
+        }
+    )
+    series = Series.from_json(
+        {
+            "0020000E": {"vr": "UI", "Value": ["1.2.3"]},
+            "00081190": {"vr": "UR", "Value": ["http://x/series/1.2.3"]},
+        }
+    )
+    (record,) = to_records([attrs.evolve(series, instances=[inst])])
+    assert record["RetrieveURL"] == "http://x/instances/1.2.3.4"
+    (record,) = to_records([attrs.evolve(series, instances=[inst])], prefix_parents=True)
+    assert record["series.RetrieveURL"] == "http://x/series/1.2.3"
+
+
+def test_parents_without_children_keep_their_row() -> None:
+    lonely = Study.from_json(STUDY_A)
+    series = Series.from_json({"0020000E": {"vr": "UI", "Value": ["1.2.3.1"]}})
+    inst = Instance.from_json({"00080018": {"vr": "UI", "Value": ["1.2.3.1.1"]}})
+    full = attrs.evolve(
+        Study.from_json(STUDY_B), series=[attrs.evolve(series, instances=[inst]), series]
+    )
+    records = to_records([lonely, full])
+    assert [r["StudyInstanceUID"] for r in records] == ["1.2.3", "1.2.4", "1.2.4"]
+    assert [r["SOPInstanceUID"] for r in records] == [None, "1.2.3.1.1", None]
+
+
+def test_invalid_options_raise() -> None:
+    with pytest.raises(ValueError, match="level"):
+        to_records([], level="patient")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="multivalue"):
+        to_records([], multivalue="list")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="sequences"):
+        to_records([], sequences="flat")  # type: ignore[arg-type]
+
+
+def test_dataframe_dtypes(synth: SyntheticArchive) -> None:
+    df = to_dataframe(tree(synth))
+    assert len(df) == len(synth.instances)
+    assert df["StudyDate"].dtype.kind == "M"
+    assert df["PatientBirthDate"].dtype.kind == "M"  # some synthetic birth dates are empty
+    assert isinstance(df["PatientName"].dtype, pd.StringDtype)
+    assert isinstance(df["StudyInstanceUID"].dtype, pd.StringDtype)
+    assert df["NumberOfStudyRelatedSeries"].dtype == "int64"
+    assert df["InstanceNumber"].dtype == "int64"
+    assert df["SliceThickness"].dtype == "float64"
+    assert df["ImageType"].dtype == object
+    image_type = synth.instance_json(synth.instances[0])["00080008"]["Value"]
+    assert df["ImageType"].iloc[0] == tuple(image_type)
+    assert df["StudyTime"].dtype == object
+    first = synth.studies[0]
+    assert df["StudyDate"].iloc[0] == pd.Timestamp(first.study_date)
+    assert df["PatientName"].iloc[0] == first.patient_name
+
+
+def test_dataframe_missing_values_use_nullable_dtypes() -> None:
+    df = to_dataframe([Study.from_json(STUDY_A), Study.from_json(STUDY_B)])
+    assert str(df["NumberOfStudyRelatedInstances"].dtype) == "Int64"
+    assert df["NumberOfStudyRelatedInstances"].tolist()[0] == 12
+    assert df["NumberOfStudyRelatedInstances"].isna().tolist() == [False, True]
+    assert df["PatientName"].isna().tolist() == [False, True]
+    assert df["StudyDate"].isna().tolist() == [False, True]
+    assert df["PatientWeight"].isna().tolist() == [False, True]
+
+
+def test_dataframe_empty_columns_take_the_dtype_of_their_vr() -> None:
+    df = to_dataframe(
+        [Study.from_json(STUDY_B)],
+        columns=["StudyDate", "NumberOfStudyRelatedSeries", "PatientWeight", "PatientID"],
+    )
+    assert df["StudyDate"].dtype.kind == "M"
+    assert str(df["NumberOfStudyRelatedSeries"].dtype) == "Int64"
+    assert df["PatientWeight"].dtype == "float64"
+    assert isinstance(df["PatientID"].dtype, pd.StringDtype)
+
+
+def test_dataframe_dates_outside_the_nanosecond_range() -> None:
+    item = {**STUDY_A, "00100030": {"vr": "DA", "Value": ["16000101"]}}
+    df = to_dataframe([Study.from_json(item)])
+    assert df["PatientBirthDate"].iloc[0] == pd.Timestamp("1600-01-01")
+
+
+def test_dataframe_datetimes() -> None:
+    def inst(dt: str) -> Instance:
+        return Instance.from_json({"0008002A": {"vr": "DT", "Value": [dt]}})
+
+    aware = to_dataframe([inst("20240101120000+0100"), inst("20240101120000-0200")])
+    assert str(aware["AcquisitionDateTime"].dt.tz) == "UTC"
+    assert aware["AcquisitionDateTime"].iloc[0] == pd.Timestamp("2024-01-01 11:00", tz="UTC")
+    naive = to_dataframe([inst("20240101120000.5")])
+    assert naive["AcquisitionDateTime"].iloc[0] == pd.Timestamp("2024-01-01 12:00:00.5")
+    mixed = to_dataframe([inst("20240101120000+0100"), inst("20240101120000")])
+    assert mixed["AcquisitionDateTime"].dtype == object
+
+
+def test_dataframe_join_mode_gives_string_columns() -> None:
+    df = to_dataframe([Study.from_json(STUDY_A), Study.from_json(STUDY_B)], multivalue="join")
+    assert isinstance(df["ModalitiesInStudy"].dtype, pd.StringDtype)
+    assert df["ModalitiesInStudy"].tolist() == ["CT", "CT\\MR"]
+
+
+def test_dataframe_of_nothing() -> None:
+    df = to_dataframe([])
+    assert df.empty
+    assert list(to_dataframe([], columns=["PatientID"]).columns) == ["PatientID"]
+
+
+def test_missing_pandas_gives_a_clear_error() -> None:
+    code = (
+        "import sys; sys.modules['pandas'] = None\n"
+        "from aqido.tables import to_dataframe\n"
+        "try:\n    to_dataframe([])\n"
+        "except ImportError as exc:\n    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "pip install 'aqido[pandas]'" in out.stdout
+
+
+def test_tables_module_does_not_import_pandas() -> None:
+    code = "import sys, aqido.tables; print('pandas' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
