@@ -303,7 +303,10 @@ def _column(pd: Any, values: list[Any], kind: str) -> Any:
         return pd.array([float("nan") if v is None else float(v) for v in values], dtype="float64")
     if kind == "date":  # built in numpy: second resolution holds years 1 to 9999
         seconds = numpy.array(
-            [numpy.datetime64("NaT") if v is None else numpy.datetime64(v, "s") for v in values],
+            [
+                numpy.datetime64("NaT", "s") if v is None else numpy.datetime64(v, "s")
+                for v in values
+            ],
             dtype="datetime64[s]",
         )
         return pd.array(seconds)
@@ -314,7 +317,7 @@ def _column(pd: Any, values: list[Any], kind: str) -> Any:
         utc = aware == {True}
         micros = numpy.array(
             [
-                numpy.datetime64("NaT")
+                numpy.datetime64("NaT", "us")
                 if v is None
                 else numpy.datetime64(
                     v.astimezone(datetime.timezone.utc).replace(tzinfo=None) if utc else v, "us"
