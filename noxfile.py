@@ -6,6 +6,9 @@ Sessions:
     tests        unit and in-process tests, on every Python 3.10-3.13 found here
     integration  tests against a real Orthanc + DICOMweb server on 127.0.0.1
                  (installed from Debian packages when missing and running as root)
+    bench        benchmarks against dicomweb-client, dicomtrolley and bare aiohttp
+                 (not a default session; `nox -s bench -- --tiny` for a smoke run,
+                 `-- --orthanc` to add a real Orthanc, `-- --help` for the options)
 """
 
 from __future__ import annotations
@@ -75,3 +78,10 @@ def integration(session: nox.Session) -> None:
         *session.posargs,
         env={"AQIDO_REQUIRE_ORTHANC": "1"},
     )
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """Benchmarks side by side with the alternatives (tables, JSON and a chart)."""
+    session.install("-e", ".[bench]")
+    session.run("python", "-m", "benchmarks", *session.posargs)

@@ -150,6 +150,21 @@ def _is_stale_connection(error: TransportError) -> bool:
     )
 
 
+async def _acquire(limiter: anyio.CapacityLimiter) -> None:
+    """Take a token: at once when one is free (and nobody waits), else wait in line.
+
+    ``async with limiter`` always yields to the event loop once, even when a
+    token is free (anyio's cancel-shielded checkpoint); with two limiters per
+    request that was two extra event-loop turns per request, measurable in a
+    crawl.  ``acquire_nowait`` keeps the limiter's FIFO fairness (it refuses
+    while others wait); the request itself is the next checkpoint.
+    """
+    try:
+        limiter.acquire_nowait()
+    except anyio.WouldBlock:
+        await limiter.acquire()
+
+
 class AsyncQidoRS:
     """An asynchronous QIDO-RS (DICOMweb search) client.
 
@@ -334,22 +349,29 @@ class AsyncQidoRS:
 
     async def _attempt(self, url: str, limiter: anyio.CapacityLimiter | None) -> QidoResponse:
         """One attempt: take a concurrency slot, send, refresh auth once on 401, parse."""
-        assert self._limiter is not None
-        async with contextlib.AsyncExitStack() as stack:
-            if limiter is not None:
-                await stack.enter_async_context(limiter)
-            await stack.enter_async_context(self._limiter)
-            start = time.perf_counter()
+        client_limiter = self._limiter
+        assert client_limiter is not None
+        if limiter is not None:
+            await _acquire(limiter)
+        try:
+            await _acquire(client_limiter)
             try:
-                status, headers, body = await self._send(url, await self._request_headers())
-                if status == 401 and callable(self._auth):
-                    logger.debug("GET %s -> 401; refreshing credentials and retrying once", url)
+                start = time.perf_counter()
+                try:
                     status, headers, body = await self._send(url, await self._request_headers())
-            except QidoError as error:
+                    if status == 401 and callable(self._auth):
+                        logger.debug("GET %s -> 401; refreshing credentials and retrying once", url)
+                        status, headers, body = await self._send(url, await self._request_headers())
+                except QidoError as error:
+                    elapsed = (time.perf_counter() - start) * 1000
+                    logger.debug("GET %s -> %s (%.1f ms)", url, type(error).__name__, elapsed)
+                    raise
                 elapsed = (time.perf_counter() - start) * 1000
-                logger.debug("GET %s -> %s (%.1f ms)", url, type(error).__name__, elapsed)
-                raise
-            elapsed = (time.perf_counter() - start) * 1000
+            finally:
+                client_limiter.release()
+        finally:
+            if limiter is not None:
+                limiter.release()
         logger.debug("GET %s -> %d (%.1f ms, %d bytes)", url, status, elapsed, len(body))
         response = parse_response(status, headers, body, url=url)
         for warning in response.warnings:

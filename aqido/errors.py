@@ -68,6 +68,8 @@ def redact_url(url: object) -> str:
     the userinfo is dropped; the rest of the URL is kept byte for byte.
     """
     text = str(url)
+    if "@" not in text:  # no userinfo possible (the common case: skip the parse)
+        return text
     try:
         parts = urlsplit(text)
     except ValueError:

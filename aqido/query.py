@@ -68,6 +68,7 @@ class QueryLevel(str, enum.Enum):
 _UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 _UID_MAX = 64
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 # Bytes sent as they are; everything else is percent-encoded.  Printable ASCII
 # minus the five characters that change query-string structure (& # + = %) and
 # space.  In particular the DICOM matching characters ^ * ? , - . / : stay raw.
@@ -97,7 +98,7 @@ def _check_text(field: str, value: str) -> str:
             f"{field}: control character {match.group()!r} at position {match.start()} in "
             f"{value!r}; remove it (control characters, CR and LF are never sent)"
         )
-    if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+    if not value.isascii() and _SURROGATE.search(value) is not None:
         raise InvalidQueryError(
             f"{field}: {value!r} contains a lone surrogate, which has no UTF-8 form; "
             "pass properly decoded text"

@@ -1,0 +1,123 @@
+"""The benchmark suite starts and finishes on its tiny size, and every client agrees.
+
+This runs ``python -m benchmarks --tiny`` once (a few seconds) in a subprocess
+and checks the JSON it writes: the shape, and that every crawl client found
+exactly what the archive holds.  It never looks at a timing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def tiny_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    out = tmp_path_factory.mktemp("bench")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--tiny", "--no-chart", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    return result, out
+
+
+@pytest.fixture(scope="module")
+def report(tiny_run: tuple[subprocess.CompletedProcess[str], Path]) -> dict[str, Any]:
+    result, out = tiny_run
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    data: dict[str, Any] = json.loads((out / "latest.json").read_text(encoding="utf-8"))
+    return data
+
+
+def test_tiny_run_prints_every_table(
+    tiny_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    result, out = tiny_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    for heading in (
+        "Crawl, fake 2 ms",
+        "Parse:",
+        "Import time",
+        "Streaming crawl memory",
+        "Targets",
+    ):
+        assert heading in result.stdout
+    assert "MISMATCH" not in result.stdout + result.stderr
+    markdown = (out / "latest.md").read_text(encoding="utf-8")
+    assert markdown.startswith("#### Crawl, fake 2 ms")
+    assert "| aqido c=4 |" in markdown
+
+
+def test_every_crawl_client_finds_the_whole_archive(report: dict[str, Any]) -> None:
+    crawl = report["crawl"]
+    expected = crawl["archive"]["counts"]
+    assert expected == [6, 12, 24]
+    (server,) = crawl["servers"]
+    assert server["latency_ms"] == 2
+    assert server["mismatches"] == []
+    names = {row["name"] for row in server["rows"]}
+    assert {"aqido c=1", "aqido c=4", "bare aiohttp c=1", "bare aiohttp c=4"} <= names
+    requests_per_crawl = 1 + expected[0] + expected[1]
+    for row in server["rows"]:
+        assert row["counts"] == expected, row["name"]
+        assert row["match"] is True
+        assert row["requests"] == requests_per_crawl, row["name"]
+        assert 1 <= row["peak_concurrency"] <= row["concurrency"], row["name"]
+        assert len(row["runs"]) == 1
+        assert row["median_s"] > 0
+        assert row["x_bare"] is not None
+        assert row["x_aqido"] is not None
+    assert report["mismatches"] == []
+
+
+def test_parse_imports_and_memory_sections_have_their_shape(report: dict[str, Any]) -> None:
+    parse = report["parse"]
+    assert parse["studies"] == 200
+    assert {"json.loads", "aqido parse_results"} <= set(parse["seconds"])
+    assert parse["ratio_vs_json_loads"]["json.loads"] == 1.0
+
+    imports = report["imports"]
+    assert {"import aiohttp", "import aqido", "from aqido import AsyncQidoRS"} <= set(
+        imports["seconds"]
+    )
+    assert "client_over_aiohttp_seconds" in imports
+    assert any(row["module"] == "aiohttp" for row in imports["importtime_top"])
+
+    memory = report["memory"]
+    assert [row["expected_counts"] for row in memory["rows"]] == [[4, 8, 40], [12, 24, 120]]
+    for row in memory["rows"]:
+        assert row["match"] is True
+        for mode in ("tracemalloc", "rss"):
+            assert row[mode]["counts"] == row["expected_counts"]
+            assert row[mode]["result_bytes"] > 0
+            assert row[mode]["peak_bytes"] >= 0
+    assert set(memory["growth"]) == {"tracemalloc", "rss"}
+
+
+def test_targets_are_evaluated(report: dict[str, Any]) -> None:
+    targets = report["targets"]
+    kinds = {t["target"].split(":")[0].split(",")[0] for t in targets}
+    assert kinds == {"crawl", "parse", "import", "memory"}
+    for target in targets:
+        assert isinstance(target["met"], bool)
+        assert target["value"]
+    meta = report["meta"]
+    assert meta["tiny"] is True
+    assert "noisy" in meta["noise"]
