@@ -47,7 +47,7 @@ from aqido.errors import (
     QidoError,
     TransportError,
 )
-from aqido.query import BaseQuery, HierarchicalQuery, QueryLevel, RelationalQuery
+from aqido.query import ATTRIBUTE_FIELDS, BaseQuery, HierarchicalQuery, QueryLevel, RelationalQuery
 
 if TYPE_CHECKING:  # pragma: no cover
     from aqido.client import AsyncQidoRS
@@ -368,18 +368,8 @@ def _crawl_options(parser: argparse.ArgumentParser, *, out_required: bool) -> No
 
 # --- queries ------------------------------------------------------------------------------
 
-_NAMED = (
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "SOPInstanceUID",
-    "PatientName",
-    "PatientID",
-    "AccessionNumber",
-    "ModalitiesInStudy",
-    "Modality",
-    "StudyDescription",
-    "SeriesDescription",
-)
+#: Query fields that have their own option (``--PatientName``...): the query model's list.
+_NAMED = ATTRIBUTE_FIELDS
 
 
 def query_from_args(args: argparse.Namespace) -> BaseQuery:
