@@ -201,8 +201,10 @@ async def test_timeouts_are_retried(archive: MiniArchive) -> None:
 async def test_total_timeout_bounds_retries(archive: MiniArchive) -> None:
     archive.fail_next(*(busy(503, "0.01") for _ in range(1000)))
     forever = Retry(max_attempts=10_000, total=None, backoff_base=0.001, backoff_max=0.001)
+    # 1000 answers with Retry-After 0.01 take over 10 s: a 0.5 s total must cut them short,
+    # and leaves a loaded machine ample time for the first attempt and a retry.
     async with AsyncQidoRS(
-        archive.url, retries=forever, timeout=Timeout(request=5, total=0.1)
+        archive.url, retries=forever, timeout=Timeout(request=5, total=0.5)
     ) as qido:
         with pytest.raises(RequestTimeoutError, match=r"Timeout\.total"):
             await qido.search(HierarchicalQuery())
