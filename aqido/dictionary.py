@@ -23,6 +23,7 @@ from typing import Any
 
 __all__ = [
     "is_private",
+    "is_tag_key",
     "keyword_for",
     "parse_tag_key",
     "resolve",
@@ -78,9 +79,14 @@ def tag_key(tag: int) -> str:
     return f"{tag:08X}"
 
 
+def is_tag_key(key: object) -> bool:
+    """Return whether ``key`` is a tag key: a ``str`` of exactly 8 hex digits (any case)."""
+    return isinstance(key, str) and _TAG_KEY.fullmatch(key) is not None
+
+
 def parse_tag_key(key: str) -> int:
     """Parse an 8-hex-digit tag key (any case) into an int; raise ``ValueError`` otherwise."""
-    if not isinstance(key, str) or not _TAG_KEY.fullmatch(key):
+    if not is_tag_key(key):
         raise ValueError(f"{key!r} is not a DICOM tag (expected 8 hex digits such as '00100010')")
     return int(key, 16)
 
@@ -130,7 +136,7 @@ def resolve(name: str | int) -> tuple[int, str]:
         return name, keyword_for(name)
     if not isinstance(name, str):
         raise ValueError(f"{name!r} is not a DICOM keyword or tag")
-    if _TAG_KEY.fullmatch(name):
+    if is_tag_key(name):
         tag = int(name, 16)
         return tag, keyword_for(tag)
     found = tag_for_keyword(name)
