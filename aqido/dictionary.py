@@ -25,6 +25,7 @@ __all__ = [
     "is_private",
     "is_tag_key",
     "keyword_for",
+    "name_for",
     "parse_tag_key",
     "resolve",
     "tag_for_keyword",
@@ -102,6 +103,17 @@ def keyword_for(tag: int) -> str:
     """Return the keyword of ``tag``, or ``""`` for unknown and private tags."""
     entry = _entry(tag)
     return entry[4] if entry is not None else ""
+
+
+def name_for(tag: int) -> str:
+    """Return the name results use for ``tag``: its keyword, or its tag key if it has none.
+
+    Repeating groups (50xx, 60xx) share keywords: only the tag a keyword
+    resolves to is named by it, the others by their tag key (``0x60023000``
+    is ``"60023000"``, though its keyword is ``"OverlayData"``).
+    """
+    keyword = keyword_for(tag)
+    return keyword if keyword and tag_for_keyword(keyword) == tag else tag_key(tag)
 
 
 @functools.lru_cache(maxsize=4096)

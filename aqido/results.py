@@ -304,10 +304,7 @@ def _name_for(key: str) -> str:
         return _KEYWORD_CACHE[key]
     except KeyError:
         pass
-    tag = int(key, 16)
-    keyword = dictionary.keyword_for(tag)
-    # Repeating groups (50xx, 60xx) share keywords: only the tag a keyword resolves to gets it.
-    name = keyword if keyword and dictionary.tag_for_keyword(keyword) == tag else key
+    name = dictionary.name_for(int(key, 16))
     if len(_KEYWORD_CACHE) < 65536:
         _KEYWORD_CACHE[key] = name
     return name

@@ -53,6 +53,13 @@ def test_tag_keys() -> None:
         dictionary.parse_tag_key("PatientName")
 
 
+def test_name_for() -> None:
+    assert dictionary.name_for(0x00100010) == "PatientName"
+    assert dictionary.name_for(0x00091001) == "00091001"  # private
+    assert dictionary.keyword_for(0x60023000) == "OverlayData"  # a repeating group
+    assert dictionary.name_for(0x60023000) == "60023000"
+
+
 def test_is_tag_key() -> None:
     assert dictionary.is_tag_key("0020000D")
     assert dictionary.is_tag_key("0020000d")
