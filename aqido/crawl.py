@@ -189,6 +189,17 @@ def _identity(item: dict[str, Any], key: str) -> str:
     return json.dumps(item, sort_keys=True, default=str)
 
 
+def _unseen(items: list[dict[str, Any]], key: str, seen: set[str]) -> list[dict[str, Any]]:
+    """The items whose identity (UID under ``key``) is not in ``seen``; adds theirs to it."""
+    new: list[dict[str, Any]] = []
+    for item in items:
+        identity = _identity(item, key)
+        if identity not in seen:
+            seen.add(identity)
+            new.append(item)
+    return new
+
+
 async def iter_pages(
     fetch: Fetch,
     query: BaseQuery,
@@ -232,12 +243,7 @@ async def iter_pages(
         items = response.items
         if not items:
             return
-        fresh: list[dict[str, Any]] = []
-        for item in items:
-            identity = _identity(item, key)
-            if identity not in seen:
-                seen.add(identity)
-                fresh.append(item)
+        fresh = _unseen(items, key, seen)
         if not fresh:
             raise InvalidResponseError(
                 f"the server returned the same results again for offset={offset}: it ignores "
@@ -359,13 +365,7 @@ class _Walker:
         self, response: QidoResponse, level: QueryLevel, items: list[dict[str, Any]], seen: set[str]
     ) -> list[Any]:
         """Structure the items not seen before (by UID) and count them."""
-        key = UID_KEYS[level]
-        new: list[dict[str, Any]] = []
-        for item in items:
-            identity = _identity(item, key)
-            if identity not in seen:
-                seen.add(identity)
-                new.append(item)
+        new = _unseen(items, UID_KEYS[level], seen)
         results = self.structure(response, level, new) if new else []
         self.stats._items(level.name, len(results))
         return results
