@@ -104,6 +104,15 @@ def test_constructor_validation() -> None:
             AsyncQidoRS("http://h/dicom-web", max_concurrency=concurrency)  # type: ignore[arg-type]
 
 
+@pytest.mark.anyio
+async def test_per_call_max_concurrency_validation() -> None:
+    async with AsyncQidoRS("http://127.0.0.1:9/dicom-web") as qido:
+        for concurrency in (0, -1, True, 1.5):
+            with pytest.raises(ValueError, match="max_concurrency"):
+                await qido.search_many([], max_concurrency=concurrency)  # type: ignore[arg-type]
+        assert await qido.search_many([], max_concurrency=1) == []
+
+
 def test_import_aqido_exports_the_client_lazily() -> None:
     assert aqido.AsyncQidoRS is AsyncQidoRS
     assert aqido.Retry.__module__ == "aqido.retry"
