@@ -431,12 +431,11 @@ class _Walker:
                 response = await self.request(page)
                 if not response.items:
                     break
-                new = [item for item in response.items if _identity(item, key) not in part_seen]
+                new = _unseen(response.items, key, part_seen)
                 if not new:
                     logger.debug("%s: the server ignores 'offset'; splitting instead", page)
                     honoured = False
                     break
-                part_seen.update(_identity(item, key) for item in new)
                 batch = self.fresh(response, level, new, seen)
                 if batch:
                     yield batch
