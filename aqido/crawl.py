@@ -354,6 +354,13 @@ class _Walker:
         self.today = today
         self.fail_fast = fail_fast
 
+    def failed(self, part: BaseQuery, error: QidoError) -> None:
+        """Raise ``error`` (``fail_fast``), or record it in the stats and go on."""
+        if self.fail_fast:
+            raise error
+        logger.warning("crawl: %s failed: %s", part, error)
+        self.stats._failed(part, error)
+
     async def request(self, query: BaseQuery) -> QidoResponse:
         self.stats._request()
         response = await self.fetch(query, self.limiter)
@@ -462,10 +469,9 @@ class _Walker:
                     async for batch in batches:
                         yield batch
             except QidoError as error:
-                if self.fail_fast or level is not QueryLevel.STUDY:
+                if level is not QueryLevel.STUDY:
                     raise
-                logger.warning("crawl: %s failed: %s", part, error)
-                self.stats._failed(part, error)
+                self.failed(part, error)
 
     async def listing(self, query: BaseQuery, seen: set[str]) -> AsyncGenerator[list[Any], None]:
         """:meth:`matches` for the top-level study query, recording its failure.
@@ -488,10 +494,7 @@ class _Walker:
                     url=query.relative_url(),
                 )
         except QidoError as error:
-            if self.fail_fast:
-                raise
-            logger.warning("crawl: %s failed: %s", query, error)
-            self.stats._failed(query, error)
+            self.failed(query, error)
 
     async def children(self, query: BaseQuery) -> list[Any]:
         """Every series of a study or instance of a series (paged if the server caps them)."""
@@ -585,12 +588,7 @@ async def crawl(
             stats._finish()
             return
 
-    def failed(part: BaseQuery, error: QidoError) -> None:
-        """Raise ``error`` (``fail_fast``), or record it and go on."""
-        if fail_fast:
-            raise error
-        logger.warning("crawl: %s failed: %s", part, error)
-        stats._failed(part, error)
+    failed = walker.failed
 
     async def series_with_instances(series: Any, parent: BaseQuery) -> Any:
         try:
