@@ -200,6 +200,13 @@ def _unseen(items: list[dict[str, Any]], key: str, seen: set[str]) -> list[dict[
     return new
 
 
+def _check_page_size(page_size: int | None) -> None:
+    if page_size is not None and (
+        isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1
+    ):
+        raise InvalidQueryError(f"page_size must be a positive int or None, not {page_size!r}")
+
+
 async def iter_pages(
     fetch: Fetch,
     query: BaseQuery,
@@ -225,10 +232,7 @@ async def iter_pages(
     pages) are dropped; a server that ignores ``limit`` and returns more is
     fine (the next offset counts what was received).
     """
-    if page_size is not None and (
-        isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1
-    ):
-        raise InvalidQueryError(f"page_size must be a positive int or None, not {page_size!r}")
+    _check_page_size(page_size)
     size = page_size or query.limit or None
     key = UID_KEYS[query.query_level]
     seen: set[str] = set()
@@ -562,10 +566,7 @@ async def crawl(
     if page_size is None and query.limit:
         page_size = query.limit
     query = attrs.evolve(query, limit=0, offset=0)
-    if page_size is not None and (
-        isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1
-    ):
-        raise InvalidQueryError(f"page_size must be a positive int or None, not {page_size!r}")
+    _check_page_size(page_size)
     fail_fast = fail_fast and not partial
     stats = stats if stats is not None else CrawlStats()
     walker = _Walker(
