@@ -150,6 +150,11 @@ def _is_stale_connection(error: TransportError) -> bool:
     )
 
 
+def _check_max_concurrency(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"max_concurrency must be a positive int, not {value!r}")
+
+
 async def _acquire(limiter: anyio.CapacityLimiter) -> None:
     """Take a token: at once when one is free (and nobody waits), else wait in line.
 
@@ -220,10 +225,7 @@ class AsyncQidoRS:
             and not (len(auth) == 2 and all(isinstance(part, str) for part in auth))
         ):
             raise ValueError("basic auth must be a (user, password) tuple of strings")
-        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
-            raise ValueError(f"max_concurrency must be a positive int, not {max_concurrency!r}")
-        if max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be a positive int, not {max_concurrency!r}")
+        _check_max_concurrency(max_concurrency)
         self.url = str(parsed.with_user(None))
         self.max_concurrency = max_concurrency
         self.server_limit = check_server_limit(server_limit)
@@ -507,10 +509,7 @@ class AsyncQidoRS:
     def _operation_limiter(max_concurrency: int | None) -> anyio.CapacityLimiter | None:
         if max_concurrency is None:
             return None
-        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
-            raise ValueError(f"max_concurrency must be a positive int, not {max_concurrency!r}")
-        if max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be a positive int, not {max_concurrency!r}")
+        _check_max_concurrency(max_concurrency)
         return anyio.CapacityLimiter(max_concurrency)
 
     async def crawl(

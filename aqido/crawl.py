@@ -189,6 +189,24 @@ def _identity(item: dict[str, Any], key: str) -> str:
     return json.dumps(item, sort_keys=True, default=str)
 
 
+def _unseen(items: list[dict[str, Any]], key: str, seen: set[str]) -> list[dict[str, Any]]:
+    """The items whose identity (UID under ``key``) is not in ``seen``; adds theirs to it."""
+    new: list[dict[str, Any]] = []
+    for item in items:
+        identity = _identity(item, key)
+        if identity not in seen:
+            seen.add(identity)
+            new.append(item)
+    return new
+
+
+def _check_page_size(page_size: int | None) -> None:
+    if page_size is not None and (
+        isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1
+    ):
+        raise InvalidQueryError(f"page_size must be a positive int or None, not {page_size!r}")
+
+
 async def iter_pages(
     fetch: Fetch,
     query: BaseQuery,
@@ -214,10 +232,7 @@ async def iter_pages(
     pages) are dropped; a server that ignores ``limit`` and returns more is
     fine (the next offset counts what was received).
     """
-    if page_size is not None and (
-        isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1
-    ):
-        raise InvalidQueryError(f"page_size must be a positive int or None, not {page_size!r}")
+    _check_page_size(page_size)
     size = page_size or query.limit or None
     key = UID_KEYS[query.query_level]
     seen: set[str] = set()
@@ -232,12 +247,7 @@ async def iter_pages(
         items = response.items
         if not items:
             return
-        fresh: list[dict[str, Any]] = []
-        for item in items:
-            identity = _identity(item, key)
-            if identity not in seen:
-                seen.add(identity)
-                fresh.append(item)
+        fresh = _unseen(items, key, seen)
         if not fresh:
             raise InvalidResponseError(
                 f"the server returned the same results again for offset={offset}: it ignores "
@@ -348,6 +358,13 @@ class _Walker:
         self.today = today
         self.fail_fast = fail_fast
 
+    def failed(self, part: BaseQuery, error: QidoError) -> None:
+        """Raise ``error`` (``fail_fast``), or record it in the stats and go on."""
+        if self.fail_fast:
+            raise error
+        logger.warning("crawl: %s failed: %s", part, error)
+        self.stats._failed(part, error)
+
     async def request(self, query: BaseQuery) -> QidoResponse:
         self.stats._request()
         response = await self.fetch(query, self.limiter)
@@ -359,13 +376,7 @@ class _Walker:
         self, response: QidoResponse, level: QueryLevel, items: list[dict[str, Any]], seen: set[str]
     ) -> list[Any]:
         """Structure the items not seen before (by UID) and count them."""
-        key = UID_KEYS[level]
-        new: list[dict[str, Any]] = []
-        for item in items:
-            identity = _identity(item, key)
-            if identity not in seen:
-                seen.add(identity)
-                new.append(item)
+        new = _unseen(items, UID_KEYS[level], seen)
         results = self.structure(response, level, new) if new else []
         self.stats._items(level.name, len(results))
         return results
@@ -431,12 +442,11 @@ class _Walker:
                 response = await self.request(page)
                 if not response.items:
                     break
-                new = [item for item in response.items if _identity(item, key) not in part_seen]
+                new = _unseen(response.items, key, part_seen)
                 if not new:
                     logger.debug("%s: the server ignores 'offset'; splitting instead", page)
                     honoured = False
                     break
-                part_seen.update(_identity(item, key) for item in new)
                 batch = self.fresh(response, level, new, seen)
                 if batch:
                     yield batch
@@ -463,10 +473,9 @@ class _Walker:
                     async for batch in batches:
                         yield batch
             except QidoError as error:
-                if self.fail_fast or level is not QueryLevel.STUDY:
+                if level is not QueryLevel.STUDY:
                     raise
-                logger.warning("crawl: %s failed: %s", part, error)
-                self.stats._failed(part, error)
+                self.failed(part, error)
 
     async def listing(self, query: BaseQuery, seen: set[str]) -> AsyncGenerator[list[Any], None]:
         """:meth:`matches` for the top-level study query, recording its failure.
@@ -489,10 +498,7 @@ class _Walker:
                     url=query.relative_url(),
                 )
         except QidoError as error:
-            if self.fail_fast:
-                raise
-            logger.warning("crawl: %s failed: %s", query, error)
-            self.stats._failed(query, error)
+            self.failed(query, error)
 
     async def children(self, query: BaseQuery) -> list[Any]:
         """Every series of a study or instance of a series (paged if the server caps them)."""
@@ -560,10 +566,7 @@ async def crawl(
     if page_size is None and query.limit:
         page_size = query.limit
     query = attrs.evolve(query, limit=0, offset=0)
-    if page_size is not None and (
-        isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1
-    ):
-        raise InvalidQueryError(f"page_size must be a positive int or None, not {page_size!r}")
+    _check_page_size(page_size)
     fail_fast = fail_fast and not partial
     stats = stats if stats is not None else CrawlStats()
     walker = _Walker(
@@ -586,12 +589,7 @@ async def crawl(
             stats._finish()
             return
 
-    def failed(part: BaseQuery, error: QidoError) -> None:
-        """Raise ``error`` (``fail_fast``), or record it and go on."""
-        if fail_fast:
-            raise error
-        logger.warning("crawl: %s failed: %s", part, error)
-        stats._failed(part, error)
+    failed = walker.failed
 
     async def series_with_instances(series: Any, parent: BaseQuery) -> Any:
         try:

@@ -23,7 +23,9 @@ from typing import Any
 
 __all__ = [
     "is_private",
+    "is_tag_key",
     "keyword_for",
+    "name_for",
     "parse_tag_key",
     "resolve",
     "tag_for_keyword",
@@ -78,9 +80,14 @@ def tag_key(tag: int) -> str:
     return f"{tag:08X}"
 
 
+def is_tag_key(key: object) -> bool:
+    """Return whether ``key`` is a tag key: a ``str`` of exactly 8 hex digits (any case)."""
+    return isinstance(key, str) and _TAG_KEY.fullmatch(key) is not None
+
+
 def parse_tag_key(key: str) -> int:
     """Parse an 8-hex-digit tag key (any case) into an int; raise ``ValueError`` otherwise."""
-    if not isinstance(key, str) or not _TAG_KEY.fullmatch(key):
+    if not is_tag_key(key):
         raise ValueError(f"{key!r} is not a DICOM tag (expected 8 hex digits such as '00100010')")
     return int(key, 16)
 
@@ -96,6 +103,17 @@ def keyword_for(tag: int) -> str:
     """Return the keyword of ``tag``, or ``""`` for unknown and private tags."""
     entry = _entry(tag)
     return entry[4] if entry is not None else ""
+
+
+def name_for(tag: int) -> str:
+    """Return the name results use for ``tag``: its keyword, or its tag key if it has none.
+
+    Repeating groups (50xx, 60xx) share keywords: only the tag a keyword
+    resolves to is named by it, the others by their tag key (``0x60023000``
+    is ``"60023000"``, though its keyword is ``"OverlayData"``).
+    """
+    keyword = keyword_for(tag)
+    return keyword if keyword and tag_for_keyword(keyword) == tag else tag_key(tag)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -130,7 +148,7 @@ def resolve(name: str | int) -> tuple[int, str]:
         return name, keyword_for(name)
     if not isinstance(name, str):
         raise ValueError(f"{name!r} is not a DICOM keyword or tag")
-    if _TAG_KEY.fullmatch(name):
+    if is_tag_key(name):
         tag = int(name, 16)
         return tag, keyword_for(tag)
     found = tag_for_keyword(name)

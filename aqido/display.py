@@ -86,10 +86,6 @@ def _cell(value: Any, max_chars: int, tag: str = "td") -> str:
     return f"<{tag}>{html.escape(text)}</{tag}>"
 
 
-def _get(ds: Dataset, name: str) -> Any:
-    return ds.get(name)
-
-
 def _columns_of(results: Sequence[Dataset]) -> list[str]:
     seen: dict[str, None] = {}
     for ds in results:
@@ -129,7 +125,7 @@ def html_table(
     head = "".join(_cell(name, max_chars, "th") for name in (*names, *extra))
     rows = []
     for ds in items[:max_rows]:
-        cells = [_cell(_get(ds, name), max_chars) for name in names]
+        cells = [_cell(ds.get(name), max_chars) for name in names]
         children = _children(ds)
         for kind in extra:
             count = len(children[1]) if children is not None and children[0] == kind else None
@@ -158,7 +154,7 @@ def _kv_table(ds: Dataset, max_chars: int) -> str:
 
 def _heading(ds: Dataset) -> str:
     fields = _KEY_FIELDS.get(type(ds).__name__, ())
-    parts = [_text(_get(ds, name)) for name in fields if not name.endswith("InstanceUID")]
+    parts = [_text(ds.get(name)) for name in fields if not name.endswith("InstanceUID")]
     shown = " · ".join(html.escape(p) for p in parts if p)
     return f"<b>{html.escape(type(ds).__name__)}</b> {shown}"
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import aclosing
+from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -126,14 +126,11 @@ async def track(
     however the loop ends.
     """
     hook = make_progress(progress)
+    closing: AbstractAsyncContextManager[Any] = (
+        aclosing(studies) if isinstance(studies, AsyncGenerator) else nullcontext()
+    )
     try:
-        if isinstance(studies, AsyncGenerator):
-            async with aclosing(studies):
-                async for study in studies:
-                    if hook is not None:
-                        report(hook, study)
-                    yield study
-        else:
+        async with closing:
             async for study in studies:
                 if hook is not None:
                     report(hook, study)

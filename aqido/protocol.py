@@ -256,8 +256,6 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 
 # --- Responses ---------------------------------------------------------------------------------
 
-_TAG_KEY = re.compile(r"^[0-9A-Fa-f]{8}$")
-
 
 @attrs.frozen
 class QidoResponse:

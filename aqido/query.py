@@ -299,7 +299,7 @@ def _normalise_key(field: str, key: object) -> tuple[str, tuple[int, ...], str |
                 f"{field}: {step!r} in {key!r} is not a sequence (VR {vr}); only sequence "
                 "attributes can be followed by '.'"
             )
-        parts.append(step.upper() if re.fullmatch(r"[0-9A-Fa-f]{8}", step) else step)
+        parts.append(step.upper() if dictionary.is_tag_key(step) else step)
         tags.append(tag)
     return ".".join(parts), tuple(tags), vr
 

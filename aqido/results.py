@@ -54,7 +54,6 @@ from __future__ import annotations
 import datetime
 import gc
 import json
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, Union, get_args, get_origin
 
@@ -80,8 +79,6 @@ from aqido.values import (
     parse_tm,
     parse_value,
 )
-
-_TAG_KEY_RE = re.compile(r"[0-9A-Fa-f]{8}")
 
 if TYPE_CHECKING:  # pragma: no cover
     import pydicom
@@ -307,10 +304,7 @@ def _name_for(key: str) -> str:
         return _KEYWORD_CACHE[key]
     except KeyError:
         pass
-    tag = int(key, 16)
-    keyword = dictionary.keyword_for(tag)
-    # Repeating groups (50xx, 60xx) share keywords: only the tag a keyword resolves to gets it.
-    name = keyword if keyword and dictionary.tag_for_keyword(keyword) == tag else key
+    name = dictionary.name_for(int(key, 16))
     if len(_KEYWORD_CACHE) < 65536:
         _KEYWORD_CACHE[key] = name
     return name
@@ -977,7 +971,7 @@ def decode_json(
     finally:
         if paused:
             gc.enable()
-    if type(data) is dict and data and all(_TAG_KEY_RE.fullmatch(key) for key in data):
+    if type(data) is dict and data and all(dictionary.is_tag_key(key) for key in data):
         # One dataset instead of an array of one (some servers; dicomweb-client accepts it).
         return [data]
     if type(data) is not list:

@@ -228,10 +228,7 @@ def _column_name(column: str | int) -> str:
     if isinstance(column, str) and "." in column:
         head, _, tail = column.partition(".")
         return f"{head}.{_column_name(tail)}"
-    tag, keyword = dictionary.resolve(column)
-    if keyword and dictionary.tag_for_keyword(keyword) == tag:
-        return keyword
-    return dictionary.tag_key(tag)
+    return dictionary.name_for(dictionary.resolve(column)[0])
 
 
 # --------------------------------------------------------------------------- pandas

@@ -168,6 +168,23 @@ async def test_track_wraps_an_async_crawl(archive: FakeArchive) -> None:
     assert hook.events.count("instance") == len(SYNTH.instances)
     assert hook.events[-1] == "close"
 
+    class PlainIterator:  # an async iterator that is not an async generator
+        def __init__(self) -> None:
+            self.left = iter(studies)
+
+        def __aiter__(self) -> PlainIterator:
+            return self
+
+        async def __anext__(self) -> Study:
+            try:
+                return next(self.left)
+            except StopIteration:
+                raise StopAsyncIteration from None
+
+    again = Recorder()
+    assert [s async for s in track(PlainIterator(), progress=again)] == studies
+    assert again.events == hook.events
+
 
 @pytest.mark.anyio
 async def test_works_inside_a_running_event_loop(archive: FakeArchive) -> None:

@@ -13,7 +13,7 @@ from qido_server import MiniArchive
 
 import aqido
 from aqido.client import AsyncQidoRS
-from aqido.errors import UnauthorizedError
+from aqido.errors import InvalidQueryError, UnauthorizedError
 from aqido.query import HierarchicalQuery
 
 SECRET = "s3cr3t-P4ss"
@@ -102,6 +102,23 @@ def test_constructor_validation() -> None:
     for concurrency in (0, -1, True, 1.5):
         with pytest.raises(ValueError, match="max_concurrency"):
             AsyncQidoRS("http://h/dicom-web", max_concurrency=concurrency)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_per_call_max_concurrency_validation() -> None:
+    async with AsyncQidoRS("http://127.0.0.1:9/dicom-web") as qido:
+        for concurrency in (0, -1, True, 1.5):
+            with pytest.raises(ValueError, match="max_concurrency"):
+                await qido.search_many([], max_concurrency=concurrency)  # type: ignore[arg-type]
+        assert await qido.search_many([], max_concurrency=1) == []
+
+
+@pytest.mark.anyio
+async def test_crawl_page_size_validation() -> None:
+    async with AsyncQidoRS("http://127.0.0.1:9/dicom-web") as qido:
+        for bad in (-1, 0, 2.5, True):
+            with pytest.raises(InvalidQueryError, match="page_size"):
+                [s async for s in qido.crawl(page_size=bad)]  # type: ignore[arg-type]
 
 
 def test_import_aqido_exports_the_client_lazily() -> None:

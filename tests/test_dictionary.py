@@ -53,6 +53,20 @@ def test_tag_keys() -> None:
         dictionary.parse_tag_key("PatientName")
 
 
+def test_name_for() -> None:
+    assert dictionary.name_for(0x00100010) == "PatientName"
+    assert dictionary.name_for(0x00091001) == "00091001"  # private
+    assert dictionary.keyword_for(0x60023000) == "OverlayData"  # a repeating group
+    assert dictionary.name_for(0x60023000) == "60023000"
+
+
+def test_is_tag_key() -> None:
+    assert dictionary.is_tag_key("0020000D")
+    assert dictionary.is_tag_key("0020000d")
+    for not_a_key in ("PatientName", "0020000", "0020000D0", " 0020000D", "0020000G", 0x0020000D):
+        assert not dictionary.is_tag_key(not_a_key)
+
+
 def test_lookup_does_not_import_pydicom() -> None:
     code = (
         "import sys; from aqido import dictionary; "
