@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Iterator
+
 import pytest
 
 
@@ -9,3 +13,26 @@ import pytest
 def anyio_backend() -> str:
     """aiohttp only runs on asyncio, so every ``@pytest.mark.anyio`` test does too."""
     return "asyncio"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _python_handles_ctrl_c() -> Iterator[None]:
+    """Python's own Ctrl-C handler on SIGINT, even if the test run was started with it ignored.
+
+    A process started with SIGINT ignored (``nohup``, a background job of a non-interactive
+    shell, some CI runners) keeps it ignored: Python then never raises KeyboardInterrupt, and
+    test_blocking's Ctrl-C tests wait out their 30 s archive and fail. A handled signal is reset
+    to the default on exec, so subprocesses the tests start get Python's usual handler too.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

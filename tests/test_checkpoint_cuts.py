@@ -55,7 +55,9 @@ def _clean() -> bytes:
 CLEAN = _clean()
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(cut=st.integers(min_value=1, max_value=len(CLEAN) - 1))
 def test_a_cut_anywhere_resumes_to_the_clean_file(cut: int, tmp_path: pathlib.Path) -> None:
     path = tmp_path / "cut.jsonl"

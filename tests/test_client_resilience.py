@@ -201,8 +201,10 @@ async def test_timeouts_are_retried(archive: MiniArchive) -> None:
 async def test_total_timeout_bounds_retries(archive: MiniArchive) -> None:
     archive.fail_next(*(busy(503, "0.01") for _ in range(1000)))
     forever = Retry(max_attempts=10_000, total=None, backoff_base=0.001, backoff_max=0.001)
+    # 1000 answers with Retry-After 0.01 take over 10 s: a 0.5 s total must cut them short,
+    # and leaves a loaded machine ample time for the first attempt and a retry.
     async with AsyncQidoRS(
-        archive.url, retries=forever, timeout=Timeout(request=5, total=0.1)
+        archive.url, retries=forever, timeout=Timeout(request=5, total=0.5)
     ) as qido:
         with pytest.raises(RequestTimeoutError, match=r"Timeout\.total"):
             await qido.search(HierarchicalQuery())
@@ -294,8 +296,8 @@ async def test_cancelling_a_crawl_midway_leaves_nothing_behind() -> None:
             # the client still works after a cancelled crawl
             archive.hold.set()
             assert len(await qido.search(HierarchicalQuery())) == 30
-        for _ in range(50):  # the server sees the cancelled requests' connections close
-            if archive.active == 0:
+        for _ in range(1000):  # the server sees the cancelled requests' connections close
+            if archive.active == 0:  # (~10 s at most: a safety net for a loaded machine)
                 break
             await asyncio.sleep(0.01)
         assert archive.active == 0

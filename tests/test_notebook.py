@@ -35,6 +35,13 @@ def test_the_stored_notebook_has_its_outputs() -> None:
     assert any("image/png" in o.get("data", {}) for cell in code for o in cell.outputs)
 
 
+# aqido runs in the kernel (a subprocess); in this process only Jupyter's own machinery runs,
+# which differs from one nox environment to the next. A deprecation inside it is Jupyter's to
+# fix: it is reported in the warnings summary instead of failing this test. Warnings from
+# anything else (aqido, this test) still fail it.
+@pytest.mark.filterwarnings(
+    "default::DeprecationWarning:(nbclient|nbformat|jupyter_client|jupyter_core|traitlets|zmq|tornado)"
+)
 def test_the_notebook_executes() -> None:
     nb = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(

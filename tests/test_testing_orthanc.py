@@ -36,6 +36,20 @@ def fake_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return plugin
 
 
+@pytest.fixture(autouse=True)
+def _private_tempdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temporary directory of this test's own for the launcher's ``aqido-orthanc-*`` dirs.
+
+    The system one is shared: a real Orthanc started meanwhile by another test run (an
+    integration run, a second suite on the same machine) adds its directory there and
+    would make "no directory left behind" fail; the sweep test would touch theirs too.
+    """
+    private = tmp_path / "tmp"
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
+    return private
+
+
 def _our_temp_dirs() -> set[str]:
     return {p.name for p in Path(tempfile.gettempdir()).glob("aqido-orthanc-*")}
 
