@@ -64,7 +64,13 @@ def typecheck(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Unit tests and tests against in-process servers (no external services)."""
     session.install("-e", TEST_EXTRAS)
-    session.run("pytest", "-m", "not integration", *session.posargs)
+    session.run(
+        "pytest",
+        "-m",
+        "not integration",
+        *session.posargs,
+        env={"AQIDO_HYPOTHESIS_PROFILE": "ci"},
+    )
 
 
 @nox.session(python="3.11")

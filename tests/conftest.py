@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# CI runs the property tests derandomized (the same examples every run, so a red CI is
+# reproducible and never a roll of the dice) and without the timing-based health check that a
+# loaded 2-core machine can trip; developers' runs explore new random examples each time.
+settings.register_profile(
+    "ci", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("AQIDO_HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture
