@@ -8,6 +8,7 @@ lazily, on first attribute access, so ``import aqido`` stays fast.
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 from aqido.errors import (
@@ -61,6 +62,11 @@ if TYPE_CHECKING:  # pragma: no cover - lazily resolved names, imported here for
     from aqido.values import PersonName as PersonName
 
 __version__ = "0.1.0"
+
+# A library's logger stays silent unless the application configures logging: without this,
+# Python's last-resort handler would print aqido's warnings (a crawl's failed parts, server
+# Warning headers) on stderr of programs that never asked for them.
+logging.getLogger("aqido").addHandler(logging.NullHandler())
 
 #: Public names provided by submodules that are imported on first use.
 _LAZY: dict[str, str] = {

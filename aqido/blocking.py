@@ -335,7 +335,7 @@ class QidoRS:
             return studies
         return _tracked(studies, progress)
 
-    def find_studies(self, query: Any) -> list[Study]:
+    def find_studies(self, query: Any) -> SearchResults[Study]:
         """Search, and return the results grouped into studies (dicomtrolley's ``find_studies``)."""
         return self._runner.call(self._async.find_studies, query)
 

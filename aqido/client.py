@@ -598,14 +598,19 @@ class AsyncQidoRS:
             async for study in studies:
                 yield study
 
-    async def find_studies(self, query: Any) -> list[Study]:
+    async def find_studies(self, query: Any) -> SearchResults[Study]:
         """Search, and return the results grouped into studies (dicomtrolley's ``find_studies``).
 
         Whatever the query level, each returned ``Study`` has the matching
         series attached as ``.series`` and instances as ``series.instances``,
-        as dicomtrolley's ``QidoRS.find_studies`` returns them.
+        as dicomtrolley's ``QidoRS.find_studies`` returns them.  The list is a
+        :class:`SearchResults` carrying the search's warnings and headers.
         """
-        return list(build_tree(await self.search(query)))
+        found = await self.search(query)
+        studies: SearchResults[Study] = SearchResults(build_tree(found))
+        studies.warnings, studies.headers = found.warnings, found.headers
+        studies.truncated, studies.additional_results = found.truncated, found.additional_results
+        return studies
 
     # --- dicomweb-client names --------------------------------------------------------------
 

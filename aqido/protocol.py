@@ -5,8 +5,11 @@ gidgethub's ``sansio`` module).  :mod:`aqido.client` feeds the bytes it read
 into :func:`parse_response`; every server quirk the spec digest lists is
 handled here, where it can be tested without a network:
 
-- "no results" comes as 204, as 200 with ``[]``, as 200 with an empty body or
-  as ``Content-Length: 0`` with any content type: all become ``[]``;
+- "no results" comes as 204, as 200 with ``[]``, or as 200 with an explicit
+  ``Content-Length: 0`` (any content type; older editions' "nothing matched"):
+  all become ``[]``.  A 200 whose body is empty *without* saying so (no
+  ``Content-Length: 0``: a stripped or cut-off reply) raises
+  :class:`~aqido.errors.InvalidResponseError` rather than passing for "no results";
 - ``application/dicom+json`` and ``application/json`` (parameters ignored) are
   JSON; HTML error pages, ``multipart/related`` XML and other non-JSON bodies
   raise :class:`~aqido.errors.InvalidResponseError`;
@@ -329,8 +332,16 @@ def parse_response(status: int, headers: Headers, body: bytes, *, url: object = 
         return QidoResponse(status, safe_url, flat, [], warnings)
 
     length = _header(headers, "Content-Length")
-    if status == 204 or not body.strip() or (length is not None and length.strip() == "0"):
+    if status == 204 or (length is not None and length.strip() == "0" and not body):
         return empty()
+    if not body.strip():
+        raise InvalidResponseError(
+            f"the server answered {status} with an empty body (QIDO-RS says 204, or an empty "
+            "JSON array, when nothing matches); the reply may have been cut off",
+            url=safe_url,
+            status=status,
+            body=body,
+        )
     media_type = _media_type(_header(headers, "Content-Type"))
     if media_type and media_type not in JSON_MEDIA_TYPES and not media_type.endswith("+json"):
         if media_type.startswith("multipart/"):

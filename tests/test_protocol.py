@@ -80,17 +80,27 @@ def test_200_with_items() -> None:
         (204, {"Content-Type": "text/html"}, b""),
         (200, JSON, b"[]"),
         (200, JSON, b"  [ ]\n"),
-        (200, JSON, b""),
-        (200, {}, b""),
+        (200, {**JSON, "Content-Length": "0"}, b""),
         (200, {"Content-Type": "text/html", "Content-Length": "0"}, b""),
         (200, {"Content-Type": "application/octet-stream", "Content-Length": "0"}, b""),
-        (200, JSON, b"\n\t "),
     ],
 )
 def test_every_kind_of_no_results_is_an_empty_list(
     status: int, headers: dict[str, str], body: bytes
 ) -> None:
     assert parse_response(status, headers, body).items == []
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [(JSON, b""), ({}, b""), (JSON, b"\n\t "), ({**JSON, "Content-Length": "3"}, b"\n\t ")],
+)
+def test_an_empty_200_body_that_does_not_say_so_is_an_invalid_response(
+    headers: dict[str, str], body: bytes
+) -> None:
+    with pytest.raises(InvalidResponseError, match="empty body") as info:
+        parse_response(200, headers, body, url=URL)
+    assert info.value.status == 200
 
 
 @pytest.mark.parametrize(
