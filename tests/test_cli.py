@@ -719,6 +719,18 @@ def test_crawl_of_an_unreachable_server_is_exit_1(tmp_path: pathlib.Path) -> Non
     assert not (tmp_path / "bad.jsonl").exists()
 
 
+def test_crawl_of_an_unreachable_server_prints_one_line_in_a_real_process(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Through the real entry point, where no test harness captures the ``aqido`` logger."""
+    url = f"http://127.0.0.1:{_closed_port()}/dicom-web"
+    result = run_module("crawl", url, "--out", str(tmp_path / "none.jsonl"), "--retries", "0")
+    assert result.returncode == EXIT_ERROR
+    assert result.stderr.startswith("aqido: cannot reach the server: ")
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stdout == ""
+
+
 def test_password_prompt_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     import getpass
 
