@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from aqido.errors import (
     BadRequestError,
+    CheckpointError,
     CrawlFailure,
     CrawlIncompleteError,
     HTTPStatusError,
@@ -97,6 +98,7 @@ __all__ = [
     "AsyncQidoRS",
     "BadRequestError",
     "BaseQuery",
+    "CheckpointError",
     "CrawlCheckpoint",
     "CrawlFailure",
     "CrawlIncompleteError",
