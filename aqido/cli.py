@@ -571,9 +571,12 @@ def write_results(
     elif fmt == "csv":
         keywords = _all_keywords(results)
         writer = csv.writer(out, lineterminator="\n")
+        # Python < 3.12 leaves a lone CR unquoted, which readers take for a line end
+        quoted = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
         writer.writerow(keywords)
         for result in results:
-            writer.writerow([format_value(result.get(k)) for k in keywords])
+            row = [format_value(result.get(k)) for k in keywords]
+            (quoted if any("\r" in cell for cell in row) else writer).writerow(row)
     elif fmt == "table":
         columns = _columns(results, level, includes)
         rows = [[printable(format_value(r.get(c))) for c in columns] for r in results]
@@ -706,7 +709,7 @@ def _reject_userinfo(url: str) -> None:
     Credentials in a URL end up in shell history, process lists and logs; the
     command line takes them from ``--user``/``AQIDO_PASSWORD`` or ``--token`` only.
     """
-    rest = url.split("://", 1)[1] if "://" in url else url
+    rest = (url.split("://", 1)[1] if "://" in url else url).lstrip("/")
     authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
     if "@" in authority:
         raise UsageError(
