@@ -254,6 +254,14 @@ def test_crawl_failures_on_stderr_are_escaped(tmp_path: pathlib.Path) -> None:
     assert all(line.startswith("aqido: ") for line in lines)  # no forged line
     assert not _RAW_CONTROL.search(err.replace("\n", "")), repr(err)
     assert "\\x1b]0;owned\\x07" in err  # the body excerpt, shown escaped
+    with RawServer(answer) as server:  # --debug: the log lines are escaped too
+        status, _, err = run(
+            "crawl", server.url, "--out", str(tmp_path / "d.jsonl"), "--retries", "0", "--debug"
+        )
+    assert status == EXIT_INCOMPLETE
+    assert "WARNING aqido" in err
+    assert all(line.startswith(("aqido: ", "DEBUG ", "WARNING ")) for line in err.splitlines())
+    assert not _RAW_CONTROL.search(err.replace("\n", "")), repr(err)
 
 
 # --- a terminal that cannot show everything ---------------------------------------------------
