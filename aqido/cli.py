@@ -5,7 +5,7 @@ Commands::
     aqido search URL [query options] [--level study|series|instance] [--relational]
                      [--limit N] [--format table|json|jsonl|csv]
     aqido crawl URL [query options] [--depth series|instance] [--concurrency N]
-                    --out FILE.jsonl [--resume]
+                    --out FILE.jsonl [--resume [--force]]
     aqido demo [--studies N] [--out FILE.jsonl]
 
 Exit status: 0 success; 1 the server could not be reached, or answered with an
@@ -15,7 +15,11 @@ same command with ``--resume`` to fetch just those); 130 interrupted.
 
 Credentials come from ``--user`` (password from ``--password``, ``AQIDO_PASSWORD``
 or a prompt), ``--token`` or ``AQIDO_TOKEN``, and ``--header``; they are never
-printed.  Errors are one line without a traceback unless ``--debug`` is given.
+printed (a URL with ``user:password@`` is refused, as are control characters in
+credentials and headers).  Errors are one line without a traceback unless
+``--debug`` is given.  Whatever the server sends is shown through
+:func:`aqido.terminal.printable` (control characters escaped, never read as rich
+markup) and in the terminal's encoding; ``json``, ``jsonl`` and ``csv`` keep it exact.
 
 The output looks best with ``pip install 'aqido[cli]'`` (rich tables and a live
 progress bar); without rich the same information is printed as plain text.
@@ -881,7 +885,8 @@ def _prepare_out(
 
     Another run holding the file's lock is a CheckpointError (exit 1); a file
     of another crawl or server, or a damaged one, is a usage error (exit 2).
-    The lock is held (the checkpoint left open) for the crawl that follows.
+    The lock is held (the checkpoint left open, the caller closes it) for the
+    crawl that follows.
     """
     from aqido.errors import CheckpointError
 
@@ -902,7 +907,6 @@ def _prepare_out(
             path.unlink()  # --overwrite, under the lock
         checkpoint.open(query, depth, server=server)  # validates header, server, every line
     except CheckpointError as exc:
-        checkpoint.close()
         if isinstance(exc.__cause__, TimeoutError):  # the lock: another run writes the file
             raise
         raise UsageError(str(exc)) from None
@@ -939,14 +943,15 @@ async def _run_crawl(
     if query.query_level is not QueryLevel.STUDY:  # pragma: no cover - the parser ensures it
         raise UsageError("crawl starts from a study-level query")
     server = _check_url(url)  # before any file is touched
-    checkpoint = None if out_path is None else CrawlCheckpoint(out_path, force=force)
-    if checkpoint is not None:
-        _prepare_out(checkpoint, query, depth, server, resume=resume, overwrite=overwrite, err=err)
     stats = CrawlStats()
     display = _Progress(stats, err, progress)
+    checkpoint = None if out_path is None else CrawlCheckpoint(out_path, force=force)
     async with AsyncExitStack() as stack:
-        if checkpoint is not None:  # closed (lock released) however the crawl ends
+        if checkpoint is not None:  # closed (its lock released) however the crawl ends
             stack.callback(checkpoint.close)
+            _prepare_out(
+                checkpoint, query, depth, server, resume=resume, overwrite=overwrite, err=err
+            )
         client = await stack.enter_async_context(_open_client(url, **client_options))
         display.start()
         ticker = asyncio.get_running_loop().create_task(display.run())

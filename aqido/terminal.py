@@ -78,6 +78,8 @@ def encodable(text: str, encoding: str | None) -> str:
     (never encodable) ``\\ud800``.  ``encoding=None`` (an in-memory stream)
     only escapes lone surrogates.
     """
+    if text.isascii():  # every encoding aqido meets holds ASCII: the common case, fast
+        return text
     target = encoding or "utf-8"
     try:
         text.encode(target)
