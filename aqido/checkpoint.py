@@ -38,9 +38,11 @@ Safety:
 
 - **Nothing is dropped silently.**  Only a last line without its newline (a
   write cut short by a kill) is dropped.  Any other line that is not a valid
-  record (not JSON, too deeply nested, huge numbers, not UTF-8, wrong types,
-  a second header, an unknown record) raises :class:`~aqido.errors.CheckpointError`
-  naming the line; so does any line :meth:`read_studies` cannot turn into results.
+  record (not JSON, too deeply nested, huge numbers, not UTF-8, not an object,
+  a header, study or end record with the wrong types, a second header) raises
+  :class:`~aqido.errors.CheckpointError` naming the line; so does any line
+  :meth:`read_studies` cannot turn into results.  (A JSON object of a kind this
+  version does not know is skipped: later versions may add records.)
 - **One server.**  Resuming against another server (a crawl of archive A
   completed with archive B's studies) raises ``CheckpointError``, as does a
   file that records no server (an older aqido's); ``force=True`` (CLI
@@ -146,7 +148,7 @@ def _record_error(record: dict[str, Any], number: int) -> str | None:
         return None
     if "aqido_crawl" in record:
         return "a header that is not on the first line"
-    return "not a header, study or end record"
+    return None  # a record of a kind this version does not know: skipped, as the format says
 
 
 class CrawlCheckpoint:
