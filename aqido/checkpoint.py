@@ -68,8 +68,6 @@ from aqido.query import BaseQuery, QueryLevel
 if TYPE_CHECKING:  # pragma: no cover
     from filelock import BaseFileLock
 
-__all__ = ["CHECKPOINT_VERSION", "CrawlCheckpoint", "checkpoint_server"]
-
 #: The format version written in the header (``"aqido_crawl": 1``).
 CHECKPOINT_VERSION = 1
 _STUDY_UID = "0020000D"
