@@ -203,6 +203,12 @@ def _query_options(parser: argparse.ArgumentParser, *, search: bool) -> None:
     )
     group.add_argument("--fuzzy", action="store_true", help="ask for fuzzy person-name matching")
     group.add_argument(
+        "--permissive-uids",
+        action="store_true",
+        help="accept UIDs that are not valid DICOM UIDs (leading zeros, letters): 1-128 "
+        "letters, digits, '.', '-', '_' or '~', in the options and in the server's answers",
+    )
+    group.add_argument(
         "--page-size",
         type=_positive,
         metavar="N",
@@ -393,6 +399,7 @@ def query_from_args(args: argparse.Namespace) -> BaseQuery:
         include_fields=includes,
         filters=filters,
         fuzzymatching=args.fuzzy,
+        permissive_uid=getattr(args, "permissive_uids", False),
         **fields,
     )
 
@@ -592,6 +599,7 @@ async def _open_client(
     timeout: float,
     retries: int,
     concurrency: int,
+    permissive_uid: bool = False,
 ) -> AsyncIterator[AsyncQidoRS]:
     from aqido.client import AsyncQidoRS
 
@@ -603,6 +611,7 @@ async def _open_client(
             timeout=timeout or None,
             retries=retries,
             max_concurrency=concurrency,
+            permissive_uid=permissive_uid,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
@@ -633,6 +642,7 @@ def _client_options(
         "timeout": args.timeout,
         "retries": args.retries,
         "concurrency": args.concurrency,
+        "permissive_uid": args.permissive_uids,
     }
 
 
