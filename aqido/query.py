@@ -607,8 +607,9 @@ def _init_with_catch_all(init: Any, cls: type) -> Any:
     """attrs' generated ``__init__`` recompiled with a ``**`` catch-all, or ``None``.
 
     The catch-all is checked first and raises :class:`UnknownFieldError`; a
-    valid call pays only for an empty dict (about 10 ns).  ``None`` when the
-    generated source is not in the expected form (another attrs version).
+    valid call pays only for an empty dict (no measurable cost: no extra call
+    frame, unlike a wrapper).  ``None`` when the generated source is not in the
+    expected form (another attrs version): then the wrapper is used.
     """
     code = getattr(init, "__code__", None)
     if code is None or init.__closure__ or code.co_flags & 0x0C:  # *args or **kwargs already
