@@ -4,7 +4,9 @@ A query is a frozen, keyword-only attrs object.  Every rule is checked when it
 is built, so a bad query raises :class:`~aqido.errors.InvalidQueryError` (a
 ``ValueError``) before any I/O, with a message that names the field and says
 how to fix it.  ``attrs.evolve(query, limit=..., offset=...)`` builds a changed
-copy (and validates it again); queries are hashable.
+copy (and validates it again); queries are hashable.  A keyword that no
+query has raises :class:`~aqido.errors.UnknownFieldError` (also a
+``TypeError``), naming the closest field.
 
 Two kinds, as in ``dicomtrolley.qido_rs`` (same field names):
 
@@ -566,7 +568,7 @@ _FIELD_ALIASES = {
 }
 
 
-def unknown_field_error(kind: str, names: Iterable[str]) -> UnknownFieldError:
+def _unknown_field_error(kind: str, names: Iterable[str]) -> UnknownFieldError:
     """The :class:`~aqido.errors.UnknownFieldError` for keywords no query has (``kind``'s)."""
     unknown = sorted(names)
     name = unknown[0]
@@ -597,7 +599,7 @@ def unknown_field_error(kind: str, names: Iterable[str]) -> UnknownFieldError:
 
 
 def _raise_unknown_fields(query: object, unknown: Mapping[str, object]) -> None:
-    raise unknown_field_error(type(query).__name__, unknown)
+    raise _unknown_field_error(type(query).__name__, unknown)
 
 
 _CATCH_ALL = "_aqido_unknown_fields"
@@ -674,7 +676,7 @@ def _init_wrapper(init: Any) -> Any:
         except TypeError:
             unknown = set(kwargs) - set(_query_field_names())
             if unknown:
-                raise unknown_field_error(type(self).__name__, unknown) from None
+                raise _unknown_field_error(type(self).__name__, unknown) from None
             raise
 
     return __init__

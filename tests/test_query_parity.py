@@ -96,6 +96,18 @@ def test_a_name_like_nothing_lists_the_fields_and_every_unknown_name() -> None:
     assert "the fields are query_level, StudyInstanceUID" in message
 
 
+@given(st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,30}", fullmatch=True))
+def test_any_name_that_is_not_a_field_raises_unknown_field_error(name: str) -> None:
+    fields = {a.name for a in attrs.fields(HierarchicalQuery)}
+    if name in fields:
+        return
+    with pytest.raises(UnknownFieldError) as info:
+        HierarchicalQuery(**{name: "x"})
+    assert info.value.field == name
+    assert info.value.suggestion is None or info.value.suggestion in fields
+    assert repr(name) in str(info.value)
+
+
 def test_evolve_with_an_unknown_field_raises_the_same_error() -> None:
     with pytest.raises(UnknownFieldError, match="unknown field 'Limit'"):
         attrs.evolve(HierarchicalQuery(), Limit=3)
