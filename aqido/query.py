@@ -31,7 +31,6 @@ is loaded on first use by :mod:`aqido.dictionary`, without importing pydicom).
 from __future__ import annotations
 
 import datetime as _dt
-import difflib
 import enum
 import functools
 import linecache
@@ -575,6 +574,8 @@ def _unknown_field_error(kind: str, names: Iterable[str]) -> UnknownFieldError:
     fields = _query_field_names()
     suggestion = _FIELD_ALIASES.get(name) or _FIELD_ALIASES.get(name.lower())
     if suggestion is None:
+        import difflib  # only on this error path: keeps ``import aqido`` fast
+
         by_lower = {field.lower(): field for field in fields}
         close = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
         suggestion = by_lower[close[0]] if close else None
