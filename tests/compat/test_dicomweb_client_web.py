@@ -15,7 +15,8 @@ dataset loading (pydicom's).
 Inputs and expectations are unchanged apart from these renames (docs/parity.md lists them):
 
 - ``DICOMwebClient(url, permissive_uid=...)`` → ``aqido.QidoRS(url, permissive_uid=...)``,
-  the blocking client; the ``client`` fixture is ``QidoRS(httpserver.url)``.
+  the blocking client (closed when each test ends); the ``client`` fixture is
+  ``QidoRS(httpserver.url)``.
 - ``search_for_*`` return typed ``Study``/``Series``/``Instance`` objects, not dicts: the
   DICOM JSON the server sent is ``[result.to_json() for result in results]`` (``as_json``).
 - ``client.set_http_retry_params(retry, max_attempts, wait_exponential_multiplier,
@@ -42,7 +43,22 @@ from aqido import HTTPStatusError as HTTPError
 from aqido import HTTPStatusError as RetryError
 from aqido import InvalidQueryError, QidoRS, Retry
 
-DICOMwebClient = QidoRS
+_opened: list[QidoRS] = []
+
+
+def DICOMwebClient(url, **options):
+    """``DICOMwebClient(url, ...)`` → ``aqido.QidoRS(url, ...)``, closed when the test ends."""
+    client = QidoRS(url, **options)
+    _opened.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _close_clients():
+    """Close the clients a test made (the peer's tests leave that to the garbage collector)."""
+    yield
+    while _opened:
+        _opened.pop().close()
 
 
 def as_json(results):
