@@ -43,17 +43,6 @@ import attrs
 from aqido import dictionary
 from aqido.errors import InvalidQueryError, QueryTypeError, UnknownFieldError
 
-__all__ = [
-    "BaseQuery",
-    "HierarchicalQuery",
-    "QueryLevel",
-    "RelationalQuery",
-    "encode_query_value",
-    "ensure_query_type",
-    "is_permissive_uid",
-    "is_valid_uid",
-]
-
 
 class QueryLevel(str, enum.Enum):
     """The information-model level a query searches: study, series or instance."""
