@@ -314,9 +314,40 @@ def build_parser() -> argparse.ArgumentParser:
         "FILE.jsonl, one complete study per line, with a live progress bar. "
         "--resume continues an interrupted crawl: no duplicates, no gaps.",
     )
-    crawl.add_argument("url", metavar="URL", help="the QIDO-RS service root")
+    crawl.add_argument(
+        "urls",
+        metavar="URL",
+        nargs="+",
+        help="the QIDO-RS service root (several only with --format parquet)",
+    )
     _query_options(crawl, search=False)
     _crawl_options(crawl, out_required=True)
+    scale = crawl.add_argument_group("parquet and Dask")
+    scale.add_argument(
+        "--format",
+        choices=["jsonl", "parquet"],
+        default="jsonl",
+        help="jsonl: one line per study in FILE.jsonl (default); parquet: typed columns, one "
+        "Parquet part per shard under the directory --out, one row per --depth item",
+    )
+    scale.add_argument(
+        "--shards",
+        type=_positive,
+        metavar="N",
+        help="with parquet: shards per archive, date ranges sized from counts (default: 1 in "
+        "one process, 4 per Dask worker)",
+    )
+    scale.add_argument(
+        "--workers",
+        type=_positive,
+        metavar="N",
+        help="with parquet: run the shards on a local Dask cluster of N processes",
+    )
+    scale.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="with parquet: run the shards on this Dask scheduler (tcp://host:8786)",
+    )
     _connection_options(crawl, concurrency=8)
     _common_options(crawl)
 
@@ -365,15 +396,15 @@ def _crawl_options(parser: argparse.ArgumentParser, *, out_required: bool) -> No
     group = parser.add_argument_group("crawl")
     group.add_argument(
         "--depth",
-        choices=["series", "instance"],
+        choices=["study", "series", "instance"] if out_required else ["series", "instance"],
         default="instance",
         help="how deep to crawl (default: instance)",
     )
     group.add_argument(
         "--out",
         required=out_required,
-        metavar="FILE.jsonl",
-        help="write one line per complete study here",
+        metavar="FILE.jsonl" if not out_required else "PATH",
+        help="write one line per complete study here (a directory with --format parquet)",
     )
     group.add_argument(
         "--resume",
@@ -671,30 +702,13 @@ def _print_table(
 
 
 @asynccontextmanager
-async def _open_client(
-    url: str,
-    *,
-    auth: tuple[str, str] | str | None,
-    headers: Mapping[str, str],
-    timeout: float,
-    retries: int,
-    concurrency: int,
-    server_limit: int | None = None,
-    permissive_uid: bool = False,
-) -> AsyncIterator[AsyncQidoRS]:
+async def _open_client(url: str, **options: Any) -> AsyncIterator[AsyncQidoRS]:
+    """An open client for ``url``: ``options`` are the client's keyword arguments
+    (:func:`_client_options`); an option the client refuses is a usage error."""
     from aqido.client import AsyncQidoRS
 
     try:
-        client = AsyncQidoRS(
-            url,
-            auth=auth,
-            headers=headers,
-            timeout=timeout or None,
-            retries=retries,
-            max_concurrency=concurrency,
-            server_limit=server_limit,
-            permissive_uid=permissive_uid,
-        )
+        client = AsyncQidoRS(url, **options)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     async with client:
@@ -734,12 +748,13 @@ def _client_options(
     _reject_userinfo(args.url)
     if args.retries < 0:
         raise UsageError(f"--retries must not be negative, not {args.retries}")
+    # The AsyncQidoRS keyword arguments the options give: the one place they are mapped.
     return {
         "auth": _credentials(args, environ, ask_password),
         "headers": _headers(args.header),
-        "timeout": args.timeout,
+        "timeout": args.timeout or None,
         "retries": args.retries,
-        "concurrency": args.concurrency,
+        "max_concurrency": args.concurrency,
         "server_limit": args.server_limit,
         "permissive_uid": args.permissive_uids,
     }
@@ -1061,13 +1076,7 @@ async def _run_demo(args: argparse.Namespace, out: IO[str], err: IO[str], is_tty
             overwrite=args.overwrite,
             force=True,  # the demo archive is the same at every run, on a new port
             progress=args.progress and _isatty(err),
-            client_options={
-                "auth": None,
-                "headers": {},
-                "timeout": 30.0,
-                "retries": 4,
-                "concurrency": args.concurrency,
-            },
+            client_options={"timeout": 30.0, "retries": 4, "max_concurrency": args.concurrency},
             out=out,
             err=err,
             rich_ok=is_tty,
@@ -1235,10 +1244,26 @@ def _dispatch(args: argparse.Namespace, out: IO[str], err: IO[str], env: Mapping
             raise UsageError("--resume needs --out")
         return _run(_run_demo(args, out, err, is_tty))
     ask = getpass.getpass if _isatty(sys.stdin) else None
+    if args.command == "crawl":
+        urls = args.urls
+        args.url = urls[0]
+        for url in urls[1:]:
+            _reject_userinfo(url)
+        if args.format == "jsonl":
+            if len(urls) > 1:
+                raise UsageError("several URLs need --format parquet (one JSONL file per archive)")
+            if args.workers or args.scheduler or args.shards:
+                raise UsageError("--workers, --scheduler and --shards need --format parquet")
     options = _client_options(args, env, ask)
     if args.command == "search":
         return _run(_run_search(args, options, out, is_tty))
     query = query_from_args(args)
+    if args.format == "parquet":
+        if args.workers and args.scheduler:
+            raise UsageError("give --workers or --scheduler, not both")
+        from aqido._cli_parquet import run_parquet
+
+        return run_parquet(args, [_check_url(u) for u in args.urls], query, options, out, err)
     status, _ = _run(
         _run_crawl(
             args.url,

@@ -40,7 +40,7 @@ from collections.abc import (
 )
 from contextlib import aclosing
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 import anyio
@@ -71,6 +71,9 @@ from aqido.query import (
 from aqido.results import Dataset, Instance, Series, Study, build_tree, structure
 from aqido.retry import Retry, Timeout, call_with_retry
 from aqido.stats import CrawlStats
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow
 
 logger = logging.getLogger("aqido")
 
@@ -128,6 +131,12 @@ class SearchResults(list[T]):
         self.truncated = response.truncated if response is not None else False
         self.additional_results = response.additional_results if response is not None else None
         self.possibly_truncated = self.truncated
+
+    def to_arrow(self, **options: Any) -> pyarrow.Table:
+        """These results as a typed ``pyarrow.Table`` (:func:`aqido.to_arrow`; needs pyarrow)."""
+        from aqido._arrow import to_arrow
+
+        return to_arrow((item for item in self if isinstance(item, Dataset)), **options)
 
     def _repr_html_(self) -> str:
         """Jupyter's rich display: a compact table, one row per result (:mod:`aqido.display`)."""
