@@ -32,7 +32,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import aclosing
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 import anyio
@@ -61,6 +61,9 @@ from aqido.query import (
 from aqido.results import Dataset, Instance, Series, Study, build_tree, structure
 from aqido.retry import Retry, Timeout, call_with_retry
 from aqido.stats import CrawlStats
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aqido.profile import ServerProfile
 
 __all__ = ["AsyncQidoRS", "Auth", "SearchResults"]
 
@@ -410,6 +413,19 @@ class AsyncQidoRS:
             ) from exc
 
     # --- searching --------------------------------------------------------------------------
+
+    async def probe(self) -> ServerProfile:
+        """Measure how this archive behaves: a :class:`~aqido.profile.ServerProfile`.
+
+        At most 60 small read-only requests, at most 4 in flight, using the
+        archive's own studies (see :mod:`aqido.probe`; ``aqido probe URL`` prints
+        every finding with the request that showed it).  Capabilities the
+        archive's data cannot decide keep the standard default and are named in
+        the profile's ``notes``.
+        """
+        from aqido.probe import probe_report
+
+        return (await probe_report(self)).profile
 
     async def search_raw(self, query: Any) -> QidoResponse:
         """Run one search and return the decoded DICOM JSON and headers, unstructured.
