@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 import attrs
@@ -44,6 +44,11 @@ RepeatedKeys = Literal["or", "first", "last", "error"]
 UnsupportedKeys = Literal["error", "ignore", "empty"]
 
 
+def _notes(value: Iterable[str]) -> tuple[str, ...]:
+    """``notes`` as a tuple (a list from JSON, or any iterable of strings)."""
+    return tuple(value)
+
+
 @attrs.frozen(kw_only=True)
 class ServerProfile:
     """How one QIDO-RS archive behaves; every default is the standard's behaviour.
@@ -55,7 +60,7 @@ class ServerProfile:
     #: A label for people (``"standard"``, ``"orthanc-1.10"``, a URL); not compared.
     name: str = attrs.field(default="standard", eq=False)
     #: Free-form remarks (how it was measured, caveats); not compared.
-    notes: tuple[str, ...] = attrs.field(default=(), eq=False, converter=tuple)
+    notes: tuple[str, ...] = attrs.field(default=(), eq=False, converter=_notes)
 
     # --- encoding ---
     #: The server percent-decodes query values (``Doe%5EJohn`` means ``Doe^John``).
