@@ -909,6 +909,12 @@ def interpret_caps(
         before_offset = False
     elif split_total is not None and split_total > n:
         before_offset = True  # the halves hold more than the whole: capped, offset cannot pass it
+    elif _suspect(n) and (split_total is None or split_total < n):
+        why = (
+            f"{n} studies is a typical cap and nothing is past them, but splitting the "
+            "listing by StudyDate did not work, so a cap before the offset cannot be ruled out"
+        )
+        return [_undecided("max_results", why, where)]
     else:
         limited = "limit" in listing_request.query
         said = f"{n} studies in one listing and nothing past them: no cap"

@@ -1233,9 +1233,9 @@ class FakeArchive:
         n = len(parts)
         if n == 1 and parts[0] == "studies":
             return _STUDY, None, None, "studies"
-        if n == 1 and parts[0] == "series" and self.relational and self.relational_series:
+        if n == 1 and parts[0] == "series" and self.relational_series:
             return _SERIES, None, None, "series"
-        if n == 1 and parts[0] == "instances" and self.relational and self.relational_instances:
+        if n == 1 and parts[0] == "instances" and self.relational_instances:
             return _INSTANCE, None, None, "instances"
         if n == 3 and parts[0] == "studies" and parts[2] == "series":
             return _SERIES, parts[1], None, "study-series"
@@ -1285,13 +1285,13 @@ class FakeArchive:
         for name, value in pairs:
             lower = name.lower()
             if lower == "includefield":
-                if not self.includefield:
-                    continue
                 for item in value.split(","):
                     if not item:
                         continue
                     if item == "all":
                         include_all = True
+                        continue
+                    if not self.includefield:
                         continue
                     key = _resolve_key(item)
                     if key is None:
