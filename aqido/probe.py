@@ -185,6 +185,8 @@ class ProbeReport:
     profile: ServerProfile
     findings: tuple[Finding, ...]
     requests: int
+    #: The test values taken from the archive (studies A and B...).
+    context: ProbeContext | None = None
 
 
 @attrs.frozen
@@ -1014,7 +1016,7 @@ async def probe_report(client: AsyncQidoRS, *, max_in_flight: int = MAX_IN_FLIGH
         more = await sender.get_all(follow)
         findings += interpret_caps(listing_request, big, [more[r] for r in follow])
     profile = build_profile(findings, name=client.url, notes=notes)
-    return ProbeReport(profile=profile, findings=tuple(findings), requests=sender.sent)
+    return ProbeReport(profile=profile, findings=tuple(findings), requests=sender.sent, context=ctx)
 
 
 class Sender:
