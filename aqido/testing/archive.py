@@ -16,7 +16,8 @@ From synchronous code (a thread runs the server on its own event loop)::
     with FakeArchive(content).run_in_thread() as archive:
         requests.get(archive.url + "/studies")
 
-Matching (PS3.4 C.2.2.2 as a careful server does it):
+Matching (PS3.4 C.2.2.2 as a careful server does it) is :mod:`aqido.matching`,
+the matcher the client also uses to filter results locally:
 
 - UI: single UID or a comma-separated list (any of them).
 - DA, TM, DT: a single value matches the same text; a range ``a-b``, ``-b``,
@@ -24,9 +25,9 @@ Matching (PS3.4 C.2.2.2 as a careful server does it):
   ``-1300`` includes ``130059``); a bare ``-`` or a malformed value is a 400
   (``strict_values=False``: matches nothing).
 - strings and PN: exact (case-sensitive unless ``case_sensitive=False``) or
-  wildcards ``*`` and ``?``.  A PN matches against the whole value
-  (``Yamada^Tarou=山田^太郎``) and against each component group (unless
-  ``pn_groups=False``).
+  wildcards ``*`` and ``?`` (``*`` alone is universal matching).  A PN matches
+  against the whole value (``Yamada^Tarou=山田^太郎``) and against each
+  component group (unless ``pn_groups=False``).
 - numbers (IS, DS, US...): numeric equality.
 - any value of a multi-valued attribute may match; for every non-UI key a
   comma separates alternatives (OR), as Orthanc does.
@@ -35,6 +36,8 @@ Matching (PS3.4 C.2.2.2 as a careful server does it):
 - sequence paths ``Seq.Attr=v`` match any item.
 - an attribute from a lower level than the query (``Modality`` on
   ``/studies``) is never present, so it matches nothing, and is never returned.
+- :attr:`FakeArchive.match_options` (a :class:`~aqido.matching.MatchOptions`)
+  replaces the matching flags, e.g. to emulate a server without wildcards.
 
 Results come in a stable order (insertion order: study by study, series by
 series), so ``limit``/``offset`` paging is consistent.
@@ -61,6 +64,14 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from aqido.dictionary import tag_for_keyword, tag_key, vr_for
+from aqido.errors import InvalidQueryError
+from aqido.matching import (
+    ElementPredicate,
+    MatchOptions,
+    compile_value,
+    element_strings,
+    match_path,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from aqido.testing.synthetic import SyntheticArchive
@@ -405,10 +416,6 @@ class _BadRequest(Exception):
     """A query the archive refuses with 400 (message is the body)."""
 
 
-class _InvalidValue(_BadRequest):
-    """A malformed match value: 400, or matches nothing with ``strict_values=False``."""
-
-
 _PLUS = re.compile(r"\+")
 
 
@@ -427,126 +434,12 @@ def _parse_qs(raw: str, *, decode: bool) -> list[tuple[str, str]]:
     return pairs
 
 
-_DA = re.compile(r"\d{8}")
-_TM = re.compile(r"(\d{2})(\d{2})?(\d{2})?(?:\.(\d{1,6}))?")
-_NUMERIC_VRS = frozenset({"IS", "DS", "US", "SS", "UL", "SL", "FL", "FD", "UV", "SV"})
-_STRING_VRS = frozenset({"AE", "AS", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
-
-
-def _tm_key(value: str, *, upper: bool) -> str | None:
-    """A TM as a sortable HHMMSSffffff; missing parts are zeros, or the maximum for ``upper``."""
-    m = _TM.fullmatch(value.strip().replace(":", ""))
-    if m is None:
-        return None
-    hh, mm, ss, frac = m.groups()
-    fill = "59" if upper else "00"
-    frac_fill = "9" if upper else "0"
-    if frac is None and ss is None:
-        frac = ""
-    return f"{hh}{mm or fill}{ss or fill}{(frac or '').ljust(6, frac_fill if upper else '0')}"
-
-
-def _value_strings(elem: _Element, pn_groups: bool = True) -> list[str]:
-    values = elem.get("Value")
-    if not values:
-        return []
-    out: list[str] = []
-    for v in values:
-        if v is None:
-            continue
-        if isinstance(v, dict):  # PN
-            groups = [v.get("Alphabetic", ""), v.get("Ideographic", ""), v.get("Phonetic", "")]
-            full = "=".join(groups).rstrip("=")
-            out.append(full)
-            if pn_groups:
-                out.extend(g for g in groups if g and g != full)
-        else:
-            out.append(str(v).rstrip("\0 "))
-    return out
-
-
-def _compile_alternative(
-    alt: str, vr: str, case_sensitive: bool, pn_groups: bool
-) -> Callable[[_Element], bool]:
-    """One match value (no commas) → a predicate on a stored element."""
-    if vr == "DA" or vr == "TM" or vr == "DT":
-        return _compile_range(alt, vr)
-    if vr in _NUMERIC_VRS:
-        try:
-            target = float(alt)
-        except ValueError:
-            raise _InvalidValue(f"{alt!r} is not a number") from None
-
-        def numeric(elem: _Element) -> bool:
-            for v in elem.get("Value") or ():
-                try:
-                    if v is not None and float(v) == target:
-                        return True
-                except (TypeError, ValueError):
-                    continue
-            return False
-
-        return numeric
-    if vr in _STRING_VRS and ("*" in alt or "?" in alt):
-        pattern = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in alt)
-        rx = re.compile(pattern, 0 if case_sensitive else re.IGNORECASE)
-        return lambda elem: any(rx.fullmatch(s) for s in _value_strings(elem, pn_groups))
-    if case_sensitive:
-        return lambda elem: alt in _value_strings(elem, pn_groups)
-    folded = alt.casefold()
-    return lambda elem: any(s.casefold() == folded for s in _value_strings(elem, pn_groups))
-
-
-def _compile_range(alt: str, vr: str) -> Callable[[_Element], bool]:
-    if alt == "-":
-        raise _InvalidValue("a bare '-' is not a valid range")
-
-    def key(value: str, upper: bool) -> str | None:
-        if vr == "DA":
-            v = value.strip().replace(".", "")
-            return v if _DA.fullmatch(v) else None
-        if vr == "TM":
-            return _tm_key(value, upper=upper)
-        v = value.strip()  # DT: compared as text, reduced precision padded
-        if not re.fullmatch(r"\d{4,14}(\.\d{1,6})?([+-]\d{4})?", v):
-            return None
-        return v.ljust(21, "9" if upper else "0")
-
-    is_range = ("-" in alt) if vr != "DT" else bool(re.fullmatch(r"[^-]*-[^-]*", alt))
-    if is_range:
-        low_text, _, high_text = alt.partition("-")
-    else:
-        exact = key(alt, False)
-        if exact is None:
-            raise _InvalidValue(f"{alt!r} is not a valid {vr} value")
-        text = alt.strip()
-
-        def single(elem: _Element) -> bool:  # single value matching: the same text
-            return any(isinstance(v, str) and v.strip() == text for v in elem.get("Value") or ())
-
-        return single
-    low = key(low_text, False) if low_text else ""
-    high = key(high_text, True) if high_text else "~"
-    if low is None or high is None:
-        raise _InvalidValue(f"{alt!r} is not a valid {vr} range")
-
-    def in_range(elem: _Element) -> bool:
-        for v in elem.get("Value") or ():
-            if isinstance(v, str):
-                k = key(v, False)
-                if k is not None and low <= k <= high:
-                    return True
-        return False
-
-    return in_range
-
-
 @attrs.frozen
 class _Match:
     key: str  # first tag key of the path
     level: int
     path: tuple[str, ...]  # remaining sequence path (tag keys)
-    predicate: Callable[[_Element], bool] | None  # None = universal
+    predicate: ElementPredicate | None  # None = universal
     uids: frozenset[str] | None = None  # for UI list matching (index use)
 
 
@@ -815,7 +708,7 @@ class FakeArchive:
         if series is None:
             series = _Series(series_uid, levels[_SERIES], study)
             self._series[series_uid] = study.series[series_uid] = series
-            for modality in _value_strings(levels[_SERIES].get("00080060", {})):
+            for modality in element_strings(levels[_SERIES].get("00080060")):
                 study.modalities.add(modality)
             study.modalities_elem = None
         node = _Instance(sop_uid, series, attrs=levels[_INSTANCE])
@@ -1174,42 +1067,39 @@ class FakeArchive:
         returned = {m.key for m in matches}
         return matches, returned | include, include_all, limit, offset, fuzzy
 
+    #: Overrides the matching the flags describe (``case_sensitive``, ``pn_groups``,
+    #: ``strict_values``) with a full :class:`~aqido.matching.MatchOptions`, e.g.
+    #: ``MatchOptions.from_profile(profile)`` to emulate a server's matching quirks.
+    match_options: MatchOptions | None = None
+
+    def _matching(self) -> MatchOptions:
+        """The :mod:`aqido.matching` options this archive matches with."""
+        if self.match_options is not None:
+            return self.match_options
+        return MatchOptions(
+            case_sensitive=self.case_sensitive,
+            pn_case_sensitive=self.case_sensitive,
+            pn_groups=self.pn_groups,
+            strict_values=self.strict_values,
+        )
+
     def _compile(self, path: list[str], value: str) -> _Match:
+        """One match key → a :class:`_Match` (the predicate comes from :mod:`aqido.matching`)."""
         first = path[0]
         level = _level_of(first)
-        if not value:
-            return _Match(first, level, tuple(path[1:]), None)
-        last = path[-1]
-        vr = vr_for(int(last, 16)) or "UN"
-        if vr == "SQ":
-            raise _BadRequest("a sequence can only be matched through one of its attributes")
-        if vr == "UI":
-            if not self.decode_percent:  # Orthanc understands %2C in UID lists, nothing else
-                value = value.replace("%2C", ",").replace("%2c", ",")
-            uids = frozenset(u.strip() for u in value.split(",") if u.strip())
-
-            def uid_pred(elem: _Element) -> bool:
-                return any(v in uids for v in _value_strings(elem))
-
-            return _Match(first, level, tuple(path[1:]), uid_pred, uids if len(path) == 1 else None)
-        alternatives = []
-        for alt in value.split(","):
-            try:
-                alternatives.append(
-                    _compile_alternative(alt, vr, self.case_sensitive, self.pn_groups)
-                )
-            except _InvalidValue:
-                if self.strict_values:
-                    raise
-                alternatives.append(_nothing)
-        if len(alternatives) == 1:
-            pred = alternatives[0]
-        else:
-
-            def pred(elem: _Element) -> bool:
-                return any(alt(elem) for alt in alternatives)
-
-        return _Match(first, level, tuple(path[1:]), pred)
+        vr = vr_for(int(path[-1], 16)) or "UN"
+        options = self._matching()
+        if vr == "UI" and not self.decode_percent:  # Orthanc understands %2C in UID lists
+            value = value.replace("%2C", ",").replace("%2c", ",")
+        try:
+            pred = compile_value(value, vr, options)
+        except InvalidQueryError as exc:
+            raise _BadRequest(str(exc)) from None
+        uids = None
+        if vr == "UI" and pred is not None and len(path) == 1:
+            parts = value.split(",") if options.uid_lists else [value]
+            uids = frozenset(u.strip() for u in parts if u.strip())  # for the UID indexes
+        return _Match(first, level, tuple(path[1:]), pred, uids)
 
     def _hits(
         self, level: int, study_uid: str | None, series_uid: str | None, matches: list[_Match]
@@ -1341,7 +1231,7 @@ class FakeArchive:
             return False
         if not match.path:
             return match.predicate(elem)
-        return _match_path(elem, match.path, match.predicate)
+        return match_path(elem, match.path, match.predicate)
 
     def _search(
         self, request: web.BaseRequest, route: tuple[int, str | None, str | None, str], raw_qs: str
@@ -1449,24 +1339,3 @@ class FakeArchive:
                         item[key] = elem
             out.append(item)
         return out
-
-
-def _nothing(elem: _Element) -> bool:
-    """The predicate of a malformed value when ``strict_values=False``: matches nothing."""
-    return False
-
-
-def _match_path(elem: _Element, path: tuple[str, ...], pred: Callable[[_Element], bool]) -> bool:
-    """Sequence matching: any item whose attribute at ``path`` matches."""
-    for item in elem.get("Value") or ():
-        if not isinstance(item, dict):
-            continue
-        inner = item.get(path[0])
-        if inner is None:
-            continue
-        if len(path) == 1:
-            if pred(inner):
-                return True
-        elif _match_path(inner, path[1:], pred):
-            return True
-    return False
