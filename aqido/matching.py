@@ -224,6 +224,8 @@ def compile_value(
         return None
     lists = options.uid_lists if vr == "UI" else options.value_lists
     alternatives = value.split(",") if lists and "," in value else [value]
+    if any(is_universal(alt, vr, options) for alt in alternatives if alt):
+        return None  # a list is the OR of its values: one universal item makes it universal
     if vr == "UI":
         uids = frozenset(u.strip() for u in alternatives if u.strip())
         return lambda elem: any(v in uids for v in element_strings(elem))
