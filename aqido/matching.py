@@ -48,10 +48,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from aqido.profile import ServerProfile
 
 __all__ = [
+    "SERIES_ATTRIBUTES",
     "STANDARD",
+    "STUDY_ATTRIBUTES",
     "Criterion",
     "ElementPredicate",
     "MatchOptions",
+    "attribute_level",
     "compile_value",
     "element_strings",
     "filter_datasets",
@@ -127,6 +130,75 @@ class MatchOptions:
 
 #: The standard's matching.
 STANDARD = MatchOptions()
+
+
+# --- levels ---------------------------------------------------------------------------------
+
+#: Attributes of the study level besides the Patient group (0010,xxxx): Patient Study and
+#: General Study modules, and what archives compute per study.
+STUDY_ATTRIBUTES = frozenset(
+    {
+        "00080020",  # StudyDate
+        "00080030",  # StudyTime
+        "00080050",  # AccessionNumber
+        "00080051",  # IssuerOfAccessionNumberSequence
+        "00080090",  # ReferringPhysicianName
+        "00080096",  # ReferringPhysicianIdentificationSequence
+        "00080061",  # ModalitiesInStudy
+        "00081030",  # StudyDescription
+        "00081032",  # ProcedureCodeSequence
+        "00081048",  # PhysiciansOfRecord
+        "00081060",  # NameOfPhysiciansReadingStudy
+        "00081080",  # AdmittingDiagnosesDescription
+        "00081110",  # ReferencedStudySequence
+        "0020000D",  # StudyInstanceUID
+        "00200010",  # StudyID
+        "00201206",  # NumberOfStudyRelatedSeries
+        "00201208",  # NumberOfStudyRelatedInstances
+        "00321032",  # RequestingPhysician
+        "00321060",  # RequestedProcedureDescription
+        "00401001",  # RequestedProcedureID (study level in Orthanc)
+    }
+)
+#: Attributes of the series level (General Series, Frame of Reference, General Equipment).
+SERIES_ATTRIBUTES = frozenset(
+    {
+        "00080021",  # SeriesDate
+        "00080031",  # SeriesTime
+        "00080060",  # Modality
+        "00080070",  # Manufacturer
+        "00080080",  # InstitutionName
+        "00080081",  # InstitutionAddress
+        "00081010",  # StationName
+        "0008103E",  # SeriesDescription
+        "00081040",  # InstitutionalDepartmentName
+        "00081050",  # PerformingPhysicianName
+        "00081070",  # OperatorsName
+        "00081090",  # ManufacturerModelName
+        "00180015",  # BodyPartExamined
+        "00181030",  # ProtocolName
+        "00185100",  # PatientPosition
+        "0020000E",  # SeriesInstanceUID
+        "00200011",  # SeriesNumber
+        "00200052",  # FrameOfReferenceUID
+        "00200060",  # Laterality
+        "00201209",  # NumberOfSeriesRelatedInstances
+        "00400244",  # PerformedProcedureStepStartDate
+        "00400245",  # PerformedProcedureStepStartTime
+        "00400253",  # PerformedProcedureStepID
+        "00400254",  # PerformedProcedureStepDescription
+        "00400275",  # RequestAttributesSequence
+    }
+)
+
+
+def attribute_level(key: str) -> int:
+    """The level of an attribute (a tag key): 0 study (or patient), 1 series, 2 instance."""
+    if key in STUDY_ATTRIBUTES or key.startswith("0010"):
+        return 0
+    if key in SERIES_ATTRIBUTES:
+        return 1
+    return 2
 
 
 # --- stored values ---------------------------------------------------------------------------

@@ -88,6 +88,10 @@ class ServerProfile:
     fuzzy_matching: FuzzyMatching = "warning"
     #: What the server does with a match key it cannot match.
     unsupported_keys: UnsupportedKeys = "error"
+    #: Attributes (keywords, or ``.``-joined sequence paths) the server does not match
+    #: as keys: it ignores them, refuses them or matches nothing (:attr:`unsupported_keys`
+    #: says which).  The client leaves them out of requests and matches them locally.
+    unmatched_keys: tuple[str, ...] = attrs.field(default=(), converter=tuple)
 
     # --- returned attributes ---
     #: ``includefield=<keyword or tag>`` adds that attribute to the results.

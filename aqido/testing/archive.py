@@ -66,6 +66,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from aqido.dictionary import tag_for_keyword, tag_key, vr_for
 from aqido.errors import InvalidQueryError
 from aqido.matching import (
+    SERIES_ATTRIBUTES,
+    STUDY_ATTRIBUTES,
     ElementPredicate,
     MatchOptions,
     compile_value,
@@ -115,57 +117,8 @@ _ALL_KINDS: tuple[FaultKind, ...] = (
 
 _STUDY, _SERIES, _INSTANCE = 0, 1, 2
 
-# Attributes stored with the study (Patient, Patient Study and General Study modules).
-_STUDY_TAGS = frozenset(
-    {
-        "00080020",  # StudyDate
-        "00080030",  # StudyTime
-        "00080050",  # AccessionNumber
-        "00080051",  # IssuerOfAccessionNumberSequence
-        "00080090",  # ReferringPhysicianName
-        "00080096",  # ReferringPhysicianIdentificationSequence
-        "00081030",  # StudyDescription
-        "00081032",  # ProcedureCodeSequence
-        "00081048",  # PhysiciansOfRecord
-        "00081060",  # NameOfPhysiciansReadingStudy
-        "00081080",  # AdmittingDiagnosesDescription
-        "00081110",  # ReferencedStudySequence
-        "0020000D",  # StudyInstanceUID
-        "00200010",  # StudyID
-        "00321032",  # RequestingPhysician
-        "00321060",  # RequestedProcedureDescription
-        "00401001",  # RequestedProcedureID (study level in Orthanc)
-    }
-)
-# Attributes stored with the series (General Series, Frame of Reference, General Equipment).
-_SERIES_TAGS = frozenset(
-    {
-        "00080021",  # SeriesDate
-        "00080031",  # SeriesTime
-        "00080060",  # Modality
-        "00080070",  # Manufacturer
-        "00080080",  # InstitutionName
-        "00080081",  # InstitutionAddress
-        "00081010",  # StationName
-        "0008103E",  # SeriesDescription
-        "00081040",  # InstitutionalDepartmentName
-        "00081050",  # PerformingPhysicianName
-        "00081070",  # OperatorsName
-        "00081090",  # ManufacturerModelName
-        "00180015",  # BodyPartExamined
-        "00181030",  # ProtocolName
-        "00185100",  # PatientPosition
-        "0020000E",  # SeriesInstanceUID
-        "00200011",  # SeriesNumber
-        "00200052",  # FrameOfReferenceUID
-        "00200060",  # Laterality
-        "00400244",  # PerformedProcedureStepStartDate
-        "00400245",  # PerformedProcedureStepStartTime
-        "00400253",  # PerformedProcedureStepID
-        "00400254",  # PerformedProcedureStepDescription
-        "00400275",  # RequestAttributesSequence
-    }
-)
+_STUDY_TAGS = STUDY_ATTRIBUTES
+_SERIES_TAGS = SERIES_ATTRIBUTES
 _OWN = -1  # stored at every level (SpecificCharacterSet, TimezoneOffsetFromUTC)
 _OWN_TAGS = frozenset({"00080005", "00080201"})
 
