@@ -250,6 +250,18 @@ def _connection_options(parser: argparse.ArgumentParser, *, concurrency: int) ->
         metavar="N",
         help=f"requests in flight at once (default: {concurrency})",
     )
+    group.add_argument(
+        "--profile",
+        metavar="auto|FILE",
+        help="the server's profile: 'auto' probes it first, FILE is one saved by "
+        "'aqido probe --json'; answers then follow the standard where the server does not",
+    )
+    group.add_argument(
+        "--strict-matching",
+        action="store_true",
+        help="with --profile: fail (exit 2) on a query the server cannot answer as the "
+        "standard does, instead of warning",
+    )
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
@@ -592,6 +604,8 @@ async def _open_client(
     timeout: float,
     retries: int,
     concurrency: int,
+    profile: str | None = None,
+    strict_matching: bool = False,
 ) -> AsyncIterator[AsyncQidoRS]:
     from aqido.client import AsyncQidoRS
 
@@ -603,9 +617,11 @@ async def _open_client(
             timeout=timeout or None,
             retries=retries,
             max_concurrency=concurrency,
+            profile=profile,
+            strict_matching=strict_matching,
         )
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"{exc}") from exc
     async with client:
         yield client
 
@@ -633,6 +649,8 @@ def _client_options(
         "timeout": args.timeout,
         "retries": args.retries,
         "concurrency": args.concurrency,
+        "profile": getattr(args, "profile", None),
+        "strict_matching": getattr(args, "strict_matching", False),
     }
 
 

@@ -198,11 +198,12 @@ class Plan:
 
     @property
     def direct(self) -> bool:
-        """Whether the query is sent unchanged in one request, with nothing done locally."""
+        """Whether the query is sent unchanged in one request, nothing done locally, no warning."""
         return (
             self.walk is None
             and not self.local
             and not self.local_window
+            and not self.warnings
             and self.requests == (self.query,)
         )
 
