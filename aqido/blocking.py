@@ -51,6 +51,7 @@ from aqido.stats import CrawlStats
 
 if TYPE_CHECKING:  # pragma: no cover
     from aqido.client import Auth, SearchResults
+    from aqido.profile import ServerProfile
     from aqido.protocol import QidoResponse
     from aqido.query import BaseQuery
     from aqido.results import Instance, Series, Study
@@ -286,6 +287,10 @@ class QidoRS:
             receive.close()
 
     # --- the API of AsyncQidoRS -----------------------------------------------------------
+
+    def probe(self) -> ServerProfile:
+        """Measure how this archive behaves (see :meth:`AsyncQidoRS.probe`)."""
+        return self._runner.call(self._async.probe)
 
     def search_raw(self, query: Any) -> QidoResponse:
         """Run one search; return the decoded DICOM JSON and headers (see ``AsyncQidoRS``)."""

@@ -460,6 +460,19 @@ class AsyncQidoRS:
 
     # --- searching --------------------------------------------------------------------------
 
+    async def probe(self) -> ServerProfile:
+        """Measure how this archive behaves: a :class:`~aqido.profile.ServerProfile`.
+
+        At most 60 small read-only requests, at most 4 in flight, using the
+        archive's own studies (see :mod:`aqido.probe`; ``aqido probe URL`` prints
+        every finding with the request that showed it).  Capabilities the
+        archive's data cannot decide keep the standard default and are named in
+        the profile's ``notes``.
+        """
+        from aqido.probe import probe_report
+
+        return (await probe_report(self)).profile
+
     async def search_raw(self, query: Any) -> QidoResponse:
         """Run one search and return the decoded DICOM JSON and headers, unstructured.
 
@@ -698,12 +711,9 @@ class AsyncQidoRS:
             self._profile_lock = anyio.Lock()
         async with self._profile_lock:
             if self._profile is None:
-                probe = getattr(self, "probe", None)
-                if probe is None:
-                    raise RuntimeError("profile='auto' needs AsyncQidoRS.probe()")
                 token = _RAW_SEARCHES.set(True)
                 try:
-                    self._profile = await probe()
+                    self._profile = await self.probe()
                 finally:
                     _RAW_SEARCHES.reset(token)
         return self._profile

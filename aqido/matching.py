@@ -89,8 +89,8 @@ class MatchOptions:
     #: A PN value also matches on each component group alone (``山田*`` finds
     #: ``Yamada^Tarou=山田^太郎``); ``False``: the whole value only.
     pn_groups: bool = True
-    #: How a single string value is compared: ``"exact"`` (the standard), or as a
-    #: prefix or substring of the stored value (servers that match too loosely).
+    #: How a single string value (no wildcard) is compared: ``"exact"`` (the standard),
+    #: or as a prefix or substring of the stored value (servers that match too loosely).
     single_value_matching: Literal["exact", "prefix", "substring"] = "exact"
     #: ``*`` is a wildcard (``False``: a literal character).
     wildcard_star: bool = True
@@ -328,7 +328,9 @@ def _compile_single(alt: str, vr: str, options: MatchOptions) -> ElementPredicat
     )
     if wild or options.single_value_matching != "exact":
         pattern = _wildcard_regex(alt, options) if wild else re.escape(alt)
-        if options.single_value_matching == "prefix":
+        if wild:
+            pass  # a value with wildcards is matched as a pattern, even by loose servers
+        elif options.single_value_matching == "prefix":
             pattern += ".*"
         elif options.single_value_matching == "substring":
             pattern = f".*{pattern}.*"

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 import attrs
@@ -44,6 +44,11 @@ RepeatedKeys = Literal["or", "first", "last", "error"]
 UnsupportedKeys = Literal["error", "ignore", "empty"]
 
 
+def _notes(value: Iterable[str]) -> tuple[str, ...]:
+    """``notes`` as a tuple (a list from JSON, or any iterable of strings)."""
+    return tuple(value)
+
+
 @attrs.frozen(kw_only=True)
 class ServerProfile:
     """How one QIDO-RS archive behaves; every default is the standard's behaviour.
@@ -55,7 +60,7 @@ class ServerProfile:
     #: A label for people (``"standard"``, ``"orthanc-1.10"``, a URL); not compared.
     name: str = attrs.field(default="standard", eq=False)
     #: Free-form remarks (how it was measured, caveats); not compared.
-    notes: tuple[str, ...] = attrs.field(default=(), eq=False, converter=tuple)
+    notes: tuple[str, ...] = attrs.field(default=(), eq=False, converter=_notes)
 
     # --- encoding ---
     #: The server percent-decodes query values (``Doe%5EJohn`` means ``Doe^John``).
@@ -137,6 +142,88 @@ class ServerProfile:
     def standard(cls) -> ServerProfile:
         """The behaviour PS3.18 and PS3.4 define: every field at its default."""
         return cls()
+
+    @classmethod
+    def orthanc(cls, *, max_results: int | None = None) -> ServerProfile:
+        """Orthanc 1.10 with its DICOMweb plugin 1.7, as ``aqido probe`` measured it.
+
+        ``max_results``: Orthanc's ``LimitFindResults`` (0/``None``, the default
+        configuration, is no cap).  With a cap, Orthanc answers cap+1 studies with
+        no Warning and applies the cap before ``offset`` (so paging cannot pass it).
+
+        Measured by ``tests/integration/test_orthanc_probe.py`` (``probe()`` of the
+        integration suite's Orthanc, 300 synthetic studies, equals this preset; and
+        of an Orthanc with ``LimitFindResults=10`` equals ``orthanc(max_results=10)``).
+        """
+        capped: dict[str, Any] = {}
+        if max_results:
+            capped = {
+                "max_results": max_results,
+                "cap_warning": False,
+                "cap_plus_one": True,
+                "cap_before_offset": True,
+            }
+        return cls(
+            name="orthanc-1.10",
+            notes=(
+                "Orthanc 1.10 + DICOMweb 1.7, measured by aqido probe (tests/integration/"
+                "test_orthanc_probe.py)",
+                "query values are not percent-decoded: ^ * ? , must be sent raw; values "
+                "with spaces or non-ASCII text cannot be matched",
+                "every string match ignores case, PatientID included",
+            ),
+            percent_decoding=False,
+            case_sensitive=False,
+            pn_case_sensitive=False,
+            repeated_keys="last",
+            fuzzy_matching="ignored",
+            unsupported_keys="ignore",
+            includefield_all=False,
+            empty_status=200,
+            bad_request_status=200,
+            unknown_parent_status=200,
+            **capped,
+        )
+
+    @classmethod
+    def tiny_pacs(cls) -> ServerProfile:
+        """tiny_pacs 0.4 with tiny_pacs_dicomweb 0.1, as ``aqido probe`` measured it.
+
+        Measured with ``aqido probe`` against tiny_pacs 0.4.1 (started by
+        ``/work/shared/tinypacs/up.sh``, seeded with 1,100 studies by its
+        ``seed.py``, the same generator as the Orthanc seed): no wildcards, no
+        lists (a comma list matches nothing), PatientName matched as a
+        case-insensitive substring (other strings exactly, case-sensitively), no
+        time ranges, no relational paths, unknown keys ignored, and a silent cap
+        of 1,000 studies per response that ``offset`` pages past.
+        """
+        return cls(
+            name="tiny_pacs-0.4",
+            notes=(
+                "tiny_pacs 0.4.1 + tiny_pacs_dicomweb 0.1.0, measured by aqido probe "
+                "on 1,100 studies",
+                "single_value_matching is substring for PatientName only (AccessionNumber "
+                "is matched exactly)",
+                "a time range matches studies outside it (time_ranges=False)",
+            ),
+            wildcard_star=False,
+            wildcard_question=False,
+            pn_case_sensitive=False,
+            single_value_matching="substring",
+            uid_lists=False,
+            value_lists=False,
+            repeated_keys="last",
+            time_ranges=False,
+            fuzzy_matching="ignored",
+            unsupported_keys="ignore",
+            includefield_all=False,
+            relational_series=False,
+            relational_instances=False,
+            study_instances=False,
+            max_results=1000,
+            cap_warning=False,
+            unknown_parent_status=204,
+        )
 
     # --- JSON ---
 
