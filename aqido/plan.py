@@ -18,8 +18,9 @@ percent-encoding; attributes it does not match):
   percent-encoded, an attribute it ignores): it is left out of the request
   and matched locally;
 - **a list the server cannot OR** (``ModalitiesInStudy=CT,MR``, a UID list):
-  one request per value, merged by UID (first seen wins, order kept); a
-  second such list is matched locally.
+  one request per value (per combination, for several lists, up to
+  :data:`MAX_FAN_OUT` requests; further lists are matched locally), merged by
+  UID (first seen wins, order kept).
 
 Local matching needs the attribute in the results: aqido asks for it with
 ``includefield`` (or relies on the level's default attributes).  When the
@@ -123,6 +124,10 @@ LEVEL_UID = {
     QueryLevel.SERIES: "0020000E",
     QueryLevel.INSTANCE: "00080018",
 }
+
+#: The most requests one query fans out into (lists the server cannot OR, crossed); a
+#: further list is matched locally instead.
+MAX_FAN_OUT = 64
 
 #: What the server does with one match key (see the module docstring).
 Handling = Literal["exact", "loose", "local"]
@@ -369,12 +374,12 @@ def plan_query(
         )
     level = query.query_level
     keys = _keys(query)
-    unmatched = set(profile.unmatched_keys)
+    matched = None if profile.matched_keys is None else set(profile.matched_keys)
     send_as_is: list[_Key] = []
     loose: list[_Key] = []
     local: list[_Key] = []
     universal: list[_Key] = []
-    fanout: tuple[_Key, list[str]] | None = None
+    fanouts: list[tuple[_Key, list[str]]] = []
     for key in keys:
         crit = key.criterion
         value, vr = crit.value, crit.vr
@@ -383,9 +388,9 @@ def plan_query(
             universal.append(key)
             continue
         if (
-            first_keyword in unmatched
-            or crit.key in unmatched
+            (matched is not None and first_keyword not in matched)
             or (not profile.percent_decoding and encode_query_value(value) != value)
+            or (not profile.non_ascii_values and not value.isascii())
         ):
             local.append(key)
             continue
@@ -398,8 +403,8 @@ def plan_query(
                 _single_handling(v, vr, profile, pn_case, query.fuzzymatching) for v in items
             )
         if len(items) > 1 and not lists_ok:
-            if fanout is None and per_item != "local":
-                fanout = (key, items)
+            if per_item != "local":
+                fanouts.append((key, items))
                 if per_item == "loose":
                     loose.append(key)
             else:
@@ -412,6 +417,18 @@ def plan_query(
         else:
             send_as_is.append(key)
 
+    # Fan out every list the server cannot OR while the requests stay few; match the rest here.
+    chosen: list[tuple[_Key, list[str]]] = []
+    size = 1
+    for key, items in fanouts:
+        if not chosen or size * len(items) <= MAX_FAN_OUT:
+            chosen.append((key, items))
+            size *= len(items)
+        else:
+            if key in loose:
+                loose.remove(key)
+            local.append(key)
+    fanned = [key for key, _ in chosen]
     warnings: list[str] = []
     to_filter = [*loose, *local]
     include = list(query.include_fields)
@@ -421,7 +438,7 @@ def plan_query(
             if first not in {_tag_of(f) for f in include}:
                 include.append(first)
             continue
-        kept_as_match = key in send_as_is or (fanout is not None and key is fanout[0])
+        kept_as_match = key in send_as_is or key in fanned
         if key in universal or kept_as_match or _returned_by_default(query, first):
             continue
         if profile.includefield_all and "all" in include:
@@ -438,19 +455,17 @@ def plan_query(
     changes = _without(query, [*local, *universal])
     if include != list(query.include_fields):
         changes["include_fields"] = tuple(include)
-    local_window = bool(to_filter or fanout) and bool(query.limit or query.offset)
+    local_window = bool(to_filter or chosen) and bool(query.limit or query.offset)
     if local_window:
         changes["limit"] = 0
         changes["offset"] = 0
     base = attrs.evolve(query, **changes) if changes else query
-    if fanout is not None:
-        key, items = fanout
-        requests = tuple(_with_value(base, key, item) for item in items)
-    else:
-        requests = (base,)
+    requests = [base]
+    for key, items in chosen:
+        requests = [_with_value(request, key, item) for request in requests for item in items]
     return Plan(
         query=query,
-        requests=requests,
+        requests=tuple(requests),
         local=tuple(k.criterion for k in to_filter),
         options=options,
         merge_key=LEVEL_UID[level],

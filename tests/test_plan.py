@@ -80,8 +80,10 @@ def request_criteria(query: BaseQuery, profile: ServerProfile) -> list[Criterion
         assert isinstance(value, str)
         if not profile.percent_decoding:
             value = encode_query_value(value)
+        if not profile.non_ascii_values and not value.isascii():
+            value = "\x00unmatchable"  # the server misreads the bytes: nothing matches
         criterion = Criterion.of(key, value)
-        if key not in profile.unmatched_keys:
+        if profile.matched_keys is None or key in profile.matched_keys:
             out.append(criterion)
     return out
 
@@ -140,9 +142,20 @@ profiles = st.builds(
     date_ranges=st.booleans(),
     open_date_ranges=st.booleans(),
     time_ranges=st.booleans(),
-    unmatched_keys=st.lists(
-        st.sampled_from(["PatientName", "StudyDescription", "ModalitiesInStudy", "StudyTime"]),
-        max_size=2,
+    non_ascii_values=st.booleans(),
+    matched_keys=st.none()
+    | st.lists(
+        st.sampled_from(
+            [
+                "PatientName",
+                "StudyDescription",
+                "ModalitiesInStudy",
+                "StudyTime",
+                "StudyInstanceUID",
+                "StudyDate",
+            ]
+        ),
+        max_size=5,
         unique=True,
     ),
 )
@@ -198,17 +211,27 @@ def test_requests_only_hold_what_the_server_understands(
             if not supported:
                 assert char not in str(params.get("PatientName", ""))
                 assert char not in str(params.get("StudyDescription", ""))
-        for keyword in profile.unmatched_keys:
-            assert keyword not in params
+        for keyword in ("PatientName", "StudyDescription", "ModalitiesInStudy"):
+            if profile.matched_keys is not None and keyword not in profile.matched_keys:
+                assert keyword not in params
+        if not profile.non_ascii_values:
+            assert all(str(v).isascii() for v in params.values())
         if plan.local or len(plan.requests) > 1:
             assert "limit" not in params
             assert "offset" not in params
 
 
-def test_fan_out_of_a_list_and_local_matching_of_a_second_one() -> None:
+def test_lists_fan_out_crossed_and_beyond_the_limit_are_matched_here() -> None:
     query = HierarchicalQuery(StudyInstanceUID=UIDS[:3], ModalitiesInStudy=["CT", "MR"])
     plan = plan_query(query, ServerProfile(uid_lists=False, value_lists=False))
-    assert [r.StudyInstanceUID for r in plan.requests] == UIDS[:3]
+    assert [(r.StudyInstanceUID, r.ModalitiesInStudy) for r in plan.requests] == [
+        (uid, modality) for uid in UIDS[:3] for modality in ("CT", "MR")
+    ]
+    assert plan.local == ()
+    many = [f"1.2.{i}" for i in range(40)]
+    query = HierarchicalQuery(StudyInstanceUID=many, ModalitiesInStudy=["CT", "MR"])
+    plan = plan_query(query, ServerProfile(uid_lists=False, value_lists=False))
+    assert [r.StudyInstanceUID for r in plan.requests] == many
     assert {r.ModalitiesInStudy for r in plan.requests} == {""}
     assert [(c.key, c.value) for c in plan.local] == [("00080061", "CT,MR")]
     assert all(r.include_fields == ("00080061",) for r in plan.requests)

@@ -63,7 +63,7 @@ import attrs
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from aqido.dictionary import tag_for_keyword, tag_key, vr_for
+from aqido.dictionary import keyword_for, tag_for_keyword, tag_key, vr_for
 from aqido.errors import InvalidQueryError
 from aqido.matching import (
     SERIES_ATTRIBUTES,
@@ -1183,6 +1183,15 @@ class FakeArchive:
                     matches.append(_Match(_STUDY_UID_KEY, _STUDY, (), _nothing))
                 continue
             path = [k for k in keys if k is not None]
+            if not self._matches_key(path[0]):
+                if self.unknown_key_policy == "error":
+                    raise _BadRequest(f"unsupported match key: {name!r}")
+                if self.unknown_key_policy == "empty":
+                    matches.append(_Match(_STUDY_UID_KEY, _STUDY, (), _nothing))
+                continue
+            if not self.non_ascii_values and not all(v.isascii() for v in values):
+                matches.append(_Match(_STUDY_UID_KEY, _STUDY, (), _nothing))  # misread bytes
+                continue
             compiled = [self._compile(path, value, fuzzy) for value in values]
             matches.append(compiled[0] if len(compiled) == 1 else _any_of(compiled))
         returned = {
@@ -1193,6 +1202,16 @@ class FakeArchive:
     #: Overrides the matching the flags and the profile describe with a full
     #: :class:`~aqido.matching.MatchOptions` (e.g. a server without wildcards).
     match_options: MatchOptions | None = None
+
+    def _matches_key(self, key: str) -> bool:
+        """Whether the emulated server matches this attribute (profile ``matched_keys``)."""
+        matched = self.profile.matched_keys if self.profile is not None else None
+        return matched is None or keyword_for(int(key, 16)) in matched
+
+    @property
+    def non_ascii_values(self) -> bool:
+        """Whether the emulated server matches non-ASCII values (profile ``non_ascii_values``)."""
+        return self.profile is None or self.profile.non_ascii_values
 
     def _matching(self) -> MatchOptions:
         """The :mod:`aqido.matching` options this archive matches with."""
