@@ -26,6 +26,7 @@ from aqido.errors import (
     ResultsTruncatedError,
     ServerError,
     TransportError,
+    UnanswerableQueryError,
     UnauthorizedError,
 )
 from aqido.query import (
@@ -131,6 +132,7 @@ __all__ = [
     "Study",
     "Timeout",
     "TransportError",
+    "UnanswerableQueryError",
     "UnauthorizedError",
     "__version__",
     "build_tree",

@@ -258,6 +258,18 @@ def _connection_options(parser: argparse.ArgumentParser, *, concurrency: int) ->
         help="the server's cap on results per response, if known (default: found by one "
         "follow-up request when an answer is as large as a cap would leave it)",
     )
+    group.add_argument(
+        "--profile",
+        metavar="auto|FILE",
+        help="the server's profile: 'auto' probes it first, FILE is one saved by "
+        "'aqido probe --json'; answers then follow the standard where the server does not",
+    )
+    group.add_argument(
+        "--strict-matching",
+        action="store_true",
+        help="with --profile: fail (exit 2) on a query the server cannot answer as the "
+        "standard does, instead of warning",
+    )
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
@@ -617,6 +629,8 @@ async def _open_client(
     retries: int,
     concurrency: int,
     server_limit: int | None = None,
+    profile: str | None = None,
+    strict_matching: bool = False,
 ) -> AsyncIterator[AsyncQidoRS]:
     from aqido.client import AsyncQidoRS
 
@@ -629,9 +643,11 @@ async def _open_client(
             retries=retries,
             max_concurrency=concurrency,
             server_limit=server_limit,
+            profile=profile,
+            strict_matching=strict_matching,
         )
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"{exc}") from exc
     async with client:
         yield client
 
@@ -660,6 +676,8 @@ def _client_options(
         "retries": args.retries,
         "concurrency": args.concurrency,
         "server_limit": args.server_limit,
+        "profile": getattr(args, "profile", None),
+        "strict_matching": getattr(args, "strict_matching", False),
     }
 
 

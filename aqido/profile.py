@@ -49,6 +49,11 @@ def _notes(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _keywords(value: Iterable[str] | None) -> tuple[str, ...] | None:
+    """``matched_keys`` as a tuple (``None`` stays ``None``: every attribute)."""
+    return None if value is None else tuple(value)
+
+
 @attrs.frozen(kw_only=True)
 class ServerProfile:
     """How one QIDO-RS archive behaves; every default is the standard's behaviour.
@@ -65,6 +70,10 @@ class ServerProfile:
     # --- encoding ---
     #: The server percent-decodes query values (``Doe%5EJohn`` means ``Doe^John``).
     percent_decoding: bool = True
+    #: Values with non-ASCII characters (sent as percent-encoded UTF-8) are matched;
+    #: ``False``: the server reads the bytes otherwise (tiny_pacs: as Latin-1), so they
+    #: match nothing and the client matches them locally.
+    non_ascii_values: bool = True
 
     # --- matching (PS3.4 C.2.2.2) ---
     #: ``*`` matches any run of characters in string VRs.
@@ -93,6 +102,11 @@ class ServerProfile:
     fuzzy_matching: FuzzyMatching = "warning"
     #: What the server does with a match key it cannot match.
     unsupported_keys: UnsupportedKeys = "error"
+    #: The attributes (keywords) the server matches as keys; ``None``: every attribute.
+    #: A key outside the list is ignored, refused or matches nothing, as
+    #: :attr:`unsupported_keys` says; the client leaves it out of requests and matches
+    #: it locally.
+    matched_keys: tuple[str, ...] | None = attrs.field(default=None, converter=_keywords)
 
     # --- returned attributes ---
     #: ``includefield=<keyword or tag>`` adds that attribute to the results.

@@ -16,7 +16,8 @@ From synchronous code (a thread runs the server on its own event loop)::
     with FakeArchive(content).run_in_thread() as archive:
         requests.get(archive.url + "/studies")
 
-Matching (PS3.4 C.2.2.2 as a careful server does it):
+Matching (PS3.4 C.2.2.2 as a careful server does it) is :mod:`aqido.matching`,
+the matcher the client also uses to filter results locally:
 
 - UI: single UID or a comma-separated list (any of them).
 - DA, TM, DT: a single value matches the same text; a range ``a-b``, ``-b``,
@@ -24,9 +25,9 @@ Matching (PS3.4 C.2.2.2 as a careful server does it):
   ``-1300`` includes ``130059``); a bare ``-`` or a malformed value is a 400
   (``strict_values=False``: matches nothing).
 - strings and PN: exact (case-sensitive unless ``case_sensitive=False``) or
-  wildcards ``*`` and ``?``.  A PN matches against the whole value
-  (``Yamada^Tarou=山田^太郎``) and against each component group (unless
-  ``pn_groups=False``).
+  wildcards ``*`` and ``?`` (``*`` alone is universal matching).  A PN matches
+  against the whole value (``Yamada^Tarou=山田^太郎``) and against each
+  component group (unless ``pn_groups=False``).
 - numbers (IS, DS, US...): numeric equality.
 - any value of a multi-valued attribute may match; for every non-UI key a
   comma separates alternatives (OR), as Orthanc does.
@@ -35,6 +36,8 @@ Matching (PS3.4 C.2.2.2 as a careful server does it):
 - sequence paths ``Seq.Attr=v`` match any item.
 - an attribute from a lower level than the query (``Modality`` on
   ``/studies``) is never present, so it matches nothing, and is never returned.
+- :attr:`FakeArchive.match_options` (a :class:`~aqido.matching.MatchOptions`)
+  replaces the matching flags, e.g. to emulate a server without wildcards.
 
 Results come in a stable order (insertion order: study by study, series by
 series), so ``limit``/``offset`` paging is consistent.
@@ -60,7 +63,17 @@ import attrs
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from aqido.dictionary import tag_for_keyword, tag_key, vr_for
+from aqido.dictionary import keyword_for, tag_for_keyword, tag_key, vr_for
+from aqido.errors import InvalidQueryError
+from aqido.matching import (
+    SERIES_ATTRIBUTES,
+    STUDY_ATTRIBUTES,
+    ElementPredicate,
+    MatchOptions,
+    compile_value,
+    element_strings,
+    match_path,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from aqido.profile import ServerProfile
@@ -105,57 +118,8 @@ _ALL_KINDS: tuple[FaultKind, ...] = (
 
 _STUDY, _SERIES, _INSTANCE = 0, 1, 2
 
-# Attributes stored with the study (Patient, Patient Study and General Study modules).
-_STUDY_TAGS = frozenset(
-    {
-        "00080020",  # StudyDate
-        "00080030",  # StudyTime
-        "00080050",  # AccessionNumber
-        "00080051",  # IssuerOfAccessionNumberSequence
-        "00080090",  # ReferringPhysicianName
-        "00080096",  # ReferringPhysicianIdentificationSequence
-        "00081030",  # StudyDescription
-        "00081032",  # ProcedureCodeSequence
-        "00081048",  # PhysiciansOfRecord
-        "00081060",  # NameOfPhysiciansReadingStudy
-        "00081080",  # AdmittingDiagnosesDescription
-        "00081110",  # ReferencedStudySequence
-        "0020000D",  # StudyInstanceUID
-        "00200010",  # StudyID
-        "00321032",  # RequestingPhysician
-        "00321060",  # RequestedProcedureDescription
-        "00401001",  # RequestedProcedureID (study level in Orthanc)
-    }
-)
-# Attributes stored with the series (General Series, Frame of Reference, General Equipment).
-_SERIES_TAGS = frozenset(
-    {
-        "00080021",  # SeriesDate
-        "00080031",  # SeriesTime
-        "00080060",  # Modality
-        "00080070",  # Manufacturer
-        "00080080",  # InstitutionName
-        "00080081",  # InstitutionAddress
-        "00081010",  # StationName
-        "0008103E",  # SeriesDescription
-        "00081040",  # InstitutionalDepartmentName
-        "00081050",  # PerformingPhysicianName
-        "00081070",  # OperatorsName
-        "00081090",  # ManufacturerModelName
-        "00180015",  # BodyPartExamined
-        "00181030",  # ProtocolName
-        "00185100",  # PatientPosition
-        "0020000E",  # SeriesInstanceUID
-        "00200011",  # SeriesNumber
-        "00200052",  # FrameOfReferenceUID
-        "00200060",  # Laterality
-        "00400244",  # PerformedProcedureStepStartDate
-        "00400245",  # PerformedProcedureStepStartTime
-        "00400253",  # PerformedProcedureStepID
-        "00400254",  # PerformedProcedureStepDescription
-        "00400275",  # RequestAttributesSequence
-    }
-)
+_STUDY_TAGS = STUDY_ATTRIBUTES
+_SERIES_TAGS = SERIES_ATTRIBUTES
 _OWN = -1  # stored at every level (SpecificCharacterSet, TimezoneOffsetFromUTC)
 _OWN_TAGS = frozenset({"00080005", "00080201"})
 
@@ -407,7 +371,7 @@ class _BadRequest(Exception):
 
 
 class _InvalidValue(_BadRequest):
-    """A malformed match value: 400, or matches nothing with ``strict_values=False``."""
+    """A malformed match value: 400 (or the profile's status), or matches nothing."""
 
 
 _PLUS = re.compile(r"\+")
@@ -428,126 +392,12 @@ def _parse_qs(raw: str, *, decode: bool) -> list[tuple[str, str]]:
     return pairs
 
 
-_DA = re.compile(r"\d{8}")
-_TM = re.compile(r"(\d{2})(\d{2})?(\d{2})?(?:\.(\d{1,6}))?")
-_NUMERIC_VRS = frozenset({"IS", "DS", "US", "SS", "UL", "SL", "FL", "FD", "UV", "SV"})
-_STRING_VRS = frozenset({"AE", "AS", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
-
-
-def _tm_key(value: str, *, upper: bool) -> str | None:
-    """A TM as a sortable HHMMSSffffff; missing parts are zeros, or the maximum for ``upper``."""
-    m = _TM.fullmatch(value.strip().replace(":", ""))
-    if m is None:
-        return None
-    hh, mm, ss, frac = m.groups()
-    fill = "59" if upper else "00"
-    frac_fill = "9" if upper else "0"
-    if frac is None and ss is None:
-        frac = ""
-    return f"{hh}{mm or fill}{ss or fill}{(frac or '').ljust(6, frac_fill if upper else '0')}"
-
-
-def _value_strings(elem: _Element, pn_groups: bool = True) -> list[str]:
-    values = elem.get("Value")
-    if not values:
-        return []
-    out: list[str] = []
-    for v in values:
-        if v is None:
-            continue
-        if isinstance(v, dict):  # PN
-            groups = [v.get("Alphabetic", ""), v.get("Ideographic", ""), v.get("Phonetic", "")]
-            full = "=".join(groups).rstrip("=")
-            out.append(full)
-            if pn_groups:
-                out.extend(g for g in groups if g and g != full)
-        else:
-            out.append(str(v).rstrip("\0 "))
-    return out
-
-
-def _compile_alternative(
-    alt: str, vr: str, case_sensitive: bool, pn_groups: bool
-) -> Callable[[_Element], bool]:
-    """One match value (no commas) → a predicate on a stored element."""
-    if vr == "DA" or vr == "TM" or vr == "DT":
-        return _compile_range(alt, vr)
-    if vr in _NUMERIC_VRS:
-        try:
-            target = float(alt)
-        except ValueError:
-            raise _InvalidValue(f"{alt!r} is not a number") from None
-
-        def numeric(elem: _Element) -> bool:
-            for v in elem.get("Value") or ():
-                try:
-                    if v is not None and float(v) == target:
-                        return True
-                except (TypeError, ValueError):
-                    continue
-            return False
-
-        return numeric
-    if vr in _STRING_VRS and ("*" in alt or "?" in alt):
-        pattern = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in alt)
-        rx = re.compile(pattern, 0 if case_sensitive else re.IGNORECASE)
-        return lambda elem: any(rx.fullmatch(s) for s in _value_strings(elem, pn_groups))
-    if case_sensitive:
-        return lambda elem: alt in _value_strings(elem, pn_groups)
-    folded = alt.casefold()
-    return lambda elem: any(s.casefold() == folded for s in _value_strings(elem, pn_groups))
-
-
-def _compile_range(alt: str, vr: str) -> Callable[[_Element], bool]:
-    if alt == "-":
-        raise _InvalidValue("a bare '-' is not a valid range")
-
-    def key(value: str, upper: bool) -> str | None:
-        if vr == "DA":
-            v = value.strip().replace(".", "")
-            return v if _DA.fullmatch(v) else None
-        if vr == "TM":
-            return _tm_key(value, upper=upper)
-        v = value.strip()  # DT: compared as text, reduced precision padded
-        if not re.fullmatch(r"\d{4,14}(\.\d{1,6})?([+-]\d{4})?", v):
-            return None
-        return v.ljust(21, "9" if upper else "0")
-
-    is_range = ("-" in alt) if vr != "DT" else bool(re.fullmatch(r"[^-]*-[^-]*", alt))
-    if is_range:
-        low_text, _, high_text = alt.partition("-")
-    else:
-        exact = key(alt, False)
-        if exact is None:
-            raise _InvalidValue(f"{alt!r} is not a valid {vr} value")
-        text = alt.strip()
-
-        def single(elem: _Element) -> bool:  # single value matching: the same text
-            return any(isinstance(v, str) and v.strip() == text for v in elem.get("Value") or ())
-
-        return single
-    low = key(low_text, False) if low_text else ""
-    high = key(high_text, True) if high_text else "~"
-    if low is None or high is None:
-        raise _InvalidValue(f"{alt!r} is not a valid {vr} range")
-
-    def in_range(elem: _Element) -> bool:
-        for v in elem.get("Value") or ():
-            if isinstance(v, str):
-                k = key(v, False)
-                if k is not None and low <= k <= high:
-                    return True
-        return False
-
-    return in_range
-
-
 @attrs.frozen
 class _Match:
     key: str  # first tag key of the path
     level: int
     path: tuple[str, ...]  # remaining sequence path (tag keys)
-    predicate: Callable[[_Element], bool] | None  # None = universal
+    predicate: ElementPredicate | None  # None = universal
     uids: frozenset[str] | None = None  # for UI list matching (index use)
 
 
@@ -956,7 +806,7 @@ class FakeArchive:
         if series is None:
             series = _Series(series_uid, levels[_SERIES], study)
             self._series[series_uid] = study.series[series_uid] = series
-            for modality in _value_strings(levels[_SERIES].get("00080060", {})):
+            for modality in element_strings(levels[_SERIES].get("00080060")):
                 study.modalities.add(modality)
             study.modalities_elem = None
         node = _Instance(sop_uid, series, attrs=levels[_INSTANCE])
@@ -1333,6 +1183,15 @@ class FakeArchive:
                     matches.append(_Match(_STUDY_UID_KEY, _STUDY, (), _nothing))
                 continue
             path = [k for k in keys if k is not None]
+            if not self._matches_key(path[0]):
+                if self.unknown_key_policy == "error":
+                    raise _BadRequest(f"unsupported match key: {name!r}")
+                if self.unknown_key_policy == "empty":
+                    matches.append(_Match(_STUDY_UID_KEY, _STUDY, (), _nothing))
+                continue
+            if not self.non_ascii_values and not all(v.isascii() for v in values):
+                matches.append(_Match(_STUDY_UID_KEY, _STUDY, (), _nothing))  # misread bytes
+                continue
             compiled = [self._compile(path, value, fuzzy) for value in values]
             matches.append(compiled[0] if len(compiled) == 1 else _any_of(compiled))
         returned = {
@@ -1340,92 +1199,67 @@ class FakeArchive:
         }
         return matches, returned | include, include_all, limit, offset, fuzzy
 
+    #: Overrides the matching the flags and the profile describe with a full
+    #: :class:`~aqido.matching.MatchOptions` (e.g. a server without wildcards).
+    match_options: MatchOptions | None = None
+
+    def _matches_key(self, key: str) -> bool:
+        """Whether the emulated server matches this attribute (profile ``matched_keys``)."""
+        matched = self.profile.matched_keys if self.profile is not None else None
+        return matched is None or keyword_for(int(key, 16)) in matched
+
+    @property
+    def non_ascii_values(self) -> bool:
+        """Whether the emulated server matches non-ASCII values (profile ``non_ascii_values``)."""
+        return self.profile is None or self.profile.non_ascii_values
+
+    def _matching(self) -> MatchOptions:
+        """The :mod:`aqido.matching` options this archive matches with."""
+        if self.match_options is not None:
+            return self.match_options
+        return MatchOptions(
+            case_sensitive=self.case_sensitive,
+            pn_case_sensitive=self.pn_case_sensitive,
+            pn_groups=self.pn_groups,
+            single_value_matching=self.single_value_matching,
+            wildcard_star=self.wildcard_star,
+            wildcard_question=self.wildcard_question,
+            uid_lists=self.uid_lists,
+            value_lists=self.value_lists,
+            date_ranges=self.date_ranges,
+            open_date_ranges=self.open_date_ranges,
+            time_ranges=self.time_ranges,
+            strict_values=self.strict_values,
+        )
+
     def _compile(self, path: list[str], value: str, fuzzy: bool = False) -> _Match:
+        """One match key → a :class:`_Match` (the predicate comes from :mod:`aqido.matching`).
+
+        A malformed value is a 400, or (``strict_values=False``) matches nothing and
+        marks the request (``bad_request_status``).
+        """
         first = path[0]
         level = _level_of(first)
-        if not value:
-            return _Match(first, level, tuple(path[1:]), None)
-        last = path[-1]
-        vr = vr_for(int(last, 16)) or "UN"
-        if vr == "SQ":
-            raise _BadRequest("a sequence can only be matched through one of its attributes")
-        if vr == "UI":
-            if not self.decode_percent:  # Orthanc understands %2C in UID lists, nothing else
-                value = value.replace("%2C", ",").replace("%2c", ",")
-            if self.uid_lists:
-                uids = frozenset(u.strip() for u in value.split(",") if u.strip())
-            else:  # the comma is part of the value: no UID has one
-                uids = frozenset({value.strip()})
-
-            def uid_pred(elem: _Element) -> bool:
-                return any(v in uids for v in _value_strings(elem))
-
-            return _Match(first, level, tuple(path[1:]), uid_pred, uids if len(path) == 1 else None)
-        alternatives = []
-        for alt in value.split(",") if self.value_lists else [value]:
-            try:
-                alternatives.append(self._compile_value(alt, vr, fuzzy))
-            except _InvalidValue:
-                if self.strict_values:
-                    raise
-                self._had_invalid = True
-                alternatives.append(_nothing)
-        if len(alternatives) == 1:
-            pred = alternatives[0]
-        else:
-
-            def pred(elem: _Element) -> bool:
-                return any(alt(elem) for alt in alternatives)
-
-        return _Match(first, level, tuple(path[1:]), pred)
-
-    def _compile_value(self, alt: str, vr: str, fuzzy: bool) -> Callable[[_Element], bool]:
-        """One match value → a predicate, with the quirks the archive emulates.
-
-        The standard cases go to the shared matcher (:func:`_compile_alternative`);
-        only what the standard does not define is handled here.
-        """
-        if vr in ("DA", "TM", "DT") and "-" in alt and vr != "DT":
-            low, _, high = alt.partition("-")
-            supported = (
-                self.time_ranges
-                if vr == "TM"
-                else (self.date_ranges if low and high else self.open_date_ranges)
-            )
-            if not supported:
-                return _nothing  # read as a literal value: no date or time has a '-'
-        if vr not in _STRING_VRS:
-            return _compile_alternative(alt, vr, self.case_sensitive, self.pn_groups)
-        case_sensitive = self.pn_case_sensitive if vr == "PN" else self.case_sensitive
+        vr = vr_for(int(path[-1], 16)) or "UN"
+        options = self._matching()
         if fuzzy and vr == "PN" and self.fuzzy_matching == "supported":
-            case_sensitive = False
-        star = "*" in alt and self.wildcard_star
-        question = "?" in alt and self.wildcard_question
-        literal_wild = ("*" in alt and not self.wildcard_star) or (
-            "?" in alt and not self.wildcard_question
-        )
-        if (star or question) and not literal_wild:
-            return _compile_alternative(alt, vr, case_sensitive, self.pn_groups)
-        if not (star or question) and self.single_value_matching == "exact":
-            if literal_wild:
-                return _literal(alt, case_sensitive, self.pn_groups)
-            return _compile_alternative(alt, vr, case_sensitive, self.pn_groups)
-        pattern = "".join(
-            ".*"
-            if c == "*" and self.wildcard_star
-            else "."
-            if c == "?" and self.wildcard_question
-            else re.escape(c)
-            for c in alt
-        )
-        if not (star or question):
-            if self.single_value_matching == "prefix":
-                pattern += ".*"
-            elif self.single_value_matching == "substring":
-                pattern = f".*{pattern}.*"
-        rx = re.compile(pattern, (0 if case_sensitive else re.IGNORECASE) | re.DOTALL)
-        groups = self.pn_groups
-        return lambda elem: any(rx.fullmatch(v) for v in _value_strings(elem, groups))
+            options = attrs.evolve(options, pn_case_sensitive=False)  # the fake's "fuzzy"
+        if vr == "UI" and not self.decode_percent:  # Orthanc understands %2C in UID lists
+            value = value.replace("%2C", ",").replace("%2c", ",")
+        try:
+            pred = compile_value(value, vr, attrs.evolve(options, strict_values=True))
+        except InvalidQueryError as exc:
+            if vr == "SQ":
+                raise _BadRequest(str(exc)) from None
+            if options.strict_values:
+                raise _InvalidValue(str(exc)) from None
+            self._had_invalid = True
+            pred = compile_value(value, vr, options)
+        uids = None
+        if vr == "UI" and pred is not None and len(path) == 1:
+            parts = value.split(",") if options.uid_lists else [value]
+            uids = frozenset(u.strip() for u in parts if u.strip())  # for the UID indexes
+        return _Match(first, level, tuple(path[1:]), pred, uids)
 
     def _hits(
         self, level: int, study_uid: str | None, series_uid: str | None, matches: list[_Match]
@@ -1557,7 +1391,7 @@ class FakeArchive:
             return False
         if not match.path:
             return match.predicate(elem)
-        return _match_path(elem, match.path, match.predicate)
+        return match_path(elem, match.path, match.predicate)
 
     def _search(
         self, request: web.BaseRequest, route: tuple[int, str | None, str | None, str], raw_qs: str
@@ -1689,14 +1523,6 @@ class FakeArchive:
 _STUDY_UID_KEY = "0020000D"
 
 
-def _literal(alt: str, case_sensitive: bool, pn_groups: bool) -> Callable[[_Element], bool]:
-    """A value matched as written: ``*`` and ``?`` are ordinary characters."""
-    if case_sensitive:
-        return lambda elem: alt in _value_strings(elem, pn_groups)
-    folded = alt.casefold()
-    return lambda elem: any(v.casefold() == folded for v in _value_strings(elem, pn_groups))
-
-
 def _any_of(matches: list[_Match]) -> _Match:
     """A repeated key read as OR: any of its compiled values matches."""
     first = matches[0]
@@ -1707,28 +1533,12 @@ def _any_of(matches: list[_Match]) -> _Match:
     if all(m.uids is not None for m in matches):
         uids = frozenset().union(*(m.uids or frozenset() for m in matches))
 
-    def pred(elem: _Element) -> bool:
+    def pred(elem: Mapping[str, Any]) -> bool:
         return any(p(elem) for p in preds)
 
     return _Match(first.key, first.level, first.path, pred, uids)
 
 
-def _nothing(elem: _Element) -> bool:
+def _nothing(elem: Mapping[str, Any]) -> bool:
     """The predicate of a malformed value when ``strict_values=False``: matches nothing."""
-    return False
-
-
-def _match_path(elem: _Element, path: tuple[str, ...], pred: Callable[[_Element], bool]) -> bool:
-    """Sequence matching: any item whose attribute at ``path`` matches."""
-    for item in elem.get("Value") or ():
-        if not isinstance(item, dict):
-            continue
-        inner = item.get(path[0])
-        if inner is None:
-            continue
-        if len(path) == 1:
-            if pred(inner):
-                return True
-        elif _match_path(inner, path[1:], pred):
-            return True
     return False
