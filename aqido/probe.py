@@ -36,6 +36,7 @@ import datetime as _dt
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import attrs
 
@@ -213,6 +214,8 @@ class ProbeContext:
     list_key: str | None = None
     list_a: str | None = None
     list_b: str | None = None
+    #: A listed study (UID, PatientName) whose name has non-ASCII characters.
+    non_ascii: tuple[str, str] | None = None
 
 
 # --- the first listing --------------------------------------------------------------------
@@ -309,8 +312,15 @@ def make_context(listing: Answer) -> ProbeContext:
             text_b = _first(b_item, text_key)
             if _usable(text_b) and text_b != text:
                 list_key, list_a, list_b = _KEYWORDS[text_key], text, text_b
+    non_ascii = None
+    for item in items:
+        uid, pn = _first(item, _STUDY_UID), _first(item, _PATIENT_NAME)
+        if uid and pn and not pn.isascii() and pn.isprintable():
+            non_ascii = (uid, pn)
+            break
     return ProbeContext(
         listed=listed,
+        non_ascii=non_ascii,
         a=a,
         b=b,
         name=name if _usable(name) else None,
@@ -450,6 +460,7 @@ def _matches(a: str, key: str, value: str, extra: str = "") -> ProbeRequest:
 
 
 def _name_checks(ctx: ProbeContext, a: str, name: str) -> list[Check]:
+    checks: list[Check] = []
     exact = _matches(a, "PatientName", name)
     control = _matches(a, "PatientName", name + "Qzx")
 
@@ -471,13 +482,28 @@ def _name_checks(ctx: ProbeContext, a: str, name: str) -> list[Check]:
 
         return Check(field, (exact, control, request), interpret)
 
+    encoded = _matches(a, "PatientName", _pct(name))
+    if ctx.non_ascii is not None:
+        uid, other = ctx.non_ascii
+        utf8 = _matches(uid, "PatientName", quote(other, safe="^"))
+
+        def non_ascii(answers: Sequence[Answer]) -> list[Finding]:
+            why = baseline(answers)
+            if why or not answers[2].has(a):
+                why = why or "the server does not percent-decode, so non-ASCII cannot be sent"
+                return [_undecided("non_ascii_values", why, utf8)]
+            found = answers[3].has(uid)
+            said = "a non-ASCII name (UTF-8) " + ("is matched" if found else "matches nothing")
+            return [Finding("non_ascii_values", said, str(utf8), found)]
+
+        checks.append(Check("non_ascii_values", (exact, control, encoded, utf8), non_ascii))
     half = max(1, len(name) // 2)
     star = _matches(a, "PatientName", name[:half] + "*")
     pos = next((i for i in range(len(name) // 2, len(name)) if name[i].isalnum()), None)
-    checks = [
+    checks += [
         simple(
             "percent_decoding",
-            _matches(a, "PatientName", _pct(name)),
+            encoded,
             "percent-encoded value decoded (A found)",
             "percent-encoded value not decoded (A not found)",
             True,

@@ -201,7 +201,8 @@ class ServerProfile:
 
         Measured with ``aqido probe`` against tiny_pacs 0.4.1 (started by
         ``/work/shared/tinypacs/up.sh``, seeded with 1,100 studies by its
-        ``seed.py``, the same generator as the Orthanc seed): no wildcards, no
+        ``seed.py``, the same generator as the Orthanc seed): non-ASCII values
+        match nothing (the server reads the bytes as Latin-1), no wildcards, no
         lists (a comma list matches nothing), PatientName matched as a
         case-insensitive substring (other strings exactly, case-sensitively), no
         time ranges, no relational paths, unknown keys ignored, and a silent cap
@@ -215,7 +216,10 @@ class ServerProfile:
                 "single_value_matching is substring for PatientName only (AccessionNumber "
                 "is matched exactly)",
                 "a time range matches studies outside it (time_ranges=False)",
+                "a non-ASCII value sent as percent-encoded UTF-8 matches nothing "
+                "(non_ascii_values=False)",
             ),
+            non_ascii_values=False,
             wildcard_star=False,
             wildcard_question=False,
             pn_case_sensitive=False,

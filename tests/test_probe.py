@@ -226,8 +226,11 @@ def profiles(draw: st.DrawFn) -> ServerProfile:
         st.sampled_from([(True, True), (True, False), (False, True)])
     )
     before_offset = draw(b) if capped else False
+    decoding = draw(b)
     return ServerProfile(
-        percent_decoding=draw(b),
+        percent_decoding=decoding,
+        # non-ASCII values can only be sent to a server that percent-decodes
+        non_ascii_values=draw(b) if decoding else True,
         wildcard_star=draw(b),
         wildcard_question=draw(b),
         case_sensitive=draw(b),
