@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import aiohttp
@@ -98,3 +98,25 @@ def on_servers(*, tinypacs: str | None = None, orthanc: str | None = None) -> li
         else name
         for name in SERVERS
     ]
+
+
+def server_cases(
+    values: Iterable[Any], tinypacs: Callable[[Any], str | None] = lambda value: None
+) -> list[Any]:
+    """``(value, server)`` parameters (``indirect=["server"]``): each value on each server.
+
+    ``tinypacs(value)`` gives the reason why that value is a strict xfail on
+    tiny_pacs (see :func:`on_servers`), or ``None``.
+    """
+    cases = []
+    for value in values:
+        reason = tinypacs(value)
+        for name in SERVERS:
+            marks = (
+                [pytest.mark.xfail(strict=True, reason=reason)]
+                if reason and name == "tinypacs"
+                else []
+            )
+            label = value if isinstance(value, str) else "+".join(map(str, value))
+            cases.append(pytest.param(value, name, marks=marks, id=f"{label}-{name}"))
+    return cases
