@@ -59,8 +59,9 @@ from tests.integration.support import (
     CAP_RESULTS,
     CAPPED,
     SEEDED,
-    TINYPACS_OMITS,
+    SERVERS,
     Served,
+    served,
 )
 
 HERE = Path(__file__).parent
@@ -178,15 +179,10 @@ def tinypacs_big(tinypacs_installed: None) -> Iterator[TinyPacsServer]:
         yield server
 
 
-@pytest.fixture(params=["orthanc", "tinypacs"])
+@pytest.fixture(params=SERVERS)
 def server(request: pytest.FixtureRequest) -> Served:
     """The seeded ``orthanc`` or ``tinypacs``, for client scenarios that run on both."""
-    name = request.param
-    if name == "orthanc":
-        orthanc: OrthancServer = request.getfixturevalue("orthanc")
-        return Served(name, orthanc.dicomweb_url, drops_named_levels=True)
-    pacs: TinyPacsServer = request.getfixturevalue("tinypacs")
-    return Served(name, pacs.dicomweb_url, omits=TINYPACS_OMITS)
+    return served(request, request.param)
 
 
 @pytest.fixture

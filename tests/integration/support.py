@@ -120,3 +120,15 @@ def server_cases(
             label = value if isinstance(value, str) else "+".join(map(str, value))
             cases.append(pytest.param(value, name, marks=marks, id=f"{label}-{name}"))
     return cases
+
+
+def served(request: pytest.FixtureRequest, name: str) -> Served:
+    """The seeded server ``name`` (``orthanc`` or ``tinypacs``), started through its fixture."""
+    if name == "orthanc":
+        return Served(
+            name, request.getfixturevalue("orthanc").dicomweb_url, drops_named_levels=True
+        )
+    if name == "tinypacs":
+        url = request.getfixturevalue("tinypacs").dicomweb_url
+        return Served(name, url, omits=TINYPACS_OMITS)
+    raise ValueError(f"no server {name!r}")
