@@ -1059,8 +1059,9 @@ class Sender:
 
     async def get(self, request: ProbeRequest, *, raise_for_status: bool = False) -> Answer:
         """The answer to ``request`` (sent once; later calls reuse it)."""
-        from aqido.errors import InvalidResponseError
+        from aqido.errors import HTTPStatusError, InvalidResponseError, error_for_status
         from aqido.protocol import join_url, parse_response
+        from aqido.retry import call_with_retry
 
         cached = self._answers.get(request)
         if cached is not None:
@@ -1070,11 +1071,30 @@ class Sender:
         self.sent += 1
         client = self._client
         url = join_url(client.url, request.path, request.query)
-        async with self._limiter:
-            headers = await client._request_headers()
-            if request.accept is not None:
-                headers["Accept"] = request.accept
-            status, raw_headers, body = await client._send(url, headers)
+        # Transient answers (429, 502-504) and transport errors are retried as the client
+        # retries; a 500 is an answer the probe reads (a server failing on a query form).
+        transient = client.retry.statuses - {500}
+
+        async def attempt() -> tuple[int, Mapping[str, str], bytes]:
+            async with self._limiter:
+                headers = await client._request_headers()
+                if request.accept is not None:
+                    headers["Accept"] = request.accept
+                status, raw, body = await client._send(url, headers)
+            if status in transient:
+                error = error_for_status(status)
+                raise error(status, url, body, reason="", headers=_joined(raw))
+            return status, raw, body
+
+        raw_headers: Mapping[str, str]
+        try:
+            status, raw_headers, body = await call_with_retry(
+                attempt, client.retry, what=f"GET {url}"
+            )
+        except HTTPStatusError as exc:
+            if raise_for_status:
+                raise
+            status, raw_headers, body = exc.status, {}, b""
         flat = {k.lower(): v for k, v in _joined(raw_headers).items()}
         items: tuple[dict[str, Any], ...] | None = None
         if 200 <= status < 300 or raise_for_status:
