@@ -55,20 +55,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from aqido.results import Dataset, Study
     from aqido.stats import CrawlStats
 
-__all__ = [
-    "EXIT_ERROR",
-    "EXIT_INCOMPLETE",
-    "EXIT_INTERRUPTED",
-    "EXIT_OK",
-    "EXIT_USAGE",
-    "UsageError",
-    "build_parser",
-    "format_value",
-    "main",
-    "query_from_args",
-    "status_line",
-    "write_results",
-]
 
 _T = TypeVar("_T")
 

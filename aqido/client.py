@@ -66,8 +66,6 @@ from aqido.results import Dataset, Instance, Series, Study, build_tree, structur
 from aqido.retry import Retry, Timeout, call_with_retry
 from aqido.stats import CrawlStats
 
-__all__ = ["AsyncQidoRS", "Auth", "SearchResults"]
-
 logger = logging.getLogger("aqido")
 
 T = TypeVar("T")

@@ -30,7 +30,6 @@ cancelled and awaited whenever the consumer stops, however it stops (end,
 from __future__ import annotations
 
 import asyncio
-import copy
 import datetime
 import json
 import logging
@@ -56,19 +55,6 @@ from aqido.partition import Caps, looks_like_cap_plus_one, split_series_query, s
 from aqido.protocol import QidoResponse
 from aqido.query import BaseQuery, HierarchicalQuery, QueryLevel
 from aqido.stats import CrawlStats
-
-__all__ = [
-    "UID_KEYS",
-    "Fetch",
-    "FirstErrorGroup",
-    "Page",
-    "Structure",
-    "crawl",
-    "iter_pages",
-    "iter_search_many",
-    "search_many",
-    "stream_from",
-]
 
 logger = logging.getLogger("aqido")
 
@@ -139,8 +125,12 @@ async def stream_from(
 ) -> AsyncGenerator[T, None]:
     """Yield what ``produce(send)`` sends, running it in a background task.
 
-    The producer's task group lives in its own task, never across a ``yield``
-    of this generator, so a consumer that stops early is safe: on exhaustion,
+    Why a task, and not an anyio task group around the ``yield``: an async
+    generator must never yield from inside a task group or cancel scope (the
+    scope would be entered and exited in different tasks once the consumer
+    is cancelled, or left open if it stops iterating; anyio and trio forbid
+    it).  So the producer's task group lives in its own task, owned by this
+    generator and never outliving it: a consumer that stops early is safe: on exhaustion,
     ``break`` (once the generator is closed), an exception, a cancellation or a
     timeout, the producer is cancelled and awaited before this generator
     finishes.  A producer error is raised here, at the consumer.
@@ -664,7 +654,7 @@ async def crawl(
         except QidoError as error:
             failed(child, error)
             return None
-        return _with_children(series, "instances", instances)
+        return series.with_instances(instances)
 
     async def subtree(study: Any, study_uid: str) -> Any:
         child = HierarchicalQuery(query_level=QueryLevel.SERIES, StudyInstanceUID=study_uid)
@@ -685,7 +675,7 @@ async def crawl(
             if any(one is None for one in filled):
                 return None  # incomplete: not handed out (the failure is recorded)
             series = filled
-        return _with_children(study, "series", series)
+        return study.with_series(series)
 
     async def produce(send: MemoryObjectSendStream[Any]) -> None:
         slots = anyio.Semaphore(max(1, window))
@@ -734,21 +724,6 @@ async def crawl(
             checkpoint.close()
     if stats.failures and not partial:
         raise CrawlIncompleteError(stats.failures, stats.counts(), stats=stats)
-
-
-def _with_children(result: T, field: str, children: Iterable[Any]) -> T:
-    """``attrs.evolve(result, **{field: tuple(children)})``, without rebuilding ``result``.
-
-    ``evolve`` reads every typed field (converting each lazily parsed value)
-    and passes them all back through ``__init__``, which compares each with
-    the raw element again: about a third of a crawl's CPU time went there.
-    Only the children change here, so a shallow copy (sharing the raw
-    elements and the already converted fields, both immutable) with the new
-    children set is the same object ``evolve`` would build.
-    """
-    new = copy.copy(result)
-    object.__setattr__(new, field, tuple(children))
-    return new
 
 
 def _uid(result: Any, keyword: str) -> str:
