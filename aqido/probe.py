@@ -149,8 +149,10 @@ class Finding:
 
     ``capability`` is a :class:`ServerProfile` field name (or ``"discovery"``);
     ``value`` is the measured field value, or ``None`` when the probe could not
-    decide (the profile then keeps the standard default); ``finding`` says it in
-    words; ``request`` is the path and query that showed it.
+    decide (the profile then keeps the standard default), or ``"none"`` for
+    ``max_results`` when a listing showed there is no cap (the field's value is
+    then ``None``); ``finding`` says it in words; ``request`` is the path and
+    query that showed it.
     """
 
     capability: str
