@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from aqido._lazy import lazy_exports
 from aqido.errors import (
     BadRequestError,
+    CheckpointError,
     CrawlFailure,
     CrawlIncompleteError,
     HTTPStatusError,
@@ -21,6 +22,7 @@ from aqido.errors import (
     NotFoundError,
     PayloadTooLargeError,
     QidoError,
+    QueryTypeError,
     RateLimitedError,
     RequestTimeoutError,
     ResultsTruncatedError,
@@ -28,6 +30,7 @@ from aqido.errors import (
     TransportError,
     UnanswerableQueryError,
     UnauthorizedError,
+    UnknownFieldError,
 )
 from aqido.query import (
     BaseQuery,
@@ -36,6 +39,7 @@ from aqido.query import (
     RelationalQuery,
     encode_query_value,
     ensure_query_type,
+    is_permissive_uid,
     is_valid_uid,
 )
 
@@ -100,6 +104,7 @@ __all__ = [
     "AsyncQidoRS",
     "BadRequestError",
     "BaseQuery",
+    "CheckpointError",
     "CrawlCheckpoint",
     "CrawlFailure",
     "CrawlIncompleteError",
@@ -120,6 +125,7 @@ __all__ = [
     "QidoResponse",
     "QidoWarning",
     "QueryLevel",
+    "QueryTypeError",
     "RateLimitedError",
     "RelationalQuery",
     "RequestTimeoutError",
@@ -134,11 +140,13 @@ __all__ = [
     "TransportError",
     "UnanswerableQueryError",
     "UnauthorizedError",
+    "UnknownFieldError",
     "__version__",
     "build_tree",
     "decode_json",
     "encode_query_value",
     "ensure_query_type",
+    "is_permissive_uid",
     "is_valid_uid",
     "parse_results",
     "to_dataframe",

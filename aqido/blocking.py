@@ -28,7 +28,15 @@ import concurrent.futures
 import os
 import threading
 import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import AbstractContextManager, aclosing
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -166,7 +174,7 @@ class QidoRS:
 
     The arguments are those of ``AsyncQidoRS`` (``url``, ``auth``,
     ``headers``, ``timeout``, ``retries``, ``max_concurrency``, ``server_limit``,
-    ``profile``, ``pn_case_sensitive``, ``strict_matching``) except
+    ``profile``, ``pn_case_sensitive``, ``strict_matching``, ``permissive_uid``) except
     ``session``: an aiohttp session belongs to one event loop, and this
     client's loop is its own.  Methods return what the async ones return
     (``iter_*`` and ``crawl`` give plain iterators) and raise the same errors.
@@ -186,6 +194,7 @@ class QidoRS:
         profile: ProfileSource | None = None,
         pn_case_sensitive: bool | None = True,
         strict_matching: bool = False,
+        permissive_uid: bool = False,
     ) -> None:
         self._async = AsyncQidoRS(
             url,
@@ -198,6 +207,7 @@ class QidoRS:
             profile=profile,
             pn_case_sensitive=pn_case_sensitive,
             strict_matching=strict_matching,
+            permissive_uid=permissive_uid,
         )
         self._runner = _Runner(self._async)
         self._finalizer = weakref.finalize(self, self._runner.close)
@@ -370,6 +380,7 @@ class QidoRS:
         fields: Iterable[str] | None = None,
         search_filters: Mapping[str, Any] | None = None,
         get_remaining: bool = False,
+        additional_params: Mapping[str, str | Sequence[str]] | None = None,
     ) -> SearchResults[Study]:
         """Search for studies, with dicomweb-client's arguments."""
         return self._runner.call(
@@ -380,6 +391,7 @@ class QidoRS:
                 fields=fields,
                 search_filters=search_filters,
                 get_remaining=get_remaining,
+                additional_params=additional_params,
             )
         )
 
@@ -393,6 +405,7 @@ class QidoRS:
         fields: Iterable[str] | None = None,
         search_filters: Mapping[str, Any] | None = None,
         get_remaining: bool = False,
+        additional_params: Mapping[str, str | Sequence[str]] | None = None,
     ) -> SearchResults[Series]:
         """Search for series (of one study, or all series), as dicomweb-client does."""
         return self._runner.call(
@@ -404,6 +417,7 @@ class QidoRS:
                 fields=fields,
                 search_filters=search_filters,
                 get_remaining=get_remaining,
+                additional_params=additional_params,
             )
         )
 
@@ -418,6 +432,7 @@ class QidoRS:
         fields: Iterable[str] | None = None,
         search_filters: Mapping[str, Any] | None = None,
         get_remaining: bool = False,
+        additional_params: Mapping[str, str | Sequence[str]] | None = None,
     ) -> SearchResults[Instance]:
         """Search for instances, as dicomweb-client does."""
         return self._runner.call(
@@ -430,6 +445,7 @@ class QidoRS:
                 fields=fields,
                 search_filters=search_filters,
                 get_remaining=get_remaining,
+                additional_params=additional_params,
             )
         )
 

@@ -568,6 +568,7 @@ async def crawl(
     fail_fast: bool = False,
     partial: bool = False,
     checkpoint: CrawlCheckpoint | None = None,
+    server: str | None = None,
     today: datetime.date | None = None,
 ) -> AsyncGenerator[Any, None]:
     """Walk studies → series → instances; yield each study once its subtree is complete.
@@ -598,6 +599,7 @@ async def crawl(
         checkpoint: an opened-on-demand :class:`~aqido.checkpoint.CrawlCheckpoint`:
             studies already in it are skipped, each completed study is written
             before it is yielded.
+        server: the service root crawled, recorded in (and checked against) the checkpoint.
         today: the upper end of the date range an undated query is split over.
 
     Studies are yielded in completion order, each as ``attrs.evolve(study,
@@ -630,7 +632,7 @@ async def crawl(
     stats._start()
     skip: set[str] = set()
     if checkpoint is not None:
-        skip = checkpoint.open(query, level)
+        skip = checkpoint.open(query, level, server=server)
         stats.studies_skipped = len(skip)
         if checkpoint.finished_complete:
             checkpoint.close()
@@ -657,7 +659,17 @@ async def crawl(
         return series.with_instances(instances)
 
     async def subtree(study: Any, study_uid: str) -> Any:
-        child = HierarchicalQuery(query_level=QueryLevel.SERIES, StudyInstanceUID=study_uid)
+        try:
+            # The base query's vendor parameters and UID leniency carry over; its matches do not.
+            child = HierarchicalQuery(
+                query_level=QueryLevel.SERIES,
+                StudyInstanceUID=study_uid,
+                extra_params=query.extra_params,
+                permissive_uid=query.permissive_uid,
+            )
+        except QidoError as error:  # a UID the server returned that a query cannot carry
+            failed(query, error)
+            return None
         try:
             series = await walker.children(child)
         except QidoError as error:

@@ -7,7 +7,9 @@ The hierarchy::
 
     QidoError                       anything aqido raises on purpose
     ├── InvalidQueryError           (also ValueError) a query rejected before any I/O
-    │   └── UnanswerableQueryError  ... this server cannot give the standard's answer to it
+    │   ├── UnanswerableQueryError  ... this server cannot give the standard's answer to it
+    │   └── QueryTypeError          (also TypeError) an argument of the wrong type
+    │       └── UnknownFieldError   ... a keyword no query has (a misspelt field)
     ├── TransportError              the request never got an HTTP answer
     │   └── RequestTimeoutError     ... because a timeout expired
     ├── HTTPStatusError             the server answered with a non-success status
@@ -19,7 +21,8 @@ The hierarchy::
     │   └── ServerError             5xx
     ├── InvalidResponseError        a reply that is not what QIDO-RS promises
     │   └── ResultsTruncatedError   ... more matches exist than the server lets aqido reach
-    └── CrawlIncompleteError        a bulk crawl could not fetch everything
+    ├── CrawlIncompleteError        a bulk crawl could not fetch everything
+    └── CheckpointError             (also ValueError) a crawl checkpoint file aqido cannot use
 
 Local errors (``InvalidQueryError``: *you* asked for something illegal) are
 raised at construction time and never reach the wire.  Remote errors
@@ -39,6 +42,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
     "BadRequestError",
+    "CheckpointError",
     "CrawlFailure",
     "CrawlIncompleteError",
     "HTTPStatusError",
@@ -47,6 +51,7 @@ __all__ = [
     "NotFoundError",
     "PayloadTooLargeError",
     "QidoError",
+    "QueryTypeError",
     "RateLimitedError",
     "RequestTimeoutError",
     "ResultsTruncatedError",
@@ -54,6 +59,7 @@ __all__ = [
     "TransportError",
     "UnanswerableQueryError",
     "UnauthorizedError",
+    "UnknownFieldError",
     "error_for_status",
     "excerpt",
     "redact_url",
@@ -126,6 +132,31 @@ class UnanswerableQueryError(InvalidQueryError):
         super().__init__(
             f"the server cannot give the standard's answer{where}: " + "; ".join(self.reasons)
         )
+
+
+class QueryTypeError(InvalidQueryError, TypeError):
+    """A query argument of the wrong type (a list where one UID goes); also a ``TypeError``.
+
+    Still an :class:`InvalidQueryError` (and so a ``ValueError``): code that
+    catches either keeps working.
+    """
+
+
+class UnknownFieldError(QueryTypeError):
+    """A keyword argument that no query has, e.g. a misspelt field name.
+
+    The message names the field and suggests the closest field name, or
+    ``filters=`` for any other DICOM attribute.
+
+    Attributes:
+        field: the unknown name, as given.
+        suggestion: the closest field name, or ``None``.
+    """
+
+    def __init__(self, message: str, *, field: str, suggestion: str | None = None) -> None:
+        self.field = field
+        self.suggestion = suggestion
+        super().__init__(message)
 
 
 class TransportError(QidoError):
@@ -305,3 +336,22 @@ class CrawlIncompleteError(QidoError):
         if len(self.failures) > 20:
             lines.append(f"  ... and {len(self.failures) - 20} more")
         super().__init__("\n".join(lines))
+
+
+class CheckpointError(QidoError, ValueError):
+    """A crawl checkpoint file cannot be used: damaged, another crawl's, or in use.
+
+    Raised when a line other than a cut-short last line is not a valid record
+    (the message and :attr:`line` name it), when the file belongs to a crawl
+    of another query, depth or server, and when another writer holds its lock.
+
+    Attributes:
+        path: the checkpoint file, as a string.
+        line: the 1-based number of the offending line, or ``None``.
+    """
+
+    def __init__(self, message: str, *, path: object, line: int | None = None) -> None:
+        self.path = str(path)
+        self.line = line
+        where = f"{self.path}, line {line}" if line is not None else self.path
+        super().__init__(f"{where}: {message}")
