@@ -776,7 +776,7 @@ def _client_options(
         "server_limit": args.server_limit,
         "profile": getattr(args, "profile", None),
         "strict_matching": getattr(args, "strict_matching", False),
-        "permissive_uid": args.permissive_uids,
+        "permissive_uid": getattr(args, "permissive_uids", False),
     }
 
 
