@@ -28,6 +28,7 @@ from aqido.errors import (
     ResultsTruncatedError,
     ServerError,
     TransportError,
+    UnanswerableQueryError,
     UnauthorizedError,
     UnknownFieldError,
 )
@@ -139,6 +140,7 @@ __all__ = [
     "Study",
     "Timeout",
     "TransportError",
+    "UnanswerableQueryError",
     "UnauthorizedError",
     "UnknownFieldError",
     "__version__",

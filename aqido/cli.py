@@ -7,6 +7,7 @@ Commands::
     aqido crawl URL [query options] [--depth series|instance] [--concurrency N]
                     --out FILE.jsonl [--resume [--force]]
     aqido demo [--studies N] [--out FILE.jsonl]
+    aqido probe URL [--json FILE]
 
 Exit status: 0 success; 1 the server could not be reached, or answered with an
 error; 2 a usage error (bad option, invalid UID or date: one line on stderr);
@@ -272,6 +273,18 @@ def _connection_options(parser: argparse.ArgumentParser, *, concurrency: int) ->
         help="the server's cap on results per response, if known (default: found by one "
         "follow-up request when an answer is as large as a cap would leave it)",
     )
+    group.add_argument(
+        "--profile",
+        metavar="auto|FILE",
+        help="the server's profile: 'auto' probes it first, FILE is one saved by "
+        "'aqido probe --json'; answers then follow the standard where the server does not",
+    )
+    group.add_argument(
+        "--strict-matching",
+        action="store_true",
+        help="with --profile: fail (exit 2) on a query the server cannot answer as the "
+        "standard does, instead of warning",
+    )
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
@@ -350,6 +363,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _connection_options(crawl, concurrency=8)
     _common_options(crawl)
+
+    probe = commands.add_parser(
+        "probe",
+        help="measure how an archive behaves: a server profile",
+        description="Measure how a QIDO-RS archive answers where archives differ from the "
+        "standard (matching, lists, ranges, paging, caps, statuses) with at most 60 small "
+        "read-only requests, and print each finding with the request that showed it.",
+    )
+    probe.add_argument("url", metavar="URL", help="the QIDO-RS service root")
+    probe.add_argument(
+        "--json",
+        metavar="FILE",
+        help="write the profile as JSON to FILE (load it with ServerProfile.load)",
+    )
+    _connection_options(probe, concurrency=4)
+    _common_options(probe)
 
     demo = commands.add_parser(
         "demo",
@@ -709,8 +738,8 @@ async def _open_client(url: str, **options: Any) -> AsyncIterator[AsyncQidoRS]:
 
     try:
         client = AsyncQidoRS(url, **options)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
+    except (ValueError, OSError) as exc:  # a bad option, an unreadable --profile FILE
+        raise UsageError(f"{exc}") from exc
     async with client:
         yield client
 
@@ -756,7 +785,9 @@ def _client_options(
         "retries": args.retries,
         "max_concurrency": args.concurrency,
         "server_limit": args.server_limit,
-        "permissive_uid": args.permissive_uids,
+        "profile": getattr(args, "profile", None),
+        "strict_matching": getattr(args, "strict_matching", False),
+        "permissive_uid": getattr(args, "permissive_uids", False),
     }
 
 
@@ -789,6 +820,72 @@ async def _run_search(
             includes=query.include_fields,
             rich_ok=is_tty,
         )
+    return EXIT_OK
+
+
+# --- probe ---------------------------------------------------------------------------------
+
+
+def _server_text(text: str) -> str:
+    """Text that came from a server, made safe to print: control characters escaped.
+
+    Every server-provided string the probe table shows passes through here (to be
+    pointed at the CLI's shared escaping function when it exists).
+    """
+    return "".join(
+        c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii")
+        for c in text
+    )
+
+
+async def _run_probe(
+    args: argparse.Namespace, options: Mapping[str, Any], out: IO[str], is_tty: bool
+) -> int:
+    from aqido.probe import MAX_IN_FLIGHT, probe_report
+    from aqido.profile import ServerProfile
+
+    async with _open_client(args.url, **options) as client:
+        report = await probe_report(client, max_in_flight=min(MAX_IN_FLIGHT, args.concurrency))
+        url = client.url
+    ctx = report.context
+    names = {uid: name for uid, name in ((ctx.a, "{A}"), (ctx.b, "{B}")) if uid} if ctx else {}
+    use_rich = is_tty and _have_rich()
+
+    def cell(text: str) -> str:
+        for uid, name in names.items():
+            text = text.replace(uid, name)
+        shown = _server_text(text)
+        if use_rich:
+            from rich.markup import escape
+
+            shown = escape(shown)
+        return shown
+
+    rows = [[f.capability, cell(f.finding), cell(f.request)] for f in report.findings]
+    _print_table(
+        ["capability", "finding", "request"],
+        rows,
+        out,
+        title=f"aqido probe {_server_text(url)} ({report.requests} requests)",
+        rich_ok=is_tty,
+    )
+    if names:
+        legend = ", ".join(f"{name} = {_server_text(uid)}" for uid, name in names.items())
+        out.write(f"studies: {legend}\n")
+    standard = ServerProfile.standard()
+    differs = [
+        field
+        for field, value in report.profile.to_dict().items()
+        if field not in ("name", "notes") and value != getattr(standard, field)
+    ]
+    out.write(
+        "differs from the standard in: " + (", ".join(differs) if differs else "nothing") + "\n"
+    )
+    for note in report.profile.notes:
+        out.write(f"note: {_server_text(note)}\n")
+    if args.json:
+        report.profile.save(args.json)
+        out.write(f"profile written to {args.json}\n")
     return EXIT_OK
 
 
@@ -1257,6 +1354,8 @@ def _dispatch(args: argparse.Namespace, out: IO[str], err: IO[str], env: Mapping
     options = _client_options(args, env, ask)
     if args.command == "search":
         return _run(_run_search(args, options, out, is_tty))
+    if args.command == "probe":
+        return _run(_run_probe(args, options, out, is_tty))
     query = query_from_args(args)
     if args.format == "parquet":
         if args.workers and args.scheduler:
