@@ -36,11 +36,10 @@ import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from contextlib import aclosing
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import attrs
-from anyio.streams.memory import MemoryObjectSendStream
 
 from aqido.checkpoint import CrawlCheckpoint
 from aqido.errors import (
@@ -54,6 +53,9 @@ from aqido.partition import Caps, looks_like_cap_plus_one, split_series_query, s
 from aqido.protocol import QidoResponse
 from aqido.query import BaseQuery, HierarchicalQuery, QueryLevel, _child_query, _derive
 from aqido.stats import CrawlStats
+
+if TYPE_CHECKING:  # pragma: no cover - anyio's streams load on first use (import time)
+    from anyio.streams.memory import MemoryObjectSendStream
 
 logger = logging.getLogger("aqido")
 
@@ -768,7 +770,10 @@ async def crawl(
                         if level is QueryLevel.STUDY:
                             await send.send(study)
                             continue
-                        await slots.acquire()
+                        try:  # a free slot is taken without a checkpoint (an event-loop turn)
+                            slots.acquire_nowait()
+                        except anyio.WouldBlock:
+                            await slots.acquire()
                         group.start_soon(finish, study, study_uid)
 
         async with FirstErrorGroup() as group:

@@ -9,7 +9,8 @@ does nearly nothing per request, so the client's cost shows:
   ``GET``, ``Content-Length`` answers, ``204`` for an empty page); no routing
   framework, no query matching;
 - bodies are canned: the study listing is precomputed item by item (sliced
-  for ``limit``/``offset``), the series of a study and the instances of a
+  for ``limit``/``offset``; ``StudyInstanceUID=`` picks one study by its
+  number, nothing else is matched), the series of a study and the instances of a
   series are one precomputed template each, with the UIDs of the path
   substituted (``bytes.replace``), so any archive size costs the same memory;
 - UIDs are ``{ROOT}.1.{k}`` (study ``k``), ``{ROOT}.2.{k}.{j}`` (series ``j``
@@ -102,7 +103,13 @@ class Canned:
             params = dict(parse_qsl(query))
             offset = int(params.get("offset", 0) or 0)
             limit = int(params.get("limit", 0) or 0)
-            chosen = self.study_items[offset : offset + limit if limit else None]
+            chosen = self.study_items
+            uid = params.get("StudyInstanceUID")
+            if uid is not None:  # one study by UID (a warm-up's crawl): a look-up, no matching
+                k = uid.rpartition(".")[2]
+                known = uid.startswith(f"{ROOT}.1.") and k.isdigit() and 1 <= int(k) <= self.studies
+                chosen = [self.study_items[int(k) - 1]] if known else []
+            chosen = chosen[offset : offset + limit if limit else None]
             return b"[" + b",".join(chosen) + b"]" if chosen else b""
         if query and "offset=" in query and "offset=0" not in query:
             return b""  # one page holds every series / instance
