@@ -37,13 +37,20 @@ import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from aqido.checkpoint import CrawlCheckpoint
-from aqido.client import DEFAULT_MAX_CONCURRENCY, DEFAULT_RETRY, DEFAULT_TIMEOUT, AsyncQidoRS
+from aqido.client import (
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_RETRY,
+    DEFAULT_TIMEOUT,
+    AsyncQidoRS,
+)
+from aqido.errors import ClientClosedError
 from aqido.progress import CrawlProgress, make_progress, report
 from aqido.query import QueryLevel
 from aqido.stats import CrawlStats
 
 if TYPE_CHECKING:  # pragma: no cover
-    from aqido.client import Auth, SearchResults
+    from aqido.client import Auth, SearchResults, SSLOption
     from aqido.protocol import QidoResponse
     from aqido.query import BaseQuery
     from aqido.results import Instance, Series, Study
@@ -75,7 +82,7 @@ class _Runner:
     def start(self) -> BlockingPortal:
         with self.lock:
             if self.closed:
-                raise RuntimeError("This QidoRS has been closed; create a new one.")
+                raise ClientClosedError("This QidoRS has been closed; create a new one.")
             if self.portal is None:
                 cm = start_blocking_portal("asyncio")
                 self.portal = cm.__enter__()
@@ -108,7 +115,7 @@ class _Runner:
         if refused:
             future.cancel()
             done.wait()
-            raise RuntimeError("This QidoRS has been closed; create a new one.")
+            raise ClientClosedError("This QidoRS has been closed; create a new one.")
         future.add_done_callback(lambda _: self._forget(entry))
         return future, done
 
@@ -125,7 +132,9 @@ class _Runner:
             return future.result()
         except concurrent.futures.CancelledError:
             if self.closed:
-                raise RuntimeError("This QidoRS was closed while the call was running.") from None
+                raise ClientClosedError(
+                    "This QidoRS was closed while the call was running."
+                ) from None
             raise  # pragma: no cover - only close() cancels a call that is being waited for
         finally:
             if not future.done() or not done.is_set():
@@ -159,7 +168,8 @@ class QidoRS:
     """A blocking QIDO-RS client: :class:`~aqido.client.AsyncQidoRS` for code that is not async.
 
     The arguments are those of ``AsyncQidoRS`` (``url``, ``auth``,
-    ``headers``, ``timeout``, ``retries``, ``max_concurrency``) except
+    ``headers``, ``timeout``, ``retries``, ``max_concurrency``, ``server_limit``,
+    ``max_response_bytes``, ``ssl``, ``trust_env``) except
     ``session``: an aiohttp session belongs to one event loop, and this
     client's loop is its own.  Methods return what the async ones return
     (``iter_*`` and ``crawl`` give plain iterators) and raise the same errors.
@@ -176,6 +186,9 @@ class QidoRS:
         retries: Retry | int | None = DEFAULT_RETRY,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         server_limit: int | Mapping[Any, int] | None = None,
+        max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES,
+        ssl: SSLOption = None,
+        trust_env: bool = True,
     ) -> None:
         self._async = AsyncQidoRS(
             url,
@@ -185,6 +198,9 @@ class QidoRS:
             retries=retries,
             max_concurrency=max_concurrency,
             server_limit=server_limit,
+            max_response_bytes=max_response_bytes,
+            ssl=ssl,
+            trust_env=trust_env,
         )
         self._runner = _Runner(self._async)
         self._finalizer = weakref.finalize(self, self._runner.close)

@@ -11,7 +11,11 @@ QIDO-RS searches are idempotent GETs, so retrying them is always safe.  By
 default aqido retries connection errors, timeouts and the statuses 429, 500,
 502, 503 and 504 (500 because autoscaling proxies answer it transiently), with
 exponential backoff and full jitter, honouring ``Retry-After``; it never
-retries another 4xx.
+retries another 4xx.  A 2xx reply that is not valid DICOM JSON (cut short,
+syntactically broken) is retried too, within the same attempt budget.  What
+cannot heal is never retried: TLS failures (an untrusted certificate),
+redirect loops and redirects to other schemes, and responses over
+``max_response_bytes``.
 """
 
 from __future__ import annotations
@@ -25,7 +29,15 @@ from typing import Any, TypeVar
 import anyio
 import attrs
 
-from aqido.errors import HTTPStatusError, QidoError, TransportError
+from aqido.errors import (
+    HTTPStatusError,
+    InvalidResponseError,
+    QidoError,
+    RedirectError,
+    ResponseTooLargeError,
+    TLSError,
+    TransportError,
+)
 from aqido.protocol import header_values, parse_retry_after
 
 __all__ = ["DEFAULT_RETRY_STATUSES", "Retry", "Timeout", "call_with_retry"]
@@ -60,7 +72,11 @@ class Retry:
         backoff_max: the largest backoff ceiling, in seconds.
         statuses: the HTTP statuses that are retried.  4xx statuses other than
             429 are never retried, even if listed.
-        retry_transport_errors: whether connection errors and timeouts are retried.
+        retry_transport_errors: whether connection errors and timeouts are retried
+            (TLS failures never are).
+        retry_invalid_responses: whether a success status with a body that is not
+            valid DICOM JSON (truncated, malformed, HTML) is retried.  Redirect
+            errors and responses over the size limit never are.
         respect_retry_after: wait at least what a ``Retry-After`` header asks for.
         max_retry_after: give up instead of waiting when ``Retry-After`` asks for
             more than this many seconds.
@@ -72,6 +88,7 @@ class Retry:
     backoff_max: float = attrs.field(default=30.0, validator=_non_negative)
     statuses: frozenset[int] = attrs.field(default=DEFAULT_RETRY_STATUSES, converter=_statuses)
     retry_transport_errors: bool = True
+    retry_invalid_responses: bool = True
     respect_retry_after: bool = True
     max_retry_after: float = attrs.field(default=120.0, validator=_non_negative)
 
@@ -101,8 +118,14 @@ class Retry:
             if 400 <= error.status <= 499 and error.status != 429:
                 return False
             return error.status in self.statuses
+        if isinstance(error, TLSError):
+            return False
         if isinstance(error, TransportError):
             return self.retry_transport_errors
+        if isinstance(error, RedirectError | ResponseTooLargeError):
+            return False
+        if isinstance(error, InvalidResponseError):
+            return self.retry_invalid_responses
         return False
 
     def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
