@@ -252,7 +252,7 @@ class _OriginCookieJar(aiohttp.CookieJar):
     """A cookie jar that takes cookies only from, and sends them only to, one origin."""
 
     def __init__(self, origin: URL) -> None:
-        super().__init__()
+        super().__init__(unsafe=True)  # IP hosts too: the cookies never leave their origin
         self._origin = origin
 
     def update_cookies(self, cookies: Any, response_url: URL = URL()) -> None:  # noqa: B008
