@@ -806,7 +806,7 @@ JSON_CHILD = textwrap.dedent(
     if sys.argv[1] == "stdlib":
         sys.modules["orjson"] = None  # as if the "fast" extra were not installed
     from aqido.errors import InvalidResponseError
-    from aqido.results import _loads, decode_json
+    from aqido._json import _loads, decode_json
     bodies = {
         "deep": b"[" * 100_000 + b"]" * 100_000,
         "huge float": b'[{"00081160": {"vr": "FD", "Value": [1e400]}}]',
