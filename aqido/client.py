@@ -482,7 +482,12 @@ class AsyncQidoRS:
                     if response.status not in _REDIRECT_STATUSES or not location:
                         return response.status, response.headers, await self._read(response, url)
                     status = response.status
-            following = target.join(URL(location))
+            try:
+                following = target.join(URL(location))
+            except ValueError:
+                raise RedirectError(
+                    "redirect to a malformed Location refused", url=url, status=status
+                ) from None
             if following.scheme not in ("http", "https") or not following.host:
                 raise RedirectError(
                     f"redirect to {redact_url(following.with_query(None))!r} refused "

@@ -509,10 +509,20 @@ async def test_a_redirect_to_the_same_url_is_a_loop() -> None:
 
 
 @pytest.mark.anyio
-async def test_redirects_to_other_schemes_are_refused_and_never_retried() -> None:
-    with serve(redirect_to(lambda: "ftp://127.0.0.1:21")) as server:
+@pytest.mark.parametrize(
+    ("target", "match"),
+    [
+        ("ftp://127.0.0.1:21", "only http and https"),
+        ("file:///etc", "only http and https"),
+        ("http://[::1", "malformed Location"),
+    ],
+)
+async def test_redirects_to_other_schemes_are_refused_and_never_retried(
+    target: str, match: str
+) -> None:
+    with serve(redirect_to(lambda: target)) as server:
         async with AsyncQidoRS(server.url, retries=QUICK) as client:
-            with pytest.raises(RedirectError, match="only http and https"):
+            with pytest.raises(RedirectError, match=match):
                 await client.search({})
     assert len(server.requests) == 1
 
