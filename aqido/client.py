@@ -233,7 +233,11 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _env_proxy(url: URL) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+#: A proxy and the headers for it (``Proxy-Authorization``), or ``(None, None)``: direct.
+_Proxy = tuple[URL | None, Mapping[str, str] | None]
+
+
+def _env_proxy(url: URL) -> _Proxy:
     """The proxy the environment gives for ``url`` (``HTTP(S)_PROXY``, ``NO_PROXY``), as requests.
 
     Loopback hosts are never proxied, whatever the environment says.
@@ -246,11 +250,10 @@ def _env_proxy(url: URL) -> tuple[URL | None, aiohttp.BasicAuth | None]:
     if not proxy or urllib.request.proxy_bypass(f"{host}:{url.port}" if url.port else host):
         return None, None
     parsed = URL(proxy if "://" in proxy else f"http://{proxy}")
-    auth = None
-    if parsed.user is not None:
-        auth = aiohttp.BasicAuth(parsed.user, parsed.password or "")
-        parsed = parsed.with_user(None)
-    return parsed, auth
+    if parsed.user is None:
+        return parsed, None
+    token = base64.b64encode(f"{parsed.user}:{parsed.password or ''}".encode()).decode("ascii")
+    return parsed.with_user(None), {"Proxy-Authorization": f"Basic {token}"}
 
 
 class _OriginCookieJar(aiohttp.CookieJar):
@@ -363,7 +366,7 @@ class AsyncQidoRS:
         self.max_response_bytes = _check_max_response_bytes(max_response_bytes)
         self._ssl = _ssl_option(ssl)
         self.trust_env = bool(trust_env)
-        self._proxies: dict[URL, tuple[URL | None, aiohttp.BasicAuth | None]] = {}
+        self._proxies: dict[URL, _Proxy] = {}
         self._scopes: set[anyio.CancelScope] = set()
         self.url = str(parsed.with_user(None))
         self._origin = parsed.origin()
@@ -467,16 +470,22 @@ class AsyncQidoRS:
         target = URL(url, encoded=True)
         visited = {target}
         for _ in range(MAX_REDIRECTS + 1):
-            proxy, proxy_auth = self._proxy_for(target)
+            proxy, proxy_headers = self._proxy_for(target)
+            sent = headers
+            if proxy_headers is not None:  # aiohttp sends proxy_headers only with CONNECT
+                if target.scheme == "http":
+                    sent, proxy_headers = {**headers, **proxy_headers}, None
+                else:
+                    proxy_headers = dict(proxy_headers)  # aiohttp adds Host to it
             with _map_aiohttp_errors(target):
                 async with session.get(
                     target,
-                    headers=headers,
+                    headers=sent,
                     timeout=self._client_timeout,
                     allow_redirects=False,
                     ssl=self._ssl,
                     proxy=proxy,
-                    proxy_auth=proxy_auth,
+                    proxy_headers=proxy_headers,
                 ) as response:
                     location = response.headers.get("Location")
                     if response.status not in _REDIRECT_STATUSES or not location:
@@ -505,7 +514,7 @@ class AsyncQidoRS:
             target = following
         raise RedirectError(f"more than {MAX_REDIRECTS} redirects", url=url, status=status)
 
-    def _proxy_for(self, url: URL) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+    def _proxy_for(self, url: URL) -> _Proxy:
         """The proxy for ``url``'s origin (from the environment, read once per origin)."""
         if not self.trust_env:
             return None, None

@@ -233,6 +233,25 @@ async def endless(request: web.BaseRequest) -> web.StreamResponse:
     return response
 
 
+async def declares_2_gib(request: web.BaseRequest) -> web.StreamResponse:
+    """A body that declares 2 GiB (and sends 1 KiB, then holds the line until the client leaves)."""
+    response = web.StreamResponse(headers={**JSON, "Content-Length": str(2 * 1024**3)})
+    await response.prepare(request)
+    await response.write(b"[" + b" " * 1024)
+    for _ in range(600):  # at most 60 s
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            break
+        await asyncio.sleep(0.1)
+    return response
+
+
+LINUX_ONLY = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the child reads /proc/self/statm"
+)
+
+
+@LINUX_ONLY
 def test_gzip_bomb_is_refused_with_memory_bounded() -> None:
     with serve(gzip_bomb) as server:
         result = run_child(server.url)
@@ -241,11 +260,20 @@ def test_gzip_bomb_is_refused_with_memory_bounded() -> None:
     assert result["rss_growth_kib"] < 256 * 1024, result
 
 
+@LINUX_ONLY
 def test_endless_chunked_body_is_refused_with_memory_bounded() -> None:
     with serve(endless) as server:
         result = run_child(server.url)
     assert result["error"] == "ResponseTooLargeError"
     assert result["rss_growth_kib"] < 256 * 1024, result
+
+
+@LINUX_ONLY
+def test_a_body_declaring_2_gib_is_refused_with_memory_bounded() -> None:
+    with serve(declares_2_gib) as server:
+        result = run_child(server.url)
+    assert result["error"] == "ResponseTooLargeError"
+    assert result["rss_growth_kib"] < 64 * 1024, result
 
 
 @pytest.mark.anyio
@@ -794,6 +822,12 @@ async def test_http_proxy_from_the_environment_and_no_proxy(
             await client.search({})
         assert len(proxy.requests) == 1  # trust_env=False: the environment is ignored
         assert len(archive.requests) == 3
+        assert "Proxy-Authorization" not in proxy.requests[0].headers
+        monkeypatch.setenv("HTTP_PROXY", f"http://me:pw@127.0.0.1:{proxy.port}")
+        assert uids(await search_through(url)) == [UID]
+        assert len(proxy.requests) == 2
+        assert proxy.requests[1].headers["Proxy-Authorization"] == "Basic bWU6cHc="  # me:pw
+    assert all("Proxy-Authorization" not in seen.headers for seen in archive.requests)
 
 
 @pytest.mark.anyio
@@ -860,3 +894,147 @@ def test_one_json_behaviour_with_and_without_orjson(decoder: str) -> None:
     assert out.pop("pair") == [{"00100010": {"vr": "PN", "Value": ["\U0001f600"]}}]
     assert out == dict.fromkeys(out, "InvalidResponseError")
     assert len(out) == 8
+
+
+@pytest.mark.parametrize(
+    ("environment", "url", "proxy", "user"),
+    [
+        (
+            {"HTTP_PROXY": "http://proxy.invalid:3128"},
+            "http://pacs.invalid/",
+            "http://proxy.invalid:3128",
+            None,
+        ),
+        ({"HTTP_PROXY": "http://proxy.invalid:3128"}, "https://pacs.invalid/", None, None),
+        (
+            {"HTTPS_PROXY": "proxy.invalid:3128"},
+            "https://pacs.invalid/",
+            "http://proxy.invalid:3128",
+            None,
+        ),
+        (
+            {"ALL_PROXY": "http://u:p%40ss@proxy.invalid"},
+            "http://pacs.invalid/",
+            "http://proxy.invalid",
+            "u",
+        ),
+        (
+            {"HTTP_PROXY": "http://proxy.invalid", "NO_PROXY": "pacs.invalid"},
+            "http://pacs.invalid/",
+            None,
+            None,
+        ),
+        (
+            {"HTTP_PROXY": "http://proxy.invalid", "NO_PROXY": ".invalid"},
+            "http://a.pacs.invalid/",
+            None,
+            None,
+        ),
+        (
+            {"HTTP_PROXY": "http://proxy.invalid", "NO_PROXY": "*"},
+            "http://pacs.invalid/",
+            None,
+            None,
+        ),
+        ({"HTTP_PROXY": "http://proxy.invalid"}, "http://127.8.9.10:80/", None, None),
+        ({"HTTP_PROXY": "http://proxy.invalid"}, "http://[::1]:8042/", None, None),
+        ({"HTTP_PROXY": "http://proxy.invalid"}, "http://pacs.localhost/", None, None),
+        ({"HTTP_PROXY": "http://proxy.invalid"}, "http://10.0.0.1/", "http://proxy.invalid", None),
+    ],
+)
+def test_the_proxy_chosen_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+    environment: dict[str, str],
+    url: str,
+    proxy: str | None,
+    user: str | None,
+) -> None:
+    from yarl import URL
+
+    from aqido.client import _env_proxy
+
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    chosen, headers = _env_proxy(URL(url))
+    assert (str(chosen) if chosen else None) == proxy
+    if user is None:
+        assert headers is None
+    else:
+        assert headers == {"Proxy-Authorization": "Basic " + base64.b64encode(b"u:p@ss").decode()}
+
+
+@dataclass
+class Tunnel:
+    """A CONNECT proxy's port and the CONNECT requests it received (line and headers)."""
+
+    port: int = 0
+    requests: list[dict[str, str]] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def connect_proxy(target_port: int) -> Iterator[Tunnel]:
+    """A CONNECT proxy on 127.0.0.1 that tunnels every connection to ``target_port``."""
+    tunnel = Tunnel()
+    loop = asyncio.new_event_loop()
+    started, stop = threading.Event(), threading.Event()
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        request = {"line": head[0]}
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            if value:
+                request[name.strip()] = value.strip()
+        tunnel.requests.append(request)
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", target_port)
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        server = loop.run_until_complete(asyncio.start_server(handle, "127.0.0.1", 0))
+        tunnel.port = server.sockets[0].getsockname()[1]
+        started.set()
+        loop.run_until_complete(asyncio.to_thread(stop.wait))
+        server.close()
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+        loop.run_until_complete(asyncio.sleep(0.1))
+        loop.close()
+
+    thread = threading.Thread(target=run, name="connect-proxy", daemon=True)
+    thread.start()
+    assert started.wait(30)
+    try:
+        yield tunnel
+    finally:
+        stop.set()
+        thread.join(30)
+
+
+@pytest.mark.anyio
+async def test_https_proxy_tunnels_with_connect(monkeypatch: pytest.MonkeyPatch) -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(ARCHIVE_HOST).configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    with serve(answer(), server_context) as archive, connect_proxy(archive.port) as tunnel:
+        monkeypatch.setenv("HTTPS_PROXY", f"http://me:pw@127.0.0.1:{tunnel.port}")
+        url = f"https://{ARCHIVE_HOST}:{archive.port}/dicom-web"
+        async with AsyncQidoRS(url, ssl=client_context, auth="tok-123") as client:
+            assert uids(await client.search({})) == [UID]
+    assert len(tunnel.requests) == 1
+    assert tunnel.requests[0]["line"] == f"CONNECT {ARCHIVE_HOST}:{archive.port} HTTP/1.1"
+    assert tunnel.requests[0]["Proxy-Authorization"] == "Basic bWU6cHc="  # me:pw
+    assert "Authorization" not in tunnel.requests[0]  # the archive's token stays in the tunnel
+    assert archive.requests[0].headers["Authorization"] == "Bearer tok-123"
+    assert "Proxy-Authorization" not in archive.requests[0].headers
