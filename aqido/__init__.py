@@ -23,6 +23,7 @@ from aqido.errors import (
     NotFoundError,
     PayloadTooLargeError,
     QidoError,
+    QueryTypeError,
     RateLimitedError,
     RedirectError,
     RequestTimeoutError,
@@ -32,6 +33,7 @@ from aqido.errors import (
     TLSError,
     TransportError,
     UnauthorizedError,
+    UnknownFieldError,
 )
 from aqido.query import (
     BaseQuery,
@@ -40,6 +42,7 @@ from aqido.query import (
     RelationalQuery,
     encode_query_value,
     ensure_query_type,
+    is_permissive_uid,
     is_valid_uid,
 )
 
@@ -126,6 +129,7 @@ __all__ = [
     "QidoResponse",
     "QidoWarning",
     "QueryLevel",
+    "QueryTypeError",
     "RateLimitedError",
     "RedirectError",
     "RelationalQuery",
@@ -142,11 +146,13 @@ __all__ = [
     "Timeout",
     "TransportError",
     "UnauthorizedError",
+    "UnknownFieldError",
     "__version__",
     "build_tree",
     "decode_json",
     "encode_query_value",
     "ensure_query_type",
+    "is_permissive_uid",
     "is_valid_uid",
     "parse_results",
     "to_dataframe",

@@ -28,7 +28,15 @@ import concurrent.futures
 import os
 import threading
 import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import AbstractContextManager, aclosing
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -168,7 +176,7 @@ class QidoRS:
 
     The arguments are those of ``AsyncQidoRS`` (``url``, ``auth``,
     ``headers``, ``timeout``, ``retries``, ``max_concurrency``, ``server_limit``,
-    ``max_response_bytes``, ``ssl``, ``trust_env``) except
+    ``permissive_uid``, ``max_response_bytes``, ``ssl``, ``trust_env``) except
     ``session``: an aiohttp session belongs to one event loop, and this
     client's loop is its own.  Methods return what the async ones return
     (``iter_*`` and ``crawl`` give plain iterators) and raise the same errors.
@@ -185,6 +193,7 @@ class QidoRS:
         retries: Retry | int | None = DEFAULT_RETRY,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         server_limit: int | Mapping[Any, int] | None = None,
+        permissive_uid: bool = False,
         max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES,
         ssl: SSLOption = None,
         trust_env: bool = True,
@@ -197,6 +206,7 @@ class QidoRS:
             retries=retries,
             max_concurrency=max_concurrency,
             server_limit=server_limit,
+            permissive_uid=permissive_uid,
             max_response_bytes=max_response_bytes,
             ssl=ssl,
             trust_env=trust_env,
@@ -363,6 +373,7 @@ class QidoRS:
         fields: Iterable[str] | None = None,
         search_filters: Mapping[str, Any] | None = None,
         get_remaining: bool = False,
+        additional_params: Mapping[str, str | Sequence[str]] | None = None,
     ) -> SearchResults[Study]:
         """Search for studies, with dicomweb-client's arguments."""
         return self._runner.call(
@@ -373,6 +384,7 @@ class QidoRS:
                 fields=fields,
                 search_filters=search_filters,
                 get_remaining=get_remaining,
+                additional_params=additional_params,
             )
         )
 
@@ -386,6 +398,7 @@ class QidoRS:
         fields: Iterable[str] | None = None,
         search_filters: Mapping[str, Any] | None = None,
         get_remaining: bool = False,
+        additional_params: Mapping[str, str | Sequence[str]] | None = None,
     ) -> SearchResults[Series]:
         """Search for series (of one study, or all series), as dicomweb-client does."""
         return self._runner.call(
@@ -397,6 +410,7 @@ class QidoRS:
                 fields=fields,
                 search_filters=search_filters,
                 get_remaining=get_remaining,
+                additional_params=additional_params,
             )
         )
 
@@ -411,6 +425,7 @@ class QidoRS:
         fields: Iterable[str] | None = None,
         search_filters: Mapping[str, Any] | None = None,
         get_remaining: bool = False,
+        additional_params: Mapping[str, str | Sequence[str]] | None = None,
     ) -> SearchResults[Instance]:
         """Search for instances, as dicomweb-client does."""
         return self._runner.call(
@@ -423,6 +438,7 @@ class QidoRS:
                 fields=fields,
                 search_filters=search_filters,
                 get_remaining=get_remaining,
+                additional_params=additional_params,
             )
         )
 
