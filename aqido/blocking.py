@@ -47,18 +47,20 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from aqido.checkpoint import CrawlCheckpoint
 from aqido.client import (
     DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_RETRY,
     DEFAULT_TIMEOUT,
     AsyncQidoRS,
     ProfileSource,
 )
+from aqido.errors import ClientClosedError
 from aqido.profile import ServerProfile
 from aqido.progress import CrawlProgress, make_progress, report
 from aqido.query import QueryLevel
 from aqido.stats import CrawlStats
 
 if TYPE_CHECKING:  # pragma: no cover
-    from aqido.client import Auth, SearchResults
+    from aqido.client import Auth, SearchResults, SSLOption
     from aqido.protocol import QidoResponse
     from aqido.query import BaseQuery
     from aqido.results import Instance, Series, Study
@@ -89,7 +91,7 @@ class _Runner:
     def start(self) -> BlockingPortal:
         with self.lock:
             if self.closed:
-                raise RuntimeError("This QidoRS has been closed; create a new one.")
+                raise ClientClosedError("This QidoRS has been closed; create a new one.")
             if self.portal is None:
                 cm = start_blocking_portal("asyncio")
                 self.portal = cm.__enter__()
@@ -122,7 +124,7 @@ class _Runner:
         if refused:
             future.cancel()
             done.wait()
-            raise RuntimeError("This QidoRS has been closed; create a new one.")
+            raise ClientClosedError("This QidoRS has been closed; create a new one.")
         future.add_done_callback(lambda _: self._forget(entry))
         return future, done
 
@@ -139,7 +141,9 @@ class _Runner:
             return future.result()
         except concurrent.futures.CancelledError:
             if self.closed:
-                raise RuntimeError("This QidoRS was closed while the call was running.") from None
+                raise ClientClosedError(
+                    "This QidoRS was closed while the call was running."
+                ) from None
             raise  # pragma: no cover - only close() cancels a call that is being waited for
         finally:
             if not future.done() or not done.is_set():
@@ -174,7 +178,8 @@ class QidoRS:
 
     The arguments are those of ``AsyncQidoRS`` (``url``, ``auth``,
     ``headers``, ``timeout``, ``retries``, ``max_concurrency``, ``server_limit``,
-    ``profile``, ``pn_case_sensitive``, ``strict_matching``, ``permissive_uid``) except
+    ``profile``, ``pn_case_sensitive``, ``strict_matching``, ``permissive_uid``,
+    ``max_response_bytes``, ``ssl``, ``trust_env``) except
     ``session``: an aiohttp session belongs to one event loop, and this
     client's loop is its own.  Methods return what the async ones return
     (``iter_*`` and ``crawl`` give plain iterators) and raise the same errors.
@@ -195,6 +200,9 @@ class QidoRS:
         pn_case_sensitive: bool | None = True,
         strict_matching: bool = False,
         permissive_uid: bool = False,
+        max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES,
+        ssl: SSLOption = None,
+        trust_env: bool = True,
     ) -> None:
         self._async = AsyncQidoRS(
             url,
@@ -208,6 +216,9 @@ class QidoRS:
             pn_case_sensitive=pn_case_sensitive,
             strict_matching=strict_matching,
             permissive_uid=permissive_uid,
+            max_response_bytes=max_response_bytes,
+            ssl=ssl,
+            trust_env=trust_env,
         )
         self._runner = _Runner(self._async)
         self._finalizer = weakref.finalize(self, self._runner.close)
