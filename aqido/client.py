@@ -81,6 +81,7 @@ from aqido.errors import (
 from aqido.partition import Caps, check_server_limit
 from aqido.plan import Plan, plan_query
 from aqido.profile import ServerProfile
+from aqido.progress import CrawlProgress, make_progress, report
 from aqido.protocol import ACCEPT, QidoResponse, QidoWarning, join_url, parse_response
 from aqido.query import (
     ATTRIBUTE_FIELDS,
@@ -896,6 +897,7 @@ class AsyncQidoRS:
         partial: bool = False,
         stats: CrawlStats | None = None,
         checkpoint: str | os.PathLike[str] | CrawlCheckpoint | None = None,
+        progress: bool | CrawlProgress | None = None,
     ) -> AsyncGenerator[Study, None]:
         """Walk studies → series → instances; yield each ``Study`` as soon as its subtree is done.
 
@@ -921,6 +923,10 @@ class AsyncQidoRS:
         ``stats.failures``.  ``fail_fast=True`` cancels the crawl at the first
         error and raises it as is.
 
+        ``progress``: ``True`` shows a progress bar
+        (:class:`~aqido.progress.TqdmProgress`, needs tqdm); a
+        :class:`~aqido.progress.CrawlProgress` gets a call per completed study,
+        series and instance, and ``close()`` at the end, however the crawl ends.
         ``stats``: a :class:`~aqido.stats.CrawlStats` updated live (requests,
         retries, pages, splits, items per level, failures, elapsed).
         ``checkpoint``: a JSONL file (path or
@@ -983,9 +989,16 @@ class AsyncQidoRS:
             checkpoint=checkpoint,
             server=self.url,
         )
-        async with aclosing(studies):
-            async for study in studies:
-                yield study
+        hook = make_progress(progress)
+        try:
+            async with aclosing(studies):
+                async for study in studies:
+                    if hook is not None:
+                        report(hook, study)
+                    yield study
+        finally:
+            if hook is not None:
+                hook.close()
 
     async def find_studies(self, query: Any) -> SearchResults[Study]:
         """Search, and return the results grouped into studies (dicomtrolley's ``find_studies``).
