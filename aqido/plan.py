@@ -436,7 +436,7 @@ def plan_query(
         first = key.criterion.path[0]
         if profile.includefield and "all" not in include:
             if first not in {_tag_of(f) for f in include}:
-                include.append(first)
+                include.append(dictionary.keyword_for(dictionary.parse_tag_key(first)) or first)
             continue
         kept_as_match = key in send_as_is or key in fanned
         if key in universal or kept_as_match or _returned_by_default(query, first):
