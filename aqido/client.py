@@ -51,7 +51,7 @@ from aqido.errors import (
     UnanswerableQueryError,
 )
 from aqido.partition import check_server_limit
-from aqido.plan import Plan, plan_query
+from aqido.plan import Plan, plan_query, split_keys
 from aqido.profile import ServerProfile
 from aqido.protocol import ACCEPT, QidoResponse, QidoWarning, join_url, parse_response
 from aqido.query import (
@@ -612,7 +612,9 @@ class AsyncQidoRS:
         client's ``server_limit``) is paged with
         ``offset``, and if the server does not honour it, the study query is
         split by StudyDate, StudyTime, then ModalitiesInStudy until every part
-        fits (see the README's "Crawling" section for what cannot be reached).
+        fits (see the README's "Crawling" section for what cannot be reached);
+        with a ``profile``, only by the keys the server matches
+        (:func:`aqido.plan.split_keys`).
 
         Failures (nothing is lost silently): by default a part that still
         fails after the client's retries is recorded and the crawl goes on;
@@ -675,6 +677,7 @@ class AsyncQidoRS:
             fail_fast=fail_fast,
             partial=partial,
             checkpoint=checkpoint,
+            split_keys=split_keys(self._profile),
         )
         async with aclosing(studies):
             async for study in studies:

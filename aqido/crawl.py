@@ -34,7 +34,7 @@ import copy
 import datetime
 import json
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Container, Iterable, Mapping
 from contextlib import aclosing
 from types import TracebackType
 from typing import Any, TypeVar
@@ -52,7 +52,7 @@ from aqido.errors import (
     QidoError,
     ResultsTruncatedError,
 )
-from aqido.partition import Caps, split_series_query, split_study_query
+from aqido.partition import SPLIT_KEYS, Caps, split_series_query, split_study_query
 from aqido.protocol import QidoResponse
 from aqido.query import BaseQuery, HierarchicalQuery, QueryLevel
 from aqido.stats import CrawlStats
@@ -348,6 +348,7 @@ class _Walker:
         page_size: int | None,
         today: datetime.date | None,
         fail_fast: bool,
+        split_keys: Container[str] = SPLIT_KEYS,
     ) -> None:
         self.fetch = fetch
         self.structure = structure
@@ -357,6 +358,7 @@ class _Walker:
         self.page_size = page_size
         self.today = today
         self.fail_fast = fail_fast
+        self.split_keys = split_keys
 
     def failed(self, part: BaseQuery, error: QidoError) -> None:
         """Raise ``error`` (``fail_fast``), or record it in the stats and go on."""
@@ -383,17 +385,23 @@ class _Walker:
 
     def splitter(self, level: QueryLevel) -> Splitter | None:
         """How to split an overflowing query at ``level`` (instances: no way)."""
+        today, keys = self.today, self.split_keys
         if level is QueryLevel.STUDY:
-            today = self.today
 
             def split_studies(
                 query: BaseQuery, sample: list[dict[str, Any]]
             ) -> list[BaseQuery] | None:
-                return split_study_query(query, sample, today)
+                return split_study_query(query, sample, today, keys=keys)
 
             return split_studies
         if level is QueryLevel.SERIES:
-            return split_series_query
+
+            def split_series(
+                query: BaseQuery, sample: list[dict[str, Any]]
+            ) -> list[BaseQuery] | None:
+                return split_series_query(query, sample, keys=keys)
+
+            return split_series
         return None
 
     async def matches(
@@ -524,6 +532,7 @@ async def crawl(
     partial: bool = False,
     checkpoint: CrawlCheckpoint | None = None,
     today: datetime.date | None = None,
+    split_keys: Container[str] = SPLIT_KEYS,
 ) -> AsyncGenerator[Any, None]:
     """Walk studies → series → instances; yield each study once its subtree is complete.
 
@@ -551,6 +560,8 @@ async def crawl(
             studies already in it are skipped, each completed study is written
             before it is yielded.
         today: the upper end of the date range an undated query is split over.
+        split_keys: the keys the server matches for splitting (default: all of
+            :data:`~aqido.partition.SPLIT_KEYS`; see :func:`aqido.plan.split_keys`).
 
     Studies are yielded in completion order, each as ``attrs.evolve(study,
     series=(...))`` with ``series.instances`` filled at INSTANCE depth.  A
@@ -578,6 +589,7 @@ async def crawl(
         page_size=page_size,
         today=today,
         fail_fast=fail_fast,
+        split_keys=split_keys,
     )
     stats._start()
     skip: set[str] = set()

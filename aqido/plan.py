@@ -51,6 +51,7 @@ from aqido.matching import (
     filter_datasets,
     is_universal,
 )
+from aqido.partition import SPLIT_KEYS
 from aqido.profile import ServerProfile
 from aqido.query import (
     ATTRIBUTE_FIELDS,
@@ -61,7 +62,7 @@ from aqido.query import (
     encode_query_value,
 )
 
-__all__ = ["DEFAULT_ATTRIBUTES", "Plan", "Walk", "plan_query"]
+__all__ = ["DEFAULT_ATTRIBUTES", "Plan", "Walk", "plan_query", "split_keys"]
 
 #: The attributes a server returns without ``includefield`` (PS3.18 Table 10.6.3-3/4/5), by level.
 DEFAULT_ATTRIBUTES: Mapping[QueryLevel, frozenset[str]] = {
@@ -548,3 +549,26 @@ def _fields(query: BaseQuery) -> dict[str, Any]:
         if attribute.name != "query_level" and value != attribute.default:
             out[attribute.name] = value
     return out
+
+
+# --- crawl splitting ---------------------------------------------------------------------------
+
+
+def split_keys(profile: ServerProfile | None) -> frozenset[str]:
+    """The keys a crawl may split an overflowing listing by, on a server with ``profile``.
+
+    Splitting by StudyDate needs closed and open date ranges, by StudyTime
+    time ranges, by ModalitiesInStudy or Modality single values; and each key
+    must be one the server matches (:attr:`ServerProfile.matched_keys`).  A
+    split by a key the server ignores would only repeat the same answer.
+    """
+    if profile is None:
+        return SPLIT_KEYS
+    usable = set(SPLIT_KEYS)
+    if not (profile.date_ranges and profile.open_date_ranges):
+        usable.discard("StudyDate")
+    if not profile.time_ranges:
+        usable.discard("StudyTime")
+    if profile.matched_keys is not None:
+        usable &= set(profile.matched_keys)
+    return frozenset(usable)

@@ -22,6 +22,8 @@ from aqido.cli import main as cli_main
 from aqido.client import AsyncQidoRS
 from aqido.errors import NotFoundError, UnanswerableQueryError
 from aqido.matching import MatchOptions
+from aqido.partition import SPLIT_KEYS
+from aqido.plan import split_keys
 from aqido.profile import ServerProfile
 from aqido.query import BaseQuery, HierarchicalQuery, QueryLevel, RelationalQuery
 from aqido.testing import FakeArchive, SyntheticArchive
@@ -397,3 +399,27 @@ def test_cli_profile_option(tmp_path: pathlib.Path) -> None:
         status, _, err = run_cli(*strict, "--profile", str(odd))
         assert status == 2
         assert "StudyDescription" in err
+
+
+@pytest.mark.anyio
+async def test_crawl_splits_only_by_keys_the_server_matches() -> None:
+    # A server that ignores StudyDate and StudyTime, ignores offset and caps at 20 studies:
+    # only ModalitiesInStudy can split its listing (MR, the largest, has 17 studies).
+    keys = ("StudyInstanceUID", "SeriesInstanceUID", "ModalitiesInStudy", "Modality")
+    profile = ServerProfile(matched_keys=keys, offset=False, max_results=20)
+    async with (
+        FakeArchive(SYNTH, profile=profile) as archive,
+        AsyncQidoRS(archive.url, profile=profile) as qido,
+    ):
+        studies = [s async for s in qido.crawl(depth=QueryLevel.STUDY)]
+        sent = [r.query_string for r in archive.requests]
+    assert sorted(str(s.StudyInstanceUID) for s in studies) == sorted(UIDS)
+    assert not [q for q in sent if "StudyDate" in q or "StudyTime" in q]
+    assert any("ModalitiesInStudy=MR" in q for q in sent)
+
+
+def test_split_keys_follow_the_profile() -> None:
+    assert split_keys(None) == split_keys(ServerProfile()) == SPLIT_KEYS
+    assert "StudyTime" not in split_keys(ServerProfile.tiny_pacs())
+    assert split_keys(ServerProfile(open_date_ranges=False)) == SPLIT_KEYS - {"StudyDate"}
+    assert split_keys(TINY_PACS) == {"StudyDate", "ModalitiesInStudy", "Modality"}
