@@ -55,20 +55,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from aqido.results import Dataset, Study
     from aqido.stats import CrawlStats
 
-__all__ = [
-    "EXIT_ERROR",
-    "EXIT_INCOMPLETE",
-    "EXIT_INTERRUPTED",
-    "EXIT_OK",
-    "EXIT_USAGE",
-    "UsageError",
-    "build_parser",
-    "format_value",
-    "main",
-    "query_from_args",
-    "status_line",
-    "write_results",
-]
 
 _T = TypeVar("_T")
 
@@ -250,6 +236,13 @@ def _connection_options(parser: argparse.ArgumentParser, *, concurrency: int) ->
         default=concurrency,
         metavar="N",
         help=f"requests in flight at once (default: {concurrency})",
+    )
+    group.add_argument(
+        "--server-limit",
+        type=_positive,
+        metavar="N",
+        help="the server's cap on results per response, if known (default: found by one "
+        "follow-up request when an answer is as large as a cap would leave it)",
     )
     group.add_argument(
         "--profile",
@@ -623,6 +616,7 @@ async def _open_client(
     concurrency: int,
     profile: str | None = None,
     strict_matching: bool = False,
+    server_limit: int | None = None,
 ) -> AsyncIterator[AsyncQidoRS]:
     from aqido.client import AsyncQidoRS
 
@@ -636,6 +630,7 @@ async def _open_client(
             max_concurrency=concurrency,
             profile=profile,
             strict_matching=strict_matching,
+            server_limit=server_limit,
         )
     except (ValueError, OSError) as exc:
         raise UsageError(f"{exc}") from exc
@@ -668,6 +663,7 @@ def _client_options(
         "concurrency": args.concurrency,
         "profile": getattr(args, "profile", None),
         "strict_matching": getattr(args, "strict_matching", False),
+        "server_limit": args.server_limit,
     }
 
 

@@ -62,8 +62,6 @@ from aqido.query import (
     encode_query_value,
 )
 
-__all__ = ["DEFAULT_ATTRIBUTES", "Plan", "Walk", "plan_query", "split_keys"]
-
 #: The attributes a server returns without ``includefield`` (PS3.18 Table 10.6.3-3/4/5), by level.
 DEFAULT_ATTRIBUTES: Mapping[QueryLevel, frozenset[str]] = {
     QueryLevel.STUDY: frozenset(
