@@ -36,8 +36,16 @@ import os
 import signal
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
-from contextlib import aclosing, asynccontextmanager, redirect_stdout, suppress
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from contextlib import aclosing, asynccontextmanager, contextmanager, redirect_stdout, suppress
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
@@ -1196,6 +1204,33 @@ def _dispatch(args: argparse.Namespace, out: IO[str], err: IO[str], env: Mapping
         return _run(_run_demo(args, out, err, is_tty))
     ask = getpass.getpass if _isatty(sys.stdin) else None
     options = _client_options(args, env, ask)
+    with _plan_warnings(err):
+        return _dispatch_client(args, options, out, err, is_tty)
+
+
+@contextmanager
+def _plan_warnings(err: IO[str]) -> Iterator[None]:
+    """Print the client's "not the standard's answer" warnings (``--profile``) on stderr."""
+    import logging
+
+    plan_logger = logging.getLogger("aqido.plan")
+    handler = logging.StreamHandler(err)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("aqido: warning: %(message)s"))
+    plan_logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        plan_logger.removeHandler(handler)
+
+
+def _dispatch_client(
+    args: argparse.Namespace,
+    options: dict[str, Any],
+    out: IO[str],
+    err: IO[str],
+    is_tty: bool,
+) -> int:
     if args.command == "search":
         return _run(_run_search(args, options, out, is_tty))
     if args.command == "probe":

@@ -67,6 +67,8 @@ from aqido.retry import Retry, Timeout, call_with_retry
 from aqido.stats import CrawlStats
 
 logger = logging.getLogger("aqido")
+#: Where a profile's "not the standard's answer" warnings go (the CLI prints them).
+plan_logger = logging.getLogger("aqido.plan")
 
 T = TypeVar("T")
 
@@ -225,7 +227,8 @@ class AsyncQidoRS:
             keys the server cannot match are matched locally, lists it cannot
             OR are fanned out, relational paths it lacks are walked (see
             :mod:`aqido.plan` and the "Servers and profiles" docs page).
-            ``None`` (default): queries are sent as they are.
+            ``None`` (default): queries are sent as they are.  A profile file
+            that cannot be read raises ``OSError``, a malformed one ``ValueError``.
         pn_case_sensitive: whether person names match case-sensitively in the
             answers aqido corrects: ``True`` (default) as PS3.4's single value
             and wildcard matching are, ``False`` without regard to case, ``None``
@@ -673,7 +676,7 @@ class AsyncQidoRS:
             )
             if self.strict_matching:
                 raise UnanswerableQueryError([reason], query=base)
-            logger.warning("%s", reason)
+            plan_logger.warning("%s", reason)
         limiter = self._operation_limiter(max_concurrency)
         concurrency = max_concurrency or self.max_concurrency
         stats = stats if stats is not None else CrawlStats()
@@ -843,7 +846,7 @@ class AsyncQidoRS:
         if answer.notes and self.strict_matching:
             raise UnanswerableQueryError(answer.notes, query=query)
         for note in answer.notes:
-            logger.warning("%s: %s", query, note)
+            plan_logger.warning("%s: %s", query, note)
         first = answer.responses[0] if answer.responses else None
         url = first.url if first is not None else join_url(self.url, query.uri_base())
         typed = structure(

@@ -43,13 +43,13 @@ import attrs
 
 from aqido import dictionary
 from aqido.matching import (
-    RANGE_VRS,
     STRING_VRS,
     Criterion,
     MatchOptions,
     attribute_level,
     filter_datasets,
     is_universal,
+    match_form,
 )
 from aqido.partition import SPLIT_KEYS
 from aqido.profile import ServerProfile
@@ -312,11 +312,11 @@ def _single_handling(
     value: str, vr: str, profile: ServerProfile, pn_case: bool, fuzzy: bool
 ) -> Handling:
     """What the server does with one value (no list) of this VR."""
-    if vr in RANGE_VRS and "-" in value and (vr != "DT" or value.count("-") == 1):
-        low, _, high = value.partition("-")
+    form = match_form(value, vr)
+    if form in ("range", "open_range"):
         if vr == "TM":
             return "exact" if profile.time_ranges else "local"
-        ok = profile.date_ranges if (low and high) else profile.open_date_ranges
+        ok = profile.date_ranges if form == "range" else profile.open_date_ranges
         return "exact" if ok else "local"
     if vr not in STRING_VRS:
         return "exact"

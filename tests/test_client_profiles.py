@@ -395,10 +395,13 @@ def test_cli_profile_option(tmp_path: pathlib.Path) -> None:
         status, _, err = run_cli(*search, "--profile", str(tmp_path / "missing.json"))
         assert status == 2
         assert "missing.json" in err
-        strict = ("search", archive.url, "--filter", "StudyDescription=CT*", "--strict-matching")
-        status, _, err = run_cli(*strict, "--profile", str(odd))
+        loose = ("search", archive.url, "--StudyDescription", "CT*", "--profile", str(odd))
+        status, _, err = run_cli(*loose)
+        assert status == 0
+        assert err.startswith("aqido: warning: /studies?StudyDescription=CT*: StudyDescription=")
+        status, _, err = run_cli(*loose, "--strict-matching")
         assert status == 2
-        assert "StudyDescription" in err
+        assert err.startswith("aqido: error: the server cannot give the standard's answer")
 
 
 @pytest.mark.anyio
