@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from aqido._lazy import lazy_exports
 from aqido.errors import (
     BadRequestError,
+    CheckpointError,
     CrawlFailure,
     CrawlIncompleteError,
     HTTPStatusError,
@@ -100,6 +101,7 @@ __all__ = [
     "AsyncQidoRS",
     "BadRequestError",
     "BaseQuery",
+    "CheckpointError",
     "CrawlCheckpoint",
     "CrawlFailure",
     "CrawlIncompleteError",

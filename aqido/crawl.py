@@ -582,6 +582,7 @@ async def crawl(
     fail_fast: bool = False,
     partial: bool = False,
     checkpoint: CrawlCheckpoint | None = None,
+    server: str | None = None,
     today: datetime.date | None = None,
     split_keys: Container[str] = SPLIT_KEYS,
 ) -> AsyncGenerator[Any, None]:
@@ -613,6 +614,7 @@ async def crawl(
         checkpoint: an opened-on-demand :class:`~aqido.checkpoint.CrawlCheckpoint`:
             studies already in it are skipped, each completed study is written
             before it is yielded.
+        server: the service root crawled, recorded in (and checked against) the checkpoint.
         today: the upper end of the date range an undated query is split over.
         split_keys: the keys the server matches for splitting (default: all of
             :data:`~aqido.partition.SPLIT_KEYS`; see :func:`aqido.plan.split_keys`).
@@ -648,7 +650,7 @@ async def crawl(
     stats._start()
     skip: set[str] = set()
     if checkpoint is not None:
-        skip = checkpoint.open(query, level)
+        skip = checkpoint.open(query, level, server=server)
         stats.studies_skipped = len(skip)
         if checkpoint.finished_complete:
             checkpoint.close()
