@@ -22,6 +22,7 @@ from aqido.errors import (
     NotFoundError,
     PayloadTooLargeError,
     QidoError,
+    QueryTypeError,
     RateLimitedError,
     RequestTimeoutError,
     ResultsTruncatedError,
@@ -29,6 +30,7 @@ from aqido.errors import (
     TransportError,
     UnanswerableQueryError,
     UnauthorizedError,
+    UnknownFieldError,
 )
 from aqido.query import (
     BaseQuery,
@@ -37,6 +39,7 @@ from aqido.query import (
     RelationalQuery,
     encode_query_value,
     ensure_query_type,
+    is_permissive_uid,
     is_valid_uid,
 )
 
@@ -122,6 +125,7 @@ __all__ = [
     "QidoResponse",
     "QidoWarning",
     "QueryLevel",
+    "QueryTypeError",
     "RateLimitedError",
     "RelationalQuery",
     "RequestTimeoutError",
@@ -136,11 +140,13 @@ __all__ = [
     "TransportError",
     "UnanswerableQueryError",
     "UnauthorizedError",
+    "UnknownFieldError",
     "__version__",
     "build_tree",
     "decode_json",
     "encode_query_value",
     "ensure_query_type",
+    "is_permissive_uid",
     "is_valid_uid",
     "parse_results",
     "to_dataframe",

@@ -28,7 +28,15 @@ import concurrent.futures
 import os
 import threading
 import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import AbstractContextManager, aclosing
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -167,7 +175,7 @@ class QidoRS:
 
     The arguments are those of ``AsyncQidoRS`` (``url``, ``auth``,
     ``headers``, ``timeout``, ``retries``, ``max_concurrency``, ``server_limit``,
-    ``profile``, ``pn_case_sensitive``, ``strict_matching``) except
+    ``permissive_uid``, ``profile``, ``pn_case_sensitive``, ``strict_matching``) except
     ``session``: an aiohttp session belongs to one event loop, and this
     client's loop is its own.  Methods return what the async ones return
     (``iter_*`` and ``crawl`` give plain iterators) and raise the same errors.
@@ -184,6 +192,7 @@ class QidoRS:
         retries: Retry | int | None = DEFAULT_RETRY,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         server_limit: int | Mapping[Any, int] | None = None,
+        permissive_uid: bool = False,
         profile: ProfileSource | None = None,
         pn_case_sensitive: bool | None = True,
         strict_matching: bool = False,
@@ -196,6 +205,7 @@ class QidoRS:
             retries=retries,
             max_concurrency=max_concurrency,
             server_limit=server_limit,
+            permissive_uid=permissive_uid,
             profile=profile,
             pn_case_sensitive=pn_case_sensitive,
             strict_matching=strict_matching,
@@ -371,6 +381,7 @@ class QidoRS:
         fields: Iterable[str] | None = None,
         search_filters: Mapping[str, Any] | None = None,
         get_remaining: bool = False,
+        additional_params: Mapping[str, str | Sequence[str]] | None = None,
     ) -> SearchResults[Study]:
         """Search for studies, with dicomweb-client's arguments."""
         return self._runner.call(
@@ -381,6 +392,7 @@ class QidoRS:
                 fields=fields,
                 search_filters=search_filters,
                 get_remaining=get_remaining,
+                additional_params=additional_params,
             )
         )
 
@@ -394,6 +406,7 @@ class QidoRS:
         fields: Iterable[str] | None = None,
         search_filters: Mapping[str, Any] | None = None,
         get_remaining: bool = False,
+        additional_params: Mapping[str, str | Sequence[str]] | None = None,
     ) -> SearchResults[Series]:
         """Search for series (of one study, or all series), as dicomweb-client does."""
         return self._runner.call(
@@ -405,6 +418,7 @@ class QidoRS:
                 fields=fields,
                 search_filters=search_filters,
                 get_remaining=get_remaining,
+                additional_params=additional_params,
             )
         )
 
@@ -419,6 +433,7 @@ class QidoRS:
         fields: Iterable[str] | None = None,
         search_filters: Mapping[str, Any] | None = None,
         get_remaining: bool = False,
+        additional_params: Mapping[str, str | Sequence[str]] | None = None,
     ) -> SearchResults[Instance]:
         """Search for instances, as dicomweb-client does."""
         return self._runner.call(
@@ -431,6 +446,7 @@ class QidoRS:
                 fields=fields,
                 search_filters=search_filters,
                 get_remaining=get_remaining,
+                additional_params=additional_params,
             )
         )
 

@@ -228,6 +228,12 @@ def _query_options(parser: argparse.ArgumentParser, *, search: bool) -> None:
     )
     group.add_argument("--fuzzy", action="store_true", help="ask for fuzzy person-name matching")
     group.add_argument(
+        "--permissive-uids",
+        action="store_true",
+        help="accept UIDs that are not valid DICOM UIDs (leading zeros, letters): 1-128 "
+        "letters, digits, '.', '-', '_' or '~', in the options and in the server's answers",
+    )
+    group.add_argument(
         "--page-size",
         type=_positive,
         metavar="N",
@@ -460,6 +466,7 @@ def query_from_args(args: argparse.Namespace) -> BaseQuery:
         include_fields=includes,
         filters=filters,
         fuzzymatching=args.fuzzy,
+        permissive_uid=getattr(args, "permissive_uids", False),
         **fields,
     )
 
@@ -719,6 +726,7 @@ async def _open_client(
     profile: str | None = None,
     strict_matching: bool = False,
     server_limit: int | None = None,
+    permissive_uid: bool = False,
 ) -> AsyncIterator[AsyncQidoRS]:
     from aqido.client import AsyncQidoRS
 
@@ -733,6 +741,7 @@ async def _open_client(
             profile=profile,
             strict_matching=strict_matching,
             server_limit=server_limit,
+            permissive_uid=permissive_uid,
         )
     except (ValueError, OSError) as exc:
         raise UsageError(f"{exc}") from exc
@@ -782,6 +791,7 @@ def _client_options(
         "profile": getattr(args, "profile", None),
         "strict_matching": getattr(args, "strict_matching", False),
         "server_limit": args.server_limit,
+        "permissive_uid": args.permissive_uids,
     }
 
 
