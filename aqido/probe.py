@@ -36,6 +36,7 @@ import datetime as _dt
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import attrs
 
@@ -148,8 +149,10 @@ class Finding:
 
     ``capability`` is a :class:`ServerProfile` field name (or ``"discovery"``);
     ``value`` is the measured field value, or ``None`` when the probe could not
-    decide (the profile then keeps the standard default); ``finding`` says it in
-    words; ``request`` is the path and query that showed it.
+    decide (the profile then keeps the standard default), or ``"none"`` for
+    ``max_results`` when a listing showed there is no cap (the field's value is
+    then ``None``); ``finding`` says it in words; ``request`` is the path and
+    query that showed it.
     """
 
     capability: str
@@ -213,6 +216,8 @@ class ProbeContext:
     list_key: str | None = None
     list_a: str | None = None
     list_b: str | None = None
+    #: A listed study (UID, PatientName) whose name has non-ASCII characters.
+    non_ascii: tuple[str, str] | None = None
 
 
 # --- the first listing --------------------------------------------------------------------
@@ -309,8 +314,15 @@ def make_context(listing: Answer) -> ProbeContext:
             text_b = _first(b_item, text_key)
             if _usable(text_b) and text_b != text:
                 list_key, list_a, list_b = _KEYWORDS[text_key], text, text_b
+    non_ascii = None
+    for item in items:
+        uid, pn = _first(item, _STUDY_UID), _first(item, _PATIENT_NAME)
+        if uid and pn and not pn.isascii() and pn.isprintable():
+            non_ascii = (uid, pn)
+            break
     return ProbeContext(
         listed=listed,
+        non_ascii=non_ascii,
         a=a,
         b=b,
         name=name if _usable(name) else None,
@@ -450,6 +462,7 @@ def _matches(a: str, key: str, value: str, extra: str = "") -> ProbeRequest:
 
 
 def _name_checks(ctx: ProbeContext, a: str, name: str) -> list[Check]:
+    checks: list[Check] = []
     exact = _matches(a, "PatientName", name)
     control = _matches(a, "PatientName", name + "Qzx")
 
@@ -471,13 +484,28 @@ def _name_checks(ctx: ProbeContext, a: str, name: str) -> list[Check]:
 
         return Check(field, (exact, control, request), interpret)
 
+    encoded = _matches(a, "PatientName", _pct(name))
+    if ctx.non_ascii is not None:
+        uid, other = ctx.non_ascii
+        utf8 = _matches(uid, "PatientName", quote(other, safe="^"))
+
+        def non_ascii(answers: Sequence[Answer]) -> list[Finding]:
+            why = baseline(answers)
+            if why or not answers[2].has(a):
+                why = why or "the server does not percent-decode, so non-ASCII cannot be sent"
+                return [_undecided("non_ascii_values", why, utf8)]
+            found = answers[3].has(uid)
+            said = "a non-ASCII name (UTF-8) " + ("is matched" if found else "matches nothing")
+            return [Finding("non_ascii_values", said, str(utf8), found)]
+
+        checks.append(Check("non_ascii_values", (exact, control, encoded, utf8), non_ascii))
     half = max(1, len(name) // 2)
     star = _matches(a, "PatientName", name[:half] + "*")
     pos = next((i for i in range(len(name) // 2, len(name)) if name[i].isalnum()), None)
-    checks = [
+    checks += [
         simple(
             "percent_decoding",
-            _matches(a, "PatientName", _pct(name)),
+            encoded,
             "percent-encoded value decoded (A found)",
             "percent-encoded value not decoded (A not found)",
             True,
@@ -1033,8 +1061,9 @@ class Sender:
 
     async def get(self, request: ProbeRequest, *, raise_for_status: bool = False) -> Answer:
         """The answer to ``request`` (sent once; later calls reuse it)."""
-        from aqido.errors import InvalidResponseError
+        from aqido.errors import HTTPStatusError, InvalidResponseError, error_for_status
         from aqido.protocol import join_url, parse_response
+        from aqido.retry import call_with_retry
 
         cached = self._answers.get(request)
         if cached is not None:
@@ -1044,11 +1073,30 @@ class Sender:
         self.sent += 1
         client = self._client
         url = join_url(client.url, request.path, request.query)
-        async with self._limiter:
-            headers = await client._request_headers()
-            if request.accept is not None:
-                headers["Accept"] = request.accept
-            status, raw_headers, body = await client._send(url, headers)
+        # Transient answers (429, 502-504) and transport errors are retried as the client
+        # retries; a 500 is an answer the probe reads (a server failing on a query form).
+        transient = client.retry.statuses - {500}
+
+        async def attempt() -> tuple[int, Mapping[str, str], bytes]:
+            async with self._limiter:
+                headers = await client._request_headers()
+                if request.accept is not None:
+                    headers["Accept"] = request.accept
+                status, raw, body = await client._send(url, headers)
+            if status in transient:
+                error = error_for_status(status)
+                raise error(status, url, body, reason="", headers=_joined(raw))
+            return status, raw, body
+
+        raw_headers: Mapping[str, str]
+        try:
+            status, raw_headers, body = await call_with_retry(
+                attempt, client.retry, what=f"GET {url}"
+            )
+        except HTTPStatusError as exc:
+            if raise_for_status:
+                raise
+            status, raw_headers, body = exc.status, {}, b""
         flat = {k.lower(): v for k, v in _joined(raw_headers).items()}
         items: tuple[dict[str, Any], ...] | None = None
         if 200 <= status < 300 or raise_for_status:

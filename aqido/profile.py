@@ -180,16 +180,16 @@ class ServerProfile:
                 "with spaces or non-ASCII text cannot be matched",
                 "every string match ignores case, PatientID included",
             ),
-            percent_decoding=False,
-            case_sensitive=False,
-            pn_case_sensitive=False,
-            repeated_keys="last",
-            fuzzy_matching="ignored",
-            unsupported_keys="ignore",
-            includefield_all=False,
-            empty_status=200,
-            bad_request_status=200,
-            unknown_parent_status=200,
+            percent_decoding=False,  # PatientName=%44%6F%65... does not find Doe
+            case_sensitive=False,  # PatientID=pid000026 finds PID000026
+            pn_case_sensitive=False,  # PatientName=sMITH^aNNA finds Smith^Anna
+            repeated_keys="last",  # StudyInstanceUID=A&StudyInstanceUID=B finds B only
+            fuzzy_matching="ignored",  # accepted, no Warning, nothing fuzzy matched
+            unsupported_keys="ignore",  # AqidoNoSuchAttribute=1 finds A
+            includefield_all=False,  # includefield=all adds nothing to the defaults
+            empty_status=200,  # an unknown StudyInstanceUID: 200 []
+            bad_request_status=200,  # StudyDate=notadate: 200 []
+            unknown_parent_status=200,  # /studies/{unknown}/series: 200 []
             **capped,
         )
 
@@ -199,7 +199,8 @@ class ServerProfile:
 
         Measured with ``aqido probe`` against tiny_pacs 0.4.1 (started by
         ``/work/shared/tinypacs/up.sh``, seeded with 1,100 studies by its
-        ``seed.py``, the same generator as the Orthanc seed): no wildcards, no
+        ``seed.py``, the same generator as the Orthanc seed): non-ASCII values
+        match nothing (the server reads the bytes as Latin-1), no wildcards, no
         lists (a comma list matches nothing), PatientName matched as a
         case-insensitive substring (other strings exactly, case-sensitively), no
         time ranges, no relational paths, unknown keys ignored, and a silent cap
@@ -213,24 +214,27 @@ class ServerProfile:
                 "single_value_matching is substring for PatientName only (AccessionNumber "
                 "is matched exactly)",
                 "a time range matches studies outside it (time_ranges=False)",
+                "a non-ASCII value sent as percent-encoded UTF-8 matches nothing "
+                "(non_ascii_values=False)",
             ),
-            wildcard_star=False,
-            wildcard_question=False,
-            pn_case_sensitive=False,
-            single_value_matching="substring",
-            uid_lists=False,
-            value_lists=False,
-            repeated_keys="last",
-            time_ranges=False,
-            fuzzy_matching="ignored",
-            unsupported_keys="ignore",
-            includefield_all=False,
-            relational_series=False,
-            relational_instances=False,
-            study_instances=False,
-            max_results=1000,
-            cap_warning=False,
-            unknown_parent_status=204,
+            non_ascii_values=False,  # PatientName=O%27Brien^Se%C3%A1n: nothing
+            wildcard_star=False,  # PatientName=Doe^* does not find Doe^John
+            wildcard_question=False,  # PatientName=Doe^?ohn does not find Doe^John
+            pn_case_sensitive=False,  # PatientName=dOE^jOHN finds Doe^John
+            single_value_matching="substring",  # PatientName=oe^John finds Doe^John
+            uid_lists=False,  # StudyInstanceUID=A,B: 204
+            value_lists=False,  # AccessionNumber=a,b (and ModalitiesInStudy=CT,MR): 204
+            repeated_keys="last",  # StudyInstanceUID=A&StudyInstanceUID=B finds B only
+            time_ranges=False,  # StudyTime=080000-235959 finds a study at 070543
+            fuzzy_matching="ignored",  # accepted, no Warning
+            unsupported_keys="ignore",  # AqidoNoSuchAttribute=1 finds A
+            includefield_all=False,  # includefield=all adds nothing
+            relational_series=False,  # /series: 404
+            relational_instances=False,  # /instances: 404
+            study_instances=False,  # /studies/{A}/instances: 404
+            max_results=1000,  # /studies: 1,000 of 1,100; offset=1000&limit=1 finds more
+            cap_warning=False,  # no Warning header on that listing
+            unknown_parent_status=204,  # /studies/{unknown}/series: 204
         )
 
     # --- JSON ---

@@ -226,8 +226,12 @@ def profiles(draw: st.DrawFn) -> ServerProfile:
         st.sampled_from([(True, True), (True, False), (False, True)])
     )
     before_offset = draw(b) if capped else False
+    decoding = draw(b)
     return ServerProfile(
-        percent_decoding=draw(b),
+        percent_decoding=decoding,
+        # non-ASCII values can only be sent to a server that percent-decodes, and DATA's
+        # non-ASCII names come after the first 20 studies (a capped first listing)
+        non_ascii_values=draw(b) if decoding and not capped else True,
         wildcard_star=draw(b),
         wildcard_question=draw(b),
         case_sensitive=draw(b),
@@ -308,3 +312,26 @@ async def test_a_failing_first_listing_is_an_error() -> None:
 def test_discovery_is_a_small_listing() -> None:
     assert discovery_request() == ProbeRequest("/studies", "limit=50")
     assert STUDY_UIDS  # DATA is loaded as the tests assume
+
+
+@pytest.mark.anyio
+async def test_transient_failures_are_retried_not_read_as_answers() -> None:
+    archive = FakeArchive(DATA, profile=ServerProfile.orthanc())
+    archive.fail("limit=50", "503", times=1)  # the first listing
+    archive.fail("includefield=all", "429", times=2)
+    async with archive, AsyncQidoRS(archive.url) as client:
+        assert await client.probe() == ServerProfile.orthanc()
+    assert [r.status for r in archive.requests if "limit=50" in r.query_string] == [503, 200]
+
+
+@pytest.mark.anyio
+async def test_a_500_is_an_answer_the_probe_reads() -> None:
+    archive = FakeArchive(DATA)
+    archive.fail("/series", "500")
+    async with archive, AsyncQidoRS(archive.url) as client:
+        report = await probe_report(client)
+    finding = next(f for f in report.findings if f.capability == "relational_series")
+    assert not finding.decided
+    assert "500" in finding.finding
+    assert report.profile.relational_series is True
+    assert any(n.startswith("relational_series: not decided") for n in report.profile.notes)
