@@ -59,7 +59,6 @@ from aqido.stats import CrawlStats
 
 if TYPE_CHECKING:  # pragma: no cover
     from aqido.client import Auth, SearchResults
-    from aqido.profile import ServerProfile
     from aqido.protocol import QidoResponse
     from aqido.query import BaseQuery
     from aqido.results import Instance, Series, Study

@@ -791,7 +791,7 @@ def _client_options(
         "profile": getattr(args, "profile", None),
         "strict_matching": getattr(args, "strict_matching", False),
         "server_limit": args.server_limit,
-        "permissive_uid": args.permissive_uids,
+        "permissive_uid": getattr(args, "permissive_uids", False),
     }
 
 
