@@ -82,7 +82,15 @@ async def test_the_servers_preset_gives_the_standard_answer(
         paged = [r async for r in qido.iter_search(query)]
     assert sorted(uids(found, query.query_level)) == expected
     assert sorted(uids(paged, query.query_level)) == expected
-    assert not [w.text for w in found.warnings if w.agent == "aqido"]
+    warnings = [w.text for w in found.warnings if w.agent == "aqido"]
+    if (name, what) == ("tinypacs", "ModalitiesInStudy list"):
+        # The preset's single_value_matching="substring" was measured on PatientName but
+        # covers every string VR, and tiny_pacs never returns ModalitiesInStudy: aqido
+        # cannot check the per-modality answers, and says so (they are exact in fact).
+        assert len(warnings) == 1
+        assert warnings[0].startswith("ModalitiesInStudy: the server returned no")
+    else:
+        assert warnings == []
 
 
 @pytest.mark.anyio
