@@ -43,8 +43,23 @@ import re
 import signal
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
-from contextlib import AsyncExitStack, aclosing, asynccontextmanager, redirect_stdout, suppress
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from contextlib import (
+    AsyncExitStack,
+    aclosing,
+    asynccontextmanager,
+    contextmanager,
+    redirect_stdout,
+    suppress,
+)
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar, cast
 
@@ -1423,6 +1438,33 @@ def _dispatch(args: argparse.Namespace, out: IO[str], err: IO[str], env: Mapping
     if args.insecure:
         err.write(_INSECURE_WARNING)
         err.flush()
+    with _plan_warnings(err):
+        return _dispatch_client(args, options, out, err, is_tty)
+
+
+@contextmanager
+def _plan_warnings(err: IO[str]) -> Iterator[None]:
+    """Print the client's "not the standard's answer" warnings (``--profile``) on stderr."""
+    import logging
+
+    plan_logger = logging.getLogger("aqido.plan")
+    handler = logging.StreamHandler(err)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(_SafeFormatter("aqido: warning: %(message)s"))
+    plan_logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        plan_logger.removeHandler(handler)
+
+
+def _dispatch_client(
+    args: argparse.Namespace,
+    options: dict[str, Any],
+    out: IO[str],
+    err: IO[str],
+    is_tty: bool,
+) -> int:
     if args.command == "search":
         return _run(_run_search(args, options, out, is_tty))
     if args.command == "probe":

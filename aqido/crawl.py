@@ -33,7 +33,7 @@ import asyncio
 import datetime
 import json
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Container, Iterable, Mapping
 from contextlib import aclosing
 from types import TracebackType
 from typing import Any, TypeVar
@@ -52,7 +52,13 @@ from aqido.errors import (
     QidoError,
     ResultsTruncatedError,
 )
-from aqido.partition import Caps, looks_like_cap_plus_one, split_series_query, split_study_query
+from aqido.partition import (
+    SPLIT_KEYS,
+    Caps,
+    looks_like_cap_plus_one,
+    split_series_query,
+    split_study_query,
+)
 from aqido.protocol import QidoResponse
 from aqido.query import BaseQuery, HierarchicalQuery, QueryLevel
 from aqido.stats import CrawlStats
@@ -373,6 +379,7 @@ class _Walker:
         page_size: int | None,
         today: datetime.date | None,
         fail_fast: bool,
+        split_keys: Container[str] = SPLIT_KEYS,
     ) -> None:
         self.fetch = fetch
         self.structure = structure
@@ -382,6 +389,7 @@ class _Walker:
         self.page_size = page_size
         self.today = today
         self.fail_fast = fail_fast
+        self.split_keys = split_keys
 
     def failed(self, part: BaseQuery, error: QidoError) -> None:
         """Raise ``error`` (``fail_fast``, or the client was closed), or record it and go on."""
@@ -408,17 +416,23 @@ class _Walker:
 
     def splitter(self, level: QueryLevel) -> Splitter | None:
         """How to split an overflowing query at ``level`` (instances: no way)."""
+        today, keys = self.today, self.split_keys
         if level is QueryLevel.STUDY:
-            today = self.today
 
             def split_studies(
                 query: BaseQuery, sample: list[dict[str, Any]]
             ) -> list[BaseQuery] | None:
-                return split_study_query(query, sample, today)
+                return split_study_query(query, sample, today, keys=keys)
 
             return split_studies
         if level is QueryLevel.SERIES:
-            return split_series_query
+
+            def split_series(
+                query: BaseQuery, sample: list[dict[str, Any]]
+            ) -> list[BaseQuery] | None:
+                return split_series_query(query, sample, keys=keys)
+
+            return split_series
         return None
 
     async def matches(
@@ -571,6 +585,7 @@ async def crawl(
     checkpoint: CrawlCheckpoint | None = None,
     server: str | None = None,
     today: datetime.date | None = None,
+    split_keys: Container[str] = SPLIT_KEYS,
 ) -> AsyncGenerator[Any, None]:
     """Walk studies → series → instances; yield each study once its subtree is complete.
 
@@ -602,6 +617,8 @@ async def crawl(
             before it is yielded.
         server: the service root crawled, recorded in (and checked against) the checkpoint.
         today: the upper end of the date range an undated query is split over.
+        split_keys: the keys the server matches for splitting (default: all of
+            :data:`~aqido.partition.SPLIT_KEYS`; see :func:`aqido.plan.split_keys`).
 
     Studies are yielded in completion order, each as ``attrs.evolve(study,
     series=(...))`` with ``series.instances`` filled at INSTANCE depth.  A
@@ -629,6 +646,7 @@ async def crawl(
         page_size=page_size,
         today=today,
         fail_fast=fail_fast,
+        split_keys=split_keys,
     )
     stats._start()
     skip: set[str] = set()
