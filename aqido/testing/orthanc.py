@@ -70,17 +70,6 @@ from aqido.testing._launch import INSTALL_ENV, install_requested
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
-__all__ = [
-    "OrthancError",
-    "OrthancServer",
-    "OrthancUnavailableError",
-    "SeedError",
-    "SeedReport",
-    "encode_dataset",
-    "find_orthanc",
-    "install_orthanc",
-    "seed_orthanc",
-]
 
 #: Debian packages that provide the server and the DICOMweb plugin.
 PACKAGES = ("orthanc", "orthanc-dicomweb")
