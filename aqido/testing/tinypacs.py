@@ -75,19 +75,6 @@ from aqido.testing._launch import (
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
-__all__ = [
-    "Installation",
-    "StowError",
-    "StowReport",
-    "TinyPacsError",
-    "TinyPacsServer",
-    "TinyPacsUnavailableError",
-    "default_venv",
-    "find_tinypacs",
-    "install_tinypacs",
-    "stow_rs",
-]
-
 #: What goes into the virtualenv (the versions aqido is tested with).
 PACKAGES = ("tiny_pacs>=0.4,<0.5", "tiny_pacs_dicomweb>=0.1,<0.2", "waitress>=3,<4")
 #: Environment variable naming the virtualenv (default: :func:`default_venv`).
