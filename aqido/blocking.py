@@ -28,7 +28,15 @@ import concurrent.futures
 import os
 import threading
 import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import AbstractContextManager, aclosing
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -158,7 +166,8 @@ class QidoRS:
     """A blocking QIDO-RS client: :class:`~aqido.client.AsyncQidoRS` for code that is not async.
 
     The arguments are those of ``AsyncQidoRS`` (``url``, ``auth``,
-    ``headers``, ``timeout``, ``retries``, ``max_concurrency``) except
+    ``headers``, ``timeout``, ``retries``, ``max_concurrency``,
+    ``server_limit``, ``permissive_uid``) except
     ``session``: an aiohttp session belongs to one event loop, and this
     client's loop is its own.  Methods return what the async ones return
     (``iter_*`` and ``crawl`` give plain iterators) and raise the same errors.
@@ -175,6 +184,7 @@ class QidoRS:
         retries: Retry | int | None = DEFAULT_RETRY,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         server_limit: int | Mapping[Any, int] | None = None,
+        permissive_uid: bool = False,
     ) -> None:
         self._async = AsyncQidoRS(
             url,
@@ -184,6 +194,7 @@ class QidoRS:
             retries=retries,
             max_concurrency=max_concurrency,
             server_limit=server_limit,
+            permissive_uid=permissive_uid,
         )
         self._runner = _Runner(self._async)
         self._finalizer = weakref.finalize(self, self._runner.close)
@@ -347,6 +358,7 @@ class QidoRS:
         fields: Iterable[str] | None = None,
         search_filters: Mapping[str, Any] | None = None,
         get_remaining: bool = False,
+        additional_params: Mapping[str, str | Sequence[str]] | None = None,
     ) -> SearchResults[Study]:
         """Search for studies, with dicomweb-client's arguments."""
         return self._runner.call(
@@ -357,6 +369,7 @@ class QidoRS:
                 fields=fields,
                 search_filters=search_filters,
                 get_remaining=get_remaining,
+                additional_params=additional_params,
             )
         )
 
@@ -370,6 +383,7 @@ class QidoRS:
         fields: Iterable[str] | None = None,
         search_filters: Mapping[str, Any] | None = None,
         get_remaining: bool = False,
+        additional_params: Mapping[str, str | Sequence[str]] | None = None,
     ) -> SearchResults[Series]:
         """Search for series (of one study, or all series), as dicomweb-client does."""
         return self._runner.call(
@@ -381,6 +395,7 @@ class QidoRS:
                 fields=fields,
                 search_filters=search_filters,
                 get_remaining=get_remaining,
+                additional_params=additional_params,
             )
         )
 
@@ -395,6 +410,7 @@ class QidoRS:
         fields: Iterable[str] | None = None,
         search_filters: Mapping[str, Any] | None = None,
         get_remaining: bool = False,
+        additional_params: Mapping[str, str | Sequence[str]] | None = None,
     ) -> SearchResults[Instance]:
         """Search for instances, as dicomweb-client does."""
         return self._runner.call(
@@ -407,6 +423,7 @@ class QidoRS:
                 fields=fields,
                 search_filters=search_filters,
                 get_remaining=get_remaining,
+                additional_params=additional_params,
             )
         )
 

@@ -212,6 +212,12 @@ def _query_options(parser: argparse.ArgumentParser, *, search: bool) -> None:
     )
     group.add_argument("--fuzzy", action="store_true", help="ask for fuzzy person-name matching")
     group.add_argument(
+        "--permissive-uids",
+        action="store_true",
+        help="accept UIDs that are not valid DICOM UIDs (leading zeros, letters): 1-128 "
+        "letters, digits, '.', '-', '_' or '~', in the options and in the server's answers",
+    )
+    group.add_argument(
         "--page-size",
         type=_positive,
         metavar="N",
@@ -416,6 +422,7 @@ def query_from_args(args: argparse.Namespace) -> BaseQuery:
         include_fields=includes,
         filters=filters,
         fuzzymatching=args.fuzzy,
+        permissive_uid=getattr(args, "permissive_uids", False),
         **fields,
     )
 
@@ -673,6 +680,7 @@ async def _open_client(
     retries: int,
     concurrency: int,
     server_limit: int | None = None,
+    permissive_uid: bool = False,
 ) -> AsyncIterator[AsyncQidoRS]:
     from aqido.client import AsyncQidoRS
 
@@ -685,6 +693,7 @@ async def _open_client(
             retries=retries,
             max_concurrency=concurrency,
             server_limit=server_limit,
+            permissive_uid=permissive_uid,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
@@ -732,6 +741,7 @@ def _client_options(
         "retries": args.retries,
         "concurrency": args.concurrency,
         "server_limit": args.server_limit,
+        "permissive_uid": args.permissive_uids,
     }
 
 

@@ -29,13 +29,22 @@ import inspect
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import aclosing
 from types import TracebackType
 from typing import Any, TypeVar
 
 import aiohttp
 import anyio
+import attrs
 from multidict import CIMultiDictProxy
 from yarl import URL
 
@@ -45,6 +54,7 @@ from aqido.crawl import crawl, iter_pages, iter_search_many, search_many
 from aqido.errors import (
     InvalidQueryError,
     QidoError,
+    QueryTypeError,
     RequestTimeoutError,
     TransportError,
 )
@@ -206,6 +216,15 @@ class AsyncQidoRS:
             :meth:`iter_search`) and then kept for the client's lifetime; a
             known cap saves that request and also covers servers that apply the
             cap before ``offset`` (Orthanc's ``LimitFindResults``).
+        permissive_uid: ``True`` for an archive whose UIDs do not conform to
+            PS3.5 (leading zeros, letters): the queries the client builds (from
+            ``search_for_*`` arguments, dicts, dicomtrolley queries, and a
+            crawl's series and instance queries from the UIDs the server
+            returns) accept any UID :func:`~aqido.query.is_permissive_uid`
+            accepts: 1 to 128 letters, digits, ``.``, ``-``, ``_`` or ``~``.
+            An aqido query you build yourself stays as strict as you built it
+            (pass it ``permissive_uid=True`` too).  Default ``False``: UIDs
+            must be valid DICOM UIDs.
     """
 
     def __init__(
@@ -219,6 +238,7 @@ class AsyncQidoRS:
         retries: Retry | int | None = DEFAULT_RETRY,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         server_limit: int | Mapping[Any, int] | None = None,
+        permissive_uid: bool = False,
     ) -> None:
         parsed = URL(url)
         if parsed.scheme not in ("http", "https") or not parsed.host:
@@ -235,6 +255,9 @@ class AsyncQidoRS:
         ):
             raise ValueError("basic auth must be a (user, password) tuple of strings")
         _check_max_concurrency(max_concurrency)
+        if not isinstance(permissive_uid, bool):
+            raise ValueError(f"permissive_uid must be True or False, not {permissive_uid!r}")
+        self.permissive_uid = permissive_uid
         self.url = str(parsed.with_user(None))
         self.max_concurrency = max_concurrency
         self.server_limit = check_server_limit(server_limit)
@@ -423,6 +446,10 @@ class AsyncQidoRS:
 
     # --- searching --------------------------------------------------------------------------
 
+    def _query(self, query: Any) -> BaseQuery:
+        """``ensure_query_type(query)``, permissive about UIDs if the client is."""
+        return ensure_query_type(query, permissive_uid=self.permissive_uid)
+
     async def search_raw(self, query: Any) -> QidoResponse:
         """Run one search and return the decoded DICOM JSON and headers, unstructured.
 
@@ -430,7 +457,7 @@ class AsyncQidoRS:
         (the DICOM JSON datasets as the server sent them), ``.headers``,
         ``.warnings``, ``.status`` and ``.url``.
         """
-        return await self._fetch(ensure_query_type(query))
+        return await self._fetch(self._query(query))
 
     async def search(self, query: Any) -> SearchResults[Any]:
         """Run one search (one request) and return typed results.
@@ -441,7 +468,7 @@ class AsyncQidoRS:
         server truncated the answer, ``.truncated`` is true (and a warning is
         logged): use :meth:`iter_search` to get everything.
         """
-        return await self._search(ensure_query_type(query), None)
+        return await self._search(self._query(query), None)
 
     async def _search(
         self, query: BaseQuery, limiter: anyio.CapacityLimiter | None
@@ -478,7 +505,7 @@ class AsyncQidoRS:
         server that ignores ``offset`` raises
         :class:`~aqido.errors.InvalidResponseError` rather than looping.
         """
-        async with aclosing(self._iter_results(ensure_query_type(query), page_size, None)) as it:
+        async with aclosing(self._iter_results(self._query(query), page_size, None)) as it:
             async for item in it:
                 yield item
 
@@ -503,7 +530,7 @@ class AsyncQidoRS:
         is raised.
         """
         search, workers = self._bounded_search(max_concurrency)
-        return await search_many(search, [ensure_query_type(q) for q in queries], workers=workers)
+        return await search_many(search, [self._query(q) for q in queries], workers=workers)
 
     async def iter_search_many(
         self, queries: Iterable[Any], *, max_concurrency: int | None = None
@@ -514,7 +541,7 @@ class AsyncQidoRS:
         Leaving the loop early cancels the remaining searches.
         """
         search, workers = self._bounded_search(max_concurrency)
-        pairs = iter_search_many(search, [ensure_query_type(q) for q in queries], workers=workers)
+        pairs = iter_search_many(search, [self._query(q) for q in queries], workers=workers)
         async with aclosing(pairs):
             async for pair in pairs:
                 yield pair
@@ -593,7 +620,10 @@ class AsyncQidoRS:
         request in flight.  For a clean early ``break``, wrap the iterator in
         :func:`contextlib.aclosing`.
         """
-        base = HierarchicalQuery() if query is None else ensure_query_type(query)
+        base = HierarchicalQuery() if query is None else self._query(query)
+        if self.permissive_uid and not base.permissive_uid:
+            # The series and instance queries are built from the UIDs the server returns.
+            base = attrs.evolve(base, permissive_uid=True)
         limiter = self._operation_limiter(max_concurrency)
         concurrency = max_concurrency or self.max_concurrency
         stats = stats if stats is not None else CrawlStats()
@@ -653,15 +683,27 @@ class AsyncQidoRS:
         fields: Iterable[str] | None = None,
         search_filters: Mapping[str, Any] | None = None,
         get_remaining: bool = False,
+        additional_params: Mapping[str, str | Sequence[str]] | None = None,
     ) -> SearchResults[Study]:
         """Search for studies, with dicomweb-client's arguments; returns typed ``Study`` results.
 
         ``fields`` are attributes to include (``includefield``);
         ``search_filters`` maps keywords or tags to match values;
-        ``get_remaining=True`` pages until every match has been fetched.
+        ``get_remaining=True`` pages until every match has been fetched;
+        ``additional_params`` are other query parameters (a value or a list
+        of values each, sent after aqido's own as ``key=v1&key=v2``): the
+        query's ``extra_params``, with the same rules.
         """
-        query = _dicomweb_query(
-            QueryLevel.STUDY, "", "", fuzzymatching, limit, offset, fields, search_filters
+        query = self._dicomweb_query(
+            QueryLevel.STUDY,
+            None,
+            None,
+            fuzzymatching,
+            limit,
+            offset,
+            fields,
+            search_filters,
+            additional_params,
         )
         return await self._dicomweb_search(query, get_remaining)
 
@@ -675,17 +717,19 @@ class AsyncQidoRS:
         fields: Iterable[str] | None = None,
         search_filters: Mapping[str, Any] | None = None,
         get_remaining: bool = False,
+        additional_params: Mapping[str, str | Sequence[str]] | None = None,
     ) -> SearchResults[Series]:
         """Search for series (of one study, or all series), as dicomweb-client does."""
-        query = _dicomweb_query(
+        query = self._dicomweb_query(
             QueryLevel.SERIES,
-            study_instance_uid or "",
-            "",
+            study_instance_uid,
+            None,
             fuzzymatching,
             limit,
             offset,
             fields,
             search_filters,
+            additional_params,
         )
         return await self._dicomweb_search(query, get_remaining)
 
@@ -700,23 +744,47 @@ class AsyncQidoRS:
         fields: Iterable[str] | None = None,
         search_filters: Mapping[str, Any] | None = None,
         get_remaining: bool = False,
+        additional_params: Mapping[str, str | Sequence[str]] | None = None,
     ) -> SearchResults[Instance]:
         """Search for instances, as dicomweb-client does.
 
         Unlike dicomweb-client, a ``series_instance_uid`` without a study UID is
         never dropped: it is sent as a ``SeriesInstanceUID`` match on ``/instances``.
         """
-        query = _dicomweb_query(
+        query = self._dicomweb_query(
             QueryLevel.INSTANCE,
-            study_instance_uid or "",
-            series_instance_uid or "",
+            study_instance_uid,
+            series_instance_uid,
             fuzzymatching,
             limit,
             offset,
             fields,
             search_filters,
+            additional_params,
         )
         return await self._dicomweb_search(query, get_remaining)
+
+    def _dicomweb_query(
+        self,
+        level: QueryLevel,
+        study_uid: object,
+        series_uid: object,
+        *args: Any,
+    ) -> BaseQuery:
+        """:func:`_dicomweb_query`, the UID arguments' types checked as dicomweb-client does."""
+        for name, value in (("study_instance_uid", study_uid), ("series_instance_uid", series_uid)):
+            if value is not None and not isinstance(value, str):
+                raise QueryTypeError(
+                    f"{name}: {value!r} is not a str; pass one UID as a str (several UIDs: "
+                    "search_filters={'StudyInstanceUID': [...]} on a relational search)"
+                )
+        return _dicomweb_query(
+            level,
+            str(study_uid or ""),
+            str(series_uid or ""),
+            *args,
+            permissive_uid=self.permissive_uid,
+        )
 
     async def _dicomweb_search(self, query: BaseQuery, get_remaining: bool) -> SearchResults[Any]:
         if not get_remaining:
@@ -745,6 +813,9 @@ def _dicomweb_query(
     offset: int | None,
     fields: Iterable[str] | None,
     search_filters: Mapping[str, Any] | None,
+    additional_params: Mapping[str, str | Sequence[str]] | None = None,
+    *,
+    permissive_uid: bool = False,
 ) -> BaseQuery:
     """Build the query dicomweb-client's ``search_for_*`` arguments describe."""
     kwargs: dict[str, Any] = {
@@ -753,6 +824,8 @@ def _dicomweb_query(
         "limit": limit or 0,
         "offset": offset or 0,
         "include_fields": tuple(fields or ()),
+        "extra_params": additional_params,
+        "permissive_uid": permissive_uid,
     }
     filters: dict[str, Any] = {}
     for key, value in (search_filters or {}).items():

@@ -659,7 +659,17 @@ async def crawl(
         return series.with_instances(instances)
 
     async def subtree(study: Any, study_uid: str) -> Any:
-        child = HierarchicalQuery(query_level=QueryLevel.SERIES, StudyInstanceUID=study_uid)
+        try:
+            # The base query's vendor parameters and UID leniency carry over; its matches do not.
+            child = HierarchicalQuery(
+                query_level=QueryLevel.SERIES,
+                StudyInstanceUID=study_uid,
+                extra_params=query.extra_params,
+                permissive_uid=query.permissive_uid,
+            )
+        except QidoError as error:  # a UID the server returned that a query cannot carry
+            failed(query, error)
+            return None
         try:
             series = await walker.children(child)
         except QidoError as error:

@@ -7,6 +7,8 @@ The hierarchy::
 
     QidoError                       anything aqido raises on purpose
     ├── InvalidQueryError           (also ValueError) a query rejected before any I/O
+    │   └── QueryTypeError          (also TypeError) an argument of the wrong type
+    │       └── UnknownFieldError   ... a keyword no query has (a misspelt field)
     ├── TransportError              the request never got an HTTP answer
     │   └── RequestTimeoutError     ... because a timeout expired
     ├── HTTPStatusError             the server answered with a non-success status
@@ -48,12 +50,14 @@ __all__ = [
     "NotFoundError",
     "PayloadTooLargeError",
     "QidoError",
+    "QueryTypeError",
     "RateLimitedError",
     "RequestTimeoutError",
     "ResultsTruncatedError",
     "ServerError",
     "TransportError",
     "UnauthorizedError",
+    "UnknownFieldError",
     "error_for_status",
     "excerpt",
     "redact_url",
@@ -106,6 +110,31 @@ class InvalidQueryError(QidoError, ValueError):
 
     The message names the offending field and says how to fix it.
     """
+
+
+class QueryTypeError(InvalidQueryError, TypeError):
+    """A query argument of the wrong type (a list where one UID goes); also a ``TypeError``.
+
+    Still an :class:`InvalidQueryError` (and so a ``ValueError``): code that
+    catches either keeps working.
+    """
+
+
+class UnknownFieldError(QueryTypeError):
+    """A keyword argument that no query has, e.g. a misspelt field name.
+
+    The message names the field and suggests the closest field name, or
+    ``filters=`` for any other DICOM attribute.
+
+    Attributes:
+        field: the unknown name, as given.
+        suggestion: the closest field name, or ``None``.
+    """
+
+    def __init__(self, message: str, *, field: str, suggestion: str | None = None) -> None:
+        self.field = field
+        self.suggestion = suggestion
+        super().__init__(message)
 
 
 class TransportError(QidoError):
