@@ -28,6 +28,7 @@ from aqido.errors import (
     ResultsTruncatedError,
     ServerError,
     TransportError,
+    UnanswerableQueryError,
     UnauthorizedError,
     UnknownFieldError,
 )
@@ -43,6 +44,7 @@ from aqido.query import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover - lazily resolved names, imported here for type checkers
+    from aqido._arrow import to_arrow as to_arrow
     from aqido.blocking import QidoRS as QidoRS
     from aqido.checkpoint import CrawlCheckpoint as CrawlCheckpoint
     from aqido.client import AsyncQidoRS as AsyncQidoRS
@@ -95,6 +97,7 @@ _LAZY: dict[str, str] = {
     "build_tree": "aqido.results",
     "decode_json": "aqido.results",
     "parse_results": "aqido.results",
+    "to_arrow": "aqido._arrow",
     "to_dataframe": "aqido.tables",
     "to_records": "aqido.tables",
 }
@@ -137,6 +140,7 @@ __all__ = [
     "Study",
     "Timeout",
     "TransportError",
+    "UnanswerableQueryError",
     "UnauthorizedError",
     "UnknownFieldError",
     "__version__",
@@ -147,6 +151,7 @@ __all__ = [
     "is_permissive_uid",
     "is_valid_uid",
     "parse_results",
+    "to_arrow",
     "to_dataframe",
     "to_records",
 ]

@@ -45,7 +45,14 @@ import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from aqido.checkpoint import CrawlCheckpoint
-from aqido.client import DEFAULT_MAX_CONCURRENCY, DEFAULT_RETRY, DEFAULT_TIMEOUT, AsyncQidoRS
+from aqido.client import (
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_RETRY,
+    DEFAULT_TIMEOUT,
+    AsyncQidoRS,
+    ProfileSource,
+)
+from aqido.profile import ServerProfile
 from aqido.progress import CrawlProgress, make_progress, report
 from aqido.query import QueryLevel
 from aqido.stats import CrawlStats
@@ -166,8 +173,8 @@ class QidoRS:
     """A blocking QIDO-RS client: :class:`~aqido.client.AsyncQidoRS` for code that is not async.
 
     The arguments are those of ``AsyncQidoRS`` (``url``, ``auth``,
-    ``headers``, ``timeout``, ``retries``, ``max_concurrency``,
-    ``server_limit``, ``permissive_uid``) except
+    ``headers``, ``timeout``, ``retries``, ``max_concurrency``, ``server_limit``,
+    ``profile``, ``pn_case_sensitive``, ``strict_matching``, ``permissive_uid``) except
     ``session``: an aiohttp session belongs to one event loop, and this
     client's loop is its own.  Methods return what the async ones return
     (``iter_*`` and ``crawl`` give plain iterators) and raise the same errors.
@@ -184,6 +191,9 @@ class QidoRS:
         retries: Retry | int | None = DEFAULT_RETRY,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         server_limit: int | Mapping[Any, int] | None = None,
+        profile: ProfileSource | None = None,
+        pn_case_sensitive: bool | None = True,
+        strict_matching: bool = False,
         permissive_uid: bool = False,
     ) -> None:
         self._async = AsyncQidoRS(
@@ -194,6 +204,9 @@ class QidoRS:
             retries=retries,
             max_concurrency=max_concurrency,
             server_limit=server_limit,
+            profile=profile,
+            pn_case_sensitive=pn_case_sensitive,
+            strict_matching=strict_matching,
             permissive_uid=permissive_uid,
         )
         self._runner = _Runner(self._async)
@@ -203,6 +216,11 @@ class QidoRS:
     def url(self) -> str:
         """The service base URL (without credentials)."""
         return self._async.url
+
+    @property
+    def profile(self) -> ServerProfile | None:
+        """The server profile searches are planned with (see :attr:`AsyncQidoRS.profile`)."""
+        return self._async.profile
 
     @property
     def async_client(self) -> AsyncQidoRS:
@@ -277,6 +295,10 @@ class QidoRS:
             receive.close()
 
     # --- the API of AsyncQidoRS -----------------------------------------------------------
+
+    def probe(self) -> ServerProfile:
+        """Measure how this archive behaves (see :meth:`AsyncQidoRS.probe`)."""
+        return self._runner.call(self._async.probe)
 
     def search_raw(self, query: Any) -> QidoResponse:
         """Run one search; return the decoded DICOM JSON and headers (see ``AsyncQidoRS``)."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import contextvars
 import enum
 import errno
 import inspect
@@ -40,7 +41,7 @@ from collections.abc import (
 )
 from contextlib import aclosing
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import aiohttp
 import anyio
@@ -57,8 +58,11 @@ from aqido.errors import (
     QueryTypeError,
     RequestTimeoutError,
     TransportError,
+    UnanswerableQueryError,
 )
 from aqido.partition import Caps, check_server_limit
+from aqido.plan import Plan, plan_query
+from aqido.profile import ServerProfile
 from aqido.protocol import ACCEPT, QidoResponse, QidoWarning, join_url, parse_response
 from aqido.query import (
     ATTRIBUTE_FIELDS,
@@ -71,6 +75,9 @@ from aqido.query import (
 from aqido.results import Dataset, Instance, Series, Study, build_tree, structure
 from aqido.retry import Retry, Timeout, call_with_retry
 from aqido.stats import CrawlStats
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow
 
 logger = logging.getLogger("aqido")
 
@@ -95,6 +102,14 @@ _STALE: tuple[type[Exception], ...] = (
     aiohttp.ServerDisconnectedError,
     getattr(aiohttp, "ClientConnectionResetError", aiohttp.ServerDisconnectedError),
 )
+
+#: Set while the client probes its own server (``profile="auto"``): searches then go out as
+#: they are, without a profile (the probe measures the server, it must not be corrected).
+_RAW_SEARCHES: contextvars.ContextVar[bool] = contextvars.ContextVar("aqido_raw", default=False)
+
+#: What ``profile=`` accepts: a :class:`~aqido.profile.ServerProfile`, ``"auto"`` (probe
+#: the server once, before the first search) or the path of a profile's JSON file.
+ProfileSource = ServerProfile | str | os.PathLike[str]
 
 #: Recent aiohttp re-sends an idempotent request once by itself when the server closed a
 #: pooled connection; with older versions (3.9) aqido does it.
@@ -128,6 +143,12 @@ class SearchResults(list[T]):
         self.truncated = response.truncated if response is not None else False
         self.additional_results = response.additional_results if response is not None else None
         self.possibly_truncated = self.truncated
+
+    def to_arrow(self, **options: Any) -> pyarrow.Table:
+        """These results as a typed ``pyarrow.Table`` (:func:`aqido.to_arrow`; needs pyarrow)."""
+        from aqido._arrow import to_arrow
+
+        return to_arrow((item for item in self if isinstance(item, Dataset)), **options)
 
     def _repr_html_(self) -> str:
         """Jupyter's rich display: a compact table, one row per result (:mod:`aqido.display`)."""
@@ -216,6 +237,23 @@ class AsyncQidoRS:
             :meth:`iter_search`) and then kept for the client's lifetime; a
             known cap saves that request and also covers servers that apply the
             cap before ``offset`` (Orthanc's ``LimitFindResults``).
+        profile: how the server behaves (a :class:`~aqido.profile.ServerProfile`,
+            the path of one saved as JSON, or ``"auto"``: :meth:`probe` the server
+            once, before the first search).  With a profile, searches return the
+            answer PS3.4/PS3.18 define even where the server does not give it:
+            keys the server cannot match are matched locally, lists it cannot
+            OR are fanned out, relational paths it lacks are walked (see
+            :mod:`aqido.plan` and the "Servers and profiles" docs page).
+            ``None`` (default): queries are sent as they are.
+        pn_case_sensitive: whether person names match case-sensitively in the
+            answers aqido corrects: ``True`` (default) as PS3.4's single value
+            and wildcard matching are, ``False`` without regard to case, ``None``
+            as the server does it (its profile; PS3.4 lets a server ignore case
+            for PN).  Other strings always match case-sensitively.
+        strict_matching: when the server cannot give the standard's answer to
+            a query (e.g. a key it neither matches nor returns), raise
+            :class:`~aqido.errors.UnanswerableQueryError` instead of returning
+            results that carry an ``aqido`` warning in ``.warnings``.
         permissive_uid: ``True`` for an archive whose UIDs do not conform to
             PS3.5 (leading zeros, letters): the queries the client builds (from
             ``search_for_*`` arguments, dicts, dicomtrolley queries, and a
@@ -238,6 +276,9 @@ class AsyncQidoRS:
         retries: Retry | int | None = DEFAULT_RETRY,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         server_limit: int | Mapping[Any, int] | None = None,
+        profile: ProfileSource | None = None,
+        pn_case_sensitive: bool | None = True,
+        strict_matching: bool = False,
         permissive_uid: bool = False,
     ) -> None:
         parsed = URL(url)
@@ -275,6 +316,23 @@ class AsyncQidoRS:
         self._client_timeout = aiohttp.ClientTimeout(
             total=self.timeout.request, sock_connect=self.timeout.connect
         )
+        if pn_case_sensitive is not None and not isinstance(pn_case_sensitive, bool):
+            raise ValueError(
+                f"pn_case_sensitive must be None, True or False, not {pn_case_sensitive!r}"
+            )
+        self.pn_case_sensitive = pn_case_sensitive
+        self.strict_matching = bool(strict_matching)
+        self._auto_profile = isinstance(profile, str) and profile == "auto"
+        self._profile: ServerProfile | None = None
+        if isinstance(profile, ServerProfile):
+            self._profile = profile
+        elif profile is not None and not self._auto_profile:
+            if not isinstance(profile, str | os.PathLike):
+                raise ValueError(
+                    f"profile must be a ServerProfile, 'auto' or a path, not {profile!r}"
+                )
+            self._profile = ServerProfile.load(profile)
+        self._profile_lock: anyio.Lock | None = None
 
     def __repr__(self) -> str:
         auth = ""
@@ -446,6 +504,19 @@ class AsyncQidoRS:
 
     # --- searching --------------------------------------------------------------------------
 
+    async def probe(self) -> ServerProfile:
+        """Measure how this archive behaves: a :class:`~aqido.profile.ServerProfile`.
+
+        At most 60 small read-only requests, at most 4 in flight, using the
+        archive's own studies (see :mod:`aqido.probe`; ``aqido probe URL`` prints
+        every finding with the request that showed it).  Capabilities the
+        archive's data cannot decide keep the standard default and are named in
+        the profile's ``notes``.
+        """
+        from aqido.probe import probe_report
+
+        return (await probe_report(self)).profile
+
     def _query(self, query: Any) -> BaseQuery:
         """``ensure_query_type(query)``, permissive about UIDs if the client is."""
         return ensure_query_type(query, permissive_uid=self.permissive_uid)
@@ -473,6 +544,9 @@ class AsyncQidoRS:
     async def _search(
         self, query: BaseQuery, limiter: anyio.CapacityLimiter | None
     ) -> SearchResults[Any]:
+        plan = await self._plan(query)
+        if plan is not None:
+            return await self._search_planned(plan, limiter, exhaustive=False)
         response = await self._fetch(query, limiter)
         if response.truncated:
             more = response.additional_results
@@ -512,6 +586,14 @@ class AsyncQidoRS:
     async def _iter_results(
         self, query: BaseQuery, page_size: int | None, limiter: anyio.CapacityLimiter | None
     ) -> AsyncGenerator[Any, None]:
+        plan = await self._plan(query)
+        if plan is not None:  # every match is needed before local filtering can cut the window
+            results = await self._search_planned(
+                plan, limiter, exhaustive=True, page_size=page_size
+            )
+            for result in results:
+                yield result
+            return
         pages = iter_pages(
             self._fetch, query, page_size=page_size, limiter=limiter, caps=self._caps
         )
@@ -624,6 +706,15 @@ class AsyncQidoRS:
         if self.permissive_uid and not base.permissive_uid:
             # The series and instance queries are built from the UIDs the server returns.
             base = attrs.evolve(base, permissive_uid=True)
+        plan = await self._plan(base)
+        if plan is not None:
+            reason = (
+                f"crawl sends {base} as it is: the server's profile says it does not answer "
+                "it as the standard does, and crawls do not match locally yet"
+            )
+            if self.strict_matching:
+                raise UnanswerableQueryError([reason], query=base)
+            logger.warning("%s", reason)
         limiter = self._operation_limiter(max_concurrency)
         concurrency = max_concurrency or self.max_concurrency
         stats = stats if stats is not None else CrawlStats()
@@ -671,6 +762,130 @@ class AsyncQidoRS:
         studies.truncated, studies.additional_results = found.truncated, found.additional_results
         studies.possibly_truncated = found.possibly_truncated
         return studies
+
+    # --- profiles: the standard's answer from any server -------------------------------------
+
+    @property
+    def profile(self) -> ServerProfile | None:
+        """The server profile searches are planned with (``None``: none, or not probed yet)."""
+        return self._profile
+
+    async def _server_profile(self) -> ServerProfile | None:
+        """The profile to plan with; with ``profile="auto"``, probe once (one probe at a time)."""
+        if _RAW_SEARCHES.get():
+            return None
+        if self._profile is not None or not self._auto_profile:
+            return self._profile
+        if self._profile_lock is None:
+            self._profile_lock = anyio.Lock()
+        async with self._profile_lock:
+            if self._profile is None:
+                token = _RAW_SEARCHES.set(True)
+                try:
+                    self._profile = await self.probe()
+                finally:
+                    _RAW_SEARCHES.reset(token)
+        return self._profile
+
+    def _plan_for(self, query: BaseQuery) -> Plan:
+        return plan_query(query, self._profile, pn_case_sensitive=self.pn_case_sensitive)
+
+    async def _plan(self, query: BaseQuery) -> Plan | None:
+        """The plan for ``query`` (``None``: no profile, or the query goes out unchanged)."""
+        profile = await self._server_profile()
+        if profile is None:
+            return None
+        plan = self._plan_for(query)
+        if plan.warnings and self.strict_matching:
+            raise UnanswerableQueryError(plan.warnings, query=query)
+        return None if plan.direct else plan
+
+    async def _collect(
+        self,
+        query: BaseQuery,
+        limiter: anyio.CapacityLimiter | None,
+        exhaustive: bool,
+        page_size: int | None,
+    ) -> _Answer:
+        """The items of one planned request: one response, or every page (``exhaustive``)."""
+        if not exhaustive:
+            response = await self._fetch(query, limiter)
+            return _Answer(response.items, [response], [])
+        answer = _Answer([], [], [])
+        pages = iter_pages(self._fetch, query, page_size=page_size, limiter=limiter)
+        async with aclosing(pages):
+            async for page in pages:
+                answer.items.extend(page.items)
+                answer.responses.append(page.response)
+        return answer
+
+    async def _execute(
+        self,
+        plan: Plan,
+        limiter: anyio.CapacityLimiter | None,
+        *,
+        exhaustive: bool,
+        page_size: int | None = None,
+    ) -> _Answer:
+        """Send a plan's requests (or walk the hierarchy), merge, filter locally, cut the window.
+
+        A walk always fetches every parent and child page: its parents must be complete.
+        """
+        results: list[_Answer]
+        if plan.walk is not None:
+            walk = plan.walk
+            parents = await self._execute(self._plan_for(walk.parent), limiter, exhaustive=True)
+            jobs = [(p, q) for p in parents.items if (q := walk.child(p)) is not None]
+
+            async def child(job: tuple[dict[str, Any], BaseQuery]) -> _Answer:
+                parent, query = job
+                found = await self._execute(self._plan_for(query), limiter, exhaustive=True)
+                # a relational search returns the parents' attributes too
+                found.items[:] = [{**parent, **item} for item in found.items]
+                return found
+
+            results = [parents._replace(items=[])]
+            results += await search_many(child, jobs, workers=self.max_concurrency)
+        else:
+
+            async def one(query: BaseQuery) -> _Answer:
+                return await self._collect(query, limiter, exhaustive, page_size)
+
+            results = await search_many(one, plan.requests, workers=self.max_concurrency)
+        merged = plan.merge(r.items for r in results)
+        kept, notes = plan.finish(merged)
+        all_notes = [*plan.warnings, *(n for r in results for n in r.notes), *notes]
+        responses = [resp for r in results for resp in r.responses]
+        return _Answer([dict(item) for item in kept], responses, list(dict.fromkeys(all_notes)))
+
+    async def _search_planned(
+        self,
+        plan: Plan,
+        limiter: anyio.CapacityLimiter | None,
+        *,
+        exhaustive: bool,
+        page_size: int | None = None,
+    ) -> SearchResults[Any]:
+        """Execute a plan and return typed results carrying the servers' and aqido's warnings."""
+        answer = await self._execute(plan, limiter, exhaustive=exhaustive, page_size=page_size)
+        query = plan.query
+        if answer.notes and self.strict_matching:
+            raise UnanswerableQueryError(answer.notes, query=query)
+        for note in answer.notes:
+            logger.warning("%s: %s", query, note)
+        first = answer.responses[0] if answer.responses else None
+        url = first.url if first is not None else join_url(self.url, query.uri_base())
+        typed = structure(
+            answer.items, query.query_level, url=url, status=first.status if first else None
+        )
+        results: SearchResults[Any] = SearchResults(typed, response=first)
+        server = {w.raw: w for r in answer.responses for w in r.warnings}
+        ours = (QidoWarning(None, "aqido", n, f"aqido: {n}") for n in answer.notes)
+        results.warnings = (*server.values(), *ours)
+        results.truncated = any(r.truncated for r in answer.responses)
+        if len(answer.responses) != 1:
+            results.additional_results = None
+        return results
 
     # --- dicomweb-client names --------------------------------------------------------------
 
@@ -789,8 +1004,19 @@ class AsyncQidoRS:
     async def _dicomweb_search(self, query: BaseQuery, get_remaining: bool) -> SearchResults[Any]:
         if not get_remaining:
             return await self._search(query, None)
+        plan = await self._plan(query)
+        if plan is not None:
+            return await self._search_planned(plan, None, exhaustive=True)
         async with aclosing(self._iter_results(query, None, None)) as results:
             return SearchResults([item async for item in results])
+
+
+class _Answer(NamedTuple):
+    """What executing a plan gave: items (DICOM JSON), the responses, aqido's warnings."""
+
+    items: list[dict[str, Any]]
+    responses: list[QidoResponse]
+    notes: list[str]
 
 
 def _structure(

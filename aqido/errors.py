@@ -7,6 +7,7 @@ The hierarchy::
 
     QidoError                       anything aqido raises on purpose
     ├── InvalidQueryError           (also ValueError) a query rejected before any I/O
+    │   ├── UnanswerableQueryError  ... this server cannot give the standard's answer to it
     │   └── QueryTypeError          (also TypeError) an argument of the wrong type
     │       └── UnknownFieldError   ... a keyword no query has (a misspelt field)
     ├── TransportError              the request never got an HTTP answer
@@ -56,6 +57,7 @@ __all__ = [
     "ResultsTruncatedError",
     "ServerError",
     "TransportError",
+    "UnanswerableQueryError",
     "UnauthorizedError",
     "UnknownFieldError",
     "error_for_status",
@@ -110,6 +112,26 @@ class InvalidQueryError(QidoError, ValueError):
 
     The message names the offending field and says how to fix it.
     """
+
+
+class UnanswerableQueryError(InvalidQueryError):
+    """The server's profile says it cannot give the standard's answer to this query.
+
+    Raised by a client with ``strict_matching=True`` (else the results carry
+    warnings), e.g. for a key the server neither matches as the standard says
+    nor returns for aqido to match locally.
+
+    Attributes:
+        reasons: one sentence per key that cannot be answered exactly.
+    """
+
+    def __init__(self, reasons: Iterable[str], *, query: object = None) -> None:
+        self.reasons = tuple(reasons)
+        self.query = query
+        where = f" for {query}" if query is not None else ""
+        super().__init__(
+            f"the server cannot give the standard's answer{where}: " + "; ".join(self.reasons)
+        )
 
 
 class QueryTypeError(InvalidQueryError, TypeError):
