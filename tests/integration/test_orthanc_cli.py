@@ -26,6 +26,7 @@ def run(*argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     return status, out.getvalue(), err.getvalue()
 
 
+@pytest.mark.parametrize("server", ["orthanc", "tinypacs"], indirect=True)
 def test_search_by_patient_id(server: Served) -> None:
     study = SEEDED.studies[7]
     status, out, err = run("search", server.dicomweb_url, "--PatientID", study.patient_id)
@@ -39,6 +40,7 @@ def test_search_by_patient_id(server: Served) -> None:
     }
 
 
+@pytest.mark.parametrize("server", ["orthanc", "tinypacs"], indirect=True)
 def test_crawl_everything_then_resume_a_cut_file(server: Served, tmp_path: pathlib.Path) -> None:
     path = tmp_path / f"{server.name}.jsonl"
     status, _, err = run("crawl", server.dicomweb_url, "--out", str(path), "--concurrency", "4")
