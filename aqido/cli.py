@@ -285,6 +285,72 @@ def _connection_options(parser: argparse.ArgumentParser, *, concurrency: int) ->
         help="with --profile: fail (exit 2) on a query the server cannot answer as the "
         "standard does, instead of warning",
     )
+    _tls_and_size_options(group)
+
+
+# --- TLS and response size (issue 15) ---
+
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def _byte_size(text: str) -> int:
+    """``512M``, ``1G``, ``1.5GiB`` or a number of bytes (binary units) -> bytes."""
+    import re
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*", text.upper())
+    value = float(match.group(1)) * _SIZE_UNITS[match.group(2)] if match else 0.0
+    if not match or value < 1 or value > 2**62:
+        raise argparse.ArgumentTypeError(f"not a size (e.g. 512M, 1G or bytes): {text!r}")
+    return int(value)
+
+
+def _tls_and_size_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--max-response-size",
+        type=_byte_size,
+        default=256 * 1024**2,
+        metavar="SIZE",
+        help="largest response accepted, after decompression, e.g. 512M or 1G (default: 256M)",
+    )
+    group.add_argument("--cacert", metavar="FILE", help="trust the CAs in this PEM bundle")
+    group.add_argument("--cert", metavar="FILE", help="client certificate (PEM) for mutual TLS")
+    group.add_argument("--key", metavar="FILE", help="the client certificate's key (PEM)")
+    group.add_argument(
+        "--insecure", action="store_true", help="do not verify TLS certificates (test servers!)"
+    )
+
+
+def _ssl_from_args(args: argparse.Namespace) -> Any:
+    """The client's ``ssl=`` for --cacert, --cert, --key and --insecure (None: the default)."""
+    import ssl
+
+    if args.key and not args.cert:
+        raise UsageError("--key needs --cert")
+    if args.insecure and args.cacert:
+        raise UsageError("--insecure and --cacert contradict each other")
+    if not (args.cacert or args.cert or args.insecure):
+        return None
+    if args.insecure and not args.cert:
+        return False
+    try:
+        context = ssl.create_default_context(cafile=args.cacert)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"--cacert {args.cacert}: cannot load it ({exc})") from None
+    if args.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    try:
+        if args.cert:
+            context.load_cert_chain(args.cert, args.key)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"--cert/--key: cannot load the client certificate ({exc})") from None
+    return context
+
+
+_INSECURE_WARNING = (
+    "aqido: warning: --insecure: TLS certificates are not verified; anyone on the network "
+    "path can read and change this traffic\n"
+)
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
@@ -788,6 +854,8 @@ def _client_options(
         "profile": getattr(args, "profile", None),
         "strict_matching": getattr(args, "strict_matching", False),
         "permissive_uid": getattr(args, "permissive_uids", False),
+        "max_response_bytes": args.max_response_size,
+        "ssl": _ssl_from_args(args),
     }
 
 
@@ -1352,6 +1420,9 @@ def _dispatch(args: argparse.Namespace, out: IO[str], err: IO[str], env: Mapping
             if args.workers or args.scheduler or args.shards:
                 raise UsageError("--workers, --scheduler and --shards need --format parquet")
     options = _client_options(args, env, ask)
+    if args.insecure:
+        err.write(_INSECURE_WARNING)
+        err.flush()
     if args.command == "search":
         return _run(_run_search(args, options, out, is_tty))
     if args.command == "probe":

@@ -16,6 +16,15 @@ pool matches ``max_concurrency``, and closes it exactly once
 
 Every request of a client, whatever method issued it, holds one slot of a
 single :class:`anyio.CapacityLimiter` of ``max_concurrency`` slots.
+
+Hostile or broken servers (docs/security.md): a body is read in chunks and
+refused past ``max_response_bytes`` (after decompression); redirects are
+followed by aqido itself (at most :data:`MAX_REDIRECTS`), and a hop to
+another origin (scheme, host, port) drops every credential and every header
+the caller gave; the owned session's cookies stay with the service's origin;
+:meth:`AsyncQidoRS.close` cancels whatever is in flight.  TLS and proxies:
+``ssl=`` and ``trust_env=`` (``HTTP(S)_PROXY``/``NO_PROXY``; loopback is never
+proxied).
 """
 
 from __future__ import annotations
@@ -27,9 +36,12 @@ import contextvars
 import enum
 import errno
 import inspect
+import ipaddress
 import logging
 import os
+import ssl as _ssl
 import time
+import urllib.request
 from collections.abc import (
     AsyncGenerator,
     Awaitable,
@@ -40,6 +52,7 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import aclosing
+from http.cookies import BaseCookie, SimpleCookie
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
@@ -53,16 +66,22 @@ from aqido import __version__, dictionary
 from aqido.checkpoint import CrawlCheckpoint
 from aqido.crawl import crawl, iter_pages, iter_search_many, search_many
 from aqido.errors import (
+    ClientClosedError,
     InvalidQueryError,
     QidoError,
     QueryTypeError,
+    RedirectError,
     RequestTimeoutError,
+    ResponseTooLargeError,
+    TLSError,
     TransportError,
     UnanswerableQueryError,
+    redact_url,
 )
 from aqido.partition import Caps, check_server_limit
 from aqido.plan import Plan, plan_query
 from aqido.profile import ServerProfile
+from aqido.progress import CrawlProgress, make_progress, report
 from aqido.protocol import ACCEPT, QidoResponse, QidoWarning, join_url, parse_response
 from aqido.query import (
     ATTRIBUTE_FIELDS,
@@ -97,6 +116,17 @@ DEFAULT_MAX_CONCURRENCY = 8
 DEFAULT_TIMEOUT = Timeout()
 #: Default retry policy: up to 4 attempts within 60 s, backoff from 0.5 s, Retry-After honoured.
 DEFAULT_RETRY = Retry()
+#: Default largest response body, in bytes after decompression (256 MiB).
+DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024
+#: Most redirects followed for one request (then :class:`~aqido.errors.RedirectError`).
+MAX_REDIRECTS = 10
+
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_CHUNK_BYTES = 256 * 1024
+
+#: What the client's ``ssl=`` accepts: an SSLContext, a CA bundle (file or directory),
+#: ``True``/``None`` (verify with the system's CAs) or ``False`` (no verification).
+SSLOption = _ssl.SSLContext | str | os.PathLike[str] | bool | None
 
 _STALE: tuple[type[Exception], ...] = (
     aiohttp.ServerDisconnectedError,
@@ -164,12 +194,18 @@ class _State(enum.Enum):
 
 
 @contextlib.contextmanager
-def _map_aiohttp_errors(url: str) -> Iterator[None]:
+def _map_aiohttp_errors(url: object) -> Iterator[None]:
     """Translate aiohttp and timeout exceptions into aqido's, chained (``raise ... from``)."""
     try:
         yield
     except (asyncio.TimeoutError, TimeoutError) as exc:  # includes aiohttp.ServerTimeoutError
         raise RequestTimeoutError(f"request timed out ({type(exc).__name__})", url=url) from exc
+    except (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch) as exc:
+        reason = getattr(exc, "certificate_error", None) or getattr(exc, "os_error", None) or exc
+        raise TLSError(
+            f"TLS failed: {reason} (a private CA? give its bundle with ssl= or --cacert)",
+            url=url,
+        ) from exc
     except aiohttp.ClientPayloadError as exc:
         raise TransportError(f"incomplete response body ({exc})", url=url) from exc
     except aiohttp.ClientError as exc:
@@ -189,6 +225,84 @@ def _is_stale_connection(error: TransportError) -> bool:
 def _check_max_concurrency(value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"max_concurrency must be a positive int, not {value!r}")
+
+
+def _check_max_response_bytes(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"max_response_bytes must be a positive int or None, not {value!r}")
+    return value
+
+
+def _ssl_option(value: SSLOption) -> _ssl.SSLContext | bool:
+    """What aiohttp's ``ssl=`` wants for the client's ``ssl=``: a context, True or False."""
+    if value is None or value is True:
+        return True
+    if value is False or isinstance(value, _ssl.SSLContext):
+        return value
+    if isinstance(value, str | os.PathLike):
+        path = os.fspath(value)
+        try:
+            if os.path.isdir(path):
+                return _ssl.create_default_context(capath=path)
+            return _ssl.create_default_context(cafile=path)
+        except (OSError, _ssl.SSLError) as exc:
+            raise ValueError(f"ssl: cannot load the CA bundle {path!r} ({exc})") from None
+    raise ValueError(
+        f"ssl must be an ssl.SSLContext, a CA bundle path, True or False, not {value!r}"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine (never sent through a proxy)."""
+    name = host.strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+#: A proxy and the headers for it (``Proxy-Authorization``), or ``(None, None)``: direct.
+_Proxy = tuple[URL | None, Mapping[str, str] | None]
+
+
+def _env_proxy(url: URL) -> _Proxy:
+    """The proxy the environment gives for ``url`` (``HTTP(S)_PROXY``, ``NO_PROXY``), as requests.
+
+    Loopback hosts are never proxied, whatever the environment says.
+    """
+    host = url.raw_host or ""
+    if not host or _is_loopback(host):
+        return None, None
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass(f"{host}:{url.port}" if url.port else host):
+        return None, None
+    parsed = URL(proxy if "://" in proxy else f"http://{proxy}")
+    if parsed.user is None:
+        return parsed, None
+    token = base64.b64encode(f"{parsed.user}:{parsed.password or ''}".encode()).decode("ascii")
+    return parsed.with_user(None), {"Proxy-Authorization": f"Basic {token}"}
+
+
+class _OriginCookieJar(aiohttp.CookieJar):
+    """A cookie jar that takes cookies only from, and sends them only to, one origin."""
+
+    def __init__(self, origin: URL) -> None:
+        super().__init__(unsafe=True)  # IP hosts too: the cookies never leave their origin
+        self._origin = origin
+
+    def update_cookies(self, cookies: Any, response_url: URL = URL()) -> None:  # noqa: B008
+        if response_url.origin() == self._origin:
+            super().update_cookies(cookies, response_url)
+
+    def filter_cookies(self, request_url: URL = URL()) -> BaseCookie[str]:  # noqa: B008
+        if request_url.origin() != self._origin:
+            return SimpleCookie()
+        return super().filter_cookies(request_url)
 
 
 async def _acquire(limiter: anyio.CapacityLimiter) -> None:
@@ -263,6 +377,18 @@ class AsyncQidoRS:
             An aqido query you build yourself stays as strict as you built it
             (pass it ``permissive_uid=True`` too).  Default ``False``: UIDs
             must be valid DICOM UIDs.
+        max_response_bytes: the largest response body accepted, counted after
+            decompression (default 256 MiB; ``None``: no limit).  A larger one
+            raises :class:`~aqido.errors.ResponseTooLargeError` as soon as the
+            limit is passed, so at most about ``max_concurrency`` times this
+            many body bytes are held at once.
+        ssl: TLS verification: ``None``/``True`` (the system's CAs), a CA bundle
+            (a PEM file or directory path), an :class:`ssl.SSLContext` (e.g. with
+            a client certificate loaded), or ``False`` (no verification: test
+            servers only).
+        trust_env: take proxies from the environment (``HTTPS_PROXY``,
+            ``HTTP_PROXY``, ``ALL_PROXY``, ``NO_PROXY``), as requests and httpx
+            do.  Loopback addresses are never proxied.
     """
 
     def __init__(
@@ -280,6 +406,9 @@ class AsyncQidoRS:
         pn_case_sensitive: bool | None = True,
         strict_matching: bool = False,
         permissive_uid: bool = False,
+        max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES,
+        ssl: SSLOption = None,
+        trust_env: bool = True,
     ) -> None:
         parsed = URL(url)
         if parsed.scheme not in ("http", "https") or not parsed.host:
@@ -299,7 +428,13 @@ class AsyncQidoRS:
         if not isinstance(permissive_uid, bool):
             raise ValueError(f"permissive_uid must be True or False, not {permissive_uid!r}")
         self.permissive_uid = permissive_uid
+        self.max_response_bytes = _check_max_response_bytes(max_response_bytes)
+        self._ssl = _ssl_option(ssl)
+        self.trust_env = bool(trust_env)
+        self._proxies: dict[URL, _Proxy] = {}
+        self._scopes: set[anyio.CancelScope] = set()
         self.url = str(parsed.with_user(None))
+        self._origin = parsed.origin()
         self.max_concurrency = max_concurrency
         self.server_limit = check_server_limit(server_limit)
         # What is known of the server's caps: configured, and learned by the first follow-up
@@ -308,7 +443,8 @@ class AsyncQidoRS:
         self.timeout = Timeout.coerce(timeout)
         self.retry = Retry.coerce(retries)
         self._auth = auth
-        self._headers = {"Accept": ACCEPT, "User-Agent": f"aqido/{__version__}", **(headers or {})}
+        self._plain_headers = {"Accept": ACCEPT, "User-Agent": f"aqido/{__version__}"}
+        self._headers = {**self._plain_headers, **(headers or {})}
         self._session = session
         self._owns_session = session is None
         self._state = _State.UNOPENED
@@ -354,7 +490,7 @@ class AsyncQidoRS:
         if self._state is _State.OPENED:
             raise RuntimeError("Cannot open a client instance more than once.")
         if self._state is _State.CLOSED:
-            raise RuntimeError("Cannot reopen a client instance once it has been closed.")
+            raise ClientClosedError("Cannot reopen a client instance once it has been closed.")
         self._open()
         return self
 
@@ -367,10 +503,16 @@ class AsyncQidoRS:
         await self.close()
 
     async def close(self) -> None:
-        """Close the client (and its own session, never a borrowed one); safe to call again."""
+        """Close the client (and its own session, never a borrowed one); safe to call again.
+
+        Requests in flight or waiting for a slot are cancelled at once: their
+        calls raise :class:`~aqido.errors.ClientClosedError`, as does any later call.
+        """
         if self._state is _State.CLOSED:
             return
         self._state = _State.CLOSED
+        for scope in list(self._scopes):
+            scope.cancel()
         session, self._session = self._session, None
         if self._owns_session and session is not None and not session.closed:
             await session.close()
@@ -382,7 +524,7 @@ class AsyncQidoRS:
 
     def _open(self) -> aiohttp.ClientSession:
         if self._state is _State.CLOSED:
-            raise RuntimeError("This client has been closed; create a new AsyncQidoRS.")
+            raise ClientClosedError("This client has been closed; create a new AsyncQidoRS.")
         self._state = _State.OPENED
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.max_concurrency)
@@ -390,7 +532,9 @@ class AsyncQidoRS:
             connector = aiohttp.TCPConnector(
                 limit=self.max_concurrency, limit_per_host=self.max_concurrency
             )
-            self._session = aiohttp.ClientSession(connector=connector)
+            self._session = aiohttp.ClientSession(
+                connector=connector, cookie_jar=_OriginCookieJar(self._origin)
+            )
         return self._session
 
     # --- one request ----------------------------------------------------------------------
@@ -401,14 +545,98 @@ class AsyncQidoRS:
         """GET ``url`` (sent exactly as given) and return ``(status, headers, body)``.
 
         The only aiohttp call in aqido.  aiohttp errors are mapped to
-        :class:`~aqido.errors.TransportError` / ``RequestTimeoutError``.
+        :class:`~aqido.errors.TransportError` / ``RequestTimeoutError`` /
+        ``TLSError``.  Redirects are followed here (see the module docstring).
         """
         session = self._open()
-        with _map_aiohttp_errors(url):
-            async with session.get(
-                URL(url, encoded=True), headers=headers, timeout=self._client_timeout
-            ) as response:
-                return response.status, response.headers, await response.read()
+        target = URL(url, encoded=True)
+        visited = {target}
+        for _ in range(MAX_REDIRECTS + 1):
+            proxy, proxy_headers = self._proxy_for(target)
+            sent = headers
+            if proxy_headers is not None:  # aiohttp sends proxy_headers only with CONNECT
+                if target.scheme == "http":
+                    sent, proxy_headers = {**headers, **proxy_headers}, None
+                else:
+                    proxy_headers = dict(proxy_headers)  # aiohttp adds Host to it
+            with _map_aiohttp_errors(target):
+                async with session.get(
+                    target,
+                    headers=sent,
+                    timeout=self._client_timeout,
+                    allow_redirects=False,
+                    ssl=self._ssl,
+                    proxy=proxy,
+                    proxy_headers=proxy_headers,
+                ) as response:
+                    location = response.headers.get("Location")
+                    if response.status not in _REDIRECT_STATUSES or not location:
+                        return response.status, response.headers, await self._read(response, url)
+                    status = response.status
+            try:
+                following = target.join(URL(location))
+            except ValueError:
+                raise RedirectError(
+                    "redirect to a malformed Location refused", url=url, status=status
+                ) from None
+            if following.scheme not in ("http", "https") or not following.host:
+                raise RedirectError(
+                    f"redirect to {redact_url(following.with_query(None))!r} refused "
+                    "(only http and https are followed)",
+                    url=url,
+                    status=status,
+                )
+            if following in visited:
+                raise RedirectError("redirect loop", url=url, status=status)
+            visited.add(following)
+            if following.origin() != target.origin():
+                # Another origin: no credential and no caller header goes there (nor on).
+                headers = self._plain_headers
+            logger.debug("GET %s -> %d, following to %s", url, status, redact_url(following))
+            target = following
+        raise RedirectError(f"more than {MAX_REDIRECTS} redirects", url=url, status=status)
+
+    def _proxy_for(self, url: URL) -> _Proxy:
+        """The proxy for ``url``'s origin (from the environment, read once per origin)."""
+        if not self.trust_env:
+            return None, None
+        origin = url.origin()
+        found = self._proxies.get(origin)
+        if found is None:
+            found = self._proxies[origin] = _env_proxy(origin)
+        return found
+
+    async def _read(self, response: aiohttp.ClientResponse, url: str) -> bytes:
+        """Read the body, refusing more than ``max_response_bytes`` (after decompression)."""
+        limit = self.max_response_bytes
+        if limit is None:
+            return await response.read()
+        declared = response.content_length
+        if declared is not None and declared > limit:
+            response.close()
+            raise ResponseTooLargeError(
+                f"the response declares {declared} bytes, more than max_response_bytes "
+                f"({limit}); narrow or page the query",
+                url=url,
+                status=response.status,
+            )
+        encoding = response.headers.get("Content-Encoding", "").strip().lower()
+        if declared is not None and encoding in ("", "identity"):
+            return await response.read()  # at most `declared` bytes: the fast path
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
+            size += len(chunk)
+            if size > limit:
+                response.close()
+                raise ResponseTooLargeError(
+                    f"the response body passed max_response_bytes ({limit} bytes, after "
+                    "decompression); narrow or page the query",
+                    url=url,
+                    status=response.status,
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def _send(
         self, url: str, headers: Mapping[str, str]
@@ -492,15 +720,27 @@ class AsyncQidoRS:
             return await self._attempt(url, limiter)
 
         what = f"GET {url}"
-        if self.timeout.total is None:
-            return await call_with_retry(attempt, self.retry, what=what, on_retry=on_retry)
-        try:
-            with anyio.fail_after(self.timeout.total):
-                return await call_with_retry(attempt, self.retry, what=what, on_retry=on_retry)
-        except TimeoutError as exc:
-            raise RequestTimeoutError(
-                f"gave up after {self.timeout.total} s (Timeout.total)", url=url
-            ) from exc
+        with anyio.CancelScope() as scope:  # close() cancels it
+            self._scopes.add(scope)
+            try:
+                if self.timeout.total is None:
+                    return await call_with_retry(attempt, self.retry, what=what, on_retry=on_retry)
+                try:
+                    with anyio.fail_after(self.timeout.total):
+                        return await call_with_retry(
+                            attempt, self.retry, what=what, on_retry=on_retry
+                        )
+                except TimeoutError as exc:
+                    raise RequestTimeoutError(
+                        f"gave up after {self.timeout.total} s (Timeout.total)", url=url
+                    ) from exc
+            except QidoError as error:
+                if self._state is _State.CLOSED and not isinstance(error, ClientClosedError):
+                    raise ClientClosedError(f"the client was closed ({error})") from error
+                raise
+            finally:
+                self._scopes.discard(scope)
+        raise ClientClosedError(f"the client was closed while this request was pending: {url}")
 
     # --- searching --------------------------------------------------------------------------
 
@@ -657,6 +897,7 @@ class AsyncQidoRS:
         partial: bool = False,
         stats: CrawlStats | None = None,
         checkpoint: str | os.PathLike[str] | CrawlCheckpoint | None = None,
+        progress: bool | CrawlProgress | None = None,
     ) -> AsyncGenerator[Study, None]:
         """Walk studies → series → instances; yield each ``Study`` as soon as its subtree is done.
 
@@ -682,6 +923,10 @@ class AsyncQidoRS:
         ``stats.failures``.  ``fail_fast=True`` cancels the crawl at the first
         error and raises it as is.
 
+        ``progress``: ``True`` shows a progress bar
+        (:class:`~aqido.progress.TqdmProgress`, needs tqdm); a
+        :class:`~aqido.progress.CrawlProgress` gets a call per completed study,
+        series and instance, and ``close()`` at the end, however the crawl ends.
         ``stats``: a :class:`~aqido.stats.CrawlStats` updated live (requests,
         retries, pages, splits, items per level, failures, elapsed).
         ``checkpoint``: a JSONL file (path or
@@ -744,9 +989,16 @@ class AsyncQidoRS:
             checkpoint=checkpoint,
             server=self.url,
         )
-        async with aclosing(studies):
-            async for study in studies:
-                yield study
+        hook = make_progress(progress)
+        try:
+            async with aclosing(studies):
+                async for study in studies:
+                    if hook is not None:
+                        report(hook, study)
+                    yield study
+        finally:
+            if hook is not None:
+                hook.close()
 
     async def find_studies(self, query: Any) -> SearchResults[Study]:
         """Search, and return the results grouped into studies (dicomtrolley's ``find_studies``).

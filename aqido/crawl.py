@@ -45,6 +45,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from aqido.checkpoint import CrawlCheckpoint
 from aqido.errors import (
+    ClientClosedError,
     CrawlIncompleteError,
     InvalidQueryError,
     InvalidResponseError,
@@ -383,8 +384,8 @@ class _Walker:
         self.fail_fast = fail_fast
 
     def failed(self, part: BaseQuery, error: QidoError) -> None:
-        """Raise ``error`` (``fail_fast``), or record it in the stats and go on."""
-        if self.fail_fast:
+        """Raise ``error`` (``fail_fast``, or the client was closed), or record it and go on."""
+        if self.fail_fast or isinstance(error, ClientClosedError):
             raise error
         logger.warning("crawl: %s failed: %s", part, error)
         self.stats._failed(part, error)
