@@ -831,9 +831,7 @@ class AsyncQidoRS:
     ) -> AsyncGenerator[Any, None]:
         plan = await self._plan(query)
         if plan is not None:  # every match is needed before local filtering can cut the window
-            results = await self._search_planned(
-                plan, limiter, exhaustive=True, page_size=page_size
-            )
+            results = await self._every_planned(plan, limiter, page_size)
             for result in results:
                 yield result
             return
@@ -1123,6 +1121,20 @@ class AsyncQidoRS:
             any(r.possibly_truncated for r in results),
         )
 
+    async def _every_planned(
+        self, plan: Plan, limiter: anyio.CapacityLimiter | None, page_size: int | None
+    ) -> SearchResults[Any]:
+        """Every match of a planned query (``iter_search``, ``get_remaining``).
+
+        There, as without a plan, the query's ``limit`` is a page size, not the
+        size of the answer: the plan is made again without it.
+        """
+        query = plan.query
+        if query.limit:
+            plan = self._plan_for(attrs.evolve(query, limit=0))
+        size = page_size or query.limit or None
+        return await self._search_planned(plan, limiter, exhaustive=True, page_size=size)
+
     async def _search_planned(
         self,
         plan: Plan,
@@ -1272,7 +1284,7 @@ class AsyncQidoRS:
             return await self._search(query, None)
         plan = await self._plan(query)
         if plan is not None:
-            return await self._search_planned(plan, None, exhaustive=True)
+            return await self._every_planned(plan, None, None)
         async with aclosing(self._iter_results(query, None, None)) as results:
             return SearchResults([item async for item in results])
 

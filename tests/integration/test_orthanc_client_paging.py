@@ -35,11 +35,6 @@ SERIES, INSTANCE = QueryLevel.SERIES, QueryLevel.INSTANCE
 
 RELATIONAL = "tiny_pacs has no /series, /instances or /studies/{uid}/instances (404)"
 WILDCARD = "tiny_pacs matches PatientName as a substring with a literal *"
-FIRST_PAGE = (
-    "with profile='auto', a query the client plans (local matching, hierarchy walk) and "
-    "pages by an explicit limit (get_remaining, iter_search of a query's limit) stops "
-    "after the first page"
-)
 
 
 @pytest.fixture
@@ -50,7 +45,7 @@ async def qido(server: Served) -> AsyncIterator[AsyncQidoRS]:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("server", on_servers(tinypacs=RELATIONAL, auto=FIRST_PAGE), indirect=True)
+@pytest.mark.parametrize("server", on_servers(tinypacs=RELATIONAL), indirect=True)
 async def test_iter_search_pages_relational_queries(qido: AsyncQidoRS, server: Served) -> None:
     ct = [s for s in SEEDED.series if s.modality == "CT"]
     assert len(ct) > 3 * 25
@@ -161,7 +156,7 @@ async def _find_studies(qido: AsyncQidoRS, base: str) -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("server", on_servers(tinypacs=WILDCARD, auto=FIRST_PAGE), indirect=True)
+@pytest.mark.parametrize("server", on_servers(tinypacs=WILDCARD), indirect=True)
 async def test_search_for_studies(qido: AsyncQidoRS, server: Served) -> None:
     base, omits = server.dicomweb_url, server.omits
     page = await qido.search_for_studies(limit=10, offset=295)
@@ -188,7 +183,7 @@ async def test_search_for_studies(qido: AsyncQidoRS, server: Served) -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("server", on_servers(tinypacs=RELATIONAL, auto=FIRST_PAGE), indirect=True)
+@pytest.mark.parametrize("server", on_servers(tinypacs=RELATIONAL), indirect=True)
 async def test_search_for_series_and_instances(qido: AsyncQidoRS, server: Served) -> None:
     base, omits = server.dicomweb_url, server.omits
     record = SEEDED.studies[77]

@@ -46,10 +46,6 @@ _series = _mixed.series[1]
 
 RELATIONAL = "tiny_pacs has no /series, /instances or /studies/{uid}/instances (404)"
 LISTS = "tiny_pacs matches a comma-separated list as one literal value (204)"
-SERIES_UID_WALK = (
-    "with profile='auto', a relational series search by SeriesInstanceUID on tiny_pacs "
-    "(no /series) returns every series: the key is neither sent nor matched locally"
-)
 
 
 @pytest.fixture
@@ -267,7 +263,7 @@ async def test_modalities_in_study(
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("server", on_servers(tinypacs=LISTS, auto=SERIES_UID_WALK), indirect=True)
+@pytest.mark.parametrize("server", on_servers(tinypacs=LISTS), indirect=True)
 async def test_uid_lists(qido: AsyncQidoRS, server: Served) -> None:
     base, omits = server.dicomweb_url, server.omits
     studies = [s.study_instance_uid for s in SEEDED.studies[10:14]]
