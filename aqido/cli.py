@@ -42,9 +42,25 @@ import os
 import re
 import signal
 import sys
+import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
-from contextlib import AsyncExitStack, aclosing, asynccontextmanager, redirect_stdout, suppress
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from contextlib import (
+    AsyncExitStack,
+    aclosing,
+    asynccontextmanager,
+    contextmanager,
+    redirect_stdout,
+    suppress,
+)
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar, cast
 
@@ -54,6 +70,7 @@ from aqido.errors import (
     QidoError,
     TransportError,
 )
+from aqido.progress import CrawlProgress
 from aqido.query import ATTRIBUTE_FIELDS, BaseQuery, HierarchicalQuery, QueryLevel, RelationalQuery
 from aqido.terminal import SafeStream, printable, unicode_safe
 
@@ -285,6 +302,72 @@ def _connection_options(parser: argparse.ArgumentParser, *, concurrency: int) ->
         help="with --profile: fail (exit 2) on a query the server cannot answer as the "
         "standard does, instead of warning",
     )
+    _tls_and_size_options(group)
+
+
+# --- TLS and response size (issue 15) ---
+
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def _byte_size(text: str) -> int:
+    """``512M``, ``1G``, ``1.5GiB`` or a number of bytes (binary units) -> bytes."""
+    import re
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*", text.upper())
+    value = float(match.group(1)) * _SIZE_UNITS[match.group(2)] if match else 0.0
+    if not match or value < 1 or value > 2**62:
+        raise argparse.ArgumentTypeError(f"not a size (e.g. 512M, 1G or bytes): {text!r}")
+    return int(value)
+
+
+def _tls_and_size_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--max-response-size",
+        type=_byte_size,
+        default=256 * 1024**2,
+        metavar="SIZE",
+        help="largest response accepted, after decompression, e.g. 512M or 1G (default: 256M)",
+    )
+    group.add_argument("--cacert", metavar="FILE", help="trust the CAs in this PEM bundle")
+    group.add_argument("--cert", metavar="FILE", help="client certificate (PEM) for mutual TLS")
+    group.add_argument("--key", metavar="FILE", help="the client certificate's key (PEM)")
+    group.add_argument(
+        "--insecure", action="store_true", help="do not verify TLS certificates (test servers!)"
+    )
+
+
+def _ssl_from_args(args: argparse.Namespace) -> Any:
+    """The client's ``ssl=`` for --cacert, --cert, --key and --insecure (None: the default)."""
+    import ssl
+
+    if args.key and not args.cert:
+        raise UsageError("--key needs --cert")
+    if args.insecure and args.cacert:
+        raise UsageError("--insecure and --cacert contradict each other")
+    if not (args.cacert or args.cert or args.insecure):
+        return None
+    if args.insecure and not args.cert:
+        return False
+    try:
+        context = ssl.create_default_context(cafile=args.cacert)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"--cacert {args.cacert}: cannot load it ({exc})") from None
+    if args.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    try:
+        if args.cert:
+            context.load_cert_chain(args.cert, args.key)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"--cert/--key: cannot load the client certificate ({exc})") from None
+    return context
+
+
+_INSECURE_WARNING = (
+    "aqido: warning: --insecure: TLS certificates are not verified; anyone on the network "
+    "path can read and change this traffic\n"
+)
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
@@ -788,6 +871,8 @@ def _client_options(
         "profile": getattr(args, "profile", None),
         "strict_matching": getattr(args, "strict_matching", False),
         "permissive_uid": getattr(args, "permissive_uids", False),
+        "max_response_bytes": args.max_response_size,
+        "ssl": _ssl_from_args(args),
     }
 
 
@@ -892,16 +977,22 @@ async def _run_probe(
 # --- crawl ---------------------------------------------------------------------------------
 
 
-class _Progress:
-    """The live progress display: rich on a terminal, a plain status line without rich."""
+class _Progress(CrawlProgress):
+    """The live progress display: rich on a terminal, a plain status line without rich.
 
-    def __init__(self, stats: CrawlStats, stream: IO[str], enabled: bool) -> None:
-        self.stats = stats
+    A :class:`~aqido.progress.CrawlProgress` like any other: the crawl calls
+    ``update`` on every change of its statistics; the display redraws at most
+    every 1/8 s (rich, which also animates on its own) or 1/2 s (plain).
+    """
+
+    def __init__(self, stream: IO[str], enabled: bool) -> None:
         self.stream = stream
         self.enabled = enabled
+        self.stats: CrawlStats | None = None
         self._rich: Any = None
         self._task: Any = None
         self._plain_shown = False
+        self._drawn = 0.0
 
     def start(self) -> None:
         if not self.enabled:
@@ -930,8 +1021,15 @@ class _Progress:
             self._rich.start()
             self._task = self._rich.add_task("crawl", total=None, stats="")
 
+    def update(self, stats: CrawlStats) -> None:
+        self.stats = stats
+        now = time.monotonic()
+        if now - self._drawn >= (0.125 if self._rich is not None else 0.5):
+            self._drawn = now
+            self.refresh()
+
     def refresh(self) -> None:
-        if not self.enabled:
+        if not self.enabled or self.stats is None:
             return
         done, listed = _studies_done(self.stats), self.stats.items["STUDY"]
         if self._rich is not None:
@@ -942,20 +1040,17 @@ class _Progress:
             self.stream.flush()
             self._plain_shown = True
 
-    async def run(self) -> None:
-        while True:
-            self.refresh()
-            await asyncio.sleep(0.125 if self._rich is not None else 0.5)
-
-    def stop(self) -> None:
+    def close(self) -> None:
         if not self.enabled:
             return
         self.refresh()
         if self._rich is not None:
             self._rich.stop()
+            self._rich = None
         elif self._plain_shown:
             self.stream.write("\n")
             self.stream.flush()
+        self.enabled = False  # closed: later calls do nothing
 
 
 def _studies_done(stats: CrawlStats) -> int:
@@ -1052,7 +1147,7 @@ async def _run_crawl(
         raise UsageError("crawl starts from a study-level query")
     server = _check_url(url)  # before any file is touched
     stats = CrawlStats()
-    display = _Progress(stats, err, progress)
+    display = _Progress(err, progress)
     checkpoint = None if out_path is None else CrawlCheckpoint(out_path, force=force)
     async with AsyncExitStack() as stack:
         if checkpoint is not None:  # closed (its lock released) however the crawl ends
@@ -1062,7 +1157,6 @@ async def _run_crawl(
             )
         client = await stack.enter_async_context(_open_client(url, **client_options))
         display.start()
-        ticker = asyncio.get_running_loop().create_task(display.run())
         try:
             crawl = client.crawl(
                 query,
@@ -1071,16 +1165,14 @@ async def _run_crawl(
                 partial=True,
                 stats=stats,
                 checkpoint=checkpoint,
+                progress=display,
             )
             async with aclosing(crawl) as studies:
                 async for study in studies:
                     if on_study is not None:
                         on_study(study)
         finally:
-            ticker.cancel()
-            with suppress(asyncio.CancelledError):
-                await ticker
-            display.stop()
+            display.close()  # also when the crawl never started (the crawl closes it too)
     if stats.failures and not stats.items["STUDY"]:
         raise stats.failures[0].error  # nothing listed at all: not a partial crawl
     _print_summary(stats, out, out_path=out_path, rich_ok=rich_ok)
@@ -1352,6 +1444,36 @@ def _dispatch(args: argparse.Namespace, out: IO[str], err: IO[str], env: Mapping
             if args.workers or args.scheduler or args.shards:
                 raise UsageError("--workers, --scheduler and --shards need --format parquet")
     options = _client_options(args, env, ask)
+    if args.insecure:
+        err.write(_INSECURE_WARNING)
+        err.flush()
+    with _plan_warnings(err):
+        return _dispatch_client(args, options, out, err, is_tty)
+
+
+@contextmanager
+def _plan_warnings(err: IO[str]) -> Iterator[None]:
+    """Print the client's "not the standard's answer" warnings (``--profile``) on stderr."""
+    import logging
+
+    plan_logger = logging.getLogger("aqido.plan")
+    handler = logging.StreamHandler(err)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(_SafeFormatter("aqido: warning: %(message)s"))
+    plan_logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        plan_logger.removeHandler(handler)
+
+
+def _dispatch_client(
+    args: argparse.Namespace,
+    options: dict[str, Any],
+    out: IO[str],
+    err: IO[str],
+    is_tty: bool,
+) -> int:
     if args.command == "search":
         return _run(_run_search(args, options, out, is_tty))
     if args.command == "probe":

@@ -16,6 +16,15 @@ pool matches ``max_concurrency``, and closes it exactly once
 
 Every request of a client, whatever method issued it, holds one slot of a
 single :class:`anyio.CapacityLimiter` of ``max_concurrency`` slots.
+
+Hostile or broken servers (docs/security.md): a body is read in chunks and
+refused past ``max_response_bytes`` (after decompression); redirects are
+followed by aqido itself (at most :data:`MAX_REDIRECTS`), and a hop to
+another origin (scheme, host, port) drops every credential and every header
+the caller gave; the owned session's cookies stay with the service's origin;
+:meth:`AsyncQidoRS.close` cancels whatever is in flight.  TLS and proxies:
+``ssl=`` and ``trust_env=`` (``HTTP(S)_PROXY``/``NO_PROXY``; loopback is never
+proxied).
 """
 
 from __future__ import annotations
@@ -27,9 +36,12 @@ import contextvars
 import enum
 import errno
 import inspect
+import ipaddress
 import logging
 import os
+import ssl as _ssl
 import time
+import urllib.request
 from collections.abc import (
     AsyncGenerator,
     Awaitable,
@@ -40,6 +52,7 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import aclosing
+from http.cookies import BaseCookie, SimpleCookie
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
@@ -51,18 +64,24 @@ from yarl import URL
 
 from aqido import __version__, dictionary
 from aqido.checkpoint import CrawlCheckpoint
-from aqido.crawl import crawl, iter_pages, iter_search_many, search_many
+from aqido.crawl import Recorder, crawl, iter_pages, iter_search_many, search_many
 from aqido.errors import (
+    ClientClosedError,
     InvalidQueryError,
     QidoError,
     QueryTypeError,
+    RedirectError,
     RequestTimeoutError,
+    ResponseTooLargeError,
+    TLSError,
     TransportError,
     UnanswerableQueryError,
+    redact_url,
 )
 from aqido.partition import Caps, check_server_limit
-from aqido.plan import Plan, plan_query
+from aqido.plan import Plan, plan_query, split_keys
 from aqido.profile import ServerProfile
+from aqido.progress import CrawlProgress, make_progress
 from aqido.protocol import ACCEPT, QidoResponse, QidoWarning, join_url, parse_response
 from aqido.query import (
     ATTRIBUTE_FIELDS,
@@ -80,6 +99,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import pyarrow
 
 logger = logging.getLogger("aqido")
+#: Where a profile's "not the standard's answer" warnings go (the CLI prints them).
+plan_logger = logging.getLogger("aqido.plan")
 
 T = TypeVar("T")
 
@@ -97,6 +118,17 @@ DEFAULT_MAX_CONCURRENCY = 8
 DEFAULT_TIMEOUT = Timeout()
 #: Default retry policy: up to 4 attempts within 60 s, backoff from 0.5 s, Retry-After honoured.
 DEFAULT_RETRY = Retry()
+#: Default largest response body, in bytes after decompression (256 MiB).
+DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024
+#: Most redirects followed for one request (then :class:`~aqido.errors.RedirectError`).
+MAX_REDIRECTS = 10
+
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_CHUNK_BYTES = 256 * 1024
+
+#: What the client's ``ssl=`` accepts: an SSLContext, a CA bundle (file or directory),
+#: ``True``/``None`` (verify with the system's CAs) or ``False`` (no verification).
+SSLOption = _ssl.SSLContext | str | os.PathLike[str] | bool | None
 
 _STALE: tuple[type[Exception], ...] = (
     aiohttp.ServerDisconnectedError,
@@ -164,12 +196,18 @@ class _State(enum.Enum):
 
 
 @contextlib.contextmanager
-def _map_aiohttp_errors(url: str) -> Iterator[None]:
+def _map_aiohttp_errors(url: object) -> Iterator[None]:
     """Translate aiohttp and timeout exceptions into aqido's, chained (``raise ... from``)."""
     try:
         yield
     except (asyncio.TimeoutError, TimeoutError) as exc:  # includes aiohttp.ServerTimeoutError
         raise RequestTimeoutError(f"request timed out ({type(exc).__name__})", url=url) from exc
+    except (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch) as exc:
+        reason = getattr(exc, "certificate_error", None) or getattr(exc, "os_error", None) or exc
+        raise TLSError(
+            f"TLS failed: {reason} (a private CA? give its bundle with ssl= or --cacert)",
+            url=url,
+        ) from exc
     except aiohttp.ClientPayloadError as exc:
         raise TransportError(f"incomplete response body ({exc})", url=url) from exc
     except aiohttp.ClientError as exc:
@@ -189,6 +227,84 @@ def _is_stale_connection(error: TransportError) -> bool:
 def _check_max_concurrency(value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"max_concurrency must be a positive int, not {value!r}")
+
+
+def _check_max_response_bytes(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"max_response_bytes must be a positive int or None, not {value!r}")
+    return value
+
+
+def _ssl_option(value: SSLOption) -> _ssl.SSLContext | bool:
+    """What aiohttp's ``ssl=`` wants for the client's ``ssl=``: a context, True or False."""
+    if value is None or value is True:
+        return True
+    if value is False or isinstance(value, _ssl.SSLContext):
+        return value
+    if isinstance(value, str | os.PathLike):
+        path = os.fspath(value)
+        try:
+            if os.path.isdir(path):
+                return _ssl.create_default_context(capath=path)
+            return _ssl.create_default_context(cafile=path)
+        except (OSError, _ssl.SSLError) as exc:
+            raise ValueError(f"ssl: cannot load the CA bundle {path!r} ({exc})") from None
+    raise ValueError(
+        f"ssl must be an ssl.SSLContext, a CA bundle path, True or False, not {value!r}"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine (never sent through a proxy)."""
+    name = host.strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+#: A proxy and the headers for it (``Proxy-Authorization``), or ``(None, None)``: direct.
+_Proxy = tuple[URL | None, Mapping[str, str] | None]
+
+
+def _env_proxy(url: URL) -> _Proxy:
+    """The proxy the environment gives for ``url`` (``HTTP(S)_PROXY``, ``NO_PROXY``), as requests.
+
+    Loopback hosts are never proxied, whatever the environment says.
+    """
+    host = url.raw_host or ""
+    if not host or _is_loopback(host):
+        return None, None
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass(f"{host}:{url.port}" if url.port else host):
+        return None, None
+    parsed = URL(proxy if "://" in proxy else f"http://{proxy}")
+    if parsed.user is None:
+        return parsed, None
+    token = base64.b64encode(f"{parsed.user}:{parsed.password or ''}".encode()).decode("ascii")
+    return parsed.with_user(None), {"Proxy-Authorization": f"Basic {token}"}
+
+
+class _OriginCookieJar(aiohttp.CookieJar):
+    """A cookie jar that takes cookies only from, and sends them only to, one origin."""
+
+    def __init__(self, origin: URL) -> None:
+        super().__init__(unsafe=True)  # IP hosts too: the cookies never leave their origin
+        self._origin = origin
+
+    def update_cookies(self, cookies: Any, response_url: URL = URL()) -> None:  # noqa: B008
+        if response_url.origin() == self._origin:
+            super().update_cookies(cookies, response_url)
+
+    def filter_cookies(self, request_url: URL = URL()) -> BaseCookie[str]:  # noqa: B008
+        if request_url.origin() != self._origin:
+            return SimpleCookie()
+        return super().filter_cookies(request_url)
 
 
 async def _acquire(limiter: anyio.CapacityLimiter) -> None:
@@ -237,23 +353,6 @@ class AsyncQidoRS:
             :meth:`iter_search`) and then kept for the client's lifetime; a
             known cap saves that request and also covers servers that apply the
             cap before ``offset`` (Orthanc's ``LimitFindResults``).
-        profile: how the server behaves (a :class:`~aqido.profile.ServerProfile`,
-            the path of one saved as JSON, or ``"auto"``: :meth:`probe` the server
-            once, before the first search).  With a profile, searches return the
-            answer PS3.4/PS3.18 define even where the server does not give it:
-            keys the server cannot match are matched locally, lists it cannot
-            OR are fanned out, relational paths it lacks are walked (see
-            :mod:`aqido.plan` and the "Servers and profiles" docs page).
-            ``None`` (default): queries are sent as they are.
-        pn_case_sensitive: whether person names match case-sensitively in the
-            answers aqido corrects: ``True`` (default) as PS3.4's single value
-            and wildcard matching are, ``False`` without regard to case, ``None``
-            as the server does it (its profile; PS3.4 lets a server ignore case
-            for PN).  Other strings always match case-sensitively.
-        strict_matching: when the server cannot give the standard's answer to
-            a query (e.g. a key it neither matches nor returns), raise
-            :class:`~aqido.errors.UnanswerableQueryError` instead of returning
-            results that carry an ``aqido`` warning in ``.warnings``.
         permissive_uid: ``True`` for an archive whose UIDs do not conform to
             PS3.5 (leading zeros, letters): the queries the client builds (from
             ``search_for_*`` arguments, dicts, dicomtrolley queries, and a
@@ -263,6 +362,36 @@ class AsyncQidoRS:
             An aqido query you build yourself stays as strict as you built it
             (pass it ``permissive_uid=True`` too).  Default ``False``: UIDs
             must be valid DICOM UIDs.
+        max_response_bytes: the largest response body accepted, counted after
+            decompression (default 256 MiB; ``None``: no limit).  A larger one
+            raises :class:`~aqido.errors.ResponseTooLargeError` as soon as the
+            limit is passed, so at most about ``max_concurrency`` times this
+            many body bytes are held at once.
+        ssl: TLS verification: ``None``/``True`` (the system's CAs), a CA bundle
+            (a PEM file or directory path), an :class:`ssl.SSLContext` (e.g. with
+            a client certificate loaded), or ``False`` (no verification: test
+            servers only).
+        trust_env: take proxies from the environment (``HTTPS_PROXY``,
+            ``HTTP_PROXY``, ``ALL_PROXY``, ``NO_PROXY``), as requests and httpx
+            do.  Loopback addresses are never proxied.
+        profile: how the server behaves (a :class:`~aqido.profile.ServerProfile`,
+            the path of one saved as JSON, or ``"auto"``: :meth:`probe` the server
+            once, before the first search).  With a profile, searches return the
+            answer PS3.4/PS3.18 define even where the server does not give it:
+            keys the server cannot match are matched locally, lists it cannot
+            OR are fanned out, relational paths it lacks are walked (see
+            :mod:`aqido.plan` and the "Servers and profiles" docs page).
+            ``None`` (default): queries are sent as they are.  A profile file
+            that cannot be read raises ``OSError``, a malformed one ``ValueError``.
+        pn_case_sensitive: whether person names match case-sensitively in the
+            answers aqido corrects: ``True`` (default) as PS3.4's single value
+            and wildcard matching are, ``False`` without regard to case, ``None``
+            as the server does it (its profile; PS3.4 lets a server ignore case
+            for PN).  Other strings always match case-sensitively.
+        strict_matching: when the server cannot give the standard's answer to
+            a query (e.g. a key it neither matches nor returns), raise
+            :class:`~aqido.errors.UnanswerableQueryError` instead of returning
+            results that carry an ``aqido`` warning in ``.warnings``.
     """
 
     def __init__(
@@ -276,10 +405,13 @@ class AsyncQidoRS:
         retries: Retry | int | None = DEFAULT_RETRY,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         server_limit: int | Mapping[Any, int] | None = None,
+        permissive_uid: bool = False,
         profile: ProfileSource | None = None,
         pn_case_sensitive: bool | None = True,
         strict_matching: bool = False,
-        permissive_uid: bool = False,
+        max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES,
+        ssl: SSLOption = None,
+        trust_env: bool = True,
     ) -> None:
         parsed = URL(url)
         if parsed.scheme not in ("http", "https") or not parsed.host:
@@ -299,7 +431,13 @@ class AsyncQidoRS:
         if not isinstance(permissive_uid, bool):
             raise ValueError(f"permissive_uid must be True or False, not {permissive_uid!r}")
         self.permissive_uid = permissive_uid
+        self.max_response_bytes = _check_max_response_bytes(max_response_bytes)
+        self._ssl = _ssl_option(ssl)
+        self.trust_env = bool(trust_env)
+        self._proxies: dict[URL, _Proxy] = {}
+        self._scopes: set[anyio.CancelScope] = set()
         self.url = str(parsed.with_user(None))
+        self._origin = parsed.origin()
         self.max_concurrency = max_concurrency
         self.server_limit = check_server_limit(server_limit)
         # What is known of the server's caps: configured, and learned by the first follow-up
@@ -308,7 +446,8 @@ class AsyncQidoRS:
         self.timeout = Timeout.coerce(timeout)
         self.retry = Retry.coerce(retries)
         self._auth = auth
-        self._headers = {"Accept": ACCEPT, "User-Agent": f"aqido/{__version__}", **(headers or {})}
+        self._plain_headers = {"Accept": ACCEPT, "User-Agent": f"aqido/{__version__}"}
+        self._headers = {**self._plain_headers, **(headers or {})}
         self._session = session
         self._owns_session = session is None
         self._state = _State.UNOPENED
@@ -354,7 +493,7 @@ class AsyncQidoRS:
         if self._state is _State.OPENED:
             raise RuntimeError("Cannot open a client instance more than once.")
         if self._state is _State.CLOSED:
-            raise RuntimeError("Cannot reopen a client instance once it has been closed.")
+            raise ClientClosedError("Cannot reopen a client instance once it has been closed.")
         self._open()
         return self
 
@@ -367,10 +506,16 @@ class AsyncQidoRS:
         await self.close()
 
     async def close(self) -> None:
-        """Close the client (and its own session, never a borrowed one); safe to call again."""
+        """Close the client (and its own session, never a borrowed one); safe to call again.
+
+        Requests in flight or waiting for a slot are cancelled at once: their
+        calls raise :class:`~aqido.errors.ClientClosedError`, as does any later call.
+        """
         if self._state is _State.CLOSED:
             return
         self._state = _State.CLOSED
+        for scope in list(self._scopes):
+            scope.cancel()
         session, self._session = self._session, None
         if self._owns_session and session is not None and not session.closed:
             await session.close()
@@ -382,7 +527,7 @@ class AsyncQidoRS:
 
     def _open(self) -> aiohttp.ClientSession:
         if self._state is _State.CLOSED:
-            raise RuntimeError("This client has been closed; create a new AsyncQidoRS.")
+            raise ClientClosedError("This client has been closed; create a new AsyncQidoRS.")
         self._state = _State.OPENED
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.max_concurrency)
@@ -390,7 +535,9 @@ class AsyncQidoRS:
             connector = aiohttp.TCPConnector(
                 limit=self.max_concurrency, limit_per_host=self.max_concurrency
             )
-            self._session = aiohttp.ClientSession(connector=connector)
+            self._session = aiohttp.ClientSession(
+                connector=connector, cookie_jar=_OriginCookieJar(self._origin)
+            )
         return self._session
 
     # --- one request ----------------------------------------------------------------------
@@ -401,14 +548,98 @@ class AsyncQidoRS:
         """GET ``url`` (sent exactly as given) and return ``(status, headers, body)``.
 
         The only aiohttp call in aqido.  aiohttp errors are mapped to
-        :class:`~aqido.errors.TransportError` / ``RequestTimeoutError``.
+        :class:`~aqido.errors.TransportError` / ``RequestTimeoutError`` /
+        ``TLSError``.  Redirects are followed here (see the module docstring).
         """
         session = self._open()
-        with _map_aiohttp_errors(url):
-            async with session.get(
-                URL(url, encoded=True), headers=headers, timeout=self._client_timeout
-            ) as response:
-                return response.status, response.headers, await response.read()
+        target = URL(url, encoded=True)
+        visited = {target}
+        for _ in range(MAX_REDIRECTS + 1):
+            proxy, proxy_headers = self._proxy_for(target)
+            sent = headers
+            if proxy_headers is not None:  # aiohttp sends proxy_headers only with CONNECT
+                if target.scheme == "http":
+                    sent, proxy_headers = {**headers, **proxy_headers}, None
+                else:
+                    proxy_headers = dict(proxy_headers)  # aiohttp adds Host to it
+            with _map_aiohttp_errors(target):
+                async with session.get(
+                    target,
+                    headers=sent,
+                    timeout=self._client_timeout,
+                    allow_redirects=False,
+                    ssl=self._ssl,
+                    proxy=proxy,
+                    proxy_headers=proxy_headers,
+                ) as response:
+                    location = response.headers.get("Location")
+                    if response.status not in _REDIRECT_STATUSES or not location:
+                        return response.status, response.headers, await self._read(response, url)
+                    status = response.status
+            try:
+                following = target.join(URL(location))
+            except ValueError:
+                raise RedirectError(
+                    "redirect to a malformed Location refused", url=url, status=status
+                ) from None
+            if following.scheme not in ("http", "https") or not following.host:
+                raise RedirectError(
+                    f"redirect to {redact_url(following.with_query(None))!r} refused "
+                    "(only http and https are followed)",
+                    url=url,
+                    status=status,
+                )
+            if following in visited:
+                raise RedirectError("redirect loop", url=url, status=status)
+            visited.add(following)
+            if following.origin() != target.origin():
+                # Another origin: no credential and no caller header goes there (nor on).
+                headers = self._plain_headers
+            logger.debug("GET %s -> %d, following to %s", url, status, redact_url(following))
+            target = following
+        raise RedirectError(f"more than {MAX_REDIRECTS} redirects", url=url, status=status)
+
+    def _proxy_for(self, url: URL) -> _Proxy:
+        """The proxy for ``url``'s origin (from the environment, read once per origin)."""
+        if not self.trust_env:
+            return None, None
+        origin = url.origin()
+        found = self._proxies.get(origin)
+        if found is None:
+            found = self._proxies[origin] = _env_proxy(origin)
+        return found
+
+    async def _read(self, response: aiohttp.ClientResponse, url: str) -> bytes:
+        """Read the body, refusing more than ``max_response_bytes`` (after decompression)."""
+        limit = self.max_response_bytes
+        if limit is None:
+            return await response.read()
+        declared = response.content_length
+        if declared is not None and declared > limit:
+            response.close()
+            raise ResponseTooLargeError(
+                f"the response declares {declared} bytes, more than max_response_bytes "
+                f"({limit}); narrow or page the query",
+                url=url,
+                status=response.status,
+            )
+        encoding = response.headers.get("Content-Encoding", "").strip().lower()
+        if declared is not None and encoding in ("", "identity"):
+            return await response.read()  # at most `declared` bytes: the fast path
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
+            size += len(chunk)
+            if size > limit:
+                response.close()
+                raise ResponseTooLargeError(
+                    f"the response body passed max_response_bytes ({limit} bytes, after "
+                    "decompression); narrow or page the query",
+                    url=url,
+                    status=response.status,
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def _send(
         self, url: str, headers: Mapping[str, str]
@@ -492,17 +723,33 @@ class AsyncQidoRS:
             return await self._attempt(url, limiter)
 
         what = f"GET {url}"
-        if self.timeout.total is None:
-            return await call_with_retry(attempt, self.retry, what=what, on_retry=on_retry)
-        try:
-            with anyio.fail_after(self.timeout.total):
-                return await call_with_retry(attempt, self.retry, what=what, on_retry=on_retry)
-        except TimeoutError as exc:
-            raise RequestTimeoutError(
-                f"gave up after {self.timeout.total} s (Timeout.total)", url=url
-            ) from exc
+        with anyio.CancelScope() as scope:  # close() cancels it
+            self._scopes.add(scope)
+            try:
+                if self.timeout.total is None:
+                    return await call_with_retry(attempt, self.retry, what=what, on_retry=on_retry)
+                try:
+                    with anyio.fail_after(self.timeout.total):
+                        return await call_with_retry(
+                            attempt, self.retry, what=what, on_retry=on_retry
+                        )
+                except TimeoutError as exc:
+                    raise RequestTimeoutError(
+                        f"gave up after {self.timeout.total} s (Timeout.total)", url=url
+                    ) from exc
+            except QidoError as error:
+                if self._state is _State.CLOSED and not isinstance(error, ClientClosedError):
+                    raise ClientClosedError(f"the client was closed ({error})") from error
+                raise
+            finally:
+                self._scopes.discard(scope)
+        raise ClientClosedError(f"the client was closed while this request was pending: {url}")
 
     # --- searching --------------------------------------------------------------------------
+
+    def _query(self, query: Any) -> BaseQuery:
+        """``ensure_query_type(query)``, permissive about UIDs if the client is."""
+        return ensure_query_type(query, permissive_uid=self.permissive_uid)
 
     async def probe(self) -> ServerProfile:
         """Measure how this archive behaves: a :class:`~aqido.profile.ServerProfile`.
@@ -516,10 +763,6 @@ class AsyncQidoRS:
         from aqido.probe import probe_report
 
         return (await probe_report(self)).profile
-
-    def _query(self, query: Any) -> BaseQuery:
-        """``ensure_query_type(query)``, permissive about UIDs if the client is."""
-        return ensure_query_type(query, permissive_uid=self.permissive_uid)
 
     async def search_raw(self, query: Any) -> QidoResponse:
         """Run one search and return the decoded DICOM JSON and headers, unstructured.
@@ -588,9 +831,7 @@ class AsyncQidoRS:
     ) -> AsyncGenerator[Any, None]:
         plan = await self._plan(query)
         if plan is not None:  # every match is needed before local filtering can cut the window
-            results = await self._search_planned(
-                plan, limiter, exhaustive=True, page_size=page_size
-            )
+            results = await self._every_planned(plan, limiter, page_size)
             for result in results:
                 yield result
             return
@@ -657,6 +898,7 @@ class AsyncQidoRS:
         partial: bool = False,
         stats: CrawlStats | None = None,
         checkpoint: str | os.PathLike[str] | CrawlCheckpoint | None = None,
+        progress: bool | CrawlProgress | None = None,
     ) -> AsyncGenerator[Study, None]:
         """Walk studies → series → instances; yield each ``Study`` as soon as its subtree is done.
 
@@ -672,7 +914,9 @@ class AsyncQidoRS:
         client's ``server_limit``) is paged with
         ``offset``, and if the server does not honour it, the study query is
         split by StudyDate, StudyTime, then ModalitiesInStudy until every part
-        fits (see the README's "Crawling" section for what cannot be reached).
+        fits (see the README's "Crawling" section for what cannot be reached);
+        with a ``profile``, only by the keys the server matches
+        (:func:`aqido.plan.split_keys`).
 
         Failures (nothing is lost silently): by default a part that still
         fails after the client's retries is recorded and the crawl goes on;
@@ -682,6 +926,10 @@ class AsyncQidoRS:
         ``stats.failures``.  ``fail_fast=True`` cancels the crawl at the first
         error and raises it as is.
 
+        ``progress``: ``True`` shows a progress bar
+        (:class:`~aqido.progress.TqdmProgress`, needs tqdm); a
+        :class:`~aqido.progress.CrawlProgress` gets a call per completed study,
+        series and instance, and ``close()`` at the end, however the crawl ends.
         ``stats``: a :class:`~aqido.stats.CrawlStats` updated live (requests,
         retries, pages, splits, items per level, failures, elapsed).
         ``checkpoint``: a JSONL file (path or
@@ -714,15 +962,17 @@ class AsyncQidoRS:
             )
             if self.strict_matching:
                 raise UnanswerableQueryError([reason], query=base)
-            logger.warning("%s", reason)
+            plan_logger.warning("%s", reason)
         limiter = self._operation_limiter(max_concurrency)
         concurrency = max_concurrency or self.max_concurrency
         stats = stats if stats is not None else CrawlStats()
         if checkpoint is not None and not isinstance(checkpoint, CrawlCheckpoint):
             checkpoint = CrawlCheckpoint(checkpoint)
 
+        record = Recorder(stats, make_progress(progress))
+
         async def fetch(q: BaseQuery, lim: anyio.CapacityLimiter | None) -> QidoResponse:
-            return await self._fetch(q, lim, on_retry=stats._retry)
+            return await self._fetch(q, lim, on_retry=record.retry)
 
         def structure_items(
             response: QidoResponse, level: QueryLevel, items: list[dict[str, Any]]
@@ -738,10 +988,11 @@ class AsyncQidoRS:
             page_size=page_size,
             limiter=limiter,
             caps=self._caps if server_limit is None else Caps(server_limit),
-            stats=stats,
+            stats=record,
             fail_fast=fail_fast,
             partial=partial,
             checkpoint=checkpoint,
+            split_keys=split_keys(self._profile),
             server=self.url,
         )
         async with aclosing(studies):
@@ -810,9 +1061,16 @@ class AsyncQidoRS:
         """The items of one planned request: one response, or every page (``exhaustive``)."""
         if not exhaustive:
             response = await self._fetch(query, limiter)
-            return _Answer(response.items, [response], [])
+            level, caps = query.query_level, self._caps
+            caps.observe(level, len(response.items))
+            capped = caps.possibly_truncated(response, level, query.limit) or caps.suspect(
+                response, level, query.limit
+            )
+            return _Answer(response.items, [response], [], capped)
         answer = _Answer([], [], [])
-        pages = iter_pages(self._fetch, query, page_size=page_size, limiter=limiter)
+        pages = iter_pages(
+            self._fetch, query, page_size=page_size, limiter=limiter, caps=self._caps
+        )
         async with aclosing(pages):
             async for page in pages:
                 answer.items.extend(page.items)
@@ -856,7 +1114,26 @@ class AsyncQidoRS:
         kept, notes = plan.finish(merged)
         all_notes = [*plan.warnings, *(n for r in results for n in r.notes), *notes]
         responses = [resp for r in results for resp in r.responses]
-        return _Answer([dict(item) for item in kept], responses, list(dict.fromkeys(all_notes)))
+        return _Answer(
+            [dict(item) for item in kept],
+            responses,
+            list(dict.fromkeys(all_notes)),
+            any(r.possibly_truncated for r in results),
+        )
+
+    async def _every_planned(
+        self, plan: Plan, limiter: anyio.CapacityLimiter | None, page_size: int | None
+    ) -> SearchResults[Any]:
+        """Every match of a planned query (``iter_search``, ``get_remaining``).
+
+        There, as without a plan, the query's ``limit`` is a page size, not the
+        size of the answer: the plan is made again without it.
+        """
+        query = plan.query
+        if query.limit:
+            plan = self._plan_for(attrs.evolve(query, limit=0))
+        size = page_size or query.limit or None
+        return await self._search_planned(plan, limiter, exhaustive=True, page_size=size)
 
     async def _search_planned(
         self,
@@ -872,7 +1149,7 @@ class AsyncQidoRS:
         if answer.notes and self.strict_matching:
             raise UnanswerableQueryError(answer.notes, query=query)
         for note in answer.notes:
-            logger.warning("%s: %s", query, note)
+            plan_logger.warning("%s: %s", query, note)
         first = answer.responses[0] if answer.responses else None
         url = first.url if first is not None else join_url(self.url, query.uri_base())
         typed = structure(
@@ -883,6 +1160,7 @@ class AsyncQidoRS:
         ours = (QidoWarning(None, "aqido", n, f"aqido: {n}") for n in answer.notes)
         results.warnings = (*server.values(), *ours)
         results.truncated = any(r.truncated for r in answer.responses)
+        results.possibly_truncated = results.truncated or answer.possibly_truncated
         if len(answer.responses) != 1:
             results.additional_results = None
         return results
@@ -1006,7 +1284,7 @@ class AsyncQidoRS:
             return await self._search(query, None)
         plan = await self._plan(query)
         if plan is not None:
-            return await self._search_planned(plan, None, exhaustive=True)
+            return await self._every_planned(plan, None, None)
         async with aclosing(self._iter_results(query, None, None)) as results:
             return SearchResults([item async for item in results])
 
@@ -1017,6 +1295,7 @@ class _Answer(NamedTuple):
     items: list[dict[str, Any]]
     responses: list[QidoResponse]
     notes: list[str]
+    possibly_truncated: bool = False
 
 
 def _structure(

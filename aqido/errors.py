@@ -10,8 +10,10 @@ The hierarchy::
     │   ├── UnanswerableQueryError  ... this server cannot give the standard's answer to it
     │   └── QueryTypeError          (also TypeError) an argument of the wrong type
     │       └── UnknownFieldError   ... a keyword no query has (a misspelt field)
+    ├── ClientClosedError           (also RuntimeError) the client was closed (or is closing)
     ├── TransportError              the request never got an HTTP answer
-    │   └── RequestTimeoutError     ... because a timeout expired
+    │   ├── RequestTimeoutError     ... because a timeout expired
+    │   └── TLSError                ... because TLS failed (certificate not trusted...)
     ├── HTTPStatusError             the server answered with a non-success status
     │   ├── BadRequestError         400
     │   ├── UnauthorizedError       401 and 403
@@ -20,6 +22,8 @@ The hierarchy::
     │   ├── RateLimitedError        429
     │   └── ServerError             5xx
     ├── InvalidResponseError        a reply that is not what QIDO-RS promises
+    │   ├── ResponseTooLargeError   ... larger than ``max_response_bytes`` (decompressed)
+    │   ├── RedirectError           ... a redirect loop, too many, or to a non-HTTP(S) URL
     │   └── ResultsTruncatedError   ... more matches exist than the server lets aqido reach
     ├── CrawlIncompleteError        a bulk crawl could not fetch everything
     └── CheckpointError             (also ValueError) a crawl checkpoint file aqido cannot use
@@ -43,6 +47,7 @@ from urllib.parse import urlsplit, urlunsplit
 __all__ = [
     "BadRequestError",
     "CheckpointError",
+    "ClientClosedError",
     "CrawlFailure",
     "CrawlIncompleteError",
     "HTTPStatusError",
@@ -53,9 +58,12 @@ __all__ = [
     "QidoError",
     "QueryTypeError",
     "RateLimitedError",
+    "RedirectError",
     "RequestTimeoutError",
+    "ResponseTooLargeError",
     "ResultsTruncatedError",
     "ServerError",
+    "TLSError",
     "TransportError",
     "UnanswerableQueryError",
     "UnauthorizedError",
@@ -177,6 +185,23 @@ class RequestTimeoutError(TransportError):
     """A request (or the whole operation) took longer than its configured timeout."""
 
 
+class TLSError(TransportError):
+    """The TLS handshake failed: an untrusted or invalid certificate, or a refused client one.
+
+    Never retried (it cannot heal).  Give the CA bundle with ``ssl=`` (CLI
+    ``--cacert``), a client certificate in an ``ssl.SSLContext`` (CLI
+    ``--cert``/``--key``), or, for a test server only, ``ssl=False``
+    (CLI ``--insecure``).
+    """
+
+
+class ClientClosedError(QidoError, RuntimeError):
+    """The client was closed: calls pending or in flight at :meth:`close`, and any call after.
+
+    Also a :class:`RuntimeError` (what using a closed client raised before).
+    """
+
+
 class HTTPStatusError(QidoError):
     """The server answered with an HTTP status that is not a QIDO-RS success.
 
@@ -274,6 +299,22 @@ class InvalidResponseError(QidoError):
         if self.body_excerpt:
             full += f"; body starts: {self.body_excerpt!r}"
         super().__init__(full)
+
+
+class ResponseTooLargeError(InvalidResponseError):
+    """A response body is larger than the client's ``max_response_bytes`` (after decompression).
+
+    Raised as soon as the limit is passed (or at once when ``Content-Length``
+    says so), so memory stays bounded; never retried.  Narrow or page the
+    query (``limit``), or raise ``max_response_bytes``.
+    """
+
+
+class RedirectError(InvalidResponseError):
+    """A redirect that cannot be followed: a loop, too many in a row, or a non-HTTP(S) target.
+
+    Never retried (it cannot heal).
+    """
 
 
 class ResultsTruncatedError(InvalidResponseError):

@@ -67,7 +67,8 @@ def test_transport_errors_and_timeouts_are_retryable_unless_disabled() -> None:
     assert Retry().is_retryable(TransportError("reset"))
     assert Retry().is_retryable(RequestTimeoutError("slow"))
     assert not Retry(retry_transport_errors=False).is_retryable(TransportError("reset"))
-    assert not Retry().is_retryable(InvalidResponseError("bad json"))
+    assert Retry().is_retryable(InvalidResponseError("bad json"))  # issue 15: retried
+    assert not Retry(retry_invalid_responses=False).is_retryable(InvalidResponseError("bad"))
 
 
 def test_backoff_is_full_jitter_under_an_exponential_ceiling() -> None:
