@@ -424,7 +424,8 @@ def cpu_tables(report: dict[str, Any], *, markdown: bool = False) -> list[str]:
         parts.append(
             f"{h}Cold start: a fresh process imports the client and runs one search "
             f"(bytecode cached), median of {cold['repeat']}, load avg "
-            f"{cold['load_average'][0]:.1f}\n\n" + _table(["script", "ms"], body, markdown=markdown)
+            f"{cold['load_average'][0]:.1f}\n\n"
+            + _table(["script", "wall ms", "process CPU ms"], body, markdown=markdown)
         )
     sc = report.get("scale")
     if sc:
