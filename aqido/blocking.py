@@ -31,13 +31,19 @@ import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, aclosing
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from aqido.checkpoint import CrawlCheckpoint
-from aqido.client import DEFAULT_MAX_CONCURRENCY, DEFAULT_RETRY, DEFAULT_TIMEOUT, AsyncQidoRS
+from aqido.client import (
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_CONCURRENCY_LIMIT,
+    DEFAULT_RETRY,
+    DEFAULT_TIMEOUT,
+    AsyncQidoRS,
+)
 from aqido.progress import CrawlProgress, make_progress, report
 from aqido.query import QueryLevel
 from aqido.stats import CrawlStats
@@ -159,7 +165,8 @@ class QidoRS:
     """A blocking QIDO-RS client: :class:`~aqido.client.AsyncQidoRS` for code that is not async.
 
     The arguments are those of ``AsyncQidoRS`` (``url``, ``auth``,
-    ``headers``, ``timeout``, ``retries``, ``max_concurrency``) except
+    ``headers``, ``timeout``, ``retries``, ``max_concurrency`` (``"auto"`` too),
+    ``max_concurrency_limit``, ``server_limit``) except
     ``session``: an aiohttp session belongs to one event loop, and this
     client's loop is its own.  Methods return what the async ones return
     (``iter_*`` and ``crawl`` give plain iterators) and raise the same errors.
@@ -174,8 +181,9 @@ class QidoRS:
         headers: Mapping[str, str] | None = None,
         timeout: Timeout | float | None = DEFAULT_TIMEOUT,
         retries: Retry | int | None = DEFAULT_RETRY,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        max_concurrency: int | Literal["auto"] = DEFAULT_MAX_CONCURRENCY,
         server_limit: int | Mapping[Any, int] | None = None,
+        max_concurrency_limit: int = DEFAULT_MAX_CONCURRENCY_LIMIT,
     ) -> None:
         self._async = AsyncQidoRS(
             url,
@@ -185,6 +193,7 @@ class QidoRS:
             retries=retries,
             max_concurrency=max_concurrency,
             server_limit=server_limit,
+            max_concurrency_limit=max_concurrency_limit,
         )
         self._runner = _Runner(self._async)
         self._finalizer = weakref.finalize(self, self._runner.close)
@@ -198,6 +207,11 @@ class QidoRS:
     def async_client(self) -> AsyncQidoRS:
         """The :class:`AsyncQidoRS` doing the work (it lives on this client's loop thread)."""
         return self._async
+
+    @property
+    def concurrency_limit(self) -> int:
+        """Requests allowed in flight now: ``max_concurrency``, or the adaptive limit."""
+        return self._async.concurrency_limit
 
     @property
     def closed(self) -> bool:

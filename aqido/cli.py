@@ -139,6 +139,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _concurrency(text: str) -> int | str:
+    """``--concurrency``: a positive int, or ``auto`` (adaptive, see docs/concurrency.md)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    return _positive(text)
+
+
 def _non_negative(text: str) -> float:
     try:
         value = float(text)
@@ -245,10 +252,11 @@ def _connection_options(parser: argparse.ArgumentParser, *, concurrency: int) ->
     )
     group.add_argument(
         "--concurrency",
-        type=_positive,
+        type=_concurrency,
         default=concurrency,
-        metavar="N",
-        help=f"requests in flight at once (default: {concurrency})",
+        metavar="N|auto",
+        help=f"requests in flight at once, or 'auto' to adapt to the server (default: "
+        f"{concurrency})",
     )
 
 
@@ -330,10 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--concurrency",
-        type=_positive,
+        type=_concurrency,
         default=8,
-        metavar="N",
-        help="requests in flight at once (default: 8)",
+        metavar="N|auto",
+        help="requests in flight at once, or 'auto' (default: 8)",
     )
     _common_options(demo)
     return parser
@@ -591,7 +599,7 @@ async def _open_client(
     headers: Mapping[str, str],
     timeout: float,
     retries: int,
-    concurrency: int,
+    concurrency: Any,
 ) -> AsyncIterator[AsyncQidoRS]:
     from aqido.client import AsyncQidoRS
 
@@ -744,15 +752,17 @@ def status_line(stats: CrawlStats) -> str:
     """One status line: ``studies 12/40 · series 36 · instances 72 · 85 req/s · ...``.
 
     Studies done (including those already in a resumed file) of those listed so
-    far; series and instances fetched; requests per second; retries (transient
-    failures retried); errors (parts that failed for good).
+    far; series and instances fetched; requests per second; the client's limit
+    on requests in flight (it moves with ``--concurrency auto``); retries
+    (transient failures retried); errors (parts that failed for good).
     """
     rate = stats.requests / max(stats.elapsed, 1e-9)
     errors = len(stats.failures)
+    limit = "" if stats.concurrency_limit is None else f" · limit {stats.concurrency_limit}"
     return (
         f"studies {_studies_done(stats)}/{stats.items['STUDY']} · "
         f"series {stats.items['SERIES']} · instances {stats.items['INSTANCE']} · "
-        f"{rate:.0f} req/s · {stats.retries} retr{'y' if stats.retries == 1 else 'ies'} · "
+        f"{rate:.0f} req/s{limit} · {stats.retries} retr{'y' if stats.retries == 1 else 'ies'} · "
         f"{errors} error{'' if errors == 1 else 's'}"
     )
 

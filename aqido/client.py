@@ -15,7 +15,9 @@ pool matches ``max_concurrency``, and closes it exactly once
 (:meth:`AsyncQidoRS.close` is idempotent).  A borrowed session is never closed.
 
 Every request of a client, whatever method issued it, holds one slot of a
-single :class:`anyio.CapacityLimiter` of ``max_concurrency`` slots.
+single :class:`anyio.CapacityLimiter` of ``max_concurrency`` slots, or, with
+``max_concurrency="auto"``, of one :class:`~aqido.concurrency.AdaptiveLimiter`
+whose number of slots follows what the server shows (:mod:`aqido.adaptive`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import aclosing
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import aiohttp
 import anyio
@@ -40,7 +42,9 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from aqido import __version__, dictionary
+from aqido.adaptive import AdaptiveLimit
 from aqido.checkpoint import CrawlCheckpoint
+from aqido.concurrency import AdaptiveLimiter
 from aqido.crawl import crawl, iter_pages, iter_search_many, search_many
 from aqido.errors import (
     InvalidQueryError,
@@ -49,7 +53,15 @@ from aqido.errors import (
     TransportError,
 )
 from aqido.partition import check_server_limit
-from aqido.protocol import ACCEPT, QidoResponse, QidoWarning, join_url, parse_response
+from aqido.protocol import (
+    ACCEPT,
+    QidoResponse,
+    QidoWarning,
+    header_values,
+    join_url,
+    parse_response,
+    parse_retry_after,
+)
 from aqido.query import (
     ATTRIBUTE_FIELDS,
     BaseQuery,
@@ -78,6 +90,10 @@ Auth = tuple[str, str] | aiohttp.BasicAuth | str | HeaderFactory
 
 #: Default number of requests in flight per client.
 DEFAULT_MAX_CONCURRENCY = 8
+#: Default ceiling of ``max_concurrency="auto"``.
+DEFAULT_MAX_CONCURRENCY_LIMIT = 64
+#: Statuses that tell an adaptive limiter to back off at once (with timeouts).
+_PUSH_BACK = frozenset({429, 503, 504})
 #: Default time limits: 60 s per request, 10 s to connect, no overall limit.
 DEFAULT_TIMEOUT = Timeout()
 #: Default retry policy: up to 4 attempts within 60 s, backoff from 0.5 s, Retry-After honoured.
@@ -150,9 +166,24 @@ def _is_stale_connection(error: TransportError) -> bool:
     )
 
 
-def _check_max_concurrency(value: object) -> None:
+def _check_max_concurrency(value: object, name: str = "max_concurrency") -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"max_concurrency must be a positive int, not {value!r}")
+        raise ValueError(f"{name} must be a positive int, not {value!r}")
+
+
+def _feedback(
+    status: int, headers: CIMultiDictProxy[str], retry: Retry
+) -> tuple[str, float | None]:
+    """What an answer tells an adaptive limiter: its outcome, and a pause (``Retry-After``)."""
+    retry_after = None
+    if not 200 <= status < 300 and retry.respect_retry_after:
+        values = header_values(headers, "Retry-After")
+        asked = parse_retry_after(values[0]) if values else None
+        if asked is not None:
+            retry_after = min(asked, retry.max_retry_after)
+    if status in _PUSH_BACK:
+        return "dropped", retry_after
+    return ("success" if 200 <= status < 300 else "ignore"), retry_after
 
 
 async def _acquire(limiter: anyio.CapacityLimiter) -> None:
@@ -193,7 +224,10 @@ class AsyncQidoRS:
         retries: a :class:`~aqido.retry.Retry`, an int (retries after the first
             attempt), or ``None``/``0`` to disable retries.
         max_concurrency: requests in flight at once, for the whole client (all
-            searches, pages and crawls share this limit).
+            searches, pages and crawls share this limit); ``"auto"`` adapts it to
+            the server (latency against the best seen, throughput, push-back;
+            see ``docs/concurrency.md``), between 1 and ``max_concurrency_limit``.
+        max_concurrency_limit: the ceiling of ``max_concurrency="auto"`` (default 64).
         server_limit: the server's cap on results per response, if known (an
             int, or by level: ``{"STUDY": 10, "SERIES": 10, "INSTANCE": 7}``);
             the default for :meth:`crawl`, which needs it to notice a silent cap.
@@ -208,8 +242,9 @@ class AsyncQidoRS:
         headers: Mapping[str, str] | None = None,
         timeout: Timeout | float | None = DEFAULT_TIMEOUT,
         retries: Retry | int | None = DEFAULT_RETRY,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        max_concurrency: int | Literal["auto"] = DEFAULT_MAX_CONCURRENCY,
         server_limit: int | Mapping[Any, int] | None = None,
+        max_concurrency_limit: int = DEFAULT_MAX_CONCURRENCY_LIMIT,
     ) -> None:
         parsed = URL(url)
         if parsed.scheme not in ("http", "https") or not parsed.host:
@@ -225,9 +260,12 @@ class AsyncQidoRS:
             and not (len(auth) == 2 and all(isinstance(part, str) for part in auth))
         ):
             raise ValueError("basic auth must be a (user, password) tuple of strings")
-        _check_max_concurrency(max_concurrency)
+        if max_concurrency != "auto":
+            _check_max_concurrency(max_concurrency)
+        _check_max_concurrency(max_concurrency_limit, "max_concurrency_limit")
         self.url = str(parsed.with_user(None))
-        self.max_concurrency = max_concurrency
+        self.max_concurrency: int | Literal["auto"] = max_concurrency
+        self.max_concurrency_limit = max_concurrency_limit
         self.server_limit = check_server_limit(server_limit)
         self.timeout = Timeout.coerce(timeout)
         self.retry = Retry.coerce(retries)
@@ -236,7 +274,7 @@ class AsyncQidoRS:
         self._session = session
         self._owns_session = session is None
         self._state = _State.UNOPENED
-        self._limiter: anyio.CapacityLimiter | None = None
+        self._limiter: anyio.CapacityLimiter | AdaptiveLimiter | None = None
         self._client_timeout = aiohttp.ClientTimeout(
             total=self.timeout.request, sock_connect=self.timeout.connect
         )
@@ -251,7 +289,7 @@ class AsyncQidoRS:
             auth = ", auth=<callable>"
         session = "" if self._owns_session else ", session=<borrowed>"
         return (
-            f"AsyncQidoRS({self.url!r}{auth}{session}, max_concurrency={self.max_concurrency}, "
+            f"AsyncQidoRS({self.url!r}{auth}{session}, max_concurrency={self.max_concurrency!r}, "
             f"state={self._state.name.lower()})"
         )
 
@@ -283,6 +321,27 @@ class AsyncQidoRS:
             await session.close()
 
     @property
+    def concurrency_limit(self) -> int:
+        """Requests allowed in flight now: ``max_concurrency``, or the adaptive limit."""
+        if isinstance(self._limiter, AdaptiveLimiter):
+            return self._limiter.limit
+        if self.max_concurrency == "auto":
+            return AdaptiveLimit(ceiling=self.max_concurrency_limit).limit
+        return self.max_concurrency
+
+    @property
+    def adaptive_limiter(self) -> AdaptiveLimiter | None:
+        """The adaptive limiter (``max_concurrency="auto"``, once opened), else ``None``."""
+        return self._limiter if isinstance(self._limiter, AdaptiveLimiter) else None
+
+    @property
+    def _slots(self) -> int:
+        """The most requests that can ever be in flight (pool size, crawl window)."""
+        if self.max_concurrency == "auto":
+            return self.max_concurrency_limit
+        return self.max_concurrency
+
+    @property
     def closed(self) -> bool:
         """Whether :meth:`close` has been called."""
         return self._state is _State.CLOSED
@@ -292,11 +351,14 @@ class AsyncQidoRS:
             raise RuntimeError("This client has been closed; create a new AsyncQidoRS.")
         self._state = _State.OPENED
         if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(self.max_concurrency)
+            if self.max_concurrency == "auto":
+                self._limiter = AdaptiveLimiter(
+                    AdaptiveLimit(ceiling=self.max_concurrency_limit, created=time.monotonic())
+                )
+            else:
+                self._limiter = anyio.CapacityLimiter(self.max_concurrency)
         if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self.max_concurrency, limit_per_host=self.max_concurrency
-            )
+            connector = aiohttp.TCPConnector(limit=self._slots, limit_per_host=self._slots)
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
@@ -356,7 +418,12 @@ class AsyncQidoRS:
         if limiter is not None:
             await _acquire(limiter)
         try:
-            await _acquire(client_limiter)
+            adaptive = isinstance(client_limiter, AdaptiveLimiter)
+            if isinstance(client_limiter, AdaptiveLimiter):
+                ticket = await client_limiter.acquire()
+            else:
+                await _acquire(client_limiter)
+            outcome: tuple[str, float | None] = ("ignore", None)
             try:
                 start = time.perf_counter()
                 try:
@@ -367,10 +434,17 @@ class AsyncQidoRS:
                 except QidoError as error:
                     elapsed = (time.perf_counter() - start) * 1000
                     logger.debug("GET %s -> %s (%.1f ms)", url, type(error).__name__, elapsed)
+                    if isinstance(error, RequestTimeoutError):
+                        outcome = ("dropped", None)
                     raise
                 elapsed = (time.perf_counter() - start) * 1000
+                if adaptive:
+                    outcome = _feedback(status, headers, self.retry)
             finally:
-                client_limiter.release()
+                if isinstance(client_limiter, AdaptiveLimiter):
+                    client_limiter.release(ticket, outcome[0], retry_after=outcome[1])
+                else:
+                    client_limiter.release()
         finally:
             if limiter is not None:
                 limiter.release()
@@ -503,7 +577,7 @@ class AsyncQidoRS:
         async def search(query: BaseQuery) -> SearchResults[Any]:
             return await self._search(query, limiter)
 
-        return search, max_concurrency or self.max_concurrency
+        return search, max_concurrency or self._slots
 
     @staticmethod
     def _operation_limiter(max_concurrency: int | None) -> anyio.CapacityLimiter | None:
@@ -567,13 +641,17 @@ class AsyncQidoRS:
         """
         base = HierarchicalQuery() if query is None else ensure_query_type(query)
         limiter = self._operation_limiter(max_concurrency)
-        concurrency = max_concurrency or self.max_concurrency
+        concurrency = max_concurrency or self._slots
         stats = stats if stats is not None else CrawlStats()
         if checkpoint is not None and not isinstance(checkpoint, CrawlCheckpoint):
             checkpoint = CrawlCheckpoint(checkpoint)
 
         async def fetch(q: BaseQuery, lim: anyio.CapacityLimiter | None) -> QidoResponse:
-            return await self._fetch(q, lim, on_retry=stats._retry)
+            stats._limit(self.concurrency_limit)
+            try:
+                return await self._fetch(q, lim, on_retry=stats._retry)
+            finally:
+                stats._limit(self.concurrency_limit)
 
         def structure_items(
             response: QidoResponse, level: QueryLevel, items: list[dict[str, Any]]

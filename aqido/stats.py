@@ -46,6 +46,10 @@ class CrawlStats:
             part that failed for good.
         started, finished: ``time.monotonic()`` at the start and end (``None`` while
             not started / still running).
+        concurrency_limit: the client's limit on requests in flight, as last seen
+            (it moves with ``max_concurrency="auto"``; ``None`` before the first request).
+        concurrency_history: ``(seconds since the start, limit)`` for every change of
+            ``concurrency_limit`` during the crawl, the first entry included.
         on_progress: called with this object after each change (keep it cheap).
     """
 
@@ -58,6 +62,8 @@ class CrawlStats:
     studies_skipped: int = 0
     failures: list[CrawlFailure] = attrs.field(factory=list)
     started: float | None = None
+    concurrency_limit: int | None = None
+    concurrency_history: list[tuple[float, int]] = attrs.field(factory=list)
     finished: float | None = None
     on_progress: Callable[[CrawlStats], Any] | None = attrs.field(default=None, repr=False)
 
@@ -113,11 +119,18 @@ class CrawlStats:
         self.failures = []
         self.started = time.monotonic()
         self.finished = None
+        self.concurrency_limit = None
+        self.concurrency_history = []
         self._changed()
 
     def _finish(self) -> None:
         self.finished = time.monotonic()
         self._changed()
+
+    def _limit(self, limit: int) -> None:
+        if limit != self.concurrency_limit:
+            self.concurrency_limit = limit
+            self.concurrency_history.append((self.elapsed, limit))
 
     def _request(self) -> None:
         self.requests += 1
