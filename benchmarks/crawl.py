@@ -75,6 +75,8 @@ def aqido_available() -> bool:
     return True
 
 
+#: The ceiling of ``aqido auto`` (``max_concurrency_limit``, the client's default).
+AUTO_CEILING = 64
 #: The limit history of the last ``aqido auto`` crawl per URL: ``[(seconds, limit), ...]``.
 AUTO_LIMITS: dict[str, list[tuple[float, int]]] = {}
 
@@ -283,7 +285,7 @@ def contenders(
                 Contender(
                     "aqido auto",
                     "aqido auto",
-                    0,
+                    AUTO_CEILING,
                     functools.partial(aqido_crawl, concurrency="auto"),
                 )
             )
