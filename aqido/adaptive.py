@@ -48,6 +48,11 @@ flight within two or three round trips.  After that, changes are smoothed
 (half-way to the target per round, never below half the limit), so one slow
 round on a noisy machine is no cliff.
 
+A stall (one request 20 times slower than the best, and slower than 0.25 s)
+halves the limit too: Orthanc past its 50 HTTP threads answers most requests
+as fast as ever and leaves the others waiting about a second for a thread, a
+collapse the median latency never shows.
+
 Push-back (429, 503 and 504 answers, and timeouts) halves the limit at once,
 once per window (answers to requests sent before the last cut do not cut
 again), and ends the startup.  A ``Retry-After`` on any answer pauses new
@@ -109,9 +114,11 @@ class AdaptiveLimit:
         backoff: the factor a push-back multiplies the limit by.
         min_samples: the fewest samples a round needs.
         exit_ratio: latency over the best that ends the startup.
+        stall_factor, min_stall: a request slower than both ``stall_factor`` times
+            the best latency and ``min_stall`` seconds is a stall: it cuts the
+            limit as push-back does (but the limit may grow back quickly).
         probe_every: rounds between two re-measurements of the best latency (one
-            round at ``limit / probe_divisor``), after the first one that ends the
-            startup.
+            round at ``limit / probe_divisor``), counted from the end of the startup.
         created: the clock reading at creation (the time of the initial limit in
             :attr:`history`).
     """
@@ -124,6 +131,8 @@ class AdaptiveLimit:
     backoff: float = attrs.field(default=0.5, validator=_positive)
     min_samples: int = attrs.field(default=3, validator=_positive)
     exit_ratio: float = attrs.field(default=1.5, validator=_positive)
+    stall_factor: float = attrs.field(default=20.0, validator=_positive)
+    min_stall: float = attrs.field(default=0.25, validator=_positive)
     probe_every: int = attrs.field(default=40, validator=_positive)
     probe_divisor: float = attrs.field(default=8.0, validator=_positive)
     created: float = 0.0
@@ -192,9 +201,20 @@ class AdaptiveLimit:
     def success(self, ticket: Ticket, now: float) -> None:
         """A request ended with a usable answer: its latency is a sample."""
         self.in_flight -= 1
+        latency = max(0.0, now - ticket.started)
+        best = self.best_latency
+        if (
+            best is not None
+            and latency > max(self.stall_factor * best, self.min_stall)
+            and ticket.round > self._last_cut_round
+        ):
+            # a stall (a request stuck behind a server's full thread pool, say): the
+            # median of a round never sees those, and they are what makes a crawl slow
+            self._cut(now, "stall")
+            return
         if ticket.round != self._round:
             return  # sent under an older limit: it says nothing about this one
-        self._round_samples.append(max(0.0, now - ticket.started))
+        self._round_samples.append(latency)
         if len(self._round_samples) >= max(self.min_samples, math.ceil(self.limit / 2)):
             self._end_round(now)
 
@@ -205,10 +225,15 @@ class AdaptiveLimit:
             self.pause(now, retry_after)
         if ticket.round <= self._last_cut_round:
             return  # this window was already cut for
-        self.in_startup = False
         self._pushed_back = True
+        self._cut(now, "push-back")
+
+    def _cut(self, now: float, reason: str) -> None:
+        self.in_startup = False
         self._last_cut_round = self._round
-        self._set(self.estimate * self.backoff, now, "push-back")
+        base = self.estimate if self._probe_restore is None else self._probe_restore
+        self._probe_restore = None  # a cut during a probe ends it: cut what it would restore
+        self._set(base * self.backoff, now, reason)
         self._new_round()
 
     def ignore(self, ticket: Ticket, now: float, *, retry_after: float | None = None) -> None:
@@ -255,7 +280,7 @@ class AdaptiveLimit:
             if not app_limited:
                 self._set(limit * self.startup_growth, now, "startup")
         else:
-            probe = self.in_startup or self._rounds_since_probe >= self.probe_every
+            probe = self._rounds_since_probe >= self.probe_every
             self._rounds_since_probe += 1
             self.in_startup = False
             target = self.tolerance * in_flight * best / latency

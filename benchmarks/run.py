@@ -381,7 +381,7 @@ def auto_table(report: dict[str, Any], *, markdown: bool = False) -> str:
         "worst fixed",
         "x worst",
         f"x c={DEFAULT_CONCURRENCY}",
-        "auto's limit: start → peak, 2nd half range, final (last run)",
+        "auto's limit (last run): start → peak, 2nd-half range incl. probes, final",
     ]
     body = []
     for server in report["crawl"]["servers"]:

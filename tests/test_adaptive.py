@@ -148,6 +148,31 @@ def test_retry_after_pauses_every_new_request() -> None:
     assert limit.may_start(4.0)
 
 
+def test_a_stalled_request_cuts_the_limit_even_when_the_median_looks_fine() -> None:
+    limit = AdaptiveLimit(initial=16, ceiling=64)
+    now = feed(limit, 0.0, 0.01)  # best latency 10 ms; startup: 64
+    assert limit.limit == 64
+    tickets = [limit.start(now) for _ in range(64)]
+    for ticket in tickets[:40]:
+        limit.success(ticket, now + 0.01)
+    assert limit.limit == 64
+    limit.success(tickets[40], now + 1.0)  # 100x the best, and over 0.25 s: a stall
+    assert limit.limit == 32
+    assert limit.history[-1].reason == "stall"
+    for ticket in tickets[41:]:  # more stalls of the same window: no second cut
+        limit.success(ticket, now + 1.1)
+    assert limit.limit == 32
+    assert not limit.in_startup
+
+
+def test_a_slow_answer_under_the_stall_floor_is_no_stall() -> None:
+    limit = AdaptiveLimit(initial=4)
+    now = feed(limit, 0.0, 0.001)
+    ticket = limit.start(now)
+    limit.success(ticket, now + 0.2)  # 200x the best but under 0.25 s: noise, not a stall
+    assert all(change.reason != "stall" for change in limit.history)
+
+
 def test_answers_to_requests_sent_before_a_change_are_not_samples() -> None:
     limit = AdaptiveLimit(initial=4, min_samples=1)
     old = limit.start(0.0)
