@@ -7,10 +7,10 @@ lazily, on first attribute access, so ``import aqido`` stays fast.
 
 from __future__ import annotations
 
-import importlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from aqido._lazy import lazy_exports
 from aqido.errors import (
     BadRequestError,
     CrawlFailure,
@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover - lazily resolved names, imported here for
     from aqido.checkpoint import CrawlCheckpoint as CrawlCheckpoint
     from aqido.client import AsyncQidoRS as AsyncQidoRS
     from aqido.client import SearchResults as SearchResults
+    from aqido.profile import ServerProfile as ServerProfile
     from aqido.progress import CrawlProgress as CrawlProgress
     from aqido.protocol import QidoResponse as QidoResponse
     from aqido.protocol import QidoWarning as QidoWarning
@@ -84,6 +85,7 @@ _LAZY: dict[str, str] = {
     "Retry": "aqido.retry",
     "SearchResults": "aqido.client",
     "Series": "aqido.results",
+    "ServerProfile": "aqido.profile",
     "Study": "aqido.results",
     "Timeout": "aqido.retry",
     "build_tree": "aqido.results",
@@ -125,6 +127,7 @@ __all__ = [
     "SearchResults",
     "Series",
     "ServerError",
+    "ServerProfile",
     "Study",
     "Timeout",
     "TransportError",
@@ -141,14 +144,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'aqido' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports("aqido", globals(), _LAZY, __all__)

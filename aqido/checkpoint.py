@@ -42,8 +42,6 @@ from typing import IO, Any
 from aqido.errors import CrawlFailure
 from aqido.query import BaseQuery, QueryLevel
 
-__all__ = ["CHECKPOINT_VERSION", "CrawlCheckpoint"]
-
 #: The format version written in the header (``"aqido_crawl": 1``).
 CHECKPOINT_VERSION = 1
 _STUDY_UID = "0020000D"

@@ -54,20 +54,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from aqido.results import Dataset, Study
     from aqido.stats import CrawlStats
 
-__all__ = [
-    "EXIT_ERROR",
-    "EXIT_INCOMPLETE",
-    "EXIT_INTERRUPTED",
-    "EXIT_OK",
-    "EXIT_USAGE",
-    "UsageError",
-    "build_parser",
-    "format_value",
-    "main",
-    "query_from_args",
-    "status_line",
-    "write_results",
-]
 
 _T = TypeVar("_T")
 
@@ -257,6 +243,13 @@ def _connection_options(parser: argparse.ArgumentParser, *, concurrency: int) ->
         metavar="N|auto",
         help=f"requests in flight at once, or 'auto' to adapt to the server (default: "
         f"{concurrency})",
+    )
+    group.add_argument(
+        "--server-limit",
+        type=_positive,
+        metavar="N",
+        help="the server's cap on results per response, if known (default: found by one "
+        "follow-up request when an answer is as large as a cap would leave it)",
     )
 
 
@@ -600,6 +593,7 @@ async def _open_client(
     timeout: float,
     retries: int,
     concurrency: Any,
+    server_limit: int | None = None,
 ) -> AsyncIterator[AsyncQidoRS]:
     from aqido.client import AsyncQidoRS
 
@@ -611,6 +605,7 @@ async def _open_client(
             timeout=timeout or None,
             retries=retries,
             max_concurrency=concurrency,
+            server_limit=server_limit,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
@@ -641,6 +636,7 @@ def _client_options(
         "timeout": args.timeout,
         "retries": args.retries,
         "concurrency": args.concurrency,
+        "server_limit": args.server_limit,
     }
 
 
