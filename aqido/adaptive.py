@@ -49,7 +49,8 @@ flight within two or three round trips.  After that, changes are smoothed
 round on a noisy machine is no cliff.
 
 A stall (one request 20 times slower than the best, and slower than 0.25 s)
-halves the limit too: Orthanc past its 50 HTTP threads answers most requests
+halves the limit too, and the limit stays below three quarters of where it
+happened from then on: Orthanc past its 50 HTTP threads answers most requests
 as fast as ever and leaves the others waiting about a second for a thread, a
 collapse the median latency never shows.
 
@@ -112,7 +113,10 @@ class AdaptiveLimit:
             (the limit settles where the latency is ``tolerance`` times the best).
         startup_growth: growth per round while no queueing has been seen.
         backoff: the factor a push-back multiplies the limit by.
-        min_samples: the fewest samples a round needs.
+        min_samples: the fewest samples a round needs during the startup (quick
+            decisions while the limit is small).
+        settled_samples: the fewest samples a round needs after the startup (the
+            median of a few answers is too noisy to steer by).
         exit_ratio: latency over the best that ends the startup.
         stall_factor, min_stall: a request slower than both ``stall_factor`` times
             the best latency and ``min_stall`` seconds is a stall: it cuts the
@@ -130,6 +134,7 @@ class AdaptiveLimit:
     startup_growth: float = attrs.field(default=4.0, validator=_positive)
     backoff: float = attrs.field(default=0.5, validator=_positive)
     min_samples: int = attrs.field(default=3, validator=_positive)
+    settled_samples: int = attrs.field(default=8, validator=_positive)
     exit_ratio: float = attrs.field(default=1.5, validator=_positive)
     stall_factor: float = attrs.field(default=20.0, validator=_positive)
     min_stall: float = attrs.field(default=0.25, validator=_positive)
@@ -158,9 +163,17 @@ class AdaptiveLimit:
     _probe_restore: float | None = attrs.field(init=False, default=None)
     _rounds_since_probe: int = attrs.field(init=False, default=0)
     _warming_up: bool = attrs.field(init=False, default=False)
+    _stall_ceiling: float = attrs.field(init=False, default=math.inf)
 
     def __attrs_post_init__(self) -> None:
-        for name in ("ceiling", "floor", "initial", "min_samples", "probe_every"):
+        for name in (
+            "ceiling",
+            "floor",
+            "initial",
+            "min_samples",
+            "settled_samples",
+            "probe_every",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int):
                 raise ValueError(f"{name} must be an int, not {value!r}")
@@ -209,13 +222,17 @@ class AdaptiveLimit:
             and ticket.round > self._last_cut_round
         ):
             # a stall (a request stuck behind a server's full thread pool, say): the
-            # median of a round never sees those, and they are what makes a crawl slow
+            # median of a round never sees those, and they are what makes a crawl slow;
+            # the limit stays below where it happened from now on
+            self._stall_ceiling = min(self._stall_ceiling, self.estimate * 0.75)
+            self._pushed_back = True
             self._cut(now, "stall")
             return
         if ticket.round != self._round:
             return  # sent under an older limit: it says nothing about this one
         self._round_samples.append(latency)
-        if len(self._round_samples) >= max(self.min_samples, math.ceil(self.limit / 2)):
+        fewest = self.min_samples if self.in_startup else self.settled_samples
+        if len(self._round_samples) >= max(fewest, math.ceil(self.limit / 2)):
             self._end_round(now)
 
     def dropped(self, ticket: Ticket, now: float, *, retry_after: float | None = None) -> None:
@@ -306,6 +323,7 @@ class AdaptiveLimit:
 
     def _set(self, estimate: float, now: float, reason: str) -> None:
         before = self.limit
-        self.estimate = min(float(self.ceiling), max(float(self.floor), estimate))
+        ceiling = max(float(self.floor), min(float(self.ceiling), self._stall_ceiling))
+        self.estimate = min(ceiling, max(float(self.floor), estimate))
         if self.limit != before:
             self.history.append(LimitChange(now, self.limit, reason))
