@@ -28,9 +28,10 @@ minimum latency).  Each fails one of aqido's cases on its own:
 
 aqido's limiter is a gradient limiter written as a model, as BBR does it: from
 each round (about one window of requests sent at the current limit) it takes
-the median latency ``R``, keeps ``R0``, the best (lowest) round median seen,
-and by Little's law the throughput ``X = in_flight / R`` (``in_flight``: the
-most requests in flight during the round, at most the limit).  The target is
+the median latency ``R``, keeps ``R0``, the best (lowest) round median seen
+during the startup and then re-measured by probes (below), and by Little's
+law the throughput ``X = in_flight / R`` (``in_flight``: the most requests in
+flight during the round, at most the limit).  The target is
 
     ``limit = tolerance * X * R0 = tolerance * in_flight * R0 / R``
 
@@ -48,6 +49,13 @@ flight within two or three round trips.  After that, changes are smoothed
 (half-way to the target per round, never below half the limit), so one slow
 round on a noisy machine is no cliff.
 
+Probes, as Envoy's: every ``probe_every`` (30) rounds after the startup, one
+round runs at an eighth of the limit and its median latency becomes ``R0``
+(the round after it is not measured: the server's queue is still empty).
+``R0`` is not lowered by ordinary rounds after the startup: on a busy machine
+the lowest of many noisy medians is luck, and a limit steered by luck drifts
+down round after round.
+
 A stall (one request 20 times slower than the best, and slower than 0.25 s)
 halves the limit too, and the limit stays below three quarters of where it
 happened from then on: Orthanc past its 50 HTTP threads answers most requests
@@ -56,7 +64,7 @@ collapse the median latency never shows.
 
 Push-back (429, 503 and 504 answers, and timeouts) halves the limit at once,
 once per window (answers to requests sent before the last cut do not cut
-again), and ends the startup.  A ``Retry-After`` on any answer pauses new
+again), and ends the startup.  A ``Retry-After`` on an error answer pauses new
 requests of the whole client until it has passed: the server asked *the
 client* to slow down, not only that one request.  The limit stays between the
 floor (1) and the ceiling (``max_concurrency_limit``, default 64).
@@ -138,7 +146,7 @@ class AdaptiveLimit:
     exit_ratio: float = attrs.field(default=1.5, validator=_positive)
     stall_factor: float = attrs.field(default=20.0, validator=_positive)
     min_stall: float = attrs.field(default=0.25, validator=_positive)
-    probe_every: int = attrs.field(default=40, validator=_positive)
+    probe_every: int = attrs.field(default=30, validator=_positive)
     probe_divisor: float = attrs.field(default=8.0, validator=_positive)
     created: float = 0.0
 
@@ -231,7 +239,8 @@ class AdaptiveLimit:
         if ticket.round != self._round:
             return  # sent under an older limit: it says nothing about this one
         self._round_samples.append(latency)
-        fewest = self.min_samples if self.in_startup else self.settled_samples
+        quick = self.in_startup or self._probe_restore is not None
+        fewest = self.min_samples if quick else self.settled_samples
         if len(self._round_samples) >= max(fewest, math.ceil(self.limit / 2)):
             self._end_round(now)
 
@@ -287,7 +296,13 @@ class AdaptiveLimit:
             self._warming_up = False
             self._new_round()
             return
-        if latency > 0 and (self.best_latency is None or latency < self.best_latency):
+        if (
+            self.in_startup
+            and latency > 0
+            and (self.best_latency is None or latency < self.best_latency)
+        ):
+            # later, only probes measure it: the lowest of many noisy rounds is luck, and a
+            # limit steered by luck drifts down on a busy machine
             self.best_latency = latency
         best = self.best_latency
         limit = self.estimate
