@@ -57,8 +57,8 @@ the lowest of many noisy medians is luck, and a limit steered by luck drifts
 down round after round.
 
 A stall (one request 20 times slower than the best, and slower than 0.25 s)
-halves the limit too, and the limit stays below three quarters of where it
-happened from then on: Orthanc past its 50 HTTP threads answers most requests
+halves the limit too, and the limit stays at or below that half from then
+on: Orthanc past its 50 HTTP threads answers most requests
 as fast as ever and leaves the others waiting about a second for a thread, a
 collapse the median latency never shows.
 
@@ -232,7 +232,7 @@ class AdaptiveLimit:
             # a stall (a request stuck behind a server's full thread pool, say): the
             # median of a round never sees those, and they are what makes a crawl slow;
             # the limit stays below where it happened from now on
-            self._stall_ceiling = min(self._stall_ceiling, self.estimate * 0.75)
+            self._stall_ceiling = min(self._stall_ceiling, self.estimate * self.backoff)
             self._pushed_back = True
             self._cut(now, "stall")
             return
