@@ -148,6 +148,9 @@ def run_crawl(args: argparse.Namespace) -> dict[str, Any]:
     from benchmarks.server import ServerProcess
 
     lineup, notes = crawl.contenders(args.concurrency, args.reference)
+    if args.families:
+        lineup = [c for c in lineup if c.family in args.families]
+        notes.append(f"only these clients were run: {', '.join(args.families)}")
     for note in notes:
         print(f"NOTE: {note}")
     report: dict[str, Any] = {
@@ -674,6 +677,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--budget", type=float, default=None, help="seconds per contender and server (repeats)"
     )
     parser.add_argument("--orthanc", action="store_true", help="also crawl a real Orthanc")
+    parser.add_argument(
+        "--families",
+        type=lambda text: [f.strip() for f in text.split(",") if f.strip()],
+        default=None,
+        help="crawl only these client families, e.g. 'aqido,aqido auto' (default: all)",
+    )
     parser.add_argument("--parse-studies", type=int, default=None)
     parser.add_argument("--parse-repeat", type=int, default=None)
     parser.add_argument("--import-repeat", type=int, default=None)
