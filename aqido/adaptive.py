@@ -47,7 +47,9 @@ seen yet (the start, like TCP's slow start) it grows by ``startup_growth``
 (4x) per round, so a server that scales (a 50 ms archive) gets its 64 in
 flight within two or three round trips.  After that, changes are smoothed
 (half-way to the target per round, never below half the limit), so one slow
-round on a noisy machine is no cliff.
+round on a noisy machine is no cliff; a round with no queueing at all (within
+1.2x of the best) goes all the way up, so one noisy round that ended the
+startup early costs little.
 
 Probes, as Envoy's: every ``probe_every`` (30) rounds after the startup, one
 round runs at an eighth of the limit and its median latency becomes ``R0``
@@ -126,6 +128,9 @@ class AdaptiveLimit:
         settled_samples: the fewest samples a round needs after the startup (the
             median of a few answers is too noisy to steer by).
         exit_ratio: latency over the best that ends the startup.
+        clear_ratio: latency over the best under which a round shows no queueing:
+            the limit then goes straight to its target (up to ``tolerance`` times
+            the limit) instead of half-way.
         stall_factor, min_stall: a request slower than both ``stall_factor`` times
             the best latency and ``min_stall`` seconds is a stall: it cuts the
             limit as push-back does (but the limit may grow back quickly).
@@ -144,6 +149,7 @@ class AdaptiveLimit:
     min_samples: int = attrs.field(default=3, validator=_positive)
     settled_samples: int = attrs.field(default=8, validator=_positive)
     exit_ratio: float = attrs.field(default=1.5, validator=_positive)
+    clear_ratio: float = attrs.field(default=1.2, validator=_positive)
     stall_factor: float = attrs.field(default=20.0, validator=_positive)
     min_stall: float = attrs.field(default=0.25, validator=_positive)
     probe_every: int = attrs.field(default=30, validator=_positive)
@@ -319,9 +325,11 @@ class AdaptiveLimit:
             if app_limited:
                 target = min(target, limit)
             if target >= limit:
-                # after push-back the server's limit is known to be near: creep up
+                # after push-back the server's limit is known to be near: creep up;
+                # with no queueing at all (a noisy round ended the startup), go all the way
                 cap = limit + math.sqrt(limit) if self._pushed_back else limit * self.tolerance
-                target = min(limit + (target - limit) / 2, cap)
+                clear = latency <= best * self.clear_ratio and not self._pushed_back
+                target = min(target if clear else limit + (target - limit) / 2, cap)
             else:
                 target = max(limit + (target - limit) / 2, limit / 2)
             self._set(target, now, "gradient")
