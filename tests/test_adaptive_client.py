@@ -23,6 +23,7 @@ from aqido.adaptive import AdaptiveLimit
 from aqido.cli import EXIT_OK, EXIT_USAGE, main, status_line
 from aqido.client import _feedback
 from aqido.concurrency import AdaptiveLimiter
+from aqido.crawl import Recorder
 from aqido.retry import Retry
 from aqido.stats import CrawlStats
 from aqido.testing import FakeArchive, Fault, SyntheticArchive
@@ -270,9 +271,11 @@ def test_cli_concurrency_auto(tmp_path: pathlib.Path) -> None:
 def test_progress_line_shows_the_limit() -> None:
     stats = CrawlStats()
     assert "limit" not in status_line(stats)
-    stats._start()
-    stats._limit(12)
+    record = Recorder(stats)
+    record.start()
+    record.limit(12)
     assert "· limit 12 ·" in status_line(stats)
-    stats._limit(6)
+    record.limit(12)
+    record.limit(6)
     assert stats.concurrency_limit == 6
     assert [limit for _, limit in stats.concurrency_history] == [12, 6]

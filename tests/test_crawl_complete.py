@@ -15,6 +15,7 @@ from aqido import (
     AsyncQidoRS,
     CrawlFailure,
     CrawlIncompleteError,
+    CrawlProgress,
     CrawlStats,
     HierarchicalQuery,
     QueryLevel,
@@ -264,10 +265,15 @@ async def test_an_overflow_that_cannot_be_split_is_reported() -> None:
 @pytest.mark.anyio
 async def test_stats_are_live_during_the_crawl() -> None:
     seen: list[tuple[int, bool]] = []
-    stats = CrawlStats(on_progress=lambda s: seen.append((s.studies_done, s.running)))
+
+    class Watch(CrawlProgress):
+        def update(self, stats: CrawlStats) -> None:
+            seen.append((stats.studies_done, stats.running))
+
+    stats = CrawlStats()
     async with make_archive(SMALL, "orthanc") as archive:
         async with AsyncQidoRS(archive.url, retries=0) as qido:
-            async for _ in qido.crawl(server_limit=CAP, stats=stats):
+            async for _ in qido.crawl(server_limit=CAP, stats=stats, progress=Watch()):
                 assert stats.running
                 assert stats.elapsed >= 0
         served = len(archive.requests)
@@ -314,9 +320,15 @@ async def test_checkpoint_resume_after_a_break(tmp_path: Any) -> None:
         with pytest.raises(ValueError, match="not '/studies\\?PatientID=X'"):
             async for _ in qido.crawl(HierarchicalQuery(PatientID="X"), checkpoint=path):
                 pass
+        server = archive.url
     assert tree_of(list(CrawlCheckpoint.read_studies(path))) == TINY_TREE
     records = CrawlCheckpoint.read_records(path)
-    assert records[0] == {"aqido_crawl": 1, "query": "/studies", "depth": "INSTANCE"}
+    assert records[0] == {
+        "aqido_crawl": 1,
+        "query": "/studies",
+        "depth": "INSTANCE",
+        "server": server,
+    }
     assert records[-1] == {"end": {"complete": True, "studies": len(TINY_TREE), "failures": []}}
 
 
