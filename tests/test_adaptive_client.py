@@ -19,8 +19,9 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from aqido import AsyncQidoRS, QidoRS
+from aqido._cli.commands import status_line
 from aqido.adaptive import AdaptiveLimit
-from aqido.cli import EXIT_OK, EXIT_USAGE, main, status_line
+from aqido.cli import EXIT_OK, EXIT_USAGE, main
 from aqido.client import _feedback
 from aqido.concurrency import AdaptiveLimiter
 from aqido.crawl import Recorder
