@@ -64,7 +64,7 @@ from yarl import URL
 
 from aqido import __version__, dictionary
 from aqido.checkpoint import CrawlCheckpoint
-from aqido.crawl import crawl, iter_pages, iter_search_many, search_many
+from aqido.crawl import Recorder, crawl, iter_pages, iter_search_many, search_many
 from aqido.errors import (
     ClientClosedError,
     InvalidQueryError,
@@ -81,7 +81,7 @@ from aqido.errors import (
 from aqido.partition import Caps, check_server_limit
 from aqido.plan import Plan, plan_query, split_keys
 from aqido.profile import ServerProfile
-from aqido.progress import CrawlProgress, make_progress, report
+from aqido.progress import CrawlProgress, make_progress
 from aqido.protocol import ACCEPT, QidoResponse, QidoWarning, join_url, parse_response
 from aqido.query import (
     ATTRIBUTE_FIELDS,
@@ -831,9 +831,7 @@ class AsyncQidoRS:
     ) -> AsyncGenerator[Any, None]:
         plan = await self._plan(query)
         if plan is not None:  # every match is needed before local filtering can cut the window
-            results = await self._search_planned(
-                plan, limiter, exhaustive=True, page_size=page_size
-            )
+            results = await self._every_planned(plan, limiter, page_size)
             for result in results:
                 yield result
             return
@@ -971,8 +969,10 @@ class AsyncQidoRS:
         if checkpoint is not None and not isinstance(checkpoint, CrawlCheckpoint):
             checkpoint = CrawlCheckpoint(checkpoint)
 
+        record = Recorder(stats, make_progress(progress))
+
         async def fetch(q: BaseQuery, lim: anyio.CapacityLimiter | None) -> QidoResponse:
-            return await self._fetch(q, lim, on_retry=stats._retry)
+            return await self._fetch(q, lim, on_retry=record.retry)
 
         def structure_items(
             response: QidoResponse, level: QueryLevel, items: list[dict[str, Any]]
@@ -988,23 +988,16 @@ class AsyncQidoRS:
             page_size=page_size,
             limiter=limiter,
             caps=self._caps if server_limit is None else Caps(server_limit),
-            stats=stats,
+            stats=record,
             fail_fast=fail_fast,
             partial=partial,
             checkpoint=checkpoint,
             split_keys=split_keys(self._profile),
             server=self.url,
         )
-        hook = make_progress(progress)
-        try:
-            async with aclosing(studies):
-                async for study in studies:
-                    if hook is not None:
-                        report(hook, study)
-                    yield study
-        finally:
-            if hook is not None:
-                hook.close()
+        async with aclosing(studies):
+            async for study in studies:
+                yield study
 
     async def find_studies(self, query: Any) -> SearchResults[Study]:
         """Search, and return the results grouped into studies (dicomtrolley's ``find_studies``).
@@ -1127,6 +1120,20 @@ class AsyncQidoRS:
             list(dict.fromkeys(all_notes)),
             any(r.possibly_truncated for r in results),
         )
+
+    async def _every_planned(
+        self, plan: Plan, limiter: anyio.CapacityLimiter | None, page_size: int | None
+    ) -> SearchResults[Any]:
+        """Every match of a planned query (``iter_search``, ``get_remaining``).
+
+        There, as without a plan, the query's ``limit`` is a page size, not the
+        size of the answer: the plan is made again without it.
+        """
+        query = plan.query
+        if query.limit:
+            plan = self._plan_for(attrs.evolve(query, limit=0))
+        size = page_size or query.limit or None
+        return await self._search_planned(plan, limiter, exhaustive=True, page_size=size)
 
     async def _search_planned(
         self,
@@ -1277,7 +1284,7 @@ class AsyncQidoRS:
             return await self._search(query, None)
         plan = await self._plan(query)
         if plan is not None:
-            return await self._search_planned(plan, None, exhaustive=True)
+            return await self._every_planned(plan, None, None)
         async with aclosing(self._iter_results(query, None, None)) as results:
             return SearchResults([item async for item in results])
 

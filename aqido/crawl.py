@@ -33,6 +33,7 @@ import asyncio
 import datetime
 import json
 import logging
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Container, Iterable, Mapping
 from contextlib import aclosing
 from types import TracebackType
@@ -46,6 +47,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from aqido.checkpoint import CrawlCheckpoint
 from aqido.errors import (
     ClientClosedError,
+    CrawlFailure,
     CrawlIncompleteError,
     InvalidQueryError,
     InvalidResponseError,
@@ -59,6 +61,7 @@ from aqido.partition import (
     split_series_query,
     split_study_query,
 )
+from aqido.progress import CrawlProgress, report
 from aqido.protocol import QidoResponse
 from aqido.query import BaseQuery, HierarchicalQuery, QueryLevel
 from aqido.stats import CrawlStats
@@ -365,6 +368,70 @@ def _level(depth: QueryLevel | str) -> QueryLevel:
         ) from None
 
 
+class Recorder:
+    """The crawl's side of its :class:`~aqido.stats.CrawlStats` and progress hook.
+
+    Every update of the statistics goes through here, and the progress hook
+    (a :class:`~aqido.progress.CrawlProgress`) hears about each change
+    (``update``) and each completed study; the crawl is the only writer.
+    """
+
+    def __init__(self, stats: CrawlStats, progress: CrawlProgress | None = None) -> None:
+        self.stats = stats
+        self.progress = progress
+
+    def changed(self) -> None:
+        if self.progress is not None:
+            self.progress.update(self.stats)
+
+    def start(self) -> None:
+        """Reset every counter: one ``CrawlStats`` describes one crawl (the latest)."""
+        stats = self.stats
+        stats.requests = stats.retries = stats.pages = stats.splits = 0
+        stats.items = {"STUDY": 0, "SERIES": 0, "INSTANCE": 0}
+        stats.studies_done = stats.studies_skipped = 0
+        stats.failures = []
+        stats.started = time.monotonic()
+        stats.finished = None
+        self.changed()
+
+    def finish(self) -> None:
+        self.stats.finished = time.monotonic()
+        self.changed()
+
+    def request(self) -> None:
+        self.stats.requests += 1
+
+    def retry(self, _error: object = None, _delay: float = 0.0) -> None:
+        self.stats.retries += 1
+        self.changed()
+
+    def page(self) -> None:
+        self.stats.pages += 1
+
+    def items(self, level: str, new_items: int) -> None:
+        items = self.stats.items
+        items[level] = items.get(level, 0) + new_items
+        self.changed()
+
+    def split(self) -> None:
+        self.stats.splits += 1
+
+    def study_done(self, study: Any) -> None:
+        self.stats.studies_done += 1
+        if self.progress is not None:
+            report(self.progress, study)
+        self.changed()
+
+    def failed(self, query: object, error: BaseException) -> None:
+        self.stats.failures.append(CrawlFailure(query, error))
+        self.changed()
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
+
+
 class _Walker:
     """Fetches every match of a query, whatever the server's caps: paging, then splitting."""
 
@@ -375,7 +442,7 @@ class _Walker:
         *,
         limiter: anyio.CapacityLimiter | None,
         caps: Caps,
-        stats: CrawlStats,
+        stats: Recorder,
         page_size: int | None,
         today: datetime.date | None,
         fail_fast: bool,
@@ -396,13 +463,13 @@ class _Walker:
         if self.fail_fast or isinstance(error, ClientClosedError):
             raise error
         logger.warning("crawl: %s failed: %s", part, error)
-        self.stats._failed(part, error)
+        self.stats.failed(part, error)
 
     async def request(self, query: BaseQuery) -> QidoResponse:
-        self.stats._request()
+        self.stats.request()
         response = await self.fetch(query, self.limiter)
         self.caps.observe(query.query_level, len(response.items))
-        self.stats._page()
+        self.stats.page()
         return response
 
     def fresh(
@@ -411,7 +478,7 @@ class _Walker:
         """Structure the items not seen before (by UID) and count them."""
         new = _unseen(items, UID_KEYS[level], seen)
         results = self.structure(response, level, new) if new else []
-        self.stats._items(level.name, len(results))
+        self.stats.items(level.name, len(results))
         return results
 
     def splitter(self, level: QueryLevel) -> Splitter | None:
@@ -524,7 +591,7 @@ class _Walker:
                 "paging with offset does not reach them and the query cannot be split further",
                 url=query.relative_url(),
             )
-        self.stats._split()
+        self.stats.split()
         logger.debug("%s looks truncated: split into %d parts", query, len(parts))
         for part in parts:
             try:
@@ -579,7 +646,7 @@ async def crawl(
     limiter: anyio.CapacityLimiter | None = None,
     server_limit: int | Mapping[Any, int] | None = None,
     caps: Caps | None = None,
-    stats: CrawlStats | None = None,
+    stats: CrawlStats | Recorder | None = None,
     fail_fast: bool = False,
     partial: bool = False,
     checkpoint: CrawlCheckpoint | None = None,
@@ -605,7 +672,8 @@ async def crawl(
         caps: what is known of the server's caps, shared with other calls
             (caps learned during the crawl are kept there); overrides
             ``server_limit``.
-        stats: a :class:`~aqido.stats.CrawlStats` to update (live).
+        stats: a :class:`~aqido.stats.CrawlStats` to update (live), or a
+            :class:`Recorder` of one (with its progress hook, closed at the end).
         fail_fast: ``True``: the first failure (after retries) cancels the
             crawl and is raised as is.  ``False`` (default): failed parts are
             recorded and the crawl goes on; at the end
@@ -636,26 +704,32 @@ async def crawl(
     query = attrs.evolve(query, limit=0, offset=0)
     _check_page_size(page_size)
     fail_fast = fail_fast and not partial
-    stats = stats if stats is not None else CrawlStats()
+    record = stats if isinstance(stats, Recorder) else Recorder(stats or CrawlStats())
+    stats = record.stats
     walker = _Walker(
         fetch,
         structure,
         limiter=limiter,
         caps=caps if caps is not None else Caps(server_limit),
-        stats=stats,
+        stats=record,
         page_size=page_size,
         today=today,
         fail_fast=fail_fast,
         split_keys=split_keys,
     )
-    stats._start()
+    record.start()
     skip: set[str] = set()
     if checkpoint is not None:
-        skip = checkpoint.open(query, level, server=server)
+        try:
+            skip = checkpoint.open(query, level, server=server)
+        except BaseException:
+            record.close()
+            raise
         stats.studies_skipped = len(skip)
         if checkpoint.finished_complete:
             checkpoint.close()
-            stats._finish()
+            record.finish()
+            record.close()
             return
 
     failed = walker.failed
@@ -745,14 +819,15 @@ async def crawl(
             async for study in studies:
                 if checkpoint is not None:
                     checkpoint.write_study(study)
-                stats._study_done()
+                record.study_done(study)
                 yield study
-        stats._finish()
+        record.finish()
         if checkpoint is not None:
             checkpoint.write_end(stats.studies_done + stats.studies_skipped, stats.failures)
     finally:
         if checkpoint is not None:
             checkpoint.close()
+        record.close()
     if stats.failures and not partial:
         raise CrawlIncompleteError(stats.failures, stats.counts(), stats=stats)
 

@@ -530,7 +530,14 @@ def _walk(query: BaseQuery, profile: ServerProfile) -> Walk | None:
     child_changes = _without(query, parent_keys)
     child_changes.update(limit=0, offset=0)
     child_fields = _fields(attrs.evolve(query, **child_changes))
-    for uid_field in ("StudyInstanceUID", "SeriesInstanceUID"):
+    # The UIDs of the levels above come from each parent result (Walk.child); a UID of the
+    # walked level itself (SeriesInstanceUID of a series search) is a key of the child query.
+    above = (
+        ("StudyInstanceUID",)
+        if level is QueryLevel.SERIES
+        else ("StudyInstanceUID", "SeriesInstanceUID")
+    )
+    for uid_field in above:
         child_fields.pop(uid_field, None)
     return Walk(parent=parent, level=level, fields=child_fields)
 

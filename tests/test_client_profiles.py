@@ -144,6 +144,12 @@ async def standard_answer(query: BaseQuery) -> list[str]:
         return uids(await qido.search(query), query.query_level)
 
 
+async def standard_iteration(query: BaseQuery) -> list[str]:
+    """What iter_search gives on a server that follows the standard."""
+    async with FakeArchive(SYNTH) as archive, AsyncQidoRS(archive.url) as qido:
+        return uids([r async for r in qido.iter_search(query)], query.query_level)
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize(("label", "quirks", "profile", "query"), CASES, ids=[c[0] for c in CASES])
 async def test_the_profile_gives_the_standard_answer(
@@ -167,9 +173,14 @@ async def test_the_profile_gives_the_standard_answer(
             else:
                 assert got == expected
             assert not [w for w in found.warnings if w.agent == "aqido"]
-            # every page, through iter_search, gives the same answer
-            paged = [r async for r in qido.iter_search(query)]
-            assert uids(paged, query.query_level) == got
+            # iter_search pages through every match from the query's offset (its limit is a
+            # page size there), as it does on a server that follows the standard
+            paged = uids([r async for r in qido.iter_search(query)], query.query_level)
+            iterated = await standard_iteration(query)
+            if "list" in label:
+                assert sorted(paged) == sorted(iterated)
+            else:
+                assert paged == iterated
 
 
 @pytest.mark.anyio
@@ -331,6 +342,17 @@ DONE_WHEN = {
     "non-ASCII PatientName": HierarchicalQuery(PatientName="Müller^Jürgen"),
     "StudyDescription wildcard": HierarchicalQuery(StudyDescription="CT*", PatientName="Doe*"),
     "relational series": RelationalQuery(query_level=QueryLevel.SERIES, PatientName="Doe^Jane"),
+    "relational series UID list": RelationalQuery(
+        query_level=QueryLevel.SERIES,
+        SeriesInstanceUID=[
+            SYNTH.series[3].series_instance_uid,
+            SYNTH.series[50].series_instance_uid,
+        ],
+    ),
+    "relational instance UID list": RelationalQuery(
+        query_level=QueryLevel.INSTANCE,
+        SOPInstanceUID=[SYNTH.instances[7].sop_instance_uid, SYNTH.instances[99].sop_instance_uid],
+    ),
 }
 
 
@@ -426,3 +448,25 @@ def test_split_keys_follow_the_profile() -> None:
     assert "StudyTime" not in split_keys(ServerProfile.tiny_pacs())
     assert split_keys(ServerProfile(open_date_ranges=False)) == SPLIT_KEYS - {"StudyDate"}
     assert split_keys(TINY_PACS) == {"StudyDate", "ModalitiesInStudy", "Modality"}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("preset", PRESETS)
+async def test_a_limit_is_a_page_size_when_paging_a_planned_query(preset: str) -> None:
+    """iter_search and get_remaining page through every match, also when aqido plans the query."""
+    profile = PRESETS[preset]
+    query = HierarchicalQuery(PatientName="Doe*", limit=4)
+    expected = await standard_answer(attrs.evolve(query, limit=0))
+    assert len(expected) > 4
+    async with (
+        FakeArchive(SYNTH, profile=profile) as archive,
+        AsyncQidoRS(archive.url, profile=profile) as qido,
+    ):
+        paged = [s.StudyInstanceUID async for s in qido.iter_search(query)]
+        remaining = await qido.search_for_studies(
+            search_filters={"PatientName": "Doe*"}, limit=4, get_remaining=True
+        )
+        one_page = await qido.search(query)
+    assert sorted(paged) == sorted(expected)
+    assert sorted(uids(remaining, QueryLevel.STUDY)) == sorted(expected)
+    assert len(one_page) == 4  # search() is one page: the limit is the answer's size
