@@ -51,7 +51,6 @@ class PlannedSearch:
     """
 
     url: str
-    max_concurrency: int
     pn_case_sensitive: bool | None
     strict_matching: bool
     _profile: ServerProfile | None
@@ -70,6 +69,9 @@ class PlannedSearch:
         ) -> QidoResponse: ...
 
         async def probe(self) -> ServerProfile: ...
+
+        @property
+        def _slots(self) -> int: ...
 
     # --- profiles: the standard's answer from any server -------------------------------------
 
@@ -160,13 +162,13 @@ class PlannedSearch:
                 return found
 
             results = [parents._replace(items=[])]
-            results += await search_many(child, jobs, workers=self.max_concurrency)
+            results += await search_many(child, jobs, workers=self._slots)
         else:
 
             async def one(query: BaseQuery) -> _Answer:
                 return await self._collect(query, limiter, exhaustive, page_size)
 
-            results = await search_many(one, plan.requests, workers=self.max_concurrency)
+            results = await search_many(one, plan.requests, workers=self._slots)
         merged = plan.merge(r.items for r in results)
         kept, notes = plan.finish(merged)
         all_notes = [*plan.warnings, *(n for r in results for n in r.notes), *notes]

@@ -51,6 +51,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _concurrency(text: str) -> int | str:
+    """``--concurrency``: a positive int, or ``auto`` (adaptive, see docs/concurrency.md)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    return _positive(text)
+
+
 def _finite(text: str) -> float:
     try:
         value = float(text)
@@ -178,10 +185,11 @@ def _connection_options(parser: argparse.ArgumentParser, *, concurrency: int) ->
     )
     group.add_argument(
         "--concurrency",
-        type=_positive,
+        type=_concurrency,
         default=concurrency,
-        metavar="N",
-        help=f"requests in flight at once (default: {concurrency})",
+        metavar="N|auto",
+        help=f"requests in flight at once, or 'auto' to adapt to the server (default: "
+        f"{concurrency})",
     )
     group.add_argument(
         "--server-limit",
@@ -395,10 +403,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--concurrency",
-        type=_positive,
+        type=_concurrency,
         default=8,
-        metavar="N",
-        help="requests in flight at once (default: 8)",
+        metavar="N|auto",
+        help="requests in flight at once, or 'auto' (default: 8)",
     )
     _common_options(demo)
     return parser

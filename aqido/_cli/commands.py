@@ -233,15 +233,17 @@ def status_line(stats: CrawlStats) -> str:
     """One status line: ``studies 12/40 · series 36 · instances 72 · 85 req/s · ...``.
 
     Studies done (including those already in a resumed file) of those listed so
-    far; series and instances fetched; requests per second; retries (transient
-    failures retried); errors (parts that failed for good).
+    far; series and instances fetched; requests per second; the client's limit
+    on requests in flight (it moves with ``--concurrency auto``); retries
+    (transient failures retried); errors (parts that failed for good).
     """
     rate = stats.requests / max(stats.elapsed, 1e-9)
     errors = len(stats.failures)
+    limit = "" if stats.concurrency_limit is None else f" · limit {stats.concurrency_limit}"
     return (
         f"studies {_studies_done(stats)}/{stats.items['STUDY']} · "
         f"series {stats.items['SERIES']} · instances {stats.items['INSTANCE']} · "
-        f"{rate:.0f} req/s · {stats.retries} retr{'y' if stats.retries == 1 else 'ies'} · "
+        f"{rate:.0f} req/s{limit} · {stats.retries} retr{'y' if stats.retries == 1 else 'ies'} · "
         f"{errors} error{'' if errors == 1 else 's'}"
     )
 
