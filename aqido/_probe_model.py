@@ -95,8 +95,9 @@ class Finding:
     ``value`` is the measured field value, or ``None`` when the probe could not
     decide (the profile then keeps the standard default), or ``"none"`` for
     ``max_results`` when a listing showed there is no cap (the field's value is
-    then ``None``); ``finding`` says it in words; ``request`` is the path and
-    query that showed it.
+    then ``None``) and ``"all"`` for ``matched_keys`` when every probed key is
+    matched (the field's value is then ``None``); ``finding`` says it in words;
+    ``request`` is the path and query that showed it.
     """
 
     capability: str
@@ -326,6 +327,8 @@ def build_profile(
                 "no result cap seen: cap_warning, cap_plus_one and cap_before_offset "
                 "keep the standard defaults"
             )
+        elif finding.value == "all" and finding.capability == "matched_keys":
+            changes["matched_keys"] = None  # every attribute: the standard default
         else:
             changes[finding.capability] = finding.value
     changes["notes"] = tuple(out_notes)
