@@ -28,7 +28,7 @@ the caller gave; the owned session's cookies stay with the service's origin;
 ``ssl=`` and ``trust_env=`` (``HTTP(S)_PROXY``/``NO_PROXY``; loopback is never
 proxied).
 
-Why one module of this size: it is the one place where requests are sent,
+It is one module because it is the one place where requests are sent,
 and everything that has to hold across every request (the session and its
 lifecycle, the client-wide limit on requests in flight, retries, timeouts,
 redirects and their credential rules, the response size bound) stays

@@ -338,7 +338,7 @@ async def test_a_500_is_an_answer_the_probe_reads() -> None:
 
 
 def test_keys_the_server_ignores_are_measured() -> None:
-    from aqido._probe_checks import ASSUMED_MATCHED, MATCHED_KEY_PROBES
+    from aqido._probe_keys import ASSUMED_MATCHED, MATCHED_KEY_PROBES
 
     probed = {keyword for _, keyword, _ in MATCHED_KEY_PROBES}
     kept = tuple(sorted((probed - {"SeriesNumber", "StudyDescription"}) | set(ASSUMED_MATCHED)))
