@@ -25,7 +25,6 @@ MAX_LINES = 600
 #: Modules over MAX_LINES without a reason, to be split (issue 14).  Do not add to this list.
 LONG_MODULES_ALLOWED = {
     "aqido.crawl",  # the crawl: the integrator splits it
-    "aqido.query",  # the queries: the integrator splits it
 }
 
 #: Import edges that close a cycle, to be removed (issue 14).  Do not add to this list.
