@@ -490,18 +490,15 @@ class RelationalQuery(BaseQuery):
 
 
 # --------------------------------------------------------------------------- trusted copies
-
 _BQ = TypeVar("_BQ", bound=BaseQuery)
 
 
 def _derive(parent: _BQ, /, **changes: Any) -> _BQ:
-    """``attrs.evolve(parent, **changes)`` without the converters and checks: the client's own.
+    """``attrs.evolve(parent, **changes)`` without converters and checks: the client's own.
 
-    For queries the client derives from a validated ``parent`` with changes it
-    has validated itself (a page's ``limit``/``offset`` it computed, a UID
-    checked by :func:`_child_query`), so that the result would pass every
-    check anyway.  Never for what a user passes: their queries keep every
-    validation.  Much cheaper than ``evolve``, which re-runs every converter.
+    Only for changes the client validated itself (a page's ``limit``/``offset``,
+    a UID checked by :func:`_child_query`) on a validated ``parent``; never for
+    what a user passes, whose queries keep every validation.
     """
     new = object.__new__(type(parent))
     setattr_ = object.__setattr__
@@ -513,11 +510,10 @@ def _derive(parent: _BQ, /, **changes: Any) -> _BQ:
 def _child_query(parent: _BQ, /, query_level: QueryLevel, **uids: str) -> _BQ:
     """``attrs.evolve(parent, query_level=query_level, **uids)`` for UIDs a server returned.
 
-    A UID that is one UID as the parent's ``permissive_uid`` wants it, with no
-    padding, takes the trusted path (:func:`_derive`); anything else goes
-    through the full constructor, which normalises it or raises the same
-    :class:`~aqido.errors.InvalidQueryError` as before.  The caller keeps the
-    hierarchy rules (a crawl adds the UID the new level needs).
+    A single valid UID (as ``permissive_uid`` wants it, no padding) takes the
+    trusted path (:func:`_derive`); anything else goes through the full
+    constructor, which normalises it or raises the same error as ever.  The
+    caller keeps the hierarchy rules (it adds the UID the new level needs).
     """
     check = is_permissive_uid if parent.permissive_uid else is_valid_uid
     changes: dict[str, Any] = dict(uids, query_level=query_level)
