@@ -3,12 +3,13 @@
 Everything here is written against one small seam, a :data:`Fetch` callable
 ``(query, limiter) -> QidoResponse`` that performs one logical request
 (retries included); :class:`aqido.client.AsyncQidoRS` provides it.  There is no
-aiohttp here, only anyio:
+aiohttp here, only anyio.  The parts (re-exported here):
 
-- :func:`iter_pages`: ``limit``/``offset`` paging with every stop condition a
+- :func:`iter_pages` (:mod:`aqido._paging`): ``limit``/``offset`` paging with every stop condition a
   real server needs (204 or empty page, short page, truncation warnings, a
   server that ignores ``offset``), de-duplicating by UID;
-- :func:`search_many` / :func:`iter_search_many`: many queries through a
+- :func:`search_many` / :func:`iter_search_many` (:mod:`aqido._tasks`, with the
+  task group and the streaming helper): many queries through a
   bounded pool of workers, in order or as they complete;
 - :func:`crawl`: a bounded producer/consumer walk that yields each study as
   soon as its subtree is complete, with a fixed window of studies in flight;
@@ -29,19 +30,25 @@ cancelled and awaited whenever the consumer stops, however it stops (end,
 
 from __future__ import annotations
 
-import asyncio
 import datetime
-import json
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Container, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Container, Mapping
 from contextlib import aclosing
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import attrs
 
+from aqido._paging import UID_KEYS as UID_KEYS
+from aqido._paging import Fetch as Fetch
+from aqido._paging import Page as Page
+from aqido._paging import check_page_size, uid_of, unseen
+from aqido._paging import iter_pages as iter_pages
+from aqido._tasks import FirstErrorGroup as FirstErrorGroup
+from aqido._tasks import iter_search_many as iter_search_many
+from aqido._tasks import search_many as search_many
+from aqido._tasks import stream_from as stream_from
 from aqido.checkpoint import CrawlCheckpoint
 from aqido.errors import (
     ClientClosedError,
@@ -70,333 +77,6 @@ if TYPE_CHECKING:  # pragma: no cover - anyio's streams load on first use (impor
 logger = logging.getLogger("aqido")
 
 T = TypeVar("T")
-Q = TypeVar("Q")
-R = TypeVar("R")
-
-#: One logical request: ``await fetch(query, limiter)``; ``limiter`` (or ``None``) is an
-#: extra per-operation :class:`anyio.CapacityLimiter` to hold while the request is in flight.
-Fetch = Callable[[BaseQuery, "anyio.CapacityLimiter | None"], Awaitable[QidoResponse]]
-
-#: The JSON key of the UID that identifies a result at each level.
-UID_KEYS = {
-    QueryLevel.STUDY: "0020000D",
-    QueryLevel.SERIES: "0020000E",
-    QueryLevel.INSTANCE: "00080018",
-}
-
-
-# --- structured task groups ----------------------------------------------------------------
-
-
-class FirstErrorGroup:
-    """A task group where the first :class:`QidoError` cancels the rest and is raised alone.
-
-    Users get the error they can handle (``except ServerError``) rather than an
-    ``ExceptionGroup``.  Another exception in a task (a bug) cancels the rest
-    too and is raised as it is (the first one).  The body of ``async with``
-    only starts tasks (tasks may start more); on leaving it, every task is
-    awaited.  Cancelling the task that owns the group (an anyio cancel scope,
-    ``asyncio.Task.cancel``) cancels every task and waits for them before
-    the cancellation propagates, so no task outlives its group.
-
-    Plain asyncio tasks, not an anyio task group: an anyio task costs a
-    cancel scope, an event and a wrapper coroutine on top of the task (about
-    four times ``loop.create_task``), and a crawl starts one per request.
-    """
-
-    def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._cancelled: set[asyncio.Task[None]] = set()
-        self._error: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    async def __aenter__(self) -> FirstErrorGroup:
-        self._loop = asyncio.get_running_loop()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        if exc is not None:
-            self._cancel()
-        cancellation: asyncio.CancelledError | None = None
-        tasks = self._tasks
-        while tasks:
-            try:
-                await asyncio.wait(set(tasks))
-            except asyncio.CancelledError as error:
-                # Cancel the tasks, wait for them, then propagate this very exception
-                # (anyio's cancel scopes recognise their own by its message).
-                cancellation = cancellation or error
-                self._cancel()
-        if exc is not None:
-            return None
-        if cancellation is not None:
-            raise cancellation
-        if self._error is not None:
-            raise self._error
-        return None
-
-    def _cancel(self) -> None:
-        """Cancel every task not cancelled yet (once: a task's cleanup may await)."""
-        for task in self._tasks - self._cancelled:
-            self._cancelled.add(task)
-            task.cancel()
-
-    def start_soon(self, func: Callable[..., Awaitable[Any]], *args: Any) -> None:
-        """Start ``func(*args)`` in the group."""
-        assert self._loop is not None
-        task = self._loop.create_task(self._guarded(func, *args))
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._cancelled.discard(task)
-
-    async def _guarded(self, func: Callable[..., Awaitable[Any]], *args: Any) -> None:
-        try:
-            await func(*args)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as error:  # noqa: BLE001 - kept and raised by __aexit__
-            if self._error is None or (
-                isinstance(self._error, QidoError) and not isinstance(error, QidoError)
-            ):
-                self._error = error  # the first error; a bug is never hidden by a QidoError
-            self._cancel()
-
-
-async def stream_from(
-    produce: Callable[[MemoryObjectSendStream[T]], Awaitable[None]], *, buffer: int = 0
-) -> AsyncGenerator[T, None]:
-    """Yield what ``produce(send)`` sends, running it in a background task.
-
-    Why a task, and not an anyio task group around the ``yield``: an async
-    generator must never yield from inside a task group or cancel scope (the
-    scope would be entered and exited in different tasks once the consumer
-    is cancelled, or left open if it stops iterating; anyio and trio forbid
-    it).  So the producer's task group lives in its own task, owned by this
-    generator and never outliving it: a consumer that stops early is safe: on exhaustion,
-    ``break`` (once the generator is closed), an exception, a cancellation or a
-    timeout, the producer is cancelled and awaited before this generator
-    finishes.  A producer error is raised here, at the consumer.
-    """
-    send, receive = anyio.create_memory_object_stream[T](buffer)
-
-    async def run() -> None:
-        with send:
-            await produce(send)
-
-    task = asyncio.get_running_loop().create_task(run())
-    error: BaseException | None = None
-    try:
-        async for item in receive:
-            yield item
-    finally:
-        if not task.done():
-            task.cancel()
-        with anyio.CancelScope(shield=True):
-            await asyncio.wait({task})
-        receive.close()
-        if not task.cancelled():
-            error = task.exception()
-    if error is not None:
-        raise error
-
-
-# --- paging --------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class Page:
-    """One page of a paged search: the response and its items not seen on earlier pages."""
-
-    response: QidoResponse
-    items: list[dict[str, Any]]
-    offset: int
-
-
-def _identity(item: dict[str, Any], key: str) -> str:
-    element = item.get(key)
-    if isinstance(element, dict):
-        values = element.get("Value")
-        if isinstance(values, list) and values and isinstance(values[0], str):
-            return values[0].rstrip("\x00 ")
-    return json.dumps(item, sort_keys=True, default=str)
-
-
-def _unseen(
-    items: list[dict[str, Any]],
-    key: str,
-    seen: set[str],
-    identities: list[str] | None = None,
-) -> list[dict[str, Any]]:
-    """The items whose identity (UID under ``key``) is not in ``seen``; adds theirs to it.
-
-    ``identities``: the items' identities, if already computed.
-    """
-    new: list[dict[str, Any]] = []
-    if identities is None:
-        identities = [_identity(item, key) for item in items]
-    for item, identity in zip(items, identities, strict=True):
-        if identity not in seen:
-            seen.add(identity)
-            new.append(item)
-    return new
-
-
-def _check_page_size(page_size: int | None) -> None:
-    if page_size is not None and (
-        isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1
-    ):
-        raise InvalidQueryError(f"page_size must be a positive int or None, not {page_size!r}")
-
-
-async def iter_pages(
-    fetch: Fetch,
-    query: BaseQuery,
-    *,
-    page_size: int | None = None,
-    limiter: anyio.CapacityLimiter | None = None,
-    caps: Caps | None = None,
-) -> AsyncGenerator[Page, None]:
-    """Page through every match of ``query`` with ``limit``/``offset``.
-
-    The page size is ``page_size``, else the query's own ``limit``; with
-    neither, the first request has no ``limit`` and paging continues only if
-    the server says it truncated the answer (a 299 truncation warning or 206)
-    or, with ``caps``, if the answer is as large as a known cap, or looks like
-    a silent cap (:meth:`~aqido.partition.Caps.suspect`): then one follow-up
-    request at ``offset=len`` tells, and a cap it reveals is learned in ``caps``.
-    Paging starts at the query's ``offset`` and stops on:
-
-    1. 204 or an empty page;
-    2. a page shorter than the page size with no truncation warning
-       (or a warning that says 0 additional results);
-    3. a page whose results were *all* returned before: the server ignores
-       ``offset``, so :class:`~aqido.errors.InvalidResponseError` is raised
-       (continuing would loop forever; stopping silently would lose data).
-
-    Results already seen (by UID: a store changing during paging shifts
-    pages) are dropped; a server that ignores ``limit`` and returns more is
-    fine (the next offset counts what was received).
-    """
-    _check_page_size(page_size)
-    size = page_size or query.limit or None
-    level = query.query_level
-    key = UID_KEYS[level]
-    seen: set[str] = set()
-    offset = query.offset
-    first = True
-    suspected = 0  # the size of an answer that only looked capped, until checked
-    while True:
-        page_query = query
-        if not first or (size or 0) != query.limit:
-            page_query = _derive(query, limit=size or 0, offset=offset)
-        first = False
-        response = await fetch(page_query, limiter)
-        items = response.items
-        if caps is not None:
-            caps.observe(level, len(items))
-        if not items:
-            if suspected and looks_like_cap_plus_one(suspected):
-                logger.warning(
-                    "%s returned %d results: a server that applies its cap before 'offset' "
-                    "(Orthanc's LimitFindResults + 1) would answer just like this; pass "
-                    "server_limit if it has one, or crawl, which checks by splitting",
-                    query,
-                    suspected,
-                )
-            return
-        fresh = _unseen(items, key, seen)
-        if not fresh and suspected:
-            logger.warning(
-                "%s returned %d results, as many as a silent cap would, and the server "
-                "ignores 'offset', so completeness cannot be checked",
-                query,
-                suspected,
-            )
-            return
-        if suspected and caps is not None:
-            caps.learn(level, suspected)  # the follow-up found more: a silent cap
-            suspected = 0
-        if not fresh:
-            raise InvalidResponseError(
-                f"the server returned the same results again for offset={offset}: it ignores "
-                "'offset', so paging cannot go further; narrow the query (e.g. by date) "
-                "so that one page holds every match",
-                url=response.url,
-                status=response.status,
-            )
-        yield Page(response, fresh, offset)
-        offset += len(items)
-        remaining = response.additional_results
-        if response.truncated:
-            if remaining == 0:
-                return
-            logger.debug(
-                "following truncation of %s (%s more)", response.url, remaining or "unknown"
-            )
-            continue
-        if size is None and caps is not None:
-            if caps.possibly_truncated(response, level, 0):
-                continue  # as many as the known cap: page on
-            if not suspected and caps.suspect(response, level, 0):
-                suspected = len(items)
-                logger.debug("%s: %d results may be a silent cap; checking", query, len(items))
-                continue
-        if size is None or len(items) < size:
-            return
-
-
-# --- many queries --------------------------------------------------------------------------
-
-
-async def search_many(
-    search: Callable[[Q], Awaitable[R]], queries: Iterable[Q], *, workers: int
-) -> list[R]:
-    """Run ``search`` on every query with at most ``workers`` in flight; results in order.
-
-    The first :class:`~aqido.errors.QidoError` cancels the remaining searches
-    and is raised.
-    """
-    todo = list(enumerate(queries))
-    results: list[Any] = [None] * len(todo)
-    pending = iter(todo)
-
-    async def worker() -> None:
-        for index, query in pending:
-            results[index] = await search(query)
-
-    async with FirstErrorGroup() as group:
-        for _ in range(min(max(1, workers), len(todo))):
-            group.start_soon(worker)
-    return results
-
-
-async def iter_search_many(
-    search: Callable[[Q], Awaitable[R]], queries: Iterable[Q], *, workers: int
-) -> AsyncGenerator[tuple[Q, R], None]:
-    """Like :func:`search_many`, but yield ``(query, results)`` as each search completes."""
-    pending = iter(list(queries))
-
-    async def produce(send: MemoryObjectSendStream[tuple[Q, R]]) -> None:
-        async def worker() -> None:
-            for query in pending:
-                result = await search(query)
-                await send.send((query, result))
-
-        async with FirstErrorGroup() as group:
-            for _ in range(max(1, workers)):
-                group.start_soon(worker)
-
-    async with aclosing(stream_from(produce)) as pairs:
-        async for pair in pairs:
-            yield pair
 
 
 # --- crawl ---------------------------------------------------------------------------------
@@ -539,7 +219,7 @@ class _Walker:
         identities: list[str] | None = None,
     ) -> list[Any]:
         """Structure the items not seen before (by UID) and count them."""
-        new = _unseen(items, UID_KEYS[level], seen, identities)
+        new = unseen(items, UID_KEYS[level], seen, identities)
         results = self.structure(response, level, new) if new else []
         self.stats.items(level.name, len(results))
         return results
@@ -589,7 +269,7 @@ class _Walker:
         response = await self.request(first)
         part_seen: set[str] = set()
         key = UID_KEYS[level]
-        identities = [_identity(item, key) for item in response.items]
+        identities = [uid_of(item, key) for item in response.items]
         part_seen.update(identities)
         batch = self.fresh(response, level, response.items, seen, identities)
         if batch:
@@ -615,7 +295,7 @@ class _Walker:
                 response = await self.request(page)
                 if not response.items:
                     break
-                new = _unseen(response.items, key, part_seen)
+                new = unseen(response.items, key, part_seen)
                 if not new:
                     logger.debug("%s: the server ignores 'offset'; splitting instead", page)
                     honoured = False
@@ -766,7 +446,7 @@ async def crawl(
     if page_size is None and query.limit:
         page_size = query.limit
     query = attrs.evolve(query, limit=0, offset=0)
-    _check_page_size(page_size)
+    check_page_size(page_size)
     fail_fast = fail_fast and not partial
     record = stats if isinstance(stats, Recorder) else Recorder(stats or CrawlStats())
     stats = record.stats

@@ -23,9 +23,7 @@ PACKAGE = ROOT / "aqido"
 MAX_LINES = 600
 
 #: Modules over MAX_LINES without a reason, to be split (issue 14).  Do not add to this list.
-LONG_MODULES_ALLOWED = {
-    "aqido.crawl",  # the crawl: the integrator splits it
-}
+LONG_MODULES_ALLOWED: set[str] = set()
 
 #: Import edges that close a cycle, to be removed (issue 14).  Do not add to this list.
 #: (Empty now: the last one, aqido._cli_parquet -> aqido.cli, went with the CLI's split.)

@@ -1,0 +1,185 @@
+"""``limit``/``offset`` paging with every stop condition a real server needs (``iter_pages``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+import attrs
+
+from aqido.errors import (
+    InvalidQueryError,
+    InvalidResponseError,
+)
+from aqido.partition import (
+    Caps,
+    looks_like_cap_plus_one,
+)
+from aqido.protocol import QidoResponse
+from aqido.query import BaseQuery, QueryLevel, _derive
+
+if TYPE_CHECKING:  # pragma: no cover - anyio's streams load on first use (import time)
+    pass
+
+logger = logging.getLogger("aqido")
+
+T = TypeVar("T")
+
+#: One logical request: ``await fetch(query, limiter)``; ``limiter`` (or ``None``) is an
+#: extra per-operation :class:`anyio.CapacityLimiter` to hold while the request is in flight.
+Fetch = Callable[[BaseQuery, "anyio.CapacityLimiter | None"], Awaitable[QidoResponse]]
+
+#: The JSON key of the UID that identifies a result at each level.
+UID_KEYS = {
+    QueryLevel.STUDY: "0020000D",
+    QueryLevel.SERIES: "0020000E",
+    QueryLevel.INSTANCE: "00080018",
+}
+
+
+# --- paging --------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Page:
+    """One page of a paged search: the response and its items not seen on earlier pages."""
+
+    response: QidoResponse
+    items: list[dict[str, Any]]
+    offset: int
+
+
+def uid_of(item: dict[str, Any], key: str) -> str:
+    element = item.get(key)
+    if isinstance(element, dict):
+        values = element.get("Value")
+        if isinstance(values, list) and values and isinstance(values[0], str):
+            return values[0].rstrip("\x00 ")
+    return json.dumps(item, sort_keys=True, default=str)
+
+
+def unseen(
+    items: list[dict[str, Any]],
+    key: str,
+    seen: set[str],
+    identities: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """The items whose identity (UID under ``key``) is not in ``seen``; adds theirs to it.
+
+    ``identities``: the items' identities, if already computed.
+    """
+    new: list[dict[str, Any]] = []
+    if identities is None:
+        identities = [uid_of(item, key) for item in items]
+    for item, identity in zip(items, identities, strict=True):
+        if identity not in seen:
+            seen.add(identity)
+            new.append(item)
+    return new
+
+
+def check_page_size(page_size: int | None) -> None:
+    if page_size is not None and (
+        isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1
+    ):
+        raise InvalidQueryError(f"page_size must be a positive int or None, not {page_size!r}")
+
+
+async def iter_pages(
+    fetch: Fetch,
+    query: BaseQuery,
+    *,
+    page_size: int | None = None,
+    limiter: anyio.CapacityLimiter | None = None,
+    caps: Caps | None = None,
+) -> AsyncGenerator[Page, None]:
+    """Page through every match of ``query`` with ``limit``/``offset``.
+
+    The page size is ``page_size``, else the query's own ``limit``; with
+    neither, the first request has no ``limit`` and paging continues only if
+    the server says it truncated the answer (a 299 truncation warning or 206)
+    or, with ``caps``, if the answer is as large as a known cap, or looks like
+    a silent cap (:meth:`~aqido.partition.Caps.suspect`): then one follow-up
+    request at ``offset=len`` tells, and a cap it reveals is learned in ``caps``.
+    Paging starts at the query's ``offset`` and stops on:
+
+    1. 204 or an empty page;
+    2. a page shorter than the page size with no truncation warning
+       (or a warning that says 0 additional results);
+    3. a page whose results were *all* returned before: the server ignores
+       ``offset``, so :class:`~aqido.errors.InvalidResponseError` is raised
+       (continuing would loop forever; stopping silently would lose data).
+
+    Results already seen (by UID: a store changing during paging shifts
+    pages) are dropped; a server that ignores ``limit`` and returns more is
+    fine (the next offset counts what was received).
+    """
+    check_page_size(page_size)
+    size = page_size or query.limit or None
+    level = query.query_level
+    key = UID_KEYS[level]
+    seen: set[str] = set()
+    offset = query.offset
+    first = True
+    suspected = 0  # the size of an answer that only looked capped, until checked
+    while True:
+        page_query = query
+        if not first or (size or 0) != query.limit:
+            page_query = _derive(query, limit=size or 0, offset=offset)
+        first = False
+        response = await fetch(page_query, limiter)
+        items = response.items
+        if caps is not None:
+            caps.observe(level, len(items))
+        if not items:
+            if suspected and looks_like_cap_plus_one(suspected):
+                logger.warning(
+                    "%s returned %d results: a server that applies its cap before 'offset' "
+                    "(Orthanc's LimitFindResults + 1) would answer just like this; pass "
+                    "server_limit if it has one, or crawl, which checks by splitting",
+                    query,
+                    suspected,
+                )
+            return
+        fresh = unseen(items, key, seen)
+        if not fresh and suspected:
+            logger.warning(
+                "%s returned %d results, as many as a silent cap would, and the server "
+                "ignores 'offset', so completeness cannot be checked",
+                query,
+                suspected,
+            )
+            return
+        if suspected and caps is not None:
+            caps.learn(level, suspected)  # the follow-up found more: a silent cap
+            suspected = 0
+        if not fresh:
+            raise InvalidResponseError(
+                f"the server returned the same results again for offset={offset}: it ignores "
+                "'offset', so paging cannot go further; narrow the query (e.g. by date) "
+                "so that one page holds every match",
+                url=response.url,
+                status=response.status,
+            )
+        yield Page(response, fresh, offset)
+        offset += len(items)
+        remaining = response.additional_results
+        if response.truncated:
+            if remaining == 0:
+                return
+            logger.debug(
+                "following truncation of %s (%s more)", response.url, remaining or "unknown"
+            )
+            continue
+        if size is None and caps is not None:
+            if caps.possibly_truncated(response, level, 0):
+                continue  # as many as the known cap: page on
+            if not suspected and caps.suspect(response, level, 0):
+                suspected = len(items)
+                logger.debug("%s: %d results may be a silent cap; checking", query, len(items))
+                continue
+        if size is None or len(items) < size:
+            return

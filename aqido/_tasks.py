@@ -1,0 +1,198 @@
+"""Structured concurrency for the client: a task group that raises its first error alone,
+a producer streamed to a consumer, and many searches through a bounded pool.
+
+Used by :mod:`aqido.crawl` and the client; no aiohttp here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from contextlib import aclosing
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+
+from aqido.errors import (
+    QidoError,
+)
+
+if TYPE_CHECKING:  # pragma: no cover - anyio's streams load on first use (import time)
+    from anyio.streams.memory import MemoryObjectSendStream
+
+logger = logging.getLogger("aqido")
+
+T = TypeVar("T")
+Q = TypeVar("Q")
+R = TypeVar("R")
+
+
+# --- structured task groups ----------------------------------------------------------------
+
+
+class FirstErrorGroup:
+    """A task group where the first :class:`QidoError` cancels the rest and is raised alone.
+
+    Users get the error they can handle (``except ServerError``) rather than an
+    ``ExceptionGroup``.  Another exception in a task (a bug) cancels the rest
+    too and is raised as it is (the first one).  The body of ``async with``
+    only starts tasks (tasks may start more); on leaving it, every task is
+    awaited.  Cancelling the task that owns the group (an anyio cancel scope,
+    ``asyncio.Task.cancel``) cancels every task and waits for them before
+    the cancellation propagates, so no task outlives its group.
+
+    Plain asyncio tasks, not an anyio task group: an anyio task costs a
+    cancel scope, an event and a wrapper coroutine on top of the task (about
+    four times ``loop.create_task``), and a crawl starts one per request.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._cancelled: set[asyncio.Task[None]] = set()
+        self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def __aenter__(self) -> FirstErrorGroup:
+        self._loop = asyncio.get_running_loop()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        if exc is not None:
+            self._cancel()
+        cancellation: asyncio.CancelledError | None = None
+        tasks = self._tasks
+        while tasks:
+            try:
+                await asyncio.wait(set(tasks))
+            except asyncio.CancelledError as error:
+                # Cancel the tasks, wait for them, then propagate this very exception
+                # (anyio's cancel scopes recognise their own by its message).
+                cancellation = cancellation or error
+                self._cancel()
+        if exc is not None:
+            return None
+        if cancellation is not None:
+            raise cancellation
+        if self._error is not None:
+            raise self._error
+        return None
+
+    def _cancel(self) -> None:
+        """Cancel every task not cancelled yet (once: a task's cleanup may await)."""
+        for task in self._tasks - self._cancelled:
+            self._cancelled.add(task)
+            task.cancel()
+
+    def start_soon(self, func: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Start ``func(*args)`` in the group."""
+        assert self._loop is not None
+        task = self._loop.create_task(self._guarded(func, *args))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._cancelled.discard(task)
+
+    async def _guarded(self, func: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        try:
+            await func(*args)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:  # noqa: BLE001 - kept and raised by __aexit__
+            if self._error is None or (
+                isinstance(self._error, QidoError) and not isinstance(error, QidoError)
+            ):
+                self._error = error  # the first error; a bug is never hidden by a QidoError
+            self._cancel()
+
+
+async def stream_from(
+    produce: Callable[[MemoryObjectSendStream[T]], Awaitable[None]], *, buffer: int = 0
+) -> AsyncGenerator[T, None]:
+    """Yield what ``produce(send)`` sends, running it in a background task.
+
+    Why a task, and not an anyio task group around the ``yield``: an async
+    generator must never yield from inside a task group or cancel scope (the
+    scope would be entered and exited in different tasks once the consumer
+    is cancelled, or left open if it stops iterating; anyio and trio forbid
+    it).  So the producer's task group lives in its own task, owned by this
+    generator and never outliving it: a consumer that stops early is safe: on exhaustion,
+    ``break`` (once the generator is closed), an exception, a cancellation or a
+    timeout, the producer is cancelled and awaited before this generator
+    finishes.  A producer error is raised here, at the consumer.
+    """
+    send, receive = anyio.create_memory_object_stream[T](buffer)
+
+    async def run() -> None:
+        with send:
+            await produce(send)
+
+    task = asyncio.get_running_loop().create_task(run())
+    error: BaseException | None = None
+    try:
+        async for item in receive:
+            yield item
+    finally:
+        if not task.done():
+            task.cancel()
+        with anyio.CancelScope(shield=True):
+            await asyncio.wait({task})
+        receive.close()
+        if not task.cancelled():
+            error = task.exception()
+    if error is not None:
+        raise error
+
+
+# --- many queries --------------------------------------------------------------------------
+
+
+async def search_many(
+    search: Callable[[Q], Awaitable[R]], queries: Iterable[Q], *, workers: int
+) -> list[R]:
+    """Run ``search`` on every query with at most ``workers`` in flight; results in order.
+
+    The first :class:`~aqido.errors.QidoError` cancels the remaining searches
+    and is raised.
+    """
+    todo = list(enumerate(queries))
+    results: list[Any] = [None] * len(todo)
+    pending = iter(todo)
+
+    async def worker() -> None:
+        for index, query in pending:
+            results[index] = await search(query)
+
+    async with FirstErrorGroup() as group:
+        for _ in range(min(max(1, workers), len(todo))):
+            group.start_soon(worker)
+    return results
+
+
+async def iter_search_many(
+    search: Callable[[Q], Awaitable[R]], queries: Iterable[Q], *, workers: int
+) -> AsyncGenerator[tuple[Q, R], None]:
+    """Like :func:`search_many`, but yield ``(query, results)`` as each search completes."""
+    pending = iter(list(queries))
+
+    async def produce(send: MemoryObjectSendStream[tuple[Q, R]]) -> None:
+        async def worker() -> None:
+            for query in pending:
+                result = await search(query)
+                await send.send((query, result))
+
+        async with FirstErrorGroup() as group:
+            for _ in range(max(1, workers)):
+                group.start_soon(worker)
+
+    async with aclosing(stream_from(produce)) as pairs:
+        async for pair in pairs:
+            yield pair
