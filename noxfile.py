@@ -1,4 +1,4 @@
-"""Developer tasks: ``nox`` runs what CI runs (lint, typecheck, tests, integration).
+"""Developer tasks: ``nox`` runs what CI runs (lint, typecheck, tests, integration, docs).
 
 Sessions:
     lint         ruff check + ruff format --check
@@ -6,6 +6,7 @@ Sessions:
     tests        unit and in-process tests, on every Python 3.10-3.13 found here
     integration  tests against a real Orthanc + DICOMweb server on 127.0.0.1
                  (installed from Debian packages when missing and running as root)
+    docs         the docs site: mkdocs build --strict (warnings are errors) into site/
     bench        benchmarks against dicomweb-client, dicomtrolley and bare aiohttp
                  (not a default session; `nox -s bench -- --tiny` for a smoke run,
                  `-- --orthanc` to add a real Orthanc, `-- --help` for the options)
@@ -20,7 +21,7 @@ import shutil
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "typecheck", "tests", "integration"]
+nox.options.sessions = ["lint", "typecheck", "tests", "integration", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 
 SUPPORTED = ("3.10", "3.11", "3.12", "3.13")
@@ -83,6 +84,21 @@ def integration(session: nox.Session) -> None:
         "integration",
         *session.posargs,
         env={"AQIDO_REQUIRE_ORTHANC": "1"},
+    )
+
+
+@nox.session(python="3.11")
+def docs(session: nox.Session) -> None:
+    """Build the docs site with warnings as errors (``mkdocs build --strict``), offline."""
+    session.install("-e", ".[docs]")
+    session.run(
+        "mkdocs",
+        "build",
+        "--strict",
+        "--site-dir",
+        os.path.join(session.create_tmp(), "site"),
+        *session.posargs,
+        env={"NO_MKDOCS_2_WARNING": "1"},
     )
 
 
