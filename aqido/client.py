@@ -539,7 +539,7 @@ class AsyncQidoRS:
         client's ``server_limit``) is paged with
         ``offset``, and if the server does not honour it, the study query is
         split by StudyDate, StudyTime, then ModalitiesInStudy until every part
-        fits (see the README's "Crawling" section for what cannot be reached).
+        fits (see docs/crawling.md for what cannot be reached).
 
         Failures (nothing is lost silently): by default a part that still
         fails after the client's retries is recorded and the crawl goes on;

@@ -168,7 +168,7 @@ async def test_patient_name(qido: AsyncQidoRS, orthanc: OrthancServer, pattern: 
 
 @pytest.mark.anyio
 async def test_question_mark_never_stands_for_a_non_ascii_letter(qido: AsyncQidoRS) -> None:
-    # An Orthanc quirk (README, compatibility notes): '*' spans 'ü', one or two '?' do not.
+    # An Orthanc quirk (docs/servers.md): '*' spans 'ü', one or two '?' do not.
     assert _where(lambda s: s.patient_name.startswith("Müller"))
     assert await qido.search(HierarchicalQuery(PatientName="M*ller^*"))
     assert await qido.search(HierarchicalQuery(PatientName="M?ller^*")) == []
