@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover - lazily resolved names, imported here for
     from aqido.checkpoint import CrawlCheckpoint as CrawlCheckpoint
     from aqido.client import AsyncQidoRS as AsyncQidoRS
     from aqido.client import SearchResults as SearchResults
+    from aqido.profile import ServerProfile as ServerProfile
     from aqido.progress import CrawlProgress as CrawlProgress
     from aqido.protocol import QidoResponse as QidoResponse
     from aqido.protocol import QidoWarning as QidoWarning
@@ -84,6 +85,7 @@ _LAZY: dict[str, str] = {
     "Retry": "aqido.retry",
     "SearchResults": "aqido.client",
     "Series": "aqido.results",
+    "ServerProfile": "aqido.profile",
     "Study": "aqido.results",
     "Timeout": "aqido.retry",
     "build_tree": "aqido.results",
@@ -125,6 +127,7 @@ __all__ = [
     "SearchResults",
     "Series",
     "ServerError",
+    "ServerProfile",
     "Study",
     "Timeout",
     "TransportError",

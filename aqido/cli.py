@@ -250,6 +250,13 @@ def _connection_options(parser: argparse.ArgumentParser, *, concurrency: int) ->
         metavar="N",
         help=f"requests in flight at once (default: {concurrency})",
     )
+    group.add_argument(
+        "--server-limit",
+        type=_positive,
+        metavar="N",
+        help="the server's cap on results per response, if known (default: found by one "
+        "follow-up request when an answer is as large as a cap would leave it)",
+    )
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
@@ -592,6 +599,7 @@ async def _open_client(
     timeout: float,
     retries: int,
     concurrency: int,
+    server_limit: int | None = None,
 ) -> AsyncIterator[AsyncQidoRS]:
     from aqido.client import AsyncQidoRS
 
@@ -603,6 +611,7 @@ async def _open_client(
             timeout=timeout or None,
             retries=retries,
             max_concurrency=concurrency,
+            server_limit=server_limit,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
@@ -633,6 +642,7 @@ def _client_options(
         "timeout": args.timeout,
         "retries": args.retries,
         "concurrency": args.concurrency,
+        "server_limit": args.server_limit,
     }
 
 

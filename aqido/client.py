@@ -48,7 +48,7 @@ from aqido.errors import (
     RequestTimeoutError,
     TransportError,
 )
-from aqido.partition import check_server_limit
+from aqido.partition import Caps, check_server_limit
 from aqido.protocol import ACCEPT, QidoResponse, QidoWarning, join_url, parse_response
 from aqido.query import (
     ATTRIBUTE_FIELDS,
@@ -102,6 +102,12 @@ class SearchResults(list[T]):
         truncated: whether the server said more results exist (use
             :meth:`AsyncQidoRS.iter_search` to get them all).
         additional_results: how many more, when the server gave a count.
+        possibly_truncated: whether more results may exist although the server
+            did not say so: ``truncated``, or a full page of the ``limit`` sent,
+            or as many results as the server's known cap, or (no ``limit`` sent)
+            a size that looks like a silent cap (100, 200, 500, 1000 ... items).
+            :meth:`AsyncQidoRS.search` never sends a request to find out;
+            :meth:`AsyncQidoRS.iter_search` does.
     """
 
     warnings: tuple[QidoWarning, ...]
@@ -113,6 +119,7 @@ class SearchResults(list[T]):
         self.headers = response.headers if response is not None else {}
         self.truncated = response.truncated if response is not None else False
         self.additional_results = response.additional_results if response is not None else None
+        self.possibly_truncated = self.truncated
 
     def _repr_html_(self) -> str:
         """Jupyter's rich display: a compact table, one row per result (:mod:`aqido.display`)."""
@@ -195,8 +202,12 @@ class AsyncQidoRS:
         max_concurrency: requests in flight at once, for the whole client (all
             searches, pages and crawls share this limit).
         server_limit: the server's cap on results per response, if known (an
-            int, or by level: ``{"STUDY": 10, "SERIES": 10, "INSTANCE": 7}``);
-            the default for :meth:`crawl`, which needs it to notice a silent cap.
+            int, or by level: ``{"STUDY": 10, "SERIES": 10, "INSTANCE": 7}``).
+            Without it, a silent cap is found by one follow-up request when an
+            answer is as large as a cap would leave it (see
+            :meth:`iter_search`) and then kept for the client's lifetime; a
+            known cap saves that request and also covers servers that apply the
+            cap before ``offset`` (Orthanc's ``LimitFindResults``).
     """
 
     def __init__(
@@ -229,6 +240,9 @@ class AsyncQidoRS:
         self.url = str(parsed.with_user(None))
         self.max_concurrency = max_concurrency
         self.server_limit = check_server_limit(server_limit)
+        # What is known of the server's caps: configured, and learned by the first follow-up
+        # request that finds a silent cap (kept for the client's lifetime).
+        self._caps = Caps(self.server_limit)
         self.timeout = Timeout.coerce(timeout)
         self.retry = Retry.coerce(retries)
         self._auth = auth
@@ -442,7 +456,13 @@ class AsyncQidoRS:
                 response.url,
                 more if more is not None else "an unknown number of",
             )
-        return SearchResults(_structure(response, query.query_level), response=response)
+        results = SearchResults(_structure(response, query.query_level), response=response)
+        level, caps = query.query_level, self._caps
+        caps.observe(level, len(response.items))
+        results.possibly_truncated = caps.possibly_truncated(
+            response, level, query.limit
+        ) or caps.suspect(response, level, query.limit)
+        return results
 
     async def iter_search(
         self, query: Any, *, page_size: int | None = None
@@ -451,10 +471,14 @@ class AsyncQidoRS:
 
         The page size is ``page_size``, else the query's ``limit``; with neither,
         one request is made and paging continues only if the server signals
-        truncation (a 299 ``Warning``).  Stops on an empty page, 204 or a short
-        page; a result seen before (same UID) is not yielded twice; a server
-        that ignores ``offset`` raises :class:`~aqido.errors.InvalidResponseError`
-        rather than looping.
+        truncation (a 299 ``Warning``), the answer is as large as the server's
+        known cap (``server_limit``, or one learned earlier), or it looks like a
+        silent cap (100, 200, 500, 1000 ... items): then one follow-up request
+        at ``offset=len`` tells whether more exist, and a cap it finds is
+        learned for the client's lifetime.  Stops on an empty page, 204 or a
+        short page; a result seen before (same UID) is not yielded twice; a
+        server that ignores ``offset`` raises
+        :class:`~aqido.errors.InvalidResponseError` rather than looping.
         """
         async with aclosing(self._iter_results(ensure_query_type(query), page_size, None)) as it:
             async for item in it:
@@ -463,7 +487,9 @@ class AsyncQidoRS:
     async def _iter_results(
         self, query: BaseQuery, page_size: int | None, limiter: anyio.CapacityLimiter | None
     ) -> AsyncGenerator[Any, None]:
-        pages = iter_pages(self._fetch, query, page_size=page_size, limiter=limiter)
+        pages = iter_pages(
+            self._fetch, query, page_size=page_size, limiter=limiter, caps=self._caps
+        )
         async with aclosing(pages):
             async for page in pages:
                 for result in _structure(page.response, query.query_level, page.items):
@@ -588,7 +614,7 @@ class AsyncQidoRS:
             window=2 * concurrency,
             page_size=page_size,
             limiter=limiter,
-            server_limit=self.server_limit if server_limit is None else server_limit,
+            caps=self._caps if server_limit is None else Caps(server_limit),
             stats=stats,
             fail_fast=fail_fast,
             partial=partial,
@@ -610,6 +636,7 @@ class AsyncQidoRS:
         studies: SearchResults[Study] = SearchResults(build_tree(found))
         studies.warnings, studies.headers = found.warnings, found.headers
         studies.truncated, studies.additional_results = found.truncated, found.additional_results
+        studies.possibly_truncated = found.possibly_truncated
         return studies
 
     # --- dicomweb-client names --------------------------------------------------------------

@@ -52,7 +52,7 @@ from aqido.errors import (
     QidoError,
     ResultsTruncatedError,
 )
-from aqido.partition import Caps, split_series_query, split_study_query
+from aqido.partition import Caps, looks_like_cap_plus_one, split_series_query, split_study_query
 from aqido.protocol import QidoResponse
 from aqido.query import BaseQuery, HierarchicalQuery, QueryLevel
 from aqido.stats import CrawlStats
@@ -213,12 +213,16 @@ async def iter_pages(
     *,
     page_size: int | None = None,
     limiter: anyio.CapacityLimiter | None = None,
+    caps: Caps | None = None,
 ) -> AsyncGenerator[Page, None]:
     """Page through every match of ``query`` with ``limit``/``offset``.
 
     The page size is ``page_size``, else the query's own ``limit``; with
     neither, the first request has no ``limit`` and paging continues only if
-    the server says it truncated the answer (a 299 truncation warning or 206).
+    the server says it truncated the answer (a 299 truncation warning or 206)
+    or, with ``caps``, if the answer is as large as a known cap, or looks like
+    a silent cap (:meth:`~aqido.partition.Caps.suspect`): then one follow-up
+    request at ``offset=len`` tells, and a cap it reveals is learned in ``caps``.
     Paging starts at the query's ``offset`` and stops on:
 
     1. 204 or an empty page;
@@ -234,10 +238,12 @@ async def iter_pages(
     """
     _check_page_size(page_size)
     size = page_size or query.limit or None
-    key = UID_KEYS[query.query_level]
+    level = query.query_level
+    key = UID_KEYS[level]
     seen: set[str] = set()
     offset = query.offset
     first = True
+    suspected = 0  # the size of an answer that only looked capped, until checked
     while True:
         page_query = query
         if not first or (size or 0) != query.limit:
@@ -245,9 +251,30 @@ async def iter_pages(
         first = False
         response = await fetch(page_query, limiter)
         items = response.items
+        if caps is not None:
+            caps.observe(level, len(items))
         if not items:
+            if suspected and looks_like_cap_plus_one(suspected):
+                logger.warning(
+                    "%s returned %d results: a server that applies its cap before 'offset' "
+                    "(Orthanc's LimitFindResults + 1) would answer just like this; pass "
+                    "server_limit if it has one, or crawl, which checks by splitting",
+                    query,
+                    suspected,
+                )
             return
         fresh = _unseen(items, key, seen)
+        if not fresh and suspected:
+            logger.warning(
+                "%s returned %d results, as many as a silent cap would, and the server "
+                "ignores 'offset', so completeness cannot be checked",
+                query,
+                suspected,
+            )
+            return
+        if suspected and caps is not None:
+            caps.learn(level, suspected)  # the follow-up found more: a silent cap
+            suspected = 0
         if not fresh:
             raise InvalidResponseError(
                 f"the server returned the same results again for offset={offset}: it ignores "
@@ -266,6 +293,13 @@ async def iter_pages(
                 "following truncation of %s (%s more)", response.url, remaining or "unknown"
             )
             continue
+        if size is None and caps is not None:
+            if caps.possibly_truncated(response, level, 0):
+                continue  # as many as the known cap: page on
+            if not suspected and caps.suspect(response, level, 0):
+                suspected = len(items)
+                logger.debug("%s: %d results may be a silent cap; checking", query, len(items))
+                continue
         if size is None or len(items) < size:
             return
 
@@ -424,8 +458,11 @@ class _Walker:
         batch = self.fresh(response, level, response.items, seen)
         if batch:
             yield batch
-        if not self.caps.possibly_truncated(response, level, size):
+        # suspect: no sign of truncation, but as many items as a silent cap would leave
+        suspect = not self.caps.possibly_truncated(response, level, size)
+        if suspect and not self.caps.suspect(response, level, size):
             return
+        first_count = len(response.items)
         sample = response.items
         total = None
         if response.additional_results is not None:
@@ -447,18 +484,35 @@ class _Walker:
                     logger.debug("%s: the server ignores 'offset'; splitting instead", page)
                     honoured = False
                     break
+                if suspect:  # the follow-up found more: a silent cap, now known
+                    self.caps.learn(level, first_count)
+                    suspect = False
                 batch = self.fresh(response, level, new, seen)
                 if batch:
                     yield batch
                 received += len(response.items)
                 if not self.caps.possibly_truncated(response, level, size):
                     break
-            if honoured and self.caps.paging_trusted(level, received, total):
+            if not honoured or not self.caps.paging_trusted(level, received, total):
+                self.caps.offset_unreliable = True
+            elif not (suspect and parts is not None and looks_like_cap_plus_one(first_count)):
                 return
-            self.caps.offset_unreliable = True
+            else:  # Orthanc's cap + 1, applied before offset, would look just like this
+                logger.debug(
+                    "%s: %d results may be a cap + 1; checking by splitting", query, first_count
+                )
         fetched = len(part_seen)
         del response, sample, batch  # nothing of this part is kept while its parts are walked
         part_seen.clear()
+        if parts is None and suspect:
+            # Only suspected, and the server ignores offset: nothing shows a cap.
+            logger.warning(
+                "%s returned %d results, as many as a silent cap would, and the server "
+                "ignores 'offset', so completeness cannot be checked",
+                query,
+                fetched,
+            )
+            return
         if parts is None:
             raise ResultsTruncatedError(
                 f"{query} has more matches than the server returns ({fetched} fetched), "
@@ -519,6 +573,7 @@ async def crawl(
     page_size: int | None = None,
     limiter: anyio.CapacityLimiter | None = None,
     server_limit: int | Mapping[Any, int] | None = None,
+    caps: Caps | None = None,
     stats: CrawlStats | None = None,
     fail_fast: bool = False,
     partial: bool = False,
@@ -540,6 +595,9 @@ async def crawl(
         limiter: an extra per-operation limiter held by every request.
         server_limit: the server's cap on results per response (an int, or a
             mapping by level); see :class:`~aqido.partition.Caps`.
+        caps: what is known of the server's caps, shared with other calls
+            (caps learned during the crawl are kept there); overrides
+            ``server_limit``.
         stats: a :class:`~aqido.stats.CrawlStats` to update (live).
         fail_fast: ``True``: the first failure (after retries) cancels the
             crawl and is raised as is.  ``False`` (default): failed parts are
@@ -573,7 +631,7 @@ async def crawl(
         fetch,
         structure,
         limiter=limiter,
-        caps=Caps(server_limit),
+        caps=caps if caps is not None else Caps(server_limit),
         stats=stats,
         page_size=page_size,
         today=today,

@@ -1,0 +1,206 @@
+"""``ServerProfile``: what a QIDO-RS archive really does, one frozen value.
+
+A profile records, capability by capability, how an archive answers where
+archives in the field differ from PS3.18 8.3.4 and PS3.4 C.2.2.2: whether it
+percent-decodes query values, which matching forms it honours, how it pages
+and caps, and how it says "nothing" or "bad request".  Every field defaults to
+what the standard defines, so ``ServerProfile()`` is :meth:`ServerProfile.standard`.
+
+Profiles are pure data: ``aqido probe`` / :meth:`AsyncQidoRS.probe` measure
+one, :class:`aqido.testing.FakeArchive` emulates one, and the client uses one
+to return the standard's answer from a server that does not give it.  They
+round-trip through JSON with cattrs (:meth:`ServerProfile.to_json`,
+:meth:`ServerProfile.from_json`, :meth:`ServerProfile.load`).
+
+Capabilities are plain booleans where the question is "does the server do what
+the standard says"; where servers differ in *how* they deviate, the field is a
+small set of literal strings, the first of which is the standard behaviour.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import attrs
+import cattrs
+
+__all__ = ["ServerProfile"]
+
+#: How a single value of a string VR is matched: ``"exact"`` is the standard.
+SingleValueMatching = Literal["exact", "prefix", "substring"]
+#: How the server answers ``fuzzymatching=true``: ``"warning"`` (literal matching plus
+#: the standard's 299 Warning), ``"supported"`` (its own fuzzy matching),
+#: ``"ignored"`` (literal matching, no Warning) or ``"error"`` (4xx).
+FuzzyMatching = Literal["warning", "supported", "ignored", "error"]
+#: A repeated match key (``PatientID=a&PatientID=b``): ``"or"`` (any), ``"first"``,
+#: ``"last"`` (one value wins), ``"error"`` (4xx).  The standard leaves it undefined;
+#: ``"or"`` is what ``multiplevaluematching`` means.
+RepeatedKeys = Literal["or", "first", "last", "error"]
+#: What the server does with a match key it does not support: ``"error"`` (4xx),
+#: ``"ignore"`` (leaves the key out: a wider answer), ``"empty"`` (matches nothing).
+UnsupportedKeys = Literal["error", "ignore", "empty"]
+
+
+@attrs.frozen(kw_only=True)
+class ServerProfile:
+    """How one QIDO-RS archive behaves; every default is the standard's behaviour.
+
+    Compare profiles with ``==``: :attr:`name` and :attr:`notes` take no part in
+    equality, so a measured profile equals the preset it matches.
+    """
+
+    #: A label for people (``"standard"``, ``"orthanc-1.10"``, a URL); not compared.
+    name: str = attrs.field(default="standard", eq=False)
+    #: Free-form remarks (how it was measured, caveats); not compared.
+    notes: tuple[str, ...] = attrs.field(default=(), eq=False, converter=tuple)
+
+    # --- encoding ---
+    #: The server percent-decodes query values (``Doe%5EJohn`` means ``Doe^John``).
+    percent_decoding: bool = True
+
+    # --- matching (PS3.4 C.2.2.2) ---
+    #: ``*`` matches any run of characters in string VRs.
+    wildcard_star: bool = True
+    #: ``?`` matches exactly one character in string VRs.
+    wildcard_question: bool = True
+    #: Single values of string VRs other than PN are matched case-sensitively.
+    case_sensitive: bool = True
+    #: PN values are matched case-sensitively (the standard lets a server ignore case).
+    pn_case_sensitive: bool = True
+    #: How a single value (no wildcard) of a string VR is matched.
+    single_value_matching: SingleValueMatching = "exact"
+    #: ``StudyInstanceUID=a,b`` matches either UID (List of UID Matching).
+    uid_lists: bool = True
+    #: ``ModalitiesInStudy=CT,MR`` matches either value (an extension most servers have).
+    value_lists: bool = True
+    #: How a repeated match key is treated.
+    repeated_keys: RepeatedKeys = "or"
+    #: Closed date ranges ``d1-d2`` on DA attributes.
+    date_ranges: bool = True
+    #: Open date ranges ``-d`` and ``d-`` on DA attributes.
+    open_date_ranges: bool = True
+    #: Time ranges ``t1-t2`` on TM attributes.
+    time_ranges: bool = True
+    #: What the server does with ``fuzzymatching=true``.
+    fuzzy_matching: FuzzyMatching = "warning"
+    #: What the server does with a match key it cannot match.
+    unsupported_keys: UnsupportedKeys = "error"
+
+    # --- returned attributes ---
+    #: ``includefield=<keyword or tag>`` adds that attribute to the results.
+    includefield: bool = True
+    #: ``includefield=all`` adds every optional attribute the server has at that level.
+    includefield_all: bool = True
+
+    # --- resources (PS3.18 10.6) ---
+    #: ``/series`` (all series, relational) is served.
+    relational_series: bool = True
+    #: ``/instances`` (all instances, relational) is served.
+    relational_instances: bool = True
+    #: ``/studies/{uid}/instances`` (a study's instances) is served.
+    study_instances: bool = True
+
+    # --- paging and caps (PS3.18 8.3.4.4) ---
+    #: ``limit`` is honoured.
+    limit: bool = True
+    #: ``offset`` is honoured.
+    offset: bool = True
+    #: The most results one response holds without ``limit`` (``None``: no cap seen).
+    max_results: int | None = None
+    #: A capped response says so in a ``Warning: 299`` header with the remaining count.
+    cap_warning: bool = True
+    #: A capped response holds ``max_results + 1`` items (Orthanc's ``LimitFind*``).
+    cap_plus_one: bool = False
+    #: The cap is applied before ``offset``, so paging cannot reach past it.
+    cap_before_offset: bool = False
+
+    # --- statuses and negotiation ---
+    #: The status of a search that matches nothing: 204 (standard) or 200 with ``[]``.
+    empty_status: Literal[204, 200] = 204
+    #: ``Accept: application/json`` is answered with DICOM JSON.
+    json_accept: bool = True
+    #: The status for malformed input (a bad date, ``limit=abc``): 400, or 200 when the
+    #: server answers it as an empty match instead.
+    bad_request_status: int = 400
+    #: The status of ``/studies/{unknown}/series``: 404 (standard), or 200/204 when the
+    #: server answers an unknown parent as "no results".
+    unknown_parent_status: int = 404
+
+    @classmethod
+    def standard(cls) -> ServerProfile:
+        """The behaviour PS3.18 and PS3.4 define: every field at its default."""
+        return cls()
+
+    # --- JSON ---
+
+    def to_dict(self) -> dict[str, Any]:
+        """The profile as a JSON-ready dict (cattrs unstructure; every field, named)."""
+        data: dict[str, Any] = _CONVERTER.unstructure(self)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ServerProfile:
+        """Build a profile from :meth:`to_dict` output; unknown keys are refused.
+
+        Raises ``ValueError`` naming the offending key(s) for malformed input.
+        """
+        try:
+            return _CONVERTER.structure(dict(data), cls)
+        except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as exc:
+            if isinstance(exc, cattrs.BaseValidationError):
+                detail = "; ".join(cattrs.transform_error(exc))
+            else:
+                detail = str(exc)
+            raise ValueError(f"invalid server profile: {detail}") from exc
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        """The profile as a JSON document."""
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ServerProfile:
+        """Parse a profile from :meth:`to_json` output (``ValueError`` when malformed)."""
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"invalid server profile: not JSON ({exc})") from exc
+        if not isinstance(data, dict):
+            raise ValueError("invalid server profile: the JSON document is not an object")
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> ServerProfile:
+        """Read a profile from a JSON file written by ``aqido probe --json`` or :meth:`save`."""
+        with open(path, encoding="utf-8") as f:
+            return cls.from_json(f.read())
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the profile as JSON to ``path``."""
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.to_json() + "\n")
+
+
+def _strict_bool(value: object, _: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _strict_int(value: object, _: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _make_converter() -> cattrs.Converter:
+    """A converter that refuses unknown keys and coerces nothing (``"yes"`` is not ``True``)."""
+    converter = cattrs.Converter(forbid_extra_keys=True)
+    converter.register_structure_hook(bool, _strict_bool)
+    converter.register_structure_hook(int, _strict_int)
+    return converter
+
+
+_CONVERTER = _make_converter()

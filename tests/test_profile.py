@@ -1,0 +1,88 @@
+"""ServerProfile: defaults are the standard, JSON round trips, malformed input refused."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import typing
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aqido import ServerProfile
+
+
+def test_defaults_are_the_standard() -> None:
+    standard = ServerProfile.standard()
+    assert standard == ServerProfile()
+    assert standard.percent_decoding
+    assert standard.uid_lists
+    assert standard.offset
+    assert standard.empty_status == 204
+    assert standard.max_results is None
+    assert standard.single_value_matching == "exact"
+
+
+def test_name_and_notes_are_not_compared() -> None:
+    assert ServerProfile(name="a", notes=("x",)) == ServerProfile(name="b")
+    assert ServerProfile(limit=False) != ServerProfile()
+
+
+def _values(field: attrs.Attribute[object]) -> st.SearchStrategy[object]:
+    default = field.default
+    if isinstance(default, bool):
+        return st.booleans()
+    if field.name == "max_results":
+        return st.none() | st.integers(min_value=1, max_value=100_000)
+    if field.name in ("name",):
+        return st.text(max_size=20)
+    if field.name == "notes":
+        return st.lists(st.text(max_size=10), max_size=3).map(tuple)
+    if field.name in ("bad_request_status", "unknown_parent_status"):
+        return st.sampled_from([200, 204, 400, 404, 500])
+    # The remaining fields are Literal aliases: their arguments are the allowed values.
+    return st.sampled_from(typing.get_args(typing.get_type_hints(ServerProfile)[field.name]))
+
+
+profiles = st.fixed_dictionaries({f.name: _values(f) for f in attrs.fields(ServerProfile)}).map(
+    lambda kw: ServerProfile(**kw)
+)  # type: ignore[arg-type]
+
+
+@given(profiles)
+def test_json_round_trip(profile: ServerProfile) -> None:
+    again = ServerProfile.from_json(profile.to_json())
+    assert again == profile
+    assert (again.name, again.notes) == (profile.name, profile.notes)
+
+
+def test_save_and_load(tmp_path: pathlib.Path) -> None:
+    profile = ServerProfile(name="capped", max_results=1000, cap_warning=False)
+    path = tmp_path / "p.json"
+    profile.save(path)
+    assert json.loads(path.read_text())["max_results"] == 1000
+    assert ServerProfile.load(path) == profile
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"bogus": 1}, "bogus"),
+        ({"limit": "yes"}, "limit"),
+        ({"max_results": "5"}, "max_results"),
+        ({"max_results": True}, "max_results"),
+        ({"empty_status": 201}, "empty_status"),
+        ({"single_value_matching": "fuzzy"}, "single_value_matching"),
+    ],
+)
+def test_malformed_dicts_are_refused(data: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ServerProfile.from_dict(data)
+
+
+@pytest.mark.parametrize("text", ["", "[]", "{", '"x"'])
+def test_malformed_json_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid server profile"):
+        ServerProfile.from_json(text)

@@ -1,0 +1,319 @@
+"""Silent caps: a server that stops at N results and says nothing is found out by default.
+
+Against FakeArchive in-process archives (a cap with no Warning header, like
+tiny_pacs at 1,000 studies).  Expected answers come from the synthetic
+records the archive was built from, never from the server.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import pathlib
+from typing import Any
+
+import pytest
+
+from aqido import AsyncQidoRS, HierarchicalQuery, QidoRS, QueryLevel
+from aqido.cli import EXIT_OK, main
+from aqido.partition import (
+    SUSPECT_ALWAYS,
+    SUSPECT_MIN,
+    Caps,
+    looks_capped,
+    looks_like_cap_plus_one,
+)
+from aqido.protocol import QidoResponse
+from aqido.testing import FakeArchive, SyntheticArchive
+
+pytestmark = pytest.mark.anyio
+
+#: More studies than the caps below; one series with one instance each (cheap to crawl).
+MANY = SyntheticArchive(seed=5, studies=260, series_per_study=1, instances_per_series=1)
+MANY_UIDS = {s.study_instance_uid for s in MANY.studies}
+#: Exactly as many studies as a typical cap, and no cap at all.
+ROUND = SyntheticArchive(seed=6, studies=200, series_per_study=1, instances_per_series=1)
+SMALL = SyntheticArchive(seed=7, studies=30, series_per_study=2, instances_per_series=2)
+
+
+def offsets(archive: FakeArchive, suffix: str = "/studies") -> list[str]:
+    """The offsets of the study listings the archive served, in order ('' = none sent)."""
+    out = []
+    for request in archive.requests:
+        if request.path.endswith(suffix):
+            out.append(dict(request.params).get("offset", ""))
+    return out
+
+
+# --- the pure rules ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "count", [100, 101, 128, 129, 150, 200, 201, 256, 500, 1000, 1001, 4096, 5000, 10_000, 12_345]
+)
+def test_sizes_typical_of_caps_look_capped(count: int) -> None:
+    assert looks_capped(count)
+
+
+@pytest.mark.parametrize("count", [0, 1, 3, 49, 50, 51, 99, 102, 137, 999, 1002, 9_999])
+def test_other_sizes_do_not(count: int) -> None:
+    assert not looks_capped(count)
+
+
+@pytest.mark.parametrize(
+    ("count", "expected"),
+    [
+        (101, True),
+        (129, True),
+        (1001, True),
+        (100, False),
+        (151, True),
+        (150, False),
+        (99, False),
+        (1002, False),
+        (102, False),
+    ],
+)
+def test_cap_plus_one_sizes(count: int, expected: bool) -> None:
+    assert looks_like_cap_plus_one(count) is expected
+
+
+def test_thresholds_are_consistent() -> None:
+    assert not looks_capped(SUSPECT_MIN - 1)
+    assert looks_capped(SUSPECT_MIN)
+    assert all(looks_capped(n) for n in range(SUSPECT_ALWAYS, SUSPECT_ALWAYS + 100))
+
+
+def _response(count: int) -> QidoResponse:
+    items = [{"0020000D": {"vr": "UI", "Value": [f"1.2.{i}"]}} for i in range(count)]
+    return QidoResponse(status=200, headers={}, items=items, url="http://x/studies")
+
+
+def test_suspect_only_without_a_limit_and_without_a_known_cap() -> None:
+    caps = Caps()
+    assert caps.suspect(_response(1000), QueryLevel.STUDY, 0)
+    assert not caps.suspect(_response(1000), QueryLevel.STUDY, 1000)  # our own limit
+    assert not caps.suspect(_response(999), QueryLevel.STUDY, 0)
+    assert not Caps(server_limit=5000).suspect(_response(1000), QueryLevel.STUDY, 0)
+
+
+def test_a_learned_cap_is_per_level_and_makes_answers_that_large_truncated() -> None:
+    caps = Caps()
+    caps.learn(QueryLevel.STUDY, 1000)
+    assert caps.limit_for("STUDY") == 1000
+    assert caps.limit_for(QueryLevel.SERIES) is None
+    assert caps.possibly_truncated(_response(1000), QueryLevel.STUDY, 0)
+    assert not caps.possibly_truncated(_response(999), QueryLevel.STUDY, 0)
+    assert not caps.suspect(_response(1000), QueryLevel.STUDY, 0)  # known: no more guessing
+    caps.learn(QueryLevel.STUDY, 1200)  # a larger answer does not raise the cap
+    assert caps.limit_for(QueryLevel.STUDY) == 1000
+
+
+def test_a_configured_cap_wins_over_a_learned_one() -> None:
+    caps = Caps(server_limit={"INSTANCE": 7})
+    caps.learn(QueryLevel.INSTANCE, 100)
+    caps.learn(QueryLevel.STUDY, 100)
+    assert caps.limit_for(QueryLevel.INSTANCE) == 7
+    assert caps.limit_for(QueryLevel.STUDY) == 100
+
+
+# --- through the client ------------------------------------------------------------------------
+
+
+async def test_crawl_finds_a_silent_cap_and_returns_every_study() -> None:
+    async with (
+        FakeArchive(MANY, max_results=200, truncation_warning=False) as archive,
+        AsyncQidoRS(archive.url, retries=0) as client,
+    ):
+        studies = [study async for study in client.crawl(depth=QueryLevel.SERIES)]
+        assert {s.StudyInstanceUID for s in studies} == MANY_UIDS
+        assert len(studies) == len(MANY_UIDS)
+        assert offsets(archive) == ["", "200", "400"][: len(offsets(archive))]
+        assert offsets(archive)[:2] == ["", "200"]
+
+
+async def test_the_learned_cap_is_kept_for_the_clients_lifetime() -> None:
+    async with (
+        FakeArchive(MANY, max_results=200, truncation_warning=False) as archive,
+        AsyncQidoRS(archive.url, retries=0) as client,
+    ):
+        first = [s async for s in client.iter_search(HierarchicalQuery())]
+        assert {s.StudyInstanceUID for s in first} == MANY_UIDS
+        # Now a single search of exactly 200 is known to be possibly truncated ...
+        one = await client.search(HierarchicalQuery())
+        assert len(one) == 200
+        assert one.possibly_truncated
+        assert not one.truncated  # the server said nothing
+        # ... and a listing that reaches the cap pages on without a suspicion check.
+        archive.reset_stats()
+        again = [s async for s in client.iter_search(HierarchicalQuery())]
+        assert len(again) == len(MANY_UIDS)
+        assert offsets(archive)[:2] == ["", "200"]
+
+
+async def test_an_answer_that_only_looks_capped_costs_one_request() -> None:
+    async with (
+        FakeArchive(ROUND) as archive,
+        AsyncQidoRS(archive.url, retries=0) as client,
+    ):
+        studies = [s async for s in client.crawl(depth=QueryLevel.SERIES)]
+        assert len(studies) == 200
+        assert offsets(archive) == ["", "200"]  # one follow-up, found nothing: complete
+        archive.reset_stats()
+        listed = await client.search_for_studies(get_remaining=True)
+        assert len(listed) == 200
+        assert offsets(archive) == ["", "200"]
+
+
+async def test_small_answers_cost_nothing_extra() -> None:
+    async with (
+        FakeArchive(SMALL) as archive,
+        AsyncQidoRS(archive.url, retries=0) as client,
+    ):
+        studies = [s async for s in client.crawl()]
+        assert len(studies) == 30
+        sent = [dict(r.params) for r in archive.requests]
+        assert not any("offset" in params for params in sent)
+        # one listing, one series listing per study, one instance listing per series
+        assert len(archive.requests) == 1 + 30 + 30 * 2
+
+
+async def test_search_never_sends_a_hidden_request_but_marks_a_suspect_answer() -> None:
+    async with (
+        FakeArchive(MANY, max_results=200, truncation_warning=False) as archive,
+        AsyncQidoRS(archive.url, retries=0) as client,
+    ):
+        results = await client.search(HierarchicalQuery())
+        assert len(results) == 200
+        assert results.possibly_truncated
+        assert not results.truncated
+        assert len(archive.requests) == 1
+        few = await client.search(HierarchicalQuery(PatientID=MANY.studies[0].patient_id))
+        assert not few.possibly_truncated
+        paged = await client.search(HierarchicalQuery(limit=10))
+        assert paged.possibly_truncated  # a full page of our own limit
+        assert len(archive.requests) == 3
+
+
+async def test_search_for_studies_get_remaining_finds_everything() -> None:
+    async with (
+        FakeArchive(MANY, max_results=250, truncation_warning=False) as archive,
+        AsyncQidoRS(archive.url, retries=0) as client,
+    ):
+        studies = await client.search_for_studies(get_remaining=True)
+        assert {s.StudyInstanceUID for s in studies} == MANY_UIDS
+        assert len(studies) == len(MANY_UIDS)
+        capped = await client.search_for_studies()
+        assert len(capped) == 250
+        assert capped.possibly_truncated
+
+
+async def test_a_suspect_answer_from_a_server_ignoring_offset_is_split_by_the_crawl() -> None:
+    async with (
+        FakeArchive(ROUND, ignore_offset=True) as archive,
+        AsyncQidoRS(archive.url, retries=0) as client,
+    ):
+        studies = [s async for s in client.crawl(depth=QueryLevel.SERIES)]
+        assert {s.StudyInstanceUID for s in studies} == {
+            s.study_instance_uid for s in ROUND.studies
+        }
+
+
+async def test_iter_search_warns_when_a_suspect_answer_cannot_be_checked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with (
+        FakeArchive(ROUND, ignore_offset=True) as archive,
+        AsyncQidoRS(archive.url, retries=0) as client,
+    ):
+        with caplog.at_level(logging.WARNING, logger="aqido"):
+            found = [s async for s in client.iter_search(HierarchicalQuery())]
+        assert len(found) == 200
+        assert "completeness cannot be checked" in caplog.text
+
+
+def test_the_blocking_client_finds_the_cap_too() -> None:
+    with (
+        FakeArchive(MANY, max_results=200, truncation_warning=False).run_in_thread() as archive,
+        QidoRS(archive.url, retries=0) as client,
+    ):
+        studies = client.search_for_studies(get_remaining=True)
+        assert len(studies) == len(MANY_UIDS)
+
+
+# --- the command line --------------------------------------------------------------------------
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    status = main(list(argv), stdout=out, stderr=err, environ={})
+    return status, out.getvalue(), err.getvalue()
+
+
+def written_uids(path: pathlib.Path) -> set[str]:
+    """The StudyInstanceUIDs of the studies in a crawl's output file (one per line, once)."""
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    uids = [line["StudyInstanceUID"] for line in lines if "StudyInstanceUID" in line]
+    assert len(uids) == len(set(uids))
+    assert lines[-1]["end"]["complete"] is True, lines[-1]
+    return set(uids)
+
+
+def test_cli_crawl_writes_every_study_of_a_silently_capped_archive(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "f.jsonl"
+    with FakeArchive(MANY, max_results=200, truncation_warning=False).run_in_thread() as archive:
+        status, _, err = run("crawl", archive.url, "--out", str(out), "--no-progress")
+    assert status == EXIT_OK, err
+    assert written_uids(out) == MANY_UIDS
+
+
+def test_cli_search_pages_past_a_silent_cap() -> None:
+    with FakeArchive(MANY, max_results=200, truncation_warning=False).run_in_thread() as archive:
+        status, out, err = run("search", archive.url, "--format", "jsonl")
+    assert status == EXIT_OK, err
+    found: list[dict[str, Any]] = [json.loads(line) for line in out.splitlines()]
+    assert {item["0020000D"]["Value"][0] for item in found} == MANY_UIDS
+
+
+def test_cli_server_limit_covers_a_cap_applied_before_offset(tmp_path: pathlib.Path) -> None:
+    # Orthanc's LimitFindResults: cap + 1 rows, no warning, offset applied after the cap, so
+    # the follow-up request cannot see past it; a declared --server-limit makes the crawl split.
+    out = tmp_path / "f.jsonl"
+    orthanc = FakeArchive.orthanc_like(MANY, max_results=100)
+    with orthanc.run_in_thread() as archive:
+        status, _, err = run(
+            "crawl", archive.url, "--out", str(out), "--no-progress", "--server-limit", "100"
+        )
+    assert status == EXIT_OK, err
+    assert written_uids(out) == MANY_UIDS
+
+
+def test_cli_crawl_checks_a_cap_plus_one_answer_by_splitting(tmp_path: pathlib.Path) -> None:
+    # The same Orthanc-like archive without --server-limit: 101 rows and an empty follow-up
+    # prove nothing there, so the crawl splits the query and still finds every study.
+    out = tmp_path / "f.jsonl"
+    with FakeArchive.orthanc_like(MANY, max_results=100).run_in_thread() as archive:
+        status, _, err = run("crawl", archive.url, "--out", str(out), "--no-progress")
+    assert status == EXIT_OK, err
+    assert written_uids(out) == MANY_UIDS
+
+
+async def test_iter_search_warns_about_a_cap_plus_one_answer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with (
+        FakeArchive.orthanc_like(MANY, max_results=100) as archive,
+        AsyncQidoRS(archive.url, retries=0) as client,
+    ):
+        with caplog.at_level(logging.WARNING, logger="aqido"):
+            found = [s async for s in client.iter_search(HierarchicalQuery())]
+        assert len(found) == 101
+        assert "server_limit" in caplog.text
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "many"])
+def test_cli_server_limit_must_be_a_positive_int(value: str) -> None:
+    status, _, err = run("search", "http://127.0.0.1:9/dicom-web", "--server-limit", value)
+    assert status == 2
+    assert "--server-limit" in err
