@@ -436,3 +436,16 @@ def test_every_docs_page_is_in_the_site_navigation() -> None:
     pages = {path.relative_to(DOCS).as_posix() for path in DOCS.rglob("*.md")}
     assert listed <= pages, listed - pages
     assert pages <= listed, f"add to the nav of mkdocs.yml: {sorted(pages - listed)}"
+
+
+def test_the_site_hook_turns_sphinx_roles_into_code() -> None:
+    import mkdocs_hooks
+
+    html = (
+        "<p>A :class:<code>~aqido.retry.Timeout</code>, :meth:<code>AsyncQidoRS.close</code>"
+        " and :mod:<code>aqido.query</code>; <code>:class:</code> stays.</p>"
+    )
+    assert mkdocs_hooks.on_page_content(html) == (
+        "<p>A <code>Timeout</code>, <code>AsyncQidoRS.close</code>"
+        " and <code>aqido.query</code>; <code>:class:</code> stays.</p>"
+    )
