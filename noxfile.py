@@ -89,7 +89,7 @@ def integration(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def docs(session: nox.Session) -> None:
-    """Build the docs site with warnings as errors (``mkdocs build --strict``), offline."""
+    """Build the docs site with warnings as errors (``mkdocs build --strict``); no network."""
     session.install("-e", ".[docs]")
     session.run(
         "mkdocs",
