@@ -166,7 +166,9 @@ def test_blocks_sections_skips_and_shown_output_are_parsed() -> None:
     text = (
         "# Page\n\n```python\nx = 1\n```\n\n## A\n\n```python\nprint(1)\n# 1\nx = 2\n```\n\n## B\n"
         "<!-- docs-test: skip needs a PACS -->\n```console\n$ aqido x\n```\n\n"
-        '::: aqido.Study\n\n```python title="x.py"\npass\n```\n'
+        "::: aqido.Study\n\n"
+        '{%\n   include-markdown "../README.md"\n   start="<!-- begin-teaser -->"\n%}\n\n'
+        '```python title="x.py"\npass\n```\n'
     )
     zero, first, second, titled = page_blocks("docs/x.md", text)
     assert (zero.page, zero.section, zero.line) == ("docs/x.md", "", 4)
@@ -432,7 +434,8 @@ def test_the_api_reference_documents_every_public_name(module: str, page: str) -
 
 def test_every_docs_page_is_in_the_site_navigation() -> None:
     nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8").split("\nnav:", 1)[1]
-    listed = set(re.findall(r":\s*(\S+\.md)\s*$", nav, flags=re.MULTILINE))
+    # "- Title: page.md" or "- page.md"
+    listed = set(re.findall(r"^\s*-\s*(?:[^:\n]*:\s*)?(\S+\.md)\s*$", nav, flags=re.MULTILINE))
     pages = {path.relative_to(DOCS).as_posix() for path in DOCS.rglob("*.md")}
     assert listed <= pages, listed - pages
     assert pages <= listed, f"add to the nav of mkdocs.yml: {sorted(pages - listed)}"
