@@ -30,7 +30,6 @@ cancelled and awaited whenever the consumer stops, however it stops (end,
 from __future__ import annotations
 
 import asyncio
-import copy
 import datetime
 import json
 import logging
@@ -664,7 +663,7 @@ async def crawl(
         except QidoError as error:
             failed(child, error)
             return None
-        return _with_children(series, "instances", instances)
+        return series.with_instances(instances)
 
     async def subtree(study: Any, study_uid: str) -> Any:
         child = HierarchicalQuery(query_level=QueryLevel.SERIES, StudyInstanceUID=study_uid)
@@ -685,7 +684,7 @@ async def crawl(
             if any(one is None for one in filled):
                 return None  # incomplete: not handed out (the failure is recorded)
             series = filled
-        return _with_children(study, "series", series)
+        return study.with_series(series)
 
     async def produce(send: MemoryObjectSendStream[Any]) -> None:
         slots = anyio.Semaphore(max(1, window))
@@ -734,21 +733,6 @@ async def crawl(
             checkpoint.close()
     if stats.failures and not partial:
         raise CrawlIncompleteError(stats.failures, stats.counts(), stats=stats)
-
-
-def _with_children(result: T, field: str, children: Iterable[Any]) -> T:
-    """``attrs.evolve(result, **{field: tuple(children)})``, without rebuilding ``result``.
-
-    ``evolve`` reads every typed field (converting each lazily parsed value)
-    and passes them all back through ``__init__``, which compares each with
-    the raw element again: about a third of a crawl's CPU time went there.
-    Only the children change here, so a shallow copy (sharing the raw
-    elements and the already converted fields, both immutable) with the new
-    children set is the same object ``evolve`` would build.
-    """
-    new = copy.copy(result)
-    object.__setattr__(new, field, tuple(children))
-    return new
 
 
 def _uid(result: Any, keyword: str) -> str:

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import datetime
 import html
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aqido.values import DSFloat, PersonName
 
 if TYPE_CHECKING:  # pragma: no cover
-    from aqido.results import Dataset
+    from aqido._dataset import Dataset
 
 __all__ = ["dataset_html", "html_table", "short_repr"]
 
@@ -71,9 +71,7 @@ def _text(value: Any) -> str:
         return value.text
     if isinstance(value, datetime.date | datetime.time):
         return value.isoformat()
-    from aqido.results import Dataset
-
-    if isinstance(value, Dataset):
+    if isinstance(value, Mapping):  # a sequence item (a Dataset)
         return f"({len(value)} attributes)"
     return str(value)
 
@@ -96,12 +94,14 @@ def _columns_of(results: Sequence[Dataset]) -> list[str]:
 
 
 def _children(ds: Dataset) -> tuple[str, Sequence[Dataset]] | None:
-    from aqido.results import Series, Study
+    """``("series", study.series)`` for a Study, ``("instances", ...)`` for a Series, else None.
 
-    if isinstance(ds, Study):
-        return "series", ds.series
-    if isinstance(ds, Series):
-        return "instances", ds.instances
+    By the models' child fields, so that this module needs none of the result
+    modules (which import it for ``repr`` and ``_repr_html_``).
+    """
+    for field in ("series", "instances"):
+        if hasattr(type(ds), field):
+            return field, getattr(ds, field)
     return None
 
 
@@ -162,13 +162,12 @@ def _heading(ds: Dataset) -> str:
 def dataset_html(ds: Dataset, *, max_rows: int = 50, max_chars: int = 64) -> str:
     """Return the HTML for one result: a ``Study`` card with its series, a ``Series`` with
     its instances, or an attribute table for any other ``Dataset``."""
-    from aqido.results import Series, Study
-
     table = _kv_table(ds, max_chars)
-    if not isinstance(ds, Study | Series):
+    found = _children(ds)
+    if found is None:
         return f'<div class="aqido">{_STYLE}{table}</div>'
-    kind, children = ("series", ds.series) if isinstance(ds, Study) else ("instances", ds.instances)
-    columns = _SERIES_COLUMNS if isinstance(ds, Study) else _INSTANCE_COLUMNS
+    kind, children = found
+    columns = _SERIES_COLUMNS if kind == "series" else _INSTANCE_COLUMNS
     parts = [
         f'<div class="aqido">{_STYLE}<div class="aqido-head">{_heading(ds)}</div>',
         f"<details><summary>{len(ds)} attributes</summary>{table}</details>",

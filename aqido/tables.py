@@ -76,11 +76,11 @@ def _plain(value: Any, sequences: bool) -> Any:
 
 def _record(ds: Dataset, sequences: bool) -> dict[str, Any]:
     """The plain record of one dataset's own elements (no children)."""
-    from aqido.results import _name_for
+    from aqido._dataset import name_for_key
 
     out: dict[str, Any] = {}
     for key, elem in ds._raw.items():
-        name = _name_for(key)
+        name = name_for_key(key)
         if elem["vr"] == "SQ":
             if sequences:
                 out[name] = tuple(_record(item, True) for item in ds[key])

@@ -68,7 +68,8 @@ VRS = frozenset(
 INT_VRS = frozenset({"IS", "SL", "SS", "SV", "UL", "US", "UV"})
 FLOAT_VRS = frozenset({"FL", "FD"})
 
-_STRIP = "\x00 "
+#: What DICOM pads values with (NUL, space): stripped before values are read.
+STRIP = "\x00 "
 
 
 class Tag(int):
@@ -82,7 +83,7 @@ class Tag(int):
 
     def __new__(cls, value: int | str) -> Tag:
         if isinstance(value, str):
-            return super().__new__(cls, dictionary.parse_tag_key(value.strip(_STRIP)))
+            return super().__new__(cls, dictionary.parse_tag_key(value.strip(STRIP)))
         if not 0 <= value <= 0xFFFFFFFF:
             raise ValueError(f"{value!r} is not a DICOM tag (must fit in 32 bits)")
         return super().__new__(cls, value)
@@ -187,13 +188,13 @@ class PersonName:
         if len(groups) > 3:
             raise ValueError(f"{text!r} has more than three PN component groups")
         groups += [""] * (3 - len(groups))
-        return cls(*(g.rstrip(_STRIP) for g in groups))
+        return cls(*(g.rstrip(STRIP) for g in groups))
 
     @classmethod
     def from_json(cls, value: object) -> PersonName:
         """Build from a DICOM JSON PN value: an object with group keys, or a bare string."""
         if type(value) is dict and len(value) == 1 and type(value.get("Alphabetic")) is str:
-            return cls(value["Alphabetic"].rstrip(_STRIP))  # the common case, made quick
+            return cls(value["Alphabetic"].rstrip(STRIP))  # the common case, made quick
         if isinstance(value, str):
             return cls.from_dicom(value)
         if isinstance(value, dict):
@@ -203,7 +204,7 @@ class PersonName:
             groups = [value.get(k) or "" for k in ("Alphabetic", "Ideographic", "Phonetic")]
             if not all(isinstance(g, str) for g in groups):
                 raise ValueError("PN component groups must be strings")
-            return cls(*(g.rstrip(_STRIP) for g in groups))
+            return cls(*(g.rstrip(STRIP) for g in groups))
         raise ValueError(f"a PN value must be an object or a string, not {type(value).__name__}")
 
     def to_json(self) -> dict[str, str]:
@@ -268,7 +269,7 @@ class PersonName:
 def _text(value: object, vr: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f"a {vr} value must be a JSON string, not {type(value).__name__}")
-    return value.strip(_STRIP)
+    return value.strip(STRIP)
 
 
 _DA = re.compile(r"([0-9]{4})\.?([0-9]{2})\.?([0-9]{2})")
@@ -292,7 +293,7 @@ def parse_da(text: str) -> datetime.date:
 def _parse_da_text(text: str) -> datetime.date:
     if len(text) == 8 and text.isdigit() and text.isascii():
         return datetime.date(int(text[:4]), int(text[4:6]), int(text[6:]))
-    m = _DA.fullmatch(text.strip(_STRIP))
+    m = _DA.fullmatch(text.strip(STRIP))
     if m is None:
         raise ValueError("expected 8 digits")
     return datetime.date(int(m[1]), int(m[2]), int(m[3]))
@@ -320,7 +321,7 @@ def _parse_tm_text(text: str) -> datetime.time:
             return datetime.time(
                 int(text[:2]), int(text[2:4]), min(int(text[4:6]), 59), _fraction(fraction)
             )
-    m = _TM.fullmatch(text.strip(_STRIP))
+    m = _TM.fullmatch(text.strip(STRIP))
     if m is None:
         raise ValueError("expected HH[MM[SS[.F{1,6}]]]")
     second = min(int(m[3] or 0), 59)
@@ -339,7 +340,7 @@ def parse_dt(text: str) -> datetime.datetime:
 
 
 def _parse_dt_text(text: str) -> datetime.datetime:
-    m = _DT.fullmatch(text.strip(_STRIP))
+    m = _DT.fullmatch(text.strip(STRIP))
     if m is None:
         raise ValueError("expected YYYY[MM[DD[HH[MM[SS[.F{1,6}]]]]]][&ZZXX]")
     tz = None
@@ -404,14 +405,14 @@ def _parse_float(value: object, vr: str) -> float:
         raise ValueError(f"a {vr} value must be a number, not a boolean")
     if isinstance(value, int | float):
         return float(value)
-    if isinstance(value, str) and value.strip(_STRIP).strip() in {"NaN", "Infinity", "-Infinity"}:
-        return float(value.strip(_STRIP).strip())
+    if isinstance(value, str) and value.strip(STRIP).strip() in {"NaN", "Infinity", "-Infinity"}:
+        return float(value.strip(STRIP).strip())
     raise ValueError(f"a {vr} value must be a JSON number, not {type(value).__name__}")
 
 
 def _parse_str(value: object, vr: str) -> str:
     if type(value) is str:
-        return value.strip(_STRIP)
+        return value.strip(STRIP)
     return _text(value, vr)
 
 
@@ -453,7 +454,7 @@ def is_empty(value: object) -> bool:
     if value is None:
         return True
     if isinstance(value, str):
-        return not value.strip(_STRIP)
+        return not value.strip(STRIP)
     return isinstance(value, dict) and not any(value.values())
 
 

@@ -17,7 +17,7 @@ import attrs
 import pytest
 
 from aqido.client import AsyncQidoRS
-from aqido.crawl import _with_children, iter_pages
+from aqido.crawl import iter_pages
 from aqido.errors import InvalidQueryError, ServerError
 from aqido.protocol import QidoResponse
 from aqido.query import HierarchicalQuery, QueryLevel
@@ -36,14 +36,14 @@ def _study_json(n: int) -> dict[str, Any]:
     }
 
 
-def test_with_children_builds_what_evolve_builds() -> None:
+def test_with_series_builds_what_evolve_builds() -> None:
     (study,) = parse_results([_study_json(1)], QueryLevel.STUDY)
     assert study.PatientName is not None  # one field already converted (cached) ...
     series = parse_results(
         [{"0020000E": {"vr": "UI", "Value": [f"1.2.3.1.{k}"]}} for k in range(2)],
         QueryLevel.SERIES,
     )
-    fast = _with_children(study, "series", iter(series))
+    fast = study.with_series(iter(series))
     slow = attrs.evolve(study, series=tuple(series))
     assert type(fast) is Study
     assert fast == slow

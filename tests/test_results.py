@@ -709,9 +709,9 @@ def test_results_pickle_and_copy() -> None:
 def test_decode_json_without_orjson_uses_the_standard_library(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import aqido.results
+    import aqido._json
 
-    monkeypatch.setattr(aqido.results, "_loads", json.loads)
+    monkeypatch.setattr(aqido._json, "_loads", json.loads)
     body = json.dumps([ORTHANC_STUDY], ensure_ascii=False).encode()
     assert decode_json(body) == [ORTHANC_STUDY]
     assert parse_results(body, "STUDY") == [study()]

@@ -1,0 +1,311 @@
+"""The cattrs converter that structures DICOM JSON into aqido's results: the one structuring path.
+
+Pure: no I/O.  :func:`make_converter` builds a converter whose structure hooks
+turn a DICOM JSON object into a validated :class:`~aqido._dataset.Dataset`,
+``Study``, ``Series`` or ``Instance`` (values converted lazily, through the
+same converter's scalar hooks), and whose unstructure hooks turn Python
+values back into DICOM JSON values.  :func:`structure` and
+:func:`parse_results` always go through the converter's hooks.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar, Union, get_args, get_origin
+
+import cattrs
+
+from aqido._dataset import Dataset, _check_item, _Context, _ItemError, _parse_values, _ValuesOf
+from aqido._json import decode_json
+from aqido._models import _MODELS
+from aqido.errors import InvalidResponseError, excerpt
+from aqido.query import QueryLevel
+from aqido.values import (
+    INT_VRS,
+    PARSERS,
+    STRIP,
+    DSFloat,
+    PersonName,
+    Tag,
+    parse_da,
+    parse_tm,
+)
+
+_D = TypeVar("_D", bound=Dataset)
+
+
+# --------------------------------------------------------------------------- converter
+
+
+def _is_tuple_of(type_: Any) -> bool:
+    args = get_args(type_)
+    return get_origin(type_) is tuple and len(args) == 2 and args[1] is Ellipsis
+
+
+def _optional_inner(type_: Any) -> Any:
+    args = [a for a in get_args(type_) if a is not type(None)]
+    return args[0] if get_origin(type_) is Union or len(args) == 1 else None
+
+
+class DicomJSONConverter(cattrs.Converter):
+    """A cattrs converter carrying the context its results use for lazy conversion."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.context = _Context(self)
+
+
+def make_converter() -> DicomJSONConverter:
+    """Return a cattrs converter that structures DICOM JSON into aqido's result types.
+
+    Structure hooks:
+
+    * ``Dataset``, ``Study``, ``Series``, ``Instance``: a DICOM JSON object →
+      validated object whose values are converted lazily, through this converter.
+    * ``T | None`` for each value type (``str``, ``int``, ``float``, ``DSFloat``,
+      ``date``, ``time``, ``datetime``, ``PersonName``, ``Tag``): a DICOM JSON
+      *element* → its first value (``None`` if empty or unreadable).
+    * ``tuple[T, ...]``: an element → all its values; ``tuple[Dataset, ...]``:
+      an SQ element → its items.
+
+    Unstructure hooks turn Python values back into DICOM JSON values.
+    """
+    converter = DicomJSONConverter()
+    context = converter.context
+
+    def model_hook(obj: Any, cls: type[_D]) -> _D:
+        if type(obj) is not dict:
+            raise InvalidResponseError(
+                f"a DICOM JSON object was expected, not {type(obj).__name__}"
+            )
+        try:
+            raw = _check_item(obj)
+        except _ItemError as exc:
+            raise InvalidResponseError(str(exc)) from None
+        return cls._lazy(raw, context)
+
+    for cls in (Dataset, *_MODELS.values()):
+        converter.register_structure_hook(cls, model_hook)
+
+    def values_hook(elem: Mapping[str, Any], _: Any) -> tuple[Any, ...]:
+        return _parse_values(elem, None)
+
+    converter.register_structure_hook(_ValuesOf, values_hook)
+
+    scalar_types: tuple[type, ...] = (
+        str,
+        int,
+        float,
+        DSFloat,
+        datetime.date,
+        datetime.time,
+        datetime.datetime,
+        PersonName,
+        Tag,
+    )
+
+    def scalar_factory(type_: Any) -> Callable[[Any, Any], Any]:
+        def hook(elem: Mapping[str, Any], _: Any) -> Any:
+            values = _parse_values(elem, type_)
+            return values[0] if values else None
+
+        return hook
+
+    for type_ in scalar_types:
+        converter.register_structure_hook(type_, scalar_factory(type_))
+
+    # Fast paths for the shapes QIDO-RS servers send for default attributes; they
+    # give the same results as the generic hooks above, which handle the rest.
+    generic_str = scalar_factory(str)
+    generic_int = scalar_factory(int)
+    generic_date = scalar_factory(datetime.date)
+    generic_time = scalar_factory(datetime.time)
+    generic_pn = scalar_factory(PersonName)
+
+    def str_hook(elem: Mapping[str, Any], _: Any) -> Any:
+        values = elem.get("Value")
+        if values and type(values[0]) is str and elem["vr"] not in PARSERS:
+            return values[0].strip(STRIP) or None
+        return generic_str(elem, str)
+
+    def int_hook(elem: Mapping[str, Any], _: Any) -> Any:
+        values = elem.get("Value")
+        if values and type(values[0]) is int and elem["vr"] in INT_VRS:
+            return values[0]
+        return generic_int(elem, int)
+
+    def parsed_hook(
+        vr: str, parse: Callable[[str], Any], generic: Callable[[Any, Any], Any]
+    ) -> Callable[[Any, Any], Any]:
+        def hook(elem: Mapping[str, Any], type_: Any) -> Any:
+            values = elem.get("Value")
+            if values and type(values[0]) is str and elem["vr"] == vr:
+                try:
+                    return parse(values[0])
+                except ValueError:
+                    return None
+            return generic(elem, type_)
+
+        return hook
+
+    def pn_hook(elem: Mapping[str, Any], _: Any) -> Any:
+        values = elem.get("Value")
+        if values and type(values[0]) is dict and elem["vr"] == "PN":
+            try:
+                return PersonName.from_json(values[0]) or None
+            except ValueError:
+                return None
+        return generic_pn(elem, PersonName)
+
+    def str_tuple_hook(elem: Mapping[str, Any], _: Any) -> tuple[Any, ...]:
+        values = elem.get("Value")
+        if values and elem["vr"] not in PARSERS and all(type(v) is str for v in values):
+            out = tuple(v.strip(STRIP) or None for v in values)
+            return out if any(out) else ()
+        return _parse_values(elem, str)
+
+    converter.register_structure_hook(str, str_hook)
+    converter.register_structure_hook(int, int_hook)
+    converter.register_structure_hook(datetime.date, parsed_hook("DA", parse_da, generic_date))
+    converter.register_structure_hook(datetime.time, parsed_hook("TM", parse_tm, generic_time))
+    converter.register_structure_hook(PersonName, pn_hook)
+
+    def optional_factory(type_: Any) -> Callable[[Any, Any], Any]:
+        return converter.get_structure_hook(_optional_inner(type_))
+
+    converter.register_structure_hook_factory(
+        lambda t: _optional_inner(t) in scalar_types and type(None) in get_args(t),
+        optional_factory,
+    )
+
+    def sequence_hook(elem: Mapping[str, Any], _: Any) -> tuple[Dataset, ...]:
+        if elem.get("vr") != "SQ":
+            return ()
+        return tuple(model_hook(item, Dataset) for item in elem.get("Value") or ())
+
+    def tuple_factory(type_: Any) -> Callable[[Any, Any], Any]:
+        inner = get_args(type_)[0]
+        if isinstance(inner, type) and issubclass(inner, Dataset):
+            return sequence_hook
+        if inner is str:
+            return str_tuple_hook
+
+        def hook(elem: Mapping[str, Any], _: Any) -> tuple[Any, ...]:
+            return _parse_values(elem, inner)
+
+        return hook
+
+    converter.register_structure_hook_factory(_is_tuple_of, tuple_factory)
+
+    converter.register_unstructure_hook(datetime.date, lambda d: d.strftime("%Y%m%d"))
+    converter.register_unstructure_hook(datetime.time, _format_tm)
+    converter.register_unstructure_hook(datetime.datetime, _format_dt)
+    converter.register_unstructure_hook(PersonName, lambda p: p.to_json())
+    converter.register_unstructure_hook(Tag, lambda t: t.key)
+    converter.register_unstructure_hook(DSFloat, lambda d: d.text)
+    converter.register_unstructure_hook_func(
+        lambda t: isinstance(t, type) and issubclass(t, Dataset), lambda d: d.to_json()
+    )
+    return converter
+
+
+def _format_tm(t: datetime.time) -> str:
+    text = t.strftime("%H%M%S")
+    return f"{text}.{t.microsecond:06d}" if t.microsecond else text
+
+
+def _format_dt(dt: datetime.datetime) -> str:
+    text = dt.strftime("%Y%m%d%H%M%S")
+    if dt.microsecond:
+        text += f".{dt.microsecond:06d}"
+    if dt.utcoffset() is not None:
+        text += dt.strftime("%z")
+    return text
+
+
+def _context_of(converter: cattrs.Converter) -> _Context:
+    if not isinstance(converter, DicomJSONConverter):
+        raise TypeError("the converter must come from aqido.results.make_converter()")
+    return converter.context
+
+
+_DEFAULT_CONVERTER = make_converter()
+_DEFAULT_CONTEXT = _context_of(_DEFAULT_CONVERTER)
+Dataset._ctx = _DEFAULT_CONTEXT
+
+
+def _structure_one(converter: cattrs.Converter, item: Any, cls: type[_D]) -> _D:
+    try:
+        return converter.structure(item, cls)
+    except cattrs.BaseValidationError as exc:  # pragma: no cover - our hooks raise no cattrs errors
+        raise InvalidResponseError(f"cannot structure {cls.__name__}: {exc}") from None
+
+
+def structure(
+    items: Sequence[Any],
+    level: QueryLevel | str,
+    *,
+    converter: cattrs.Converter | None = None,
+    url: object = None,
+    status: int | None = None,
+) -> list[Any]:
+    """Structure decoded DICOM JSON objects into ``Study``, ``Series`` or ``Instance`` objects.
+
+    ``level`` is the query level (``QueryLevel.STUDY`` → ``Study`` ...).  Every
+    element is validated now; values are converted on first access.  Raises
+    :class:`~aqido.errors.InvalidResponseError` naming the item index and tag
+    (with ``url`` and ``status`` when given).
+    """
+    cls = _MODELS[QueryLevel(level)]
+    converter = converter or _DEFAULT_CONVERTER
+    _context_of(converter)  # only converters from make_converter() know the models
+    hook = converter.get_structure_hook(cls)
+    out: list[Any] = []
+    append = out.append
+    index = 0
+    try:
+        for index, item in enumerate(items):  # noqa: B007 - index is reported on error
+            append(hook(item, cls))
+    except InvalidResponseError as exc:
+        message = str(exc).split("; body starts:")[0]
+        raise InvalidResponseError(
+            f"item {index} is not a valid DICOM JSON object: {message}",
+            body=_excerpt_item(items[index]),
+            url=url,
+            status=status,
+        ) from None
+    except cattrs.BaseValidationError as exc:  # pragma: no cover - defensive
+        raise InvalidResponseError(f"item {index}: {exc}", url=url, status=status) from None
+    return out
+
+
+def _excerpt_item(item: Any) -> str:
+    try:
+        return excerpt(json.dumps(item, ensure_ascii=False, default=repr))
+    except (TypeError, ValueError):  # pragma: no cover - defensive
+        return excerpt(repr(item))
+
+
+def parse_results(
+    body_or_items: bytes | str | Sequence[Any],
+    level: QueryLevel | str,
+    *,
+    converter: cattrs.Converter | None = None,
+    url: object = None,
+    status: int | None = None,
+) -> list[Any]:
+    """Decode (bytes or str) and structure a QIDO-RS response: ``structure(decode_json(body))``.
+
+    ``url`` and ``status`` (optional) are put on any ``InvalidResponseError``.
+    """
+    if isinstance(body_or_items, bytes | bytearray | str):
+        items: Sequence[Any] = decode_json(
+            bytes(body_or_items) if isinstance(body_or_items, bytearray) else body_or_items,
+            url=url,
+            status=status,
+        )
+    else:
+        items = body_or_items
+    return structure(items, level, converter=converter, url=url, status=status)

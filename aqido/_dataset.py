@@ -1,0 +1,483 @@
+"""The DICOM JSON ``Dataset`` mapping, and the validation every structured object passes.
+
+Pure: no I/O.  :class:`Dataset` is a read-only mapping by keyword, tag key or
+int tag over one validated DICOM JSON object; values are converted on first
+access through the cattrs converter that built it (its :class:`_Context`).
+The default converter (:mod:`aqido._converter`) sets ``Dataset._ctx`` when it
+is imported, which :mod:`aqido.results` always does.
+
+Rules
+-----
+* **Values.** ``ds[key]`` gives ``None`` for an empty attribute, the value
+  when there is one, a tuple when there are several (as pydicom does); SQ
+  always gives a tuple of nested :class:`Dataset`.  Typed fields declared as
+  tuples (``ModalitiesInStudy``) always give tuples.  Types by VR are listed
+  in :mod:`aqido.values`.
+* **Empty.** No ``Value``, ``"Value": []``, ``[""]`` and ``[null]`` all mean
+  empty (``None``, or ``()`` for tuple fields).  Inside a multi-valued
+  attribute an empty or ``null`` entry is ``None``: ``("CT", None, "MR")``.
+* **Invalid values never raise.**  A value that cannot be read for its VR (DA
+  ``"2023-01-01"``, IS ``"abc"``, a PN that is a number) reads as ``None``; the
+  raw text stays in the element (``ds.element(key).values``) and the problem
+  is listed in ``ds.invalid`` as :class:`~aqido.values.InvalidValue`
+  (key, keyword, VR, raw value, reason).
+* **Round trip.** ``to_json()`` returns the elements exactly as received
+  (same ``Value`` arrays, including ``[]``/``[""]``/``[null]`` and trailing NUL
+  padding), except that tag keys are uppercased.  ``to_pydicom()`` is
+  ``pydicom.Dataset.from_json`` of that (so it raises what pydicom raises for
+  values pydicom cannot read, such as an IS of ``"N/A"``).
+* **Typed fields are views of the raw elements.**  ``Study(raw=item)`` reads
+  every field from ``item``; a field given to ``__init__`` or
+  ``attrs.evolve`` (``evolve(series, StudyInstanceUID=uid_from_the_path)``)
+  rewrites its element, so ``to_json()``, the mapping API and the fields
+  always agree.  ``attrs.evolve(study, series=...)`` keeps every attribute.
+* **Structural errors raise.**  :class:`~aqido.errors.InvalidResponseError`
+  (naming the item index and tag) when the body is not JSON, not an array of
+  objects, or an item has a malformed tag key, a missing or unknown VR, an
+  element that is not an object, a ``Value`` that is not an array, more than
+  one of ``Value``/``BulkDataURI``/``InlineBinary``, or an SQ item that is
+  not an object.  Unknown extra members of an element are tolerated.
+* **Lazy conversion.** Structuring validates every element but converts
+  values only on first access (then caches them), so parsing stays close to
+  the cost of decoding the JSON.  The objects keep a reference to the
+  decoded items (no copy is made): do not modify items after structuring
+  them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+import attrs
+import cattrs
+
+from aqido import dictionary
+from aqido.errors import InvalidResponseError
+from aqido.values import (
+    VRS,
+    BulkDataURI,
+    InlineBinary,
+    InvalidValue,
+    Tag,
+    is_empty,
+    parse_value,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pydicom
+
+_VALUE_KEYS = ("Value", "BulkDataURI", "InlineBinary")
+_MISSING: Any = object()
+
+
+# --------------------------------------------------------------------------- validation
+
+
+class _ItemError(Exception):
+    """Internal: a structural problem in one DICOM JSON object (message without the index)."""
+
+
+_GOOD_KEYS: set[str] = set()
+_HEX = frozenset("0123456789ABCDEFabcdef")
+
+
+def _check_key(key: object) -> str:
+    """Return the uppercase form of a tag key, or raise ``_ItemError``."""
+    if not isinstance(key, str) or len(key) != 8 or not _HEX.issuperset(key):
+        raise _ItemError(f"malformed tag key {key!r} (expected 8 hex digits such as '00100010')")
+    upper = key.upper()
+    if upper == key and len(_GOOD_KEYS) < 65536:
+        _GOOD_KEYS.add(key)
+    return upper
+
+
+def _check_element(key: str, elem: object) -> object:
+    """Validate one element; return it, or a replacement when nested items were normalised."""
+    if type(elem) is not dict:
+        raise _ItemError(f"tag {key}: element is not a JSON object ({type(elem).__name__})")
+    vr = elem.get("vr", _MISSING)
+    if vr not in VRS:
+        if vr is _MISSING:
+            raise _ItemError(f"tag {key}: element has no 'vr'")
+        raise _ItemError(f"tag {key}: unknown VR {vr!r}")
+    if len(elem) == 1:
+        return elem
+    present = [k for k in _VALUE_KEYS if k in elem]
+    if len(present) > 1:
+        raise _ItemError(f"tag {key}: element has more than one of {' / '.join(present)}")
+    if not present:
+        return elem
+    value = elem[present[0]]
+    if present[0] != "Value":
+        if not isinstance(value, str):
+            raise _ItemError(f"tag {key}: {present[0]} must be a string")
+        return elem
+    if type(value) is not list:
+        raise _ItemError(f"tag {key}: 'Value' must be a JSON array, not {type(value).__name__}")
+    if vr != "SQ":
+        return elem
+    items = value
+    for i, item in enumerate(value):
+        if type(item) is not dict:
+            raise _ItemError(f"tag {key}: sequence item {i} is not a JSON object")
+        try:
+            checked = _check_item(item)
+        except _ItemError as exc:
+            raise _ItemError(f"tag {key}, sequence item {i}: {exc}") from None
+        if checked is not item:
+            if items is value:
+                items = list(value)
+            items[i] = checked
+    if items is value:
+        return elem
+    return {**elem, "Value": items}
+
+
+def _check_item(item: dict[str, Any]) -> dict[str, Any]:
+    """Validate one DICOM JSON object; return it, or a normalised copy (uppercase keys)."""
+    replaced: dict[str, Any] | None = None
+    good = _GOOD_KEYS
+    for key, elem in item.items():
+        if key not in good:
+            upper = _check_key(key)
+            if upper != key:
+                replaced = replaced if replaced is not None else {}
+                replaced[key] = _MISSING
+                key = upper  # checked below under its normalised name
+        # Fast path for the common shapes; anything else goes through _check_element.
+        if type(elem) is dict and len(elem) == 2 and type(elem.get("Value")) is list:
+            vr = elem.get("vr")
+            if vr in VRS and vr != "SQ":
+                continue
+        elif type(elem) is dict and len(elem) == 1 and elem.get("vr") in VRS:
+            continue
+        checked = _check_element(key, elem)
+        if checked is not elem:
+            replaced = replaced if replaced is not None else {}
+            replaced[key] = checked
+    if replaced is None:
+        return item
+    out: dict[str, Any] = {}
+    for key, elem in item.items():
+        upper = key.upper()
+        if upper in out:
+            raise _ItemError(f"tag {upper} appears twice (keys differ only in case)")
+        out[upper] = replaced.get(upper, elem)
+    return out
+
+
+def _validated(raw: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return _check_item(raw)
+    except _ItemError as exc:
+        raise InvalidResponseError(f"invalid DICOM JSON object: {exc}") from None
+
+
+# --------------------------------------------------------------------------- values
+
+
+def _parse_values(elem: Mapping[str, Any], expected: type | None) -> tuple[Any, ...]:
+    """All values of a non-SQ element, parsed for its VR: ``None`` for empty or unreadable ones.
+
+    Returns ``()`` when every value is empty.  ``expected`` (a Python type) turns
+    values of another type into ``None`` too.
+    """
+    values = elem.get("Value")
+    if not values:
+        if "BulkDataURI" in elem:
+            return (BulkDataURI(elem["BulkDataURI"]),)
+        if "InlineBinary" in elem:
+            return (InlineBinary(elem["InlineBinary"]),)
+        return ()
+    vr = elem["vr"]
+    out: list[Any] = []
+    seen = False
+    for value in values:
+        if is_empty(value):
+            out.append(None)
+            continue
+        try:
+            parsed = parse_value(value, vr)
+        except (ValueError, TypeError, OverflowError):
+            parsed = None
+        else:
+            if expected is not None and not isinstance(parsed, expected):
+                parsed = None
+        seen = seen or parsed is not None
+        out.append(parsed)
+    return tuple(out) if seen else ()
+
+
+def _invalid_values(key: str, elem: Mapping[str, Any]) -> list[InvalidValue]:
+    """The values of one element that cannot be read, as ``InvalidValue`` records."""
+    values = elem.get("Value")
+    vr = elem["vr"]
+    bad: list[InvalidValue] = []
+    if vr == "SQ" or not values:
+        if "InlineBinary" in elem:
+            try:
+                InlineBinary(elem["InlineBinary"]).to_bytes()
+            except ValueError as exc:
+                bad.append(_invalid(key, vr, elem["InlineBinary"], str(exc)))
+        return bad
+    for value in values:
+        if is_empty(value):
+            continue
+        try:
+            parse_value(value, vr)
+        except (ValueError, TypeError, OverflowError) as exc:
+            bad.append(_invalid(key, vr, value, str(exc)))
+    return bad
+
+
+def _invalid(key: str, vr: str, raw: Any, reason: str) -> InvalidValue:
+    return InvalidValue(key, dictionary.keyword_for(int(key, 16)), vr, raw, reason)
+
+
+# --------------------------------------------------------------------------- keys
+
+_NAME_CACHE: dict[str | int, str] = {}
+
+
+def _key_for(name: str | int) -> str:
+    """Turn a keyword, tag key or int tag into the uppercase tag key; ``KeyError`` if unknown."""
+    try:
+        return _NAME_CACHE[name]
+    except (KeyError, TypeError):
+        pass
+    try:
+        tag, _ = dictionary.resolve(name)
+    except ValueError as exc:
+        raise KeyError(name) from exc
+    key = dictionary.tag_key(tag)
+    if len(_NAME_CACHE) < 65536 and isinstance(name, str | int):
+        _NAME_CACHE[name] = key
+    return key
+
+
+_KEYWORD_CACHE: dict[str, str] = {}
+
+
+def _key_for_or_none(name: str | int) -> str | None:
+    try:
+        return _key_for(name)
+    except KeyError:
+        return None
+
+
+def name_for_key(key: str) -> str:
+    """The name iteration yields for a tag key: its keyword, or the key itself."""
+    try:
+        return _KEYWORD_CACHE[key]
+    except KeyError:
+        pass
+    name = dictionary.name_for(int(key, 16))
+    if len(_KEYWORD_CACHE) < 65536:
+        _KEYWORD_CACHE[key] = name
+    return name
+
+
+# --------------------------------------------------------------------------- context
+
+
+class _Context:
+    """What a converter gives the objects it built: the hooks used for lazy conversion."""
+
+    def __init__(self, converter: cattrs.Converter) -> None:
+        self.converter = converter
+        self._hooks: dict[Any, Callable[[Any, Any], Any]] = {}
+
+    def hook(self, type_: Any) -> Callable[[Any, Any], Any]:
+        try:
+            return self._hooks[type_]
+        except KeyError:
+            hook = self._hooks[type_] = self.converter.get_structure_hook(type_)
+            return hook
+
+    def value(self, elem: Mapping[str, Any]) -> Any:
+        """The mapping-API value of an element: None, one value, a tuple; SQ → tuple."""
+        vr = elem["vr"]
+        if vr == "SQ":
+            return self.hook(tuple[Dataset, ...])(elem, tuple[Dataset, ...])
+        values = self.hook(_ValuesOf)(elem, _ValuesOf)
+        if not values:
+            return None
+        return values[0] if len(values) == 1 else values
+
+
+class _ValuesOf:
+    """Marker type: structure an element into the tuple of its parsed values (any VR)."""
+
+
+# --------------------------------------------------------------------------- Dataset
+
+
+class Dataset(Mapping[str, Any]):
+    """A DICOM dataset from DICOM JSON: a read-only mapping by keyword, tag key or int tag.
+
+    ``ds["PatientName"]``, ``ds["00100010"]`` and ``ds[0x00100010]`` return the
+    Python value (see the module docstring for the rules); ``ds.element(key)``
+    gives the raw element (VR and JSON values).  Iteration yields keywords, or
+    tag keys for private and unknown tags.  Build one with
+    :meth:`from_json` or :meth:`from_pydicom`.
+    """
+
+    _raw: dict[str, Any]
+    _ctx: ClassVar[_Context]
+
+    def __init__(self, raw: Mapping[str, Any] | None = None) -> None:
+        object.__setattr__(self, "_raw", _validated(dict(raw or {})))
+
+    @classmethod
+    def _lazy(cls: type[_D], raw: dict[str, Any], ctx: _Context | None = None) -> _D:
+        """Build without running ``__init__``: ``raw`` must already be validated."""
+        obj = object.__new__(cls)
+        d = obj.__dict__
+        d["_raw"] = raw
+        if ctx is not None and ctx is not cls._ctx:
+            d["_ctx"] = ctx
+        return obj
+
+    @classmethod
+    def from_json(cls: type[_D], item: Mapping[str, Any]) -> _D:
+        """Build from one DICOM JSON object; raise ``InvalidResponseError`` if malformed."""
+        result: _D = cls._ctx.converter.structure(dict(item), cls)
+        return result
+
+    @classmethod
+    def from_pydicom(cls: type[_D], ds: pydicom.Dataset) -> _D:
+        """Build from a ``pydicom.Dataset`` (through its ``to_json_dict()``)."""
+        return cls.from_json(ds.to_json_dict())
+
+    # -- mapping API
+    def __getitem__(self, name: str | int) -> Any:
+        key = name if name in self._raw else _key_for(name)
+        try:
+            cache: dict[str, Any] = self.__dict__["_values"]
+        except KeyError:
+            cache = self.__dict__["_values"] = {}
+        try:
+            return cache[key]
+        except KeyError:
+            pass
+        elem = self._raw[key]
+        value = cache[key] = self._ctx.value(elem)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str | int):
+            return False
+        return name in self._raw or _key_for_or_none(name) in self._raw
+
+    def __iter__(self) -> Iterator[str]:
+        return (name_for_key(key) for key in self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def element(self, name: str | int) -> Element:
+        """The raw element for ``name``: tag, keyword, VR and the JSON it came from."""
+        key = _key_for(name)
+        return Element(key=key, json=self._raw[key])
+
+    @property
+    def invalid(self) -> tuple[InvalidValue, ...]:
+        """Values that could not be read for their VR (typed value ``None``, raw text kept).
+
+        Covers this dataset's own elements; nested sequence items have their own ``.invalid``.
+        """
+        bad: list[InvalidValue] = []
+        for key, elem in self._raw.items():
+            bad += _invalid_values(key, elem)
+        return tuple(bad)
+
+    # -- conversion
+    def to_json(self) -> dict[str, Any]:
+        """Return the DICOM JSON object (a deep copy of the elements as received)."""
+        return _copy_json(self._raw)  # type: ignore[no-any-return]
+
+    def to_pydicom(
+        self, bulk_data_uri_handler: Callable[..., bytes | None] | None = None
+    ) -> pydicom.Dataset:
+        """Return ``pydicom.Dataset.from_json(self.to_json())`` (imports pydicom on first use)."""
+        import pydicom
+
+        return pydicom.Dataset.from_json(self.to_json(), bulk_data_uri_handler)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, Dataset)
+        return self._raw == other._raw
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self._raw, sort_keys=True, default=str))
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={self[name]!r}" for name in list(self)[:6])
+        more = ", ..." if len(self) > 6 else ""
+        return f"{type(self).__name__}({shown}{more})"
+
+    def _repr_html_(self) -> str:
+        """Jupyter's rich display: see :mod:`aqido.display`."""
+        from aqido.display import dataset_html
+
+        return dataset_html(self)
+
+
+_D = TypeVar("_D", bound=Dataset)
+
+
+def _copy_json(value: Any) -> Any:
+    if type(value) is dict:
+        return {k: _copy_json(v) for k, v in value.items()}
+    if type(value) is list:
+        return [_copy_json(v) for v in value]
+    return value
+
+
+@attrs.frozen
+class Element:
+    """One raw DICOM JSON element: its tag key and the JSON object (``vr`` + value member).
+
+    Attributes:
+        key: the uppercase tag key (``"00100010"``).
+        json: the element exactly as received.
+    """
+
+    key: str
+    json: Mapping[str, Any]
+
+    @property
+    def tag(self) -> Tag:
+        """The tag as an int (:class:`~aqido.values.Tag`)."""
+        return Tag(self.key)
+
+    @property
+    def keyword(self) -> str:
+        """The PS3.6 keyword, ``""`` for private and unknown tags."""
+        return dictionary.keyword_for(int(self.key, 16))
+
+    @property
+    def vr(self) -> str:
+        """The VR the server gave."""
+        return str(self.json["vr"])
+
+    @property
+    def values(self) -> tuple[Any, ...]:
+        """The raw JSON ``Value`` array as a tuple (``()`` without ``Value``)."""
+        return tuple(self.json.get("Value") or ())
+
+    @property
+    def bulk_data_uri(self) -> str | None:
+        """The ``BulkDataURI`` member, if any."""
+        value = self.json.get("BulkDataURI")
+        return None if value is None else str(value)
+
+    @property
+    def inline_binary(self) -> bytes | None:
+        """The ``InlineBinary`` member decoded to bytes, if any (``ValueError`` if not base64)."""
+        value = self.json.get("InlineBinary")
+        return None if value is None else InlineBinary(value).to_bytes()
