@@ -7,12 +7,13 @@ lazily, on first attribute access, so ``import aqido`` stays fast.
 
 from __future__ import annotations
 
-import importlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from aqido._lazy import lazy_exports
 from aqido.errors import (
     BadRequestError,
+    CheckpointError,
     CrawlFailure,
     CrawlIncompleteError,
     HTTPStatusError,
@@ -99,6 +100,7 @@ __all__ = [
     "AsyncQidoRS",
     "BadRequestError",
     "BaseQuery",
+    "CheckpointError",
     "CrawlCheckpoint",
     "CrawlFailure",
     "CrawlIncompleteError",
@@ -144,14 +146,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'aqido' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports("aqido", globals(), _LAZY, __all__)

@@ -49,7 +49,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from aqido.results import Instance, Series, Study
     from aqido.retry import Retry, Timeout
 
-__all__ = ["QidoRS"]
 
 T = TypeVar("T")
 

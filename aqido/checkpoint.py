@@ -4,7 +4,11 @@ The file is the crawl's output *and* its state.  One JSON object per line:
 
 - a header, written once when the file is created::
 
-      {"aqido_crawl": 1, "query": "/studies?StudyDate=20240101-", "depth": "INSTANCE"}
+      {"aqido_crawl": 1, "query": "/studies?StudyDate=20240101-", "depth": "INSTANCE",
+       "server": "https://pacs.example/dicom-web"}
+
+  (``"server"``: the service root, without credentials, query or fragment;
+  files written before aqido recorded it have none);
 
 - one line per study, written only when the study's whole subtree has been
   fetched (so a study in the file is always complete)::
@@ -23,12 +27,30 @@ The file is the crawl's output *and* its state.  One JSON object per line:
   with ``"failures"`` as ``[{"query": "/studies/1.2/series", "error": "ServerError: ..."}]``.
 
 Resuming (opening an existing file) reads every complete line, drops a last
-line cut short by a kill, checks that the header names the same query and
-depth, and returns the StudyInstanceUIDs already written: the crawl lists the
-studies again and skips those, so the file ends up with exactly the studies of
-a clean run, each once.  If the last end record says ``complete``, there is
+line cut short by a kill, checks that the header names the same query, depth
+and server, and returns the StudyInstanceUIDs already written: the crawl lists
+the studies again and skips those, so the file ends up with exactly the studies
+of a clean run, each once.  If the last end record says ``complete``, there is
 nothing left to do.  Lines are flushed as they are written (``fsync=True``
 also syncs them to disk, for power loss rather than a killed process).
+
+Safety:
+
+- **Nothing is dropped silently.**  Only a last line without its newline (a
+  write cut short by a kill) is dropped.  Any other line that is not a valid
+  record (not JSON, too deeply nested, huge numbers, not UTF-8, not an object,
+  a header, study or end record with the wrong types, a second header) raises
+  :class:`~aqido.errors.CheckpointError` naming the line; so does any line
+  :meth:`read_studies` cannot turn into results.  (A JSON object of a kind this
+  version does not know is skipped: later versions may add records.)
+- **One server.**  Resuming against another server (a crawl of archive A
+  completed with archive B's studies) raises ``CheckpointError``, as does a
+  file that records no server (an older aqido's); ``force=True`` (CLI
+  ``--force``) resumes anyway, for an archive that moved.
+- **One writer.**  :meth:`~CrawlCheckpoint.open` takes an exclusive lock
+  (``filelock`` on ``FILE.lock`` next to the file, left in place) until
+  :meth:`~CrawlCheckpoint.close`: a second writer fails at once with
+  ``CheckpointError`` instead of interleaving its lines.  Reading needs no lock.
 """
 
 from __future__ import annotations
@@ -37,24 +59,94 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
-from aqido.errors import CrawlFailure
+from aqido.errors import CheckpointError, CrawlFailure, QidoError
 from aqido.query import BaseQuery, QueryLevel
 
-__all__ = ["CHECKPOINT_VERSION", "CrawlCheckpoint"]
+if TYPE_CHECKING:  # pragma: no cover
+    from filelock import BaseFileLock
 
 #: The format version written in the header (``"aqido_crawl": 1``).
 CHECKPOINT_VERSION = 1
 _STUDY_UID = "0020000D"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def _study_uid(study_json: dict[str, Any]) -> str | None:
     element = study_json.get(_STUDY_UID)
     values = element.get("Value") if isinstance(element, dict) else None
-    if values and isinstance(values[0], str):
+    if isinstance(values, list) and values and isinstance(values[0], str):
         return values[0].rstrip("\x00 ")
     return None
+
+
+def checkpoint_server(url: str) -> str:
+    """The server a checkpoint records: ``url`` without userinfo, query or fragment.
+
+    Scheme and host are lower-cased, a default port and a trailing ``/`` are
+    dropped, so two spellings of one service root compare equal.
+    """
+    try:
+        parts = urlsplit(str(url))
+    except ValueError:  # not a URL at all (a crafted header): compared as it is
+        return str(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    scheme = parts.scheme.lower()
+    if port is not None and port != _DEFAULT_PORTS.get(scheme):
+        host = f"{host}:{port}"
+    return urlunsplit((scheme, host, parts.path.rstrip("/"), "", ""))
+
+
+def _is_dict_list(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(item, dict) for item in value)
+
+
+def _record_error(record: dict[str, Any], number: int) -> str | None:
+    """Why a parsed line is not a valid checkpoint record (``None``: it is one).
+
+    The header is optional for reading (a file of study lines, filtered by
+    another tool, reads fine); :meth:`CrawlCheckpoint.open` requires it.
+    """
+    if number == 1 and "aqido_crawl" in record:
+        if not isinstance(record["aqido_crawl"], int):
+            return "not an aqido crawl checkpoint ('aqido_crawl' is not a number)"
+        for key in ("query", "depth"):
+            if not isinstance(record.get(key), str):
+                return f"the header's {key!r} is not a string"
+        if "server" in record and not isinstance(record["server"], str):
+            return "the header's 'server' is not a string"
+        return None
+    if "study" in record:
+        if not isinstance(record["study"], dict):
+            return "'study' is not a JSON object"
+        uid = record.get("StudyInstanceUID")
+        if uid is not None and not isinstance(uid, str):
+            return "'StudyInstanceUID' is not a string"
+        series = record.get("series", [])
+        if not _is_dict_list(series):
+            return "'series' is not a list of JSON objects"
+        for entry in series:
+            if not isinstance(entry.get("series"), dict):
+                return "a series entry has no 'series' object"
+            if not _is_dict_list(entry.get("instances", [])):
+                return "a series entry's 'instances' is not a list of JSON objects"
+        return None
+    if "end" in record:
+        end = record["end"]
+        if not isinstance(end, dict) or not isinstance(end.get("complete", False), bool):
+            return "'end' is not an end record"
+        return None
+    if "aqido_crawl" in record:
+        return "a header that is not on the first line"
+    return None  # a record of a kind this version does not know: skipped, as the format says
 
 
 class CrawlCheckpoint:
@@ -66,12 +158,17 @@ class CrawlCheckpoint:
     objects with their series and instances attached.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = False) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, fsync: bool = False, force: bool = False
+    ) -> None:
         self.path = Path(path)
         self.fsync = fsync
+        #: Resume even if the file records another server, or none (an older aqido's file).
+        self.force = force
         self.done: set[str] = set()
         self.finished_complete = False
         self._file: IO[str] | None = None
+        self._lock: BaseFileLock | None = None
 
     def __repr__(self) -> str:
         return f"CrawlCheckpoint({str(self.path)!r}, done={len(self.done)})"
@@ -80,19 +177,36 @@ class CrawlCheckpoint:
 
     @staticmethod
     def _records(path: Path) -> tuple[list[dict[str, Any]], int]:
-        """Every complete JSON line, and the byte length of the good prefix of the file."""
+        """Every complete record, and the byte length of the file without a cut-short last line.
+
+        Raises :class:`CheckpointError` for any complete line that is not a valid record.
+        """
         records: list[dict[str, Any]] = []
         good = 0
         with path.open("rb") as file:
-            for raw in file:
+            for number, raw in enumerate(file, start=1):
                 if not raw.endswith(b"\n"):
-                    break  # cut short by a kill: dropped
+                    break  # the last line, cut short by a kill: dropped
+                problem: str | None
                 try:
                     record = json.loads(raw)
-                except ValueError:
-                    break
-                if not isinstance(record, dict):
-                    break
+                except RecursionError:
+                    problem = "not a record (JSON nested too deeply)"
+                except UnicodeDecodeError:
+                    problem = "not a JSON record (not UTF-8 text)"
+                except json.JSONDecodeError as exc:
+                    problem = f"not a JSON record ({exc.msg} at column {exc.colno})"
+                except ValueError as exc:  # a number too long to convert...
+                    problem = f"not a JSON record ({exc})"
+                else:
+                    if isinstance(record, dict):
+                        problem = _record_error(record, number)
+                    else:
+                        problem = f"not a JSON object but {type(record).__name__}"
+                if problem is not None:
+                    if number == 1 and not problem.startswith("not an aqido"):
+                        problem = f"not an aqido crawl checkpoint: {problem}"
+                    raise CheckpointError(problem, path=path, line=number)
                 records.append(record)
                 good += len(raw)
         return records, good
@@ -109,24 +223,73 @@ class CrawlCheckpoint:
 
         from aqido.results import Instance, Series, Study
 
-        for record in cls._records(Path(path))[0]:
+        for number, record in enumerate(cls._records(Path(path))[0], start=1):
             if "study" not in record:
                 continue
-            series = []
-            for entry in record.get("series", ()):
-                instances = [Instance.from_json(i) for i in entry.get("instances", ())]
-                series.append(attrs.evolve(Series.from_json(entry["series"]), instances=instances))
-            yield attrs.evolve(Study.from_json(record["study"]), series=series)
+            try:
+                series = []
+                for entry in record.get("series", ()):
+                    instances = [Instance.from_json(i) for i in entry.get("instances", ())]
+                    series.append(
+                        attrs.evolve(Series.from_json(entry["series"]), instances=instances)
+                    )
+                study = attrs.evolve(Study.from_json(record["study"]), series=series)
+            except QidoError as exc:
+                raise CheckpointError(
+                    f"not valid DICOM JSON: {exc}", path=path, line=number
+                ) from None
+            yield study
 
     # --- writing (used by the crawl) ----------------------------------------------------
 
-    def open(self, query: BaseQuery, depth: QueryLevel) -> set[str]:
-        """Open for appending (creating the file and its header if needed).
+    def open(self, query: BaseQuery, depth: QueryLevel, *, server: str | None = None) -> set[str]:
+        """Lock the file and open it for appending (creating it and its header if needed).
 
-        Returns the StudyInstanceUIDs already written.  Raises ``ValueError``
-        if the file belongs to a crawl of another query or depth.
+        ``server``: the service root crawled (the client passes its URL; it is
+        recorded without credentials, query or fragment, see
+        :func:`checkpoint_server`).  Returns the StudyInstanceUIDs already
+        written.  Raises :class:`~aqido.errors.CheckpointError` (a
+        ``ValueError``) if another writer holds the file, if a line is damaged,
+        or if the file belongs to a crawl of another query or depth, or of
+        another server (or none recorded) unless ``force``.  The lock is held
+        until :meth:`close`.
         """
-        header = {"aqido_crawl": CHECKPOINT_VERSION, "query": str(query), "depth": depth.name}
+        header: dict[str, Any] = {
+            "aqido_crawl": CHECKPOINT_VERSION,
+            "query": str(query),
+            "depth": depth.name,
+        }
+        if server is not None:
+            header["server"] = checkpoint_server(server)
+        self._acquire()
+        try:
+            return self._open(header)
+        except BaseException:
+            self.close()
+            raise
+
+    def _acquire(self) -> None:
+        """Take the exclusive lock (``FILE.lock``) at once, or raise CheckpointError."""
+        if self._lock is not None and self._lock.is_locked:
+            return
+        from filelock import FileLock, Timeout
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.path.with_name(self.path.name + ".lock"), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout as exc:
+            raise CheckpointError(
+                "in use by another crawl (another aqido process holds its lock "
+                f"{lock.lock_file}); wait for it to finish or stop it",
+                path=self.path,
+            ) from exc
+        self._lock = lock
+
+    def _open(self, header: dict[str, Any]) -> set[str]:
+        if self._file is not None:  # opened again (the CLI checks the file, then crawls)
+            self._file.close()
+            self._file = None
         self.done = set()
         self.finished_complete = False
         records: list[dict[str, Any]] = []
@@ -136,18 +299,12 @@ class CrawlCheckpoint:
             if not records:
                 data = self.path.read_bytes()
                 if not self._line(header).encode("utf-8").startswith(data):
-                    raise ValueError(f"{self.path} is not an aqido crawl checkpoint")
+                    raise CheckpointError("not an aqido crawl checkpoint", path=self.path)
                 # else: this crawl was killed while writing its header; start again
         if records:
-            if records[0].get("aqido_crawl") is None:
-                raise ValueError(f"{self.path} is not an aqido crawl checkpoint")
-            first = records[0]
-            if first.get("query") != header["query"] or first.get("depth") != header["depth"]:
-                raise ValueError(
-                    f"{self.path} holds a crawl of {first.get('query')!r} at depth "
-                    f"{first.get('depth')}, not {header['query']!r} at {header['depth']}; "
-                    "use another file to start a new crawl"
-                )
+            if "aqido_crawl" not in records[0]:
+                raise CheckpointError("not an aqido crawl checkpoint (no header)", path=self.path)
+            self._check_header(records[0], header)
             for record in records:
                 if "study" in record:
                     uid = record.get("StudyInstanceUID") or _study_uid(record["study"])
@@ -159,10 +316,32 @@ class CrawlCheckpoint:
                 file.truncate(good)
             self._file = self.path.open("a", encoding="utf-8")
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.path.open("w", encoding="utf-8")
             self._write(header)
         return set(self.done)
+
+    def _check_header(self, first: dict[str, Any], header: dict[str, Any]) -> None:
+        """Refuse a file of another query, depth or (unless forced) server."""
+        if first["query"] != header["query"] or first["depth"] != header["depth"]:
+            raise CheckpointError(
+                f"holds a crawl of {first['query']!r} at depth {first['depth']}, not "
+                f"{header['query']!r} at {header['depth']}; use another file to start a new crawl",
+                path=self.path,
+            )
+        if self.force or "server" not in header:
+            return
+        if "server" not in first:
+            raise CheckpointError(
+                "records no server (written by an older aqido); resume with force=True "
+                f"(--force) if it was crawled from {header['server']}",
+                path=self.path,
+            )
+        if checkpoint_server(first["server"]) != header["server"]:
+            raise CheckpointError(
+                f"holds a crawl of {first['server']}, not {header['server']}; resume with "
+                "force=True (--force) only if both are the same archive",
+                path=self.path,
+            )
 
     @staticmethod
     def _line(record: dict[str, Any]) -> str:
@@ -205,7 +384,12 @@ class CrawlCheckpoint:
         )
 
     def close(self) -> None:
-        """Close the file (idempotent)."""
+        """Close the file and release its lock (idempotent)."""
         file, self._file = self._file, None
-        if file is not None:
-            file.close()
+        lock, self._lock = self._lock, None
+        try:
+            if file is not None:
+                file.close()
+        finally:
+            if lock is not None:
+                lock.release(force=True)

@@ -5,7 +5,7 @@ Commands::
     aqido search URL [query options] [--level study|series|instance] [--relational]
                      [--limit N] [--format table|json|jsonl|csv]
     aqido crawl URL [query options] [--depth series|instance] [--concurrency N]
-                    --out FILE.jsonl [--resume]
+                    --out FILE.jsonl [--resume [--force]]
     aqido demo [--studies N] [--out FILE.jsonl]
 
 Exit status: 0 success; 1 the server could not be reached, or answered with an
@@ -15,7 +15,11 @@ same command with ``--resume`` to fetch just those); 130 interrupted.
 
 Credentials come from ``--user`` (password from ``--password``, ``AQIDO_PASSWORD``
 or a prompt), ``--token`` or ``AQIDO_TOKEN``, and ``--header``; they are never
-printed.  Errors are one line without a traceback unless ``--debug`` is given.
+printed (a URL with ``user:password@`` is refused, as are control characters in
+credentials and headers).  Errors are one line without a traceback unless
+``--debug`` is given.  Whatever the server sends is shown through
+:func:`aqido.terminal.printable` (control characters escaped, never read as rich
+markup) and in the terminal's encoding; ``json``, ``jsonl`` and ``csv`` keep it exact.
 
 The output looks best with ``pip install 'aqido[cli]'`` (rich tables and a live
 progress bar); without rich the same information is printed as plain text.
@@ -31,43 +35,33 @@ import datetime as _dt
 import getpass
 import io
 import json
+import logging
+import math
 import os
+import re
 import signal
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
-from contextlib import aclosing, asynccontextmanager, redirect_stdout, suppress
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager, redirect_stdout, suppress
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar, cast
 
 from aqido import __version__
 from aqido.errors import (
-    HTTPStatusError,
     InvalidQueryError,
     QidoError,
     TransportError,
 )
 from aqido.query import ATTRIBUTE_FIELDS, BaseQuery, HierarchicalQuery, QueryLevel, RelationalQuery
+from aqido.terminal import SafeStream, printable, unicode_safe
 
 if TYPE_CHECKING:  # pragma: no cover
+    from aqido.checkpoint import CrawlCheckpoint
     from aqido.client import AsyncQidoRS
     from aqido.results import Dataset, Study
     from aqido.stats import CrawlStats
 
-__all__ = [
-    "EXIT_ERROR",
-    "EXIT_INCOMPLETE",
-    "EXIT_INTERRUPTED",
-    "EXIT_OK",
-    "EXIT_USAGE",
-    "UsageError",
-    "build_parser",
-    "format_value",
-    "main",
-    "query_from_args",
-    "status_line",
-    "write_results",
-]
 
 _T = TypeVar("_T")
 
@@ -139,13 +133,28 @@ def _positive(text: str) -> int:
     return value
 
 
-def _non_negative(text: str) -> float:
+def _finite(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = _finite(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """A timeout: a finite number of seconds above 0 (``inf``, ``nan``, 0 and less are refused)."""
+    value = _finite(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text!r}")
     return value
 
 
@@ -231,7 +240,7 @@ def _connection_options(parser: argparse.ArgumentParser, *, concurrency: int) ->
     )
     group.add_argument(
         "--timeout",
-        type=_non_negative,
+        type=_seconds,
         default=60.0,
         metavar="SECONDS",
         help="per-request timeout (default: 60)",
@@ -368,6 +377,13 @@ def _crawl_options(parser: argparse.ArgumentParser, *, out_required: bool) -> No
     group.add_argument(
         "--overwrite", action="store_true", help="replace --out if it exists (default: refuse)"
     )
+    if out_required:  # the demo's archive is the same at every run, whatever its port
+        group.add_argument(
+            "--force",
+            action="store_true",
+            help="--resume even if --out records another server (or none: an older aqido's "
+            "file); only for the same archive at a new address",
+        )
     group.add_argument(
         "--no-progress", dest="progress", action="store_false", help="no live progress display"
     )
@@ -404,6 +420,20 @@ def query_from_args(args: argparse.Namespace) -> BaseQuery:
     )
 
 
+#: Control characters (C0 but HTAB, DEL, C1): never allowed in a header value or credential.
+_CONTROL = frozenset(chr(c) for c in (*range(0x09), *range(0x0A, 0x20), *range(0x7F, 0xA0)))
+#: The characters of an HTTP header name (RFC 9110 ``token``).
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+
+
+def _unsafe_secret(value: str) -> bool:
+    """Whether a credential or header value holds a control character (CR/LF would inject
+    headers; a tab is harmless in a header but not in a credential) or a lone surrogate."""
+    return any(c in _CONTROL or c == "\t" or "\ud800" <= c <= "\udfff" for c in value)
+
+
 def _credentials(
     args: argparse.Namespace,
     environ: Mapping[str, str],
@@ -414,6 +444,8 @@ def _credentials(
     if user and args.token:
         raise UsageError("give --user or --token, not both")
     if user:
+        if ":" in user or _unsafe_secret(user):
+            raise UsageError("--user must not contain ':' or control characters")
         password = args.password or environ.get("AQIDO_PASSWORD")
         if password is None:
             if ask_password is None:
@@ -422,9 +454,18 @@ def _credentials(
                     "to be asked"
                 )
             password = ask_password(f"password for {user}: ")
+        if _unsafe_secret(password):
+            raise UsageError(
+                "the password holds a control character (a line break?); it is not shown here"
+            )
         return (user, password)
     if args.password:
         raise UsageError("--password needs --user")
+    if token and _unsafe_secret(token):
+        raise UsageError(
+            "the token (--token or AQIDO_TOKEN) holds a control character (a line break?); "
+            "it is not shown here"
+        )
     return token or None
 
 
@@ -432,9 +473,15 @@ def _headers(values: Sequence[str]) -> dict[str, str]:
     headers: dict[str, str] = {}
     for item in values:
         name, sep, value = item.partition(":")
-        if not sep or not name.strip() or any(c in item for c in "\r\n"):
+        name, value = name.strip(), value.strip(" \t")
+        if not sep or not name or any(c not in _TOKEN_CHARS for c in name):
             raise UsageError("--header wants 'NAME: VALUE' (the value is not shown here)")
-        headers[name.strip()] = value.strip()
+        if any(c in _CONTROL or "\ud800" <= c <= "\udfff" for c in value):
+            raise UsageError(
+                f"--header {name}: the value holds a control character (a line break?); "
+                "it is not shown here"
+            )
+        headers[name] = value
     return headers
 
 
@@ -504,23 +551,32 @@ def write_results(
 
     json/jsonl are the DICOM JSON objects exactly as received; csv has one
     column per keyword returned (values as in :func:`format_value`); the table
-    shows the usual columns of the level plus the included fields.
+    shows the usual columns of the level plus the included fields, every value
+    passed through :func:`aqido.terminal.printable` (control characters escaped,
+    never read as rich markup).  On a stream whose encoding cannot hold every
+    character (``PYTHONIOENCODING=ascii``), JSON escapes them (``\\u00e9``: the
+    data stay exact) and the table and csv write them as ``\\xe9``.
     """
+    ascii = not unicode_safe(getattr(out, "encoding", None))
+    out = _safe(out)
     if fmt == "jsonl":
         for result in results:
-            out.write(_json_line(result.to_json()))
+            out.write(_json_line(result.to_json(), ascii=ascii))
     elif fmt == "json":
-        json.dump([r.to_json() for r in results], out, ensure_ascii=False, indent=2)
+        json.dump([r.to_json() for r in results], out, ensure_ascii=ascii, indent=2)
         out.write("\n")
     elif fmt == "csv":
         keywords = _all_keywords(results)
         writer = csv.writer(out, lineterminator="\n")
+        # Python < 3.12 leaves a lone CR unquoted, which readers take for a line end
+        quoted = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
         writer.writerow(keywords)
         for result in results:
-            writer.writerow([format_value(result.get(k)) for k in keywords])
+            row = [format_value(result.get(k)) for k in keywords]
+            (quoted if any("\r" in cell for cell in row) else writer).writerow(row)
     elif fmt == "table":
         columns = _columns(results, level, includes)
-        rows = [[format_value(r.get(c)) for c in columns] for r in results]
+        rows = [[printable(format_value(r.get(c))) for c in columns] for r in results]
         headings = [_SHORT_HEADINGS.get(c, c) for c in columns]
         _print_table(
             headings,
@@ -534,8 +590,13 @@ def write_results(
         raise UsageError(f"unknown format {fmt!r}")
 
 
-def _json_line(item: Any) -> str:
-    return json.dumps(item, ensure_ascii=False, separators=(",", ":")) + "\n"
+def _safe(out: IO[str]) -> IO[str]:
+    """``out`` wrapped in a :class:`~aqido.terminal.SafeStream` (unless it is one)."""
+    return out if isinstance(out, SafeStream) else cast(IO[str], SafeStream(out))
+
+
+def _json_line(item: Any, *, ascii: bool = False) -> str:
+    return json.dumps(item, ensure_ascii=ascii, separators=(",", ":")) + "\n"
 
 
 def _have_rich() -> bool:
@@ -555,21 +616,33 @@ def _print_table(
     rich_ok: bool = True,
     numeric: Iterable[str] = (),
 ) -> None:
-    """A table: rich's on a terminal when rich is installed, aligned plain text otherwise."""
+    """A table: rich's on a terminal when rich is installed, aligned plain text otherwise.
+
+    Every heading and cell goes through :func:`aqido.terminal.printable` (one
+    line each, no control character) and reaches rich as a ``Text``, never as
+    markup; what the stream's encoding lacks is written as ``\\xe9`` escapes.
+    """
     right = set(numeric)
+    out = _safe(out)
+    safe_rows = [[printable(cell) for cell in row] for row in rows]
     if rich_ok and _have_rich():
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
-        table = Table(title=title or None, title_justify="left")
+        table = Table(title=Text(printable(title)) if title else None, title_justify="left")
         for heading in headings:
             table.add_column(
-                heading, justify="right" if heading in right else "left", overflow="fold"
+                Text(printable(heading)),
+                justify="right" if heading in right else "left",
+                overflow="fold",
             )
-        for row in rows:
-            table.add_row(*row)
+        for row in safe_rows:
+            table.add_row(*(Text(cell) for cell in row))
         Console(file=out, soft_wrap=False).print(table)
         return
+    rows = safe_rows
+    headings = [printable(heading) for heading in headings]
     widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(headings)]
 
     def line(cells: Sequence[str]) -> str:
@@ -619,14 +692,29 @@ async def _open_client(
         yield client
 
 
-def _check_url(url: str) -> None:
-    """Raise UsageError unless ``url`` can be a QIDO-RS service root (the client's rules)."""
+def _check_url(url: str) -> str:
+    """The client's form of ``url``; UsageError unless it can be a QIDO-RS service root."""
     from aqido.client import AsyncQidoRS
 
     try:
-        AsyncQidoRS(url)  # validates; opens nothing until first used
+        return AsyncQidoRS(url).url  # validates; opens nothing until first used
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+
+
+def _reject_userinfo(url: str) -> None:
+    """Refuse a URL with ``user:password@`` (with or without a scheme) without echoing it.
+
+    Credentials in a URL end up in shell history, process lists and logs; the
+    command line takes them from ``--user``/``AQIDO_PASSWORD`` or ``--token`` only.
+    """
+    rest = (url.split("://", 1)[1] if "://" in url else url).lstrip("/")
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if "@" in authority:
+        raise UsageError(
+            "the URL must not hold credentials (user:password@host); give them with --user "
+            "and AQIDO_PASSWORD, or --token (the URL is not shown here)"
+        )
 
 
 def _client_options(
@@ -634,6 +722,7 @@ def _client_options(
     environ: Mapping[str, str],
     ask_password: Callable[[str], str] | None,
 ) -> dict[str, Any]:
+    _reject_userinfo(args.url)
     if args.retries < 0:
         raise UsageError(f"--retries must not be negative, not {args.retries}")
     return {
@@ -654,13 +743,14 @@ async def _run_search(
 ) -> int:
     query = query_from_args(args)
     fmt = args.format or ("table" if is_tty else "jsonl")
+    ascii = not unicode_safe(getattr(out, "encoding", None))
     results: list[Any] = []
     count = 0
     async with _open_client(args.url, **options) as client:
         async for result in client.iter_search(query, page_size=args.page_size):
             count += 1
             if fmt == "jsonl":  # stream: a big result never sits in memory
-                out.write(_json_line(result.to_json()))
+                out.write(_json_line(result.to_json(), ascii=ascii))
             else:
                 results.append(result)
             if args.limit is not None and count >= args.limit:
@@ -768,32 +858,44 @@ def status_line(stats: CrawlStats) -> str:
 
 
 def _prepare_out(
-    path: Path, query: BaseQuery, depth: QueryLevel, *, resume: bool, overwrite: bool, err: IO[str]
+    checkpoint: CrawlCheckpoint,
+    query: BaseQuery,
+    depth: QueryLevel,
+    server: str,
+    *,
+    resume: bool,
+    overwrite: bool,
+    err: IO[str],
 ) -> None:
-    """Check --out/--resume/--overwrite before crawling (one-line usage errors)."""
-    from aqido.checkpoint import CrawlCheckpoint
+    """Check --out/--resume/--overwrite before crawling (one-line usage errors).
 
+    Another run holding the file's lock is a CheckpointError (exit 1); a file
+    of another crawl or server, or a damaged one, is a usage error (exit 2).
+    The lock is held (the checkpoint left open, the caller closes it) for the
+    crawl that follows.
+    """
+    from aqido.errors import CheckpointError
+
+    path = checkpoint.path
     exists = path.exists() and path.stat().st_size > 0
-    if not resume:
-        if exists and not overwrite:
-            raise UsageError(
-                f"{path} exists: add --resume to continue that crawl, or --overwrite to replace it"
-            )
-        if exists:
-            path.unlink()
-        return
-    if not exists:
-        return
-    with path.open("rb") as file:
-        file.seek(-1, os.SEEK_END)
-        cut = file.read(1) != b"\n"
-    checkpoint = CrawlCheckpoint(path)
+    if exists and not resume and not overwrite:
+        raise UsageError(
+            f"{path} exists: add --resume to continue that crawl, or --overwrite to replace it"
+        )
+    cut = False
+    if exists and resume:
+        with path.open("rb") as file:
+            file.seek(-1, os.SEEK_END)
+            cut = file.read(1) != b"\n"
     try:
-        checkpoint.open(query, depth)  # validates the header (same query and depth)
-    except ValueError as exc:
+        checkpoint._acquire()  # a second writer fails here, before anything is touched
+        if exists and not resume:
+            path.unlink()  # --overwrite, under the lock
+        checkpoint.open(query, depth, server=server)  # validates header, server, every line
+    except CheckpointError as exc:
+        if isinstance(exc.__cause__, TimeoutError):  # the lock: another run writes the file
+            raise
         raise UsageError(str(exc)) from None
-    finally:
-        checkpoint.close()
     if cut:
         err.write(f"aqido: {path}: dropped an incomplete last line (an interrupted write)\n")
 
@@ -806,6 +908,7 @@ async def _run_crawl(
     out_path: Path | None,
     resume: bool,
     overwrite: bool,
+    force: bool = False,
     progress: bool,
     client_options: Mapping[str, Any],
     out: IO[str],
@@ -820,16 +923,22 @@ async def _run_crawl(
     named on stderr at the end (exit 3).  If nothing at all could be listed
     (unreachable server, 401), that error is raised instead (exit 1).
     """
+    from aqido.checkpoint import CrawlCheckpoint
     from aqido.stats import CrawlStats
 
     if query.query_level is not QueryLevel.STUDY:  # pragma: no cover - the parser ensures it
         raise UsageError("crawl starts from a study-level query")
-    _check_url(url)  # before any file is touched
-    if out_path is not None:
-        _prepare_out(out_path, query, depth, resume=resume, overwrite=overwrite, err=err)
+    server = _check_url(url)  # before any file is touched
     stats = CrawlStats()
     display = _Progress(stats, err, progress)
-    async with _open_client(url, **client_options) as client:
+    checkpoint = None if out_path is None else CrawlCheckpoint(out_path, force=force)
+    async with AsyncExitStack() as stack:
+        if checkpoint is not None:  # closed (its lock released) however the crawl ends
+            stack.callback(checkpoint.close)
+            _prepare_out(
+                checkpoint, query, depth, server, resume=resume, overwrite=overwrite, err=err
+            )
+        client = await stack.enter_async_context(_open_client(url, **client_options))
         display.start()
         ticker = asyncio.get_running_loop().create_task(display.run())
         try:
@@ -839,7 +948,7 @@ async def _run_crawl(
                 page_size=page_size,
                 partial=True,
                 stats=stats,
-                checkpoint=out_path,
+                checkpoint=checkpoint,
             )
             async with aclosing(crawl) as studies:
                 async for study in studies:
@@ -855,7 +964,9 @@ async def _run_crawl(
     _print_summary(stats, out, out_path=out_path, rich_ok=rich_ok)
     if stats.failures:
         for failure in stats.failures:
-            err.write(f"aqido: could not fetch {failure.query}: {_one_line(failure.error)}\n")
+            err.write(
+                f"aqido: could not fetch {printable(failure.query)}: {_one_line(failure.error)}\n"
+            )
         err.write(
             f"aqido: crawl incomplete: {len(stats.failures)} part(s) could not be fetched"
             + (
@@ -938,6 +1049,7 @@ async def _run_demo(args: argparse.Namespace, out: IO[str], err: IO[str], is_tty
             out_path=Path(args.out) if args.out else None,
             resume=args.resume,
             overwrite=args.overwrite,
+            force=True,  # the demo archive is the same at every run, on a new port
             progress=args.progress and _isatty(err),
             client_options={
                 "auth": None,
@@ -981,14 +1093,13 @@ async def _run_demo(args: argparse.Namespace, out: IO[str], err: IO[str], is_tty
 
 
 def _one_line(error: BaseException) -> str:
+    """An error as one safe line: whitespace collapsed, control characters escaped."""
     text = " ".join(str(error).split())
-    if isinstance(error, HTTPStatusError):
-        return text
     if isinstance(error, TransportError):
         cause = error.__cause__
         reason = " ".join(str(cause).split()) if cause is not None else ""
-        return f"{text} ({reason})" if reason and reason not in text else text
-    return text or type(error).__name__
+        text = f"{text} ({reason})" if reason and reason not in text else text
+    return printable(text or type(error).__name__)
 
 
 def main(
@@ -1002,8 +1113,9 @@ def main(
 
     ``stdout``, ``stderr`` and ``environ`` default to the process's (tests pass their own).
     """
-    out = stdout if stdout is not None else sys.stdout
-    err = stderr if stderr is not None else sys.stderr
+    # Every write is safe for the streams' encodings (an ASCII terminal gets \xe9 escapes).
+    out = cast(IO[str], SafeStream(stdout if stdout is not None else sys.stdout))
+    err = cast(IO[str], SafeStream(stderr if stderr is not None else sys.stderr))
     env = os.environ if environ is None else environ
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
@@ -1011,7 +1123,7 @@ def main(
     except UsageError as exc:
         if debug:
             raise
-        err.write(f"aqido: error: {exc}\n")
+        err.write(f"aqido: error: {printable(exc)}\n")
         return EXIT_USAGE
     except InvalidQueryError as exc:
         if debug:
@@ -1035,8 +1147,15 @@ def main(
     except OSError as exc:  # the output file: permissions, disk full
         if debug:
             raise
-        err.write(f"aqido: error: {exc}\n")
+        err.write(f"aqido: error: {printable(exc)}\n")
         return EXIT_ERROR
+
+
+class _SafeFormatter(logging.Formatter):
+    """A log formatter whose message lines go through :func:`aqido.terminal.printable`."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record))
 
 
 def _run(work: Coroutine[Any, Any, _T]) -> _T:
@@ -1085,11 +1204,9 @@ def _main(argv: Sequence[str] | None, out: IO[str], err: IO[str], env: Mapping[s
     except SystemExit as exit_:  # --help, --version
         return int(exit_.code or 0)
     if args.debug:  # aqido's own log lines (one per request, retries) on stderr
-        import logging
-
         logger = logging.getLogger("aqido")
         handler = logging.StreamHandler(err)
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(_SafeFormatter("%(levelname)s %(name)s: %(message)s"))
         previous = logger.level
         logger.addHandler(handler)
         logger.setLevel(logging.DEBUG)
@@ -1120,6 +1237,7 @@ def _dispatch(args: argparse.Namespace, out: IO[str], err: IO[str], env: Mapping
             out_path=Path(args.out),
             resume=args.resume,
             overwrite=args.overwrite,
+            force=args.force,
             progress=args.progress and _isatty(err),
             client_options=options,
             out=out,

@@ -62,8 +62,6 @@ from aqido.results import Dataset, Instance, Series, Study, build_tree, structur
 from aqido.retry import Retry, Timeout, call_with_retry
 from aqido.stats import CrawlStats
 
-__all__ = ["AsyncQidoRS", "Auth", "SearchResults"]
-
 logger = logging.getLogger("aqido")
 
 T = TypeVar("T")
@@ -581,7 +579,11 @@ class AsyncQidoRS:
         :class:`~aqido.checkpoint.CrawlCheckpoint`) that receives every
         completed study; running the same crawl again with the same file
         resumes it, skipping the studies already written (they are not
-        yielded again).
+        yielded again).  The file records this client's URL (without
+        credentials): resuming it against another server raises
+        :class:`~aqido.errors.CheckpointError` unless
+        ``checkpoint=CrawlCheckpoint(path, force=True)``, and a second crawl
+        writing the same file at the same time fails at once with it.
 
         Many requests are in flight (at most ``max_concurrency``, default the
         client's, within the client-wide limit) but only about twice that many
@@ -619,6 +621,7 @@ class AsyncQidoRS:
             fail_fast=fail_fast,
             partial=partial,
             checkpoint=checkpoint,
+            server=self.url,
         )
         async with aclosing(studies):
             async for study in studies:

@@ -56,19 +56,6 @@ from aqido.protocol import QidoResponse
 from aqido.query import BaseQuery, HierarchicalQuery, QueryLevel
 from aqido.stats import CrawlStats
 
-__all__ = [
-    "UID_KEYS",
-    "Fetch",
-    "FirstErrorGroup",
-    "Page",
-    "Structure",
-    "crawl",
-    "iter_pages",
-    "iter_search_many",
-    "search_many",
-    "stream_from",
-]
-
 logger = logging.getLogger("aqido")
 
 T = TypeVar("T")
@@ -138,8 +125,12 @@ async def stream_from(
 ) -> AsyncGenerator[T, None]:
     """Yield what ``produce(send)`` sends, running it in a background task.
 
-    The producer's task group lives in its own task, never across a ``yield``
-    of this generator, so a consumer that stops early is safe: on exhaustion,
+    Why a task, and not an anyio task group around the ``yield``: an async
+    generator must never yield from inside a task group or cancel scope (the
+    scope would be entered and exited in different tasks once the consumer
+    is cancelled, or left open if it stops iterating; anyio and trio forbid
+    it).  So the producer's task group lives in its own task, owned by this
+    generator and never outliving it: a consumer that stops early is safe: on exhaustion,
     ``break`` (once the generator is closed), an exception, a cancellation or a
     timeout, the producer is cancelled and awaited before this generator
     finishes.  A producer error is raised here, at the consumer.
@@ -577,6 +568,7 @@ async def crawl(
     fail_fast: bool = False,
     partial: bool = False,
     checkpoint: CrawlCheckpoint | None = None,
+    server: str | None = None,
     today: datetime.date | None = None,
 ) -> AsyncGenerator[Any, None]:
     """Walk studies → series → instances; yield each study once its subtree is complete.
@@ -607,6 +599,7 @@ async def crawl(
         checkpoint: an opened-on-demand :class:`~aqido.checkpoint.CrawlCheckpoint`:
             studies already in it are skipped, each completed study is written
             before it is yielded.
+        server: the service root crawled, recorded in (and checked against) the checkpoint.
         today: the upper end of the date range an undated query is split over.
 
     Studies are yielded in completion order, each as ``attrs.evolve(study,
@@ -639,7 +632,7 @@ async def crawl(
     stats._start()
     skip: set[str] = set()
     if checkpoint is not None:
-        skip = checkpoint.open(query, level)
+        skip = checkpoint.open(query, level, server=server)
         stats.studies_skipped = len(skip)
         if checkpoint.finished_complete:
             checkpoint.close()

@@ -21,19 +21,6 @@ import os
 import re
 from typing import Any
 
-__all__ = [
-    "is_private",
-    "is_tag_key",
-    "keyword_for",
-    "name_for",
-    "parse_tag_key",
-    "resolve",
-    "tag_for_keyword",
-    "tag_key",
-    "vm_for",
-    "vr_for",
-]
-
 _TAG_KEY = re.compile(r"[0-9A-Fa-f]{8}")
 
 # One entry: (VR, VM, name, retired, keyword)

@@ -26,7 +26,6 @@ from aqido.values import DSFloat, PersonName
 if TYPE_CHECKING:  # pragma: no cover
     from aqido._dataset import Dataset
 
-__all__ = ["dataset_html", "html_table", "short_repr"]
 
 #: Attributes left out of compact tables (still in the mapping API and ``to_records``).
 HIDDEN = frozenset(

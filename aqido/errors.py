@@ -18,7 +18,8 @@ The hierarchy::
     │   └── ServerError             5xx
     ├── InvalidResponseError        a reply that is not what QIDO-RS promises
     │   └── ResultsTruncatedError   ... more matches exist than the server lets aqido reach
-    └── CrawlIncompleteError        a bulk crawl could not fetch everything
+    ├── CrawlIncompleteError        a bulk crawl could not fetch everything
+    └── CheckpointError             (also ValueError) a crawl checkpoint file aqido cannot use
 
 Local errors (``InvalidQueryError``: *you* asked for something illegal) are
 raised at construction time and never reach the wire.  Remote errors
@@ -38,6 +39,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
     "BadRequestError",
+    "CheckpointError",
     "CrawlFailure",
     "CrawlIncompleteError",
     "HTTPStatusError",
@@ -283,3 +285,22 @@ class CrawlIncompleteError(QidoError):
         if len(self.failures) > 20:
             lines.append(f"  ... and {len(self.failures) - 20} more")
         super().__init__("\n".join(lines))
+
+
+class CheckpointError(QidoError, ValueError):
+    """A crawl checkpoint file cannot be used: damaged, another crawl's, or in use.
+
+    Raised when a line other than a cut-short last line is not a valid record
+    (the message and :attr:`line` name it), when the file belongs to a crawl
+    of another query, depth or server, and when another writer holds its lock.
+
+    Attributes:
+        path: the checkpoint file, as a string.
+        line: the 1-based number of the offending line, or ``None``.
+    """
+
+    def __init__(self, message: str, *, path: object, line: int | None = None) -> None:
+        self.path = str(path)
+        self.line = line
+        where = f"{self.path}, line {line}" if line is not None else self.path
+        super().__init__(f"{where}: {message}")

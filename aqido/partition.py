@@ -66,17 +66,6 @@ from aqido.query import BaseQuery, QueryLevel
 
 logger = logging.getLogger("aqido")
 
-__all__ = [
-    "MODALITIES",
-    "Caps",
-    "check_server_limit",
-    "date_bounds",
-    "looks_capped",
-    "looks_like_cap_plus_one",
-    "split_series_query",
-    "split_study_query",
-    "time_bounds",
-]
 
 #: Modality codes tried when one second of one day still overflows (DICOM CID 33 and
 #: common older codes).

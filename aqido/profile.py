@@ -27,8 +27,6 @@ from typing import Any, Literal
 import attrs
 import cattrs
 
-__all__ = ["ServerProfile"]
-
 #: How a single value of a string VR is matched: ``"exact"`` is the standard.
 SingleValueMatching = Literal["exact", "prefix", "substring"]
 #: How the server answers ``fuzzymatching=true``: ``"warning"`` (literal matching plus

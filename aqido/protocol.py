@@ -35,19 +35,6 @@ import attrs
 from aqido.errors import InvalidResponseError, error_for_status, redact_url
 from aqido.results import decode_json
 
-__all__ = [
-    "ACCEPT",
-    "JSON_MEDIA_TYPES",
-    "Headers",
-    "QidoResponse",
-    "QidoWarning",
-    "header_values",
-    "join_url",
-    "parse_response",
-    "parse_retry_after",
-    "parse_warnings",
-]
-
 #: The ``Accept`` header aqido sends: DICOM JSON first, plain JSON for older servers.
 ACCEPT = "application/dicom+json, application/json"
 

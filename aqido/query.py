@@ -40,16 +40,6 @@ import attrs
 from aqido import dictionary
 from aqido.errors import InvalidQueryError
 
-__all__ = [
-    "BaseQuery",
-    "HierarchicalQuery",
-    "QueryLevel",
-    "RelationalQuery",
-    "encode_query_value",
-    "ensure_query_type",
-    "is_valid_uid",
-]
-
 
 class QueryLevel(str, enum.Enum):
     """The information-model level a query searches: study, series or instance."""

@@ -28,8 +28,6 @@ import attrs
 from aqido.errors import HTTPStatusError, QidoError, TransportError
 from aqido.protocol import header_values, parse_retry_after
 
-__all__ = ["DEFAULT_RETRY_STATUSES", "Retry", "Timeout", "call_with_retry"]
-
 logger = logging.getLogger("aqido")
 
 T = TypeVar("T")

@@ -18,8 +18,6 @@ import attrs
 
 from aqido.errors import CrawlFailure
 
-__all__ = ["CrawlStats"]
-
 
 def _levels() -> dict[str, int]:
     return {"STUDY": 0, "SERIES": 0, "INSTANCE": 0}

@@ -50,7 +50,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from aqido.results import Dataset
 
-__all__ = ["to_dataframe", "to_records"]
 
 Level = Literal["study", "series", "instance"]
 _LEVELS: dict[str, int] = {"study": 0, "series": 1, "instance": 2}

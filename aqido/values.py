@@ -39,22 +39,6 @@ import attrs
 
 from aqido import dictionary
 
-__all__ = [
-    "VRS",
-    "BulkDataURI",
-    "DSFloat",
-    "InlineBinary",
-    "InvalidValue",
-    "PersonName",
-    "Tag",
-    "parse_da",
-    "parse_ds",
-    "parse_dt",
-    "parse_is",
-    "parse_tm",
-    "parse_value",
-]
-
 #: Every value representation a DICOM JSON element may carry (PS3.5 Table 6.2-1).
 VRS = frozenset(
     {

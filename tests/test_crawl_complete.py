@@ -314,9 +314,15 @@ async def test_checkpoint_resume_after_a_break(tmp_path: Any) -> None:
         with pytest.raises(ValueError, match="not '/studies\\?PatientID=X'"):
             async for _ in qido.crawl(HierarchicalQuery(PatientID="X"), checkpoint=path):
                 pass
+        server = archive.url
     assert tree_of(list(CrawlCheckpoint.read_studies(path))) == TINY_TREE
     records = CrawlCheckpoint.read_records(path)
-    assert records[0] == {"aqido_crawl": 1, "query": "/studies", "depth": "INSTANCE"}
+    assert records[0] == {
+        "aqido_crawl": 1,
+        "query": "/studies",
+        "depth": "INSTANCE",
+        "server": server,
+    }
     assert records[-1] == {"end": {"complete": True, "studies": len(TINY_TREE), "failures": []}}
 
 

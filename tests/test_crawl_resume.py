@@ -48,7 +48,8 @@ async def main():
     stats = CrawlStats()
     async with FakeArchive.orthanc_like(data, max_results=50) as archive:
         async with AsyncQidoRS(archive.url, retries=0, max_concurrency=4) as qido:
-            async for _ in qido.crawl(server_limit=50, checkpoint=Dying(path), stats=stats):
+            checkpoint = Dying(path, force=True)  # the archive is back on another port
+            async for _ in qido.crawl(server_limit=50, checkpoint=checkpoint, stats=stats):
                 pass
     print(stats.studies_skipped, stats.studies_done)
 

@@ -17,8 +17,9 @@ Names are resolved lazily, so ``import aqido.testing`` does not import aiohttp.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from aqido._lazy import lazy_exports
 
 if TYPE_CHECKING:  # pragma: no cover
     from aqido.testing.archive import FakeArchive as FakeArchive
@@ -53,14 +54,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'aqido.testing' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports("aqido.testing", globals(), _LAZY, __all__)

@@ -78,15 +78,6 @@ except ImportError:  # pragma: no cover
         return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-__all__ = [
-    "DICOM_JSON",
-    "FakeArchive",
-    "Fault",
-    "FaultKind",
-    "Faults",
-    "ServedRequest",
-]
-
 DICOM_JSON = "application/dicom+json"
 
 FaultKind = Literal["429", "503", "500", "disconnect", "truncated", "malformed", "html"]

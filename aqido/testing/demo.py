@@ -19,8 +19,6 @@ from typing import Any
 from aqido.testing.archive import FakeArchive
 from aqido.testing.synthetic import SyntheticArchive
 
-__all__ = ["DEMO_SEED", "archive_url", "demo_archive"]
-
 #: The seed of the demo content (the same studies, names and UIDs everywhere).
 DEMO_SEED = 1
 

@@ -64,17 +64,6 @@ import attrs
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
-__all__ = [
-    "OrthancError",
-    "OrthancServer",
-    "OrthancUnavailableError",
-    "SeedError",
-    "SeedReport",
-    "encode_dataset",
-    "find_orthanc",
-    "install_orthanc",
-    "seed_orthanc",
-]
 
 #: Debian packages that provide the server and the DICOMweb plugin.
 PACKAGES = ("orthanc", "orthanc-dicomweb")

@@ -37,8 +37,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from aqido.testing.archive import FakeArchive
     from aqido.testing.synthetic import SyntheticArchive
 
-__all__ = ["make_qido_archive", "qido_archive", "qido_synthetic"]
-
 
 @pytest.fixture(scope="session")
 def qido_synthetic() -> SyntheticArchive:

@@ -45,19 +45,6 @@ from typing import Any
 
 import attrs
 
-__all__ = [
-    "MODALITY_INFO",
-    "PATIENT_NAMES",
-    "UID_PREFIX",
-    "SyntheticArchive",
-    "SyntheticInstance",
-    "SyntheticSeries",
-    "SyntheticStudy",
-    "encode_dicom",
-    "generate_uid",
-    "pn_json",
-]
-
 #: pydicom's UID root, the default prefix of :func:`generate_uid`.
 UID_PREFIX = "1.2.826.0.1.3680043.8.498."
 
