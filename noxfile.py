@@ -4,9 +4,11 @@ Sessions:
     lint         ruff check + ruff format --check
     typecheck    mypy --strict on aqido/
     tests        unit and in-process tests, on every Python 3.10-3.13 found here
-    integration  tests against a real Orthanc + DICOMweb server on 127.0.0.1
-                 (installed from Debian packages when missing and running as root)
-    docs         the docs site: mkdocs build --strict (warnings are errors) into site/
+    integration  tests against real servers on 127.0.0.1: Orthanc + DICOMweb (installed
+                 from Debian packages when missing, as root) and tiny_pacs (pip-installed
+                 into its own virtualenv, ~/.cache/aqido/tinypacs-venv); this session asks
+                 the launchers to install (AQIDO_INSTALL_SERVERS=1)
+    docs         the docs site: mkdocs build --strict (warnings are errors), no network
     bench        benchmarks against dicomweb-client, dicomtrolley and bare aiohttp
                  (not a default session; `nox -s bench -- --tiny` for a smoke run,
                  `-- --orthanc` to add a real Orthanc, `-- --help` for the options)
@@ -76,14 +78,18 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def integration(session: nox.Session) -> None:
-    """Tests against a live Orthanc + DICOMweb (fails loudly if it cannot start)."""
+    """Tests against live Orthanc and tiny_pacs servers (fails loudly if one cannot start)."""
     session.install("-e", TEST_EXTRAS)
     session.run(
         "pytest",
         "-m",
         "integration",
         *session.posargs,
-        env={"AQIDO_REQUIRE_ORTHANC": "1"},
+        env={
+            "AQIDO_INSTALL_SERVERS": "1",  # the launchers install only when asked to
+            "AQIDO_REQUIRE_ORTHANC": "1",
+            "AQIDO_REQUIRE_TINYPACS": "1",
+        },
     )
 
 

@@ -14,6 +14,7 @@ from aqido._lazy import lazy_exports
 from aqido.errors import (
     BadRequestError,
     CheckpointError,
+    ClientClosedError,
     CrawlFailure,
     CrawlIncompleteError,
     HTTPStatusError,
@@ -22,12 +23,18 @@ from aqido.errors import (
     NotFoundError,
     PayloadTooLargeError,
     QidoError,
+    QueryTypeError,
     RateLimitedError,
+    RedirectError,
     RequestTimeoutError,
+    ResponseTooLargeError,
     ResultsTruncatedError,
     ServerError,
+    TLSError,
     TransportError,
+    UnanswerableQueryError,
     UnauthorizedError,
+    UnknownFieldError,
 )
 from aqido.query import (
     BaseQuery,
@@ -36,10 +43,12 @@ from aqido.query import (
     RelationalQuery,
     encode_query_value,
     ensure_query_type,
+    is_permissive_uid,
     is_valid_uid,
 )
 
 if TYPE_CHECKING:  # pragma: no cover - lazily resolved names, imported here for type checkers
+    from aqido._arrow import to_arrow as to_arrow
     from aqido.blocking import QidoRS as QidoRS
     from aqido.checkpoint import CrawlCheckpoint as CrawlCheckpoint
     from aqido.client import AsyncQidoRS as AsyncQidoRS
@@ -92,6 +101,7 @@ _LAZY: dict[str, str] = {
     "build_tree": "aqido.results",
     "decode_json": "aqido.results",
     "parse_results": "aqido.results",
+    "to_arrow": "aqido._arrow",
     "to_dataframe": "aqido.tables",
     "to_records": "aqido.tables",
 }
@@ -101,6 +111,7 @@ __all__ = [
     "BadRequestError",
     "BaseQuery",
     "CheckpointError",
+    "ClientClosedError",
     "CrawlCheckpoint",
     "CrawlFailure",
     "CrawlIncompleteError",
@@ -121,9 +132,12 @@ __all__ = [
     "QidoResponse",
     "QidoWarning",
     "QueryLevel",
+    "QueryTypeError",
     "RateLimitedError",
+    "RedirectError",
     "RelationalQuery",
     "RequestTimeoutError",
+    "ResponseTooLargeError",
     "ResultsTruncatedError",
     "Retry",
     "SearchResults",
@@ -131,16 +145,21 @@ __all__ = [
     "ServerError",
     "ServerProfile",
     "Study",
+    "TLSError",
     "Timeout",
     "TransportError",
+    "UnanswerableQueryError",
     "UnauthorizedError",
+    "UnknownFieldError",
     "__version__",
     "build_tree",
     "decode_json",
     "encode_query_value",
     "ensure_query_type",
+    "is_permissive_uid",
     "is_valid_uid",
     "parse_results",
+    "to_arrow",
     "to_dataframe",
     "to_records",
 ]

@@ -8,18 +8,89 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Callable
+import math
+import re
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aqido import dictionary
 from aqido.errors import InvalidResponseError
+
+#: Text that may hold what orjson refuses and the standard library accepts: a surrogate
+#: escape (lone or paired), a raw surrogate (``str`` input), a number of 19+ digits
+#: or with a 3-digit exponent (out of range).  Only then are the slower checks made.
+_SUSPECT = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]|[0-9]{19}|[eE][+-]?[0-9]{3}")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _checked_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number out of range: {text[:40]}")
+    return value
+
+
+def _checked_int(text: str) -> int | float:
+    value = int(text)  # more than 4300 digits: ValueError
+    if -(2**63) <= value < 2**64:
+        return value
+    try:  # as orjson: an integer beyond 64 bits becomes a float, unless that overflows
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"number out of range: {text[:40]}") from None
+
+
+def _check_strings(data: Any) -> None:
+    """Raise ValueError if a string (or key) in ``data`` holds a lone surrogate."""
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            strings: Iterable[Any] = (value,)
+        elif isinstance(value, dict):
+            strings = value.keys()
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+            continue
+        else:
+            continue
+        for text in strings:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("lone surrogate in a JSON string") from None
+
+
+def _stdlib_loads(body: bytes | str) -> Any:
+    """``json.loads`` refusing what orjson refuses: deep nesting, out-of-range numbers,
+    NaN/Infinity, lone surrogates and invalid UTF-8 (all as ``ValueError``)."""
+    text = body.decode("utf-8") if isinstance(body, bytes | bytearray) else body
+    suspect = _SUSPECT.search(text) is not None
+    try:
+        if not suspect:
+            return json.loads(text, parse_constant=_reject_constant)
+        data = json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_float=_checked_float,
+            parse_int=_checked_int,
+        )
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    _check_strings(data)
+    return data
+
 
 try:
     import orjson
 
     _loads: Callable[[bytes | str], Any] = orjson.loads
 except ImportError:  # pragma: no cover - exercised only without the "fast" extra
-    _loads = json.loads
+    _loads = _stdlib_loads
 
 #: Bodies larger than this are decoded with the cyclic GC paused (see decode_json).
 _GC_PAUSE_BYTES = 64 * 1024

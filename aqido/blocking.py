@@ -28,7 +28,15 @@ import concurrent.futures
 import os
 import threading
 import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import AbstractContextManager, aclosing
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -37,13 +45,22 @@ import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from aqido.checkpoint import CrawlCheckpoint
-from aqido.client import DEFAULT_MAX_CONCURRENCY, DEFAULT_RETRY, DEFAULT_TIMEOUT, AsyncQidoRS
+from aqido.client import (
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_RETRY,
+    DEFAULT_TIMEOUT,
+    AsyncQidoRS,
+    ProfileSource,
+)
+from aqido.errors import ClientClosedError
+from aqido.profile import ServerProfile
 from aqido.progress import CrawlProgress, make_progress, report
 from aqido.query import QueryLevel
 from aqido.stats import CrawlStats
 
 if TYPE_CHECKING:  # pragma: no cover
-    from aqido.client import Auth, SearchResults
+    from aqido.client import Auth, SearchResults, SSLOption
     from aqido.protocol import QidoResponse
     from aqido.query import BaseQuery
     from aqido.results import Instance, Series, Study
@@ -74,7 +91,7 @@ class _Runner:
     def start(self) -> BlockingPortal:
         with self.lock:
             if self.closed:
-                raise RuntimeError("This QidoRS has been closed; create a new one.")
+                raise ClientClosedError("This QidoRS has been closed; create a new one.")
             if self.portal is None:
                 cm = start_blocking_portal("asyncio")
                 self.portal = cm.__enter__()
@@ -107,7 +124,7 @@ class _Runner:
         if refused:
             future.cancel()
             done.wait()
-            raise RuntimeError("This QidoRS has been closed; create a new one.")
+            raise ClientClosedError("This QidoRS has been closed; create a new one.")
         future.add_done_callback(lambda _: self._forget(entry))
         return future, done
 
@@ -124,7 +141,9 @@ class _Runner:
             return future.result()
         except concurrent.futures.CancelledError:
             if self.closed:
-                raise RuntimeError("This QidoRS was closed while the call was running.") from None
+                raise ClientClosedError(
+                    "This QidoRS was closed while the call was running."
+                ) from None
             raise  # pragma: no cover - only close() cancels a call that is being waited for
         finally:
             if not future.done() or not done.is_set():
@@ -158,7 +177,9 @@ class QidoRS:
     """A blocking QIDO-RS client: :class:`~aqido.client.AsyncQidoRS` for code that is not async.
 
     The arguments are those of ``AsyncQidoRS`` (``url``, ``auth``,
-    ``headers``, ``timeout``, ``retries``, ``max_concurrency``) except
+    ``headers``, ``timeout``, ``retries``, ``max_concurrency``, ``server_limit``,
+    ``profile``, ``pn_case_sensitive``, ``strict_matching``, ``permissive_uid``,
+    ``max_response_bytes``, ``ssl``, ``trust_env``) except
     ``session``: an aiohttp session belongs to one event loop, and this
     client's loop is its own.  Methods return what the async ones return
     (``iter_*`` and ``crawl`` give plain iterators) and raise the same errors.
@@ -175,6 +196,13 @@ class QidoRS:
         retries: Retry | int | None = DEFAULT_RETRY,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         server_limit: int | Mapping[Any, int] | None = None,
+        profile: ProfileSource | None = None,
+        pn_case_sensitive: bool | None = True,
+        strict_matching: bool = False,
+        permissive_uid: bool = False,
+        max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES,
+        ssl: SSLOption = None,
+        trust_env: bool = True,
     ) -> None:
         self._async = AsyncQidoRS(
             url,
@@ -184,6 +212,13 @@ class QidoRS:
             retries=retries,
             max_concurrency=max_concurrency,
             server_limit=server_limit,
+            profile=profile,
+            pn_case_sensitive=pn_case_sensitive,
+            strict_matching=strict_matching,
+            permissive_uid=permissive_uid,
+            max_response_bytes=max_response_bytes,
+            ssl=ssl,
+            trust_env=trust_env,
         )
         self._runner = _Runner(self._async)
         self._finalizer = weakref.finalize(self, self._runner.close)
@@ -192,6 +227,11 @@ class QidoRS:
     def url(self) -> str:
         """The service base URL (without credentials)."""
         return self._async.url
+
+    @property
+    def profile(self) -> ServerProfile | None:
+        """The server profile searches are planned with (see :attr:`AsyncQidoRS.profile`)."""
+        return self._async.profile
 
     @property
     def async_client(self) -> AsyncQidoRS:
@@ -266,6 +306,10 @@ class QidoRS:
             receive.close()
 
     # --- the API of AsyncQidoRS -----------------------------------------------------------
+
+    def probe(self) -> ServerProfile:
+        """Measure how this archive behaves (see :meth:`AsyncQidoRS.probe`)."""
+        return self._runner.call(self._async.probe)
 
     def search_raw(self, query: Any) -> QidoResponse:
         """Run one search; return the decoded DICOM JSON and headers (see ``AsyncQidoRS``)."""
@@ -347,6 +391,7 @@ class QidoRS:
         fields: Iterable[str] | None = None,
         search_filters: Mapping[str, Any] | None = None,
         get_remaining: bool = False,
+        additional_params: Mapping[str, str | Sequence[str]] | None = None,
     ) -> SearchResults[Study]:
         """Search for studies, with dicomweb-client's arguments."""
         return self._runner.call(
@@ -357,6 +402,7 @@ class QidoRS:
                 fields=fields,
                 search_filters=search_filters,
                 get_remaining=get_remaining,
+                additional_params=additional_params,
             )
         )
 
@@ -370,6 +416,7 @@ class QidoRS:
         fields: Iterable[str] | None = None,
         search_filters: Mapping[str, Any] | None = None,
         get_remaining: bool = False,
+        additional_params: Mapping[str, str | Sequence[str]] | None = None,
     ) -> SearchResults[Series]:
         """Search for series (of one study, or all series), as dicomweb-client does."""
         return self._runner.call(
@@ -381,6 +428,7 @@ class QidoRS:
                 fields=fields,
                 search_filters=search_filters,
                 get_remaining=get_remaining,
+                additional_params=additional_params,
             )
         )
 
@@ -395,6 +443,7 @@ class QidoRS:
         fields: Iterable[str] | None = None,
         search_filters: Mapping[str, Any] | None = None,
         get_remaining: bool = False,
+        additional_params: Mapping[str, str | Sequence[str]] | None = None,
     ) -> SearchResults[Instance]:
         """Search for instances, as dicomweb-client does."""
         return self._runner.call(
@@ -407,6 +456,7 @@ class QidoRS:
                 fields=fields,
                 search_filters=search_filters,
                 get_remaining=get_remaining,
+                additional_params=additional_params,
             )
         )
 

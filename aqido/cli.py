@@ -7,6 +7,7 @@ Commands::
     aqido crawl URL [query options] [--depth series|instance] [--concurrency N]
                     --out FILE.jsonl [--resume [--force]]
     aqido demo [--studies N] [--out FILE.jsonl]
+    aqido probe URL [--json FILE]
 
 Exit status: 0 success; 1 the server could not be reached, or answered with an
 error; 2 a usage error (bad option, invalid UID or date: one line on stderr);
@@ -212,6 +213,12 @@ def _query_options(parser: argparse.ArgumentParser, *, search: bool) -> None:
     )
     group.add_argument("--fuzzy", action="store_true", help="ask for fuzzy person-name matching")
     group.add_argument(
+        "--permissive-uids",
+        action="store_true",
+        help="accept UIDs that are not valid DICOM UIDs (leading zeros, letters): 1-128 "
+        "letters, digits, '.', '-', '_' or '~', in the options and in the server's answers",
+    )
+    group.add_argument(
         "--page-size",
         type=_positive,
         metavar="N",
@@ -266,6 +273,84 @@ def _connection_options(parser: argparse.ArgumentParser, *, concurrency: int) ->
         help="the server's cap on results per response, if known (default: found by one "
         "follow-up request when an answer is as large as a cap would leave it)",
     )
+    group.add_argument(
+        "--profile",
+        metavar="auto|FILE",
+        help="the server's profile: 'auto' probes it first, FILE is one saved by "
+        "'aqido probe --json'; answers then follow the standard where the server does not",
+    )
+    group.add_argument(
+        "--strict-matching",
+        action="store_true",
+        help="with --profile: fail (exit 2) on a query the server cannot answer as the "
+        "standard does, instead of warning",
+    )
+    _tls_and_size_options(group)
+
+
+# --- TLS and response size (issue 15) ---
+
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def _byte_size(text: str) -> int:
+    """``512M``, ``1G``, ``1.5GiB`` or a number of bytes (binary units) -> bytes."""
+    import re
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*", text.upper())
+    value = float(match.group(1)) * _SIZE_UNITS[match.group(2)] if match else 0.0
+    if not match or value < 1 or value > 2**62:
+        raise argparse.ArgumentTypeError(f"not a size (e.g. 512M, 1G or bytes): {text!r}")
+    return int(value)
+
+
+def _tls_and_size_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--max-response-size",
+        type=_byte_size,
+        default=256 * 1024**2,
+        metavar="SIZE",
+        help="largest response accepted, after decompression, e.g. 512M or 1G (default: 256M)",
+    )
+    group.add_argument("--cacert", metavar="FILE", help="trust the CAs in this PEM bundle")
+    group.add_argument("--cert", metavar="FILE", help="client certificate (PEM) for mutual TLS")
+    group.add_argument("--key", metavar="FILE", help="the client certificate's key (PEM)")
+    group.add_argument(
+        "--insecure", action="store_true", help="do not verify TLS certificates (test servers!)"
+    )
+
+
+def _ssl_from_args(args: argparse.Namespace) -> Any:
+    """The client's ``ssl=`` for --cacert, --cert, --key and --insecure (None: the default)."""
+    import ssl
+
+    if args.key and not args.cert:
+        raise UsageError("--key needs --cert")
+    if args.insecure and args.cacert:
+        raise UsageError("--insecure and --cacert contradict each other")
+    if not (args.cacert or args.cert or args.insecure):
+        return None
+    if args.insecure and not args.cert:
+        return False
+    try:
+        context = ssl.create_default_context(cafile=args.cacert)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"--cacert {args.cacert}: cannot load it ({exc})") from None
+    if args.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    try:
+        if args.cert:
+            context.load_cert_chain(args.cert, args.key)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"--cert/--key: cannot load the client certificate ({exc})") from None
+    return context
+
+
+_INSECURE_WARNING = (
+    "aqido: warning: --insecure: TLS certificates are not verified; anyone on the network "
+    "path can read and change this traffic\n"
+)
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
@@ -308,11 +393,58 @@ def build_parser() -> argparse.ArgumentParser:
         "FILE.jsonl, one complete study per line, with a live progress bar. "
         "--resume continues an interrupted crawl: no duplicates, no gaps.",
     )
-    crawl.add_argument("url", metavar="URL", help="the QIDO-RS service root")
+    crawl.add_argument(
+        "urls",
+        metavar="URL",
+        nargs="+",
+        help="the QIDO-RS service root (several only with --format parquet)",
+    )
     _query_options(crawl, search=False)
     _crawl_options(crawl, out_required=True)
+    scale = crawl.add_argument_group("parquet and Dask")
+    scale.add_argument(
+        "--format",
+        choices=["jsonl", "parquet"],
+        default="jsonl",
+        help="jsonl: one line per study in FILE.jsonl (default); parquet: typed columns, one "
+        "Parquet part per shard under the directory --out, one row per --depth item",
+    )
+    scale.add_argument(
+        "--shards",
+        type=_positive,
+        metavar="N",
+        help="with parquet: shards per archive, date ranges sized from counts (default: 1 in "
+        "one process, 4 per Dask worker)",
+    )
+    scale.add_argument(
+        "--workers",
+        type=_positive,
+        metavar="N",
+        help="with parquet: run the shards on a local Dask cluster of N processes",
+    )
+    scale.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="with parquet: run the shards on this Dask scheduler (tcp://host:8786)",
+    )
     _connection_options(crawl, concurrency=8)
     _common_options(crawl)
+
+    probe = commands.add_parser(
+        "probe",
+        help="measure how an archive behaves: a server profile",
+        description="Measure how a QIDO-RS archive answers where archives differ from the "
+        "standard (matching, lists, ranges, paging, caps, statuses) with at most 60 small "
+        "read-only requests, and print each finding with the request that showed it.",
+    )
+    probe.add_argument("url", metavar="URL", help="the QIDO-RS service root")
+    probe.add_argument(
+        "--json",
+        metavar="FILE",
+        help="write the profile as JSON to FILE (load it with ServerProfile.load)",
+    )
+    _connection_options(probe, concurrency=4)
+    _common_options(probe)
 
     demo = commands.add_parser(
         "demo",
@@ -359,15 +491,15 @@ def _crawl_options(parser: argparse.ArgumentParser, *, out_required: bool) -> No
     group = parser.add_argument_group("crawl")
     group.add_argument(
         "--depth",
-        choices=["series", "instance"],
+        choices=["study", "series", "instance"] if out_required else ["series", "instance"],
         default="instance",
         help="how deep to crawl (default: instance)",
     )
     group.add_argument(
         "--out",
         required=out_required,
-        metavar="FILE.jsonl",
-        help="write one line per complete study here",
+        metavar="FILE.jsonl" if not out_required else "PATH",
+        help="write one line per complete study here (a directory with --format parquet)",
     )
     group.add_argument(
         "--resume",
@@ -416,6 +548,7 @@ def query_from_args(args: argparse.Namespace) -> BaseQuery:
         include_fields=includes,
         filters=filters,
         fuzzymatching=args.fuzzy,
+        permissive_uid=getattr(args, "permissive_uids", False),
         **fields,
     )
 
@@ -664,30 +797,15 @@ def _print_table(
 
 
 @asynccontextmanager
-async def _open_client(
-    url: str,
-    *,
-    auth: tuple[str, str] | str | None,
-    headers: Mapping[str, str],
-    timeout: float,
-    retries: int,
-    concurrency: int,
-    server_limit: int | None = None,
-) -> AsyncIterator[AsyncQidoRS]:
+async def _open_client(url: str, **options: Any) -> AsyncIterator[AsyncQidoRS]:
+    """An open client for ``url``: ``options`` are the client's keyword arguments
+    (:func:`_client_options`); an option the client refuses is a usage error."""
     from aqido.client import AsyncQidoRS
 
     try:
-        client = AsyncQidoRS(
-            url,
-            auth=auth,
-            headers=headers,
-            timeout=timeout or None,
-            retries=retries,
-            max_concurrency=concurrency,
-            server_limit=server_limit,
-        )
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
+        client = AsyncQidoRS(url, **options)
+    except (ValueError, OSError) as exc:  # a bad option, an unreadable --profile FILE
+        raise UsageError(f"{exc}") from exc
     async with client:
         yield client
 
@@ -725,13 +843,19 @@ def _client_options(
     _reject_userinfo(args.url)
     if args.retries < 0:
         raise UsageError(f"--retries must not be negative, not {args.retries}")
+    # The AsyncQidoRS keyword arguments the options give: the one place they are mapped.
     return {
         "auth": _credentials(args, environ, ask_password),
         "headers": _headers(args.header),
-        "timeout": args.timeout,
+        "timeout": args.timeout or None,
         "retries": args.retries,
-        "concurrency": args.concurrency,
+        "max_concurrency": args.concurrency,
         "server_limit": args.server_limit,
+        "profile": getattr(args, "profile", None),
+        "strict_matching": getattr(args, "strict_matching", False),
+        "permissive_uid": getattr(args, "permissive_uids", False),
+        "max_response_bytes": args.max_response_size,
+        "ssl": _ssl_from_args(args),
     }
 
 
@@ -764,6 +888,72 @@ async def _run_search(
             includes=query.include_fields,
             rich_ok=is_tty,
         )
+    return EXIT_OK
+
+
+# --- probe ---------------------------------------------------------------------------------
+
+
+def _server_text(text: str) -> str:
+    """Text that came from a server, made safe to print: control characters escaped.
+
+    Every server-provided string the probe table shows passes through here (to be
+    pointed at the CLI's shared escaping function when it exists).
+    """
+    return "".join(
+        c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii")
+        for c in text
+    )
+
+
+async def _run_probe(
+    args: argparse.Namespace, options: Mapping[str, Any], out: IO[str], is_tty: bool
+) -> int:
+    from aqido.probe import MAX_IN_FLIGHT, probe_report
+    from aqido.profile import ServerProfile
+
+    async with _open_client(args.url, **options) as client:
+        report = await probe_report(client, max_in_flight=min(MAX_IN_FLIGHT, args.concurrency))
+        url = client.url
+    ctx = report.context
+    names = {uid: name for uid, name in ((ctx.a, "{A}"), (ctx.b, "{B}")) if uid} if ctx else {}
+    use_rich = is_tty and _have_rich()
+
+    def cell(text: str) -> str:
+        for uid, name in names.items():
+            text = text.replace(uid, name)
+        shown = _server_text(text)
+        if use_rich:
+            from rich.markup import escape
+
+            shown = escape(shown)
+        return shown
+
+    rows = [[f.capability, cell(f.finding), cell(f.request)] for f in report.findings]
+    _print_table(
+        ["capability", "finding", "request"],
+        rows,
+        out,
+        title=f"aqido probe {_server_text(url)} ({report.requests} requests)",
+        rich_ok=is_tty,
+    )
+    if names:
+        legend = ", ".join(f"{name} = {_server_text(uid)}" for uid, name in names.items())
+        out.write(f"studies: {legend}\n")
+    standard = ServerProfile.standard()
+    differs = [
+        field
+        for field, value in report.profile.to_dict().items()
+        if field not in ("name", "notes") and value != getattr(standard, field)
+    ]
+    out.write(
+        "differs from the standard in: " + (", ".join(differs) if differs else "nothing") + "\n"
+    )
+    for note in report.profile.notes:
+        out.write(f"note: {_server_text(note)}\n")
+    if args.json:
+        report.profile.save(args.json)
+        out.write(f"profile written to {args.json}\n")
     return EXIT_OK
 
 
@@ -1051,13 +1241,7 @@ async def _run_demo(args: argparse.Namespace, out: IO[str], err: IO[str], is_tty
             overwrite=args.overwrite,
             force=True,  # the demo archive is the same at every run, on a new port
             progress=args.progress and _isatty(err),
-            client_options={
-                "auth": None,
-                "headers": {},
-                "timeout": 30.0,
-                "retries": 4,
-                "concurrency": args.concurrency,
-            },
+            client_options={"timeout": 30.0, "retries": 4, "max_concurrency": args.concurrency},
             out=out,
             err=err,
             rich_ok=is_tty,
@@ -1225,10 +1409,31 @@ def _dispatch(args: argparse.Namespace, out: IO[str], err: IO[str], env: Mapping
             raise UsageError("--resume needs --out")
         return _run(_run_demo(args, out, err, is_tty))
     ask = getpass.getpass if _isatty(sys.stdin) else None
+    if args.command == "crawl":
+        urls = args.urls
+        args.url = urls[0]
+        for url in urls[1:]:
+            _reject_userinfo(url)
+        if args.format == "jsonl":
+            if len(urls) > 1:
+                raise UsageError("several URLs need --format parquet (one JSONL file per archive)")
+            if args.workers or args.scheduler or args.shards:
+                raise UsageError("--workers, --scheduler and --shards need --format parquet")
     options = _client_options(args, env, ask)
+    if args.insecure:
+        err.write(_INSECURE_WARNING)
+        err.flush()
     if args.command == "search":
         return _run(_run_search(args, options, out, is_tty))
+    if args.command == "probe":
+        return _run(_run_probe(args, options, out, is_tty))
     query = query_from_args(args)
+    if args.format == "parquet":
+        if args.workers and args.scheduler:
+            raise UsageError("give --workers or --scheduler, not both")
+        from aqido._cli_parquet import run_parquet
+
+        return run_parquet(args, [_check_url(u) for u in args.urls], query, options, out, err)
     status, _ = _run(
         _run_crawl(
             args.url,

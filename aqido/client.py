@@ -16,6 +16,15 @@ pool matches ``max_concurrency``, and closes it exactly once
 
 Every request of a client, whatever method issued it, holds one slot of a
 single :class:`anyio.CapacityLimiter` of ``max_concurrency`` slots.
+
+Hostile or broken servers (docs/security.md): a body is read in chunks and
+refused past ``max_response_bytes`` (after decompression); redirects are
+followed by aqido itself (at most :data:`MAX_REDIRECTS`), and a hop to
+another origin (scheme, host, port) drops every credential and every header
+the caller gave; the owned session's cookies stay with the service's origin;
+:meth:`AsyncQidoRS.close` cancels whatever is in flight.  TLS and proxies:
+``ssl=`` and ``trust_env=`` (``HTTP(S)_PROXY``/``NO_PROXY``; loopback is never
+proxied).
 """
 
 from __future__ import annotations
@@ -23,19 +32,33 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import contextvars
 import enum
 import errno
 import inspect
+import ipaddress
 import logging
 import os
+import ssl as _ssl
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Mapping
+import urllib.request
+from collections.abc import (
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import aclosing
+from http.cookies import BaseCookie, SimpleCookie
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import aiohttp
 import anyio
+import attrs
 from multidict import CIMultiDictProxy
 from yarl import URL
 
@@ -43,12 +66,21 @@ from aqido import __version__, dictionary
 from aqido.checkpoint import CrawlCheckpoint
 from aqido.crawl import crawl, iter_pages, iter_search_many, search_many
 from aqido.errors import (
+    ClientClosedError,
     InvalidQueryError,
     QidoError,
+    QueryTypeError,
+    RedirectError,
     RequestTimeoutError,
+    ResponseTooLargeError,
+    TLSError,
     TransportError,
+    UnanswerableQueryError,
+    redact_url,
 )
 from aqido.partition import Caps, check_server_limit
+from aqido.plan import Plan, plan_query
+from aqido.profile import ServerProfile
 from aqido.protocol import ACCEPT, QidoResponse, QidoWarning, join_url, parse_response
 from aqido.query import (
     ATTRIBUTE_FIELDS,
@@ -61,6 +93,9 @@ from aqido.query import (
 from aqido.results import Dataset, Instance, Series, Study, build_tree, structure
 from aqido.retry import Retry, Timeout, call_with_retry
 from aqido.stats import CrawlStats
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow
 
 logger = logging.getLogger("aqido")
 
@@ -80,11 +115,30 @@ DEFAULT_MAX_CONCURRENCY = 8
 DEFAULT_TIMEOUT = Timeout()
 #: Default retry policy: up to 4 attempts within 60 s, backoff from 0.5 s, Retry-After honoured.
 DEFAULT_RETRY = Retry()
+#: Default largest response body, in bytes after decompression (256 MiB).
+DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024
+#: Most redirects followed for one request (then :class:`~aqido.errors.RedirectError`).
+MAX_REDIRECTS = 10
+
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_CHUNK_BYTES = 256 * 1024
+
+#: What the client's ``ssl=`` accepts: an SSLContext, a CA bundle (file or directory),
+#: ``True``/``None`` (verify with the system's CAs) or ``False`` (no verification).
+SSLOption = _ssl.SSLContext | str | os.PathLike[str] | bool | None
 
 _STALE: tuple[type[Exception], ...] = (
     aiohttp.ServerDisconnectedError,
     getattr(aiohttp, "ClientConnectionResetError", aiohttp.ServerDisconnectedError),
 )
+
+#: Set while the client probes its own server (``profile="auto"``): searches then go out as
+#: they are, without a profile (the probe measures the server, it must not be corrected).
+_RAW_SEARCHES: contextvars.ContextVar[bool] = contextvars.ContextVar("aqido_raw", default=False)
+
+#: What ``profile=`` accepts: a :class:`~aqido.profile.ServerProfile`, ``"auto"`` (probe
+#: the server once, before the first search) or the path of a profile's JSON file.
+ProfileSource = ServerProfile | str | os.PathLike[str]
 
 #: Recent aiohttp re-sends an idempotent request once by itself when the server closed a
 #: pooled connection; with older versions (3.9) aqido does it.
@@ -119,6 +173,12 @@ class SearchResults(list[T]):
         self.additional_results = response.additional_results if response is not None else None
         self.possibly_truncated = self.truncated
 
+    def to_arrow(self, **options: Any) -> pyarrow.Table:
+        """These results as a typed ``pyarrow.Table`` (:func:`aqido.to_arrow`; needs pyarrow)."""
+        from aqido._arrow import to_arrow
+
+        return to_arrow((item for item in self if isinstance(item, Dataset)), **options)
+
     def _repr_html_(self) -> str:
         """Jupyter's rich display: a compact table, one row per result (:mod:`aqido.display`)."""
         from aqido.display import html_table
@@ -133,12 +193,18 @@ class _State(enum.Enum):
 
 
 @contextlib.contextmanager
-def _map_aiohttp_errors(url: str) -> Iterator[None]:
+def _map_aiohttp_errors(url: object) -> Iterator[None]:
     """Translate aiohttp and timeout exceptions into aqido's, chained (``raise ... from``)."""
     try:
         yield
     except (asyncio.TimeoutError, TimeoutError) as exc:  # includes aiohttp.ServerTimeoutError
         raise RequestTimeoutError(f"request timed out ({type(exc).__name__})", url=url) from exc
+    except (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch) as exc:
+        reason = getattr(exc, "certificate_error", None) or getattr(exc, "os_error", None) or exc
+        raise TLSError(
+            f"TLS failed: {reason} (a private CA? give its bundle with ssl= or --cacert)",
+            url=url,
+        ) from exc
     except aiohttp.ClientPayloadError as exc:
         raise TransportError(f"incomplete response body ({exc})", url=url) from exc
     except aiohttp.ClientError as exc:
@@ -158,6 +224,84 @@ def _is_stale_connection(error: TransportError) -> bool:
 def _check_max_concurrency(value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"max_concurrency must be a positive int, not {value!r}")
+
+
+def _check_max_response_bytes(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"max_response_bytes must be a positive int or None, not {value!r}")
+    return value
+
+
+def _ssl_option(value: SSLOption) -> _ssl.SSLContext | bool:
+    """What aiohttp's ``ssl=`` wants for the client's ``ssl=``: a context, True or False."""
+    if value is None or value is True:
+        return True
+    if value is False or isinstance(value, _ssl.SSLContext):
+        return value
+    if isinstance(value, str | os.PathLike):
+        path = os.fspath(value)
+        try:
+            if os.path.isdir(path):
+                return _ssl.create_default_context(capath=path)
+            return _ssl.create_default_context(cafile=path)
+        except (OSError, _ssl.SSLError) as exc:
+            raise ValueError(f"ssl: cannot load the CA bundle {path!r} ({exc})") from None
+    raise ValueError(
+        f"ssl must be an ssl.SSLContext, a CA bundle path, True or False, not {value!r}"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine (never sent through a proxy)."""
+    name = host.strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+#: A proxy and the headers for it (``Proxy-Authorization``), or ``(None, None)``: direct.
+_Proxy = tuple[URL | None, Mapping[str, str] | None]
+
+
+def _env_proxy(url: URL) -> _Proxy:
+    """The proxy the environment gives for ``url`` (``HTTP(S)_PROXY``, ``NO_PROXY``), as requests.
+
+    Loopback hosts are never proxied, whatever the environment says.
+    """
+    host = url.raw_host or ""
+    if not host or _is_loopback(host):
+        return None, None
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass(f"{host}:{url.port}" if url.port else host):
+        return None, None
+    parsed = URL(proxy if "://" in proxy else f"http://{proxy}")
+    if parsed.user is None:
+        return parsed, None
+    token = base64.b64encode(f"{parsed.user}:{parsed.password or ''}".encode()).decode("ascii")
+    return parsed.with_user(None), {"Proxy-Authorization": f"Basic {token}"}
+
+
+class _OriginCookieJar(aiohttp.CookieJar):
+    """A cookie jar that takes cookies only from, and sends them only to, one origin."""
+
+    def __init__(self, origin: URL) -> None:
+        super().__init__(unsafe=True)  # IP hosts too: the cookies never leave their origin
+        self._origin = origin
+
+    def update_cookies(self, cookies: Any, response_url: URL = URL()) -> None:  # noqa: B008
+        if response_url.origin() == self._origin:
+            super().update_cookies(cookies, response_url)
+
+    def filter_cookies(self, request_url: URL = URL()) -> BaseCookie[str]:  # noqa: B008
+        if request_url.origin() != self._origin:
+            return SimpleCookie()
+        return super().filter_cookies(request_url)
 
 
 async def _acquire(limiter: anyio.CapacityLimiter) -> None:
@@ -206,6 +350,44 @@ class AsyncQidoRS:
             :meth:`iter_search`) and then kept for the client's lifetime; a
             known cap saves that request and also covers servers that apply the
             cap before ``offset`` (Orthanc's ``LimitFindResults``).
+        profile: how the server behaves (a :class:`~aqido.profile.ServerProfile`,
+            the path of one saved as JSON, or ``"auto"``: :meth:`probe` the server
+            once, before the first search).  With a profile, searches return the
+            answer PS3.4/PS3.18 define even where the server does not give it:
+            keys the server cannot match are matched locally, lists it cannot
+            OR are fanned out, relational paths it lacks are walked (see
+            :mod:`aqido.plan` and the "Servers and profiles" docs page).
+            ``None`` (default): queries are sent as they are.
+        pn_case_sensitive: whether person names match case-sensitively in the
+            answers aqido corrects: ``True`` (default) as PS3.4's single value
+            and wildcard matching are, ``False`` without regard to case, ``None``
+            as the server does it (its profile; PS3.4 lets a server ignore case
+            for PN).  Other strings always match case-sensitively.
+        strict_matching: when the server cannot give the standard's answer to
+            a query (e.g. a key it neither matches nor returns), raise
+            :class:`~aqido.errors.UnanswerableQueryError` instead of returning
+            results that carry an ``aqido`` warning in ``.warnings``.
+        permissive_uid: ``True`` for an archive whose UIDs do not conform to
+            PS3.5 (leading zeros, letters): the queries the client builds (from
+            ``search_for_*`` arguments, dicts, dicomtrolley queries, and a
+            crawl's series and instance queries from the UIDs the server
+            returns) accept any UID :func:`~aqido.query.is_permissive_uid`
+            accepts: 1 to 128 letters, digits, ``.``, ``-``, ``_`` or ``~``.
+            An aqido query you build yourself stays as strict as you built it
+            (pass it ``permissive_uid=True`` too).  Default ``False``: UIDs
+            must be valid DICOM UIDs.
+        max_response_bytes: the largest response body accepted, counted after
+            decompression (default 256 MiB; ``None``: no limit).  A larger one
+            raises :class:`~aqido.errors.ResponseTooLargeError` as soon as the
+            limit is passed, so at most about ``max_concurrency`` times this
+            many body bytes are held at once.
+        ssl: TLS verification: ``None``/``True`` (the system's CAs), a CA bundle
+            (a PEM file or directory path), an :class:`ssl.SSLContext` (e.g. with
+            a client certificate loaded), or ``False`` (no verification: test
+            servers only).
+        trust_env: take proxies from the environment (``HTTPS_PROXY``,
+            ``HTTP_PROXY``, ``ALL_PROXY``, ``NO_PROXY``), as requests and httpx
+            do.  Loopback addresses are never proxied.
     """
 
     def __init__(
@@ -219,6 +401,13 @@ class AsyncQidoRS:
         retries: Retry | int | None = DEFAULT_RETRY,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         server_limit: int | Mapping[Any, int] | None = None,
+        profile: ProfileSource | None = None,
+        pn_case_sensitive: bool | None = True,
+        strict_matching: bool = False,
+        permissive_uid: bool = False,
+        max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES,
+        ssl: SSLOption = None,
+        trust_env: bool = True,
     ) -> None:
         parsed = URL(url)
         if parsed.scheme not in ("http", "https") or not parsed.host:
@@ -235,7 +424,16 @@ class AsyncQidoRS:
         ):
             raise ValueError("basic auth must be a (user, password) tuple of strings")
         _check_max_concurrency(max_concurrency)
+        if not isinstance(permissive_uid, bool):
+            raise ValueError(f"permissive_uid must be True or False, not {permissive_uid!r}")
+        self.permissive_uid = permissive_uid
+        self.max_response_bytes = _check_max_response_bytes(max_response_bytes)
+        self._ssl = _ssl_option(ssl)
+        self.trust_env = bool(trust_env)
+        self._proxies: dict[URL, _Proxy] = {}
+        self._scopes: set[anyio.CancelScope] = set()
         self.url = str(parsed.with_user(None))
+        self._origin = parsed.origin()
         self.max_concurrency = max_concurrency
         self.server_limit = check_server_limit(server_limit)
         # What is known of the server's caps: configured, and learned by the first follow-up
@@ -244,7 +442,8 @@ class AsyncQidoRS:
         self.timeout = Timeout.coerce(timeout)
         self.retry = Retry.coerce(retries)
         self._auth = auth
-        self._headers = {"Accept": ACCEPT, "User-Agent": f"aqido/{__version__}", **(headers or {})}
+        self._plain_headers = {"Accept": ACCEPT, "User-Agent": f"aqido/{__version__}"}
+        self._headers = {**self._plain_headers, **(headers or {})}
         self._session = session
         self._owns_session = session is None
         self._state = _State.UNOPENED
@@ -252,6 +451,23 @@ class AsyncQidoRS:
         self._client_timeout = aiohttp.ClientTimeout(
             total=self.timeout.request, sock_connect=self.timeout.connect
         )
+        if pn_case_sensitive is not None and not isinstance(pn_case_sensitive, bool):
+            raise ValueError(
+                f"pn_case_sensitive must be None, True or False, not {pn_case_sensitive!r}"
+            )
+        self.pn_case_sensitive = pn_case_sensitive
+        self.strict_matching = bool(strict_matching)
+        self._auto_profile = isinstance(profile, str) and profile == "auto"
+        self._profile: ServerProfile | None = None
+        if isinstance(profile, ServerProfile):
+            self._profile = profile
+        elif profile is not None and not self._auto_profile:
+            if not isinstance(profile, str | os.PathLike):
+                raise ValueError(
+                    f"profile must be a ServerProfile, 'auto' or a path, not {profile!r}"
+                )
+            self._profile = ServerProfile.load(profile)
+        self._profile_lock: anyio.Lock | None = None
 
     def __repr__(self) -> str:
         auth = ""
@@ -273,7 +489,7 @@ class AsyncQidoRS:
         if self._state is _State.OPENED:
             raise RuntimeError("Cannot open a client instance more than once.")
         if self._state is _State.CLOSED:
-            raise RuntimeError("Cannot reopen a client instance once it has been closed.")
+            raise ClientClosedError("Cannot reopen a client instance once it has been closed.")
         self._open()
         return self
 
@@ -286,10 +502,16 @@ class AsyncQidoRS:
         await self.close()
 
     async def close(self) -> None:
-        """Close the client (and its own session, never a borrowed one); safe to call again."""
+        """Close the client (and its own session, never a borrowed one); safe to call again.
+
+        Requests in flight or waiting for a slot are cancelled at once: their
+        calls raise :class:`~aqido.errors.ClientClosedError`, as does any later call.
+        """
         if self._state is _State.CLOSED:
             return
         self._state = _State.CLOSED
+        for scope in list(self._scopes):
+            scope.cancel()
         session, self._session = self._session, None
         if self._owns_session and session is not None and not session.closed:
             await session.close()
@@ -301,7 +523,7 @@ class AsyncQidoRS:
 
     def _open(self) -> aiohttp.ClientSession:
         if self._state is _State.CLOSED:
-            raise RuntimeError("This client has been closed; create a new AsyncQidoRS.")
+            raise ClientClosedError("This client has been closed; create a new AsyncQidoRS.")
         self._state = _State.OPENED
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.max_concurrency)
@@ -309,7 +531,9 @@ class AsyncQidoRS:
             connector = aiohttp.TCPConnector(
                 limit=self.max_concurrency, limit_per_host=self.max_concurrency
             )
-            self._session = aiohttp.ClientSession(connector=connector)
+            self._session = aiohttp.ClientSession(
+                connector=connector, cookie_jar=_OriginCookieJar(self._origin)
+            )
         return self._session
 
     # --- one request ----------------------------------------------------------------------
@@ -320,14 +544,98 @@ class AsyncQidoRS:
         """GET ``url`` (sent exactly as given) and return ``(status, headers, body)``.
 
         The only aiohttp call in aqido.  aiohttp errors are mapped to
-        :class:`~aqido.errors.TransportError` / ``RequestTimeoutError``.
+        :class:`~aqido.errors.TransportError` / ``RequestTimeoutError`` /
+        ``TLSError``.  Redirects are followed here (see the module docstring).
         """
         session = self._open()
-        with _map_aiohttp_errors(url):
-            async with session.get(
-                URL(url, encoded=True), headers=headers, timeout=self._client_timeout
-            ) as response:
-                return response.status, response.headers, await response.read()
+        target = URL(url, encoded=True)
+        visited = {target}
+        for _ in range(MAX_REDIRECTS + 1):
+            proxy, proxy_headers = self._proxy_for(target)
+            sent = headers
+            if proxy_headers is not None:  # aiohttp sends proxy_headers only with CONNECT
+                if target.scheme == "http":
+                    sent, proxy_headers = {**headers, **proxy_headers}, None
+                else:
+                    proxy_headers = dict(proxy_headers)  # aiohttp adds Host to it
+            with _map_aiohttp_errors(target):
+                async with session.get(
+                    target,
+                    headers=sent,
+                    timeout=self._client_timeout,
+                    allow_redirects=False,
+                    ssl=self._ssl,
+                    proxy=proxy,
+                    proxy_headers=proxy_headers,
+                ) as response:
+                    location = response.headers.get("Location")
+                    if response.status not in _REDIRECT_STATUSES or not location:
+                        return response.status, response.headers, await self._read(response, url)
+                    status = response.status
+            try:
+                following = target.join(URL(location))
+            except ValueError:
+                raise RedirectError(
+                    "redirect to a malformed Location refused", url=url, status=status
+                ) from None
+            if following.scheme not in ("http", "https") or not following.host:
+                raise RedirectError(
+                    f"redirect to {redact_url(following.with_query(None))!r} refused "
+                    "(only http and https are followed)",
+                    url=url,
+                    status=status,
+                )
+            if following in visited:
+                raise RedirectError("redirect loop", url=url, status=status)
+            visited.add(following)
+            if following.origin() != target.origin():
+                # Another origin: no credential and no caller header goes there (nor on).
+                headers = self._plain_headers
+            logger.debug("GET %s -> %d, following to %s", url, status, redact_url(following))
+            target = following
+        raise RedirectError(f"more than {MAX_REDIRECTS} redirects", url=url, status=status)
+
+    def _proxy_for(self, url: URL) -> _Proxy:
+        """The proxy for ``url``'s origin (from the environment, read once per origin)."""
+        if not self.trust_env:
+            return None, None
+        origin = url.origin()
+        found = self._proxies.get(origin)
+        if found is None:
+            found = self._proxies[origin] = _env_proxy(origin)
+        return found
+
+    async def _read(self, response: aiohttp.ClientResponse, url: str) -> bytes:
+        """Read the body, refusing more than ``max_response_bytes`` (after decompression)."""
+        limit = self.max_response_bytes
+        if limit is None:
+            return await response.read()
+        declared = response.content_length
+        if declared is not None and declared > limit:
+            response.close()
+            raise ResponseTooLargeError(
+                f"the response declares {declared} bytes, more than max_response_bytes "
+                f"({limit}); narrow or page the query",
+                url=url,
+                status=response.status,
+            )
+        encoding = response.headers.get("Content-Encoding", "").strip().lower()
+        if declared is not None and encoding in ("", "identity"):
+            return await response.read()  # at most `declared` bytes: the fast path
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
+            size += len(chunk)
+            if size > limit:
+                response.close()
+                raise ResponseTooLargeError(
+                    f"the response body passed max_response_bytes ({limit} bytes, after "
+                    "decompression); narrow or page the query",
+                    url=url,
+                    status=response.status,
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def _send(
         self, url: str, headers: Mapping[str, str]
@@ -411,17 +719,46 @@ class AsyncQidoRS:
             return await self._attempt(url, limiter)
 
         what = f"GET {url}"
-        if self.timeout.total is None:
-            return await call_with_retry(attempt, self.retry, what=what, on_retry=on_retry)
-        try:
-            with anyio.fail_after(self.timeout.total):
-                return await call_with_retry(attempt, self.retry, what=what, on_retry=on_retry)
-        except TimeoutError as exc:
-            raise RequestTimeoutError(
-                f"gave up after {self.timeout.total} s (Timeout.total)", url=url
-            ) from exc
+        with anyio.CancelScope() as scope:  # close() cancels it
+            self._scopes.add(scope)
+            try:
+                if self.timeout.total is None:
+                    return await call_with_retry(attempt, self.retry, what=what, on_retry=on_retry)
+                try:
+                    with anyio.fail_after(self.timeout.total):
+                        return await call_with_retry(
+                            attempt, self.retry, what=what, on_retry=on_retry
+                        )
+                except TimeoutError as exc:
+                    raise RequestTimeoutError(
+                        f"gave up after {self.timeout.total} s (Timeout.total)", url=url
+                    ) from exc
+            except QidoError as error:
+                if self._state is _State.CLOSED and not isinstance(error, ClientClosedError):
+                    raise ClientClosedError(f"the client was closed ({error})") from error
+                raise
+            finally:
+                self._scopes.discard(scope)
+        raise ClientClosedError(f"the client was closed while this request was pending: {url}")
 
     # --- searching --------------------------------------------------------------------------
+
+    async def probe(self) -> ServerProfile:
+        """Measure how this archive behaves: a :class:`~aqido.profile.ServerProfile`.
+
+        At most 60 small read-only requests, at most 4 in flight, using the
+        archive's own studies (see :mod:`aqido.probe`; ``aqido probe URL`` prints
+        every finding with the request that showed it).  Capabilities the
+        archive's data cannot decide keep the standard default and are named in
+        the profile's ``notes``.
+        """
+        from aqido.probe import probe_report
+
+        return (await probe_report(self)).profile
+
+    def _query(self, query: Any) -> BaseQuery:
+        """``ensure_query_type(query)``, permissive about UIDs if the client is."""
+        return ensure_query_type(query, permissive_uid=self.permissive_uid)
 
     async def search_raw(self, query: Any) -> QidoResponse:
         """Run one search and return the decoded DICOM JSON and headers, unstructured.
@@ -430,7 +767,7 @@ class AsyncQidoRS:
         (the DICOM JSON datasets as the server sent them), ``.headers``,
         ``.warnings``, ``.status`` and ``.url``.
         """
-        return await self._fetch(ensure_query_type(query))
+        return await self._fetch(self._query(query))
 
     async def search(self, query: Any) -> SearchResults[Any]:
         """Run one search (one request) and return typed results.
@@ -441,11 +778,14 @@ class AsyncQidoRS:
         server truncated the answer, ``.truncated`` is true (and a warning is
         logged): use :meth:`iter_search` to get everything.
         """
-        return await self._search(ensure_query_type(query), None)
+        return await self._search(self._query(query), None)
 
     async def _search(
         self, query: BaseQuery, limiter: anyio.CapacityLimiter | None
     ) -> SearchResults[Any]:
+        plan = await self._plan(query)
+        if plan is not None:
+            return await self._search_planned(plan, limiter, exhaustive=False)
         response = await self._fetch(query, limiter)
         if response.truncated:
             more = response.additional_results
@@ -478,13 +818,21 @@ class AsyncQidoRS:
         server that ignores ``offset`` raises
         :class:`~aqido.errors.InvalidResponseError` rather than looping.
         """
-        async with aclosing(self._iter_results(ensure_query_type(query), page_size, None)) as it:
+        async with aclosing(self._iter_results(self._query(query), page_size, None)) as it:
             async for item in it:
                 yield item
 
     async def _iter_results(
         self, query: BaseQuery, page_size: int | None, limiter: anyio.CapacityLimiter | None
     ) -> AsyncGenerator[Any, None]:
+        plan = await self._plan(query)
+        if plan is not None:  # every match is needed before local filtering can cut the window
+            results = await self._search_planned(
+                plan, limiter, exhaustive=True, page_size=page_size
+            )
+            for result in results:
+                yield result
+            return
         pages = iter_pages(
             self._fetch, query, page_size=page_size, limiter=limiter, caps=self._caps
         )
@@ -503,7 +851,7 @@ class AsyncQidoRS:
         is raised.
         """
         search, workers = self._bounded_search(max_concurrency)
-        return await search_many(search, [ensure_query_type(q) for q in queries], workers=workers)
+        return await search_many(search, [self._query(q) for q in queries], workers=workers)
 
     async def iter_search_many(
         self, queries: Iterable[Any], *, max_concurrency: int | None = None
@@ -514,7 +862,7 @@ class AsyncQidoRS:
         Leaving the loop early cancels the remaining searches.
         """
         search, workers = self._bounded_search(max_concurrency)
-        pairs = iter_search_many(search, [ensure_query_type(q) for q in queries], workers=workers)
+        pairs = iter_search_many(search, [self._query(q) for q in queries], workers=workers)
         async with aclosing(pairs):
             async for pair in pairs:
                 yield pair
@@ -593,7 +941,19 @@ class AsyncQidoRS:
         request in flight.  For a clean early ``break``, wrap the iterator in
         :func:`contextlib.aclosing`.
         """
-        base = HierarchicalQuery() if query is None else ensure_query_type(query)
+        base = HierarchicalQuery() if query is None else self._query(query)
+        if self.permissive_uid and not base.permissive_uid:
+            # The series and instance queries are built from the UIDs the server returns.
+            base = attrs.evolve(base, permissive_uid=True)
+        plan = await self._plan(base)
+        if plan is not None:
+            reason = (
+                f"crawl sends {base} as it is: the server's profile says it does not answer "
+                "it as the standard does, and crawls do not match locally yet"
+            )
+            if self.strict_matching:
+                raise UnanswerableQueryError([reason], query=base)
+            logger.warning("%s", reason)
         limiter = self._operation_limiter(max_concurrency)
         concurrency = max_concurrency or self.max_concurrency
         stats = stats if stats is not None else CrawlStats()
@@ -642,6 +1002,130 @@ class AsyncQidoRS:
         studies.possibly_truncated = found.possibly_truncated
         return studies
 
+    # --- profiles: the standard's answer from any server -------------------------------------
+
+    @property
+    def profile(self) -> ServerProfile | None:
+        """The server profile searches are planned with (``None``: none, or not probed yet)."""
+        return self._profile
+
+    async def _server_profile(self) -> ServerProfile | None:
+        """The profile to plan with; with ``profile="auto"``, probe once (one probe at a time)."""
+        if _RAW_SEARCHES.get():
+            return None
+        if self._profile is not None or not self._auto_profile:
+            return self._profile
+        if self._profile_lock is None:
+            self._profile_lock = anyio.Lock()
+        async with self._profile_lock:
+            if self._profile is None:
+                token = _RAW_SEARCHES.set(True)
+                try:
+                    self._profile = await self.probe()
+                finally:
+                    _RAW_SEARCHES.reset(token)
+        return self._profile
+
+    def _plan_for(self, query: BaseQuery) -> Plan:
+        return plan_query(query, self._profile, pn_case_sensitive=self.pn_case_sensitive)
+
+    async def _plan(self, query: BaseQuery) -> Plan | None:
+        """The plan for ``query`` (``None``: no profile, or the query goes out unchanged)."""
+        profile = await self._server_profile()
+        if profile is None:
+            return None
+        plan = self._plan_for(query)
+        if plan.warnings and self.strict_matching:
+            raise UnanswerableQueryError(plan.warnings, query=query)
+        return None if plan.direct else plan
+
+    async def _collect(
+        self,
+        query: BaseQuery,
+        limiter: anyio.CapacityLimiter | None,
+        exhaustive: bool,
+        page_size: int | None,
+    ) -> _Answer:
+        """The items of one planned request: one response, or every page (``exhaustive``)."""
+        if not exhaustive:
+            response = await self._fetch(query, limiter)
+            return _Answer(response.items, [response], [])
+        answer = _Answer([], [], [])
+        pages = iter_pages(self._fetch, query, page_size=page_size, limiter=limiter)
+        async with aclosing(pages):
+            async for page in pages:
+                answer.items.extend(page.items)
+                answer.responses.append(page.response)
+        return answer
+
+    async def _execute(
+        self,
+        plan: Plan,
+        limiter: anyio.CapacityLimiter | None,
+        *,
+        exhaustive: bool,
+        page_size: int | None = None,
+    ) -> _Answer:
+        """Send a plan's requests (or walk the hierarchy), merge, filter locally, cut the window.
+
+        A walk always fetches every parent and child page: its parents must be complete.
+        """
+        results: list[_Answer]
+        if plan.walk is not None:
+            walk = plan.walk
+            parents = await self._execute(self._plan_for(walk.parent), limiter, exhaustive=True)
+            jobs = [(p, q) for p in parents.items if (q := walk.child(p)) is not None]
+
+            async def child(job: tuple[dict[str, Any], BaseQuery]) -> _Answer:
+                parent, query = job
+                found = await self._execute(self._plan_for(query), limiter, exhaustive=True)
+                # a relational search returns the parents' attributes too
+                found.items[:] = [{**parent, **item} for item in found.items]
+                return found
+
+            results = [parents._replace(items=[])]
+            results += await search_many(child, jobs, workers=self.max_concurrency)
+        else:
+
+            async def one(query: BaseQuery) -> _Answer:
+                return await self._collect(query, limiter, exhaustive, page_size)
+
+            results = await search_many(one, plan.requests, workers=self.max_concurrency)
+        merged = plan.merge(r.items for r in results)
+        kept, notes = plan.finish(merged)
+        all_notes = [*plan.warnings, *(n for r in results for n in r.notes), *notes]
+        responses = [resp for r in results for resp in r.responses]
+        return _Answer([dict(item) for item in kept], responses, list(dict.fromkeys(all_notes)))
+
+    async def _search_planned(
+        self,
+        plan: Plan,
+        limiter: anyio.CapacityLimiter | None,
+        *,
+        exhaustive: bool,
+        page_size: int | None = None,
+    ) -> SearchResults[Any]:
+        """Execute a plan and return typed results carrying the servers' and aqido's warnings."""
+        answer = await self._execute(plan, limiter, exhaustive=exhaustive, page_size=page_size)
+        query = plan.query
+        if answer.notes and self.strict_matching:
+            raise UnanswerableQueryError(answer.notes, query=query)
+        for note in answer.notes:
+            logger.warning("%s: %s", query, note)
+        first = answer.responses[0] if answer.responses else None
+        url = first.url if first is not None else join_url(self.url, query.uri_base())
+        typed = structure(
+            answer.items, query.query_level, url=url, status=first.status if first else None
+        )
+        results: SearchResults[Any] = SearchResults(typed, response=first)
+        server = {w.raw: w for r in answer.responses for w in r.warnings}
+        ours = (QidoWarning(None, "aqido", n, f"aqido: {n}") for n in answer.notes)
+        results.warnings = (*server.values(), *ours)
+        results.truncated = any(r.truncated for r in answer.responses)
+        if len(answer.responses) != 1:
+            results.additional_results = None
+        return results
+
     # --- dicomweb-client names --------------------------------------------------------------
 
     async def search_for_studies(
@@ -653,15 +1137,27 @@ class AsyncQidoRS:
         fields: Iterable[str] | None = None,
         search_filters: Mapping[str, Any] | None = None,
         get_remaining: bool = False,
+        additional_params: Mapping[str, str | Sequence[str]] | None = None,
     ) -> SearchResults[Study]:
         """Search for studies, with dicomweb-client's arguments; returns typed ``Study`` results.
 
         ``fields`` are attributes to include (``includefield``);
         ``search_filters`` maps keywords or tags to match values;
-        ``get_remaining=True`` pages until every match has been fetched.
+        ``get_remaining=True`` pages until every match has been fetched;
+        ``additional_params`` are other query parameters (a value or a list
+        of values each, sent after aqido's own as ``key=v1&key=v2``): the
+        query's ``extra_params``, with the same rules.
         """
-        query = _dicomweb_query(
-            QueryLevel.STUDY, "", "", fuzzymatching, limit, offset, fields, search_filters
+        query = self._dicomweb_query(
+            QueryLevel.STUDY,
+            None,
+            None,
+            fuzzymatching,
+            limit,
+            offset,
+            fields,
+            search_filters,
+            additional_params,
         )
         return await self._dicomweb_search(query, get_remaining)
 
@@ -675,17 +1171,19 @@ class AsyncQidoRS:
         fields: Iterable[str] | None = None,
         search_filters: Mapping[str, Any] | None = None,
         get_remaining: bool = False,
+        additional_params: Mapping[str, str | Sequence[str]] | None = None,
     ) -> SearchResults[Series]:
         """Search for series (of one study, or all series), as dicomweb-client does."""
-        query = _dicomweb_query(
+        query = self._dicomweb_query(
             QueryLevel.SERIES,
-            study_instance_uid or "",
-            "",
+            study_instance_uid,
+            None,
             fuzzymatching,
             limit,
             offset,
             fields,
             search_filters,
+            additional_params,
         )
         return await self._dicomweb_search(query, get_remaining)
 
@@ -700,29 +1198,64 @@ class AsyncQidoRS:
         fields: Iterable[str] | None = None,
         search_filters: Mapping[str, Any] | None = None,
         get_remaining: bool = False,
+        additional_params: Mapping[str, str | Sequence[str]] | None = None,
     ) -> SearchResults[Instance]:
         """Search for instances, as dicomweb-client does.
 
         Unlike dicomweb-client, a ``series_instance_uid`` without a study UID is
         never dropped: it is sent as a ``SeriesInstanceUID`` match on ``/instances``.
         """
-        query = _dicomweb_query(
+        query = self._dicomweb_query(
             QueryLevel.INSTANCE,
-            study_instance_uid or "",
-            series_instance_uid or "",
+            study_instance_uid,
+            series_instance_uid,
             fuzzymatching,
             limit,
             offset,
             fields,
             search_filters,
+            additional_params,
         )
         return await self._dicomweb_search(query, get_remaining)
+
+    def _dicomweb_query(
+        self,
+        level: QueryLevel,
+        study_uid: object,
+        series_uid: object,
+        *args: Any,
+    ) -> BaseQuery:
+        """:func:`_dicomweb_query`, the UID arguments' types checked as dicomweb-client does."""
+        for name, value in (("study_instance_uid", study_uid), ("series_instance_uid", series_uid)):
+            if value is not None and not isinstance(value, str):
+                raise QueryTypeError(
+                    f"{name}: {value!r} is not a str; pass one UID as a str (several UIDs: "
+                    "search_filters={'StudyInstanceUID': [...]} on a relational search)"
+                )
+        return _dicomweb_query(
+            level,
+            str(study_uid or ""),
+            str(series_uid or ""),
+            *args,
+            permissive_uid=self.permissive_uid,
+        )
 
     async def _dicomweb_search(self, query: BaseQuery, get_remaining: bool) -> SearchResults[Any]:
         if not get_remaining:
             return await self._search(query, None)
+        plan = await self._plan(query)
+        if plan is not None:
+            return await self._search_planned(plan, None, exhaustive=True)
         async with aclosing(self._iter_results(query, None, None)) as results:
             return SearchResults([item async for item in results])
+
+
+class _Answer(NamedTuple):
+    """What executing a plan gave: items (DICOM JSON), the responses, aqido's warnings."""
+
+    items: list[dict[str, Any]]
+    responses: list[QidoResponse]
+    notes: list[str]
 
 
 def _structure(
@@ -745,6 +1278,9 @@ def _dicomweb_query(
     offset: int | None,
     fields: Iterable[str] | None,
     search_filters: Mapping[str, Any] | None,
+    additional_params: Mapping[str, str | Sequence[str]] | None = None,
+    *,
+    permissive_uid: bool = False,
 ) -> BaseQuery:
     """Build the query dicomweb-client's ``search_for_*`` arguments describe."""
     kwargs: dict[str, Any] = {
@@ -753,6 +1289,8 @@ def _dicomweb_query(
         "limit": limit or 0,
         "offset": offset or 0,
         "include_fields": tuple(fields or ()),
+        "extra_params": additional_params,
+        "permissive_uid": permissive_uid,
     }
     filters: dict[str, Any] = {}
     for key, value in (search_filters or {}).items():

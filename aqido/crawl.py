@@ -45,6 +45,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from aqido.checkpoint import CrawlCheckpoint
 from aqido.errors import (
+    ClientClosedError,
     CrawlIncompleteError,
     InvalidQueryError,
     InvalidResponseError,
@@ -383,8 +384,8 @@ class _Walker:
         self.fail_fast = fail_fast
 
     def failed(self, part: BaseQuery, error: QidoError) -> None:
-        """Raise ``error`` (``fail_fast``), or record it in the stats and go on."""
-        if self.fail_fast:
+        """Raise ``error`` (``fail_fast``, or the client was closed), or record it and go on."""
+        if self.fail_fast or isinstance(error, ClientClosedError):
             raise error
         logger.warning("crawl: %s failed: %s", part, error)
         self.stats._failed(part, error)
@@ -659,7 +660,17 @@ async def crawl(
         return series.with_instances(instances)
 
     async def subtree(study: Any, study_uid: str) -> Any:
-        child = HierarchicalQuery(query_level=QueryLevel.SERIES, StudyInstanceUID=study_uid)
+        try:
+            # The base query's vendor parameters and UID leniency carry over; its matches do not.
+            child = HierarchicalQuery(
+                query_level=QueryLevel.SERIES,
+                StudyInstanceUID=study_uid,
+                extra_params=query.extra_params,
+                permissive_uid=query.permissive_uid,
+            )
+        except QidoError as error:  # a UID the server returned that a query cannot carry
+            failed(query, error)
+            return None
         try:
             series = await walker.children(child)
         except QidoError as error:

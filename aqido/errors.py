@@ -7,8 +7,13 @@ The hierarchy::
 
     QidoError                       anything aqido raises on purpose
     ├── InvalidQueryError           (also ValueError) a query rejected before any I/O
+    │   ├── UnanswerableQueryError  ... this server cannot give the standard's answer to it
+    │   └── QueryTypeError          (also TypeError) an argument of the wrong type
+    │       └── UnknownFieldError   ... a keyword no query has (a misspelt field)
+    ├── ClientClosedError           (also RuntimeError) the client was closed (or is closing)
     ├── TransportError              the request never got an HTTP answer
-    │   └── RequestTimeoutError     ... because a timeout expired
+    │   ├── RequestTimeoutError     ... because a timeout expired
+    │   └── TLSError                ... because TLS failed (certificate not trusted...)
     ├── HTTPStatusError             the server answered with a non-success status
     │   ├── BadRequestError         400
     │   ├── UnauthorizedError       401 and 403
@@ -17,6 +22,8 @@ The hierarchy::
     │   ├── RateLimitedError        429
     │   └── ServerError             5xx
     ├── InvalidResponseError        a reply that is not what QIDO-RS promises
+    │   ├── ResponseTooLargeError   ... larger than ``max_response_bytes`` (decompressed)
+    │   ├── RedirectError           ... a redirect loop, too many, or to a non-HTTP(S) URL
     │   └── ResultsTruncatedError   ... more matches exist than the server lets aqido reach
     ├── CrawlIncompleteError        a bulk crawl could not fetch everything
     └── CheckpointError             (also ValueError) a crawl checkpoint file aqido cannot use
@@ -40,6 +47,7 @@ from urllib.parse import urlsplit, urlunsplit
 __all__ = [
     "BadRequestError",
     "CheckpointError",
+    "ClientClosedError",
     "CrawlFailure",
     "CrawlIncompleteError",
     "HTTPStatusError",
@@ -48,12 +56,18 @@ __all__ = [
     "NotFoundError",
     "PayloadTooLargeError",
     "QidoError",
+    "QueryTypeError",
     "RateLimitedError",
+    "RedirectError",
     "RequestTimeoutError",
+    "ResponseTooLargeError",
     "ResultsTruncatedError",
     "ServerError",
+    "TLSError",
     "TransportError",
+    "UnanswerableQueryError",
     "UnauthorizedError",
+    "UnknownFieldError",
     "error_for_status",
     "excerpt",
     "redact_url",
@@ -108,6 +122,51 @@ class InvalidQueryError(QidoError, ValueError):
     """
 
 
+class UnanswerableQueryError(InvalidQueryError):
+    """The server's profile says it cannot give the standard's answer to this query.
+
+    Raised by a client with ``strict_matching=True`` (else the results carry
+    warnings), e.g. for a key the server neither matches as the standard says
+    nor returns for aqido to match locally.
+
+    Attributes:
+        reasons: one sentence per key that cannot be answered exactly.
+    """
+
+    def __init__(self, reasons: Iterable[str], *, query: object = None) -> None:
+        self.reasons = tuple(reasons)
+        self.query = query
+        where = f" for {query}" if query is not None else ""
+        super().__init__(
+            f"the server cannot give the standard's answer{where}: " + "; ".join(self.reasons)
+        )
+
+
+class QueryTypeError(InvalidQueryError, TypeError):
+    """A query argument of the wrong type (a list where one UID goes); also a ``TypeError``.
+
+    Still an :class:`InvalidQueryError` (and so a ``ValueError``): code that
+    catches either keeps working.
+    """
+
+
+class UnknownFieldError(QueryTypeError):
+    """A keyword argument that no query has, e.g. a misspelt field name.
+
+    The message names the field and suggests the closest field name, or
+    ``filters=`` for any other DICOM attribute.
+
+    Attributes:
+        field: the unknown name, as given.
+        suggestion: the closest field name, or ``None``.
+    """
+
+    def __init__(self, message: str, *, field: str, suggestion: str | None = None) -> None:
+        self.field = field
+        self.suggestion = suggestion
+        super().__init__(message)
+
+
 class TransportError(QidoError):
     """The request did not get an HTTP response (connection refused, reset, DNS, TLS...).
 
@@ -124,6 +183,23 @@ class TransportError(QidoError):
 
 class RequestTimeoutError(TransportError):
     """A request (or the whole operation) took longer than its configured timeout."""
+
+
+class TLSError(TransportError):
+    """The TLS handshake failed: an untrusted or invalid certificate, or a refused client one.
+
+    Never retried (it cannot heal).  Give the CA bundle with ``ssl=`` (CLI
+    ``--cacert``), a client certificate in an ``ssl.SSLContext`` (CLI
+    ``--cert``/``--key``), or, for a test server only, ``ssl=False``
+    (CLI ``--insecure``).
+    """
+
+
+class ClientClosedError(QidoError, RuntimeError):
+    """The client was closed: calls pending or in flight at :meth:`close`, and any call after.
+
+    Also a :class:`RuntimeError` (what using a closed client raised before).
+    """
 
 
 class HTTPStatusError(QidoError):
@@ -223,6 +299,22 @@ class InvalidResponseError(QidoError):
         if self.body_excerpt:
             full += f"; body starts: {self.body_excerpt!r}"
         super().__init__(full)
+
+
+class ResponseTooLargeError(InvalidResponseError):
+    """A response body is larger than the client's ``max_response_bytes`` (after decompression).
+
+    Raised as soon as the limit is passed (or at once when ``Content-Length``
+    says so), so memory stays bounded; never retried.  Narrow or page the
+    query (``limit``), or raise ``max_response_bytes``.
+    """
+
+
+class RedirectError(InvalidResponseError):
+    """A redirect that cannot be followed: a loop, too many in a row, or a non-HTTP(S) target.
+
+    Never retried (it cannot heal).
+    """
 
 
 class ResultsTruncatedError(InvalidResponseError):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 import attrs
@@ -42,6 +42,16 @@ RepeatedKeys = Literal["or", "first", "last", "error"]
 UnsupportedKeys = Literal["error", "ignore", "empty"]
 
 
+def _notes(value: Iterable[str]) -> tuple[str, ...]:
+    """``notes`` as a tuple (a list from JSON, or any iterable of strings)."""
+    return tuple(value)
+
+
+def _keywords(value: Iterable[str] | None) -> tuple[str, ...] | None:
+    """``matched_keys`` as a tuple (``None`` stays ``None``: every attribute)."""
+    return None if value is None else tuple(value)
+
+
 @attrs.frozen(kw_only=True)
 class ServerProfile:
     """How one QIDO-RS archive behaves; every default is the standard's behaviour.
@@ -53,11 +63,15 @@ class ServerProfile:
     #: A label for people (``"standard"``, ``"orthanc-1.10"``, a URL); not compared.
     name: str = attrs.field(default="standard", eq=False)
     #: Free-form remarks (how it was measured, caveats); not compared.
-    notes: tuple[str, ...] = attrs.field(default=(), eq=False, converter=tuple)
+    notes: tuple[str, ...] = attrs.field(default=(), eq=False, converter=_notes)
 
     # --- encoding ---
     #: The server percent-decodes query values (``Doe%5EJohn`` means ``Doe^John``).
     percent_decoding: bool = True
+    #: Values with non-ASCII characters (sent as percent-encoded UTF-8) are matched;
+    #: ``False``: the server reads the bytes otherwise (tiny_pacs: as Latin-1), so they
+    #: match nothing and the client matches them locally.
+    non_ascii_values: bool = True
 
     # --- matching (PS3.4 C.2.2.2) ---
     #: ``*`` matches any run of characters in string VRs.
@@ -86,6 +100,11 @@ class ServerProfile:
     fuzzy_matching: FuzzyMatching = "warning"
     #: What the server does with a match key it cannot match.
     unsupported_keys: UnsupportedKeys = "error"
+    #: The attributes (keywords) the server matches as keys; ``None``: every attribute.
+    #: A key outside the list is ignored, refused or matches nothing, as
+    #: :attr:`unsupported_keys` says; the client leaves it out of requests and matches
+    #: it locally.
+    matched_keys: tuple[str, ...] | None = attrs.field(default=None, converter=_keywords)
 
     # --- returned attributes ---
     #: ``includefield=<keyword or tag>`` adds that attribute to the results.
@@ -131,6 +150,92 @@ class ServerProfile:
     def standard(cls) -> ServerProfile:
         """The behaviour PS3.18 and PS3.4 define: every field at its default."""
         return cls()
+
+    @classmethod
+    def orthanc(cls, *, max_results: int | None = None) -> ServerProfile:
+        """Orthanc 1.10 with its DICOMweb plugin 1.7, as ``aqido probe`` measured it.
+
+        ``max_results``: Orthanc's ``LimitFindResults`` (0/``None``, the default
+        configuration, is no cap).  With a cap, Orthanc answers cap+1 studies with
+        no Warning and applies the cap before ``offset`` (so paging cannot pass it).
+
+        Measured by ``tests/integration/test_orthanc_probe.py`` (``probe()`` of the
+        integration suite's Orthanc, 300 synthetic studies, equals this preset; and
+        of an Orthanc with ``LimitFindResults=10`` equals ``orthanc(max_results=10)``).
+        """
+        capped: dict[str, Any] = {}
+        if max_results:
+            capped = {
+                "max_results": max_results,
+                "cap_warning": False,
+                "cap_plus_one": True,
+                "cap_before_offset": True,
+            }
+        return cls(
+            name="orthanc-1.10",
+            notes=(
+                "Orthanc 1.10 + DICOMweb 1.7, measured by aqido probe (tests/integration/"
+                "test_orthanc_probe.py)",
+                "query values are not percent-decoded: ^ * ? , must be sent raw; values "
+                "with spaces or non-ASCII text cannot be matched",
+                "every string match ignores case, PatientID included",
+            ),
+            percent_decoding=False,  # PatientName=%44%6F%65... does not find Doe
+            case_sensitive=False,  # PatientID=pid000026 finds PID000026
+            pn_case_sensitive=False,  # PatientName=sMITH^aNNA finds Smith^Anna
+            repeated_keys="last",  # StudyInstanceUID=A&StudyInstanceUID=B finds B only
+            fuzzy_matching="ignored",  # accepted, no Warning, nothing fuzzy matched
+            unsupported_keys="ignore",  # AqidoNoSuchAttribute=1 finds A
+            includefield_all=False,  # includefield=all adds nothing to the defaults
+            empty_status=200,  # an unknown StudyInstanceUID: 200 []
+            bad_request_status=200,  # StudyDate=notadate: 200 []
+            unknown_parent_status=200,  # /studies/{unknown}/series: 200 []
+            **capped,
+        )
+
+    @classmethod
+    def tiny_pacs(cls) -> ServerProfile:
+        """tiny_pacs 0.4 with tiny_pacs_dicomweb 0.1, as ``aqido probe`` measured it.
+
+        Measured with ``aqido probe`` against tiny_pacs 0.4.1 (started by
+        ``/work/shared/tinypacs/up.sh``, seeded with 1,100 studies by its
+        ``seed.py``, the same generator as the Orthanc seed): non-ASCII values
+        match nothing (the server reads the bytes as Latin-1), no wildcards, no
+        lists (a comma list matches nothing), PatientName matched as a
+        case-insensitive substring (other strings exactly, case-sensitively), no
+        time ranges, no relational paths, unknown keys ignored, and a silent cap
+        of 1,000 studies per response that ``offset`` pages past.
+        """
+        return cls(
+            name="tiny_pacs-0.4",
+            notes=(
+                "tiny_pacs 0.4.1 + tiny_pacs_dicomweb 0.1.0, measured by aqido probe "
+                "on 1,100 studies",
+                "single_value_matching is substring for PatientName only (AccessionNumber "
+                "is matched exactly)",
+                "a time range matches studies outside it (time_ranges=False)",
+                "a non-ASCII value sent as percent-encoded UTF-8 matches nothing "
+                "(non_ascii_values=False)",
+            ),
+            non_ascii_values=False,  # PatientName=O%27Brien^Se%C3%A1n: nothing
+            wildcard_star=False,  # PatientName=Doe^* does not find Doe^John
+            wildcard_question=False,  # PatientName=Doe^?ohn does not find Doe^John
+            pn_case_sensitive=False,  # PatientName=dOE^jOHN finds Doe^John
+            single_value_matching="substring",  # PatientName=oe^John finds Doe^John
+            uid_lists=False,  # StudyInstanceUID=A,B: 204
+            value_lists=False,  # AccessionNumber=a,b (and ModalitiesInStudy=CT,MR): 204
+            repeated_keys="last",  # StudyInstanceUID=A&StudyInstanceUID=B finds B only
+            time_ranges=False,  # StudyTime=080000-235959 finds a study at 070543
+            fuzzy_matching="ignored",  # accepted, no Warning
+            unsupported_keys="ignore",  # AqidoNoSuchAttribute=1 finds A
+            includefield_all=False,  # includefield=all adds nothing
+            relational_series=False,  # /series: 404
+            relational_instances=False,  # /instances: 404
+            study_instances=False,  # /studies/{A}/instances: 404
+            max_results=1000,  # /studies: 1,000 of 1,100; offset=1000&limit=1 finds more
+            cap_warning=False,  # no Warning header on that listing
+            unknown_parent_status=204,  # /studies/{unknown}/series: 204
+        )
 
     # --- JSON ---
 

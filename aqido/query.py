@@ -4,7 +4,9 @@ A query is a frozen, keyword-only attrs object.  Every rule is checked when it
 is built, so a bad query raises :class:`~aqido.errors.InvalidQueryError` (a
 ``ValueError``) before any I/O, with a message that names the field and says
 how to fix it.  ``attrs.evolve(query, limit=..., offset=...)`` builds a changed
-copy (and validates it again); queries are hashable.
+copy (and validates it again); queries are hashable.  A keyword that no
+query has raises :class:`~aqido.errors.UnknownFieldError` (also a
+``TypeError``), naming the closest field.
 
 Two kinds, as in ``dicomtrolley.qido_rs`` (same field names):
 
@@ -33,12 +35,12 @@ import enum
 import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
 from aqido import dictionary
-from aqido.errors import InvalidQueryError
+from aqido.errors import InvalidQueryError, QueryTypeError, UnknownFieldError
 
 
 class QueryLevel(str, enum.Enum):
@@ -57,6 +59,11 @@ class QueryLevel(str, enum.Enum):
 
 _UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 _UID_MAX = 64
+#: ``permissive_uid=True``: what is safe, unencoded, in a URL path segment and a query value
+#: (RFC 3986 unreserved characters), at most 128 characters and not only dots.
+_PERMISSIVE_UID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
+#: The longest UID accepted with ``permissive_uid=True``.
+PERMISSIVE_UID_MAX = 128
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # Bytes sent as they are; everything else is percent-encoded.  Printable ASCII
@@ -78,6 +85,22 @@ def is_valid_uid(value: object) -> bool:
         and len(value) <= _UID_MAX
         and value.isascii()
         and _UID.fullmatch(value) is not None
+    )
+
+
+def is_permissive_uid(value: object) -> bool:
+    """Return whether ``value`` is accepted as a UID with ``permissive_uid=True``.
+
+    Looser than :func:`is_valid_uid`, for archives whose UIDs do not conform
+    to PS3.5 (leading zeros, letters): 1 to 128 (:data:`PERMISSIVE_UID_MAX`)
+    characters among ``A-Z a-z 0-9 . - _ ~`` (RFC 3986's unreserved set, which
+    needs no encoding in a URL path segment or a query value), and not only
+    dots (``.`` and ``..`` would change the path).  Every valid UID is accepted.
+    """
+    return (
+        isinstance(value, str)
+        and _PERMISSIVE_UID.fullmatch(value) is not None
+        and value.strip(".") != ""
     )
 
 
@@ -148,24 +171,35 @@ def _to_text(field: str, value: object, *, joinable: bool) -> str:
 
 
 def _to_uid(field: str, value: object) -> str:
-    """Normalise a UID (or UID list) field; strips the DICOM padding (trailing NUL/space)."""
+    """Normalise a UID (or UID list) field; strips the DICOM padding (trailing NUL/space).
+
+    The UID syntax is checked afterwards (:func:`_check_uid_list`), strictly or
+    permissively as the query's ``permissive_uid`` says.
+    """
     if isinstance(value, str):
         value = value.rstrip("\x00 ")
     elif isinstance(value, Iterable) and not isinstance(value, (bytes, Mapping)):
         value = [v.rstrip("\x00 ") if isinstance(v, str) else v for v in value]
-    text = _to_text(field, value, joinable=True)
-    if text:
-        _check_uid_list(field, text)
-    return text
+    return _to_text(field, value, joinable=True)
 
 
-def _check_uid_list(field: str, text: str) -> None:
+def _check_uid_list(field: str, text: str, permissive: bool) -> None:
+    """Raise unless every UID of the comma-separated ``text`` is valid (or permissive-safe)."""
     for uid in text.split(","):
-        if not is_valid_uid(uid):
+        if permissive:
+            if not is_permissive_uid(uid):
+                raise InvalidQueryError(
+                    f"{field}: {uid!r} is not usable as a UID, even with permissive_uid=True "
+                    f"(the UID {uid!r} must match regex '{_PERMISSIVE_UID.pattern}': letters, "
+                    "digits, '.', '-', '_' and '~', at most 128 characters, not only dots; "
+                    "several UIDs are separated by ',')"
+                )
+        elif not is_valid_uid(uid):
             raise InvalidQueryError(
-                f"{field}: {uid!r} is not a valid DICOM UID; a UID is digits and dots "
-                "(no leading zeros in a component, no wildcards, at most 64 characters), "
-                "and several UIDs are separated by ','"
+                f"{field}: {uid!r} is not a valid DICOM UID (the UID {uid!r} must match regex "
+                f"'{_UID.pattern}': digits and dots, no leading zeros in a component, no "
+                "wildcards, at most 64 characters; several UIDs are separated by ','); for an "
+                "archive whose UIDs do not conform, pass permissive_uid=True"
             )
 
 
@@ -393,6 +427,75 @@ def _conv_filters(value: _FilterInput | None) -> tuple[tuple[str, str], ...]:
     return tuple(by_tags[t] for t in sorted(by_tags))
 
 
+#: Parameters aqido sets itself (compared in lower case): never accepted in ``extra_params``.
+RESERVED_PARAMS = frozenset({"limit", "offset", "includefield", "fuzzymatching"})
+
+_ExtraInput = Mapping[str, str | Sequence[str]] | Iterable[tuple[str, str | Sequence[str]]]
+
+
+def _check_param_name(name: object) -> str:
+    if not isinstance(name, str) or not name:
+        raise InvalidQueryError(
+            f"extra_params: {name!r} is not a parameter name; pass a non-empty str"
+        )
+    _check_text("extra_params", name)
+    if name.lower() in RESERVED_PARAMS:
+        raise InvalidQueryError(
+            f"extra_params: {name!r} is a parameter aqido sets itself; use the query's "
+            "limit=, offset=, include_fields= or fuzzymatching= instead (to page, "
+            "iter_search's page_size=)"
+        )
+    try:
+        key = _normalise_key("extra_params", name)[0]
+    except InvalidQueryError:
+        return name  # not a DICOM attribute: a vendor-specific parameter
+    raise InvalidQueryError(
+        f"extra_params: {name!r} is a DICOM attribute; match it with the query's named field "
+        f"or filters={{{key!r}: ...}} (extra_params is for parameters that are not attributes)"
+    )
+
+
+def _conv_extra_params(value: _ExtraInput | None) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Normalise ``extra_params`` to ``((name, (value, ...)), ...)`` in the order given."""
+    if not value:
+        return ()
+    raw: object = value
+    if isinstance(raw, str | bytes):
+        raise InvalidQueryError(
+            f"extra_params: {value!r} is not a mapping; pass a dict such as "
+            "{'key1': ['value1', 'value2'], 'key2': 'value3'}"
+        )
+    pairs: Iterable[Any] = value.items() if isinstance(value, Mapping) else value
+    grouped: dict[str, list[str]] = {}
+    for pair in pairs:
+        if not (isinstance(pair, tuple) and len(pair) == 2):
+            raise InvalidQueryError(
+                f"extra_params: {pair!r} is not a (name, value) pair; pass a dict of "
+                "name → value or [values]"
+            )
+        name = _check_param_name(pair[0])
+        values: list[object] = (
+            [pair[1]]
+            if isinstance(pair[1], str)
+            else list(pair[1])
+            if isinstance(pair[1], list | tuple)
+            else [pair[1]]
+        )
+        if not values:
+            raise InvalidQueryError(
+                f"extra_params[{name!r}]: no value; give a str or a non-empty list of str"
+            )
+        for item in values:
+            if not isinstance(item, str):
+                raise QueryTypeError(
+                    f"extra_params[{name!r}]: {item!r} is not a str; pass a str or a list "
+                    "of str (write numbers as text, e.g. '5')"
+                )
+            _check_text(f"extra_params[{name!r}]", item)
+        grouped.setdefault(name, []).extend(values)  # type: ignore[arg-type]
+    return tuple((name, tuple(items)) for name, items in grouped.items())
+
+
 def _check_bool(instance: object, attribute: attrs.Attribute[bool], value: object) -> None:
     if not isinstance(value, bool):
         raise InvalidQueryError(f"{attribute.name}: {value!r} is not a bool; pass True or False")
@@ -431,6 +534,92 @@ def _named_tags() -> tuple[dict[int, str], int]:
     return named, dictionary.resolve("StudyDate")[0]
 
 
+@functools.cache
+def _query_field_names() -> tuple[str, ...]:
+    return tuple(a.name for a in attrs.fields(BaseQuery))
+
+
+#: Names other libraries use for a query field (dicomweb-client's arguments, QIDO parameters).
+_FIELD_ALIASES = {
+    "fields": "include_fields",
+    "includefield": "include_fields",
+    "include_field": "include_fields",
+    "search_filters": "filters",
+    "additional_params": "extra_params",
+    "study_instance_uid": "StudyInstanceUID",
+    "series_instance_uid": "SeriesInstanceUID",
+    "sop_instance_uid": "SOPInstanceUID",
+    "permissive_uids": "permissive_uid",
+    "level": "query_level",
+    "studydate": "min_study_date",
+}
+
+
+def _unknown_field_error(kind: str, names: Iterable[str]) -> UnknownFieldError:
+    """The :class:`~aqido.errors.UnknownFieldError` for keywords no query has (``kind``'s)."""
+    unknown = sorted(names)
+    name = unknown[0]
+    fields = _query_field_names()
+    suggestion = _FIELD_ALIASES.get(name) or _FIELD_ALIASES.get(name.lower())
+    if suggestion is None:
+        import difflib  # only on this error path: keeps ``import aqido`` fast
+
+        by_lower = {field.lower(): field for field in fields}
+        close = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
+        suggestion = by_lower[close[0]] if close else None
+    more = f" (and {', '.join(repr(n) for n in unknown[1:])})" if len(unknown) > 1 else ""
+    is_keyword = dictionary.tag_for_keyword(name) is not None
+    if is_keyword and (suggestion is None or suggestion.lower() != name.lower()):
+        hint = f"it is a DICOM attribute: pass it as filters={{{name!r}: ...}}"
+        suggestion = None
+    elif suggestion is not None:
+        hint = (
+            f"did you mean {suggestion}=...? Any other DICOM attribute goes in "
+            "filters={'Keyword': value}"
+        )
+    else:
+        hint = (
+            f"the fields are {', '.join(fields)}; any other DICOM attribute goes in "
+            "filters={'Keyword': value}"
+        )
+    return UnknownFieldError(
+        f"{kind}: unknown field {name!r}{more}; {hint}", field=name, suggestion=suggestion
+    )
+
+
+def _raise_unknown_fields(query: object, unknown: Mapping[str, object]) -> None:
+    raise _unknown_field_error(type(query).__name__, unknown)
+
+
+_Q = TypeVar("_Q", bound=type)
+
+
+def _reject_unknown_fields(cls: _Q) -> _Q:
+    """Make ``cls(unknown=...)`` raise :class:`UnknownFieldError` instead of attrs' TypeError.
+
+    attrs' generated ``__init__`` is wrapped: a valid call pays one extra call
+    frame (well under a microsecond); the ``TypeError`` of an unexpected
+    keyword becomes the error that names the field and suggests the right one.
+    Queries the client derives itself from validated parents do not come
+    through here.
+    """
+    init = cls.__init__  # type: ignore[misc]
+
+    @functools.wraps(init)
+    def __init__(self: Any, **kwargs: Any) -> None:
+        try:
+            init(self, **kwargs)
+        except TypeError:
+            unknown = set(kwargs) - set(_query_field_names())
+            if unknown:
+                raise _unknown_field_error(type(self).__name__, unknown) from None
+            raise
+
+    cls.__init__ = __init__  # type: ignore[misc]
+    return cls
+
+
+@_reject_unknown_fields
 @attrs.frozen(kw_only=True, repr=False)
 class BaseQuery:
     """What every QIDO-RS query has: fields, validation, path and encoded parameters.
@@ -461,6 +650,21 @@ class BaseQuery:
       stored as a tuple of ``(key, value)`` pairs sorted by tag, tags
       uppercased, lists comma-joined.  UI values must be UIDs; DA/TM/DT values
       must be a value or a range.
+    - ``extra_params``: other query parameters, sent as they are after all of
+      aqido's own (vendor-specific ones): ``{name: value or [values]}``; a
+      list is sent as the same name repeated, in order
+      (``key1=value1&key1=value2&key2=value3``); values are encoded as other
+      values are.  Stored as ``((name, (value, ...)), ...)``.  Names that aqido
+      sets itself (``limit``, ``offset``, ``includefield``, ``fuzzymatching``,
+      any case) and DICOM attributes (use the named fields or ``filters``) are
+      refused, as are control characters.  Kept by paging, splitting and the
+      crawl's series and instance queries.
+    - ``permissive_uid``: ``True`` relaxes the UID checks (the UID fields and
+      UI ``filters``) from PS3.5 syntax to :func:`is_permissive_uid`, for
+      archives whose UIDs do not conform; default ``False`` (strict).
+
+    Any other keyword raises :class:`~aqido.errors.UnknownFieldError` (an
+    ``InvalidQueryError``, also a ``TypeError``) naming it and the closest field.
     """
 
     query_level: QueryLevel = attrs.field(default=QueryLevel.STUDY, converter=_conv_level)
@@ -481,11 +685,22 @@ class BaseQuery:
     limit: int = attrs.field(default=0, validator=_check_count)
     offset: int = attrs.field(default=0, validator=_check_count)
     filters: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_conv_filters)
+    extra_params: tuple[tuple[str, tuple[str, ...]], ...] = attrs.field(
+        default=(), converter=_conv_extra_params
+    )
+    permissive_uid: bool = attrs.field(default=False, validator=_check_bool)
 
     def __attrs_post_init__(self) -> None:
         if type(self) is BaseQuery:
             raise TypeError("BaseQuery is abstract: use HierarchicalQuery or RelationalQuery")
         name = type(self).__name__
+        permissive = self.permissive_uid
+        if self.StudyInstanceUID:
+            _check_uid_list("StudyInstanceUID", self.StudyInstanceUID, permissive)
+        if self.SeriesInstanceUID:
+            _check_uid_list("SeriesInstanceUID", self.SeriesInstanceUID, permissive)
+        if self.SOPInstanceUID:
+            _check_uid_list("SOPInstanceUID", self.SOPInstanceUID, permissive)
         if (
             self.min_study_date is not None
             and self.max_study_date is not None
@@ -496,8 +711,10 @@ class BaseQuery:
                 f"({self.max_study_date}); swap them"
             )
         named, study_date_tag = _named_tags()
-        for key, _value in self.filters:
-            tags = _normalise_key("filters", key)[1]
+        for key, value in self.filters:
+            _key, tags, vr = _normalise_key("filters", key)
+            if vr == "UI":
+                _check_uid_list(f"filters[{key!r}]", value, permissive)
             if len(tags) == 1 and tags[0] in named:
                 raise InvalidQueryError(
                     f"{name}: filters[{key!r}] duplicates a query field; "
@@ -554,7 +771,8 @@ class BaseQuery:
         open range, and numbers are strings.  ``includefield`` is a list (one
         parameter each); everything else is a single string.  The order is
         fixed: named attributes, ``StudyDate``, ``filters`` (by tag),
-        ``includefield``, ``fuzzymatching``, ``limit``, ``offset``.
+        ``includefield``, ``fuzzymatching``, ``limit``, ``offset``, then
+        ``extra_params`` in the order given (a list when a name has several values).
         """
         in_path = set(self._path_uid_fields())
         params: dict[str, str | list[str]] = {}
@@ -575,6 +793,8 @@ class BaseQuery:
             params["limit"] = str(self.limit)
         if self.offset:
             params["offset"] = str(self.offset)
+        for key, values in self.extra_params:
+            params[key] = values[0] if len(values) == 1 else list(values)
         return params
 
     def query_string(self) -> str:
@@ -611,6 +831,7 @@ class BaseQuery:
         return f"{type(self).__name__}({', '.join(parts)})"
 
 
+@_reject_unknown_fields
 @attrs.frozen(kw_only=True, repr=False)
 class HierarchicalQuery(BaseQuery):
     """A QIDO-RS query along the study → series → instance hierarchy.
@@ -665,6 +886,7 @@ class HierarchicalQuery(BaseQuery):
         return "/studies"
 
 
+@_reject_unknown_fields
 @attrs.frozen(kw_only=True, repr=False)
 class RelationalQuery(BaseQuery):
     """A QIDO-RS query across the hierarchy: at SERIES or INSTANCE level only.
@@ -726,7 +948,9 @@ def _fields_of(query: object) -> dict[str, Any]:
     return data
 
 
-def ensure_query_type(query: object) -> HierarchicalQuery | RelationalQuery:
+def ensure_query_type(
+    query: object, *, permissive_uid: bool = False
+) -> HierarchicalQuery | RelationalQuery:
     """Turn any query into an aqido query: hierarchical where possible, relational otherwise.
 
     Accepts an aqido query (returned unchanged), a dicomtrolley ``Query``,
@@ -737,6 +961,9 @@ def ensure_query_type(query: object) -> HierarchicalQuery | RelationalQuery:
     that is valid, else a :class:`RelationalQuery`.  Empty values are dropped;
     other attributes that are DICOM keywords (``PatientBirthDate`` of a
     dicomtrolley ``ExtendedQuery``) go into ``filters``; anything else raises.
+    ``permissive_uid=True`` builds the converted query with relaxed UID checks
+    (unless the mapping sets ``permissive_uid`` itself); an aqido query is
+    never changed.
 
     Raises:
         InvalidQueryError: the query cannot be expressed as either kind (the
@@ -763,6 +990,8 @@ def ensure_query_type(query: object) -> HierarchicalQuery | RelationalQuery:
             )
     if filters:
         kwargs["filters"] = filters
+    if permissive_uid and "permissive_uid" not in data:
+        kwargs["permissive_uid"] = True
     kinds = [cls.__name__ for cls in type(query).__mro__]
     if "RelationalQuery" in kinds:
         return RelationalQuery(**kwargs)

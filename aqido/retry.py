@@ -10,8 +10,13 @@ testable with a fake clock.
 QIDO-RS searches are idempotent GETs, so retrying them is always safe.  By
 default aqido retries connection errors, timeouts and the statuses 429, 500,
 502, 503 and 504 (500 because autoscaling proxies answer it transiently), with
-exponential backoff and full jitter, honouring ``Retry-After``; it never
-retries another 4xx.
+exponential backoff and full jitter, honouring ``Retry-After``; no other
+4xx is retried unless listed in ``Retry(statuses=...)``: a status listed there
+is retried whatever its class (``408 Request Timeout``, say).  A 2xx reply
+that is not valid DICOM JSON (cut short, syntactically broken) is retried too,
+within the same attempt budget.  What cannot heal is never retried: TLS
+failures (an untrusted certificate), redirect loops and redirects to other
+schemes, and responses over ``max_response_bytes``.
 """
 
 from __future__ import annotations
@@ -25,7 +30,15 @@ from typing import Any, TypeVar
 import anyio
 import attrs
 
-from aqido.errors import HTTPStatusError, QidoError, TransportError
+from aqido.errors import (
+    HTTPStatusError,
+    InvalidResponseError,
+    QidoError,
+    RedirectError,
+    ResponseTooLargeError,
+    TLSError,
+    TransportError,
+)
 from aqido.protocol import header_values, parse_retry_after
 
 logger = logging.getLogger("aqido")
@@ -42,7 +55,13 @@ def _non_negative(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -
 
 
 def _statuses(value: object) -> frozenset[int]:
-    return frozenset(int(v) for v in value)  # type: ignore[attr-defined]
+    if isinstance(value, str | bytes) or not hasattr(value, "__iter__"):
+        raise ValueError(f"statuses must be a collection of HTTP status codes, not {value!r}")
+    statuses = frozenset(int(v) for v in value)
+    wrong = sorted(s for s in statuses if not 100 <= s <= 599)
+    if wrong:
+        raise ValueError(f"statuses must be HTTP status codes (100-599), not {wrong}")
+    return statuses
 
 
 @attrs.frozen(kw_only=True)
@@ -56,9 +75,14 @@ class Retry:
         backoff_base: the first backoff ceiling, in seconds; it doubles with each
             retry (full jitter: the wait is uniform in ``[0, ceiling]``).
         backoff_max: the largest backoff ceiling, in seconds.
-        statuses: the HTTP statuses that are retried.  4xx statuses other than
-            429 are never retried, even if listed.
-        retry_transport_errors: whether connection errors and timeouts are retried.
+        statuses: the HTTP statuses that are retried; a status listed here is
+            retried whatever its class (e.g. ``DEFAULT_RETRY_STATUSES | {408}``).
+            Statuses not listed are never retried.
+        retry_transport_errors: whether connection errors and timeouts are retried
+            (TLS failures never are).
+        retry_invalid_responses: whether a success status with a body that is not
+            valid DICOM JSON (truncated, malformed, HTML) is retried.  Redirect
+            errors and responses over the size limit never are.
         respect_retry_after: wait at least what a ``Retry-After`` header asks for.
         max_retry_after: give up instead of waiting when ``Retry-After`` asks for
             more than this many seconds.
@@ -70,6 +94,7 @@ class Retry:
     backoff_max: float = attrs.field(default=30.0, validator=_non_negative)
     statuses: frozenset[int] = attrs.field(default=DEFAULT_RETRY_STATUSES, converter=_statuses)
     retry_transport_errors: bool = True
+    retry_invalid_responses: bool = True
     respect_retry_after: bool = True
     max_retry_after: float = attrs.field(default=120.0, validator=_non_negative)
 
@@ -96,11 +121,15 @@ class Retry:
     def is_retryable(self, error: QidoError) -> bool:
         """Whether ``error`` is worth another attempt (ignoring attempt and time budgets)."""
         if isinstance(error, HTTPStatusError):
-            if 400 <= error.status <= 499 and error.status != 429:
-                return False
             return error.status in self.statuses
+        if isinstance(error, TLSError):
+            return False
         if isinstance(error, TransportError):
             return self.retry_transport_errors
+        if isinstance(error, RedirectError | ResponseTooLargeError):
+            return False
+        if isinstance(error, InvalidResponseError):
+            return self.retry_invalid_responses
         return False
 
     def backoff(self, attempt: int, rng: random.Random | None = None) -> float:

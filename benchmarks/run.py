@@ -24,7 +24,7 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
-from benchmarks import crawl, imports, memory, parse
+from benchmarks import crawl, imports, memory, parse, scale
 from benchmarks.crawl import Contender, Counts
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -452,6 +452,19 @@ def render(report: dict[str, Any], *, markdown: bool) -> str:
                 numeric_from=0,
             )
         )
+    if "scale" in report:
+        sc = report["scale"]
+        body = [
+            [str(r["archives"]), str(r["workers"]), f"{r['seconds']:.2f}", str(r["rows"])]
+            for r in sc["rows"]
+        ]
+        studies, series, instances = sc["size"]
+        parts.append(
+            f"{h}Sharded crawls on Dask ({studies}x{series}x{instances} per archive, "
+            f"{sc['latency_ms']:.0f} ms latency, max_concurrency {sc['max_concurrency']} "
+            "per archive)\n\n"
+            + _table(["archives", "workers", "s", "rows"], body, markdown=markdown)
+        )
     if report.get("targets"):
         note = ""
         if report.get("meta", {}).get("tiny"):
@@ -552,7 +565,7 @@ def _sizes(text: str) -> list[tuple[int, int, int]]:
     return out
 
 
-PARTS = ("crawl", "parse", "imports", "memory")
+PARTS = ("crawl", "parse", "imports", "memory", "scale")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -657,9 +670,17 @@ def main(argv: list[str] | None = None) -> int:
             report["memory"] = memory.run(args.memory_sizes)
         else:
             print("PENDING: aqido.client is not on this branch yet")
+    if "scale" in args.only:
+        _banner("sharded crawls on Dask: 1 vs 2 workers")
+        report["scale"] = scale.run(args.tiny)
     report["targets"] = evaluate_targets(report)
     report["meta"]["seconds"] = time.perf_counter() - started
     mismatches = [m for s in report.get("crawl", {}).get("servers", []) for m in s["mismatches"]]
+    mismatches += [
+        f"scale: {row['archives']} archive(s), {row['workers']} worker(s): rows differ"
+        for row in report.get("scale", {}).get("rows", [])
+        if not row["match"]
+    ]
     mismatches += [
         f"memory: {row['expected_counts']} expected, counts differ"
         for row in report.get("memory", {}).get("rows", [])

@@ -46,3 +46,25 @@ def _python_handles_ctrl_c() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _loopback_is_never_proxied() -> Iterator[None]:
+    """The test servers live on 127.0.0.1: keep a developer's or CI's proxy away from them.
+
+    aqido itself never proxies loopback (aqido.client._env_proxy); this is for the
+    third-party clients some tests use (requests, dicomweb-client), which honour
+    ``HTTP_PROXY`` for 127.0.0.1 unless ``NO_PROXY`` names it.
+    """
+    saved = {name: os.environ.get(name) for name in ("NO_PROXY", "no_proxy")}
+    for name, value in saved.items():
+        hosts = [h for h in (value or "").split(",") if h.strip()]
+        os.environ[name] = ",".join([*hosts, "127.0.0.1", "localhost", "::1"])
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

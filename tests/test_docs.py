@@ -13,7 +13,8 @@ Docs rules (so docs never rot), for ``README.md`` and every ``docs/**/*.md`` pag
   against the demo archive (same URL substitution), in a scratch directory.  The lines
   after it are its expected output (stdout, then stderr; a line ending in ``…`` matches as
   a prefix; none shown: not compared), and ``# exit N`` its exit status (default 0).
-- ```` ```json ```` blocks must parse.  ```` ```bash ```` blocks (installing) are not run.
+- ```` ```json ```` blocks must parse.  ```` ```bash ```` blocks (installing) are not run,
+  nor are plain-text ones (```` ``` ```` or ```` ```text ````: a tree, a file format).
 - A block can be skipped only visibly: ``<!-- docs-test: skip REASON -->`` on the line
   before its fence; the reason shows in the test report.
 - Fences start at the beginning of a line, with a bare language name (no titles or
@@ -225,9 +226,9 @@ def test_the_results_page_keeps_its_benchmark() -> None:
 @pytest.mark.parametrize("page", PAGES)
 def test_every_block_is_checked_or_visibly_skipped(page: str) -> None:
     blocks = page_blocks(page)
-    # "" is plain text (a tree, a file format): not code, nothing to run
+    # "" and "text" are plain text (a tree, a file format): not code, nothing to run
     langs = {b.lang for b in blocks}
-    assert langs <= {"python", "ipython", "console", "json", "bash", ""}, (page, langs)
+    assert langs <= {"python", "ipython", "console", "json", "bash", "text", ""}, (page, langs)
     # every fence is one the harness reads: at column 0, with backticks
     lines = (ROOT / page).read_text(encoding="utf-8").splitlines()
     fences = [n for n, line in enumerate(lines, 1) if ANY_FENCE.match(line)]
@@ -435,7 +436,7 @@ def test_the_api_reference_documents_every_public_name(module: str, page: str) -
 def test_every_docs_page_is_in_the_site_navigation() -> None:
     nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8").split("\nnav:", 1)[1]
     # "- Title: page.md" or "- page.md"
-    listed = set(re.findall(r"^\s*-\s*(?:[^:\n]*:\s*)?(\S+\.md)\s*$", nav, flags=re.MULTILINE))
+    listed = set(re.findall(r"^\s*-\s*(?:.*:\s*)?(\S+\.md)\s*$", nav, flags=re.MULTILINE))
     pages = {path.relative_to(DOCS).as_posix() for path in DOCS.rglob("*.md")}
     assert listed <= pages, listed - pages
     assert pages <= listed, f"add to the nav of mkdocs.yml: {sorted(pages - listed)}"
@@ -452,3 +453,19 @@ def test_the_site_hook_turns_sphinx_roles_into_code() -> None:
         "<p>A <code>Timeout</code>, <code>AsyncQidoRS.close</code>"
         " and <code>aqido.query</code>; <code>:class:</code> stays.</p>"
     )
+
+
+def test_the_errors_page_shows_every_exception() -> None:
+    import aqido.errors
+
+    text = (DOCS / "errors.md").read_text(encoding="utf-8")
+    tree = text.split("```\nQidoError", 1)[1].split("```", 1)[0]
+    exceptions = [
+        name
+        for name in aqido.errors.__all__
+        if isinstance(getattr(aqido.errors, name), type)
+        and issubclass(getattr(aqido.errors, name), aqido.errors.QidoError)
+    ]
+    assert "QidoError" in exceptions
+    for name in exceptions:
+        assert name == "QidoError" or re.search(rf"── {name}\b", tree), name

@@ -40,6 +40,9 @@ def _values(field: attrs.Attribute[object]) -> st.SearchStrategy[object]:
         return st.text(max_size=20)
     if field.name == "notes":
         return st.lists(st.text(max_size=10), max_size=3).map(tuple)
+    if field.name == "matched_keys":
+        keywords = st.sampled_from(["PatientName", "StudyDescription", "ModalitiesInStudy"])
+        return st.none() | st.lists(keywords, max_size=3).map(tuple)
     if field.name in ("bad_request_status", "unknown_parent_status"):
         return st.sampled_from([200, 204, 400, 404, 500])
     # The remaining fields are Literal aliases: their arguments are the allowed values.

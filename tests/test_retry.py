@@ -43,20 +43,32 @@ def test_not_retryable_statuses(status: int) -> None:
     assert not Retry().is_retryable(status_error(status))
 
 
-def test_4xx_other_than_429_never_retried_even_if_configured() -> None:
-    policy = Retry(statuses={400, 404, 429, 501})
-    assert not policy.is_retryable(status_error(400))
-    assert not policy.is_retryable(status_error(404))
-    assert policy.is_retryable(status_error(429))
-    assert policy.is_retryable(status_error(501))
-    assert not policy.is_retryable(status_error(503))
+def test_a_listed_status_is_retried_whatever_its_class() -> None:
+    policy = Retry(statuses={400, 404, 408, 429, 501})
+    for status in (400, 404, 408, 429, 501):
+        assert policy.is_retryable(status_error(status)), status
+    # What is not listed is not retried, defaults included.
+    for status in (403, 409, 500, 503):
+        assert not policy.is_retryable(status_error(status)), status
+
+
+def test_408_is_retried_only_when_listed() -> None:
+    assert not Retry().is_retryable(status_error(408))
+    assert Retry(statuses=DEFAULT_RETRY_STATUSES | {408}).is_retryable(status_error(408))
+
+
+@pytest.mark.parametrize("statuses", [{99}, {600}, {200, 1000}, "503", 503])
+def test_statuses_must_be_http_status_codes(statuses: object) -> None:
+    with pytest.raises(ValueError, match="statuses must be"):
+        Retry(statuses=statuses)  # type: ignore[arg-type]
 
 
 def test_transport_errors_and_timeouts_are_retryable_unless_disabled() -> None:
     assert Retry().is_retryable(TransportError("reset"))
     assert Retry().is_retryable(RequestTimeoutError("slow"))
     assert not Retry(retry_transport_errors=False).is_retryable(TransportError("reset"))
-    assert not Retry().is_retryable(InvalidResponseError("bad json"))
+    assert Retry().is_retryable(InvalidResponseError("bad json"))  # issue 15: retried
+    assert not Retry(retry_invalid_responses=False).is_retryable(InvalidResponseError("bad"))
 
 
 def test_backoff_is_full_jitter_under_an_exponential_ceiling() -> None:

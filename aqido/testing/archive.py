@@ -16,7 +16,8 @@ From synchronous code (a thread runs the server on its own event loop)::
     with FakeArchive(content).run_in_thread() as archive:
         requests.get(archive.url + "/studies")
 
-Matching (PS3.4 C.2.2.2 as a careful server does it):
+Matching (PS3.4 C.2.2.2 as a careful server does it) is :mod:`aqido.matching`,
+the matcher the client also uses to filter results locally:
 
 - UI: single UID or a comma-separated list (any of them).
 - DA, TM, DT: a single value matches the same text; a range ``a-b``, ``-b``,
@@ -24,9 +25,9 @@ Matching (PS3.4 C.2.2.2 as a careful server does it):
   ``-1300`` includes ``130059``); a bare ``-`` or a malformed value is a 400
   (``strict_values=False``: matches nothing).
 - strings and PN: exact (case-sensitive unless ``case_sensitive=False``) or
-  wildcards ``*`` and ``?``.  A PN matches against the whole value
-  (``Yamada^Tarou=山田^太郎``) and against each component group (unless
-  ``pn_groups=False``).
+  wildcards ``*`` and ``?`` (``*`` alone is universal matching).  A PN matches
+  against the whole value (``Yamada^Tarou=山田^太郎``) and against each
+  component group (unless ``pn_groups=False``).
 - numbers (IS, DS, US...): numeric equality.
 - any value of a multi-valued attribute may match; for every non-UI key a
   comma separates alternatives (OR), as Orthanc does.
@@ -35,6 +36,8 @@ Matching (PS3.4 C.2.2.2 as a careful server does it):
 - sequence paths ``Seq.Attr=v`` match any item.
 - an attribute from a lower level than the query (``Modality`` on
   ``/studies``) is never present, so it matches nothing, and is never returned.
+- :attr:`FakeArchive.match_options` (a :class:`~aqido.matching.MatchOptions`)
+  replaces the matching flags, e.g. to emulate a server without wildcards.
 
 Results come in a stable order (insertion order: study by study, series by
 series), so ``limit``/``offset`` paging is consistent.
@@ -60,9 +63,20 @@ import attrs
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from aqido.dictionary import tag_for_keyword, tag_key, vr_for
+from aqido.dictionary import keyword_for, tag_for_keyword, tag_key, vr_for
+from aqido.errors import InvalidQueryError
+from aqido.matching import (
+    SERIES_ATTRIBUTES,
+    STUDY_ATTRIBUTES,
+    ElementPredicate,
+    MatchOptions,
+    compile_value,
+    element_strings,
+    match_path,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
+    from aqido.profile import ServerProfile
     from aqido.testing.synthetic import SyntheticArchive
 
 try:  # pragma: no cover - both branches are exercised in different environments
@@ -95,57 +109,8 @@ _ALL_KINDS: tuple[FaultKind, ...] = (
 
 _STUDY, _SERIES, _INSTANCE = 0, 1, 2
 
-# Attributes stored with the study (Patient, Patient Study and General Study modules).
-_STUDY_TAGS = frozenset(
-    {
-        "00080020",  # StudyDate
-        "00080030",  # StudyTime
-        "00080050",  # AccessionNumber
-        "00080051",  # IssuerOfAccessionNumberSequence
-        "00080090",  # ReferringPhysicianName
-        "00080096",  # ReferringPhysicianIdentificationSequence
-        "00081030",  # StudyDescription
-        "00081032",  # ProcedureCodeSequence
-        "00081048",  # PhysiciansOfRecord
-        "00081060",  # NameOfPhysiciansReadingStudy
-        "00081080",  # AdmittingDiagnosesDescription
-        "00081110",  # ReferencedStudySequence
-        "0020000D",  # StudyInstanceUID
-        "00200010",  # StudyID
-        "00321032",  # RequestingPhysician
-        "00321060",  # RequestedProcedureDescription
-        "00401001",  # RequestedProcedureID (study level in Orthanc)
-    }
-)
-# Attributes stored with the series (General Series, Frame of Reference, General Equipment).
-_SERIES_TAGS = frozenset(
-    {
-        "00080021",  # SeriesDate
-        "00080031",  # SeriesTime
-        "00080060",  # Modality
-        "00080070",  # Manufacturer
-        "00080080",  # InstitutionName
-        "00080081",  # InstitutionAddress
-        "00081010",  # StationName
-        "0008103E",  # SeriesDescription
-        "00081040",  # InstitutionalDepartmentName
-        "00081050",  # PerformingPhysicianName
-        "00081070",  # OperatorsName
-        "00081090",  # ManufacturerModelName
-        "00180015",  # BodyPartExamined
-        "00181030",  # ProtocolName
-        "00185100",  # PatientPosition
-        "0020000E",  # SeriesInstanceUID
-        "00200011",  # SeriesNumber
-        "00200052",  # FrameOfReferenceUID
-        "00200060",  # Laterality
-        "00400244",  # PerformedProcedureStepStartDate
-        "00400245",  # PerformedProcedureStepStartTime
-        "00400253",  # PerformedProcedureStepID
-        "00400254",  # PerformedProcedureStepDescription
-        "00400275",  # RequestAttributesSequence
-    }
-)
+_STUDY_TAGS = STUDY_ATTRIBUTES
+_SERIES_TAGS = SERIES_ATTRIBUTES
 _OWN = -1  # stored at every level (SpecificCharacterSet, TimezoneOffsetFromUTC)
 _OWN_TAGS = frozenset({"00080005", "00080201"})
 
@@ -397,7 +362,7 @@ class _BadRequest(Exception):
 
 
 class _InvalidValue(_BadRequest):
-    """A malformed match value: 400, or matches nothing with ``strict_values=False``."""
+    """A malformed match value: 400 (or the profile's status), or matches nothing."""
 
 
 _PLUS = re.compile(r"\+")
@@ -418,126 +383,12 @@ def _parse_qs(raw: str, *, decode: bool) -> list[tuple[str, str]]:
     return pairs
 
 
-_DA = re.compile(r"\d{8}")
-_TM = re.compile(r"(\d{2})(\d{2})?(\d{2})?(?:\.(\d{1,6}))?")
-_NUMERIC_VRS = frozenset({"IS", "DS", "US", "SS", "UL", "SL", "FL", "FD", "UV", "SV"})
-_STRING_VRS = frozenset({"AE", "AS", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
-
-
-def _tm_key(value: str, *, upper: bool) -> str | None:
-    """A TM as a sortable HHMMSSffffff; missing parts are zeros, or the maximum for ``upper``."""
-    m = _TM.fullmatch(value.strip().replace(":", ""))
-    if m is None:
-        return None
-    hh, mm, ss, frac = m.groups()
-    fill = "59" if upper else "00"
-    frac_fill = "9" if upper else "0"
-    if frac is None and ss is None:
-        frac = ""
-    return f"{hh}{mm or fill}{ss or fill}{(frac or '').ljust(6, frac_fill if upper else '0')}"
-
-
-def _value_strings(elem: _Element, pn_groups: bool = True) -> list[str]:
-    values = elem.get("Value")
-    if not values:
-        return []
-    out: list[str] = []
-    for v in values:
-        if v is None:
-            continue
-        if isinstance(v, dict):  # PN
-            groups = [v.get("Alphabetic", ""), v.get("Ideographic", ""), v.get("Phonetic", "")]
-            full = "=".join(groups).rstrip("=")
-            out.append(full)
-            if pn_groups:
-                out.extend(g for g in groups if g and g != full)
-        else:
-            out.append(str(v).rstrip("\0 "))
-    return out
-
-
-def _compile_alternative(
-    alt: str, vr: str, case_sensitive: bool, pn_groups: bool
-) -> Callable[[_Element], bool]:
-    """One match value (no commas) → a predicate on a stored element."""
-    if vr == "DA" or vr == "TM" or vr == "DT":
-        return _compile_range(alt, vr)
-    if vr in _NUMERIC_VRS:
-        try:
-            target = float(alt)
-        except ValueError:
-            raise _InvalidValue(f"{alt!r} is not a number") from None
-
-        def numeric(elem: _Element) -> bool:
-            for v in elem.get("Value") or ():
-                try:
-                    if v is not None and float(v) == target:
-                        return True
-                except (TypeError, ValueError):
-                    continue
-            return False
-
-        return numeric
-    if vr in _STRING_VRS and ("*" in alt or "?" in alt):
-        pattern = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in alt)
-        rx = re.compile(pattern, 0 if case_sensitive else re.IGNORECASE)
-        return lambda elem: any(rx.fullmatch(s) for s in _value_strings(elem, pn_groups))
-    if case_sensitive:
-        return lambda elem: alt in _value_strings(elem, pn_groups)
-    folded = alt.casefold()
-    return lambda elem: any(s.casefold() == folded for s in _value_strings(elem, pn_groups))
-
-
-def _compile_range(alt: str, vr: str) -> Callable[[_Element], bool]:
-    if alt == "-":
-        raise _InvalidValue("a bare '-' is not a valid range")
-
-    def key(value: str, upper: bool) -> str | None:
-        if vr == "DA":
-            v = value.strip().replace(".", "")
-            return v if _DA.fullmatch(v) else None
-        if vr == "TM":
-            return _tm_key(value, upper=upper)
-        v = value.strip()  # DT: compared as text, reduced precision padded
-        if not re.fullmatch(r"\d{4,14}(\.\d{1,6})?([+-]\d{4})?", v):
-            return None
-        return v.ljust(21, "9" if upper else "0")
-
-    is_range = ("-" in alt) if vr != "DT" else bool(re.fullmatch(r"[^-]*-[^-]*", alt))
-    if is_range:
-        low_text, _, high_text = alt.partition("-")
-    else:
-        exact = key(alt, False)
-        if exact is None:
-            raise _InvalidValue(f"{alt!r} is not a valid {vr} value")
-        text = alt.strip()
-
-        def single(elem: _Element) -> bool:  # single value matching: the same text
-            return any(isinstance(v, str) and v.strip() == text for v in elem.get("Value") or ())
-
-        return single
-    low = key(low_text, False) if low_text else ""
-    high = key(high_text, True) if high_text else "~"
-    if low is None or high is None:
-        raise _InvalidValue(f"{alt!r} is not a valid {vr} range")
-
-    def in_range(elem: _Element) -> bool:
-        for v in elem.get("Value") or ():
-            if isinstance(v, str):
-                k = key(v, False)
-                if k is not None and low <= k <= high:
-                    return True
-        return False
-
-    return in_range
-
-
 @attrs.frozen
 class _Match:
     key: str  # first tag key of the path
     level: int
     path: tuple[str, ...]  # remaining sequence path (tag keys)
-    predicate: Callable[[_Element], bool] | None  # None = universal
+    predicate: ElementPredicate | None  # None = universal
     uids: frozenset[str] | None = None  # for UI list matching (index use)
 
 
@@ -550,6 +401,41 @@ def _resolve_key(name: str) -> str | None:
 
 # --- the archive --------------------------------------------------------------------------
 
+#: The defaults of the flags a :class:`~aqido.profile.ServerProfile` covers.
+_FLAG_DEFAULTS: dict[str, Any] = {
+    "empty_status": 204,
+    "max_results": None,
+    "truncation_warning": True,
+    "cap_plus_one": False,
+    "cap_before_offset": False,
+    "ignore_offset": False,
+    "ignore_limit": False,
+    "case_sensitive": True,
+    "unknown_attributes": "error",
+    "strict_values": True,
+    "include_all_attributes": True,
+    "decode_percent": True,
+    "fuzzy_warning": False,
+    "relational": True,
+    "unknown_parent_status": None,
+}
+
+#: Flag name -> (profile field, how the flag value reads as that field), for ``orthanc_like``.
+_FLAG_TO_PROFILE: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "empty_status": ("empty_status", lambda v: v),
+    "truncation_warning": ("cap_warning", bool),
+    "cap_plus_one": ("cap_plus_one", bool),
+    "cap_before_offset": ("cap_before_offset", bool),
+    "ignore_offset": ("offset", lambda v: not v),
+    "ignore_limit": ("limit", lambda v: not v),
+    "unknown_attributes": ("unsupported_keys", lambda v: v),
+    "decode_percent": ("percent_decoding", bool),
+    "include_all_attributes": ("includefield_all", bool),
+    "fuzzy_warning": ("fuzzy_matching", lambda v: "warning" if v else "ignored"),
+    "strict_values": ("bad_request_status", lambda v: 400 if v else 200),
+    "unknown_parent_status": ("unknown_parent_status", lambda v: 200 if v is None else v),
+}
+
 
 class FakeArchive:
     """An in-process QIDO-RS server on 127.0.0.1 with a random port.
@@ -557,6 +443,22 @@ class FakeArchive:
     ``content``: a ``SyntheticArchive``, DICOM JSON dicts and/or pydicom
     Datasets (an iterable of them; more with :meth:`add`).  The study and
     series attributes come from the first instance stored for them.
+
+    ``profile``: a :class:`~aqido.profile.ServerProfile` to emulate, the
+    documented way to give the archive a server's quirks (one object instead of
+    many flags): ``FakeArchive(content, profile=ServerProfile.tiny_pacs())``.
+    ``aqido probe`` of the archive then measures that profile (a property test
+    checks it).  Every profile field is emulated: percent-decoding, ``*`` and
+    ``?`` wildcards, case (PN and other strings), exact/prefix/substring
+    matching, UID and value lists, repeated keys (or/first/last/error), closed
+    and open date ranges, time ranges, fuzzymatching, unsupported keys
+    (error/ignore/empty), includefield and ``includefield=all``, relational
+    paths, limit/offset, result caps, the status of no match, of malformed input
+    and of an unknown parent, and ``Accept: application/json``.  Without a
+    profile the archive is the standard except where the flags below say
+    otherwise (and a repeated key: the last one wins; an unknown parent: an
+    empty result).  The flags a profile covers cannot be combined with it
+    (``ValueError``); the other options can.
 
     Options (all keyword-only):
 
@@ -645,7 +547,31 @@ class FakeArchive:
         unknown_parent_status: int | None = None,
         max_url_length: int | None = 8192,
         keepalive_timeout: float = 75.0,
+        profile: ServerProfile | None = None,
     ) -> None:
+        if profile is not None:
+            given = {
+                "empty_status": empty_status,
+                "max_results": max_results,
+                "truncation_warning": truncation_warning,
+                "cap_plus_one": cap_plus_one,
+                "cap_before_offset": cap_before_offset,
+                "ignore_offset": ignore_offset,
+                "ignore_limit": ignore_limit,
+                "case_sensitive": case_sensitive,
+                "unknown_attributes": unknown_attributes,
+                "strict_values": strict_values,
+                "include_all_attributes": include_all_attributes,
+                "decode_percent": decode_percent,
+                "fuzzy_warning": fuzzy_warning,
+                "relational": relational,
+                "unknown_parent_status": unknown_parent_status,
+            }
+            clash = sorted(k for k, v in given.items() if v != _FLAG_DEFAULTS[k])
+            if clash:
+                raise ValueError(
+                    f"give the server's behaviour as profile= or as flags, not both: {clash}"
+                )
         if empty_status not in (200, 204):
             raise ValueError("empty_status must be 200 or 204")
         if unknown_attributes not in ("error", "ignore"):
@@ -679,6 +605,31 @@ class FakeArchive:
         self.unknown_parent_status = unknown_parent_status
         self.max_url_length = max_url_length
         self.keepalive_timeout = keepalive_timeout
+        # Quirks only a profile sets (the flags above cannot express them).
+        self.wildcard_star = True
+        self.wildcard_question = True
+        self.pn_case_sensitive = case_sensitive
+        self.single_value_matching: Literal["exact", "prefix", "substring"] = "exact"
+        self.uid_lists = True
+        self.value_lists = True
+        self.repeated_keys: Literal["or", "first", "last", "error"] = "last"
+        self.date_ranges = True
+        self.open_date_ranges = True
+        self.time_ranges = True
+        self.fuzzy_matching: Literal["warning", "supported", "ignored", "error"] = (
+            "warning" if fuzzy_warning else "ignored"
+        )
+        self.unknown_key_policy: Literal["error", "ignore", "empty"] = unknown_attributes
+        self.includefield = True
+        self.relational_series = self.relational_instances = relational
+        self.study_instances = True
+        self.json_accept = True
+        self.bad_request_status: int | None = None  # None: 400 when strict, else no match
+        self._had_invalid = False
+        #: The profile the archive emulates (``None`` when built from flags).
+        self.profile = profile
+        if profile is not None:
+            self._apply_profile(profile)
 
         #: Every request served since start (or :meth:`reset_stats`), in completion order.
         self.requests: list[ServedRequest] = []
@@ -698,39 +649,79 @@ class FakeArchive:
         if content is not None:
             self.add(content)
 
+    def _apply_profile(self, p: ServerProfile) -> None:
+        """Set every behaviour the profile describes."""
+        self.empty_status = p.empty_status
+        self.max_results = p.max_results
+        self.truncation_warning = p.cap_warning
+        self.cap_plus_one = p.cap_plus_one
+        self.cap_before_offset = p.cap_before_offset
+        self.ignore_limit = not p.limit
+        self.ignore_offset = not p.offset
+        self.decode_percent = p.percent_decoding
+        self.wildcard_star = p.wildcard_star
+        self.wildcard_question = p.wildcard_question
+        self.case_sensitive = p.case_sensitive
+        self.pn_case_sensitive = p.pn_case_sensitive
+        self.single_value_matching = p.single_value_matching
+        self.uid_lists = p.uid_lists
+        self.value_lists = p.value_lists
+        self.repeated_keys = p.repeated_keys
+        self.date_ranges = p.date_ranges
+        self.open_date_ranges = p.open_date_ranges
+        self.time_ranges = p.time_ranges
+        self.fuzzy_matching = p.fuzzy_matching
+        self.fuzzy_warning = p.fuzzy_matching == "warning"
+        self.unknown_key_policy = p.unsupported_keys
+        self.unknown_attributes = "error" if p.unsupported_keys == "error" else "ignore"
+        self.includefield = p.includefield
+        self.include_all_attributes = p.includefield_all
+        self.relational_series = p.relational_series
+        self.relational_instances = p.relational_instances
+        self.relational = p.relational_series and p.relational_instances
+        self.study_instances = p.study_instances
+        self.json_accept = p.json_accept
+        self.strict_values = p.bad_request_status >= 400
+        self.bad_request_status = p.bad_request_status
+        self.unknown_parent_status = p.unknown_parent_status
+
     @classmethod
     def orthanc_like(
         cls, content: SyntheticArchive | Iterable[Any] | None = None, **options: Any
     ) -> FakeArchive:
         """A FakeArchive that behaves like Orthanc 1.10 with its DICOMweb 1.7 plugin.
 
-        200 ``[]`` for no match, no percent-decoding, case-insensitive
-        matching, PN matched as a whole (not group by group), unknown attributes
-        ignored, malformed values match nothing, Orthanc's choice of parent
-        attributes, no InstanceAvailability, ``includefield=all`` adds nothing,
-        no sequences, silent cap+1 truncation applied before
-        the offset when ``max_results`` is set, idle connections closed after
-        1 s.  ``options`` override any of these.  Checked query for query
-        against a live Orthanc by ``tests/integration/test_fake_vs_orthanc.py``.
+        Built from :meth:`ServerProfile.orthanc() <aqido.profile.ServerProfile.orthanc>`
+        (200 ``[]`` for no match, no percent-decoding, case-insensitive
+        matching, unknown attributes ignored, malformed values match nothing,
+        ``includefield=all`` adds nothing, the last of repeated keys wins,
+        silent cap+1 truncation applied before the offset when ``max_results``
+        is set) plus what a profile does not describe: PN matched as a whole
+        (not group by group), Orthanc's choice of parent attributes, no
+        InstanceAvailability, no sequences, idle connections closed after 1 s.
+        ``options`` override any of these (the profile's flags by their flag
+        names: ``max_results=10``, ``truncation_warning=True``...).  Checked query
+        for query against a live Orthanc by ``tests/integration/test_fake_vs_orthanc.py``.
         """
+        from aqido.profile import ServerProfile
+
+        flags = dict(options)
+        profile = ServerProfile.orthanc(max_results=flags.pop("max_results", None))
+        changes = {}
+        for flag, (field, to_profile) in _FLAG_TO_PROFILE.items():
+            if flag in flags:
+                changes[field] = to_profile(flags.pop(flag))
+        if changes:
+            profile = attrs.evolve(profile, **changes)
         preset: dict[str, Any] = {
-            "empty_status": 200,
-            "decode_percent": False,
-            "case_sensitive": False,
-            "unknown_attributes": "ignore",
-            "strict_values": False,
             "pn_groups": False,
             "parent_attributes": "orthanc",
             "instance_availability": False,
-            "include_all_attributes": False,
             "return_sequences": False,
-            "truncation_warning": False,
-            "cap_plus_one": True,
-            "cap_before_offset": True,
             "keepalive_timeout": 1.0,
         }
-        preset.update(options)
-        return cls(content, **preset)
+        preset.update(flags)
+        return cls(content, profile=profile, **preset)
 
     # --- content ---
 
@@ -806,7 +797,7 @@ class FakeArchive:
         if series is None:
             series = _Series(series_uid, levels[_SERIES], study)
             self._series[series_uid] = study.series[series_uid] = series
-            for modality in _value_strings(levels[_SERIES].get("00080060", {})):
+            for modality in element_strings(levels[_SERIES].get("00080060")):
                 study.modalities.add(modality)
             study.modalities_elem = None
         node = _Instance(sop_uid, series, attrs=levels[_INSTANCE])
@@ -1053,6 +1044,12 @@ class FakeArchive:
             return web.Response(status=414, text="URI Too Long")
         if request.method not in ("GET", "HEAD"):
             return web.Response(status=405, text="Method Not Allowed", headers={"Allow": "GET"})
+        if not self.json_accept:
+            accept = request.headers.get("Accept", "")
+            if "application/json" in accept and not any(
+                t in accept for t in (DICOM_JSON, "*/*", "application/*")
+            ):
+                return web.Response(status=406, text="Not Acceptable")
         path = request.raw_path.partition("?")[0]
         if not path.startswith(self.prefix + "/"):
             return web.Response(status=404, text="Not Found")
@@ -1066,6 +1063,9 @@ class FakeArchive:
         try:
             with paused_gc():  # a search allocates many short-lived objects, no cycles
                 return self._search(request, route, raw_qs)
+        except _InvalidValue as exc:
+            status = self.bad_request_status
+            return web.Response(status=status if status and status >= 400 else 400, text=str(exc))
         except _BadRequest as exc:
             return web.Response(status=400, text=str(exc))
 
@@ -1074,13 +1074,13 @@ class FakeArchive:
         n = len(parts)
         if n == 1 and parts[0] == "studies":
             return _STUDY, None, None, "studies"
-        if n == 1 and parts[0] == "series" and self.relational:
+        if n == 1 and parts[0] == "series" and self.relational_series:
             return _SERIES, None, None, "series"
-        if n == 1 and parts[0] == "instances" and self.relational:
+        if n == 1 and parts[0] == "instances" and self.relational_instances:
             return _INSTANCE, None, None, "instances"
         if n == 3 and parts[0] == "studies" and parts[2] == "series":
             return _SERIES, parts[1], None, "study-series"
-        if n == 3 and parts[0] == "studies" and parts[2] == "instances":
+        if n == 3 and parts[0] == "studies" and parts[2] == "instances" and self.study_instances:
             return _INSTANCE, parts[1], None, "study-instances"
         if n == 5 and parts[0] == "studies" and parts[2] == "series" and parts[4] == "instances":
             return _INSTANCE, parts[1], parts[3], "series-instances"
@@ -1116,7 +1116,8 @@ class FakeArchive:
             raise _BadRequest("query is not valid UTF-8 after percent-decoding") from None
         if not self.decode_percent and any(ord(c) > 127 for c in raw_qs):
             raise _BadRequest("Bad request")
-        keyed: dict[str, str] = {}
+        self._had_invalid = False  # set by _compile; _search runs without awaiting
+        keyed: dict[str, list[str]] = {}
         include: set[str] = set()
         include_all = False
         limit: int | None = None
@@ -1130,6 +1131,8 @@ class FakeArchive:
                         continue
                     if item == "all":
                         include_all = True
+                        continue
+                    if not self.includefield:
                         continue
                     key = _resolve_key(item)
                     if key is None:
@@ -1151,56 +1154,103 @@ class FakeArchive:
                     raise _BadRequest(f"{name} must be 'true' or 'false', got {value!r}")
                 if lower == "fuzzymatching":
                     fuzzy = value == "true"
+                    if fuzzy and self.fuzzy_matching == "error":
+                        raise _BadRequest("fuzzymatching is not supported")
+            elif name in keyed and self.repeated_keys == "error":
+                raise _BadRequest(f"repeated match key: {name!r}")
+            elif name in keyed and self.repeated_keys == "first":
+                continue
+            elif name in keyed and self.repeated_keys == "or":
+                keyed[name].append(value)
             else:
-                keyed[name] = value  # a repeated key: the last one wins
+                keyed[name] = [value]  # a repeated key with "last": the last one wins
         matches: list[_Match] = []
-        for name, value in keyed.items():
+        for name, values in keyed.items():
             keys = [_resolve_key(p) for p in name.split(".")]
             if any(k is None for k in keys):
-                if self.unknown_attributes == "error":
+                if self.unknown_key_policy == "error":
                     raise _BadRequest(f"unknown attribute: {name!r}")
+                if self.unknown_key_policy == "empty":
+                    matches.append(_Match(_STUDY_UID_KEY, _STUDY, (), _nothing))
                 continue
             path = [k for k in keys if k is not None]
-            matches.append(self._compile(path, value))
-        returned = {m.key for m in matches}
+            if not self._matches_key(path[0]):
+                if self.unknown_key_policy == "error":
+                    raise _BadRequest(f"unsupported match key: {name!r}")
+                if self.unknown_key_policy == "empty":
+                    matches.append(_Match(_STUDY_UID_KEY, _STUDY, (), _nothing))
+                continue
+            if not self.non_ascii_values and not all(v.isascii() for v in values):
+                matches.append(_Match(_STUDY_UID_KEY, _STUDY, (), _nothing))  # misread bytes
+                continue
+            compiled = [self._compile(path, value, fuzzy) for value in values]
+            matches.append(compiled[0] if len(compiled) == 1 else _any_of(compiled))
+        returned = {
+            m.key for m in matches if m.key != _STUDY_UID_KEY or m.predicate is not _nothing
+        }
         return matches, returned | include, include_all, limit, offset, fuzzy
 
-    def _compile(self, path: list[str], value: str) -> _Match:
+    #: Overrides the matching the flags and the profile describe with a full
+    #: :class:`~aqido.matching.MatchOptions` (e.g. a server without wildcards).
+    match_options: MatchOptions | None = None
+
+    def _matches_key(self, key: str) -> bool:
+        """Whether the emulated server matches this attribute (profile ``matched_keys``)."""
+        matched = self.profile.matched_keys if self.profile is not None else None
+        return matched is None or keyword_for(int(key, 16)) in matched
+
+    @property
+    def non_ascii_values(self) -> bool:
+        """Whether the emulated server matches non-ASCII values (profile ``non_ascii_values``)."""
+        return self.profile is None or self.profile.non_ascii_values
+
+    def _matching(self) -> MatchOptions:
+        """The :mod:`aqido.matching` options this archive matches with."""
+        if self.match_options is not None:
+            return self.match_options
+        return MatchOptions(
+            case_sensitive=self.case_sensitive,
+            pn_case_sensitive=self.pn_case_sensitive,
+            pn_groups=self.pn_groups,
+            single_value_matching=self.single_value_matching,
+            wildcard_star=self.wildcard_star,
+            wildcard_question=self.wildcard_question,
+            uid_lists=self.uid_lists,
+            value_lists=self.value_lists,
+            date_ranges=self.date_ranges,
+            open_date_ranges=self.open_date_ranges,
+            time_ranges=self.time_ranges,
+            strict_values=self.strict_values,
+        )
+
+    def _compile(self, path: list[str], value: str, fuzzy: bool = False) -> _Match:
+        """One match key → a :class:`_Match` (the predicate comes from :mod:`aqido.matching`).
+
+        A malformed value is a 400, or (``strict_values=False``) matches nothing and
+        marks the request (``bad_request_status``).
+        """
         first = path[0]
         level = _level_of(first)
-        if not value:
-            return _Match(first, level, tuple(path[1:]), None)
-        last = path[-1]
-        vr = vr_for(int(last, 16)) or "UN"
-        if vr == "SQ":
-            raise _BadRequest("a sequence can only be matched through one of its attributes")
-        if vr == "UI":
-            if not self.decode_percent:  # Orthanc understands %2C in UID lists, nothing else
-                value = value.replace("%2C", ",").replace("%2c", ",")
-            uids = frozenset(u.strip() for u in value.split(",") if u.strip())
-
-            def uid_pred(elem: _Element) -> bool:
-                return any(v in uids for v in _value_strings(elem))
-
-            return _Match(first, level, tuple(path[1:]), uid_pred, uids if len(path) == 1 else None)
-        alternatives = []
-        for alt in value.split(","):
-            try:
-                alternatives.append(
-                    _compile_alternative(alt, vr, self.case_sensitive, self.pn_groups)
-                )
-            except _InvalidValue:
-                if self.strict_values:
-                    raise
-                alternatives.append(_nothing)
-        if len(alternatives) == 1:
-            pred = alternatives[0]
-        else:
-
-            def pred(elem: _Element) -> bool:
-                return any(alt(elem) for alt in alternatives)
-
-        return _Match(first, level, tuple(path[1:]), pred)
+        vr = vr_for(int(path[-1], 16)) or "UN"
+        options = self._matching()
+        if fuzzy and vr == "PN" and self.fuzzy_matching == "supported":
+            options = attrs.evolve(options, pn_case_sensitive=False)  # the fake's "fuzzy"
+        if vr == "UI" and not self.decode_percent:  # Orthanc understands %2C in UID lists
+            value = value.replace("%2C", ",").replace("%2c", ",")
+        try:
+            pred = compile_value(value, vr, attrs.evolve(options, strict_values=True))
+        except InvalidQueryError as exc:
+            if vr == "SQ":
+                raise _BadRequest(str(exc)) from None
+            if options.strict_values:
+                raise _InvalidValue(str(exc)) from None
+            self._had_invalid = True
+            pred = compile_value(value, vr, options)
+        uids = None
+        if vr == "UI" and pred is not None and len(path) == 1:
+            parts = value.split(",") if options.uid_lists else [value]
+            uids = frozenset(u.strip() for u in parts if u.strip())  # for the UID indexes
+        return _Match(first, level, tuple(path[1:]), pred, uids)
 
     def _hits(
         self, level: int, study_uid: str | None, series_uid: str | None, matches: list[_Match]
@@ -1332,7 +1382,7 @@ class FakeArchive:
             return False
         if not match.path:
             return match.predicate(elem)
-        return _match_path(elem, match.path, match.predicate)
+        return match_path(elem, match.path, match.predicate)
 
     def _search(
         self, request: web.BaseRequest, route: tuple[int, str | None, str | None, str], raw_qs: str
@@ -1351,13 +1401,25 @@ class FakeArchive:
             )
         hits = self._hits(level, study_uid, series_uid, matches)
         if hits is None:
-            if self.unknown_parent_status is not None:
-                return web.Response(status=self.unknown_parent_status, text="Unknown parent")
+            status = self.unknown_parent_status
+            if status == 200:
+                return web.Response(status=200, body=b"[]", content_type=DICOM_JSON)
+            if status is not None and status != 204:
+                return web.Response(status=status, text="Unknown parent")
+            if status == 204:
+                return web.Response(status=204)
             hits = iter(())
         skip = 0 if self.ignore_offset else offset
         cap = self.max_results
         if cap is not None and self.cap_before_offset:  # Orthanc: cap the matches, then skip
-            hits = itertools.islice(hits, cap + (1 if self.cap_plus_one else 0))
+            every = list(hits)
+            kept = cap + (1 if self.cap_plus_one else 0)
+            if len(every) > kept and self.truncation_warning and self.profile is not None:
+                warnings.append(
+                    f'299 {agent} "There are {len(every) - kept} additional results that can '
+                    'be requested"'
+                )
+            hits = iter(every[:kept])
             cap = None
         hit_list = list(itertools.islice(hits, skip, None))
         available = len(hit_list)
@@ -1367,7 +1429,7 @@ class FakeArchive:
         if self.max_results is not None and cap is not None and take > self.max_results:
             take = self.max_results + (1 if self.cap_plus_one else 0)
             take = min(take, available)
-            if self.truncation_warning and not self.cap_plus_one:
+            if self.truncation_warning and (not self.cap_plus_one or self.profile is not None):
                 warnings.append(
                     f'299 {agent} "There are {available - take} additional results that can '
                     'be requested"'
@@ -1376,6 +1438,13 @@ class FakeArchive:
         if warnings:
             headers["Warning"] = ", ".join(warnings)
         if not page:
+            invalid = self.bad_request_status
+            if self._had_invalid and invalid is not None and invalid in (200, 204):
+                if invalid == 204:
+                    return web.Response(status=204, headers=headers)
+                return web.Response(
+                    status=200, body=b"[]", content_type=DICOM_JSON, headers=headers
+                )
             if self.empty_status == 204:
                 return web.Response(status=204, headers=headers)
             return web.Response(status=200, body=b"[]", content_type=DICOM_JSON, headers=headers)
@@ -1442,22 +1511,25 @@ class FakeArchive:
         return out
 
 
-def _nothing(elem: _Element) -> bool:
+_STUDY_UID_KEY = "0020000D"
+
+
+def _any_of(matches: list[_Match]) -> _Match:
+    """A repeated key read as OR: any of its compiled values matches."""
+    first = matches[0]
+    if any(m.predicate is None for m in matches):
+        return _Match(first.key, first.level, first.path, None)
+    preds = [m.predicate for m in matches if m.predicate is not None]
+    uids: frozenset[str] | None = None
+    if all(m.uids is not None for m in matches):
+        uids = frozenset().union(*(m.uids or frozenset() for m in matches))
+
+    def pred(elem: Mapping[str, Any]) -> bool:
+        return any(p(elem) for p in preds)
+
+    return _Match(first.key, first.level, first.path, pred, uids)
+
+
+def _nothing(elem: Mapping[str, Any]) -> bool:
     """The predicate of a malformed value when ``strict_values=False``: matches nothing."""
-    return False
-
-
-def _match_path(elem: _Element, path: tuple[str, ...], pred: Callable[[_Element], bool]) -> bool:
-    """Sequence matching: any item whose attribute at ``path`` matches."""
-    for item in elem.get("Value") or ():
-        if not isinstance(item, dict):
-            continue
-        inner = item.get(path[0])
-        if inner is None:
-            continue
-        if len(path) == 1:
-            if pred(inner):
-                return True
-        elif _match_path(inner, path[1:], pred):
-            return True
     return False

@@ -14,11 +14,15 @@ PID afterwards::
 Details that matter:
 
 * The binary and plugin are looked up in the usual Debian locations (override
-  with ``AQIDO_ORTHANC_BINARY`` / ``AQIDO_ORTHANC_DICOMWEB_PLUGIN``).  When they
-  are missing and the process runs as root on a system with ``apt-get``, the
-  packages are installed (``apt-get update`` first, ``DEBIAN_FRONTEND=
-  noninteractive``, a temporary ``/usr/sbin/policy-rc.d`` so that no system
-  service starts).  Otherwise :class:`OrthancUnavailableError` says what to do.
+  with ``AQIDO_ORTHANC_BINARY`` / ``AQIDO_ORTHANC_DICOMWEB_PLUGIN``).
+* **System packages are never installed unless asked explicitly**:
+  ``OrthancServer(install=True)``, the environment variable
+  ``AQIDO_INSTALL_SERVERS=1`` (``nox -s integration`` and CI set it), or a
+  direct call of :func:`install_orthanc`.  Then, when the process runs as root
+  on a system with ``apt-get``, the packages are installed (``apt-get update``
+  first, ``DEBIAN_FRONTEND=noninteractive``, a temporary
+  ``/usr/sbin/policy-rc.d`` so that no system service starts).  Otherwise
+  :class:`OrthancUnavailableError` says what to do.
 * The server is loopback-only: Orthanc has no bind-address option, so the
   config sets ``RemoteAccessAllowed: false`` and disables the DICOM (DIMSE)
   server.  The HTTP port is a free one picked at start.
@@ -60,6 +64,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import attrs
+
+from aqido.testing._launch import INSTALL_ENV, install_requested
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -141,6 +147,8 @@ def _tail(text: str, lines: int = 30) -> str:
 def install_orthanc(*, timeout: float = 900.0) -> tuple[str, str]:
     """Install the Debian packages ``orthanc`` and ``orthanc-dicomweb``; return their paths.
 
+    Calling it is the explicit request to install (the launcher itself only
+    calls it with ``install=True`` or ``AQIDO_INSTALL_SERVERS=1``).
     Only as root on a system with ``apt-get``; otherwise raises
     :class:`OrthancUnavailableError` with instructions.  Runs ``apt-get
     update`` and ``apt-get install -y`` non-interactively.  A temporary
@@ -353,7 +361,9 @@ class OrthancServer:
       no cap.  Orthanc answers a capped query with cap+1 items and no warning.
     * ``keep_alive``: HTTP keep-alive (Orthanc closes idle connections after 1 s).
     * ``extra_config``: more top-level configuration keys, merged last.
-    * ``install``: install the Debian packages when missing (root only).
+    * ``install``: install the Debian packages when missing (root only):
+      ``True`` yes, ``False`` never, ``None`` (default) only when the
+      environment variable ``AQIDO_INSTALL_SERVERS`` is ``1``.
     * ``startup_timeout``: seconds to wait for ``/dicom-web/studies`` to answer.
     * ``stop_timeout``: seconds between SIGTERM and SIGKILL.
     """
@@ -363,7 +373,7 @@ class OrthancServer:
     limit_find_instances: int = 0
     keep_alive: bool = True
     extra_config: Mapping[str, Any] | None = None
-    install: bool = True
+    install: bool | None = None
     startup_timeout: float = 60.0
     stop_timeout: float = 15.0
     name: str = "AQIDO"
@@ -499,9 +509,11 @@ class OrthancServer:
                 return self
             found = find_orthanc()
             if found is None:
-                if not self.install:
+                if not install_requested(self.install):
                     raise OrthancUnavailableError(
-                        "Orthanc + DICOMweb plugin not found (and install=False)"
+                        "Orthanc + DICOMweb plugin not found; install them (`apt-get install "
+                        "orthanc orthanc-dicomweb`), or let the launcher do it as root with "
+                        f"install=True or {INSTALL_ENV}=1"
                     )
                 found = install_orthanc()
             binary, plugin = found

@@ -1,12 +1,14 @@
-"""What the integration tests share: the seeded archives, credentials, caps and raw HTTP helpers."""
+"""What the integration tests share: the seeded archives, servers, credentials, caps, raw HTTP."""
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import aiohttp
+import attrs
+import pytest
 import yarl
 
 from aqido.testing.synthetic import SyntheticArchive
@@ -17,6 +19,11 @@ SEEDED = SyntheticArchive(seed=6, studies=300, series_per_study=3, instances_per
 AUTHED = SyntheticArchive(seed=66, studies=4, series_per_study=2, instances_per_series=1)
 #: The archive of the capped server (``orthanc_capped`` fixture): several times the caps.
 CAPPED = SyntheticArchive(seed=666, studies=40, series_per_study=2, instances_per_series=2)
+
+#: The archive of ``tinypacs_big``: more studies than tiny_pacs returns without a ``limit``.
+BIG = SyntheticArchive(seed=7, studies=1050, series_per_study=1, instances_per_series=1)
+#: tiny_pacs' default ``limit`` at every level (a silent cap: no Warning header).
+TINYPACS_CAP = 1000
 
 AUTH_USER = "aqido-tester"
 AUTH_PASSWORD = "s3cret-Pa55-4-orthanc"
@@ -40,3 +47,88 @@ async def get_json(
         body = await resp.read()
         data = await resp.json(content_type=None) if body else None
         return resp.status, data, resp.headers
+
+
+#: Attributes tiny_pacs never returns (it answers from its own tables: docs/tinypacs.md).
+TINYPACS_OMITS = frozenset(
+    {
+        "ModalitiesInStudy",
+        "NumberOfStudyRelatedSeries",
+        "NumberOfStudyRelatedInstances",
+        "NumberOfSeriesRelatedInstances",
+        "SeriesDescription",
+        "SpecificCharacterSet",
+        "RetrieveURL",
+        "Rows",
+        "Columns",
+        "BitsAllocated",
+    }
+)
+
+
+@attrs.frozen
+class Served:
+    """One seeded real server as the client tests see it (the ``server`` fixture).
+
+    ``omits``: attributes the server never returns.  ``drops_named_levels``:
+    whether naming StudyInstanceUID / SeriesInstanceUID as a query key makes the
+    server leave that level's attributes out (Orthanc does, tiny_pacs does not).
+    """
+
+    name: str
+    dicomweb_url: str
+    omits: frozenset[str] = frozenset()
+    drops_named_levels: bool = False
+
+
+SERVERS = ("orthanc", "tinypacs")
+
+
+def on_servers(*, tinypacs: str | None = None, orthanc: str | None = None) -> list[Any]:
+    """``server`` parameters for ``parametrize(..., indirect=True)``; a reason marks that server.
+
+    A reason makes the test a strict xfail on that server only: the answer is
+    wrong there today (docs/tinypacs.md says how), and the test must start
+    failing when the client learns to give the standard's answer.
+    """
+    reasons = {"orthanc": orthanc, "tinypacs": tinypacs}
+    return [
+        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=reasons[name]))
+        if reasons[name]
+        else name
+        for name in SERVERS
+    ]
+
+
+def server_cases(
+    values: Iterable[Any], tinypacs: Callable[[Any], str | None] = lambda value: None
+) -> list[Any]:
+    """``(value, server)`` parameters (``indirect=["server"]``): each value on each server.
+
+    ``tinypacs(value)`` gives the reason why that value is a strict xfail on
+    tiny_pacs (see :func:`on_servers`), or ``None``.
+    """
+    cases = []
+    for value in values:
+        reason = tinypacs(value)
+        for name in SERVERS:
+            marks = (
+                [pytest.mark.xfail(strict=True, reason=reason)]
+                if reason and name == "tinypacs"
+                else []
+            )
+            label = value if isinstance(value, str) else "+".join(map(str, value))
+            cases.append(pytest.param(value, name, marks=marks, id=f"{label}-{name}"))
+    return cases
+
+
+def served(request: pytest.FixtureRequest, name: str) -> Served:
+    """The seeded server ``name`` (``orthanc`` or ``tinypacs``), started through its fixture."""
+    if name == "orthanc":
+        return Served(
+            name, request.getfixturevalue("orthanc").dicomweb_url, drops_named_levels=True
+        )
+    if name == "tinypacs":
+        url = request.getfixturevalue("tinypacs").dicomweb_url
+        return Served(name, url, omits=TINYPACS_OMITS)
+    raise ValueError(f"no server {name!r}")

@@ -1,6 +1,7 @@
-"""AsyncQidoRS against the live Orthanc: search, paging, crawl, auth, stale keep-alive.
+"""AsyncQidoRS against live servers: search, paging, crawl (Orthanc and tiny_pacs), auth and
+stale keep-alive (Orthanc).
 
-Expected answers come from the synthetic records the server was seeded with.
+Expected answers come from the synthetic records the servers were seeded with.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ from aqido.client import AsyncQidoRS
 from aqido.errors import UnauthorizedError
 from aqido.query import HierarchicalQuery
 from aqido.testing.orthanc import OrthancServer
-from tests.integration.support import AUTH_PASSWORD, AUTH_USER, AUTHED, SEEDED
+from tests.integration.support import (
+    AUTH_PASSWORD,
+    AUTH_USER,
+    AUTHED,
+    SEEDED,
+    Served,
+    on_servers,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +31,10 @@ ALL_STUDIES = {s.study_instance_uid for s in SEEDED.studies}
 
 
 @pytest.mark.anyio
-async def test_person_name_match_reaches_orthanc_unescaped(orthanc: OrthancServer) -> None:
+@pytest.mark.parametrize(
+    "server", on_servers(tinypacs="tiny_pacs reads * as a literal character"), indirect=True
+)
+async def test_person_name_match_reaches_the_server_unescaped(server: Served) -> None:
     record = next(s for s in SEEDED.studies if "^" in s.patient_name)
     family = record.patient_name.split("^")[0]
     expected = {
@@ -31,7 +42,7 @@ async def test_person_name_match_reaches_orthanc_unescaped(orthanc: OrthancServe
         for s in SEEDED.studies
         if s.patient_name.lower().startswith((family + "^").lower())
     }
-    async with AsyncQidoRS(orthanc.dicomweb_url) as qido:
+    async with AsyncQidoRS(server.dicomweb_url) as qido:
         found = await qido.search(HierarchicalQuery(PatientName=f"{family}^*"))
     assert {s.StudyInstanceUID for s in found} == expected
     assert record.study_instance_uid in expected
@@ -39,8 +50,8 @@ async def test_person_name_match_reaches_orthanc_unescaped(orthanc: OrthancServe
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("page_size", [3, 70, 299, 300])
-async def test_iter_search_pages_the_whole_archive(orthanc: OrthancServer, page_size: int) -> None:
-    async with AsyncQidoRS(orthanc.dicomweb_url) as qido:
+async def test_iter_search_pages_the_whole_archive(server: Served, page_size: int) -> None:
+    async with AsyncQidoRS(server.dicomweb_url) as qido:
         unpaged = await qido.search(HierarchicalQuery())
         paged = [
             s.StudyInstanceUID
@@ -51,12 +62,12 @@ async def test_iter_search_pages_the_whole_archive(orthanc: OrthancServer, page_
 
 
 @pytest.mark.anyio
-async def test_crawl_part_of_the_archive(orthanc: OrthancServer) -> None:
+async def test_crawl_part_of_the_archive(server: Served) -> None:
     dates = sorted(s.study_date for s in SEEDED.studies)
     low, high = dates[0], dates[24]
     query = HierarchicalQuery(min_study_date=low, max_study_date=high)
     expected = {s.study_instance_uid: s for s in SEEDED.studies if low <= s.study_date <= high}
-    async with AsyncQidoRS(orthanc.dicomweb_url, max_concurrency=4) as qido:
+    async with AsyncQidoRS(server.dicomweb_url, max_concurrency=4) as qido:
         crawled = [study async for study in qido.crawl(query)]
     assert {s.StudyInstanceUID for s in crawled} == set(expected)
     for study in crawled:

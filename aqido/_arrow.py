@@ -1,0 +1,217 @@
+"""Results as Apache Arrow tables and Parquet files, with typed columns (pure, bar file writes).
+
+pyarrow is optional (the ``parquet`` extra) and imported on first use only.
+
+Schema
+------
+One row per result at ``level`` (``"study"``, ``"series"`` or ``"instance"``);
+a crawl's trees flatten as :func:`aqido.to_records` flattens them, each row
+carrying its parents' attributes (a study without series still gives one row,
+deeper columns null).  The columns are, by default, the **default return
+attributes** of every level down to ``level`` (the typed fields of ``Study``,
+``Series`` and ``Instance``, sequences left out), in that order, so that every
+part of a sharded crawl has the same schema; ``columns=`` picks others
+(keywords or tags).  Where a keyword exists at several levels
+(``RetrieveURL``, ``SpecificCharacterSet``...), the row's own level wins.
+
+Column types come from the data dictionary's VR of each keyword:
+
+===================================  ===========================================
+VR                                   Arrow type
+===================================  ===========================================
+DA                                   ``date32``
+TM                                   ``time64[us]``
+DT                                   ``timestamp[us]`` (UTC when an offset is given)
+IS, SL, SS, SV, UL, US, UV           ``int64``
+DS, FL, FD                           ``float64``
+PN                                   ``string`` (the DICOM form, ``Doe^John``)
+every other VR                       ``string``
+===================================  ===========================================
+
+An attribute the dictionary allows several values for (VM other than 1, such
+as ``ModalitiesInStudy``) is a ``list<...>`` of that type.  A value that cannot
+be read for its VR is null (the raw text stays in the JSON output).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from aqido import dictionary
+from aqido.query import QueryLevel
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow
+
+    from aqido._dataset import Dataset
+
+_LEVELS = {"study": 0, "series": 1, "instance": 2}
+_LEVEL_NAMES: tuple[Literal["study"], Literal["series"], Literal["instance"]] = (
+    "study",
+    "series",
+    "instance",
+)
+_INT_VRS = frozenset({"IS", "SL", "SS", "SV", "UL", "US", "UV", "US or SS"})
+_FLOAT_VRS = frozenset({"DS", "FL", "FD"})
+
+
+def _import_pyarrow() -> Any:
+    try:
+        import pyarrow
+    except ImportError as exc:
+        raise ImportError(
+            "Arrow and Parquet output need pyarrow: install it with `pip install 'aqido[parquet]'`"
+        ) from exc
+    return pyarrow
+
+
+def _level_index(level: str | QueryLevel) -> int:
+    name = level.name.lower() if isinstance(level, QueryLevel) else str(level).lower()
+    if name not in _LEVELS:
+        raise ValueError(f"level must be 'study', 'series' or 'instance', not {level!r}")
+    return _LEVELS[name]
+
+
+def default_columns(level: str | QueryLevel) -> list[str]:
+    """The default columns at ``level``: the typed fields of each level down to it, no SQ."""
+    from aqido.results import Instance, Series, Study
+
+    out: dict[str, None] = {}
+    for cls in (Study, Series, Instance)[: _level_index(level) + 1]:
+        for name, key, _, _ in cls._typed:
+            if dictionary.vr_for(int(key, 16)) != "SQ":
+                out[name] = None
+    return list(out)
+
+
+def _arrow_type(pa: Any, name: str) -> Any:
+    try:
+        tag, _ = dictionary.resolve(name)
+    except ValueError:
+        return pa.string()
+    vr = dictionary.vr_for(tag) or "UN"
+    if vr == "DA":
+        one = pa.date32()
+    elif vr == "TM":
+        one = pa.time64("us")
+    elif vr == "DT":
+        one = pa.timestamp("us")
+    elif vr in _INT_VRS:
+        one = pa.int64()
+    elif vr in _FLOAT_VRS:
+        one = pa.float64()
+    else:
+        one = pa.string()
+    vm = dictionary.vm_for(tag)
+    return pa.list_(one) if vm is not None and vm != "1" else one
+
+
+def arrow_schema(
+    level: str | QueryLevel = "instance", columns: Sequence[str | int] | None = None
+) -> pyarrow.Schema:
+    """The Arrow schema :func:`to_arrow` gives at ``level`` (see the module docstring)."""
+    pa = _import_pyarrow()
+    names = _names(level, columns)
+    schema: pyarrow.Schema = pa.schema([pa.field(name, _arrow_type(pa, name)) for name in names])
+    return schema
+
+
+def _names(level: str | QueryLevel, columns: Sequence[str | int] | None) -> list[str]:
+    if columns is None:
+        return default_columns(level)
+    return [dictionary.name_for(dictionary.resolve(c)[0]) for c in columns]
+
+
+def _cell(value: Any, type_: Any, pa: Any) -> Any:
+    """One record value as what pyarrow takes for ``type_`` (``None`` when it does not fit)."""
+    if value is None:
+        return None
+    if pa.types.is_list(type_):
+        values = value if isinstance(value, tuple) else (value,)
+        return [_cell(v, type_.value_type, pa) for v in values]
+    if isinstance(value, tuple):  # several values in a single-valued column: the first
+        return _cell(value[0] if value else None, type_, pa)
+    if pa.types.is_string(type_):
+        if isinstance(value, datetime.date | datetime.time):
+            return value.isoformat()
+        return str(value)
+    if pa.types.is_int64(type_):
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if pa.types.is_float64(type_):
+        return float(value) if isinstance(value, int | float) else None
+    if pa.types.is_timestamp(type_):
+        if not isinstance(value, datetime.datetime):
+            return None
+        if value.utcoffset() is not None:
+            value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+        return value
+    if pa.types.is_date32(type_):
+        ok = isinstance(value, datetime.date) and not isinstance(value, datetime.datetime)
+        return value if ok else None
+    if pa.types.is_time64(type_):
+        return value.replace(tzinfo=None) if isinstance(value, datetime.time) else None
+    return None  # pragma: no cover - every type above is handled
+
+
+def to_arrow(
+    results: Iterable[Dataset],
+    *,
+    level: str | QueryLevel | None = None,
+    columns: Sequence[str | int] | None = None,
+) -> pyarrow.Table:
+    """Results (a search's, or a crawl's studies) as a typed ``pyarrow.Table``.
+
+    ``level``: one row per study, series or instance (default: the deepest
+    level present, as :func:`aqido.to_records`).  ``columns``: keywords or tags
+    (default: every level's default return attributes, a fixed schema).  See
+    the module docstring for the schema.
+    """
+    from aqido.tables import _deepest, to_records
+
+    pa = _import_pyarrow()
+    items = list(results)
+    if level is None:
+        level = ("study", "series", "instance")[_deepest(items)]
+    schema = arrow_schema(level, columns)
+    records = to_records(items, level=_LEVEL_NAMES[_level_index(level)], columns=schema.names)
+    arrays = [
+        pa.array([_cell(row[field.name], field.type, pa) for row in records], type=field.type)
+        for field in schema
+    ]
+    table: pyarrow.Table = pa.Table.from_arrays(arrays, schema=schema)
+    return table
+
+
+def write_parquet(
+    batches: Iterable[Iterable[Dataset]],
+    path: str | os.PathLike[str],
+    *,
+    level: str | QueryLevel,
+    columns: Sequence[str | int] | None = None,
+) -> int:
+    """Write results to one Parquet file, a batch (e.g. a few hundred studies) at a time.
+
+    Memory holds one batch, not the whole file.  Writes to ``path + ".tmp"``
+    and renames it into place at the end, so a file at ``path`` is always
+    complete.  Returns the number of rows written (an empty file with the
+    schema when there are none).
+    """
+    pa = _import_pyarrow()
+    import pyarrow.parquet as pq
+
+    schema = arrow_schema(level, columns)
+    tmp = f"{os.fspath(path)}.tmp"
+    rows = 0
+    with pq.ParquetWriter(tmp, schema) as writer:
+        for batch in batches:
+            table = to_arrow(batch, level=level, columns=schema.names)
+            if table.num_rows:
+                writer.write_table(table)
+                rows += table.num_rows
+        if not rows:
+            writer.write_table(pa.Table.from_pylist([], schema=schema))
+    os.replace(tmp, path)
+    return rows

@@ -1,0 +1,157 @@
+"""``aqido crawl URL [URL ...] --out DIR --format parquet``: sharded crawls into Parquet parts.
+
+In one process by default (the shards of each archive crawled one after the
+other, each with the client's ``--concurrency``), or on a Dask cluster with
+``--workers N`` (a local cluster of N processes) or ``--scheduler ADDRESS``
+(:func:`aqido.dask.crawl_to_parquet`).  Either way the output directory has
+the layout of :mod:`aqido._shards`, re-running skips finished shards and
+resumes the others, and one progress display (a line per finished shard on
+stderr) reports the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from aqido.errors import CrawlIncompleteError, QidoError
+from aqido.query import BaseQuery, QueryLevel
+from aqido.terminal import printable
+
+
+class _Display:
+    """The one progress display: a line per finished shard, then a summary."""
+
+    def __init__(self, err: IO[str], total: int | None) -> None:
+        self.err = err
+        self.total = total
+        self.done = 0
+        self.rows = 0
+        self.started = time.monotonic()
+
+    def shard(self, url: str, report: Any) -> None:
+        self.done += 1
+        of = f"/{self.total}" if self.total else ""
+        if report.skipped:
+            what = "already written"
+        else:
+            self.rows += report.rows
+            what = f"{report.studies} studies, {report.rows} rows"
+        self.err.write(
+            f"shard {self.done}{of} {printable(report.name)} of {printable(url)}: {what}\n"
+        )
+        self.err.flush()
+
+    def summary(self, out: IO[str], directory: Path) -> None:
+        elapsed = time.monotonic() - self.started
+        out.write(
+            f"parquet: {self.done} shards, {self.rows} new rows in {elapsed:.1f} s, "
+            f"under {printable(directory)}\n"
+        )
+
+
+def run_parquet(
+    args: argparse.Namespace,
+    urls: Sequence[str],
+    query: BaseQuery,
+    options: Mapping[str, Any],
+    out: IO[str],
+    err: IO[str],
+) -> int:
+    """Run the sharded crawl the arguments describe; return the exit status (0, 1 or 3)."""
+    from aqido.cli import EXIT_INCOMPLETE, EXIT_OK, UsageError
+
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise UsageError("--format parquet needs pyarrow: pip install 'aqido[parquet]'") from None
+    directory = Path(args.out)
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"--out {printable(directory)} is a file; parquet output is a directory")
+    depth = QueryLevel(args.depth.upper())
+    display = _Display(err, None)
+    try:
+        if args.workers or args.scheduler:
+            _on_dask(args, urls, query, options, directory, depth, display)
+        else:
+            _in_process(args, urls, query, options, directory, depth, display)
+    except CrawlIncompleteError as error:
+        display.summary(out, directory)
+        for failure in error.failures:
+            err.write(f"could not fetch: {printable(failure.query)}: {printable(failure.error)}\n")
+        return EXIT_INCOMPLETE
+    display.summary(out, directory)
+    return EXIT_OK
+
+
+def _on_dask(
+    args: argparse.Namespace,
+    urls: Sequence[str],
+    query: BaseQuery,
+    options: Mapping[str, Any],
+    directory: Path,
+    depth: QueryLevel,
+    display: _Display,
+) -> None:
+    from aqido.cli import UsageError
+
+    try:
+        import distributed
+
+        from aqido.dask import crawl_to_parquet
+    except ImportError:
+        raise UsageError("--workers/--scheduler need Dask: pip install 'aqido[dask]'") from None
+    client_options = dict(options)
+    max_concurrency = client_options.pop("max_concurrency")
+    common: dict[str, Any] = {
+        "out": directory,
+        "depth": depth,
+        "shards": args.shards,
+        "max_concurrency": max_concurrency,
+        "on_shard": display.shard,
+        **client_options,
+    }
+    if args.scheduler:
+        connect: Any = distributed.Client  # untyped library
+        with connect(args.scheduler) as client:
+            crawl_to_parquet(list(urls), query, client=client, **common)
+    else:
+        crawl_to_parquet(list(urls), query, workers=args.workers, **common)
+
+
+def _in_process(
+    args: argparse.Namespace,
+    urls: Sequence[str],
+    query: BaseQuery,
+    options: Mapping[str, Any],
+    directory: Path,
+    depth: QueryLevel,
+    display: _Display,
+) -> None:
+    import anyio
+
+    from aqido._shards import plan, run_shard
+    from aqido.errors import CrawlFailure
+
+    async def run() -> None:
+        failures: list[CrawlFailure] = []
+        for url in urls:
+            shards = await plan(
+                url, query, out=directory, shards=args.shards or 1, client_options=options
+            )
+            for shard in shards:
+                try:
+                    report = await run_shard(
+                        url, shard, out=directory, depth=depth, client_options=options
+                    )
+                except QidoError as error:
+                    failures.append(CrawlFailure(f"{url} {shard.name}: {shard.query}", error))
+                    continue
+                display.shard(url, report)
+        if failures:
+            raise CrawlIncompleteError(failures)
+
+    anyio.run(run)

@@ -1,0 +1,292 @@
+"""Sharded crawls: a query cut into disjoint shards, each a resumable crawl writing a Parquet part.
+
+The plan is pure (:func:`plan_shards`); :func:`plan` lists the studies once
+to size it, and :func:`run_shard` crawls one shard.  Both work the same in
+one process (``aqido crawl --format parquet``) and on a Dask cluster
+(:mod:`aqido.dask`), where each shard is one task.
+
+Shards
+------
+From one complete listing of the matching studies (the crawl's own listing,
+so silent caps and overflowing answers are split as a crawl splits them):
+
+* **date ranges** sized from the counts per ``StudyDate``: consecutive days
+  grouped so that each shard holds about the same number of studies, a day
+  never split.  The ranges are contiguous and disjoint: the first is open
+  below, the last open above, and each ends the day before the next begins,
+  so a date nobody saw at planning time still falls in exactly one shard;
+* the studies **without a StudyDate** (no date range matches an empty value)
+  as lists of StudyInstanceUIDs, at most :data:`UIDS_PER_SHARD` per shard.
+
+Layout of an output directory (one sub-directory per archive, Hive style)::
+
+    OUT/archive=<host>_<port>_<path>/plan.json             the shards (re-used by re-runs)
+    OUT/archive=<...>/checkpoints/<shard>.jsonl            each shard's crawl checkpoint
+    OUT/archive=<...>/part-<shard>.parquet                 each finished shard's rows
+
+A part is written (through a temporary file, renamed) only when its shard's
+crawl finished complete, so re-running skips shards whose part exists and
+resumes the others from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from aqido.checkpoint import CrawlCheckpoint
+from aqido.errors import InvalidQueryError
+from aqido.partition import date_bounds
+from aqido.query import BaseQuery, HierarchicalQuery, QueryLevel
+
+#: The most StudyInstanceUIDs one shard of undated studies lists (URL length).
+UIDS_PER_SHARD = 50
+#: Studies handed to the Parquet writer at a time (memory holds one batch).
+BATCH = 500
+_UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
+
+
+@attrs.frozen
+class Shard:
+    """One disjoint part of a sharded crawl: a name (for files and reports) and its study query."""
+
+    name: str
+    query: HierarchicalQuery
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready record of the shard (plan files, task arguments)."""
+        return {"name": self.name, "query": _query_record(self.query)}
+
+    @classmethod
+    def from_json(cls, record: Mapping[str, Any]) -> Shard:
+        """The shard :meth:`to_json` describes."""
+        return cls(name=str(record["name"]), query=_query_from_record(record["query"]))
+
+
+def _query_record(query: HierarchicalQuery) -> dict[str, Any]:
+    record: dict[str, Any] = {}
+    for field in attrs.fields(HierarchicalQuery):
+        value = getattr(query, field.name)
+        if value == field.default:
+            continue
+        if isinstance(value, QueryLevel):
+            value = value.name
+        elif isinstance(value, _dt.date):
+            value = value.isoformat()
+        elif isinstance(value, tuple):
+            value = [list(v) if isinstance(v, tuple) else v for v in value]
+        record[field.name] = value
+    return record
+
+
+def _query_from_record(record: Mapping[str, Any]) -> HierarchicalQuery:
+    kwargs = dict(record)
+    for key in ("min_study_date", "max_study_date"):
+        if key in kwargs:
+            kwargs[key] = _dt.date.fromisoformat(kwargs[key])
+    if "filters" in kwargs:
+        kwargs["filters"] = tuple(tuple(pair) for pair in kwargs["filters"])
+    return HierarchicalQuery(**kwargs)
+
+
+def archive_dirname(url: str) -> str:
+    """The output sub-directory of one archive: ``archive=<host>_<port>_<path>``."""
+    from yarl import URL
+
+    parsed = URL(url)
+    port = parsed.explicit_port or parsed.port
+    parts = [parsed.host or "archive", str(port) if port else "", parsed.path.strip("/")]
+    label = _UNSAFE.sub("_", "_".join(p for p in parts if p)).strip("_")
+    return f"archive={label}"
+
+
+def _without_dates(query: BaseQuery) -> HierarchicalQuery:
+    """``query`` with its StudyDate range removed (the shards put their own)."""
+    if not isinstance(query, HierarchicalQuery):
+        raise InvalidQueryError("a sharded crawl starts from a study-level HierarchicalQuery")
+    filters = tuple(pair for pair in query.filters if pair[0] not in ("StudyDate", "00080020"))
+    return attrs.evolve(query, min_study_date=None, max_study_date=None, filters=filters)
+
+
+def plan_shards(
+    query: BaseQuery,
+    studies: Iterable[tuple[str, _dt.date | None]],
+    *,
+    shards: int,
+) -> list[Shard]:
+    """Split ``query`` into about ``shards`` disjoint shards, given its studies (pure).
+
+    ``studies``: ``(StudyInstanceUID, StudyDate or None)`` of every matching
+    study.  See the module docstring.  ``query``'s own date range bounds the
+    outermost shards (they are open only where it is).  With no dated study,
+    the date part is one shard with the query's own range.
+    """
+    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
+        raise ValueError(f"shards must be a positive int, not {shards!r}")
+    bounds = date_bounds(query)
+    if bounds is None:
+        raise InvalidQueryError(f"{query}: its StudyDate is not a plain date or range")
+    low, high = bounds
+    base = _without_dates(query)
+    per_day: dict[_dt.date, int] = {}
+    undated: list[str] = []
+    for uid, date in studies:
+        if date is None:
+            undated.append(uid)
+        else:
+            per_day[date] = per_day.get(date, 0) + 1
+    days = sorted(per_day)
+    total = sum(per_day.values())
+    groups: list[list[_dt.date]] = []
+    if days:
+        target = total / min(shards, len(days))
+        running = 0
+        for day in days:
+            if not groups or (running >= target * len(groups) and len(groups) < shards):
+                groups.append([])
+            groups[-1].append(day)
+            running += per_day[day]
+    out: list[Shard] = []
+    starts: list[_dt.date | None] = [group[0] for group in groups] or [None]
+    for index, start in enumerate(starts):
+        following = starts[index + 1] if index + 1 < len(starts) else None
+        first = low if index == 0 else start
+        last = high if following is None else following - _dt.timedelta(days=1)
+        name = f"date-{_day(first)}-{_day(last)}"
+        out.append(Shard(name, attrs.evolve(base, min_study_date=first, max_study_date=last)))
+    for index in range(0, len(undated), UIDS_PER_SHARD):
+        chunk = sorted(undated[index : index + UIDS_PER_SHARD])
+        digest = hashlib.sha256(",".join(chunk).encode()).hexdigest()[:12]
+        out.append(Shard(f"undated-{digest}", attrs.evolve(base, StudyInstanceUID=",".join(chunk))))
+    return out
+
+
+def _day(day: _dt.date | None) -> str:
+    return day.strftime("%Y%m%d") if day is not None else ""
+
+
+# --- running (I/O) ------------------------------------------------------------------------
+
+
+def plan_path(out: Path, url: str) -> Path:
+    """Where the plan of ``url``'s shards is kept under ``out``."""
+    return out / archive_dirname(url) / "plan.json"
+
+
+def part_path(out: Path, url: str, shard: Shard) -> Path:
+    """The Parquet part of one shard."""
+    return out / archive_dirname(url) / f"part-{shard.name}.parquet"
+
+
+def checkpoint_path(out: Path, url: str, shard: Shard) -> Path:
+    """The crawl checkpoint of one shard."""
+    return out / archive_dirname(url) / "checkpoints" / f"{shard.name}.jsonl"
+
+
+async def plan(
+    url: str,
+    query: BaseQuery,
+    *,
+    out: Path,
+    shards: int,
+    client_options: Mapping[str, Any],
+) -> list[Shard]:
+    """The shards of ``url``: read from ``out`` when planned before, else listed and planned.
+
+    A plan written by an earlier run is re-used as is, so that re-running
+    after a failure or a kill finds the same shards (and their parts and
+    checkpoints); it must have been made for the same query.
+    """
+    from aqido.client import AsyncQidoRS
+
+    path = plan_path(out, url)
+    record = {"query": _query_record(_as_hierarchical(query)), "shards": shards}
+    if path.exists():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("query") != record["query"]:
+            raise InvalidQueryError(
+                f"{path} holds the plan of another query; use another output directory"
+            )
+        return [Shard.from_json(s) for s in saved["plan"]]
+    studies: list[tuple[str, _dt.date | None]] = []
+    async with AsyncQidoRS(url, **client_options) as client:
+        async for study in client.crawl(query, depth=QueryLevel.STUDY):
+            studies.append((str(study.StudyInstanceUID), study.StudyDate))
+    planned = plan_shards(query, studies, shards=shards)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    record["plan"] = [s.to_json() for s in planned]
+    tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+    return planned
+
+
+def _as_hierarchical(query: BaseQuery) -> HierarchicalQuery:
+    if not isinstance(query, HierarchicalQuery) or query.query_level is not QueryLevel.STUDY:
+        raise InvalidQueryError("a sharded crawl starts from a study-level HierarchicalQuery")
+    return query
+
+
+@attrs.frozen
+class ShardReport:
+    """What running one shard did: its part file and how many studies and rows it holds."""
+
+    name: str
+    path: str
+    studies: int
+    rows: int
+    skipped: bool
+
+
+async def run_shard(
+    url: str,
+    shard: Shard,
+    *,
+    out: Path,
+    depth: QueryLevel,
+    client_options: Mapping[str, Any],
+) -> ShardReport:
+    """Crawl one shard into its checkpoint, then write its Parquet part (skipped if it exists).
+
+    The crawl raises :class:`~aqido.errors.CrawlIncompleteError` if anything
+    is missing (then no part is written, and a re-run resumes from the
+    checkpoint).
+    """
+    from aqido._arrow import write_parquet
+    from aqido.client import AsyncQidoRS
+
+    part = part_path(out, url, shard)
+    if part.exists():
+        return ShardReport(shard.name, str(part), -1, -1, skipped=True)
+    checkpoint = checkpoint_path(out, url, shard)
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    async with AsyncQidoRS(url, **client_options) as client:
+        async for _ in client.crawl(shard.query, depth=depth, checkpoint=checkpoint):
+            pass
+    counted: list[int] = [0]
+    rows = write_parquet(
+        _batches(CrawlCheckpoint.read_studies(checkpoint), counted),
+        part,
+        level=depth.name.lower(),
+    )
+    return ShardReport(shard.name, str(part), counted[0], rows, skipped=False)
+
+
+def _batches(studies: Iterator[Any], counted: list[int]) -> Iterator[Sequence[Any]]:
+    batch: list[Any] = []
+    for study in studies:
+        batch.append(study)
+        counted[0] += 1
+        if len(batch) >= BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,537 @@
+"""QIDO-RS attribute matching (PS3.4 C.2.2.2, PS3.18 8.3.4) over DICOM JSON datasets.
+
+The one matcher of aqido: :class:`~aqido.testing.FakeArchive` answers searches
+with it, and the client filters the results of servers that do not match as
+the standard says (:mod:`aqido.plan`).  Pure: no I/O, nothing heavy imported.
+
+The rules, for a match value ``v`` of an attribute with value representation
+``vr`` (:func:`compile_value`):
+
+- **universal**: an empty ``v`` (and ``*`` alone, for string VRs) matches
+  every entity, whether the attribute is present or not;
+- **single value**: every other form needs a stored value: an entity whose
+  attribute is absent or empty never matches.  Strings match the whole value,
+  case-sensitively (:attr:`MatchOptions.case_sensitive`; PN has its own
+  :attr:`MatchOptions.pn_case_sensitive`, as the standard lets a server ignore
+  case for names); numbers (IS, DS, US...) compare numerically;
+- **wildcards** ``*`` (any run, also empty) and ``?`` (exactly one character),
+  in string VRs only (AE, AS, CS, LO, LT, PN, SH, ST, UC, UR, UT);
+- **lists**: ``a,b`` is any of the values: List of UID Matching for UI, and
+  for other VRs the value list most servers accept (``ModalitiesInStudy=CT,MR``);
+- **ranges** ``a-b``, ``-b``, ``a-`` for DA, TM and DT, inclusive.  A bound
+  with less precision covers its whole span (``-1300`` includes ``130059``);
+  TM is compared within one day, so ``2200-0200`` matches nothing;
+- **multi-valued attributes** match when any of their values matches;
+- **PN** is matched against the whole value (``Yamada^Tarou=山田^太郎``) and,
+  by default, against each component group on its own (``山田*``);
+- **sequences**: a key path ``Seq.Attr`` matches when any item's ``Attr`` does.
+
+A malformed value (``2024-13-45`` for a DA, ``abc`` for an IS, a bare ``-``)
+raises :class:`~aqido.errors.InvalidQueryError`, or matches nothing with
+``strict_values=False`` (what some servers answer).  The other options of
+:class:`MatchOptions` emulate servers that match differently (used by
+:class:`~aqido.testing.FakeArchive`); their defaults are the standard.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import attrs
+
+from aqido import dictionary
+from aqido.errors import InvalidQueryError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aqido.profile import ServerProfile
+
+__all__ = [
+    "SERIES_ATTRIBUTES",
+    "STANDARD",
+    "STUDY_ATTRIBUTES",
+    "Criterion",
+    "ElementPredicate",
+    "MatchOptions",
+    "attribute_level",
+    "compile_value",
+    "element_strings",
+    "filter_datasets",
+    "is_universal",
+    "match_form",
+    "match_path",
+    "matches_element",
+]
+
+#: A compiled match value: does this stored DICOM JSON element match?
+ElementPredicate = Callable[[Mapping[str, Any]], bool]
+
+#: VRs where ``*`` and ``?`` are wildcards (PS3.4 C.2.2.2.4).
+STRING_VRS = frozenset({"AE", "AS", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
+#: VRs matched by numeric equality.
+NUMERIC_VRS = frozenset({"IS", "DS", "US", "SS", "UL", "SL", "FL", "FD", "UV", "SV"})
+#: VRs where ``a-b`` is a range (PS3.4 C.2.2.2.5).
+RANGE_VRS = frozenset({"DA", "TM", "DT"})
+
+#: The forms a match value takes (:func:`match_form`).
+MatchForm = Literal["universal", "single", "wildcard", "list", "range", "open_range"]
+
+
+@attrs.frozen(kw_only=True)
+class MatchOptions:
+    """How to match: the defaults are the standard; the rest emulates servers in the wild."""
+
+    #: Single values and wildcards of string VRs other than PN are case-sensitive.
+    case_sensitive: bool = True
+    #: PN values are matched case-sensitively (PS3.4 lets a server ignore case for PN).
+    pn_case_sensitive: bool = True
+    #: A PN value also matches on each component group alone (``山田*`` finds
+    #: ``Yamada^Tarou=山田^太郎``); ``False``: the whole value only.
+    pn_groups: bool = True
+    #: How a single string value (no wildcard) is compared: ``"exact"`` (the standard),
+    #: or as a prefix or substring of the stored value (servers that match too loosely).
+    single_value_matching: Literal["exact", "prefix", "substring"] = "exact"
+    #: ``*`` is a wildcard (``False``: a literal character).
+    wildcard_star: bool = True
+    #: ``?`` is a wildcard (``False``: a literal character).
+    wildcard_question: bool = True
+    #: ``a,b`` in a UI value is a list of UIDs (``False``: one literal value).
+    uid_lists: bool = True
+    #: ``a,b`` in other values is a list of values (``False``: one literal value).
+    value_lists: bool = True
+    #: ``d1-d2`` is a closed range for DA and DT (``False``: a literal value).
+    date_ranges: bool = True
+    #: ``-d`` and ``d-`` are open ranges for DA and DT (``False``: a literal value).
+    open_date_ranges: bool = True
+    #: ``t1-t2`` (and open forms) are ranges for TM (``False``: a literal value).
+    time_ranges: bool = True
+    #: A malformed value raises ``InvalidQueryError`` (``False``: it matches nothing).
+    strict_values: bool = True
+
+    @classmethod
+    def from_profile(cls, profile: ServerProfile, *, pn_groups: bool = True) -> MatchOptions:
+        """The matching a server with ``profile`` does (to emulate it, e.g. in FakeArchive)."""
+        return cls(
+            case_sensitive=profile.case_sensitive,
+            pn_case_sensitive=profile.pn_case_sensitive,
+            pn_groups=pn_groups,
+            single_value_matching=profile.single_value_matching,
+            wildcard_star=profile.wildcard_star,
+            wildcard_question=profile.wildcard_question,
+            uid_lists=profile.uid_lists,
+            value_lists=profile.value_lists,
+            date_ranges=profile.date_ranges,
+            open_date_ranges=profile.open_date_ranges,
+            time_ranges=profile.time_ranges,
+            strict_values=profile.bad_request_status == 400,
+        )
+
+
+#: The standard's matching.
+STANDARD = MatchOptions()
+
+
+# --- levels ---------------------------------------------------------------------------------
+
+#: Attributes of the study level besides the Patient group (0010,xxxx): Patient Study and
+#: General Study modules, and what archives compute per study.
+STUDY_ATTRIBUTES = frozenset(
+    {
+        "00080020",  # StudyDate
+        "00080030",  # StudyTime
+        "00080050",  # AccessionNumber
+        "00080051",  # IssuerOfAccessionNumberSequence
+        "00080090",  # ReferringPhysicianName
+        "00080096",  # ReferringPhysicianIdentificationSequence
+        "00080061",  # ModalitiesInStudy
+        "00081030",  # StudyDescription
+        "00081032",  # ProcedureCodeSequence
+        "00081048",  # PhysiciansOfRecord
+        "00081060",  # NameOfPhysiciansReadingStudy
+        "00081080",  # AdmittingDiagnosesDescription
+        "00081110",  # ReferencedStudySequence
+        "0020000D",  # StudyInstanceUID
+        "00200010",  # StudyID
+        "00201206",  # NumberOfStudyRelatedSeries
+        "00201208",  # NumberOfStudyRelatedInstances
+        "00321032",  # RequestingPhysician
+        "00321060",  # RequestedProcedureDescription
+        "00401001",  # RequestedProcedureID (study level in Orthanc)
+    }
+)
+#: Attributes of the series level (General Series, Frame of Reference, General Equipment).
+SERIES_ATTRIBUTES = frozenset(
+    {
+        "00080021",  # SeriesDate
+        "00080031",  # SeriesTime
+        "00080060",  # Modality
+        "00080070",  # Manufacturer
+        "00080080",  # InstitutionName
+        "00080081",  # InstitutionAddress
+        "00081010",  # StationName
+        "0008103E",  # SeriesDescription
+        "00081040",  # InstitutionalDepartmentName
+        "00081050",  # PerformingPhysicianName
+        "00081070",  # OperatorsName
+        "00081090",  # ManufacturerModelName
+        "00180015",  # BodyPartExamined
+        "00181030",  # ProtocolName
+        "00185100",  # PatientPosition
+        "0020000E",  # SeriesInstanceUID
+        "00200011",  # SeriesNumber
+        "00200052",  # FrameOfReferenceUID
+        "00200060",  # Laterality
+        "00201209",  # NumberOfSeriesRelatedInstances
+        "00400244",  # PerformedProcedureStepStartDate
+        "00400245",  # PerformedProcedureStepStartTime
+        "00400253",  # PerformedProcedureStepID
+        "00400254",  # PerformedProcedureStepDescription
+        "00400275",  # RequestAttributesSequence
+    }
+)
+
+
+def attribute_level(key: str) -> int:
+    """The level of an attribute (a tag key): 0 study (or patient), 1 series, 2 instance."""
+    if key in STUDY_ATTRIBUTES or key.startswith("0010"):
+        return 0
+    if key in SERIES_ATTRIBUTES:
+        return 1
+    return 2
+
+
+# --- stored values ---------------------------------------------------------------------------
+
+
+def element_strings(elem: Mapping[str, Any] | None, *, pn_groups: bool = True) -> list[str]:
+    """The stored values of a DICOM JSON element as strings (``[]`` when absent or empty).
+
+    A PN value gives its whole value (``Yamada^Tarou=山田^太郎``, trailing
+    empty groups dropped) and, with ``pn_groups``, each non-empty group.
+    Padding (trailing NUL and space) is stripped; ``null`` values are skipped.
+    """
+    if not elem:
+        return []
+    values = elem.get("Value")
+    if not values:
+        return []
+    is_pn = elem.get("vr") == "PN"
+    out: list[str] = []
+    for v in values:
+        if v is None:
+            continue
+        if isinstance(v, dict):  # PN
+            groups = [
+                v.get("Alphabetic") or "",
+                v.get("Ideographic") or "",
+                v.get("Phonetic") or "",
+            ]
+        elif is_pn and isinstance(v, str):  # some servers send PN as a bare string
+            groups = v.rstrip("\0 ").split("=")
+        else:
+            text = str(v).rstrip("\0 ")
+            if text:
+                out.append(text)
+            continue
+        full = "=".join(groups).rstrip("=")
+        if full:
+            out.append(full)
+        if pn_groups:
+            out.extend(g for g in groups if g and g != full)
+    return out
+
+
+# --- match values ------------------------------------------------------------------------------
+
+
+def is_universal(value: str, vr: str, options: MatchOptions = STANDARD) -> bool:
+    """Whether ``value`` is universal matching: empty, or ``*`` alone for a string VR."""
+    return value == "" or (value == "*" and vr in STRING_VRS and options.wildcard_star)
+
+
+def _is_range(value: str, vr: str) -> bool:
+    if vr not in RANGE_VRS:
+        return False
+    if vr == "DT":  # '-' is also a negative offset: one range dash at most
+        return value.count("-") == 1
+    return "-" in value
+
+
+def match_form(value: str, vr: str) -> MatchForm:
+    """The form of a match value under the standard: universal, single, wildcard, list, range.
+
+    A list wins over its items' forms (``CT,M*`` is a list); ``open_range`` is
+    ``-d`` or ``d-``.
+    """
+    if is_universal(value, vr):
+        return "universal"
+    if "," in value:
+        return "list"
+    if _is_range(value, vr):
+        low, _, high = value.partition("-")
+        return "range" if low and high else "open_range"
+    if vr in STRING_VRS and ("*" in value or "?" in value):
+        return "wildcard"
+    return "single"
+
+
+def _nothing(elem: Mapping[str, Any]) -> bool:
+    """The predicate of a malformed value with ``strict_values=False``: matches nothing."""
+    return False
+
+
+def compile_value(
+    value: str, vr: str | None, options: MatchOptions = STANDARD
+) -> ElementPredicate | None:
+    """Compile a match value for attributes of ``vr``; ``None`` means universal matching.
+
+    Raises:
+        InvalidQueryError: ``value`` is malformed for ``vr`` (with ``strict_values``).
+    """
+    vr = vr or "UN"
+    if vr == "SQ":
+        raise InvalidQueryError("a sequence can only be matched through one of its attributes")
+    if is_universal(value, vr, options):
+        return None
+    lists = options.uid_lists if vr == "UI" else options.value_lists
+    alternatives = value.split(",") if lists and "," in value else [value]
+    if any(is_universal(alt, vr, options) for alt in alternatives if alt):
+        return None  # a list is the OR of its values: one universal item makes it universal
+    if vr == "UI":
+        uids = frozenset(u.strip() for u in alternatives if u.strip())
+        return lambda elem: any(v in uids for v in element_strings(elem))
+    compiled: list[ElementPredicate] = []
+    for alt in alternatives:
+        try:
+            compiled.append(_compile_single(alt, vr, options))
+        except InvalidQueryError:
+            if options.strict_values:
+                raise
+            compiled.append(_nothing)
+    if len(compiled) == 1:
+        return compiled[0]
+    return lambda elem: any(pred(elem) for pred in compiled)
+
+
+def _compile_single(alt: str, vr: str, options: MatchOptions) -> ElementPredicate:
+    """One match value (no list) → a predicate on a stored element."""
+    if vr in RANGE_VRS:
+        return _compile_temporal(alt, vr, options)
+    if vr in NUMERIC_VRS:
+        return _compile_number(alt)
+    is_pn = vr == "PN"
+    groups = options.pn_groups
+    case = options.pn_case_sensitive if is_pn else options.case_sensitive
+    wild = vr in STRING_VRS and (
+        (options.wildcard_star and "*" in alt) or (options.wildcard_question and "?" in alt)
+    )
+    if wild or options.single_value_matching != "exact":
+        pattern = _wildcard_regex(alt, options) if wild else re.escape(alt)
+        if wild:
+            pass  # a value with wildcards is matched as a pattern, even by loose servers
+        elif options.single_value_matching == "prefix":
+            pattern += ".*"
+        elif options.single_value_matching == "substring":
+            pattern = f".*{pattern}.*"
+        rx = re.compile(pattern, re.DOTALL | (0 if case else re.IGNORECASE))
+        return lambda elem: any(rx.fullmatch(s) for s in element_strings(elem, pn_groups=groups))
+    if case:
+        return lambda elem: alt in element_strings(elem, pn_groups=groups)
+    folded = alt.casefold()
+    return lambda elem: any(s.casefold() == folded for s in element_strings(elem, pn_groups=groups))
+
+
+def _wildcard_regex(alt: str, options: MatchOptions) -> str:
+    parts = []
+    for c in alt:
+        if c == "*" and options.wildcard_star:
+            parts.append(".*")
+        elif c == "?" and options.wildcard_question:
+            parts.append(".")
+        else:
+            parts.append(re.escape(c))
+    return "".join(parts)
+
+
+def _compile_number(alt: str) -> ElementPredicate:
+    try:
+        target = float(alt)
+    except ValueError:
+        raise InvalidQueryError(f"{alt!r} is not a number") from None
+
+    def numeric(elem: Mapping[str, Any]) -> bool:
+        for v in elem.get("Value") or ():
+            try:
+                if v is not None and float(v) == target:
+                    return True
+            except (TypeError, ValueError):
+                continue
+        return False
+
+    return numeric
+
+
+_DA = re.compile(r"\d{8}")
+_TM = re.compile(r"(\d{2})(\d{2})?(\d{2})?(?:\.(\d{1,6}))?")
+_DT = re.compile(r"\d{4,14}(\.\d{1,6})?([+-]\d{4})?")
+
+
+def _tm_key(value: str, *, upper: bool) -> str | None:
+    """A TM as a sortable HHMMSSffffff; missing parts are zeros, or the maximum for ``upper``."""
+    m = _TM.fullmatch(value.strip().replace(":", ""))
+    if m is None:
+        return None
+    hh, mm, ss, frac = m.groups()
+    if int(hh) > 23 or (mm is not None and int(mm) > 59) or (ss is not None and int(ss) > 60):
+        return None
+    fill = "59" if upper else "00"
+    if frac is None and ss is None:
+        frac = ""
+    return f"{hh}{mm or fill}{ss or fill}{(frac or '').ljust(6, '9' if upper else '0')}"
+
+
+def _temporal_key(value: str, vr: str, *, upper: bool) -> str | None:
+    """A sortable text for a DA, TM or DT value (``None`` if malformed)."""
+    if vr == "DA":
+        v = value.strip().replace(".", "")
+        if not _DA.fullmatch(v) or not ("01" <= v[4:6] <= "12" and "01" <= v[6:8] <= "31"):
+            return None
+        return v
+    if vr == "TM":
+        return _tm_key(value, upper=upper)
+    v = value.strip()  # DT: compared as text, reduced precision padded
+    if not _DT.fullmatch(v):
+        return None
+    return v.ljust(21, "9" if upper else "0")
+
+
+def _compile_temporal(alt: str, vr: str, options: MatchOptions) -> ElementPredicate:
+    if alt == "-":
+        raise InvalidQueryError("a bare '-' is not a valid range")
+    low_text, _, high_text = alt.partition("-")
+    is_range = _is_range(alt, vr)
+    if is_range:
+        closed = bool(low_text and high_text)
+        if vr == "TM":
+            supported = options.time_ranges
+        else:
+            supported = options.date_ranges if closed else options.open_date_ranges
+        if not supported:  # the server reads it as one literal value: nothing has that text
+            return lambda elem: any(s == alt for s in element_strings(elem))
+    if not is_range:
+        if _temporal_key(alt, vr, upper=False) is None:
+            raise InvalidQueryError(f"{alt!r} is not a valid {vr} value")
+        text = alt.strip()
+        return lambda elem: any(s.strip() == text for s in element_strings(elem))
+    low = _temporal_key(low_text, vr, upper=False) if low_text else ""
+    high = _temporal_key(high_text, vr, upper=True) if high_text else "~"
+    if low is None or high is None:
+        raise InvalidQueryError(f"{alt!r} is not a valid {vr} range")
+
+    def in_range(elem: Mapping[str, Any]) -> bool:
+        for v in element_strings(elem):
+            k = _temporal_key(v, vr, upper=False)
+            if k is not None and low <= k <= high:
+                return True
+        return False
+
+    return in_range
+
+
+def matches_element(
+    elem: Mapping[str, Any] | None, value: str, vr: str | None, options: MatchOptions = STANDARD
+) -> bool:
+    """Whether a stored element (``None``: absent) matches ``value`` (one-off use)."""
+    pred = compile_value(value, vr or (elem or {}).get("vr"), options)
+    if pred is None:
+        return True
+    return elem is not None and pred(elem)
+
+
+# --- keys and datasets -------------------------------------------------------------------------
+
+
+def match_path(elem: Mapping[str, Any], path: Sequence[str], pred: ElementPredicate) -> bool:
+    """Sequence matching: any item whose attribute at ``path`` matches."""
+    for item in elem.get("Value") or ():
+        if not isinstance(item, Mapping):
+            continue
+        inner = item.get(path[0])
+        if inner is None:
+            continue
+        if len(path) == 1:
+            if pred(inner):
+                return True
+        elif match_path(inner, path[1:], pred):
+            return True
+    return False
+
+
+@attrs.frozen
+class Criterion:
+    """One match key of a query: a tag path, its match value and the VR of its last tag.
+
+    ``path`` holds 8-hex-digit tag keys (``("00400275", "00400009")`` for a
+    sequence path).  Build one from keywords with :meth:`of`.
+    """
+
+    path: tuple[str, ...]
+    value: str
+    vr: str
+
+    @classmethod
+    def of(cls, key: str, value: str) -> Criterion:
+        """A criterion from a keyword, tag or ``.``-joined path (``"PatientName"``, ``"00100010"``).
+
+        Raises:
+            InvalidQueryError: an unknown keyword or tag.
+        """
+        tags: list[int] = []
+        for step in key.split("."):
+            try:
+                tags.append(dictionary.resolve(step)[0])
+            except (KeyError, ValueError):
+                raise InvalidQueryError(f"{key!r} is not a DICOM keyword or tag") from None
+        return cls(
+            tuple(dictionary.tag_key(t) for t in tags), value, dictionary.vr_for(tags[-1]) or "UN"
+        )
+
+    @property
+    def key(self) -> str:
+        """The tag path as sent in a query (``"00100010"``, ``"00400275.00400009"``)."""
+        return ".".join(self.path)
+
+    def compile(self, options: MatchOptions = STANDARD) -> Callable[[Mapping[str, Any]], bool]:
+        """A predicate on whole DICOM JSON datasets (raises for a malformed value)."""
+        pred = compile_value(self.value, self.vr, options)
+        first, rest = self.path[0], self.path[1:]
+        if pred is None:
+            return lambda dataset: True
+        if not rest:
+
+            def single(dataset: Mapping[str, Any]) -> bool:
+                elem = dataset.get(first)
+                return elem is not None and pred(elem)
+
+            return single
+
+        def nested(dataset: Mapping[str, Any]) -> bool:
+            elem = dataset.get(first)
+            return elem is not None and match_path(elem, rest, pred)
+
+        return nested
+
+    def matches(self, dataset: Mapping[str, Any], options: MatchOptions = STANDARD) -> bool:
+        """Whether ``dataset`` (DICOM JSON) matches this key."""
+        return self.compile(options)(dataset)
+
+
+def filter_datasets(
+    datasets: Iterable[Mapping[str, Any]],
+    criteria: Iterable[Criterion],
+    options: MatchOptions = STANDARD,
+) -> list[Mapping[str, Any]]:
+    """The datasets that match every criterion, in their order."""
+    preds = [c.compile(options) for c in criteria]
+    return [d for d in datasets if all(p(d) for p in preds)]

@@ -1,0 +1,1040 @@
+"""Issue 15, the network half: hostile servers, closing, redirects, retries, TLS and proxies.
+
+Every server here is a real aiohttp server on 127.0.0.1 (a background thread, so the
+blocking client and the CLI can use it too); certificates are made by ``trustme`` in the
+test.  Memory is measured in a child process (its peak RSS, with generous margins) and the
+child caps its own address space, so a client that does not bound its memory fails the
+test instead of exhausting the machine.  No assertion is about time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import io
+import json
+import logging
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import textwrap
+import threading
+import zlib
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anyio
+import pytest
+import trustme
+from aiohttp import web
+from aiohttp.abc import AbstractResolver
+
+from aqido import cli
+from aqido.blocking import QidoRS
+from aqido.client import MAX_REDIRECTS, AsyncQidoRS
+from aqido.errors import (
+    ClientClosedError,
+    InvalidResponseError,
+    QidoError,
+    RedirectError,
+    ResponseTooLargeError,
+    TLSError,
+)
+from aqido.retry import Retry
+
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+UID = "1.2.826.0.1.3680043.10.1.1"
+STUDY = {"0020000D": {"vr": "UI", "Value": [UID]}, "00100010": {"vr": "PN"}}
+BODY = json.dumps([STUDY]).encode()
+JSON = {"Content-Type": "application/dicom+json"}
+QUICK = Retry(max_attempts=4, backoff_base=0.001, backoff_max=0.002)
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+@dataclass
+class Seen:
+    """One request a test server received."""
+
+    path_qs: str
+    headers: dict[str, str]
+    url: str = ""
+
+
+@dataclass
+class Server:
+    """An aiohttp server on 127.0.0.1 in a background thread, recording what it receives."""
+
+    handler: Handler
+    ssl_context: ssl.SSLContext | None = None
+    requests: list[Seen] = field(default_factory=list)
+    disconnected: threading.Event = field(default_factory=threading.Event)
+    port: int = 0
+
+    @property
+    def origin(self) -> str:
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.origin}/dicom-web"
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        self.requests.append(Seen(request.path_qs, dict(request.headers), str(request.url)))
+        return await self.handler(request)
+
+
+@contextlib.contextmanager
+def serve(handler: Handler, ssl_context: ssl.SSLContext | None = None) -> Iterator[Server]:
+    """Run ``handler`` as an HTTP(S) server on 127.0.0.1 until the block ends."""
+    server = Server(handler, ssl_context)
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    stop = threading.Event()
+    runners: list[web.ServerRunner] = []
+
+    async def start() -> None:
+        runner = web.ServerRunner(web.Server(server._handle), access_log=None, shutdown_timeout=0.1)
+        runners.append(runner)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+        await site.start()
+        server.port = int(runner.addresses[0][1])
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(start())
+        started.set()
+        loop.run_until_complete(asyncio.to_thread(stop.wait))
+        loop.run_until_complete(runners[0].cleanup())
+        loop.close()
+
+    thread = threading.Thread(target=run, name="test-server", daemon=True)
+    thread.start()
+    assert started.wait(30)
+    try:
+        yield server
+    finally:
+        stop.set()
+        thread.join(30)
+
+
+def answer(body: bytes = BODY, status: int = 200, **headers: str) -> Handler:
+    """A handler that always gives the same answer."""
+
+    async def handle(_request: web.BaseRequest) -> web.StreamResponse:
+        return web.Response(status=status, body=body, headers={**JSON, **headers})
+
+    return handle
+
+
+def uids(results: list[Any]) -> list[str]:
+    return [study.StudyInstanceUID for study in results]
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests set the proxy variables they need, and only those."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+# --- bounded responses --------------------------------------------------------------------------
+
+#: The child process: searches URL with max_response_bytes=LIMIT, reports the error it got
+#: and how much its peak RSS grew.  Its address space is capped 2 GiB above what it has mapped,
+#: so an unbounded client dies of MemoryError rather than taking the machine down.
+CHILD = textwrap.dedent(
+    """
+    import asyncio, json, resource, sys
+    import aqido.client, aqido.results, aqido.errors, aiohttp
+
+    def mapped_bytes():
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[0]) * resource.getpagesize()
+
+    resource.setrlimit(resource.RLIMIT_AS, (mapped_bytes() + 2 * 1024**3,) * 2)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    async def main():
+        client = aqido.client.AsyncQidoRS(
+            sys.argv[1], max_response_bytes=int(sys.argv[2]), retries=0, timeout=60
+        )
+        async with client:
+            try:
+                await client.search({})
+            except BaseException as exc:
+                return type(exc).__name__
+        return "no error"
+
+    try:
+        error = asyncio.run(main())
+    except MemoryError:
+        error = "MemoryError"
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    print(json.dumps({"error": error, "rss_growth_kib": grown}))
+    """
+)
+LIMIT = 32 * 1024 * 1024
+
+
+def run_child(url: str, limit: int = LIMIT) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, url, str(limit)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+async def gzip_bomb(request: web.BaseRequest) -> web.StreamResponse:
+    """About 3 MB of gzip that inflates to 3 GiB of JSON whitespace, compressed as it is sent."""
+    response = web.StreamResponse(headers={**JSON, "Content-Encoding": "gzip"})
+    await response.prepare(request)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    spaces = b" " * (1024 * 1024)
+    sent = 0
+    try:
+        for i in range(3 * 1024):  # 3 GiB in, bounded
+            chunk = compressor.compress(b"[" if i == 0 else spaces)
+            if chunk:
+                await response.write(chunk)
+                sent += len(chunk)
+        await response.write(compressor.compress(b"]") + compressor.flush())
+    except (ConnectionError, RuntimeError):  # the client hung up
+        pass
+    return response
+
+
+async def endless(request: web.BaseRequest) -> web.StreamResponse:
+    """A chunked DICOM JSON array that never ends (bounded here at 8 GiB)."""
+    response = web.StreamResponse(headers=JSON)
+    await response.prepare(request)
+    item = json.dumps(STUDY).encode() + b","
+    block = item * (65536 // len(item))
+    try:
+        await response.write(b"[")
+        for _ in range(8 * 1024**3 // len(block)):
+            await response.write(block)
+    except (ConnectionError, RuntimeError):
+        pass
+    return response
+
+
+async def declares_2_gib(request: web.BaseRequest) -> web.StreamResponse:
+    """A body that declares 2 GiB (and sends 1 KiB, then holds the line until the client leaves)."""
+    response = web.StreamResponse(headers={**JSON, "Content-Length": str(2 * 1024**3)})
+    await response.prepare(request)
+    await response.write(b"[" + b" " * 1024)
+    for _ in range(600):  # at most 60 s
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            break
+        await asyncio.sleep(0.1)
+    return response
+
+
+LINUX_ONLY = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the child reads /proc/self/statm"
+)
+
+
+@LINUX_ONLY
+def test_gzip_bomb_is_refused_with_memory_bounded() -> None:
+    with serve(gzip_bomb) as server:
+        result = run_child(server.url)
+    assert result["error"] == "ResponseTooLargeError"
+    # 32 MiB of body (twice, while joined) plus buffers: far below the 3 GiB it inflates to.
+    assert result["rss_growth_kib"] < 256 * 1024, result
+
+
+@LINUX_ONLY
+def test_endless_chunked_body_is_refused_with_memory_bounded() -> None:
+    with serve(endless) as server:
+        result = run_child(server.url)
+    assert result["error"] == "ResponseTooLargeError"
+    assert result["rss_growth_kib"] < 256 * 1024, result
+
+
+@LINUX_ONLY
+def test_a_body_declaring_2_gib_is_refused_with_memory_bounded() -> None:
+    with serve(declares_2_gib) as server:
+        result = run_child(server.url)
+    assert result["error"] == "ResponseTooLargeError"
+    assert result["rss_growth_kib"] < 64 * 1024, result
+
+
+@pytest.mark.anyio
+async def test_declared_huge_body_is_refused_at_once() -> None:
+    async def huge(request: web.BaseRequest) -> web.StreamResponse:
+        response = web.StreamResponse(headers={**JSON, "Content-Length": str(2 * 1024**3)})
+        await response.prepare(request)
+        await response.write(b"[" + b" " * 1024)
+        for _ in range(600):  # hold the connection (at most 60 s) until the client leaves
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                server.disconnected.set()
+                break
+            await asyncio.sleep(0.1)
+        return response
+
+    with serve(huge) as server:
+        async with AsyncQidoRS(server.url, retries=QUICK, timeout=30) as client:
+            with pytest.raises(ResponseTooLargeError, match="declares 2147483648 bytes") as info:
+                await client.search({})
+        assert await anyio.to_thread.run_sync(server.disconnected.wait, 60)
+    assert isinstance(info.value, InvalidResponseError)
+    assert info.value.url == f"{server.url}/studies"
+    assert len(server.requests) == 1  # never retried
+
+
+@pytest.mark.anyio
+async def test_compressed_body_under_the_limit_is_read_whole() -> None:
+    items = [dict(STUDY, **{"0020000D": {"vr": "UI", "Value": [f"1.2.{i}"]}}) for i in range(500)]
+    compressed = zlib.compress(json.dumps(items).encode(), wbits=31)
+    assert len(compressed) < 10_000 < len(json.dumps(items))
+    with serve(answer(compressed, **{"Content-Encoding": "gzip"})) as server:
+        async with AsyncQidoRS(server.url, max_response_bytes=len(json.dumps(items))) as client:
+            found = await client.search({})
+        async with AsyncQidoRS(server.url, max_response_bytes=10_000, retries=QUICK) as client:
+            with pytest.raises(ResponseTooLargeError, match="after decompression"):
+                await client.search({})
+    assert uids(found) == [f"1.2.{i}" for i in range(500)]
+    assert len(server.requests) == 2
+
+
+def test_max_response_bytes_is_validated() -> None:
+    for bad in (0, -1, 1.5, True, "1M"):
+        with pytest.raises(ValueError, match="max_response_bytes"):
+            AsyncQidoRS("http://127.0.0.1:1/dicom-web", max_response_bytes=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("512M", 512 * 1024**2), ("1G", 1024**3), ("1.5GiB", 3 * 1024**3 // 2), ("4096", 4096)],
+)
+def test_cli_max_response_size_accepts_units(text: str, size: int) -> None:
+    args = cli.build_parser().parse_args(
+        ["search", "http://127.0.0.1:1/", "--max-response-size", text]
+    )
+    assert args.max_response_size == size
+
+
+def test_cli_max_response_size_is_enforced() -> None:
+    with serve(answer(json.dumps([STUDY] * 100).encode())) as server:
+        code, _, err = run_cli("search", server.url, "--max-response-size", "1K", "--retries", "0")
+    assert code == cli.EXIT_ERROR
+    assert "max_response_bytes (1024)" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+# --- closing ------------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_close_cancels_in_flight_and_pending_calls() -> None:
+    arrived = threading.Event()
+
+    async def slow(_request: web.BaseRequest) -> web.StreamResponse:
+        arrived.set()
+        await asyncio.sleep(10)
+        return web.Response(body=BODY, headers=JSON)
+
+    with serve(slow) as server:
+        client = AsyncQidoRS(server.url, max_concurrency=1, retries=0, timeout=30)
+        errors: list[BaseException] = []
+
+        async def search() -> None:
+            try:
+                await client.search({})
+            except BaseException as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as group:
+            for _ in range(3):  # one in flight, two waiting for the only slot
+                group.start_soon(search)
+            assert await anyio.to_thread.run_sync(arrived.wait, 30)
+            await client.close()
+        with pytest.raises(ClientClosedError, match="closed"):
+            await client.search({})
+    assert len(errors) == 3
+    assert all(isinstance(error, ClientClosedError) for error in errors), errors
+    assert all(isinstance(error, QidoError) for error in errors)
+    assert len(server.requests) == 1
+
+
+@pytest.mark.anyio
+async def test_close_ends_a_crawl_with_client_closed_error() -> None:
+    arrived = threading.Event()
+
+    async def slow(_request: web.BaseRequest) -> web.StreamResponse:
+        arrived.set()
+        await asyncio.sleep(10)
+        return web.Response(body=BODY, headers=JSON)
+
+    with serve(slow) as server:
+        client = AsyncQidoRS(server.url, retries=0, timeout=30)
+
+        async def crawl() -> list[Any]:
+            return [study async for study in client.crawl()]
+
+        async with anyio.create_task_group() as group:
+            outcome: list[BaseException] = []
+
+            async def run() -> None:
+                try:
+                    await crawl()
+                except BaseException as exc:
+                    outcome.append(exc)
+
+            group.start_soon(run)
+            assert await anyio.to_thread.run_sync(arrived.wait, 30)
+            await client.close()
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], ClientClosedError)
+
+
+def test_blocking_close_raises_client_closed_error_in_the_waiting_thread() -> None:
+    arrived = threading.Event()
+
+    async def slow(_request: web.BaseRequest) -> web.StreamResponse:
+        arrived.set()
+        await asyncio.sleep(10)
+        return web.Response(body=BODY, headers=JSON)
+
+    with serve(slow) as server:
+        client = QidoRS(server.url, retries=0, timeout=30)
+        errors: list[BaseException] = []
+
+        def search() -> None:
+            try:
+                client.search({})
+            except BaseException as exc:
+                errors.append(exc)
+
+        worker = threading.Thread(target=search)
+        worker.start()
+        assert arrived.wait(30)
+        client.close()
+        worker.join(30)
+        with pytest.raises(ClientClosedError):
+            client.search({})
+    assert not worker.is_alive()
+    assert len(errors) == 1
+    assert isinstance(errors[0], ClientClosedError)
+
+
+# --- redirects ----------------------------------------------------------------------------------
+
+SECRET = "s3cr3t-value-42"
+
+
+def redirect_to(target: Callable[[], str], status: int = 302, cookie: bool = False) -> Handler:
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        response = web.Response(status=status, headers={"Location": target() + request.path_qs})
+        if cookie:
+            response.set_cookie("session", SECRET)
+        return response
+
+    return handle
+
+
+def secret_in(seen: Seen) -> bool:
+    encoded = base64.b64encode(f"user:{SECRET}".encode()).decode()  # basic auth
+    return any(SECRET in value or encoded in value for value in seen.headers.values())
+
+
+#: Each source of a credential: client options, and whether server A sets a session cookie.
+SOURCES: dict[str, tuple[dict[str, Any], bool]] = {
+    "authorization-basic": ({"auth": ("user", SECRET)}, False),
+    "authorization-bearer": ({"auth": SECRET}, False),
+    "authorization-in-headers": ({"headers": {"Authorization": f"Bearer {SECRET}"}}, False),
+    "cookie-from-the-server": ({}, True),
+    "cookie-in-headers": ({"headers": {"Cookie": f"session={SECRET}"}}, False),
+    "custom-header": ({"headers": {"X-Api-Key": SECRET}}, False),
+    "auth-callable": ({"auth": lambda: {"X-Token": SECRET, "Authorization": SECRET}}, False),
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("source", sorted(SOURCES))
+async def test_credentials_do_not_follow_a_redirect_to_another_origin(source: str) -> None:
+    options, cookie = SOURCES[source]
+    with (
+        serve(answer()) as other,
+        serve(redirect_to(lambda: other.origin, cookie=cookie)) as first,
+    ):
+        async with AsyncQidoRS(first.url, retries=0, **options) as client:
+            if cookie:  # the session cookie is set by an earlier answer of the same origin
+                await client.search({"PatientID": "x"})
+            found = await client.search({})
+    assert uids(found) == [UID]
+    sent_to_first = first.requests[-1]
+    assert secret_in(sent_to_first), sent_to_first.headers  # the origin itself gets it
+    assert other.requests, "the redirect was not followed"
+    for seen in other.requests:
+        assert not secret_in(seen), seen.headers
+        assert "Cookie" not in seen.headers
+        assert "Authorization" not in seen.headers
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("source", sorted(SOURCES))
+async def test_credentials_follow_a_redirect_within_the_origin(source: str) -> None:
+    options, cookie = SOURCES[source]
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        if request.path.startswith("/moved"):
+            return web.Response(body=BODY, headers=JSON)
+        response = web.Response(status=307, headers={"Location": "/moved" + request.path_qs})
+        if cookie:
+            response.set_cookie("session", SECRET)
+        return response
+
+    with serve(handle) as server:
+        async with AsyncQidoRS(server.url, retries=0, **options) as client:
+            if cookie:
+                await client.search({"PatientID": "x"})
+            found = await client.search({})
+    assert uids(found) == [UID]
+    moved = [seen for seen in server.requests if seen.path_qs.startswith("/moved")]
+    assert moved
+    assert secret_in(moved[-1]), moved[-1].headers
+
+
+@pytest.mark.anyio
+async def test_redirect_loops_are_capped_and_never_retried() -> None:
+    async def loop(request: web.BaseRequest) -> web.StreamResponse:
+        hop = int(request.query.get("hop", "0")) + 1
+        return web.Response(status=302, headers={"Location": f"{request.path}?hop={hop}"})
+
+    with serve(loop) as server:
+        async with AsyncQidoRS(server.url, retries=QUICK) as client:
+            with pytest.raises(RedirectError, match=f"more than {MAX_REDIRECTS} redirects"):
+                await client.search({})
+    assert len(server.requests) == MAX_REDIRECTS + 1
+
+
+@pytest.mark.anyio
+async def test_a_redirect_to_the_same_url_is_a_loop() -> None:
+    with serve(redirect_to(lambda: "", status=301)) as server:
+        async with AsyncQidoRS(server.url, retries=QUICK) as client:
+            with pytest.raises(RedirectError, match="redirect loop"):
+                await client.search({})
+    assert len(server.requests) == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("target", "match"),
+    [
+        ("ftp://127.0.0.1:21", "only http and https"),
+        ("file:///etc", "only http and https"),
+        ("http://[::1", "malformed Location"),
+    ],
+)
+async def test_redirects_to_other_schemes_are_refused_and_never_retried(
+    target: str, match: str
+) -> None:
+    with serve(redirect_to(lambda: target)) as server:
+        async with AsyncQidoRS(server.url, retries=QUICK) as client:
+            with pytest.raises(RedirectError, match=match):
+                await client.search({})
+    assert len(server.requests) == 1
+
+
+# --- retries of invalid 200 bodies -------------------------------------------------------------
+
+
+def broken_then_good(broken: bytes, times: int = 1) -> Handler:
+    count = 0
+
+    async def handle(_request: web.BaseRequest) -> web.StreamResponse:
+        nonlocal count
+        count += 1
+        body = broken if count <= times else BODY
+        return web.Response(body=body, headers=JSON)  # honest Content-Length
+
+    return handle
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "broken",
+    [BODY[: len(BODY) // 2], b'[{"0020000D" {"vr": "UI"}}]', b"  "],
+    ids=["truncated", "malformed", "empty"],
+)
+async def test_invalid_200_bodies_are_retried_by_default(broken: bytes) -> None:
+    with serve(broken_then_good(broken)) as server:
+        async with AsyncQidoRS(server.url, retries=QUICK) as client:
+            found = await client.search({})
+    assert uids(found) == [UID]
+    assert len(server.requests) == 2
+
+
+@pytest.mark.anyio
+async def test_invalid_200_bodies_share_the_attempt_budget_and_can_be_left_alone() -> None:
+    with serve(broken_then_good(BODY[:-3], times=1000)) as server:
+        async with AsyncQidoRS(server.url, retries=Retry(max_attempts=3, backoff_base=0)) as c:
+            with pytest.raises(InvalidResponseError, match="not JSON"):
+                await c.search({})
+        assert len(server.requests) == 3
+        off = Retry(max_attempts=3, backoff_base=0, retry_invalid_responses=False)
+        async with AsyncQidoRS(server.url, retries=off) as client:
+            with pytest.raises(InvalidResponseError, match="not JSON"):
+                await client.search({})
+    assert len(server.requests) == 4
+
+
+# --- TLS ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Pki:
+    ca: trustme.CA
+    ca_file: Path
+    server_context: ssl.SSLContext
+    client_cert: Path
+    client_key: Path
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    ca = trustme.CA()
+    folder = tmp_path_factory.mktemp("pki")
+    ca_file = folder / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    client = ca.issue_cert("aqido-client@example.org")
+    cert, key = folder / "client.pem", folder / "client.key"
+    client.cert_chain_pems[0].write_to_path(str(cert))
+    client.private_key_pem.write_to_path(str(key))
+    return Pki(ca, ca_file, server_context, cert, key)
+
+
+@pytest.fixture
+def mutual_tls(pki: Pki) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    pki.ca.issue_cert("127.0.0.1").configure_cert(context)
+    context.verify_mode = ssl.CERT_REQUIRED
+    pki.ca.configure_trust(context)
+    return context
+
+
+@pytest.mark.anyio
+async def test_an_untrusted_certificate_is_a_tls_error_never_retried(
+    pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aqido")
+    with serve(answer(), pki.server_context) as server:
+        async with AsyncQidoRS(server.url, retries=QUICK) as client:
+            with pytest.raises(TLSError, match="certificate") as info:
+                await client.search({})
+    assert info.value.url == f"{server.url}/studies"
+    assert "--cacert" in str(info.value)
+    assert not [r for r in caplog.records if "retrying" in r.getMessage()]
+    assert server.requests == []
+
+
+@pytest.mark.anyio
+async def test_tls_with_a_ca_bundle_path_or_a_context(pki: Pki) -> None:
+    context = ssl.create_default_context(cafile=str(pki.ca_file))
+    with serve(answer(), pki.server_context) as server:
+        for option in (str(pki.ca_file), pki.ca_file, context):
+            async with AsyncQidoRS(server.url, ssl=option) as client:
+                assert uids(await client.search({})) == [UID]
+        async with AsyncQidoRS(server.url, ssl=False) as client:  # no verification at all
+            assert uids(await client.search({})) == [UID]
+        with QidoRS(server.url, ssl=pki.ca_file) as blocking:
+            assert uids(blocking.search({})) == [UID]
+    assert len(server.requests) == 5
+
+
+def test_a_missing_ca_bundle_is_a_value_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="CA bundle"):
+        AsyncQidoRS("https://127.0.0.1:1/", ssl=tmp_path / "missing.pem")
+
+
+@pytest.mark.anyio
+async def test_mutual_tls_with_a_client_certificate_in_a_context(
+    pki: Pki, mutual_tls: ssl.SSLContext
+) -> None:
+    context = ssl.create_default_context(cafile=str(pki.ca_file))
+    context.load_cert_chain(pki.client_cert, pki.client_key)
+    with serve(answer(), mutual_tls) as server:
+        async with AsyncQidoRS(server.url, ssl=context) as client:
+            assert uids(await client.search({})) == [UID]
+        async with AsyncQidoRS(server.url, ssl=pki.ca_file, retries=QUICK) as client:
+            with pytest.raises(QidoError):  # no client certificate: the server refuses
+                await client.search({})
+    assert len(server.requests) == 1
+
+
+def cli_uids(out: str) -> list[str]:
+    return [item["0020000D"]["Value"][0] for item in json.loads(out)]
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main(list(argv), stdout=out, stderr=err, environ={})
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_cli_cacert(pki: Pki) -> None:
+    with serve(answer(), pki.server_context) as server:
+        code, out, err = run_cli("search", server.url, "--format", "json", "--retries", "0")
+        assert code == cli.EXIT_ERROR
+        assert "TLS" in err
+        assert "--cacert" in err
+        assert len(err.strip().splitlines()) == 1
+        code, out, err = run_cli(
+            "search", server.url, "--format", "json", "--cacert", str(pki.ca_file)
+        )
+    assert (code, err) == (cli.EXIT_OK, "")
+    assert cli_uids(out) == [UID]
+
+
+def test_cli_client_certificate(pki: Pki, mutual_tls: ssl.SSLContext) -> None:
+    common = ("--format", "json", "--retries", "0", "--cacert", str(pki.ca_file))
+    with serve(answer(), mutual_tls) as server:
+        code, _, err = run_cli("search", server.url, *common)
+        assert code == cli.EXIT_ERROR
+        code, out, err = run_cli(
+            "search",
+            server.url,
+            *common,
+            "--cert",
+            str(pki.client_cert),
+            "--key",
+            str(pki.client_key),
+        )
+    assert (code, err) == (cli.EXIT_OK, "")
+    assert cli_uids(out) == [UID]
+    assert len(server.requests) == 1
+
+
+def test_cli_tls_usage_errors(pki: Pki, tmp_path: Path) -> None:
+    url = "https://127.0.0.1:1/dicom-web"
+    for argv, message in [
+        (("--key", str(pki.client_key)), "--key needs --cert"),
+        (("--insecure", "--cacert", str(pki.ca_file)), "contradict"),
+        (("--cacert", str(tmp_path / "missing.pem")), "--cacert"),
+        (("--cert", str(pki.ca_file)), "client certificate"),
+    ]:
+        code, _, err = run_cli("search", url, *argv)
+        assert code == cli.EXIT_USAGE, (argv, err)
+        assert message in err
+
+
+def test_cli_insecure_warns_on_every_run(pki: Pki) -> None:
+    with serve(answer(), pki.server_context) as server:
+        for _ in range(2):
+            code, out, err = run_cli("search", server.url, "--format", "json", "--insecure")
+            assert code == cli.EXIT_OK
+            assert "warning: --insecure" in err
+            assert "not verified" in err
+            assert cli_uids(out) == [UID]
+
+
+# --- proxies ------------------------------------------------------------------------------------
+
+ARCHIVE_HOST = "archive.invalid"  # never resolved by DNS: the proxy or the resolver below maps it
+
+
+class StaticResolver(AbstractResolver):
+    """Resolves ARCHIVE_HOST to 127.0.0.1 (so a direct connection stays on loopback)."""
+
+    async def resolve(self, host: str, port: int = 0, family: int = 0) -> list[dict[str, Any]]:
+        assert host == ARCHIVE_HOST, host
+        return [
+            {
+                "hostname": host,
+                "host": "127.0.0.1",
+                "port": port,
+                "family": socket.AF_INET,
+                "proto": 0,
+                "flags": 0,
+            }
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
+def forwarding_proxy(archive: Server) -> Handler:
+    """A plain HTTP proxy for http:// URLs that forwards ARCHIVE_HOST to ``archive``."""
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        assert request.url.host == ARCHIVE_HOST, request.url
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{archive.origin}{request.path_qs}") as upstream,
+        ):
+            body = await upstream.read()
+        return web.Response(status=upstream.status, body=body, headers=JSON)
+
+    return handle
+
+
+async def search_through(url: str) -> list[Any]:
+    connector = aiohttp.TCPConnector(resolver=StaticResolver())
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        AsyncQidoRS(url, session=session, retries=0) as client,
+    ):
+        return list(await client.search({}))
+
+
+@pytest.mark.anyio
+async def test_http_proxy_from_the_environment_and_no_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with serve(answer()) as archive, serve(forwarding_proxy(archive)) as proxy:
+        url = f"http://{ARCHIVE_HOST}:{archive.port}/dicom-web"
+        monkeypatch.setenv("HTTP_PROXY", proxy.origin)
+        assert uids(await search_through(url)) == [UID]
+        assert len(proxy.requests) == 1  # through the proxy, in absolute form
+        assert proxy.requests[0].url == f"{url}/studies"
+        assert len(archive.requests) == 1
+        monkeypatch.setenv("NO_PROXY", f"localhost,{ARCHIVE_HOST}")
+        assert uids(await search_through(url)) == [UID]
+        assert len(proxy.requests) == 1  # bypassed
+        assert len(archive.requests) == 2
+        monkeypatch.delenv("NO_PROXY")
+        connector = aiohttp.TCPConnector(resolver=StaticResolver())
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            AsyncQidoRS(url, session=session, trust_env=False) as client,
+        ):
+            await client.search({})
+        assert len(proxy.requests) == 1  # trust_env=False: the environment is ignored
+        assert len(archive.requests) == 3
+        assert "Proxy-Authorization" not in proxy.requests[0].headers
+        monkeypatch.setenv("HTTP_PROXY", f"http://me:pw@127.0.0.1:{proxy.port}")
+        assert uids(await search_through(url)) == [UID]
+        assert len(proxy.requests) == 2
+        assert proxy.requests[1].headers["Proxy-Authorization"] == "Basic bWU6cHc="  # me:pw
+    assert all("Proxy-Authorization" not in seen.headers for seen in archive.requests)
+
+
+@pytest.mark.anyio
+async def test_loopback_is_never_proxied(monkeypatch: pytest.MonkeyPatch) -> None:
+    with serve(answer()) as archive, serve(answer(b"[]")) as proxy:
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+            monkeypatch.setenv(name, proxy.origin)
+        for host in ("127.0.0.1", "localhost"):
+            async with AsyncQidoRS(f"http://{host}:{archive.port}/dicom-web") as client:
+                assert uids(await client.search({})) == [UID]
+    assert proxy.requests == []
+    assert len(archive.requests) == 2
+
+
+# --- one JSON behaviour, with or without orjson -------------------------------------------------
+
+JSON_CHILD = textwrap.dedent(
+    """
+    import json, sys
+    if sys.argv[1] == "stdlib":
+        sys.modules["orjson"] = None  # as if the "fast" extra were not installed
+    from aqido.errors import InvalidResponseError
+    from aqido._json import _loads, decode_json
+    bodies = {
+        "deep": b"[" * 100_000 + b"]" * 100_000,
+        "huge float": b'[{"00081160": {"vr": "FD", "Value": [1e400]}}]',
+        "huge int": b'[{"00081160": {"vr": "SV", "Value": [1' + b"0" * 400 + b']}}]',
+        "NaN": b'[{"00081160": {"vr": "FD", "Value": [NaN]}}]',
+        "lone high surrogate": b'[{"00100010": {"vr": "PN", "Value": ["\\\\ud800"]}}]',
+        "lone low surrogate": b'[{"00100010": {"vr": "PN", "Value": ["a\\\\udc00"]}}]',
+        "surrogate in a key": b'[{"0010\\\\ud8000": {"vr": "PN"}}]',
+        "encoded surrogate": b'[{"00100010": {"vr": "PN", "Value": ["\\xed\\xa0\\x80"]}}]',
+    }
+    out = {"orjson": _loads.__module__ == "orjson"}
+    for name, body in bodies.items():
+        try:
+            decode_json(body)
+            out[name] = "accepted"
+        except InvalidResponseError:
+            out[name] = "InvalidResponseError"
+        except BaseException as exc:
+            out[name] = type(exc).__name__
+    out["pair"] = decode_json(b'[{"00100010": {"vr": "PN", "Value": ["\\\\ud83d\\\\ude00"]}}]')
+    print(json.dumps(out))
+    """
+)
+
+
+@pytest.mark.parametrize("decoder", ["stdlib", "orjson"])
+def test_one_json_behaviour_with_and_without_orjson(decoder: str) -> None:
+    if decoder == "orjson":
+        pytest.importorskip("orjson")
+    done = subprocess.run(
+        [sys.executable, "-c", JSON_CHILD, decoder],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout)
+    assert out.pop("orjson") is (decoder == "orjson")
+    assert out.pop("pair") == [{"00100010": {"vr": "PN", "Value": ["\U0001f600"]}}]
+    assert out == dict.fromkeys(out, "InvalidResponseError")
+    assert len(out) == 8
+
+
+@pytest.mark.parametrize(
+    ("environment", "url", "proxy", "user"),
+    [
+        (
+            {"HTTP_PROXY": "http://proxy.invalid:3128"},
+            "http://pacs.invalid/",
+            "http://proxy.invalid:3128",
+            None,
+        ),
+        ({"HTTP_PROXY": "http://proxy.invalid:3128"}, "https://pacs.invalid/", None, None),
+        (
+            {"HTTPS_PROXY": "proxy.invalid:3128"},
+            "https://pacs.invalid/",
+            "http://proxy.invalid:3128",
+            None,
+        ),
+        (
+            {"ALL_PROXY": "http://u:p%40ss@proxy.invalid"},
+            "http://pacs.invalid/",
+            "http://proxy.invalid",
+            "u",
+        ),
+        (
+            {"HTTP_PROXY": "http://proxy.invalid", "NO_PROXY": "pacs.invalid"},
+            "http://pacs.invalid/",
+            None,
+            None,
+        ),
+        (
+            {"HTTP_PROXY": "http://proxy.invalid", "NO_PROXY": ".invalid"},
+            "http://a.pacs.invalid/",
+            None,
+            None,
+        ),
+        (
+            {"HTTP_PROXY": "http://proxy.invalid", "NO_PROXY": "*"},
+            "http://pacs.invalid/",
+            None,
+            None,
+        ),
+        ({"HTTP_PROXY": "http://proxy.invalid"}, "http://127.8.9.10:80/", None, None),
+        ({"HTTP_PROXY": "http://proxy.invalid"}, "http://[::1]:8042/", None, None),
+        ({"HTTP_PROXY": "http://proxy.invalid"}, "http://pacs.localhost/", None, None),
+        ({"HTTP_PROXY": "http://proxy.invalid"}, "http://10.0.0.1/", "http://proxy.invalid", None),
+    ],
+)
+def test_the_proxy_chosen_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+    environment: dict[str, str],
+    url: str,
+    proxy: str | None,
+    user: str | None,
+) -> None:
+    from yarl import URL
+
+    from aqido.client import _env_proxy
+
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    chosen, headers = _env_proxy(URL(url))
+    assert (str(chosen) if chosen else None) == proxy
+    if user is None:
+        assert headers is None
+    else:
+        assert headers == {"Proxy-Authorization": "Basic " + base64.b64encode(b"u:p@ss").decode()}
+
+
+@dataclass
+class Tunnel:
+    """A CONNECT proxy's port and the CONNECT requests it received (line and headers)."""
+
+    port: int = 0
+    requests: list[dict[str, str]] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def connect_proxy(target_port: int) -> Iterator[Tunnel]:
+    """A CONNECT proxy on 127.0.0.1 that tunnels every connection to ``target_port``."""
+    tunnel = Tunnel()
+    loop = asyncio.new_event_loop()
+    started, stop = threading.Event(), threading.Event()
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        request = {"line": head[0]}
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            if value:
+                request[name.strip()] = value.strip()
+        tunnel.requests.append(request)
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", target_port)
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        server = loop.run_until_complete(asyncio.start_server(handle, "127.0.0.1", 0))
+        tunnel.port = server.sockets[0].getsockname()[1]
+        started.set()
+        loop.run_until_complete(asyncio.to_thread(stop.wait))
+        server.close()
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+        loop.run_until_complete(asyncio.sleep(0.1))
+        loop.close()
+
+    thread = threading.Thread(target=run, name="connect-proxy", daemon=True)
+    thread.start()
+    assert started.wait(30)
+    try:
+        yield tunnel
+    finally:
+        stop.set()
+        thread.join(30)
+
+
+@pytest.mark.anyio
+async def test_https_proxy_tunnels_with_connect(monkeypatch: pytest.MonkeyPatch) -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(ARCHIVE_HOST).configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    with serve(answer(), server_context) as archive, connect_proxy(archive.port) as tunnel:
+        monkeypatch.setenv("HTTPS_PROXY", f"http://me:pw@127.0.0.1:{tunnel.port}")
+        url = f"https://{ARCHIVE_HOST}:{archive.port}/dicom-web"
+        async with AsyncQidoRS(url, ssl=client_context, auth="tok-123") as client:
+            assert uids(await client.search({})) == [UID]
+    assert len(tunnel.requests) == 1
+    assert tunnel.requests[0]["line"] == f"CONNECT {ARCHIVE_HOST}:{archive.port} HTTP/1.1"
+    assert tunnel.requests[0]["Proxy-Authorization"] == "Basic bWU6cHc="  # me:pw
+    assert "Authorization" not in tunnel.requests[0]  # the archive's token stays in the tunnel
+    assert archive.requests[0].headers["Authorization"] == "Bearer tok-123"
+    assert "Proxy-Authorization" not in archive.requests[0].headers

@@ -1,0 +1,132 @@
+"""``aqido crawl --format parquet``: in one process and on a local Dask cluster.
+
+Expected rows come from a single-process crawl of the same in-process archive.
+"""
+
+from __future__ import annotations
+
+import io
+import pathlib
+
+import pytest
+
+from aqido import QidoRS
+from aqido.cli import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, main
+from aqido.testing import FakeArchive, SyntheticArchive
+
+pq = pytest.importorskip("pyarrow.parquet")
+
+SYNTH = SyntheticArchive(seed=31, studies=24, series_per_study=2, instances_per_series=2)
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    status = main(list(argv), stdout=out, stderr=err, environ={})
+    return status, out.getvalue(), err.getvalue()
+
+
+def rows(directory: pathlib.Path) -> list[dict[str, object]]:
+    found: list[dict[str, object]] = []
+    for part in sorted(directory.glob("archive=*/part-*.parquet")):
+        found.extend(pq.read_table(part).to_pylist())
+    return found
+
+
+def expected(url: str, depth: str) -> set[tuple[object, ...]]:
+    with QidoRS(url) as client:
+        studies = list(client.crawl(depth=depth.upper()))
+    if depth == "study":
+        return {(s.StudyInstanceUID,) for s in studies}
+    if depth == "series":
+        return {(s.StudyInstanceUID, se.SeriesInstanceUID) for s in studies for se in s.series}
+    return {
+        (s.StudyInstanceUID, se.SeriesInstanceUID, i.SOPInstanceUID)
+        for s in studies
+        for se in s.series
+        for i in se.instances
+    }
+
+
+def keys(found: list[dict[str, object]], depth: str) -> list[tuple[object, ...]]:
+    names = {"study": 1, "series": 2, "instance": 3}[depth]
+    columns = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")[:names]
+    return [tuple(row[c] for c in columns) for row in found]
+
+
+@pytest.mark.parametrize("depth", ["study", "series", "instance"])
+def test_parquet_in_one_process_is_the_single_process_crawl(
+    tmp_path: pathlib.Path, depth: str
+) -> None:
+    with FakeArchive(SYNTH).run_in_thread() as archive:
+        status, out, err = run(
+            "crawl", archive.url, "--out", str(tmp_path), "--format", "parquet",
+            "--depth", depth, "--shards", "3",
+        )  # fmt: skip
+        want = expected(archive.url, depth)
+    assert status == EXIT_OK, err
+    got = keys(rows(tmp_path), depth)
+    assert len(got) == len(want)
+    assert set(got) == want
+    assert "parquet: 3 shards" in out
+    assert err.count("shard ") == 3
+
+
+def test_a_rerun_writes_nothing_new(tmp_path: pathlib.Path) -> None:
+    with FakeArchive(SYNTH).run_in_thread() as archive:
+        assert run("crawl", archive.url, "--out", str(tmp_path), "--format", "parquet")[0] == 0
+        archive.reset_stats()
+        status, _, err = run("crawl", archive.url, "--out", str(tmp_path), "--format", "parquet")
+        assert archive.requests == []
+    assert status == EXIT_OK
+    assert "already written" in err
+
+
+def test_a_failed_shard_is_exit_3_and_named(tmp_path: pathlib.Path) -> None:
+    broken = SYNTH.studies[0].study_instance_uid
+    with FakeArchive(SYNTH).run_in_thread() as archive:
+        archive.fail(f"/studies/{broken}/series", "500")
+        status, _, err = run(
+            "crawl", archive.url, "--out", str(tmp_path), "--format", "parquet",
+            "--shards", "2", "--retries", "0",
+        )  # fmt: skip
+    assert status == EXIT_INCOMPLETE
+    assert "could not fetch" in err
+    assert "date-" in err
+    assert len(list(tmp_path.glob("archive=*/part-*.parquet"))) == 1
+
+
+def test_two_archives_on_two_workers(tmp_path: pathlib.Path) -> None:
+    pytest.importorskip("distributed")
+    other = SyntheticArchive(seed=32, studies=6, series_per_study=1, instances_per_series=2)
+    with (
+        FakeArchive(SYNTH).run_in_thread() as one,
+        FakeArchive(other).run_in_thread() as two,
+    ):
+        status, _, err = run(
+            "crawl", one.url, two.url, "--out", str(tmp_path), "--format", "parquet",
+            "--workers", "2",
+        )  # fmt: skip
+        want = expected(one.url, "instance") | expected(two.url, "instance")
+    assert status == EXIT_OK, err
+    got = keys(rows(tmp_path), "instance")
+    assert len(got) == len(want)
+    assert set(got) == want
+    assert len(list(tmp_path.glob("archive=*"))) == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["http://127.0.0.1:9/a", "http://127.0.0.1:9/b", "--out", "x.jsonl"], "several URLs"),
+        (["http://127.0.0.1:9/a", "--out", "x.jsonl", "--workers", "2"], "--format parquet"),
+        (
+            ["http://127.0.0.1:9/a", "--out", "d", "--format", "parquet", "--workers", "2",
+             "--scheduler", "tcp://127.0.0.1:1"],
+            "not both",
+        ),
+    ],
+)  # fmt: skip
+def test_usage_errors(tmp_path: pathlib.Path, argv: list[str], message: str) -> None:
+    status, _, err = run("crawl", *argv)
+    assert status == EXIT_USAGE
+    assert message in err

@@ -1,0 +1,261 @@
+"""Sharded crawls: the pure plan, Parquet output, and ``aqido.dask`` on a 2-process LocalCluster.
+
+Expected answers come from a single-process crawl of the same archive (and
+from the synthetic records), never from the sharded run itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import os
+import pathlib
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aqido import CrawlIncompleteError, HierarchicalQuery, QidoRS
+from aqido._shards import UIDS_PER_SHARD, Shard, plan_shards
+from aqido.testing import FakeArchive, Faults, SyntheticArchive
+
+distributed = pytest.importorskip("distributed")
+pytest.importorskip("pyarrow")
+dd = pytest.importorskip("dask.dataframe")
+
+from aqido.dask import crawl_to_parquet  # noqa: E402 - after the importorskips
+
+SYNTH = SyntheticArchive(seed=21, studies=48, series_per_study=2, instances_per_series=2)
+OTHER = SyntheticArchive(seed=22, studies=12, series_per_study=1, instances_per_series=3)
+
+
+def keys(rows: Any) -> set[tuple[str, str, str]]:
+    """(study, series, instance) UIDs of a DataFrame's rows."""
+    return set(zip(rows.StudyInstanceUID, rows.SeriesInstanceUID, rows.SOPInstanceUID, strict=True))
+
+
+def single_process(url: str) -> set[tuple[str, str, str]]:
+    with QidoRS(url, retries=5) as client:
+        return {
+            (study.StudyInstanceUID, series.SeriesInstanceUID, instance.SOPInstanceUID)
+            for study in client.crawl()
+            for series in study.series
+            for instance in series.instances
+        }
+
+
+# --- the plan (pure) ----------------------------------------------------------------------------
+
+DAY = dt.timedelta(days=1)
+
+
+def _covering(shards: list[Shard], day: dt.date) -> list[str]:
+    out = []
+    for shard in shards:
+        q = shard.query
+        if q.StudyInstanceUID:
+            continue
+        low, high = q.min_study_date, q.max_study_date
+        if (low is None or low <= day) and (high is None or day <= high):
+            out.append(shard.name)
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.dates(dt.date(1990, 1, 1), dt.date(2030, 12, 31)), max_size=300),
+    st.integers(min_value=0, max_value=120),
+    st.integers(min_value=1, max_value=12),
+)
+def test_every_day_falls_in_exactly_one_shard(
+    dates: list[dt.date], undated: int, shards: int
+) -> None:
+    studies: list[tuple[str, dt.date | None]] = [(f"1.2.{i}", d) for i, d in enumerate(dates)]
+    studies += [(f"1.3.{i}", None) for i in range(undated)]
+    plan = plan_shards(HierarchicalQuery(), studies, shards=shards)
+    dated = [s for s in plan if not s.query.StudyInstanceUID]
+    assert 1 <= len(dated) <= shards
+    for day in [*dates, dt.date(1000, 1, 1), dt.date(9999, 12, 31), dt.date(2001, 2, 3)]:
+        assert len(_covering(plan, day)) == 1
+    listed = [
+        u for s in plan if s.query.StudyInstanceUID for u in s.query.StudyInstanceUID.split(",")
+    ]
+    assert sorted(listed) == sorted(f"1.3.{i}" for i in range(undated))
+    assert all(
+        len(s.query.StudyInstanceUID.split(",")) <= UIDS_PER_SHARD
+        for s in plan
+        if s.query.StudyInstanceUID
+    )
+    assert len({s.name for s in plan}) == len(plan)
+
+
+def test_shards_are_sized_from_the_counts() -> None:
+    busy, quiet = dt.date(2020, 1, 1), [dt.date(2021, 1, d) for d in range(1, 31)]
+    studies = [(f"1.{i}", busy) for i in range(30)] + [(f"2.{i}", d) for i, d in enumerate(quiet)]
+    plan = plan_shards(HierarchicalQuery(), studies, shards=2)
+    assert [s.name for s in plan] == ["date--20201231", "date-20210101-"]
+
+
+def test_the_querys_own_range_bounds_the_outer_shards() -> None:
+    query = HierarchicalQuery(
+        min_study_date=dt.date(2020, 1, 1), max_study_date=dt.date(2020, 12, 31)
+    )
+    studies = [(f"1.{m}", dt.date(2020, m, 1)) for m in range(1, 13)]
+    plan = plan_shards(query, studies, shards=3)
+    assert plan[0].query.min_study_date == dt.date(2020, 1, 1)
+    assert plan[-1].query.max_study_date == dt.date(2020, 12, 31)
+    for before, after in itertools.pairwise(plan):
+        assert before.query.max_study_date + DAY == after.query.min_study_date  # type: ignore[operator]
+
+
+def test_a_shard_round_trips_through_json() -> None:
+    shard = plan_shards(
+        HierarchicalQuery(PatientID="P1", ModalitiesInStudy="CT"), [("1.2", None)], shards=1
+    )[1]
+    assert Shard.from_json(shard.to_json()) == shard
+
+
+def test_shards_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="shards"):
+        plan_shards(HierarchicalQuery(), [], shards=0)
+
+
+# --- Parquet ------------------------------------------------------------------------------------
+
+
+def test_parquet_round_trip_keeps_types_and_values(tmp_path: pathlib.Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from aqido import to_records
+    from aqido._arrow import write_parquet
+
+    with FakeArchive(SYNTH).run_in_thread() as archive, QidoRS(archive.url) as client:
+        studies = list(client.crawl())
+    path = tmp_path / "part.parquet"
+    assert write_parquet([studies[:10], studies[10:]], path, level="instance") == 48 * 4
+    table = pq.read_table(path)
+    schema = table.schema
+    assert schema.field("StudyDate").type == pa.date32()
+    assert schema.field("StudyTime").type == pa.time64("us")
+    assert schema.field("InstanceNumber").type == pa.int64()
+    assert schema.field("ModalitiesInStudy").type == pa.list_(pa.string())
+    assert schema.field("PatientName").type == pa.string()
+    expected = to_records(studies, level="instance", columns=schema.names)
+    got = table.to_pylist()
+    assert len(got) == len(expected)
+    for row, record in zip(got, expected, strict=True):
+        assert row["StudyDate"] == record["StudyDate"]
+        assert row["PatientName"] == record["PatientName"]
+        assert row["InstanceNumber"] == record["InstanceNumber"]
+        assert tuple(row["ModalitiesInStudy"]) == record["ModalitiesInStudy"]
+        assert row["SOPInstanceUID"] == record["SOPInstanceUID"]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_results_to_arrow_one_row_per_study() -> None:
+    with FakeArchive(OTHER).run_in_thread() as archive, QidoRS(archive.url) as client:
+        found = client.search(HierarchicalQuery())
+    table = found.to_arrow()
+    assert table.num_rows == 12
+    assert sorted(table.column("StudyInstanceUID").to_pylist()) == sorted(
+        s.study_instance_uid for s in OTHER.studies
+    )
+
+
+# --- on a cluster -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as local,
+        distributed.Client(local) as client,
+    ):
+        yield client
+
+
+def test_sharded_crawl_equals_the_single_process_crawl(
+    cluster: Any, tmp_path: pathlib.Path
+) -> None:
+    faults = Faults(rate=0.05, seed=3, kinds=("503", "disconnect", "truncated"))
+    with FakeArchive(SYNTH, faults=faults).run_in_thread() as archive:
+        expected = single_process(archive.url)
+        archive.reset_stats()
+        frame = crawl_to_parquet(
+            archive.url, out=tmp_path, client=cluster, shards=5, max_concurrency=4, retries=8
+        )
+        rows = frame.compute()
+        assert archive.peak_concurrency <= 4
+    assert len(rows) == len(expected)  # no duplicates
+    assert keys(rows) == expected  # no gaps
+    assert len(expected) == 48 * 2 * 2
+
+
+def test_rerun_skips_finished_shards(cluster: Any, tmp_path: pathlib.Path) -> None:
+    with FakeArchive(OTHER).run_in_thread() as archive:
+        first = crawl_to_parquet(archive.url, out=tmp_path, client=cluster, shards=3).compute()
+        archive.reset_stats()
+        again = crawl_to_parquet(archive.url, out=tmp_path, client=cluster, shards=3).compute()
+        assert archive.requests == []  # the plan and every part were already there
+    assert keys(again) == keys(first)
+
+
+def test_a_shard_that_keeps_failing_is_reported_by_name(
+    cluster: Any, tmp_path: pathlib.Path
+) -> None:
+    broken = OTHER.studies[0].study_instance_uid
+    with FakeArchive(OTHER).run_in_thread() as archive:
+        archive.fail(f"/studies/{broken}/series", "500")
+        with pytest.raises(CrawlIncompleteError) as info:
+            crawl_to_parquet(
+                archive.url, out=tmp_path, client=cluster, shards=3, task_retries=1, retries=0
+            )
+    (failure,) = info.value.failures
+    assert "archive=127.0.0.1_" in str(failure.query)
+    assert "date-" in str(failure.query)
+    parts = list(tmp_path.glob("archive=*/part-*.parquet"))
+    assert len(parts) == 2  # the other shards are written
+
+
+def test_several_archives_are_partitioned_by_archive(cluster: Any, tmp_path: pathlib.Path) -> None:
+    with FakeArchive(SYNTH).run_in_thread() as one, FakeArchive(OTHER).run_in_thread() as two:
+        rows = crawl_to_parquet(
+            [one.url, two.url], out=tmp_path, client=cluster, shards=2
+        ).compute()
+        expected_one, expected_two = single_process(one.url), single_process(two.url)
+    by_archive = {str(name): keys(group) for name, group in rows.groupby("archive", observed=True)}
+    assert sorted(by_archive.values(), key=len) == [expected_two, expected_one]
+
+
+def test_killing_a_worker_mid_run_still_ends_complete(tmp_path: pathlib.Path) -> None:
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as local,
+        distributed.Client(local) as client,
+        FakeArchive(SYNTH, latency=0.01).run_in_thread() as archive,
+    ):
+        expected = single_process(archive.url)
+        done = threading.Event()
+
+        def kill_one(url: str, report: Any) -> None:
+            if done.is_set():
+                return
+            done.set()
+            pids = client.run(os.getpid)
+            victim = sorted(pids.values())[0]
+            os.kill(victim, signal.SIGKILL)
+
+        rows = crawl_to_parquet(
+            archive.url, out=tmp_path, client=client, shards=8, on_shard=kill_one, task_retries=3
+        ).compute()
+        assert done.is_set()
+    assert len(rows) == len(expected)
+    assert keys(rows) == expected

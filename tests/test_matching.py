@@ -1,0 +1,278 @@
+"""aqido.matching: the standard's matching rules, checked against independent oracles."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aqido.errors import InvalidQueryError
+from aqido.matching import (
+    STANDARD,
+    Criterion,
+    MatchOptions,
+    compile_value,
+    element_strings,
+    filter_datasets,
+    match_form,
+    matches_element,
+)
+from aqido.profile import ServerProfile
+
+
+def wildcard_oracle(pattern: str, text: str) -> bool:
+    """``*``/``?`` matching by dynamic programming (no regular expressions)."""
+    n, m = len(pattern), len(text)
+    table = [[False] * (m + 1) for _ in range(n + 1)]
+    table[0][0] = True
+    for i in range(1, n + 1):
+        table[i][0] = table[i - 1][0] and pattern[i - 1] == "*"
+    for i in range(1, n + 1):
+        p = pattern[i - 1]
+        for j in range(1, m + 1):
+            if p == "*":
+                table[i][j] = table[i - 1][j] or table[i][j - 1]
+            else:
+                table[i][j] = table[i - 1][j - 1] and (p == "?" or p == text[j - 1])
+    return table[n][m]
+
+
+def lo(*values: Any) -> dict[str, Any]:
+    return {"vr": "LO", "Value": list(values)}
+
+
+def pn(*alphabetic: str, **groups: str) -> dict[str, Any]:
+    if groups:
+        return {"vr": "PN", "Value": [groups]}
+    return {"vr": "PN", "Value": [{"Alphabetic": a} for a in alphabetic]}
+
+
+TEXT = st.text(alphabet="aAb^ ", max_size=8)
+PATTERN = st.text(alphabet="aAb^*?", min_size=1, max_size=8)
+
+
+@given(pattern=PATTERN, value=st.text(alphabet="aAb^", min_size=1, max_size=8))
+def test_wildcards_agree_with_the_oracle(pattern: str, value: str) -> None:
+    expected = pattern == "*" or wildcard_oracle(pattern, value)
+    assert matches_element(lo(value), pattern, "LO") is expected
+
+
+@given(pattern=PATTERN, value=st.text(alphabet="aAb^", min_size=1, max_size=8))
+def test_case_insensitive_wildcards_agree_with_the_folded_oracle(pattern: str, value: str) -> None:
+    options = MatchOptions(case_sensitive=False)
+    expected = pattern == "*" or wildcard_oracle(pattern.lower(), value.lower())
+    assert matches_element(lo(value), pattern, "LO", options) is expected
+
+
+@given(value=st.text(alphabet="aAb^", min_size=1, max_size=8), stored=TEXT)
+def test_single_values_match_exactly_and_case_sensitively(value: str, stored: str) -> None:
+    assert matches_element(lo(stored), value, "SH") is (stored.rstrip(" ") == value)
+
+
+@given(stored=st.one_of(st.none(), st.just({"vr": "LO"}), st.just(lo()), st.just(lo(None))))
+def test_universal_matching_matches_absent_and_empty_values(stored: dict[str, Any] | None) -> None:
+    assert matches_element(stored, "", "LO")
+    assert matches_element(stored, "*", "LO")  # '*' alone is universal matching
+    assert compile_value("*", "LO") is None
+    assert not matches_element(stored, "a*", "LO")  # any other form needs a value
+    assert not matches_element(stored, "?", "LO")
+    assert not matches_element(stored, "a", "LO")
+
+
+@given(
+    values=st.lists(st.text(alphabet="ab*", min_size=1, max_size=3), min_size=1, max_size=4),
+    stored=st.lists(st.text(alphabet="ab", min_size=1, max_size=3), max_size=3),
+)
+def test_a_list_is_the_or_of_its_values(values: list[str], stored: list[str]) -> None:
+    elem = {"vr": "CS", "Value": stored}
+    expected = any(matches_element(elem, v, "CS") for v in values)
+    assert matches_element(elem, ",".join(values), "CS") is expected
+    # a server without value lists reads the comma literally
+    literal = MatchOptions(value_lists=False)
+    if len(values) > 1:
+        assert matches_element(elem, ",".join(values), "CS", literal) is (
+            any(wildcard_oracle(",".join(values), s) for s in stored)
+        )
+
+
+@given(
+    uids=st.lists(st.sampled_from(["1.2", "1.2.3", "1.20", "2.5"]), min_size=1, max_size=3),
+    stored=st.sampled_from(["1.2", "1.2.3", "1.20", "2.5", "9"]),
+)
+def test_uid_lists(uids: list[str], stored: str) -> None:
+    elem = {"vr": "UI", "Value": [stored]}
+    assert matches_element(elem, ",".join(uids), "UI") is (stored in uids)
+    assert matches_element(elem, "1.*", "UI") is False  # no wildcards in UIDs
+
+
+@given(
+    stored=st.lists(st.sampled_from(["CT", "MR", "SR", "PT"]), max_size=4),
+    wanted=st.sampled_from(["CT", "MR", "SR", "PT"]),
+)
+def test_multi_valued_attributes_match_when_any_value_does(stored: list[str], wanted: str) -> None:
+    assert matches_element({"vr": "CS", "Value": stored}, wanted, "CS") is (wanted in stored)
+
+
+DATES = st.dates(min_value=dt.date(1900, 1, 1), max_value=dt.date(2099, 12, 31))
+
+
+def da(d: dt.date) -> str:
+    return d.strftime("%Y%m%d")
+
+
+@given(stored=DATES, low=st.one_of(st.none(), DATES), high=st.one_of(st.none(), DATES))
+def test_date_ranges_agree_with_date_comparisons(
+    stored: dt.date, low: dt.date | None, high: dt.date | None
+) -> None:
+    if low is None and high is None:
+        return
+    value = f"{da(low) if low else ''}-{da(high) if high else ''}"
+    expected = (low is None or low <= stored) and (high is None or stored <= high)
+    assert matches_element({"vr": "DA", "Value": [da(stored)]}, value, "DA") is expected
+    assert matches_element({"vr": "DA", "Value": [da(stored)]}, da(stored), "DA")
+    assert not matches_element({"vr": "DA"}, value, "DA")  # empty never matches a range
+
+
+TIMES = st.times().map(lambda t: t.replace(microsecond=0))
+
+
+@given(stored=TIMES, low=TIMES, high=TIMES)
+def test_time_ranges_compare_within_one_day(stored: dt.time, low: dt.time, high: dt.time) -> None:
+    value = f"{low:%H%M%S}-{high:%H%M%S}"
+    expected = low <= stored <= high  # a range that crosses midnight matches nothing
+    assert matches_element({"vr": "TM", "Value": [f"{stored:%H%M%S}"]}, value, "TM") is expected
+
+
+def test_a_time_bound_with_less_precision_covers_its_span() -> None:
+    elem = {"vr": "TM", "Value": ["130059.5"]}
+    assert matches_element(elem, "-1300", "TM")
+    assert matches_element(elem, "13-13", "TM")
+    assert not matches_element(elem, "1301-", "TM")
+    assert not matches_element(elem, "2200-0200", "TM")
+
+
+def test_datetime_ranges() -> None:
+    elem = {"vr": "DT", "Value": ["20240131120000"]}
+    assert matches_element(elem, "20240131-20240131", "DT")
+    assert matches_element(elem, "2024-", "DT")
+    assert not matches_element(elem, "20240201-", "DT")
+
+
+def test_person_names_match_the_whole_value_and_each_group() -> None:
+    yamada = pn(Alphabetic="Yamada^Tarou", Ideographic="山田^太郎")
+    assert matches_element(yamada, "Yamada^Tarou=山田^太郎", "PN")
+    assert matches_element(yamada, "Yamada^Tarou", "PN")
+    assert matches_element(yamada, "山田*", "PN")
+    assert not matches_element(yamada, "Yamada", "PN")  # the whole group, not a component
+    assert not matches_element(yamada, "山田*", "PN", MatchOptions(pn_groups=False))
+    bare = {"vr": "PN", "Value": ["Doe^John"]}  # a server sending PN as a string
+    assert matches_element(bare, "Doe^J*", "PN")
+
+
+def test_person_name_case_has_its_own_option() -> None:
+    doe = pn("Doe^John")
+    assert not matches_element(doe, "doe^john", "PN")
+    assert matches_element(doe, "doe^john", "PN", MatchOptions(pn_case_sensitive=False))
+    assert not matches_element(lo("Doe"), "doe", "LO", MatchOptions(pn_case_sensitive=False))
+    assert matches_element(lo("Doe"), "doe", "LO", MatchOptions(case_sensitive=False))
+
+
+def test_numbers_compare_numerically() -> None:
+    assert matches_element({"vr": "IS", "Value": [7]}, "07", "IS")
+    assert matches_element({"vr": "DS", "Value": ["72.50"]}, "72.5", "DS")
+    assert not matches_element({"vr": "IS", "Value": [8]}, "7", "IS")
+
+
+@pytest.mark.parametrize(
+    ("value", "vr"),
+    [("-", "DA"), ("2024", "DA"), ("20241345", "DA"), ("2500", "TM"), ("abc", "IS"), ("x-y", "DA")],
+)
+def test_malformed_values_raise_or_match_nothing(value: str, vr: str) -> None:
+    with pytest.raises(InvalidQueryError):
+        compile_value(value, vr)
+    pred = compile_value(value, vr, MatchOptions(strict_values=False))
+    assert pred is not None
+    assert not pred({"vr": vr, "Value": [value, "20240101", "1200", 7]})
+
+
+def test_server_emulation_options() -> None:
+    elem = lo("Doe^John")
+    assert not matches_element(elem, "Doe", "LO")
+    assert matches_element(elem, "Doe", "LO", MatchOptions(single_value_matching="prefix"))
+    assert matches_element(elem, "oe^J", "LO", MatchOptions(single_value_matching="substring"))
+    assert not matches_element(elem, "Doe*", "LO", MatchOptions(wildcard_star=False))
+    assert matches_element(lo("Doe*"), "Doe*", "LO", MatchOptions(wildcard_star=False))
+    assert not matches_element(
+        {"vr": "UI", "Value": ["1.2"]}, "1.2,1.3", "UI", MatchOptions(uid_lists=False)
+    )
+    stored = {"vr": "DA", "Value": ["20240101"]}
+    assert not matches_element(stored, "20230101-20250101", "DA", MatchOptions(date_ranges=False))
+    assert matches_element(stored, "20230101-20250101", "DA", MatchOptions(open_date_ranges=False))
+    assert not matches_element(stored, "20230101-", "DA", MatchOptions(open_date_ranges=False))
+
+
+def test_options_from_a_profile() -> None:
+    assert MatchOptions.from_profile(ServerProfile.standard()) == STANDARD
+    loose = ServerProfile(case_sensitive=False, wildcard_question=False, bad_request_status=200)
+    options = MatchOptions.from_profile(loose)
+    assert (options.case_sensitive, options.wildcard_question, options.strict_values) == (
+        False,
+        False,
+        False,
+    )
+
+
+def test_match_forms() -> None:
+    assert [
+        match_form(v, vr)
+        for v, vr in [
+            ("", "PN"),
+            ("*", "PN"),
+            ("Doe", "PN"),
+            ("D*", "PN"),
+            ("CT,MR", "CS"),
+            ("1.2,1.3", "UI"),
+            ("2024-", "DA"),
+            ("20240101-20240102", "DA"),
+            ("20240101", "DA"),
+            ("1*", "IS"),
+        ]
+    ] == [
+        "universal",
+        "universal",
+        "single",
+        "wildcard",
+        "list",
+        "list",
+        "open_range",
+        "range",
+        "single",
+        "single",
+    ]
+
+
+def test_criteria_on_datasets_and_sequences() -> None:
+    datasets = [
+        {
+            "00100010": pn("Doe^John"),
+            "00400275": {"vr": "SQ", "Value": [{"00400009": {"vr": "SH", "Value": ["SPS1"]}}, {}]},
+        },
+        {"00100010": pn("Roe^Jane")},
+        {"00100010": {"vr": "PN"}},
+    ]
+    assert filter_datasets(datasets, [Criterion.of("PatientName", "?oe^*")]) == datasets[:2]
+    assert filter_datasets(datasets, [Criterion.of("PatientName", "")]) == datasets
+    seq = Criterion.of("RequestAttributesSequence.ScheduledProcedureStepID", "SPS*")
+    assert (seq.key, seq.vr) == ("00400275.00400009", "SH")
+    assert filter_datasets(datasets, [seq]) == datasets[:1]
+    with pytest.raises(InvalidQueryError):
+        Criterion.of("PatientNmae", "x")
+
+
+def test_element_strings_normalise_padding_and_empties() -> None:
+    assert element_strings({"vr": "UI", "Value": ["1.2\0", None, ""]}) == ["1.2"]
+    assert element_strings(None) == []
+    assert element_strings(pn(Alphabetic="A^B", Phonetic="a^b")) == ["A^B==a^b", "A^B", "a^b"]

@@ -1,0 +1,321 @@
+"""aqido.plan: planning queries for servers that do not match as the standard says (pure).
+
+The central property: a plan executed against a simulated server that
+matches as its profile says (:class:`aqido.matching.MatchOptions.from_profile`)
+returns the standard's answer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aqido.matching import Criterion, MatchOptions, filter_datasets
+from aqido.plan import Plan, plan_query
+from aqido.profile import ServerProfile
+from aqido.query import (
+    BaseQuery,
+    HierarchicalQuery,
+    QueryLevel,
+    RelationalQuery,
+    encode_query_value,
+)
+
+UIDS = [f"1.2.{i}" for i in range(12)]
+NAMES = [
+    "Doe^John",
+    "doe^john",
+    "Doe^Johnny",
+    "Doe^Jane",
+    "DOE^JANE",
+    "Müller^Jürgen",
+    "Roe^Richard",
+    "Doe-Smith^Mary",
+    "",
+    "Doe^John",
+    "Yamada^Tarou=山田^太郎",
+    "Smith",
+]
+MODALITIES = [["CT"], ["MR"], ["CT", "MR"], ["US"], [], ["ct"], ["MG", "CT"], ["MR"], ["CR"],
+              ["CT"], ["PT", "MR"], ["XA"]]  # fmt: skip
+DESCRIPTIONS = ["CT Thorax", "ct thorax", "Knee MRI (left)", "", "Thorax", "CT", "MRI Brain",
+                "Knee", "CT Thorax", "Abdomen US", "Chest", "thorax CT"]  # fmt: skip
+
+
+def _pn(name: str) -> dict[str, Any]:
+    if not name:
+        return {"vr": "PN"}
+    groups = name.split("=")
+    value = {k: g for k, g in zip(("Alphabetic", "Ideographic"), groups, strict=False) if g}
+    return {"vr": "PN", "Value": [value]}
+
+
+DATASETS: list[dict[str, Any]] = [
+    {
+        "0020000D": {"vr": "UI", "Value": [UIDS[i]]},
+        "00100010": _pn(NAMES[i]),
+        "00080061": {"vr": "CS", "Value": MODALITIES[i]} if MODALITIES[i] else {"vr": "CS"},
+        "00080020": {"vr": "DA", "Value": [f"20{10 + i:02d}0615"]},
+        "00080030": {"vr": "TM", "Value": [f"{(i * 2) % 24:02d}3000"]},
+        "00081030": {"vr": "LO", "Value": [DESCRIPTIONS[i]]} if DESCRIPTIONS[i] else {"vr": "LO"},
+    }
+    for i in range(12)
+]
+
+_PARAMS_NOT_KEYS = {"includefield", "limit", "offset", "fuzzymatching"}
+
+
+def request_criteria(query: BaseQuery, profile: ServerProfile) -> list[Criterion]:
+    """The match keys a server sees: values as sent (undecoded when it does not decode)."""
+    out = []
+    for key, value in query.uri_search_params().items():
+        if key in _PARAMS_NOT_KEYS:
+            continue
+        assert isinstance(value, str)
+        if not profile.percent_decoding:
+            value = encode_query_value(value)
+        if not profile.non_ascii_values and not value.isascii():
+            value = "\x00unmatchable"  # the server misreads the bytes: nothing matches
+        criterion = Criterion.of(key, value)
+        if profile.matched_keys is None or key in profile.matched_keys:
+            out.append(criterion)
+    return out
+
+
+def serve(query: BaseQuery, profile: ServerProfile) -> list[Mapping[str, Any]]:
+    """A server that matches as ``profile`` says (and returns every attribute)."""
+    options = MatchOptions.from_profile(profile)
+    found = filter_datasets(DATASETS, request_criteria(query, profile), options)
+    start = query.offset
+    return found[start : start + query.limit] if query.limit else found[start:]
+
+
+def execute(plan: Plan, profile: ServerProfile) -> list[str]:
+    kept, notes = plan.finish(plan.merge(serve(q, profile) for q in plan.requests))
+    assert notes == []
+    return [item["0020000D"]["Value"][0] for item in kept]
+
+
+def standard(query: BaseQuery, pn_case: bool) -> list[str]:
+    found = filter_datasets(
+        DATASETS, request_criteria(query, ServerProfile()), MatchOptions(pn_case_sensitive=pn_case)
+    )
+    found = found[query.offset :]
+    if query.limit:
+        found = found[: query.limit]
+    return [item["0020000D"]["Value"][0] for item in found]
+
+
+queries = st.builds(
+    HierarchicalQuery,
+    PatientName=st.sampled_from(
+        ["", "Doe^John", "doe^john", "Doe*", "D?e^J*", "*", "Müller*", "Doe^J", "*ane", "山田*"]
+    ),
+    ModalitiesInStudy=st.sampled_from(["", "CT", "CT,MR", "M*", "ct", "MR,US,XA"]),
+    StudyInstanceUID=st.one_of(
+        st.just(""), st.lists(st.sampled_from(UIDS), min_size=1, max_size=6, unique=True)
+    ),
+    StudyDescription=st.sampled_from(["", "CT Thorax", "*t*", "Knee MRI (left)", "CT"]),
+    min_study_date=st.one_of(st.none(), st.dates(dt.date(2009, 1, 1), dt.date(2016, 1, 1))),
+    max_study_date=st.one_of(st.none(), st.dates(dt.date(2016, 1, 2), dt.date(2025, 1, 1))),
+    filters=st.sampled_from([{}, {"StudyTime": "0600-1400"}, {"StudyTime": "-0400"}]),
+    limit=st.sampled_from([0, 0, 2, 5]),
+    offset=st.sampled_from([0, 0, 1, 3]),
+)
+
+profiles = st.builds(
+    ServerProfile,
+    percent_decoding=st.booleans(),
+    wildcard_star=st.booleans(),
+    wildcard_question=st.booleans(),
+    case_sensitive=st.booleans(),
+    pn_case_sensitive=st.booleans(),
+    single_value_matching=st.sampled_from(["exact", "prefix", "substring"]),
+    uid_lists=st.booleans(),
+    value_lists=st.booleans(),
+    date_ranges=st.booleans(),
+    open_date_ranges=st.booleans(),
+    time_ranges=st.booleans(),
+    non_ascii_values=st.booleans(),
+    matched_keys=st.none()
+    | st.lists(
+        st.sampled_from(
+            [
+                "PatientName",
+                "StudyDescription",
+                "ModalitiesInStudy",
+                "StudyTime",
+                "StudyInstanceUID",
+                "StudyDate",
+            ]
+        ),
+        max_size=5,
+        unique=True,
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(query=queries, profile=profiles, pn_case=st.sampled_from([True, False, None]))
+def test_a_plan_gives_the_standard_answer_on_any_server(
+    query: HierarchicalQuery, profile: ServerProfile, pn_case: bool | None
+) -> None:
+    plan = plan_query(query, profile, pn_case_sensitive=pn_case)
+    assert plan.warnings == ()
+    got = execute(plan, profile)
+    pn = profile.pn_case_sensitive if pn_case is None else pn_case
+    wanted = standard(query, pn)
+    assert len(set(got)) == len(got)
+    fanned_out = len(plan.requests) > 1
+    if fanned_out and not plan.local_window:  # merged in request order, not the server's
+        assert sorted(got) == sorted(wanted)
+    elif not fanned_out:
+        assert got == wanted
+    else:  # a window cut from a merged list: as many, all from the standard answer
+        assert len(got) == len(wanted)
+        assert set(got) <= set(standard(attrs.evolve(query, limit=0, offset=0), pn))
+
+
+@settings(max_examples=200, deadline=None)
+@given(query=queries)
+def test_a_standard_server_gets_the_query_unchanged(query: HierarchicalQuery) -> None:
+    plan = plan_query(query, ServerProfile.standard())
+    if query.PatientName != "*":
+        assert plan.direct
+        assert plan.requests == (query,)
+    assert plan_query(query, None).direct
+
+
+@settings(max_examples=200, deadline=None)
+@given(query=queries, profile=profiles)
+def test_requests_only_hold_what_the_server_understands(
+    query: HierarchicalQuery, profile: ServerProfile
+) -> None:
+    plan = plan_query(query, profile)
+    for request in plan.requests:
+        params = request.uri_search_params()
+        if not profile.percent_decoding:
+            assert "%" not in request.query_string()
+        if not profile.uid_lists:
+            assert "," not in str(params.get("StudyInstanceUID", ""))
+        if not profile.value_lists:
+            assert "," not in str(params.get("ModalitiesInStudy", ""))
+        wildcards = (("*", profile.wildcard_star), ("?", profile.wildcard_question))
+        for char, supported in wildcards:
+            if not supported:
+                assert char not in str(params.get("PatientName", ""))
+                assert char not in str(params.get("StudyDescription", ""))
+        for keyword in ("PatientName", "StudyDescription", "ModalitiesInStudy"):
+            if profile.matched_keys is not None and keyword not in profile.matched_keys:
+                assert keyword not in params
+        if not profile.non_ascii_values:
+            assert all(str(v).isascii() for v in params.values())
+        if plan.local or len(plan.requests) > 1:
+            assert "limit" not in params
+            assert "offset" not in params
+
+
+def test_lists_fan_out_crossed_and_beyond_the_limit_are_matched_here() -> None:
+    query = HierarchicalQuery(StudyInstanceUID=UIDS[:3], ModalitiesInStudy=["CT", "MR"])
+    plan = plan_query(query, ServerProfile(uid_lists=False, value_lists=False))
+    assert [(r.StudyInstanceUID, r.ModalitiesInStudy) for r in plan.requests] == [
+        (uid, modality) for uid in UIDS[:3] for modality in ("CT", "MR")
+    ]
+    assert plan.local == ()
+    many = [f"1.2.{i}" for i in range(40)]
+    query = HierarchicalQuery(StudyInstanceUID=many, ModalitiesInStudy=["CT", "MR"])
+    plan = plan_query(query, ServerProfile(uid_lists=False, value_lists=False))
+    assert [r.StudyInstanceUID for r in plan.requests] == many
+    assert {r.ModalitiesInStudy for r in plan.requests} == {""}
+    assert [(c.key, c.value) for c in plan.local] == [("00080061", "CT,MR")]
+    assert all(r.include_fields == ("00080061",) for r in plan.requests)
+
+
+def test_a_limit_is_cut_locally_when_matching_locally() -> None:
+    query = HierarchicalQuery(PatientName="Doe*", limit=2, offset=1)
+    plan = plan_query(query, ServerProfile(wildcard_star=False))
+    (request,) = plan.requests
+    assert (request.limit, request.offset, request.PatientName) == (0, 0, "")
+    assert (plan.local_window, plan.limit, plan.offset) == (True, 2, 1)
+    kept, _ = plan.finish(DATASETS)
+    assert [d["00100010"]["Value"][0]["Alphabetic"] for d in kept] == ["Doe^Johnny", "Doe^Jane"]
+
+
+def test_a_key_neither_matched_nor_returned_is_a_warning() -> None:
+    profile = ServerProfile(wildcard_star=False, includefield=False)
+    plan = plan_query(HierarchicalQuery(StudyDescription="CT*"), profile)
+    assert plan.requests == (HierarchicalQuery(StudyDescription="CT*"),)  # best effort
+    assert not plan.exact
+    assert "StudyDescription" in plan.warnings[0]
+    # a default attribute is returned anyway: no warning
+    plan = plan_query(HierarchicalQuery(PatientName="Doe*"), profile)
+    assert plan.exact
+    assert plan.requests == (HierarchicalQuery(),)
+    # with includefield=all supported, asking for all is enough
+    profile = ServerProfile(wildcard_star=False, includefield=False, includefield_all=True)
+    query = HierarchicalQuery(StudyDescription="CT*", include_fields=["all"])
+    assert plan_query(query, profile).exact
+
+
+def test_a_result_without_the_key_is_reported_not_filtered() -> None:
+    plan = plan_query(HierarchicalQuery(PatientName="Doe*"), ServerProfile(wildcard_star=False))
+    items = [{"0020000D": {"vr": "UI", "Value": ["1.2"]}}]
+    kept, notes = plan.finish(items)
+    assert kept == items
+    assert len(notes) == 1
+    assert "PatientName" in notes[0]
+
+
+def test_fuzzy_person_name_matching_is_left_to_the_server() -> None:
+    query = HierarchicalQuery(PatientName="doe", fuzzymatching=True)
+    assert plan_query(query, ServerProfile(pn_case_sensitive=False)).direct
+
+
+@pytest.mark.parametrize(
+    ("query", "profile", "parent", "fields"),
+    [
+        (
+            RelationalQuery(query_level=QueryLevel.SERIES, PatientName="Doe*", Modality="CT"),
+            ServerProfile(relational_series=False),
+            HierarchicalQuery(PatientName="Doe*"),
+            {"Modality": "CT"},
+        ),
+        (
+            RelationalQuery(
+                query_level=QueryLevel.INSTANCE,
+                Modality="MR",
+                limit=3,
+                filters={"InstanceNumber": "1"},
+            ),
+            ServerProfile(relational_instances=False),
+            RelationalQuery(query_level=QueryLevel.SERIES, Modality="MR"),
+            {"filters": (("InstanceNumber", "1"),)},
+        ),
+        (
+            RelationalQuery(query_level=QueryLevel.INSTANCE, StudyInstanceUID="1.2"),
+            ServerProfile(study_instances=False),
+            HierarchicalQuery(query_level=QueryLevel.SERIES, StudyInstanceUID="1.2"),
+            {},
+        ),
+    ],
+)
+def test_missing_relational_paths_are_walked(
+    query: BaseQuery, profile: ServerProfile, parent: BaseQuery, fields: dict[str, Any]
+) -> None:
+    plan = plan_query(query, profile)
+    assert plan.walk is not None
+    assert plan.walk.parent == parent
+    assert dict(plan.walk.fields) == fields
+    child = plan.walk.child(
+        {"0020000D": {"vr": "UI", "Value": ["1.2"]}, "0020000E": {"vr": "UI", "Value": ["1.2.3"]}}
+    )
+    assert child is not None
+    assert child.uri_base().startswith("/studies/1.2/")
+    assert plan.walk.child({}) is None
+    assert plan_query(query, ServerProfile()).walk is None

@@ -1,0 +1,337 @@
+"""``probe()``: the pure plan and interpretation, and probes of FakeArchives built from profiles.
+
+The property test is the contract of issue 13: ``probe()`` of a
+``FakeArchive(profile=p)`` returns ``p``, for generated profiles bounded to what
+the fake emulates and what the probe can observe with the data it is loaded with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import attrs
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from aqido import AsyncQidoRS, QidoRS
+from aqido.errors import NotFoundError
+from aqido.probe import (
+    MAX_IN_FLIGHT,
+    MAX_REQUESTS,
+    Answer,
+    Finding,
+    ProbeContext,
+    ProbeRequest,
+    build_profile,
+    cap_followups,
+    cap_listing_request,
+    discovery_request,
+    interpret_caps,
+    make_context,
+    plan_checks,
+    probe_report,
+)
+from aqido.profile import ServerProfile
+from aqido.testing import FakeArchive, SyntheticArchive
+
+#: The data every probed fake holds: 25 studies, more than the caps the test generates.
+DATA = SyntheticArchive(seed=3, studies=25, series_per_study=2, instances_per_series=1)
+STUDY_UIDS = [s.study_instance_uid for s in DATA.studies]
+
+
+def _study(uid: str, **values: Any) -> dict[str, Any]:
+    item: dict[str, Any] = {"0020000D": {"vr": "UI", "Value": [uid]}}
+    if "name" in values:
+        item["00100010"] = {"vr": "PN", "Value": [{"Alphabetic": values["name"]}]}
+    if "pid" in values:
+        item["00100020"] = {"vr": "LO", "Value": [values["pid"]]}
+    if "date" in values:
+        item["00080020"] = {"vr": "DA", "Value": [values["date"]]}
+    if "time" in values:
+        item["00080030"] = {"vr": "TM", "Value": [values["time"]]}
+    if "mods" in values:
+        item["00080061"] = {"vr": "CS", "Value": list(values["mods"])}
+    return item
+
+
+LISTING = Answer(
+    200,
+    items=(
+        _study("1.2.1", name="Doe John", pid="P/1"),  # unusable values (space, slash)
+        _study(
+            "1.2.2", name="Doe^Jane", pid="pat02", date="20200229", time="10:30:00", mods=("CT",)
+        ),
+        _study("1.2.3", name="Roe^Rich", pid="pat03", date="20200101", mods=("MR",)),
+    ),
+)
+
+
+def test_context_takes_the_study_with_usable_values_and_a_contrasting_second() -> None:
+    ctx = make_context(LISTING)
+    assert ctx.listed == ("1.2.1", "1.2.2", "1.2.3")
+    assert ctx.a == "1.2.2"
+    assert (ctx.name, ctx.text, ctx.date, ctx.time) == ("Doe^Jane", "pat02", "20200229", "103000")
+    assert ctx.b == "1.2.3"
+    assert (ctx.list_key, ctx.list_a, ctx.list_b) == ("ModalitiesInStudy", "CT", "MR")
+
+
+def test_empty_archive_plans_only_data_free_checks() -> None:
+    ctx = make_context(Answer(204))
+    assert ctx == ProbeContext(listed=())
+    capabilities = {c.capability for c in plan_checks(ctx)}
+    assert capabilities == {
+        "empty_status",
+        "bad_request_status",
+        "unknown_parent_status",
+        "relational_series",
+        "relational_instances",
+    }
+
+
+def _findings(ctx: ProbeContext, answer: Callable[[ProbeRequest], Answer]) -> list[Finding]:
+    out: list[Finding] = []
+    for check in plan_checks(ctx):
+        out += check.interpret([answer(r) for r in check.requests])
+    return out
+
+
+def test_a_server_that_ignores_patient_name_decides_nothing_about_it() -> None:
+    ctx = make_context(LISTING)
+    a = ctx.a
+    assert a is not None
+
+    def answer(request: ProbeRequest) -> Answer:
+        # Every search narrowed to A finds A, whatever else it asks: keys are ignored.
+        if f"StudyInstanceUID={a}" in request.query:
+            return Answer(200, items=(_study(a),))
+        return Answer(200, items=LISTING.items)
+
+    by_field = {f.capability: f for f in _findings(ctx, answer)}
+    for field in ("percent_decoding", "wildcard_star", "pn_case_sensitive", "case_sensitive"):
+        assert not by_field[field].decided, field
+        assert "ignored" in by_field[field].finding
+    assert by_field["unsupported_keys"].value == "ignore"
+    profile = build_profile(list(by_field.values()))
+    assert profile.percent_decoding is True  # the standard default, kept
+    assert any(note.startswith("wildcard_star: not decided") for note in profile.notes)
+
+
+def test_caps_after_the_offset_are_seen_past_the_listing() -> None:
+    listing = Answer(200, items=tuple(_study(f"1.{i}") for i in range(500)))
+    follow = cap_followups(listing)
+    assert follow[0] == ProbeRequest("/studies", "offset=500&limit=1")
+    findings = interpret_caps(
+        ProbeRequest("/studies"), listing, [Answer(200, items=(_study("9"),))]
+    )
+    profile = build_profile(findings)
+    assert (profile.max_results, profile.cap_plus_one, profile.cap_before_offset) == (
+        500,
+        False,
+        False,
+    )
+    assert profile.cap_warning is False
+
+
+def test_orthanc_caps_are_cap_plus_one_before_the_offset() -> None:
+    dates = [f"2020{m:02d}01" for m in range(1, 12)]
+    listing = Answer(
+        200,
+        headers={},
+        items=tuple(_study(f"1.{i}", date=dates[i]) for i in range(11)),
+    )
+    follow = cap_followups(listing)
+    assert len(follow) == 3  # past the listing, and the date split (11 = 10 + 1 is suspect)
+    halves = [Answer(200, items=tuple(_study(f"2.{i}") for i in range(8)))] * 2
+    findings = interpret_caps(ProbeRequest("/studies"), listing, [Answer(200), *halves])
+    profile = build_profile(findings)
+    assert (profile.max_results, profile.cap_plus_one, profile.cap_before_offset) == (
+        10,
+        True,
+        True,
+    )
+
+
+def test_a_listing_with_nothing_past_it_is_not_capped() -> None:
+    listing = Answer(200, items=tuple(_study(f"1.{i}") for i in range(37)))
+    assert len(cap_followups(listing)) == 1  # 37 is no typical cap: no split
+    profile = build_profile(interpret_caps(ProbeRequest("/studies"), listing, [Answer(204)]))
+    assert profile.max_results is None
+    assert any("no result cap seen" in note for note in profile.notes)
+
+
+def test_the_cap_listing_is_bounded_and_needs_paging() -> None:
+    many = Answer(200, items=(_study("1.1"),))
+    assert cap_listing_request(True, many) == ProbeRequest("/studies", "limit=10001")
+    assert cap_listing_request(True, Answer(204)) == ProbeRequest("/studies", "")
+    assert cap_listing_request(False, Answer(204)) is None
+
+
+def test_a_warning_on_the_capped_listing_is_recorded() -> None:
+    listing = Answer(
+        200,
+        headers={"warning": '299 x "There are 7 additional results that can be requested"'},
+        items=tuple(_study(f"1.{i}") for i in range(20)),
+    )
+    findings = interpret_caps(
+        ProbeRequest("/studies"), listing, [Answer(200, items=(_study("2"),)), Answer(204)]
+    )
+    assert build_profile(findings).cap_warning is True
+
+
+# --- against FakeArchive ------------------------------------------------------------------
+
+
+def _probe(profile: ServerProfile, **options: Any) -> tuple[ServerProfile, int, FakeArchive]:
+    async def run() -> tuple[ServerProfile, int, FakeArchive]:
+        archive = FakeArchive(DATA, profile=profile, **options)
+        async with archive, AsyncQidoRS(archive.url, retries=0) as client:
+            report = await probe_report(client)
+        return report.profile, report.requests, archive
+
+    return anyio.run(run)
+
+
+@pytest.mark.parametrize(
+    "preset",
+    [
+        ServerProfile.standard(),
+        ServerProfile.orthanc(),
+        ServerProfile.orthanc(max_results=10),
+        attrs.evolve(ServerProfile.tiny_pacs(), max_results=20),
+    ],
+    ids=["standard", "orthanc", "orthanc-capped", "tiny_pacs-like"],
+)
+def test_probe_of_a_preset_fake_is_the_preset(preset: ServerProfile) -> None:
+    measured, sent, archive = _probe(preset, latency=0.005)
+    assert measured == preset
+    assert sent == len(archive.requests) <= MAX_REQUESTS
+    assert archive.peak_concurrency <= MAX_IN_FLIGHT
+    assert all(r.method == "GET" for r in archive.requests)
+
+
+@st.composite
+def profiles(draw: st.DrawFn) -> ServerProfile:
+    """Profiles the fake emulates and the probe can tell apart with ``DATA`` loaded."""
+    b = st.booleans()
+    paging = draw(st.sampled_from([(True, True), (True, False), (False, True)]))
+    capped = paging == (True, True) and draw(b)
+    pn_case = draw(b)
+    fuzzy = draw(st.sampled_from(["warning", "ignored", "error", "supported"]))
+    if fuzzy == "supported" and not pn_case:
+        fuzzy = "ignored"  # fuzzy matching that only ignores case looks like literal matching
+    includefield, includefield_all = draw(
+        st.sampled_from([(True, True), (True, False), (False, True)])
+    )
+    before_offset = draw(b) if capped else False
+    decoding = draw(b)
+    return ServerProfile(
+        percent_decoding=decoding,
+        # non-ASCII values can only be sent to a server that percent-decodes, and DATA's
+        # non-ASCII names come after the first 20 studies (a capped first listing)
+        non_ascii_values=draw(b) if decoding and not capped else True,
+        wildcard_star=draw(b),
+        wildcard_question=draw(b),
+        case_sensitive=draw(b),
+        pn_case_sensitive=pn_case,
+        single_value_matching=draw(st.sampled_from(["exact", "prefix", "substring"])),
+        uid_lists=draw(b),
+        value_lists=draw(b),
+        repeated_keys=draw(st.sampled_from(["or", "first", "last", "error"])),
+        date_ranges=draw(b),
+        open_date_ranges=True if before_offset else draw(b),  # the probe splits by date
+        time_ranges=draw(b),
+        fuzzy_matching=fuzzy,
+        unsupported_keys=draw(st.sampled_from(["error", "ignore", "empty"])),
+        includefield=includefield,
+        includefield_all=includefield_all,
+        relational_series=draw(b),
+        relational_instances=draw(b),
+        study_instances=draw(b),
+        limit=paging[0],
+        offset=paging[1],
+        max_results=draw(st.sampled_from([10, 20])) if capped else None,
+        cap_warning=draw(b) if capped else True,
+        cap_plus_one=draw(b) if capped else False,
+        cap_before_offset=before_offset,
+        empty_status=draw(st.sampled_from([204, 200])),
+        json_accept=draw(b),
+        bad_request_status=draw(st.sampled_from([400, 422, 200, 204])),
+        unknown_parent_status=draw(st.sampled_from([404, 200, 204])),
+    )
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(profiles())
+def test_probe_of_a_fake_built_from_a_profile_returns_that_profile(
+    profile: ServerProfile,
+) -> None:
+    measured, sent, _ = _probe(profile)
+    assert measured == profile
+    assert sent <= MAX_REQUESTS
+
+
+def test_profile_and_the_flags_it_covers_do_not_mix() -> None:
+    with pytest.raises(ValueError, match="max_results"):
+        FakeArchive(DATA, profile=ServerProfile.standard(), max_results=5)
+    FakeArchive(DATA, profile=ServerProfile.standard(), latency=0.01, prefix="/qido")
+
+
+def test_orthanc_like_is_built_from_the_orthanc_profile() -> None:
+    archive = FakeArchive.orthanc_like(DATA, max_results=10, truncation_warning=True)
+    assert archive.profile == attrs.evolve(ServerProfile.orthanc(max_results=10), cap_warning=True)
+    assert archive.pn_groups is False
+
+
+@pytest.mark.anyio
+async def test_client_probe_returns_the_profile() -> None:
+    archive = FakeArchive(DATA, profile=ServerProfile.orthanc())
+    async with archive, AsyncQidoRS(archive.url) as client:
+        assert await client.probe() == ServerProfile.orthanc()
+
+
+def test_blocking_probe_returns_the_profile() -> None:
+    fake = FakeArchive(DATA, profile=ServerProfile.tiny_pacs())
+    with fake.run_in_thread() as archive, QidoRS(archive.url) as client:
+        # 25 studies cannot show tiny_pacs' cap of 1,000: the probe keeps the default.
+        assert client.probe() == attrs.evolve(
+            ServerProfile.tiny_pacs(), max_results=None, cap_warning=True
+        )
+
+
+@pytest.mark.anyio
+async def test_a_failing_first_listing_is_an_error() -> None:
+    archive = FakeArchive(DATA, prefix="/dicom-web")
+    async with archive, AsyncQidoRS(archive.url + "/nowhere", retries=0) as client:
+        with pytest.raises(NotFoundError):
+            await client.probe()
+
+
+def test_discovery_is_a_small_listing() -> None:
+    assert discovery_request() == ProbeRequest("/studies", "limit=50")
+    assert STUDY_UIDS  # DATA is loaded as the tests assume
+
+
+@pytest.mark.anyio
+async def test_transient_failures_are_retried_not_read_as_answers() -> None:
+    archive = FakeArchive(DATA, profile=ServerProfile.orthanc())
+    archive.fail("limit=50", "503", times=1)  # the first listing
+    archive.fail("includefield=all", "429", times=2)
+    async with archive, AsyncQidoRS(archive.url) as client:
+        assert await client.probe() == ServerProfile.orthanc()
+    assert [r.status for r in archive.requests if "limit=50" in r.query_string] == [503, 200]
+
+
+@pytest.mark.anyio
+async def test_a_500_is_an_answer_the_probe_reads() -> None:
+    archive = FakeArchive(DATA)
+    archive.fail("/series", "500")
+    async with archive, AsyncQidoRS(archive.url) as client:
+        report = await probe_report(client)
+    finding = next(f for f in report.findings if f.capability == "relational_series")
+    assert not finding.decided
+    assert "500" in finding.finding
+    assert report.profile.relational_series is True
+    assert any(n.startswith("relational_series: not decided") for n in report.profile.notes)
