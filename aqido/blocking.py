@@ -25,49 +25,25 @@ cancels that task and waits for it to finish.
 from __future__ import annotations
 
 import concurrent.futures
-import os
+import functools
 import threading
 import weakref
-from collections.abc import (
-    AsyncGenerator,
-    Awaitable,
-    Callable,
-    Iterable,
-    Iterator,
-    Mapping,
-    Sequence,
-)
-from contextlib import AbstractContextManager, aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, aclosing, nullcontext
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from aqido.checkpoint import CrawlCheckpoint
 from aqido.client import (
-    DEFAULT_MAX_CONCURRENCY,
-    DEFAULT_MAX_RESPONSE_BYTES,
-    DEFAULT_RETRY,
-    DEFAULT_TIMEOUT,
     AsyncQidoRS,
-    ProfileSource,
 )
 from aqido.errors import ClientClosedError
 from aqido.profile import ServerProfile
-from aqido.progress import CrawlProgress, make_progress, report
-from aqido.query import QueryLevel
-from aqido.stats import CrawlStats
-
-if TYPE_CHECKING:  # pragma: no cover
-    from aqido.client import Auth, SearchResults, SSLOption
-    from aqido.protocol import QidoResponse
-    from aqido.query import BaseQuery
-    from aqido.results import Instance, Series, Study
-    from aqido.retry import Retry, Timeout
-
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 #: Items an iterator may fetch ahead of its consumer, and hands over per round trip.
 _BUFFER = 64
@@ -173,53 +149,64 @@ class _Runner:
             cm.__exit__(None, None, None)  # joins the thread
 
 
+def _blocking(
+    method: Callable[Concatenate[AsyncQidoRS, P], Awaitable[T]],
+) -> Callable[Concatenate[QidoRS, P], T]:
+    """``QidoRS.<name>``: run ``AsyncQidoRS.<name>`` on the client's loop and wait for it."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    def call(self: QidoRS, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        bound: Callable[P, Awaitable[T]] = getattr(self._async, name)
+        return self._runner.call(lambda: bound(*args, **kwargs))
+
+    return call
+
+
+def _blocking_iter(
+    method: Callable[Concatenate[AsyncQidoRS, P], AsyncIterator[T]],
+) -> Callable[Concatenate[QidoRS, P], Iterator[T]]:
+    """``QidoRS.<name>``: iterate ``AsyncQidoRS.<name>`` on the loop, as a plain iterator."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    def iterate(self: QidoRS, /, *args: P.args, **kwargs: P.kwargs) -> Iterator[T]:
+        bound: Callable[P, AsyncIterator[T]] = getattr(self._async, name)
+        return self._iterate(lambda: bound(*args, **kwargs))
+
+    return iterate
+
+
+def _same_arguments(
+    init: Callable[Concatenate[AsyncQidoRS, P], None],
+) -> Callable[[Callable[..., None]], Callable[Concatenate[QidoRS, P], None]]:
+    """Give ``QidoRS.__init__`` the arguments (and their types and docs) of ``AsyncQidoRS``'s."""
+
+    def decorate(own: Callable[..., None]) -> Callable[Concatenate[QidoRS, P], None]:
+        return functools.wraps(init)(own)
+
+    return decorate
+
+
 class QidoRS:
     """A blocking QIDO-RS client: :class:`~aqido.client.AsyncQidoRS` for code that is not async.
 
-    The arguments are those of ``AsyncQidoRS`` (``url``, ``auth``,
-    ``headers``, ``timeout``, ``retries``, ``max_concurrency``, ``server_limit``,
-    ``profile``, ``pn_case_sensitive``, ``strict_matching``, ``permissive_uid``,
-    ``max_response_bytes``, ``ssl``, ``trust_env``) except
-    ``session``: an aiohttp session belongs to one event loop, and this
-    client's loop is its own.  Methods return what the async ones return
-    (``iter_*`` and ``crawl`` give plain iterators) and raise the same errors.
-    Thread-safe.  See the module docstring for lifecycle and cancellation.
+    The arguments are those of ``AsyncQidoRS`` (one definition: this class
+    takes them as they are) except ``session``: an aiohttp session belongs to
+    one event loop, and this client's loop is its own.  Every method is the
+    async client's, run on that loop (same arguments, results and errors;
+    ``iter_*`` and ``crawl`` give plain iterators).  Thread-safe.  See the
+    module docstring for lifecycle and cancellation.
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        auth: Auth | None = None,
-        headers: Mapping[str, str] | None = None,
-        timeout: Timeout | float | None = DEFAULT_TIMEOUT,
-        retries: Retry | int | None = DEFAULT_RETRY,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-        server_limit: int | Mapping[Any, int] | None = None,
-        profile: ProfileSource | None = None,
-        pn_case_sensitive: bool | None = True,
-        strict_matching: bool = False,
-        permissive_uid: bool = False,
-        max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES,
-        ssl: SSLOption = None,
-        trust_env: bool = True,
-    ) -> None:
-        self._async = AsyncQidoRS(
-            url,
-            auth=auth,
-            headers=headers,
-            timeout=timeout,
-            retries=retries,
-            max_concurrency=max_concurrency,
-            server_limit=server_limit,
-            profile=profile,
-            pn_case_sensitive=pn_case_sensitive,
-            strict_matching=strict_matching,
-            permissive_uid=permissive_uid,
-            max_response_bytes=max_response_bytes,
-            ssl=ssl,
-            trust_env=trust_env,
-        )
+    @_same_arguments(AsyncQidoRS.__init__)
+    def __init__(self, *args: Any, **options: Any) -> None:
+        if options.get("session") is not None:
+            raise TypeError(
+                "QidoRS runs its own event loop, and an aiohttp session belongs to one loop: "
+                "leave session= out (use AsyncQidoRS to share a session)"
+            )
+        self._async = AsyncQidoRS(*args, **options)
         self._runner = _Runner(self._async)
         self._finalizer = weakref.finalize(self, self._runner.close)
 
@@ -266,14 +253,17 @@ class QidoRS:
 
     # --- plumbing -------------------------------------------------------------------------
 
-    def _iterate(self, make: Callable[[], AsyncGenerator[T, None]]) -> Iterator[T]:
+    def _iterate(self, make: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
         """Iterate ``make()`` in one task on the loop, handing items over in batches."""
         send, receive = anyio.create_memory_object_stream[T](_BUFFER)
 
         async def pump() -> None:
             async with send:
                 items = make()
-                async with aclosing(items):
+                closing: AbstractAsyncContextManager[Any] = (
+                    aclosing(items) if isinstance(items, AsyncGenerator) else nullcontext()
+                )
+                async with closing:
                     async for item in items:
                         await send.send(item)
 
@@ -305,171 +295,16 @@ class QidoRS:
             send.close()
             receive.close()
 
-    # --- the API of AsyncQidoRS -----------------------------------------------------------
+    # --- the API of AsyncQidoRS, one definition each (in aqido.client) --------------------
 
-    def probe(self) -> ServerProfile:
-        """Measure how this archive behaves (see :meth:`AsyncQidoRS.probe`)."""
-        return self._runner.call(self._async.probe)
-
-    def search_raw(self, query: Any) -> QidoResponse:
-        """Run one search; return the decoded DICOM JSON and headers (see ``AsyncQidoRS``)."""
-        return self._runner.call(self._async.search_raw, query)
-
-    def search(self, query: Any) -> SearchResults[Any]:
-        """Run one search (one request) and return typed results (:class:`SearchResults`)."""
-        return self._runner.call(self._async.search, query)
-
-    def iter_search(self, query: Any, *, page_size: int | None = None) -> Iterator[Any]:
-        """Iterate over every result of ``query``, paging with ``limit``/``offset`` as needed."""
-        return self._iterate(lambda: self._async.iter_search(query, page_size=page_size))
-
-    def search_many(
-        self, queries: Iterable[Any], *, max_concurrency: int | None = None
-    ) -> list[SearchResults[Any]]:
-        """Run many searches concurrently; return their results in the order given."""
-        queries = list(queries)
-        return self._runner.call(
-            lambda: self._async.search_many(queries, max_concurrency=max_concurrency)
-        )
-
-    def iter_search_many(
-        self, queries: Iterable[Any], *, max_concurrency: int | None = None
-    ) -> Iterator[tuple[BaseQuery, SearchResults[Any]]]:
-        """Like :meth:`search_many`, but yield ``(query, results)`` as each search completes."""
-        queries = list(queries)
-        return self._iterate(
-            lambda: self._async.iter_search_many(queries, max_concurrency=max_concurrency)
-        )
-
-    def crawl(
-        self,
-        query: Any = None,
-        *,
-        depth: QueryLevel | str = QueryLevel.INSTANCE,
-        max_concurrency: int | None = None,
-        page_size: int | None = None,
-        server_limit: int | Mapping[Any, int] | None = None,
-        fail_fast: bool = False,
-        partial: bool = False,
-        stats: CrawlStats | None = None,
-        checkpoint: str | os.PathLike[str] | CrawlCheckpoint | None = None,
-        progress: bool | CrawlProgress | None = None,
-    ) -> Iterator[Study]:
-        """Walk studies → series → instances; yield each ``Study`` once its subtree is done.
-
-        As :meth:`AsyncQidoRS.crawl`.  ``progress=True`` shows a progress bar
-        (:class:`~aqido.progress.TqdmProgress`); a
-        :class:`~aqido.progress.CrawlProgress` gets the callbacks.
-        """
-        studies = self._iterate(
-            lambda: self._async.crawl(
-                query,
-                depth=depth,
-                max_concurrency=max_concurrency,
-                page_size=page_size,
-                server_limit=server_limit,
-                fail_fast=fail_fast,
-                partial=partial,
-                stats=stats,
-                checkpoint=checkpoint,
-            )
-        )
-        if progress is None or progress is False:
-            return studies
-        return _tracked(studies, progress)
-
-    def find_studies(self, query: Any) -> SearchResults[Study]:
-        """Search, and return the results grouped into studies (dicomtrolley's ``find_studies``)."""
-        return self._runner.call(self._async.find_studies, query)
-
-    def search_for_studies(
-        self,
-        *,
-        fuzzymatching: bool | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
-        fields: Iterable[str] | None = None,
-        search_filters: Mapping[str, Any] | None = None,
-        get_remaining: bool = False,
-        additional_params: Mapping[str, str | Sequence[str]] | None = None,
-    ) -> SearchResults[Study]:
-        """Search for studies, with dicomweb-client's arguments."""
-        return self._runner.call(
-            lambda: self._async.search_for_studies(
-                fuzzymatching=fuzzymatching,
-                limit=limit,
-                offset=offset,
-                fields=fields,
-                search_filters=search_filters,
-                get_remaining=get_remaining,
-                additional_params=additional_params,
-            )
-        )
-
-    def search_for_series(
-        self,
-        study_instance_uid: str | None = None,
-        *,
-        fuzzymatching: bool | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
-        fields: Iterable[str] | None = None,
-        search_filters: Mapping[str, Any] | None = None,
-        get_remaining: bool = False,
-        additional_params: Mapping[str, str | Sequence[str]] | None = None,
-    ) -> SearchResults[Series]:
-        """Search for series (of one study, or all series), as dicomweb-client does."""
-        return self._runner.call(
-            lambda: self._async.search_for_series(
-                study_instance_uid,
-                fuzzymatching=fuzzymatching,
-                limit=limit,
-                offset=offset,
-                fields=fields,
-                search_filters=search_filters,
-                get_remaining=get_remaining,
-                additional_params=additional_params,
-            )
-        )
-
-    def search_for_instances(
-        self,
-        study_instance_uid: str | None = None,
-        series_instance_uid: str | None = None,
-        *,
-        fuzzymatching: bool | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
-        fields: Iterable[str] | None = None,
-        search_filters: Mapping[str, Any] | None = None,
-        get_remaining: bool = False,
-        additional_params: Mapping[str, str | Sequence[str]] | None = None,
-    ) -> SearchResults[Instance]:
-        """Search for instances, as dicomweb-client does."""
-        return self._runner.call(
-            lambda: self._async.search_for_instances(
-                study_instance_uid,
-                series_instance_uid,
-                fuzzymatching=fuzzymatching,
-                limit=limit,
-                offset=offset,
-                fields=fields,
-                search_filters=search_filters,
-                get_remaining=get_remaining,
-                additional_params=additional_params,
-            )
-        )
-
-
-def _tracked(studies: Iterator[Study], progress: bool | CrawlProgress) -> Iterator[Study]:
-    hook = make_progress(progress)
-    assert hook is not None
-    try:
-        for study in studies:
-            report(hook, study)
-            yield study
-    finally:
-        close = getattr(studies, "close", None)
-        if close is not None:
-            close()
-        hook.close()
+    probe = _blocking(AsyncQidoRS.probe)
+    search_raw = _blocking(AsyncQidoRS.search_raw)
+    search = _blocking(AsyncQidoRS.search)
+    iter_search = _blocking_iter(AsyncQidoRS.iter_search)
+    search_many = _blocking(AsyncQidoRS.search_many)
+    iter_search_many = _blocking_iter(AsyncQidoRS.iter_search_many)
+    crawl = _blocking_iter(AsyncQidoRS.crawl)
+    find_studies = _blocking(AsyncQidoRS.find_studies)
+    search_for_studies = _blocking(AsyncQidoRS.search_for_studies)
+    search_for_series = _blocking(AsyncQidoRS.search_for_series)
+    search_for_instances = _blocking(AsyncQidoRS.search_for_instances)

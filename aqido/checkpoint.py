@@ -310,7 +310,7 @@ class CrawlCheckpoint:
                     uid = record.get("StudyInstanceUID") or _study_uid(record["study"])
                     if uid:
                         self.done.add(uid)
-                if "end" in record:
+                elif "end" in record:  # a record is of one kind: a study line is a study
                     self.finished_complete = bool(record["end"].get("complete"))
             with self.path.open("r+b") as file:
                 file.truncate(good)

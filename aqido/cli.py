@@ -42,9 +42,25 @@ import os
 import re
 import signal
 import sys
+import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
-from contextlib import AsyncExitStack, aclosing, asynccontextmanager, redirect_stdout, suppress
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from contextlib import (
+    AsyncExitStack,
+    aclosing,
+    asynccontextmanager,
+    contextmanager,
+    redirect_stdout,
+    suppress,
+)
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar, cast
 
@@ -54,6 +70,7 @@ from aqido.errors import (
     QidoError,
     TransportError,
 )
+from aqido.progress import CrawlProgress
 from aqido.query import ATTRIBUTE_FIELDS, BaseQuery, HierarchicalQuery, QueryLevel, RelationalQuery
 from aqido.terminal import SafeStream, printable, unicode_safe
 
@@ -960,16 +977,22 @@ async def _run_probe(
 # --- crawl ---------------------------------------------------------------------------------
 
 
-class _Progress:
-    """The live progress display: rich on a terminal, a plain status line without rich."""
+class _Progress(CrawlProgress):
+    """The live progress display: rich on a terminal, a plain status line without rich.
 
-    def __init__(self, stats: CrawlStats, stream: IO[str], enabled: bool) -> None:
-        self.stats = stats
+    A :class:`~aqido.progress.CrawlProgress` like any other: the crawl calls
+    ``update`` on every change of its statistics; the display redraws at most
+    every 1/8 s (rich, which also animates on its own) or 1/2 s (plain).
+    """
+
+    def __init__(self, stream: IO[str], enabled: bool) -> None:
         self.stream = stream
         self.enabled = enabled
+        self.stats: CrawlStats | None = None
         self._rich: Any = None
         self._task: Any = None
         self._plain_shown = False
+        self._drawn = 0.0
 
     def start(self) -> None:
         if not self.enabled:
@@ -998,8 +1021,15 @@ class _Progress:
             self._rich.start()
             self._task = self._rich.add_task("crawl", total=None, stats="")
 
+    def update(self, stats: CrawlStats) -> None:
+        self.stats = stats
+        now = time.monotonic()
+        if now - self._drawn >= (0.125 if self._rich is not None else 0.5):
+            self._drawn = now
+            self.refresh()
+
     def refresh(self) -> None:
-        if not self.enabled:
+        if not self.enabled or self.stats is None:
             return
         done, listed = _studies_done(self.stats), self.stats.items["STUDY"]
         if self._rich is not None:
@@ -1010,20 +1040,17 @@ class _Progress:
             self.stream.flush()
             self._plain_shown = True
 
-    async def run(self) -> None:
-        while True:
-            self.refresh()
-            await asyncio.sleep(0.125 if self._rich is not None else 0.5)
-
-    def stop(self) -> None:
+    def close(self) -> None:
         if not self.enabled:
             return
         self.refresh()
         if self._rich is not None:
             self._rich.stop()
+            self._rich = None
         elif self._plain_shown:
             self.stream.write("\n")
             self.stream.flush()
+        self.enabled = False  # closed: later calls do nothing
 
 
 def _studies_done(stats: CrawlStats) -> int:
@@ -1120,7 +1147,7 @@ async def _run_crawl(
         raise UsageError("crawl starts from a study-level query")
     server = _check_url(url)  # before any file is touched
     stats = CrawlStats()
-    display = _Progress(stats, err, progress)
+    display = _Progress(err, progress)
     checkpoint = None if out_path is None else CrawlCheckpoint(out_path, force=force)
     async with AsyncExitStack() as stack:
         if checkpoint is not None:  # closed (its lock released) however the crawl ends
@@ -1130,7 +1157,6 @@ async def _run_crawl(
             )
         client = await stack.enter_async_context(_open_client(url, **client_options))
         display.start()
-        ticker = asyncio.get_running_loop().create_task(display.run())
         try:
             crawl = client.crawl(
                 query,
@@ -1139,16 +1165,14 @@ async def _run_crawl(
                 partial=True,
                 stats=stats,
                 checkpoint=checkpoint,
+                progress=display,
             )
             async with aclosing(crawl) as studies:
                 async for study in studies:
                     if on_study is not None:
                         on_study(study)
         finally:
-            ticker.cancel()
-            with suppress(asyncio.CancelledError):
-                await ticker
-            display.stop()
+            display.close()  # also when the crawl never started (the crawl closes it too)
     if stats.failures and not stats.items["STUDY"]:
         raise stats.failures[0].error  # nothing listed at all: not a partial crawl
     _print_summary(stats, out, out_path=out_path, rich_ok=rich_ok)
@@ -1423,6 +1447,33 @@ def _dispatch(args: argparse.Namespace, out: IO[str], err: IO[str], env: Mapping
     if args.insecure:
         err.write(_INSECURE_WARNING)
         err.flush()
+    with _plan_warnings(err):
+        return _dispatch_client(args, options, out, err, is_tty)
+
+
+@contextmanager
+def _plan_warnings(err: IO[str]) -> Iterator[None]:
+    """Print the client's "not the standard's answer" warnings (``--profile``) on stderr."""
+    import logging
+
+    plan_logger = logging.getLogger("aqido.plan")
+    handler = logging.StreamHandler(err)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(_SafeFormatter("aqido: warning: %(message)s"))
+    plan_logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        plan_logger.removeHandler(handler)
+
+
+def _dispatch_client(
+    args: argparse.Namespace,
+    options: dict[str, Any],
+    out: IO[str],
+    err: IO[str],
+    is_tty: bool,
+) -> int:
     if args.command == "search":
         return _run(_run_search(args, options, out, is_tty))
     if args.command == "probe":

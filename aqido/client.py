@@ -64,7 +64,7 @@ from yarl import URL
 
 from aqido import __version__, dictionary
 from aqido.checkpoint import CrawlCheckpoint
-from aqido.crawl import crawl, iter_pages, iter_search_many, search_many
+from aqido.crawl import Recorder, crawl, iter_pages, iter_search_many, search_many
 from aqido.errors import (
     ClientClosedError,
     InvalidQueryError,
@@ -79,8 +79,9 @@ from aqido.errors import (
     redact_url,
 )
 from aqido.partition import Caps, check_server_limit
-from aqido.plan import Plan, plan_query
+from aqido.plan import Plan, plan_query, split_keys
 from aqido.profile import ServerProfile
+from aqido.progress import CrawlProgress, make_progress
 from aqido.protocol import ACCEPT, QidoResponse, QidoWarning, join_url, parse_response
 from aqido.query import (
     ATTRIBUTE_FIELDS,
@@ -98,6 +99,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import pyarrow
 
 logger = logging.getLogger("aqido")
+#: Where a profile's "not the standard's answer" warnings go (the CLI prints them).
+plan_logger = logging.getLogger("aqido.plan")
 
 T = TypeVar("T")
 
@@ -350,23 +353,6 @@ class AsyncQidoRS:
             :meth:`iter_search`) and then kept for the client's lifetime; a
             known cap saves that request and also covers servers that apply the
             cap before ``offset`` (Orthanc's ``LimitFindResults``).
-        profile: how the server behaves (a :class:`~aqido.profile.ServerProfile`,
-            the path of one saved as JSON, or ``"auto"``: :meth:`probe` the server
-            once, before the first search).  With a profile, searches return the
-            answer PS3.4/PS3.18 define even where the server does not give it:
-            keys the server cannot match are matched locally, lists it cannot
-            OR are fanned out, relational paths it lacks are walked (see
-            :mod:`aqido.plan` and the "Servers and profiles" docs page).
-            ``None`` (default): queries are sent as they are.
-        pn_case_sensitive: whether person names match case-sensitively in the
-            answers aqido corrects: ``True`` (default) as PS3.4's single value
-            and wildcard matching are, ``False`` without regard to case, ``None``
-            as the server does it (its profile; PS3.4 lets a server ignore case
-            for PN).  Other strings always match case-sensitively.
-        strict_matching: when the server cannot give the standard's answer to
-            a query (e.g. a key it neither matches nor returns), raise
-            :class:`~aqido.errors.UnanswerableQueryError` instead of returning
-            results that carry an ``aqido`` warning in ``.warnings``.
         permissive_uid: ``True`` for an archive whose UIDs do not conform to
             PS3.5 (leading zeros, letters): the queries the client builds (from
             ``search_for_*`` arguments, dicts, dicomtrolley queries, and a
@@ -388,6 +374,24 @@ class AsyncQidoRS:
         trust_env: take proxies from the environment (``HTTPS_PROXY``,
             ``HTTP_PROXY``, ``ALL_PROXY``, ``NO_PROXY``), as requests and httpx
             do.  Loopback addresses are never proxied.
+        profile: how the server behaves (a :class:`~aqido.profile.ServerProfile`,
+            the path of one saved as JSON, or ``"auto"``: :meth:`probe` the server
+            once, before the first search).  With a profile, searches return the
+            answer PS3.4/PS3.18 define even where the server does not give it:
+            keys the server cannot match are matched locally, lists it cannot
+            OR are fanned out, relational paths it lacks are walked (see
+            :mod:`aqido.plan` and the "Servers and profiles" docs page).
+            ``None`` (default): queries are sent as they are.  A profile file
+            that cannot be read raises ``OSError``, a malformed one ``ValueError``.
+        pn_case_sensitive: whether person names match case-sensitively in the
+            answers aqido corrects: ``True`` (default) as PS3.4's single value
+            and wildcard matching are, ``False`` without regard to case, ``None``
+            as the server does it (its profile; PS3.4 lets a server ignore case
+            for PN).  Other strings always match case-sensitively.
+        strict_matching: when the server cannot give the standard's answer to
+            a query (e.g. a key it neither matches nor returns), raise
+            :class:`~aqido.errors.UnanswerableQueryError` instead of returning
+            results that carry an ``aqido`` warning in ``.warnings``.
     """
 
     def __init__(
@@ -401,10 +405,10 @@ class AsyncQidoRS:
         retries: Retry | int | None = DEFAULT_RETRY,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         server_limit: int | Mapping[Any, int] | None = None,
+        permissive_uid: bool = False,
         profile: ProfileSource | None = None,
         pn_case_sensitive: bool | None = True,
         strict_matching: bool = False,
-        permissive_uid: bool = False,
         max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES,
         ssl: SSLOption = None,
         trust_env: bool = True,
@@ -743,6 +747,10 @@ class AsyncQidoRS:
 
     # --- searching --------------------------------------------------------------------------
 
+    def _query(self, query: Any) -> BaseQuery:
+        """``ensure_query_type(query)``, permissive about UIDs if the client is."""
+        return ensure_query_type(query, permissive_uid=self.permissive_uid)
+
     async def probe(self) -> ServerProfile:
         """Measure how this archive behaves: a :class:`~aqido.profile.ServerProfile`.
 
@@ -755,10 +763,6 @@ class AsyncQidoRS:
         from aqido.probe import probe_report
 
         return (await probe_report(self)).profile
-
-    def _query(self, query: Any) -> BaseQuery:
-        """``ensure_query_type(query)``, permissive about UIDs if the client is."""
-        return ensure_query_type(query, permissive_uid=self.permissive_uid)
 
     async def search_raw(self, query: Any) -> QidoResponse:
         """Run one search and return the decoded DICOM JSON and headers, unstructured.
@@ -827,9 +831,7 @@ class AsyncQidoRS:
     ) -> AsyncGenerator[Any, None]:
         plan = await self._plan(query)
         if plan is not None:  # every match is needed before local filtering can cut the window
-            results = await self._search_planned(
-                plan, limiter, exhaustive=True, page_size=page_size
-            )
+            results = await self._every_planned(plan, limiter, page_size)
             for result in results:
                 yield result
             return
@@ -896,6 +898,7 @@ class AsyncQidoRS:
         partial: bool = False,
         stats: CrawlStats | None = None,
         checkpoint: str | os.PathLike[str] | CrawlCheckpoint | None = None,
+        progress: bool | CrawlProgress | None = None,
     ) -> AsyncGenerator[Study, None]:
         """Walk studies → series → instances; yield each ``Study`` as soon as its subtree is done.
 
@@ -911,7 +914,9 @@ class AsyncQidoRS:
         client's ``server_limit``) is paged with
         ``offset``, and if the server does not honour it, the study query is
         split by StudyDate, StudyTime, then ModalitiesInStudy until every part
-        fits (see docs/crawling.md for what cannot be reached).
+        fits (see docs/crawling.md for what cannot be reached);
+        with a ``profile``, only by the keys the server matches
+        (:func:`aqido.plan.split_keys`).
 
         Failures (nothing is lost silently): by default a part that still
         fails after the client's retries is recorded and the crawl goes on;
@@ -921,6 +926,10 @@ class AsyncQidoRS:
         ``stats.failures``.  ``fail_fast=True`` cancels the crawl at the first
         error and raises it as is.
 
+        ``progress``: ``True`` shows a progress bar
+        (:class:`~aqido.progress.TqdmProgress`, needs tqdm); a
+        :class:`~aqido.progress.CrawlProgress` gets a call per completed study,
+        series and instance, and ``close()`` at the end, however the crawl ends.
         ``stats``: a :class:`~aqido.stats.CrawlStats` updated live (requests,
         retries, pages, splits, items per level, failures, elapsed).
         ``checkpoint``: a JSONL file (path or
@@ -953,15 +962,17 @@ class AsyncQidoRS:
             )
             if self.strict_matching:
                 raise UnanswerableQueryError([reason], query=base)
-            logger.warning("%s", reason)
+            plan_logger.warning("%s", reason)
         limiter = self._operation_limiter(max_concurrency)
         concurrency = max_concurrency or self.max_concurrency
         stats = stats if stats is not None else CrawlStats()
         if checkpoint is not None and not isinstance(checkpoint, CrawlCheckpoint):
             checkpoint = CrawlCheckpoint(checkpoint)
 
+        record = Recorder(stats, make_progress(progress))
+
         async def fetch(q: BaseQuery, lim: anyio.CapacityLimiter | None) -> QidoResponse:
-            return await self._fetch(q, lim, on_retry=stats._retry)
+            return await self._fetch(q, lim, on_retry=record.retry)
 
         def structure_items(
             response: QidoResponse, level: QueryLevel, items: list[dict[str, Any]]
@@ -977,10 +988,11 @@ class AsyncQidoRS:
             page_size=page_size,
             limiter=limiter,
             caps=self._caps if server_limit is None else Caps(server_limit),
-            stats=stats,
+            stats=record,
             fail_fast=fail_fast,
             partial=partial,
             checkpoint=checkpoint,
+            split_keys=split_keys(self._profile),
             server=self.url,
         )
         async with aclosing(studies):
@@ -1049,9 +1061,16 @@ class AsyncQidoRS:
         """The items of one planned request: one response, or every page (``exhaustive``)."""
         if not exhaustive:
             response = await self._fetch(query, limiter)
-            return _Answer(response.items, [response], [])
+            level, caps = query.query_level, self._caps
+            caps.observe(level, len(response.items))
+            capped = caps.possibly_truncated(response, level, query.limit) or caps.suspect(
+                response, level, query.limit
+            )
+            return _Answer(response.items, [response], [], capped)
         answer = _Answer([], [], [])
-        pages = iter_pages(self._fetch, query, page_size=page_size, limiter=limiter)
+        pages = iter_pages(
+            self._fetch, query, page_size=page_size, limiter=limiter, caps=self._caps
+        )
         async with aclosing(pages):
             async for page in pages:
                 answer.items.extend(page.items)
@@ -1095,7 +1114,26 @@ class AsyncQidoRS:
         kept, notes = plan.finish(merged)
         all_notes = [*plan.warnings, *(n for r in results for n in r.notes), *notes]
         responses = [resp for r in results for resp in r.responses]
-        return _Answer([dict(item) for item in kept], responses, list(dict.fromkeys(all_notes)))
+        return _Answer(
+            [dict(item) for item in kept],
+            responses,
+            list(dict.fromkeys(all_notes)),
+            any(r.possibly_truncated for r in results),
+        )
+
+    async def _every_planned(
+        self, plan: Plan, limiter: anyio.CapacityLimiter | None, page_size: int | None
+    ) -> SearchResults[Any]:
+        """Every match of a planned query (``iter_search``, ``get_remaining``).
+
+        There, as without a plan, the query's ``limit`` is a page size, not the
+        size of the answer: the plan is made again without it.
+        """
+        query = plan.query
+        if query.limit:
+            plan = self._plan_for(attrs.evolve(query, limit=0))
+        size = page_size or query.limit or None
+        return await self._search_planned(plan, limiter, exhaustive=True, page_size=size)
 
     async def _search_planned(
         self,
@@ -1111,7 +1149,7 @@ class AsyncQidoRS:
         if answer.notes and self.strict_matching:
             raise UnanswerableQueryError(answer.notes, query=query)
         for note in answer.notes:
-            logger.warning("%s: %s", query, note)
+            plan_logger.warning("%s: %s", query, note)
         first = answer.responses[0] if answer.responses else None
         url = first.url if first is not None else join_url(self.url, query.uri_base())
         typed = structure(
@@ -1122,6 +1160,7 @@ class AsyncQidoRS:
         ours = (QidoWarning(None, "aqido", n, f"aqido: {n}") for n in answer.notes)
         results.warnings = (*server.values(), *ours)
         results.truncated = any(r.truncated for r in answer.responses)
+        results.possibly_truncated = results.truncated or answer.possibly_truncated
         if len(answer.responses) != 1:
             results.additional_results = None
         return results
@@ -1245,7 +1284,7 @@ class AsyncQidoRS:
             return await self._search(query, None)
         plan = await self._plan(query)
         if plan is not None:
-            return await self._search_planned(plan, None, exhaustive=True)
+            return await self._every_planned(plan, None, None)
         async with aclosing(self._iter_results(query, None, None)) as results:
             return SearchResults([item async for item in results])
 
@@ -1256,6 +1295,7 @@ class _Answer(NamedTuple):
     items: list[dict[str, Any]]
     responses: list[QidoResponse]
     notes: list[str]
+    possibly_truncated: bool = False
 
 
 def _structure(

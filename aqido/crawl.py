@@ -33,7 +33,8 @@ import asyncio
 import datetime
 import json
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Container, Iterable, Mapping
 from contextlib import aclosing
 from types import TracebackType
 from typing import Any, TypeVar
@@ -46,13 +47,21 @@ from anyio.streams.memory import MemoryObjectSendStream
 from aqido.checkpoint import CrawlCheckpoint
 from aqido.errors import (
     ClientClosedError,
+    CrawlFailure,
     CrawlIncompleteError,
     InvalidQueryError,
     InvalidResponseError,
     QidoError,
     ResultsTruncatedError,
 )
-from aqido.partition import Caps, looks_like_cap_plus_one, split_series_query, split_study_query
+from aqido.partition import (
+    SPLIT_KEYS,
+    Caps,
+    looks_like_cap_plus_one,
+    split_series_query,
+    split_study_query,
+)
+from aqido.progress import CrawlProgress, report
 from aqido.protocol import QidoResponse
 from aqido.query import BaseQuery, HierarchicalQuery, QueryLevel
 from aqido.stats import CrawlStats
@@ -359,6 +368,70 @@ def _level(depth: QueryLevel | str) -> QueryLevel:
         ) from None
 
 
+class Recorder:
+    """The crawl's side of its :class:`~aqido.stats.CrawlStats` and progress hook.
+
+    Every update of the statistics goes through here, and the progress hook
+    (a :class:`~aqido.progress.CrawlProgress`) hears about each change
+    (``update``) and each completed study; the crawl is the only writer.
+    """
+
+    def __init__(self, stats: CrawlStats, progress: CrawlProgress | None = None) -> None:
+        self.stats = stats
+        self.progress = progress
+
+    def changed(self) -> None:
+        if self.progress is not None:
+            self.progress.update(self.stats)
+
+    def start(self) -> None:
+        """Reset every counter: one ``CrawlStats`` describes one crawl (the latest)."""
+        stats = self.stats
+        stats.requests = stats.retries = stats.pages = stats.splits = 0
+        stats.items = {"STUDY": 0, "SERIES": 0, "INSTANCE": 0}
+        stats.studies_done = stats.studies_skipped = 0
+        stats.failures = []
+        stats.started = time.monotonic()
+        stats.finished = None
+        self.changed()
+
+    def finish(self) -> None:
+        self.stats.finished = time.monotonic()
+        self.changed()
+
+    def request(self) -> None:
+        self.stats.requests += 1
+
+    def retry(self, _error: object = None, _delay: float = 0.0) -> None:
+        self.stats.retries += 1
+        self.changed()
+
+    def page(self) -> None:
+        self.stats.pages += 1
+
+    def items(self, level: str, new_items: int) -> None:
+        items = self.stats.items
+        items[level] = items.get(level, 0) + new_items
+        self.changed()
+
+    def split(self) -> None:
+        self.stats.splits += 1
+
+    def study_done(self, study: Any) -> None:
+        self.stats.studies_done += 1
+        if self.progress is not None:
+            report(self.progress, study)
+        self.changed()
+
+    def failed(self, query: object, error: BaseException) -> None:
+        self.stats.failures.append(CrawlFailure(query, error))
+        self.changed()
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
+
+
 class _Walker:
     """Fetches every match of a query, whatever the server's caps: paging, then splitting."""
 
@@ -369,10 +442,11 @@ class _Walker:
         *,
         limiter: anyio.CapacityLimiter | None,
         caps: Caps,
-        stats: CrawlStats,
+        stats: Recorder,
         page_size: int | None,
         today: datetime.date | None,
         fail_fast: bool,
+        split_keys: Container[str] = SPLIT_KEYS,
     ) -> None:
         self.fetch = fetch
         self.structure = structure
@@ -382,19 +456,20 @@ class _Walker:
         self.page_size = page_size
         self.today = today
         self.fail_fast = fail_fast
+        self.split_keys = split_keys
 
     def failed(self, part: BaseQuery, error: QidoError) -> None:
         """Raise ``error`` (``fail_fast``, or the client was closed), or record it and go on."""
         if self.fail_fast or isinstance(error, ClientClosedError):
             raise error
         logger.warning("crawl: %s failed: %s", part, error)
-        self.stats._failed(part, error)
+        self.stats.failed(part, error)
 
     async def request(self, query: BaseQuery) -> QidoResponse:
-        self.stats._request()
+        self.stats.request()
         response = await self.fetch(query, self.limiter)
         self.caps.observe(query.query_level, len(response.items))
-        self.stats._page()
+        self.stats.page()
         return response
 
     def fresh(
@@ -403,22 +478,28 @@ class _Walker:
         """Structure the items not seen before (by UID) and count them."""
         new = _unseen(items, UID_KEYS[level], seen)
         results = self.structure(response, level, new) if new else []
-        self.stats._items(level.name, len(results))
+        self.stats.items(level.name, len(results))
         return results
 
     def splitter(self, level: QueryLevel) -> Splitter | None:
         """How to split an overflowing query at ``level`` (instances: no way)."""
+        today, keys = self.today, self.split_keys
         if level is QueryLevel.STUDY:
-            today = self.today
 
             def split_studies(
                 query: BaseQuery, sample: list[dict[str, Any]]
             ) -> list[BaseQuery] | None:
-                return split_study_query(query, sample, today)
+                return split_study_query(query, sample, today, keys=keys)
 
             return split_studies
         if level is QueryLevel.SERIES:
-            return split_series_query
+
+            def split_series(
+                query: BaseQuery, sample: list[dict[str, Any]]
+            ) -> list[BaseQuery] | None:
+                return split_series_query(query, sample, keys=keys)
+
+            return split_series
         return None
 
     async def matches(
@@ -510,7 +591,7 @@ class _Walker:
                 "paging with offset does not reach them and the query cannot be split further",
                 url=query.relative_url(),
             )
-        self.stats._split()
+        self.stats.split()
         logger.debug("%s looks truncated: split into %d parts", query, len(parts))
         for part in parts:
             try:
@@ -565,12 +646,13 @@ async def crawl(
     limiter: anyio.CapacityLimiter | None = None,
     server_limit: int | Mapping[Any, int] | None = None,
     caps: Caps | None = None,
-    stats: CrawlStats | None = None,
+    stats: CrawlStats | Recorder | None = None,
     fail_fast: bool = False,
     partial: bool = False,
     checkpoint: CrawlCheckpoint | None = None,
     server: str | None = None,
     today: datetime.date | None = None,
+    split_keys: Container[str] = SPLIT_KEYS,
 ) -> AsyncGenerator[Any, None]:
     """Walk studies → series → instances; yield each study once its subtree is complete.
 
@@ -590,7 +672,8 @@ async def crawl(
         caps: what is known of the server's caps, shared with other calls
             (caps learned during the crawl are kept there); overrides
             ``server_limit``.
-        stats: a :class:`~aqido.stats.CrawlStats` to update (live).
+        stats: a :class:`~aqido.stats.CrawlStats` to update (live), or a
+            :class:`Recorder` of one (with its progress hook, closed at the end).
         fail_fast: ``True``: the first failure (after retries) cancels the
             crawl and is raised as is.  ``False`` (default): failed parts are
             recorded and the crawl goes on; at the end
@@ -602,6 +685,8 @@ async def crawl(
             before it is yielded.
         server: the service root crawled, recorded in (and checked against) the checkpoint.
         today: the upper end of the date range an undated query is split over.
+        split_keys: the keys the server matches for splitting (default: all of
+            :data:`~aqido.partition.SPLIT_KEYS`; see :func:`aqido.plan.split_keys`).
 
     Studies are yielded in completion order, each as ``attrs.evolve(study,
     series=(...))`` with ``series.instances`` filled at INSTANCE depth.  A
@@ -619,25 +704,32 @@ async def crawl(
     query = attrs.evolve(query, limit=0, offset=0)
     _check_page_size(page_size)
     fail_fast = fail_fast and not partial
-    stats = stats if stats is not None else CrawlStats()
+    record = stats if isinstance(stats, Recorder) else Recorder(stats or CrawlStats())
+    stats = record.stats
     walker = _Walker(
         fetch,
         structure,
         limiter=limiter,
         caps=caps if caps is not None else Caps(server_limit),
-        stats=stats,
+        stats=record,
         page_size=page_size,
         today=today,
         fail_fast=fail_fast,
+        split_keys=split_keys,
     )
-    stats._start()
+    record.start()
     skip: set[str] = set()
     if checkpoint is not None:
-        skip = checkpoint.open(query, level, server=server)
+        try:
+            skip = checkpoint.open(query, level, server=server)
+        except BaseException:
+            record.close()
+            raise
         stats.studies_skipped = len(skip)
         if checkpoint.finished_complete:
             checkpoint.close()
-            stats._finish()
+            record.finish()
+            record.close()
             return
 
     failed = walker.failed
@@ -727,14 +819,15 @@ async def crawl(
             async for study in studies:
                 if checkpoint is not None:
                     checkpoint.write_study(study)
-                stats._study_done()
+                record.study_done(study)
                 yield study
-        stats._finish()
+        record.finish()
         if checkpoint is not None:
             checkpoint.write_end(stats.studies_done + stats.studies_skipped, stats.failures)
     finally:
         if checkpoint is not None:
             checkpoint.close()
+        record.close()
     if stats.failures and not partial:
         raise CrawlIncompleteError(stats.failures, stats.counts(), stats=stats)
 

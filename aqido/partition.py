@@ -55,7 +55,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -419,10 +419,16 @@ def _sample_modalities(sample: Iterable[Mapping[str, Any]], key: str) -> set[str
     return found
 
 
+#: The keys a query can be split by (all of them, on a server that matches them all).
+SPLIT_KEYS = frozenset({"StudyDate", "StudyTime", "ModalitiesInStudy", "Modality"})
+
+
 def split_study_query(
     query: BaseQuery,
     sample: Iterable[Mapping[str, Any]] = (),
     today: _dt.date | None = None,
+    *,
+    keys: Container[str] = SPLIT_KEYS,
 ) -> list[BaseQuery] | None:
     """Split a study-level query whose answer overflows into smaller ones; ``None`` if it can't.
 
@@ -430,9 +436,13 @@ def split_study_query(
     values are tried first when splitting by modality).  Every study the
     query matches and that has a StudyDate, a StudyTime and a modality is
     matched by at least one of the parts (see the module docstring).
+    ``keys``: the keys the server matches as splitting needs them (StudyDate
+    and StudyTime ranges, ModalitiesInStudy values; see
+    :func:`aqido.plan.split_keys`); a split by a key the server ignores would
+    only repeat the same answer.
     """
     today = today or _dt.date.today()
-    dates = date_bounds(query)
+    dates = date_bounds(query) if "StudyDate" in keys else None
     if dates is not None:
         low, high = dates
         parts = _split_dates(query, low, high, today)
@@ -442,10 +452,12 @@ def split_study_query(
     else:
         single_day = False
     if single_day:
-        times = time_bounds(query)
+        times = time_bounds(query) if "StudyTime" in keys else None
         if times is not None and times[0] < times[1]:
             cut = _midpoint(*times)
             return [_with_time(query, times[0], cut - 1), _with_time(query, cut, times[1])]
+    if "ModalitiesInStudy" not in keys:
+        return None
     asked = [m for m in query.ModalitiesInStudy.split(",") if m]
     if len(asked) > 1:
         return [attrs.evolve(query, ModalitiesInStudy=m, limit=0, offset=0) for m in asked]
@@ -463,14 +475,15 @@ def _modalities(sample: Iterable[Mapping[str, Any]], key: str) -> list[str]:
 
 
 def split_series_query(
-    query: BaseQuery, sample: Iterable[Mapping[str, Any]] = ()
+    query: BaseQuery, sample: Iterable[Mapping[str, Any]] = (), *, keys: Container[str] = SPLIT_KEYS
 ) -> list[BaseQuery] | None:
     """Split an overflowing series listing by ``Modality``; ``None`` if it already has one.
 
     The modalities in ``sample`` (the truncated answer) come first, then the
-    standard codes; a series with another modality cannot be reached.
+    standard codes; a series with another modality cannot be reached.  No
+    split (``None``) when ``Modality`` is not in ``keys``.
     """
-    if query.Modality:
+    if query.Modality or "Modality" not in keys:
         return None
     return [
         attrs.evolve(query, Modality=m, limit=0, offset=0) for m in _modalities(sample, _MODALITY)

@@ -43,14 +43,15 @@ import attrs
 
 from aqido import dictionary
 from aqido.matching import (
-    RANGE_VRS,
     STRING_VRS,
     Criterion,
     MatchOptions,
     attribute_level,
     filter_datasets,
     is_universal,
+    match_form,
 )
+from aqido.partition import SPLIT_KEYS
 from aqido.profile import ServerProfile
 from aqido.query import (
     ATTRIBUTE_FIELDS,
@@ -60,8 +61,6 @@ from aqido.query import (
     RelationalQuery,
     encode_query_value,
 )
-
-__all__ = ["DEFAULT_ATTRIBUTES", "Plan", "Walk", "plan_query"]
 
 #: The attributes a server returns without ``includefield`` (PS3.18 Table 10.6.3-3/4/5), by level.
 DEFAULT_ATTRIBUTES: Mapping[QueryLevel, frozenset[str]] = {
@@ -313,11 +312,11 @@ def _single_handling(
     value: str, vr: str, profile: ServerProfile, pn_case: bool, fuzzy: bool
 ) -> Handling:
     """What the server does with one value (no list) of this VR."""
-    if vr in RANGE_VRS and "-" in value and (vr != "DT" or value.count("-") == 1):
-        low, _, high = value.partition("-")
+    form = match_form(value, vr)
+    if form in ("range", "open_range"):
         if vr == "TM":
             return "exact" if profile.time_ranges else "local"
-        ok = profile.date_ranges if (low and high) else profile.open_date_ranges
+        ok = profile.date_ranges if form == "range" else profile.open_date_ranges
         return "exact" if ok else "local"
     if vr not in STRING_VRS:
         return "exact"
@@ -436,7 +435,7 @@ def plan_query(
         first = key.criterion.path[0]
         if profile.includefield and "all" not in include:
             if first not in {_tag_of(f) for f in include}:
-                include.append(first)
+                include.append(dictionary.keyword_for(dictionary.parse_tag_key(first)) or first)
             continue
         kept_as_match = key in send_as_is or key in fanned
         if key in universal or kept_as_match or _returned_by_default(query, first):
@@ -531,7 +530,14 @@ def _walk(query: BaseQuery, profile: ServerProfile) -> Walk | None:
     child_changes = _without(query, parent_keys)
     child_changes.update(limit=0, offset=0)
     child_fields = _fields(attrs.evolve(query, **child_changes))
-    for uid_field in ("StudyInstanceUID", "SeriesInstanceUID"):
+    # The UIDs of the levels above come from each parent result (Walk.child); a UID of the
+    # walked level itself (SeriesInstanceUID of a series search) is a key of the child query.
+    above = (
+        ("StudyInstanceUID",)
+        if level is QueryLevel.SERIES
+        else ("StudyInstanceUID", "SeriesInstanceUID")
+    )
+    for uid_field in above:
         child_fields.pop(uid_field, None)
     return Walk(parent=parent, level=level, fields=child_fields)
 
@@ -548,3 +554,26 @@ def _fields(query: BaseQuery) -> dict[str, Any]:
         if attribute.name != "query_level" and value != attribute.default:
             out[attribute.name] = value
     return out
+
+
+# --- crawl splitting ---------------------------------------------------------------------------
+
+
+def split_keys(profile: ServerProfile | None) -> frozenset[str]:
+    """The keys a crawl may split an overflowing listing by, on a server with ``profile``.
+
+    Splitting by StudyDate needs closed and open date ranges, by StudyTime
+    time ranges, by ModalitiesInStudy or Modality single values; and each key
+    must be one the server matches (:attr:`ServerProfile.matched_keys`).  A
+    split by a key the server ignores would only repeat the same answer.
+    """
+    if profile is None:
+        return SPLIT_KEYS
+    usable = set(SPLIT_KEYS)
+    if not (profile.date_ranges and profile.open_date_ranges):
+        usable.discard("StudyDate")
+    if not profile.time_ranges:
+        usable.discard("StudyTime")
+    if profile.matched_keys is not None:
+        usable &= set(profile.matched_keys)
+    return frozenset(usable)

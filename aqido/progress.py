@@ -1,14 +1,18 @@
-"""Progress reporting for crawls: a small hook API and a tqdm progress bar.
+"""Progress reporting for crawls: one hook API, and a tqdm progress bar.
 
-A crawl reports completed work to a :class:`CrawlProgress`: ``study_done``,
-``series_done`` and ``instance_done`` are called as results complete (a
-study after its series, a series after its instances) and ``close`` once
-at the end, however the crawl ends.  Subclass it to feed your own display,
-log or metrics; every method is a no-op by default.
+:class:`CrawlProgress` is the one progress mechanism: the library's crawls
+(``AsyncQidoRS.crawl(progress=...)``, ``QidoRS.crawl(progress=...)``), the
+notebooks' bars and the ``aqido`` command's live display all use it.  A crawl
+calls ``update(stats)`` after every change of its
+:class:`~aqido.stats.CrawlStats` (requests, items, retries, failures...),
+``study_done``, ``series_done`` and ``instance_done`` as results complete (a
+study after its series, a series after its instances) and ``close`` once at
+the end, however the crawl ends.  Subclass it to feed your own display, log
+or metrics; every method is a no-op by default.
 
-Off by default in library code.  Turn it on with ``progress=True`` on the
-blocking client's ``crawl`` (:class:`aqido.QidoRS`), or wrap an async crawl
-with :func:`track`::
+Off by default in library code.  Turn it on with ``progress=True`` on
+``crawl`` (a :class:`TqdmProgress`), give your own ``CrawlProgress``, or wrap
+any async iterator of studies with :func:`track`::
 
     async for study in track(client.crawl(query), progress=True):
         ...
@@ -29,12 +33,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from aqido.results import Instance, Series, Study
+    from aqido.stats import CrawlStats
 
 __all__ = ["CrawlProgress", "TqdmProgress", "make_progress", "report", "track"]
 
 
 class CrawlProgress:
     """Callbacks a crawl calls as it completes work; override the ones you need."""
+
+    def update(self, stats: CrawlStats) -> None:
+        """The crawl's counters changed (called often: keep it cheap)."""
 
     def study_done(self, study: Study) -> None:
         """A study is complete (its series, and their instances, reported before it)."""

@@ -1,18 +1,17 @@
 """``CrawlStats``: live accounting of a bulk crawl, for progress bars and reports.
 
 A crawl updates one :class:`CrawlStats` as it goes (pass your own with
-``client.crawl(..., stats=stats)`` and read it whenever you like, e.g. from a
-progress-bar refresh, or give ``on_progress``), and the same object holds the
-final numbers afterwards.  Only plain counters are touched, from the crawl's
-event loop; reading them from another thread gives a consistent-enough view
-for display.
+``client.crawl(..., stats=stats)`` and read it whenever you like, or give
+``client.crawl(..., progress=...)`` a :class:`~aqido.progress.CrawlProgress`,
+whose ``update(stats)`` is called after each change), and the same object
+holds the final numbers afterwards.  Only the crawl writes to it (plain
+counters, from the crawl's event loop); reading them from another thread
+gives a consistent-enough view for display.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
 
 import attrs
 
@@ -44,7 +43,6 @@ class CrawlStats:
             part that failed for good.
         started, finished: ``time.monotonic()`` at the start and end (``None`` while
             not started / still running).
-        on_progress: called with this object after each change (keep it cheap).
     """
 
     requests: int = 0
@@ -57,7 +55,6 @@ class CrawlStats:
     failures: list[CrawlFailure] = attrs.field(factory=list)
     started: float | None = None
     finished: float | None = None
-    on_progress: Callable[[CrawlStats], Any] | None = attrs.field(default=None, repr=False)
 
     @property
     def elapsed(self) -> float:
@@ -96,48 +93,3 @@ class CrawlStats:
         if self.failures:
             parts.append(f"{len(self.failures)} failed")
         return ", ".join(parts) + f" in {self.elapsed:.1f} s"
-
-    # --- updates (called by the crawl) ---------------------------------------------------
-
-    def _changed(self) -> None:
-        if self.on_progress is not None:
-            self.on_progress(self)
-
-    def _start(self) -> None:
-        """Reset every counter: one ``CrawlStats`` describes one crawl (the latest)."""
-        self.requests = self.retries = self.pages = self.splits = 0
-        self.items = _levels()
-        self.studies_done = self.studies_skipped = 0
-        self.failures = []
-        self.started = time.monotonic()
-        self.finished = None
-        self._changed()
-
-    def _finish(self) -> None:
-        self.finished = time.monotonic()
-        self._changed()
-
-    def _request(self) -> None:
-        self.requests += 1
-
-    def _retry(self, _error: object = None, _delay: float = 0.0) -> None:
-        self.retries += 1
-        self._changed()
-
-    def _page(self) -> None:
-        self.pages += 1
-
-    def _items(self, level: str, new_items: int) -> None:
-        self.items[level] = self.items.get(level, 0) + new_items
-        self._changed()
-
-    def _split(self) -> None:
-        self.splits += 1
-
-    def _study_done(self) -> None:
-        self.studies_done += 1
-        self._changed()
-
-    def _failed(self, query: object, error: BaseException) -> None:
-        self.failures.append(CrawlFailure(query, error))
-        self._changed()

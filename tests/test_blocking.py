@@ -138,10 +138,12 @@ def test_crawl_progress_hook(client: QidoRS) -> None:
     assert hook.events[:4] == ["instance"] * 3 + ["series"]  # children before parents
     assert hook.events[-1] == "close"
 
+    # The crawl reports what it completed (as its checkpoint writes it), on the client's
+    # loop, which runs a little ahead of the consumer; leaving early still closes the hook.
     early = Recorder()
     for _ in client.crawl(progress=early):
         break
-    assert early.events.count("study") == 1
+    assert 1 <= early.events.count("study") <= len(SYNTH.studies)
     assert early.events[-1] == "close"
 
 
@@ -364,10 +366,22 @@ def test_same_methods_and_options_as_the_async_client() -> None:
     for name in public:
         sync = inspect.signature(getattr(QidoRS, name))
         async_ = inspect.signature(getattr(AsyncQidoRS, name))
-        extra = {"progress"} if name == "crawl" else set()
-        assert set(sync.parameters) - extra == set(async_.parameters), name
+        assert set(sync.parameters) == set(async_.parameters), name
         for param in async_.parameters.values():
             assert sync.parameters[param.name].default == param.default, (name, param.name)
             assert sync.parameters[param.name].kind == param.kind, (name, param.name)
-    init = set(inspect.signature(AsyncQidoRS).parameters) - {"session"}
-    assert set(inspect.signature(QidoRS).parameters) == init
+    # One definition of the options: the blocking client takes the async client's arguments.
+    assert inspect.signature(QidoRS) == inspect.signature(AsyncQidoRS)
+
+
+def test_a_session_cannot_be_shared_with_the_blocking_client() -> None:
+    import asyncio
+
+    import aiohttp
+
+    async def attempt() -> None:
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(TypeError, match="session"):
+                QidoRS("http://127.0.0.1:9/dicom-web", session=session)
+
+    asyncio.run(attempt())

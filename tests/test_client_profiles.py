@@ -9,6 +9,8 @@ profile is what makes the difference.
 from __future__ import annotations
 
 import datetime as dt
+import io
+import json
 import pathlib
 from typing import Any
 
@@ -16,9 +18,12 @@ import attrs
 import pytest
 
 from aqido.blocking import QidoRS
+from aqido.cli import main as cli_main
 from aqido.client import AsyncQidoRS
 from aqido.errors import NotFoundError, UnanswerableQueryError
 from aqido.matching import MatchOptions
+from aqido.partition import SPLIT_KEYS
+from aqido.plan import split_keys
 from aqido.profile import ServerProfile
 from aqido.query import BaseQuery, HierarchicalQuery, QueryLevel, RelationalQuery
 from aqido.testing import FakeArchive, SyntheticArchive
@@ -139,6 +144,12 @@ async def standard_answer(query: BaseQuery) -> list[str]:
         return uids(await qido.search(query), query.query_level)
 
 
+async def standard_iteration(query: BaseQuery) -> list[str]:
+    """What iter_search gives on a server that follows the standard."""
+    async with FakeArchive(SYNTH) as archive, AsyncQidoRS(archive.url) as qido:
+        return uids([r async for r in qido.iter_search(query)], query.query_level)
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize(("label", "quirks", "profile", "query"), CASES, ids=[c[0] for c in CASES])
 async def test_the_profile_gives_the_standard_answer(
@@ -162,9 +173,14 @@ async def test_the_profile_gives_the_standard_answer(
             else:
                 assert got == expected
             assert not [w for w in found.warnings if w.agent == "aqido"]
-            # every page, through iter_search, gives the same answer
-            paged = [r async for r in qido.iter_search(query)]
-            assert uids(paged, query.query_level) == got
+            # iter_search pages through every match from the query's offset (its limit is a
+            # page size there), as it does on a server that follows the standard
+            paged = uids([r async for r in qido.iter_search(query)], query.query_level)
+            iterated = await standard_iteration(query)
+            if "list" in label:
+                assert sorted(paged) == sorted(iterated)
+            else:
+                assert paged == iterated
 
 
 @pytest.mark.anyio
@@ -185,7 +201,7 @@ async def test_person_name_case_is_the_standard_or_the_servers_choice() -> None:
         AsyncQidoRS(archive.url, profile=ServerProfile(), pn_case_sensitive=False) as qido,
     ):
         assert uids(await qido.search(query), QueryLevel.STUDY) == servers_choice
-        assert archive.requests[-1].params == [("includefield", "00100010")]
+        assert archive.requests[-1].params == [("includefield", "PatientName")]
 
 
 @pytest.mark.anyio
@@ -197,7 +213,7 @@ async def test_an_attribute_the_server_does_not_match_is_matched_here() -> None:
         found = await qido.search(query)
         assert archive.requests[-1].params == [
             ("PatientName", "Doe*"),
-            ("includefield", "00100040"),
+            ("includefield", "PatientSex"),
         ]
     assert expected
     assert uids(found, QueryLevel.STUDY) == expected
@@ -252,7 +268,7 @@ async def test_empty_stored_values_do_not_match_a_key_matched_locally() -> None:
     async with FakeArchive(content) as archive:
         async with AsyncQidoRS(archive.url, profile=profile) as qido:
             found = await qido.search(HierarchicalQuery(filters={"PatientBirthDate": "19700101-"}))
-        assert archive.requests[-1].params == [("includefield", "00100030")]
+        assert archive.requests[-1].params == [("includefield", "PatientBirthDate")]
     assert uids(found, QueryLevel.STUDY) == ["1.2.1", "1.2.2"]
     assert not [w for w in found.warnings if w.agent == "aqido"]
 
@@ -326,6 +342,17 @@ DONE_WHEN = {
     "non-ASCII PatientName": HierarchicalQuery(PatientName="Müller^Jürgen"),
     "StudyDescription wildcard": HierarchicalQuery(StudyDescription="CT*", PatientName="Doe*"),
     "relational series": RelationalQuery(query_level=QueryLevel.SERIES, PatientName="Doe^Jane"),
+    "relational series UID list": RelationalQuery(
+        query_level=QueryLevel.SERIES,
+        SeriesInstanceUID=[
+            SYNTH.series[3].series_instance_uid,
+            SYNTH.series[50].series_instance_uid,
+        ],
+    ),
+    "relational instance UID list": RelationalQuery(
+        query_level=QueryLevel.INSTANCE,
+        SOPInstanceUID=[SYNTH.instances[7].sop_instance_uid, SYNTH.instances[99].sop_instance_uid],
+    ),
 }
 
 
@@ -343,3 +370,103 @@ async def test_presets_give_the_standard_answer(preset: str, what: str) -> None:
         found = await qido.search(query)
     assert not [w.text for w in found.warnings if w.agent == "aqido"]
     assert sorted(uids(found, query.query_level)) == sorted(expected)
+
+
+@pytest.mark.anyio
+async def test_auto_probes_once_before_the_first_search() -> None:
+    query = DONE_WHEN["PatientName wildcard"]
+    expected = await standard_answer(query)
+    async with (
+        FakeArchive(SYNTH, profile=ServerProfile.tiny_pacs()) as archive,
+        AsyncQidoRS(archive.url, profile="auto") as qido,
+    ):
+        assert qido.profile is None  # nothing sent yet
+        first, second = await qido.search_many([query, query])  # concurrent: one probe
+        probed = len(archive.requests)
+        assert qido.profile is not None
+        assert not qido.profile.wildcard_star
+        assert uids(first, QueryLevel.STUDY) == uids(second, QueryLevel.STUDY) == expected
+        archive.reset_stats()
+        assert uids(await qido.search(query), QueryLevel.STUDY) == expected
+        assert len(archive.requests) == 1  # the profile is kept: no second probe
+    assert 2 < probed <= 62
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    status = cli_main(list(argv), stdout=out, stderr=err, environ={})
+    return status, out.getvalue(), err.getvalue()
+
+
+def test_cli_profile_option(tmp_path: pathlib.Path) -> None:
+    no_wildcards = ServerProfile(wildcard_star=False)
+    path = tmp_path / "profile.json"
+    no_wildcards.save(path)
+    odd = tmp_path / "odd.json"
+    ServerProfile(wildcard_star=False, includefield=False, includefield_all=False).save(odd)
+    names = {"Doe^John", "Doe^Jane", "Doe^John^Q^Dr^Jr"}
+    with FakeArchive(SYNTH, profile=no_wildcards).run_in_thread() as archive:
+        search = ("search", archive.url, "--PatientName", "Doe^J*")
+        status, out, _ = run_cli(*search)
+        assert (status, out) == (0, "")  # '*' is a literal character there
+        status, out, err = run_cli(*search, "--profile", str(path))
+        assert status == 0, err
+        items = [json.loads(line) for line in out.splitlines()]
+        found = {item["00100010"]["Value"][0]["Alphabetic"] for item in items}
+        assert found == names
+        status, _, err = run_cli(*search, "--profile", str(tmp_path / "missing.json"))
+        assert status == 2
+        assert "missing.json" in err
+        loose = ("search", archive.url, "--StudyDescription", "CT*", "--profile", str(odd))
+        status, _, err = run_cli(*loose)
+        assert status == 0
+        assert err.startswith("aqido: warning: /studies?StudyDescription=CT*: StudyDescription=")
+        status, _, err = run_cli(*loose, "--strict-matching")
+        assert status == 2
+        assert err.startswith("aqido: error: the server cannot give the standard's answer")
+
+
+@pytest.mark.anyio
+async def test_crawl_splits_only_by_keys_the_server_matches() -> None:
+    # A server that ignores StudyDate and StudyTime, ignores offset and caps at 20 studies:
+    # only ModalitiesInStudy can split its listing (MR, the largest, has 17 studies).
+    keys = ("StudyInstanceUID", "SeriesInstanceUID", "ModalitiesInStudy", "Modality")
+    profile = ServerProfile(matched_keys=keys, offset=False, max_results=20)
+    async with (
+        FakeArchive(SYNTH, profile=profile) as archive,
+        AsyncQidoRS(archive.url, profile=profile) as qido,
+    ):
+        studies = [s async for s in qido.crawl(depth=QueryLevel.STUDY)]
+        sent = [r.query_string for r in archive.requests]
+    assert sorted(str(s.StudyInstanceUID) for s in studies) == sorted(UIDS)
+    assert not [q for q in sent if "StudyDate" in q or "StudyTime" in q]
+    assert any("ModalitiesInStudy=MR" in q for q in sent)
+
+
+def test_split_keys_follow_the_profile() -> None:
+    assert split_keys(None) == split_keys(ServerProfile()) == SPLIT_KEYS
+    assert "StudyTime" not in split_keys(ServerProfile.tiny_pacs())
+    assert split_keys(ServerProfile(open_date_ranges=False)) == SPLIT_KEYS - {"StudyDate"}
+    assert split_keys(TINY_PACS) == {"StudyDate", "ModalitiesInStudy", "Modality"}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("preset", PRESETS)
+async def test_a_limit_is_a_page_size_when_paging_a_planned_query(preset: str) -> None:
+    """iter_search and get_remaining page through every match, also when aqido plans the query."""
+    profile = PRESETS[preset]
+    query = HierarchicalQuery(PatientName="Doe*", limit=4)
+    expected = await standard_answer(attrs.evolve(query, limit=0))
+    assert len(expected) > 4
+    async with (
+        FakeArchive(SYNTH, profile=profile) as archive,
+        AsyncQidoRS(archive.url, profile=profile) as qido,
+    ):
+        paged = [s.StudyInstanceUID async for s in qido.iter_search(query)]
+        remaining = await qido.search_for_studies(
+            search_filters={"PatientName": "Doe*"}, limit=4, get_remaining=True
+        )
+        one_page = await qido.search(query)
+    assert sorted(paged) == sorted(expected)
+    assert sorted(uids(remaining, QueryLevel.STUDY)) == sorted(expected)
+    assert len(one_page) == 4  # search() is one page: the limit is the answer's size

@@ -15,6 +15,7 @@ from aqido import (
     AsyncQidoRS,
     CrawlFailure,
     CrawlIncompleteError,
+    CrawlProgress,
     CrawlStats,
     HierarchicalQuery,
     QueryLevel,
@@ -264,10 +265,15 @@ async def test_an_overflow_that_cannot_be_split_is_reported() -> None:
 @pytest.mark.anyio
 async def test_stats_are_live_during_the_crawl() -> None:
     seen: list[tuple[int, bool]] = []
-    stats = CrawlStats(on_progress=lambda s: seen.append((s.studies_done, s.running)))
+
+    class Watch(CrawlProgress):
+        def update(self, stats: CrawlStats) -> None:
+            seen.append((stats.studies_done, stats.running))
+
+    stats = CrawlStats()
     async with make_archive(SMALL, "orthanc") as archive:
         async with AsyncQidoRS(archive.url, retries=0) as qido:
-            async for _ in qido.crawl(server_limit=CAP, stats=stats):
+            async for _ in qido.crawl(server_limit=CAP, stats=stats, progress=Watch()):
                 assert stats.running
                 assert stats.elapsed >= 0
         served = len(archive.requests)

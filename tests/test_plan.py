@@ -234,7 +234,7 @@ def test_lists_fan_out_crossed_and_beyond_the_limit_are_matched_here() -> None:
     assert [r.StudyInstanceUID for r in plan.requests] == many
     assert {r.ModalitiesInStudy for r in plan.requests} == {""}
     assert [(c.key, c.value) for c in plan.local] == [("00080061", "CT,MR")]
-    assert all(r.include_fields == ("00080061",) for r in plan.requests)
+    assert all(r.include_fields == ("ModalitiesInStudy",) for r in plan.requests)
 
 
 def test_a_limit_is_cut_locally_when_matching_locally() -> None:

@@ -163,7 +163,8 @@ def test_a_server_that_never_answers_is_stopped(tmp_path: Path) -> None:
         "print('in-memory storage', config['components']['InMemoryStorage'], flush=True)\n"
         "time.sleep(120)\n"
     )
-    server = TinyPacsServer(venv=_fake_venv(tmp_path / "venv", body), startup_timeout=3.0)
+    venv = _fake_venv(tmp_path / "venv", body)
+    server = TinyPacsServer(venv=venv, startup_timeout=5.0)  # generous: loaded CI machines
     with pytest.raises(TinyPacsUnavailableError, match=r"did not answer(.|\n)*{'on': False}"):
         server.start()
     with pytest.raises(ProcessLookupError):

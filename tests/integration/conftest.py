@@ -16,7 +16,8 @@ The archives and constants live in ``tests/integration/support.py``:
 * ``tinypacs``: tiny_pacs (``aqido.testing.tinypacs``) holding ``SEEDED``, loaded by STOW-RS.
 * ``tinypacs_big``: tiny_pacs holding ``BIG`` (1,050 studies: more than its silent
   1,000-result cap).
-* ``server``: ``orthanc`` and ``tinypacs`` in turn, as a :class:`~tests.integration.support.Served`
+* ``server``: ``orthanc``, ``tinypacs`` and ``tinypacs-auto`` (tiny_pacs through a client
+  with ``profile="auto"``) in turn, as a :class:`~tests.integration.support.Served`
   (parametrize it with ``on_servers(...)``, ``indirect=True``, to mark one server xfail).
 
 Neither server is installed unless ``AQIDO_INSTALL_SERVERS=1`` (``nox -s integration``
@@ -181,7 +182,7 @@ def tinypacs_big(tinypacs_installed: None) -> Iterator[TinyPacsServer]:
 
 @pytest.fixture(params=SERVERS)
 def server(request: pytest.FixtureRequest) -> Served:
-    """The seeded ``orthanc`` or ``tinypacs``, for client scenarios that run on both."""
+    """The seeded ``orthanc`` or ``tinypacs`` (plain or ``-auto``), for shared client scenarios."""
     return served(request, request.param)
 
 

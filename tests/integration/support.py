@@ -11,6 +11,7 @@ import attrs
 import pytest
 import yarl
 
+from aqido.client import AsyncQidoRS
 from aqido.testing.synthetic import SyntheticArchive
 
 #: The main archive (``orthanc`` fixture): 300 studies, 900 series, 1,800 instances.
@@ -73,25 +74,38 @@ class Served:
     ``omits``: attributes the server never returns.  ``drops_named_levels``:
     whether naming StudyInstanceUID / SeriesInstanceUID as a query key makes the
     server leave that level's attributes out (Orthanc does, tiny_pacs does not).
+    ``options``: how :meth:`client` builds its client (``tinypacs-auto``: with
+    ``profile="auto"``, PN case as the server does it).
     """
 
     name: str
     dicomweb_url: str
     omits: frozenset[str] = frozenset()
     drops_named_levels: bool = False
+    options: Mapping[str, Any] = attrs.field(factory=dict)
+
+    def client(self, url: str | None = None, **options: Any) -> AsyncQidoRS:
+        """An ``AsyncQidoRS`` of this server (``url`` defaults to its DICOMweb root)."""
+        return AsyncQidoRS(url or self.dicomweb_url, **{**self.options, **options})
 
 
-SERVERS = ("orthanc", "tinypacs")
+#: ``tinypacs-auto`` is tiny_pacs through a client with ``profile="auto"``: the scenarios
+#: that are strict xfails on plain ``tinypacs`` must give the standard's answer there.
+SERVERS = ("orthanc", "tinypacs", "tinypacs-auto")
+AUTO = {"profile": "auto", "pn_case_sensitive": None}
 
 
-def on_servers(*, tinypacs: str | None = None, orthanc: str | None = None) -> list[Any]:
+def on_servers(
+    *, tinypacs: str | None = None, orthanc: str | None = None, auto: str | None = None
+) -> list[Any]:
     """``server`` parameters for ``parametrize(..., indirect=True)``; a reason marks that server.
 
-    A reason makes the test a strict xfail on that server only: the answer is
-    wrong there today (docs/tinypacs.md says how), and the test must start
-    failing when the client learns to give the standard's answer.
+    A reason makes the test a strict xfail on that server only.  ``tinypacs``:
+    the plain client's answer on tiny_pacs is not the standard's (docs/tinypacs.md
+    says how); the same scenario must pass on ``tinypacs-auto`` unless ``auto``
+    gives a reason too.
     """
-    reasons = {"orthanc": orthanc, "tinypacs": tinypacs}
+    reasons = {"orthanc": orthanc, "tinypacs": tinypacs, "tinypacs-auto": auto}
     return [
         pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=reasons[name]))
         if reasons[name]
@@ -106,7 +120,7 @@ def server_cases(
     """``(value, server)`` parameters (``indirect=["server"]``): each value on each server.
 
     ``tinypacs(value)`` gives the reason why that value is a strict xfail on
-    tiny_pacs (see :func:`on_servers`), or ``None``.
+    plain ``tinypacs`` (see :func:`on_servers`), or ``None``.
     """
     cases = []
     for value in values:
@@ -128,7 +142,8 @@ def served(request: pytest.FixtureRequest, name: str) -> Served:
         return Served(
             name, request.getfixturevalue("orthanc").dicomweb_url, drops_named_levels=True
         )
-    if name == "tinypacs":
+    if name in ("tinypacs", "tinypacs-auto"):
         url = request.getfixturevalue("tinypacs").dicomweb_url
-        return Served(name, url, omits=TINYPACS_OMITS)
+        options = AUTO if name == "tinypacs-auto" else {}
+        return Served(name, url, omits=TINYPACS_OMITS, options=options)
     raise ValueError(f"no server {name!r}")

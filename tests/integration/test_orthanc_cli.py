@@ -1,4 +1,5 @@
-"""The ``aqido`` command line against a live Orthanc: search, crawl, resume, basic auth.
+"""The ``aqido`` command line against live servers: search, crawl and resume (Orthanc and
+tiny_pacs), basic auth (Orthanc).
 
 Expected answers come from the synthetic seed, never from the server.
 """
@@ -14,7 +15,7 @@ import pytest
 from aqido.checkpoint import CrawlCheckpoint
 from aqido.cli import EXIT_ERROR, EXIT_OK, main
 from aqido.testing.orthanc import OrthancServer
-from tests.integration.support import AUTH_PASSWORD, AUTH_USER, AUTHED, SEEDED
+from tests.integration.support import AUTH_PASSWORD, AUTH_USER, AUTHED, SEEDED, Served
 
 pytestmark = pytest.mark.integration
 
@@ -25,12 +26,13 @@ def run(*argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     return status, out.getvalue(), err.getvalue()
 
 
-def test_search_by_patient_id(orthanc: OrthancServer) -> None:
+@pytest.mark.parametrize("server", ["orthanc", "tinypacs"], indirect=True)
+def test_search_by_patient_id(server: Served) -> None:
     study = SEEDED.studies[7]
-    status, out, err = run("search", orthanc.dicomweb_url, "--PatientID", study.patient_id)
+    status, out, err = run("search", server.dicomweb_url, "--PatientID", study.patient_id)
     assert (status, err) == (EXIT_OK, "")
     found = {json.loads(line)["0020000D"]["Value"][0] for line in out.splitlines()}
-    # Orthanc matches PatientID case-insensitively
+    # Orthanc matches PatientID case-insensitively, tiny_pacs exactly: no seeded ID differs by case
     assert found == {
         s.study_instance_uid
         for s in SEEDED.studies
@@ -38,11 +40,10 @@ def test_search_by_patient_id(orthanc: OrthancServer) -> None:
     }
 
 
-def test_crawl_everything_then_resume_a_cut_file(
-    orthanc: OrthancServer, tmp_path: pathlib.Path
-) -> None:
-    path = tmp_path / "orthanc.jsonl"
-    status, _, err = run("crawl", orthanc.dicomweb_url, "--out", str(path), "--concurrency", "4")
+@pytest.mark.parametrize("server", ["orthanc", "tinypacs"], indirect=True)
+def test_crawl_everything_then_resume_a_cut_file(server: Served, tmp_path: pathlib.Path) -> None:
+    path = tmp_path / f"{server.name}.jsonl"
+    status, _, err = run("crawl", server.dicomweb_url, "--out", str(path), "--concurrency", "4")
     assert (status, err) == (EXIT_OK, "")
     studies = list(CrawlCheckpoint.read_studies(path))
     assert sorted(s.StudyInstanceUID or "" for s in studies) == sorted(
@@ -52,7 +53,7 @@ def test_crawl_everything_then_resume_a_cut_file(
     complete = path.read_text(encoding="utf-8").splitlines()  # header, 300 studies, end
     # an interrupted crawl: the header, 100 complete study lines and half of the next one
     path.write_text("\n".join(complete[:101]) + "\n" + complete[101][:500], encoding="utf-8")
-    status, out, err = run("crawl", orthanc.dicomweb_url, "--out", str(path), "--resume")
+    status, out, err = run("crawl", server.dicomweb_url, "--out", str(path), "--resume")
     assert status == EXIT_OK
     assert "dropped an incomplete last line" in err
     assert "studies already in the file" in out

@@ -42,7 +42,7 @@ async def test_person_name_match_reaches_the_server_unescaped(server: Served) ->
         for s in SEEDED.studies
         if s.patient_name.lower().startswith((family + "^").lower())
     }
-    async with AsyncQidoRS(server.dicomweb_url) as qido:
+    async with server.client() as qido:
         found = await qido.search(HierarchicalQuery(PatientName=f"{family}^*"))
     assert {s.StudyInstanceUID for s in found} == expected
     assert record.study_instance_uid in expected
@@ -51,7 +51,7 @@ async def test_person_name_match_reaches_the_server_unescaped(server: Served) ->
 @pytest.mark.anyio
 @pytest.mark.parametrize("page_size", [3, 70, 299, 300])
 async def test_iter_search_pages_the_whole_archive(server: Served, page_size: int) -> None:
-    async with AsyncQidoRS(server.dicomweb_url) as qido:
+    async with server.client() as qido:
         unpaged = await qido.search(HierarchicalQuery())
         paged = [
             s.StudyInstanceUID
@@ -67,7 +67,7 @@ async def test_crawl_part_of_the_archive(server: Served) -> None:
     low, high = dates[0], dates[24]
     query = HierarchicalQuery(min_study_date=low, max_study_date=high)
     expected = {s.study_instance_uid: s for s in SEEDED.studies if low <= s.study_date <= high}
-    async with AsyncQidoRS(server.dicomweb_url, max_concurrency=4) as qido:
+    async with server.client(max_concurrency=4) as qido:
         crawled = [study async for study in qido.crawl(query)]
     assert {s.StudyInstanceUID for s in crawled} == set(expected)
     for study in crawled:

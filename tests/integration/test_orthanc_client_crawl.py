@@ -20,7 +20,6 @@ import anyio
 import attrs
 import pytest
 
-from aqido.client import AsyncQidoRS
 from aqido.query import HierarchicalQuery, QueryLevel
 from aqido.results import Dataset, Study
 from aqido.values import PersonName
@@ -38,8 +37,8 @@ pytestmark = pytest.mark.integration
 SERIES, INSTANCE = QueryLevel.SERIES, QueryLevel.INSTANCE
 
 
-async def _crawl(url: str) -> list[Study]:
-    async with AsyncQidoRS(url, max_concurrency=4) as qido:
+async def _crawl(server: Served) -> list[Study]:
+    async with server.client(max_concurrency=4) as qido:
         return [study async for study in qido.crawl()]
 
 
@@ -58,7 +57,7 @@ def crawled(request: pytest.FixtureRequest) -> Crawl:
     Run in its own event loop (the async tests' loops are per test).
     """
     server = served(request, request.param)
-    return Crawl(server, anyio.run(_crawl, server.dicomweb_url, backend="asyncio"))
+    return Crawl(server, anyio.run(_crawl, server, backend="asyncio"))
 
 
 ORTHANC_ONLY = pytest.mark.parametrize("crawled", ["orthanc"], indirect=True)
@@ -101,7 +100,7 @@ def test_full_crawl_finds_exactly_the_seed(crawled: Crawl) -> None:
 async def test_full_crawl_at_other_depths_and_concurrency(
     server: Served, depth: QueryLevel, max_concurrency: int, page_size: int | None
 ) -> None:
-    async with AsyncQidoRS(server.dicomweb_url) as qido:
+    async with server.client() as qido:
         studies = [
             study
             async for study in qido.crawl(

@@ -2,7 +2,8 @@
 
 Expected answers come from the synthetic seed; the full-archive ``iter_search``
 over studies is in ``test_orthanc_client.py``.  Scenarios that need what
-tiny_pacs lacks today (relational paths, wildcards) are strict xfails there.
+tiny_pacs lacks (relational paths, wildcards) are strict xfails on plain
+tiny_pacs and run on ``tinypacs-auto`` (a client with ``profile="auto"``).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ WILDCARD = "tiny_pacs matches PatientName as a substring with a literal *"
 @pytest.fixture
 async def qido(server: Served) -> AsyncIterator[AsyncQidoRS]:
     """A client of the seeded server (Orthanc or tiny_pacs)."""
-    async with AsyncQidoRS(server.dicomweb_url) as client:
+    async with server.client() as client:
         yield client
 
 

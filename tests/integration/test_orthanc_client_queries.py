@@ -6,10 +6,11 @@ Each test searches through the client and checks the typed ``Study`` /
 server.  ``test_orthanc_queries.py`` sends the same query model over raw HTTP;
 here the whole client path is exercised: encoding, request, parsing, typing.
 
-The ``server`` fixture runs each scenario on both servers.  Where tiny_pacs
-answers differently from the standard today (docs/tinypacs.md), the scenario
-is a strict xfail on tiny_pacs only: it must start passing once the client
-gives the standard's answer there (server profiles, local matching).
+The ``server`` fixture runs each scenario on Orthanc, on tiny_pacs, and on
+tiny_pacs through a client with ``profile="auto"``.  Where tiny_pacs answers
+differently from the standard (docs/tinypacs.md), the scenario is a strict
+xfail on plain tiny_pacs, and must pass on ``tinypacs-auto``: the profile
+makes the client give the standard's answer.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ LISTS = "tiny_pacs matches a comma-separated list as one literal value (204)"
 @pytest.fixture
 async def qido(server: Served) -> AsyncIterator[AsyncQidoRS]:
     """A client of the seeded server (Orthanc or tiny_pacs)."""
-    async with AsyncQidoRS(server.dicomweb_url) as client:
+    async with server.client() as client:
         yield client
 
 
@@ -73,7 +74,7 @@ def _where(predicate: Callable[[SyntheticStudy], object]) -> set[str]:
 
 @pytest.mark.anyio
 async def test_all_studies(server: Served) -> None:
-    async with AsyncQidoRS(server.dicomweb_url + "/") as qido:  # a trailing slash is fine
+    async with server.client(server.dicomweb_url + "/") as qido:  # a trailing slash is fine
         studies = await qido.search(HierarchicalQuery())
     assert (studies.warnings, studies.truncated) == ((), False)
     check_studies(studies, _where(lambda s: True), server.dicomweb_url, server.omits)

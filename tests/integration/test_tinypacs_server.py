@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import urllib.parse
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -18,6 +19,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from aqido.testing import _launch
+from aqido.testing._launch import request
 from aqido.testing.synthetic import SyntheticStudy
 from aqido.testing.tinypacs import TinyPacsServer
 from tests.integration.expected import matches
@@ -103,13 +106,35 @@ def test_each_instance_is_stored_once(tinypacs: TinyPacsServer) -> None:
 def test_a_token_server_refuses_requests_without_the_token() -> None:
     with TinyPacsServer(token="t0ken-for-aqido-tests") as pacs:
         url = f"{pacs.dicomweb_url}/studies"
-        from aqido.testing._launch import request
-
         assert request(url)[0] == 401
         assert request(url, headers={"Authorization": "Bearer wrong"})[0] == 401
         status, body, _headers = request(url, headers=pacs.headers)
         assert (status, body) == (204, b"")  # empty archive
     assert not pacs.running
+
+
+def test_a_taken_port_is_retried_with_another(
+    tinypacs_installed: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aqido.testing import tinypacs as launcher
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        ports = [taken]
+        given: list[int] = []
+
+        def free_port() -> int:
+            port = ports.pop() if ports else _launch.free_port()
+            given.append(port)
+            return port
+
+        monkeypatch.setattr(launcher, "free_port", free_port)
+        with TinyPacsServer() as pacs:
+            assert given[0] == taken
+            assert pacs.port not in (taken, given[1])  # a second attempt, on new ports
+            assert request(f"{pacs.dicomweb_url}/studies")[0] == 204
 
 
 # --- endpoints, empty answers, returned attributes -----------------------------------

@@ -1,0 +1,111 @@
+"""``profile="auto"`` on both real servers: the standard's answers from non-standard servers.
+
+Issue 13's "done when": with ``profile="auto"``, an exact PatientName, a
+PatientName wildcard, a ModalitiesInStudy list and a StudyInstanceUID list
+return exactly the standard's answer on Orthanc and on tiny_pacs (which on its
+own matches names as substrings, reads ``*`` literally and lists as one value:
+docs/tinypacs.md).  Expected answers come from the seed.  PN case: the
+client matches person names case-sensitively by default (``pn_case_sensitive=True``);
+with ``pn_case_sensitive=None`` it follows the server, and both servers ignore
+case (their profiles say so, as PS3.4 allows).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from aqido.client import AsyncQidoRS
+from aqido.query import HierarchicalQuery, QueryLevel, RelationalQuery
+from aqido.testing.synthetic import SyntheticStudy
+from tests.integration.expected import check_series_results, check_study
+from tests.integration.support import SEEDED, Served
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.parametrize("server", ["orthanc", "tinypacs"], indirect=True),
+]
+
+
+@pytest.fixture
+async def qido(server: Served) -> AsyncIterator[AsyncQidoRS]:
+    """A client of the seeded server that probes it once and plans with its profile."""
+    async with AsyncQidoRS(server.dicomweb_url, profile="auto") as client:
+        yield client
+
+
+def name_matches(pattern: str, value: str, *, case: bool) -> bool:
+    """The standard's PN matching: ``*``/``?`` wildcards over the whole value, case as asked."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    flags = re.DOTALL if case else re.DOTALL | re.IGNORECASE
+    return re.fullmatch(regex, value, flags) is not None
+
+
+def _where(predicate: Callable[[SyntheticStudy], object]) -> set[str]:
+    return {s.study_instance_uid for s in SEEDED.studies if predicate(s)}
+
+
+async def _check(
+    qido: AsyncQidoRS, server: Served, query: HierarchicalQuery, expected: set[str]
+) -> None:
+    assert expected, "a case must match something to prove anything"
+    found = await qido.search(query)
+    assert sorted(s.StudyInstanceUID for s in found) == sorted(expected)
+    for study in found:
+        check_study(study, SEEDED.study(study.StudyInstanceUID), server.dicomweb_url, server.omits)
+    assert qido.profile is not None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "pattern",
+    ["Doe^John", "Doe*", "doe^j*", "D?e^*", "*Smith*", "M*ller^J*", "Müller^Jürgen", "Ivanov*"],
+)
+async def test_patient_name(qido: AsyncQidoRS, server: Served, pattern: str) -> None:
+    expected = _where(lambda s: name_matches(pattern, s.patient_name, case=True))
+    await _check(qido, server, HierarchicalQuery(PatientName=pattern), expected)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("pattern", ["Doe^John", "doe^j*", "*SMITH*", "m*LLER^j*"])
+async def test_patient_name_with_the_servers_case(server: Served, pattern: str) -> None:
+    expected = _where(lambda s: name_matches(pattern, s.patient_name, case=False))
+    async with AsyncQidoRS(server.dicomweb_url, profile="auto", pn_case_sensitive=None) as qido:
+        await _check(qido, server, HierarchicalQuery(PatientName=pattern), expected)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("modalities", [["MG", "XA"], ["CT", "MR", "NM"]])
+async def test_modalities_in_study_list(
+    qido: AsyncQidoRS, server: Served, modalities: list[str]
+) -> None:
+    expected = _where(lambda s: set(modalities) & set(s.modalities_in_study))
+    await _check(qido, server, HierarchicalQuery(ModalitiesInStudy=modalities), expected)
+
+
+@pytest.mark.anyio
+async def test_study_instance_uid_list(qido: AsyncQidoRS, server: Served) -> None:
+    wanted = [s.study_instance_uid for s in SEEDED.studies[10:14]]
+    await _check(qido, server, HierarchicalQuery(StudyInstanceUID=wanted), set(wanted))
+
+
+@pytest.mark.anyio
+async def test_a_list_and_a_wildcard_together(qido: AsyncQidoRS, server: Served) -> None:
+    expected = _where(
+        lambda s: (
+            name_matches("Doe*", s.patient_name, case=True)
+            and {"CT", "MR"} & set(s.modalities_in_study)
+        )
+    )
+    query = HierarchicalQuery(PatientName="Doe*", ModalitiesInStudy=["CT", "MR"])
+    await _check(qido, server, query, expected)
+
+
+@pytest.mark.anyio
+async def test_all_series_of_a_modality(qido: AsyncQidoRS, server: Served) -> None:
+    # tiny_pacs has no /series: the profile makes the client walk the hierarchy.
+    expected = [s for s in SEEDED.series if s.modality == "NM"]
+    found = await qido.search(RelationalQuery(query_level=QueryLevel.SERIES, Modality="NM"))
+    check_series_results(found, expected, SEEDED, server.dicomweb_url, omits=server.omits)
