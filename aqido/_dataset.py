@@ -6,42 +6,8 @@ access through the cattrs converter that built it (its :class:`_Context`).
 The default converter (:mod:`aqido._converter`) sets ``Dataset._ctx`` when it
 is imported, which :mod:`aqido.results` always does.
 
-Rules
------
-* **Values.** ``ds[key]`` gives ``None`` for an empty attribute, the value
-  when there is one, a tuple when there are several (as pydicom does); SQ
-  always gives a tuple of nested :class:`Dataset`.  Typed fields declared as
-  tuples (``ModalitiesInStudy``) always give tuples.  Types by VR are listed
-  in :mod:`aqido.values`.
-* **Empty.** No ``Value``, ``"Value": []``, ``[""]`` and ``[null]`` all mean
-  empty (``None``, or ``()`` for tuple fields).  Inside a multi-valued
-  attribute an empty or ``null`` entry is ``None``: ``("CT", None, "MR")``.
-* **Invalid values never raise.**  A value that cannot be read for its VR (DA
-  ``"2023-01-01"``, IS ``"abc"``, a PN that is a number) reads as ``None``; the
-  raw text stays in the element (``ds.element(key).values``) and the problem
-  is listed in ``ds.invalid`` as :class:`~aqido.values.InvalidValue`
-  (key, keyword, VR, raw value, reason).
-* **Round trip.** ``to_json()`` returns the elements exactly as received
-  (same ``Value`` arrays, including ``[]``/``[""]``/``[null]`` and trailing NUL
-  padding), except that tag keys are uppercased.  ``to_pydicom()`` is
-  ``pydicom.Dataset.from_json`` of that (so it raises what pydicom raises for
-  values pydicom cannot read, such as an IS of ``"N/A"``).
-* **Typed fields are views of the raw elements.**  ``Study(raw=item)`` reads
-  every field from ``item``; a field given to ``__init__`` or
-  ``attrs.evolve`` (``evolve(series, StudyInstanceUID=uid_from_the_path)``)
-  rewrites its element, so ``to_json()``, the mapping API and the fields
-  always agree.  ``attrs.evolve(study, series=...)`` keeps every attribute.
-* **Structural errors raise.**  :class:`~aqido.errors.InvalidResponseError`
-  (naming the item index and tag) when the body is not JSON, not an array of
-  objects, or an item has a malformed tag key, a missing or unknown VR, an
-  element that is not an object, a ``Value`` that is not an array, more than
-  one of ``Value``/``BulkDataURI``/``InlineBinary``, or an SQ item that is
-  not an object.  Unknown extra members of an element are tolerated.
-* **Lazy conversion.** Structuring validates every element but converts
-  values only on first access (then caches them), so parsing stays close to
-  the cost of decoding the JSON.  The objects keep a reference to the
-  decoded items (no copy is made): do not modify items after structuring
-  them.
+The rules (values, empty values, invalid values, round trips, structural
+errors, lazy conversion) are listed once, in :mod:`aqido.results`.
 """
 
 from __future__ import annotations

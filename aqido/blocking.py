@@ -226,6 +226,11 @@ class QidoRS:
         return self._async
 
     @property
+    def concurrency_limit(self) -> int:
+        """Requests allowed in flight now: ``max_concurrency``, or the adaptive limit."""
+        return self._async.concurrency_limit
+
+    @property
     def closed(self) -> bool:
         """Whether :meth:`close` has been called."""
         return self._runner.closed

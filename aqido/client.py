@@ -15,7 +15,9 @@ pool matches ``max_concurrency``, and closes it exactly once
 (:meth:`AsyncQidoRS.close` is idempotent).  A borrowed session is never closed.
 
 Every request of a client, whatever method issued it, holds one slot of a
-single :class:`anyio.CapacityLimiter` of ``max_concurrency`` slots.
+single :class:`anyio.CapacityLimiter` of ``max_concurrency`` slots, or, with
+``max_concurrency="auto"``, of one :class:`~aqido.concurrency.AdaptiveLimiter`
+whose number of slots follows what the server shows (:mod:`aqido.adaptive`).
 
 Hostile or broken servers (docs/security.md): a body is read in chunks and
 refused past ``max_response_bytes`` (after decompression); redirects are
@@ -54,7 +56,7 @@ from collections.abc import (
 from contextlib import aclosing
 from http.cookies import BaseCookie, SimpleCookie
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 
 import aiohttp
 import anyio
@@ -63,7 +65,9 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from aqido import __version__, dictionary
+from aqido.adaptive import AdaptiveLimit
 from aqido.checkpoint import CrawlCheckpoint
+from aqido.concurrency import AdaptiveLimiter
 from aqido.crawl import Recorder, crawl, iter_pages, iter_search_many, search_many
 from aqido.errors import (
     ClientClosedError,
@@ -82,7 +86,15 @@ from aqido.partition import Caps, check_server_limit
 from aqido.plan import Plan, plan_query, split_keys
 from aqido.profile import ServerProfile
 from aqido.progress import CrawlProgress, make_progress
-from aqido.protocol import ACCEPT, QidoResponse, QidoWarning, join_url, parse_response
+from aqido.protocol import (
+    ACCEPT,
+    QidoResponse,
+    QidoWarning,
+    header_values,
+    join_url,
+    parse_response,
+    parse_retry_after,
+)
 from aqido.query import (
     ATTRIBUTE_FIELDS,
     BaseQuery,
@@ -114,6 +126,10 @@ Auth = tuple[str, str] | aiohttp.BasicAuth | str | HeaderFactory
 
 #: Default number of requests in flight per client.
 DEFAULT_MAX_CONCURRENCY = 8
+#: Default ceiling of ``max_concurrency="auto"``.
+DEFAULT_MAX_CONCURRENCY_LIMIT = 64
+#: Statuses that tell an adaptive limiter to back off at once (with timeouts).
+_PUSH_BACK = frozenset({429, 503, 504})
 #: Default time limits: 60 s per request, 10 s to connect, no overall limit.
 DEFAULT_TIMEOUT = Timeout()
 #: Default retry policy: up to 4 attempts within 60 s, backoff from 0.5 s, Retry-After honoured.
@@ -224,9 +240,24 @@ def _is_stale_connection(error: TransportError) -> bool:
     )
 
 
-def _check_max_concurrency(value: object) -> None:
+def _check_max_concurrency(value: object, name: str = "max_concurrency") -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"max_concurrency must be a positive int, not {value!r}")
+        raise ValueError(f"{name} must be a positive int, not {value!r}")
+
+
+def _feedback(
+    status: int, headers: CIMultiDictProxy[str], retry: Retry
+) -> tuple[str, float | None]:
+    """What an answer tells an adaptive limiter: its outcome, and a pause (``Retry-After``)."""
+    retry_after = None
+    if not 200 <= status < 300 and retry.respect_retry_after:
+        values = header_values(headers, "Retry-After")
+        asked = parse_retry_after(values[0]) if values else None
+        if asked is not None:
+            retry_after = min(asked, retry.max_retry_after)
+    if status in _PUSH_BACK:
+        return "dropped", retry_after
+    return ("success" if 200 <= status < 300 else "ignore"), retry_after
 
 
 def _check_max_response_bytes(value: object) -> int | None:
@@ -345,7 +376,10 @@ class AsyncQidoRS:
         retries: a :class:`~aqido.retry.Retry`, an int (retries after the first
             attempt), or ``None``/``0`` to disable retries.
         max_concurrency: requests in flight at once, for the whole client (all
-            searches, pages and crawls share this limit).
+            searches, pages and crawls share this limit); ``"auto"`` adapts it to
+            the server (latency against the best seen, throughput, push-back;
+            see ``docs/concurrency.md``), between 1 and ``max_concurrency_limit``.
+        max_concurrency_limit: the ceiling of ``max_concurrency="auto"`` (default 64).
         server_limit: the server's cap on results per response, if known (an
             int, or by level: ``{"STUDY": 10, "SERIES": 10, "INSTANCE": 7}``).
             Without it, a silent cap is found by one follow-up request when an
@@ -403,7 +437,7 @@ class AsyncQidoRS:
         headers: Mapping[str, str] | None = None,
         timeout: Timeout | float | None = DEFAULT_TIMEOUT,
         retries: Retry | int | None = DEFAULT_RETRY,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        max_concurrency: int | Literal["auto"] = DEFAULT_MAX_CONCURRENCY,
         server_limit: int | Mapping[Any, int] | None = None,
         permissive_uid: bool = False,
         profile: ProfileSource | None = None,
@@ -412,6 +446,7 @@ class AsyncQidoRS:
         max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES,
         ssl: SSLOption = None,
         trust_env: bool = True,
+        max_concurrency_limit: int = DEFAULT_MAX_CONCURRENCY_LIMIT,
     ) -> None:
         parsed = URL(url)
         if parsed.scheme not in ("http", "https") or not parsed.host:
@@ -427,7 +462,9 @@ class AsyncQidoRS:
             and not (len(auth) == 2 and all(isinstance(part, str) for part in auth))
         ):
             raise ValueError("basic auth must be a (user, password) tuple of strings")
-        _check_max_concurrency(max_concurrency)
+        if max_concurrency != "auto":
+            _check_max_concurrency(max_concurrency)
+        _check_max_concurrency(max_concurrency_limit, "max_concurrency_limit")
         if not isinstance(permissive_uid, bool):
             raise ValueError(f"permissive_uid must be True or False, not {permissive_uid!r}")
         self.permissive_uid = permissive_uid
@@ -438,7 +475,8 @@ class AsyncQidoRS:
         self._scopes: set[anyio.CancelScope] = set()
         self.url = str(parsed.with_user(None))
         self._origin = parsed.origin()
-        self.max_concurrency = max_concurrency
+        self.max_concurrency: int | Literal["auto"] = max_concurrency
+        self.max_concurrency_limit = max_concurrency_limit
         self.server_limit = check_server_limit(server_limit)
         # What is known of the server's caps: configured, and learned by the first follow-up
         # request that finds a silent cap (kept for the client's lifetime).
@@ -451,7 +489,7 @@ class AsyncQidoRS:
         self._session = session
         self._owns_session = session is None
         self._state = _State.UNOPENED
-        self._limiter: anyio.CapacityLimiter | None = None
+        self._limiter: anyio.CapacityLimiter | AdaptiveLimiter | None = None
         self._client_timeout = aiohttp.ClientTimeout(
             total=self.timeout.request, sock_connect=self.timeout.connect
         )
@@ -483,7 +521,7 @@ class AsyncQidoRS:
             auth = ", auth=<callable>"
         session = "" if self._owns_session else ", session=<borrowed>"
         return (
-            f"AsyncQidoRS({self.url!r}{auth}{session}, max_concurrency={self.max_concurrency}, "
+            f"AsyncQidoRS({self.url!r}{auth}{session}, max_concurrency={self.max_concurrency!r}, "
             f"state={self._state.name.lower()})"
         )
 
@@ -521,6 +559,27 @@ class AsyncQidoRS:
             await session.close()
 
     @property
+    def concurrency_limit(self) -> int:
+        """Requests allowed in flight now: ``max_concurrency``, or the adaptive limit."""
+        if isinstance(self._limiter, AdaptiveLimiter):
+            return self._limiter.limit
+        if self.max_concurrency == "auto":
+            return AdaptiveLimit(ceiling=self.max_concurrency_limit).limit
+        return self.max_concurrency
+
+    @property
+    def adaptive_limiter(self) -> AdaptiveLimiter | None:
+        """The adaptive limiter (``max_concurrency="auto"``, once opened), else ``None``."""
+        return self._limiter if isinstance(self._limiter, AdaptiveLimiter) else None
+
+    @property
+    def _slots(self) -> int:
+        """The most requests that can ever be in flight (pool size, crawl window)."""
+        if self.max_concurrency == "auto":
+            return self.max_concurrency_limit
+        return self.max_concurrency
+
+    @property
     def closed(self) -> bool:
         """Whether :meth:`close` has been called."""
         return self._state is _State.CLOSED
@@ -530,11 +589,14 @@ class AsyncQidoRS:
             raise ClientClosedError("This client has been closed; create a new AsyncQidoRS.")
         self._state = _State.OPENED
         if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(self.max_concurrency)
+            if self.max_concurrency == "auto":
+                self._limiter = AdaptiveLimiter(
+                    AdaptiveLimit(ceiling=self.max_concurrency_limit, created=time.monotonic())
+                )
+            else:
+                self._limiter = anyio.CapacityLimiter(self.max_concurrency)
         if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self.max_concurrency, limit_per_host=self.max_concurrency
-            )
+            connector = aiohttp.TCPConnector(limit=self._slots, limit_per_host=self._slots)
             self._session = aiohttp.ClientSession(
                 connector=connector, cookie_jar=_OriginCookieJar(self._origin)
             )
@@ -680,7 +742,12 @@ class AsyncQidoRS:
         if limiter is not None:
             await _acquire(limiter)
         try:
-            await _acquire(client_limiter)
+            adaptive = isinstance(client_limiter, AdaptiveLimiter)
+            if isinstance(client_limiter, AdaptiveLimiter):
+                ticket = await client_limiter.acquire()
+            else:
+                await _acquire(client_limiter)
+            outcome: tuple[str, float | None] = ("ignore", None)
             try:
                 start = time.perf_counter()
                 try:
@@ -691,10 +758,17 @@ class AsyncQidoRS:
                 except QidoError as error:
                     elapsed = (time.perf_counter() - start) * 1000
                     logger.debug("GET %s -> %s (%.1f ms)", url, type(error).__name__, elapsed)
+                    if isinstance(error, RequestTimeoutError):
+                        outcome = ("dropped", None)
                     raise
                 elapsed = (time.perf_counter() - start) * 1000
+                if adaptive:
+                    outcome = _feedback(status, headers, self.retry)
             finally:
-                client_limiter.release()
+                if isinstance(client_limiter, AdaptiveLimiter):
+                    client_limiter.release(ticket, outcome[0], retry_after=outcome[1])
+                else:
+                    client_limiter.release()
         finally:
             if limiter is not None:
                 limiter.release()
@@ -877,7 +951,7 @@ class AsyncQidoRS:
         async def search(query: BaseQuery) -> SearchResults[Any]:
             return await self._search(query, limiter)
 
-        return search, max_concurrency or self.max_concurrency
+        return search, max_concurrency or self._slots
 
     @staticmethod
     def _operation_limiter(max_concurrency: int | None) -> anyio.CapacityLimiter | None:
@@ -964,7 +1038,7 @@ class AsyncQidoRS:
                 raise UnanswerableQueryError([reason], query=base)
             plan_logger.warning("%s", reason)
         limiter = self._operation_limiter(max_concurrency)
-        concurrency = max_concurrency or self.max_concurrency
+        concurrency = max_concurrency or self._slots
         stats = stats if stats is not None else CrawlStats()
         if checkpoint is not None and not isinstance(checkpoint, CrawlCheckpoint):
             checkpoint = CrawlCheckpoint(checkpoint)
@@ -972,7 +1046,11 @@ class AsyncQidoRS:
         record = Recorder(stats, make_progress(progress))
 
         async def fetch(q: BaseQuery, lim: anyio.CapacityLimiter | None) -> QidoResponse:
-            return await self._fetch(q, lim, on_retry=record.retry)
+            record.limit(self.concurrency_limit)
+            try:
+                return await self._fetch(q, lim, on_retry=record.retry)
+            finally:
+                record.limit(self.concurrency_limit)
 
         def structure_items(
             response: QidoResponse, level: QueryLevel, items: list[dict[str, Any]]
@@ -1103,13 +1181,13 @@ class AsyncQidoRS:
                 return found
 
             results = [parents._replace(items=[])]
-            results += await search_many(child, jobs, workers=self.max_concurrency)
+            results += await search_many(child, jobs, workers=self._slots)
         else:
 
             async def one(query: BaseQuery) -> _Answer:
                 return await self._collect(query, limiter, exhaustive, page_size)
 
-            results = await search_many(one, plan.requests, workers=self.max_concurrency)
+            results = await search_many(one, plan.requests, workers=self._slots)
         merged = plan.merge(r.items for r in results)
         kept, notes = plan.finish(merged)
         all_notes = [*plan.warnings, *(n for r in results for n in r.notes), *notes]

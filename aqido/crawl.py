@@ -393,6 +393,8 @@ class Recorder:
         stats.failures = []
         stats.started = time.monotonic()
         stats.finished = None
+        stats.concurrency_limit = None
+        stats.concurrency_history = []
         self.changed()
 
     def finish(self) -> None:
@@ -401,6 +403,13 @@ class Recorder:
 
     def request(self) -> None:
         self.stats.requests += 1
+
+    def limit(self, limit: int) -> None:
+        """The client's concurrency limit, seen around a request: kept when it changed."""
+        stats = self.stats
+        if limit != stats.concurrency_limit:
+            stats.concurrency_limit = limit
+            stats.concurrency_history.append((stats.elapsed, limit))
 
     def retry(self, _error: object = None, _delay: float = 0.0) -> None:
         self.stats.retries += 1

@@ -1054,7 +1054,7 @@ class Sender:
         import anyio
 
         self._client = client
-        self._limiter = anyio.CapacityLimiter(max(1, min(max_in_flight, client.max_concurrency)))
+        self._limiter = anyio.CapacityLimiter(max(1, min(max_in_flight, client.concurrency_limit)))
         self._budget = budget
         self._answers: dict[ProbeRequest, Answer] = {}
         self.sent = 0

@@ -43,6 +43,10 @@ class CrawlStats:
             part that failed for good.
         started, finished: ``time.monotonic()`` at the start and end (``None`` while
             not started / still running).
+        concurrency_limit: the client's limit on requests in flight, as last seen
+            (it moves with ``max_concurrency="auto"``; ``None`` before the first request).
+        concurrency_history: ``(seconds since the start, limit)`` for every change of
+            ``concurrency_limit`` during the crawl, the first entry included.
     """
 
     requests: int = 0
@@ -54,6 +58,8 @@ class CrawlStats:
     studies_skipped: int = 0
     failures: list[CrawlFailure] = attrs.field(factory=list)
     started: float | None = None
+    concurrency_limit: int | None = None
+    concurrency_history: list[tuple[float, int]] = attrs.field(factory=list)
     finished: float | None = None
 
     @property

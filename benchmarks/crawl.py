@@ -7,6 +7,8 @@ found.  The contenders:
 
 - ``aqido c=N``: ``AsyncQidoRS(url, max_concurrency=N).crawl()``, consuming the
   typed ``Study`` trees as they are yielded;
+- ``aqido auto``: the same with ``max_concurrency="auto"`` (the adaptive limit,
+  ceiling 64); its limit history is kept in :data:`AUTO_LIMITS`;
 - ``bare aiohttp c=N``: the floor for an asyncio client, a plain
   ``aiohttp.ClientSession`` (connection pool N) + ``asyncio.gather`` + an
   ``asyncio.Semaphore(N)`` + ``json.loads``: no typed results, no retries, no
@@ -73,20 +75,36 @@ def aqido_available() -> bool:
     return True
 
 
-async def _aqido_crawl(url: str, concurrency: int, page_size: int | None = None) -> Counts:
+#: The ceiling of ``aqido auto`` (``max_concurrency_limit``, the client's default).
+AUTO_CEILING = 64
+#: The limit history of the last ``aqido auto`` crawl per URL: ``[(seconds, limit), ...]``.
+AUTO_LIMITS: dict[str, list[tuple[float, int]]] = {}
+
+
+async def _aqido_crawl(url: str, concurrency: int | str, page_size: int | None = None) -> Counts:
     from aqido.client import AsyncQidoRS
+    from aqido.stats import CrawlStats
 
     studies = series = instances = 0
-    async with AsyncQidoRS(url, max_concurrency=concurrency) as client:
-        async for study in client.crawl(max_concurrency=concurrency, page_size=page_size):
+    stats = CrawlStats()
+    auto = concurrency == "auto"
+    async with AsyncQidoRS(url, max_concurrency=concurrency) as client:  # type: ignore[arg-type]
+        crawl = client.crawl(
+            max_concurrency=None if auto else concurrency,  # type: ignore[arg-type]
+            page_size=page_size,
+            stats=stats,
+        )
+        async for study in crawl:
             studies += 1
             series += len(study.series)
             instances += sum(len(se.instances) for se in study.series)
+    if auto:
+        AUTO_LIMITS[url] = list(stats.concurrency_history)
     return studies, series, instances
 
 
-def aqido_crawl(url: str, concurrency: int) -> Counts:
-    """aqido's ``crawl()`` at ``max_concurrency=concurrency``."""
+def aqido_crawl(url: str, concurrency: int | str) -> Counts:
+    """aqido's ``crawl()`` at ``max_concurrency=concurrency`` (an int or ``"auto"``)."""
     return asyncio.run(_aqido_crawl(url, concurrency))
 
 
@@ -252,7 +270,7 @@ def dicomtrolley_sequential(url: str) -> Counts:
 
 
 def contenders(
-    concurrencies: list[int], reference: int, *, with_aqido: bool = True
+    concurrencies: list[int], reference: int, *, with_aqido: bool = True, auto: bool = True
 ) -> tuple[list[Contender], list[str]]:
     """The contenders to run (in this order) and notes about any that are missing."""
     notes: list[str] = []
@@ -261,6 +279,15 @@ def contenders(
         for c in concurrencies:
             out.append(
                 Contender(f"aqido c={c}", "aqido", c, functools.partial(aqido_crawl, concurrency=c))
+            )
+        if auto:
+            out.append(
+                Contender(
+                    "aqido auto",
+                    "aqido auto",
+                    AUTO_CEILING,
+                    functools.partial(aqido_crawl, concurrency="auto"),
+                )
             )
     else:
         notes.append("aqido.client is not on this branch yet: aqido rows are PENDING")

@@ -66,6 +66,7 @@ def _crawl_server(
     take long), and always at least once.
     """
     runs: dict[str, list[float]] = {c.name: [] for c in contenders}
+    limits: dict[str, list[list[tuple[float, int]]]] = {c.name: [] for c in contenders}
     cpu: dict[str, list[float]] = {c.name: [] for c in contenders}
     found: dict[str, Counts] = {}
     served: dict[str, dict[str, int]] = {}
@@ -82,6 +83,8 @@ def _crawl_server(
             found[contender.name] = counts
             if stats is not None:
                 served[contender.name] = stats()
+            if contender.family == "aqido auto":
+                limits[contender.name].append(crawl.AUTO_LIMITS.pop(url, []))
             print(
                 f"  {label:<24} {contender.name:<30} {seconds:8.3f} s  {counts}",
                 flush=True,
@@ -114,6 +117,8 @@ def _crawl_server(
                 "match": match,
             }
         )
+        if limits[contender.name]:
+            rows[-1]["limit_history"] = limits[contender.name]
     _add_ratios(rows, reference)
     return {
         "server": label,
@@ -133,7 +138,7 @@ def _add_ratios(rows: list[dict[str, Any]], reference: int) -> None:
     )
     for row in rows:
         c = row["concurrency"] if row["family"] in ("aqido", "bare aiohttp") else reference
-        base = bare.get(c)
+        base = bare.get(c) if row["family"] != "aqido auto" else None
         row["x_bare"] = row["median_s"] / base if base else None
         row["x_aqido"] = row["median_s"] / aqido_ref if aqido_ref else None
 
@@ -143,6 +148,9 @@ def run_crawl(args: argparse.Namespace) -> dict[str, Any]:
     from benchmarks.server import ServerProcess
 
     lineup, notes = crawl.contenders(args.concurrency, args.reference)
+    if args.families:
+        lineup = [c for c in lineup if c.family in args.families]
+        notes.append(f"only these clients were run: {', '.join(args.families)}")
     for note in notes:
         print(f"NOTE: {note}")
     report: dict[str, Any] = {
@@ -257,6 +265,25 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                     "met": value <= 1.25,
                 }
             )
+        auto = auto_summary(server)
+        if auto is not None:
+            targets.append(
+                {
+                    "target": f"crawl, {server['server']}: aqido auto within 1.1x of the best "
+                    f"fixed aqido ({auto['best_name']})",
+                    "value": f"{auto['x_best']:.2f}x",
+                    "met": auto["x_best"] <= 1.1,
+                }
+            )
+            if auto["x_default"] is not None:
+                targets.append(
+                    {
+                        "target": f"crawl, {server['server']}: aqido auto no slower than "
+                        f"aqido c={DEFAULT_CONCURRENCY} (the default)",
+                        "value": f"{auto['x_default']:.2f}x",
+                        "met": auto["x_default"] <= 1.0,
+                    }
+                )
         seq = _row(server, "dicomweb-client sequential")
         if aqido_row and seq and server.get("latency_ms") == 10:
             value = seq["median_s"] / aqido_row["median_s"]
@@ -313,6 +340,76 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return targets
+
+
+#: The client's default ``max_concurrency`` (the one ``"auto"`` must not lose to).
+DEFAULT_CONCURRENCY = 8
+
+
+def auto_summary(server: dict[str, Any]) -> dict[str, Any] | None:
+    """``aqido auto`` against the fixed settings on one server (``None`` without an auto row)."""
+    auto = _row(server, "aqido auto")
+    fixed = [r for r in server["rows"] if r["family"] == "aqido"]
+    if auto is None or not fixed:
+        return None
+    best = min(fixed, key=lambda r: r["median_s"])
+    worst = max(fixed, key=lambda r: r["median_s"])
+    default = _row(server, f"aqido c={DEFAULT_CONCURRENCY}")
+    histories = auto.get("limit_history") or [[]]
+    last = histories[-1]
+    path = [limit for _, limit in last]
+    settled = [limit for t, limit in last if t >= 0.5 * (last[-1][0] if last else 0)] or path
+    return {
+        "auto_s": auto["median_s"],
+        "best_name": best["name"],
+        "best_s": best["median_s"],
+        "x_best": auto["median_s"] / best["median_s"],
+        "worst_name": worst["name"],
+        "x_worst": auto["median_s"] / worst["median_s"],
+        "default_s": default["median_s"] if default else None,
+        "x_default": auto["median_s"] / default["median_s"] if default else None,
+        "limits": path,
+        "settled": (min(settled), max(settled)) if settled else None,
+        "final": path[-1] if path else None,
+    }
+
+
+def auto_table(report: dict[str, Any], *, markdown: bool = False) -> str:
+    """``aqido auto`` next to the fixed limits, one row per server."""
+    header = [
+        "server",
+        "auto s",
+        "best fixed",
+        "x best",
+        "worst fixed",
+        "x worst",
+        f"x c={DEFAULT_CONCURRENCY}",
+        "auto's limit (last run): start → peak, 2nd-half range incl. probes, final",
+    ]
+    body = []
+    for server in report["crawl"]["servers"]:
+        auto = auto_summary(server)
+        if auto is None:
+            continue
+        limits = auto["limits"]
+        if limits:
+            low, high = auto["settled"]
+            shape = f"{limits[0]} → {max(limits)}, {low}-{high}, {auto['final']}"
+        else:
+            shape = "-"
+        body.append(
+            [
+                server["server"],
+                f"{auto['auto_s']:.3f}",
+                f"{auto['best_name'].removeprefix('aqido ')} {auto['best_s']:.3f}",
+                f"{auto['x_best']:.2f}",
+                auto["worst_name"].removeprefix("aqido "),
+                f"{auto['x_worst']:.2f}",
+                _fmt(auto["x_default"], ".2f"),
+                shape,
+            ]
+        )
+    return _table(header, body, markdown=markdown, numeric_from=1)
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -398,6 +495,11 @@ def render(report: dict[str, Any], *, markdown: bool) -> str:
         for server in report["crawl"]["servers"]:
             parts.append(
                 f"{h}{_title(server, report)}\n\n{crawl_table(server, ref, markdown=markdown)}"
+            )
+        if any(auto_summary(server) for server in report["crawl"]["servers"]):
+            parts.append(
+                f'{h}Adaptive concurrency: aqido auto (max_concurrency="auto") against the '
+                "fixed limits (median crawl time)\n\n" + auto_table(report, markdown=markdown)
             )
     if "parse" in report:
         p = report["parse"]
@@ -489,6 +591,7 @@ def draw_chart(report: dict[str, Any], path: str) -> bool:
         return False
     colours = {
         "aqido": "#1f77b4",
+        "aqido auto": "#17becf",
         "bare aiohttp": "#7f7f7f",
         "dicomweb-client sequential": "#d62728",
         "dicomweb-client threads": "#ff7f0e",
@@ -587,6 +690,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--budget", type=float, default=None, help="seconds per contender and server (repeats)"
     )
     parser.add_argument("--orthanc", action="store_true", help="also crawl a real Orthanc")
+    parser.add_argument(
+        "--families",
+        type=lambda text: [f.strip() for f in text.split(",") if f.strip()],
+        default=None,
+        help="crawl only these client families, e.g. 'aqido,aqido auto' (default: all)",
+    )
     parser.add_argument("--parse-studies", type=int, default=None)
     parser.add_argument("--parse-repeat", type=int, default=None)
     parser.add_argument("--import-repeat", type=int, default=None)
@@ -599,7 +708,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "studies": 200,
         "series": 2,
         "instances": 3,
-        "concurrency": [1, 4, 16, 64],
+        "concurrency": [1, 4, 8, 16, 64],
         "reference": 16,
         "repeat": 5,
         "budget": 20.0,

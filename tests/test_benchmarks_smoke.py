@@ -63,6 +63,8 @@ def test_tiny_run_prints_every_table(
     markdown = (out / "latest.md").read_text(encoding="utf-8")
     assert markdown.startswith("#### Crawl, fake 2 ms")
     assert "| aqido c=4 |" in markdown
+    assert "| aqido auto |" in markdown
+    assert "Adaptive concurrency" in markdown
 
 
 def test_every_crawl_client_finds_the_whole_archive(report: dict[str, Any]) -> None:
@@ -73,7 +75,13 @@ def test_every_crawl_client_finds_the_whole_archive(report: dict[str, Any]) -> N
     assert server["latency_ms"] == 2
     assert server["mismatches"] == []
     names = {row["name"] for row in server["rows"]}
-    assert {"aqido c=1", "aqido c=4", "bare aiohttp c=1", "bare aiohttp c=4"} <= names
+    assert {
+        "aqido c=1",
+        "aqido c=4",
+        "aqido auto",
+        "bare aiohttp c=1",
+        "bare aiohttp c=4",
+    } <= names
     requests_per_crawl = 1 + expected[0] + expected[1]
     for row in server["rows"]:
         assert row["counts"] == expected, row["name"]
@@ -82,8 +90,14 @@ def test_every_crawl_client_finds_the_whole_archive(report: dict[str, Any]) -> N
         assert 1 <= row["peak_concurrency"] <= row["concurrency"], row["name"]
         assert len(row["runs"]) == 1
         assert row["median_s"] > 0
-        assert row["x_bare"] is not None
         assert row["x_aqido"] is not None
+        if row["family"] == "aqido auto":  # no bare aiohttp at an adaptive limit
+            assert row["x_bare"] is None
+            [history] = row["limit_history"]
+            assert history[0][1] == 4  # the initial limit, then its changes
+            assert all(1 <= limit <= row["concurrency"] for _, limit in history)
+        else:
+            assert row["x_bare"] is not None
     assert report["mismatches"] == []
 
 

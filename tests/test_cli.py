@@ -496,12 +496,12 @@ def test_demo_runs_and_summarises(tmp_path: pathlib.Path) -> None:
 
 
 def test_plain_tables_without_rich(monkeypatch: pytest.MonkeyPatch) -> None:
-    from aqido import cli
+    from aqido._cli import output as cli
 
     monkeypatch.setitem(sys.modules, "rich", None)
-    assert not cli._have_rich()
+    assert not cli.have_rich()
     out = io.StringIO()
-    cli._print_table(["a", "n"], [["x", "1"], ["yy", "22"]], out, numeric=["n"])
+    cli.print_table(["a", "n"], [["x", "1"], ["yy", "22"]], out, numeric=["n"])
     assert out.getvalue() == "a    n\n--  --\nx    1\nyy  22\n"
 
 
@@ -598,10 +598,10 @@ def test_page_size_pages_with_limit_and_offset(tmp_path: pathlib.Path) -> None:
 
 def test_rich_tables_when_rich_is_installed() -> None:
     pytest.importorskip("rich")
-    from aqido import cli
+    from aqido._cli import output as cli
 
     out = io.StringIO()
-    cli._print_table(["modality", "studies"], [["CT", "3"]], out, title="t", numeric=["studies"])
+    cli.print_table(["modality", "studies"], [["CT", "3"]], out, title="t", numeric=["studies"])
     text = out.getvalue()
     assert "┃ modality ┃ studies ┃" in text
     assert "│ CT       │       3 │" in text

@@ -5,7 +5,8 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from aqido.cli import EXIT_ERROR, EXIT_OK, _server_text, main
+from aqido._cli.commands import server_text
+from aqido.cli import EXIT_ERROR, EXIT_OK, main
 from aqido.profile import ServerProfile
 from aqido.testing import FakeArchive, SyntheticArchive
 
@@ -47,5 +48,5 @@ def test_probe_of_an_unreachable_server_is_one_line_and_exit_1() -> None:
 
 
 def test_server_text_escapes_control_characters() -> None:
-    assert _server_text("Doe^John") == "Doe^John"
-    assert _server_text("a\x1b[2Jb\nc\u202e") == "a\\x1b[2Jb\\nc\\u202e"
+    assert server_text("Doe^John") == "Doe^John"
+    assert server_text("a\x1b[2Jb\nc\u202e") == "a\\x1b[2Jb\\nc\\u202e"

@@ -62,7 +62,7 @@ def run_parquet(
     err: IO[str],
 ) -> int:
     """Run the sharded crawl the arguments describe; return the exit status (0, 1 or 3)."""
-    from aqido.cli import EXIT_INCOMPLETE, EXIT_OK, UsageError
+    from aqido._cli.common import EXIT_INCOMPLETE, EXIT_OK, UsageError
 
     try:
         import pyarrow  # noqa: F401
@@ -96,7 +96,7 @@ def _on_dask(
     depth: QueryLevel,
     display: _Display,
 ) -> None:
-    from aqido.cli import UsageError
+    from aqido._cli.common import UsageError
 
     try:
         import distributed

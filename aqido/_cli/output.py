@@ -1,0 +1,198 @@
+"""Result output of ``aqido search``: tables (rich or plain) and data formats (json, jsonl, csv).
+
+Tables are display: server text goes through :func:`aqido.terminal.printable`.
+JSON, JSON Lines and CSV are data and keep it exact.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+from collections.abc import (
+    Iterable,
+    Sequence,
+)
+from typing import IO, TYPE_CHECKING, Any, cast
+
+from aqido._cli.common import SHORT_HEADINGS, TABLE_COLUMNS, UsageError
+from aqido.query import QueryLevel
+from aqido.terminal import SafeStream, printable, unicode_safe
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aqido.results import Dataset
+
+
+# --- output ---------------------------------------------------------------------------------
+
+
+def format_value(value: Any) -> str:
+    """A result value as text for tables and CSV: '' for empty, ISO dates, ``\\`` between values."""
+    if value is None:
+        return ""
+    if isinstance(value, tuple):
+        if value and not isinstance(value[0], str | int | float) and hasattr(value[0], "keys"):
+            return f"[{len(value)} item{'s' if len(value) != 1 else ''}]"
+        return "\\".join(format_value(v) for v in value)
+    if isinstance(value, _dt.date | _dt.time):
+        return value.isoformat()
+    if isinstance(value, float) and hasattr(value, "text"):
+        return str(value.text)
+    return str(value)
+
+
+def _columns(results: Sequence[Dataset], level: QueryLevel, includes: Iterable[str]) -> list[str]:
+    columns = list(TABLE_COLUMNS[level])
+    wanted = [name for name in includes if name.lower() != "all"]
+    seen = set(columns)
+    for name in wanted:
+        keyword = _keyword(name)
+        if keyword not in seen:
+            columns.append(keyword)
+            seen.add(keyword)
+    if any(name.lower() == "all" for name in includes):
+        for result in results:
+            for keyword in result:
+                if keyword not in seen:
+                    columns.append(keyword)
+                    seen.add(keyword)
+    return columns
+
+
+def _keyword(name: str) -> str:
+    from aqido import dictionary
+
+    try:
+        return dictionary.resolve(name)[1] or name
+    except (KeyError, ValueError):
+        return name
+
+
+def _all_keywords(results: Sequence[Dataset]) -> list[str]:
+    keywords: dict[str, None] = {}
+    for result in results:
+        for keyword in result:
+            keywords.setdefault(keyword, None)
+    return list(keywords)
+
+
+def write_results(
+    results: Sequence[Dataset],
+    fmt: str,
+    out: IO[str],
+    *,
+    level: QueryLevel = QueryLevel.STUDY,
+    includes: Iterable[str] = (),
+    rich_ok: bool = True,
+) -> None:
+    """Write search results to ``out`` as ``table``, ``json``, ``jsonl`` or ``csv``.
+
+    json/jsonl are the DICOM JSON objects exactly as received; csv has one
+    column per keyword returned (values as in :func:`format_value`); the table
+    shows the usual columns of the level plus the included fields, every value
+    passed through :func:`aqido.terminal.printable` (control characters escaped,
+    never read as rich markup).  On a stream whose encoding cannot hold every
+    character (``PYTHONIOENCODING=ascii``), JSON escapes them (``\\u00e9``: the
+    data stay exact) and the table and csv write them as ``\\xe9``.
+    """
+    ascii = not unicode_safe(getattr(out, "encoding", None))
+    out = _safe(out)
+    if fmt == "jsonl":
+        for result in results:
+            out.write(json_line(result.to_json(), ascii=ascii))
+    elif fmt == "json":
+        json.dump([r.to_json() for r in results], out, ensure_ascii=ascii, indent=2)
+        out.write("\n")
+    elif fmt == "csv":
+        keywords = _all_keywords(results)
+        writer = csv.writer(out, lineterminator="\n")
+        # Python < 3.12 leaves a lone CR unquoted, which readers take for a line end
+        quoted = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
+        writer.writerow(keywords)
+        for result in results:
+            row = [format_value(result.get(k)) for k in keywords]
+            (quoted if any("\r" in cell for cell in row) else writer).writerow(row)
+    elif fmt == "table":
+        columns = _columns(results, level, includes)
+        rows = [[printable(format_value(r.get(c))) for c in columns] for r in results]
+        headings = [SHORT_HEADINGS.get(c, c) for c in columns]
+        print_table(
+            headings,
+            rows,
+            out,
+            title=f"{len(rows)} {level.name.lower()} result(s)",
+            rich_ok=rich_ok,
+            numeric=("Series", "Instances", "SeriesNumber", "InstanceNumber"),
+        )
+    else:  # pragma: no cover - argparse restricts the choices
+        raise UsageError(f"unknown format {fmt!r}")
+
+
+def _safe(out: IO[str]) -> IO[str]:
+    """``out`` wrapped in a :class:`~aqido.terminal.SafeStream` (unless it is one)."""
+    return out if isinstance(out, SafeStream) else cast(IO[str], SafeStream(out))
+
+
+def json_line(item: Any, *, ascii: bool = False) -> str:
+    return json.dumps(item, ensure_ascii=ascii, separators=(",", ":")) + "\n"
+
+
+def have_rich() -> bool:
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def print_table(
+    headings: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    out: IO[str],
+    *,
+    title: str = "",
+    rich_ok: bool = True,
+    numeric: Iterable[str] = (),
+) -> None:
+    """A table: rich's on a terminal when rich is installed, aligned plain text otherwise.
+
+    Every heading and cell goes through :func:`aqido.terminal.printable` (one
+    line each, no control character) and reaches rich as a ``Text``, never as
+    markup; what the stream's encoding lacks is written as ``\\xe9`` escapes.
+    """
+    right = set(numeric)
+    out = _safe(out)
+    safe_rows = [[printable(cell) for cell in row] for row in rows]
+    if rich_ok and have_rich():
+        from rich.console import Console
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(title=Text(printable(title)) if title else None, title_justify="left")
+        for heading in headings:
+            table.add_column(
+                Text(printable(heading)),
+                justify="right" if heading in right else "left",
+                overflow="fold",
+            )
+        for row in safe_rows:
+            table.add_row(*(Text(cell) for cell in row))
+        Console(file=out, soft_wrap=False).print(table)
+        return
+    rows = safe_rows
+    headings = [printable(heading) for heading in headings]
+    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(headings)]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [
+            cell.rjust(width) if heading in right else cell.ljust(width)
+            for cell, width, heading in zip(cells, widths, headings, strict=True)
+        ]
+        return "  ".join(parts).rstrip() + "\n"
+
+    if title:
+        out.write(title + "\n")
+    out.write(line(headings))
+    out.write(line(["-" * w for w in widths]))
+    for row in rows:
+        out.write(line(row))

@@ -1,0 +1,352 @@
+"""Adaptive concurrency: how many requests to keep in flight, from what the server shows.
+
+Pure (sans-I/O): :class:`AdaptiveLimit` does no I/O and reads no clock; it is
+fed the start and the end of every request with the time (``now``, any
+monotonic clock in seconds) and answers "may a new request start now?" and
+"what is the limit?".  :class:`aqido.concurrency.AdaptiveLimiter` is the async
+adapter the client holds; the tests drive this class with simulated servers.
+
+Which algorithm, and why
+------------------------
+The candidates were TCP Vegas (Netflix ``VegasLimit``: compare the latency
+with the best seen, add a slot while the estimated queue ``limit * (1 -
+rtt_min / rtt)`` is below alpha, remove one above beta), AIMD (add one per
+window, halve on loss), and the gradient limiters (Netflix ``Gradient2Limit``,
+Envoy's adaptive concurrency filter: ``limit * min_rtt / rtt`` plus headroom,
+with Envoy pinning the concurrency low from time to time to re-measure the
+minimum latency).  Each fails one of aqido's cases on its own:
+
+- AIMD only reacts to push-back, and Orthanc never pushes back: past its knee
+  (about 4 requests) it just gets slower, and collapses past its 50 HTTP
+  threads.  AIMD would climb straight into the collapse.
+- Vegas keeps a queue of 3 to 6 requests, whatever the limit: at 64 in flight
+  that is a 10 % latency rise, less than the noise of a shared machine, and on
+  a client-bound crawl (2 ms server, most of the time spent parsing in the
+  client) it settles at 4-6 where 16 is twice as fast.
+- A plain gradient with a clamp at 1.0 grows by a few slots per window: far too
+  slow to reach 64 within a 0.5 s crawl against a 50 ms server.
+
+aqido's limiter is a gradient limiter written as a model, as BBR does it: from
+each round (about one window of requests sent at the current limit) it takes
+the median latency ``R``, keeps ``R0``, the best (lowest) round median seen
+during the startup and then re-measured by probes (below), and by Little's
+law the throughput ``X = in_flight / R`` (``in_flight``: the most requests in
+flight during the round, at most the limit).  The target is
+
+    ``limit = tolerance * X * R0 = tolerance * in_flight * R0 / R``
+
+``X * R0`` is the server's knee (the bandwidth-delay product: as many requests
+as it serves at once without queueing them), so the limit settles where the
+latency is ``tolerance`` (default 2.5) times the best: a queue of at most
+``tolerance - 1`` knees.  Past the knee the throughput no longer grows, so the
+target is the same whatever the current limit: one round brings the limit to
+it and it stays (no oscillation by construction, only noise).  Below the knee
+the latency stays near ``R0`` and the target is ``tolerance`` times the
+current limit: the limit grows geometrically, and while no queueing has been
+seen yet (the start, like TCP's slow start) it grows by ``startup_growth``
+(4x) per round, so a server that scales (a 50 ms archive) gets its 64 in
+flight within two or three round trips.  After that, changes are smoothed
+(half-way to the target per round, never below half the limit), so one slow
+round on a noisy machine is no cliff; a round with no queueing at all (within
+1.2x of the best) goes all the way up, so one noisy round that ended the
+startup early costs little.
+
+Probes, as Envoy's: every ``probe_every`` (30) rounds after the startup, one
+round runs at an eighth of the limit and its median latency becomes ``R0``
+(the round after it is not measured: the server's queue is still empty).
+``R0`` is not lowered by ordinary rounds after the startup: on a busy machine
+the lowest of many noisy medians is luck, and a limit steered by luck drifts
+down round after round.
+
+A stall (one request 20 times slower than the best, and slower than 0.25 s)
+halves the limit too, and the limit stays at or below that half from then
+on: Orthanc past its 50 HTTP threads answers most requests
+as fast as ever and leaves the others waiting about a second for a thread, a
+collapse the median latency never shows.
+
+Push-back (429, 503 and 504 answers, and timeouts) halves the limit at once,
+once per window (answers to requests sent before the last cut do not cut
+again), and ends the startup.  A ``Retry-After`` on an error answer pauses new
+requests of the whole client until it has passed: the server asked *the
+client* to slow down, not only that one request.  The limit stays between the
+floor (1) and the ceiling (``max_concurrency_limit``, default 64).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+import attrs
+
+__all__ = ["AdaptiveLimit", "LimitChange", "Ticket"]
+
+
+def _positive(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{attribute.name} must be a positive number, not {value!r}")
+
+
+@attrs.frozen
+class Ticket:
+    """One request in flight: when it started, and the limiter's state then."""
+
+    started: float
+    in_flight: int
+    round: int
+
+
+@attrs.frozen
+class LimitChange:
+    """The limit became ``limit`` at time ``at``, because of ``reason``."""
+
+    at: float
+    limit: int
+    reason: str
+
+
+@attrs.define(kw_only=True, eq=False)
+class AdaptiveLimit:
+    """The adaptive concurrency limit's state machine (pure: no I/O, no clock of its own).
+
+    Use: ``if limit.may_start(now): ticket = limit.start(now)``, then one of
+    ``limit.success(ticket, now)`` (a usable answer: its latency is a sample),
+    ``limit.dropped(ticket, now, retry_after=...)`` (push-back: 429, 503, 504,
+    a timeout) or ``limit.ignore(ticket, now)`` (any other failure: no sample).
+
+    Attributes:
+        ceiling: the largest limit (``max_concurrency_limit``).
+        floor: the smallest limit (at least 1).
+        initial: the limit before anything is measured.
+        tolerance: how much slower than the best latency seen a request may be
+            (the limit settles where the latency is ``tolerance`` times the best).
+        startup_growth: growth per round while no queueing has been seen.
+        backoff: the factor a push-back multiplies the limit by.
+        min_samples: the fewest samples a round needs during the startup (quick
+            decisions while the limit is small).
+        settled_samples: the fewest samples a round needs after the startup (the
+            median of a few answers is too noisy to steer by).
+        exit_ratio: latency over the best that ends the startup.
+        clear_ratio: latency over the best under which a round shows no queueing:
+            the limit then goes straight to its target (up to ``tolerance`` times
+            the limit) instead of half-way.
+        stall_factor, min_stall: a request slower than both ``stall_factor`` times
+            the best latency and ``min_stall`` seconds is a stall: it cuts the
+            limit as push-back does (but the limit may grow back quickly).
+        probe_every: rounds between two re-measurements of the best latency (one
+            round at ``limit / probe_divisor``), counted from the end of the startup.
+        created: the clock reading at creation (the time of the initial limit in
+            :attr:`history`).
+    """
+
+    ceiling: int = attrs.field(default=64, validator=_positive)
+    floor: int = attrs.field(default=1, validator=_positive)
+    initial: int = attrs.field(default=4, validator=_positive)
+    tolerance: float = attrs.field(default=2.5, validator=_positive)
+    startup_growth: float = attrs.field(default=4.0, validator=_positive)
+    backoff: float = attrs.field(default=0.5, validator=_positive)
+    min_samples: int = attrs.field(default=3, validator=_positive)
+    settled_samples: int = attrs.field(default=8, validator=_positive)
+    exit_ratio: float = attrs.field(default=1.5, validator=_positive)
+    clear_ratio: float = attrs.field(default=1.2, validator=_positive)
+    stall_factor: float = attrs.field(default=20.0, validator=_positive)
+    min_stall: float = attrs.field(default=0.25, validator=_positive)
+    probe_every: int = attrs.field(default=30, validator=_positive)
+    probe_divisor: float = attrs.field(default=8.0, validator=_positive)
+    created: float = 0.0
+
+    #: The limit as a float (the enforced limit is its rounded value).
+    estimate: float = attrs.field(init=False)
+    #: Requests started and not finished.
+    in_flight: int = attrs.field(init=False, default=0)
+    #: The best (lowest) round median latency seen, in seconds (``None`` before one).
+    best_latency: float | None = attrs.field(init=False, default=None)
+    #: Until when new requests wait (a ``Retry-After``), on the caller's clock.
+    paused_until: float = attrs.field(init=False, default=-math.inf)
+    #: True until queueing or push-back is first seen.
+    in_startup: bool = attrs.field(init=False, default=True)
+    #: Every change of the (integer) limit, the first entry being the initial one.
+    history: list[LimitChange] = attrs.field(init=False, factory=list)
+
+    _round: int = attrs.field(init=False, default=0)
+    _round_samples: list[float] = attrs.field(init=False, factory=list)
+    _round_peak: int = attrs.field(init=False, default=0)
+    _last_cut_round: int = attrs.field(init=False, default=-1)
+    _pushed_back: bool = attrs.field(init=False, default=False)
+    _probe_restore: float | None = attrs.field(init=False, default=None)
+    _rounds_since_probe: int = attrs.field(init=False, default=0)
+    _warming_up: bool = attrs.field(init=False, default=False)
+    _stall_ceiling: float = attrs.field(init=False, default=math.inf)
+
+    def __attrs_post_init__(self) -> None:
+        for name in (
+            "ceiling",
+            "floor",
+            "initial",
+            "min_samples",
+            "settled_samples",
+            "probe_every",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int):
+                raise ValueError(f"{name} must be an int, not {value!r}")
+        if self.floor > self.ceiling:
+            raise ValueError(f"floor ({self.floor}) must not exceed ceiling ({self.ceiling})")
+        if not 0 < self.backoff < 1:
+            raise ValueError(f"backoff must be between 0 and 1, not {self.backoff!r}")
+        if min(self.tolerance, self.startup_growth, self.exit_ratio, self.probe_divisor) < 1:
+            raise ValueError(
+                "tolerance, startup_growth, exit_ratio and probe_divisor must be at least 1"
+            )
+        self.estimate = float(min(self.ceiling, max(self.floor, self.initial)))
+        self.history.append(LimitChange(self.created, self.limit, "initial"))
+
+    # --- reading ----------------------------------------------------------------------------
+
+    @property
+    def limit(self) -> int:
+        """Requests allowed in flight now."""
+        return min(self.ceiling, max(self.floor, round(self.estimate)))
+
+    def pause_remaining(self, now: float) -> float:
+        """Seconds until new requests may start again (0 when not paused)."""
+        return max(0.0, self.paused_until - now)
+
+    def may_start(self, now: float) -> bool:
+        """Whether a new request may start at ``now`` (a free slot and no pause)."""
+        return self.in_flight < self.limit and now >= self.paused_until
+
+    # --- feeding ----------------------------------------------------------------------------
+
+    def start(self, now: float) -> Ticket:
+        """Count a request as started (the caller checked :meth:`may_start`)."""
+        self.in_flight += 1
+        self._round_peak = max(self._round_peak, self.in_flight)
+        return Ticket(now, self.in_flight, self._round)
+
+    def success(self, ticket: Ticket, now: float) -> None:
+        """A request ended with a usable answer: its latency is a sample."""
+        self.in_flight -= 1
+        latency = max(0.0, now - ticket.started)
+        best = self.best_latency
+        if (
+            best is not None
+            and latency > max(self.stall_factor * best, self.min_stall)
+            and ticket.round > self._last_cut_round
+        ):
+            # a stall (a request stuck behind a server's full thread pool, say): the
+            # median of a round never sees those, and they are what makes a crawl slow;
+            # the limit stays below where it happened from now on
+            self._stall_ceiling = min(self._stall_ceiling, self.estimate * self.backoff)
+            self._pushed_back = True
+            self._cut(now, "stall")
+            return
+        if ticket.round != self._round:
+            return  # sent under an older limit: it says nothing about this one
+        self._round_samples.append(latency)
+        quick = self.in_startup or self._probe_restore is not None
+        fewest = self.min_samples if quick else self.settled_samples
+        if len(self._round_samples) >= max(fewest, math.ceil(self.limit / 2)):
+            self._end_round(now)
+
+    def dropped(self, ticket: Ticket, now: float, *, retry_after: float | None = None) -> None:
+        """Push-back (429, 503, 504, a timeout): cut the limit, once per round; pause if asked."""
+        self.in_flight -= 1
+        if retry_after is not None:
+            self.pause(now, retry_after)
+        if ticket.round <= self._last_cut_round:
+            return  # this window was already cut for
+        self._pushed_back = True
+        self._cut(now, "push-back")
+
+    def _cut(self, now: float, reason: str) -> None:
+        self.in_startup = False
+        self._last_cut_round = self._round
+        base = self.estimate if self._probe_restore is None else self._probe_restore
+        self._probe_restore = None  # a cut during a probe ends it: cut what it would restore
+        self._set(base * self.backoff, now, reason)
+        self._new_round()
+
+    def ignore(self, ticket: Ticket, now: float, *, retry_after: float | None = None) -> None:
+        """A request ended without a latency sample or push-back (another error)."""
+        self.in_flight -= 1
+        if retry_after is not None:
+            self.pause(now, retry_after)
+
+    def pause(self, now: float, seconds: float) -> None:
+        """No new request before ``now + seconds`` (a ``Retry-After``)."""
+        if seconds > 0:
+            self.paused_until = max(self.paused_until, now + seconds)
+
+    # --- the model --------------------------------------------------------------------------
+
+    def _end_round(self, now: float) -> None:
+        latency = statistics.median(self._round_samples)
+        in_flight = min(self.estimate, float(self._round_peak))  # what the latency was for
+        app_limited = self._round_peak * 2 < self.limit
+        if self._probe_restore is not None:
+            # a probe round, at a small fraction of the limit: the latency without our
+            # own queue, which replaces the best seen (it may have been seen queued)
+            if latency > 0:
+                if self.best_latency is not None and latency < self.best_latency / 2:
+                    self._rounds_since_probe = self.probe_every  # far off: measure again soon
+                self.best_latency = latency
+            restore, self._probe_restore = self._probe_restore, None
+            self._set(restore, now, "probe end")
+            self._warming_up = True
+            self._new_round()
+            return
+        if self._warming_up:
+            # the first round after a probe sees the server's queue still empty: too rosy
+            self._warming_up = False
+            self._new_round()
+            return
+        if (
+            self.in_startup
+            and latency > 0
+            and (self.best_latency is None or latency < self.best_latency)
+        ):
+            # later, only probes measure it: the lowest of many noisy rounds is luck, and a
+            # limit steered by luck drifts down on a busy machine
+            self.best_latency = latency
+        best = self.best_latency
+        limit = self.estimate
+        if best is None or latency <= 0:
+            pass  # instant answers: nothing to learn from
+        elif self.in_startup and latency <= best * self.exit_ratio:
+            if not app_limited:
+                self._set(limit * self.startup_growth, now, "startup")
+        else:
+            probe = self._rounds_since_probe >= self.probe_every
+            self._rounds_since_probe += 1
+            self.in_startup = False
+            target = self.tolerance * in_flight * best / latency
+            if app_limited:
+                target = min(target, limit)
+            if target >= limit:
+                # after push-back the server's limit is known to be near: creep up;
+                # with no queueing at all (a noisy round ended the startup), go all the way
+                cap = limit + math.sqrt(limit) if self._pushed_back else limit * self.tolerance
+                clear = latency <= best * self.clear_ratio and not self._pushed_back
+                target = min(target if clear else limit + (target - limit) / 2, cap)
+            else:
+                target = max(limit + (target - limit) / 2, limit / 2)
+            self._set(target, now, "gradient")
+            if probe and self.estimate / self.probe_divisor >= self.floor:
+                self._rounds_since_probe = 0
+                self._probe_restore = self.estimate
+                self._set(self.estimate / self.probe_divisor, now, "probe")
+        self._new_round()
+
+    def _new_round(self) -> None:
+        self._round += 1
+        self._round_samples = []
+        self._round_peak = self.in_flight
+
+    def _set(self, estimate: float, now: float, reason: str) -> None:
+        before = self.limit
+        ceiling = max(float(self.floor), min(float(self.ceiling), self._stall_ceiling))
+        self.estimate = min(ceiling, max(float(self.floor), estimate))
+        if self.limit != before:
+            self.history.append(LimitChange(now, self.limit, reason))

@@ -1,0 +1,281 @@
+"""The pure adaptive limit (:mod:`aqido.adaptive`), against simulated servers with known knees.
+
+Everything here runs in simulated time (:mod:`tests.adaptive_sim`): no event loop, no
+sleeping, no wall clock.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from adaptive_sim import SimServer, simulate
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aqido.adaptive import AdaptiveLimit, LimitChange
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def settled(limit: AdaptiveLimit, after: float) -> list[int]:
+    """The limits in force after time ``after``, probe rounds left out (they are meant dips)."""
+    changes = [c for c in limit.history if c.reason != "probe"]
+    before = [c.limit for c in changes if c.at <= after]
+    return before[-1:] + [c.limit for c in changes if c.at > after]
+
+
+def feed(limit: AdaptiveLimit, now: float, latency: float, n: int | None = None) -> float:
+    """Run ``n`` (default: the limit) requests at once, each taking ``latency``; return the end."""
+    count = limit.limit if n is None else n
+    tickets = [limit.start(now) for _ in range(count)]
+    end = now + latency
+    for ticket in tickets:
+        limit.success(ticket, end)
+    return end
+
+
+# --- arguments -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"ceiling": 0},
+        {"floor": 0},
+        {"floor": 9, "ceiling": 8},
+        {"ceiling": 2.5},
+        {"tolerance": 0.5},
+        {"backoff": 1.0},
+        {"backoff": 0},
+        {"startup_growth": True},
+        {"min_samples": 0},
+    ],
+)
+def test_bad_settings_are_refused(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match="must"):
+        AdaptiveLimit(**kwargs)  # type: ignore[arg-type]
+
+
+def test_initial_limit_is_clamped_and_recorded() -> None:
+    limit = AdaptiveLimit(initial=100, ceiling=16, created=5.0)
+    assert limit.limit == 16
+    assert limit.history == [LimitChange(5.0, 16, "initial")]
+    assert AdaptiveLimit(initial=1, floor=3, ceiling=8).limit == 3
+
+
+# --- the model, step by step -------------------------------------------------------------------
+
+
+def test_slots_are_counted_and_refused_when_full() -> None:
+    limit = AdaptiveLimit(initial=2)
+    assert limit.may_start(0.0)
+    first = limit.start(0.0)
+    limit.start(0.0)
+    assert limit.in_flight == 2
+    assert not limit.may_start(0.0)
+    limit.ignore(first, 1.0)
+    assert limit.in_flight == 1
+    assert limit.may_start(1.0)
+
+
+def test_startup_grows_geometrically_while_latency_stays_at_the_best() -> None:
+    limit = AdaptiveLimit(initial=4, ceiling=64)
+    now = 0.0
+    seen = [limit.limit]
+    for _ in range(4):
+        now = feed(limit, now, 0.05)
+        seen.append(limit.limit)
+    assert seen == [4, 16, 64, 64, 64]
+    assert limit.in_startup
+    assert [c.reason for c in limit.history] == ["initial", "startup", "startup"]
+
+
+def test_queueing_ends_the_startup_and_the_limit_goes_to_the_knee() -> None:
+    """Latency proportional to the limit (a server serving 4 at once): the target is
+    tolerance x knee whatever the limit, so it gets there and stays."""
+    limit = AdaptiveLimit(initial=4, ceiling=64, probe_every=10**6)
+    now = 0.0
+    for _ in range(30):
+        n = limit.limit
+        now = feed(limit, now, 0.01 * max(1.0, n / 4))
+    assert not limit.in_startup
+    assert limit.best_latency == pytest.approx(0.01)
+    assert limit.limit == pytest.approx(2.5 * 4, abs=1)
+
+
+def test_app_limited_rounds_do_not_raise_the_limit() -> None:
+    """Few requests in flight say nothing about what more would do."""
+    limit = AdaptiveLimit(initial=16, ceiling=64)
+    now = 0.0
+    for _ in range(20):
+        now = feed(limit, now, 0.05, n=3)
+    assert limit.limit == 16
+
+
+@pytest.mark.parametrize("kind", ["429", "503", "timeout"])
+def test_push_back_halves_the_limit_once_per_window(kind: str) -> None:
+    limit = AdaptiveLimit(initial=32, ceiling=64)
+    tickets = [limit.start(0.0) for _ in range(32)]
+    for ticket in tickets[:10]:  # ten answers of the same window push back: one cut
+        limit.dropped(ticket, 0.1, retry_after=None)
+    assert limit.limit == 16
+    assert not limit.in_startup
+    assert limit.history[-1].reason == "push-back"
+    later = limit.start(0.2)  # sent after the cut: its push-back cuts again
+    limit.dropped(later, 0.3)
+    assert limit.limit == 8
+
+
+def test_push_back_never_goes_below_the_floor() -> None:
+    limit = AdaptiveLimit(initial=8, floor=2)
+    for i in range(20):
+        limit.dropped(limit.start(float(i)), float(i) + 0.5)
+    assert limit.limit == 2
+
+
+def test_retry_after_pauses_every_new_request() -> None:
+    limit = AdaptiveLimit(initial=8)
+    ticket = limit.start(0.0)
+    limit.dropped(ticket, 1.0, retry_after=2.0)
+    assert not limit.may_start(1.0)
+    assert not limit.may_start(2.999)
+    assert limit.pause_remaining(2.0) == pytest.approx(1.0)
+    assert limit.may_start(3.0)
+    other = limit.start(3.0)
+    limit.ignore(other, 3.5, retry_after=0.5)  # any answer's Retry-After pauses
+    assert not limit.may_start(3.9)
+    assert limit.may_start(4.0)
+
+
+def test_a_stalled_request_cuts_the_limit_even_when_the_median_looks_fine() -> None:
+    limit = AdaptiveLimit(initial=16, ceiling=64)
+    now = feed(limit, 0.0, 0.01)  # best latency 10 ms; startup: 64
+    assert limit.limit == 64
+    tickets = [limit.start(now) for _ in range(64)]
+    for ticket in tickets[:40]:
+        limit.success(ticket, now + 0.01)
+    assert limit.limit == 64
+    limit.success(tickets[40], now + 1.0)  # 100x the best, and over 0.25 s: a stall
+    assert limit.limit == 32
+    assert limit.history[-1].reason == "stall"
+    for ticket in tickets[41:]:  # more stalls of the same window: no second cut
+        limit.success(ticket, now + 1.1)
+    assert limit.limit == 32
+    assert not limit.in_startup
+    now += 1.1
+    for _ in range(50):  # fast answers again: the limit grows back, but stays below the stall
+        now = feed(limit, now, 0.01)
+    assert limit.limit == 32
+
+
+def test_a_slow_answer_under_the_stall_floor_is_no_stall() -> None:
+    limit = AdaptiveLimit(initial=4)
+    now = feed(limit, 0.0, 0.001)
+    ticket = limit.start(now)
+    limit.success(ticket, now + 0.2)  # 200x the best but under 0.25 s: noise, not a stall
+    assert all(change.reason != "stall" for change in limit.history)
+
+
+def test_answers_to_requests_sent_before_a_change_are_not_samples() -> None:
+    limit = AdaptiveLimit(initial=4, min_samples=1)
+    old = limit.start(0.0)
+    limit.dropped(limit.start(0.0), 0.1)  # a cut starts a new round
+    limit.success(old, 100.0)  # a huge latency from the old round: ignored
+    assert limit.best_latency is None
+
+
+# --- simulated servers -----------------------------------------------------------------------
+
+
+def test_a_server_that_scales_gets_the_ceiling_within_a_few_round_trips() -> None:
+    limit = AdaptiveLimit(ceiling=64)
+    simulate(limit, SimServer(workers=10_000, service=0.05), requests=2000)
+    reached = next(c.at for c in limit.history if c.limit == 64)
+    assert reached <= 4 * 0.05 * 1.2
+    assert limit.limit == 64
+    assert all(c.reason != "gradient" or c.limit >= 32 for c in limit.history)
+
+
+def test_a_server_that_collapses_when_overloaded_is_kept_below_the_collapse() -> None:
+    """Orthanc-like: 4 workers, and past 30 requests at the server everything is 4x slower."""
+    server = SimServer(workers=4, service=0.003, collapse_above=30)
+    limit = AdaptiveLimit(ceiling=64)
+    result = simulate(limit, server, requests=3000, seed=3)
+    assert max(settled(limit, result.end * 0.2)) <= 30
+    fixed = AdaptiveLimit(initial=64, floor=64, ceiling=64)
+    assert simulate(fixed, server, requests=3000, seed=3).end > 2 * result.end
+
+
+def test_a_server_that_rejects_keeps_the_limit_near_what_it_accepts() -> None:
+    server = SimServer(workers=8, service=0.01, reject_above=4, retry_after=0.0)
+    limit = AdaptiveLimit(ceiling=64)
+    result = simulate(limit, server, requests=3000, seed=1)
+    assert result.rejected > 0
+    after = settled(limit, result.end * 0.3)
+    assert max(after) <= 2 * (8 + 4)  # never far past what the server takes
+    assert min(after) >= 4
+    assert result.rejected < 0.1 * 3000
+
+
+def test_timeouts_cut_the_limit() -> None:
+    """Service slower than the timeout once more than 8 are queued: the limit comes down."""
+    server = SimServer(workers=2, service=0.01, timeout=0.05)
+    limit = AdaptiveLimit(initial=32, ceiling=64)
+    result = simulate(limit, server, requests=1000, seed=2)
+    assert result.timed_out > 0
+    assert any(c.reason == "push-back" for c in limit.history)
+    assert max(settled(limit, result.end * 0.5)) <= 10
+
+
+def test_retry_after_from_the_server_stops_new_requests_for_that_long() -> None:
+    server = SimServer(workers=2, service=0.01, reject_above=0, retry_after=0.5)
+    limit = AdaptiveLimit(initial=4)
+    result = simulate(limit, server, requests=12)
+    assert result.rejected == 12  # everything is rejected; each answer pauses for 0.5 s
+    gaps = [b - a for a, b in zip(result.starts, result.starts[1:], strict=False)]
+    assert sum(1 for gap in gaps if gap >= 0.5) >= 12 // 4 - 1
+    assert all(gap == 0 or gap >= 0.5 for gap in gaps)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    workers=st.integers(min_value=1, max_value=40),
+    service=st.sampled_from([0.001, 0.005, 0.02, 0.1]),
+    jitter=st.floats(min_value=0.0, max_value=0.3),
+    ceiling=st.sampled_from([8, 16, 64, 128]),
+    seed=st.integers(min_value=0, max_value=1000),
+)
+def test_it_settles_near_the_knee_without_oscillating(
+    workers: int, service: float, jitter: float, ceiling: int, seed: int
+) -> None:
+    """After convergence the limit stays between the knee and tolerance x knee (+30 % and
+    rounding),
+    within the ceiling, and never swings by more than 2x (probe rounds left out)."""
+    limit = AdaptiveLimit(ceiling=ceiling)
+    server = SimServer(workers=workers, service=service, jitter=jitter)
+    result = simulate(limit, server, requests=max(1000, 80 * workers), seed=seed)
+    after = settled(limit, result.end * 0.7)
+    low = min(ceiling, server.knee)
+    high = min(ceiling, math.ceil(1.3 * limit.tolerance * server.knee) + 3)
+    assert low <= min(after), (after, low)
+    assert max(after) <= high, (after, high)
+    assert max(after) <= 2 * min(after) + 1, after
+    assert all(1 <= c.limit <= ceiling for c in limit.history)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    floor=st.integers(min_value=1, max_value=8),
+    ceiling=st.integers(min_value=8, max_value=100),
+    reject_above=st.integers(min_value=0, max_value=20),
+    seed=st.integers(min_value=0, max_value=1000),
+)
+def test_floor_and_ceiling_always_hold(
+    floor: int, ceiling: int, reject_above: int, seed: int
+) -> None:
+    limit = AdaptiveLimit(floor=floor, ceiling=ceiling)
+    server = SimServer(workers=6, service=0.01, reject_above=reject_above, timeout=0.2)
+    result = simulate(limit, server, requests=800, seed=seed)
+    assert all(floor <= c.limit <= ceiling for c in limit.history)
+    assert result.max_in_flight <= ceiling
