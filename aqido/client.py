@@ -27,36 +27,34 @@ the caller gave; the owned session's cookies stay with the service's origin;
 :meth:`AsyncQidoRS.close` cancels whatever is in flight.  TLS and proxies:
 ``ssl=`` and ``trust_env=`` (``HTTP(S)_PROXY``/``NO_PROXY``; loopback is never
 proxied).
+
+It is one module because it is the one place where requests are sent,
+and everything that has to hold across every request (the session and its
+lifecycle, the client-wide limit on requests in flight, retries, timeouts,
+redirects and their credential rules, the response size bound) stays
+together in it.  What needs no I/O lives elsewhere: HTTP details in
+:mod:`aqido._http`, searches planned with a server profile in
+:mod:`aqido._planned`, the dicomweb-client names in :mod:`aqido._dicomweb`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
-import contextvars
 import enum
-import errno
 import inspect
-import ipaddress
 import logging
 import os
-import ssl as _ssl
 import time
-import urllib.request
 from collections.abc import (
     AsyncGenerator,
     Awaitable,
     Callable,
     Iterable,
-    Iterator,
     Mapping,
-    Sequence,
 )
 from contextlib import aclosing
-from http.cookies import BaseCookie, SimpleCookie
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import aiohttp
 import anyio
@@ -64,51 +62,57 @@ import attrs
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from aqido import __version__, dictionary
+from aqido import __version__
+from aqido._dicomweb import DicomwebMethods
+from aqido._http import (
+    OriginCookieJar,
+    Proxy,
+    SSLOption,
+    env_proxy,
+    is_stale_connection,
+    map_aiohttp_errors,
+    ssl_option,
+)
+from aqido._planned import PlannedSearch
+from aqido._search_results import SearchResults as SearchResults
 from aqido.adaptive import AdaptiveLimit
 from aqido.checkpoint import CrawlCheckpoint
 from aqido.concurrency import AdaptiveLimiter
 from aqido.crawl import Recorder, crawl, iter_pages, iter_search_many, search_many
 from aqido.errors import (
     ClientClosedError,
-    InvalidQueryError,
     QidoError,
-    QueryTypeError,
     RedirectError,
     RequestTimeoutError,
     ResponseTooLargeError,
-    TLSError,
     TransportError,
     UnanswerableQueryError,
     redact_url,
 )
 from aqido.partition import Caps, check_server_limit
-from aqido.plan import Plan, plan_query, split_keys
+from aqido.plan import split_keys
 from aqido.profile import ServerProfile
 from aqido.progress import CrawlProgress, make_progress
 from aqido.protocol import (
     ACCEPT,
     QidoResponse,
-    QidoWarning,
     header_values,
     join_url,
     parse_response,
     parse_retry_after,
 )
 from aqido.query import (
-    ATTRIBUTE_FIELDS,
     BaseQuery,
     HierarchicalQuery,
     QueryLevel,
-    RelationalQuery,
     ensure_query_type,
 )
-from aqido.results import Dataset, Instance, Series, Study, build_tree, structure
+from aqido.results import Study, build_tree, structure
 from aqido.retry import Retry, Timeout, call_with_retry
 from aqido.stats import CrawlStats
 
 if TYPE_CHECKING:  # pragma: no cover
-    import pyarrow
+    pass
 
 logger = logging.getLogger("aqido")
 #: Where a profile's "not the standard's answer" warnings go (the CLI prints them).
@@ -142,19 +146,6 @@ MAX_REDIRECTS = 10
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _CHUNK_BYTES = 256 * 1024
 
-#: What the client's ``ssl=`` accepts: an SSLContext, a CA bundle (file or directory),
-#: ``True``/``None`` (verify with the system's CAs) or ``False`` (no verification).
-SSLOption = _ssl.SSLContext | str | os.PathLike[str] | bool | None
-
-_STALE: tuple[type[Exception], ...] = (
-    aiohttp.ServerDisconnectedError,
-    getattr(aiohttp, "ClientConnectionResetError", aiohttp.ServerDisconnectedError),
-)
-
-#: Set while the client probes its own server (``profile="auto"``): searches then go out as
-#: they are, without a profile (the probe measures the server, it must not be corrected).
-_RAW_SEARCHES: contextvars.ContextVar[bool] = contextvars.ContextVar("aqido_raw", default=False)
-
 #: What ``profile=`` accepts: a :class:`~aqido.profile.ServerProfile`, ``"auto"`` (probe
 #: the server once, before the first search) or the path of a profile's JSON file.
 ProfileSource = ServerProfile | str | os.PathLike[str]
@@ -164,80 +155,10 @@ ProfileSource = ServerProfile | str | os.PathLike[str]
 _AIOHTTP_RESENDS_STALE = "_retry_connection" in getattr(aiohttp.ClientSession, "ATTRS", ())
 
 
-class SearchResults(list[T]):
-    """The results of one search: a plain ``list``, plus what the response headers said.
-
-    Attributes:
-        warnings: every ``Warning`` header the server sent (:class:`~aqido.protocol.QidoWarning`).
-        headers: the response headers.
-        truncated: whether the server said more results exist (use
-            :meth:`AsyncQidoRS.iter_search` to get them all).
-        additional_results: how many more, when the server gave a count.
-        possibly_truncated: whether more results may exist although the server
-            did not say so: ``truncated``, or a full page of the ``limit`` sent,
-            or as many results as the server's known cap, or (no ``limit`` sent)
-            a size that looks like a silent cap (100, 200, 500, 1000 ... items).
-            :meth:`AsyncQidoRS.search` never sends a request to find out;
-            :meth:`AsyncQidoRS.iter_search` does.
-    """
-
-    warnings: tuple[QidoWarning, ...]
-    headers: Mapping[str, str]
-
-    def __init__(self, items: Iterable[T] = (), *, response: QidoResponse | None = None) -> None:
-        super().__init__(items)
-        self.warnings = response.warnings if response is not None else ()
-        self.headers = response.headers if response is not None else {}
-        self.truncated = response.truncated if response is not None else False
-        self.additional_results = response.additional_results if response is not None else None
-        self.possibly_truncated = self.truncated
-
-    def to_arrow(self, **options: Any) -> pyarrow.Table:
-        """These results as a typed ``pyarrow.Table`` (:func:`aqido.to_arrow`; needs pyarrow)."""
-        from aqido._arrow import to_arrow
-
-        return to_arrow((item for item in self if isinstance(item, Dataset)), **options)
-
-    def _repr_html_(self) -> str:
-        """Jupyter's rich display: a compact table, one row per result (:mod:`aqido.display`)."""
-        from aqido.display import html_table
-
-        return html_table(item for item in self if isinstance(item, Dataset))
-
-
 class _State(enum.Enum):
     UNOPENED = 1
     OPENED = 2
     CLOSED = 3
-
-
-@contextlib.contextmanager
-def _map_aiohttp_errors(url: object) -> Iterator[None]:
-    """Translate aiohttp and timeout exceptions into aqido's, chained (``raise ... from``)."""
-    try:
-        yield
-    except (asyncio.TimeoutError, TimeoutError) as exc:  # includes aiohttp.ServerTimeoutError
-        raise RequestTimeoutError(f"request timed out ({type(exc).__name__})", url=url) from exc
-    except (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch) as exc:
-        reason = getattr(exc, "certificate_error", None) or getattr(exc, "os_error", None) or exc
-        raise TLSError(
-            f"TLS failed: {reason} (a private CA? give its bundle with ssl= or --cacert)",
-            url=url,
-        ) from exc
-    except aiohttp.ClientPayloadError as exc:
-        raise TransportError(f"incomplete response body ({exc})", url=url) from exc
-    except aiohttp.ClientError as exc:
-        raise TransportError(f"{type(exc).__name__}: {exc}", url=url) from exc
-
-
-def _is_stale_connection(error: TransportError) -> bool:
-    cause = error.__cause__
-    if isinstance(cause, _STALE):
-        return True
-    return isinstance(cause, aiohttp.ClientOSError) and cause.errno in (
-        errno.ECONNRESET,
-        errno.EPIPE,
-    )
 
 
 def _check_max_concurrency(value: object, name: str = "max_concurrency") -> None:
@@ -268,76 +189,6 @@ def _check_max_response_bytes(value: object) -> int | None:
     return value
 
 
-def _ssl_option(value: SSLOption) -> _ssl.SSLContext | bool:
-    """What aiohttp's ``ssl=`` wants for the client's ``ssl=``: a context, True or False."""
-    if value is None or value is True:
-        return True
-    if value is False or isinstance(value, _ssl.SSLContext):
-        return value
-    if isinstance(value, str | os.PathLike):
-        path = os.fspath(value)
-        try:
-            if os.path.isdir(path):
-                return _ssl.create_default_context(capath=path)
-            return _ssl.create_default_context(cafile=path)
-        except (OSError, _ssl.SSLError) as exc:
-            raise ValueError(f"ssl: cannot load the CA bundle {path!r} ({exc})") from None
-    raise ValueError(
-        f"ssl must be an ssl.SSLContext, a CA bundle path, True or False, not {value!r}"
-    )
-
-
-def _is_loopback(host: str) -> bool:
-    """Whether ``host`` names this machine (never sent through a proxy)."""
-    name = host.strip("[]").rstrip(".").lower()
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-#: A proxy and the headers for it (``Proxy-Authorization``), or ``(None, None)``: direct.
-_Proxy = tuple[URL | None, Mapping[str, str] | None]
-
-
-def _env_proxy(url: URL) -> _Proxy:
-    """The proxy the environment gives for ``url`` (``HTTP(S)_PROXY``, ``NO_PROXY``), as requests.
-
-    Loopback hosts are never proxied, whatever the environment says.
-    """
-    host = url.raw_host or ""
-    if not host or _is_loopback(host):
-        return None, None
-    proxies = urllib.request.getproxies()
-    proxy = proxies.get(url.scheme) or proxies.get("all")
-    if not proxy or urllib.request.proxy_bypass(f"{host}:{url.port}" if url.port else host):
-        return None, None
-    parsed = URL(proxy if "://" in proxy else f"http://{proxy}")
-    if parsed.user is None:
-        return parsed, None
-    token = base64.b64encode(f"{parsed.user}:{parsed.password or ''}".encode()).decode("ascii")
-    return parsed.with_user(None), {"Proxy-Authorization": f"Basic {token}"}
-
-
-class _OriginCookieJar(aiohttp.CookieJar):
-    """A cookie jar that takes cookies only from, and sends them only to, one origin."""
-
-    def __init__(self, origin: URL) -> None:
-        super().__init__(unsafe=True)  # IP hosts too: the cookies never leave their origin
-        self._origin = origin
-
-    def update_cookies(self, cookies: Any, response_url: URL = URL()) -> None:  # noqa: B008
-        if response_url.origin() == self._origin:
-            super().update_cookies(cookies, response_url)
-
-    def filter_cookies(self, request_url: URL = URL()) -> BaseCookie[str]:  # noqa: B008
-        if request_url.origin() != self._origin:
-            return SimpleCookie()
-        return super().filter_cookies(request_url)
-
-
 async def _acquire(limiter: anyio.CapacityLimiter) -> None:
     """Take a token: at once when one is free (and nobody waits), else wait in line.
 
@@ -353,7 +204,7 @@ async def _acquire(limiter: anyio.CapacityLimiter) -> None:
         await limiter.acquire()
 
 
-class AsyncQidoRS:
+class AsyncQidoRS(PlannedSearch, DicomwebMethods):
     """An asynchronous QIDO-RS (DICOMweb search) client.
 
     Arguments:
@@ -469,9 +320,9 @@ class AsyncQidoRS:
             raise ValueError(f"permissive_uid must be True or False, not {permissive_uid!r}")
         self.permissive_uid = permissive_uid
         self.max_response_bytes = _check_max_response_bytes(max_response_bytes)
-        self._ssl = _ssl_option(ssl)
+        self._ssl = ssl_option(ssl)
         self.trust_env = bool(trust_env)
-        self._proxies: dict[URL, _Proxy] = {}
+        self._proxies: dict[URL, Proxy] = {}
         self._scopes: set[anyio.CancelScope] = set()
         self.url = str(parsed.with_user(None))
         self._origin = parsed.origin()
@@ -598,7 +449,7 @@ class AsyncQidoRS:
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=self._slots, limit_per_host=self._slots)
             self._session = aiohttp.ClientSession(
-                connector=connector, cookie_jar=_OriginCookieJar(self._origin)
+                connector=connector, cookie_jar=OriginCookieJar(self._origin)
             )
         return self._session
 
@@ -624,7 +475,7 @@ class AsyncQidoRS:
                     sent, proxy_headers = {**headers, **proxy_headers}, None
                 else:
                     proxy_headers = dict(proxy_headers)  # aiohttp adds Host to it
-            with _map_aiohttp_errors(target):
+            with map_aiohttp_errors(target):
                 async with session.get(
                     target,
                     headers=sent,
@@ -661,14 +512,14 @@ class AsyncQidoRS:
             target = following
         raise RedirectError(f"more than {MAX_REDIRECTS} redirects", url=url, status=status)
 
-    def _proxy_for(self, url: URL) -> _Proxy:
+    def _proxy_for(self, url: URL) -> Proxy:
         """The proxy for ``url``'s origin (from the environment, read once per origin)."""
         if not self.trust_env:
             return None, None
         origin = url.origin()
         found = self._proxies.get(origin)
         if found is None:
-            found = self._proxies[origin] = _env_proxy(origin)
+            found = self._proxies[origin] = env_proxy(origin)
         return found
 
     async def _read(self, response: aiohttp.ClientResponse, url: str) -> bytes:
@@ -712,7 +563,7 @@ class AsyncQidoRS:
         try:
             return await self._request(url, headers)
         except TransportError as error:
-            if not _is_stale_connection(error):
+            if not is_stale_connection(error):
                 raise
             logger.debug("GET %s: connection closed by the server; re-sending once", url)
         return await self._request(url, headers)
@@ -1092,289 +943,6 @@ class AsyncQidoRS:
         studies.possibly_truncated = found.possibly_truncated
         return studies
 
-    # --- profiles: the standard's answer from any server -------------------------------------
-
-    @property
-    def profile(self) -> ServerProfile | None:
-        """The server profile searches are planned with (``None``: none, or not probed yet)."""
-        return self._profile
-
-    async def _server_profile(self) -> ServerProfile | None:
-        """The profile to plan with; with ``profile="auto"``, probe once (one probe at a time)."""
-        if _RAW_SEARCHES.get():
-            return None
-        if self._profile is not None or not self._auto_profile:
-            return self._profile
-        if self._profile_lock is None:
-            self._profile_lock = anyio.Lock()
-        async with self._profile_lock:
-            if self._profile is None:
-                token = _RAW_SEARCHES.set(True)
-                try:
-                    self._profile = await self.probe()
-                finally:
-                    _RAW_SEARCHES.reset(token)
-        return self._profile
-
-    def _plan_for(self, query: BaseQuery) -> Plan:
-        return plan_query(query, self._profile, pn_case_sensitive=self.pn_case_sensitive)
-
-    async def _plan(self, query: BaseQuery) -> Plan | None:
-        """The plan for ``query`` (``None``: no profile, or the query goes out unchanged)."""
-        profile = await self._server_profile()
-        if profile is None:
-            return None
-        plan = self._plan_for(query)
-        if plan.warnings and self.strict_matching:
-            raise UnanswerableQueryError(plan.warnings, query=query)
-        return None if plan.direct else plan
-
-    async def _collect(
-        self,
-        query: BaseQuery,
-        limiter: anyio.CapacityLimiter | None,
-        exhaustive: bool,
-        page_size: int | None,
-    ) -> _Answer:
-        """The items of one planned request: one response, or every page (``exhaustive``)."""
-        if not exhaustive:
-            response = await self._fetch(query, limiter)
-            level, caps = query.query_level, self._caps
-            caps.observe(level, len(response.items))
-            capped = caps.possibly_truncated(response, level, query.limit) or caps.suspect(
-                response, level, query.limit
-            )
-            return _Answer(response.items, [response], [], capped)
-        answer = _Answer([], [], [])
-        pages = iter_pages(
-            self._fetch, query, page_size=page_size, limiter=limiter, caps=self._caps
-        )
-        async with aclosing(pages):
-            async for page in pages:
-                answer.items.extend(page.items)
-                answer.responses.append(page.response)
-        return answer
-
-    async def _execute(
-        self,
-        plan: Plan,
-        limiter: anyio.CapacityLimiter | None,
-        *,
-        exhaustive: bool,
-        page_size: int | None = None,
-    ) -> _Answer:
-        """Send a plan's requests (or walk the hierarchy), merge, filter locally, cut the window.
-
-        A walk always fetches every parent and child page: its parents must be complete.
-        """
-        results: list[_Answer]
-        if plan.walk is not None:
-            walk = plan.walk
-            parents = await self._execute(self._plan_for(walk.parent), limiter, exhaustive=True)
-            jobs = [(p, q) for p in parents.items if (q := walk.child(p)) is not None]
-
-            async def child(job: tuple[dict[str, Any], BaseQuery]) -> _Answer:
-                parent, query = job
-                found = await self._execute(self._plan_for(query), limiter, exhaustive=True)
-                # a relational search returns the parents' attributes too
-                found.items[:] = [{**parent, **item} for item in found.items]
-                return found
-
-            results = [parents._replace(items=[])]
-            results += await search_many(child, jobs, workers=self._slots)
-        else:
-
-            async def one(query: BaseQuery) -> _Answer:
-                return await self._collect(query, limiter, exhaustive, page_size)
-
-            results = await search_many(one, plan.requests, workers=self._slots)
-        merged = plan.merge(r.items for r in results)
-        kept, notes = plan.finish(merged)
-        all_notes = [*plan.warnings, *(n for r in results for n in r.notes), *notes]
-        responses = [resp for r in results for resp in r.responses]
-        return _Answer(
-            [dict(item) for item in kept],
-            responses,
-            list(dict.fromkeys(all_notes)),
-            any(r.possibly_truncated for r in results),
-        )
-
-    async def _every_planned(
-        self, plan: Plan, limiter: anyio.CapacityLimiter | None, page_size: int | None
-    ) -> SearchResults[Any]:
-        """Every match of a planned query (``iter_search``, ``get_remaining``).
-
-        There, as without a plan, the query's ``limit`` is a page size, not the
-        size of the answer: the plan is made again without it.
-        """
-        query = plan.query
-        if query.limit:
-            plan = self._plan_for(attrs.evolve(query, limit=0))
-        size = page_size or query.limit or None
-        return await self._search_planned(plan, limiter, exhaustive=True, page_size=size)
-
-    async def _search_planned(
-        self,
-        plan: Plan,
-        limiter: anyio.CapacityLimiter | None,
-        *,
-        exhaustive: bool,
-        page_size: int | None = None,
-    ) -> SearchResults[Any]:
-        """Execute a plan and return typed results carrying the servers' and aqido's warnings."""
-        answer = await self._execute(plan, limiter, exhaustive=exhaustive, page_size=page_size)
-        query = plan.query
-        if answer.notes and self.strict_matching:
-            raise UnanswerableQueryError(answer.notes, query=query)
-        for note in answer.notes:
-            plan_logger.warning("%s: %s", query, note)
-        first = answer.responses[0] if answer.responses else None
-        url = first.url if first is not None else join_url(self.url, query.uri_base())
-        typed = structure(
-            answer.items, query.query_level, url=url, status=first.status if first else None
-        )
-        results: SearchResults[Any] = SearchResults(typed, response=first)
-        server = {w.raw: w for r in answer.responses for w in r.warnings}
-        ours = (QidoWarning(None, "aqido", n, f"aqido: {n}") for n in answer.notes)
-        results.warnings = (*server.values(), *ours)
-        results.truncated = any(r.truncated for r in answer.responses)
-        results.possibly_truncated = results.truncated or answer.possibly_truncated
-        if len(answer.responses) != 1:
-            results.additional_results = None
-        return results
-
-    # --- dicomweb-client names --------------------------------------------------------------
-
-    async def search_for_studies(
-        self,
-        *,
-        fuzzymatching: bool | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
-        fields: Iterable[str] | None = None,
-        search_filters: Mapping[str, Any] | None = None,
-        get_remaining: bool = False,
-        additional_params: Mapping[str, str | Sequence[str]] | None = None,
-    ) -> SearchResults[Study]:
-        """Search for studies, with dicomweb-client's arguments; returns typed ``Study`` results.
-
-        ``fields`` are attributes to include (``includefield``);
-        ``search_filters`` maps keywords or tags to match values;
-        ``get_remaining=True`` pages until every match has been fetched;
-        ``additional_params`` are other query parameters (a value or a list
-        of values each, sent after aqido's own as ``key=v1&key=v2``): the
-        query's ``extra_params``, with the same rules.
-        """
-        query = self._dicomweb_query(
-            QueryLevel.STUDY,
-            None,
-            None,
-            fuzzymatching,
-            limit,
-            offset,
-            fields,
-            search_filters,
-            additional_params,
-        )
-        return await self._dicomweb_search(query, get_remaining)
-
-    async def search_for_series(
-        self,
-        study_instance_uid: str | None = None,
-        *,
-        fuzzymatching: bool | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
-        fields: Iterable[str] | None = None,
-        search_filters: Mapping[str, Any] | None = None,
-        get_remaining: bool = False,
-        additional_params: Mapping[str, str | Sequence[str]] | None = None,
-    ) -> SearchResults[Series]:
-        """Search for series (of one study, or all series), as dicomweb-client does."""
-        query = self._dicomweb_query(
-            QueryLevel.SERIES,
-            study_instance_uid,
-            None,
-            fuzzymatching,
-            limit,
-            offset,
-            fields,
-            search_filters,
-            additional_params,
-        )
-        return await self._dicomweb_search(query, get_remaining)
-
-    async def search_for_instances(
-        self,
-        study_instance_uid: str | None = None,
-        series_instance_uid: str | None = None,
-        *,
-        fuzzymatching: bool | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
-        fields: Iterable[str] | None = None,
-        search_filters: Mapping[str, Any] | None = None,
-        get_remaining: bool = False,
-        additional_params: Mapping[str, str | Sequence[str]] | None = None,
-    ) -> SearchResults[Instance]:
-        """Search for instances, as dicomweb-client does.
-
-        Unlike dicomweb-client, a ``series_instance_uid`` without a study UID is
-        never dropped: it is sent as a ``SeriesInstanceUID`` match on ``/instances``.
-        """
-        query = self._dicomweb_query(
-            QueryLevel.INSTANCE,
-            study_instance_uid,
-            series_instance_uid,
-            fuzzymatching,
-            limit,
-            offset,
-            fields,
-            search_filters,
-            additional_params,
-        )
-        return await self._dicomweb_search(query, get_remaining)
-
-    def _dicomweb_query(
-        self,
-        level: QueryLevel,
-        study_uid: object,
-        series_uid: object,
-        *args: Any,
-    ) -> BaseQuery:
-        """:func:`_dicomweb_query`, the UID arguments' types checked as dicomweb-client does."""
-        for name, value in (("study_instance_uid", study_uid), ("series_instance_uid", series_uid)):
-            if value is not None and not isinstance(value, str):
-                raise QueryTypeError(
-                    f"{name}: {value!r} is not a str; pass one UID as a str (several UIDs: "
-                    "search_filters={'StudyInstanceUID': [...]} on a relational search)"
-                )
-        return _dicomweb_query(
-            level,
-            str(study_uid or ""),
-            str(series_uid or ""),
-            *args,
-            permissive_uid=self.permissive_uid,
-        )
-
-    async def _dicomweb_search(self, query: BaseQuery, get_remaining: bool) -> SearchResults[Any]:
-        if not get_remaining:
-            return await self._search(query, None)
-        plan = await self._plan(query)
-        if plan is not None:
-            return await self._every_planned(plan, None, None)
-        async with aclosing(self._iter_results(query, None, None)) as results:
-            return SearchResults([item async for item in results])
-
-
-class _Answer(NamedTuple):
-    """What executing a plan gave: items (DICOM JSON), the responses, aqido's warnings."""
-
-    items: list[dict[str, Any]]
-    responses: list[QidoResponse]
-    notes: list[str]
-    possibly_truncated: bool = False
-
 
 def _structure(
     response: QidoResponse, level: QueryLevel, items: list[dict[str, Any]] | None = None
@@ -1382,57 +950,3 @@ def _structure(
     """Structure ``items`` (default: the response's) into typed results, naming the URL on error."""
     chosen = response.items if items is None else items
     return structure(chosen, level, url=response.url, status=response.status)
-
-
-_QUERY_FIELDS = frozenset(ATTRIBUTE_FIELDS)
-
-
-def _dicomweb_query(
-    level: QueryLevel,
-    study_uid: str,
-    series_uid: str,
-    fuzzymatching: bool | None,
-    limit: int | None,
-    offset: int | None,
-    fields: Iterable[str] | None,
-    search_filters: Mapping[str, Any] | None,
-    additional_params: Mapping[str, str | Sequence[str]] | None = None,
-    *,
-    permissive_uid: bool = False,
-) -> BaseQuery:
-    """Build the query dicomweb-client's ``search_for_*`` arguments describe."""
-    kwargs: dict[str, Any] = {
-        "query_level": level,
-        "fuzzymatching": bool(fuzzymatching),
-        "limit": limit or 0,
-        "offset": offset or 0,
-        "include_fields": tuple(fields or ()),
-        "extra_params": additional_params,
-        "permissive_uid": permissive_uid,
-    }
-    filters: dict[str, Any] = {}
-    for key, value in (search_filters or {}).items():
-        try:
-            keyword = dictionary.resolve(key)[1]
-        except (KeyError, ValueError) as exc:
-            raise InvalidQueryError(f"search_filters: unknown attribute {key!r} ({exc})") from None
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            value = str(value)
-        if keyword in _QUERY_FIELDS:
-            kwargs[keyword] = value
-        else:
-            filters[key] = value
-    if filters:
-        kwargs["filters"] = filters
-    if study_uid:
-        kwargs["StudyInstanceUID"] = study_uid
-    if series_uid:
-        kwargs["SeriesInstanceUID"] = series_uid
-    hierarchical = (
-        level is QueryLevel.STUDY
-        or (level is QueryLevel.SERIES and study_uid)
-        or (level is QueryLevel.INSTANCE and study_uid and series_uid)
-    )
-    if hierarchical:
-        return HierarchicalQuery(**kwargs)
-    return RelationalQuery(**kwargs)

@@ -228,6 +228,21 @@ class ServerProfile:
             time_ranges=False,  # StudyTime=080000-235959 finds a study at 070543
             fuzzy_matching="ignored",  # accepted, no Warning
             unsupported_keys="ignore",  # AqidoNoSuchAttribute=1 finds A
+            # PatientSex, StudyID, StudyDescription, StudyTime, ReferringPhysicianName,
+            # SeriesNumber and SeriesDescription are ignored (StudyInstanceUID=A&PatientSex=QZX
+            # finds A; /studies/A/series?SeriesNumber=987654321 finds its series)
+            matched_keys=(
+                "AccessionNumber",
+                "ModalitiesInStudy",
+                "Modality",
+                "PatientBirthDate",
+                "PatientID",
+                "PatientName",
+                "SOPInstanceUID",
+                "SeriesInstanceUID",
+                "StudyDate",
+                "StudyInstanceUID",
+            ),
             includefield_all=False,  # includefield=all adds nothing
             relational_series=False,  # /series: 404
             relational_instances=False,  # /instances: 404

@@ -335,3 +335,14 @@ async def test_a_500_is_an_answer_the_probe_reads() -> None:
     assert "500" in finding.finding
     assert report.profile.relational_series is True
     assert any(n.startswith("relational_series: not decided") for n in report.profile.notes)
+
+
+def test_keys_the_server_ignores_are_measured() -> None:
+    from aqido._probe_keys import ASSUMED_MATCHED, MATCHED_KEY_PROBES
+
+    probed = {keyword for _, keyword, _ in MATCHED_KEY_PROBES}
+    kept = tuple(sorted((probed - {"SeriesNumber", "StudyDescription"}) | set(ASSUMED_MATCHED)))
+    measured, _, _ = _probe(ServerProfile(unsupported_keys="ignore", matched_keys=kept))
+    assert measured.matched_keys == kept
+    everything, _, _ = _probe(ServerProfile(unsupported_keys="ignore"))
+    assert everything.matched_keys is None  # every probed key matched: every attribute

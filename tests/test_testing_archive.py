@@ -21,7 +21,7 @@ import requests
 import yarl
 
 from aqido.testing import FakeArchive, Fault, Faults, ServedRequest
-from aqido.testing.archive import _level_of
+from aqido.testing._store import level_of as _level_of
 from aqido.testing.synthetic import SyntheticArchive, SyntheticStudy
 
 pytestmark = pytest.mark.anyio

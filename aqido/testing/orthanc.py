@@ -37,6 +37,10 @@ Details that matter:
 
 This module uses only the standard library for HTTP (no aiohttp, no requests),
 so it works from synchronous pytest fixtures.
+
+It is one module because a launcher is read top to bottom by whoever debugs a
+failed start: finding or installing the server, its configuration, starting,
+waiting, loading data and stopping, in that order, for one server.
 """
 
 from __future__ import annotations

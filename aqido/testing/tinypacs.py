@@ -41,6 +41,10 @@ Details that matter:
   swept by the next start.
 
 Standard library only for HTTP, so it works from synchronous pytest fixtures.
+
+It is one module because a launcher is read top to bottom by whoever debugs a
+failed start: finding or installing the server, its configuration, starting,
+waiting, loading data and stopping, in that order, for one server.
 """
 
 from __future__ import annotations

@@ -182,16 +182,8 @@ async def test_search_for_studies(qido: AsyncQidoRS, server: Served) -> None:
         assert study["PatientWeight"] == float(record.patient_weight)
 
 
-IGNORED_KEYS = (
-    "tiny_pacs ignores SeriesNumber (and StudyDescription, StudyTime, PatientSex...) and "
-    "the probe does not measure which keys a server ignores (ServerProfile.matched_keys)"
-)
-
-
 @pytest.mark.anyio
-@pytest.mark.parametrize(
-    "server", on_servers(tinypacs=RELATIONAL, auto=IGNORED_KEYS), indirect=True
-)
+@pytest.mark.parametrize("server", on_servers(tinypacs=RELATIONAL), indirect=True)
 async def test_search_for_series_and_instances(qido: AsyncQidoRS, server: Served) -> None:
     base, omits = server.dicomweb_url, server.omits
     record = SEEDED.studies[77]

@@ -1,0 +1,242 @@
+"""The dicomweb-client names of the client: ``search_for_studies``, ``_series``, ``_instances``.
+
+:class:`DicomwebMethods` is a part of :class:`~aqido.client.AsyncQidoRS` (a
+mixin), and :func:`dicomweb_query` the pure translation of dicomweb-client's
+arguments into an aqido query.  The blocking ``QidoRS`` takes these methods
+as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import (
+    AsyncGenerator,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from aqido import dictionary
+from aqido.errors import (
+    InvalidQueryError,
+    QueryTypeError,
+)
+from aqido.plan import Plan
+from aqido.query import (
+    ATTRIBUTE_FIELDS,
+    BaseQuery,
+    HierarchicalQuery,
+    QueryLevel,
+    RelationalQuery,
+)
+from aqido.results import Instance, Series, Study
+
+if TYPE_CHECKING:  # pragma: no cover
+    pass
+
+from aqido._search_results import SearchResults
+
+
+class DicomwebMethods:
+    """``search_for_*`` with dicomweb-client's arguments, typed results.
+
+    What it uses of the client, set by ``AsyncQidoRS.__init__`` or defined there:
+    """
+
+    permissive_uid: bool
+
+    if TYPE_CHECKING:  # pragma: no cover - defined by AsyncQidoRS and PlannedSearch
+
+        async def _search(
+            self, query: BaseQuery, limiter: anyio.CapacityLimiter | None
+        ) -> SearchResults[Any]: ...
+
+        def _iter_results(
+            self, query: BaseQuery, page_size: int | None, limiter: anyio.CapacityLimiter | None
+        ) -> AsyncGenerator[Any, None]: ...
+
+        async def _plan(self, query: BaseQuery) -> Plan | None: ...
+
+        async def _every_planned(
+            self, plan: Plan, limiter: anyio.CapacityLimiter | None, page_size: int | None
+        ) -> SearchResults[Any]: ...
+
+    # --- dicomweb-client names --------------------------------------------------------------
+
+    async def search_for_studies(
+        self,
+        *,
+        fuzzymatching: bool | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        fields: Iterable[str] | None = None,
+        search_filters: Mapping[str, Any] | None = None,
+        get_remaining: bool = False,
+        additional_params: Mapping[str, str | Sequence[str]] | None = None,
+    ) -> SearchResults[Study]:
+        """Search for studies, with dicomweb-client's arguments; returns typed ``Study`` results.
+
+        ``fields`` are attributes to include (``includefield``);
+        ``search_filters`` maps keywords or tags to match values;
+        ``get_remaining=True`` pages until every match has been fetched;
+        ``additional_params`` are other query parameters (a value or a list
+        of values each, sent after aqido's own as ``key=v1&key=v2``): the
+        query's ``extra_params``, with the same rules.
+        """
+        query = self._dicomweb_query(
+            QueryLevel.STUDY,
+            None,
+            None,
+            fuzzymatching,
+            limit,
+            offset,
+            fields,
+            search_filters,
+            additional_params,
+        )
+        return await self._dicomweb_search(query, get_remaining)
+
+    async def search_for_series(
+        self,
+        study_instance_uid: str | None = None,
+        *,
+        fuzzymatching: bool | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        fields: Iterable[str] | None = None,
+        search_filters: Mapping[str, Any] | None = None,
+        get_remaining: bool = False,
+        additional_params: Mapping[str, str | Sequence[str]] | None = None,
+    ) -> SearchResults[Series]:
+        """Search for series (of one study, or all series), as dicomweb-client does."""
+        query = self._dicomweb_query(
+            QueryLevel.SERIES,
+            study_instance_uid,
+            None,
+            fuzzymatching,
+            limit,
+            offset,
+            fields,
+            search_filters,
+            additional_params,
+        )
+        return await self._dicomweb_search(query, get_remaining)
+
+    async def search_for_instances(
+        self,
+        study_instance_uid: str | None = None,
+        series_instance_uid: str | None = None,
+        *,
+        fuzzymatching: bool | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        fields: Iterable[str] | None = None,
+        search_filters: Mapping[str, Any] | None = None,
+        get_remaining: bool = False,
+        additional_params: Mapping[str, str | Sequence[str]] | None = None,
+    ) -> SearchResults[Instance]:
+        """Search for instances, as dicomweb-client does.
+
+        Unlike dicomweb-client, a ``series_instance_uid`` without a study UID is
+        never dropped: it is sent as a ``SeriesInstanceUID`` match on ``/instances``.
+        """
+        query = self._dicomweb_query(
+            QueryLevel.INSTANCE,
+            study_instance_uid,
+            series_instance_uid,
+            fuzzymatching,
+            limit,
+            offset,
+            fields,
+            search_filters,
+            additional_params,
+        )
+        return await self._dicomweb_search(query, get_remaining)
+
+    def _dicomweb_query(
+        self,
+        level: QueryLevel,
+        study_uid: object,
+        series_uid: object,
+        *args: Any,
+    ) -> BaseQuery:
+        """:func:`dicomweb_query`, the UID arguments' types checked as dicomweb-client does."""
+        for name, value in (("study_instance_uid", study_uid), ("series_instance_uid", series_uid)):
+            if value is not None and not isinstance(value, str):
+                raise QueryTypeError(
+                    f"{name}: {value!r} is not a str; pass one UID as a str (several UIDs: "
+                    "search_filters={'StudyInstanceUID': [...]} on a relational search)"
+                )
+        return dicomweb_query(
+            level,
+            str(study_uid or ""),
+            str(series_uid or ""),
+            *args,
+            permissive_uid=self.permissive_uid,
+        )
+
+    async def _dicomweb_search(self, query: BaseQuery, get_remaining: bool) -> SearchResults[Any]:
+        if not get_remaining:
+            return await self._search(query, None)
+        plan = await self._plan(query)
+        if plan is not None:
+            return await self._every_planned(plan, None, None)
+        async with aclosing(self._iter_results(query, None, None)) as results:
+            return SearchResults([item async for item in results])
+
+
+_QUERY_FIELDS = frozenset(ATTRIBUTE_FIELDS)
+
+
+def dicomweb_query(
+    level: QueryLevel,
+    study_uid: str,
+    series_uid: str,
+    fuzzymatching: bool | None,
+    limit: int | None,
+    offset: int | None,
+    fields: Iterable[str] | None,
+    search_filters: Mapping[str, Any] | None,
+    additional_params: Mapping[str, str | Sequence[str]] | None = None,
+    *,
+    permissive_uid: bool = False,
+) -> BaseQuery:
+    """Build the query dicomweb-client's ``search_for_*`` arguments describe."""
+    kwargs: dict[str, Any] = {
+        "query_level": level,
+        "fuzzymatching": bool(fuzzymatching),
+        "limit": limit or 0,
+        "offset": offset or 0,
+        "include_fields": tuple(fields or ()),
+        "extra_params": additional_params,
+        "permissive_uid": permissive_uid,
+    }
+    filters: dict[str, Any] = {}
+    for key, value in (search_filters or {}).items():
+        try:
+            keyword = dictionary.resolve(key)[1]
+        except (KeyError, ValueError) as exc:
+            raise InvalidQueryError(f"search_filters: unknown attribute {key!r} ({exc})") from None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(value)
+        if keyword in _QUERY_FIELDS:
+            kwargs[keyword] = value
+        else:
+            filters[key] = value
+    if filters:
+        kwargs["filters"] = filters
+    if study_uid:
+        kwargs["StudyInstanceUID"] = study_uid
+    if series_uid:
+        kwargs["SeriesInstanceUID"] = series_uid
+    hierarchical = (
+        level is QueryLevel.STUDY
+        or (level is QueryLevel.SERIES and study_uid)
+        or (level is QueryLevel.INSTANCE and study_uid and series_uid)
+    )
+    if hierarchical:
+        return HierarchicalQuery(**kwargs)
+    return RelationalQuery(**kwargs)

@@ -1,0 +1,234 @@
+"""The client's searches planned with a server profile: the standard's answer from any archive.
+
+:class:`PlannedSearch` is a part of :class:`~aqido.client.AsyncQidoRS` (a mixin):
+it executes the pure plans of :mod:`aqido.plan` (which requests to send, what
+to match locally, which lists to fan out, which relational paths to walk)
+through the client's one request method, and merges, filters and cuts the
+answers.  Only the client uses it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Callable
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import anyio
+import attrs
+
+from aqido.crawl import iter_pages, search_many
+from aqido.errors import (
+    QidoError,
+    UnanswerableQueryError,
+)
+from aqido.partition import Caps
+from aqido.plan import Plan, plan_query
+from aqido.profile import ServerProfile
+from aqido.protocol import QidoResponse, QidoWarning, join_url
+from aqido.query import (
+    BaseQuery,
+)
+from aqido.results import structure
+
+if TYPE_CHECKING:  # pragma: no cover
+    pass
+
+from aqido._search_results import SearchResults
+
+plan_logger = logging.getLogger("aqido.plan")
+
+#: Set while the client probes its own server (``profile="auto"``): searches then go out as
+#: they are, without a profile (the probe measures the server, it must not be corrected).
+_RAW_SEARCHES: contextvars.ContextVar[bool] = contextvars.ContextVar("aqido_raw", default=False)
+
+
+class PlannedSearch:
+    """Searches through a server profile (see :attr:`AsyncQidoRS.profile`).
+
+    What it uses of the client, set by ``AsyncQidoRS.__init__`` or defined there:
+    """
+
+    url: str
+    pn_case_sensitive: bool | None
+    strict_matching: bool
+    _profile: ServerProfile | None
+    _auto_profile: bool
+    _profile_lock: anyio.Lock | None
+    _caps: Caps
+
+    if TYPE_CHECKING:  # pragma: no cover - defined by AsyncQidoRS
+
+        async def _fetch(
+            self,
+            query: BaseQuery,
+            limiter: anyio.CapacityLimiter | None = None,
+            *,
+            on_retry: Callable[[QidoError, float], None] | None = None,
+        ) -> QidoResponse: ...
+
+        async def probe(self) -> ServerProfile: ...
+
+        @property
+        def _slots(self) -> int: ...
+
+    # --- profiles: the standard's answer from any server -------------------------------------
+
+    @property
+    def profile(self) -> ServerProfile | None:
+        """The server profile searches are planned with (``None``: none, or not probed yet)."""
+        return self._profile
+
+    async def _server_profile(self) -> ServerProfile | None:
+        """The profile to plan with; with ``profile="auto"``, probe once (one probe at a time)."""
+        if _RAW_SEARCHES.get():
+            return None
+        if self._profile is not None or not self._auto_profile:
+            return self._profile
+        if self._profile_lock is None:
+            self._profile_lock = anyio.Lock()
+        async with self._profile_lock:
+            if self._profile is None:
+                token = _RAW_SEARCHES.set(True)
+                try:
+                    self._profile = await self.probe()
+                finally:
+                    _RAW_SEARCHES.reset(token)
+        return self._profile
+
+    def _plan_for(self, query: BaseQuery) -> Plan:
+        return plan_query(query, self._profile, pn_case_sensitive=self.pn_case_sensitive)
+
+    async def _plan(self, query: BaseQuery) -> Plan | None:
+        """The plan for ``query`` (``None``: no profile, or the query goes out unchanged)."""
+        profile = await self._server_profile()
+        if profile is None:
+            return None
+        plan = self._plan_for(query)
+        if plan.warnings and self.strict_matching:
+            raise UnanswerableQueryError(plan.warnings, query=query)
+        return None if plan.direct else plan
+
+    async def _collect(
+        self,
+        query: BaseQuery,
+        limiter: anyio.CapacityLimiter | None,
+        exhaustive: bool,
+        page_size: int | None,
+    ) -> _Answer:
+        """The items of one planned request: one response, or every page (``exhaustive``)."""
+        if not exhaustive:
+            response = await self._fetch(query, limiter)
+            level, caps = query.query_level, self._caps
+            caps.observe(level, len(response.items))
+            capped = caps.possibly_truncated(response, level, query.limit) or caps.suspect(
+                response, level, query.limit
+            )
+            return _Answer(response.items, [response], [], capped)
+        answer = _Answer([], [], [])
+        pages = iter_pages(
+            self._fetch, query, page_size=page_size, limiter=limiter, caps=self._caps
+        )
+        async with aclosing(pages):
+            async for page in pages:
+                answer.items.extend(page.items)
+                answer.responses.append(page.response)
+        return answer
+
+    async def _execute(
+        self,
+        plan: Plan,
+        limiter: anyio.CapacityLimiter | None,
+        *,
+        exhaustive: bool,
+        page_size: int | None = None,
+    ) -> _Answer:
+        """Send a plan's requests (or walk the hierarchy), merge, filter locally, cut the window.
+
+        A walk always fetches every parent and child page: its parents must be complete.
+        """
+        results: list[_Answer]
+        if plan.walk is not None:
+            walk = plan.walk
+            parents = await self._execute(self._plan_for(walk.parent), limiter, exhaustive=True)
+            jobs = [(p, q) for p in parents.items if (q := walk.child(p)) is not None]
+
+            async def child(job: tuple[dict[str, Any], BaseQuery]) -> _Answer:
+                parent, query = job
+                found = await self._execute(self._plan_for(query), limiter, exhaustive=True)
+                # a relational search returns the parents' attributes too
+                found.items[:] = [{**parent, **item} for item in found.items]
+                return found
+
+            results = [parents._replace(items=[])]
+            results += await search_many(child, jobs, workers=self._slots)
+        else:
+
+            async def one(query: BaseQuery) -> _Answer:
+                return await self._collect(query, limiter, exhaustive, page_size)
+
+            results = await search_many(one, plan.requests, workers=self._slots)
+        merged = plan.merge(r.items for r in results)
+        kept, notes = plan.finish(merged)
+        all_notes = [*plan.warnings, *(n for r in results for n in r.notes), *notes]
+        responses = [resp for r in results for resp in r.responses]
+        return _Answer(
+            [dict(item) for item in kept],
+            responses,
+            list(dict.fromkeys(all_notes)),
+            any(r.possibly_truncated for r in results),
+        )
+
+    async def _every_planned(
+        self, plan: Plan, limiter: anyio.CapacityLimiter | None, page_size: int | None
+    ) -> SearchResults[Any]:
+        """Every match of a planned query (``iter_search``, ``get_remaining``).
+
+        There, as without a plan, the query's ``limit`` is a page size, not the
+        size of the answer: the plan is made again without it.
+        """
+        query = plan.query
+        if query.limit:
+            plan = self._plan_for(attrs.evolve(query, limit=0))
+        size = page_size or query.limit or None
+        return await self._search_planned(plan, limiter, exhaustive=True, page_size=size)
+
+    async def _search_planned(
+        self,
+        plan: Plan,
+        limiter: anyio.CapacityLimiter | None,
+        *,
+        exhaustive: bool,
+        page_size: int | None = None,
+    ) -> SearchResults[Any]:
+        """Execute a plan and return typed results carrying the servers' and aqido's warnings."""
+        answer = await self._execute(plan, limiter, exhaustive=exhaustive, page_size=page_size)
+        query = plan.query
+        if answer.notes and self.strict_matching:
+            raise UnanswerableQueryError(answer.notes, query=query)
+        for note in answer.notes:
+            plan_logger.warning("%s: %s", query, note)
+        first = answer.responses[0] if answer.responses else None
+        url = first.url if first is not None else join_url(self.url, query.uri_base())
+        typed = structure(
+            answer.items, query.query_level, url=url, status=first.status if first else None
+        )
+        results: SearchResults[Any] = SearchResults(typed, response=first)
+        server = {w.raw: w for r in answer.responses for w in r.warnings}
+        ours = (QidoWarning(None, "aqido", n, f"aqido: {n}") for n in answer.notes)
+        results.warnings = (*server.values(), *ours)
+        results.truncated = any(r.truncated for r in answer.responses)
+        results.possibly_truncated = results.truncated or answer.possibly_truncated
+        if len(answer.responses) != 1:
+            results.additional_results = None
+        return results
+
+
+class _Answer(NamedTuple):
+    """What executing a plan gave: items (DICOM JSON), the responses, aqido's warnings."""
+
+    items: list[dict[str, Any]]
+    responses: list[QidoResponse]
+    notes: list[str]
+    possibly_truncated: bool = False

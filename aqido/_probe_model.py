@@ -1,0 +1,335 @@
+"""The probe's values and the pure steps at either end of it (no I/O).
+
+:class:`ProbeRequest` is one GET the probe sends, :class:`Answer` what came back,
+:class:`Finding` one conclusion and :class:`Check` a few requests with the pure
+function that reads their answers as findings (planned by :mod:`aqido._probe_checks`
+and :mod:`aqido._probe_caps`).  At the start, :func:`make_context` picks the test
+values (studies A and B, a name, a date...) from the first listing
+(:func:`discovery_request`); at the end, :func:`build_profile` folds the findings
+into a :class:`~aqido.profile.ServerProfile`.  The public names are re-exported by
+:mod:`aqido.probe`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from aqido.profile import ServerProfile
+
+#: How many studies the first listing asks for.
+DISCOVERY_LIMIT = 50
+
+_STUDY_UID = "0020000D"
+_PATIENT_NAME = "00100010"
+_PATIENT_ID = "00100020"
+_ACCESSION = "00080050"
+_STUDY_ID = "00200010"
+STUDY_DATE = "00080020"
+_STUDY_TIME = "00080030"
+_MODALITIES = "00080061"
+_SAFE = re.compile(r"[A-Za-z0-9^._-]+")
+
+
+# --- records ------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class ProbeRequest:
+    """One read-only GET the probe sends: a path under the service root and a raw query.
+
+    ``query`` is sent verbatim (no re-encoding); ``accept`` replaces the
+    client's ``Accept`` header when set.
+    """
+
+    path: str
+    query: str = ""
+    accept: str | None = None
+
+    def __str__(self) -> str:
+        url = f"{self.path}?{self.query}" if self.query else self.path
+        return f"{url} (Accept: {self.accept})" if self.accept else url
+
+
+@attrs.frozen
+class Answer:
+    """What the archive answered to one :class:`ProbeRequest`.
+
+    ``items`` is the decoded DICOM JSON array for a 2xx answer (``()`` for 204),
+    ``None`` when the status is not 2xx or the body is not DICOM JSON.
+    ``headers`` has lower-case names.
+    """
+
+    status: int
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+    items: tuple[dict[str, Any], ...] | None = ()
+
+    @property
+    def ok(self) -> bool:
+        """A 2xx answer whose body is DICOM JSON."""
+        return 200 <= self.status < 300 and self.items is not None
+
+    def uids(self) -> list[str]:
+        """The StudyInstanceUIDs of the items, in order."""
+        return [u for u in (first_value(item, _STUDY_UID) for item in self.items or ()) if u]
+
+    def has(self, uid: str) -> bool:
+        """Whether an item with this StudyInstanceUID came back."""
+        return self.ok and uid in self.uids()
+
+    @property
+    def warning(self) -> str:
+        """The ``Warning`` header ('' when there is none)."""
+        return self.headers.get("warning", "")
+
+
+@attrs.frozen
+class Finding:
+    """One conclusion of the probe, with the request that showed it.
+
+    ``capability`` is a :class:`ServerProfile` field name (or ``"discovery"``);
+    ``value`` is the measured field value, or ``None`` when the probe could not
+    decide (the profile then keeps the standard default), or ``"none"`` for
+    ``max_results`` when a listing showed there is no cap (the field's value is
+    then ``None``) and ``"all"`` for ``matched_keys`` when every probed key is
+    matched (the field's value is then ``None``); ``finding`` says it in words;
+    ``request`` is the path and query that showed it.
+    """
+
+    capability: str
+    finding: str
+    request: str
+    value: Any = None
+
+    @property
+    def decided(self) -> bool:
+        """Whether this finding sets its capability (``value`` is not ``None``)."""
+        return self.value is not None
+
+
+Interpret = Callable[[Sequence[Answer]], list[Finding]]
+
+
+@attrs.frozen
+class Check:
+    """A few requests and the pure function that reads their answers as findings."""
+
+    capability: str
+    requests: tuple[ProbeRequest, ...]
+    interpret: Interpret = attrs.field(eq=False)
+
+
+@attrs.frozen
+class ProbeReport:
+    """The result of a probe: the measured profile and every finding behind it.
+
+    ``requests`` is the number of HTTP requests sent.
+    """
+
+    profile: ServerProfile
+    findings: tuple[Finding, ...]
+    requests: int
+    #: The test values taken from the archive (studies A and B...).
+    context: ProbeContext | None = None
+
+
+@attrs.frozen
+class ProbeContext:
+    """The test values the probe took from the archive's first listing.
+
+    ``a`` and ``b`` are StudyInstanceUIDs of two listed studies (``None`` when
+    the archive has fewer); every other value belongs to study A unless named
+    ``*_b``; a value is ``None`` when A does not have a usable one (values must
+    be made of ``A-Z a-z 0-9 ^ . - _``, which every server reads the same
+    way, with or without percent-decoding).
+    """
+
+    listed: tuple[str, ...]
+    a: str | None = None
+    b: str | None = None
+    name: str | None = None
+    text_key: str | None = None
+    text: str | None = None
+    date: str | None = None
+    time: str | None = None
+    #: A keyword and a value of it that A has and B lacks, and one B has and A lacks
+    #: (ModalitiesInStudy when the listing returns it, else the ``text_key`` values).
+    list_key: str | None = None
+    list_a: str | None = None
+    list_b: str | None = None
+    #: A listed study (UID, PatientName) whose name has non-ASCII characters.
+    non_ascii: tuple[str, str] | None = None
+
+
+# --- the first listing --------------------------------------------------------------------
+
+
+def discovery_request() -> ProbeRequest:
+    """The first request: a small study listing whose values the checks reuse."""
+    return ProbeRequest("/studies", f"limit={DISCOVERY_LIMIT}")
+
+
+def _values(item: Mapping[str, Any], key: str) -> list[Any]:
+    elem = item.get(key)
+    if not isinstance(elem, Mapping):
+        return []
+    values = elem.get("Value")
+    return list(values) if isinstance(values, list) else []
+
+
+def first_value(item: Mapping[str, Any], key: str) -> str | None:
+    """The first non-empty value of ``key`` in a DICOM JSON item, as text (PN: Alphabetic)."""
+    for value in _values(item, key):
+        if isinstance(value, Mapping):
+            value = value.get("Alphabetic")
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            text = str(value).strip()
+            if text:
+                return text
+    return None
+
+
+def _usable(value: str | None, *, letters: bool = False) -> bool:
+    if value is None or len(value) < 3 or not _SAFE.fullmatch(value):
+        return False
+    return not letters or any(c.isalpha() for c in value)
+
+
+def _time_of(value: str | None) -> str | None:
+    if value is None:
+        return None
+    digits = value.replace(":", "").split(".")[0]
+    return digits if re.fullmatch(r"\d{2}(\d{2}){0,2}", digits) else None
+
+
+def make_context(listing: Answer) -> ProbeContext:
+    """Pick study A, study B and the test values from the first listing (pure)."""
+    items = [item for item in listing.items or () if first_value(item, _STUDY_UID)]
+    listed = tuple(first_value(item, _STUDY_UID) or "" for item in items)
+    if not items:
+        return ProbeContext(listed=listed)
+
+    def score(item: Mapping[str, Any]) -> int:
+        return sum(
+            (
+                4 * _usable(first_value(item, _PATIENT_NAME), letters=True),
+                2 * any(_usable(first_value(item, k), letters=True) for k in _TEXT_KEYS),
+                bool(re.fullmatch(r"\d{8}", first_value(item, STUDY_DATE) or "")),
+                _time_of(first_value(item, _STUDY_TIME)) is not None,
+                bool(_values(item, _MODALITIES)),
+            )
+        )
+
+    a_item = max(items, key=score)  # the first of the best
+    a = first_value(a_item, _STUDY_UID)
+    name = first_value(a_item, _PATIENT_NAME)
+    text_key = text = None
+    for key in _TEXT_KEYS:  # prefer a value with letters (for the case check)
+        if _usable(first_value(a_item, key), letters=True):
+            text_key, text = key, first_value(a_item, key)
+            break
+    else:
+        for key in _TEXT_KEYS:
+            if _usable(first_value(a_item, key)):
+                text_key, text = key, first_value(a_item, key)
+                break
+    date = first_value(a_item, STUDY_DATE)
+    mods_a = {str(m) for m in _values(a_item, _MODALITIES) if isinstance(m, str) and m}
+    b = list_key = list_a = list_b = None
+    others = [item for item in items if item is not a_item]
+    best_b: tuple[int, Mapping[str, Any]] | None = None
+    for item in others:  # B: another patient, with a modality A lacks (and vice versa)
+        mods_b = {str(m) for m in _values(item, _MODALITIES) if isinstance(m, str) and m}
+        rank = 2 * bool(mods_b - mods_a and mods_a - mods_b) + (
+            first_value(item, _PATIENT_ID) != first_value(a_item, _PATIENT_ID)
+        )
+        if best_b is None or rank > best_b[0]:
+            best_b = (rank, item)
+    if best_b is not None:
+        b_item = best_b[1]
+        b = first_value(b_item, _STUDY_UID)
+        mods_b = {str(m) for m in _values(b_item, _MODALITIES) if isinstance(m, str) and m}
+        only_a, only_b = sorted(mods_a - mods_b), sorted(mods_b - mods_a)
+        if only_a and only_b and all(_SAFE.fullmatch(m) for m in (only_a[0], only_b[0])):
+            list_key, list_a, list_b = "ModalitiesInStudy", only_a[0], only_b[0]
+        elif text_key is not None:
+            text_b = first_value(b_item, text_key)
+            if _usable(text_b) and text_b != text:
+                list_key, list_a, list_b = KEYWORDS[text_key], text, text_b
+    non_ascii = None
+    for item in items:
+        uid, pn = first_value(item, _STUDY_UID), first_value(item, _PATIENT_NAME)
+        if uid and pn and not pn.isascii() and pn.isprintable():
+            non_ascii = (uid, pn)
+            break
+    return ProbeContext(
+        listed=listed,
+        non_ascii=non_ascii,
+        a=a,
+        b=b,
+        name=name if _usable(name) else None,
+        text_key=text_key,
+        text=text,
+        date=date if date and re.fullmatch(r"\d{8}", date) else None,
+        time=_time_of(first_value(a_item, _STUDY_TIME)),
+        list_key=list_key,
+        list_a=list_a,
+        list_b=list_b,
+    )
+
+
+#: Non-PN string attributes returned by default at the study level, by preference.
+_TEXT_KEYS = (_PATIENT_ID, _ACCESSION, _STUDY_ID)
+KEYWORDS = {_PATIENT_ID: "PatientID", _ACCESSION: "AccessionNumber", _STUDY_ID: "StudyID"}
+
+
+# --- helpers for the checks ---------------------------------------------------------------
+
+
+def studies_request(query: str) -> ProbeRequest:
+    """A ``/studies`` request with this raw query."""
+    return ProbeRequest("/studies", query)
+
+
+def undecided(capability: str, why: str, request: ProbeRequest | str) -> Finding:
+    """A finding that leaves ``capability`` undecided (the profile keeps its default)."""
+    return Finding(capability, f"not decided: {why}; kept the standard default", str(request))
+
+
+def add_days(date: str, days: int) -> str:
+    """The DA value ``days`` days after ``date`` (``YYYYMMDD``; negative: before)."""
+    day = _dt.date(int(date[:4]), int(date[4:6]), int(date[6:8])) + _dt.timedelta(days=days)
+    return day.strftime("%Y%m%d")
+
+
+# --- the profile ----------------------------------------------------------------------------
+
+
+def build_profile(
+    findings: Sequence[Finding], *, name: str = "probed", notes: Sequence[str] = ()
+) -> ServerProfile:
+    """The profile the findings describe; undecided capabilities keep the standard default."""
+    fields = {f.name for f in attrs.fields(ServerProfile)}
+    changes: dict[str, Any] = {}
+    out_notes = list(notes)
+    for finding in findings:
+        if finding.capability not in fields:
+            continue
+        if finding.value is None:
+            out_notes.append(f"{finding.capability}: {finding.finding}")
+        elif finding.value == "none" and finding.capability == "max_results":
+            changes["max_results"] = None
+            out_notes.append(
+                "no result cap seen: cap_warning, cap_plus_one and cap_before_offset "
+                "keep the standard defaults"
+            )
+        elif finding.value == "all" and finding.capability == "matched_keys":
+            changes["matched_keys"] = None  # every attribute: the standard default
+        else:
+            changes[finding.capability] = finding.value
+    changes["notes"] = tuple(out_notes)
+    return attrs.evolve(ServerProfile(name=name), **changes)
