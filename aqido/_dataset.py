@@ -46,6 +46,7 @@ class _ItemError(Exception):
 
 
 _GOOD_KEYS: set[str] = set()
+_FLAT_VRS = frozenset(VRS) - {"SQ"}
 _HEX = frozenset("0123456789ABCDEFabcdef")
 
 
@@ -105,6 +106,7 @@ def _check_item(item: dict[str, Any]) -> dict[str, Any]:
     """Validate one DICOM JSON object; return it, or a normalised copy (uppercase keys)."""
     replaced: dict[str, Any] | None = None
     good = _GOOD_KEYS
+    flat = _FLAT_VRS
     for key, elem in item.items():
         if key not in good:
             upper = _check_key(key)
@@ -112,13 +114,17 @@ def _check_item(item: dict[str, Any]) -> dict[str, Any]:
                 replaced = replaced if replaced is not None else {}
                 replaced[key] = _MISSING
                 key = upper  # checked below under its normalised name
-        # Fast path for the common shapes; anything else goes through _check_element.
-        if type(elem) is dict and len(elem) == 2 and type(elem.get("Value")) is list:
-            vr = elem.get("vr")
-            if vr in VRS and vr != "SQ":
-                continue
-        elif type(elem) is dict and len(elem) == 1 and elem.get("vr") in VRS:
-            continue
+        # Fast path for the common shapes ({"vr", "Value": [...]} of a non-SQ VR, or a
+        # lone "vr"); anything else (SQ, BulkDataURI, a bad shape) goes through
+        # _check_element.  Subscripts, not .get(): a missing key is rare (KeyError).
+        if type(elem) is dict:
+            try:
+                if elem["vr"] in flat:
+                    size = len(elem)
+                    if size == 1 or (size == 2 and type(elem["Value"]) is list):
+                        continue
+            except (KeyError, TypeError):  # no "vr" / no "Value" / an unhashable VR
+                pass
         checked = _check_element(key, elem)
         if checked is not elem:
             replaced = replaced if replaced is not None else {}

@@ -37,12 +37,10 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Container, Iterable, Mapping
 from contextlib import aclosing
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import attrs
-from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectSendStream
 
 from aqido.checkpoint import CrawlCheckpoint
 from aqido.errors import (
@@ -63,8 +61,11 @@ from aqido.partition import (
 )
 from aqido.progress import CrawlProgress, report
 from aqido.protocol import QidoResponse
-from aqido.query import BaseQuery, HierarchicalQuery, QueryLevel
+from aqido.query import BaseQuery, HierarchicalQuery, QueryLevel, _child_query, _derive
 from aqido.stats import CrawlStats
+
+if TYPE_CHECKING:  # pragma: no cover - anyio's streams load on first use (import time)
+    from anyio.streams.memory import MemoryObjectSendStream
 
 logger = logging.getLogger("aqido")
 
@@ -88,19 +89,29 @@ UID_KEYS = {
 
 
 class FirstErrorGroup:
-    """An anyio task group where the first :class:`QidoError` cancels the rest and is raised alone.
+    """A task group where the first :class:`QidoError` cancels the rest and is raised alone.
 
     Users get the error they can handle (``except ServerError``) rather than an
-    ``ExceptionGroup``.  Other exceptions (bugs) propagate as anyio raises them.
+    ``ExceptionGroup``.  Another exception in a task (a bug) cancels the rest
+    too and is raised as it is (the first one).  The body of ``async with``
+    only starts tasks (tasks may start more); on leaving it, every task is
+    awaited.  Cancelling the task that owns the group (an anyio cancel scope,
+    ``asyncio.Task.cancel``) cancels every task and waits for them before
+    the cancellation propagates, so no task outlives its group.
+
+    Plain asyncio tasks, not an anyio task group: an anyio task costs a
+    cancel scope, an event and a wrapper coroutine on top of the task (about
+    four times ``loop.create_task``), and a crawl starts one per request.
     """
 
     def __init__(self) -> None:
-        self._group: TaskGroup | None = None
-        self._error: QidoError | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._cancelled: set[asyncio.Task[None]] = set()
+        self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __aenter__(self) -> FirstErrorGroup:
-        self._group = anyio.create_task_group()
-        await self._group.__aenter__()
+        self._loop = asyncio.get_running_loop()
         return self
 
     async def __aexit__(
@@ -109,25 +120,54 @@ class FirstErrorGroup:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        assert self._group is not None
-        suppress = await self._group.__aexit__(exc_type, exc, tb)
+        if exc is not None:
+            self._cancel()
+        cancellation: asyncio.CancelledError | None = None
+        tasks = self._tasks
+        while tasks:
+            try:
+                await asyncio.wait(set(tasks))
+            except asyncio.CancelledError as error:
+                # Cancel the tasks, wait for them, then propagate this very exception
+                # (anyio's cancel scopes recognise their own by its message).
+                cancellation = cancellation or error
+                self._cancel()
+        if exc is not None:
+            return None
+        if cancellation is not None:
+            raise cancellation
         if self._error is not None:
             raise self._error
-        return suppress
+        return None
+
+    def _cancel(self) -> None:
+        """Cancel every task not cancelled yet (once: a task's cleanup may await)."""
+        for task in self._tasks - self._cancelled:
+            self._cancelled.add(task)
+            task.cancel()
 
     def start_soon(self, func: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Start ``func(*args)`` in the group."""
-        assert self._group is not None
-        self._group.start_soon(self._guarded, func, *args)
+        assert self._loop is not None
+        task = self._loop.create_task(self._guarded(func, *args))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._cancelled.discard(task)
 
     async def _guarded(self, func: Callable[..., Awaitable[Any]], *args: Any) -> None:
-        assert self._group is not None
         try:
             await func(*args)
-        except QidoError as error:
-            if self._error is None:
-                self._error = error
-            self._group.cancel_scope.cancel()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:  # noqa: BLE001 - kept and raised by __aexit__
+            if self._error is None or (
+                isinstance(self._error, QidoError) and not isinstance(error, QidoError)
+            ):
+                self._error = error  # the first error; a bug is never hidden by a QidoError
+            self._cancel()
 
 
 async def stream_from(
@@ -189,11 +229,20 @@ def _identity(item: dict[str, Any], key: str) -> str:
     return json.dumps(item, sort_keys=True, default=str)
 
 
-def _unseen(items: list[dict[str, Any]], key: str, seen: set[str]) -> list[dict[str, Any]]:
-    """The items whose identity (UID under ``key``) is not in ``seen``; adds theirs to it."""
+def _unseen(
+    items: list[dict[str, Any]],
+    key: str,
+    seen: set[str],
+    identities: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """The items whose identity (UID under ``key``) is not in ``seen``; adds theirs to it.
+
+    ``identities``: the items' identities, if already computed.
+    """
     new: list[dict[str, Any]] = []
-    for item in items:
-        identity = _identity(item, key)
+    if identities is None:
+        identities = [_identity(item, key) for item in items]
+    for item, identity in zip(items, identities, strict=True):
         if identity not in seen:
             seen.add(identity)
             new.append(item)
@@ -247,7 +296,7 @@ async def iter_pages(
     while True:
         page_query = query
         if not first or (size or 0) != query.limit:
-            page_query = attrs.evolve(query, limit=size or 0, offset=offset)
+            page_query = _derive(query, limit=size or 0, offset=offset)
         first = False
         response = await fetch(page_query, limiter)
         items = response.items
@@ -482,10 +531,15 @@ class _Walker:
         return response
 
     def fresh(
-        self, response: QidoResponse, level: QueryLevel, items: list[dict[str, Any]], seen: set[str]
+        self,
+        response: QidoResponse,
+        level: QueryLevel,
+        items: list[dict[str, Any]],
+        seen: set[str],
+        identities: list[str] | None = None,
     ) -> list[Any]:
         """Structure the items not seen before (by UID) and count them."""
-        new = _unseen(items, UID_KEYS[level], seen)
+        new = _unseen(items, UID_KEYS[level], seen, identities)
         results = self.structure(response, level, new) if new else []
         self.stats.items(level.name, len(results))
         return results
@@ -531,12 +585,13 @@ class _Walker:
         size = (self.page_size or 0) if level is QueryLevel.STUDY else 0
         first = query
         if query.limit != size or query.offset:
-            first = attrs.evolve(query, limit=size, offset=0)
+            first = _derive(query, limit=size, offset=0)
         response = await self.request(first)
         part_seen: set[str] = set()
         key = UID_KEYS[level]
-        part_seen.update(_identity(item, key) for item in response.items)
-        batch = self.fresh(response, level, response.items, seen)
+        identities = [_identity(item, key) for item in response.items]
+        part_seen.update(identities)
+        batch = self.fresh(response, level, response.items, seen, identities)
         if batch:
             yield batch
         # suspect: no sign of truncation, but as many items as a silent cap would leave
@@ -556,7 +611,7 @@ class _Walker:
             received = len(response.items)
             honoured = True
             while True:
-                page = attrs.evolve(query, limit=size, offset=received)
+                page = _derive(query, limit=size, offset=received)
                 response = await self.request(page)
                 if not response.items:
                     break
@@ -742,12 +797,18 @@ async def crawl(
             return
 
     failed = walker.failed
+    # The base query's vendor parameters and UID leniency carry over; its matches do not.
+    # Child queries are derived from these validated queries and the UIDs the server
+    # returned, checked on the way (_child_query): no full re-validation per request.
+    children_base = HierarchicalQuery(
+        extra_params=query.extra_params, permissive_uid=query.permissive_uid
+    )
 
     async def series_with_instances(series: Any, parent: BaseQuery) -> Any:
         try:
-            child = attrs.evolve(
+            child = _child_query(
                 parent,
-                query_level=QueryLevel.INSTANCE,
+                QueryLevel.INSTANCE,
                 SeriesInstanceUID=_uid(series, "SeriesInstanceUID"),
             )
         except QidoError as error:
@@ -762,13 +823,7 @@ async def crawl(
 
     async def subtree(study: Any, study_uid: str) -> Any:
         try:
-            # The base query's vendor parameters and UID leniency carry over; its matches do not.
-            child = HierarchicalQuery(
-                query_level=QueryLevel.SERIES,
-                StudyInstanceUID=study_uid,
-                extra_params=query.extra_params,
-                permissive_uid=query.permissive_uid,
-            )
+            child = _child_query(children_base, QueryLevel.SERIES, StudyInstanceUID=study_uid)
         except QidoError as error:  # a UID the server returned that a query cannot carry
             failed(query, error)
             return None
@@ -817,7 +872,10 @@ async def crawl(
                         if level is QueryLevel.STUDY:
                             await send.send(study)
                             continue
-                        await slots.acquire()
+                        try:  # a free slot is taken without a checkpoint (an event-loop turn)
+                            slots.acquire_nowait()
+                        except anyio.WouldBlock:
+                            await slots.acquire()
                         group.start_soon(finish, study, study_uid)
 
         async with FirstErrorGroup() as group:

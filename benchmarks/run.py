@@ -24,7 +24,7 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
-from benchmarks import crawl, imports, memory, parse, scale
+from benchmarks import cpu, crawl, imports, memory, parse, scale
 from benchmarks.crawl import Contender, Counts
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -317,6 +317,7 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                     "met": value <= 2,
                 }
             )
+    targets += _cpu_targets(report.get("cpu", {}))
     over = report.get("imports", {}).get("client_over_aiohttp_seconds")
     if over is not None:
         targets.append(
@@ -340,6 +341,159 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return targets
+
+
+def _cpu_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 18's targets: client CPU and wall time at the latency floor, cold start, 1M scale."""
+    targets: list[dict[str, Any]] = []
+    for row in report.get("crawl", {}).get("rows", []):
+        where = f"{row['latency_ms']:g} ms, {row['concurrency']} in flight"
+        if row["latency_ms"] == 2:
+            targets.append(
+                {
+                    "target": f"client CPU, canned {where}: aqido CPU per request within 1.3x "
+                    "of bare aiohttp",
+                    "value": f"{row['cpu_ratio']:.2f}x",
+                    "met": row["cpu_ratio"] <= 1.3,
+                }
+            )
+        targets.append(
+            {
+                "target": f"client CPU, canned {where}: aqido crawl wall time within 1.15x "
+                "of bare aiohttp",
+                "value": f"{row['wall_ratio']:.2f}x",
+                "met": row["wall_ratio"] <= 1.15,
+            }
+        )
+    cold = report.get("cold_start")
+    if cold:
+        over = cold["over_bare_s"]
+        targets.append(
+            {
+                "target": "client CPU, cold start: import aqido + one search at most 50 ms "
+                "over bare aiohttp",
+                "value": f"{over * 1000:+.0f} ms",
+                "met": over <= 0.050,
+            }
+        )
+    growth = report.get("scale", {}).get("peak_rss_growth")
+    if growth is not None:
+        rows = report["scale"]["rows"]
+        targets.append(
+            {
+                "target": f"client CPU, scale: peak RSS of a {rows[-1]['expected_counts'][2]:,}"
+                f"-instance crawl within 1.5x of {rows[0]['expected_counts'][2]:,}",
+                "value": f"x{growth:.2f}",
+                "met": growth <= 1.5 and all(r["match"] for r in rows),
+            }
+        )
+    return targets
+
+
+def cpu_tables(report: dict[str, Any], *, markdown: bool = False) -> list[str]:
+    """The client-CPU section as tables: crawl rows, cold start, scale."""
+    h = "#### " if markdown else ""
+    parts: list[str] = []
+    crawl_part = report.get("crawl")
+    if crawl_part:
+        counts = crawl_part["expected_counts"]
+        runs = max(max(r["aqido"]["runs"], r["bare"]["runs"]) for r in crawl_part["rows"])
+        body = [
+            [
+                f"{r['latency_ms']:g}",
+                str(r["concurrency"]),
+                f"{r['bare']['median_wall_s']:.3f}",
+                f"{r['aqido']['median_wall_s']:.3f}",
+                f"{r['wall_ratio']:.2f}",
+                f"{r['bare']['cpu_us_per_request']:.0f}",
+                f"{r['aqido']['cpu_us_per_request']:.0f}",
+                f"{r['cpu_ratio']:.2f}",
+                f"{r['best_wall_ratio']:.2f} / {r['best_cpu_ratio']:.2f}",
+                f"{r['load_average'][0]:.1f}",
+            ]
+            + ([] if r["counts_ok"] else ["MISMATCH"])
+            for r in crawl_part["rows"]
+        ]
+        parts.append(
+            f"{h}Client CPU, canned server: {counts[0]} studies / {counts[1]} series / "
+            f"{counts[2]} instances, aqido crawl() vs bare aiohttp, median of up to {runs} "
+            "runs\n\n"
+            + _table(
+                [
+                    "latency ms",
+                    "in flight",
+                    "bare s",
+                    "aqido s",
+                    "wall x",
+                    "bare CPU us/req",
+                    "aqido CPU us/req",
+                    "CPU x",
+                    "best-run x (wall / CPU)",
+                    "load avg",
+                ],
+                body,
+                markdown=markdown,
+                numeric_from=0,
+            )
+        )
+    cold = report.get("cold_start")
+    if cold:
+        body = [
+            [name, f"{seconds * 1000:.0f}", f"{cold['median_cpu_s'][name] * 1000:.0f}"]
+            for name, seconds in cold["median_s"].items()
+        ] + [
+            [
+                "aqido over bare aiohttp",
+                f"{cold['over_bare_s'] * 1000:+.0f}",
+                f"{cold['cpu_over_bare_s'] * 1000:+.0f}",
+            ]
+        ]
+        parts.append(
+            f"{h}Cold start: a fresh process imports the client and runs one search "
+            f"(bytecode cached), median of {cold['repeat']}, load avg "
+            f"{cold['load_average'][0]:.1f}\n\n"
+            + _table(["script", "wall ms", "process CPU ms"], body, markdown=markdown)
+        )
+    sc = report.get("scale")
+    if sc:
+        body = [
+            [
+                f"{r['expected_counts'][2]:,}",
+                "x".join(str(n) for n in r["archive"]),
+                f"{r['requests']:,}",
+                f"{r['seconds']:.1f}",
+                f"{r['requests_per_s']:.0f}",
+                f"{r['cpu_s'] / r['requests'] * 1e6:.0f}",
+                f"{r['high_water_rss_bytes'] / 1e6:.0f}",
+                f"{r['peak_delta_bytes'] / 1e6:.1f}",
+                f"{r['load_average'][0]:.1f}",
+                "yes" if r["match"] else "MISMATCH",
+            ]
+            for r in sc["rows"]
+        ]
+        parts.append(
+            f"{h}Scale: one aqido crawl() per archive in a fresh process, canned server, no "
+            f"latency, {sc['concurrency']} in flight, study listing paged by {sc['page_size']}"
+            "\n\n"
+            + _table(
+                [
+                    "instances",
+                    "archive",
+                    "requests",
+                    "s",
+                    "requests/s",
+                    "CPU us/req",
+                    "peak RSS MB (VmHWM)",
+                    "RSS over start MB (per study)",
+                    "load avg",
+                    "counts ok",
+                ],
+                body,
+                markdown=markdown,
+                numeric_from=0,
+            )
+        )
+    return parts
 
 
 #: The client's default ``max_concurrency`` (the one ``"auto"`` must not lose to).
@@ -501,6 +655,8 @@ def render(report: dict[str, Any], *, markdown: bool) -> str:
                 f'{h}Adaptive concurrency: aqido auto (max_concurrency="auto") against the '
                 "fixed limits (median crawl time)\n\n" + auto_table(report, markdown=markdown)
             )
+    if "cpu" in report:
+        parts += cpu_tables(report["cpu"], markdown=markdown)
     if "parse" in report:
         p = report["parse"]
         body = [
@@ -662,13 +818,22 @@ def _ints(text: str) -> list[int]:
 
 def _sizes(text: str) -> list[tuple[int, int, int]]:
     out = []
-    for part in text.split(","):
+    for part in filter(None, text.split(",")):
         a, b, c = (int(x) for x in part.lower().split("x"))
         out.append((a, b, c))
     return out
 
 
-PARTS = ("crawl", "parse", "imports", "memory", "scale")
+PARTS = ("crawl", "cpu", "parse", "imports", "memory", "scale")
+
+
+def _cpu_rows(text: str) -> list[tuple[float, int]]:
+    """``"2:16,2:64"``: (latency in seconds, requests in flight) pairs."""
+    out = []
+    for part in text.split(","):
+        latency, _, concurrency = part.partition(":")
+        out.append((float(latency) / 1000, int(concurrency)))
+    return out
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -700,6 +865,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--parse-repeat", type=int, default=None)
     parser.add_argument("--import-repeat", type=int, default=None)
     parser.add_argument("--memory-sizes", type=_sizes, default=None, help="e.g. 100x4x25,1000x4x25")
+    parser.add_argument(
+        "--cpu-rows", type=_cpu_rows, default=None, help="client CPU rows, ms:in-flight, e.g. 2:16"
+    )
+    parser.add_argument(
+        "--cpu-size", type=_sizes, default=None, help="canned archive, e.g. 200x4x3"
+    )
+    parser.add_argument("--cpu-repeat", type=int, default=None)
+    parser.add_argument("--cold-repeat", type=int, default=None)
+    parser.add_argument(
+        "--scale-sizes", type=_sizes, default=None, help="e.g. 1000x10x10,10000x10x10 ('' : none)"
+    )
     parser.add_argument("--out", default=None, help="directory for latest.json/.md and crawl.png")
     parser.add_argument("--no-chart", action="store_true")
     args = parser.parse_args(argv)
@@ -716,6 +892,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "parse_repeat": 7,
         "import_repeat": 10,
         "memory_sizes": [(100, 4, 25), (300, 4, 25), (1000, 4, 25)],
+        "cpu_rows": [(0.002, 16), (0.002, 64), (0.005, 16), (0.010, 16), (0.050, 16)],
+        "cpu_size": [(200, 4, 3)],
+        "cpu_repeat": 5,
+        "cold_repeat": 10,
+        "scale_sizes": [(1000, 10, 10), (10000, 10, 10)],
         "out": RESULTS,
     }
     tiny: dict[str, Any] = {
@@ -731,6 +912,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "parse_repeat": 1,
         "import_repeat": 1,
         "memory_sizes": [(4, 2, 5), (12, 2, 5)],
+        "cpu_rows": [(0.002, 4)],
+        "cpu_size": [(6, 2, 2)],
+        "cpu_repeat": 1,
+        "cold_repeat": 1,
+        "scale_sizes": [],  # the 1M-instance crawl takes minutes: full runs only
         "out": os.path.join(RESULTS, "tiny"),
     }
     for key, value in (tiny if args.tiny else full).items():
@@ -767,6 +953,16 @@ def main(argv: list[str] | None = None) -> int:
     if "crawl" in args.only:
         _banner("crawl")
         report["crawl"] = run_crawl(args)
+    if "cpu" in args.only:
+        _banner("client CPU against a canned server (issue 18)")
+        report["cpu"] = cpu.run(
+            args.cpu_rows,
+            args.cpu_size[0],
+            repeat=args.cpu_repeat,
+            budget=args.budget,
+            cold_repeat=args.cold_repeat,
+            scale_sizes=args.scale_sizes,
+        )
     if "parse" in args.only:
         _banner("parse")
         report["parse"] = parse.run(args.parse_studies, args.parse_repeat)
@@ -788,6 +984,16 @@ def main(argv: list[str] | None = None) -> int:
     mismatches += [
         f"scale: {row['archives']} archive(s), {row['workers']} worker(s): rows differ"
         for row in report.get("scale", {}).get("rows", [])
+        if not row["match"]
+    ]
+    mismatches += [
+        f"cpu: {row['latency_ms']:g} ms, {row['concurrency']} in flight: counts differ"
+        for row in report.get("cpu", {}).get("crawl", {}).get("rows", [])
+        if not row["counts_ok"]
+    ]
+    mismatches += [
+        f"cpu scale: {row['expected_counts']} expected, got {row['counts']}"
+        for row in report.get("cpu", {}).get("scale", {}).get("rows", [])
         if not row["match"]
     ]
     mismatches += [

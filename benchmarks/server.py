@@ -34,8 +34,11 @@ class ServerProcess:
 
     ``with ServerProcess(studies=300, series=2, instances=3) as server:`` then
     ``server.url``, ``server.counts`` (studies, series, instances),
-    ``server.set_latency(0.01)`` and ``server.stats()``.
+    ``server.set_latency(0.01)`` and ``server.stats()``.  Subclasses serve another
+    module that speaks the same protocol (``module``).
     """
+
+    module = "benchmarks.server"
 
     def __init__(
         self, *, studies: int, series: int, instances: int, seed: int = 7, latency: float = 0.0
@@ -60,7 +63,7 @@ class ServerProcess:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, env.get("PYTHONPATH")]))
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.server", *self.args],
+            [sys.executable, "-m", self.module, *self.args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -53,6 +53,8 @@ def test_tiny_run_prints_every_table(
     assert result.returncode == 0, result.stderr[-3000:]
     for heading in (
         "Crawl, fake 2 ms",
+        "Client CPU, canned server",
+        "Cold start",
         "Parse:",
         "Import time",
         "Streaming crawl memory",
@@ -128,10 +130,53 @@ def test_parse_imports_and_memory_sections_have_their_shape(report: dict[str, An
 def test_targets_are_evaluated(report: dict[str, Any]) -> None:
     targets = report["targets"]
     kinds = {t["target"].split(":")[0].split(",")[0] for t in targets}
-    assert kinds == {"crawl", "parse", "import", "memory"}
+    assert kinds == {"crawl", "client CPU", "parse", "import", "memory"}
     for target in targets:
         assert isinstance(target["met"], bool)
         assert target["value"]
     meta = report["meta"]
     assert meta["tiny"] is True
     assert "noisy" in meta["noise"]
+
+
+def test_client_cpu_rows_cold_start_and_no_scale_run_in_the_smoke_size(
+    report: dict[str, Any],
+) -> None:
+    cpu = report["cpu"]
+    crawl = cpu["crawl"]
+    assert crawl["expected_counts"] == [6, 12, 24]
+    (row,) = crawl["rows"]
+    assert (row["latency_ms"], row["concurrency"]) == (2, 4)
+    assert row["counts_ok"] is True
+    for client in ("aqido", "bare"):
+        assert row[client]["runs"] == 1
+        assert row[client]["median_cpu_s"] > 0
+        assert row[client]["cpu_us_per_request"] > 0
+    assert row["bare"]["requests"] == 1 + 6 + 12  # the listing, then one per study and series
+    assert row["aqido"]["requests"] >= row["bare"]["requests"]  # plus a silent-cap check, if any
+    assert row["wall_ratio"] > 0
+    assert row["cpu_ratio"] > 0
+    assert len(row["load_average"]) == 2
+    cold = cpu["cold_start"]
+    assert set(cold["median_s"]) == {"aqido", "bare aiohttp"}
+    assert set(cold["median_cpu_s"]) == {"aqido", "bare aiohttp"}
+    assert "scale" not in cpu  # the 1M-instance crawl belongs to the full run only
+
+
+def test_canned_server_answers_like_a_qido_rs_archive() -> None:
+    from benchmarks.canned import ROOT, Canned
+
+    canned = Canned(3, 2, 2)
+    studies = json.loads(canned.body("/studies") or b"")
+    assert [s["0020000D"]["Value"][0] for s in studies] == [f"{ROOT}.1.{k}" for k in (1, 2, 3)]
+    assert json.loads(canned.body("/studies?limit=1&offset=2") or b"") == studies[2:]
+    assert canned.body("/studies?offset=3") == b""  # past the end: 204
+    assert json.loads(canned.body(f"/studies?StudyInstanceUID={ROOT}.1.2") or b"") == [studies[1]]
+    series = json.loads(canned.body(f"/dicom-web/studies/{ROOT}.1.2/series") or b"")
+    assert [s["0020000E"]["Value"][0] for s in series] == [f"{ROOT}.2.2.1", f"{ROOT}.2.2.2"]
+    assert {s["0020000D"]["Value"][0] for s in series} == {f"{ROOT}.1.2"}
+    instances = json.loads(canned.body(f"/studies/{ROOT}.1.2/series/{ROOT}.2.2.1/instances") or b"")
+    assert [i["00080018"]["Value"][0] for i in instances] == [f"{ROOT}.3.2.1.1", f"{ROOT}.3.2.1.2"]
+    assert {i["0020000E"]["Value"][0] for i in instances} == {f"{ROOT}.2.2.1"}
+    assert canned.body(f"/studies/{ROOT}.1.9/series") is None  # no such study: 404
+    assert canned.counts == (3, 6, 12)

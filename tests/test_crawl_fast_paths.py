@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import attrs
 import pytest
 
@@ -149,3 +150,220 @@ def test_lone_surrogates_are_still_refused_in_non_ascii_text() -> None:
     for bad in ("M\udcfcller", "山田\ud800"):
         with pytest.raises(InvalidQueryError, match="surrogate"):
             HierarchicalQuery(PatientName=bad)
+
+
+# --- trusted child queries (issue 18) --------------------------------------------------------
+
+PARENTS = [
+    HierarchicalQuery(),
+    HierarchicalQuery(extra_params={"vendor": ["a", "b"]}),
+    HierarchicalQuery(permissive_uid=True),
+    HierarchicalQuery(
+        query_level=QueryLevel.SERIES, StudyInstanceUID="1.2.3", extra_params={"x": "1"}
+    ),
+]
+
+
+@pytest.mark.parametrize("parent", PARENTS)
+def test_child_queries_are_the_queries_evolve_builds(parent: HierarchicalQuery) -> None:
+    from aqido.query import _child_query
+
+    if parent.query_level is QueryLevel.STUDY:
+        level, uids = QueryLevel.SERIES, {"StudyInstanceUID": "1.2.840.10008.5"}
+    else:
+        level, uids = QueryLevel.INSTANCE, {"SeriesInstanceUID": "1.2.3.4.0"}
+    fast = _child_query(parent, level, **uids)
+    slow = attrs.evolve(parent, query_level=level, **uids)
+    assert type(fast) is type(slow)
+    assert fast == slow
+    assert hash(fast) == hash(slow)
+    assert fast.relative_url() == slow.relative_url()
+    assert repr(fast) == repr(slow)
+    for field in attrs.fields(HierarchicalQuery):
+        assert getattr(fast, field.name) == getattr(slow, field.name)
+        assert type(getattr(fast, field.name)) is type(getattr(slow, field.name))
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        fast.limit = 3  # type: ignore[misc]
+    assert parent == attrs.evolve(parent)  # the parent is untouched
+
+
+@pytest.mark.parametrize(
+    ("permissive", "uid"),
+    [
+        (False, "1.2.3\x00"),  # padding: normalised by the full constructor
+        (False, "1.2.3 "),
+        (True, "abc.01 "),
+    ],
+)
+def test_child_query_uids_that_need_normalising_are_normalised(permissive: bool, uid: str) -> None:
+    from aqido.query import _child_query
+
+    parent = HierarchicalQuery(permissive_uid=permissive)
+    fast = _child_query(parent, QueryLevel.SERIES, StudyInstanceUID=uid)
+    assert fast == attrs.evolve(parent, query_level=QueryLevel.SERIES, StudyInstanceUID=uid)
+    assert fast.StudyInstanceUID == uid.rstrip("\x00 ")
+
+
+@pytest.mark.parametrize(
+    ("permissive", "uid"),
+    [
+        (False, "1.02.3"),  # leading zero: strict only
+        (False, "1.2.3,1.2.4"),  # a list cannot go in the path
+        (True, "1.2.3,1.2.4"),
+        (False, "1.2.*"),
+        (True, "a/b"),
+        (True, ".."),
+        (False, ""),
+    ],
+)
+def test_child_query_refuses_what_the_constructor_refuses(permissive: bool, uid: str) -> None:
+    from aqido.query import _child_query
+
+    parent = HierarchicalQuery(permissive_uid=permissive)
+    with pytest.raises(InvalidQueryError) as slow:
+        attrs.evolve(parent, query_level=QueryLevel.SERIES, StudyInstanceUID=uid)
+    with pytest.raises(InvalidQueryError) as fast:
+        _child_query(parent, QueryLevel.SERIES, StudyInstanceUID=uid)
+    assert str(fast.value) == str(slow.value)
+
+
+def test_derived_pages_equal_evolved_pages() -> None:
+    from aqido.query import _derive
+
+    query = HierarchicalQuery(PatientID="X*", include_fields=["PatientBirthDate"], limit=3)
+    fast = _derive(query, limit=10, offset=20)
+    assert fast == attrs.evolve(query, limit=10, offset=20)
+    assert fast.query_string() == attrs.evolve(query, limit=10, offset=20).query_string()
+
+
+def test_user_built_queries_keep_every_check() -> None:
+    from aqido.errors import UnknownFieldError
+
+    with pytest.raises(UnknownFieldError):
+        HierarchicalQuery(StudyInstanceUIDs="1.2.3")  # type: ignore[call-arg]
+    with pytest.raises(InvalidQueryError):
+        HierarchicalQuery(query_level=QueryLevel.SERIES, StudyInstanceUID="1.02")
+    with pytest.raises(InvalidQueryError):
+        attrs.evolve(HierarchicalQuery(), limit=-1)
+
+
+@pytest.mark.anyio
+async def test_a_crawl_records_a_study_uid_no_query_can_carry() -> None:
+    """A UID the server returns that fails the check goes the slow path and is recorded."""
+    from aqido.stats import CrawlStats
+
+    bad = {"0020000D": {"vr": "UI", "Value": ["1.02.3"]}}  # leading zero: not a UID
+    good = _study_json(7)
+    items = {"/studies": [bad, good]}
+
+    async def fetch(query: Any, _limiter: Any) -> QidoResponse:
+        from aqido.protocol import parse_response
+
+        body = items.get(query.uri_base(), [])
+        import json
+
+        return parse_response(
+            200 if body else 204,
+            {"Content-Type": "application/dicom+json"},
+            json.dumps(body).encode() if body else b"",
+            url="http://h" + query.relative_url(),
+        )
+
+    from aqido.client import _structure
+    from aqido.crawl import crawl
+
+    stats = CrawlStats()
+    found = [
+        s.StudyInstanceUID
+        async for s in crawl(
+            fetch,
+            _structure,
+            HierarchicalQuery(),
+            depth=QueryLevel.SERIES,
+            window=4,
+            stats=stats,
+            partial=True,
+        )
+    ]
+    assert found == ["1.2.3.7"]
+    assert len(stats.failures) == 1
+    assert "1.02.3" in str(stats.failures[0])
+
+
+# --- the crawl's task group (issue 18: plain asyncio tasks) ---------------------------------
+
+
+@pytest.mark.anyio
+async def test_cancelling_a_first_error_group_cancels_and_awaits_its_tasks() -> None:
+    import asyncio
+
+    from aqido.crawl import FirstErrorGroup
+
+    started: list[int] = []
+    finished: list[int] = []
+
+    async def sleeper(n: int) -> None:
+        started.append(n)
+        try:
+            await anyio.sleep_forever()
+        finally:
+            await asyncio.sleep(0)  # cleanup that itself awaits
+            finished.append(n)
+
+    before = asyncio.all_tasks()
+    with anyio.move_on_after(0.05) as scope:
+        async with FirstErrorGroup() as group:
+            for n in range(5):
+                group.start_soon(sleeper, n)
+    assert scope.cancelled_caught
+    assert sorted(started) == sorted(finished) == list(range(5))
+    assert asyncio.all_tasks() == before
+
+
+@pytest.mark.anyio
+async def test_a_bug_in_a_first_error_group_is_raised_as_is_and_cancels_the_rest() -> None:
+    from aqido.crawl import FirstErrorGroup
+
+    cancelled: list[bool] = []
+
+    async def waits() -> None:
+        try:
+            await anyio.sleep_forever()
+        except BaseException:
+            cancelled.append(True)
+            raise
+
+    async def fails(error: BaseException) -> None:
+        await anyio.sleep(0.01)
+        raise error
+
+    async def run() -> None:
+        async with FirstErrorGroup() as group:
+            group.start_soon(waits)
+            group.start_soon(fails, KeyError("bug"))
+            group.start_soon(fails, ServerError(500, "http://h/x"))
+
+    with pytest.raises(KeyError):
+        await run()
+    assert cancelled == [True]
+
+
+@pytest.mark.anyio
+async def test_a_first_error_group_waits_for_tasks_started_by_tasks() -> None:
+    from aqido.crawl import FirstErrorGroup
+
+    done: list[int] = []
+
+    async def leaf(n: int) -> None:
+        await anyio.sleep(0.01)
+        done.append(n)
+
+    async with FirstErrorGroup() as group:
+
+        async def parent() -> None:
+            await anyio.lowlevel.checkpoint()
+            for n in range(3):
+                group.start_soon(leaf, n)
+
+        group.start_soon(parent)
+    assert sorted(done) == [0, 1, 2]
