@@ -1,4 +1,4 @@
-"""Developer tasks: ``nox`` runs what CI runs (lint, typecheck, tests, integration).
+"""Developer tasks: ``nox`` runs what CI runs (lint, typecheck, tests, integration, docs).
 
 Sessions:
     lint         ruff check + ruff format --check
@@ -8,6 +8,7 @@ Sessions:
                  from Debian packages when missing, as root) and tiny_pacs (pip-installed
                  into its own virtualenv, ~/.cache/aqido/tinypacs-venv); this session asks
                  the launchers to install (AQIDO_INSTALL_SERVERS=1)
+    docs         the docs site: mkdocs build --strict (warnings are errors), no network
     bench        benchmarks against dicomweb-client, dicomtrolley and bare aiohttp
                  (not a default session; `nox -s bench -- --tiny` for a smoke run,
                  `-- --orthanc` to add a real Orthanc, `-- --help` for the options)
@@ -22,7 +23,7 @@ import shutil
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "typecheck", "tests", "integration"]
+nox.options.sessions = ["lint", "typecheck", "tests", "integration", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 
 SUPPORTED = ("3.10", "3.11", "3.12", "3.13")
@@ -89,6 +90,21 @@ def integration(session: nox.Session) -> None:
             "AQIDO_REQUIRE_ORTHANC": "1",
             "AQIDO_REQUIRE_TINYPACS": "1",
         },
+    )
+
+
+@nox.session(python="3.11")
+def docs(session: nox.Session) -> None:
+    """Build the docs site with warnings as errors (``mkdocs build --strict``); no network."""
+    session.install("-e", ".[docs]")
+    session.run(
+        "mkdocs",
+        "build",
+        "--strict",
+        "--site-dir",
+        os.path.join(session.create_tmp(), "site"),
+        *session.posargs,
+        env={"NO_MKDOCS_2_WARNING": "1"},
     )
 
 

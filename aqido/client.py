@@ -839,7 +839,7 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
         client's ``server_limit``) is paged with
         ``offset``, and if the server does not honour it, the study query is
         split by StudyDate, StudyTime, then ModalitiesInStudy until every part
-        fits (see the README's "Crawling" section for what cannot be reached);
+        fits (see docs/crawling.md for what cannot be reached);
         with a ``profile``, only by the keys the server matches
         (:func:`aqido.plan.split_keys`).
 

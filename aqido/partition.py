@@ -44,7 +44,7 @@ A study's overflowing series listing is split by ``Modality``
 matching on InstanceNumber, no wildcards on UIDs), so they rely on paging.
 
 Parts may overlap (a study with two modalities); the crawl de-duplicates by
-UID.  What splitting cannot reach is documented in the README: studies with
+UID.  What splitting cannot reach is documented in docs/crawling.md: studies with
 no ``StudyDate`` (or no ``StudyTime`` on an overflowing day, or no known
 modality in an overflowing second) that are not in the truncated answer.  The
 crawl notices them only when the server announced a total (299 warning count).

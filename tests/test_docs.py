@@ -1,10 +1,11 @@
-"""The docs run: every code block of the README and every example script, as written.
+"""The docs run: every code block of the README and of every docs page, and every example script.
 
-README rules (so docs never rot):
+Docs rules (so docs never rot), for ``README.md`` and every ``docs/**/*.md`` page alike:
 
-- ```` ```python ```` blocks run in order, one namespace per ``## `` section.  A run of
-  ``# ...`` comment lines right after a ``print(...)`` or ``asyncio.run(...)`` line shows
-  what that line prints: everything a block prints must be shown, and is compared.
+- ```` ```python ```` blocks run in order, one namespace per ``## `` section of a page (the
+  part of a page before its first ``## `` is a section too).  A run of ``# ...`` comment
+  lines right after a ``print(...)`` or ``asyncio.run(...)`` line shows what that line
+  prints: everything a block prints must be shown, and is compared.
 - ```` ```ipython ```` blocks use top-level ``await`` (Jupyter, ``python -m asyncio``):
   they run that way, with ``http://127.0.0.1:8042/dicom-web`` pointing at a running demo
   archive.
@@ -12,9 +13,14 @@ README rules (so docs never rot):
   against the demo archive (same URL substitution), in a scratch directory.  The lines
   after it are its expected output (stdout, then stderr; a line ending in ``…`` matches as
   a prefix; none shown: not compared), and ``# exit N`` its exit status (default 0).
-- ```` ```json ```` blocks must parse.  ```` ```bash ```` blocks (installing) are not run.
+- ```` ```json ```` blocks must parse.  ```` ```bash ```` blocks (installing) are not run,
+  nor are plain-text ones (```` ``` ```` or ```` ```text ````: a tree, a file format).
 - A block can be skipped only visibly: ``<!-- docs-test: skip REASON -->`` on the line
   before its fence; the reason shows in the test report.
+- Fences start at the beginning of a line, with a bare language name (no titles or
+  attributes), and are never indented (not inside lists or admonitions), so that no block
+  can hide from this harness.  mkdocstrings directives (``::: aqido.Name``) and the
+  README include of ``docs/index.md`` are plain lines, not code.
 
 Every ``examples/*.py`` runs as a script (with no URL it starts the demo archive itself,
 and again given a running archive's URL); ``examples/top_level_await.py`` runs as notebook
@@ -26,6 +32,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
+import importlib
 import io
 import json
 import os
@@ -47,26 +54,45 @@ from aqido.testing import FakeArchive, demo_archive
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 EXAMPLES = ROOT / "examples"
-#: The URL the README uses for "your archive"; replaced by a running demo archive.
+#: The URL the docs use for "your archive"; replaced by a running demo archive.
 README_URL = "http://127.0.0.1:8042/dicom-web"
 SKIP = re.compile(r"^\s*<!--\s*docs-test:\s*skip\s+(?P<reason>\S.*?)\s*-->\s*$")
+#: A fence anywhere on a line (indented, ``~~~``): the harness only reads column-0 ``` fences.
+ANY_FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+def doc_pages() -> list[str]:
+    """Every page whose code blocks run: the README, then the docs pages (paths from the root)."""
+    pages = sorted(path.relative_to(ROOT).as_posix() for path in DOCS.rglob("*.md"))
+    return ["README.md", *pages]
+
+
+PAGES = doc_pages()
 
 
 @attrs.frozen
 class Block:
-    """One fenced code block of the README."""
+    """One fenced code block of a docs page."""
 
+    page: str  # path from the repository root, e.g. "docs/crawling.md"
     section: str
-    lang: str
+    lang: str  # the fence's whole info string (anything but a bare name is rejected)
     code: str
     line: int  # of the first code line, 1-based
     skip: str | None
 
+    @property
+    def where(self) -> str:
+        """``page:line``, for messages and test ids."""
+        return f"{self.page}:{self.line}"
 
-def readme_blocks(text: str | None = None) -> list[Block]:
-    """The README's fenced code blocks, with their section and skip reason."""
-    lines = (README.read_text(encoding="utf-8") if text is None else text).splitlines()
+
+def page_blocks(page: str, text: str | None = None) -> list[Block]:
+    """A page's fenced code blocks, with their section and skip reason."""
+    source = (ROOT / page).read_text(encoding="utf-8") if text is None else text
+    lines = source.splitlines()
     blocks: list[Block] = []
     section = ""
     index = 0
@@ -74,7 +100,7 @@ def readme_blocks(text: str | None = None) -> list[Block]:
         line = lines[index]
         if line.startswith("## "):
             section = line[3:].strip()
-        fence = re.match(r"^```(\w*)\s*$", line)
+        fence = re.match(r"^```(.*)$", line)
         if fence:
             start = index + 1
             end = start
@@ -84,8 +110,9 @@ def readme_blocks(text: str | None = None) -> list[Block]:
             marker = SKIP.match(previous)
             blocks.append(
                 Block(
+                    page,
                     section,
-                    fence.group(1),
+                    fence.group(1).strip(),
                     "\n".join(lines[start:end]) + "\n",
                     start + 1,
                     marker.group("reason") if marker else None,
@@ -94,6 +121,11 @@ def readme_blocks(text: str | None = None) -> list[Block]:
             index = end
         index += 1
     return blocks
+
+
+def all_blocks(lang: str) -> list[Block]:
+    """Every block of one language, on every page."""
+    return [b for page in PAGES for b in page_blocks(page) if b.lang == lang]
 
 
 def shown_output(code: str) -> list[str]:
@@ -111,20 +143,21 @@ def shown_output(code: str) -> list[str]:
     return shown
 
 
-def _sections(lang: str) -> list[str]:
-    return list(dict.fromkeys(b.section for b in readme_blocks() if b.lang == lang))
+def _sections(lang: str) -> list[tuple[str, str]]:
+    """``(page, section)`` pairs that hold blocks of ``lang``, in page order."""
+    return list(dict.fromkeys((b.page, b.section) for b in all_blocks(lang)))
 
 
 @pytest.fixture(scope="module")
 def archive() -> Iterator[FakeArchive]:
-    """The demo archive the README's commands and notebook cells talk to."""
+    """The demo archive the docs' commands and notebook cells talk to."""
     with demo_archive(50).run_in_thread() as running:
         yield running
 
 
 def _skip_if_marked(block: Block) -> None:
     if block.skip is not None:
-        pytest.skip(f"README line {block.line}: {block.skip}")
+        pytest.skip(f"{block.where}: {block.skip}")
 
 
 # --- the harness itself ----------------------------------------------------------------------
@@ -132,39 +165,51 @@ def _skip_if_marked(block: Block) -> None:
 
 def test_blocks_sections_skips_and_shown_output_are_parsed() -> None:
     text = (
-        "## A\n\n```python\nprint(1)\n# 1\nx = 2\n```\n\n## B\n"
-        "<!-- docs-test: skip needs a PACS -->\n```console\n$ aqido x\n```\n"
+        "# Page\n\n```python\nx = 1\n```\n\n## A\n\n```python\nprint(1)\n# 1\nx = 2\n```\n\n## B\n"
+        "<!-- docs-test: skip needs a PACS -->\n```console\n$ aqido x\n```\n\n"
+        "::: aqido.Study\n\n"
+        '{%\n   include-markdown "../README.md"\n   start="<!-- begin-teaser -->"\n%}\n\n'
+        '```python title="x.py"\npass\n```\n'
     )
-    first, second = readme_blocks(text)
-    assert (first.section, first.lang, first.line, first.skip) == ("A", "python", 4, None)
+    zero, first, second, titled = page_blocks("docs/x.md", text)
+    assert (zero.page, zero.section, zero.line) == ("docs/x.md", "", 4)
+    assert (first.section, first.lang, first.line, first.skip) == ("A", "python", 10, None)
     assert shown_output(first.code) == ["1"]
     assert (second.section, second.lang, second.skip) == ("B", "console", "needs a PACS")
+    assert titled.lang == 'python title="x.py"'  # rejected by the language check below
     assert shown_output("for i in x:\n    print(i)  # each\nprint(2)\n# 2\n# 3\n") == ["2", "3"]
 
 
-def test_the_readme_has_the_issue_outline() -> None:
-    headings = [line[3:] for line in README.read_text().splitlines() if line.startswith("## ")]
-    for wanted in (
-        "Install",
-        "Set-up",
-        "A 30-second tour",
-        "The query model",
-        "Results",
-        "The client",
-        "Crawling",
-        "Command line",
-        "Notebooks and scripts",
-        "Errors",
-        "Performance",
-        "Compatibility",
-        "Development",
-    ):
+def test_the_pages_are_the_readme_and_every_docs_page() -> None:
+    assert PAGES[0] == "README.md"
+    assert "docs/index.md" in PAGES
+    assert "docs/crawling.md" in PAGES
+    assert len(PAGES) == 1 + len(list(DOCS.rglob("*.md")))
+
+
+def test_the_readme_is_short_and_has_the_issue_outline() -> None:
+    text = README.read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 200
+    headings = [line[3:] for line in text.splitlines() if line.startswith("## ")]
+    for wanted in ("Install", "Set-up", "A 30-second tour", "Documentation"):
         assert any(h.startswith(wanted) for h in headings), wanted
     assert headings.index("Install") < headings.index("Set-up") < headings.index("A 30-second tour")
 
 
+def test_the_readme_links_resolve_and_reach_the_guides() -> None:
+    text = README.read_text(encoding="utf-8")
+    targets = [t.split("#")[0] for t in re.findall(r"\]\(([^)\s]+)\)", text)]
+    local = [t for t in targets if t and "://" not in t]
+    for target in local:
+        assert (ROOT / target).exists(), target
+    for guide in ("queries", "results", "client", "crawling", "cli", "notebooks", "errors"):
+        assert f"docs/{guide}.md" in local, guide
+    for guide in ("testing", "migrating", "servers", "performance", "architecture"):
+        assert f"docs/{guide}.md" in local, guide
+
+
 def test_the_setup_commands_are_the_two_that_work() -> None:
-    [setup] = [b for b in readme_blocks() if b.section == "Set-up"]
+    [setup] = [b for b in page_blocks("README.md") if b.section == "Set-up"]
     first, second = (line.split("#")[0].strip() for line in setup.code.splitlines())
     assert first == "pip install -e '.[cli]' && aqido demo"
     assert second == "pip install nox && nox"
@@ -172,34 +217,43 @@ def test_the_setup_commands_are_the_two_that_work() -> None:
     assert 'cli = ["rich' in (ROOT / "pyproject.toml").read_text()
 
 
-def test_the_results_section_keeps_its_benchmark() -> None:
-    section = README.read_text().split("## Results", 1)[1].split("\n## ", 1)[0]
-    assert "python benchmarks/parse.py" in section
-    assert "pydicom Dataset.from_json" in section
+def test_the_results_page_keeps_its_benchmark() -> None:
+    text = (DOCS / "results.md").read_text(encoding="utf-8")
+    assert "python benchmarks/parse.py" in text
+    assert "pydicom Dataset.from_json" in text
 
 
-def test_every_block_is_checked_or_visibly_skipped() -> None:
-    langs = {b.lang for b in readme_blocks()}
-    # "" is plain text (a tree, a file format): not code, nothing to run
-    assert langs <= {"python", "ipython", "console", "json", "bash", ""}, langs
+@pytest.mark.parametrize("page", PAGES)
+def test_every_block_is_checked_or_visibly_skipped(page: str) -> None:
+    blocks = page_blocks(page)
+    # "" and "text" are plain text (a tree, a file format): not code, nothing to run
+    langs = {b.lang for b in blocks}
+    assert langs <= {"python", "ipython", "console", "json", "bash", "text", ""}, (page, langs)
+    # every fence is one the harness reads: at column 0, with backticks
+    lines = (ROOT / page).read_text(encoding="utf-8").splitlines()
+    fences = [n for n, line in enumerate(lines, 1) if ANY_FENCE.match(line)]
+    assert len(fences) == 2 * len(blocks), f"{page}: an indented or ~~~ fence at {fences}"
+    assert all(lines[n - 1].startswith("```") for n in fences), f"{page}: fences {fences}"
 
 
-# --- README: python, ipython, console, json ----------------------------------------------
+# --- docs pages: python, ipython, console, json ------------------------------------------
 
 
-@pytest.mark.parametrize("section", _sections("python"))
-def test_readme_python_blocks_run(section: str) -> None:
+@pytest.mark.parametrize(
+    ("page", "section"), _sections("python"), ids=lambda v: v.replace(" ", "_") or "top"
+)
+def test_python_blocks_run(page: str, section: str) -> None:
     threads_before = set(threading.enumerate())
-    namespace: dict[str, Any] = {"__name__": "__readme__"}
-    for block in [b for b in readme_blocks() if b.section == section and b.lang == "python"]:
+    namespace: dict[str, Any] = {"__name__": "__docs__"}
+    for block in [b for b in all_blocks("python") if (b.page, b.section) == (page, section)]:
         _skip_if_marked(block)
         out = io.StringIO()
-        code = compile("\n" * (block.line - 1) + block.code, str(README), "exec")
+        code = compile("\n" * (block.line - 1) + block.code, str(ROOT / page), "exec")
         with contextlib.redirect_stdout(out):
             exec(code, namespace)
-        assert out.getvalue().splitlines() == shown_output(block.code), f"README:{block.line}"
+        assert out.getvalue().splitlines() == shown_output(block.code), block.where
         # nothing left running (the blocking client's loop thread, an archive thread...)
-        assert set(threading.enumerate()) <= threads_before, f"README:{block.line}"
+        assert set(threading.enumerate()) <= threads_before, block.where
 
 
 async def _run_top_level(code: Any, namespace: dict[str, Any]) -> None:
@@ -214,17 +268,15 @@ def run_cells(source: str, filename: str, namespace: dict[str, Any]) -> None:
     asyncio.run(_run_top_level(code, namespace))
 
 
-@pytest.mark.parametrize(
-    "block", [b for b in readme_blocks() if b.lang == "ipython"], ids=lambda b: f"line{b.line}"
-)
-def test_readme_ipython_blocks_run(block: Block, archive: FakeArchive) -> None:
+@pytest.mark.parametrize("block", all_blocks("ipython"), ids=lambda b: b.where)
+def test_ipython_blocks_run(block: Block, archive: FakeArchive) -> None:
     _skip_if_marked(block)
-    assert README_URL in block.code
+    assert README_URL in block.code, block.where
     source = "\n" * (block.line - 1) + block.code.replace(README_URL, archive.url)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        run_cells(source, str(README), {"__name__": "__readme__"})
-    assert out.getvalue().splitlines() == shown_output(block.code)
+        run_cells(source, str(ROOT / block.page), {"__name__": "__docs__"})
+    assert out.getvalue().splitlines() == shown_output(block.code), block.where
 
 
 def _commands(code: str) -> list[tuple[str, list[str], int]]:
@@ -250,29 +302,27 @@ def _matches(actual: list[str], expected: list[str]) -> bool:
     )
 
 
-@pytest.mark.parametrize(
-    "block", [b for b in readme_blocks() if b.lang == "console"], ids=lambda b: f"line{b.line}"
-)
-def test_readme_console_commands_run(
+@pytest.mark.parametrize("block", all_blocks("console"), ids=lambda b: b.where)
+def test_console_commands_run(
     block: Block, archive: FakeArchive, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _skip_if_marked(block)
     monkeypatch.chdir(tmp_path)
     commands = _commands(block.code)
-    assert commands, f"README:{block.line}: a console block without `$ ` commands"
+    assert commands, f"{block.where}: a console block without `$ ` commands"
     for command, expected, status in commands:
         argv = shlex.split(command.replace(README_URL, archive.url))
-        assert argv[0] == "aqido", f"README:{block.line}: only aqido commands run: {command}"
+        assert argv[0] == "aqido", f"{block.where}: only aqido commands run: {command}"
         out, err = io.StringIO(), io.StringIO()
         got = cli_main(argv[1:], stdout=out, stderr=err, environ={})
         printed = out.getvalue().splitlines() + err.getvalue().splitlines()
-        assert got == status, f"{command}\n{out.getvalue()}{err.getvalue()}"
+        assert got == status, f"{block.where}: {command}\n{out.getvalue()}{err.getvalue()}"
         if expected:
-            assert _matches(printed, expected), (command, printed, expected)
+            assert _matches(printed, expected), (block.where, command, printed, expected)
 
 
-def test_readme_json_blocks_parse() -> None:
-    for block in [b for b in readme_blocks() if b.lang == "json" and b.skip is None]:
+def test_json_blocks_parse() -> None:
+    for block in [b for b in all_blocks("json") if b.skip is None]:
         json.loads(block.code)
 
 
@@ -289,8 +339,8 @@ EXPECTED = {
 }
 
 
-def test_every_example_is_listed_in_the_readme() -> None:
-    text = README.read_text()
+def test_every_example_is_listed_in_the_docs() -> None:
+    text = (DOCS / "notebooks.md").read_text(encoding="utf-8")
     for path in EXAMPLES.iterdir():
         if path.suffix in (".py", ".ipynb"):
             assert path.name in text, path.name
@@ -366,3 +416,56 @@ def test_from_dicomtrolley_runs_without_dicomtrolley(tmp_path: pathlib.Path) -> 
     assert result.returncode == 0, result.stderr
     assert "dicomtrolley is not installed" in result.stdout
     assert "aqido crawl:        the same studies" in result.stdout
+
+
+# --- the docs site ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("module", "page"), [("aqido", "aqido.md"), ("aqido.testing", "testing.md")]
+)
+def test_the_api_reference_documents_every_public_name(module: str, page: str) -> None:
+    """Each name of the module's ``__all__`` has its mkdocstrings directive, and no other."""
+    exported = set(importlib.import_module(module).__all__) - {"__version__"}
+    text = (DOCS / "reference" / page).read_text(encoding="utf-8")
+    documented = re.findall(rf"^::: {re.escape(module)}\.(\w+)\s*$", text, flags=re.MULTILINE)
+    assert len(documented) == len(set(documented)), "a name is documented twice"
+    assert set(documented) == exported
+
+
+def test_every_docs_page_is_in_the_site_navigation() -> None:
+    nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8").split("\nnav:", 1)[1]
+    # "- Title: page.md" or "- page.md"
+    listed = set(re.findall(r"^\s*-\s*(?:.*:\s*)?(\S+\.md)\s*$", nav, flags=re.MULTILINE))
+    pages = {path.relative_to(DOCS).as_posix() for path in DOCS.rglob("*.md")}
+    assert listed <= pages, listed - pages
+    assert pages <= listed, f"add to the nav of mkdocs.yml: {sorted(pages - listed)}"
+
+
+def test_the_site_hook_turns_sphinx_roles_into_code() -> None:
+    import mkdocs_hooks
+
+    html = (
+        "<p>A :class:<code>~aqido.retry.Timeout</code>, :meth:<code>AsyncQidoRS.close</code>"
+        " and :mod:<code>aqido.query</code>; <code>:class:</code> stays.</p>"
+    )
+    assert mkdocs_hooks.on_page_content(html) == (
+        "<p>A <code>Timeout</code>, <code>AsyncQidoRS.close</code>"
+        " and <code>aqido.query</code>; <code>:class:</code> stays.</p>"
+    )
+
+
+def test_the_errors_page_shows_every_exception() -> None:
+    import aqido.errors
+
+    text = (DOCS / "errors.md").read_text(encoding="utf-8")
+    tree = text.split("```\nQidoError", 1)[1].split("```", 1)[0]
+    exceptions = [
+        name
+        for name in aqido.errors.__all__
+        if isinstance(getattr(aqido.errors, name), type)
+        and issubclass(getattr(aqido.errors, name), aqido.errors.QidoError)
+    ]
+    assert "QidoError" in exceptions
+    for name in exceptions:
+        assert name == "QidoError" or re.search(rf"── {name}\b", tree), name

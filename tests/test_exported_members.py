@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import pathlib
 import subprocess
 import sys
 
@@ -34,3 +36,52 @@ def test_import_aqido_does_not_import_heavy_modules() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+# --- the public API, pinned ---------------------------------------------------------------
+
+PUBLIC_API = pathlib.Path(__file__).with_name("public_api.txt")
+MODULES = ("aqido", "aqido.testing")
+
+
+def _pinned(module: str) -> list[str]:
+    """The names of ``module`` in the checked-in list, in file order."""
+    names = []
+    for line in PUBLIC_API.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and line.rsplit(".", 1)[0] == module:
+            names.append(line.rsplit(".", 1)[1])
+    return names
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_the_public_api_is_the_checked_in_list(module: str) -> None:
+    exported = importlib.import_module(module).__all__
+    pinned = _pinned(module)
+    assert pinned, f"{PUBLIC_API.name} lists nothing for {module}"
+    assert len(pinned) == len(set(pinned)), "a name is listed twice"
+    added = sorted(set(exported) - set(pinned))
+    removed = sorted(set(pinned) - set(exported))
+    assert (added, removed) == ([], []), (
+        f"{module}.__all__ changed (added {added}, removed {removed}): if that is deliberate, "
+        f"update tests/{PUBLIC_API.name} and docs/reference/"
+    )
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_no_private_name_is_exported(module: str) -> None:
+    """No ``_name`` in ``__all__``, and no private object re-exported under a public name."""
+    namespace = importlib.import_module(module)
+    for name in namespace.__all__:
+        if name == "__version__":
+            continue
+        assert not name.startswith("_"), f"{module}.{name}"
+        value = getattr(namespace, name)
+        own_name = getattr(value, "__name__", name)
+        assert not own_name.startswith("_"), f"{module}.{name} is {own_name}"
+
+
+def test_the_checked_in_list_holds_only_the_public_modules() -> None:
+    for line in PUBLIC_API.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            assert line.rsplit(".", 1)[0] in MODULES, line

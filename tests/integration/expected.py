@@ -189,7 +189,7 @@ def check_series_results(
     """Series results are exactly ``expected`` (once each), each checked with its study.
 
     ``study_level=False``: the search named StudyInstanceUID as a query key, so
-    Orthanc leaves the patient and study attributes out (README, compatibility notes).
+    Orthanc leaves the patient and study attributes out (docs/servers.md).
     """
     records = {s.series_instance_uid: s for s in expected}
     seen = []
@@ -218,7 +218,7 @@ def check_instance_results(
 
     ``study_level=False`` / ``series_level=False``: the search named
     StudyInstanceUID / SeriesInstanceUID as a query key, so Orthanc leaves
-    that level's attributes out (README, compatibility notes).
+    that level's attributes out (docs/servers.md).
     """
     records = {i.sop_instance_uid: i for i in expected}
     seen = []
@@ -245,7 +245,7 @@ def matches(pattern: str, value: str) -> bool:
 
     A person name is matched as its whole stored string (all component groups).
     Good for ASCII patterns over ASCII stretches of values: Orthanc's ``?`` does
-    not stand for a non-ASCII character (see the README's compatibility notes).
+    not stand for a non-ASCII character (see docs/servers.md).
     """
     regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
     return re.fullmatch(regex, value, re.IGNORECASE | re.DOTALL) is not None

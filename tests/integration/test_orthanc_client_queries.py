@@ -204,7 +204,7 @@ async def test_patient_name(qido: AsyncQidoRS, server: Served, pattern: str) -> 
 
 @pytest.mark.anyio
 async def test_question_mark_never_stands_for_a_non_ascii_letter(orthanc: OrthancServer) -> None:
-    # An Orthanc quirk (README, compatibility notes): '*' spans 'ü', one or two '?' do not.
+    # An Orthanc quirk (docs/servers.md): '*' spans 'ü', one or two '?' do not.
     assert _where(lambda s: s.patient_name.startswith("Müller"))
     async with AsyncQidoRS(orthanc.dicomweb_url) as qido:
         await _question_marks(qido)

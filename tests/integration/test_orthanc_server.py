@@ -1,7 +1,7 @@
 """The launcher, the seed, and Orthanc's QIDO-RS behaviour, checked over raw HTTP.
 
 No aqido client here: these tests pin down what the real server does (the
-facts the README's compatibility notes and the client rely on), with URLs
+facts docs/servers.md and the client rely on), with URLs
 sent byte for byte.  Expected answers are computed from the synthetic
 records the server was seeded with.
 """
