@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import contextlib
 import io
 import json
@@ -303,7 +304,7 @@ async def test_declared_huge_body_is_refused_at_once() -> None:
 @pytest.mark.anyio
 async def test_compressed_body_under_the_limit_is_read_whole() -> None:
     items = [dict(STUDY, **{"0020000D": {"vr": "UI", "Value": [f"1.2.{i}"]}}) for i in range(500)]
-    compressed = zlib.compress(json.dumps(items).encode(), wbits=31)
+    compressed = gzip.compress(json.dumps(items).encode())
     assert len(compressed) < 10_000 < len(json.dumps(items))
     with serve(answer(compressed, **{"Content-Encoding": "gzip"})) as server:
         async with AsyncQidoRS(server.url, max_response_bytes=len(json.dumps(items))) as client:
@@ -626,12 +627,27 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 @pytest.fixture
-def mutual_tls(pki: Pki) -> ssl.SSLContext:
+def mutual_tls(pki: Pki) -> Iterator[ssl.SSLContext]:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     pki.ca.issue_cert("127.0.0.1").configure_cert(context)
     context.verify_mode = ssl.CERT_REQUIRED
     pki.ca.configure_trust(context)
-    return context
+    yield context
+    if sys.version_info < (3, 11):
+        # Python 3.10's asyncio drops a closed TLS transport without its shutdown (fixed in
+        # 3.11): collect it here, in this test (whose mark ignores that warning), not later.
+        import gc
+
+        gc.collect()
+
+
+def TLS_310(test: Callable[..., Any]) -> Callable[..., Any]:  # noqa: N802 - used as a mark
+    """Python 3.10 only: ignore its asyncio's report of closed TLS transports (see mutual_tls)."""
+    if sys.version_info < (3, 11):
+        return pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")(test)
+    return test
+    else "default::pytest.PytestUnraisableExceptionWarning:nowhere"
+)
 
 
 @pytest.mark.anyio
@@ -668,6 +684,7 @@ def test_a_missing_ca_bundle_is_a_value_error(tmp_path: Path) -> None:
         AsyncQidoRS("https://127.0.0.1:1/", ssl=tmp_path / "missing.pem")
 
 
+@TLS_310
 @pytest.mark.anyio
 async def test_mutual_tls_with_a_client_certificate_in_a_context(
     pki: Pki, mutual_tls: ssl.SSLContext
@@ -707,6 +724,7 @@ def test_cli_cacert(pki: Pki) -> None:
     assert cli_uids(out) == [UID]
 
 
+@TLS_310
 def test_cli_client_certificate(pki: Pki, mutual_tls: ssl.SSLContext) -> None:
     common = ("--format", "json", "--retries", "0", "--cacert", str(pki.ca_file))
     with serve(answer(), mutual_tls) as server:
