@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import gzip
 import contextlib
+import gzip
 import io
 import json
 import logging
@@ -641,13 +641,11 @@ def mutual_tls(pki: Pki) -> Iterator[ssl.SSLContext]:
         gc.collect()
 
 
-def TLS_310(test: Callable[..., Any]) -> Callable[..., Any]:  # noqa: N802 - used as a mark
+def TLS_310(test: Callable[..., Any]) -> Callable[..., Any]:
     """Python 3.10 only: ignore its asyncio's report of closed TLS transports (see mutual_tls)."""
     if sys.version_info < (3, 11):
         return pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")(test)
     return test
-    else "default::pytest.PytestUnraisableExceptionWarning:nowhere"
-)
 
 
 @pytest.mark.anyio
