@@ -999,7 +999,10 @@ def connect_proxy(target_port: int) -> Iterator[Tunnel]:
                 await writer.drain()
         writer.close()
 
+    writers: list[asyncio.StreamWriter] = []
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
         head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
         request = {"line": head[0]}
         for line in head[1:]:
@@ -1008,6 +1011,7 @@ def connect_proxy(target_port: int) -> Iterator[Tunnel]:
                 request[name.strip()] = value.strip()
         tunnel.requests.append(request)
         upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", target_port)
+        writers.append(upstream_writer)
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         await writer.drain()
         await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
@@ -1019,8 +1023,12 @@ def connect_proxy(target_port: int) -> Iterator[Tunnel]:
         started.set()
         loop.run_until_complete(asyncio.to_thread(stop.wait))
         server.close()
-        for task in asyncio.all_tasks(loop):
+        for writer in writers:  # every transport closed while the loop still runs
+            writer.close()
+        tasks = asyncio.all_tasks(loop)
+        for task in tasks:
             task.cancel()
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
         loop.run_until_complete(asyncio.sleep(0.1))
         loop.close()
 
