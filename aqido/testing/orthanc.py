@@ -52,16 +52,11 @@ import io
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -69,7 +64,15 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from aqido.testing._launch import INSTALL_ENV, install_requested
+from aqido.testing._launch import (
+    INSTALL_ENV,
+    free_port,
+    install_requested,
+    parent_death_signal,
+    request,
+    sweep_orphans,
+    tail,
+)
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -96,10 +99,8 @@ _PLUGIN_PATTERNS = (
 )
 _POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 
+
 # A urllib opener that ignores http_proxy & co: the server is always on 127.0.0.1.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
 class OrthancError(RuntimeError):
     """Base class of the errors raised by this launcher (not part of :class:`aqido.QidoError`)."""
 
@@ -142,10 +143,6 @@ def find_orthanc() -> tuple[str, str] | None:
     if binary is None or plugin is None:
         return None
     return binary, plugin
-
-
-def _tail(text: str, lines: int = 30) -> str:
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def install_orthanc(*, timeout: float = 900.0) -> tuple[str, str]:
@@ -241,7 +238,7 @@ def _apt_install(apt_get: str, timeout: float) -> None:
             if done.returncode != 0:
                 raise OrthancUnavailableError(
                     f"`{' '.join(args)}` failed with exit status {done.returncode}:\n"
-                    + _tail(done.stdout)
+                    + tail(done.stdout)
                 )
     finally:
         if created_policy:
@@ -269,25 +266,10 @@ def _request(
     timeout: float = 30.0,
 ) -> tuple[int, bytes]:
     """Send one request; return ``(status, body)`` (HTTP errors are returned, not raised)."""
-    request = urllib.request.Request(
-        url,
-        data=data,
-        headers={**_auth_header(auth), **(headers or {})},
-        method="POST" if data is not None else "GET",
+    status, body, _ = request(
+        url, data=data, headers={**_auth_header(auth), **(headers or {})}, timeout=timeout
     )
-    try:
-        with _OPENER.open(request, timeout=timeout) as response:
-            return int(response.status), bytes(response.read())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return int(exc.code), bytes(exc.read())
-
-
-def _free_port() -> int:
-    # Orthanc listens on every interface, so the port must be free on all of them.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("", 0))
-        return int(sock.getsockname()[1])
+    return status, body
 
 
 # --------------------------------------------------------------------------------------
@@ -308,47 +290,6 @@ def _stop_all() -> None:  # pragma: no cover - runs at interpreter exit
 
 _DIR_PREFIX = "aqido-orthanc-"
 _OWNER_FILE = "owner.pid"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _sweep_orphans() -> None:
-    """Delete directories left by launchers that were killed (their owner process is gone)."""
-    for directory in Path(tempfile.gettempdir()).glob(_DIR_PREFIX + "*"):
-        try:
-            owner = int((directory / _OWNER_FILE).read_text())
-        except (OSError, ValueError):
-            continue  # not ours, or still being set up
-        if not _alive(owner):
-            shutil.rmtree(directory, ignore_errors=True)
-
-
-def _parent_death_signal() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the child get SIGTERM when its parent thread dies (Linux)."""
-    if not sys.platform.startswith("linux") or threading.current_thread() is not (
-        threading.main_thread()
-    ):
-        return None
-    try:
-        import ctypes
-
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-
-    def preexec() -> None:
-        prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
-
-    return preexec
 
 
 @attrs.define(eq=False)
@@ -445,7 +386,7 @@ class OrthancServer:
         path = self.log_path
         if path is None or not path.exists():
             return ""
-        return _tail(path.read_text(errors="replace"), lines)
+        return tail(path.read_text(errors="replace"), lines)
 
     def config(self, port: int, storage: Path, plugin: str) -> dict[str, Any]:
         """Return the Orthanc configuration used for ``port`` (loopback-only, no DIMSE)."""
@@ -534,12 +475,12 @@ class OrthancServer:
 
     def _launch(self, binary: str, plugin: str, *, last_attempt: bool) -> bool:
         """Start one process and wait for it; False if it exited early (e.g. port taken)."""
-        _sweep_orphans()
+        sweep_orphans(_DIR_PREFIX, _OWNER_FILE)
         self._dir = Path(tempfile.mkdtemp(prefix=_DIR_PREFIX))
         (self._dir / _OWNER_FILE).write_text(str(os.getpid()))
         storage = self._dir / "db"
         storage.mkdir()
-        self._port = port = _free_port()
+        self._port = port = free_port()
         config_path = self._dir / "orthanc.json"
         config_path.write_text(json.dumps(self.config(port, storage, plugin), indent=2))
         log_path = self._dir / "orthanc.log"
@@ -551,7 +492,7 @@ class OrthancServer:
                 stderr=subprocess.STDOUT,
                 cwd=self._dir,
                 start_new_session=True,
-                preexec_fn=_parent_death_signal(),
+                preexec_fn=parent_death_signal(),
             )
         with _RUNNING_LOCK:
             _RUNNING.add(self)
