@@ -28,6 +28,8 @@ from aiohttp import web
 from aqido.dictionary import keyword_for, tag_for_keyword, tag_key, vr_for
 from aqido.errors import InvalidQueryError
 from aqido.matching import MatchOptions, compile_value
+from aqido.plan import DEFAULT_ATTRIBUTES
+from aqido.query import QueryLevel
 from aqido.testing._store import (
     AVAILABILITY,
     COMPUTED_LEVEL,
@@ -117,56 +119,15 @@ _STANDARD_TOP = {
     "series-instances": INSTANCE,
 }
 
-# Default return attributes (PS3.18 10.6.3.3), plus the parent UIDs that servers repeat.
+# Default return attributes (PS3.18 10.6.3.3, the planner's table), plus the parent UIDs
+# that servers repeat.
 _DEFAULTS = {
-    STUDY: (
-        "00080005",
-        "00080020",
-        "00080030",
-        "00080050",
-        "00080056",
-        "00080061",
-        "00080090",
-        "00080201",
-        "00081190",
-        "00100010",
-        "00100020",
-        "00100030",
-        "00100040",
-        "0020000D",
-        "00200010",
-        "00201206",
-        "00201208",
-    ),
-    SERIES: (
-        "00080005",
-        "00080060",
-        "00080201",
-        "0008103E",
-        "00081190",
-        "0020000D",
-        "0020000E",
-        "00200011",
-        "00201209",
-        "00400244",
-        "00400245",
-        "00400275",
-    ),
-    INSTANCE: (
-        "00080005",
-        "00080016",
-        "00080018",
-        "00080056",
-        "00080201",
-        "00081190",
-        "0020000D",
-        "0020000E",
-        "00200013",
-        "00280008",
-        "00280010",
-        "00280011",
-        "00280100",
-    ),
+    level: (*sorted(DEFAULT_ATTRIBUTES[query_level]), *parents)
+    for level, query_level, parents in (
+        (STUDY, QueryLevel.STUDY, ()),
+        (SERIES, QueryLevel.SERIES, ("0020000D",)),
+        (INSTANCE, QueryLevel.INSTANCE, ("0020000D", "0020000E")),
+    )
 }
 
 # --- flags and profiles -------------------------------------------------------------------
