@@ -28,6 +28,7 @@ from aqido.checkpoint import CrawlCheckpoint
 from aqido.cli import EXIT_ERROR, EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, format_value, main
 from aqido.errors import UnauthorizedError
 from aqido.testing import FakeArchive, SyntheticArchive
+from tests.terminal import run_on_pty
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SYNTHETIC = SyntheticArchive(seed=11, studies=12, series_per_study=2, instances_per_series=3)
@@ -612,49 +613,16 @@ def test_rich_tables_when_rich_is_installed() -> None:
 
 def run_on_tty(*argv: str, without_rich: bool = False, timeout: float = 60) -> tuple[int, str]:
     """Run ``python -m aqido ARGV`` with stdin/stdout/stderr on a pseudo-terminal."""
-    import pty
-    import select
-
     block = "import sys; sys.modules['rich'] = None\n" if without_rich else ""
     code = block + "import runpy; runpy.run_module('aqido', run_name='__main__', alter_sys=True)"
-    master, slave = pty.openpty()
-    process = subprocess.Popen(
-        [sys.executable, "-c", code, *argv],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env={
-            "PYTHONPATH": str(ROOT),
-            "PATH": os.environ.get("PATH", ""),
-            "TERM": "xterm",
-            "COLUMNS": "160",
-            "LINES": "40",
-        },
-    )
-    os.close(slave)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.1)
-            if not ready:
-                if process.poll() is not None:
-                    break
-                continue
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not data:
-                break
-            chunks.append(data)
-        status = process.wait(timeout=max(1.0, deadline - time.monotonic()))
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(30)
-        os.close(master)
-    return status, b"".join(chunks).decode("utf-8", "replace")
+    env = {
+        "PYTHONPATH": str(ROOT),
+        "PATH": os.environ.get("PATH", ""),
+        "TERM": "xterm",
+        "COLUMNS": "160",
+        "LINES": "40",
+    }
+    return run_on_pty([sys.executable, "-c", code, *argv], env=env, timeout=timeout)
 
 
 def test_a_terminal_gets_a_table_by_default(archive: FakeArchive) -> None:

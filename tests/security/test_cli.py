@@ -38,6 +38,7 @@ from aqido.errors import CheckpointError, QidoError
 from aqido.query import HierarchicalQuery, QueryLevel
 from aqido.terminal import encodable, printable
 from aqido.testing import FakeArchive, SyntheticArchive
+from tests.terminal import run_on_pty
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -649,38 +650,8 @@ def run_on_tty(
     *argv: str, timeout: float = 60, env: dict[str, str] | None = None
 ) -> tuple[int, str]:
     """Run ``python -m aqido ARGV`` with stdin/stdout/stderr on a pseudo-terminal."""
-    import pty
-    import select
-
-    master, slave = pty.openpty()
-    process = subprocess.Popen(
+    return run_on_pty(
         [sys.executable, "-m", "aqido", *argv],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
         env=_env(TERM="xterm-256color", COLUMNS="200", LINES="40", **(env or {})),
+        timeout=timeout,
     )
-    os.close(slave)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.1)
-            if not ready:
-                if process.poll() is not None:
-                    break
-                continue
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not data:
-                break
-            chunks.append(data)
-        status = process.wait(timeout=max(1.0, deadline - time.monotonic()))
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(30)
-        os.close(master)
-    return status, b"".join(chunks).decode("utf-8", "replace")
