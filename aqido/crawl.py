@@ -286,7 +286,16 @@ class _Walker:
             if announced is not None:
                 announced.append(total)
         split = self.splitter(level)
-        parts = split(query, sample) if split is not None else None
+
+        def split_parts(items: list[dict[str, Any]]) -> list[BaseQuery] | None:
+            return split(query, items) if split is not None else None
+
+        # The parts are worked out only when they may be needed (splitting builds and
+        # checks many queries): now if offset cannot be trusted, else after paging.
+        parts: list[BaseQuery] | None = None
+        planned = self.caps.offset_unreliable
+        if planned:
+            parts = split_parts(sample)
         if parts is None or not self.caps.offset_unreliable:
             received = len(response.items)
             honoured = True
@@ -311,9 +320,14 @@ class _Walker:
                     break
             if not honoured or not self.caps.paging_trusted(level, received, total):
                 self.caps.offset_unreliable = True
-            elif not (suspect and parts is not None and looks_like_cap_plus_one(first_count)):
+            elif not (suspect and looks_like_cap_plus_one(first_count)):
                 return
-            else:  # Orthanc's cap + 1, applied before offset, would look just like this
+            if not planned:
+                parts = split_parts(sample)
+            if not self.caps.offset_unreliable:
+                if parts is None:
+                    return
+                # Orthanc's cap + 1, applied before offset, would look just like this
                 logger.debug(
                     "%s: %d results may be a cap + 1; checking by splitting", query, first_count
                 )
