@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import anyio
 import attrs
 
+from aqido._slots import Slots
 from aqido.crawl import iter_pages, search_many
 from aqido.errors import (
     QidoError,
@@ -63,7 +64,7 @@ class PlannedSearch:
         async def _fetch(
             self,
             query: BaseQuery,
-            limiter: anyio.CapacityLimiter | None = None,
+            limiter: Slots | None = None,
             *,
             on_retry: Callable[[QidoError, float], None] | None = None,
         ) -> QidoResponse: ...
@@ -113,7 +114,7 @@ class PlannedSearch:
     async def _collect(
         self,
         query: BaseQuery,
-        limiter: anyio.CapacityLimiter | None,
+        limiter: Slots | None,
         exhaustive: bool,
         page_size: int | None,
     ) -> _Answer:
@@ -139,7 +140,7 @@ class PlannedSearch:
     async def _execute(
         self,
         plan: Plan,
-        limiter: anyio.CapacityLimiter | None,
+        limiter: Slots | None,
         *,
         exhaustive: bool,
         page_size: int | None = None,
@@ -181,7 +182,7 @@ class PlannedSearch:
         )
 
     async def _every_planned(
-        self, plan: Plan, limiter: anyio.CapacityLimiter | None, page_size: int | None
+        self, plan: Plan, limiter: Slots | None, page_size: int | None
     ) -> SearchResults[Any]:
         """Every match of a planned query (``iter_search``, ``get_remaining``).
 
@@ -197,7 +198,7 @@ class PlannedSearch:
     async def _search_planned(
         self,
         plan: Plan,
-        limiter: anyio.CapacityLimiter | None,
+        limiter: Slots | None,
         *,
         exhaustive: bool,
         page_size: int | None = None,

@@ -15,7 +15,7 @@ pool matches ``max_concurrency``, and closes it exactly once
 (:meth:`AsyncQidoRS.close` is idempotent).  A borrowed session is never closed.
 
 Every request of a client, whatever method issued it, holds one slot of a
-single :class:`anyio.CapacityLimiter` of ``max_concurrency`` slots, or, with
+single :class:`~aqido._slots.Slots` of ``max_concurrency`` slots, or, with
 ``max_concurrency="auto"``, of one :class:`~aqido.concurrency.AdaptiveLimiter`
 whose number of slots follows what the server shows (:mod:`aqido.adaptive`).
 
@@ -75,6 +75,7 @@ from aqido._http import (
 )
 from aqido._planned import PlannedSearch
 from aqido._search_results import SearchResults as SearchResults
+from aqido._slots import Slots
 from aqido.adaptive import AdaptiveLimit
 from aqido.checkpoint import CrawlCheckpoint
 from aqido.concurrency import AdaptiveLimiter
@@ -187,21 +188,6 @@ def _check_max_response_bytes(value: object) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"max_response_bytes must be a positive int or None, not {value!r}")
     return value
-
-
-async def _acquire(limiter: anyio.CapacityLimiter) -> None:
-    """Take a token: at once when one is free (and nobody waits), else wait in line.
-
-    ``async with limiter`` always yields to the event loop once, even when a
-    token is free (anyio's cancel-shielded checkpoint); with two limiters per
-    request that was two extra event-loop turns per request, measurable in a
-    crawl.  ``acquire_nowait`` keeps the limiter's FIFO fairness (it refuses
-    while others wait); the request itself is the next checkpoint.
-    """
-    try:
-        limiter.acquire_nowait()
-    except anyio.WouldBlock:
-        await limiter.acquire()
 
 
 class AsyncQidoRS(PlannedSearch, DicomwebMethods):
@@ -340,7 +326,7 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
         self._session = session
         self._owns_session = session is None
         self._state = _State.UNOPENED
-        self._limiter: anyio.CapacityLimiter | AdaptiveLimiter | None = None
+        self._limiter: Slots | AdaptiveLimiter | None = None
         self._client_timeout = aiohttp.ClientTimeout(
             total=self.timeout.request, sock_connect=self.timeout.connect
         )
@@ -445,7 +431,7 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
                     AdaptiveLimit(ceiling=self.max_concurrency_limit, created=time.monotonic())
                 )
             else:
-                self._limiter = anyio.CapacityLimiter(self.max_concurrency)
+                self._limiter = Slots(self.max_concurrency)
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=self._slots, limit_per_host=self._slots)
             self._session = aiohttp.ClientSession(
@@ -586,18 +572,18 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
             headers.update(extra)
         return headers
 
-    async def _attempt(self, url: str, limiter: anyio.CapacityLimiter | None) -> QidoResponse:
+    async def _attempt(self, url: str, limiter: Slots | None) -> QidoResponse:
         """One attempt: take a concurrency slot, send, refresh auth once on 401, parse."""
         client_limiter = self._limiter
         assert client_limiter is not None
-        if limiter is not None:
-            await _acquire(limiter)
+        if limiter is not None and not limiter.acquire_nowait():
+            await limiter.acquire()
         try:
             adaptive = isinstance(client_limiter, AdaptiveLimiter)
             if isinstance(client_limiter, AdaptiveLimiter):
                 ticket = await client_limiter.acquire()
-            else:
-                await _acquire(client_limiter)
+            elif not client_limiter.acquire_nowait():
+                await client_limiter.acquire()
             outcome: tuple[str, float | None] = ("ignore", None)
             try:
                 start = time.perf_counter()
@@ -633,7 +619,7 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
     async def _fetch(
         self,
         query: BaseQuery,
-        limiter: anyio.CapacityLimiter | None = None,
+        limiter: Slots | None = None,
         *,
         on_retry: Callable[[QidoError, float], None] | None = None,
     ) -> QidoResponse:
@@ -709,9 +695,7 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
         """
         return await self._search(self._query(query), None)
 
-    async def _search(
-        self, query: BaseQuery, limiter: anyio.CapacityLimiter | None
-    ) -> SearchResults[Any]:
+    async def _search(self, query: BaseQuery, limiter: Slots | None) -> SearchResults[Any]:
         plan = await self._plan(query)
         if plan is not None:
             return await self._search_planned(plan, limiter, exhaustive=False)
@@ -752,7 +736,7 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
                 yield item
 
     async def _iter_results(
-        self, query: BaseQuery, page_size: int | None, limiter: anyio.CapacityLimiter | None
+        self, query: BaseQuery, page_size: int | None, limiter: Slots | None
     ) -> AsyncGenerator[Any, None]:
         plan = await self._plan(query)
         if plan is not None:  # every match is needed before local filtering can cut the window
@@ -804,12 +788,14 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
 
         return search, max_concurrency or self._slots
 
-    @staticmethod
-    def _operation_limiter(max_concurrency: int | None) -> anyio.CapacityLimiter | None:
+    def _operation_limiter(self, max_concurrency: int | None) -> Slots | None:
+        """An operation's own limit, or ``None`` when the client's already holds it to as few."""
         if max_concurrency is None:
             return None
         _check_max_concurrency(max_concurrency)
-        return anyio.CapacityLimiter(max_concurrency)
+        if max_concurrency >= self._slots:
+            return None  # never more in flight than the client allows anyway
+        return Slots(max_concurrency)
 
     async def crawl(
         self,
@@ -896,7 +882,7 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
 
         record = Recorder(stats, make_progress(progress))
 
-        async def fetch(q: BaseQuery, lim: anyio.CapacityLimiter | None) -> QidoResponse:
+        async def fetch(q: BaseQuery, lim: Slots | None) -> QidoResponse:
             record.limit(self.concurrency_limit)
             try:
                 return await self._fetch(q, lim, on_retry=record.retry)

@@ -37,7 +37,6 @@ from collections.abc import AsyncGenerator, Callable, Container, Mapping
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import anyio
 import attrs
 
 from aqido._paging import UID_KEYS as UID_KEYS
@@ -45,6 +44,7 @@ from aqido._paging import Fetch as Fetch
 from aqido._paging import Page as Page
 from aqido._paging import check_page_size, uid_of, unseen
 from aqido._paging import iter_pages as iter_pages
+from aqido._slots import Slots
 from aqido._tasks import FirstErrorGroup as FirstErrorGroup
 from aqido._tasks import iter_search_many as iter_search_many
 from aqido._tasks import search_many as search_many
@@ -178,7 +178,7 @@ class _Walker:
         fetch: Fetch,
         structure: Structure,
         *,
-        limiter: anyio.CapacityLimiter | None,
+        limiter: Slots | None,
         caps: Caps,
         stats: Recorder,
         page_size: int | None,
@@ -401,7 +401,7 @@ async def crawl(
     depth: QueryLevel | str = QueryLevel.INSTANCE,
     window: int,
     page_size: int | None = None,
-    limiter: anyio.CapacityLimiter | None = None,
+    limiter: Slots | None = None,
     server_limit: int | Mapping[Any, int] | None = None,
     caps: Caps | None = None,
     stats: CrawlStats | Recorder | None = None,
@@ -541,7 +541,7 @@ async def crawl(
         return study.with_series(series)
 
     async def produce(send: MemoryObjectSendStream[Any]) -> None:
-        slots = anyio.Semaphore(max(1, window))
+        slots = Slots(max(1, window))
         seen: set[str] = set()
 
         async def finish(study: Any, study_uid: str) -> None:
@@ -566,9 +566,7 @@ async def crawl(
                         if level is QueryLevel.STUDY:
                             await send.send(study)
                             continue
-                        try:  # a free slot is taken without a checkpoint (an event-loop turn)
-                            slots.acquire_nowait()
-                        except anyio.WouldBlock:
+                        if not slots.acquire_nowait():  # a free one: no event-loop turn
                             await slots.acquire()
                         group.start_soon(finish, study, study_uid)
 
