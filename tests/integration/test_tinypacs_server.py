@@ -103,7 +103,7 @@ def test_each_instance_is_stored_once(tinypacs: TinyPacsServer) -> None:
     assert tinypacs.count(path) == len(series.instances)
 
 
-def test_a_token_server_refuses_requests_without_the_token() -> None:
+def test_a_token_server_refuses_requests_without_the_token(tinypacs_installed: None) -> None:
     with TinyPacsServer(token="t0ken-for-aqido-tests") as pacs:
         url = f"{pacs.dicomweb_url}/studies"
         assert request(url)[0] == 401
