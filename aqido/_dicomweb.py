@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from aqido import dictionary
+from aqido._search_results import SearchResults
 from aqido.errors import (
     InvalidQueryError,
     QueryTypeError,
 )
-from aqido.plan import Plan
 from aqido.query import (
     ATTRIBUTE_FIELDS,
     BaseQuery,
@@ -35,9 +35,7 @@ from aqido.query import (
 from aqido.results import Instance, Series, Study
 
 if TYPE_CHECKING:  # pragma: no cover
-    pass
-
-from aqido._search_results import SearchResults
+    from aqido.plan import Plan
 
 
 class DicomwebMethods:
