@@ -232,6 +232,44 @@ class Study(_Model):
         return self._with("series", series)
 
 
+#: The tag keys of the typed fields (``tests/test_results.py`` checks them against the
+#: dictionary): written out, so that defining the models does not load the data dictionary.
+_KEYS = {
+    "AccessionNumber": "00080050",
+    "BitsAllocated": "00280100",
+    "Columns": "00280011",
+    "InstanceAvailability": "00080056",
+    "InstanceNumber": "00200013",
+    "ModalitiesInStudy": "00080061",
+    "Modality": "00080060",
+    "NumberOfFrames": "00280008",
+    "NumberOfSeriesRelatedInstances": "00201209",
+    "NumberOfStudyRelatedInstances": "00201208",
+    "NumberOfStudyRelatedSeries": "00201206",
+    "PatientBirthDate": "00100030",
+    "PatientID": "00100020",
+    "PatientName": "00100010",
+    "PatientSex": "00100040",
+    "PerformedProcedureStepStartDate": "00400244",
+    "PerformedProcedureStepStartTime": "00400245",
+    "ReferringPhysicianName": "00080090",
+    "RequestAttributesSequence": "00400275",
+    "RetrieveURL": "00081190",
+    "Rows": "00280010",
+    "SOPClassUID": "00080016",
+    "SOPInstanceUID": "00080018",
+    "SeriesDescription": "0008103E",
+    "SeriesInstanceUID": "0020000E",
+    "SeriesNumber": "00200011",
+    "SpecificCharacterSet": "00080005",
+    "StudyDate": "00080020",
+    "StudyDescription": "00081030",
+    "StudyID": "00200010",
+    "StudyInstanceUID": "0020000D",
+    "StudyTime": "00080030",
+    "TimezoneOffsetFromUTC": "00080201",
+}
+
 _MODELS: dict[QueryLevel, type[_Model]] = {
     QueryLevel.STUDY: Study,
     QueryLevel.SERIES: Series,
@@ -250,9 +288,7 @@ def _install(cls: Any) -> None:
         if field.name in ("series", "instances"):
             setattr(cls, field.name, _LazyField(field.name, "", None, ()))
             continue
-        tag = dictionary.tag_for_keyword(field.name)
-        assert tag is not None, field.name
-        key = dictionary.tag_key(tag)
+        key = _KEYS[field.name]
         setattr(cls, field.name, _LazyField(field.name, key, field.type, default))
         typed.append((field.name, key, field.type, default))
     cls._typed = tuple(typed)

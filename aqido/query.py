@@ -273,7 +273,7 @@ class BaseQuery:
                 f"{name}: min_study_date ({self.min_study_date}) is after max_study_date "
                 f"({self.max_study_date}); swap them"
             )
-        named, study_date_tag = _named_tags()
+        named, study_date_tag = _named_tags() if self.filters else ({}, 0)
         for key, value in self.filters:
             _key, tags, vr = normalise_key("filters", key)
             if vr == "UI":
