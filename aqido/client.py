@@ -77,7 +77,6 @@ from aqido._paging import iter_pages
 from aqido._planned import PlannedSearch
 from aqido._search_results import SearchResults as SearchResults
 from aqido._tasks import iter_search_many, search_many
-from aqido.adaptive import AdaptiveLimit
 from aqido.concurrency import AdaptiveLimiter
 from aqido.errors import (
     ClientClosedError,
@@ -417,6 +416,8 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
         if isinstance(self._limiter, AdaptiveLimiter):
             return self._limiter.limit
         if self.max_concurrency == "auto":
+            from aqido.adaptive import AdaptiveLimit  # only with "auto": keeps the start fast
+
             return AdaptiveLimit(ceiling=self.max_concurrency_limit).limit
         return self.max_concurrency
 
@@ -443,6 +444,8 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
         self._state = _State.OPENED
         if self._limiter is None:
             if self.max_concurrency == "auto":
+                from aqido.adaptive import AdaptiveLimit  # only with "auto": keeps the start fast
+
                 self._limiter = AdaptiveLimiter(
                     AdaptiveLimit(ceiling=self.max_concurrency_limit, created=time.monotonic())
                 )
