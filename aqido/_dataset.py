@@ -65,7 +65,7 @@ def _check_element(key: str, elem: object) -> object:
     if type(elem) is not dict:
         raise _ItemError(f"tag {key}: element is not a JSON object ({type(elem).__name__})")
     vr = elem.get("vr", _MISSING)
-    if vr not in VRS:
+    if type(vr) is not str or vr not in VRS:
         if vr is _MISSING:
             raise _ItemError(f"tag {key}: element has no 'vr'")
         raise _ItemError(f"tag {key}: unknown VR {vr!r}")

@@ -17,10 +17,9 @@ from collections.abc import (
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
-import anyio
-
 from aqido import dictionary
 from aqido._search_results import SearchResults
+from aqido._slots import Slots
 from aqido.errors import (
     InvalidQueryError,
     QueryTypeError,
@@ -48,18 +47,16 @@ class DicomwebMethods:
 
     if TYPE_CHECKING:  # pragma: no cover - defined by AsyncQidoRS and PlannedSearch
 
-        async def _search(
-            self, query: BaseQuery, limiter: anyio.CapacityLimiter | None
-        ) -> SearchResults[Any]: ...
+        async def _search(self, query: BaseQuery, limiter: Slots | None) -> SearchResults[Any]: ...
 
         def _iter_results(
-            self, query: BaseQuery, page_size: int | None, limiter: anyio.CapacityLimiter | None
+            self, query: BaseQuery, page_size: int | None, limiter: Slots | None
         ) -> AsyncGenerator[Any, None]: ...
 
         async def _plan(self, query: BaseQuery) -> Plan | None: ...
 
         async def _every_planned(
-            self, plan: Plan, limiter: anyio.CapacityLimiter | None, page_size: int | None
+            self, plan: Plan, limiter: Slots | None, page_size: int | None
         ) -> SearchResults[Any]: ...
 
     # --- dicomweb-client names --------------------------------------------------------------

@@ -7,9 +7,9 @@ import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import anyio
 import attrs
 
+from aqido._slots import Slots
 from aqido.errors import (
     InvalidQueryError,
     InvalidResponseError,
@@ -29,8 +29,8 @@ logger = logging.getLogger("aqido")
 T = TypeVar("T")
 
 #: One logical request: ``await fetch(query, limiter)``; ``limiter`` (or ``None``) is an
-#: extra per-operation :class:`anyio.CapacityLimiter` to hold while the request is in flight.
-Fetch = Callable[[BaseQuery, "anyio.CapacityLimiter | None"], Awaitable[QidoResponse]]
+#: extra per-operation :class:`~aqido._slots.Slots` to hold while the request is in flight.
+Fetch = Callable[[BaseQuery, Slots | None], Awaitable[QidoResponse]]
 
 #: The JSON key of the UID that identifies a result at each level.
 UID_KEYS = {
@@ -93,7 +93,7 @@ async def iter_pages(
     query: BaseQuery,
     *,
     page_size: int | None = None,
-    limiter: anyio.CapacityLimiter | None = None,
+    limiter: Slots | None = None,
     caps: Caps | None = None,
 ) -> AsyncGenerator[Page, None]:
     """Page through every match of ``query`` with ``limit``/``offset``.

@@ -20,6 +20,7 @@ import attrs
 
 from aqido._paging import iter_pages
 from aqido._search_results import SearchResults
+from aqido._slots import Slots
 from aqido._tasks import search_many
 from aqido.errors import (
     QidoError,
@@ -62,7 +63,7 @@ class PlannedSearch:
         async def _fetch(
             self,
             query: BaseQuery,
-            limiter: anyio.CapacityLimiter | None = None,
+            limiter: Slots | None = None,
             *,
             on_retry: Callable[[QidoError, float], None] | None = None,
         ) -> QidoResponse: ...
@@ -114,7 +115,7 @@ class PlannedSearch:
     async def _collect(
         self,
         query: BaseQuery,
-        limiter: anyio.CapacityLimiter | None,
+        limiter: Slots | None,
         exhaustive: bool,
         page_size: int | None,
     ) -> _Answer:
@@ -140,7 +141,7 @@ class PlannedSearch:
     async def _execute(
         self,
         plan: Plan,
-        limiter: anyio.CapacityLimiter | None,
+        limiter: Slots | None,
         *,
         exhaustive: bool,
         page_size: int | None = None,
@@ -182,7 +183,7 @@ class PlannedSearch:
         )
 
     async def _every_planned(
-        self, plan: Plan, limiter: anyio.CapacityLimiter | None, page_size: int | None
+        self, plan: Plan, limiter: Slots | None, page_size: int | None
     ) -> SearchResults[Any]:
         """Every match of a planned query (``iter_search``, ``get_remaining``).
 
@@ -198,7 +199,7 @@ class PlannedSearch:
     async def _search_planned(
         self,
         plan: Plan,
-        limiter: anyio.CapacityLimiter | None,
+        limiter: Slots | None,
         *,
         exhaustive: bool,
         page_size: int | None = None,

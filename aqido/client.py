@@ -15,7 +15,7 @@ pool matches ``max_concurrency``, and closes it exactly once
 (:meth:`AsyncQidoRS.close` is idempotent).  A borrowed session is never closed.
 
 Every request of a client, whatever method issued it, holds one slot of a
-single :class:`anyio.CapacityLimiter` of ``max_concurrency`` slots, or, with
+single :class:`~aqido._slots.Slots` of ``max_concurrency`` slots, or, with
 ``max_concurrency="auto"``, of one :class:`~aqido.concurrency.AdaptiveLimiter`
 whose number of slots follows what the server shows (:mod:`aqido.adaptive`).
 
@@ -39,6 +39,7 @@ together in it.  What needs no I/O lives elsewhere: HTTP details in
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import enum
 import inspect
@@ -76,6 +77,7 @@ from aqido._http import (
 from aqido._paging import iter_pages
 from aqido._planned import PlannedSearch
 from aqido._search_results import SearchResults as SearchResults
+from aqido._slots import Slots
 from aqido._tasks import iter_search_many, search_many
 from aqido.concurrency import AdaptiveLimiter
 from aqido.errors import (
@@ -185,21 +187,6 @@ def _check_max_response_bytes(value: object) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"max_response_bytes must be a positive int or None, not {value!r}")
     return value
-
-
-async def _acquire(limiter: anyio.CapacityLimiter) -> None:
-    """Take a token: at once when one is free (and nobody waits), else wait in line.
-
-    ``async with limiter`` always yields to the event loop once, even when a
-    token is free (anyio's cancel-shielded checkpoint); with two limiters per
-    request that was two extra event-loop turns per request, measurable in a
-    crawl.  ``acquire_nowait`` keeps the limiter's FIFO fairness (it refuses
-    while others wait); the request itself is the next checkpoint.
-    """
-    try:
-        limiter.acquire_nowait()
-    except anyio.WouldBlock:
-        await limiter.acquire()
 
 
 class AsyncQidoRS(PlannedSearch, DicomwebMethods):
@@ -321,7 +308,8 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
         self._ssl = ssl_option(ssl)
         self.trust_env = bool(trust_env)
         self._proxies: dict[URL, Proxy] = {}
-        self._scopes: set[anyio.CancelScope] = set()
+        self._in_flight: set[asyncio.Task[Any]] = set()
+        self._closing: set[asyncio.Task[Any]] = set()  # cancelled by close()
         self.url = str(parsed.with_user(None))
         self._origin = parsed.origin()
         self.max_concurrency: int | Literal["auto"] = max_concurrency
@@ -338,7 +326,7 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
         self._session = session
         self._owns_session = session is None
         self._state = _State.UNOPENED
-        self._limiter: anyio.CapacityLimiter | AdaptiveLimiter | None = None
+        self._limiter: Slots | AdaptiveLimiter | None = None
         self._client_timeout = aiohttp.ClientTimeout(
             total=self.timeout.request, sock_connect=self.timeout.connect
         )
@@ -404,11 +392,25 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
         if self._state is _State.CLOSED:
             return
         self._state = _State.CLOSED
-        for scope in list(self._scopes):
-            scope.cancel()
+        self._cancel_in_flight()
         session, self._session = self._session, None
         if self._owns_session and session is not None and not session.closed:
             await session.close()
+
+    def _cancel_in_flight(self) -> None:
+        """Cancel every request in flight or waiting for a slot (they raise ClientClosedError).
+
+        Each request registers its task in ``_in_flight`` for as long as it runs
+        (:meth:`_fetch`); its cancellation, when this asked for it, becomes a
+        :class:`~aqido.errors.ClientClosedError` there.  (A plain set and
+        ``Task.cancel``, not a cancel scope per request: cheaper on every request,
+        and a plain search never loads anyio's asyncio backend.)
+        """
+        current = asyncio.current_task()
+        for task in list(self._in_flight):
+            if task is not current and not task.done():
+                self._closing.add(task)
+                task.cancel()
 
     @property
     def concurrency_limit(self) -> int:
@@ -450,7 +452,7 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
                     AdaptiveLimit(ceiling=self.max_concurrency_limit, created=time.monotonic())
                 )
             else:
-                self._limiter = anyio.CapacityLimiter(self.max_concurrency)
+                self._limiter = Slots(self.max_concurrency)
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=self._slots, limit_per_host=self._slots)
             self._session = aiohttp.ClientSession(
@@ -591,18 +593,18 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
             headers.update(extra)
         return headers
 
-    async def _attempt(self, url: str, limiter: anyio.CapacityLimiter | None) -> QidoResponse:
+    async def _attempt(self, url: str, limiter: Slots | None) -> QidoResponse:
         """One attempt: take a concurrency slot, send, refresh auth once on 401, parse."""
         client_limiter = self._limiter
         assert client_limiter is not None
-        if limiter is not None:
-            await _acquire(limiter)
+        if limiter is not None and not limiter.acquire_nowait():
+            await limiter.acquire()
         try:
             adaptive = isinstance(client_limiter, AdaptiveLimiter)
             if isinstance(client_limiter, AdaptiveLimiter):
                 ticket = await client_limiter.acquire()
-            else:
-                await _acquire(client_limiter)
+            elif not client_limiter.acquire_nowait():
+                await client_limiter.acquire()
             outcome: tuple[str, float | None] = ("ignore", None)
             try:
                 start = time.perf_counter()
@@ -638,7 +640,7 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
     async def _fetch(
         self,
         query: BaseQuery,
-        limiter: anyio.CapacityLimiter | None = None,
+        limiter: Slots | None = None,
         *,
         on_retry: Callable[[QidoError, float], None] | None = None,
     ) -> QidoResponse:
@@ -653,27 +655,36 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
             return await self._attempt(url, limiter)
 
         what = f"GET {url}"
-        with anyio.CancelScope() as scope:  # close() cancels it
-            self._scopes.add(scope)
+        # close() cancels the tasks in _in_flight (see _cancel_in_flight).
+        task = asyncio.current_task()
+        assert task is not None  # a coroutine run by asyncio always has one
+        self._in_flight.add(task)
+        try:
+            if self.timeout.total is None:
+                return await call_with_retry(attempt, self.retry, what=what, on_retry=on_retry)
             try:
-                if self.timeout.total is None:
+                with anyio.fail_after(self.timeout.total):
                     return await call_with_retry(attempt, self.retry, what=what, on_retry=on_retry)
-                try:
-                    with anyio.fail_after(self.timeout.total):
-                        return await call_with_retry(
-                            attempt, self.retry, what=what, on_retry=on_retry
-                        )
-                except TimeoutError as exc:
-                    raise RequestTimeoutError(
-                        f"gave up after {self.timeout.total} s (Timeout.total)", url=url
-                    ) from exc
-            except QidoError as error:
-                if self._state is _State.CLOSED and not isinstance(error, ClientClosedError):
-                    raise ClientClosedError(f"the client was closed ({error})") from error
-                raise
-            finally:
-                self._scopes.discard(scope)
-        raise ClientClosedError(f"the client was closed while this request was pending: {url}")
+            except TimeoutError as exc:
+                raise RequestTimeoutError(
+                    f"gave up after {self.timeout.total} s (Timeout.total)", url=url
+                ) from exc
+        except QidoError as error:
+            if self._state is _State.CLOSED and not isinstance(error, ClientClosedError):
+                raise ClientClosedError(f"the client was closed ({error})") from error
+            raise
+        except asyncio.CancelledError:
+            if task not in self._closing:
+                raise  # the caller's own cancellation
+            self._closing.discard(task)
+            uncancel = getattr(task, "uncancel", None)  # Python 3.11+: the request is done
+            if uncancel is not None:
+                uncancel()
+            raise ClientClosedError(
+                f"the client was closed while this request was pending: {url}"
+            ) from None
+        finally:
+            self._in_flight.discard(task)
 
     # --- searching --------------------------------------------------------------------------
 
@@ -714,9 +725,7 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
         """
         return await self._search(self._query(query), None)
 
-    async def _search(
-        self, query: BaseQuery, limiter: anyio.CapacityLimiter | None
-    ) -> SearchResults[Any]:
+    async def _search(self, query: BaseQuery, limiter: Slots | None) -> SearchResults[Any]:
         plan = await self._plan(query)
         if plan is not None:
             return await self._search_planned(plan, limiter, exhaustive=False)
@@ -757,7 +766,7 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
                 yield item
 
     async def _iter_results(
-        self, query: BaseQuery, page_size: int | None, limiter: anyio.CapacityLimiter | None
+        self, query: BaseQuery, page_size: int | None, limiter: Slots | None
     ) -> AsyncGenerator[Any, None]:
         plan = await self._plan(query)
         if plan is not None:  # every match is needed before local filtering can cut the window
@@ -809,12 +818,14 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
 
         return search, max_concurrency or self._slots
 
-    @staticmethod
-    def _operation_limiter(max_concurrency: int | None) -> anyio.CapacityLimiter | None:
+    def _operation_limiter(self, max_concurrency: int | None) -> Slots | None:
+        """An operation's own limit, or ``None`` when the client's already holds it to as few."""
         if max_concurrency is None:
             return None
         _check_max_concurrency(max_concurrency)
-        return anyio.CapacityLimiter(max_concurrency)
+        if max_concurrency >= self._slots:
+            return None  # never more in flight than the client allows anyway
+        return Slots(max_concurrency)
 
     async def crawl(
         self,
@@ -908,7 +919,7 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
 
         record = Recorder(stats, make_progress(progress))
 
-        async def fetch(q: BaseQuery, lim: anyio.CapacityLimiter | None) -> QidoResponse:
+        async def fetch(q: BaseQuery, lim: Slots | None) -> QidoResponse:
             record.limit(self.concurrency_limit)
             try:
                 return await self._fetch(q, lim, on_retry=record.retry)

@@ -1,4 +1,4 @@
-"""The client's concurrency slots: a fixed :class:`anyio.CapacityLimiter`, or an adaptive one.
+"""The client's concurrency slots: fixed ones (:class:`aqido._slots.Slots`), or adaptive ones.
 
 :class:`AdaptiveLimiter` is the async adapter around the pure
 :class:`aqido.adaptive.AdaptiveLimit`: every request of the client holds one

@@ -37,7 +37,6 @@ from collections.abc import AsyncGenerator, Callable, Container, Mapping
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import anyio
 import attrs
 
 from aqido._paging import UID_KEYS as UID_KEYS
@@ -45,6 +44,7 @@ from aqido._paging import Fetch as Fetch
 from aqido._paging import Page as Page
 from aqido._paging import check_page_size, uid_of, unseen
 from aqido._paging import iter_pages as iter_pages
+from aqido._slots import Slots
 from aqido._tasks import FirstErrorGroup as FirstErrorGroup
 from aqido._tasks import iter_search_many as iter_search_many
 from aqido._tasks import search_many as search_many
@@ -178,7 +178,7 @@ class _Walker:
         fetch: Fetch,
         structure: Structure,
         *,
-        limiter: anyio.CapacityLimiter | None,
+        limiter: Slots | None,
         caps: Caps,
         stats: Recorder,
         page_size: int | None,
@@ -286,7 +286,16 @@ class _Walker:
             if announced is not None:
                 announced.append(total)
         split = self.splitter(level)
-        parts = split(query, sample) if split is not None else None
+
+        def split_parts(items: list[dict[str, Any]]) -> list[BaseQuery] | None:
+            return split(query, items) if split is not None else None
+
+        # The parts are worked out only when they may be needed (splitting builds and
+        # checks many queries): now if offset cannot be trusted, else after paging.
+        parts: list[BaseQuery] | None = None
+        planned = self.caps.offset_unreliable
+        if planned:
+            parts = split_parts(sample)
         if parts is None or not self.caps.offset_unreliable:
             received = len(response.items)
             honoured = True
@@ -311,9 +320,14 @@ class _Walker:
                     break
             if not honoured or not self.caps.paging_trusted(level, received, total):
                 self.caps.offset_unreliable = True
-            elif not (suspect and parts is not None and looks_like_cap_plus_one(first_count)):
+            elif not (suspect and looks_like_cap_plus_one(first_count)):
                 return
-            else:  # Orthanc's cap + 1, applied before offset, would look just like this
+            if not planned:
+                parts = split_parts(sample)
+            if not self.caps.offset_unreliable:
+                if parts is None:
+                    return
+                # Orthanc's cap + 1, applied before offset, would look just like this
                 logger.debug(
                     "%s: %d results may be a cap + 1; checking by splitting", query, first_count
                 )
@@ -387,7 +401,7 @@ async def crawl(
     depth: QueryLevel | str = QueryLevel.INSTANCE,
     window: int,
     page_size: int | None = None,
-    limiter: anyio.CapacityLimiter | None = None,
+    limiter: Slots | None = None,
     server_limit: int | Mapping[Any, int] | None = None,
     caps: Caps | None = None,
     stats: CrawlStats | Recorder | None = None,
@@ -527,7 +541,7 @@ async def crawl(
         return study.with_series(series)
 
     async def produce(send: MemoryObjectSendStream[Any]) -> None:
-        slots = anyio.Semaphore(max(1, window))
+        slots = Slots(max(1, window))
         seen: set[str] = set()
 
         async def finish(study: Any, study_uid: str) -> None:
@@ -552,9 +566,7 @@ async def crawl(
                         if level is QueryLevel.STUDY:
                             await send.send(study)
                             continue
-                        try:  # a free slot is taken without a checkpoint (an event-loop turn)
-                            slots.acquire_nowait()
-                        except anyio.WouldBlock:
+                        if not slots.acquire_nowait():  # a free one: no event-loop turn
                             await slots.acquire()
                         group.start_soon(finish, study, study_uid)
 

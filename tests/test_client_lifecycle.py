@@ -261,3 +261,48 @@ async def test_one_debug_line_per_request(
     text = lines[0].getMessage()
     assert text.startswith(f"GET {archive.url}/studies?PatientID=PID000001 -> 200 (")
     assert " ms, " in text
+
+
+# --- what a plain search loads ---------------------------------------------------------------
+
+PLAIN_SEARCH = """
+import asyncio, json, sys
+from aiohttp import web
+from aqido import AsyncQidoRS, HierarchicalQuery
+
+STUDY = {"0020000D": {"vr": "UI", "Value": ["1.2.3"]}}
+
+async def main():
+    async def studies(request):
+        body = json.dumps([STUDY]).encode()
+        return web.Response(body=body, content_type="application/dicom+json")
+    app = web.Application()
+    app.router.add_get("/studies", studies)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    async with AsyncQidoRS(f"http://127.0.0.1:{port}") as client:
+        found = await client.search(HierarchicalQuery())
+    await runner.cleanup()
+    assert [s.StudyInstanceUID for s in found] == ["1.2.3"]
+
+asyncio.run(main())
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_a_plain_search_does_not_load_anyios_asyncio_backend() -> None:
+    """Requests are cancelled on close() without a cancel scope each (cold start, CPU)."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", PLAIN_SEARCH], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert "aqido.client" in loaded
+    assert "anyio._backends._asyncio" not in loaded

@@ -8,6 +8,7 @@ from typing import Any
 import anyio
 import pytest
 
+from aqido._slots import Slots
 from aqido.crawl import FirstErrorGroup, iter_pages, iter_search_many, search_many, stream_from
 from aqido.errors import InvalidResponseError, NotFoundError, ServerError
 from aqido.protocol import QidoResponse, QidoWarning, parse_warnings
@@ -43,7 +44,7 @@ class FakeServer:
         self.empty_status = empty_status
         self.queries: list[HierarchicalQuery] = []
 
-    async def __call__(self, query: Any, limiter: anyio.CapacityLimiter | None) -> QidoResponse:
+    async def __call__(self, query: Any, limiter: Slots | None) -> QidoResponse:
         self.queries.append(query)
         offset = 0 if self.ignore_offset else query.offset
         page = self.data[offset:]

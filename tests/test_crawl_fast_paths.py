@@ -17,6 +17,7 @@ import anyio.lowlevel
 import attrs
 import pytest
 
+from aqido._slots import Slots
 from aqido.client import AsyncQidoRS
 from aqido.crawl import iter_pages
 from aqido.errors import InvalidQueryError, ServerError
@@ -94,7 +95,7 @@ async def test_crawl_results_equal_trees_built_with_evolve() -> None:
 async def test_an_unpaged_query_is_sent_as_it_is() -> None:
     sent: list[Any] = []
 
-    async def fetch(query: Any, limiter: anyio.CapacityLimiter | None) -> QidoResponse:
+    async def fetch(query: Any, limiter: Slots | None) -> QidoResponse:
         sent.append(query)
         return QidoResponse(200, "http://h/studies", {}, [_study_json(1)], ())
 
@@ -114,20 +115,21 @@ async def test_concurrency_tokens_come_back_after_success_errors_and_cancellatio
         await qido.search(HierarchicalQuery())
         limiter = qido._limiter
         assert limiter is not None
-        assert limiter.borrowed_tokens == 0
+        assert isinstance(limiter, Slots)
+        assert limiter.available == limiter.total
 
         archive.fail("studies", "500", times=1)
         with pytest.raises(ServerError):
             await qido.search(HierarchicalQuery())
-        assert limiter.borrowed_tokens == 0
+        assert limiter.available == limiter.total
 
         # Three searches for two tokens: one waits in line; cancel all mid-flight.
         with anyio.move_on_after(0.02):
             async with anyio.create_task_group() as group:
                 for _ in range(3):
                     group.start_soon(qido.search, HierarchicalQuery())
-        assert limiter.borrowed_tokens == 0
-        assert limiter.statistics().tasks_waiting == 0
+        assert limiter.available == limiter.total
+        assert limiter.waiting == 0
 
         # And a crawl (per-crawl limiter + client limiter) still finishes and cleans up.
         # The server finishes the abandoned requests (its handlers are not cancelled by the
@@ -140,7 +142,7 @@ async def test_concurrency_tokens_come_back_after_success_errors_and_cancellatio
         archive.reset_stats()
         crawled = [s async for s in qido.crawl(max_concurrency=1)]
         assert len(crawled) == len(SYNTH.studies)
-        assert limiter.borrowed_tokens == 0
+        assert limiter.available == limiter.total
         assert archive.peak_concurrency == 1
 
 

@@ -239,6 +239,8 @@ def test_decode_json_rejects_what_is_not_an_array_of_objects(body: bytes, messag
         ({"PatientID": {"vr": "LO"}}, "malformed tag key 'PatientID'"),
         ({"00100020": {"vr": "XX", "Value": ["a"]}}, "item 1 .*tag 00100020: unknown VR 'XX'"),
         ({"00100020": {"Value": ["a"]}}, "tag 00100020: element has no 'vr'"),
+        ({"00100020": {"vr": ["LO"]}}, r"tag 00100020: unknown VR \['LO'\]"),
+        ({"00100020": {"vr": None, "Value": ["a"]}}, "tag 00100020: unknown VR None"),
         ({"00100020": ["a"]}, "tag 00100020: element is not a JSON object"),
         ({"00100020": {"vr": "LO", "Value": "a"}}, "'Value' must be a JSON array"),
         (
