@@ -182,6 +182,9 @@ def _reject_unknown_fields(cls: _Q) -> _Q:
     return cls
 
 
+# The two kinds add no field: they are plain subclasses that take BaseQuery's generated
+# __init__ (with the unknown-field check), __eq__ (same class only) and __hash__ rather than
+# having attrs generate and compile them twice more at import (~5 ms of a cold start).
 @_reject_unknown_fields
 @attrs.frozen(kw_only=True, repr=False)
 class BaseQuery:
@@ -394,8 +397,6 @@ class BaseQuery:
         return f"{type(self).__name__}({', '.join(parts)})"
 
 
-@_reject_unknown_fields
-@attrs.frozen(kw_only=True, repr=False)
 class HierarchicalQuery(BaseQuery):
     """A QIDO-RS query along the study → series → instance hierarchy.
 
@@ -408,6 +409,8 @@ class HierarchicalQuery(BaseQuery):
     both; SERIES level needs a StudyInstanceUID and INSTANCE level needs both.
     UIDs in the path must be single UIDs.  See :class:`BaseQuery` for the fields.
     """
+
+    __slots__ = ()  # BaseQuery's: fields, __init__, __eq__ and __hash__ (see BaseQuery)
 
     def _validate_structure(self) -> None:
         fix = "add it, or use a RelationalQuery"
@@ -449,8 +452,6 @@ class HierarchicalQuery(BaseQuery):
         return "/studies"
 
 
-@_reject_unknown_fields
-@attrs.frozen(kw_only=True, repr=False)
 class RelationalQuery(BaseQuery):
     """A QIDO-RS query across the hierarchy: at SERIES or INSTANCE level only.
 
@@ -463,6 +464,8 @@ class RelationalQuery(BaseQuery):
 
     No hierarchy rules apply.  See :class:`BaseQuery` for the fields.
     """
+
+    __slots__ = ()  # BaseQuery's: fields, __init__, __eq__ and __hash__ (see BaseQuery)
 
     def _validate_structure(self) -> None:
         if self.query_level is QueryLevel.STUDY:
