@@ -325,6 +325,10 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
         self._headers = {**self._plain_headers, **(headers or {})}
         self._session = session
         self._owns_session = session is None
+        # Headers are the same for every request unless auth is a callable: built once.
+        self._fixed_headers: dict[str, str] | None = None
+        if auth is None or isinstance(auth, tuple | str):  # aiohttp.BasicAuth is a tuple
+            self._fixed_headers = self._header_values()
         self._state = _State.UNOPENED
         self._limiter: Slots | AdaptiveLimiter | None = None
         self._client_timeout = aiohttp.ClientTimeout(
@@ -576,6 +580,18 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
         return await self._request(url, headers)
 
     async def _request_headers(self) -> dict[str, str]:
+        """The headers of one request (a new dict): the client's, with fresh credentials."""
+        headers = self._header_values()
+        auth = self._auth
+        if callable(auth) and not isinstance(auth, tuple | str):
+            extra = auth()
+            if inspect.isawaitable(extra):
+                extra = await extra
+            headers.update(extra)
+        return headers
+
+    def _header_values(self) -> dict[str, str]:
+        """The client's headers with fixed credentials (basic or bearer) as a new dict."""
         headers = dict(self._headers)
         auth = self._auth
         if isinstance(auth, aiohttp.BasicAuth):
@@ -586,11 +602,6 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
             headers["Authorization"] = f"Basic {token}"
         elif isinstance(auth, str):
             headers["Authorization"] = f"Bearer {auth}"
-        elif auth is not None:
-            extra = auth()
-            if inspect.isawaitable(extra):
-                extra = await extra
-            headers.update(extra)
         return headers
 
     async def _attempt(self, url: str, limiter: Slots | None) -> QidoResponse:
@@ -609,7 +620,10 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
             try:
                 start = time.perf_counter()
                 try:
-                    status, headers, body = await self._send(url, await self._request_headers())
+                    sent = self._fixed_headers
+                    if sent is None:  # a callable auth: fresh headers for every request
+                        sent = await self._request_headers()
+                    status, headers, body = await self._send(url, sent)
                     if status == 401 and callable(self._auth):
                         logger.debug("GET %s -> 401; refreshing credentials and retrying once", url)
                         status, headers, body = await self._send(url, await self._request_headers())

@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import attrs
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from aqido.errors import InvalidResponseError, error_for_status, redact_url
 from aqido.results import decode_json
@@ -45,6 +46,10 @@ JSON_MEDIA_TYPES = frozenset({"application/dicom+json", "application/json"})
 #: Response headers: any mapping (a ``multidict`` keeps repeated headers), or
 #: ``(name, value)`` pairs.
 Headers = Mapping[str, str] | Iterable[tuple[str, str]]
+
+
+#: Header types looked up directly (case-insensitive, as aiohttp gives them).
+_MULTIDICTS: frozenset[type] = frozenset({CIMultiDict, CIMultiDictProxy})
 
 
 def header_values(headers: Headers, name: str) -> list[str]:
@@ -62,6 +67,9 @@ def header_values(headers: Headers, name: str) -> list[str]:
 
 
 def _header(headers: Headers, name: str) -> str | None:
+    if type(headers) in _MULTIDICTS:  # aiohttp's headers: a case-insensitive look-up
+        value = headers.get(name)  # type: ignore[union-attr]
+        return None if value is None else str(value)
     values = header_values(headers, name)
     return values[0] if values else None
 
@@ -284,7 +292,15 @@ class QidoResponse:
 def _media_type(content_type: str | None) -> str:
     if not content_type:
         return ""
-    return content_type.split(";", 1)[0].strip().lower()
+    found = _MEDIA_TYPES.get(content_type)
+    if found is None:
+        found = content_type.split(";", 1)[0].strip().lower()
+        if len(_MEDIA_TYPES) < 64:  # a server sends one or two: remember them
+            _MEDIA_TYPES[content_type] = found
+    return found
+
+
+_MEDIA_TYPES: dict[str, str] = {}
 
 
 def _reason(status: int) -> str:
@@ -313,7 +329,11 @@ def parse_response(status: int, headers: Headers, body: bytes, *, url: object = 
     flat = _flat_headers(headers)
     if not 200 <= status <= 299:
         raise error_for_status(status)(status, safe_url, body, reason=_reason(status), headers=flat)
-    warnings = parse_warnings(header_values(headers, "Warning"))
+    warnings = (
+        parse_warnings(header_values(headers, "Warning"))
+        if type(headers) not in _MULTIDICTS or "Warning" in headers
+        else ()
+    )
 
     def empty() -> QidoResponse:
         return QidoResponse(status, safe_url, flat, [], warnings)

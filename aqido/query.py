@@ -99,7 +99,13 @@ def _named_tags() -> tuple[dict[int, str], int]:
 
 @functools.cache
 def _query_field_names() -> tuple[str, ...]:
-    return tuple(a.name for a in attrs.fields(BaseQuery))
+    global _FIELD_NAMES_CACHE
+    if _FIELD_NAMES_CACHE is None:
+        _FIELD_NAMES_CACHE = tuple(a.name for a in attrs.fields(BaseQuery))
+    return _FIELD_NAMES_CACHE
+
+
+_FIELD_NAMES_CACHE: tuple[str, ...] | None = None
 
 
 #: Names other libraries use for a query field (dicomweb-client's arguments, QIDO parameters).
@@ -505,8 +511,10 @@ def _derive(parent: _BQ, /, **changes: Any) -> _BQ:
     """
     new = object.__new__(type(parent))
     setattr_ = object.__setattr__
-    for name in _query_field_names():
-        setattr_(new, name, changes[name] if name in changes else getattr(parent, name))
+    for name in _FIELD_NAMES_CACHE or _query_field_names():
+        setattr_(new, name, getattr(parent, name))
+    for name, value in changes.items():
+        setattr_(new, name, value)
     return new
 
 

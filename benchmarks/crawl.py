@@ -120,12 +120,21 @@ async def _bare_crawl(url: str, concurrency: int) -> Counts:
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def get(path: str) -> list[dict[str, Any]]:
-            async with gate, session.get(url + path, headers=headers) as response:
-                response.raise_for_status()
-                if response.status == 204:
-                    return []
-                items: list[dict[str, Any]] = json.loads(await response.read())
-                return items
+            async with gate:
+                for attempt in (1, 2):
+                    try:
+                        async with session.get(url + path, headers=headers) as response:
+                            response.raise_for_status()
+                            if response.status == 204:
+                                return []
+                            items: list[dict[str, Any]] = json.loads(await response.read())
+                            return items
+                    except aiohttp.ServerDisconnectedError:
+                        # Orthanc closes keep-alive connections after 1 s idle; a loop meant
+                        # for it must re-send once, as aqido (and aiohttp, mostly) does.
+                        if attempt == 2:
+                            raise
+            raise AssertionError("unreachable")
 
         async def study_tree(study: dict[str, Any]) -> Counts:
             uid = _uid(study, STUDY_UID)

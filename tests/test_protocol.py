@@ -388,3 +388,26 @@ def test_retry_after(value: str | None, expected: float | None) -> None:
 
 def test_retry_after_date_against_the_real_clock_is_never_negative() -> None:
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+
+
+def test_aiohttp_style_headers_read_the_same_as_pairs() -> None:
+    """The multidict fast path (aiohttp's headers) agrees with the generic one."""
+    from multidict import CIMultiDict, CIMultiDictProxy
+
+    pairs = [
+        ("content-type", "Application/DICOM+JSON; charset=utf-8"),
+        ("Warning", '299 h "There are 3 additional results that can be requested"'),
+        ("warning", '299 h "second"'),
+        ("Content-Length", "2"),
+    ]
+    body = b"[{}]"
+    generic = parse_response(200, pairs, body, url="http://h/studies")
+    fast = parse_response(200, CIMultiDictProxy(CIMultiDict(pairs)), body, url="http://h/studies")
+    assert fast == generic
+    assert fast.additional_results == 3
+    assert len(fast.warnings) == 2
+    none = CIMultiDictProxy(CIMultiDict([("Content-Type", "application/dicom+json")]))
+    assert parse_response(200, none, body).warnings == ()
+    html = CIMultiDictProxy(CIMultiDict([("CONTENT-TYPE", "text/html")]))
+    with pytest.raises(InvalidResponseError, match="HTML page"):
+        parse_response(200, html, b"<html></html>")
