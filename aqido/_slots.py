@@ -46,24 +46,37 @@ class Slots:
 
     @property
     def available(self) -> int:
-        """Slots free now."""
-        return self._free
+        """Slots free now (0 while more are taken than a shrink left)."""
+        return max(0, self._free)
 
     @property
     def waiting(self) -> int:
         """Tasks waiting for a slot now."""
         return len(self._waiters)
 
+    def resize(self, total: int) -> None:
+        """Change the number of slots: more wake waiters now; fewer apply as slots come back."""
+        if total < 1:
+            raise ValueError(f"total must be at least 1, not {total!r}")
+        self._free += total - self.total
+        self.total = total
+        waiters = self._waiters
+        while self._free > 0 and waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                self._free -= 1
+                waiter.set_result(None)
+
     def acquire_nowait(self) -> bool:
         """Take a slot if one is free and nobody waits; ``False`` otherwise."""
-        if self._free and not self._waiters:
+        if self._free > 0 and not self._waiters:
             self._free -= 1
             return True
         return False
 
     async def acquire(self) -> None:
         """Take a slot: at once if one is free and nobody waits, else wait in line."""
-        if self._free and not self._waiters:
+        if self._free > 0 and not self._waiters:
             self._free -= 1
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -80,7 +93,7 @@ class Slots:
     def release(self) -> None:
         """Give a slot back: to the first waiter still waiting, else to the pool."""
         waiters = self._waiters
-        while waiters:
+        while waiters and self._free >= 0:  # after a shrink, owed slots are kept first
             waiter = waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)

@@ -58,6 +58,20 @@ round runs at an eighth of the limit and its median latency becomes ``R0``
 the lowest of many noisy medians is luck, and a limit steered by luck drifts
 down round after round.
 
+The throughput is also measured directly: the answers delivered during a
+round (whenever they were sent) per second of the round.  When the round kept
+the limit busy, ``X`` is the lower of the two, and the startup grows only
+while the server delivers what Little's law promises (``delivered * R0 *
+tolerance >= in_flight``): Orthanc on a 2-core machine answers the median
+request at 16 in flight barely slower than at 4, but delivers no more per
+second, and its collapse past its HTTP threads shows in the answers that come
+late, never in the median.  During the startup a round waits for as many
+answers as the limit (after it, half the limit): the first half to answer
+are the fastest, and their median hides the queue a 4x bigger limit built.
+(Measured against Orthanc 1.10 on 127.0.0.1, 150 studies: without these two
+rules the startup went on to 64 in 3 of 6 crawls, 2.5x slower; with them in
+none of 6.)
+
 A stall (one request 20 times slower than the best, and slower than 0.25 s)
 halves the limit too, and the limit stays at or below that half from then
 on: Orthanc past its 50 HTTP threads answers most requests
@@ -180,6 +194,8 @@ class AdaptiveLimit:
     _round: int = attrs.field(init=False, default=0)
     _round_samples: list[float] = attrs.field(init=False, factory=list)
     _round_peak: int = attrs.field(init=False, default=0)
+    _round_started: float = attrs.field(init=False, default=math.nan)
+    _round_answers: int = attrs.field(init=False, default=0)
     _last_cut_round: int = attrs.field(init=False, default=-1)
     _pushed_back: bool = attrs.field(init=False, default=False)
     _probe_restore: float | None = attrs.field(init=False, default=None)
@@ -250,12 +266,19 @@ class AdaptiveLimit:
             self._pushed_back = True
             self._cut(now, "stall")
             return
+        self._round_answers += 1  # delivered during this round, whenever it was sent
         if ticket.round != self._round:
-            return  # sent under an older limit: it says nothing about this one
+            return  # sent under an older limit: its latency says nothing about this one
         self._round_samples.append(latency)
-        quick = self.in_startup or self._probe_restore is not None
-        fewest = self.min_samples if quick else self.settled_samples
-        if len(self._round_samples) >= max(fewest, math.ceil(self.limit / 2)):
+        if self.in_startup:
+            # every request of the round: the first half to answer are the fastest, and
+            # their median hides the queue that a 4x bigger limit has just built
+            enough = max(self.min_samples, self.limit)
+        elif self._probe_restore is not None:
+            enough = max(self.min_samples, math.ceil(self.limit / 2))
+        else:
+            enough = max(self.settled_samples, math.ceil(self.limit / 2))
+        if len(self._round_samples) >= enough:
             self._end_round(now)
 
     def dropped(self, ticket: Ticket, now: float, *, retry_after: float | None = None) -> None:
@@ -274,7 +297,7 @@ class AdaptiveLimit:
         base = self.estimate if self._probe_restore is None else self._probe_restore
         self._probe_restore = None  # a cut during a probe ends it: cut what it would restore
         self._set(base * self.backoff, now, reason)
-        self._new_round()
+        self._new_round(now)
 
     def ignore(self, ticket: Ticket, now: float, *, retry_after: float | None = None) -> None:
         """A request ended without a latency sample or push-back (another error)."""
@@ -303,12 +326,12 @@ class AdaptiveLimit:
             restore, self._probe_restore = self._probe_restore, None
             self._set(restore, now, "probe end")
             self._warming_up = True
-            self._new_round()
+            self._new_round(now)
             return
         if self._warming_up:
             # the first round after a probe sees the server's queue still empty: too rosy
             self._warming_up = False
-            self._new_round()
+            self._new_round(now)
             return
         if (
             self.in_startup
@@ -320,16 +343,33 @@ class AdaptiveLimit:
             self.best_latency = latency
         best = self.best_latency
         limit = self.estimate
+        # What the server delivered during the round (answers per second, whenever they
+        # were sent), when the round kept the limit busy: less than Little's law says
+        # from the median when a few requests wait far longer than it (Orthanc past its
+        # threads answers most at once and leaves some waiting a second for a thread).
+        elapsed = now - self._round_started
+        delivered = (
+            self._round_answers / elapsed
+            if not app_limited and elapsed > 0 and self._round_answers
+            else None
+        )
         if best is None or latency <= 0:
             pass  # instant answers: nothing to learn from
-        elif self.in_startup and latency <= best * self.exit_ratio:
+        elif (
+            self.in_startup
+            and latency <= best * self.exit_ratio
+            and (delivered is None or delivered * best * self.tolerance >= in_flight)
+        ):
             if not app_limited:
                 self._set(limit * self.startup_growth, now, "startup")
         else:
             probe = self._rounds_since_probe >= self.probe_every
             self._rounds_since_probe += 1
             self.in_startup = False
-            target = self.tolerance * in_flight * best / latency
+            throughput = in_flight / latency  # Little's law, with the round's median
+            if delivered is not None:
+                throughput = min(throughput, delivered)
+            target = self.tolerance * throughput * best
             if app_limited:
                 target = min(target, limit)
             if target >= limit:
@@ -345,10 +385,12 @@ class AdaptiveLimit:
                 self._rounds_since_probe = 0
                 self._probe_restore = self.estimate
                 self._set(self.estimate / self.probe_divisor, now, "probe")
-        self._new_round()
+        self._new_round(now)
 
-    def _new_round(self) -> None:
+    def _new_round(self, now: float) -> None:
         self._round += 1
+        self._round_started = now
+        self._round_answers = 0
         self._round_samples = []
         self._round_peak = self.in_flight
 

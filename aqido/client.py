@@ -950,7 +950,13 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
             structure_items,
             base,
             depth=depth,
-            window=2 * concurrency,
+            # With "auto", twice the limit in force (not its ceiling): a study waiting
+            # for a slot is memory held and work for the garbage collector, for nothing.
+            window=(
+                (lambda: 2 * self.concurrency_limit)
+                if max_concurrency is None and self.max_concurrency == "auto"
+                else 2 * concurrency
+            ),
             page_size=page_size,
             limiter=limiter,
             caps=self._caps if server_limit is None else Caps(server_limit),

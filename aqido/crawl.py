@@ -399,7 +399,7 @@ async def crawl(
     query: BaseQuery,
     *,
     depth: QueryLevel | str = QueryLevel.INSTANCE,
-    window: int,
+    window: int | Callable[[], int],
     page_size: int | None = None,
     limiter: Slots | None = None,
     server_limit: int | Mapping[Any, int] | None = None,
@@ -422,7 +422,8 @@ async def crawl(
             STUDY only lists the studies.
         window: how many studies may be in progress at once (fetched but not yet
             handed to the consumer): memory is bounded by this window (plus one
-            UID per study, for de-duplication), not by the archive.
+            UID per study, for de-duplication), not by the archive.  A callable
+            is asked again before each study starts (an adaptive limit's window).
         page_size: page size for the study listing (``None``: the server's).
         limiter: an extra per-operation limiter held by every request.
         server_limit: the server's cap on results per response (an int, or a
@@ -541,7 +542,8 @@ async def crawl(
         return study.with_series(series)
 
     async def produce(send: MemoryObjectSendStream[Any]) -> None:
-        slots = Slots(max(1, window))
+        sizing = window if callable(window) else None
+        slots = Slots(max(1, window() if callable(window) else window))
         seen: set[str] = set()
 
         async def finish(study: Any, study_uid: str) -> None:
@@ -566,6 +568,8 @@ async def crawl(
                         if level is QueryLevel.STUDY:
                             await send.send(study)
                             continue
+                        if sizing is not None and (size := max(1, sizing())) != slots.total:
+                            slots.resize(size)
                         if not slots.acquire_nowait():  # a free one: no event-loop turn
                             await slots.acquire()
                         group.start_soon(finish, study, study_uid)

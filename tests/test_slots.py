@@ -82,3 +82,35 @@ async def test_a_slot_handed_to_a_waiter_cancelled_before_it_runs_goes_on() -> N
     assert slots.waiting == 0
     slots.release()
     assert slots.available == 1
+
+
+async def test_resizing_wakes_waiters_or_waits_for_slots_to_come_back() -> None:
+    slots = Slots(2)
+    await slots.acquire()
+    await slots.acquire()
+    woken: list[int] = []
+
+    async def take(n: int) -> None:
+        await slots.acquire()
+        woken.append(n)
+
+    tasks = [asyncio.create_task(take(n)) for n in range(3)]
+    await asyncio.sleep(0)
+    slots.resize(3)  # one more: the first waiter gets it at once
+    await asyncio.sleep(0)
+    assert woken == [0]
+    slots.resize(1)  # three taken, one allowed: two must come back before anyone else
+    slots.release()
+    slots.release()
+    await asyncio.sleep(0)
+    assert woken == [0]
+    assert slots.available == 0
+    slots.release()  # now one taken of one: the next waiter gets the freed slot
+    await asyncio.sleep(0)
+    assert woken == [0, 1]
+    slots.resize(2)
+    await asyncio.sleep(0)
+    assert woken == [0, 1, 2]
+    await asyncio.gather(*tasks)
+    with pytest.raises(ValueError, match="at least 1"):
+        slots.resize(0)
