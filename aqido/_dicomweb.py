@@ -18,12 +18,12 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 from aqido import dictionary
+from aqido._search_results import SearchResults
 from aqido._slots import Slots
 from aqido.errors import (
     InvalidQueryError,
     QueryTypeError,
 )
-from aqido.plan import Plan
 from aqido.query import (
     ATTRIBUTE_FIELDS,
     BaseQuery,
@@ -34,9 +34,7 @@ from aqido.query import (
 from aqido.results import Instance, Series, Study
 
 if TYPE_CHECKING:  # pragma: no cover
-    pass
-
-from aqido._search_results import SearchResults
+    from aqido.plan import Plan
 
 
 class DicomwebMethods:

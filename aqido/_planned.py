@@ -18,25 +18,24 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import anyio
 import attrs
 
+from aqido._paging import iter_pages
+from aqido._search_results import SearchResults
 from aqido._slots import Slots
-from aqido.crawl import iter_pages, search_many
+from aqido._tasks import search_many
 from aqido.errors import (
     QidoError,
     UnanswerableQueryError,
 )
 from aqido.partition import Caps
-from aqido.plan import Plan, plan_query
-from aqido.profile import ServerProfile
 from aqido.protocol import QidoResponse, QidoWarning, join_url
 from aqido.query import (
     BaseQuery,
 )
 from aqido.results import structure
 
-if TYPE_CHECKING:  # pragma: no cover
-    pass
-
-from aqido._search_results import SearchResults
+if TYPE_CHECKING:  # pragma: no cover - the planner is imported when a profile is in play
+    from aqido.plan import Plan
+    from aqido.profile import ServerProfile
 
 plan_logger = logging.getLogger("aqido.plan")
 
@@ -99,6 +98,8 @@ class PlannedSearch:
         return self._profile
 
     def _plan_for(self, query: BaseQuery) -> Plan:
+        from aqido.plan import plan_query  # only with a profile: keeps a plain search's start fast
+
         return plan_query(query, self._profile, pn_case_sensitive=self.pn_case_sensitive)
 
     async def _plan(self, query: BaseQuery) -> Plan | None:

@@ -89,12 +89,20 @@ floor (1) and the ceiling (``max_concurrency_limit``, default 64).
 from __future__ import annotations
 
 import math
-import statistics
 from typing import Any
 
 import attrs
 
 __all__ = ["AdaptiveLimit", "LimitChange", "Ticket"]
+
+
+def _median(values: list[float]) -> float:
+    """``statistics.median`` of a non-empty list, without importing ``statistics`` (~4 ms)."""
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def _positive(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -305,7 +313,7 @@ class AdaptiveLimit:
     # --- the model --------------------------------------------------------------------------
 
     def _end_round(self, now: float) -> None:
-        latency = statistics.median(self._round_samples)
+        latency = _median(self._round_samples)
         in_flight = min(self.estimate, float(self._round_peak))  # what the latency was for
         app_limited = self._round_peak * 2 < self.limit
         if self._probe_restore is not None:

@@ -55,7 +55,7 @@ from collections.abc import (
 )
 from contextlib import aclosing
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 import aiohttp
 import anyio
@@ -74,13 +74,12 @@ from aqido._http import (
     map_aiohttp_errors,
     ssl_option,
 )
+from aqido._paging import iter_pages
 from aqido._planned import PlannedSearch
 from aqido._search_results import SearchResults as SearchResults
 from aqido._slots import Slots
-from aqido.adaptive import AdaptiveLimit
-from aqido.checkpoint import CrawlCheckpoint
+from aqido._tasks import iter_search_many, search_many
 from aqido.concurrency import AdaptiveLimiter
-from aqido.crawl import Recorder, crawl, iter_pages, iter_search_many, search_many
 from aqido.errors import (
     ClientClosedError,
     QidoError,
@@ -92,9 +91,6 @@ from aqido.errors import (
     redact_url,
 )
 from aqido.partition import Caps, check_server_limit
-from aqido.plan import split_keys
-from aqido.profile import ServerProfile
-from aqido.progress import CrawlProgress, make_progress
 from aqido.protocol import (
     ACCEPT,
     QidoResponse,
@@ -111,10 +107,12 @@ from aqido.query import (
 )
 from aqido.results import Study, build_tree, structure
 from aqido.retry import Retry, Timeout, call_with_retry
-from aqido.stats import CrawlStats
 
-if TYPE_CHECKING:  # pragma: no cover
-    pass
+if TYPE_CHECKING:  # pragma: no cover - imported where used: a plain search needs none of them
+    from aqido.checkpoint import CrawlCheckpoint
+    from aqido.profile import ServerProfile
+    from aqido.progress import CrawlProgress
+    from aqido.stats import CrawlStats
 
 logger = logging.getLogger("aqido")
 #: Where a profile's "not the standard's answer" warnings go (the CLI prints them).
@@ -150,7 +148,7 @@ _CHUNK_BYTES = 256 * 1024
 
 #: What ``profile=`` accepts: a :class:`~aqido.profile.ServerProfile`, ``"auto"`` (probe
 #: the server once, before the first search) or the path of a profile's JSON file.
-ProfileSource = ServerProfile | str | os.PathLike[str]
+ProfileSource: TypeAlias = "ServerProfile | str | os.PathLike[str]"
 
 #: Recent aiohttp re-sends an idempotent request once by itself when the server closed a
 #: pooled connection; with older versions (3.9) aqido does it.
@@ -344,14 +342,17 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
         self.strict_matching = bool(strict_matching)
         self._auto_profile = isinstance(profile, str) and profile == "auto"
         self._profile: ServerProfile | None = None
-        if isinstance(profile, ServerProfile):
-            self._profile = profile
-        elif profile is not None and not self._auto_profile:
-            if not isinstance(profile, str | os.PathLike):
+        if profile is not None and not self._auto_profile:
+            from aqido.profile import ServerProfile  # only with a profile: keeps the start fast
+
+            if isinstance(profile, ServerProfile):
+                self._profile = profile
+            elif not isinstance(profile, str | os.PathLike):
                 raise ValueError(
                     f"profile must be a ServerProfile, 'auto' or a path, not {profile!r}"
                 )
-            self._profile = ServerProfile.load(profile)
+            else:
+                self._profile = ServerProfile.load(profile)
         self._profile_lock: anyio.Lock | None = None
 
     def __repr__(self) -> str:
@@ -421,6 +422,8 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
         if isinstance(self._limiter, AdaptiveLimiter):
             return self._limiter.limit
         if self.max_concurrency == "auto":
+            from aqido.adaptive import AdaptiveLimit  # only with "auto": keeps the start fast
+
             return AdaptiveLimit(ceiling=self.max_concurrency_limit).limit
         return self.max_concurrency
 
@@ -447,6 +450,8 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
         self._state = _State.OPENED
         if self._limiter is None:
             if self.max_concurrency == "auto":
+                from aqido.adaptive import AdaptiveLimit  # only with "auto": keeps the start fast
+
                 self._limiter = AdaptiveLimiter(
                     AdaptiveLimit(ceiling=self.max_concurrency_limit, created=time.monotonic())
                 )
@@ -900,6 +905,13 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
         request in flight.  For a clean early ``break``, wrap the iterator in
         :func:`contextlib.aclosing`.
         """
+        # The crawl machinery is imported by the first crawl: a plain search needs none of it.
+        from aqido.checkpoint import CrawlCheckpoint
+        from aqido.crawl import Recorder, crawl
+        from aqido.plan import split_keys
+        from aqido.progress import make_progress
+        from aqido.stats import CrawlStats
+
         base = HierarchicalQuery() if query is None else self._query(query)
         if self.permissive_uid and not base.permissive_uid:
             # The series and instance queries are built from the UIDs the server returns.

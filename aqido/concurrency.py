@@ -13,10 +13,12 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import anyio
 
-from aqido.adaptive import AdaptiveLimit, LimitChange, Ticket
+if TYPE_CHECKING:  # pragma: no cover - imported by the first adaptive limiter (cold start)
+    from aqido.adaptive import AdaptiveLimit, LimitChange, Ticket
 
 __all__ = ["AdaptiveLimiter"]
 
@@ -42,7 +44,11 @@ class AdaptiveLimiter:
         self, limit: AdaptiveLimit | None = None, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self._clock = clock
-        self.state = limit if limit is not None else AdaptiveLimit(created=clock())
+        if limit is None:
+            from aqido.adaptive import AdaptiveLimit
+
+            limit = AdaptiveLimit(created=clock())
+        self.state = limit
         self._queue: deque[_Waiter] = deque()
 
     @property

@@ -188,6 +188,9 @@ def _reject_unknown_fields(cls: _Q) -> _Q:
     return cls
 
 
+# The two kinds add no field: they are plain subclasses that take BaseQuery's generated
+# __init__ (with the unknown-field check), __eq__ (same class only) and __hash__ rather than
+# having attrs generate and compile them twice more at import (~5 ms of a cold start).
 @_reject_unknown_fields
 @attrs.frozen(kw_only=True, repr=False)
 class BaseQuery:
@@ -279,7 +282,7 @@ class BaseQuery:
                 f"{name}: min_study_date ({self.min_study_date}) is after max_study_date "
                 f"({self.max_study_date}); swap them"
             )
-        named, study_date_tag = _named_tags()
+        named, study_date_tag = _named_tags() if self.filters else ({}, 0)
         for key, value in self.filters:
             _key, tags, vr = normalise_key("filters", key)
             if vr == "UI":
@@ -400,8 +403,6 @@ class BaseQuery:
         return f"{type(self).__name__}({', '.join(parts)})"
 
 
-@_reject_unknown_fields
-@attrs.frozen(kw_only=True, repr=False)
 class HierarchicalQuery(BaseQuery):
     """A QIDO-RS query along the study → series → instance hierarchy.
 
@@ -414,6 +415,8 @@ class HierarchicalQuery(BaseQuery):
     both; SERIES level needs a StudyInstanceUID and INSTANCE level needs both.
     UIDs in the path must be single UIDs.  See :class:`BaseQuery` for the fields.
     """
+
+    __slots__ = ()  # BaseQuery's: fields, __init__, __eq__ and __hash__ (see BaseQuery)
 
     def _validate_structure(self) -> None:
         fix = "add it, or use a RelationalQuery"
@@ -455,8 +458,6 @@ class HierarchicalQuery(BaseQuery):
         return "/studies"
 
 
-@_reject_unknown_fields
-@attrs.frozen(kw_only=True, repr=False)
 class RelationalQuery(BaseQuery):
     """A QIDO-RS query across the hierarchy: at SERIES or INSTANCE level only.
 
@@ -469,6 +470,8 @@ class RelationalQuery(BaseQuery):
 
     No hierarchy rules apply.  See :class:`BaseQuery` for the fields.
     """
+
+    __slots__ = ()  # BaseQuery's: fields, __init__, __eq__ and __hash__ (see BaseQuery)
 
     def _validate_structure(self) -> None:
         if self.query_level is QueryLevel.STUDY:

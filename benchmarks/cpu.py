@@ -352,8 +352,10 @@ def run(
     cold_repeat: int,
     scale_sizes: list[tuple[int, int, int]],
 ) -> dict[str, Any]:
-    """Every measurement of the module docstring (``scale_sizes`` empty: no scale run)."""
-    report: dict[str, Any] = {"crawl": run_rows(rows, size, repeat=repeat, budget=budget)}
+    """Every measurement of the module docstring (``rows``/``scale_sizes`` empty: not run)."""
+    report: dict[str, Any] = {}
+    if rows:
+        report["crawl"] = run_rows(rows, size, repeat=repeat, budget=budget)
     report["cold_start"] = cold_start(cold_repeat)
     if scale_sizes:
         report["scale"] = scale(scale_sizes)

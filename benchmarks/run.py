@@ -828,9 +828,9 @@ PARTS = ("crawl", "cpu", "parse", "imports", "memory", "scale")
 
 
 def _cpu_rows(text: str) -> list[tuple[float, int]]:
-    """``"2:16,2:64"``: (latency in seconds, requests in flight) pairs."""
+    """``"2:16,2:64"``: (latency in seconds, requests in flight) pairs (``""``: none)."""
     out = []
-    for part in text.split(","):
+    for part in filter(None, text.split(",")):
         latency, _, concurrency = part.partition(":")
         out.append((float(latency) / 1000, int(concurrency)))
     return out
@@ -866,7 +866,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--import-repeat", type=int, default=None)
     parser.add_argument("--memory-sizes", type=_sizes, default=None, help="e.g. 100x4x25,1000x4x25")
     parser.add_argument(
-        "--cpu-rows", type=_cpu_rows, default=None, help="client CPU rows, ms:in-flight, e.g. 2:16"
+        "--cpu-rows",
+        type=_cpu_rows,
+        default=None,
+        help="client CPU rows, ms:in-flight, e.g. 2:16 ('' : none)",
     )
     parser.add_argument(
         "--cpu-size", type=_sizes, default=None, help="canned archive, e.g. 200x4x3"

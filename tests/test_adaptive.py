@@ -7,13 +7,14 @@ sleeping, no wall clock.
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
 from adaptive_sim import SimServer, simulate
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aqido.adaptive import AdaptiveLimit, LimitChange
+from aqido.adaptive import AdaptiveLimit, LimitChange, _median
 
 # --- helpers ---------------------------------------------------------------------------------
 
@@ -279,3 +280,9 @@ def test_floor_and_ceiling_always_hold(
     result = simulate(limit, server, requests=800, seed=seed)
     assert all(floor <= c.limit <= ceiling for c in limit.history)
     assert result.max_in_flight <= ceiling
+
+
+@given(st.lists(st.floats(min_value=0, max_value=1e6), min_size=1, max_size=50))
+def test_median_is_statistics_median(values: list[float]) -> None:
+    """The round median without importing ``statistics`` (cold start) gives its answer."""
+    assert _median(values) == statistics.median(values)

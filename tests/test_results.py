@@ -502,6 +502,18 @@ def test_import_results_does_not_import_pydicom() -> None:
     assert out.stdout.strip() == "False"
 
 
+def test_the_models_tag_keys_are_the_dictionarys() -> None:
+    """``_models._KEYS`` (written out, so defining the models loads no dictionary) is right."""
+    from aqido import dictionary
+    from aqido._models import _KEYS, _MODELS
+
+    fields = {f.name for cls in _MODELS.values() for f in attrs.fields(cls)}
+    assert set(_KEYS) == fields - {"_raw", "series", "instances"}
+    for keyword, key in _KEYS.items():
+        assert dictionary.resolve(keyword)[0] == int(key, 16), keyword
+        assert key == key.upper()
+
+
 # ------------------------------------------------------------------ build_tree
 
 
