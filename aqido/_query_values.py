@@ -483,3 +483,19 @@ def check_count(instance: object, attribute: attrs.Attribute[int], value: object
             f"{attribute.name}: {value!r} is not a non-negative int; pass 0 (not sent) "
             "or a positive number"
         )
+
+
+#: Names other libraries use for a query field (dicomweb-client's arguments, QIDO parameters).
+FIELD_ALIASES = {
+    "fields": "include_fields",
+    "includefield": "include_fields",
+    "include_field": "include_fields",
+    "search_filters": "filters",
+    "additional_params": "extra_params",
+    "study_instance_uid": "StudyInstanceUID",
+    "series_instance_uid": "SeriesInstanceUID",
+    "sop_instance_uid": "SOPInstanceUID",
+    "permissive_uids": "permissive_uid",
+    "level": "query_level",
+    "studydate": "min_study_date",
+}

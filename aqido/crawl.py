@@ -3,7 +3,7 @@
 Everything here is written against one small seam, a :data:`Fetch` callable
 ``(query, limiter) -> QidoResponse`` that performs one logical request
 (retries included); :class:`aqido.client.AsyncQidoRS` provides it.  There is no
-aiohttp here, only anyio.  The parts (re-exported here):
+aiohttp here.  The parts (re-exported here):
 
 - :func:`iter_pages` (:mod:`aqido._paging`): ``limit``/``offset`` paging with every stop condition a
   real server needs (204 or empty page, short page, truncation warnings, a
@@ -12,7 +12,7 @@ aiohttp here, only anyio.  The parts (re-exported here):
   task group and the streaming helper): many queries through a
   bounded pool of workers, in order or as they complete;
 - :func:`crawl`: a bounded producer/consumer walk that yields each study as
-  soon as its subtree is complete, with a fixed window of studies in flight;
+  soon as its subtree is complete, with a window of studies in flight;
   complete against capped servers (it pages, then splits the queries that
   :mod:`aqido.partition` says may be truncated), with failures either raised
   at once (``fail_fast``) or recorded per part in a
@@ -285,17 +285,11 @@ class _Walker:
             total = len(response.items) + response.additional_results
             if announced is not None:
                 announced.append(total)
-        split = self.splitter(level)
-
-        def split_parts(items: list[dict[str, Any]]) -> list[BaseQuery] | None:
-            return split(query, items) if split is not None else None
-
+        split = self.splitter(level) or (lambda _query, _items: None)
         # The parts are worked out only when they may be needed (splitting builds and
         # checks many queries): now if offset cannot be trusted, else after paging.
-        parts: list[BaseQuery] | None = None
         planned = self.caps.offset_unreliable
-        if planned:
-            parts = split_parts(sample)
+        parts = split(query, sample) if planned else None
         if parts is None or not self.caps.offset_unreliable:
             received = len(response.items)
             honoured = True
@@ -323,7 +317,7 @@ class _Walker:
             elif not (suspect and looks_like_cap_plus_one(first_count)):
                 return
             if not planned:
-                parts = split_parts(sample)
+                parts = split(query, sample)
             if not self.caps.offset_unreliable:
                 if parts is None:
                     return

@@ -42,10 +42,8 @@ from typing import Any, TypeVar
 import attrs
 
 from aqido import dictionary
-from aqido._query_values import PERMISSIVE_UID_MAX as PERMISSIVE_UID_MAX
-from aqido._query_values import RESERVED_PARAMS as RESERVED_PARAMS
-from aqido._query_values import QueryLevel as QueryLevel
 from aqido._query_values import (
+    FIELD_ALIASES,
     check_bool,
     check_count,
     check_uid_list,
@@ -67,6 +65,9 @@ from aqido._query_values import (
     conv_study_uid,
     normalise_key,
 )
+from aqido._query_values import PERMISSIVE_UID_MAX as PERMISSIVE_UID_MAX
+from aqido._query_values import RESERVED_PARAMS as RESERVED_PARAMS
+from aqido._query_values import QueryLevel as QueryLevel
 from aqido._query_values import encode_query_value as encode_query_value
 from aqido._query_values import is_permissive_uid as is_permissive_uid
 from aqido._query_values import is_valid_uid as is_valid_uid
@@ -99,29 +100,7 @@ def _named_tags() -> tuple[dict[int, str], int]:
 
 @functools.cache
 def _query_field_names() -> tuple[str, ...]:
-    global _FIELD_NAMES_CACHE
-    if _FIELD_NAMES_CACHE is None:
-        _FIELD_NAMES_CACHE = tuple(a.name for a in attrs.fields(BaseQuery))
-    return _FIELD_NAMES_CACHE
-
-
-_FIELD_NAMES_CACHE: tuple[str, ...] | None = None
-
-
-#: Names other libraries use for a query field (dicomweb-client's arguments, QIDO parameters).
-_FIELD_ALIASES = {
-    "fields": "include_fields",
-    "includefield": "include_fields",
-    "include_field": "include_fields",
-    "search_filters": "filters",
-    "additional_params": "extra_params",
-    "study_instance_uid": "StudyInstanceUID",
-    "series_instance_uid": "SeriesInstanceUID",
-    "sop_instance_uid": "SOPInstanceUID",
-    "permissive_uids": "permissive_uid",
-    "level": "query_level",
-    "studydate": "min_study_date",
-}
+    return tuple(a.name for a in attrs.fields(BaseQuery))
 
 
 def _unknown_field_error(kind: str, names: Iterable[str]) -> UnknownFieldError:
@@ -129,7 +108,7 @@ def _unknown_field_error(kind: str, names: Iterable[str]) -> UnknownFieldError:
     unknown = sorted(names)
     name = unknown[0]
     fields = _query_field_names()
-    suggestion = _FIELD_ALIASES.get(name) or _FIELD_ALIASES.get(name.lower())
+    suggestion = FIELD_ALIASES.get(name) or FIELD_ALIASES.get(name.lower())
     if suggestion is None:
         import difflib  # only on this error path: keeps ``import aqido`` fast
 
@@ -511,7 +490,7 @@ def _derive(parent: _BQ, /, **changes: Any) -> _BQ:
     """
     new = object.__new__(type(parent))
     setattr_ = object.__setattr__
-    for name in _FIELD_NAMES_CACHE or _query_field_names():
+    for name in _query_field_names():
         setattr_(new, name, getattr(parent, name))
     for name, value in changes.items():
         setattr_(new, name, value)
