@@ -916,15 +916,7 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
         if self.permissive_uid and not base.permissive_uid:
             # The series and instance queries are built from the UIDs the server returns.
             base = attrs.evolve(base, permissive_uid=True)
-        plan = await self._plan(base)
-        if plan is not None:
-            reason = (
-                f"crawl sends {base} as it is: the server's profile says it does not answer "
-                "it as the standard does, and crawls do not match locally yet"
-            )
-            if self.strict_matching:
-                raise UnanswerableQueryError([reason], query=base)
-            plan_logger.warning("%s", reason)
+        parts, keep = await self._crawl_plan(base)
         limiter = self._operation_limiter(max_concurrency)
         concurrency = max_concurrency or self._slots
         stats = stats if stats is not None else CrawlStats()
@@ -966,10 +958,46 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
             checkpoint=checkpoint,
             split_keys=split_keys(self._profile),
             server=self.url,
+            parts=parts,
+            keep=keep,
         )
         async with aclosing(studies):
             async for study in studies:
                 yield study
+
+    async def _crawl_plan(
+        self, base: BaseQuery
+    ) -> tuple[tuple[BaseQuery, ...] | None, Callable[[list[dict[str, Any]]], list[Any]] | None]:
+        """What a crawl sends instead of ``base``, and keeps of it, for the server's profile.
+
+        ``(None, None)``: ``base`` goes out as it is.  Otherwise the plan's study
+        queries (one, or a fanned-out list) and a filter matching the rest locally,
+        as :meth:`search` does; its warnings are logged (``strict_matching`` raises).
+        """
+        plan = await self._plan(attrs.evolve(base, limit=0, offset=0))
+        if plan is None:
+            return None, None
+        if plan.walk is not None or any(
+            q.query_level is not QueryLevel.STUDY for q in plan.requests
+        ):  # pragma: no cover - the planner walks only relational queries
+            reason = f"crawl sends {base} as it is: its plan is not a study listing"
+            if self.strict_matching:
+                raise UnanswerableQueryError([reason], query=base)
+            plan_logger.warning("%s", reason)
+            return None, None
+        for warning in plan.warnings:
+            plan_logger.warning("%s", warning)
+        noted: set[str] = set()
+
+        def keep(items: list[dict[str, Any]]) -> list[Any]:
+            kept, notes = plan.finish(items)
+            for note in notes:
+                if note not in noted:
+                    noted.add(note)
+                    plan_logger.warning("%s", note)
+            return list(kept)
+
+        return plan.requests, keep
 
     async def find_studies(self, query: Any) -> SearchResults[Study]:
         """Search, and return the results grouped into studies (dicomtrolley's ``find_studies``).

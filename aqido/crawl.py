@@ -32,8 +32,7 @@ from __future__ import annotations
 
 import datetime
 import logging
-import time
-from collections.abc import AsyncGenerator, Callable, Container, Mapping
+from collections.abc import AsyncGenerator, Callable, Container, Mapping, Sequence
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -44,6 +43,7 @@ from aqido._paging import Fetch as Fetch
 from aqido._paging import Page as Page
 from aqido._paging import check_page_size, uid_of, unseen
 from aqido._paging import iter_pages as iter_pages
+from aqido._recorder import Recorder as Recorder
 from aqido._slots import Slots
 from aqido._tasks import FirstErrorGroup as FirstErrorGroup
 from aqido._tasks import iter_search_many as iter_search_many
@@ -52,7 +52,6 @@ from aqido._tasks import stream_from as stream_from
 from aqido.checkpoint import CrawlCheckpoint
 from aqido.errors import (
     ClientClosedError,
-    CrawlFailure,
     CrawlIncompleteError,
     InvalidQueryError,
     InvalidResponseError,
@@ -66,7 +65,6 @@ from aqido.partition import (
     split_series_query,
     split_study_query,
 )
-from aqido.progress import CrawlProgress, report
 from aqido.protocol import QidoResponse
 from aqido.query import BaseQuery, HierarchicalQuery, QueryLevel, _child_query, _derive
 from aqido.stats import CrawlStats
@@ -87,6 +85,9 @@ Splitter = Callable[[BaseQuery, list[dict[str, Any]]], "list[BaseQuery] | None"]
 #: Structures raw items into typed results: ``structure(response, level, items)``.
 Structure = Callable[[QidoResponse, QueryLevel, list[dict[str, Any]]], list[Any]]
 
+#: The studies of a listing to walk, of those the server returned (raw DICOM JSON).
+Keep = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+
 
 def _level(depth: QueryLevel | str) -> QueryLevel:
     try:
@@ -95,79 +96,6 @@ def _level(depth: QueryLevel | str) -> QueryLevel:
         raise InvalidQueryError(
             f"depth must be QueryLevel.STUDY, SERIES or INSTANCE, not {depth!r}"
         ) from None
-
-
-class Recorder:
-    """The crawl's side of its :class:`~aqido.stats.CrawlStats` and progress hook.
-
-    Every update of the statistics goes through here, and the progress hook
-    (a :class:`~aqido.progress.CrawlProgress`) hears about each change
-    (``update``) and each completed study; the crawl is the only writer.
-    """
-
-    def __init__(self, stats: CrawlStats, progress: CrawlProgress | None = None) -> None:
-        self.stats = stats
-        self.progress = progress
-
-    def changed(self) -> None:
-        if self.progress is not None:
-            self.progress.update(self.stats)
-
-    def start(self) -> None:
-        """Reset every counter: one ``CrawlStats`` describes one crawl (the latest)."""
-        stats = self.stats
-        stats.requests = stats.retries = stats.pages = stats.splits = 0
-        stats.items = {"STUDY": 0, "SERIES": 0, "INSTANCE": 0}
-        stats.studies_done = stats.studies_skipped = 0
-        stats.failures = []
-        stats.started = time.monotonic()
-        stats.finished = None
-        stats.concurrency_limit = None
-        stats.concurrency_history = []
-        self.changed()
-
-    def finish(self) -> None:
-        self.stats.finished = time.monotonic()
-        self.changed()
-
-    def request(self) -> None:
-        self.stats.requests += 1
-
-    def limit(self, limit: int) -> None:
-        """The client's concurrency limit, seen around a request: kept when it changed."""
-        stats = self.stats
-        if limit != stats.concurrency_limit:
-            stats.concurrency_limit = limit
-            stats.concurrency_history.append((stats.elapsed, limit))
-
-    def retry(self, _error: object = None, _delay: float = 0.0) -> None:
-        self.stats.retries += 1
-        self.changed()
-
-    def page(self) -> None:
-        self.stats.pages += 1
-
-    def items(self, level: str, new_items: int) -> None:
-        items = self.stats.items
-        items[level] = items.get(level, 0) + new_items
-        self.changed()
-
-    def split(self) -> None:
-        self.stats.splits += 1
-
-    def study_done(self, study: Any) -> None:
-        self.stats.studies_done += 1
-        if self.progress is not None:
-            report(self.progress, study)
-        self.changed()
-
-    def failed(self, query: object, error: BaseException) -> None:
-        self.stats.failures.append(CrawlFailure(query, error))
-        self.changed()
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.close()
 
 
 class _Walker:
@@ -185,8 +113,10 @@ class _Walker:
         today: datetime.date | None,
         fail_fast: bool,
         split_keys: Container[str] = SPLIT_KEYS,
+        keep: Keep | None = None,
     ) -> None:
         self.fetch = fetch
+        self.keep = keep
         self.structure = structure
         self.limiter = limiter
         self.caps = caps
@@ -220,6 +150,8 @@ class _Walker:
     ) -> list[Any]:
         """Structure the items not seen before (by UID) and count them."""
         new = unseen(items, UID_KEYS[level], seen, identities)
+        if new and self.keep is not None and level is QueryLevel.STUDY:
+            new = self.keep(new)
         results = self.structure(response, level, new) if new else []
         self.stats.items(level.name, len(results))
         return results
@@ -405,6 +337,8 @@ async def crawl(
     server: str | None = None,
     today: datetime.date | None = None,
     split_keys: Container[str] = SPLIT_KEYS,
+    parts: Sequence[BaseQuery] | None = None,
+    keep: Keep | None = None,
 ) -> AsyncGenerator[Any, None]:
     """Walk studies → series → instances; yield each study once its subtree is complete.
 
@@ -440,6 +374,11 @@ async def crawl(
         today: the upper end of the date range an undated query is split over.
         split_keys: the keys the server matches for splitting (default: all of
             :data:`~aqido.partition.SPLIT_KEYS`; see :func:`aqido.plan.split_keys`).
+        parts, keep: how a server that cannot answer ``query`` as the standard does
+            answers it all the same (a :class:`~aqido.plan.Plan`): the study
+            queries sent instead of ``query`` (their studies merged by UID), and
+            the studies to walk of those they return (matched locally).
+            ``query`` is still what the checkpoint records.
 
     Studies are yielded in completion order, each as ``attrs.evolve(study,
     series=(...))`` with ``series.instances`` filled at INSTANCE depth.  A
@@ -455,6 +394,7 @@ async def crawl(
     if page_size is None and query.limit:
         page_size = query.limit
     query = attrs.evolve(query, limit=0, offset=0)
+    listed = [attrs.evolve(p, limit=0, offset=0) for p in parts] if parts else [query]
     check_page_size(page_size)
     fail_fast = fail_fast and not partial
     record = stats if isinstance(stats, Recorder) else Recorder(stats or CrawlStats())
@@ -469,6 +409,7 @@ async def crawl(
         today=today,
         fail_fast=fail_fast,
         split_keys=split_keys,
+        keep=keep,
     )
     record.start()
     skip: set[str] = set()
@@ -549,7 +490,11 @@ async def crawl(
                 slots.release()
 
         async def walk() -> None:
-            async with aclosing(walker.listing(query, seen)) as batches:
+            for part in listed:
+                await walk_part(part)
+
+        async def walk_part(part: BaseQuery) -> None:
+            async with aclosing(walker.listing(part, seen)) as batches:
                 async for batch in batches:
                     for study in batch:
                         try:

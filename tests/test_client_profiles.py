@@ -470,3 +470,66 @@ async def test_a_limit_is_a_page_size_when_paging_a_planned_query(preset: str) -
     assert sorted(paged) == sorted(expected)
     assert sorted(uids(remaining, QueryLevel.STUDY)) == sorted(expected)
     assert len(one_page) == 4  # search() is one page: the limit is the answer's size
+
+
+CRAWLABLE = [  # a crawl walks every match: the cases without a window
+    c
+    for c in CASES
+    if isinstance(c[3], HierarchicalQuery)
+    and c[3].query_level is QueryLevel.STUDY
+    and not (c[3].limit or c[3].offset)
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("label", "quirks", "profile", "query"), CRAWLABLE, ids=[c[0] for c in CRAWLABLE]
+)
+async def test_a_crawl_with_the_profile_walks_the_standard_answer(
+    label: str,
+    quirks: dict[str, Any],
+    profile: ServerProfile,
+    query: BaseQuery,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A crawl sends what the plan sends and walks only the studies the standard matches."""
+    expected = sorted(await standard_iteration(query))
+    assert expected
+    async with quirky(**quirks) as archive:
+        async with AsyncQidoRS(archive.url) as raw:  # the quirk matters to a crawl too
+            as_is = sorted([str(s.StudyInstanceUID) async for s in raw.crawl(query)])
+        assert as_is != expected
+        async with AsyncQidoRS(archive.url, profile=profile) as qido:
+            studies = [s async for s in qido.crawl(query, depth=QueryLevel.SERIES)]
+    assert sorted(str(s.StudyInstanceUID) for s in studies) == expected
+    for study in studies:  # every walked study is whole
+        record = SYNTH.study(str(study.StudyInstanceUID))
+        assert len(study.series) == len(record.series)
+    assert "crawls do not match locally" not in caplog.text
+
+
+@pytest.mark.anyio
+async def test_a_crawl_matches_what_tiny_pacs_ignores_and_warns_or_raises_when_it_cannot(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    profile = ServerProfile.tiny_pacs()
+    query = HierarchicalQuery(StudyDescription="*t*")  # a key tiny_pacs ignores
+    async with (
+        FakeArchive(SYNTH, profile=profile) as archive,
+        AsyncQidoRS(archive.url, profile=profile) as qido,
+    ):
+        studies = sorted([str(s.StudyInstanceUID) async for s in qido.crawl(query)])
+    expected = sorted(await standard_iteration(query))
+    assert studies == expected
+    assert len(expected) < len(UIDS)  # the server alone would have returned them all
+    async with quirky(match_options=MatchOptions(wildcard_star=False)) as archive:
+        unanswerable = HierarchicalQuery(StudyDescription="CT*")  # see _unanswerable
+        blind = ServerProfile(wildcard_star=False, includefield=False, includefield_all=False)
+        async with AsyncQidoRS(archive.url, profile=blind) as qido:
+            [s async for s in qido.crawl(unanswerable, depth=QueryLevel.STUDY)]
+        assert "StudyDescription" in caplog.text
+        archive.reset_stats()
+        async with AsyncQidoRS(archive.url, profile=blind, strict_matching=True) as qido:
+            with pytest.raises(UnanswerableQueryError, match="StudyDescription"):
+                [s async for s in qido.crawl(unanswerable)]
+        assert archive.requests == []
