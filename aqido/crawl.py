@@ -178,7 +178,11 @@ class _Walker:
         return None
 
     async def matches(
-        self, query: BaseQuery, seen: set[str], announced: list[int] | None = None
+        self,
+        query: BaseQuery,
+        seen: set[str],
+        announced: list[int] | None = None,
+        answer: QidoResponse | None = None,
     ) -> AsyncGenerator[list[Any], None]:
         """Yield batches of typed results: every match of ``query`` not in ``seen``.
 
@@ -191,14 +195,15 @@ class _Walker:
         overflows and cannot be split raises
         :class:`~aqido.errors.ResultsTruncatedError`.  ``announced`` receives the
         number of matches the server announced (first page plus "N additional
-        results"), if it did.
+        results"), if it did.  ``answer``: the first page's response, when the
+        caller already has it.
         """
         level = query.query_level
         size = (self.page_size or 0) if level is QueryLevel.STUDY else 0
         first = query
         if query.limit != size or query.offset:
             first = _derive(query, limit=size, offset=0)
-        response = await self.request(first)
+        response = answer if answer is not None else await self.request(first)
         part_seen: set[str] = set()
         key = UID_KEYS[level]
         identities = [uid_of(item, key) for item in response.items]
@@ -312,8 +317,17 @@ class _Walker:
 
     async def children(self, query: BaseQuery) -> list[Any]:
         """Every series of a study or instance of a series (paged if the server caps them)."""
+        level = query.query_level
+        response = await self.request(
+            _derive(query, limit=0, offset=0) if query.limit or query.offset else query
+        )
+        caps = self.caps
+        if not caps.possibly_truncated(response, level, 0) and not caps.suspect(
+            response, level, 0
+        ):  # one complete page (nearly always): what matches() would give, without it
+            return self.fresh(response, level, response.items, set())
         out: list[Any] = []
-        async with aclosing(self.matches(query, set())) as batches:
+        async with aclosing(self.matches(query, set(), answer=response)) as batches:
             async for batch in batches:
                 out.extend(batch)
         return out
