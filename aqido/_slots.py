@@ -60,12 +60,7 @@ class Slots:
             raise ValueError(f"total must be at least 1, not {total!r}")
         self._free += total - self.total
         self.total = total
-        waiters = self._waiters
-        while self._free > 0 and waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                self._free -= 1
-                waiter.set_result(None)
+        self._wake()
 
     def acquire_nowait(self) -> bool:
         """Take a slot if one is free and nobody waits; ``False`` otherwise."""
@@ -75,9 +70,11 @@ class Slots:
         return False
 
     async def acquire(self) -> None:
-        """Take a slot: at once if one is free and nobody waits, else wait in line."""
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
+        """Take a slot: at once if one is free and nobody waits, else wait in line.
+
+        A free slot is taken without an event-loop turn (the coroutine returns at once).
+        """
+        if self.acquire_nowait():
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
@@ -92,12 +89,17 @@ class Slots:
 
     def release(self) -> None:
         """Give a slot back: to the first waiter still waiting, else to the pool."""
-        waiters = self._waiters
-        while waiters and self._free >= 0:  # after a shrink, owed slots are kept first
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
         if self._free >= self.total:
             raise RuntimeError("Slots.release() called more times than acquire()")
         self._free += 1
+        self._wake()
+
+    def _wake(self) -> None:
+        """Hand free slots to the waiters still waiting, first come first (none after a
+        shrink until enough slots came back)."""
+        waiters = self._waiters
+        while self._free > 0 and waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                self._free -= 1
+                waiter.set_result(None)

@@ -608,13 +608,13 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
         """One attempt: take a concurrency slot, send, refresh auth once on 401, parse."""
         client_limiter = self._limiter
         assert client_limiter is not None
-        if limiter is not None and not limiter.acquire_nowait():
+        if limiter is not None:
             await limiter.acquire()
         try:
             adaptive = isinstance(client_limiter, AdaptiveLimiter)
             if isinstance(client_limiter, AdaptiveLimiter):
                 ticket = await client_limiter.acquire()
-            elif not client_limiter.acquire_nowait():
+            else:
                 await client_limiter.acquire()
             outcome: tuple[str, float | None] = ("ignore", None)
             try:

@@ -200,10 +200,7 @@ class _Walker:
         """
         level = query.query_level
         size = (self.page_size or 0) if level is QueryLevel.STUDY else 0
-        first = query
-        if query.limit != size or query.offset:
-            first = _derive(query, limit=size, offset=0)
-        response = answer if answer is not None else await self.request(first)
+        response = answer if answer is not None else await self.request(_first(query, size))
         part_seen: set[str] = set()
         key = UID_KEYS[level]
         identities = [uid_of(item, key) for item in response.items]
@@ -318,9 +315,7 @@ class _Walker:
     async def children(self, query: BaseQuery) -> list[Any]:
         """Every series of a study or instance of a series (paged if the server caps them)."""
         level = query.query_level
-        response = await self.request(
-            _derive(query, limit=0, offset=0) if query.limit or query.offset else query
-        )
+        response = await self.request(_first(query, 0))
         caps = self.caps
         if not caps.possibly_truncated(response, level, 0) and not caps.suspect(
             response, level, 0
@@ -523,8 +518,7 @@ async def crawl(
                             continue
                         if sizing is not None and (size := max(1, sizing())) != slots.total:
                             slots.resize(size)
-                        if not slots.acquire_nowait():  # a free one: no event-loop turn
-                            await slots.acquire()
+                        await slots.acquire()  # a free one: no event-loop turn
                         group.start_soon(finish, study, study_uid)
 
         async with FirstErrorGroup() as group:
@@ -546,6 +540,13 @@ async def crawl(
         record.close()
     if stats.failures and not partial:
         raise CrawlIncompleteError(stats.failures, stats.counts(), stats=stats)
+
+
+def _first(query: BaseQuery, size: int) -> BaseQuery:
+    """``query``'s first page of ``size`` results (``0``: the server's whole answer)."""
+    if query.limit != size or query.offset:
+        return _derive(query, limit=size, offset=0)
+    return query
 
 
 def _uid(result: Any, keyword: str) -> str:
