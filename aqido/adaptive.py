@@ -45,7 +45,11 @@ the latency stays near ``R0`` and the target is ``tolerance`` times the
 current limit: the limit grows geometrically, and while no queueing has been
 seen yet (the start, like TCP's slow start) it grows by ``startup_growth``
 (4x) per round, so a server that scales (a 50 ms archive) gets its 64 in
-flight within two or three round trips.  After that, changes are smoothed
+flight within two or three round trips.  The first round after a startup step
+pays for new connections and a burst of new work at the server and in the
+client, and little of what it delivers was sent at the new limit: its
+queueing alone does not end the startup (the limit stays; the next round
+decides), so one transient does not cost the climb back.  After that, changes are smoothed
 (half-way to the target per round, never below half the limit), so one slow
 round on a noisy machine is no cliff; a round with no queueing at all (within
 1.2x of the best) goes all the way up, so one noisy round that ended the
@@ -199,6 +203,7 @@ class AdaptiveLimit:
     _rounds_since_probe: int = attrs.field(init=False, default=0)
     _warming_up: bool = attrs.field(init=False, default=False)
     _stall_ceiling: float = attrs.field(init=False, default=math.inf)
+    _filling: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
         for name in (
@@ -284,6 +289,7 @@ class AdaptiveLimit:
 
     def _cut(self, now: float, reason: str) -> None:
         self.in_startup = False
+        self._filling = False
         self._last_cut_round = self._round
         base = self.estimate if self._probe_restore is None else self._probe_restore
         self._probe_restore = None  # a cut during a probe ends it: cut what it would restore
@@ -344,6 +350,7 @@ class AdaptiveLimit:
             if not app_limited and elapsed > 0 and self._round_answers
             else None
         )
+        filling, self._filling = self._filling, False
         if best is None or latency <= 0:
             pass  # instant answers: nothing to learn from
         elif (
@@ -353,6 +360,13 @@ class AdaptiveLimit:
         ):
             if not app_limited:
                 self._set(limit * self.startup_growth, now, "startup")
+                self._filling = True
+        elif filling and self.in_startup:
+            # the first round after a startup step: new connections, a burst of new work
+            # at the server and in the client, and little delivered yet (the new
+            # requests were still on their way); a transient, so the startup ends only
+            # if the next round shows the same
+            pass
         else:
             probe = self._rounds_since_probe >= self.probe_every
             self._rounds_since_probe += 1

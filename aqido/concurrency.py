@@ -10,25 +10,16 @@ Waiters are served first come, first served.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import anyio
-
 if TYPE_CHECKING:  # pragma: no cover - imported by the first adaptive limiter (cold start)
     from aqido.adaptive import AdaptiveLimit, LimitChange, Ticket
 
 __all__ = ["AdaptiveLimiter"]
-
-
-class _Waiter:
-    __slots__ = ("event", "ticket")
-
-    def __init__(self) -> None:
-        self.event = anyio.Event()
-        self.ticket: Ticket | None = None
 
 
 class AdaptiveLimiter:
@@ -38,6 +29,10 @@ class AdaptiveLimiter:
     of a ``Retry-After`` pause); ``limiter.release(ticket, outcome)`` gives it
     back with what happened: ``"success"`` (its latency is a sample),
     ``"dropped"`` (push-back: cut the limit) or ``"ignore"``.
+
+    Like :class:`aqido._slots.Slots`, a waiter is a bare asyncio future (every
+    request of an ``"auto"`` client comes here, so this is its hot path); a
+    pause that holds waiters is ended by one timer on the event loop.
     """
 
     def __init__(
@@ -49,7 +44,8 @@ class AdaptiveLimiter:
 
             limit = AdaptiveLimit(created=clock())
         self.state = limit
-        self._queue: deque[_Waiter] = deque()
+        self._queue: deque[asyncio.Future[Ticket]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def limit(self) -> int:
@@ -66,11 +62,11 @@ class AdaptiveLimiter:
         """Every change of the limit, on this limiter's clock."""
         return self.state.history
 
-    def acquire_nowait(self) -> Ticket:
-        """Take a slot at once, or raise :class:`anyio.WouldBlock` (others wait, none free)."""
+    def acquire_nowait(self) -> Ticket | None:
+        """Take a slot at once if one is free and nobody waits, else return ``None``."""
         now = self._clock()
         if self._queue or not self.state.may_start(now):
-            raise anyio.WouldBlock
+            return None
         return self.state.start(now)
 
     async def acquire(self) -> Ticket:
@@ -79,33 +75,22 @@ class AdaptiveLimiter:
         Slots are handed to waiters in order as they free up (several at once
         when the limit grows), so a freed slot never waits for a task switch.
         """
-        try:
-            return self.acquire_nowait()
-        except anyio.WouldBlock:
-            pass
-        waiter = _Waiter()
+        ticket = self.acquire_nowait()
+        if ticket is not None:
+            return ticket
+        waiter: asyncio.Future[Ticket] = asyncio.get_running_loop().create_future()
         self._queue.append(waiter)
+        self._grant()  # a pause with nothing in flight: make sure its timer runs
         try:
-            while waiter.ticket is None:
-                event = waiter.event
-                pause = self.state.pause_remaining(self._clock())
-                if pause > 0:
-                    with anyio.move_on_after(pause):
-                        await event.wait()
-                else:
-                    await event.wait()
-                if waiter.ticket is None:
-                    if event.is_set():
-                        waiter.event = anyio.Event()
-                    self._grant(poke=False)
+            return await waiter
         except BaseException:
-            if waiter.ticket is not None:
-                self.state.ignore(waiter.ticket, self._clock())
-            else:
+            if waiter.done() and not waiter.cancelled():
+                # handed a slot, but cancelled before taking it: pass it on
+                self.state.ignore(waiter.result(), self._clock())
+                self._grant()
+            elif waiter in self._queue:
                 self._queue.remove(waiter)
-            self._grant()
             raise
-        return waiter.ticket
 
     def release(
         self, ticket: Ticket, outcome: str = "ignore", *, retry_after: float | None = None
@@ -122,17 +107,21 @@ class AdaptiveLimiter:
             self.state.ignore(ticket, now, retry_after=retry_after)
         self._grant()
 
-    def _grant(self, *, poke: bool = True) -> None:
-        """Hand free slots to the waiters in order; wake the first one if a pause holds it.
-
-        The first waiter, woken (``poke``), sleeps until the pause ends and then
-        hands out the slots itself, so a pause never leaves the line stuck.
-        """
-        now = self._clock()
+    def _grant(self) -> None:
+        """Hand free slots to the waiters in order; during a pause, set a timer for its end."""
         queue = self._queue
-        while queue and self.state.may_start(now):
+        if not queue:
+            return
+        now = self._clock()
+        state = self.state
+        while queue and state.may_start(now):
             waiter = queue.popleft()
-            waiter.ticket = self.state.start(now)
-            waiter.event.set()
-        if poke and queue and self.state.pause_remaining(now) > 0:
-            queue[0].event.set()
+            if not waiter.done():
+                waiter.set_result(state.start(now))
+        pause = state.pause_remaining(now)
+        if queue and pause > 0 and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(pause, self._pause_over)
+
+    def _pause_over(self) -> None:
+        self._timer = None
+        self._grant()

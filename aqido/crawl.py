@@ -125,6 +125,8 @@ class _Walker:
         self.today = today
         self.fail_fast = fail_fast
         self.split_keys = split_keys
+        #: Called after every request (a window that follows an adaptive limit).
+        self.after_request: Callable[[], None] | None = None
 
     def failed(self, part: BaseQuery, error: QidoError) -> None:
         """Raise ``error`` (``fail_fast``, or the client was closed), or record it and go on."""
@@ -135,7 +137,11 @@ class _Walker:
 
     async def request(self, query: BaseQuery) -> QidoResponse:
         self.stats.request()
-        response = await self.fetch(query, self.limiter)
+        try:
+            response = await self.fetch(query, self.limiter)
+        finally:
+            if self.after_request is not None:
+                self.after_request()
         self.caps.observe(query.query_level, len(response.items))
         self.stats.page()
         return response
@@ -486,8 +492,17 @@ async def crawl(
         return study.with_series(series)
 
     async def produce(send: MemoryObjectSendStream[Any]) -> None:
-        sizing = window if callable(window) else None
         slots = Slots(max(1, window() if callable(window) else window))
+        if callable(window):
+
+            def follow_limit() -> None:
+                # the limit changes as answers come in: a grown window starts studies
+                # at once, not when a study in progress ends
+                size = max(1, window())
+                if size != slots.total:
+                    slots.resize(size)
+
+            walker.after_request = follow_limit
         seen: set[str] = set()
 
         async def finish(study: Any, study_uid: str) -> None:
@@ -516,8 +531,6 @@ async def crawl(
                         if level is QueryLevel.STUDY:
                             await send.send(study)
                             continue
-                        if sizing is not None and (size := max(1, sizing())) != slots.total:
-                            slots.resize(size)
                         await slots.acquire()  # a free one: no event-loop turn
                         group.start_soon(finish, study, study_uid)
 

@@ -105,6 +105,20 @@ def test_queueing_ends_the_startup_and_the_limit_goes_to_the_knee() -> None:
     assert limit.limit == pytest.approx(2.5 * 4, abs=1)
 
 
+def test_one_queued_round_right_after_a_startup_step_is_taken_for_a_transient() -> None:
+    """The first round at a raised limit pays for new connections and a burst of new work:
+    its queueing alone does not end the startup; the same again in the next round does."""
+    limit = AdaptiveLimit(initial=4, ceiling=64)
+    now = feed(limit, 0.0, 0.05)
+    assert limit.limit == 16
+    now = feed(limit, now, 0.15)  # 3x the best, in the first round at 16
+    assert limit.in_startup
+    assert limit.limit == 16
+    feed(limit, now, 0.15)  # and again: that is queueing
+    assert not limit.in_startup
+    assert limit.limit < 16
+
+
 def test_app_limited_rounds_do_not_raise_the_limit() -> None:
     """Few requests in flight say nothing about what more would do."""
     limit = AdaptiveLimit(initial=16, ceiling=64)

@@ -182,6 +182,63 @@ async def test_auto_is_validated_and_shown() -> None:
     assert fixed.concurrency_limit == 5
 
 
+async def test_a_window_that_follows_the_limit_grows_as_soon_as_an_answer_raises_it() -> None:
+    """The crawl's window (``window`` a callable, as with ``"auto"``) is asked again after
+    every answer: studies start as soon as the limit grows, not when a study ends (here no
+    study can end until the instance answers are let through)."""
+    from typing import Any
+
+    from aqido.client import _structure
+    from aqido.crawl import crawl
+    from aqido.protocol import QidoResponse, parse_response
+    from aqido.query import HierarchicalQuery, QueryLevel
+
+    size = 2
+    series_asked: list[str] = []
+    gate = anyio.Event()
+    six_asked = anyio.Event()
+
+    def answer(query: Any, items: list[dict[str, Any]]) -> QidoResponse:
+        return parse_response(
+            200,
+            {"Content-Type": "application/dicom+json"},
+            json.dumps(items).encode(),
+            url="http://h" + query.relative_url(),
+        )
+
+    def uid(tag: str, value: str) -> dict[str, Any]:
+        return {tag: {"vr": "UI", "Value": [value]}}
+
+    async def fetch(query: Any, _limiter: Any) -> QidoResponse:
+        nonlocal size
+        if query.query_level is QueryLevel.STUDY:
+            return answer(query, [uid("0020000D", f"1.2.{n}") for n in range(10)])
+        if query.query_level is QueryLevel.SERIES:
+            study = query.StudyInstanceUID
+            series_asked.append(study)
+            if len(series_asked) == 6:
+                six_asked.set()
+            size = 6  # what the limiter does on an answer: the limit (and window) grow
+            return answer(query, [{**uid("0020000D", study), **uid("0020000E", study + ".1")}])
+        await gate.wait()
+        series = query.SeriesInstanceUID
+        return answer(query, [{**uid("0020000E", series), **uid("00080018", series + ".1")}])
+
+    got: list[Any] = []
+
+    async def consume() -> None:
+        async for study in crawl(fetch, _structure, HierarchicalQuery(), window=lambda: size):
+            got.append(study)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            group.start_soon(consume)
+            await six_asked.wait()  # before the fix: stuck at 2 until the timeout
+            assert got == []  # no study ended: the window grew on the answers alone
+            gate.set()
+    assert len(got) == 10
+
+
 async def test_the_limit_moves_and_every_request_holds_a_slot() -> None:
     archive = FakeArchive(SYNTHETIC, latency=0.03)
     async with archive, AsyncQidoRS(archive.url, max_concurrency="auto") as client:
