@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 
 from aqido._slots import Slots
+from aqido._trusted import _derive
 from aqido.errors import (
     InvalidQueryError,
     InvalidResponseError,
@@ -19,7 +20,7 @@ from aqido.partition import (
     looks_like_cap_plus_one,
 )
 from aqido.protocol import QidoResponse
-from aqido.query import BaseQuery, QueryLevel, _derive
+from aqido.query import BaseQuery, QueryLevel
 
 if TYPE_CHECKING:  # pragma: no cover - anyio's streams load on first use (import time)
     pass

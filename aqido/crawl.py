@@ -49,6 +49,7 @@ from aqido._tasks import FirstErrorGroup as FirstErrorGroup
 from aqido._tasks import iter_search_many as iter_search_many
 from aqido._tasks import search_many as search_many
 from aqido._tasks import stream_from as stream_from
+from aqido._trusted import _child_query, _derive
 from aqido.checkpoint import CrawlCheckpoint
 from aqido.errors import (
     ClientClosedError,
@@ -66,7 +67,7 @@ from aqido.partition import (
     split_study_query,
 )
 from aqido.protocol import QidoResponse
-from aqido.query import BaseQuery, HierarchicalQuery, QueryLevel, _child_query, _derive
+from aqido.query import BaseQuery, HierarchicalQuery, QueryLevel
 from aqido.stats import CrawlStats
 
 if TYPE_CHECKING:  # pragma: no cover - anyio's streams load on first use (import time)

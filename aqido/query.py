@@ -477,42 +477,6 @@ class RelationalQuery(BaseQuery):
         return "/instances"
 
 
-# --------------------------------------------------------------------------- trusted copies
-_BQ = TypeVar("_BQ", bound=BaseQuery)
-
-
-def _derive(parent: _BQ, /, **changes: Any) -> _BQ:
-    """``attrs.evolve(parent, **changes)`` without converters and checks: the client's own.
-
-    Only for changes the client validated itself (a page's ``limit``/``offset``,
-    a UID checked by :func:`_child_query`) on a validated ``parent``; never for
-    what a user passes, whose queries keep every validation.
-    """
-    new = object.__new__(type(parent))
-    setattr_ = object.__setattr__
-    for name in _query_field_names():
-        setattr_(new, name, getattr(parent, name))
-    for name, value in changes.items():
-        setattr_(new, name, value)
-    return new
-
-
-def _child_query(parent: _BQ, /, query_level: QueryLevel, **uids: str) -> _BQ:
-    """``attrs.evolve(parent, query_level=query_level, **uids)`` for UIDs a server returned.
-
-    A single valid UID (as ``permissive_uid`` wants it, no padding) takes the
-    trusted path (:func:`_derive`); anything else goes through the full
-    constructor, which normalises it or raises the same error as ever.  The
-    caller keeps the hierarchy rules (it adds the UID the new level needs).
-    """
-    check = is_permissive_uid if parent.permissive_uid else is_valid_uid
-    changes: dict[str, Any] = dict(uids, query_level=query_level)
-    for uid in uids.values():
-        if not check(uid):
-            return attrs.evolve(parent, **changes)
-    return _derive(parent, **changes)
-
-
 # --------------------------------------------------------------------------- casting
 
 _FIELD_NAMES = frozenset(a.name for a in attrs.fields(BaseQuery))

@@ -168,7 +168,7 @@ PARENTS = [
 
 @pytest.mark.parametrize("parent", PARENTS)
 def test_child_queries_are_the_queries_evolve_builds(parent: HierarchicalQuery) -> None:
-    from aqido.query import _child_query
+    from aqido._trusted import _child_query
 
     if parent.query_level is QueryLevel.STUDY:
         level, uids = QueryLevel.SERIES, {"StudyInstanceUID": "1.2.840.10008.5"}
@@ -198,7 +198,7 @@ def test_child_queries_are_the_queries_evolve_builds(parent: HierarchicalQuery) 
     ],
 )
 def test_child_query_uids_that_need_normalising_are_normalised(permissive: bool, uid: str) -> None:
-    from aqido.query import _child_query
+    from aqido._trusted import _child_query
 
     parent = HierarchicalQuery(permissive_uid=permissive)
     fast = _child_query(parent, QueryLevel.SERIES, StudyInstanceUID=uid)
@@ -219,7 +219,7 @@ def test_child_query_uids_that_need_normalising_are_normalised(permissive: bool,
     ],
 )
 def test_child_query_refuses_what_the_constructor_refuses(permissive: bool, uid: str) -> None:
-    from aqido.query import _child_query
+    from aqido._trusted import _child_query
 
     parent = HierarchicalQuery(permissive_uid=permissive)
     with pytest.raises(InvalidQueryError) as slow:
@@ -230,7 +230,7 @@ def test_child_query_refuses_what_the_constructor_refuses(permissive: bool, uid:
 
 
 def test_derived_pages_equal_evolved_pages() -> None:
-    from aqido.query import _derive
+    from aqido._trusted import _derive
 
     query = HierarchicalQuery(PatientID="X*", include_fields=["PatientBirthDate"], limit=3)
     fast = _derive(query, limit=10, offset=20)
