@@ -925,7 +925,12 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
 
         record = Recorder(stats, make_progress(progress))
 
+        fixed = None if self.max_concurrency == "auto" else self.max_concurrency
+
         async def fetch(q: BaseQuery, lim: Slots | None) -> QidoResponse:
+            if fixed is not None:  # nothing to follow: no limiter to ask
+                record.limit(fixed)
+                return await self._fetch(q, lim, on_retry=record.retry)
             record.limit(self.concurrency_limit)
             try:
                 return await self._fetch(q, lim, on_retry=record.retry)
