@@ -37,8 +37,10 @@ flight during the round, at most the limit).  The target is
 
 ``X * R0`` is the server's knee (the bandwidth-delay product: as many requests
 as it serves at once without queueing them), so the limit settles where the
-latency is ``tolerance`` (default 2.5) times the best: a queue of at most
-``tolerance - 1`` knees.  Past the knee the throughput no longer grows, so the
+latency is ``tolerance`` (default 2) times the best: a queue of at most
+``tolerance - 1`` knees (one knee of queue keeps a server busy between two
+answers; more only adds latency, and on a client-bound crawl, work for the
+client's garbage collector).  Past the knee the throughput no longer grows, so the
 target is the same whatever the current limit: one round brings the limit to
 it and it stays (no oscillation by construction, only noise).  Below the knee
 the latency stays near ``R0`` and the target is ``tolerance`` times the
@@ -166,7 +168,7 @@ class AdaptiveLimit:
     ceiling: int = attrs.field(default=64, validator=_positive)
     floor: int = attrs.field(default=1, validator=_positive)
     initial: int = attrs.field(default=4, validator=_positive)
-    tolerance: float = attrs.field(default=2.5, validator=_positive)
+    tolerance: float = attrs.field(default=2.0, validator=_positive)
     startup_growth: float = attrs.field(default=4.0, validator=_positive)
     backoff: float = attrs.field(default=0.5, validator=_positive)
     min_samples: int = attrs.field(default=3, validator=_positive)

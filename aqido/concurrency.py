@@ -123,5 +123,6 @@ class AdaptiveLimiter:
             self._timer = asyncio.get_running_loop().call_later(pause, self._pause_over)
 
     def _pause_over(self) -> None:
+        """The pause's timer: hand out the slots it held back (or wait for a longer pause)."""
         self._timer = None
         self._grant()

@@ -102,7 +102,7 @@ def test_queueing_ends_the_startup_and_the_limit_goes_to_the_knee() -> None:
         now = feed(limit, now, 0.01 * max(1.0, n / 4))
     assert not limit.in_startup
     assert limit.best_latency == pytest.approx(0.01)
-    assert limit.limit == pytest.approx(2.5 * 4, abs=1)
+    assert limit.limit == pytest.approx(limit.tolerance * 4, abs=1)
 
 
 def test_one_queued_round_right_after_a_startup_step_is_taken_for_a_transient() -> None:
