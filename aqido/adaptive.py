@@ -49,9 +49,10 @@ seen yet (the start, like TCP's slow start) it grows by ``startup_growth``
 (4x) per round, so a server that scales (a 50 ms archive) gets its 64 in
 flight within two or three round trips.  The first round after a startup step
 pays for new connections and a burst of new work at the server and in the
-client, and little of what it delivers was sent at the new limit: its
-queueing alone does not end the startup (the limit stays; the next round
-decides), so one transient does not cost the climb back.  After that, changes are smoothed
+client: its queueing alone does not end the startup (the limit stays; the
+next round decides), so one transient does not cost the climb back.  Its
+delivered throughput (below) is counted from one latency after its start:
+before that, nothing sent at the new limit could have come back.  After that, changes are smoothed
 (half-way to the target per round, never below half the limit), so one slow
 round on a noisy machine is no cliff; a round with no queueing at all (within
 1.2x of the best) goes all the way up, so one noisy round that ended the
@@ -347,12 +348,16 @@ class AdaptiveLimit:
         # from the median when a few requests wait far longer than it (Orthanc past its
         # threads answers most at once and leaves some waiting a second for a thread).
         elapsed = now - self._round_started
+        filling, self._filling = self._filling, False
+        if filling:
+            # the round began with the limit raised: for about one latency the new
+            # requests were on their way, and what came back was the old limit's
+            elapsed -= min(self._round_samples)
         delivered = (
             self._round_answers / elapsed
             if not app_limited and elapsed > 0 and self._round_answers
             else None
         )
-        filling, self._filling = self._filling, False
         if best is None or latency <= 0:
             pass  # instant answers: nothing to learn from
         elif (

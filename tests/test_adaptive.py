@@ -119,6 +119,19 @@ def test_one_queued_round_right_after_a_startup_step_is_taken_for_a_transient() 
     assert limit.limit < 16
 
 
+def test_the_round_after_a_startup_step_counts_what_it_delivered_from_one_latency_on() -> None:
+    """A far server that scales: the answers of the first round at 16 come back one latency
+    after it began.  Counted from its start, the throughput looks too low to grow on."""
+    limit = AdaptiveLimit(initial=4, ceiling=64)
+    now = feed(limit, 0.0, 0.05)
+    assert limit.limit == 16
+    tickets = [limit.start(now) for _ in range(16)]
+    for i, ticket in enumerate(tickets):
+        limit.success(ticket, now + 0.05 + i * 0.001)
+    assert limit.limit == 64
+    assert limit.in_startup
+
+
 def test_app_limited_rounds_do_not_raise_the_limit() -> None:
     """Few requests in flight say nothing about what more would do."""
     limit = AdaptiveLimit(initial=16, ceiling=64)
