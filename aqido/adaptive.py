@@ -93,7 +93,7 @@ floor (1) and the ceiling (``max_concurrency_limit``, default 64).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -114,9 +114,11 @@ def _positive(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> No
         raise ValueError(f"{attribute.name} must be a positive number, not {value!r}")
 
 
-@attrs.frozen
-class Ticket:
-    """One request in flight: when it started, and the limiter's state then."""
+class Ticket(NamedTuple):
+    """One request in flight: when it started, and the limiter's state then.
+
+    A named tuple, not an attrs class: one is made per request.
+    """
 
     started: float
     in_flight: int
@@ -182,7 +184,7 @@ class AdaptiveLimit:
     probe_divisor: float = attrs.field(default=8.0, validator=_positive)
     created: float = 0.0
 
-    #: The limit as a float (the enforced limit is its rounded value).
+    #: The limit as a float (the enforced limit is its rounded value); the model sets it.
     estimate: float = attrs.field(init=False)
     #: Requests started and not finished.
     in_flight: int = attrs.field(init=False, default=0)
@@ -206,6 +208,7 @@ class AdaptiveLimit:
     _rounds_since_probe: int = attrs.field(init=False, default=0)
     _warming_up: bool = attrs.field(init=False, default=False)
     _stall_ceiling: float = attrs.field(init=False, default=math.inf)
+    _limit: int = attrs.field(init=False, default=0)
     _filling: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
@@ -229,14 +232,15 @@ class AdaptiveLimit:
                 "tolerance, startup_growth, exit_ratio and probe_divisor must be at least 1"
             )
         self.estimate = float(min(self.ceiling, max(self.floor, self.initial)))
+        self._limit = min(self.ceiling, max(self.floor, round(self.estimate)))
         self.history.append(LimitChange(self.created, self.limit, "initial"))
 
     # --- reading ----------------------------------------------------------------------------
 
     @property
     def limit(self) -> int:
-        """Requests allowed in flight now."""
-        return min(self.ceiling, max(self.floor, round(self.estimate)))
+        """Requests allowed in flight now (``estimate`` rounded, kept by every change)."""
+        return self._limit
 
     def pause_remaining(self, now: float) -> float:
         """Seconds until new requests may start again (0 when not paused)."""
@@ -244,7 +248,7 @@ class AdaptiveLimit:
 
     def may_start(self, now: float) -> bool:
         """Whether a new request may start at ``now`` (a free slot and no pause)."""
-        return self.in_flight < self.limit and now >= self.paused_until
+        return self.in_flight < self._limit and now >= self.paused_until
 
     # --- feeding ----------------------------------------------------------------------------
 
@@ -407,8 +411,9 @@ class AdaptiveLimit:
         self._round_peak = self.in_flight
 
     def _set(self, estimate: float, now: float, reason: str) -> None:
-        before = self.limit
+        before = self._limit
         ceiling = max(float(self.floor), min(float(self.ceiling), self._stall_ceiling))
         self.estimate = min(ceiling, max(float(self.floor), estimate))
-        if self.limit != before:
+        self._limit = min(self.ceiling, max(self.floor, round(self.estimate)))
+        if self._limit != before:
             self.history.append(LimitChange(now, self.limit, reason))
