@@ -52,8 +52,9 @@ pays for new connections and a burst of new work at the server and in the
 client: its queueing alone does not end the startup (the limit stays; the
 next round decides), so one transient does not cost the climb back.  Its
 delivered throughput (below) is counted from one latency after its start:
-before that, nothing sent at the new limit could have come back.  After that, changes are smoothed
-(half-way to the target per round, never below half the limit), so one slow
+before that, nothing sent at the new limit could have come back.  After the
+startup, changes are smoothed (half-way to the target per round, never below
+half the limit), so one slow
 round on a noisy machine is no cliff; a round with no queueing at all (within
 1.2x of the best) goes all the way up, so one noisy round that ended the
 startup early costs little.
@@ -231,9 +232,7 @@ class AdaptiveLimit:
             raise ValueError(
                 "tolerance, startup_growth, exit_ratio and probe_divisor must be at least 1"
             )
-        self.estimate = float(min(self.ceiling, max(self.floor, self.initial)))
-        self._limit = min(self.ceiling, max(self.floor, round(self.estimate)))
-        self.history.append(LimitChange(self.created, self.limit, "initial"))
+        self._set(float(self.initial), self.created, "initial")  # clamped, and recorded
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -416,4 +415,4 @@ class AdaptiveLimit:
         self.estimate = min(ceiling, max(float(self.floor), estimate))
         self._limit = min(self.ceiling, max(self.floor, round(self.estimate)))
         if self._limit != before:
-            self.history.append(LimitChange(now, self.limit, reason))
+            self.history.append(LimitChange(now, self._limit, reason))
