@@ -54,10 +54,9 @@ next round decides), so one transient does not cost the climb back.  Its
 delivered throughput (below) is counted from one latency after its start:
 before that, nothing sent at the new limit could have come back.  After the
 startup, changes are smoothed (half-way to the target per round, never below
-half the limit), so one slow
-round on a noisy machine is no cliff; a round with no queueing at all (within
-1.2x of the best) goes all the way up, so one noisy round that ended the
-startup early costs little.
+half the limit), so one slow round on a noisy machine is no cliff; a round
+with no queueing at all (within 1.2x of the best) goes all the way up, so one
+noisy round that ended the startup early costs little.
 
 Probes, as Envoy's: every ``probe_every`` (30) rounds after the startup, one
 round runs at an eighth of the limit and its median latency becomes ``R0``
