@@ -58,6 +58,16 @@ half the limit), so one slow round on a noisy machine is no cliff; a round
 with no queueing at all (within 1.2x of the best) goes all the way up, so one
 noisy round that ended the startup early costs little.
 
+A client-bound round changes nothing: when the client spent ``client_bound``
+(90 %) of the round or more on its CPU (the ``cpu`` readings given with the
+samples: the event loop thread's CPU time), its answers waited for the client to
+parse them, not for the server, so the round's latency says nothing of the
+server, and fewer requests in flight would not be served sooner.  (Measured
+against the benchmark's fake archive at 10 ms on a 2-core machine: every round
+at 64 in flight is client-bound, at twice the best latency, and the limit used
+to drift down to 40-55 where 64 is the fastest; against Orthanc on the same
+machine the client is busy 20-40 % of a round.)
+
 Probes, as Envoy's: every ``probe_every`` (30) rounds after the startup, one
 round runs at an eighth of the limit and its median latency becomes ``R0``
 (the round after it is not measured: the server's queue is still empty).
@@ -164,6 +174,9 @@ class AdaptiveLimit:
             limit as push-back does (but the limit may grow back quickly).
         probe_every: rounds between two re-measurements of the best latency (one
             round at ``limit / probe_divisor``), counted from the end of the startup.
+        client_bound: the share of a round's time the client spent on its CPU (from
+            the ``cpu`` readings given to :meth:`success`) from which the round is
+            client-bound: it changes nothing.  Above 1 turns the rule off.
         created: the clock reading at creation (the time of the initial limit in
             :attr:`history`).
     """
@@ -182,6 +195,7 @@ class AdaptiveLimit:
     min_stall: float = attrs.field(default=0.25, validator=_positive)
     probe_every: int = attrs.field(default=30, validator=_positive)
     probe_divisor: float = attrs.field(default=8.0, validator=_positive)
+    client_bound: float = attrs.field(default=0.9, validator=_positive)
     created: float = 0.0
 
     #: The limit as a float (the enforced limit is its rounded value); the model sets it.
@@ -210,6 +224,7 @@ class AdaptiveLimit:
     _stall_ceiling: float = attrs.field(init=False, default=math.inf)
     _limit: int = attrs.field(init=False, default=0)
     _filling: bool = attrs.field(init=False, default=False)
+    _round_cpu: float | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         for name in (
@@ -256,8 +271,14 @@ class AdaptiveLimit:
         self._round_peak = max(self._round_peak, self.in_flight)
         return Ticket(now, self.in_flight, self._round)
 
-    def success(self, ticket: Ticket, now: float) -> None:
-        """A request ended with a usable answer: its latency is a sample."""
+    def success(self, ticket: Ticket, now: float, *, cpu: float | None = None) -> None:
+        """A request ended with a usable answer: its latency is a sample.
+
+        ``cpu`` is the client's CPU clock now (seconds of CPU used by the thread
+        that runs the requests, ``time.thread_time()``), when the caller reads it:
+        a round that kept the client busy (see :attr:`client_bound`) leaves the
+        limit alone.
+        """
         self.in_flight -= 1
         latency = max(0.0, now - ticket.started)
         best = self.best_latency
@@ -280,7 +301,7 @@ class AdaptiveLimit:
         quick = self.in_startup or self._probe_restore is not None
         fewest = self.min_samples if quick else self.settled_samples
         if len(self._round_samples) >= max(fewest, math.ceil(self.limit / 2)):
-            self._end_round(now)
+            self._end_round(now, cpu)
 
     def dropped(self, ticket: Ticket, now: float, *, retry_after: float | None = None) -> None:
         """Push-back (429, 503, 504, a timeout): cut the limit, once per round; pause if asked."""
@@ -314,7 +335,7 @@ class AdaptiveLimit:
 
     # --- the model --------------------------------------------------------------------------
 
-    def _end_round(self, now: float) -> None:
+    def _end_round(self, now: float, cpu: float | None = None) -> None:
         latency = _median(self._round_samples)
         in_flight = min(self.estimate, float(self._round_peak))  # what the latency was for
         app_limited = self._round_peak * 2 < self.limit
@@ -328,12 +349,12 @@ class AdaptiveLimit:
             restore, self._probe_restore = self._probe_restore, None
             self._set(restore, now, "probe end")
             self._warming_up = True
-            self._new_round(now)
+            self._new_round(now, cpu)
             return
         if self._warming_up:
             # the first round after a probe sees the server's queue still empty: too rosy
             self._warming_up = False
-            self._new_round(now)
+            self._new_round(now, cpu)
             return
         if (
             self.in_startup
@@ -360,8 +381,18 @@ class AdaptiveLimit:
             if not app_limited and elapsed > 0 and self._round_answers
             else None
         )
+        busy = (
+            (cpu - self._round_cpu) / (now - self._round_started)
+            if cpu is not None and self._round_cpu is not None and now > self._round_started
+            else 0.0
+        )
         if best is None or latency <= 0:
             pass  # instant answers: nothing to learn from
+        elif busy >= self.client_bound:
+            # the client spent the round on its CPU: its answers waited for it, not for the
+            # server, so the latency says nothing of the server (and more requests in flight
+            # would not be served sooner); the limit and the startup stay as they are
+            pass
         elif (
             self.in_startup
             and latency <= best * self.exit_ratio
@@ -399,11 +430,12 @@ class AdaptiveLimit:
                 self._rounds_since_probe = 0
                 self._probe_restore = self.estimate
                 self._set(self.estimate / self.probe_divisor, now, "probe")
-        self._new_round(now)
+        self._new_round(now, cpu)
 
-    def _new_round(self, now: float) -> None:
+    def _new_round(self, now: float, cpu: float | None = None) -> None:
         self._round += 1
         self._round_started = now
+        self._round_cpu = cpu
         self._round_answers = 0
         self._round_samples = []
         self._round_peak = self.in_flight

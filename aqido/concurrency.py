@@ -33,12 +33,21 @@ class AdaptiveLimiter:
     Like :class:`aqido._slots.Slots`, a waiter is a bare asyncio future (every
     request of an ``"auto"`` client comes here, so this is its hot path); a
     pause that holds waiters is ended by one timer on the event loop.
+
+    ``clock`` is the limiter's monotonic clock; ``cpu_clock`` (the CPU time of
+    the event loop's thread, or ``None``) tells the limit when the client's own
+    CPU, not the server, was what the answers waited for.
     """
 
     def __init__(
-        self, limit: AdaptiveLimit | None = None, *, clock: Callable[[], float] = time.monotonic
+        self,
+        limit: AdaptiveLimit | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        cpu_clock: Callable[[], float] | None = time.thread_time,
     ) -> None:
         self._clock = clock
+        self._cpu_clock = cpu_clock
         if limit is None:
             from aqido.adaptive import AdaptiveLimit
 
@@ -98,7 +107,8 @@ class AdaptiveLimiter:
         """Give the slot back, with the request's ``outcome`` (see the class)."""
         now = self._clock()
         if outcome == "success":
-            self.state.success(ticket, now)
+            cpu_clock = self._cpu_clock
+            self.state.success(ticket, now, cpu=None if cpu_clock is None else cpu_clock())
             if retry_after is not None:
                 self.state.pause(now, retry_after)
         elif outcome == "dropped":

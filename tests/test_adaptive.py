@@ -141,6 +141,42 @@ def test_app_limited_rounds_do_not_raise_the_limit() -> None:
     assert limit.limit == 16
 
 
+def feed_cpu(limit: AdaptiveLimit, now: float, latency: float, busy: float) -> float:
+    """Like :func:`feed`, with the client's CPU clock running at ``busy`` seconds per second."""
+    tickets = [limit.start(now) for _ in range(limit.limit)]
+    end = now + latency
+    for ticket in tickets:
+        limit.success(ticket, end, cpu=end * busy)
+    return end
+
+
+@pytest.mark.parametrize("busy", [0.3, 1.0])
+def test_a_round_that_kept_the_client_busy_leaves_the_limit_alone(busy: float) -> None:
+    """A client-bound crawl (a fast server, answers parsed as fast as one core allows): the
+    latency doubles because answers wait for the client, not for the server, and fewer
+    requests in flight would not be served sooner.  The same latencies with the client
+    mostly idle are queueing at the server: the limit comes down."""
+    limit = AdaptiveLimit(initial=16, ceiling=64, probe_every=10**6)
+    now = feed_cpu(limit, 0.0, 0.01, busy)  # the best latency: a startup step to 64
+    assert limit.limit == 64
+    for _ in range(10):
+        now = feed_cpu(limit, now, 0.03, busy)  # 3x the best
+    if busy >= limit.client_bound:
+        assert limit.limit == 64
+        assert [c.reason for c in limit.history] == ["initial", "startup"]
+    else:
+        assert not limit.in_startup
+        assert limit.limit < 48
+
+
+def test_without_cpu_readings_no_round_is_client_bound() -> None:
+    limit = AdaptiveLimit(initial=16, ceiling=64, probe_every=10**6)
+    now = feed(limit, 0.0, 0.01)
+    for _ in range(10):
+        now = feed(limit, now, 0.03)
+    assert limit.limit < 48
+
+
 @pytest.mark.parametrize("kind", ["429", "503", "timeout"])
 def test_push_back_halves_the_limit_once_per_window(kind: str) -> None:
     limit = AdaptiveLimit(initial=32, ceiling=64)

@@ -135,6 +135,31 @@ async def test_a_pause_holds_every_waiter_even_with_nothing_in_flight() -> None:
     assert min(started) >= paused_until - 0.005
 
 
+def test_the_limiter_reads_the_cpu_clock_with_every_answer() -> None:
+    """The client's CPU clock goes with each sample: with the event loop's thread busy
+    all the time, three times the best latency leaves the limit alone; without the
+    clock, it is queueing and the limit comes down."""
+
+    def run(cpu_clock: bool) -> int:
+        now = [0.0]
+        limiter = AdaptiveLimiter(
+            AdaptiveLimit(initial=16, ceiling=64, probe_every=10**6),
+            clock=lambda: now[0],
+            cpu_clock=(lambda: now[0]) if cpu_clock else None,
+        )
+        for latency in [0.01] + [0.03] * 10:
+            tickets = []
+            while (ticket := limiter.acquire_nowait()) is not None:
+                tickets.append(ticket)
+            now[0] += latency
+            for ticket in tickets:
+                limiter.release(ticket, "success")
+        return limiter.limit
+
+    assert run(cpu_clock=True) == 64
+    assert run(cpu_clock=False) < 48
+
+
 # --- what an answer tells the limiter -------------------------------------------------------
 
 
