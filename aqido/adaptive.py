@@ -144,7 +144,8 @@ class LimitChange:
     reason: str
 
 
-@attrs.define(kw_only=True, eq=False)
+# on_setattr=NO_OP: the state changes with every request; its settings are checked at init
+@attrs.define(kw_only=True, eq=False, on_setattr=attrs.setters.NO_OP)
 class AdaptiveLimit:
     """The adaptive concurrency limit's state machine (pure: no I/O, no clock of its own).
 
@@ -225,6 +226,8 @@ class AdaptiveLimit:
     _limit: int = attrs.field(init=False, default=0)
     _filling: bool = attrs.field(init=False, default=False)
     _round_cpu: float | None = attrs.field(init=False, default=None)
+    _round_needs: int = attrs.field(init=False, default=1)
+    _stall_after: float = attrs.field(init=False, default=math.inf)
 
     def __attrs_post_init__(self) -> None:
         for name in (
@@ -247,6 +250,7 @@ class AdaptiveLimit:
                 "tolerance, startup_growth, exit_ratio and probe_divisor must be at least 1"
             )
         self._set(float(self.initial), self.created, "initial")  # clamped, and recorded
+        self._round_needs = self._samples_needed()
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -267,9 +271,10 @@ class AdaptiveLimit:
 
     def start(self, now: float) -> Ticket:
         """Count a request as started (the caller checked :meth:`may_start`)."""
-        self.in_flight += 1
-        self._round_peak = max(self._round_peak, self.in_flight)
-        return Ticket(now, self.in_flight, self._round)
+        in_flight = self.in_flight = self.in_flight + 1
+        if in_flight > self._round_peak:
+            self._round_peak = in_flight
+        return Ticket(now, in_flight, self._round)
 
     def success(self, ticket: Ticket, now: float, *, cpu: float | None = None) -> None:
         """A request ended with a usable answer: its latency is a sample.
@@ -280,13 +285,8 @@ class AdaptiveLimit:
         limit alone.
         """
         self.in_flight -= 1
-        latency = max(0.0, now - ticket.started)
-        best = self.best_latency
-        if (
-            best is not None
-            and latency > max(self.stall_factor * best, self.min_stall)
-            and ticket.round > self._last_cut_round
-        ):
+        latency = now - ticket.started
+        if latency > self._stall_after and ticket.round > self._last_cut_round:
             # a stall (a request stuck behind a server's full thread pool, say): the
             # median of a round never sees those, and they are what makes a crawl slow;
             # the limit stays below where it happened from now on
@@ -297,10 +297,9 @@ class AdaptiveLimit:
         self._round_answers += 1  # delivered during this round, whenever it was sent
         if ticket.round != self._round:
             return  # sent under an older limit: its latency says nothing about this one
-        self._round_samples.append(latency)
-        quick = self.in_startup or self._probe_restore is not None
-        fewest = self.min_samples if quick else self.settled_samples
-        if len(self._round_samples) >= max(fewest, math.ceil(self.limit / 2)):
+        samples = self._round_samples
+        samples.append(latency if latency > 0 else 0.0)
+        if len(samples) >= self._round_needs:
             self._end_round(now, cpu)
 
     def dropped(self, ticket: Ticket, now: float, *, retry_after: float | None = None) -> None:
@@ -345,7 +344,7 @@ class AdaptiveLimit:
             if latency > 0:
                 if self.best_latency is not None and latency < self.best_latency / 2:
                     self._rounds_since_probe = self.probe_every  # far off: measure again soon
-                self.best_latency = latency
+                self._set_best(latency)
             restore, self._probe_restore = self._probe_restore, None
             self._set(restore, now, "probe end")
             self._warming_up = True
@@ -363,7 +362,7 @@ class AdaptiveLimit:
         ):
             # later, only probes measure it: the lowest of many noisy rounds is luck, and a
             # limit steered by luck drifts down on a busy machine
-            self.best_latency = latency
+            self._set_best(latency)
         best = self.best_latency
         limit = self.estimate
         # What the server delivered during the round (answers per second, whenever they
@@ -439,6 +438,17 @@ class AdaptiveLimit:
         self._round_answers = 0
         self._round_samples = []
         self._round_peak = self.in_flight
+        self._round_needs = self._samples_needed()
+
+    def _samples_needed(self) -> int:
+        """The samples that end a round (about half the limit; the median of a few is noisy)."""
+        quick = self.in_startup or self._probe_restore is not None
+        fewest = self.min_samples if quick else self.settled_samples
+        return max(fewest, math.ceil(self._limit / 2))
+
+    def _set_best(self, latency: float) -> None:
+        self.best_latency = latency
+        self._stall_after = max(self.stall_factor * latency, self.min_stall)
 
     def _set(self, estimate: float, now: float, reason: str) -> None:
         before = self._limit

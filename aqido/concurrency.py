@@ -128,9 +128,10 @@ class AdaptiveLimiter:
             waiter = queue.popleft()
             if not waiter.done():
                 waiter.set_result(state.start(now))
-        pause = state.pause_remaining(now)
-        if queue and pause > 0 and self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(pause, self._pause_over)
+        if queue and self._timer is None and now < state.paused_until:
+            self._timer = asyncio.get_running_loop().call_later(
+                state.paused_until - now, self._pause_over
+            )
 
     def _pause_over(self) -> None:
         """The pause's timer: hand out the slots it held back (or wait for a longer pause)."""
