@@ -69,11 +69,15 @@ to drift down to 40-55 where 64 is the fastest; against Orthanc on the same
 machine the client is busy 20-40 % of a round.)
 
 Probes, as Envoy's: every ``probe_every`` (30) rounds after the startup, one
-round runs at an eighth of the limit and its median latency becomes ``R0``
-(the round after it is not measured: the server's queue is still empty).
-``R0`` is not lowered by ordinary rounds after the startup: on a busy machine
-the lowest of many noisy medians is luck, and a limit steered by luck drifts
-down round after round.
+round runs at an eighth of the limit (at least the floor) and its median
+latency becomes ``R0`` (the round after it is not measured: the server's queue
+is still empty).  A round with one request in flight all along is such a
+measurement too, probe or not: at the floor no probe can go lower, and a
+crawl's queries may all have become slower than the ones ``R0`` was seen on
+(Orthanc answers a series query faster than an instance query); without it
+the limit sinks to the floor, and stays there.  ``R0`` is not lowered by
+ordinary rounds after the startup: on a busy machine the lowest of many noisy
+medians is luck, and a limit steered by luck drifts down round after round.
 
 The throughput is also measured directly: the answers delivered during a
 round (whenever they were sent) per second of the round.  When the round kept
@@ -410,6 +414,12 @@ class AdaptiveLimit:
             probe = self._rounds_since_probe >= self.probe_every
             self._rounds_since_probe += 1
             self.in_startup = False
+            if self._round_peak <= 1:
+                # one request in flight all round: nothing of ours was queued, so this is
+                # the server's latency with an empty queue, which is what the best stands for
+                # (a probe cannot go below the floor; the queries may have got slower)
+                self._set_best(latency)
+                best = latency
             throughput = in_flight / latency  # Little's law, with the round's median
             if delivered is not None:
                 throughput = min(throughput, delivered)
@@ -425,10 +435,11 @@ class AdaptiveLimit:
             else:
                 target = max(limit + (target - limit) / 2, limit / 2)
             self._set(target, now, "gradient")
-            if probe and self.estimate / self.probe_divisor >= self.floor:
+            low = max(float(self.floor), self.estimate / self.probe_divisor)
+            if probe and round(low) < self._limit:
                 self._rounds_since_probe = 0
                 self._probe_restore = self.estimate
-                self._set(self.estimate / self.probe_divisor, now, "probe")
+                self._set(low, now, "probe")
         self._new_round(now, cpu)
 
     def _new_round(self, now: float, cpu: float | None = None) -> None:

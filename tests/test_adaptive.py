@@ -132,6 +132,26 @@ def test_the_round_after_a_startup_step_counts_what_it_delivered_from_one_latenc
     assert limit.in_startup
 
 
+def test_a_server_that_got_slower_is_measured_again_even_at_a_small_limit() -> None:
+    """The best latency was seen on fast queries (a crawl's series), then every query takes
+    2.5 times as long (its instances): a server with 4 workers now looks queued at any
+    limit.  Without measuring the best again the limit sinks to the floor and stays there
+    (a probe at an eighth of a small limit is below the floor); with the round at one
+    request in flight taken for what it is, the latency of an empty queue, it comes back."""
+    limit = AdaptiveLimit(initial=4, ceiling=64)
+    now = 0.0
+    for _ in range(40):
+        now = feed(limit, now, 0.010 * max(1.0, limit.limit / 4))
+    assert 6 <= limit.limit <= 10
+    lows = []
+    for _ in range(300):
+        now = feed(limit, now, 0.025 * max(1.0, limit.limit / 4))
+        lows.append(limit.limit)
+    assert limit.best_latency == pytest.approx(0.025)
+    assert 6 <= limit.limit <= 10
+    assert lows[-50:].count(1) <= 5  # the probes, and no more
+
+
 def test_app_limited_rounds_do_not_raise_the_limit() -> None:
     """Few requests in flight say nothing about what more would do."""
     limit = AdaptiveLimit(initial=16, ceiling=64)
