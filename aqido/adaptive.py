@@ -74,7 +74,7 @@ latency becomes ``R0`` (the round after it is not measured: the server's queue
 is still empty).  A round with one request in flight all along is such a
 measurement too, probe or not: at the floor no probe can go lower, and a
 crawl's queries may all have become slower than the ones ``R0`` was seen on
-(Orthanc answers a series query faster than an instance query); without it
+(a crawl asks for series first, then for instances); without it
 the limit sinks to the floor, and stays there.  ``R0`` is not lowered by
 ordinary rounds after the startup: on a busy machine the lowest of many noisy
 medians is luck, and a limit steered by luck drifts down round after round.
