@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import json
 import threading
 import time
@@ -345,7 +346,13 @@ def contenders(
 
 
 def timed(contender: Contender, url: str) -> tuple[float, float, Counts]:
-    """Run one crawl; return (wall seconds, CPU seconds of this process, all threads; counts)."""
+    """Run one crawl; return (wall seconds, CPU seconds of this process, all threads; counts).
+
+    A full garbage collection comes first, untimed: one run's garbage is not charged to
+    the next contender (a full collection of this process takes 30-45 ms, a tenth of a
+    crawl, and otherwise lands on whichever run crosses the collector's threshold).
+    """
+    gc.collect()
     cpu = time.process_time()
     start = time.perf_counter()
     counts = contender.run(url)
