@@ -128,10 +128,10 @@ class AdaptiveLimiter:
             waiter = queue.popleft()
             if not waiter.done():
                 waiter.set_result(state.start(now))
-        if queue and self._timer is None and now < state.paused_until:
-            self._timer = asyncio.get_running_loop().call_later(
-                state.paused_until - now, self._pause_over
-            )
+        if queue and self._timer is None:
+            pause = state.pause_remaining(now)  # only with waiters left: a rare case
+            if pause > 0:
+                self._timer = asyncio.get_running_loop().call_later(pause, self._pause_over)
 
     def _pause_over(self) -> None:
         """The pause's timer: hand out the slots it held back (or wait for a longer pause)."""
