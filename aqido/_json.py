@@ -19,7 +19,8 @@ from aqido.errors import InvalidResponseError
 #: Text that may hold what orjson refuses and the standard library accepts: a surrogate
 #: escape (lone or paired), a raw surrogate (``str`` input), a number of 19+ digits
 #: or with a 3-digit exponent (out of range).  Only then are the slower checks made.
-_SUSPECT = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]|[0-9]{19}|[eE][+-]?[0-9]{3}")
+#: Compiled on first use: with orjson installed it is never needed.
+_SUSPECT_PATTERN = r"\\u[dD][89a-fA-F]|[\ud800-\udfff]|[0-9]{19}|[eE][+-]?[0-9]{3}"
 
 
 def _reject_constant(name: str) -> Any:
@@ -69,7 +70,7 @@ def _stdlib_loads(body: bytes | str) -> Any:
     """``json.loads`` refusing what orjson refuses: deep nesting, out-of-range numbers,
     NaN/Infinity, lone surrogates and invalid UTF-8 (all as ``ValueError``)."""
     text = body.decode("utf-8") if isinstance(body, bytes | bytearray) else body
-    suspect = _SUSPECT.search(text) is not None
+    suspect = re.search(_SUSPECT_PATTERN, text) is not None  # re caches the compiled pattern
     try:
         if not suspect:
             return json.loads(text, parse_constant=_reject_constant)

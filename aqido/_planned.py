@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import anyio
 import attrs
 
-from aqido._paging import iter_pages
 from aqido._search_results import SearchResults
 from aqido._slots import Slots
 from aqido._tasks import search_many
@@ -128,6 +127,8 @@ class PlannedSearch:
                 response, level, query.limit
             )
             return _Answer(response.items, [response], [], capped)
+        from aqido._paging import iter_pages  # paging: not needed by a plain search's start
+
         answer = _Answer([], [], [])
         pages = iter_pages(
             self._fetch, query, page_size=page_size, limiter=limiter, caps=self._caps

@@ -74,7 +74,6 @@ from aqido._http import (
     map_aiohttp_errors,
     ssl_option,
 )
-from aqido._paging import iter_pages
 from aqido._planned import PlannedSearch
 from aqido._search_results import SearchResults as SearchResults
 from aqido._slots import Slots
@@ -788,6 +787,8 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
             for result in results:
                 yield result
             return
+        from aqido._paging import iter_pages  # paging: not needed by a plain search's start
+
         pages = iter_pages(
             self._fetch, query, page_size=page_size, limiter=limiter, caps=self._caps
         )

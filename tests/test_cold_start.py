@@ -9,6 +9,8 @@ search never uses; they are imported where their feature starts now:
   :mod:`aqido.profile`: with a ``profile=`` only;
 - the crawl machinery (:mod:`aqido.crawl`, checkpoints, progress, stats):
   by the first ``crawl()``;
+- paging (:mod:`aqido._paging`, and the trusted child queries it derives,
+  :mod:`aqido._trusted`): by the first ``iter_search`` or crawl;
 - :mod:`aqido.adaptive`: with ``max_concurrency="auto"`` only; and
   :mod:`statistics` not at all;
 - the data dictionary (pydicom's table, ~9 ms): by the first query with
@@ -24,6 +26,8 @@ import sys
 
 #: Modules a plain search must not import.
 NOT_LOADED = (
+    "aqido._paging",
+    "aqido._trusted",
     "aqido.adaptive",
     "aqido.checkpoint",
     "aqido.crawl",
