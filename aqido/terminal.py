@@ -9,9 +9,12 @@ the command line passes such text through before display: it replaces
 - C0 controls (U+0000-U+001F), DEL (U+007F) and C1 controls (U+0080-U+009F)
   by backslash escapes: ``\\n``, ``\\r``, ``\\t`` and ``\\xHH`` for the rest
   (ESC is ``\\x1b``);
-- the Unicode line and paragraph separators and the bidi embedding, override
-  and isolate controls (U+2028, U+2029, U+202A-U+202E, U+2066-U+2069) by
-  ``\\uHHHH``.
+- the Unicode line and paragraph separators (U+2028, U+2029) and every format
+  character (Unicode category Cf): the bidi embedding, override and isolate
+  controls (U+202A-U+202E, U+2066-U+2069), the bidi marks (U+200E, U+200F,
+  U+061C), the zero-width characters (U+200B-U+200D, U+2060, U+FEFF), the soft
+  hyphen and the invisible tags (U+E0000 block) by ``\\uHHHH`` (``\\xHH``,
+  ``\\UHHHHHHHH``): invisible, they would let two different values look alike.
 
 Everything else, including backslashes, is kept: DICOM separates values with
 ``\\``, and the escapes are for reading, not for parsing back (the ``json``,
@@ -33,7 +36,14 @@ from typing import IO, Any
 
 __all__ = ["SafeStream", "encodable", "printable", "unicode_safe"]
 
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029"
+    # format characters (Unicode category Cf, as of Unicode 15)
+    "\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f"
+    "\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"
+    "\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3"
+    "\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]"
+)
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -43,15 +53,18 @@ def _escape(match: re.Match[str]) -> str:
     if named is not None:
         return named
     code = ord(char)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def printable(text: object) -> str:
     """Return ``str(text)`` with control characters escaped visibly (see the module docstring).
 
     The result has no C0/C1 control character, no DEL, no line break and no
-    bidi control, so it is one line that shows exactly as many characters as
-    it says.  Text without any of these is returned unchanged.
+    format character (bidi controls and marks, zero-width characters), so it
+    is one line that shows exactly as many characters as it says.  Text
+    without any of these is returned unchanged.
     """
     text = text if isinstance(text, str) else str(text)
     return _UNSAFE.sub(_escape, text)

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -334,8 +335,34 @@ def test_printable_output_is_one_line_without_control_characters(text: str) -> N
     assert "\r" not in shown
     assert "\t" not in shown
     assert len(shown.splitlines()) <= 1
-    if not re.search("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]", text):
+    assert not any(unicodedata.category(c) == "Cf" for c in shown)
+    if not any(_escaped(c) for c in text):
         assert shown == text
+
+
+def _escaped(char: str) -> bool:
+    """Whether :func:`printable` must escape ``char``: a control, a line break or a format one."""
+    return unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp")
+
+
+def test_printable_escapes_every_format_character() -> None:
+    """Zero-width characters, bidi marks and tags are invisible: two values would look alike."""
+    formats = [chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) == "Cf"]
+    assert all("\\" in printable(c) for c in formats)
+    assert printable("Doe\u200b^John\u200e\u200f\ufeff\u2060\xad\U000e0041") == (
+        "Doe\\u200b^John\\u200e\\u200f\\ufeff\\u2060\\xad\\U000e0041"
+    )
+
+
+def test_a_table_shows_zero_width_and_bidi_marks_escaped(tmp_path: pathlib.Path) -> None:
+    spoof = _instance(1, "Doe\u200b^Jo\u200ehn\ufeff")
+    with FakeArchive([spoof]).run_in_thread() as archive:
+        status, out, _ = run("search", archive.url, "--format", "table")
+        assert status == EXIT_OK
+        assert "Doe\\u200b^Jo\\u200ehn\\ufeff" in out
+        assert not any(unicodedata.category(c) == "Cf" for c in out)
+        status, out, _ = run("search", archive.url, "--format", "jsonl")  # data: exact
+    assert json.loads(out)["00100010"]["Value"][0]["Alphabetic"] == "Doe\u200b^Jo\u200ehn\ufeff"
 
 
 # --- the command line's own input ---------------------------------------------------------------
