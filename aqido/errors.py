@@ -208,7 +208,8 @@ class HTTPStatusError(QidoError):
     Attributes:
         status: the HTTP status code.
         url: the request URL with credentials removed.
-        body_excerpt: the first characters of the response body, whitespace collapsed.
+        body_excerpt: the first characters of the response body, whitespace collapsed
+            (the message shows its ``repr``: control characters escaped).
         headers: the response headers (a plain, case-preserving mapping).
     """
 
@@ -227,8 +228,8 @@ class HTTPStatusError(QidoError):
         self.reason = reason
         self.headers: Mapping[str, str] = dict(headers or {})
         message = f"HTTP {status}{' ' + reason if reason else ''} for {self.url}"
-        if self.body_excerpt:
-            message += f": {self.body_excerpt}"
+        if self.body_excerpt:  # the server's text, as a repr: a traceback prints no ESC of it
+            message += f": {self.body_excerpt!r}"
         super().__init__(message)
 
 

@@ -85,6 +85,18 @@ def test_http_status_error_carries_context_without_credentials() -> None:
     assert "401 Unauthorized" in str(err)
 
 
+def test_http_status_error_message_escapes_the_servers_control_characters() -> None:
+    """A REPL or ``--debug`` traceback prints ``str(error)`` raw: ESC must not reach it."""
+    body = b"<html>\x1b]0;owned\x07\x1b[2J\xc2\x9b31m\xe2\x80\xae\xe2\x80\x8bboom</html>"
+    err = ServerError(500, "http://h/studies", body, reason="Internal Server Error")
+    assert "\x1b" not in str(err)
+    assert "\u202e" not in str(err)
+    assert "\u200b" not in str(err)
+    shown = "'<html>\\x1b]0;owned\\x07\\x1b[2J\\x9b31m\\u202e\\u200bboom</html>'"
+    assert str(err).endswith(f": {shown}")
+    assert err.body_excerpt == body.decode()  # the attribute keeps the exact text
+
+
 def test_redact_url_keeps_urls_without_userinfo_intact() -> None:
     url = "https://pacs.example/dicom-web/studies?PatientName=Doe^J*"
     assert redact_url(url) == url
