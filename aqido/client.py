@@ -512,6 +512,9 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
                     url=url,
                     status=status,
                 )
+            # A Location's user:password@ is the server's, never sent: aiohttp would send it
+            # as basic auth (or refuse it next to our Authorization with a ValueError).
+            following = following.with_user(None)
             if following in visited:
                 raise RedirectError("redirect loop", url=url, status=status)
             visited.add(following)

@@ -529,6 +529,37 @@ async def test_credentials_follow_a_redirect_within_the_origin(source: str) -> N
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("source", ["authorization-basic", "authorization-bearer", "custom-header"])
+async def test_userinfo_in_a_location_is_never_sent(source: str) -> None:
+    """``Location: http://u:p@same-origin/...`` once made aiohttp raise a bare ValueError
+    (its basic auth next to ours); to another origin it was sent as basic auth."""
+    options, _ = SOURCES[source]
+    server_given = base64.b64encode(b"u:server-given").decode()
+    with serve(answer()) as other:
+
+        async def handle(request: web.BaseRequest) -> web.StreamResponse:
+            if request.path.startswith("/moved"):
+                return web.Response(body=BODY, headers=JSON)
+            origin = first.origin if "PatientID" in request.query else other.origin
+            location = origin.replace("://", "://u:server-given@") + "/moved" + request.path_qs
+            return web.Response(status=302, headers={"Location": location})
+
+        with serve(handle) as first:
+            async with AsyncQidoRS(first.url, retries=0, **options) as client:
+                assert uids(await client.search({"PatientID": "x"})) == [UID]  # same origin
+                assert uids(await client.search({})) == [UID]  # another origin
+    moved = [seen for seen in first.requests if seen.path_qs.startswith("/moved")]
+    assert moved
+    assert secret_in(moved[-1]), moved[-1].headers  # our credential, within the origin
+    assert other.requests
+    for seen in [*moved, *other.requests]:
+        assert not any(server_given in value for value in seen.headers.values()), seen.headers
+    for seen in other.requests:
+        assert not secret_in(seen), seen.headers
+        assert "Authorization" not in seen.headers
+
+
+@pytest.mark.anyio
 async def test_redirect_loops_are_capped_and_never_retried() -> None:
     async def loop(request: web.BaseRequest) -> web.StreamResponse:
         hop = int(request.query.get("hop", "0")) + 1
