@@ -285,8 +285,12 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
     ) -> None:
         parsed = URL(url)
         if parsed.scheme not in ("http", "https") or not parsed.host:
-            shown = parsed.with_user(None) if parsed.is_absolute() else parsed
-            raise ValueError(f"url must be an http(s) URL with a host, not {str(shown)!r}")
+            shown = str(parsed.with_user(None) if parsed.is_absolute() else parsed)
+            if "@" in shown:  # `http:/user:password@host`: userinfo yarl did not see as one
+                raise ValueError(
+                    "url must be an http(s) URL with a host (not shown: it may hold credentials)"
+                )
+            raise ValueError(f"url must be an http(s) URL with a host, not {shown!r}")
         if parsed.query_string or parsed.fragment:
             raise ValueError("url must be the service base, without a query string or fragment")
         if parsed.user is not None and auth is None:

@@ -431,9 +431,11 @@ def test_control_characters_in_headers_and_credentials_are_refused(
         "ann:{pw}@{host}/dicom-web",
         "//ann:{pw}@{host}/dicom-web",
         "http://{pw}@{host}/dicom-web",
+        "http:/ann:{pw}@{host}/dicom-web",  # malformed: no host, once echoed in the error
+        "http//ann:{pw}@{host}/dicom-web",
     ],
 )
-@pytest.mark.parametrize("command", ["search", "crawl"])
+@pytest.mark.parametrize("command", ["search", "crawl", "probe"])
 def test_userinfo_in_urls_is_refused_without_echo(
     hostile: FakeArchive, tmp_path: pathlib.Path, template: str, command: str
 ) -> None:
