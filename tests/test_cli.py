@@ -504,6 +504,9 @@ def test_plain_tables_without_rich(monkeypatch: pytest.MonkeyPatch) -> None:
     out = io.StringIO()
     cli.print_table(["a", "n"], [["x", "1"], ["yy", "22"]], out, numeric=["n"])
     assert out.getvalue() == "a    n\n--  --\nx    1\nyy  22\n"
+    out = io.StringIO()  # a title is escaped as the cells are (no ESC, one line)
+    cli.print_table(["a"], [["x"]], out, title="t\x1b[2J\nu")
+    assert out.getvalue().splitlines()[0] == "t\\x1b[2J\\nu"
 
 
 def test_format_value() -> None:

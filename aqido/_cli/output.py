@@ -191,7 +191,7 @@ def print_table(
         return "  ".join(parts).rstrip() + "\n"
 
     if title:
-        out.write(title + "\n")
+        out.write(printable(title) + "\n")
     out.write(line(headings))
     out.write(line(["-" * w for w in widths]))
     for row in rows:
