@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from aqido._search_results import SearchResults as SearchResults
@@ -65,6 +66,8 @@ class map_aiohttp_errors:  # lower case: used like a function, `with map_aiohttp
         if exc is None:
             return
         url = self.url
+        if isinstance(exc, aiohttp.ClientResponseError):
+            _forget_request_headers(exc)
         if isinstance(exc, asyncio.TimeoutError | TimeoutError):  # aiohttp.ServerTimeoutError too
             raise RequestTimeoutError(f"request timed out ({type(exc).__name__})", url=url) from exc
         if isinstance(exc, aiohttp.ClientSSLError | aiohttp.ServerFingerprintMismatch):
@@ -79,6 +82,18 @@ class map_aiohttp_errors:  # lower case: used like a function, `with map_aiohttp
             raise TransportError(f"incomplete response body ({exc})", url=url) from exc
         if isinstance(exc, aiohttp.ClientError):
             raise TransportError(f"{type(exc).__name__}: {exc}", url=url) from exc
+
+
+def _forget_request_headers(exc: aiohttp.ClientResponseError) -> None:
+    """Drop the request's headers from an aiohttp error that aqido chains as its cause.
+
+    aiohttp keeps them in ``request_info`` (its ``repr`` shows them): the
+    ``Authorization`` of the client, a ``Cookie``, a proxy's credentials, a
+    caller's API-key header.  The error stays chained for debugging, minus them.
+    """
+    info = exc.request_info
+    if info is not None and info.headers:
+        exc.request_info = info._replace(headers=CIMultiDictProxy(CIMultiDict()))
 
 
 def is_stale_connection(error: TransportError) -> bool:

@@ -1091,3 +1091,35 @@ async def test_https_proxy_tunnels_with_connect(monkeypatch: pytest.MonkeyPatch)
     assert "Authorization" not in tunnel.requests[0]  # the archive's token stays in the tunnel
     assert archive.requests[0].headers["Authorization"] == "Bearer tok-123"
     assert "Proxy-Authorization" not in archive.requests[0].headers
+
+
+@pytest.mark.anyio
+async def test_a_chained_aiohttp_error_keeps_no_request_header() -> None:
+    # A malformed answer: aiohttp raises ClientResponseError, whose request_info (shown by
+    # its repr, e.g. in a debugger or an error tracker) held every request header.
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with AsyncQidoRS(
+            f"http://127.0.0.1:{port}",
+            auth="tok-secret-123",
+            headers={"X-Api-Key": "key-secret-456"},
+            retries=QUICK,
+        ) as client:
+            with pytest.raises(QidoError) as info:
+                await client.search({})
+    finally:
+        server.close()
+        await server.wait_closed()
+    cause = info.value.__cause__
+    assert isinstance(cause, aiohttp.ClientResponseError)
+    assert cause.request_info.url.port == port  # still there, for debugging
+    for text in (repr(cause), str(cause), repr(cause.request_info), str(info.value)):
+        assert "tok-secret-123" not in text
+        assert "key-secret-456" not in text
