@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
-from aqido._cli.commands import server_text
+import pytest
+
 from aqido.cli import EXIT_ERROR, EXIT_OK, main
 from aqido.profile import ServerProfile
 from aqido.testing import FakeArchive, SyntheticArchive
@@ -47,6 +49,36 @@ def test_probe_of_an_unreachable_server_is_one_line_and_exit_1() -> None:
     assert err.count("\n") == 1
 
 
-def test_server_text_escapes_control_characters() -> None:
-    assert server_text("Doe^John") == "Doe^John"
-    assert server_text("a\x1b[2Jb\nc\u202e") == "a\\x1b[2Jb\\nc\\u202e"
+@pytest.mark.parametrize("terminal", [False, True])
+def test_probe_shows_server_text_escaped_and_markup_as_text(
+    terminal: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The probe's cells come from the server (values, paths); printed as rich Text on a
+    # terminal, plain otherwise: control characters escaped, brackets shown as they are.
+    from aqido import cli, probe
+    from aqido._probe_model import Finding, ProbeContext, ProbeReport
+
+    if terminal:
+        pytest.importorskip("rich")
+        monkeypatch.setenv("COLUMNS", "400")
+    monkeypatch.setattr(cli, "_isatty", lambda stream: terminal)
+    report = ProbeReport(
+        profile=ServerProfile.standard(),
+        findings=(
+            Finding("fuzzy_matching", "answered [bold]x[/bold]\x1b[2J", "/studies?U=1.2.3", None),
+        ),
+        requests=1,
+        context=ProbeContext(listed=("1.2.3",), a="1.2.3"),
+    )
+
+    async def canned(*_args: Any, **_kwargs: Any) -> ProbeReport:
+        return report
+
+    monkeypatch.setattr(probe, "probe_report", canned)
+    status, out, err = _run(["probe", "http://127.0.0.1:9/dicom-web"])
+    assert (status, err) == (EXIT_OK, "")
+    text = " ".join(out.split())
+    assert "answered [bold]x[/bold]\\x1b[2J" in text  # no `\\[`, no ESC
+    assert "\x1b" not in out
+    assert "/studies?U={A}" in text
+    assert "studies: {A} = 1.2.3" in text

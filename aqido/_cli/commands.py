@@ -83,18 +83,6 @@ async def run_search(
 # --- probe ---------------------------------------------------------------------------------
 
 
-def server_text(text: str) -> str:
-    """Text that came from a server, made safe to print: control characters escaped.
-
-    Every server-provided string the probe table shows passes through here (to be
-    pointed at the CLI's shared escaping function when it exists).
-    """
-    return "".join(
-        c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii")
-        for c in text
-    )
-
-
 async def run_probe(
     args: argparse.Namespace, options: Mapping[str, Any], out: IO[str], is_tty: bool
 ) -> int:
@@ -106,28 +94,22 @@ async def run_probe(
         url = client.url
     ctx = report.context
     names = {uid: name for uid, name in ((ctx.a, "{A}"), (ctx.b, "{B}")) if uid} if ctx else {}
-    use_rich = is_tty and have_rich()
 
-    def cell(text: str) -> str:
+    def cell(text: str) -> str:  # print_table escapes it, and gives it to rich as Text
         for uid, name in names.items():
             text = text.replace(uid, name)
-        shown = server_text(text)
-        if use_rich:
-            from rich.markup import escape
-
-            shown = escape(shown)
-        return shown
+        return text
 
     rows = [[f.capability, cell(f.finding), cell(f.request)] for f in report.findings]
     print_table(
         ["capability", "finding", "request"],
         rows,
         out,
-        title=f"aqido probe {server_text(url)} ({report.requests} requests)",
+        title=f"aqido probe {url} ({report.requests} requests)",
         rich_ok=is_tty,
     )
     if names:
-        legend = ", ".join(f"{name} = {server_text(uid)}" for uid, name in names.items())
+        legend = ", ".join(f"{name} = {printable(uid)}" for uid, name in names.items())
         out.write(f"studies: {legend}\n")
     standard = ServerProfile.standard()
     differs = [
@@ -139,7 +121,7 @@ async def run_probe(
         "differs from the standard in: " + (", ".join(differs) if differs else "nothing") + "\n"
     )
     for note in report.profile.notes:
-        out.write(f"note: {server_text(note)}\n")
+        out.write(f"note: {printable(note)}\n")
     if args.json:
         report.profile.save(args.json)
         out.write(f"profile written to {args.json}\n")
