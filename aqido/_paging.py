@@ -62,6 +62,42 @@ def uid_of(item: dict[str, Any], key: str) -> str:
     return json.dumps(item, sort_keys=True, default=str)
 
 
+#: The parent UIDs (query field, JSON key) a child listing's items must match when they carry them.
+PARENT_KEYS = {
+    QueryLevel.SERIES: (("StudyInstanceUID", "0020000D"),),
+    QueryLevel.INSTANCE: (("StudyInstanceUID", "0020000D"), ("SeriesInstanceUID", "0020000E")),
+}
+
+
+def check_parents(query: BaseQuery, response: QidoResponse) -> None:
+    """Raise if an item of a series or instance listing belongs to another study or series.
+
+    A server that ignores the UIDs in ``/studies/{uid}/series[/{uid}/instances]``
+    (or answers for the wrong one) would otherwise have its answer attached to
+    the wrong parent, silently.  Items without the parent's UID pass (it is not
+    required in the answer); only a UID that differs is refused.
+    """
+    for name, key in PARENT_KEYS.get(query.query_level, ()):
+        wanted = getattr(query, name)
+        if not wanted:
+            continue
+        for item in response.items:
+            element = item.get(key)
+            values = element.get("Value") if type(element) is dict else None
+            if not (type(values) is list and values and type(values[0]) is str):
+                continue  # no UID to compare: the item's own validation speaks for it
+            got = values[0].rstrip("\x00 ")
+            if got != wanted and got not in wanted.split(","):
+                raise InvalidResponseError(
+                    f"the server answered {query} with a result of another "
+                    f"{name.removesuffix('InstanceUID').lower()} ({name} {got!r}, not "
+                    f"{wanted!r}): does it ignore the UIDs in the path?",
+                    url=response.url,
+                    status=response.status,
+                    body=json.dumps(item)[:400],
+                )
+
+
 def unseen(
     items: list[dict[str, Any]],
     key: str,

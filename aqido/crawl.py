@@ -41,7 +41,7 @@ import attrs
 from aqido._paging import UID_KEYS as UID_KEYS
 from aqido._paging import Fetch as Fetch
 from aqido._paging import Page as Page
-from aqido._paging import check_page_size, uid_of, unseen
+from aqido._paging import check_page_size, check_parents, uid_of, unseen
 from aqido._paging import iter_pages as iter_pages
 from aqido._recorder import Recorder as Recorder
 from aqido._slots import Slots
@@ -143,6 +143,8 @@ class _Walker:
         finally:
             if self.after_request is not None:
                 self.after_request()
+        if query.query_level is not QueryLevel.STUDY:
+            check_parents(query, response)  # an answer for another study or series: refused
         self.caps.observe(query.query_level, len(response.items))
         self.stats.page()
         return response

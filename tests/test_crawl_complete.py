@@ -18,6 +18,7 @@ from aqido import (
     CrawlProgress,
     CrawlStats,
     HierarchicalQuery,
+    InvalidResponseError,
     QueryLevel,
     ResultsTruncatedError,
     Retry,
@@ -536,3 +537,45 @@ async def test_unreachable_undated_studies_are_reported_when_the_server_gives_a_
     assert failure.query == HierarchicalQuery()
     assert isinstance(failure.error, ResultsTruncatedError)
     assert f"announced {len(expected)} matches" in str(failure.error)
+
+
+def _uids(**uids: str) -> dict[str, Any]:
+    keys = {"study": "0020000D", "series": "0020000E", "sop": "00080018"}
+    return {keys[name]: {"vr": "UI", "Value": [uid]} for name, uid in uids.items()}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("wrong", ["series", "instances"])
+async def test_children_of_another_parent_are_a_failure_not_attached(wrong: str) -> None:
+    """A server ignoring the UIDs in the path: its answer is not filed under the wrong parent."""
+    from aqido.crawl import crawl
+    from aqido.protocol import QidoResponse
+    from aqido.results import structure
+
+    async def fetch(query: Any, limiter: Any) -> QidoResponse:
+        level = query.query_level.name
+        if level == "STUDY":
+            items = [_uids(study="1.1"), _uids(study="1.2")]
+        elif level == "SERIES":  # the series of study 1.1, whatever the study asked for
+            study = "1.1" if wrong == "series" else query.StudyInstanceUID
+            items = [_uids(study=study, series=f"{study}.1")]
+        else:  # the instances of the first series of study 1.1, whatever was asked for
+            series = "1.1.1" if wrong == "instances" else query.SeriesInstanceUID
+            items = [_uids(study=series[:3], series=series, sop=f"{series}.1")]
+        return QidoResponse(200, "u", {}, items)
+
+    def typed(response: QidoResponse, level: QueryLevel, items: list[Any]) -> list[Any]:
+        return structure(items, level)
+
+    stats = CrawlStats()
+    studies = [
+        s
+        async for s in crawl(fetch, typed, HierarchicalQuery(), window=2, partial=True, stats=stats)
+    ]
+    assert [s.StudyInstanceUID for s in studies] == ["1.1"]
+    assert [s.SeriesInstanceUID for s in studies[0].series] == ["1.1.1"]
+    assert [i.SOPInstanceUID for i in studies[0].series[0].instances] == ["1.1.1.1"]
+    [failure] = stats.failures
+    assert failure.query.StudyInstanceUID == "1.2"
+    assert isinstance(failure.error, InvalidResponseError)
+    assert "another" in str(failure.error)
