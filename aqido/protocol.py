@@ -132,7 +132,12 @@ class QidoWarning:
     def additional_results(self) -> int | None:
         """The "N additional results" count of a truncation warning, else ``None``."""
         match = _COUNT.search(self.text) or _COUNT.search(self.raw)
-        return int(match.group(1)) if match else None
+        if match is None:
+            return None
+        try:
+            return int(match.group(1))
+        except ValueError:  # more digits than int() takes (4300): no usable count
+            return None
 
     @property
     def is_truncation(self) -> bool:

@@ -291,6 +291,16 @@ def test_old_truncation_wording_and_azure_v1_without_count() -> None:
         assert warning.additional_results is None
 
 
+def test_a_count_too_long_for_int_is_no_count_not_a_crash() -> None:
+    header = f'299 h "There are {"9" * 5000} additional results"'
+    (warning,) = parse_warnings([header])
+    assert warning.is_truncation
+    assert warning.additional_results is None
+    response = parse_response(200, CIMultiDict([("Warning", header)]), STUDY)
+    assert response.truncated
+    assert response.additional_results is None
+
+
 FUZZY = "The fuzzymatching parameter is not supported. Only literal matching has been performed."
 TRUNC = "There are 5 additional results that can be requested"
 
