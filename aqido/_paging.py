@@ -53,13 +53,20 @@ class Page:
     offset: int
 
 
-def uid_of(item: dict[str, Any], key: str) -> str:
+def _first_uid(item: dict[str, Any], key: str) -> str | None:
+    """The first string value of element ``key`` (padding stripped), or ``None``."""
     element = item.get(key)
     if isinstance(element, dict):
         values = element.get("Value")
         if isinstance(values, list) and values and isinstance(values[0], str):
             return values[0].rstrip("\x00 ")
-    return json.dumps(item, sort_keys=True, default=str)
+    return None
+
+
+def uid_of(item: dict[str, Any], key: str) -> str:
+    """The item's identity: its UID under ``key``, else its whole JSON (sorted keys)."""
+    uid = _first_uid(item, key)
+    return uid if uid is not None else json.dumps(item, sort_keys=True, default=str)
 
 
 #: The parent UIDs (query field, JSON key) a child listing's items must match when they carry them.
@@ -82,11 +89,9 @@ def check_parents(query: BaseQuery, response: QidoResponse) -> None:
         if not wanted:
             continue
         for item in response.items:
-            element = item.get(key)
-            values = element.get("Value") if type(element) is dict else None
-            if not (type(values) is list and values and type(values[0]) is str):
+            got = _first_uid(item, key)
+            if got is None:
                 continue  # no UID to compare: the item's own validation speaks for it
-            got = values[0].rstrip("\x00 ")
             if got != wanted and got not in wanted.split(","):
                 raise InvalidResponseError(
                     f"the server answered {query} with a result of another "
