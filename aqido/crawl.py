@@ -464,6 +464,7 @@ async def crawl(
             return None
         try:
             instances = await walker.children(child)
+            _check_announced(series, "NumberOfSeriesRelatedInstances", instances, child)
         except QidoError as error:
             failed(child, error)
             return None
@@ -477,6 +478,7 @@ async def crawl(
             return None
         try:
             series = await walker.children(child)
+            _check_announced(study, "NumberOfStudyRelatedSeries", series, child)
         except QidoError as error:
             failed(child, error)
             return None
@@ -573,3 +575,23 @@ def _uid(result: Any, keyword: str) -> str:
             "cannot be listed"
         )
     return str(value)
+
+
+def _check_announced(parent: Any, count: str, children: list[Any], listing: BaseQuery) -> None:
+    """Raise if ``parent`` announced children (its ``count``) and ``listing`` found none.
+
+    A study listed with 3 series whose series listing is empty was deleted
+    during the crawl, or the server does not answer that listing: handed out
+    with no series, it would be a wrong answer.  Counts are not compared
+    otherwise (a count may be stale, or count what the listing does not show).
+    """
+    if children:
+        return
+    announced = getattr(parent, count, None)
+    if isinstance(announced, int) and announced > 0:
+        raise InvalidResponseError(
+            f"{listing} found nothing, but its parent was listed with {count} "
+            f"{announced} (deleted during the crawl, or a listing the server does not "
+            "answer?)",
+            url=listing.relative_url(),
+        )

@@ -579,3 +579,64 @@ async def test_children_of_another_parent_are_a_failure_not_attached(wrong: str)
     assert failure.query.StudyInstanceUID == "1.2"
     assert isinstance(failure.error, InvalidResponseError)
     assert "another" in str(failure.error)
+
+
+def _count(tag: str, value: int) -> dict[str, Any]:
+    return {tag: {"vr": "IS", "Value": [value]}}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("empty", ["series", "instances"])
+async def test_a_listing_emptied_after_its_parent_announced_children_is_a_failure(
+    empty: str,
+) -> None:
+    """Study 1.2 is listed with 1 series (its series with 2 instances), then lists nothing.
+
+    Deleted during the crawl, or a listing the server does not answer: handed out
+    empty it would be a wrong answer, so it is a failure; a parent that announces
+    no children (or no count) may have none.
+    """
+    from aqido.crawl import crawl
+    from aqido.protocol import QidoResponse
+    from aqido.results import structure
+
+    async def fetch(query: Any, limiter: Any) -> QidoResponse:
+        level = query.query_level.name
+        if level == "STUDY":
+            items = [
+                {**_uids(study=s), **_count("00201206", n)}
+                for s, n in (("1.1", 1), ("1.2", 1), ("1.3", 0))
+            ]
+        elif level == "SERIES":
+            study = query.StudyInstanceUID
+            gone = empty == "series" and study == "1.2"
+            items = (
+                []
+                if gone
+                else [{**_uids(study=study, series=f"{study}.1"), **_count("00201209", 2)}]
+            )
+            if study == "1.3":
+                items = []  # announced none: a study with no series is taken as it is
+        else:
+            series = query.SeriesInstanceUID
+            gone = empty == "instances" and series == "1.2.1"
+            items = [] if gone else [_uids(series=series, sop=f"{series}.{i}") for i in (1, 2)]
+        return QidoResponse(200, "u", {}, items)
+
+    def typed(response: QidoResponse, level: QueryLevel, items: list[Any]) -> list[Any]:
+        return structure(items, level)
+
+    stats = CrawlStats()
+    studies = [
+        s
+        async for s in crawl(fetch, typed, HierarchicalQuery(), window=2, partial=True, stats=stats)
+    ]
+    assert sorted(s.StudyInstanceUID for s in studies) == ["1.1", "1.3"]
+    [failure] = stats.failures
+    assert isinstance(failure.error, InvalidResponseError)
+    if empty == "series":
+        assert failure.query.StudyInstanceUID == "1.2"
+        assert "NumberOfStudyRelatedSeries 1" in str(failure.error)
+    else:
+        assert failure.query.SeriesInstanceUID == "1.2.1"
+        assert "NumberOfSeriesRelatedInstances 2" in str(failure.error)

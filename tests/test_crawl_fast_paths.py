@@ -255,8 +255,9 @@ async def test_a_crawl_records_a_study_uid_no_query_can_carry() -> None:
     from aqido.stats import CrawlStats
 
     bad = {"0020000D": {"vr": "UI", "Value": ["1.02.3"]}}  # leading zero: not a UID
-    good = _study_json(7)
-    items = {"/studies": [bad, good]}
+    good = _study_json(7)  # announces 2 series, served below
+    series = [{"0020000E": {"vr": "UI", "Value": [f"1.2.3.7.{k}"]}} for k in (1, 2)]
+    items = {"/studies": [bad, good], "/studies/1.2.3.7/series": series}
 
     async def fetch(query: Any, _limiter: Any) -> QidoResponse:
         from aqido.protocol import parse_response
