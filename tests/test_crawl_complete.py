@@ -544,13 +544,25 @@ def _uids(**uids: str) -> dict[str, Any]:
     return {keys[name]: {"vr": "UI", "Value": [uid]} for name, uid in uids.items()}
 
 
+async def _crawl_fetching(fetch: Any) -> tuple[list[Any], CrawlStats]:
+    """Every study a partial crawl yields from ``fetch`` (a server as a function), and its stats."""
+    from aqido.crawl import crawl
+    from aqido.results import structure
+
+    def typed(response: Any, level: QueryLevel, items: list[Any]) -> list[Any]:
+        return structure(items, level)
+
+    stats = CrawlStats()
+    query = HierarchicalQuery()
+    studies = [s async for s in crawl(fetch, typed, query, window=2, partial=True, stats=stats)]
+    return studies, stats
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize("wrong", ["series", "instances"])
 async def test_children_of_another_parent_are_a_failure_not_attached(wrong: str) -> None:
     """A server ignoring the UIDs in the path: its answer is not filed under the wrong parent."""
-    from aqido.crawl import crawl
     from aqido.protocol import QidoResponse
-    from aqido.results import structure
 
     async def fetch(query: Any, limiter: Any) -> QidoResponse:
         level = query.query_level.name
@@ -564,14 +576,7 @@ async def test_children_of_another_parent_are_a_failure_not_attached(wrong: str)
             items = [_uids(study=series[:3], series=series, sop=f"{series}.1")]
         return QidoResponse(200, "u", {}, items)
 
-    def typed(response: QidoResponse, level: QueryLevel, items: list[Any]) -> list[Any]:
-        return structure(items, level)
-
-    stats = CrawlStats()
-    studies = [
-        s
-        async for s in crawl(fetch, typed, HierarchicalQuery(), window=2, partial=True, stats=stats)
-    ]
+    studies, stats = await _crawl_fetching(fetch)
     assert [s.StudyInstanceUID for s in studies] == ["1.1"]
     assert [s.SeriesInstanceUID for s in studies[0].series] == ["1.1.1"]
     assert [i.SOPInstanceUID for i in studies[0].series[0].instances] == ["1.1.1.1"]
@@ -596,9 +601,7 @@ async def test_a_listing_emptied_after_its_parent_announced_children_is_a_failur
     empty it would be a wrong answer, so it is a failure; a parent that announces
     no children (or no count) may have none.
     """
-    from aqido.crawl import crawl
     from aqido.protocol import QidoResponse
-    from aqido.results import structure
 
     async def fetch(query: Any, limiter: Any) -> QidoResponse:
         level = query.query_level.name
@@ -623,14 +626,7 @@ async def test_a_listing_emptied_after_its_parent_announced_children_is_a_failur
             items = [] if gone else [_uids(series=series, sop=f"{series}.{i}") for i in (1, 2)]
         return QidoResponse(200, "u", {}, items)
 
-    def typed(response: QidoResponse, level: QueryLevel, items: list[Any]) -> list[Any]:
-        return structure(items, level)
-
-    stats = CrawlStats()
-    studies = [
-        s
-        async for s in crawl(fetch, typed, HierarchicalQuery(), window=2, partial=True, stats=stats)
-    ]
+    studies, stats = await _crawl_fetching(fetch)
     assert sorted(s.StudyInstanceUID for s in studies) == ["1.1", "1.3"]
     [failure] = stats.failures
     assert isinstance(failure.error, InvalidResponseError)
