@@ -143,8 +143,7 @@ class _Walker:
         finally:
             if self.after_request is not None:
                 self.after_request()
-        if query.query_level is not QueryLevel.STUDY:
-            check_parents(query, response)  # an answer for another study or series: refused
+        check_parents(query, response)  # an answer for another study or series: refused
         self.caps.observe(query.query_level, len(response.items))
         self.stats.page()
         return response
