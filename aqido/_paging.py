@@ -123,6 +123,60 @@ def unseen(
     return new
 
 
+class PageSpan:
+    """How many matches each page of one paging covers, so that the next ``offset`` skips none.
+
+    A server's ``offset`` counts matches; a result a page shows twice is one
+    match (or one shown in place of another), so a page covers as many
+    matches as it holds *distinct* results, not items.  Counting the items
+    would skip one match per repeat, silently.  After a page with repeats,
+    the next page must bring only new results: if it brings back one of that
+    page's, the repeat either was a match of its own (nothing lost) or stood
+    in place of another (that one lost), and nothing tells which, so
+    :meth:`covered` raises :class:`~aqido.errors.InvalidResponseError`.
+    """
+
+    __slots__ = ("_repeated",)
+
+    def __init__(self) -> None:
+        self._repeated: set[str] | None = None  # the last page's identities, if it had repeats
+
+    def covered(
+        self, response: QidoResponse, identities: list[str], fresh: int, offset: int
+    ) -> int:
+        """The matches a page at ``offset`` covers: its distinct results.
+
+        ``identities``: its items' identities; ``fresh``: how many of them are
+        new (when all are, as nearly always, nothing more is computed).
+        """
+        repeated, self._repeated = self._repeated, None
+        if fresh == len(identities):
+            return fresh
+        if repeated is not None:
+            again = next((i for i, uid in enumerate(identities) if uid in repeated), None)
+            if again is not None:
+                raise InvalidResponseError(
+                    f"the server repeated a result within the page before offset={offset}, "
+                    f"and the page at offset={offset} returns one of that page again "
+                    f"({identities[again][:80]!r}): "
+                    "the repeat may have been shown in place of another match, which then "
+                    "cannot be reached, so paging cannot show it has every match; narrow "
+                    "the query (e.g. by date) so that one page holds every match",
+                    url=response.url,
+                    status=response.status,
+                    body=json.dumps(response.items[again])[:400],
+                )
+        distinct = set(identities)
+        if len(distinct) < len(identities):
+            self._repeated = distinct
+            logger.debug(
+                "%s repeats %d results within one page",
+                response.url,
+                len(identities) - len(distinct),
+            )
+        return len(distinct)
+
+
 def check_page_size(page_size: int | None) -> None:
     if page_size is not None and (
         isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1
@@ -158,12 +212,25 @@ async def iter_pages(
     Results already seen (by UID: a store changing during paging shifts
     pages) are dropped; a server that ignores ``limit`` and returns more is
     fine (the next offset counts what was received).
+
+    A result repeated *within* a page is yielded once, and the next offset
+    counts the page's distinct results (:class:`PageSpan`): counting its items
+    would skip one match per repeat without a word.  The page is still short
+    (rule 2) only if it holds fewer *items* than the page size, so a repeat
+    never ends paging early.  Counting distinct results can only re-read a
+    match, never skip one: if the next page brings back a result of the page
+    with repeats, the repeat may have stood in place of a match that no
+    offset now reaches, so :class:`~aqido.errors.InvalidResponseError` is
+    raised rather than a list that looks complete.  A last page (or a single
+    answer) with repeats is only de-duplicated: no offset depends on it (and
+    a result shown there in place of another could not be told apart).
     """
     check_page_size(page_size)
     size = page_size or query.limit or None
     level = query.query_level
     key = UID_KEYS[level]
     seen: set[str] = set()
+    span = PageSpan()
     offset = query.offset
     first = True
     suspected = 0  # the size of an answer that only looked capped, until checked
@@ -186,7 +253,9 @@ async def iter_pages(
                     suspected,
                 )
             return
-        fresh = unseen(items, key, seen)
+        identities = [uid_of(item, key) for item in items]
+        fresh = unseen(items, key, seen, identities)
+        covered = span.covered(response, identities, len(fresh), offset)
         if not fresh and suspected:
             logger.warning(
                 "%s returned %d results, as many as a silent cap would, and the server "
@@ -207,7 +276,7 @@ async def iter_pages(
                 status=response.status,
             )
         yield Page(response, fresh, offset)
-        offset += len(items)
+        offset += covered
         remaining = response.additional_results
         if response.truncated:
             if remaining == 0:

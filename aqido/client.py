@@ -779,7 +779,9 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
         learned for the client's lifetime.  Stops on an empty page, 204 or a
         short page; a result seen before (same UID) is not yielded twice; a
         server that ignores ``offset`` raises
-        :class:`~aqido.errors.InvalidResponseError` rather than looping.
+        :class:`~aqido.errors.InvalidResponseError` rather than looping, as does
+        one whose page repeats a result that the next page brings back (a match
+        may be out of reach; see :func:`~aqido.crawl.iter_pages`).
         """
         async with aclosing(self._iter_results(self._query(query), page_size, None)) as it:
             async for item in it:

@@ -41,7 +41,7 @@ import attrs
 from aqido._paging import UID_KEYS as UID_KEYS
 from aqido._paging import Fetch as Fetch
 from aqido._paging import Page as Page
-from aqido._paging import check_page_size, check_parents, uid_of, unseen
+from aqido._paging import PageSpan, check_page_size, check_parents, uid_of, unseen
 from aqido._paging import iter_pages as iter_pages
 from aqido._recorder import Recorder as Recorder
 from aqido._slots import Slots
@@ -233,14 +233,17 @@ class _Walker:
         planned = self.caps.offset_unreliable
         parts = split(query, sample) if planned else None
         if parts is None or not self.caps.offset_unreliable:
-            received = len(response.items)
+            span = PageSpan()  # offsets count distinct results: a repeat skips no match
+            received = span.covered(response, identities, len(part_seen), 0)
             honoured = True
             while True:
                 page = _derive(query, limit=size, offset=received)
                 response = await self.request(page)
                 if not response.items:
                     break
-                new = unseen(response.items, key, part_seen)
+                identities = [uid_of(item, key) for item in response.items]
+                new = unseen(response.items, key, part_seen, identities)
+                covered = span.covered(response, identities, len(new), received)
                 if not new:
                     logger.debug("%s: the server ignores 'offset'; splitting instead", page)
                     honoured = False
@@ -251,7 +254,7 @@ class _Walker:
                 batch = self.fresh(response, level, new, seen)
                 if batch:
                     yield batch
-                received += len(response.items)
+                received += covered
                 if not self.caps.possibly_truncated(response, level, size):
                     break
             if not honoured or not self.caps.paging_trusted(level, received, total):
@@ -268,7 +271,8 @@ class _Walker:
                     "%s: %d results may be a cap + 1; checking by splitting", query, first_count
                 )
         fetched = len(part_seen)
-        del response, sample, batch  # nothing of this part is kept while its parts are walked
+        # nothing of this part is kept while its parts are walked
+        del response, sample, batch, identities
         part_seen.clear()
         if parts is None and suspect:
             # Only suspected, and the server ignores offset: nothing shows a cap.

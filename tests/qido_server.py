@@ -80,7 +80,9 @@ class MiniArchive:
     added if ``warn_truncation``), ``ignore_offset``, ``ignore_limit``,
     ``hold`` (an :class:`asyncio.Event` every request waits for),
     ``release_at`` (open ``hold`` once that many requests are in flight),
-    ``check_auth`` (a predicate on the Authorization header).
+    ``check_auth`` (a predicate on the Authorization header),
+    ``rewrite_page`` (``rewrite_page(page, limit)`` is sent instead of each non-empty
+    page, ``limit`` the one asked for or 0: e.g. a page that repeats a result).
     """
 
     def __init__(self, studies: int = 3, series: int = 2, instances: int = 2) -> None:
@@ -103,6 +105,7 @@ class MiniArchive:
         self.release_at: int | None = None
         self.hold_paths: Callable[[str], bool] = lambda path: True
         self.check_auth: Callable[[str | None], bool] | None = None
+        self.rewrite_page: Callable[[list[dict[str, Any]], int], list[dict[str, Any]]] | None = None
         self.script: deque[Scripted] = deque()
         self.requests: list[web.Request] = []
         self.raw_urls: list[str] = []
@@ -224,6 +227,8 @@ class MiniArchive:
                     f'299 {{+service}}: "There are {remaining} additional results that can '
                     'be requested"'
                 )
+        if page and self.rewrite_page is not None:
+            page = self.rewrite_page(page, limit)
         if not page:
             if self.empty_status == 204:
                 return web.Response(status=204)

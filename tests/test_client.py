@@ -12,7 +12,7 @@ import pytest
 from qido_server import MiniArchive, series_uid, sop_uid, study_uid
 
 from aqido.client import AsyncQidoRS, SearchResults
-from aqido.errors import InvalidQueryError, InvalidResponseError
+from aqido.errors import CrawlIncompleteError, InvalidQueryError, InvalidResponseError
 from aqido.query import HierarchicalQuery, QueryLevel, RelationalQuery
 from aqido.results import Instance, Series, Study
 
@@ -224,6 +224,86 @@ async def test_iter_search_early_break_leaves_nothing_running(big_archive: MiniA
         async for _ in studies:
             break
     assert len(big_archive.raw_urls) == 1
+
+
+# --- pages that repeat a result ----------------------------------------------------------------
+
+
+def repeat_at_end(page: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """The page's first result again at its end: on a full page, the last one pushed out."""
+    return [*page[: (limit or len(page) + 1) - 1], page[0]]
+
+
+def repeat_in_place(page: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """The page's first result again in place of the second: the second never sent."""
+    return [page[0], page[0], *page[2:]] if len(page) > 2 else page
+
+
+@pytest.mark.anyio
+async def test_iter_search_loses_no_study_to_pages_repeating_one() -> None:
+    # the audit's probe: 250 studies, a repeat on every page; 244 came back
+    async with MiniArchive(studies=250, series=1, instances=1) as archive:
+        archive.rewrite_page = repeat_at_end
+        async with AsyncQidoRS(archive.url, retries=0) as qido:
+            query = HierarchicalQuery()
+            uids = [s.StudyInstanceUID async for s in qido.iter_search(query, page_size=40)]
+    assert uids == [study_uid(i) for i in range(250)]
+    assert archive.raw_urls[1] == "/dicom-web/studies?limit=40&offset=39"
+
+
+@pytest.mark.anyio
+async def test_iter_search_raises_on_a_repeat_shown_in_place_of_a_study() -> None:
+    async with MiniArchive(studies=250, series=1, instances=1) as archive:
+        archive.rewrite_page = repeat_in_place
+        got: list[str] = []
+
+        async def consume(qido: AsyncQidoRS) -> None:
+            async for study in qido.iter_search(HierarchicalQuery(), page_size=40):
+                got.append(study.StudyInstanceUID)
+
+        async with AsyncQidoRS(archive.url, retries=0) as qido:
+            with pytest.raises(InvalidResponseError, match="in place of another match") as info:
+                await consume(qido)
+    assert str(info.value.url).endswith("/studies?limit=40&offset=39")
+    assert info.value.status == 200
+    assert f"({study_uid(39)!r})" in str(info.value)  # the study returned again
+    assert "Doe^Patient39" in info.value.body_excerpt
+    assert len(got) == len(set(got)) == 39
+
+
+@pytest.mark.anyio
+async def test_crawl_loses_no_study_to_listing_pages_repeating_one() -> None:
+    async with MiniArchive(studies=30, series=1, instances=1) as archive:
+        archive.rewrite_page = repeat_at_end
+        async with AsyncQidoRS(archive.url, retries=0) as qido:
+            uids = [s.StudyInstanceUID async for s in qido.crawl(page_size=7)]
+    assert sorted(uids) == sorted(study_uid(i) for i in range(30))
+
+
+@pytest.mark.anyio
+async def test_crawl_fails_the_study_whose_series_pages_show_a_repeat_in_place() -> None:
+    async with MiniArchive(studies=3, series=5, instances=1) as archive:
+        archive.cap = 3  # the series listings are paged (truncation warnings)
+
+        def in_study_1(page: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+            series_of_1 = "00200011" in page[0] and page[0]["0020000D"]["Value"][0] == study_uid(1)
+            return repeat_in_place(page, limit) if series_of_1 else page
+
+        archive.rewrite_page = in_study_1
+        yielded: list[str] = []
+
+        async def consume(qido: AsyncQidoRS) -> None:
+            async for study in qido.crawl():
+                yielded.append(study.StudyInstanceUID)
+
+        async with AsyncQidoRS(archive.url, retries=0) as qido:
+            with pytest.raises(CrawlIncompleteError) as info:
+                await consume(qido)
+    assert sorted(yielded) == [study_uid(0), study_uid(2)]
+    [failure] = info.value.failures
+    assert isinstance(failure.error, InvalidResponseError)
+    assert "in place of another match" in str(failure.error)
+    assert study_uid(1) in str(failure.query)
 
 
 # --- many searches ----------------------------------------------------------------------------

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import anyio
 import pytest
 
+from aqido._paging import PageSpan
 from aqido._slots import Slots
 from aqido.crawl import FirstErrorGroup, iter_pages, iter_search_many, search_many, stream_from
 from aqido.errors import InvalidResponseError, NotFoundError, ServerError
@@ -23,6 +25,10 @@ def uids(items: list[dict[str, Any]]) -> list[str]:
     return [item["0020000D"]["Value"][0] for item in items]
 
 
+#: ``rewrite(page, limit)``: what a quirky server sends instead of ``page`` (``limit``: 0 if none).
+Rewrite = Callable[[list[dict[str, Any]], int], list[dict[str, Any]]]
+
+
 class FakeServer:
     """A fake ``fetch``: serves ``total`` studies with limit/offset, with switchable quirks."""
 
@@ -35,8 +41,10 @@ class FakeServer:
         ignore_offset: bool = False,
         ignore_limit: bool = False,
         empty_status: int = 204,
+        rewrite: Rewrite | None = None,
     ) -> None:
         self.data = [study(n) for n in range(total)]
+        self.rewrite = rewrite
         self.cap = cap
         self.warn = warn
         self.ignore_offset = ignore_offset
@@ -58,6 +66,8 @@ class FakeServer:
                 warnings = parse_warnings(
                     [f'299 h "There are {more} additional results that can be requested"']
                 )
+        if page and self.rewrite is not None:
+            page = self.rewrite(page, query.limit or self.cap or 0)
         status = 200 if page else self.empty_status
         return QidoResponse(status, "http://h/studies", {}, page, warnings)
 
@@ -70,6 +80,7 @@ async def collect(server: FakeServer, query: HierarchicalQuery, **kw: Any) -> li
 
 
 ALL = [f"1.2.{n}" for n in range(25)]
+ALL_250 = [f"1.2.{n}" for n in range(250)]
 
 
 @pytest.mark.anyio
@@ -193,6 +204,135 @@ async def test_items_without_uid_are_kept_and_identical_items_deduplicated() -> 
 
     pages = [page async for page in iter_pages(fetch, HierarchicalQuery())]
     assert len(pages[0].items) == 2
+
+
+# --- results repeated within a page ------------------------------------------------------------
+
+
+def repeat_at_end(page: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """The page's first result again at its end, the page cut to the limit (the last pushed out)."""
+    return [*page[: (limit or len(page) + 1) - 1], page[0]]
+
+
+def repeat_at_start(page: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """The page's first result twice at its start, the page cut to the limit."""
+    return [page[0], *page][: limit or None]
+
+
+def doubled(page: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """The whole page sent twice (beyond the limit)."""
+    return page + page
+
+
+def repeat_in_place(page: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """The page's first result again in place of the second: the second never sent."""
+    return [page[0], page[0], *page[2:]] if len(page) > 2 else page
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("rewrite", [repeat_at_end, repeat_at_start, doubled])
+@pytest.mark.parametrize("page_size", [2, 7, 10, 40])
+async def test_a_page_repeating_a_result_skips_no_match(rewrite: Rewrite, page_size: int) -> None:
+    # the audit's case: 250 results, every page repeating one; counting the
+    # repeat as a match skipped one match per page
+    server = FakeServer(250, rewrite=rewrite)
+    assert await collect(server, HierarchicalQuery(), page_size=page_size) == ALL_250
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("rewrite", [repeat_at_end, repeat_at_start, doubled])
+async def test_repeats_under_the_query_limit_or_truncation_warnings_skip_no_match(
+    rewrite: Rewrite,
+) -> None:
+    server = FakeServer(250, rewrite=rewrite)
+    assert await collect(server, HierarchicalQuery(limit=40)) == ALL_250
+    assert await collect(FakeServer(250, cap=40, rewrite=rewrite), HierarchicalQuery()) == ALL_250
+
+
+@pytest.mark.anyio
+async def test_offsets_count_the_distinct_results_of_a_page() -> None:
+    server = FakeServer(25, rewrite=repeat_at_end)
+    assert await collect(server, HierarchicalQuery(), page_size=10) == ALL
+    # 9 distinct results on each full page; the last page (7 + the repeat) is short
+    assert [q.offset for q in server.queries] == [0, 9, 18]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("query_limit", [0, 10])
+async def test_a_repeat_in_place_of_a_match_raises_instead_of_losing_it(query_limit: int) -> None:
+    server = FakeServer(25, rewrite=repeat_in_place)
+    got: list[str] = []
+
+    async def consume() -> None:
+        page_size = None if query_limit else 10
+        async for page in iter_pages(
+            server, HierarchicalQuery(limit=query_limit), page_size=page_size
+        ):
+            got.extend(uids(page.items))
+
+    with pytest.raises(InvalidResponseError, match="in place of another match") as info:
+        await consume()
+    assert info.value.url == "http://h/studies"
+    assert info.value.status == 200
+    assert "1.2.9" in info.value.body_excerpt  # the result returned again
+    assert got == [uid for uid in ALL[:10] if uid != "1.2.1"]  # each once, then the error
+    assert [q.offset for q in server.queries] == [0, 9]
+
+
+@pytest.mark.anyio
+async def test_a_last_page_repeating_a_result_is_only_deduplicated() -> None:
+    def repeat_on_the_last_page(page: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+        return [*page, page[0]] if len(page) < limit else page
+
+    server = FakeServer(25, rewrite=repeat_on_the_last_page)
+    assert await collect(server, HierarchicalQuery(), page_size=10) == ALL
+    assert [q.offset for q in server.queries] == [0, 10, 20]  # 6 items < 10: the last page
+
+
+@pytest.mark.anyio
+async def test_a_short_page_by_distinct_results_is_not_the_last() -> None:
+    # 10 items, 9 distinct: the page is full, so paging goes on (a server that
+    # counts the repeat as a match returns the rest at the next offset)
+    server = FakeServer(19, rewrite=repeat_at_end)
+    assert await collect(server, HierarchicalQuery(), page_size=10) == ALL[:19]
+    assert [q.offset for q in server.queries] == [0, 9, 18]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("rewrite", [repeat_at_end, repeat_in_place])
+async def test_repeated_items_without_uid_are_counted_by_their_json(rewrite: Rewrite) -> None:
+    data = [{"00100020": {"vr": "LO", "Value": [f"P{n}"]}} for n in range(25)]
+
+    async def fetch(query: Any, limiter: Any) -> QidoResponse:
+        page = data[query.offset :][: query.limit]
+        page = rewrite(page, query.limit) if page else page
+        return QidoResponse(200 if page else 204, "u", {}, page)
+
+    got: list[str] = []
+
+    async def consume() -> None:
+        async for page in iter_pages(fetch, HierarchicalQuery(), page_size=10):
+            got.extend(item["00100020"]["Value"][0] for item in page.items)
+
+    if rewrite is repeat_in_place:
+        with pytest.raises(InvalidResponseError, match="in place of another match"):
+            await consume()
+    else:
+        await consume()
+        assert got == [f"P{n}" for n in range(25)]
+
+
+def test_page_span_counts_distinct_results_and_refuses_an_overlap_after_a_repeat() -> None:
+    response = QidoResponse(200, "u", {}, [study(n) for n in range(4)])
+    span = PageSpan()
+    assert span.covered(response, ["a", "b", "c"], 3, 0) == 3  # all new: nothing computed
+    assert span.covered(response, ["d", "e", "d"], 2, 3) == 2
+    assert span.covered(response, ["f", "g"], 2, 5) == 2  # after a repeat, all new: fine
+    assert span.covered(response, ["h", "h", "i"], 2, 7) == 2
+    assert span.covered(response, ["c", "j"], 1, 9) == 2  # seen earlier, not on that page
+    assert span.covered(response, ["k", "k"], 1, 11) == 1
+    with pytest.raises(InvalidResponseError, match="offset=12"):
+        span.covered(response, ["l", "k"], 1, 12)
 
 
 @pytest.mark.anyio
