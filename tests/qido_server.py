@@ -69,6 +69,16 @@ def make_instance(i: int, j: int, k: int) -> dict[str, Any]:
     }
 
 
+def repeat_at_end(page: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """The page's first result again at its end: on a full page, the last one pushed out."""
+    return [*page[: (limit or len(page) + 1) - 1], page[0]]
+
+
+def repeat_in_place(page: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """The page's first result again in place of the second: the second never sent."""
+    return [page[0], page[0], *page[2:]] if len(page) > 2 else page
+
+
 Scripted = tuple[int, dict[str, str], bytes] | str  # (status, headers, body) or "drop"
 
 

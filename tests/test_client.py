@@ -9,7 +9,14 @@ from contextlib import aclosing
 from typing import Any
 
 import pytest
-from qido_server import MiniArchive, series_uid, sop_uid, study_uid
+from qido_server import (
+    MiniArchive,
+    repeat_at_end,
+    repeat_in_place,
+    series_uid,
+    sop_uid,
+    study_uid,
+)
 
 from aqido.client import AsyncQidoRS, SearchResults
 from aqido.errors import CrawlIncompleteError, InvalidQueryError, InvalidResponseError
@@ -227,16 +234,6 @@ async def test_iter_search_early_break_leaves_nothing_running(big_archive: MiniA
 
 
 # --- pages that repeat a result ----------------------------------------------------------------
-
-
-def repeat_at_end(page: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
-    """The page's first result again at its end: on a full page, the last one pushed out."""
-    return [*page[: (limit or len(page) + 1) - 1], page[0]]
-
-
-def repeat_in_place(page: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
-    """The page's first result again in place of the second: the second never sent."""
-    return [page[0], page[0], *page[2:]] if len(page) > 2 else page
 
 
 @pytest.mark.anyio

@@ -8,6 +8,7 @@ from typing import Any
 
 import anyio
 import pytest
+from qido_server import repeat_at_end, repeat_in_place
 
 from aqido._paging import PageSpan
 from aqido._slots import Slots
@@ -209,11 +210,6 @@ async def test_items_without_uid_are_kept_and_identical_items_deduplicated() -> 
 # --- results repeated within a page ------------------------------------------------------------
 
 
-def repeat_at_end(page: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
-    """The page's first result again at its end, the page cut to the limit (the last pushed out)."""
-    return [*page[: (limit or len(page) + 1) - 1], page[0]]
-
-
 def repeat_at_start(page: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
     """The page's first result twice at its start, the page cut to the limit."""
     return [page[0], *page][: limit or None]
@@ -222,11 +218,6 @@ def repeat_at_start(page: list[dict[str, Any]], limit: int) -> list[dict[str, An
 def doubled(page: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
     """The whole page sent twice (beyond the limit)."""
     return page + page
-
-
-def repeat_in_place(page: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
-    """The page's first result again in place of the second: the second never sent."""
-    return [page[0], page[0], *page[2:]] if len(page) > 2 else page
 
 
 @pytest.mark.anyio
