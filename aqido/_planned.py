@@ -9,18 +9,17 @@ answers.  Only the client uses it.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 from collections.abc import Callable
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import anyio
 import attrs
 
 from aqido._search_results import SearchResults
 from aqido._slots import Slots
-from aqido._tasks import search_many
 from aqido.errors import (
     QidoError,
     UnanswerableQueryError,
@@ -54,7 +53,7 @@ class PlannedSearch:
     strict_matching: bool
     _profile: ServerProfile | None
     _auto_profile: bool
-    _profile_lock: anyio.Lock | None
+    _profile_lock: asyncio.Lock | None
     _caps: Caps
 
     if TYPE_CHECKING:  # pragma: no cover - defined by AsyncQidoRS
@@ -86,7 +85,7 @@ class PlannedSearch:
         if self._profile is not None or not self._auto_profile:
             return self._profile
         if self._profile_lock is None:
-            self._profile_lock = anyio.Lock()
+            self._profile_lock = asyncio.Lock()
         async with self._profile_lock:
             if self._profile is None:
                 token = _RAW_SEARCHES.set(True)
@@ -151,6 +150,8 @@ class PlannedSearch:
 
         A walk always fetches every parent and child page: its parents must be complete.
         """
+        from aqido._tasks import search_many  # only with a profile: keeps the start fast
+
         results: list[_Answer]
         if plan.walk is not None:
             walk = plan.walk

@@ -45,6 +45,7 @@ import enum
 import inspect
 import logging
 import os
+import sys
 import time
 from collections.abc import (
     AsyncGenerator,
@@ -58,7 +59,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 import aiohttp
-import anyio
 import attrs
 from multidict import CIMultiDictProxy
 from yarl import URL
@@ -77,7 +77,6 @@ from aqido._http import (
 from aqido._planned import PlannedSearch
 from aqido._search_results import SearchResults as SearchResults
 from aqido._slots import Slots
-from aqido._tasks import iter_search_many, search_many
 from aqido.concurrency import AdaptiveLimiter
 from aqido.errors import (
     ClientClosedError,
@@ -112,6 +111,15 @@ if TYPE_CHECKING:  # pragma: no cover - imported where used: a plain search need
     from aqido.profile import ServerProfile
     from aqido.progress import CrawlProgress
     from aqido.stats import CrawlStats
+
+if sys.version_info >= (3, 11):
+    from asyncio import timeout as _total_timeout
+else:  # pragma: no cover - Python 3.10 (async-timeout, a dependency of aiohttp there too)
+    from async_timeout import timeout as _total_timeout
+
+#: What an expired ``_total_timeout`` raises: ``asyncio.TimeoutError`` is the builtin
+#: ``TimeoutError`` from Python 3.11 on, its own class on 3.10.
+_TIMED_OUT = (TimeoutError, asyncio.TimeoutError)
 
 logger = logging.getLogger("aqido")
 #: Where a profile's "not the standard's answer" warnings go (the CLI prints them).
@@ -356,7 +364,7 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
                 )
             else:
                 self._profile = ServerProfile.load(profile)
-        self._profile_lock: anyio.Lock | None = None
+        self._profile_lock: asyncio.Lock | None = None
 
     def __repr__(self) -> str:
         auth = ""
@@ -683,9 +691,9 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
             if self.timeout.total is None:
                 return await call_with_retry(attempt, self.retry, what=what, on_retry=on_retry)
             try:
-                with anyio.fail_after(self.timeout.total):
+                async with _total_timeout(self.timeout.total):
                     return await call_with_retry(attempt, self.retry, what=what, on_retry=on_retry)
-            except TimeoutError as exc:
+            except _TIMED_OUT as exc:
                 raise RequestTimeoutError(
                     f"gave up after {self.timeout.total} s (Timeout.total)", url=url
                 ) from exc
@@ -815,6 +823,8 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
         the client-wide limit.  The first error cancels the other searches and
         is raised.
         """
+        from aqido._tasks import search_many  # task groups: not needed by a plain search
+
         search, workers = self._bounded_search(max_concurrency)
         return await search_many(search, [self._query(q) for q in queries], workers=workers)
 
@@ -826,6 +836,8 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
         The queries yielded are aqido queries (dicomtrolley ones are converted).
         Leaving the loop early cancels the remaining searches.
         """
+        from aqido._tasks import iter_search_many  # not needed by a plain search
+
         search, workers = self._bounded_search(max_concurrency)
         pairs = iter_search_many(search, [self._query(q) for q in queries], workers=workers)
         async with aclosing(pairs):

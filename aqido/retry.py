@@ -24,10 +24,10 @@ from __future__ import annotations
 import logging
 import random
 import time
+from asyncio import sleep
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import anyio
 import attrs
 
 from aqido.errors import (
@@ -232,4 +232,4 @@ async def call_with_retry(
             )
             if on_retry is not None:
                 on_retry(error, delay)
-        await anyio.sleep(delay)
+        await sleep(delay)

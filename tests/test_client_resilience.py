@@ -69,7 +69,7 @@ async def test_retry_after_seconds_and_http_date_are_honoured(
         slept.append(delay)
         await real_sleep(0)
 
-    monkeypatch.setattr("aqido.retry.anyio.sleep", recording_sleep)
+    monkeypatch.setattr("aqido.retry.sleep", recording_sleep)
     archive.fail_next(busy(429, "3"), busy(503, "Wed, 21 Oct 2015 07:28:00 GMT"))
     async with AsyncQidoRS(archive.url, retries=QUICK) as qido:
         assert len(await qido.search(HierarchicalQuery())) == 4
@@ -210,6 +210,20 @@ async def test_total_timeout_bounds_retries(archive: MiniArchive) -> None:
         with pytest.raises(RequestTimeoutError, match=r"Timeout\.total"):
             await qido.search(HierarchicalQuery())
     assert 1 < len(archive.requests) < 1000
+
+
+@pytest.mark.anyio
+async def test_the_callers_own_deadline_is_not_a_request_timeout(archive: MiniArchive) -> None:
+    """The caller's deadline, shorter than ``Timeout.total``, raises the caller's TimeoutError."""
+    archive.fail_next(*(busy(503, "0.01") for _ in range(1000)))
+    forever = Retry(max_attempts=10_000, total=None, backoff_base=0.001, backoff_max=0.001)
+    async with AsyncQidoRS(
+        archive.url, retries=forever, timeout=Timeout(request=5, total=30)
+    ) as qido:
+        with pytest.raises(TimeoutError), anyio.fail_after(0.3):
+            await qido.search(HierarchicalQuery())
+        archive.script.clear()
+        assert len(await qido.search(HierarchicalQuery())) == 4  # the client is still usable
 
 
 # --- bodies that are not DICOM JSON ------------------------------------------------------------

@@ -13,6 +13,9 @@ search never uses; they are imported where their feature starts now:
   :mod:`aqido._trusted`): by the first ``iter_search`` or crawl;
 - :mod:`aqido.adaptive`: with ``max_concurrency="auto"`` only; and
   :mod:`statistics` not at all;
+- anyio and the task groups of :mod:`aqido._tasks`: by the first crawl,
+  ``search_many`` or planned search, or the blocking client (a plain search
+  times out with :func:`asyncio.timeout`, sleeps and locks with asyncio);
 - the data dictionary (pydicom's table, ~9 ms): by the first query with
   ``filters`` or the first look-up of a keyword.
 
@@ -26,7 +29,9 @@ import sys
 
 #: Modules a plain search must not import.
 NOT_LOADED = (
+    "anyio",
     "aqido._paging",
+    "aqido._tasks",
     "aqido._trusted",
     "aqido.adaptive",
     "aqido.checkpoint",

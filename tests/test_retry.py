@@ -221,7 +221,7 @@ async def test_retry_after_is_waited_for_with_a_fake_clock(monkeypatch: pytest.M
     async def fake_sleep(delay: float) -> None:
         slept.append(delay)
 
-    monkeypatch.setattr("aqido.retry.anyio.sleep", fake_sleep)
+    monkeypatch.setattr("aqido.retry.sleep", fake_sleep)
     attempt = FlakyAttempt(status_error(429, **{"Retry-After": "2"}))
     assert await call_with_retry(attempt, Retry(backoff_base=0.0)) == "ok"
     assert slept == [2.0]

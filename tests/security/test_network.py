@@ -48,7 +48,7 @@ from aqido.errors import (
     ResponseTooLargeError,
     TLSError,
 )
-from aqido.retry import Retry
+from aqido.retry import Retry, Timeout
 
 if sys.version_info < (3, 11):
     # Python 3.10's asyncio reports some closed transports (TLS ones, sockets a test server
@@ -358,7 +358,9 @@ def test_cli_max_response_size_is_enforced() -> None:
 
 
 @pytest.mark.anyio
-async def test_close_cancels_in_flight_and_pending_calls() -> None:
+@pytest.mark.parametrize("limits", [30, Timeout(request=30, total=60)], ids=["request", "total"])
+async def test_close_cancels_in_flight_and_pending_calls(limits: float | Timeout) -> None:
+    """Within ``Timeout.total`` too: ClientClosedError, the caller's task not left cancelling."""
     arrived = threading.Event()
 
     async def slow(_request: web.BaseRequest) -> web.StreamResponse:
@@ -367,14 +369,18 @@ async def test_close_cancels_in_flight_and_pending_calls() -> None:
         return web.Response(body=BODY, headers=JSON)
 
     with serve(slow) as server:
-        client = AsyncQidoRS(server.url, max_concurrency=1, retries=0, timeout=30)
+        client = AsyncQidoRS(server.url, max_concurrency=1, retries=0, timeout=limits)
         errors: list[BaseException] = []
+        still_cancelling: list[int] = []
 
         async def search() -> None:
             try:
                 await client.search({})
             except BaseException as exc:
                 errors.append(exc)
+            task = asyncio.current_task()
+            if sys.version_info >= (3, 11) and task is not None:
+                still_cancelling.append(task.cancelling())
 
         async with anyio.create_task_group() as group:
             for _ in range(3):  # one in flight, two waiting for the only slot
@@ -386,6 +392,7 @@ async def test_close_cancels_in_flight_and_pending_calls() -> None:
     assert len(errors) == 3
     assert all(isinstance(error, ClientClosedError) for error in errors), errors
     assert all(isinstance(error, QidoError) for error in errors)
+    assert not any(still_cancelling), still_cancelling
     assert len(server.requests) == 1
 
 
