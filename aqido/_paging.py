@@ -9,15 +9,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
+from aqido._caps import Caps, looks_like_cap_plus_one
 from aqido._slots import Slots
 from aqido._trusted import _derive
 from aqido.errors import (
     InvalidQueryError,
     InvalidResponseError,
-)
-from aqido.partition import (
-    Caps,
-    looks_like_cap_plus_one,
 )
 from aqido.protocol import QidoResponse
 from aqido.query import BaseQuery, QueryLevel
@@ -198,7 +195,7 @@ async def iter_pages(
     neither, the first request has no ``limit`` and paging continues only if
     the server says it truncated the answer (a 299 truncation warning or 206)
     or, with ``caps``, if the answer is as large as a known cap, or looks like
-    a silent cap (:meth:`~aqido.partition.Caps.suspect`): then one follow-up
+    a silent cap (:meth:`~aqido._caps.Caps.suspect`): then one follow-up
     request at ``offset=len`` tells, and a cap it reveals is learned in ``caps``.
     Paging starts at the query's ``offset`` and stops on:
 

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import attrs
 
+from aqido._caps import Caps
 from aqido._search_results import SearchResults
 from aqido._slots import Slots
 from aqido.errors import (
     QidoError,
     UnanswerableQueryError,
 )
-from aqido.partition import Caps
 from aqido.protocol import QidoResponse, QidoWarning, join_url
 from aqido.query import (
     BaseQuery,

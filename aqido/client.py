@@ -64,6 +64,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from aqido import __version__
+from aqido._caps import Caps, check_server_limit
 from aqido._dicomweb import DicomwebMethods
 from aqido._http import (
     OriginCookieJar,
@@ -88,7 +89,6 @@ from aqido.errors import (
     UnanswerableQueryError,
     redact_url,
 )
-from aqido.partition import Caps, check_server_limit
 from aqido.protocol import (
     ACCEPT,
     QidoResponse,

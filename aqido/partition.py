@@ -2,29 +2,9 @@
 
 Nothing here does I/O; :func:`aqido.crawl.crawl` drives it.
 
-Truncation (:class:`Caps`): a response *may* be cut short when
-
-1. the server says so (a 299 truncation ``Warning`` or 206),
-2. it holds exactly as many items as the ``limit`` sent, or
-3. the server's cap is known (``server_limit=``) and the response holds at
-   least as many items as the largest answer seen from the server, and at
-   least the cap.  That covers servers that return exactly the cap and
-   Orthanc, which silently returns cap + 1: once a cap + 1 answer has been
-   seen, an answer of exactly the cap is known to be complete.
-
-Silent caps (:meth:`Caps.suspect`): a server may stop at its cap and say
-nothing (tiny_pacs at 1,000 studies, AWS HealthImaging at 10,000).  A
-response to a request sent *without* a ``limit`` whose size looks like a cap
-(:func:`looks_capped`: a round number of at least :data:`SUSPECT_MIN` items,
-or its + 1, or a power of two, or anything from :data:`SUSPECT_ALWAYS` up) is
-*suspect*: one follow-up request at ``offset=len`` settles it.  Nothing new:
-the answer was complete.  More results: the cap is learned
-(:meth:`Caps.learn`, kept for the client's lifetime) and the listing goes on.
-Small answers never cost an extra request.  An empty follow-up after an
-answer of a round number + 1 items (:func:`looks_like_cap_plus_one`) proves
-nothing on a server that caps before the offset (Orthanc), so a crawl
-checks such an answer by splitting the query (a few requests, for a rare
-size); :meth:`AsyncQidoRS.iter_search`, which cannot split, logs a warning.
+When an answer may be truncated (:class:`Caps`, :func:`looks_capped`,
+:func:`looks_like_cap_plus_one`) is decided in :mod:`aqido._caps`, which a
+plain search imports without the splitting here; those names are re-exported.
 
 A possibly truncated part is paged with ``offset``; paging is trusted only
 if it got past what a server that caps *before* the offset (Orthanc) could
@@ -53,7 +33,6 @@ crawl notices them only when the server announced a total (299 warning count).
 from __future__ import annotations
 
 import datetime as _dt
-import logging
 import re
 from collections.abc import Container, Iterable, Mapping
 from typing import Any
@@ -61,11 +40,14 @@ from typing import Any
 import attrs
 
 from aqido import dictionary
-from aqido.protocol import QidoResponse
-from aqido.query import BaseQuery, QueryLevel
-
-logger = logging.getLogger("aqido")
-
+from aqido._caps import SUSPECT_ALWAYS as SUSPECT_ALWAYS
+from aqido._caps import SUSPECT_MIN as SUSPECT_MIN
+from aqido._caps import Caps as Caps
+from aqido._caps import ServerLimit as ServerLimit
+from aqido._caps import check_server_limit as check_server_limit
+from aqido._caps import looks_capped as looks_capped
+from aqido._caps import looks_like_cap_plus_one as looks_like_cap_plus_one
+from aqido.query import BaseQuery
 
 #: Modality codes tried when one second of one day still overflows (DICOM CID 33 and
 #: common older codes).
@@ -93,167 +75,6 @@ _MODALITIES_IN_STUDY = "00080061"
 _MODALITY = "00080060"
 _DA = re.compile(r"^\s*(\d{8})?\s*(-)?\s*(\d{8})?\s*$")
 _TM = re.compile(r"^(\d{2})(?::?(\d{2}))?(?::?(\d{2}))?(?:\.\d*)?$")
-
-
-#: The smallest answer that can look like a silent cap.
-SUSPECT_MIN = 100
-#: From this size on, every answer sent without ``limit`` is suspect.
-SUSPECT_ALWAYS = 10_000
-_POWERS_OF_TWO = frozenset(1 << n for n in range(7, 14))  # 128 ... 8192
-
-
-def looks_capped(count: int) -> bool:
-    """Whether an answer of ``count`` items (no ``limit`` sent) may have been cut by a silent cap.
-
-    Caps are round numbers: a multiple of 50 from :data:`SUSPECT_MIN` (100,
-    200, 500, 1000, 5000 ...), a power of two (128 ... 8192), or one more than
-    either (Orthanc returns cap + 1); any answer from :data:`SUSPECT_ALWAYS`
-    items up is suspect too.
-    """
-    if count >= SUSPECT_ALWAYS:
-        return True
-    return _round(count) or _round(count - 1)
-
-
-def looks_like_cap_plus_one(count: int) -> bool:
-    """Whether ``count`` is one more than a round cap (Orthanc's ``LimitFind*`` answer size).
-
-    Orthanc applies its cap *before* ``offset``, so a follow-up request past
-    such an answer comes back empty even when more matches exist: a crawl
-    checks such an answer by splitting the query instead.
-    """
-    return _round(count - 1) and not _round(count)
-
-
-def _round(count: int) -> bool:
-    return count >= SUSPECT_MIN and (count % 50 == 0 or count in _POWERS_OF_TWO)
-
-
-def _level_key(level: QueryLevel | str) -> str:
-    return level.name if isinstance(level, QueryLevel) else str(level).upper()
-
-
-ServerLimit = int | Mapping[Any, int] | None
-
-
-def check_server_limit(value: ServerLimit) -> ServerLimit:
-    """Validate a ``server_limit``: ``None``, a positive int, or ``{level: positive int}``."""
-    if value is None:
-        return None
-    values = value.values() if isinstance(value, Mapping) else [value]
-    for one in values:
-        if isinstance(one, bool) or not isinstance(one, int) or one < 1:
-            raise ValueError(
-                f"server_limit must be a positive int or a mapping of query levels to "
-                f"positive ints, not {value!r}"
-            )
-    if isinstance(value, Mapping):
-        for level in value:
-            if _level_key(level) not in QueryLevel.__members__:
-                raise ValueError(f"server_limit: {level!r} is not a query level")
-        return dict(value)
-    return value
-
-
-@attrs.define
-class Caps:
-    """What a crawl knows about the server's result caps, and learns as it goes.
-
-    ``server_limit``: the cap per response, one number for every level or a
-    mapping by level (``{"STUDY": 10, "SERIES": 10, "INSTANCE": 7}`` for an
-    Orthanc with ``LimitFindResults=10`` and ``LimitFindInstances=7``).
-    """
-
-    server_limit: ServerLimit = attrs.field(default=None, converter=check_server_limit)
-    largest: dict[str, int] = attrs.field(factory=dict)
-    #: Caps found by a follow-up request (:meth:`learn`), by level name; used where
-    #: ``server_limit`` says nothing for a level.
-    learned: dict[str, int] = attrs.field(factory=dict)
-    #: Set once the server is seen ignoring ``offset`` or capping before it: paging
-    #: is then skipped in favour of splitting (it is still tried for parts that
-    #: cannot be split).
-    offset_unreliable: bool = False
-
-    def limit_for(self, level: QueryLevel | str) -> int | None:
-        """The cap for ``level``: configured, else learned (``None``: unknown)."""
-        limit = self.server_limit
-        if isinstance(limit, int):
-            return limit
-        key = _level_key(level)
-        if limit is not None:
-            for name, value in limit.items():
-                if _level_key(name) == key:
-                    return value
-        return self.learned.get(key)
-
-    def learn(self, level: QueryLevel | str, count: int) -> None:
-        """Remember that an answer of ``count`` items at ``level`` was cut by a silent cap.
-
-        ``count`` is the size of the cut answer (the cap, or cap + 1 on
-        Orthanc): from now on an answer that large may be truncated.
-        """
-        key = _level_key(level)
-        known = self.learned.get(key)
-        if known is None or count < known:
-            self.learned[key] = count
-        logger.info(
-            "the server silently caps %s answers at %d results: paging past the cap from now on",
-            key.lower(),
-            self.learned[key],
-        )
-
-    def suspect(self, response: QidoResponse, level: QueryLevel | str, sent_limit: int) -> bool:
-        """Whether an answer that does not look truncated should still be checked for a silent cap.
-
-        Only for requests sent without ``limit``, when no cap is known for
-        ``level`` and the answer's size :func:`looks_capped`.
-        """
-        if sent_limit or self.limit_for(level) is not None:
-            return False
-        return looks_capped(len(response.items))
-
-    def observe(self, level: QueryLevel | str, count: int) -> None:
-        """Remember the size of a response (the server's cap is at least the largest)."""
-        key = _level_key(level)
-        if count > self.largest.get(key, 0):
-            self.largest[key] = count
-
-    def threshold(self, level: QueryLevel | str) -> int | None:
-        """A response with at least this many items may have been cut by the server's cap."""
-        limit = self.limit_for(level)
-        if limit is None:
-            return None
-        return max(limit, self.largest.get(_level_key(level), 0))
-
-    def possibly_truncated(
-        self, response: QidoResponse, level: QueryLevel | str, sent_limit: int
-    ) -> bool:
-        """Whether ``response`` may hold only part of the matches (see the module docstring)."""
-        count = len(response.items)
-        if response.truncated:
-            return response.additional_results != 0
-        if count == 0:
-            return False
-        if sent_limit and count >= sent_limit:
-            return True
-        threshold = self.threshold(level)
-        return threshold is not None and count >= threshold
-
-    def paging_trusted(self, level: QueryLevel | str, total: int, announced: int | None) -> bool:
-        """Whether paging that ended normally after ``total`` items may be believed.
-
-        ``announced``: the total a truncation warning promised (first page plus
-        "N additional results"), if any.  A server that caps the matches before
-        applying the offset returns, over all pages, exactly its capped list:
-        fewer than the cap means nothing was cut, more than cap + 1 means the
-        offset is applied after the cap; in between it cannot be told apart.
-        """
-        if announced is not None and total < announced:
-            return False
-        limit = self.limit_for(level)
-        if limit is None:
-            return True
-        return total < limit or total > max(limit + 1, self.largest.get(_level_key(level), 0))
 
 
 # --- dates and times --------------------------------------------------------------------------

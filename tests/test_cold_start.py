@@ -11,6 +11,8 @@ search never uses; they are imported where their feature starts now:
   by the first ``crawl()``;
 - paging (:mod:`aqido._paging`, and the trusted child queries it derives,
   :mod:`aqido._trusted`): by the first ``iter_search`` or crawl;
+- query splitting (:mod:`aqido.partition`): by the first crawl or planned
+  search; a search checks its answer with :mod:`aqido._caps` alone;
 - :mod:`aqido.adaptive`: with ``max_concurrency="auto"`` only; and
   :mod:`statistics` not at all;
 - anyio and the task groups of :mod:`aqido._tasks`: by the first crawl,
@@ -37,6 +39,7 @@ NOT_LOADED = (
     "aqido.checkpoint",
     "aqido.crawl",
     "aqido.matching",
+    "aqido.partition",
     "aqido.plan",
     "aqido.profile",
     "aqido.progress",
