@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 
 from aqido import dictionary
+from aqido._lazy import lazy_pattern
 from aqido.errors import InvalidQueryError, QueryTypeError
 
 
@@ -33,15 +34,15 @@ class QueryLevel(str, enum.Enum):
 
 # --------------------------------------------------------------------------- values
 
-_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+_UID = lazy_pattern(globals(), "_UID", r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 _UID_MAX = 64
 #: ``permissive_uid=True``: what is safe, unencoded, in a URL path segment and a query value
 #: (RFC 3986 unreserved characters), at most 128 characters and not only dots.
-_PERMISSIVE_UID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
+_PERMISSIVE_UID = lazy_pattern(globals(), "_PERMISSIVE_UID", r"[A-Za-z0-9._~-]{1,128}")
 #: The longest UID accepted with ``permissive_uid=True``.
 PERMISSIVE_UID_MAX = 128
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
+_CONTROL = lazy_pattern(globals(), "_CONTROL", r"[\x00-\x1f\x7f-\x9f]")
+_SURROGATE = lazy_pattern(globals(), "_SURROGATE", "[\ud800-\udfff]")
 # Bytes sent as they are; everything else is percent-encoded.  Printable ASCII
 # minus the five characters that change query-string structure (& # + = %) and
 # space.  In particular the DICOM matching characters ^ * ? , - . / : stay raw.

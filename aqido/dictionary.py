@@ -18,10 +18,11 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-import re
 from typing import Any
 
-_TAG_KEY = re.compile(r"[0-9A-Fa-f]{8}")
+from aqido._lazy import lazy_pattern
+
+_TAG_KEY = lazy_pattern(globals(), "_TAG_KEY", r"[0-9A-Fa-f]{8}")
 
 # One entry: (VR, VM, name, retired, keyword)
 _Entry = tuple[str, str, str, str, str]

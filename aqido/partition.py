@@ -33,7 +33,6 @@ crawl notices them only when the server announced a total (299 warning count).
 from __future__ import annotations
 
 import datetime as _dt
-import re
 from collections.abc import Container, Iterable, Mapping
 from typing import Any
 
@@ -47,6 +46,7 @@ from aqido._caps import ServerLimit as ServerLimit
 from aqido._caps import check_server_limit as check_server_limit
 from aqido._caps import looks_capped as looks_capped
 from aqido._caps import looks_like_cap_plus_one as looks_like_cap_plus_one
+from aqido._lazy import lazy_pattern
 from aqido.query import BaseQuery
 
 #: Modality codes tried when one second of one day still overflows (DICOM CID 33 and
@@ -73,8 +73,8 @@ _STUDY_DATE = "00080020"
 _STUDY_TIME = "00080030"
 _MODALITIES_IN_STUDY = "00080061"
 _MODALITY = "00080060"
-_DA = re.compile(r"^\s*(\d{8})?\s*(-)?\s*(\d{8})?\s*$")
-_TM = re.compile(r"^(\d{2})(?::?(\d{2}))?(?::?(\d{2}))?(?:\.\d*)?$")
+_DA = lazy_pattern(globals(), "_DA", r"^\s*(\d{8})?\s*(-)?\s*(\d{8})?\s*$")
+_TM = lazy_pattern(globals(), "_TM", r"^(\d{2})(?::?(\d{2}))?(?::?(\d{2}))?(?:\.\d*)?$")
 
 
 # --- dates and times --------------------------------------------------------------------------

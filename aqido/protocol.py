@@ -33,6 +33,7 @@ from typing import Any
 import attrs
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from aqido._lazy import lazy_pattern
 from aqido.errors import InvalidResponseError, error_for_status, redact_url
 from aqido.results import decode_json
 
@@ -102,12 +103,17 @@ def join_url(base: str, path: str, query_string: str = "") -> str:
 
 # --- Warning headers ---------------------------------------------------------------------------
 
-_PREFIX = re.compile(r"^\s*(?:warning\s*:\s*)+", re.IGNORECASE)
-_NEXT_WARNING = re.compile(r"\s*(?:warning\s*:\s*)*\d{3}(?:\s|$)", re.IGNORECASE)
-_CODED = re.compile(r"^(\d{3})(?:\s+(.*))?$", re.DOTALL)
-_COUNT = re.compile(r"(\d+)\s+additional\s+results?", re.IGNORECASE)
-_TRUNCATION = re.compile(
-    r"additional\s+results|exceeded\s+the\s+maximum|more\s+results", re.IGNORECASE
+_PREFIX = lazy_pattern(globals(), "_PREFIX", r"^\s*(?:warning\s*:\s*)+", re.IGNORECASE)
+_NEXT_WARNING = lazy_pattern(
+    globals(), "_NEXT_WARNING", r"\s*(?:warning\s*:\s*)*\d{3}(?:\s|$)", re.IGNORECASE
+)
+_CODED = lazy_pattern(globals(), "_CODED", r"^(\d{3})(?:\s+(.*))?$", re.DOTALL)
+_COUNT = lazy_pattern(globals(), "_COUNT", r"(\d+)\s+additional\s+results?", re.IGNORECASE)
+_TRUNCATION = lazy_pattern(
+    globals(),
+    "_TRUNCATION",
+    r"additional\s+results|exceeded\s+the\s+maximum|more\s+results",
+    re.IGNORECASE,
 )
 
 

@@ -31,13 +31,13 @@ import base64
 import binascii
 import datetime
 import functools
-import re
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 
 from aqido import dictionary
+from aqido._lazy import lazy_pattern
 
 #: Every value representation a DICOM JSON element may carry (PS3.5 Table 6.2-1).
 VRS = frozenset(
@@ -256,12 +256,16 @@ def _text(value: object, vr: str) -> str:
     return value.strip(STRIP)
 
 
-_DA = re.compile(r"([0-9]{4})\.?([0-9]{2})\.?([0-9]{2})")
-_TM = re.compile(r"([0-9]{2})(?::?([0-9]{2})(?::?([0-9]{2})(?:\.([0-9]{1,6}))?)?)?")
-_DT = re.compile(
+_DA = lazy_pattern(globals(), "_DA", r"([0-9]{4})\.?([0-9]{2})\.?([0-9]{2})")
+_TM = lazy_pattern(
+    globals(), "_TM", r"([0-9]{2})(?::?([0-9]{2})(?::?([0-9]{2})(?:\.([0-9]{1,6}))?)?)?"
+)
+_DT = lazy_pattern(
+    globals(),
+    "_DT",
     r"([0-9]{4})(?:([0-9]{2})(?:([0-9]{2})"
     r"(?:([0-9]{2})(?:([0-9]{2})(?:([0-9]{2})(?:\.([0-9]{1,6}))?)?)?)?)?)?"
-    r"(?:([+-])([0-9]{2})([0-9]{2}))?"
+    r"(?:([+-])([0-9]{2})([0-9]{2}))?",
 )
 
 

@@ -19,15 +19,24 @@ search never uses; they are imported where their feature starts now:
   ``search_many`` or planned search, or the blocking client (a plain search
   times out with :func:`asyncio.timeout`, sleeps and locks with asyncio);
 - the data dictionary (pydicom's table, ~9 ms): by the first query with
-  ``filters`` or the first look-up of a keyword.
+  ``filters`` or the first look-up of a keyword;
+- the modules' regular expressions (:func:`aqido._lazy.lazy_pattern`, ~3 ms
+  to compile them all): by their first use; a plain search compiles one
+  (the control-character check of a query value).
 
-Pinned by what a fresh interpreter has loaded after one search, not by timing.
+Pinned by what a fresh interpreter has loaded (and compiled) after one search,
+not by timing.
 """
 
 from __future__ import annotations
 
+import ast
+import re
 import subprocess
 import sys
+from pathlib import Path
+
+from aqido._lazy import lazy_pattern
 
 #: Modules a plain search must not import.
 NOT_LOADED = (
@@ -81,11 +90,19 @@ async def main():
 
 
 asyncio.run(main())
+import re
 import aqido.dictionary
 
 print(json.dumps({
     "loaded": sorted(m for m in sys.argv[1:] if m in sys.modules),
     "dictionary_loaded": aqido.dictionary._tables.cache_info().currsize > 0,
+    "compiled": sorted(
+        f"{name}.{key}"
+        for name, module in list(sys.modules.items())
+        if name.startswith("aqido")
+        for key, value in vars(module).items()
+        if isinstance(value, re.Pattern)
+    ),
 }))
 """
 
@@ -105,4 +122,40 @@ def _after_one_search() -> dict[str, object]:
 
 
 def test_a_plain_search_loads_no_planner_crawl_adaptive_or_dictionary() -> None:
-    assert _after_one_search() == {"loaded": [], "dictionary_loaded": False}
+    assert _after_one_search() == {
+        "loaded": [],
+        "dictionary_loaded": False,
+        "compiled": ["aqido._query_values._CONTROL"],
+    }
+
+
+def test_a_lazy_pattern_compiles_on_first_use_then_is_the_compiled_pattern() -> None:
+    namespace: dict[str, object] = {}
+    namespace["_P"] = lazy_pattern(namespace, "_P", r"a+", re.IGNORECASE)
+    assert not isinstance(namespace["_P"], re.Pattern)
+    assert lazy_pattern(namespace, "_Q", r"b").pattern == "b"
+    assert namespace["_P"].fullmatch("aA") is not None  # type: ignore[attr-defined]
+    assert namespace["_P"] == re.compile(r"a+", re.IGNORECASE)
+
+
+def test_every_lazy_pattern_is_bound_to_the_global_it_names() -> None:
+    """``X = lazy_pattern(globals(), "X", ...)``: another name would stay a slow stand-in."""
+    calls = 0
+    for path in sorted(Path(__file__).resolve().parent.parent.joinpath("aqido").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Assign | ast.AnnAssign):
+                continue
+            value = node.value
+            if not (
+                isinstance(value, ast.Call)
+                and isinstance(value.func, ast.Name)
+                and value.func.id == "lazy_pattern"
+            ):
+                continue
+            calls += 1
+            where = f"{path.name}:{node.lineno}"
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            named = value.args[1]
+            assert isinstance(named, ast.Constant), where
+            assert [ast.unparse(t) for t in targets] == [named.value], where
+    assert calls >= 15
