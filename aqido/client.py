@@ -78,7 +78,6 @@ from aqido._http import (
 from aqido._planned import PlannedSearch
 from aqido._search_results import SearchResults as SearchResults
 from aqido._slots import Slots
-from aqido.concurrency import AdaptiveLimiter
 from aqido.errors import (
     ClientClosedError,
     QidoError,
@@ -108,6 +107,7 @@ from aqido.retry import Retry, Timeout, call_with_retry
 
 if TYPE_CHECKING:  # pragma: no cover - imported where used: a plain search needs none of them
     from aqido.checkpoint import CrawlCheckpoint
+    from aqido.concurrency import AdaptiveLimiter
     from aqido.profile import ServerProfile
     from aqido.progress import CrawlProgress
     from aqido.stats import CrawlStats
@@ -430,8 +430,9 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
     @property
     def concurrency_limit(self) -> int:
         """Requests allowed in flight now: ``max_concurrency``, or the adaptive limit."""
-        if isinstance(self._limiter, AdaptiveLimiter):
-            return self._limiter.limit
+        limiter = self._limiter
+        if limiter is not None and not isinstance(limiter, Slots):  # adaptive
+            return limiter.limit
         if self.max_concurrency == "auto":
             from aqido.adaptive import AdaptiveLimit  # only with "auto": keeps the start fast
 
@@ -441,7 +442,8 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
     @property
     def adaptive_limiter(self) -> AdaptiveLimiter | None:
         """The adaptive limiter (``max_concurrency="auto"``, once opened), else ``None``."""
-        return self._limiter if isinstance(self._limiter, AdaptiveLimiter) else None
+        limiter = self._limiter
+        return None if limiter is None or isinstance(limiter, Slots) else limiter
 
     @property
     def _slots(self) -> int:
@@ -462,6 +464,7 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
         if self._limiter is None:
             if self.max_concurrency == "auto":
                 from aqido.adaptive import AdaptiveLimit  # only with "auto": keeps the start fast
+                from aqido.concurrency import AdaptiveLimiter
 
                 self._limiter = AdaptiveLimiter(
                     AdaptiveLimit(ceiling=self.max_concurrency_limit, created=time.monotonic())
@@ -625,11 +628,11 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
         if limiter is not None:
             await limiter.acquire()
         try:
-            adaptive = isinstance(client_limiter, AdaptiveLimiter)
-            if isinstance(client_limiter, AdaptiveLimiter):
-                ticket = await client_limiter.acquire()
-            else:
+            adaptive = not isinstance(client_limiter, Slots)
+            if isinstance(client_limiter, Slots):
                 await client_limiter.acquire()
+            else:
+                ticket = await client_limiter.acquire()
             outcome: tuple[str, float | None] = ("ignore", None)
             try:
                 start = time.perf_counter()
@@ -651,10 +654,10 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
                 if adaptive:
                     outcome = _feedback(status, headers, self.retry)
             finally:
-                if isinstance(client_limiter, AdaptiveLimiter):
-                    client_limiter.release(ticket, outcome[0], retry_after=outcome[1])
-                else:
+                if isinstance(client_limiter, Slots):
                     client_limiter.release()
+                else:
+                    client_limiter.release(ticket, outcome[0], retry_after=outcome[1])
         finally:
             if limiter is not None:
                 limiter.release()

@@ -13,8 +13,8 @@ search never uses; they are imported where their feature starts now:
   :mod:`aqido._trusted`): by the first ``iter_search`` or crawl;
 - query splitting (:mod:`aqido.partition`): by the first crawl or planned
   search; a search checks its answer with :mod:`aqido._caps` alone;
-- :mod:`aqido.adaptive`: with ``max_concurrency="auto"`` only; and
-  :mod:`statistics` not at all;
+- :mod:`aqido.adaptive` and its limiter, :mod:`aqido.concurrency`: with
+  ``max_concurrency="auto"`` only; and :mod:`statistics` not at all;
 - anyio and the task groups of :mod:`aqido._tasks`: by the first crawl,
   ``search_many`` or planned search, or the blocking client (a plain search
   times out with :func:`asyncio.timeout`, sleeps and locks with asyncio);
@@ -46,6 +46,7 @@ NOT_LOADED = (
     "aqido._trusted",
     "aqido.adaptive",
     "aqido.checkpoint",
+    "aqido.concurrency",
     "aqido.crawl",
     "aqido.matching",
     "aqido.partition",
