@@ -198,15 +198,22 @@ async def test_timeouts_are_retried(archive: MiniArchive) -> None:
     assert len(archive.requests) == 4
 
 
-@pytest.mark.anyio
-async def test_total_timeout_bounds_retries(archive: MiniArchive) -> None:
+def _busy_client(archive: MiniArchive, total: float) -> AsyncQidoRS:
+    """A client of an archive scripted to answer 503 (Retry-After 0.01) 1000 times.
+
+    Its retry policy would retry them all; only ``Timeout.total`` (``total``) or the
+    caller's own deadline ends a search.
+    """
     archive.fail_next(*(busy(503, "0.01") for _ in range(1000)))
     forever = Retry(max_attempts=10_000, total=None, backoff_base=0.001, backoff_max=0.001)
+    return AsyncQidoRS(archive.url, retries=forever, timeout=Timeout(request=5, total=total))
+
+
+@pytest.mark.anyio
+async def test_total_timeout_bounds_retries(archive: MiniArchive) -> None:
     # 1000 answers with Retry-After 0.01 take over 10 s: a 0.5 s total must cut them short,
     # and leaves a loaded machine ample time for the first attempt and a retry.
-    async with AsyncQidoRS(
-        archive.url, retries=forever, timeout=Timeout(request=5, total=0.5)
-    ) as qido:
+    async with _busy_client(archive, total=0.5) as qido:
         with pytest.raises(RequestTimeoutError, match=r"Timeout\.total"):
             await qido.search(HierarchicalQuery())
     assert 1 < len(archive.requests) < 1000
@@ -215,11 +222,7 @@ async def test_total_timeout_bounds_retries(archive: MiniArchive) -> None:
 @pytest.mark.anyio
 async def test_the_callers_own_deadline_is_not_a_request_timeout(archive: MiniArchive) -> None:
     """The caller's deadline, shorter than ``Timeout.total``, raises the caller's TimeoutError."""
-    archive.fail_next(*(busy(503, "0.01") for _ in range(1000)))
-    forever = Retry(max_attempts=10_000, total=None, backoff_base=0.001, backoff_max=0.001)
-    async with AsyncQidoRS(
-        archive.url, retries=forever, timeout=Timeout(request=5, total=30)
-    ) as qido:
+    async with _busy_client(archive, total=30) as qido:
         with pytest.raises(TimeoutError), anyio.fail_after(0.3):
             await qido.search(HierarchicalQuery())
         archive.script.clear()
