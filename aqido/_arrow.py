@@ -35,8 +35,10 @@ be read for its VR is null (the raw text stays in the JSON output).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
+import uuid
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -194,24 +196,33 @@ def write_parquet(
 ) -> int:
     """Write results to one Parquet file, a batch (e.g. a few hundred studies) at a time.
 
-    Memory holds one batch, not the whole file.  Writes to ``path + ".tmp"``
-    and renames it into place at the end, so a file at ``path`` is always
-    complete.  Returns the number of rows written (an empty file with the
-    schema when there are none).
+    Memory holds one batch, not the whole file.  Writes to a temporary file
+    of its own next to ``path`` (``.<name>.<random>.tmp``: hidden, so dataset
+    readers skip it; removed on failure) and renames it into place at the end,
+    so a file at ``path`` is always complete, also when two writers race for
+    it (a Dask task run twice).  Returns the number of rows written (an empty
+    file with the schema when there are none).
     """
     pa = _import_pyarrow()
     import pyarrow.parquet as pq
 
     schema = arrow_schema(level, columns)
-    tmp = f"{os.fspath(path)}.tmp"
+    target = os.fspath(path)
+    head, name = os.path.split(target)
+    tmp = os.path.join(head, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
     rows = 0
-    with pq.ParquetWriter(tmp, schema) as writer:
-        for batch in batches:
-            table = to_arrow(batch, level=level, columns=schema.names)
-            if table.num_rows:
-                writer.write_table(table)
-                rows += table.num_rows
-        if not rows:
-            writer.write_table(pa.Table.from_pylist([], schema=schema))
-    os.replace(tmp, path)
+    try:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for batch in batches:
+                table = to_arrow(batch, level=level, columns=schema.names)
+                if table.num_rows:
+                    writer.write_table(table)
+                    rows += table.num_rows
+            if not rows:
+                writer.write_table(pa.Table.from_pylist([], schema=schema))
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return rows
