@@ -26,7 +26,9 @@ Layout of an output directory (one sub-directory per archive, Hive style)::
 
 A part is written (through a temporary file, renamed) only when its shard's
 crawl finished complete, so re-running skips shards whose part exists and
-resumes the others from their checkpoints.
+resumes the others from their checkpoints.  A part that exists but is not
+Parquet, or holds other columns than the run writes (another ``depth``), is
+a :class:`~aqido.errors.CheckpointError` of that shard, not skipped.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from typing import Any
 import attrs
 
 from aqido.checkpoint import CrawlCheckpoint
-from aqido.errors import InvalidQueryError
+from aqido.errors import CheckpointError, InvalidQueryError
 from aqido.partition import date_bounds
 from aqido.query import BaseQuery, HierarchicalQuery, QueryLevel
 
@@ -264,7 +266,9 @@ async def run_shard(
     from aqido.client import AsyncQidoRS
 
     part = part_path(out, url, shard)
+    level = depth.name.lower()
     if part.exists():
+        _check_part(part, level)
         return ShardReport(shard.name, str(part), -1, -1, skipped=True)
     checkpoint = checkpoint_path(out, url, shard)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
@@ -275,9 +279,47 @@ async def run_shard(
     rows = write_parquet(
         _batches(CrawlCheckpoint.read_studies(checkpoint), counted),
         part,
-        level=depth.name.lower(),
+        level=level,
     )
     return ShardReport(shard.name, str(part), counted[0], rows, skipped=False)
+
+
+def _check_part(part: Path, level: str) -> None:
+    """Refuse to keep a part that is not Parquet, or has other columns than this run writes.
+
+    A part of a run at another ``--depth`` (or of an aqido whose schema
+    differed) would otherwise be kept as finished, its rows mixed with this
+    run's.  Raises :class:`~aqido.errors.CheckpointError` naming the file.
+    """
+    import pyarrow
+    import pyarrow.parquet as pq
+
+    from aqido._arrow import arrow_schema
+
+    try:
+        schema = pq.read_schema(part)
+    except (OSError, pyarrow.ArrowException) as exc:
+        raise CheckpointError(
+            f"not a readable Parquet part ({type(exc).__name__}); delete it to write it "
+            "again from its checkpoint",
+            path=part,
+        ) from None
+    if _columns(schema) != _columns(arrow_schema(level)):
+        raise CheckpointError(
+            f"a part with other columns than a crawl at depth {level.upper()} writes "
+            "(another depth, or an older aqido); use another output directory",
+            path=part,
+        )
+
+
+def _columns(schema: Any) -> list[tuple[str, str]]:
+    """Each column's name and type, a list's by its value type (Parquet renames the item)."""
+    import pyarrow
+
+    return [
+        (f.name, f"list<{f.type.value_type}>" if pyarrow.types.is_list(f.type) else str(f.type))
+        for f in schema
+    ]
 
 
 def _batches(studies: Iterator[Any], counted: list[int]) -> Iterator[Sequence[Any]]:

@@ -7,13 +7,16 @@ expected answers come from the DICOM JSON the tests build.
 
 from __future__ import annotations
 
+import io
 import pathlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
 
+from aqido.cli import EXIT_INCOMPLETE, EXIT_OK, main
 from aqido.results import Study
+from aqido.testing import FakeArchive, SyntheticArchive
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -29,6 +32,25 @@ def study(uid: str, **elements: tuple[str, list[Any]]) -> Study:
     for keyword, (vr, values) in elements.items():
         raw[dictionary.tag_key(dictionary.resolve(keyword)[0])] = {"vr": vr, "Value": values}
     return Study.from_json(raw)
+
+
+SYNTH = SyntheticArchive(seed=41, studies=8, series_per_study=2, instances_per_series=1)
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    """``aqido ARGV``: exit status, stdout, stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    status = main(list(argv), stdout=out, stderr=err, environ={})
+    return status, out.getvalue(), err.getvalue()
+
+
+def crawl(url: str, out: pathlib.Path, *more: str) -> tuple[int, str, str]:
+    """``aqido crawl URL --out OUT --format parquet MORE...``."""
+    return run("crawl", url, "--out", str(out), "--format", "parquet", *more)
+
+
+def parts(out: pathlib.Path) -> list[pathlib.Path]:
+    return sorted(out.glob("archive=*/part-*.parquet"))
 
 
 STUDIES = [study(f"1.2.3.{n}", StudyDate=("DA", ["20240102"])) for n in range(6)]
@@ -64,3 +86,28 @@ def test_a_failed_write_leaves_no_file(tmp_path: pathlib.Path) -> None:
     with pytest.raises(OSError, match="disk full"):
         write_parquet(broken(), path, level="study")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_rerun_at_another_depth_does_not_keep_the_old_parts(tmp_path: pathlib.Path) -> None:
+    with FakeArchive(SYNTH).run_in_thread() as archive:
+        assert crawl(archive.url, tmp_path, "--depth", "study", "--shards", "2")[0] == EXIT_OK
+        status, _, err = crawl(archive.url, tmp_path, "--depth", "instance", "--shards", "2")
+    assert status == EXIT_INCOMPLETE
+    assert "already written" not in err
+    assert err.count("other columns than a crawl at depth INSTANCE") == 2
+    for part in parts(tmp_path):  # the study-level parts are left as they were, not mixed
+        assert "SOPInstanceUID" not in pq.read_schema(part).names
+
+
+def test_a_damaged_part_is_not_kept_as_finished(tmp_path: pathlib.Path) -> None:
+    with FakeArchive(SYNTH).run_in_thread() as archive:
+        assert crawl(archive.url, tmp_path)[0] == EXIT_OK
+        (part,) = parts(tmp_path)
+        part.write_bytes(part.read_bytes()[:100])  # cut short (a disk, a copy)
+        status, _, err = crawl(archive.url, tmp_path)
+        assert status == EXIT_INCOMPLETE
+        assert "not a readable Parquet part" in err
+        part.unlink()  # as the message says: written again from the checkpoint
+        archive.reset_stats()
+        assert crawl(archive.url, tmp_path)[0] == EXIT_OK
+    assert pq.read_table(part).num_rows == 8 * 2
