@@ -44,7 +44,7 @@ from typing import Any
 
 import attrs
 
-from aqido.checkpoint import CrawlCheckpoint
+from aqido.checkpoint import CrawlCheckpoint, checkpoint_server
 from aqido.errors import CheckpointError, InvalidQueryError
 from aqido.partition import date_bounds
 from aqido.query import BaseQuery, HierarchicalQuery, QueryLevel
@@ -205,17 +205,28 @@ async def plan(
 
     A plan written by an earlier run is re-used as is, so that re-running
     after a failure or a kill finds the same shards (and their parts and
-    checkpoints); it must have been made for the same query.
+    checkpoints); it must have been made for the same query and archive (the
+    plan records the service root, as a checkpoint does: two URLs can share
+    an ``archive=`` directory name, ``/a/b`` and ``/a_b``).
     """
     from aqido.client import AsyncQidoRS
 
     path = plan_path(out, url)
-    record = {"query": _query_record(_as_hierarchical(query)), "shards": shards}
+    record = {
+        "query": _query_record(_as_hierarchical(query)),
+        "server": checkpoint_server(url),
+        "shards": shards,
+    }
     if path.exists():
         saved = json.loads(path.read_text(encoding="utf-8"))
         if saved.get("query") != record["query"]:
             raise InvalidQueryError(
                 f"{path} holds the plan of another query; use another output directory"
+            )
+        if saved.get("server", record["server"]) != record["server"]:  # none: an older aqido's
+            raise InvalidQueryError(
+                f"{path} holds the plan of another archive ({saved.get('server')}), not "
+                f"{record['server']}; use another output directory"
             )
         return [Shard.from_json(s) for s in saved["plan"]]
     studies: list[tuple[str, _dt.date | None]] = []

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from aqido.cli import EXIT_INCOMPLETE, EXIT_OK, main
+from aqido.cli import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, main
 from aqido.results import Study
 from aqido.testing import FakeArchive, SyntheticArchive
 
@@ -111,3 +111,26 @@ def test_a_damaged_part_is_not_kept_as_finished(tmp_path: pathlib.Path) -> None:
         archive.reset_stats()
         assert crawl(archive.url, tmp_path)[0] == EXIT_OK
     assert pq.read_table(part).num_rows == 8 * 2
+
+
+def test_another_archive_of_the_same_directory_name_is_not_taken_for_done(
+    tmp_path: pathlib.Path,
+) -> None:
+    with FakeArchive(SYNTH, prefix="/a/b").run_in_thread() as archive:
+        assert crawl(archive.url, tmp_path)[0] == EXIT_OK
+        other = f"http://127.0.0.1:{archive.port}/a_b"  # archive=127.0.0.1_PORT_a_b as well
+        status, _, err = crawl(other, tmp_path)
+    assert status == EXIT_USAGE
+    assert "holds the plan of another archive" in err
+    assert "already written" not in err
+
+
+def test_two_urls_of_one_directory_name_in_one_run_are_refused(tmp_path: pathlib.Path) -> None:
+    with FakeArchive(SYNTH, prefix="/a/b").run_in_thread() as archive:
+        other = f"http://127.0.0.1:{archive.port}/a_b"
+        status, _, err = run(
+            "crawl", archive.url, other, "--out", str(tmp_path), "--format", "parquet"
+        )
+        assert archive.requests == []
+    assert status == EXIT_USAGE
+    assert "same archive directory" in err

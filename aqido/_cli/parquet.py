@@ -63,6 +63,7 @@ def run_parquet(
 ) -> int:
     """Run the sharded crawl the arguments describe; return the exit status (0, 1 or 3)."""
     from aqido._cli.common import EXIT_INCOMPLETE, EXIT_OK, UsageError
+    from aqido._shards import archive_dirname
 
     try:
         import pyarrow  # noqa: F401
@@ -71,6 +72,9 @@ def run_parquet(
     directory = Path(args.out)
     if directory.exists() and not directory.is_dir():
         raise UsageError(f"--out {printable(directory)} is a file; parquet output is a directory")
+    names = [archive_dirname(url) for url in urls]
+    if len(set(names)) != len(names):
+        raise UsageError("two URLs name the same archive directory; give each archive once")
     depth = QueryLevel(args.depth.upper())
     display = _Display(err, None)
     try:
