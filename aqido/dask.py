@@ -18,7 +18,8 @@ What holds:
 * **Failures.**  A shard task that fails (an incomplete crawl, a worker that
   died) is retried by Dask (``task_retries``); one that still fails is reported by
   name in a :class:`~aqido.errors.CrawlIncompleteError` after every other
-  shard has finished, its query in ``failures``.
+  shard has finished, its query in ``failures``.  So is an archive whose
+  planning failed (its study listing): the other archives are crawled.
 * **One limit per archive across the cluster.**  Each archive's requests in
   flight stay within ``max_concurrency`` on the whole cluster: every shard
   crawl runs with ``shard_concurrency`` requests in flight and holds one lease
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from aqido._shards import Shard, ShardReport, archive_dirname, plan, run_shard
-from aqido.errors import CrawlFailure, CrawlIncompleteError, QidoError
+from aqido.errors import CrawlFailure, CrawlIncompleteError, InvalidQueryError, QidoError
 from aqido.query import BaseQuery, HierarchicalQuery, QueryLevel, ensure_query_type
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -100,6 +101,11 @@ def _shard_task(
         return anyio.run(run)
 
 
+def _qido(exc: Exception) -> QidoError:
+    """A task's exception as a QidoError (a worker's other errors by type and message)."""
+    return exc if isinstance(exc, QidoError) else QidoError(f"{type(exc).__name__}: {exc}")
+
+
 @contextlib.contextmanager
 def _dask_client(client: distributed.Client | None, workers: int | None) -> Iterator[Any]:
     """The given client, else a local cluster of ``workers`` processes for this call."""
@@ -158,8 +164,8 @@ def crawl_to_parquet(
             so use picklable values.
 
     Raises :class:`~aqido.errors.CrawlIncompleteError` naming the shards that
-    failed after their retries (the others' parts are written), and
-    ``ImportError`` without the ``dask`` extra.
+    failed after their retries, and the archives whose planning failed (the
+    others' parts are written), and ``ImportError`` without the ``dask`` extra.
     """
     import dask.dataframe as dd
 
@@ -195,9 +201,21 @@ def crawl_to_parquet(
             for url in url_list
         }
         futures: dict[Any, tuple[str, Shard]] = {}
+        failures: list[CrawlFailure] = []
         for url, planned in plans.items():
             semaphore = f"aqido-{archive_dirname(url)}"
-            for record in planned.result():
+            try:
+                records = planned.result()
+            except InvalidQueryError:  # a usage error (another crawl's directory): stop
+                raise
+            except Exception as exc:  # noqa: BLE001 - this archive is missing; the others go on
+                failures.append(
+                    CrawlFailure(
+                        f"{archive_dirname(url)} (planning its shards): {base}", _qido(exc)
+                    )
+                )
+                continue
+            for record in records:
                 shard = Shard.from_json(record)
                 future = dask_client.submit(
                     _shard_task,
@@ -213,18 +231,14 @@ def crawl_to_parquet(
                     retries=task_retries,
                 )
                 futures[future] = (url, shard)
-        failures: list[CrawlFailure] = []
         distributed = _import_distributed()
         for future in distributed.as_completed(list(futures)):
             url, shard = futures[future]
             try:
                 report = future.result()
             except Exception as exc:  # noqa: BLE001 - every task failure is reported by name
-                error = (
-                    exc if isinstance(exc, QidoError) else QidoError(f"{type(exc).__name__}: {exc}")
-                )
                 failures.append(
-                    CrawlFailure(f"{archive_dirname(url)}/{shard.name}: {shard.query}", error)
+                    CrawlFailure(f"{archive_dirname(url)}/{shard.name}: {shard.query}", _qido(exc))
                 )
                 continue
             if on_shard is not None:

@@ -234,6 +234,30 @@ def test_several_archives_are_partitioned_by_archive(cluster: Any, tmp_path: pat
     assert sorted(by_archive.values(), key=len) == [expected_two, expected_one]
 
 
+def test_an_archive_whose_planning_fails_is_named_and_the_others_are_crawled(
+    cluster: Any, tmp_path: pathlib.Path
+) -> None:
+    from aqido._shards import archive_dirname
+
+    with FakeArchive(SYNTH).run_in_thread() as one, FakeArchive(OTHER).run_in_thread() as two:
+        one.fail("/studies", "500")  # its study listing, so its plan, fails
+        with pytest.raises(CrawlIncompleteError) as info:
+            crawl_to_parquet(
+                [one.url, two.url],
+                out=tmp_path,
+                client=cluster,
+                shards=2,
+                task_retries=0,
+                retries=0,
+            )
+        expected_two = single_process(two.url)
+        name_one, name_two = archive_dirname(one.url), archive_dirname(two.url)
+    (failure,) = info.value.failures
+    assert str(failure.query).startswith(f"{name_one} (planning its shards)")
+    rows = dd.read_parquet(sorted(str(p) for p in (tmp_path / name_two).glob("part-*.parquet")))
+    assert keys(rows.compute()) == expected_two
+
+
 def test_killing_a_worker_mid_run_still_ends_complete(tmp_path: pathlib.Path) -> None:
     with (
         distributed.LocalCluster(

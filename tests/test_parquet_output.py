@@ -35,6 +35,7 @@ def study(uid: str, **elements: tuple[str, list[Any]]) -> Study:
 
 
 SYNTH = SyntheticArchive(seed=41, studies=8, series_per_study=2, instances_per_series=1)
+OTHER = SyntheticArchive(seed=42, studies=5, series_per_study=1, instances_per_series=2)
 
 
 def run(*argv: str) -> tuple[int, str, str]:
@@ -134,3 +135,22 @@ def test_two_urls_of_one_directory_name_in_one_run_are_refused(tmp_path: pathlib
         assert archive.requests == []
     assert status == EXIT_USAGE
     assert "same archive directory" in err
+
+
+def test_an_archive_whose_planning_fails_is_named_and_the_others_are_crawled(
+    tmp_path: pathlib.Path,
+) -> None:
+    from aqido._shards import archive_dirname
+
+    with FakeArchive(SYNTH).run_in_thread() as one, FakeArchive(OTHER).run_in_thread() as two:
+        one.fail("/studies", "500")  # its study listing, so its plan, fails
+        status, _, err = run(
+            "crawl", one.url, two.url, "--out", str(tmp_path), "--format", "parquet",
+            "--retries", "0",
+        )  # fmt: skip
+        url_one = one.url
+        name_two = archive_dirname(two.url)
+    assert status == EXIT_INCOMPLETE
+    assert f"could not fetch: {url_one} (planning its shards)" in err
+    (part,) = (tmp_path / name_two).glob("part-*.parquet")
+    assert pq.read_table(part).num_rows == 5 * 2

@@ -138,14 +138,20 @@ def _in_process(
     import anyio
 
     from aqido._shards import plan, run_shard
-    from aqido.errors import CrawlFailure
+    from aqido.errors import CrawlFailure, InvalidQueryError
 
     async def run() -> None:
         failures: list[CrawlFailure] = []
         for url in urls:
-            shards = await plan(
-                url, query, out=directory, shards=args.shards or 1, client_options=options
-            )
+            try:
+                shards = await plan(
+                    url, query, out=directory, shards=args.shards or 1, client_options=options
+                )
+            except InvalidQueryError:  # a usage error (another crawl's directory): stop
+                raise
+            except QidoError as error:  # this archive is missing; the others are crawled
+                failures.append(CrawlFailure(f"{url} (planning its shards): {query}", error))
+                continue
             for shard in shards:
                 try:
                     report = await run_shard(
