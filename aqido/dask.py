@@ -6,7 +6,8 @@ Each archive's study query is planned into disjoint shards
 undated studies); each shard is one Dask task that crawls it resumably (its
 own checkpoint) and writes one Parquet part.  The parts of all archives form
 one Hive-partitioned dataset (``archive=...`` directories), returned as a
-``dask.dataframe.DataFrame``.
+``dask.dataframe.DataFrame`` over this call's parts only (not those of other
+archives an earlier call wrote into the same ``out``).
 
 What holds:
 
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from aqido._shards import Shard, ShardReport, archive_dirname, plan, run_shard
+from aqido._shards import Shard, ShardReport, archive_dirname, part_path, plan, run_shard
 from aqido.errors import CrawlFailure, CrawlIncompleteError, InvalidQueryError, QidoError
 from aqido.query import BaseQuery, HierarchicalQuery, QueryLevel, ensure_query_type
 
@@ -245,6 +246,7 @@ def crawl_to_parquet(
                 on_shard(url, report)
     if failures:
         raise CrawlIncompleteError(failures)
-    parts = sorted(str(p) for p in root.glob("archive=*/part-*.parquet"))
+    # this call's parts only: not another archive's, nor a stale part, that `out` also holds
+    parts = sorted(str(part_path(root, url, shard)) for url, shard in futures.values())
     frame: dask.dataframe.DataFrame = dd.read_parquet(parts, dataset={"partitioning": "hive"})
     return frame

@@ -207,6 +207,15 @@ def test_rerun_skips_finished_shards(cluster: Any, tmp_path: pathlib.Path) -> No
     assert keys(again) == keys(first)
 
 
+def test_the_frame_holds_only_this_calls_archives(cluster: Any, tmp_path: pathlib.Path) -> None:
+    with FakeArchive(SYNTH).run_in_thread() as one, FakeArchive(OTHER).run_in_thread() as two:
+        crawl_to_parquet(one.url, out=tmp_path, client=cluster, shards=2)
+        rows = crawl_to_parquet(two.url, out=tmp_path, client=cluster, shards=2).compute()
+        expected = single_process(two.url)
+    assert len(rows) == len(expected)
+    assert keys(rows) == expected
+
+
 def test_a_shard_that_keeps_failing_is_reported_by_name(
     cluster: Any, tmp_path: pathlib.Path
 ) -> None:
