@@ -30,7 +30,9 @@ every other VR                       ``string``
 
 An attribute the dictionary allows several values for (VM other than 1, such
 as ``ModalitiesInStudy``) is a ``list<...>`` of that type.  A value that cannot
-be read for its VR is null (the raw text stays in the JSON output).
+be read for its VR is null (the raw text stays in the JSON output), and so
+is a single-valued attribute that came with several (non-empty) values: no
+value is kept while the others are dropped.
 """
 
 from __future__ import annotations
@@ -134,8 +136,9 @@ def _cell(value: Any, type_: Any, pa: Any) -> Any:
     if pa.types.is_list(type_):
         values = value if isinstance(value, tuple) else (value,)
         return [_cell(v, type_.value_type, pa) for v in values]
-    if isinstance(value, tuple):  # several values in a single-valued column: the first
-        return _cell(value[0] if value else None, type_, pa)
+    if isinstance(value, tuple):  # a single-valued column: one value, else null (none dropped)
+        present = [v for v in value if v is not None]
+        return _cell(present[0], type_, pa) if len(present) == 1 else None
     if pa.types.is_string(type_):
         if isinstance(value, datetime.date | datetime.time):
             return value.isoformat()

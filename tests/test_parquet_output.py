@@ -7,6 +7,7 @@ expected answers come from the DICOM JSON the tests build.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import pathlib
 from collections.abc import Iterator, Sequence
@@ -21,7 +22,7 @@ from aqido.testing import FakeArchive, SyntheticArchive
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from aqido._arrow import write_parquet  # noqa: E402 - after the importorskips
+from aqido._arrow import to_arrow, write_parquet  # noqa: E402 - after the importorskips
 
 
 def study(uid: str, **elements: tuple[str, list[Any]]) -> Study:
@@ -55,6 +56,24 @@ def parts(out: pathlib.Path) -> list[pathlib.Path]:
 
 
 STUDIES = [study(f"1.2.3.{n}", StudyDate=("DA", ["20240102"])) for n in range(6)]
+
+
+# --- values -------------------------------------------------------------------------------------
+
+
+def test_several_values_in_a_single_valued_column_are_null_not_the_first() -> None:
+    studies = [
+        study(
+            "1.1",
+            StudyDescription=("LO", ["Head", "Neck"]),
+            StudyDate=("DA", ["20240102", "20240103"]),
+        ),
+        study("1.2", StudyDescription=("LO", ["Chest"]), StudyDate=("DA", ["20240104"])),
+        study("1.3", StudyDescription=("LO", ["Knee", ""])),  # an empty second value: no data lost
+    ]
+    table = to_arrow(studies, level="study")
+    assert table.column("StudyDescription").to_pylist() == [None, "Chest", "Knee"]
+    assert table.column("StudyDate").to_pylist() == [None, dt.date(2024, 1, 4), None]
 
 
 # --- files --------------------------------------------------------------------------------------
