@@ -32,7 +32,8 @@ An attribute the dictionary allows several values for (VM other than 1, such
 as ``ModalitiesInStudy``) is a ``list<...>`` of that type.  A value that cannot
 be read for its VR is null (the raw text stays in the JSON output), and so
 is a single-valued attribute that came with several (non-empty) values: no
-value is kept while the others are dropped.
+value is kept while the others are dropped.  So is a number the column's
+type cannot hold (an IS beyond ``int64``, a UV above 2**63 - 1).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ _LEVEL_NAMES: tuple[Literal["study"], Literal["series"], Literal["instance"]] = 
 )
 _INT_VRS = frozenset({"IS", "SL", "SS", "SV", "UL", "US", "UV", "US or SS"})
 _FLOAT_VRS = frozenset({"DS", "FL", "FD"})
+_INT64 = -(2**63)  # the least int64; the greatest is -_INT64 - 1
 
 
 def _import_pyarrow() -> Any:
@@ -143,10 +145,16 @@ def _cell(value: Any, type_: Any, pa: Any) -> Any:
         if isinstance(value, datetime.date | datetime.time):
             return value.isoformat()
         return str(value)
-    if pa.types.is_int64(type_):
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if pa.types.is_int64(type_):  # an integer int64 cannot hold (IS "1" * 20, a UV) is null
+        ok = isinstance(value, int) and not isinstance(value, bool) and _INT64 <= value < -_INT64
+        return value if ok else None
     if pa.types.is_float64(type_):
-        return float(value) if isinstance(value, int | float) else None
+        if not isinstance(value, int | float):
+            return None
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond float64 (1e309 written out)
+            return None
     if pa.types.is_timestamp(type_):
         if not isinstance(value, datetime.datetime):
             return None

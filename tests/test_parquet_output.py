@@ -76,6 +76,22 @@ def test_several_values_in_a_single_valued_column_are_null_not_the_first() -> No
     assert table.column("StudyDate").to_pylist() == [None, dt.date(2024, 1, 4), None]
 
 
+def test_a_number_the_column_cannot_hold_is_null_not_an_untyped_crash() -> None:
+    studies = [
+        study("1.1", NumberOfStudyRelatedInstances=("IS", ["9" * 20])),
+        study("1.2", NumberOfStudyRelatedInstances=("IS", [str(2**63 - 1)])),
+        study("1.3", NumberOfStudyRelatedInstances=("IS", [str(-(2**63))])),
+    ]
+    table = to_arrow(studies, level="study")
+    assert table.column("NumberOfStudyRelatedInstances").to_pylist() == [None, 2**63 - 1, -(2**63)]
+    huge = Study.from_json(
+        {"00181050": {"vr": "IS", "Value": ["9" * 400]}}
+    )  # SpatialResolution, DS
+    assert to_arrow([huge], level="study", columns=["SpatialResolution"]).to_pylist() == [
+        {"SpatialResolution": None}
+    ]
+
+
 # --- files --------------------------------------------------------------------------------------
 
 
