@@ -33,7 +33,9 @@ as ``ModalitiesInStudy``) is a ``list<...>`` of that type.  A value that cannot
 be read for its VR is null (the raw text stays in the JSON output), and so
 is a single-valued attribute that came with several (non-empty) values: no
 value is kept while the others are dropped.  So is a number the column's
-type cannot hold (an IS beyond ``int64``, a UV above 2**63 - 1).
+type cannot hold (an IS beyond ``int64``, a UV above 2**63 - 1), and an
+element given as a ``BulkDataURI`` or ``InlineBinary`` (its value is not in
+the answer as text: the URI or the base64 would pass for the value).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from aqido import dictionary
 from aqido.query import QueryLevel
+from aqido.values import BulkDataURI, InlineBinary
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow
@@ -133,8 +136,8 @@ def _names(level: str | QueryLevel, columns: Sequence[str | int] | None) -> list
 
 def _cell(value: Any, type_: Any, pa: Any) -> Any:
     """One record value as what pyarrow takes for ``type_`` (``None`` when it does not fit)."""
-    if value is None:
-        return None
+    if value is None or isinstance(value, BulkDataURI | InlineBinary):
+        return None  # a value by reference, or base64 bytes: not the element's value as text
     if pa.types.is_list(type_):
         values = value if isinstance(value, tuple) else (value,)
         return [_cell(v, type_.value_type, pa) for v in values]

@@ -68,9 +68,7 @@ def _plain(value: Any, sequences: bool) -> Any:
         return value.key
     if isinstance(value, bool):  # pragma: no cover - DICOM JSON values are never booleans
         return value
-    if isinstance(value, str):
-        return str(value)  # BulkDataURI / InlineBinary → str
-    return value
+    return value  # str, int, float, date/time; a BulkDataURI / InlineBinary is a str subclass
 
 
 def _record(ds: Dataset, sequences: bool) -> dict[str, Any]:

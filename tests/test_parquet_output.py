@@ -92,6 +92,19 @@ def test_a_number_the_column_cannot_hold_is_null_not_an_untyped_crash() -> None:
     ]
 
 
+def test_a_value_given_by_reference_or_as_base64_is_null_not_taken_for_the_value() -> None:
+    given = Study.from_json(
+        {
+            "0020000D": {"vr": "UI", "Value": ["1.1"]},
+            "00081030": {"vr": "LO", "BulkDataURI": "http://pacs/bulk/1"},  # StudyDescription
+            "00100010": {"vr": "PN", "InlineBinary": "RG9lXkpvaG4="},  # PatientName
+        }
+    )
+    row = to_arrow([given], level="study").to_pylist()[0]
+    assert row["StudyDescription"] is None
+    assert row["PatientName"] is None
+
+
 # --- files --------------------------------------------------------------------------------------
 
 
