@@ -11,7 +11,7 @@ deeper columns null).  The columns are, by default, the **default return
 attributes** of every level down to ``level`` (the typed fields of ``Study``,
 ``Series`` and ``Instance``, sequences left out), in that order, so that every
 part of a sharded crawl has the same schema; ``columns=`` picks others
-(keywords or tags).  Where a keyword exists at several levels
+(keywords or tags; not a sequence, ``ValueError``).  Where a keyword exists at several levels
 (``RetrieveURL``, ``SpecificCharacterSet``...), the row's own level wins.
 
 Column types come from the data dictionary's VR of each keyword:
@@ -131,7 +131,13 @@ def arrow_schema(
 def _names(level: str | QueryLevel, columns: Sequence[str | int] | None) -> list[str]:
     if columns is None:
         return default_columns(level)
-    return [dictionary.name_for(dictionary.resolve(c)[0]) for c in columns]
+    names = []
+    for column in columns:
+        tag, _ = dictionary.resolve(column)
+        if dictionary.vr_for(tag) == "SQ":  # to_records leaves sequences out: always null
+            raise ValueError(f"{column!r} is a sequence (SQ); Arrow output has no column for it")
+        names.append(dictionary.name_for(tag))
+    return names
 
 
 def _cell(value: Any, type_: Any, pa: Any) -> Any:

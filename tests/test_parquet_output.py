@@ -105,6 +105,17 @@ def test_a_value_given_by_reference_or_as_base64_is_null_not_taken_for_the_value
     assert row["PatientName"] is None
 
 
+def test_a_sequence_column_is_refused_not_always_null() -> None:
+    given = Study.from_json(
+        {
+            "0020000D": {"vr": "UI", "Value": ["1.1"]},
+            "00081032": {"vr": "SQ", "Value": [{"00080100": {"vr": "SH", "Value": ["X"]}}]},
+        }
+    )
+    with pytest.raises(ValueError, match=r"ProcedureCodeSequence.*sequence"):
+        to_arrow([given], level="study", columns=["StudyInstanceUID", "ProcedureCodeSequence"])
+
+
 # --- files --------------------------------------------------------------------------------------
 
 
