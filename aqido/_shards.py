@@ -54,6 +54,7 @@ UIDS_PER_SHARD = 50
 #: Studies handed to the Parquet writer at a time (memory holds one batch).
 BATCH = 500
 _UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,99}")  # what plan_shards names: one file name
 
 
 @attrs.frozen
@@ -69,8 +70,11 @@ class Shard:
 
     @classmethod
     def from_json(cls, record: Mapping[str, Any]) -> Shard:
-        """The shard :meth:`to_json` describes."""
-        return cls(name=str(record["name"]), query=_query_from_record(record["query"]))
+        """The shard :meth:`to_json` describes; ``ValueError`` for a name unfit for file names."""
+        name = record["name"]
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not a shard name (letters, digits, '.' and '-')")
+        return cls(name=name, query=_query_from_record(record["query"]))
 
 
 def _query_record(query: HierarchicalQuery) -> dict[str, Any]:
@@ -218,7 +222,7 @@ async def plan(
         "shards": shards,
     }
     if path.exists():
-        saved = json.loads(path.read_text(encoding="utf-8"))
+        saved, shards_saved = _read_plan(path)
         if saved.get("query") != record["query"]:
             raise InvalidQueryError(
                 f"{path} holds the plan of another query; use another output directory"
@@ -228,7 +232,7 @@ async def plan(
                 f"{path} holds the plan of another archive ({saved.get('server')}), not "
                 f"{record['server']}; use another output directory"
             )
-        return [Shard.from_json(s) for s in saved["plan"]]
+        return shards_saved
     studies: list[tuple[str, _dt.date | None]] = []
     async with AsyncQidoRS(url, **client_options) as client:
         async for study in client.crawl(query, depth=QueryLevel.STUDY):
@@ -240,6 +244,24 @@ async def plan(
     tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
     os.replace(tmp, path)
     return planned
+
+
+def _read_plan(path: Path) -> tuple[dict[str, Any], list[Shard]]:
+    """A plan file's record and shards; CheckpointError if it is not a plan aqido wrote."""
+    try:
+        saved = json.loads(path.read_bytes())
+        if not isinstance(saved, dict) or not isinstance(saved.get("plan"), list):
+            raise ValueError("not a JSON object with a 'plan' list")
+        shards = [Shard.from_json(record) for record in saved["plan"]]
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        raise CheckpointError(
+            f"not a shard plan ({type(exc).__name__}: {exc}); remove the output directory's "
+            "plan, parts and checkpoints to plan again",
+            path=path,
+        ) from None
+    if not shards:
+        raise CheckpointError("a shard plan without shards", path=path)
+    return saved, shards
 
 
 def _as_hierarchical(query: BaseQuery) -> HierarchicalQuery:

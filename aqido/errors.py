@@ -386,8 +386,9 @@ class CheckpointError(QidoError, ValueError):
     Raised when a line other than a cut-short last line is not a valid record
     (the message and :attr:`line` name it), when the file belongs to a crawl
     of another query, depth or server, and when another writer holds its lock;
-    also for a sharded crawl's Parquet part that is not Parquet or has another
-    crawl's columns (:attr:`path` is the part).
+    also for a sharded crawl's plan that is not one aqido wrote, and its Parquet
+    part that is not Parquet or has another crawl's columns (:attr:`path` is
+    that file).
 
     Attributes:
         path: the checkpoint file, as a string.

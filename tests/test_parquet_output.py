@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import pathlib
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -213,3 +214,31 @@ def test_an_archive_whose_planning_fails_is_named_and_the_others_are_crawled(
     assert f"could not fetch: {url_one} (planning its shards)" in err
     (part,) = (tmp_path / name_two).glob("part-*.parquet")
     assert pq.read_table(part).num_rows == 5 * 2
+
+
+def _truncated(text: str) -> str:
+    return text[: len(text) // 2]
+
+
+def _renamed(text: str) -> str:  # a shard name that climbs out of the output directory
+    record = json.loads(text)
+    record["plan"][0]["name"] = "../../../evil"
+    return json.dumps(record)
+
+
+@pytest.mark.parametrize("damage", [_truncated, _renamed, lambda _: "[]"])
+def test_a_damaged_plan_is_a_named_failure(tmp_path: pathlib.Path, damage: Any) -> None:
+    from aqido._shards import plan_path
+
+    out = tmp_path / "out"
+    with FakeArchive(SYNTH).run_in_thread() as archive:
+        assert crawl(archive.url, out, "--shards", "2")[0] == EXIT_OK
+        plan = plan_path(out, archive.url)
+        plan.write_text(damage(plan.read_text(encoding="utf-8")), encoding="utf-8")
+        for part in parts(out):
+            part.unlink()
+        status, _, err = crawl(archive.url, out, "--shards", "2")
+    assert status == EXIT_INCOMPLETE
+    assert "not a shard plan" in err
+    assert parts(out) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # nothing written outside
