@@ -20,9 +20,14 @@ so silent caps and overflowing answers are split as a crawl splits them):
 
 Layout of an output directory (one sub-directory per archive, Hive style)::
 
-    OUT/archive=<host>_<port>_<path>/plan.json             the shards (re-used by re-runs)
-    OUT/archive=<...>/checkpoints/<shard>.jsonl            each shard's crawl checkpoint
+    OUT/archive=<host>_<port>_<path>/_plan.json            the shards (re-used by re-runs)
+    OUT/archive=<...>/_checkpoints/<shard>.jsonl           each shard's crawl checkpoint
     OUT/archive=<...>/part-<shard>.parquet                 each finished shard's rows
+
+Only the parts are Parquet; what is not starts with ``_`` (and a part being
+written with ``.``), which dataset readers (pyarrow, pandas, Dask, Spark)
+skip, so ``OUT`` reads as one dataset.  A directory of an older aqido
+(``plan.json``, ``checkpoints/``) is renamed to this layout on first use.
 
 A part is written (through a temporary file, renamed) only when its shard's
 crawl finished complete, so re-running skips shards whose part exists and
@@ -184,7 +189,7 @@ def _day(day: _dt.date | None) -> str:
 
 def plan_path(out: Path, url: str) -> Path:
     """Where the plan of ``url``'s shards is kept under ``out``."""
-    return out / archive_dirname(url) / "plan.json"
+    return out / archive_dirname(url) / "_plan.json"
 
 
 def part_path(out: Path, url: str, shard: Shard) -> Path:
@@ -194,7 +199,18 @@ def part_path(out: Path, url: str, shard: Shard) -> Path:
 
 def checkpoint_path(out: Path, url: str, shard: Shard) -> Path:
     """The crawl checkpoint of one shard."""
-    return out / archive_dirname(url) / "checkpoints" / f"{shard.name}.jsonl"
+    return out / archive_dirname(url) / "_checkpoints" / f"{shard.name}.jsonl"
+
+
+def _adopt_older_layout(directory: Path) -> None:
+    """Rename an older aqido's ``plan.json`` and ``checkpoints/`` to this layout's names.
+
+    Planned again instead, the shards could differ from the parts already
+    written, and a study be in two parts.
+    """
+    for old, new in (("checkpoints", "_checkpoints"), ("plan.json", "_plan.json")):
+        if (directory / old).exists() and not (directory / new).exists():
+            os.replace(directory / old, directory / new)
 
 
 async def plan(
@@ -216,6 +232,7 @@ async def plan(
     from aqido.client import AsyncQidoRS
 
     path = plan_path(out, url)
+    _adopt_older_layout(path.parent)
     record = {
         "query": _query_record(_as_hierarchical(query)),
         "server": checkpoint_server(url),

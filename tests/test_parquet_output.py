@@ -242,3 +242,35 @@ def test_a_damaged_plan_is_a_named_failure(tmp_path: pathlib.Path, damage: Any) 
     assert "not a shard plan" in err
     assert parts(out) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # nothing written outside
+
+
+def test_the_output_directory_reads_as_one_dataset(tmp_path: pathlib.Path) -> None:
+    import pyarrow.dataset
+
+    with FakeArchive(SYNTH).run_in_thread() as archive:
+        status, _, err = crawl(archive.url, tmp_path, "--shards", "2", "--depth", "series")
+    assert status == EXIT_OK, err
+    (tmp_path / "archive=x").mkdir()  # a part being written elsewhere: hidden
+    (tmp_path / "archive=x" / ".part-y.parquet.0123456789ab.tmp").write_bytes(b"PAR1")
+    table = pyarrow.dataset.dataset(tmp_path, partitioning="hive").to_table()
+    assert table.num_rows == 8 * 2
+    assert len(set(table.column("SeriesInstanceUID").to_pylist())) == 8 * 2
+
+
+def test_an_older_layout_is_renamed_not_planned_again(tmp_path: pathlib.Path) -> None:
+    from aqido._shards import plan_path
+
+    with FakeArchive(SYNTH).run_in_thread() as archive:
+        assert crawl(archive.url, tmp_path, "--shards", "2")[0] == EXIT_OK
+        directory = plan_path(tmp_path, archive.url).parent
+        (directory / "_plan.json").rename(directory / "plan.json")
+        (directory / "_checkpoints").rename(directory / "checkpoints")
+        archive.reset_stats()
+        status, _, err = crawl(archive.url, tmp_path, "--shards", "2")
+        assert archive.requests == []  # the old plan was found: nothing listed again
+    assert status == EXIT_OK
+    assert err.count("already written") == 2
+    assert sorted(p.name for p in directory.iterdir() if not p.name.startswith("part-")) == [
+        "_checkpoints",
+        "_plan.json",
+    ]
