@@ -16,7 +16,9 @@ so silent caps and overflowing answers are split as a crawl splits them):
   below, the last open above, and each ends the day before the next begins,
   so a date nobody saw at planning time still falls in exactly one shard;
 * the studies **without a StudyDate** (no date range matches an empty value)
-  as lists of StudyInstanceUIDs, at most :data:`UIDS_PER_SHARD` per shard.
+  as lists of StudyInstanceUIDs, at most :data:`UIDS_PER_SHARD` per shard;
+  unless the date part is one shard without any date range (one shard asked
+  for, a query without dates), which lists them itself.
 
 Layout of an output directory (one sub-directory per archive, Hive style)::
 
@@ -138,7 +140,9 @@ def plan_shards(
     ``studies``: ``(StudyInstanceUID, StudyDate or None)`` of every matching
     study.  See the module docstring.  ``query``'s own date range bounds the
     outermost shards (they are open only where it is).  With no dated study,
-    the date part is one shard with the query's own range.
+    the date part is one shard with the query's own range.  Every study is in
+    exactly one shard: a date shard without any range is the whole query, so
+    then no undated shard repeats its undated studies.
     """
     if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
         raise ValueError(f"shards must be a positive int, not {shards!r}")
@@ -167,6 +171,8 @@ def plan_shards(
             running += per_day[day]
     out: list[Shard] = []
     starts: list[_dt.date | None] = [group[0] for group in groups] or [None]
+    if len(starts) == 1 and low is None and high is None:  # one shard with no date range:
+        undated = []  # it lists every study, the undated ones too (they would be there twice)
     for index, start in enumerate(starts):
         following = starts[index + 1] if index + 1 < len(starts) else None
         first = low if index == 0 else start

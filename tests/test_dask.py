@@ -84,13 +84,27 @@ def test_every_day_falls_in_exactly_one_shard(
     listed = [
         u for s in plan if s.query.StudyInstanceUID for u in s.query.StudyInstanceUID.split(",")
     ]
-    assert sorted(listed) == sorted(f"1.3.{i}" for i in range(undated))
+    unbounded = [s for s in dated if s.query.min_study_date is s.query.max_study_date is None]
+    if unbounded:  # the whole query: it lists the undated studies itself
+        assert listed == []
+    else:
+        assert sorted(listed) == sorted(f"1.3.{i}" for i in range(undated))
     assert all(
         len(s.query.StudyInstanceUID.split(",")) <= UIDS_PER_SHARD
         for s in plan
         if s.query.StudyInstanceUID
     )
     assert len({s.name for s in plan}) == len(plan)
+
+
+@pytest.mark.parametrize("dated", [0, 1, 5])
+def test_a_shard_without_a_date_range_is_the_only_one_with_the_undated(dated: int) -> None:
+    studies: list[tuple[str, dt.date | None]] = [("1.3.1", None), ("1.3.2", None)]
+    studies += [(f"1.2.{i}", dt.date(2024, 1, 1)) for i in range(dated)]
+    (only,) = plan_shards(HierarchicalQuery(), studies, shards=1)  # /studies: every study
+    assert only.query == HierarchicalQuery()
+    ranged = plan_shards(HierarchicalQuery(min_study_date=dt.date(2020, 1, 1)), studies, shards=1)
+    assert [s.query.StudyInstanceUID or None for s in ranged] == [None, "1.3.1,1.3.2"]
 
 
 def test_shards_are_sized_from_the_counts() -> None:
@@ -113,9 +127,8 @@ def test_the_querys_own_range_bounds_the_outer_shards() -> None:
 
 
 def test_a_shard_round_trips_through_json() -> None:
-    shard = plan_shards(
-        HierarchicalQuery(PatientID="P1", ModalitiesInStudy="CT"), [("1.2", None)], shards=1
-    )[1]
+    query = HierarchicalQuery(PatientID="P1", ModalitiesInStudy="CT", min_study_date="20200101")
+    shard = plan_shards(query, [("1.2", None)], shards=1)[1]  # the undated shard
     assert Shard.from_json(shard.to_json()) == shard
 
 

@@ -274,3 +274,31 @@ def test_an_older_layout_is_renamed_not_planned_again(tmp_path: pathlib.Path) ->
         "_checkpoints",
         "_plan.json",
     ]
+
+
+def _instance(study_uid: str, date: str | None) -> dict[str, Any]:
+    found = {
+        "0020000D": {"vr": "UI", "Value": [study_uid]},
+        "0020000E": {"vr": "UI", "Value": [study_uid + ".1"]},
+        "00080018": {"vr": "UI", "Value": [study_uid + ".1.1"]},
+        "00080016": {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.7"]},
+        "00080060": {"vr": "CS", "Value": ["OT"]},
+    }
+    if date is not None:
+        found["00080020"] = {"vr": "DA", "Value": [date]}
+    return found
+
+
+@pytest.mark.parametrize("shards", ["1", "3"])
+def test_undated_studies_are_written_once(tmp_path: pathlib.Path, shards: str) -> None:
+    dates = (None, "20240102", "20240305")
+    content = [_instance(f"1.2.9.{n}", dates[n % 3]) for n in range(6)]
+    with FakeArchive(content).run_in_thread() as archive:
+        status, _, err = crawl(archive.url, tmp_path, "--shards", shards)
+    assert status == EXIT_OK, err
+    uids = [
+        row["StudyInstanceUID"]
+        for part in parts(tmp_path)
+        for row in pq.read_table(part).to_pylist()
+    ]
+    assert sorted(uids) == [f"1.2.9.{n}" for n in range(6)]
