@@ -20,6 +20,10 @@ so silent caps and overflowing answers are split as a crawl splits them):
   unless the date part is one shard without any date range (one shard asked
   for, a query without dates), which lists them itself.
 
+Each shard records how many studies the listing put in it: its part holds
+only the studies that belong in it (:meth:`Shard.holds`), and a crawl that
+finds fewer is a failure of the shard rather than a smaller part.
+
 Layout of an output directory (one sub-directory per archive, Hive style)::
 
     OUT/archive=<host>_<port>_<path>/_plan.json            the shards (re-used by re-runs)
@@ -52,7 +56,12 @@ from typing import Any
 import attrs
 
 from aqido.checkpoint import CrawlCheckpoint, checkpoint_server
-from aqido.errors import CheckpointError, InvalidQueryError
+from aqido.errors import (
+    CheckpointError,
+    CrawlIncompleteError,
+    InvalidQueryError,
+    InvalidResponseError,
+)
 from aqido.partition import date_bounds
 from aqido.query import BaseQuery, HierarchicalQuery, QueryLevel
 
@@ -66,14 +75,38 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,99}")  # what plan_shards names:
 
 @attrs.frozen
 class Shard:
-    """One disjoint part of a sharded crawl: a name (for files and reports) and its study query."""
+    """One disjoint part of a sharded crawl: a name (for files and reports) and its study query.
+
+    ``studies``: how many studies the planning listing put in it (``None`` in
+    an older aqido's plan); its crawl must find at least as many.
+    """
 
     name: str
     query: HierarchicalQuery
+    studies: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready record of the shard (plan files, task arguments)."""
-        return {"name": self.name, "query": _query_record(self.query)}
+        record: dict[str, Any] = {"name": self.name, "query": _query_record(self.query)}
+        if self.studies is not None:
+            record["studies"] = self.studies
+        return record
+
+    def holds(self, uid: str, date: _dt.date | None) -> bool:
+        """Whether a study (its StudyInstanceUID and StudyDate) belongs in this shard (pure).
+
+        A server that does not match the shard's StudyDate range or UID list
+        answers with studies of other shards (or, matching an empty date in a
+        range, with undated ones): they are another shard's rows, not this one's.
+        """
+        if self.query.StudyInstanceUID:
+            return uid in self.query.StudyInstanceUID.split(",")
+        low, high = self.query.min_study_date, self.query.max_study_date
+        if low is None and high is None:
+            return True
+        if date is None:
+            return False
+        return (low is None or low <= date) and (high is None or date <= high)
 
     @classmethod
     def from_json(cls, record: Mapping[str, Any]) -> Shard:
@@ -81,7 +114,10 @@ class Shard:
         name = record["name"]
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise ValueError(f"{name!r} is not a shard name (letters, digits, '.' and '-')")
-        return cls(name=name, query=_query_from_record(record["query"]))
+        studies = record.get("studies")
+        if studies is not None and (type(studies) is not int or studies < 0):
+            raise ValueError(f"a shard's 'studies' must be a count, not {studies!r}")
+        return cls(name=name, query=_query_from_record(record["query"]), studies=studies)
 
 
 def _query_record(query: HierarchicalQuery) -> dict[str, Any]:
@@ -171,18 +207,22 @@ def plan_shards(
             running += per_day[day]
     out: list[Shard] = []
     starts: list[_dt.date | None] = [group[0] for group in groups] or [None]
+    counts = [sum(per_day[day] for day in group) for group in groups] or [0]
     if len(starts) == 1 and low is None and high is None:  # one shard with no date range:
-        undated = []  # it lists every study, the undated ones too (they would be there twice)
+        counts[0] += len(undated)  # it lists every study, the undated ones too
+        undated = []  # (in undated shards as well, they would be there twice)
     for index, start in enumerate(starts):
         following = starts[index + 1] if index + 1 < len(starts) else None
         first = low if index == 0 else start
         last = high if following is None else following - _dt.timedelta(days=1)
         name = f"date-{_day(first)}-{_day(last)}"
-        out.append(Shard(name, attrs.evolve(base, min_study_date=first, max_study_date=last)))
+        query = attrs.evolve(base, min_study_date=first, max_study_date=last)
+        out.append(Shard(name, query, studies=counts[index]))
     for index in range(0, len(undated), UIDS_PER_SHARD):
         chunk = sorted(undated[index : index + UIDS_PER_SHARD])
         digest = hashlib.sha256(",".join(chunk).encode()).hexdigest()[:12]
-        out.append(Shard(f"undated-{digest}", attrs.evolve(base, StudyInstanceUID=",".join(chunk))))
+        query = attrs.evolve(base, StudyInstanceUID=",".join(chunk))
+        out.append(Shard(f"undated-{digest}", query, studies=len(chunk)))
     return out
 
 
@@ -333,7 +373,7 @@ async def run_shard(
             pass
     counted: list[int] = [0]
     rows = write_parquet(
-        _batches(CrawlCheckpoint.read_studies(checkpoint), counted),
+        _batches(shard, CrawlCheckpoint.read_studies(checkpoint), counted),
         part,
         level=level,
     )
@@ -378,9 +418,18 @@ def _columns(schema: Any) -> list[tuple[str, str]]:
     ]
 
 
-def _batches(studies: Iterator[Any], counted: list[int]) -> Iterator[Sequence[Any]]:
+def _batches(shard: Shard, studies: Iterator[Any], counted: list[int]) -> Iterator[Sequence[Any]]:
+    """The shard's studies in batches, counted; other shards' studies left out (``Shard.holds``).
+
+    Raises :class:`~aqido.errors.CrawlIncompleteError` after the last batch
+    (so no part is written) when there are fewer studies than the planning
+    listing put in the shard: a server that does not match its StudyDate
+    range (``20240101-20240131`` taken for a literal value finds nothing).
+    """
     batch: list[Any] = []
     for study in studies:
+        if not shard.holds(str(study.StudyInstanceUID), study.StudyDate):
+            continue
         batch.append(study)
         counted[0] += 1
         if len(batch) >= BATCH:
@@ -388,3 +437,10 @@ def _batches(studies: Iterator[Any], counted: list[int]) -> Iterator[Sequence[An
             batch = []
     if batch:
         yield batch
+    if shard.studies is not None and counted[0] < shard.studies:
+        error = InvalidResponseError(
+            f"the shard's crawl found {counted[0]} of the {shard.studies} studies the planning "
+            "listing put in it: the server does not match its StudyDate range or UID list as "
+            "QIDO-RS does, or studies were deleted since (plan again into a new directory)"
+        )
+        raise CrawlIncompleteError([(shard.query, error)], {"STUDY": counted[0]})

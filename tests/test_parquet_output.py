@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from aqido import HierarchicalQuery
 from aqido.cli import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, main
 from aqido.results import Study
 from aqido.testing import FakeArchive, SyntheticArchive
@@ -302,3 +303,39 @@ def test_undated_studies_are_written_once(tmp_path: pathlib.Path, shards: str) -
         for row in pq.read_table(part).to_pylist()
     ]
     assert sorted(uids) == [f"1.2.9.{n}" for n in range(6)]
+
+
+def test_a_server_that_matches_no_date_range_is_not_an_empty_complete_crawl(
+    tmp_path: pathlib.Path,
+) -> None:
+    from aqido.profile import ServerProfile
+
+    # a server taking '-20240304' for a value, not a range: 200 and no match
+    literal = ServerProfile(date_ranges=False, open_date_ranges=False, bad_request_status=200)
+    content = [_instance(f"1.2.9.{n}", ("20240102", "20240305")[n % 2]) for n in range(6)]
+    with FakeArchive(content, profile=literal).run_in_thread() as archive:
+        status, _, err = crawl(archive.url, tmp_path, "--shards", "2")
+    assert status == EXIT_INCOMPLETE
+    assert err.count("found 0 of the 3 studies the planning listing put in it") == 2
+    assert parts(tmp_path) == []
+
+
+def test_studies_of_other_shards_are_left_out_of_a_shard() -> None:
+    from aqido._shards import Shard, _batches, plan_shards
+
+    dated = [study(f"1.2.{n}", StudyDate=("DA", [f"2024010{n}"])) for n in range(1, 5)]
+    undated = [study("1.3.1"), study("1.3.2", StudyDate=("DA", ["2024-01-02"]))]  # unreadable
+    listing = [(s.StudyInstanceUID, s.StudyDate) for s in dated + undated]
+    first, second, rest = plan_shards(HierarchicalQuery(), listing, shards=2)
+    assert (first.name, second.name, rest.studies) == ("date--20240102", "date-20240103-", 2)
+    everything = dated + undated  # what a server ignoring the range or UID list answers
+    kept: dict[str, list[str]] = {}
+    for shard in (first, second, rest):
+        counted = [0]
+        batches = _batches(shard, iter(everything), counted)
+        kept[shard.name] = [s.StudyInstanceUID for batch in batches for s in batch]
+        assert counted[0] == len(kept[shard.name]) == shard.studies
+    assert sorted(uid for uids in kept.values() for uid in uids) == sorted(
+        s.StudyInstanceUID for s in everything
+    )
+    assert Shard.from_json(first.to_json()) == first
