@@ -178,13 +178,17 @@ def crawl_to_parquet(
     level = QueryLevel(depth.name if isinstance(depth, QueryLevel) else str(depth).upper())
     base = HierarchicalQuery() if query is None else ensure_query_type(query)
     root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
     if (
         isinstance(max_concurrency, bool)
         or not isinstance(max_concurrency, int)
         or max_concurrency < 1
     ):
         raise ValueError(f"max_concurrency must be a positive int, not {max_concurrency!r}")
+    if shards is not None and (
+        isinstance(shards, bool) or not isinstance(shards, int) or shards < 1
+    ):
+        raise ValueError(f"shards must be a positive int, not {shards!r}")
+    root.mkdir(parents=True, exist_ok=True)
 
     with _dask_client(client, workers) as dask_client:
         n_workers = max(1, len(dask_client.scheduler_info().get("workers", {})))

@@ -220,6 +220,15 @@ def test_rerun_skips_finished_shards(cluster: Any, tmp_path: pathlib.Path) -> No
     assert keys(again) == keys(first)
 
 
+@pytest.mark.parametrize("shards", [0, -1, 2.0])
+def test_shards_must_be_a_positive_int_before_anything_runs(
+    tmp_path: pathlib.Path, shards: Any
+) -> None:
+    with pytest.raises(ValueError, match="shards must be a positive int"):
+        crawl_to_parquet("http://127.0.0.1:9/dicom-web", out=tmp_path / "out", shards=shards)
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_frame_holds_only_this_calls_archives(cluster: Any, tmp_path: pathlib.Path) -> None:
     with FakeArchive(SYNTH).run_in_thread() as one, FakeArchive(OTHER).run_in_thread() as two:
         crawl_to_parquet(one.url, out=tmp_path, client=cluster, shards=2)
