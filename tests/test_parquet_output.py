@@ -41,10 +41,10 @@ SYNTH = SyntheticArchive(seed=41, studies=8, series_per_study=2, instances_per_s
 OTHER = SyntheticArchive(seed=42, studies=5, series_per_study=1, instances_per_series=2)
 
 
-def run(*argv: str) -> tuple[int, str, str]:
+def run(*argv: str, environ: dict[str, str] | None = None) -> tuple[int, str, str]:
     """``aqido ARGV``: exit status, stdout, stderr."""
     out, err = io.StringIO(), io.StringIO()
-    status = main(list(argv), stdout=out, stderr=err, environ={})
+    status = main(list(argv), stdout=out, stderr=err, environ=environ or {})
     return status, out.getvalue(), err.getvalue()
 
 
@@ -339,3 +339,25 @@ def test_studies_of_other_shards_are_left_out_of_a_shard() -> None:
         s.StudyInstanceUID for s in everything
     )
     assert Shard.from_json(first.to_json()) == first
+
+
+def test_no_credential_reaches_the_output_directory_or_the_messages(
+    tmp_path: pathlib.Path,
+) -> None:
+    secret = "s3cret-Pw-4711"
+    broken = SYNTH.studies[0].study_instance_uid
+    with FakeArchive(SYNTH, basic_auth=("reader", secret)).run_in_thread() as archive:
+        archive.fail(f"/studies/{broken}/series", "500")  # a failure message too
+        status, out, err = run(
+            "crawl", archive.url, "--out", str(tmp_path), "--format", "parquet", "--shards", "2",
+            "--user", "reader", "--retries", "0", environ={"AQIDO_PASSWORD": secret},
+        )  # fmt: skip
+    assert status == EXIT_INCOMPLETE
+    assert len(parts(tmp_path)) == 1
+    for text in (out, err):
+        assert secret not in text
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+    for part in parts(tmp_path):  # Parquet metadata: the schema only, no URL
+        assert set(pq.read_metadata(part).metadata or {}) <= {b"ARROW:schema"}
