@@ -38,7 +38,8 @@ Safety:
 
 - **Nothing is dropped silently.**  Only a last line without its newline (a
   write cut short by a kill) is dropped.  Any other line that is not a valid
-  record (not JSON, too deeply nested, huge numbers, not UTF-8, not an object,
+  record (not JSON, too deeply nested, huge numbers, not UTF-8 or a lone
+  surrogate escape, not an object,
   a header, study or end record with the wrong types, a second header) raises
   :class:`~aqido.errors.CheckpointError` naming the line; so does any line
   :meth:`read_studies` cannot turn into results.  (A JSON object of a kind this
@@ -57,6 +58,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -72,6 +74,8 @@ if TYPE_CHECKING:  # pragma: no cover
 CHECKPOINT_VERSION = 1
 _STUDY_UID = "0020000D"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+#: A surrogate escape in a line: only then is the parsed line searched for a lone one.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _study_uid(study_json: dict[str, Any]) -> str | None:
@@ -103,6 +107,17 @@ def checkpoint_server(url: str) -> str:
     if port is not None and port != _DEFAULT_PORTS.get(scheme):
         host = f"{host}:{port}"
     return urlunsplit((scheme, host, parts.path.rstrip("/"), "", ""))
+
+
+def _has_lone_surrogate(record: object) -> bool:
+    """Whether a parsed line holds a lone surrogate (``"\\ud800"``): text no UTF-8 writer takes."""
+    from aqido._json import _check_strings
+
+    try:
+        _check_strings(record)
+    except ValueError:
+        return True
+    return False
 
 
 def _is_dict_list(value: object) -> bool:
@@ -199,7 +214,9 @@ class CrawlCheckpoint:
                 except ValueError as exc:  # a number too long to convert...
                     problem = f"not a JSON record ({exc})"
                 else:
-                    if isinstance(record, dict):
+                    if _SURROGATE_ESCAPE.search(raw) is not None and _has_lone_surrogate(record):
+                        problem = "not a JSON record (a lone surrogate: not UTF-8 text)"
+                    elif isinstance(record, dict):
                         problem = _record_error(record, number)
                     else:
                         problem = f"not a JSON object but {type(record).__name__}"

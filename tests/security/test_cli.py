@@ -541,7 +541,8 @@ def _good_file(tmp_path: pathlib.Path) -> tuple[pathlib.Path, list[bytes], str]:
 def test_a_bad_line_is_a_checkpoint_error_naming_it(tmp_path: pathlib.Path) -> None:
     path, lines, url = _good_file(tmp_path)
     assert len(lines) == 1 + 6 + 1  # header, studies, end
-    for bad in (b"{not json\n", b"[1, 2]\n", b'{"study": 7}\n', b"\xff\xfe\n", b"\n"):
+    surrogate = b'{"study": {"00081030": {"vr": "LO", "Value": ["\\ud800"]}}}\n'
+    for bad in (b"{not json\n", b"[1, 2]\n", b'{"study": 7}\n', b"\xff\xfe\n", b"\n", surrogate):
         damaged = [*lines[:3], bad, *lines[3:]]
         path.write_bytes(b"".join(damaged))
         for call in (
