@@ -99,8 +99,8 @@ class Shard:
         answers with studies of other shards (or, matching an empty date in a
         range, with undated ones): they are another shard's rows, not this one's.
         """
-        if self.query.StudyInstanceUID:
-            return uid in self.query.StudyInstanceUID.split(",")
+        if self.query.StudyInstanceUID and uid not in self.query.StudyInstanceUID.split(","):
+            return False
         low, high = self.query.min_study_date, self.query.max_study_date
         if low is None and high is None:
             return True

@@ -14,6 +14,7 @@ import pathlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import attrs
 import pytest
 
 from aqido import HierarchicalQuery
@@ -339,6 +340,19 @@ def test_studies_of_other_shards_are_left_out_of_a_shard() -> None:
         s.StudyInstanceUID for s in everything
     )
     assert Shard.from_json(first.to_json()) == first
+
+
+def test_a_date_shard_of_a_query_with_uids_checks_both() -> None:
+    from aqido._shards import Shard, plan_shards
+
+    uids = HierarchicalQuery(StudyInstanceUID="1.2.1,1.2.3")
+    (own,) = plan_shards(
+        uids, [("1.2.1", dt.date(2024, 1, 1)), ("1.2.3", dt.date(2024, 1, 3))], shards=1
+    )
+    ranged = Shard("r", attrs.evolve(own.query, max_study_date=dt.date(2024, 1, 2)))
+    assert [
+        ranged.holds(u, dt.date(2024, 1, d)) for u, d in [("1.2.1", 1), ("1.2.3", 3), ("1.2.2", 2)]
+    ] == [True, False, False]
 
 
 def test_no_credential_reaches_the_output_directory_or_the_messages(
