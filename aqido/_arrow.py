@@ -30,9 +30,11 @@ every other VR                       ``string``
 
 An attribute the dictionary allows several values for (VM other than 1, such
 as ``ModalitiesInStudy``) is a ``list<...>`` of that type.  A value that cannot
-be read for its VR is null (the raw text stays in the JSON output), and so
-is a single-valued attribute that came with several (non-empty) values: no
-value is kept while the others are dropped.  So is a number the column's
+be read for its VR is null (the raw text stays in the JSON output).  A
+single-valued attribute that came with several (non-empty) values keeps them
+all: in a ``string`` column joined with ``\\`` as DICOM writes several values
+(``Head\\Neck``), in any other column null (no one value is kept while the
+others are dropped).  A number the column's
 type cannot hold (an IS beyond ``int64``, a UV above 2**63 - 1), and an
 element given as a ``BulkDataURI`` or ``InlineBinary`` (its value is not in
 the answer as text: the URI or the base64 would pass for the value).
@@ -147,9 +149,14 @@ def _cell(value: Any, type_: Any, pa: Any) -> Any:
     if pa.types.is_list(type_):
         values = value if isinstance(value, tuple) else (value,)
         return [_cell(v, type_.value_type, pa) for v in values]
-    if isinstance(value, tuple):  # a single-valued column: one value, else null (none dropped)
+    if isinstance(value, tuple):  # a single-valued column given several values
         present = [v for v in value if v is not None]
-        return _cell(present[0], type_, pa) if len(present) == 1 else None
+        if len(present) == 1:
+            return _cell(present[0], type_, pa)
+        if present and pa.types.is_string(type_):  # all of them, as DICOM writes them: A\B
+            cells = [_cell(v, type_, pa) for v in present]
+            return None if None in cells else "\\".join(cells)
+        return None  # a number or a date: there is no one value to keep, and none is dropped
     if pa.types.is_string(type_):
         if isinstance(value, datetime.date | datetime.time):
             return value.isoformat()

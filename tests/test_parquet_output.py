@@ -64,7 +64,7 @@ STUDIES = [study(f"1.2.3.{n}", StudyDate=("DA", ["20240102"])) for n in range(6)
 # --- values -------------------------------------------------------------------------------------
 
 
-def test_several_values_in_a_single_valued_column_are_null_not_the_first() -> None:
+def test_several_values_in_a_single_valued_column_are_all_kept_or_null_not_the_first() -> None:
     studies = [
         study(
             "1.1",
@@ -75,7 +75,7 @@ def test_several_values_in_a_single_valued_column_are_null_not_the_first() -> No
         study("1.3", StudyDescription=("LO", ["Knee", ""])),  # an empty second value: no data lost
     ]
     table = to_arrow(studies, level="study")
-    assert table.column("StudyDescription").to_pylist() == [None, "Chest", "Knee"]
+    assert table.column("StudyDescription").to_pylist() == ["Head\\Neck", "Chest", "Knee"]
     assert table.column("StudyDate").to_pylist() == [None, dt.date(2024, 1, 4), None]
 
 
