@@ -281,6 +281,69 @@ def test_a_server_that_scales_gets_the_ceiling_within_a_few_round_trips() -> Non
     assert all(c.reason != "gradient" or c.limit >= 32 for c in limit.history)
 
 
+def test_a_far_server_that_scales_gets_the_ceiling_after_one_round_trip() -> None:
+    """The startup begins at 16: one round trip there, then the ceiling."""
+    limit = AdaptiveLimit(ceiling=64)
+    simulate(limit, SimServer(workers=10_000, service=0.05, jitter=0.1), requests=2000)
+    assert [(c.limit, c.reason) for c in limit.history[:2]] == [(16, "initial"), (64, "startup")]
+    assert limit.history[1].at <= 0.05 * 1.1 * 1.01  # when the first round's answers are in
+
+
+def test_the_first_round_is_judged_by_its_spread() -> None:
+    """16 requests sent together to a server that serves 4 at a time come back in four
+    waves.  The first round has no best latency to compare with (its own median would be
+    the best), but its median answer waited for others: the startup ends when all 16
+    are in, the fastest answer is the best latency, and the limit never goes past 16."""
+    limit = AdaptiveLimit(ceiling=64, probe_every=10**6)
+    assert limit.limit == 16
+    server = SimServer(workers=4, service=0.01, jitter=0.0)
+    result = simulate(limit, server, requests=400)
+    assert [c.reason for c in limit.history[:2]] == ["initial", "gradient"]
+    assert limit.history[1].at == pytest.approx(0.04)  # the first round waits for all 16
+    assert not limit.in_startup
+    assert limit.best_latency == pytest.approx(0.01)
+    assert max(c.limit for c in limit.history) == 16
+    assert result.max_in_flight == 16
+    assert server.knee <= limit.limit <= limit.tolerance * server.knee
+
+
+def spread_round(limit: AdaptiveLimit, now: float, fast: float, slow: float) -> float:
+    """A round of ``limit.limit`` requests sent at ``now``: an eighth answer after ``fast``,
+    the others after ``slow``.  Returns the end of the round."""
+    tickets = [limit.start(now) for _ in range(limit.limit)]
+    eighth = len(tickets) // 8
+    for i, ticket in enumerate(tickets):
+        limit.success(ticket, now + (fast if i < eighth else slow))
+    return now + slow
+
+
+def test_only_the_first_round_is_judged_by_its_spread() -> None:
+    """Later rounds compare their median with the best latency seen: the same spread in a
+    round at 16 after a startup step from 4 does not end the startup."""
+    first = AdaptiveLimit(initial=16, ceiling=64)
+    spread_round(first, 0.0, 0.02, 0.05)
+    assert not first.in_startup
+    assert first.best_latency == pytest.approx(0.02)
+    assert [c.reason for c in first.history] == ["initial", "gradient"]  # no startup step
+
+    later = AdaptiveLimit(initial=4, ceiling=64)
+    now = feed(later, 0.0, 0.05)  # no spread: 4 -> 16
+    assert later.limit == 16
+    spread_round(later, now, 0.02, 0.05)
+    assert later.in_startup
+    assert later.limit == 64
+    assert later.best_latency == pytest.approx(0.05)
+
+
+def test_a_first_round_spread_by_less_than_the_tolerance_keeps_the_startup() -> None:
+    """Answers that arrive together also wait for the client to read them: a spread
+    up to ``tolerance`` is no queue at the server."""
+    limit = AdaptiveLimit(ceiling=64)
+    spread_round(limit, 0.0, 0.05, 0.05 * 1.9)
+    assert limit.in_startup
+    assert limit.limit == 64
+
+
 def test_a_server_that_collapses_when_overloaded_is_kept_below_the_collapse() -> None:
     """Orthanc-like: 4 workers, and past 30 requests at the server everything is 4x slower."""
     server = SimServer(workers=4, service=0.003, collapse_above=30)

@@ -197,7 +197,7 @@ async def test_feedback_without_respecting_retry_after() -> None:
 async def test_auto_is_validated_and_shown() -> None:
     client = AsyncQidoRS("http://127.0.0.1:1/dicom-web", max_concurrency="auto")
     assert "max_concurrency='auto'" in repr(client)
-    assert client.concurrency_limit == 4
+    assert client.concurrency_limit == 16
     assert client.adaptive_limiter is None  # not opened yet
     with pytest.raises(ValueError, match="max_concurrency"):
         AsyncQidoRS("http://127.0.0.1:1", max_concurrency="fast")  # type: ignore[arg-type]
@@ -273,11 +273,10 @@ async def test_the_limit_moves_and_every_request_holds_a_slot() -> None:
         assert limiter is not None
         history = [change.limit for change in limiter.history]
     assert len(studies) == 40
-    assert history[0] == 4
-    assert max(history) >= 16  # the first round saw no queueing: the startup grew it
+    assert history[0] == 16
     assert archive.peak_concurrency > 4
     assert archive.peak_concurrency <= max(history)
-    assert stats.concurrency_history[0][1] == 4
+    assert stats.concurrency_history[0][1] == 16
     assert len(stats.concurrency_history) > 1
     assert stats.concurrency_limit == stats.concurrency_history[-1][1]
     assert [t for t, _ in stats.concurrency_history] == sorted(
@@ -328,7 +327,7 @@ def test_blocking_client_auto() -> None:
         FakeArchive(SYNTHETIC, latency=0.01).run_in_thread() as archive,
         QidoRS(archive.url, max_concurrency="auto", max_concurrency_limit=8) as client,
     ):
-        assert client.concurrency_limit == 4
+        assert client.concurrency_limit == 8  # the initial 16, under the ceiling
         studies = list(client.crawl())
         assert 1 <= client.concurrency_limit <= 8
     assert len(studies) == 40
