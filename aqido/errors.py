@@ -40,8 +40,9 @@ cancellation always propagates untouched.
 
 from __future__ import annotations
 
+import copyreg
 from collections.abc import Iterable, Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
@@ -112,7 +113,24 @@ def excerpt(body: bytes | str | None, limit: int = EXCERPT_LENGTH) -> str:
 
 
 class QidoError(Exception):
-    """Base class of every exception aqido raises on purpose."""
+    """Base class of every exception aqido raises on purpose.
+
+    Every one pickles (and copies): it crosses process boundaries, from a Dask
+    worker or a ``multiprocessing`` / ``ProcessPoolExecutor`` child to the
+    caller, as the same class with the same message and attributes.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Python's default rebuilds an exception as ``type(self)(*self.args)``, which calls
+        # __init__ with the finished message: the subclasses' own signatures (status, url,
+        # path=, failures...) reject it or garble it.  Rebuilt instead the way pickle rebuilds
+        # a plain object, without __init__: the same args, then the same attributes.  That is
+        # exactly the state the default pickles (args and __dict__): what the exception
+        # already exposes (its URL redacted, the body's excerpt), never a constructor input
+        # it did not keep (a URL with credentials, a whole body).  copyreg.__newobj__ is
+        # pickle's own cls.__new__(cls, *args) (the NEWOBJ opcode): a pickle names the class only.
+        newobj = copyreg.__newobj__  # type: ignore[attr-defined]  # not in typeshed's copyreg
+        return (newobj, (type(self), *self.args), dict(vars(self)) or None)
 
 
 class InvalidQueryError(QidoError, ValueError):
