@@ -19,8 +19,11 @@ What holds:
 * **Failures.**  A shard task that fails (an incomplete crawl, a worker that
   died) is retried by Dask (``task_retries``); one that still fails is reported by
   name in a :class:`~aqido.errors.CrawlIncompleteError` after every other
-  shard has finished, its query in ``failures``.  So is an archive whose
-  planning failed (its study listing): the other archives are crawled.
+  shard has finished, its query in ``failures`` with the worker's own
+  exception (aqido's exceptions pickle: the shard crawl's
+  ``CrawlIncompleteError`` arrives as itself, its failures, URLs and statuses
+  included).  So is an archive whose planning failed (its study listing):
+  the other archives are crawled.
 * **One limit per archive across the cluster.**  Each archive's requests in
   flight stay within ``max_concurrency`` on the whole cluster: every shard
   crawl runs with ``shard_concurrency`` requests in flight and holds one lease
@@ -103,7 +106,11 @@ def _shard_task(
 
 
 def _qido(exc: Exception) -> QidoError:
-    """A task's exception as a QidoError (a worker's other errors by type and message)."""
+    """A task's exception as a QidoError: aqido's as they are, others by type and message.
+
+    aqido's exceptions pickle, so a worker's arrives as itself (class, URL, status...);
+    anything else (a worker's ``KeyError``, distributed's own errors) is wrapped.
+    """
     return exc if isinstance(exc, QidoError) else QidoError(f"{type(exc).__name__}: {exc}")
 
 

@@ -19,7 +19,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aqido import CrawlIncompleteError, HierarchicalQuery, QidoRS
+from aqido import (
+    CrawlFailure,
+    CrawlIncompleteError,
+    CrawlStats,
+    HierarchicalQuery,
+    NotFoundError,
+    QidoError,
+    QidoRS,
+    ServerError,
+)
 from aqido._shards import UIDS_PER_SHARD, Shard, plan_shards
 from aqido.testing import FakeArchive, Faults, SyntheticArchive
 
@@ -27,7 +36,7 @@ distributed = pytest.importorskip("distributed")
 pytest.importorskip("pyarrow")
 dd = pytest.importorskip("dask.dataframe")
 
-from aqido.dask import crawl_to_parquet  # noqa: E402 - after the importorskips
+from aqido.dask import _qido, crawl_to_parquet  # noqa: E402 - after the importorskips
 
 SYNTH = SyntheticArchive(seed=21, studies=48, series_per_study=2, instances_per_series=2)
 OTHER = SyntheticArchive(seed=22, studies=12, series_per_study=1, instances_per_series=3)
@@ -194,6 +203,46 @@ def cluster() -> Iterator[Any]:
         yield client
 
 
+def test_a_workers_aqido_error_arrives_as_itself(cluster: Any) -> None:
+    """An aqido exception raised in a worker process reaches the client with its class and state."""
+    url = "http://alice:secret@127.0.0.1:9/dicom-web/studies/1.2/series"
+
+    def not_found() -> None:  # local: sent to the worker by value
+        raise NotFoundError(404, url, b"no such study", reason="Not Found")
+
+    def incomplete() -> None:
+        stats = CrawlStats()
+        error = ServerError(503, url, b"busy", headers={"Retry-After": "2"})
+        stats.failures.append(CrawlFailure(HierarchicalQuery(StudyInstanceUID="1.2"), error))
+        raise CrawlIncompleteError(stats.failures, {"STUDY": 3}, stats=stats)
+
+    with pytest.raises(NotFoundError) as info:
+        cluster.submit(not_found, pure=False).result()
+    assert info.value.status == 404
+    assert info.value.url == "http://127.0.0.1:9/dicom-web/studies/1.2/series"
+    assert info.value.body_excerpt == "no such study"
+    assert str(info.value) == str(NotFoundError(404, url, b"no such study", reason="Not Found"))
+    assert _qido(info.value) is info.value
+
+    with pytest.raises(CrawlIncompleteError) as crawl:
+        cluster.submit(incomplete, pure=False).result()
+    (failure,) = crawl.value.failures
+    assert failure.query == HierarchicalQuery(StudyInstanceUID="1.2")
+    assert isinstance(failure.error, ServerError)
+    assert failure.error.status == 503
+    assert failure.error.headers == {"Retry-After": "2"}
+    assert crawl.value.counts == {"STUDY": 3}
+    assert isinstance(crawl.value.stats, CrawlStats)
+
+
+def test_qido_keeps_aqido_errors_and_wraps_the_others() -> None:
+    error = NotFoundError(404, "http://h/studies")
+    assert _qido(error) is error
+    wrapped = _qido(KeyError("StudyDate"))
+    assert type(wrapped) is QidoError
+    assert str(wrapped) == "KeyError: 'StudyDate'"
+
+
 def test_sharded_crawl_equals_the_single_process_crawl(
     cluster: Any, tmp_path: pathlib.Path
 ) -> None:
@@ -243,6 +292,7 @@ def test_a_shard_that_keeps_failing_is_reported_by_name(
 ) -> None:
     broken = OTHER.studies[0].study_instance_uid
     with FakeArchive(OTHER).run_in_thread() as archive:
+        url = archive.url
         archive.fail(f"/studies/{broken}/series", "500")
         with pytest.raises(CrawlIncompleteError) as info:
             crawl_to_parquet(
@@ -251,6 +301,12 @@ def test_a_shard_that_keeps_failing_is_reported_by_name(
     (failure,) = info.value.failures
     assert "archive=127.0.0.1_" in str(failure.query)
     assert "date-" in str(failure.query)
+    # the worker's own exception, as the shard's crawl raised it: its failures, its status
+    assert type(failure.error) is CrawlIncompleteError
+    (inner,) = failure.error.failures
+    assert isinstance(inner.error, ServerError)
+    assert inner.error.status == 500
+    assert inner.error.url == f"{url}/studies/{broken}/series"
     parts = list(tmp_path.glob("archive=*/part-*.parquet"))
     assert len(parts) == 2  # the other shards are written
 
@@ -283,8 +339,15 @@ def test_an_archive_whose_planning_fails_is_named_and_the_others_are_crawled(
             )
         expected_two = single_process(two.url)
         name_one, name_two = archive_dirname(one.url), archive_dirname(two.url)
+        url_one = one.url
     (failure,) = info.value.failures
     assert str(failure.query).startswith(f"{name_one} (planning its shards)")
+    # the planning task's own exception (its listing's crawl), not a wrapper of its text
+    assert type(failure.error) is CrawlIncompleteError
+    (inner,) = failure.error.failures
+    assert isinstance(inner.error, ServerError)
+    assert inner.error.status == 500
+    assert inner.error.url == f"{url_one}/studies"
     rows = dd.read_parquet(sorted(str(p) for p in (tmp_path / name_two).glob("part-*.parquet")))
     assert keys(rows.compute()) == expected_two
 
