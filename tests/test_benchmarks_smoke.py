@@ -96,7 +96,7 @@ def test_every_crawl_client_finds_the_whole_archive(report: dict[str, Any]) -> N
         if row["family"] == "aqido auto":  # no bare aiohttp at an adaptive limit
             assert row["x_bare"] is None
             [history] = row["limit_history"]
-            assert history[0][1] == 4  # the initial limit, then its changes
+            assert history[0][1] == 16  # the initial limit, then its changes
             assert all(1 <= limit <= row["concurrency"] for _, limit in history)
         else:
             assert row["x_bare"] is not None
