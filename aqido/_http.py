@@ -23,6 +23,7 @@ from yarl import URL
 
 from aqido._search_results import SearchResults as SearchResults
 from aqido.errors import (
+    SESSION_COOKIE_HEADERS,
     RequestTimeoutError,
     TLSError,
     TransportError,
@@ -67,7 +68,7 @@ class map_aiohttp_errors:  # lower case: used like a function, `with map_aiohttp
             return
         url = self.url
         if isinstance(exc, aiohttp.ClientResponseError):
-            _forget_request_headers(exc)
+            _forget_secret_headers(exc)
         if isinstance(exc, asyncio.TimeoutError | TimeoutError):  # aiohttp.ServerTimeoutError too
             raise RequestTimeoutError(f"request timed out ({type(exc).__name__})", url=url) from exc
         if isinstance(exc, aiohttp.ClientSSLError | aiohttp.ServerFingerprintMismatch):
@@ -84,16 +85,27 @@ class map_aiohttp_errors:  # lower case: used like a function, `with map_aiohttp
             raise TransportError(f"{type(exc).__name__}: {exc}", url=url) from exc
 
 
-def _forget_request_headers(exc: aiohttp.ClientResponseError) -> None:
-    """Drop the request's headers from an aiohttp error that aqido chains as its cause.
+def _forget_secret_headers(exc: aiohttp.ClientResponseError) -> None:
+    """Drop the request's headers and the response's cookies from an aiohttp error aqido chains.
 
-    aiohttp keeps them in ``request_info`` (its ``repr`` shows them): the
+    aiohttp keeps the request's in ``request_info`` (its ``repr`` shows them): the
     ``Authorization`` of the client, a ``Cookie``, a proxy's credentials, a
-    caller's API-key header.  The error stays chained for debugging, minus them.
+    caller's API-key header; and, when it had them, the response's in ``headers``:
+    a ``Set-Cookie`` (as :class:`~aqido.errors.HTTPStatusError` leaves it out).  The
+    error stays chained for debugging, minus them.
     """
     info = exc.request_info
     if info is not None and info.headers:
         exc.request_info = info._replace(headers=CIMultiDictProxy(CIMultiDict()))
+    received = exc.headers
+    if received is not None and any(k.lower() in SESSION_COOKIE_HEADERS for k in received):
+        exc.headers = CIMultiDictProxy(
+            CIMultiDict(
+                (name, value)
+                for name, value in received.items()
+                if name.lower() not in SESSION_COOKIE_HEADERS
+            )
+        )
 
 
 def is_stale_connection(error: TransportError) -> bool:

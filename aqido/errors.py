@@ -77,6 +77,10 @@ __all__ = [
 #: Longest body excerpt kept on an exception, in characters.
 EXCERPT_LENGTH = 200
 
+#: Response headers an :class:`HTTPStatusError` leaves out of its ``headers`` (lower case):
+#: a server's session cookies.  The client's cookie jar already took them.
+SESSION_COOKIE_HEADERS = frozenset({"set-cookie", "set-cookie2"})
+
 
 def redact_url(url: object) -> str:
     """Return ``url`` as a string with any ``user:password@`` part removed.
@@ -228,7 +232,12 @@ class HTTPStatusError(QidoError):
         url: the request URL with credentials removed.
         body_excerpt: the first characters of the response body, whitespace collapsed
             (the message shows its ``repr``: control characters escaped).
-        headers: the response headers (a plain, case-preserving mapping).
+        headers: the response headers (a plain, case-preserving mapping), without
+            ``Set-Cookie`` and ``Set-Cookie2`` (any case): a session cookie is a
+            secret, and an exception travels (pickles, reprs, error reports) where
+            the cookie must not.  The client's cookie jar already took it; the others
+            (``Retry-After``, ``Content-Type``, ``WWW-Authenticate``, ``Warning``...)
+            are kept.
     """
 
     def __init__(
@@ -244,7 +253,14 @@ class HTTPStatusError(QidoError):
         self.url = redact_url(url)
         self.body_excerpt = excerpt(body)
         self.reason = reason
-        self.headers: Mapping[str, str] = dict(headers or {})
+        # Left out rather than replaced by a marker: every value kept is one the server sent
+        # (a placeholder would read as a cookie to code that parses the header), and no
+        # path (pickle, repr, a debugger, an error tracker) can see the cookie.
+        self.headers: Mapping[str, str] = {
+            name: value
+            for name, value in dict(headers or {}).items()
+            if name.lower() not in SESSION_COOKIE_HEADERS
+        }
         message = f"HTTP {status}{' ' + reason if reason else ''} for {self.url}"
         if self.body_excerpt:  # the server's text, as a repr: a traceback prints no ESC of it
             message += f": {self.body_excerpt!r}"

@@ -18,6 +18,7 @@ import io
 import json
 import logging
 import os
+import pickle
 import socket
 import ssl
 import subprocess
@@ -36,17 +37,23 @@ import pytest
 import trustme
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from aqido import cli
+from aqido._http import map_aiohttp_errors
 from aqido.blocking import QidoRS
 from aqido.client import MAX_REDIRECTS, AsyncQidoRS
 from aqido.errors import (
     ClientClosedError,
+    HTTPStatusError,
     InvalidResponseError,
     QidoError,
     RedirectError,
     ResponseTooLargeError,
+    ServerError,
     TLSError,
+    TransportError,
 )
 from aqido.retry import Retry, Timeout
 
@@ -1130,3 +1137,99 @@ async def test_a_chained_aiohttp_error_keeps_no_request_header() -> None:
     for text in (repr(cause), str(cause), repr(cause.request_info), str(info.value)):
         assert "tok-secret-123" not in text
         assert "key-secret-456" not in text
+
+
+# --- a server's session cookie on an error answer -----------------------------------------------
+
+
+async def busy_with_cookies(request: web.BaseRequest) -> web.StreamResponse:
+    """503 with Retry-After and session cookies under every spelling of the header."""
+    response = web.Response(
+        status=503,
+        text="busy, come back later",
+        headers={"Retry-After": "1", "WWW-Authenticate": 'Bearer realm="pacs"'},
+    )
+    response.set_cookie("session", SECRET)  # Set-Cookie
+    response.headers.add("set-cookie", f"lb={SECRET}; Path=/")  # lower case, repeated
+    response.headers.add("Set-Cookie2", f'old="{SECRET}"; Version=1')
+    return response
+
+
+def assert_no_cookie(error: HTTPStatusError) -> None:
+    assert not [name for name in error.headers if name.lower().startswith("set-cookie")]
+    for text in (str(error), repr(error), repr(error.headers), repr(vars(error)), repr(error.args)):
+        assert SECRET not in text
+    assert SECRET.encode() not in pickle.dumps(error)
+
+
+@pytest.mark.anyio
+async def test_an_http_status_error_keeps_no_session_cookie() -> None:
+    # The client's cookie jar takes the cookie; the exception, which travels (pickled from
+    # a Dask worker, shown in a repr, a debugger, an error report), must not hold it.
+    with serve(busy_with_cookies) as server:
+        async with AsyncQidoRS(server.url, retries=0) as client:
+            with pytest.raises(ServerError) as info:
+                await client.search({})
+    error = info.value
+    assert error.status == 503
+    assert error.body_excerpt == "busy, come back later"
+    assert_no_cookie(error)
+    assert error.headers["Retry-After"] == "1"  # the other headers stay, as they came
+    assert error.headers["WWW-Authenticate"] == 'Bearer realm="pacs"'
+    assert "Content-Type" in error.headers
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is ServerError
+    assert again.headers == error.headers
+    # The retry logic reads Retry-After from the exception: it still waits the second asked.
+    delay = Retry(max_attempts=4, backoff_base=0.001, backoff_max=0.002).next_delay(
+        error, attempt=1, elapsed=0.0
+    )
+    assert delay == 1.0
+
+
+def test_an_http_status_error_built_by_hand_keeps_no_session_cookie() -> None:
+    # Every path that builds one (the client, the probe, a caller) goes through __init__.
+    error = HTTPStatusError(
+        503,
+        "http://127.0.0.1/dicom-web/studies",
+        b"busy",
+        headers={
+            "SET-COOKIE": f"a={SECRET}",
+            "set-cookie2": f"b={SECRET}",
+            "Set-Cookie": f"c={SECRET}",
+            "Retry-After": "7",
+            "Warning": "299 pacs: busy",
+        },
+    )
+    assert_no_cookie(error)
+    assert error.headers == {"Retry-After": "7", "Warning": "299 pacs: busy"}
+
+
+def test_the_cli_shows_no_session_cookie() -> None:
+    with serve(busy_with_cookies) as server:
+        code, out, err = run_cli("search", server.url, "--retries", "0")
+    assert code == 1
+    assert "503" in err
+    assert SECRET not in out + err
+
+
+def test_a_chained_aiohttp_error_keeps_no_session_cookie() -> None:
+    # aiohttp's ClientResponseError may hold the response's headers (its repr shows them).
+    received = CIMultiDict(
+        [("Set-Cookie", f"session={SECRET}"), ("set-cookie2", SECRET), ("Retry-After", "1")]
+    )
+    info = aiohttp.RequestInfo(
+        URL("http://127.0.0.1/dicom-web/studies"), "GET", CIMultiDictProxy(CIMultiDict())
+    )
+    with (
+        pytest.raises(TransportError) as raised,
+        map_aiohttp_errors("http://127.0.0.1/dicom-web/studies"),
+    ):
+        raise aiohttp.ClientResponseError(
+            info, (), status=400, message="bad", headers=CIMultiDictProxy(received)
+        )
+    cause = raised.value.__cause__
+    assert isinstance(cause, aiohttp.ClientResponseError)
+    assert cause.headers is not None
+    assert list(cause.headers.items()) == [("Retry-After", "1")]
+    assert SECRET not in repr(cause) + str(cause) + str(raised.value)
