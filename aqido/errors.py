@@ -361,6 +361,16 @@ class ResultsTruncatedError(InvalidResponseError):
     """
 
 
+#: Failures a :class:`CrawlIncompleteError`'s message lists, one line each (the rest are counted).
+LISTED_FAILURES = 20
+
+#: Longest line of a failure in a :class:`CrawlIncompleteError`'s message, in characters.
+FAILURE_LINE_LENGTH = 300
+
+#: Longest query in such a line, in characters: the error keeps the rest of the line.
+_FAILURE_QUERY_LENGTH = 150
+
+
 class CrawlFailure(NamedTuple):
     """One part of a crawl that could not be fetched: the query and the error (after retries).
 
@@ -374,6 +384,22 @@ class CrawlFailure(NamedTuple):
         return f"{self.query}: {type(self.error).__name__}: {self.error}"
 
 
+def _failure_line(failure: CrawlFailure) -> str:
+    """``failure`` as one line of at most :data:`FAILURE_LINE_LENGTH` characters.
+
+    The query is cut to :data:`_FAILURE_QUERY_LENGTH` (a list of 50 UIDs is
+    1,500), and the error keeps only its message's first line (a shard's
+    ``CrawlIncompleteError`` has one line per failure): that line, its type's
+    name and the query's start are what a reader needs; ``failures`` has the rest.
+    """
+    query = excerpt(str(failure.query), _FAILURE_QUERY_LENGTH)
+    first = next((line for line in str(failure.error).splitlines() if line.strip()), "")
+    error = f"{type(failure.error).__name__}: {first}"
+    indent = "  - "
+    room = FAILURE_LINE_LENGTH - len(indent) - len(query) - len(": ")
+    return f"{indent}{query}: {excerpt(error, room)}"
+
+
 class CrawlIncompleteError(QidoError):
     """A bulk crawl finished without fetching everything it was asked for.
 
@@ -381,6 +407,13 @@ class CrawlIncompleteError(QidoError):
     out, unless the caller opted into partial results.  Nothing is silently
     lost: ``failures`` lists every part that could not be fetched, and
     ``counts`` says how many items per level were fetched.
+
+    The message lists the first :data:`LISTED_FAILURES` failures, one line of
+    at most :data:`FAILURE_LINE_LENGTH` characters each (the query's start, the
+    error's type and the first line of its message), and counts the others: it
+    stays a few kilobytes however many failures, however long their queries,
+    and however nested their errors (a shard's own ``CrawlIncompleteError``).
+    ``failures`` holds them all, whole.
 
     Attributes:
         failures: a :class:`CrawlFailure` ``(query, error)`` for each part that failed
@@ -408,9 +441,11 @@ class CrawlIncompleteError(QidoError):
             f"crawl incomplete: {len(self.failures)} part(s) could not be fetched"
             + (f" (fetched {got})" if got else "")
         ]
-        lines += [f"  - {failure}" for failure in self.failures[:20]]
-        if len(self.failures) > 20:
-            lines.append(f"  ... and {len(self.failures) - 20} more")
+        # Bounded: a long message is unreadable, and distributed replaces an exception whose
+        # message passes 10,000 characters by a plain Exception (it cannot rebuild this class).
+        lines += [_failure_line(failure) for failure in self.failures[:LISTED_FAILURES]]
+        if len(self.failures) > LISTED_FAILURES:
+            lines.append(f"  ... and {len(self.failures) - LISTED_FAILURES} more")
         super().__init__("\n".join(lines))
 
 

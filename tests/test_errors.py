@@ -6,7 +6,10 @@ import pytest
 
 from aqido import errors
 from aqido.errors import (
+    FAILURE_LINE_LENGTH,
+    LISTED_FAILURES,
     BadRequestError,
+    CrawlFailure,
     CrawlIncompleteError,
     HTTPStatusError,
     InvalidQueryError,
@@ -23,6 +26,7 @@ from aqido.errors import (
     excerpt,
     redact_url,
 )
+from aqido.query import HierarchicalQuery, QueryLevel, RelationalQuery
 
 
 def test_every_error_is_a_qido_error() -> None:
@@ -146,6 +150,72 @@ def test_crawl_incomplete_error_lists_failures() -> None:
     assert "/studies/1.0/series" in text
     assert "and 5 more" in text
     assert len(err.failures) == 25
+
+
+UIDS = [f"1.2.826.0.1.3680043.8.498.{i}" for i in range(50)]
+
+
+def _shard_error(shard: int) -> CrawlIncompleteError:
+    """A Dask shard's crawl error: 21 failures of 50-UID queries, each a 1,700-character line."""
+    query = HierarchicalQuery(StudyInstanceUID=UIDS)
+    url = f"http://h/dicom-web{query}"
+    return CrawlIncompleteError(
+        [(query, ServerError(503, url, b"busy " * 100)) for _ in range(21)],
+        counts={"STUDY": shard},
+    )
+
+
+def test_crawl_incomplete_error_message_is_bounded() -> None:
+    series = RelationalQuery(StudyInstanceUID=UIDS, query_level=QueryLevel.SERIES)
+    failures = [(f"shard date-{i:04d}: {series}", _shard_error(i)) for i in range(22)]
+    failures += [(series, ServerError(503, f"http://h/dicom-web{series}", b"x" * 500))] * 3
+    error = CrawlIncompleteError(failures, counts={"STUDY": 10, "SERIES": 3})
+    text = str(error)
+    lines = text.split("\n")
+    # The header, 20 failures and the count of the others, each at most 300 characters:
+    # at most 22 x 301 = 6,622 characters, whatever the queries and the nested errors
+    # (unbounded, this one was 1.3 million; distributed gives up at 10,000).
+    assert len(lines) == 1 + LISTED_FAILURES + 1
+    assert all(len(line) <= FAILURE_LINE_LENGTH for line in lines), max(map(len, lines))
+    assert len(text) <= 22 * (FAILURE_LINE_LENGTH + 1)
+    assert (
+        lines[0] == "crawl incomplete: 25 part(s) could not be fetched (fetched 10 study, 3 series)"
+    )
+    assert lines[-1] == "  ... and 5 more"
+    # Each line: the query's start, the error's type and its message's first line.
+    first = lines[1]
+    assert first.startswith(f"  - shard date-0000: /series?StudyInstanceUID={UIDS[0]},")
+    assert "…: CrawlIncompleteError: crawl incomplete: 21 part(s) could not be fetched" in first
+    assert first.endswith("(fetched 0 study)")
+    # The failures stay complete and unchanged: the same queries and error objects.
+    assert error.failures == tuple(CrawlFailure(query, exc) for query, exc in failures)
+    assert all(got.error is exc for got, (_, exc) in zip(error.failures, failures, strict=True))
+    assert len(str(error.failures[0].error).splitlines()) == 22
+    assert str(error.failures[0]).startswith(f"shard date-0000: {series}: CrawlIncompleteError")
+
+
+def test_a_long_one_line_failure_is_cut_with_an_ellipsis() -> None:
+    query = HierarchicalQuery(StudyInstanceUID=UIDS)
+    url = f"http://h/dicom-web{query}"  # the message holds this 1,500-character URL
+    error = CrawlIncompleteError([(query, ServerError(503, url, b"busy"))])
+    line = str(error).split("\n")[1]
+    assert len(line) == FAILURE_LINE_LENGTH
+    assert line.startswith(f"  - /studies?StudyInstanceUID={UIDS[0]},")
+    assert ": ServerError: HTTP 503 for http://h/dicom-web/studies?" in line
+    assert line.endswith("…")
+    short = CrawlIncompleteError([("/studies/1.2/series", ServerError(503, "http://h/x"))])
+    assert str(short).split("\n")[1] == (
+        "  - /studies/1.2/series: ServerError: HTTP 503 for http://h/x"
+    )
+
+
+def test_distributed_keeps_a_crawl_incomplete_error_as_itself() -> None:
+    # distributed replaces an exception whose message passes 10,000 characters with
+    # type(exc)("Long error message", text), which this class cannot take: a plain Exception.
+    utils = pytest.importorskip("distributed.utils")
+    query = HierarchicalQuery(StudyInstanceUID=UIDS)
+    error = CrawlIncompleteError([(f"shard {i}: {query}", _shard_error(i)) for i in range(25)])
+    assert utils.truncate_exception(error) is error
 
 
 def test_errors_module_is_a_leaf() -> None:

@@ -103,6 +103,13 @@ def _http(cls: type[HTTPStatusError], status: int) -> list[BaseException]:
     ]
 
 
+#: A query with 50 UIDs (1,500 characters).
+LONG = RelationalQuery(
+    StudyInstanceUID=[f"1.2.826.0.1.3680043.8.498.{i}" for i in range(50)],
+    query_level=QueryLevel.SERIES,
+)
+
+
 def _stats() -> CrawlStats:
     """A CrawlStats as a crawl leaves it: counters, failures, times, concurrency history."""
     stats = CrawlStats()
@@ -131,6 +138,15 @@ def _incomplete() -> list[BaseException]:
         CrawlIncompleteError([]),
         CrawlIncompleteError(
             [("shard date-0001", CrawlIncompleteError(stats.failures, stats.counts()))]
+        ),
+        CrawlIncompleteError(  # a message cut short: long queries, nested errors
+            [
+                (
+                    f"shard date-{i:04d}: {LONG}",
+                    CrawlIncompleteError([(LONG, NotFoundError(404, f"{URL}{LONG}"))] * 21),
+                )
+                for i in range(25)
+            ]
         ),
     ]
 
