@@ -78,7 +78,8 @@ def _round(count: int) -> bool:
 
 
 def _level_key(level: QueryLevel | str) -> str:
-    return level.name if isinstance(level, QueryLevel) else str(level).upper()
+    # ``_name_``, not ``.name``: the enum property costs a Python call (several per request)
+    return level._name_ if isinstance(level, QueryLevel) else str(level).upper()
 
 
 ServerLimit = int | Mapping[Any, int] | None

@@ -258,7 +258,7 @@ def structure(
     :class:`~aqido.errors.InvalidResponseError` naming the item index and tag
     (with ``url`` and ``status`` when given).
     """
-    cls = _MODELS[QueryLevel(level)]
+    cls = _MODELS[level if type(level) is QueryLevel else QueryLevel(level)]
     converter = converter or _DEFAULT_CONVERTER
     _context_of(converter)  # only converters from make_converter() know the models
     hook = converter.get_structure_hook(cls)

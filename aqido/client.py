@@ -491,7 +491,7 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
         """
         session = self._open()
         target = URL(url, encoded=True)
-        visited = {target}
+        visited: set[URL] | None = None  # made at the first redirect: nearly never
         for _ in range(MAX_REDIRECTS + 1):
             proxy, proxy_headers = self._proxy_for(target)
             sent = headers
@@ -530,6 +530,8 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
             # A Location's user:password@ is the server's, never sent: aiohttp would send it
             # as basic auth (or refuse it next to our Authorization with a ValueError).
             following = following.with_user(None)
+            if visited is None:
+                visited = {target}
             if following in visited:
                 raise RedirectError("redirect loop", url=url, status=status)
             visited.add(following)
@@ -582,12 +584,22 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def _send(
+    def _send(
+        self, url: str, headers: Mapping[str, str]
+    ) -> Awaitable[tuple[int, CIMultiDictProxy[str], bytes]]:
+        """:meth:`_request`, re-sent once at once if a pooled keep-alive connection was stale.
+
+        Recent aiohttp re-sends by itself: then this is :meth:`_request` (no extra
+        coroutine per request).
+        """
+        if _AIOHTTP_RESENDS_STALE:
+            return self._request(url, headers)
+        return self._send_resending(url, headers)
+
+    async def _send_resending(
         self, url: str, headers: Mapping[str, str]
     ) -> tuple[int, CIMultiDictProxy[str], bytes]:
-        """:meth:`_request`, re-sent once at once if a pooled keep-alive connection was stale."""
-        if _AIOHTTP_RESENDS_STALE:
-            return await self._request(url, headers)
+        """:meth:`_send` for aiohttp versions that do not re-send on a stale connection."""
         try:
             return await self._request(url, headers)
         except TransportError as error:
@@ -668,6 +680,30 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
                 logger.warning("server warning for %s: %s", url, warning.raw)
         return response
 
+    async def _attempts(
+        self,
+        url: str,
+        limiter: Slots | None,
+        on_retry: Callable[[QidoError, float], None] | None,
+    ) -> QidoResponse:
+        """:meth:`_attempt`, then as many more as the retry policy allows if it fails.
+
+        The first attempt is made here and the retry loop entered only after a
+        failure: most requests succeed at once, and this is their whole cost.
+        """
+        start = time.monotonic()
+        try:
+            return await self._attempt(url, limiter)
+        except QidoError as error:
+            failed = (error, start)
+
+        async def attempt() -> QidoResponse:
+            return await self._attempt(url, limiter)
+
+        return await call_with_retry(
+            attempt, self.retry, what=f"GET {url}", on_retry=on_retry, failed=failed
+        )
+
     async def _fetch(
         self,
         query: BaseQuery,
@@ -681,21 +717,17 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
         """
         self._open()
         url = join_url(self.url, query.uri_base(), query.query_string())
-
-        async def attempt() -> QidoResponse:
-            return await self._attempt(url, limiter)
-
-        what = f"GET {url}"
         # close() cancels the tasks in _in_flight (see _cancel_in_flight).
         task = asyncio.current_task()
         assert task is not None  # a coroutine run by asyncio always has one
         self._in_flight.add(task)
         try:
-            if self.timeout.total is None:
-                return await call_with_retry(attempt, self.retry, what=what, on_retry=on_retry)
+            total = self.timeout.total
+            if total is None:
+                return await self._attempts(url, limiter, on_retry)
             try:
-                async with _total_timeout(self.timeout.total):
-                    return await call_with_retry(attempt, self.retry, what=what, on_retry=on_retry)
+                async with _total_timeout(total):
+                    return await self._attempts(url, limiter, on_retry)
             except _TIMED_OUT as exc:
                 raise RequestTimeoutError(
                     f"gave up after {self.timeout.total} s (Timeout.total)", url=url
@@ -951,16 +983,21 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
         record = Recorder(stats, make_progress(progress))
 
         fixed = None if self.max_concurrency == "auto" else self.max_concurrency
+        on_retry = record.retry
 
-        async def fetch(q: BaseQuery, lim: Slots | None) -> QidoResponse:
-            if fixed is not None:  # nothing to follow: no limiter to ask
-                record.limit(fixed)
-                return await self._fetch(q, lim, on_retry=record.retry)
+        async def follow(q: BaseQuery, lim: Slots | None) -> QidoResponse:
             record.limit(self.concurrency_limit)
             try:
-                return await self._fetch(q, lim, on_retry=record.retry)
+                return await self._fetch(q, lim, on_retry=on_retry)
             finally:
                 record.limit(self.concurrency_limit)
+
+        def fetch(q: BaseQuery, lim: Slots | None) -> Awaitable[QidoResponse]:
+            if fixed is None:
+                return follow(q, lim)
+            # A fixed limit: nothing to follow, and no coroutine of our own per request.
+            record.limit(fixed)
+            return self._fetch(q, lim, on_retry=on_retry)
 
         def structure_items(
             response: QidoResponse, level: QueryLevel, items: list[dict[str, Any]]

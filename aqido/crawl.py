@@ -161,7 +161,7 @@ class _Walker:
         if new and self.keep is not None and level is QueryLevel.STUDY:
             new = self.keep(new)
         results = self.structure(response, level, new) if new else []
-        self.stats.items(level.name, len(results))
+        self.stats.items(level._name_, len(results))
         return results
 
     def splitter(self, level: QueryLevel) -> Splitter | None:

@@ -346,12 +346,9 @@ def parse_response(status: int, headers: Headers, body: bytes, *, url: object = 
         else ()
     )
 
-    def empty() -> QidoResponse:
-        return QidoResponse(status, safe_url, flat, [], warnings)
-
     length = _header(headers, "Content-Length")
     if status == 204 or (length is not None and length.strip() == "0" and not body):
-        return empty()
+        return QidoResponse(status, safe_url, flat, [], warnings)
     if not body.strip():
         raise InvalidResponseError(
             f"the server answered {status} with an empty body (QIDO-RS says 204, or an empty "

@@ -205,31 +205,40 @@ async def call_with_retry(
     on_retry: Callable[[QidoError, float], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
     rng: random.Random | None = None,
+    failed: tuple[QidoError, float] | None = None,
 ) -> T:
     """Await ``attempt()`` until it succeeds or ``policy`` gives up; then raise its last error.
 
     Only :class:`~aqido.errors.QidoError` failures are considered; anything else
     (and cancellation) propagates at once.  ``on_retry(error, delay)`` is called
     before each wait (for statistics); ``what`` names the request in log lines.
+    ``failed=(error, start)``: the first attempt was already made (at ``clock()``
+    time ``start``) and raised ``error``; the loop goes on from there (a client
+    makes its first attempt itself, so a request that succeeds costs no loop).
     """
-    start = clock()
+    start = clock() if failed is None else failed[1]
+    pending = None if failed is None else failed[0]
     number = 0
     while True:
         number += 1
-        try:
-            return await attempt()
-        except QidoError as error:
-            delay = policy.next_delay(error, attempt=number, elapsed=clock() - start, rng=rng)
-            if delay is None:
-                raise
-            logger.info(
-                "retrying %s in %.3f s (attempt %d of %d failed: %s)",
-                what,
-                delay,
-                number,
-                policy.max_attempts,
-                error,
-            )
-            if on_retry is not None:
-                on_retry(error, delay)
+        if pending is not None:
+            error, pending = pending, None
+        else:
+            try:
+                return await attempt()
+            except QidoError as exc:
+                error = exc
+        delay = policy.next_delay(error, attempt=number, elapsed=clock() - start, rng=rng)
+        if delay is None:
+            raise error
+        logger.info(
+            "retrying %s in %.3f s (attempt %d of %d failed: %s)",
+            what,
+            delay,
+            number,
+            policy.max_attempts,
+            error,
+        )
+        if on_retry is not None:
+            on_retry(error, delay)
         await sleep(delay)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 
@@ -181,6 +182,41 @@ async def test_call_with_retry_gives_up_after_max_attempts_with_last_error() -> 
     with pytest.raises(ServerError):
         await call_with_retry(attempt, FAST)
     assert attempt.calls == 4
+
+
+@pytest.mark.anyio
+async def test_call_with_retry_goes_on_from_a_first_attempt_made_by_the_caller() -> None:
+    # The client makes its first attempt itself; `failed` hands the loop that failure.
+    attempt = FlakyAttempt(*(status_error(503) for _ in range(10)))
+    seen: list[str] = []
+    with pytest.raises(ServerError):
+        await call_with_retry(
+            attempt,
+            FAST,
+            on_retry=lambda e, d: seen.append(type(e).__name__),
+            failed=(status_error(502), time.monotonic()),
+        )
+    assert attempt.calls == 3  # the caller's failure was attempt 1 of 4
+    assert seen == ["ServerError"] * 3
+
+
+@pytest.mark.anyio
+async def test_call_with_retry_counts_the_first_attempt_s_time_against_the_total() -> None:
+    policy = Retry(max_attempts=9, backoff_base=0.001, backoff_max=0.002, total=5.0)
+    attempt = FlakyAttempt()
+    with pytest.raises(ServerError):  # started 10 s ago: no time left for a retry
+        await call_with_retry(attempt, policy, failed=(status_error(503), time.monotonic() - 10))
+    assert attempt.calls == 0
+    assert await call_with_retry(attempt, policy, failed=(status_error(503), time.monotonic()))
+    assert attempt.calls == 1
+
+
+@pytest.mark.anyio
+async def test_call_with_retry_raises_a_first_failure_that_is_not_retryable() -> None:
+    attempt = FlakyAttempt()
+    with pytest.raises(NotFoundError):
+        await call_with_retry(attempt, FAST, failed=(status_error(404), time.monotonic()))
+    assert attempt.calls == 0
 
 
 @pytest.mark.anyio
