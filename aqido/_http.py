@@ -23,7 +23,7 @@ from yarl import URL
 
 from aqido._search_results import SearchResults as SearchResults
 from aqido.errors import (
-    SESSION_COOKIE_HEADERS,
+    SECRET_RESPONSE_HEADERS,
     RequestTimeoutError,
     TLSError,
     TransportError,
@@ -86,24 +86,25 @@ class map_aiohttp_errors:  # lower case: used like a function, `with map_aiohttp
 
 
 def _forget_secret_headers(exc: aiohttp.ClientResponseError) -> None:
-    """Drop the request's headers and the response's cookies from an aiohttp error aqido chains.
+    """Drop the request's headers and the response's secret ones from an aiohttp error aqido chains.
 
     aiohttp keeps the request's in ``request_info`` (its ``repr`` shows them): the
     ``Authorization`` of the client, a ``Cookie``, a proxy's credentials, a
     caller's API-key header; and, when it had them, the response's in ``headers``:
-    a ``Set-Cookie`` (as :class:`~aqido.errors.HTTPStatusError` leaves it out).  The
-    error stays chained for debugging, minus them.
+    a ``Set-Cookie``, an ``Authentication-Info`` (those
+    :class:`~aqido.errors.HTTPStatusError` leaves out).  The error stays chained
+    for debugging, minus them.
     """
     info = exc.request_info
     if info is not None and info.headers:
         exc.request_info = info._replace(headers=CIMultiDictProxy(CIMultiDict()))
     received = exc.headers
-    if received is not None and any(k.lower() in SESSION_COOKIE_HEADERS for k in received):
+    if received is not None and any(k.lower() in SECRET_RESPONSE_HEADERS for k in received):
         exc.headers = CIMultiDictProxy(
             CIMultiDict(
                 (name, value)
                 for name, value in received.items()
-                if name.lower() not in SESSION_COOKIE_HEADERS
+                if name.lower() not in SECRET_RESPONSE_HEADERS
             )
         )
 

@@ -78,8 +78,11 @@ __all__ = [
 EXCERPT_LENGTH = 200
 
 #: Response headers an :class:`HTTPStatusError` leaves out of its ``headers`` (lower case):
-#: a server's session cookies.  The client's cookie jar already took them.
-SESSION_COOKIE_HEADERS = frozenset({"set-cookie", "set-cookie2"})
+#: a server's session cookies (the client's cookie jar already took them) and the
+#: authentication data of RFC 7615 (a digest's next nonce, its ``rspauth``).
+SECRET_RESPONSE_HEADERS = frozenset(
+    {"set-cookie", "set-cookie2", "authentication-info", "proxy-authentication-info"}
+)
 
 
 def redact_url(url: object) -> str:
@@ -233,11 +236,12 @@ class HTTPStatusError(QidoError):
         body_excerpt: the first characters of the response body, whitespace collapsed
             (the message shows its ``repr``: control characters escaped).
         headers: the response headers (a plain, case-preserving mapping), without
-            ``Set-Cookie`` and ``Set-Cookie2`` (any case): a session cookie is a
-            secret, and an exception travels (pickles, reprs, error reports) where
-            the cookie must not.  The client's cookie jar already took it; the others
-            (``Retry-After``, ``Content-Type``, ``WWW-Authenticate``, ``Warning``...)
-            are kept.
+            ``Set-Cookie``, ``Set-Cookie2``, ``Authentication-Info`` and
+            ``Proxy-Authentication-Info`` (any case): a session cookie, a digest's
+            next nonce or response auth are secrets, and an exception travels (pickles,
+            reprs, error reports) where they must not.  The client's cookie jar already
+            took the cookie; the others (``Retry-After``, ``Content-Type``,
+            ``WWW-Authenticate``, ``Warning``...) are kept.
     """
 
     def __init__(
@@ -255,11 +259,11 @@ class HTTPStatusError(QidoError):
         self.reason = reason
         # Left out rather than replaced by a marker: every value kept is one the server sent
         # (a placeholder would read as a cookie to code that parses the header), and no
-        # path (pickle, repr, a debugger, an error tracker) can see the cookie.
+        # path (pickle, repr, a debugger, an error tracker) can see the cookie or nonce.
         self.headers: Mapping[str, str] = {
             name: value
             for name, value in dict(headers or {}).items()
-            if name.lower() not in SESSION_COOKIE_HEADERS
+            if name.lower() not in SECRET_RESPONSE_HEADERS
         }
         message = f"HTTP {status}{' ' + reason if reason else ''} for {self.url}"
         if self.body_excerpt:  # the server's text, as a repr: a traceback prints no ESC of it

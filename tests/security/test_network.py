@@ -1233,3 +1233,82 @@ def test_a_chained_aiohttp_error_keeps_no_session_cookie() -> None:
     assert cause.headers is not None
     assert list(cause.headers.items()) == [("Retry-After", "1")]
     assert SECRET not in repr(cause) + str(cause) + str(raised.value)
+
+
+# --- a server's authentication data (RFC 7615) on an error answer ------------------------------
+
+AUTH_INFO_HEADERS = ("authentication-info", "proxy-authentication-info")
+
+
+async def busy_with_auth_info(request: web.BaseRequest) -> web.StreamResponse:
+    """503 with Retry-After and RFC 7615 authentication data under several spellings."""
+    response = web.Response(status=503, text="busy", headers={"Retry-After": "1"})
+    response.headers.add("Authentication-Info", f'nextnonce="{SECRET}", qop=auth')
+    response.headers.add("authentication-info", f'rspauth="{SECRET}"')  # lower case, repeated
+    response.headers.add("PROXY-AUTHENTICATION-INFO", f'nextnonce="{SECRET}"')
+    response.headers.add("Warning", '299 pacs "busy"')
+    return response
+
+
+def assert_no_auth_info(error: HTTPStatusError) -> None:
+    assert not [name for name in error.headers if name.lower() in AUTH_INFO_HEADERS]
+    for text in (str(error), repr(error), repr(error.headers), repr(vars(error)), repr(error.args)):
+        assert SECRET not in text
+    assert SECRET.encode() not in pickle.dumps(error)
+
+
+@pytest.mark.anyio
+async def test_an_http_status_error_keeps_no_authentication_info() -> None:
+    # A digest's next nonce or response auth is the server's authentication data: it stays
+    # out of the exception as a session cookie does (a pickle, a repr, an error report).
+    with serve(busy_with_auth_info) as server:
+        async with AsyncQidoRS(server.url, retries=0) as client:
+            with pytest.raises(ServerError) as info:
+                await client.search({})
+    error = info.value
+    assert_no_auth_info(error)
+    assert error.headers["Retry-After"] == "1"  # the other headers stay, as they came
+    assert error.headers["Warning"] == '299 pacs "busy"'
+    assert pickle.loads(pickle.dumps(error)).headers == error.headers
+
+
+def test_an_http_status_error_built_by_hand_keeps_no_authentication_info() -> None:
+    error = HTTPStatusError(
+        401,
+        "http://127.0.0.1/dicom-web/studies",
+        headers={
+            "Authentication-Info": f'nextnonce="{SECRET}"',
+            "AUTHENTICATION-INFO": f'rspauth="{SECRET}"',
+            "proxy-authentication-info": f'nextnonce="{SECRET}"',
+            "Proxy-Authentication-Info": f'rspauth="{SECRET}"',
+            "WWW-Authenticate": 'Digest realm="pacs"',
+            "Retry-After": "7",
+        },
+    )
+    assert_no_auth_info(error)
+    assert error.headers == {"WWW-Authenticate": 'Digest realm="pacs"', "Retry-After": "7"}
+
+
+def test_a_chained_aiohttp_error_keeps_no_authentication_info() -> None:
+    received = CIMultiDict(
+        [
+            ("Authentication-Info", f'nextnonce="{SECRET}"'),
+            ("proxy-authentication-info", SECRET),
+            ("Retry-After", "1"),
+        ]
+    )
+    info = aiohttp.RequestInfo(
+        URL("http://127.0.0.1/dicom-web/studies"), "GET", CIMultiDictProxy(CIMultiDict())
+    )
+    with (
+        pytest.raises(TransportError) as raised,
+        map_aiohttp_errors("http://127.0.0.1/dicom-web/studies"),
+    ):
+        raise aiohttp.ClientResponseError(
+            info, (), status=400, message="bad", headers=CIMultiDictProxy(received)
+        )
+    cause = raised.value.__cause__
+    assert isinstance(cause, aiohttp.ClientResponseError)
+    assert cause.headers is not None
+    assert list(cause.headers.items()) == [("Retry-After", "1")]
+    assert SECRET not in repr(cause) + str(cause) + str(raised.value)
