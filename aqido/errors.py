@@ -371,7 +371,8 @@ LISTED_FAILURES = 20
 #: Longest line of a failure in a :class:`CrawlIncompleteError`'s message, in characters.
 FAILURE_LINE_LENGTH = 300
 
-#: Longest query in such a line, in characters: the error keeps the rest of the line.
+#: Longest part of a query in such a line, in characters (then how many more there were):
+#: the error keeps the rest of the line.  The CLI's ``could not fetch`` lines cut it the same.
 _FAILURE_QUERY_LENGTH = 150
 
 
@@ -388,15 +389,34 @@ class CrawlFailure(NamedTuple):
         return f"{self.query}: {type(self.error).__name__}: {self.error}"
 
 
+def _failure_query(query: object) -> str:
+    """A failure's query for a one-line report: its start, and how much of it was left out.
+
+    Whitespace runs collapse to one space (the text is one line), and a query
+    longer than :data:`_FAILURE_QUERY_LENGTH` characters (a list of 50 UIDs is
+    1,500) keeps that many and ends with ``… (N more characters)``, so a reader
+    sees it was cut; unless that is no shorter: a study's series' instances
+    (two UIDs, up to 155 characters) stay whole.  Not escaped: a terminal shows
+    it through :func:`aqido.terminal.printable`.
+    """
+    text = " ".join(str(query).split())
+    left_out = len(text) - _FAILURE_QUERY_LENGTH
+    if left_out > 0:
+        cut = f"{text[:_FAILURE_QUERY_LENGTH]}… ({left_out:,} more characters)"
+        if len(cut) < len(text):
+            return cut
+    return text
+
+
 def _failure_line(failure: CrawlFailure) -> str:
     """``failure`` as one line of at most :data:`FAILURE_LINE_LENGTH` characters.
 
-    The query is cut to :data:`_FAILURE_QUERY_LENGTH` (a list of 50 UIDs is
-    1,500), and the error keeps only its message's first line (a shard's
-    ``CrawlIncompleteError`` has one line per failure): that line, its type's
-    name and the query's start are what a reader needs; ``failures`` has the rest.
+    The query is cut by :func:`_failure_query`, and the error keeps only its
+    message's first line (a shard's ``CrawlIncompleteError`` has one line per
+    failure): that line, its type's name and the query's start are what a
+    reader needs; ``failures`` has the rest.
     """
-    query = excerpt(str(failure.query), _FAILURE_QUERY_LENGTH)
+    query = _failure_query(failure.query)
     first = next((line for line in str(failure.error).splitlines() if line.strip()), "")
     error = f"{type(failure.error).__name__}: {first}"
     indent = "  - "

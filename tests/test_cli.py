@@ -399,6 +399,21 @@ def test_failed_study_is_named_then_resume_fills_the_gap(
     assert "studies already in the file" in out
 
 
+def test_a_long_failed_query_is_cut_in_its_line(tmp_path: pathlib.Path) -> None:
+    # A listing of many UIDs that fails on its second page: the line names the query's
+    # first 150 characters and how many more it has, not the whole 800-character list.
+    uids = ",".join(STUDY_UIDS)
+    query = f"/studies?StudyInstanceUID={uids}"
+    with FakeArchive(SYNTHETIC, max_results=4).run_in_thread() as capped:
+        capped.fail(lambda url: "offset=4" in url, "500")
+        status, _, err = _crawl(capped.url, tmp_path / "cut.jsonl", "--study", uids)
+    assert status == EXIT_INCOMPLETE, err
+    (line,) = [line for line in err.splitlines() if line.startswith("aqido: could not fetch ")]
+    shown = f"{query[:150]}… ({len(query) - 150:,} more characters)"
+    assert line.startswith(f"aqido: could not fetch {shown}: HTTP 500")
+    assert STUDY_UIDS[-1] not in line.split(": HTTP 500")[0]
+
+
 def test_resume_drops_a_truncated_last_line(
     archive: FakeArchive, reference: list[str], tmp_path: pathlib.Path
 ) -> None:

@@ -95,6 +95,27 @@ def test_a_failed_shard_is_exit_3_and_named(tmp_path: pathlib.Path) -> None:
     assert len(list(tmp_path.glob("archive=*/part-*.parquet"))) == 1
 
 
+def test_a_failed_shard_s_long_query_is_cut_in_its_line(tmp_path: pathlib.Path) -> None:
+    # A shard of a query naming 24 studies (1,600 characters): its line shows the query's
+    # first 150 characters (the archive and the shard first) and how many more it has.
+    uids = [s.study_instance_uid for s in SYNTH.studies]
+    with FakeArchive(SYNTH).run_in_thread() as archive:
+        archive.fail(f"/studies/{uids[0]}/series", "500")
+        status, _, err = run(
+            "crawl", archive.url, "--out", str(tmp_path), "--format", "parquet",
+            "--shards", "2", "--retries", "0", "--study", ",".join(uids),
+        )  # fmt: skip
+        url = archive.url
+    assert status == EXIT_INCOMPLETE
+    (line,) = [line for line in err.splitlines() if line.startswith("could not fetch: ")]
+    shown, _, rest = line.partition(" more characters): ")
+    assert shown.startswith(f"could not fetch: {url} date-")
+    assert f"/studies?StudyInstanceUID={uids[0]}," in shown
+    assert len(shown) == len("could not fetch: ") + 150 + len("… (1,234")
+    assert rest.startswith("crawl incomplete: 1 part(s) could not be fetched")
+    assert uids[-1] not in line  # the end of the list, left out
+
+
 def test_two_archives_on_two_workers(tmp_path: pathlib.Path) -> None:
     pytest.importorskip("distributed")
     other = SyntheticArchive(seed=32, studies=6, series_per_study=1, instances_per_series=2)

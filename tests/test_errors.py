@@ -185,7 +185,11 @@ def test_crawl_incomplete_error_message_is_bounded() -> None:
     # Each line: the query's start, the error's type and its message's first line.
     first = lines[1]
     assert first.startswith(f"  - shard date-0000: /series?StudyInstanceUID={UIDS[0]},")
-    assert "…: CrawlIncompleteError: crawl incomplete: 21 part(s) could not be fetched" in first
+    cut = len(f"shard date-0000: {series}") - 150
+    assert (
+        f"… ({cut:,} more characters): CrawlIncompleteError: crawl incomplete: 21 part(s) "
+        "could not be fetched" in first
+    )
     assert first.endswith("(fetched 0 study)")
     # The failures stay complete and unchanged: the same queries and error objects.
     assert error.failures == tuple(CrawlFailure(query, exc) for query, exc in failures)
@@ -207,6 +211,26 @@ def test_a_long_one_line_failure_is_cut_with_an_ellipsis() -> None:
     assert str(short).split("\n")[1] == (
         "  - /studies/1.2/series: ServerError: HTTP 503 for http://h/x"
     )
+
+
+def test_a_failure_query_keeps_its_start_and_says_how_much_is_left_out() -> None:
+    # One helper cuts a failure's query for every one-line report: the lines of a
+    # CrawlIncompleteError's message and the CLI's "could not fetch" lines.
+    query = HierarchicalQuery(StudyInstanceUID=UIDS)
+    text = str(query)
+    assert len(text) > 1000
+    cut = errors._failure_query(query)
+    assert cut == f"{text[:150]}… ({len(text) - 150:,} more characters)"
+    assert errors._failure_query("/studies/1.2/series") == "/studies/1.2/series"
+    # Cut only where that makes it shorter: a 155-character path of two UIDs stays whole.
+    assert errors._failure_query("x" * 172) == "x" * 172
+    assert errors._failure_query("x" * 173) == "x" * 150 + "… (23 more characters)"
+    instances = f"/studies/{'1' * 64}/series/{'2' * 64}/instances"
+    assert errors._failure_query(instances) == instances
+    # One line: whitespace runs (a line break a value brought) collapse to one space.
+    assert errors._failure_query("a\n\r\tb  c") == "a b c"
+    line = str(CrawlIncompleteError([(query, ServerError(503, "http://h/x"))])).split("\n")[1]
+    assert line == f"  - {cut}: ServerError: HTTP 503 for http://h/x"
 
 
 def test_distributed_keeps_a_crawl_incomplete_error_as_itself() -> None:

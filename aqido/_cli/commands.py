@@ -23,6 +23,7 @@ from typing import IO, TYPE_CHECKING, Any
 from aqido._cli.args import check_url, query_from_args
 from aqido._cli.common import EXIT_INCOMPLETE, EXIT_OK, UsageError, isatty, one_line
 from aqido._cli.output import have_rich, json_line, print_table, write_results
+from aqido.errors import _failure_query
 from aqido.progress import CrawlProgress
 from aqido.query import BaseQuery, HierarchicalQuery, QueryLevel
 from aqido.terminal import printable, unicode_safe
@@ -293,7 +294,8 @@ async def run_crawl(
     """Crawl with the library's complete crawl (``partial=True``), into a checkpoint file.
 
     A part that fails for good is recorded and the crawl goes on; each is
-    named on stderr at the end (exit 3).  If nothing at all could be listed
+    named on stderr at the end (exit 3), in one line: its query's first 150
+    characters (and how many more), its error.  If nothing at all could be listed
     (unreachable server, 401), that error is raised instead (exit 1).
     """
     from aqido.checkpoint import CrawlCheckpoint
@@ -333,10 +335,9 @@ async def run_crawl(
         raise stats.failures[0].error  # nothing listed at all: not a partial crawl
     _print_summary(stats, out, out_path=out_path, rich_ok=rich_ok)
     if stats.failures:
-        for failure in stats.failures:
-            err.write(
-                f"aqido: could not fetch {printable(failure.query)}: {one_line(failure.error)}\n"
-            )
+        for failure in stats.failures:  # the query cut as in a CrawlIncompleteError's message
+            shown = printable(_failure_query(failure.query))
+            err.write(f"aqido: could not fetch {shown}: {one_line(failure.error)}\n")
         err.write(
             f"aqido: crawl incomplete: {len(stats.failures)} part(s) could not be fetched"
             + (

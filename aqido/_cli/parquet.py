@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from aqido.errors import CrawlIncompleteError, QidoError
+from aqido.errors import CrawlIncompleteError, QidoError, _failure_query
 from aqido.query import BaseQuery, QueryLevel
 from aqido.terminal import printable
 
@@ -84,8 +84,9 @@ def run_parquet(
             _in_process(args, urls, query, options, directory, depth, display)
     except CrawlIncompleteError as error:
         display.summary(out, directory)
-        for failure in error.failures:
-            err.write(f"could not fetch: {printable(failure.query)}: {printable(failure.error)}\n")
+        for failure in error.failures:  # the query cut as in a CrawlIncompleteError's message
+            shown = printable(_failure_query(failure.query))
+            err.write(f"could not fetch: {shown}: {printable(failure.error)}\n")
         return EXIT_INCOMPLETE
     display.summary(out, directory)
     return EXIT_OK
