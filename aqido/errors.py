@@ -437,7 +437,10 @@ class CrawlIncompleteError(QidoError):
     error's type and the first line of its message), and counts the others: it
     stays a few kilobytes however many failures, however long their queries,
     and however nested their errors (a shard's own ``CrawlIncompleteError``).
-    ``failures`` holds them all, whole.
+    Its line breaks are all aqido's: in a failure's line the query and the
+    error's message (the server's text in it too) have their whitespace
+    collapsed, so a display can split the message into lines and no server can
+    add one.  ``failures`` holds them all, whole.
 
     Attributes:
         failures: a :class:`CrawlFailure` ``(query, error)`` for each part that failed

@@ -116,6 +116,30 @@ def test_a_failed_shard_s_long_query_is_cut_in_its_line(tmp_path: pathlib.Path) 
     assert uids[-1] not in line  # the end of the list, left out
 
 
+def test_a_failed_shard_s_missed_parts_are_lines_of_their_own(tmp_path: pathlib.Path) -> None:
+    # The shard's CrawlIncompleteError has a line per missed part: each is a line of stderr,
+    # indented under the shard's, not a literal "\\n" in one long line.
+    broken = SYNTH.studies[0].study_instance_uid
+    with FakeArchive(SYNTH).run_in_thread() as archive:
+        archive.fail(f"/studies/{broken}/series", "500")
+        archive.fail(f"/studies/{SYNTH.studies[1].study_instance_uid}/series", "500")
+        status, _, err = run(
+            "crawl", archive.url, "--out", str(tmp_path), "--format", "parquet",
+            "--shards", "1", "--retries", "0",
+        )  # fmt: skip
+    assert status == EXIT_INCOMPLETE
+    assert "\\n" not in err
+    lines = err.splitlines()
+    (at,) = [i for i, line in enumerate(lines) if line.startswith("could not fetch: ")]
+    assert ": crawl incomplete: 2 part(s) could not be fetched (fetched " in lines[at]
+    missed = lines[at + 1 : at + 3]
+    assert len(lines) == at + 3
+    assert all(line.startswith("    - /studies/") for line in missed), missed
+    assert any(
+        line.startswith(f"    - /studies/{broken}/series: ServerError: HTTP 500") for line in missed
+    )
+
+
 def test_two_archives_on_two_workers(tmp_path: pathlib.Path) -> None:
     pytest.importorskip("distributed")
     other = SyntheticArchive(seed=32, studies=6, series_per_study=1, instances_per_series=2)

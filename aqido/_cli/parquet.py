@@ -53,6 +53,20 @@ class _Display:
         )
 
 
+def _message_lines(error: BaseException) -> list[str]:
+    """A shard's error as the lines to show, each escaped for the terminal.
+
+    A :class:`CrawlIncompleteError` (a shard's crawl that missed parts) is split
+    at its message's line breaks: aqido's own, between its header and its
+    failures' lines, in which every server-sent part has its whitespace
+    collapsed.  Any other message stays one line, its line breaks escaped: they
+    are the server's, and shown as breaks they would forge lines.
+    """
+    text = str(error)
+    pieces = text.split("\n") if isinstance(error, CrawlIncompleteError) else [text]
+    return [printable(piece) for piece in pieces]
+
+
 def run_parquet(
     args: argparse.Namespace,
     urls: Sequence[str],
@@ -86,7 +100,9 @@ def run_parquet(
         display.summary(out, directory)
         for failure in error.failures:  # the query cut as in a CrawlIncompleteError's message
             shown = printable(_failure_query(failure.query))
-            err.write(f"could not fetch: {shown}: {printable(failure.error)}\n")
+            first, *more = _message_lines(failure.error)
+            err.write(f"could not fetch: {shown}: {first}\n")
+            err.writelines(f"  {line}\n" for line in more)
         return EXIT_INCOMPLETE
     display.summary(out, directory)
     return EXIT_OK

@@ -266,6 +266,50 @@ def test_crawl_failures_on_stderr_are_escaped(tmp_path: pathlib.Path) -> None:
     assert not _RAW_CONTROL.search(err.replace("\n", "")), repr(err)
 
 
+def test_a_shard_s_nested_failures_on_stderr_are_escaped_line_by_line(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shard's CrawlIncompleteError: only aqido's line breaks make lines, the server's escaped."""
+    pytest.importorskip("pyarrow")
+    from aqido._cli import parquet
+    from aqido.errors import CrawlIncompleteError, ServerError, TransportError
+
+    forged = "\n  - FORGED\x1b[2J\r\x1b]0;owned\x07\u2028  - FORGED"
+    url = "http://127.0.0.1:9/dicom-web"
+    shard = CrawlIncompleteError(
+        [
+            (f"/studies/1.2.3/series{forged}", ServerError(503, url, HOSTILE_BODY)),
+            ("/studies/1.2.4/series", TransportError(f"reset{forged}", url=url)),
+        ],
+        counts={"STUDY": 2},
+    )
+    failures = [
+        (f"{url} date-1: /studies{forged}", shard),
+        (f"{url} (planning its shards): /studies", TransportError(f"refused{forged}", url=url)),
+    ]
+
+    def fail(*args: object) -> None:
+        raise CrawlIncompleteError(failures)
+
+    monkeypatch.setattr(parquet, "_in_process", fail)
+    status, _, err = run("crawl", url, "--out", str(tmp_path), "--format", "parquet")
+    assert status == EXIT_INCOMPLETE
+    assert not _RAW_CONTROL.search(err.replace("\n", "")), repr(err)
+    assert "\u2028" not in err
+    lines = err.splitlines()
+    # The shard's line, its two missed parts indented below it, the archive's one line: no other.
+    assert len(lines) == 4, lines
+    assert lines[0] == (  # the query's whitespace collapsed, as in the error's own lines
+        f"could not fetch: {url} date-1: /studies - FORGED\\x1b[2J \\x1b]0;owned\\x07 - FORGED: "
+        "crawl incomplete: 2 part(s) could not be fetched (fetched 2 study)"
+    )
+    assert lines[1].startswith("    - /studies/1.2.3/series - FORGED\\x1b[2J")
+    assert "\\x1b]0;owned\\x07" in lines[1]  # the server's body, shown escaped
+    assert lines[2] == "    - /studies/1.2.4/series: TransportError: reset"  # its first line
+    assert lines[3].startswith(f"could not fetch: {url} (planning its shards): /studies: refused")
+    assert "refused\\n  - FORGED\\x1b[2J\\r\\x1b]0;owned\\x07\\u2028" in lines[3]
+
+
 # --- a terminal that cannot show everything ---------------------------------------------------
 
 
