@@ -128,6 +128,8 @@ class Caps:
         limit = self.server_limit
         if isinstance(limit, int):
             return limit
+        if limit is None and not self.learned:
+            return None  # nothing configured or learned (nearly always): no key to compute
         key = _level_key(level)
         if limit is not None:
             for name, value in limit.items():

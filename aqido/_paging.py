@@ -62,6 +62,11 @@ def _first_uid(item: dict[str, Any], key: str) -> str | None:
 
 def uid_of(item: dict[str, Any], key: str) -> str:
     """The item's identity: its UID under ``key``, else its whole JSON (sorted keys)."""
+    element = item.get(key)
+    if type(element) is dict:  # _first_uid's common case, inline: one call less per item
+        values = element.get("Value")
+        if type(values) is list and values and type(values[0]) is str:
+            return values[0].rstrip("\x00 ")
     uid = _first_uid(item, key)
     return uid if uid is not None else json.dumps(item, sort_keys=True, default=str)
 
@@ -86,6 +91,11 @@ def check_parents(query: BaseQuery, response: QidoResponse) -> None:
         if not wanted:
             continue
         for item in response.items:
+            element = item.get(key)
+            if type(element) is dict:  # the common case, without a call: the wanted UID
+                values = element.get("Value")
+                if type(values) is list and values and values[0] == wanted:
+                    continue
             got = _first_uid(item, key)
             if got is None:
                 continue  # no UID to compare: the item's own validation speaks for it

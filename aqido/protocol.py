@@ -77,7 +77,12 @@ def _header(headers: Headers, name: str) -> str | None:
 
 def _flat_headers(headers: Headers) -> dict[str, str]:
     """Headers as a plain dict; repeated headers are joined with ``", "``."""
-    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    # aiohttp's own type first: isinstance() against the Mapping ABC costs a Python call
+    pairs = (
+        headers.items()  # type: ignore[union-attr]
+        if type(headers) in _MULTIDICTS or isinstance(headers, Mapping)
+        else headers
+    )
     out: dict[str, str] = {}
     for key, value in pairs:
         out[key] = f"{out[key]}, {value}" if key in out else str(value)

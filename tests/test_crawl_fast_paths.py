@@ -370,3 +370,65 @@ async def test_a_first_error_group_waits_for_tasks_started_by_tasks() -> None:
 
         group.start_soon(parent)
     assert sorted(done) == [0, 1, 2]
+
+
+# --- the answer checks' inline fast paths give what the general code gives ---------------
+
+
+def _instance_item(study: Any, series: Any, sop: str = "1.2.3.4") -> dict[str, Any]:
+    return {
+        "0020000D": {"vr": "UI", "Value": [study]},
+        "0020000E": {"vr": "UI", "Value": [series]},
+        "00080018": {"vr": "UI", "Value": [sop]},
+    }
+
+
+@pytest.mark.parametrize(
+    ("study", "series", "refused"),
+    [
+        ("1.2", "1.2.3", False),  # the wanted UIDs: the fast path
+        ("1.2\x00", "1.2.3 ", False),  # padded: the general path strips it
+        ("1.9", "1.2.3", True),  # another study
+        ("1.2", "1.2.9", True),  # another series
+        ("1.2", "1.2.9\x00", True),  # another series, padded
+        (12, "1.2.3", False),  # not a string: no UID to compare, the item's own checks speak
+    ],
+)
+def test_check_parents_refuses_exactly_the_answers_of_another_parent(
+    study: Any, series: Any, refused: bool
+) -> None:
+    from aqido._paging import check_parents
+    from aqido.errors import InvalidResponseError
+
+    query = HierarchicalQuery(
+        query_level=QueryLevel.INSTANCE, StudyInstanceUID="1.2", SeriesInstanceUID="1.2.3"
+    )
+    response = QidoResponse(
+        200, "u", {}, [_instance_item("1.2", "1.2.3"), _instance_item(study, series)]
+    )
+    if refused:
+        with pytest.raises(InvalidResponseError, match="another"):
+            check_parents(query, response)
+    else:
+        check_parents(query, response)
+
+
+@pytest.mark.parametrize(
+    ("element", "identity"),
+    [
+        ({"vr": "UI", "Value": ["1.2.3"]}, "1.2.3"),
+        ({"vr": "UI", "Value": ["1.2.3\x00"]}, "1.2.3"),
+        ({"vr": "UI", "Value": []}, None),
+        ({"vr": "UI", "Value": [7]}, None),
+        ({"vr": "UI"}, None),
+        ("1.2.3", None),
+    ],
+)
+def test_uid_of_is_the_first_uid_or_the_whole_item(element: Any, identity: str | None) -> None:
+    import json
+
+    from aqido._paging import uid_of
+
+    item = {"0020000E": element, "00080060": {"vr": "CS", "Value": ["CT"]}}
+    expected = identity if identity is not None else json.dumps(item, sort_keys=True, default=str)
+    assert uid_of(item, "0020000E") == expected
