@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from aqido._cli.args import check_url, query_from_args
-from aqido._cli.common import EXIT_INCOMPLETE, EXIT_OK, UsageError, isatty, one_line
+from aqido._cli.common import (
+    EXIT_INCOMPLETE,
+    EXIT_OK,
+    UsageError,
+    failure_error,
+    isatty,
+)
 from aqido._cli.output import have_rich, json_line, print_table, write_results
 from aqido.errors import _failure_query
 from aqido.progress import CrawlProgress
@@ -337,7 +343,7 @@ async def run_crawl(
     if stats.failures:
         for failure in stats.failures:  # the query cut as in a CrawlIncompleteError's message
             shown = printable(_failure_query(failure.query))
-            err.write(f"aqido: could not fetch {shown}: {one_line(failure.error)}\n")
+            err.write(f"aqido: could not fetch {shown}: {failure_error(failure.error)}\n")
         err.write(
             f"aqido: crawl incomplete: {len(stats.failures)} part(s) could not be fetched"
             + (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from typing import IO, Any
 
-from aqido.errors import TransportError
+from aqido.errors import TransportError, _failure_query
 from aqido.query import QueryLevel
 from aqido.terminal import printable
 
@@ -65,3 +65,25 @@ def one_line(error: BaseException) -> str:
         reason = " ".join(str(cause).split()) if cause is not None else ""
         text = f"{text} ({reason})" if reason and reason not in text else text
     return printable(text or type(error).__name__)
+
+
+def failure_error(error: BaseException) -> str:
+    """An error in a crawl's ``could not fetch`` line: :func:`one_line`, its URL cut."""
+    return cut_url(one_line(error), error)
+
+
+def cut_url(shown: str, error: BaseException) -> str:
+    """``shown`` (``error``'s message, escaped) with ``error.url`` cut as a failure's query is.
+
+    A ``could not fetch`` line names the failed query already, and an error's
+    message repeats its URL: with a 50-UID query, thousands of characters.
+    There the URL keeps its first 150 characters and says how many more it
+    had; the status, reason and body excerpt stay whole.
+    """
+    url = getattr(error, "url", None)
+    if url:
+        whole = printable(str(url))
+        cut = printable(_failure_query(url))
+        if len(cut) < len(whole):
+            return shown.replace(whole, cut)
+    return shown

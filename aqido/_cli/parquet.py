@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from aqido._cli.common import cut_url
 from aqido.errors import CrawlIncompleteError, QidoError, _failure_query
 from aqido.query import BaseQuery, QueryLevel
 from aqido.terminal import printable
@@ -63,8 +64,9 @@ def _message_lines(error: BaseException) -> list[str]:
     are the server's, and shown as breaks they would forge lines.
     """
     text = str(error)
-    pieces = text.split("\n") if isinstance(error, CrawlIncompleteError) else [text]
-    return [printable(piece) for piece in pieces]
+    if isinstance(error, CrawlIncompleteError):
+        return [printable(piece) for piece in text.split("\n")]
+    return [cut_url(printable(text), error)]  # its URL cut as the query is
 
 
 def run_parquet(
