@@ -8,7 +8,7 @@ its element, so the typed view and the raw DICOM JSON always agree.
 """
 
 # No ``from __future__ import annotations`` here: the fields' annotations are then objects
-# at once, and ``attrs.resolve_types`` has no strings to compile (about 50: ~2 ms at start).
+# at once, with no strings to compile (about 50: ~2 ms at start) and nothing to resolve.
 
 import datetime
 from collections.abc import Callable, Iterable
@@ -279,10 +279,16 @@ _MODELS: dict[QueryLevel, type[_Model]] = {
 
 
 def _install(cls: Any) -> None:
-    """Resolve field types and put the lazy descriptors on ``cls`` (after attrs built it)."""
-    attrs.resolve_types(cls, globalns=globals())
+    """Put the lazy descriptors on ``cls`` (after attrs built it), from its fields' types.
+
+    The annotations are objects (no postponed evaluation in this module), so the
+    fields' types need no ``attrs.resolve_types`` (~0.3 ms a class at start); a
+    string annotation would be a bug here, and is refused.
+    """
     typed = []
     for field in attrs.fields(cls):
+        if isinstance(field.type, str):  # pragma: no cover - a guard for future edits
+            raise TypeError(f"{cls.__name__}.{field.name}: annotation {field.type!r} is a string")
         if field.name == "_raw":
             continue
         default = () if get_origin(field.type) is tuple else None  # when the element is missing
