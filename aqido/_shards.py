@@ -30,14 +30,17 @@ Layout of an output directory (one sub-directory per archive, Hive style)::
     OUT/archive=<...>/_checkpoints/<shard>.jsonl           each shard's crawl checkpoint
     OUT/archive=<...>/part-<shard>.parquet                 each finished shard's rows
 
-Only the parts are Parquet; what is not starts with ``_`` (and a part being
+Only the parts are Parquet; what is not starts with ``_`` (and a file being
 written with ``.``), which dataset readers (pyarrow, pandas, Dask, Spark)
 skip, so ``OUT`` reads as one dataset.  A directory of an older aqido
 (``plan.json``, ``checkpoints/``) is renamed to this layout on first use.
 
-A part is written (through a temporary file, renamed) only when its shard's
-crawl finished complete, so re-running skips shards whose part exists and
-resumes the others from their checkpoints.  A part that exists but is not
+A part is written only when its shard's crawl finished complete, so
+re-running skips shards whose part exists and resumes the others from their
+checkpoints.  Parts and the plan are written whole (:mod:`aqido._files`): each
+writer through a hidden temporary file of its own, renamed into place, so two
+writers of one directory (two runs, a Dask task run twice) never rename each
+other's half-written file.  A part that exists but is not
 Parquet, or holds other columns than the run writes (another ``depth``), is
 a :class:`~aqido.errors.CheckpointError` of that shard, not skipped.
 """
@@ -55,6 +58,7 @@ from typing import Any
 
 import attrs
 
+from aqido._files import write_whole
 from aqido.checkpoint import CrawlCheckpoint, checkpoint_server
 from aqido.errors import (
     CheckpointError,
@@ -302,10 +306,8 @@ async def plan(
             studies.append((str(study.StudyInstanceUID), study.StudyDate))
     planned = plan_shards(query, studies, shards=shards)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
     record["plan"] = [s.to_json() for s in planned]
-    tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    write_whole(path, json.dumps(record, indent=1).encode("utf-8"))
     return planned
 
 
