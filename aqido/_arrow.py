@@ -42,14 +42,13 @@ the answer as text: the URI or the base64 would pass for the value).
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import os
-import uuid
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from aqido import dictionary
+from aqido._files import commit, temporary_for
 from aqido.query import QueryLevel
 from aqido.values import BulkDataURI, InlineBinary
 
@@ -225,20 +224,18 @@ def write_parquet(
 
     Memory holds one batch, not the whole file.  Writes to a temporary file
     of its own next to ``path`` (``.<name>.<random>.tmp``: hidden, so dataset
-    readers skip it; removed on failure) and renames it into place at the end,
-    so a file at ``path`` is always complete, also when two writers race for
-    it (a Dask task run twice).  Returns the number of rows written (an empty
+    readers skip it; removed on failure), syncs it to disk and renames it into
+    place at the end (:mod:`aqido._files`), so a file at ``path`` is always
+    complete, also when two writers race for it (a Dask task run twice) and
+    after a power loss.  Returns the number of rows written (an empty
     file with the schema when there are none).
     """
     pa = _import_pyarrow()
     import pyarrow.parquet as pq
 
     schema = arrow_schema(level, columns)
-    target = os.fspath(path)
-    head, name = os.path.split(target)
-    tmp = os.path.join(head, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
     rows = 0
-    try:
+    with temporary_for(path) as tmp:
         with pq.ParquetWriter(tmp, schema) as writer:
             for batch in batches:
                 table = to_arrow(batch, level=level, columns=schema.names)
@@ -247,9 +244,5 @@ def write_parquet(
                     rows += table.num_rows
             if not rows:
                 writer.write_table(pa.Table.from_pylist([], schema=schema))
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        commit(tmp, path)
     return rows

@@ -1,27 +1,43 @@
-"""Output files written whole or not at all: a temporary file of one's own, renamed into place.
+"""Output files written whole or not at all, and on disk before they count as written.
 
-Used by the writers of a sharded crawl's directory (:mod:`aqido._shards`):
-the plan here, the Parquet parts in :func:`aqido._arrow.write_parquet`.
-Each writer gets its own temporary file (``tempfile.mkstemp``), so two runs,
-processes or Dask tasks writing the same file at once never rename each
-other's half-written file into place.  It is in the target's directory (so
-the rename is atomic) and hidden (``.<name>.<random>.tmp``: dataset readers
-skip it), and removed when the write fails.
+Used by every writer of a sharded crawl's directory (:mod:`aqido._shards`):
+the plan, the Parquet parts (:func:`aqido._arrow.write_parquet`) and the
+checkpoints (:class:`aqido.checkpoint.CrawlCheckpoint`).
+
+* **One writer, one temporary file.**  A whole file (a plan, a part) is
+  written to a temporary file of its writer's own (``tempfile.mkstemp``), so
+  two runs, processes or Dask tasks writing the same file at once never
+  rename each other's half-written file into place.  It is in the target's
+  directory (so the rename is atomic) and hidden (``.<name>.<random>.tmp``:
+  dataset readers skip it), and removed when the write fails.
+* **Synced before it counts.**  :func:`commit` flushes the temporary file's
+  data to disk (``fsync``) before renaming it, then syncs the directory, so
+  after a power loss or a kernel crash a file under its final name is whole,
+  never empty or cut short, and a finished rename is not undone.  A directory
+  that cannot be synced (Windows, some network filesystems) is skipped
+  silently; any other failure is raised.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
+from typing import IO, Any
+
+#: What a directory's fsync fails with where the platform or filesystem does not do it.
+_CANNOT_SYNC_DIRECTORY = frozenset(
+    {errno.EINVAL, errno.EBADF, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTSUP}
+)
 
 
 @contextlib.contextmanager
 def temporary_for(path: str | os.PathLike[str]) -> Iterator[str]:
     """A new, empty temporary file of this writer's own next to ``path``; removed on failure.
 
-    The caller writes it and renames it onto ``path`` before the block ends.
+    The caller writes it and :func:`commit`\\ s it onto ``path`` before the block ends.
     """
     head, name = os.path.split(os.fspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=head or os.curdir)
@@ -34,9 +50,47 @@ def temporary_for(path: str | os.PathLike[str]) -> Iterator[str]:
         raise
 
 
+def sync_file(file: IO[Any]) -> None:
+    """Flush an open file and sync its data to disk."""
+    file.flush()
+    os.fsync(file.fileno())
+
+
+def sync_directory(directory: str | os.PathLike[str]) -> None:
+    """Sync a directory, so that a rename or a new file in it survives a crash.
+
+    Skipped silently where the platform or filesystem cannot (Windows cannot
+    open a directory; some filesystems refuse the fsync).
+    """
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError as exc:
+        if exc.errno in _CANNOT_SYNC_DIRECTORY:
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in _CANNOT_SYNC_DIRECTORY:
+            raise
+    finally:
+        os.close(fd)
+
+
+def commit(tmp: str, path: str | os.PathLike[str]) -> None:
+    """Put a finished temporary file in place: its data synced, renamed, its directory synced."""
+    fd = os.open(tmp, os.O_RDWR)  # writable: Windows' fsync (_commit) needs it
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    sync_directory(os.path.dirname(os.fspath(path)) or os.curdir)
+
+
 def write_whole(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file of its own, renamed into place."""
+    """Write ``data`` to ``path`` through a temporary file of its own, synced and renamed."""
     with temporary_for(path) as tmp:
         with open(tmp, "wb") as file:
             file.write(data)
-        os.replace(tmp, path)
+        commit(tmp, path)

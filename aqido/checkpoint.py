@@ -31,8 +31,17 @@ line cut short by a kill, checks that the header names the same query, depth
 and server, and returns the StudyInstanceUIDs already written: the crawl lists
 the studies again and skips those, so the file ends up with exactly the studies
 of a clean run, each once.  If the last end record says ``complete``, there is
-nothing left to do.  Lines are flushed as they are written (``fsync=True``
-also syncs them to disk, for power loss rather than a killed process).
+nothing left to do.
+
+Durability: lines are flushed as they are written (a killed process loses
+nothing written), and the file is synced to disk (``fsync``, and its directory)
+when a run writes its end record, so a run that reports its end, complete or
+not, has its whole file on disk also after a power loss or a kernel crash.  A
+line is not synced by itself: that would be a disk flush per study, and what a
+crash loses in between is studies the next run fetches again (the file stays
+readable: the line being written when the power went is cut short, and a
+cut-short last line is dropped).  ``fsync=True`` also syncs each line, for a
+crawl whose every study must survive a power loss as soon as it is yielded.
 
 Safety:
 
@@ -64,6 +73,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from aqido._files import sync_directory, sync_file
 from aqido.errors import CheckpointError, CrawlFailure, QidoError
 from aqido.query import BaseQuery, QueryLevel
 
@@ -367,9 +377,10 @@ class CrawlCheckpoint:
     def _write(self, record: dict[str, Any]) -> None:
         assert self._file is not None, "open() the checkpoint first"
         self._file.write(self._line(record))
-        self._file.flush()
         if self.fsync:
-            os.fsync(self._file.fileno())
+            sync_file(self._file)
+        else:
+            self._file.flush()
 
     def write_study(self, study: Any) -> None:
         """Append one complete study (with ``.series`` and their ``.instances``)."""
@@ -386,7 +397,7 @@ class CrawlCheckpoint:
         self.done.add(str(study.StudyInstanceUID))
 
     def write_end(self, studies: int, failures: list[CrawlFailure]) -> None:
-        """Append an end record for this run."""
+        """Append an end record for this run, and sync the file (and its directory) to disk."""
         self._write(
             {
                 "end": {
@@ -399,6 +410,10 @@ class CrawlCheckpoint:
                 }
             }
         )
+        if not self.fsync:  # else _write synced it
+            assert self._file is not None
+            sync_file(self._file)
+        sync_directory(self.path.parent)
 
     def close(self) -> None:
         """Close the file and release its lock (idempotent)."""

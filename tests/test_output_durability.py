@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import io
 import os
 import pathlib
 from typing import Any
@@ -17,6 +18,7 @@ import anyio
 import pytest
 
 from aqido import HierarchicalQuery
+from aqido.cli import EXIT_OK, main
 from aqido.testing import FakeArchive, SyntheticArchive
 
 pytest.importorskip("pyarrow")
@@ -33,6 +35,14 @@ def plan_into(url: str, out: pathlib.Path, shards: int = 2) -> Any:
             plan, url, HierarchicalQuery(), out=out, shards=shards, client_options={"retries": 0}
         )
     )
+
+
+def crawl(url: str, out: pathlib.Path, *more: str) -> tuple[int, str, str]:
+    """``aqido crawl URL --out OUT --format parquet MORE...``: exit status, stdout, stderr."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    argv = ["crawl", url, "--out", str(out), "--format", "parquet", "--retries", "0", *more]
+    status = main(argv, stdout=stdout, stderr=stderr, environ={})
+    return status, stdout.getvalue(), stderr.getvalue()
 
 
 def files_under(directory: pathlib.Path) -> list[str]:
@@ -76,3 +86,96 @@ def test_a_plan_whose_rename_fails_leaves_no_temporary_file(
     with FakeArchive(SYNTH).run_in_thread() as archive, pytest.raises(OSError, match="Read-only"):
         plan_into(archive.url, tmp_path)
     assert files_under(tmp_path) == []
+
+
+# --- 2. synced to disk before it counts -------------------------------------------------------
+
+
+def test_every_file_is_synced_before_its_rename_and_its_directory_after(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[tuple[str, int]] = []  # ("fsync", inode) / ("replace", the renamed file's inode)
+    fsync, replace = os.fsync, os.replace
+
+    def spy_fsync(fd: int) -> None:
+        events.append(("fsync", os.fstat(fd).st_ino))
+        fsync(fd)
+
+    def spy_replace(src: Any, dst: Any) -> None:
+        events.append(("replace", os.stat(src).st_ino))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", spy_fsync)
+    monkeypatch.setattr(os, "replace", spy_replace)
+    with FakeArchive(SYNTH).run_in_thread() as archive:
+        status, _, err = crawl(archive.url, tmp_path, "--shards", "2")
+        url = archive.url
+    assert status == EXIT_OK, err
+    directory = plan_path(tmp_path, url).parent
+    whole = [plan_path(tmp_path, url), *sorted(directory.glob("part-*.parquet"))]
+    assert len(whole) == 3
+    for path in whole:  # the data synced before the rename, the directory after it
+        renamed = events.index(("replace", path.stat().st_ino))
+        assert ("fsync", path.stat().st_ino) in events[:renamed]
+        assert ("fsync", directory.stat().st_ino) in events[renamed:]
+    checkpoints = sorted((directory / "_checkpoints").glob("*.jsonl"))
+    assert len(checkpoints) == 2
+    for path in checkpoints:  # each synced when its run ended, with its new directory entry
+        assert ("fsync", path.stat().st_ino) in events
+    assert ("fsync", (directory / "_checkpoints").stat().st_ino) in events
+
+
+def test_a_checkpoint_line_is_synced_only_when_asked(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aqido import AsyncQidoRS, CrawlCheckpoint
+
+    synced: list[int] = []
+    fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.fstat(fd).st_ino)
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+
+    async def crawl_into(checkpoint: CrawlCheckpoint) -> None:
+        async with AsyncQidoRS(archive.url, retries=0) as client:
+            async for _ in client.crawl(checkpoint=checkpoint):
+                pass
+
+    with FakeArchive(SYNTH).run_in_thread() as archive:
+        anyio.run(crawl_into, CrawlCheckpoint(tmp_path / "once.jsonl"))
+        once = synced.count((tmp_path / "once.jsonl").stat().st_ino)
+        anyio.run(crawl_into, CrawlCheckpoint(tmp_path / "each.jsonl", fsync=True))
+        each = synced.count((tmp_path / "each.jsonl").stat().st_ino)
+    assert once == 1  # at the end record: not a disk flush per study
+    assert each == 1 + 6 + 1  # the header, each of the 6 studies, the end record
+
+
+@pytest.mark.parametrize("refused", [errno.EINVAL, errno.ENOTSUP, errno.EACCES])
+def test_a_directory_the_platform_cannot_sync_is_skipped(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, refused: int
+) -> None:
+    from aqido._files import sync_directory
+
+    def refuse(*args: Any) -> None:
+        raise OSError(refused, os.strerror(refused))
+
+    monkeypatch.setattr(os, "fsync", refuse)
+    sync_directory(tmp_path)  # no error
+    monkeypatch.setattr(os, "open", refuse)  # Windows: a directory cannot be opened
+    sync_directory(tmp_path)
+
+
+def test_a_directory_sync_that_fails_otherwise_is_raised(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aqido._files import sync_directory
+
+    def fail(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", fail)
+    with pytest.raises(OSError, match="Input/output"):
+        sync_directory(tmp_path)
