@@ -16,6 +16,10 @@ checkpoints (:class:`aqido.checkpoint.CrawlCheckpoint`).
   never empty or cut short, and a finished rename is not undone.  A directory
   that cannot be synced (Windows, some network filesystems) is skipped
   silently; any other failure is raised.
+* **A failure named.**  A write that fails (a full disk or quota, an I/O
+  error, a read-only filesystem) is a :class:`~aqido.errors.CheckpointError`
+  naming the file and the OS error (:func:`write_failed`); the temporary
+  file is removed, and nothing is left under the final name.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import os
 import tempfile
 from collections.abc import Iterator
 from typing import IO, Any
+
+from aqido.errors import CheckpointError
 
 #: What a directory's fsync fails with where the platform or filesystem does not do it.
 _CANNOT_SYNC_DIRECTORY = frozenset(
@@ -94,3 +100,15 @@ def write_whole(path: str | os.PathLike[str], data: bytes) -> None:
         with open(tmp, "wb") as file:
             file.write(data)
         commit(tmp, path)
+
+
+def os_error(exc: OSError) -> str:
+    """An OSError in a message: its text and errno name (``No space left on device (ENOSPC)``)."""
+    if exc.errno is not None and exc.strerror:
+        return f"{exc.strerror} ({errno.errorcode.get(exc.errno, exc.errno)})"
+    return f"{type(exc).__name__}: {exc}"  # pyarrow's OSError: a message without an errno
+
+
+def write_failed(path: object, exc: OSError, doing: str = "write it") -> CheckpointError:
+    """The error to raise (``from exc``) when ``doing`` (``"write it"``) at ``path`` failed."""
+    return CheckpointError(f"could not {doing}: {os_error(exc)}", path=path)

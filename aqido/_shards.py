@@ -42,7 +42,9 @@ writer through a hidden temporary file of its own, renamed into place, so two
 writers of one directory (two runs, a Dask task run twice) never rename each
 other's half-written file.  A part that exists but is not
 Parquet, or holds other columns than the run writes (another ``depth``), is
-a :class:`~aqido.errors.CheckpointError` of that shard, not skipped.
+a :class:`~aqido.errors.CheckpointError` of that shard, not skipped; so is a
+part, plan or checkpoint that cannot be written (a full disk, a read-only
+filesystem: the message names the file and the OS error).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ from typing import Any
 
 import attrs
 
-from aqido._files import write_whole
+from aqido._files import os_error, write_failed, write_whole
 from aqido.checkpoint import CrawlCheckpoint, checkpoint_server
 from aqido.errors import (
     CheckpointError,
@@ -305,9 +307,12 @@ async def plan(
         async for study in client.crawl(query, depth=QueryLevel.STUDY):
             studies.append((str(study.StudyInstanceUID), study.StudyDate))
     planned = plan_shards(query, studies, shards=shards)
-    path.parent.mkdir(parents=True, exist_ok=True)
     record["plan"] = [s.to_json() for s in planned]
-    write_whole(path, json.dumps(record, indent=1).encode("utf-8"))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_whole(path, json.dumps(record, indent=1).encode("utf-8"))
+    except OSError as exc:  # a full disk, a read-only filesystem...
+        raise write_failed(path, exc, "write the shard plan") from exc
     return planned
 
 
@@ -369,17 +374,27 @@ async def run_shard(
         _check_part(part, level)
         return ShardReport(shard.name, str(part), -1, -1, skipped=True)
     checkpoint = checkpoint_path(out, url, shard)
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_failed(checkpoint.parent, exc, "create the directory") from exc
     async with AsyncQidoRS(url, **client_options) as client:
         async for _ in client.crawl(shard.query, depth=depth, checkpoint=checkpoint):
             pass
     counted: list[int] = [0]
-    rows = write_parquet(
-        _batches(shard, CrawlCheckpoint.read_studies(checkpoint), counted),
-        part,
-        level=level,
-    )
+    try:
+        rows = write_parquet(_batches(shard, _read(checkpoint), counted), part, level=level)
+    except OSError as exc:  # a full disk, a read-only filesystem...: no part left
+        raise write_failed(part, exc, "write the Parquet part") from exc
     return ShardReport(shard.name, str(part), counted[0], rows, skipped=False)
+
+
+def _read(checkpoint: Path) -> Iterator[Any]:
+    """A checkpoint's studies; a failure to read it a CheckpointError naming it, not the part."""
+    try:
+        yield from CrawlCheckpoint.read_studies(checkpoint)
+    except OSError as exc:
+        raise CheckpointError(f"could not read it: {os_error(exc)}", path=checkpoint) from exc
 
 
 def _check_part(part: Path, level: str) -> None:

@@ -65,6 +65,7 @@ Safety:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -73,7 +74,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from aqido._files import sync_directory, sync_file
+from aqido._files import sync_directory, sync_file, write_failed
 from aqido.errors import CheckpointError, CrawlFailure, QidoError
 from aqido.query import BaseQuery, QueryLevel
 
@@ -192,7 +193,8 @@ class CrawlCheckpoint:
         self.force = force
         self.done: set[str] = set()
         self.finished_complete = False
-        self._file: IO[str] | None = None
+        self._file: IO[bytes] | None = None  # unbuffered: a failed line leaves nothing to flush
+        self._size = 0  # the file's length after its last whole line
         self._lock: BaseFileLock | None = None
 
     def __repr__(self) -> str:
@@ -288,12 +290,15 @@ class CrawlCheckpoint:
         }
         if server is not None:
             header["server"] = checkpoint_server(server)
-        self._acquire()
         try:
-            return self._open(header)
-        except BaseException:
-            self.close()
-            raise
+            self._acquire()
+            try:
+                return self._open(header)
+            except BaseException:
+                self.close()
+                raise
+        except OSError as exc:  # a read-only filesystem, a full disk...
+            raise write_failed(self.path, exc, "open it for writing") from exc
 
     def _acquire(self) -> None:
         """Take the exclusive lock (``FILE.lock``) at once, or raise CheckpointError."""
@@ -341,9 +346,11 @@ class CrawlCheckpoint:
                     self.finished_complete = bool(record["end"].get("complete"))
             with self.path.open("r+b") as file:
                 file.truncate(good)
-            self._file = self.path.open("a", encoding="utf-8")
+            self._file = self.path.open("ab", buffering=0)
+            self._size = good
         else:
-            self._file = self.path.open("w", encoding="utf-8")
+            self._file = self.path.open("wb", buffering=0)
+            self._size = 0
             self._write(header)
         return set(self.done)
 
@@ -375,12 +382,23 @@ class CrawlCheckpoint:
         return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
 
     def _write(self, record: dict[str, Any]) -> None:
+        """Append one line (synced if ``fsync``); if that fails, cut the file back to before it.
+
+        A failure (a full disk...) is a CheckpointError naming the file and the OS error.
+        """
         assert self._file is not None, "open() the checkpoint first"
-        self._file.write(self._line(record))
-        if self.fsync:
-            sync_file(self._file)
-        else:
-            self._file.flush()
+        line = self._line(record).encode("utf-8")
+        data = memoryview(line)
+        try:
+            while data:  # unbuffered: a write may take only part of it (a disk filling up)
+                data = data[self._file.write(data) or 0 :]
+            if self.fsync:
+                sync_file(self._file)
+        except OSError as exc:
+            with contextlib.suppress(OSError):  # else the next run drops the cut-short line
+                os.ftruncate(self._file.fileno(), self._size)
+            raise write_failed(self.path, exc, "write to it") from exc
+        self._size += len(line)
 
     def write_study(self, study: Any) -> None:
         """Append one complete study (with ``.series`` and their ``.instances``)."""
@@ -410,10 +428,13 @@ class CrawlCheckpoint:
                 }
             }
         )
-        if not self.fsync:  # else _write synced it
-            assert self._file is not None
-            sync_file(self._file)
-        sync_directory(self.path.parent)
+        assert self._file is not None
+        try:
+            if not self.fsync:  # else _write synced it
+                sync_file(self._file)
+            sync_directory(self.path.parent)
+        except OSError as exc:
+            raise write_failed(self.path, exc, "sync it to disk") from exc
 
     def close(self) -> None:
         """Close the file and release its lock (idempotent)."""

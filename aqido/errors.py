@@ -484,7 +484,9 @@ class CheckpointError(QidoError, ValueError):
     of another query, depth or server, and when another writer holds its lock;
     also for a sharded crawl's plan that is not one aqido wrote, and its Parquet
     part that is not Parquet or has another crawl's columns (:attr:`path` is
-    that file).
+    that file); and when writing a checkpoint, plan or part fails (a full disk,
+    a read-only filesystem: the message names the OS error, the ``OSError`` is
+    the ``__cause__``).
 
     Attributes:
         path: the checkpoint file, as a string.

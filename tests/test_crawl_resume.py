@@ -37,7 +37,7 @@ class Dying(CrawlCheckpoint):
     def write_study(self, study):
         if self.written == kill_at:
             line = json.dumps({"study": study.to_json()})
-            self._file.write(line[: len(line) // 2])  # killed in the middle of a line
+            self._file.write(line[: len(line) // 2].encode())  # killed in the middle of a line
             self._file.flush()
             os.kill(os.getpid(), signal.SIGKILL)
         super().write_study(study)

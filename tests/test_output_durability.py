@@ -12,13 +12,15 @@ import functools
 import io
 import os
 import pathlib
+import pickle
 from typing import Any
 
 import anyio
 import pytest
 
 from aqido import HierarchicalQuery
-from aqido.cli import EXIT_OK, main
+from aqido.cli import EXIT_ERROR, EXIT_INCOMPLETE, EXIT_OK, main
+from aqido.errors import CheckpointError
 from aqido.testing import FakeArchive, SyntheticArchive
 
 pytest.importorskip("pyarrow")
@@ -83,7 +85,13 @@ def test_a_plan_whose_rename_fails_leaves_no_temporary_file(
         raise OSError(errno.EROFS, "Read-only file system")
 
     monkeypatch.setattr(os, "replace", refuse)
-    with FakeArchive(SYNTH).run_in_thread() as archive, pytest.raises(OSError, match="Read-only"):
+    with (
+        FakeArchive(SYNTH).run_in_thread() as archive,
+        pytest.raises(
+            CheckpointError,
+            match=r"could not write the shard plan: Read-only file system \(EROFS\)",
+        ),
+    ):
         plan_into(archive.url, tmp_path)
     assert files_under(tmp_path) == []
 
@@ -179,3 +187,150 @@ def test_a_directory_sync_that_fails_otherwise_is_raised(
     monkeypatch.setattr(os, "fsync", fail)
     with pytest.raises(OSError, match="Input/output"):
         sync_directory(tmp_path)
+
+
+# --- 3. a failed write is a named CheckpointError, and leaves nothing half-written ---------------
+
+FULL = "No space left on device (ENOSPC)"
+
+
+def no_space(*args: Any) -> None:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def failure_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("could not fetch")]
+
+
+def test_a_plan_that_cannot_be_written_is_a_named_error_on_one_line(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out\nforged"  # a line break of the path stays escaped: one line
+    monkeypatch.setattr(os, "fsync", no_space)
+    with FakeArchive(SYNTH).run_in_thread() as archive:
+        status, _, err = crawl(archive.url, out)
+        path = plan_path(out, archive.url)
+    assert status == EXIT_INCOMPLETE
+    (line,) = failure_lines(err)
+    assert "(planning its shards)" in line
+    assert f"{path}: could not write the shard plan: {FULL}".replace("\n", "\\n") in line
+    assert "\nforged" not in err
+    assert files_under(out) == []  # no plan, no temporary file
+
+
+def test_a_plan_write_error_pickles_with_its_path() -> None:
+    from aqido._files import write_failed
+
+    error = write_failed("/out/_plan.json", OSError(errno.EDQUOT, "Disk quota exceeded"))
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is CheckpointError
+    assert again.path == "/out/_plan.json"
+    assert str(again) == "/out/_plan.json: could not write it: Disk quota exceeded (EDQUOT)"
+
+
+def _fail_parquet_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyarrow.parquet as pq
+
+    def write_table(self: Any, table: Any, *args: Any, **kwargs: Any) -> None:
+        raise OSError("IOError: [Errno 28] Error writing bytes to file")  # pyarrow's: no errno
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", write_table)
+
+
+def _fail_part_sync(monkeypatch: pytest.MonkeyPatch) -> None:
+    fsync = os.fsync
+
+    def fail_a_part(fd: int) -> None:
+        if ".parquet." in os.readlink(f"/proc/self/fd/{fd}"):
+            no_space()
+        fsync(fd)
+
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc/self/fd")
+    monkeypatch.setattr(os, "fsync", fail_a_part)
+
+
+@pytest.mark.parametrize(
+    ("fail", "shown"),
+    [
+        (_fail_parquet_write, "OSError: IOError: [Errno 28] Error writing bytes to file"),
+        (_fail_part_sync, FULL),
+    ],
+)
+def test_a_part_that_cannot_be_written_is_a_named_error_and_no_file(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, fail: Any, shown: str
+) -> None:
+    with FakeArchive(SYNTH).run_in_thread() as archive:
+        directory = plan_path(tmp_path, archive.url).parent
+        with monkeypatch.context() as patch:
+            fail(patch)
+            status, _, err = crawl(archive.url, tmp_path, "--shards", "2")
+        assert status == EXIT_INCOMPLETE
+        lines = failure_lines(err)
+        assert len(lines) == 2
+        for line in lines:
+            assert f"could not write the Parquet part: {shown}" in line
+            assert str(directory / "part-") in line
+        names = files_under(directory)
+        assert [n for n in names if "parquet" in n] == []  # no part, no temporary file
+        status, _, err = crawl(archive.url, tmp_path, "--shards", "2")  # the disk has room again
+    assert status == EXIT_OK, err
+    assert len(list(directory.glob("part-*.parquet"))) == 2
+
+
+def test_a_checkpoint_that_cannot_be_written_is_cut_back_to_its_last_whole_line(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class FillsUp:
+        """A checkpoint file on a disk that fills up in the middle of its third line."""
+
+        def __init__(self, file: Any) -> None:
+            self.file, self.lines = file, 0
+
+        def write(self, data: Any) -> int:
+            self.lines += 1
+            if self.lines == 3:
+                self.file.write(bytes(data[:20]))
+                no_space()
+            written: int = self.file.write(data)
+            return written
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.file, name)
+
+    path_open = pathlib.Path.open
+
+    def open_(self: pathlib.Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        file = path_open(self, mode, *args, **kwargs)
+        return FillsUp(file) if self.suffix == ".jsonl" and mode in ("ab", "wb") else file
+
+    with FakeArchive(SYNTH).run_in_thread() as archive:
+        directory = plan_path(tmp_path, archive.url).parent
+        with monkeypatch.context() as patch:
+            patch.setattr(pathlib.Path, "open", open_)
+            status, _, err = crawl(archive.url, tmp_path)
+        assert status == EXIT_INCOMPLETE
+        (line,) = failure_lines(err)
+        (checkpoint,) = (directory / "_checkpoints").glob("*.jsonl")
+        assert f"{checkpoint}: could not write to it: {FULL}" in line
+        text = checkpoint.read_bytes()
+        assert text.endswith(b"\n")
+        assert text.count(b"\n") == 2  # the header and one study: the third line cut away
+        assert list(directory.glob("part-*")) == []
+        status, _, err = crawl(archive.url, tmp_path)  # resumed where the disk filled up
+    assert status == EXIT_OK, err
+    assert len(list(directory.glob("part-*.parquet"))) == 1
+
+
+def test_a_jsonl_crawl_on_a_full_disk_is_one_error_line(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "crawl.jsonl"
+    with FakeArchive(SYNTH).run_in_thread() as archive:
+        monkeypatch.setattr(os, "ftruncate", no_space)  # nothing to cut back either
+        monkeypatch.setattr(os, "fsync", no_space)
+        stdout, stderr = io.StringIO(), io.StringIO()
+        argv = ["crawl", archive.url, "--out", str(out), "--retries", "0", "--no-progress"]
+        status = main(argv, stdout=stdout, stderr=stderr, environ={})
+    assert status == EXIT_ERROR
+    assert stderr.getvalue() == f"aqido: error: {out}: could not sync it to disk: {FULL}\n"

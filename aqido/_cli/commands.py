@@ -249,7 +249,8 @@ def _prepare_out(
 ) -> None:
     """Check --out/--resume/--overwrite before crawling (one-line usage errors).
 
-    Another run holding the file's lock is a CheckpointError (exit 1); a file
+    Another run holding the file's lock, or a file that cannot be written (a
+    full disk, a read-only filesystem), is a CheckpointError (exit 1); a file
     of another crawl or server, or a damaged one, is a usage error (exit 2).
     The lock is held (the checkpoint left open, the caller closes it) for the
     crawl that follows.
@@ -273,7 +274,7 @@ def _prepare_out(
             path.unlink()  # --overwrite, under the lock
         checkpoint.open(query, depth, server=server)  # validates header, server, every line
     except CheckpointError as exc:
-        if isinstance(exc.__cause__, TimeoutError):  # the lock: another run writes the file
+        if isinstance(exc.__cause__, OSError):  # its lock held by another run, a full disk...
             raise
         raise UsageError(str(exc)) from None
     if cut:
