@@ -66,6 +66,7 @@ Safety:
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -391,7 +392,10 @@ class CrawlCheckpoint:
         data = memoryview(line)
         try:
             while data:  # unbuffered: a write may take only part of it (a disk filling up)
-                data = data[self._file.write(data) or 0 :]
+                written = self._file.write(data)
+                if not written:  # nothing taken and no error: never loop on it
+                    raise OSError(errno.EIO, os.strerror(errno.EIO))
+                data = data[written:]
             if self.fsync:
                 sync_file(self._file)
         except OSError as exc:

@@ -334,3 +334,33 @@ def test_a_jsonl_crawl_on_a_full_disk_is_one_error_line(
         status = main(argv, stdout=stdout, stderr=stderr, environ={})
     assert status == EXIT_ERROR
     assert stderr.getvalue() == f"aqido: error: {out}: could not sync it to disk: {FULL}\n"
+
+
+def test_a_checkpoint_write_that_takes_nothing_is_an_error_not_a_hang(
+    tmp_path: pathlib.Path,
+) -> None:
+    from aqido.checkpoint import CrawlCheckpoint
+    from aqido.query import QueryLevel
+
+    class TakesNothing:
+        """An unbuffered file whose write returns 0 without an error."""
+
+        def __init__(self, file: Any) -> None:
+            self.file = file
+
+        def write(self, data: Any) -> int:
+            return 0
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.file, name)
+
+    checkpoint = CrawlCheckpoint(tmp_path / "c.jsonl")
+    checkpoint.open(HierarchicalQuery(), QueryLevel.INSTANCE)
+    try:
+        whole = checkpoint.path.read_bytes()
+        checkpoint._file = TakesNothing(checkpoint._file)  # type: ignore[assignment]
+        with pytest.raises(CheckpointError, match="could not write to it"):
+            checkpoint.write_end(0, [])
+        assert checkpoint.path.read_bytes() == whole  # nothing half-written
+    finally:
+        checkpoint.close()
