@@ -57,7 +57,12 @@ nothing to compare its latency with (the best seen is its own median), so it
 waits for all its answers and is judged by their spread: when the median answer
 of requests sent together took more than ``tolerance`` times as long as the
 fastest, they waited behind each other, and the startup ends there, the fastest
-answer becoming the best latency.  A FIFO server serving 4 at a time (the old
+answer becoming the best latency.  A spread between ``exit_ratio`` and
+``tolerance`` is not taken for a queue (the client's reading spreads answers
+that much), but the best latency is then ``exit_ratio`` times the fastest, not
+the median: a FIFO server serving 5 to 8 of the 16 at once answers the median
+at 1.5-2x the fastest, and that median as the best would settle the limit at up
+to twice where it belongs.  A FIFO server serving 4 at a time (the old
 initial limit) answers 16 in four waves, a median 2.5 times the fastest; Orthanc
 1.10 on 127.0.0.1 showed 3.8 to 6.6 times in 8 crawls.  Without this test its
 first round at 16 looks like a server that scales, the startup jumps to 64 and
@@ -486,6 +491,13 @@ class AdaptiveLimit:
         if fastest > 0 and latency > fastest * self.tolerance:
             self._set_best(fastest)
             return True
+        if fastest > 0 and latency > fastest * self.exit_ratio:
+            # Spread, but not enough to tell a queue from the client's reading: the
+            # median may hold a queue all the same (a FIFO server serving 5 to 8 of 16
+            # at once answers the median at 1.5-2x the fastest), and a best latency with
+            # a queue in it would settle the limit as far above the knee.  The best is
+            # then what a round without a queue may reach, ``exit_ratio`` times the fastest.
+            self._set_best(fastest * self.exit_ratio)
         return False
 
     def _new_round(self, now: float, cpu: float | None = None) -> None:
