@@ -11,7 +11,7 @@ import statistics
 
 import pytest
 from adaptive_sim import SimServer, simulate
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from aqido.adaptive import AdaptiveLimit, LimitChange, _median
@@ -420,18 +420,21 @@ def test_retry_after_from_the_server_stops_new_requests_for_that_long() -> None:
     ceiling=st.sampled_from([8, 16, 64, 128]),
     seed=st.integers(min_value=0, max_value=1000),
 )
+@example(workers=5, service=0.001, jitter=0.0, ceiling=64, seed=0)  # a first round at 2x
+@example(workers=6, service=0.001, jitter=0.3, ceiling=64, seed=5)  # a jittered best latency
 def test_it_settles_near_the_knee_without_oscillating(
     workers: int, service: float, jitter: float, ceiling: int, seed: int
 ) -> None:
     """After convergence the limit stays between the knee and tolerance x knee (+30 % and
-    rounding),
-    within the ceiling, and never swings by more than 2x (probe rounds left out)."""
+    rounding, and the jitter: the best latency is measured on jittered answers, so it may
+    be that much too high until a probe measures it again), within the ceiling, and never
+    swings by more than 2x (probe rounds left out)."""
     limit = AdaptiveLimit(ceiling=ceiling)
     server = SimServer(workers=workers, service=service, jitter=jitter)
     result = simulate(limit, server, requests=max(1000, 80 * workers), seed=seed)
     after = settled(limit, result.end * 0.7)
     low = min(ceiling, server.knee)
-    high = min(ceiling, math.ceil(1.3 * limit.tolerance * server.knee) + 3)
+    high = min(ceiling, math.ceil(1.3 * (1 + jitter) * limit.tolerance * server.knee) + 3)
     assert low <= min(after), (after, low)
     assert max(after) <= high, (after, high)
     assert max(after) <= 2 * min(after) + 1, after
