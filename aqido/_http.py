@@ -23,10 +23,10 @@ from yarl import URL
 
 from aqido._search_results import SearchResults as SearchResults
 from aqido.errors import (
-    SECRET_RESPONSE_HEADERS,
     RequestTimeoutError,
     TLSError,
     TransportError,
+    _without_secret_headers,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -99,14 +99,10 @@ def _forget_secret_headers(exc: aiohttp.ClientResponseError) -> None:
     if info is not None and info.headers:
         exc.request_info = info._replace(headers=CIMultiDictProxy(CIMultiDict()))
     received = exc.headers
-    if received is not None and any(k.lower() in SECRET_RESPONSE_HEADERS for k in received):
-        exc.headers = CIMultiDictProxy(
-            CIMultiDict(
-                (name, value)
-                for name, value in received.items()
-                if name.lower() not in SECRET_RESPONSE_HEADERS
-            )
-        )
+    if received is not None:
+        kept = _without_secret_headers(received.items())
+        if len(kept) < len(received):  # left as it came when it held no secret
+            exc.headers = CIMultiDictProxy(CIMultiDict(kept))
 
 
 def is_stale_connection(error: TransportError) -> bool:

@@ -85,6 +85,18 @@ SECRET_RESPONSE_HEADERS = frozenset(
 )
 
 
+def _without_secret_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The response headers ``headers`` (``(name, value)`` pairs) without the secret ones.
+
+    The one filter of :data:`SECRET_RESPONSE_HEADERS`, for :class:`HTTPStatusError`
+    and the aiohttp error :mod:`aqido._http` chains.  Names match in any case; the
+    pairs kept keep their order, their spelling and every value of a repeated name.
+    Pairs, not a mapping: each caller builds the type it keeps (a ``dict`` for
+    :class:`HTTPStatusError`, a ``CIMultiDictProxy`` for the aiohttp error).
+    """
+    return [(name, value) for name, value in headers if name.lower() not in SECRET_RESPONSE_HEADERS]
+
+
 def redact_url(url: object) -> str:
     """Return ``url`` as a string with any ``user:password@`` part removed.
 
@@ -260,11 +272,8 @@ class HTTPStatusError(QidoError):
         # Left out rather than replaced by a marker: every value kept is one the server sent
         # (a placeholder would read as a cookie to code that parses the header), and no
         # path (pickle, repr, a debugger, an error tracker) can see the cookie or nonce.
-        self.headers: Mapping[str, str] = {
-            name: value
-            for name, value in dict(headers or {}).items()
-            if name.lower() not in SECRET_RESPONSE_HEADERS
-        }
+        # dict() first: a repeated name keeps one value (a multidict's first), as a mapping can.
+        self.headers: Mapping[str, str] = dict(_without_secret_headers(dict(headers or {}).items()))
         message = f"HTTP {status}{' ' + reason if reason else ''} for {self.url}"
         if self.body_excerpt:  # the server's text, as a repr: a traceback prints no ESC of it
             message += f": {self.body_excerpt!r}"

@@ -252,3 +252,26 @@ def test_errors_module_is_a_leaf() -> None:
             assert not (node.module or "").startswith("aqido"), node.module
         if isinstance(node, ast.Import):
             assert all(not a.name.startswith("aqido") for a in node.names)
+
+
+def test_without_secret_headers_drops_every_secret_name_in_any_case_and_keeps_the_rest() -> None:
+    received = [
+        ("Retry-After", "7"),
+        ("SET-COOKIE", "a=1"),
+        ("Warning", '299 pacs "busy"'),
+        ("set-cookie2", "b=2"),
+        ("Authentication-Info", 'nextnonce="n"'),
+        ("warning", '299 pacs "slow"'),  # a repeated name keeps both values
+        ("PROXY-authentication-INFO", 'rspauth="r"'),
+        ("Set-Cookie-Policy", "kept"),  # a secret's name as a prefix is another header
+    ]
+    assert errors._without_secret_headers(received) == [
+        ("Retry-After", "7"),
+        ("Warning", '299 pacs "busy"'),
+        ("warning", '299 pacs "slow"'),
+        ("Set-Cookie-Policy", "kept"),
+    ]
+    assert errors._without_secret_headers(iter(received[:1])) == [("Retry-After", "7")]
+    assert errors._without_secret_headers([]) == []
+    for name in errors.SECRET_RESPONSE_HEADERS:
+        assert errors._without_secret_headers([(name.upper(), "x"), (name.title(), "y")]) == []

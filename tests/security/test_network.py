@@ -1245,6 +1245,25 @@ def test_a_chained_aiohttp_error_keeps_no_session_cookie() -> None:
     )
 
 
+def test_a_chained_aiohttp_error_without_a_secret_keeps_its_headers_as_they_came() -> None:
+    info = aiohttp.RequestInfo(
+        URL("http://127.0.0.1/dicom-web/studies"), "GET", CIMultiDictProxy(CIMultiDict())
+    )
+    received = CIMultiDictProxy(
+        CIMultiDict(
+            [("Warning", '299 pacs "a"'), ("warning", '299 pacs "b"'), ("Retry-After", "1")]
+        )
+    )
+    with (
+        pytest.raises(TransportError) as raised,
+        map_aiohttp_errors("http://127.0.0.1/dicom-web/studies"),
+    ):
+        raise aiohttp.ClientResponseError(info, (), status=400, message="bad", headers=received)
+    cause = raised.value.__cause__
+    assert isinstance(cause, aiohttp.ClientResponseError)
+    assert cause.headers is received  # not copied: both warnings, their spelling, as they came
+
+
 # --- a server's authentication data (RFC 7615) on an error answer ------------------------------
 
 AUTH_INFO_HEADERS = ("authentication-info", "proxy-authentication-info")
