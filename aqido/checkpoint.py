@@ -61,6 +61,9 @@ Safety:
   (``filelock`` on ``FILE.lock`` next to the file, left in place) until
   :meth:`~CrawlCheckpoint.close`: a second writer fails at once with
   ``CheckpointError`` instead of interleaving its lines.  Reading needs no lock.
+  A lock that cannot be taken or released (a full disk, a read-only
+  filesystem) is a ``CheckpointError`` naming the lock file, as any failed
+  write is one naming the file.
 """
 
 from __future__ import annotations
@@ -88,6 +91,18 @@ _STUDY_UID = "0020000D"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 #: A surrogate escape in a line: only then is the parsed line searched for a lone one.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _file_lock(path: Path) -> BaseFileLock:
+    """The exclusive lock of the checkpoint ``path``: ``FILE.lock`` beside it, never waited for.
+
+    filelock is imported here, when a checkpoint is first written, not with
+    aqido; and a test can give a checkpoint a lock that fails (a full disk)
+    without touching filelock's other users in the process.
+    """
+    from filelock import FileLock
+
+    return FileLock(path.with_name(path.name + ".lock"), timeout=0)
 
 
 def _study_uid(study_json: dict[str, Any]) -> str | None:
@@ -302,21 +317,33 @@ class CrawlCheckpoint:
             raise write_failed(self.path, exc, "open it for writing") from exc
 
     def _acquire(self) -> None:
-        """Take the exclusive lock (``FILE.lock``) at once, or raise CheckpointError."""
+        """Take the exclusive lock (``FILE.lock``) at once, or raise CheckpointError.
+
+        Another process holding it is a CheckpointError chained from filelock's
+        ``Timeout``.  An OSError taking it (some filelock versions truncate the
+        lock file: a full disk or quota, an I/O error, a read-only filesystem,
+        a permission) is one naming the lock file and the OS error, as is one
+        creating the file's directory.
+        """
         if self._lock is not None and self._lock.is_locked:
             return
-        from filelock import FileLock, Timeout
+        from filelock import Timeout
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(self.path.with_name(self.path.name + ".lock"), timeout=0)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise write_failed(self.path.parent, exc, "create the directory") from exc
+        lock = _file_lock(self.path)
         try:
             lock.acquire()
-        except Timeout as exc:
+        except Timeout as exc:  # first: a Timeout is a TimeoutError, so an OSError too
             raise CheckpointError(
                 "in use by another crawl (another aqido process holds its lock "
                 f"{lock.lock_file}); wait for it to finish or stop it",
                 path=self.path,
             ) from exc
+        except OSError as exc:
+            raise write_failed(self.path, exc, f"take its lock {lock.lock_file}") from exc
         self._lock = lock
 
     def _open(self, header: dict[str, Any]) -> set[str]:
@@ -441,7 +468,11 @@ class CrawlCheckpoint:
             raise write_failed(self.path, exc, "sync it to disk") from exc
 
     def close(self) -> None:
-        """Close the file and release its lock (idempotent)."""
+        """Close the file and release its lock (idempotent).
+
+        An OSError releasing the lock is a CheckpointError naming the lock file
+        and the OS error.
+        """
         file, self._file = self._file, None
         lock, self._lock = self._lock, None
         try:
@@ -449,4 +480,9 @@ class CrawlCheckpoint:
                 file.close()
         finally:
             if lock is not None:
-                lock.release(force=True)
+                try:
+                    lock.release(force=True)
+                except OSError as exc:
+                    raise write_failed(
+                        self.path, exc, f"release its lock {lock.lock_file}"
+                    ) from exc

@@ -340,6 +340,157 @@ def test_a_jsonl_crawl_on_a_full_disk_is_one_error_line(
     assert stderr.getvalue() == f"aqido: error: {out}: could not sync it to disk: {FULL}\n"
 
 
+def failing_lock(method: str, code: int) -> Any:
+    """``aqido.checkpoint._file_lock``, but each lock's ``method`` fails with the OSError ``code``.
+
+    Only the checkpoint's lock object is changed, not ``os`` or filelock for the
+    whole process (pytest and its plugins take file locks of their own).
+    """
+    import aqido.checkpoint
+
+    make = aqido.checkpoint._file_lock
+
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(code, os.strerror(code))
+
+    def file_lock(path: pathlib.Path) -> Any:
+        lock = make(path)
+        setattr(lock, method, fail)
+        return lock
+
+    return file_lock
+
+
+def os_error_text(code: int) -> str:
+    return f"{os.strerror(code)} ({errno.errorcode[code]})"
+
+
+@pytest.mark.parametrize(
+    "code",
+    [errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES],
+    ids=errno.errorcode.get,
+)
+def test_a_checkpoint_lock_that_cannot_be_taken_is_a_checkpoint_error_naming_it(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    import aqido.checkpoint
+    from aqido.checkpoint import CrawlCheckpoint
+    from aqido.query import QueryLevel
+
+    path = tmp_path / "c.jsonl"
+    checkpoint = CrawlCheckpoint(path)
+    with monkeypatch.context() as patch:
+        patch.setattr(aqido.checkpoint, "_file_lock", failing_lock("acquire", code))
+        with pytest.raises(CheckpointError) as info:
+            checkpoint.open(HierarchicalQuery(), QueryLevel.INSTANCE)
+    error = info.value
+    assert str(error) == f"{path}: could not take its lock {path}.lock: {os_error_text(code)}"
+    assert error.path == str(path)
+    assert isinstance(error.__cause__, OSError)
+    assert error.__cause__.errno == code
+    assert not path.exists()  # nothing written without the lock
+    checkpoint.close()  # no lock to release: nothing raised
+    checkpoint.open(HierarchicalQuery(), QueryLevel.INSTANCE)  # the disk has room again
+    checkpoint.close()
+
+
+def test_a_checkpoint_lock_that_cannot_be_released_is_a_checkpoint_error_naming_it(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import aqido.checkpoint
+    from aqido.checkpoint import CrawlCheckpoint
+    from aqido.query import QueryLevel
+
+    path = tmp_path / "c.jsonl"
+    monkeypatch.setattr(aqido.checkpoint, "_file_lock", failing_lock("release", errno.EIO))
+    checkpoint = CrawlCheckpoint(path)
+    checkpoint.open(HierarchicalQuery(), QueryLevel.INSTANCE)
+    lock = checkpoint._lock
+    assert lock is not None
+    try:
+        with pytest.raises(CheckpointError) as info:
+            checkpoint.close()
+        assert str(info.value) == (
+            f"{path}: could not release its lock {path}.lock: {os_error_text(errno.EIO)}"
+        )
+        assert isinstance(info.value.__cause__, OSError)
+        checkpoint.close()  # idempotent: the failed release is not tried again
+    finally:
+        type(lock).release(lock, force=True)
+
+
+def test_a_checkpoint_whose_directory_cannot_be_made_is_a_checkpoint_error_naming_it(
+    tmp_path: pathlib.Path,
+) -> None:
+    from aqido.checkpoint import CrawlCheckpoint
+    from aqido.query import QueryLevel
+
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="could not create the directory") as info:
+        CrawlCheckpoint(tmp_path / "file" / "c.jsonl").open(
+            HierarchicalQuery(), QueryLevel.INSTANCE
+        )
+    assert info.value.path == str(tmp_path / "file")
+    assert isinstance(info.value.__cause__, OSError)
+
+
+def test_a_jsonl_crawl_whose_lock_cannot_be_taken_is_one_error_line(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import aqido.checkpoint
+
+    out = tmp_path / "crawl.jsonl"
+    monkeypatch.setattr(aqido.checkpoint, "_file_lock", failing_lock("acquire", errno.ENOSPC))
+    with FakeArchive(SYNTH).run_in_thread() as archive:
+        stdout, stderr = io.StringIO(), io.StringIO()
+        argv = ["crawl", archive.url, "--out", str(out), "--retries", "0", "--no-progress"]
+        status = main(argv, stdout=stdout, stderr=stderr, environ={})
+    assert status == EXIT_ERROR  # as a checkpoint that cannot be synced, above
+    assert stderr.getvalue() == f"aqido: error: {out}: could not take its lock {out}.lock: {FULL}\n"
+    assert stdout.getvalue() == ""
+    assert not out.exists()
+
+
+def test_a_blocking_crawl_whose_lock_cannot_be_taken_raises_the_checkpoint_error(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import aqido.checkpoint
+    from aqido.blocking import QidoRS
+
+    out = tmp_path / "crawl.jsonl"
+    monkeypatch.setattr(aqido.checkpoint, "_file_lock", failing_lock("acquire", errno.ENOSPC))
+    with (
+        FakeArchive(SYNTH).run_in_thread() as archive,
+        QidoRS(archive.url, retries=0) as qido,
+        pytest.raises(CheckpointError) as info,
+    ):
+        list(qido.crawl(checkpoint=out))
+    assert str(info.value) == f"{out}: could not take its lock {out}.lock: {FULL}"
+    assert isinstance(info.value.__cause__, OSError)
+
+
+def test_a_parquet_crawl_whose_locks_cannot_be_taken_names_them_and_resumes(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import aqido.checkpoint
+
+    with FakeArchive(SYNTH).run_in_thread() as archive:
+        directory = plan_path(tmp_path, archive.url).parent
+        with monkeypatch.context() as patch:
+            patch.setattr(aqido.checkpoint, "_file_lock", failing_lock("acquire", errno.ENOSPC))
+            status, _, err = crawl(archive.url, tmp_path, "--shards", "2")
+        assert status == EXIT_INCOMPLETE
+        lines = failure_lines(err)
+        assert len(lines) == 2
+        for line in lines:
+            assert f"could not take its lock {directory / '_checkpoints'}" in line
+            assert f".jsonl.lock: {FULL}" in line
+        assert list(directory.glob("part-*")) == []
+        status, _, err = crawl(archive.url, tmp_path, "--shards", "2")  # the disk has room again
+    assert status == EXIT_OK, err
+    assert len(list(directory.glob("part-*.parquet"))) == 2
+
+
 def test_a_checkpoint_write_that_takes_nothing_is_an_error_not_a_hang(
     tmp_path: pathlib.Path,
 ) -> None:
