@@ -307,7 +307,7 @@ class CrawlCheckpoint:
         if server is not None:
             header["server"] = checkpoint_server(server)
         try:
-            self._acquire()
+            self.lock()
             try:
                 return self._open(header)
             except BaseException:
@@ -316,9 +316,12 @@ class CrawlCheckpoint:
         except OSError as exc:  # a read-only filesystem, a full disk...
             raise write_failed(self.path, exc, "open it for writing") from exc
 
-    def _acquire(self) -> None:
-        """Take the exclusive lock (``FILE.lock``) at once, or raise CheckpointError.
+    def lock(self) -> None:
+        """Take the file's exclusive lock (``FILE.lock``) now, or raise CheckpointError.
 
+        :meth:`open` takes it too; call this first to fail before anything else
+        is touched (the CLI does, before it replaces a file for ``--overwrite``).
+        Held until :meth:`close`; taking it again while held does nothing.
         Another process holding it is a CheckpointError chained from filelock's
         ``Timeout``.  An OSError taking it (some filelock versions truncate the
         lock file: a full disk or quota, an I/O error, a read-only filesystem,
@@ -470,14 +473,18 @@ class CrawlCheckpoint:
     def close(self) -> None:
         """Close the file and release its lock (idempotent).
 
-        An OSError releasing the lock is a CheckpointError naming the lock file
-        and the OS error.
+        An OSError closing the file (its last bytes could not be written) or
+        releasing the lock is a CheckpointError naming the file and the OS
+        error; the lock is released either way.
         """
         file, self._file = self._file, None
         lock, self._lock = self._lock, None
         try:
             if file is not None:
-                file.close()
+                try:
+                    file.close()
+                except OSError as exc:
+                    raise write_failed(self.path, exc, "close it") from exc
         finally:
             if lock is not None:
                 try:

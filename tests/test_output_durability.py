@@ -519,3 +519,59 @@ def test_a_checkpoint_write_that_takes_nothing_is_an_error_not_a_hang(
         assert checkpoint.path.read_bytes() == whole  # nothing half-written
     finally:
         checkpoint.close()
+
+
+def test_a_checkpoint_file_that_cannot_be_closed_is_a_checkpoint_error_and_frees_its_lock(
+    tmp_path: pathlib.Path,
+) -> None:
+    from aqido.checkpoint import CrawlCheckpoint
+    from aqido.query import QueryLevel
+
+    class FailsToClose:
+        """A file whose close meets an I/O error (an NFS server gone)."""
+
+        def __init__(self, file: Any) -> None:
+            self.file = file
+
+        def close(self) -> None:
+            self.file.close()
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.file, name)
+
+    path = tmp_path / "c.jsonl"
+    checkpoint = CrawlCheckpoint(path)
+    checkpoint.open(HierarchicalQuery(), QueryLevel.INSTANCE)
+    checkpoint._file = FailsToClose(checkpoint._file)  # type: ignore[assignment]
+    with pytest.raises(CheckpointError) as info:
+        checkpoint.close()
+    assert str(info.value) == f"{path}: could not close it: {os_error_text(errno.EIO)}"
+    assert isinstance(info.value.__cause__, OSError)
+    checkpoint.close()  # idempotent
+    other = CrawlCheckpoint(path)  # the lock was released all the same
+    other.lock()
+    other.close()
+
+
+def test_a_checkpoint_lock_is_taken_by_lock_and_refused_to_a_second_writer(
+    tmp_path: pathlib.Path,
+) -> None:
+    from aqido.checkpoint import CrawlCheckpoint
+    from aqido.query import QueryLevel
+
+    path = tmp_path / "c.jsonl"
+    first, second = CrawlCheckpoint(path), CrawlCheckpoint(path)
+    first.lock()
+    try:
+        first.lock()  # held already: nothing happens
+        assert not path.exists()  # the lock alone writes nothing of the checkpoint
+        with pytest.raises(CheckpointError, match="in use by another crawl"):
+            second.lock()
+        with pytest.raises(CheckpointError, match="in use by another crawl"):
+            second.open(HierarchicalQuery(), QueryLevel.INSTANCE)
+        first.open(HierarchicalQuery(), QueryLevel.INSTANCE)  # under the lock it holds
+    finally:
+        first.close()
+    second.lock()
+    second.close()

@@ -269,7 +269,7 @@ def _prepare_out(
             file.seek(-1, os.SEEK_END)
             cut = file.read(1) != b"\n"
     try:
-        checkpoint._acquire()  # a second writer fails here, before anything is touched
+        checkpoint.lock()  # a second writer fails here, before anything is touched
         if exists and not resume:
             path.unlink()  # --overwrite, under the lock
         checkpoint.open(query, depth, server=server)  # validates header, server, every line
