@@ -10,6 +10,7 @@ import base64
 import errno
 import ipaddress
 import os
+import re
 import ssl as _ssl
 import urllib.request
 from collections.abc import Mapping
@@ -18,6 +19,12 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+from aiohttp.http_exceptions import (
+    BadStatusLine,
+    ContentLengthError,
+    HttpProcessingError,
+    TransferEncodingError,
+)
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -27,6 +34,7 @@ from aqido.errors import (
     TLSError,
     TransportError,
     _without_secret_headers,
+    excerpt,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -80,7 +88,11 @@ class map_aiohttp_errors:  # lower case: used like a function, `with map_aiohttp
                 url=url,
             ) from exc
         if isinstance(exc, aiohttp.ClientPayloadError):
-            raise TransportError(f"incomplete response body ({exc})", url=url) from exc
+            raise TransportError(_unfinished_body(exc), url=url) from exc
+        if isinstance(exc, aiohttp.ClientResponseError):
+            parser_error = _head_parser_error(exc)
+            if parser_error is not None:
+                raise TransportError(_unparsable_head(parser_error), url=url) from exc
         if isinstance(exc, aiohttp.ClientError):
             raise TransportError(f"{type(exc).__name__}: {exc}", url=url) from exc
 
@@ -103,6 +115,93 @@ def _forget_secret_headers(exc: aiohttp.ClientResponseError) -> None:
         kept = _without_secret_headers(received.items())
         if len(kept) < len(received):  # left as it came when it held no secret
             exc.headers = CIMultiDictProxy(CIMultiDict(kept))
+
+
+#: How aiohttp's parsers (C and Python) count a body cut short, in their ContentLengthError.
+_RECEIVED = re.compile(r"received (\d+) of (\d+) bytes")
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and its ``__cause__``s, nearest first (aiohttp chains its parser's error)."""
+    chain = [exc]
+    while (cause := chain[-1].__cause__) is not None and len(chain) < 8:
+        chain.append(cause)
+    return chain
+
+
+def _unfinished_body(exc: aiohttp.ClientPayloadError) -> str:
+    """What went wrong reading a body, in the user's terms: cut short after N of M bytes...
+
+    The numbers are aiohttp's parser's (its ``ContentLengthError`` says them); a
+    message without them still says the body was cut short.  Another payload
+    error (a decompression failure) keeps aiohttp's words, as an escaped excerpt.
+    """
+    chain = _chain(exc)
+    if any(isinstance(e, ContentLengthError) for e in chain):
+        for error in chain:
+            found = _RECEIVED.search(str(error))
+            if found is not None:
+                received, declared = found.groups()
+                return (
+                    f"the response was cut short: it ended after {received} of the {declared} "
+                    "bytes its Content-Length announced (the connection closed)"
+                )
+        return (
+            "the response was cut short: it ended before the bytes its Content-Length "
+            "announced (the connection closed)"
+        )
+    if any(isinstance(e, TransferEncodingError) for e in chain):
+        return (
+            "the response was cut short: its chunked body ended before its last chunk "
+            "(the connection closed)"
+        )
+    return f"incomplete response body ({excerpt(str(exc))!r})"
+
+
+def _head_parser_error(exc: aiohttp.ClientResponseError) -> HttpProcessingError | None:
+    """aiohttp's parser's error if ``exc`` says the response's status line or headers did not parse.
+
+    aiohttp raises a plain ``ClientResponseError`` (status 400: its parser's code,
+    not the server's) from an ``HttpProcessingError``, itself chained to the
+    parser's own (``BadStatusLine``, ``LineTooLong``, ``InvalidHeader``...).
+    """
+    cause = exc.__cause__
+    if not isinstance(cause, HttpProcessingError):
+        return None
+    inner = cause.__cause__
+    return inner if isinstance(inner, HttpProcessingError) else cause
+
+
+def _unparsable_head(parser_error: HttpProcessingError) -> str:
+    """A response head aiohttp could not parse, in the user's terms, with its words as an excerpt.
+
+    Bytes where a status line should be are, on a keep-alive connection, nearly
+    always the rest of a body longer than its ``Content-Length`` (this response's,
+    when it came in the same read, or an earlier one's): aiohttp takes the first
+    ``Content-Length`` bytes as the body and the rest as the start of the next
+    response.  aiohttp's message quotes the bytes (as a ``repr``); it is shown as
+    the ``repr`` of its excerpt, as :class:`~aqido.errors.HTTPStatusError` shows a
+    body: no control character of the server's reaches a terminal.
+    """
+    detail = excerpt(parser_error.message).removesuffix(" ^")  # llhttp's pointer to the byte
+    if isinstance(parser_error, BadStatusLine):
+        return (
+            f"the server sent bytes that are not an HTTP response ({detail!r}): most likely "
+            "the rest of a body longer than its Content-Length, this response's or an earlier "
+            "one's on the same keep-alive connection"
+        )
+    return f"the server sent a malformed HTTP response head ({detail!r})"
+
+
+def is_unparsable_head(error: TransportError) -> bool:
+    """Whether ``error`` is aiohttp's failure to parse a response's status line or headers.
+
+    The connection is closed by aiohttp then (never reused), and the request may
+    be re-sent on another: on a keep-alive connection the bytes are most often
+    left over from an earlier response longer than its ``Content-Length``.
+    """
+    cause = error.__cause__
+    return isinstance(cause, aiohttp.ClientResponseError) and _head_parser_error(cause) is not None
 
 
 def is_stale_connection(error: TransportError) -> bool:

@@ -24,7 +24,9 @@ refused past ``max_response_bytes`` (after decompression); redirects are
 followed by aqido itself (at most :data:`MAX_REDIRECTS`), and a hop to
 another origin (scheme, host, port) drops every credential and every header
 the caller gave; the owned session's cookies stay with the service's origin;
-:meth:`AsyncQidoRS.close` cancels whatever is in flight.  TLS and proxies:
+:meth:`AsyncQidoRS.close` cancels whatever is in flight; a connection left holding bytes
+that are not an HTTP response (the rest of a body longer than its ``Content-Length``) is
+dropped and its request re-sent once.  TLS and proxies:
 ``ssl=`` and ``trust_env=`` (``HTTP(S)_PROXY``/``NO_PROXY``; loopback is never
 proxied).
 
@@ -72,6 +74,7 @@ from aqido._http import (
     SSLOption,
     env_proxy,
     is_stale_connection,
+    is_unparsable_head,
     map_aiohttp_errors,
     ssl_option,
 )
@@ -160,6 +163,23 @@ ProfileSource: TypeAlias = "ServerProfile | str | os.PathLike[str]"
 #: Recent aiohttp re-sends an idempotent request once by itself when the server closed a
 #: pooled connection; with older versions (3.9) aqido does it.
 _AIOHTTP_RESENDS_STALE = "_retry_connection" in getattr(aiohttp.ClientSession, "ATTRS", ())
+
+
+def _resend_once(error: TransportError) -> bool:
+    """Whether :meth:`AsyncQidoRS._request` re-sends a request that failed with ``error``; logs why.
+
+    Bytes that are not an HTTP response are logged as a warning: they name a
+    server that breaks HTTP's framing (see :func:`aqido._http.is_unparsable_head`),
+    and the earlier response they were left by may have been accepted.  A stale
+    connection (re-sent here only when aiohttp does not do it) is routine: debug.
+    """
+    if is_unparsable_head(error):
+        logger.warning("%s; re-sending once on another connection", error)
+        return True
+    if not _AIOHTTP_RESENDS_STALE and is_stale_connection(error):
+        logger.debug("GET %s: connection closed by the server; re-sending once", error.url)
+        return True
+    return False
 
 
 class _State(enum.Enum):
@@ -488,11 +508,21 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
         The only aiohttp call in aqido.  aiohttp errors are mapped to
         :class:`~aqido.errors.TransportError` / ``RequestTimeoutError`` /
         ``TLSError``.  Redirects are followed here (see the module docstring).
+
+        A request whose connection the server spoiled is re-sent once, at once, on
+        another connection (a GET is idempotent; whatever the retry policy): a pooled
+        keep-alive connection the server had closed (recent aiohttp re-sends those
+        itself: :data:`_AIOHTTP_RESENDS_STALE`), and one whose next bytes were
+        not an HTTP response, most often the rest of an earlier body longer than its
+        ``Content-Length`` (aiohttp closed it: it is not reused).  The second failure
+        is raised; the retry policy decides about it as about any other.
         """
         session = self._open()
         target = URL(url, encoded=True)
         visited: set[URL] | None = None  # made at the first redirect: nearly never
-        for _ in range(MAX_REDIRECTS + 1):
+        redirects = 0
+        resent = False
+        while True:
             proxy, proxy_headers = self._proxy_for(target)
             sent = headers
             if proxy_headers is not None:  # aiohttp sends proxy_headers only with CONNECT
@@ -500,20 +530,27 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
                     sent, proxy_headers = {**headers, **proxy_headers}, None
                 else:
                     proxy_headers = dict(proxy_headers)  # aiohttp adds Host to it
-            with map_aiohttp_errors(target):
-                async with session.get(
-                    target,
-                    headers=sent,
-                    timeout=self._client_timeout,
-                    allow_redirects=False,
-                    ssl=self._ssl,
-                    proxy=proxy,
-                    proxy_headers=proxy_headers,
-                ) as response:
-                    location = response.headers.get("Location")
-                    if response.status not in _REDIRECT_STATUSES or not location:
-                        return response.status, response.headers, await self._read(response, url)
-                    status = response.status
+            try:
+                with map_aiohttp_errors(target):
+                    async with session.get(
+                        target,
+                        headers=sent,
+                        timeout=self._client_timeout,
+                        allow_redirects=False,
+                        ssl=self._ssl,
+                        proxy=proxy,
+                        proxy_headers=proxy_headers,
+                    ) as response:
+                        location = response.headers.get("Location")
+                        if response.status not in _REDIRECT_STATUSES or not location:
+                            body = await self._read(response, url)
+                            return response.status, response.headers, body
+                        status = response.status
+            except TransportError as error:
+                if resent or not _resend_once(error):
+                    raise
+                resent = True
+                continue
             try:
                 following = target.join(URL(location))
             except ValueError:
@@ -540,7 +577,9 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
                 headers = self._plain_headers
             logger.debug("GET %s -> %d, following to %s", url, status, redact_url(following))
             target = following
-        raise RedirectError(f"more than {MAX_REDIRECTS} redirects", url=url, status=status)
+            redirects += 1
+            if redirects > MAX_REDIRECTS:
+                raise RedirectError(f"more than {MAX_REDIRECTS} redirects", url=url, status=status)
 
     def _proxy_for(self, url: URL) -> Proxy:
         """The proxy for ``url``'s origin (from the environment, read once per origin)."""
@@ -583,30 +622,6 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
                 )
             chunks.append(chunk)
         return b"".join(chunks)
-
-    def _send(
-        self, url: str, headers: Mapping[str, str]
-    ) -> Awaitable[tuple[int, CIMultiDictProxy[str], bytes]]:
-        """:meth:`_request`, re-sent once at once if a pooled keep-alive connection was stale.
-
-        Recent aiohttp re-sends by itself: then this is :meth:`_request` (no extra
-        coroutine per request).
-        """
-        if _AIOHTTP_RESENDS_STALE:
-            return self._request(url, headers)
-        return self._send_resending(url, headers)
-
-    async def _send_resending(
-        self, url: str, headers: Mapping[str, str]
-    ) -> tuple[int, CIMultiDictProxy[str], bytes]:
-        """:meth:`_send` for aiohttp versions that do not re-send on a stale connection."""
-        try:
-            return await self._request(url, headers)
-        except TransportError as error:
-            if not is_stale_connection(error):
-                raise
-            logger.debug("GET %s: connection closed by the server; re-sending once", url)
-        return await self._request(url, headers)
 
     async def _request_headers(self) -> dict[str, str]:
         """The headers of one request (a new dict): the client's, with fresh credentials."""
@@ -652,10 +667,11 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
                     sent = self._fixed_headers
                     if sent is None:  # a callable auth: fresh headers for every request
                         sent = await self._request_headers()
-                    status, headers, body = await self._send(url, sent)
+                    status, headers, body = await self._request(url, sent)
                     if status == 401 and callable(self._auth):
                         logger.debug("GET %s -> 401; refreshing credentials and retrying once", url)
-                        status, headers, body = await self._send(url, await self._request_headers())
+                        fresh = await self._request_headers()
+                        status, headers, body = await self._request(url, fresh)
                 except QidoError as error:
                     elapsed = (time.perf_counter() - start) * 1000
                     logger.debug("GET %s -> %s (%.1f ms)", url, type(error).__name__, elapsed)

@@ -205,7 +205,11 @@ class UnknownFieldError(QueryTypeError):
 
 
 class TransportError(QidoError):
-    """The request did not get an HTTP response (connection refused, reset, DNS, TLS...).
+    """The request did not get a whole HTTP response (connection refused, reset, DNS, TLS...).
+
+    Also a body cut short (the message says after how many of its
+    ``Content-Length`` bytes) and bytes that are not an HTTP response, such as
+    the rest of an earlier body longer than its ``Content-Length``.
 
     Always chained (``raise ... from exc``) to the underlying aiohttp or OS error.
 

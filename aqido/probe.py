@@ -169,7 +169,7 @@ class Sender:
                 headers = await client._request_headers()
                 if request.accept is not None:
                     headers["Accept"] = request.accept
-                status, raw, body = await client._send(url, headers)
+                status, raw, body = await client._request(url, headers)
             if status in transient:
                 error = error_for_status(status)
                 raise error(status, url, body, reason="", headers=_joined(raw))
