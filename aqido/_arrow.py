@@ -12,7 +12,10 @@ attributes** of every level down to ``level`` (the typed fields of ``Study``,
 ``Series`` and ``Instance``, sequences left out), in that order, so that every
 part of a sharded crawl has the same schema; ``columns=`` picks others
 (keywords or tags; not a sequence, ``ValueError``).  Where a keyword exists at several levels
-(``RetrieveURL``, ``SpecificCharacterSet``...), the row's own level wins.
+(``RetrieveURL``, ``InstanceAvailability``, ``SpecificCharacterSet``,
+``TimezoneOffsetFromUTC``: :data:`aqido.tables.OWN_LEVEL`), the row's own level
+wins: an instance row's ``RetrieveURL`` is the instance's, null when the
+instance has none, never its study's.
 
 Column types come from the data dictionary's VR of each keyword:
 

@@ -24,12 +24,18 @@ Rules
   series or per study; by default the deepest level present.  Each row carries
   its parents' attributes **unprefixed** (DICOM keywords name one attribute
   at one level: ``StudyDate``, ``Modality``, ``SOPInstanceUID`` do not
-  clash); where a keyword does appear at several levels (``RetrieveURL``,
-  ``SpecificCharacterSet``...), the deepest level's value wins.
-  ``prefix_parents=True`` names the parents' columns ``"study.StudyDate"``,
-  ``"series.Modality"`` instead, keeping every level's value.  A study without
-  series (or a series without instances) at a deeper ``level`` still gives
-  one row, with the deeper columns missing, so no result is dropped.
+  clash).  **A row's own level wins**: the keywords that describe each level's
+  result rather than an entity its children share (:data:`OWN_LEVEL`:
+  ``RetrieveURL``, ``InstanceAvailability``, ``SpecificCharacterSet``,
+  ``TimezoneOffsetFromUTC``...) come from the row's own level only, never from
+  a parent: an instance without a ``RetrieveURL`` has ``None`` there, not its
+  study's URL.  ``prefix_parents=True`` names the parents' columns
+  ``"study.StudyDate"``, ``"series.Modality"`` instead, keeping every level's
+  value (``"study.RetrieveURL"`` too).  A study without series (or a series
+  without instances) at a deeper ``level`` still gives one row, with the
+  deeper columns missing, so no result is dropped; its own attributes are a
+  parent's there (prefixed with ``prefix_parents=True``; its :data:`OWN_LEVEL`
+  keywords left out without).
 
 pandas is optional (the ``pandas`` extra) and imported by ``to_dataframe``
 only.
@@ -54,6 +60,23 @@ if TYPE_CHECKING:  # pragma: no cover
 Level = Literal["study", "series", "instance"]
 _LEVELS: dict[str, int] = {"study": 0, "series": 1, "instance": 2}
 _PREFIXES = ("study.", "series.", "")
+
+#: Keywords that describe a result at its own level (how it is encoded, where and whether it
+#: can be retrieved, its timezone) rather than an entity its children share: a row takes
+#: them from its own level only, never from a parent (``None`` when its level lacks them).
+OWN_LEVEL = frozenset(
+    {
+        "SpecificCharacterSet",
+        "RetrieveURL",
+        "RetrieveAETitle",
+        "RetrieveLocationUID",
+        "InstanceAvailability",
+        "TimezoneOffsetFromUTC",
+        "QueryRetrieveLevel",
+        "StorageMediaFileSetID",
+        "StorageMediaFileSetUID",
+    }
+)
 
 
 def _plain(value: Any, sequences: bool) -> Any:
@@ -134,10 +157,16 @@ def _rows(
             children = ds.series
         elif isinstance(ds, Series):
             children = ds.instances
-    if not children:
-        yield {**parent, **own}
+    if not children and not 0 <= level < target:
+        yield {**parent, **own}  # a row of this level (or a plain Dataset): all its own
         return
-    carried = {**parent, **({_PREFIXES[level] + k: v for k, v in own.items()} if prefix else own)}
+    if prefix:
+        carried = {**parent, **{_PREFIXES[level] + k: v for k, v in own.items()}}
+    else:  # a parent's RetrieveURL (and the like) is not its children's
+        carried = {**parent, **{k: v for k, v in own.items() if k not in OWN_LEVEL}}
+    if not children:  # a study without series, a series without instances: its row
+        yield carried
+        return
     for child in children:
         yield from _rows(child, target, carried, prefix, sequences)
 

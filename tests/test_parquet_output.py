@@ -108,6 +108,38 @@ def test_a_value_given_by_reference_or_as_base64_is_null_not_taken_for_the_value
     assert row["PatientName"] is None
 
 
+def test_an_instance_row_has_its_own_retrieve_url_never_its_studys() -> None:
+    from aqido.results import Instance, Series
+
+    def instance(uid: str, **more: Any) -> Instance:
+        return Instance.from_json({"00080018": {"vr": "UI", "Value": [uid]}, **more})
+
+    url = "http://x/studies/1.1/series/1.1.1/instances/1.1.1.2"
+    series = Series.from_json({"0020000E": {"vr": "UI", "Value": ["1.1.1"]}}).with_instances(
+        [
+            instance("1.1.1.1"),
+            instance("1.1.1.2", **{"00081190": {"vr": "UR", "Value": [url]}}),
+        ]
+    )
+    tree = study(
+        "1.1",
+        RetrieveURL=("UR", ["http://x/studies/1.1"]),
+        InstanceAvailability=("CS", ["NEARLINE"]),
+        TimezoneOffsetFromUTC=("SH", ["+0100"]),
+        SpecificCharacterSet=("CS", ["ISO_IR 100"]),
+        PatientID=("LO", ["P1"]),
+    ).with_series([series])
+    table = to_arrow([tree])
+    assert table.column("RetrieveURL").to_pylist() == [None, url]
+    assert table.column("InstanceAvailability").to_pylist() == [None, None]
+    assert table.column("TimezoneOffsetFromUTC").to_pylist() == [None, None]
+    assert table.column("SpecificCharacterSet").to_pylist() == [None, None]
+    assert table.column("PatientID").to_pylist() == ["P1", "P1"]  # a parent's, carried along
+    assert table.column("StudyInstanceUID").to_pylist() == ["1.1", "1.1"]
+    by_study = to_arrow([tree], level="study")
+    assert by_study.column("RetrieveURL").to_pylist() == ["http://x/studies/1.1"]
+
+
 def test_a_sequence_column_is_refused_not_always_null() -> None:
     given = Study.from_json(
         {

@@ -174,7 +174,7 @@ def test_prefix_parents_keeps_each_levels_value(synth: SyntheticArchive) -> None
     assert picked == {"study.PatientID": synth.studies[0].patient_id}
 
 
-def test_deepest_level_wins_for_shared_keywords() -> None:
+def test_an_instances_own_value_wins_over_its_series_for_shared_keywords() -> None:
     inst = Instance.from_json(
         {
             "00080018": {"vr": "UI", "Value": ["1.2.3.4"]},
@@ -191,6 +191,75 @@ def test_deepest_level_wins_for_shared_keywords() -> None:
     assert record["RetrieveURL"] == "http://x/instances/1.2.3.4"
     (record,) = to_records([attrs.evolve(series, instances=[inst])], prefix_parents=True)
     assert record["series.RetrieveURL"] == "http://x/series/1.2.3"
+
+
+SHARED_STUDY = {
+    "0020000D": {"vr": "UI", "Value": ["1.2.3"]},
+    "00100020": {"vr": "LO", "Value": ["PID1"]},
+    "00080005": {"vr": "CS", "Value": ["ISO_IR 192"]},
+    "00081190": {"vr": "UR", "Value": ["http://x/studies/1.2.3"]},
+    "00080056": {"vr": "CS", "Value": ["ONLINE"]},
+    "00080201": {"vr": "SH", "Value": ["+0100"]},
+}
+
+
+def shared_tree() -> list[Study]:
+    """A study and series with RetrieveURL, InstanceAvailability...; an instance without them."""
+    inst = Instance.from_json({"00080018": {"vr": "UI", "Value": ["1.2.3.1.1"]}})
+    series = Series.from_json(
+        {
+            "0020000E": {"vr": "UI", "Value": ["1.2.3.1"]},
+            "00080060": {"vr": "CS", "Value": ["CT"]},
+            "00081190": {"vr": "UR", "Value": ["http://x/studies/1.2.3/series/1.2.3.1"]},
+        }
+    )
+    return [Study.from_json(SHARED_STUDY).with_series([series.with_instances([inst])])]
+
+
+OWN = ["RetrieveURL", "InstanceAvailability", "SpecificCharacterSet", "TimezoneOffsetFromUTC"]
+
+
+def test_a_rows_own_level_wins_and_a_parents_value_is_never_taken_for_it() -> None:
+    (record,) = to_records(shared_tree())
+    assert {k: record.get(k) for k in OWN} == dict.fromkeys(OWN)
+    # the attributes of the parents a row belongs to are still carried along
+    assert (record["StudyInstanceUID"], record["PatientID"]) == ("1.2.3", "PID1")
+    assert (record["SeriesInstanceUID"], record["Modality"]) == ("1.2.3.1", "CT")
+    (series_row,) = to_records(shared_tree(), level="series")
+    assert series_row["RetrieveURL"] == "http://x/studies/1.2.3/series/1.2.3.1"
+    assert "InstanceAvailability" not in series_row  # no row of that level has one
+    (study_row,) = to_records(shared_tree(), level="study")
+    assert study_row["RetrieveURL"] == "http://x/studies/1.2.3"
+    assert study_row["SpecificCharacterSet"] == ("ISO_IR 192",)
+    (picked,) = to_records(shared_tree(), columns=["RetrieveURL", "StudyInstanceUID"])
+    assert picked == {"RetrieveURL": None, "StudyInstanceUID": "1.2.3"}
+    (prefixed,) = to_records(shared_tree(), prefix_parents=True)  # every level's value kept
+    assert prefixed["study.RetrieveURL"] == "http://x/studies/1.2.3"
+    assert prefixed["series.RetrieveURL"] == "http://x/studies/1.2.3/series/1.2.3.1"
+    assert "RetrieveURL" not in prefixed
+
+
+def test_a_parent_without_children_gives_its_own_level_keywords_to_no_deeper_row() -> None:
+    lonely = Study.from_json(SHARED_STUDY)
+    (record,) = to_records([lonely], level="instance")
+    assert record["StudyInstanceUID"] == "1.2.3"
+    assert "RetrieveURL" not in record
+    assert "InstanceAvailability" not in record
+    (record,) = to_records([lonely])  # the deepest level present is its own
+    assert record["RetrieveURL"] == "http://x/studies/1.2.3"
+    lonely_row, full_row = to_records([lonely, *shared_tree()], prefix_parents=True)
+    assert lonely_row["study.RetrieveURL"] == "http://x/studies/1.2.3"
+    assert lonely_row["study.StudyInstanceUID"] == "1.2.3"  # a parent's column, as in full rows
+    assert "RetrieveURL" not in lonely_row
+    assert lonely_row["SOPInstanceUID"] is None
+    assert full_row["study.StudyInstanceUID"] == "1.2.3"
+
+
+def test_dataframe_rows_take_own_level_keywords_from_their_level_only() -> None:
+    df = to_dataframe(shared_tree(), columns=[*OWN, "StudyInstanceUID", "Modality"])
+    assert df[OWN].isna().all().all()
+    assert df["StudyInstanceUID"].tolist() == ["1.2.3"]
+    assert df["Modality"].tolist() == ["CT"]
 
 
 def test_parents_without_children_keep_their_row() -> None:
