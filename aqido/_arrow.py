@@ -33,26 +33,44 @@ every other VR                       ``string``
 
 An attribute the dictionary allows several values for (VM other than 1, such
 as ``ModalitiesInStudy``) is a ``list<...>`` of that type.  A value that cannot
-be read for its VR is null (the raw text stays in the JSON output).  A
-single-valued attribute that came with several (non-empty) values keeps them
-all: in a ``string`` column joined with ``\\`` as DICOM writes several values
-(``Head\\Neck``), in any other column null (no one value is kept while the
-others are dropped).  A number the column's
-type cannot hold (an IS beyond ``int64``, a UV above 2**63 - 1), and an
-element given as a ``BulkDataURI`` or ``InlineBinary`` (its value is not in
-the answer as text: the URI or the base64 would pass for the value).
+be read for its VR is null (the raw text stays in the JSON output and in
+``Dataset.invalid``), and so is one of another type than its column's (a
+``StudyDate`` sent as ``LO``).  A single-valued attribute that came with
+several (non-empty) values keeps them all: in a ``string`` column joined with
+``\\`` as DICOM writes several values (``Head\\Neck``), in any other column
+null (no one value is kept while the others are dropped, also when only one
+of them is readable).  A number the column's type cannot hold (an IS beyond
+``int64``, a UV above 2**63 - 1) is null, and so is an element given as a
+``BulkDataURI`` or ``InlineBinary`` (its value is not in the answer as text:
+the URI or the base64 would pass for the value).
+
+Nulled values are counted
+-------------------------
+Each of those nulls (in a list column, a cell with a null item) is a value the
+server sent that the table does not hold, so none is silent: they are counted
+per column and reported where the output is.  :func:`to_arrow` issues one
+``UserWarning`` (``to_arrow: 3 values null, not readable as one value of their
+column's type: StudyDate 2, Rows 1``); :func:`write_parquet` returns the
+counts and stores them in the file's key-value metadata under
+:data:`NULLED_KEY` (a JSON object, ``{}`` when none were nulled);
+a sharded crawl reports them per shard (``ShardReport.nulled``),
+``crawl_to_parquet`` warns of their sum, and ``aqido crawl --format parquet``
+names them in each shard's line and in its summary.
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 import os
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from aqido import dictionary
 from aqido._files import commit, temporary_for
 from aqido.query import QueryLevel
+from aqido.tables import UNREADABLE
 from aqido.values import BulkDataURI, InlineBinary
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -69,6 +87,8 @@ _LEVEL_NAMES: tuple[Literal["study"], Literal["series"], Literal["instance"]] = 
 _INT_VRS = frozenset({"IS", "SL", "SS", "SV", "UL", "US", "UV", "US or SS"})
 _FLOAT_VRS = frozenset({"DS", "FL", "FD"})
 _INT64 = -(2**63)  # the least int64; the greatest is -_INT64 - 1
+#: The key of a Parquet file's key-value metadata holding its nulled values per column (JSON).
+NULLED_KEY = "aqido.nulled_values"
 
 
 def _import_pyarrow() -> Any:
@@ -144,10 +164,26 @@ def _names(level: str | QueryLevel, columns: Sequence[str | int] | None) -> list
     return names
 
 
+class _Lost:
+    """The marker of a value the results hold that its column cannot hold: a null, counted."""
+
+    def __repr__(self) -> str:
+        return "<lost>"
+
+
+_LOST: Any = _Lost()
+
+
 def _cell(value: Any, type_: Any, pa: Any) -> Any:
-    """One record value as what pyarrow takes for ``type_`` (``None`` when it does not fit)."""
-    if value is None or isinstance(value, BulkDataURI | InlineBinary):
-        return None  # a value by reference, or base64 bytes: not the element's value as text
+    """One record value as what pyarrow takes for ``type_``; ``_LOST`` when a value does not fit.
+
+    ``None`` (no value) stays ``None``; a list column's cell is a list whose
+    items may be ``_LOST``.
+    """
+    if value is None:
+        return None
+    if value is UNREADABLE or isinstance(value, BulkDataURI | InlineBinary):
+        return _LOST  # unreadable; a value by reference, or base64: not the value as text
     if pa.types.is_list(type_):
         values = value if isinstance(value, tuple) else (value,)
         return [_cell(v, type_.value_type, pa) for v in values]
@@ -155,36 +191,85 @@ def _cell(value: Any, type_: Any, pa: Any) -> Any:
         present = [v for v in value if v is not None]
         if len(present) == 1:
             return _cell(present[0], type_, pa)
-        if present and pa.types.is_string(type_):  # all of them, as DICOM writes them: A\B
+        if pa.types.is_string(type_):  # all of them, as DICOM writes them: A\B
             cells = [_cell(v, type_, pa) for v in present]
-            return None if None in cells else "\\".join(cells)
-        return None  # a number or a date: there is no one value to keep, and none is dropped
+            return _LOST if any(c is _LOST for c in cells) else "\\".join(cells)
+        return _LOST  # a number or a date: there is no one value to keep, and none is dropped
     if pa.types.is_string(type_):
         if isinstance(value, datetime.date | datetime.time):
             return value.isoformat()
         return str(value)
     if pa.types.is_int64(type_):  # an integer int64 cannot hold (IS "1" * 20, a UV) is null
         ok = isinstance(value, int) and not isinstance(value, bool) and _INT64 <= value < -_INT64
-        return value if ok else None
+        return value if ok else _LOST
     if pa.types.is_float64(type_):
         if not isinstance(value, int | float):
-            return None
+            return _LOST
         try:
             return float(value)
         except OverflowError:  # an int beyond float64 (1e309 written out)
-            return None
+            return _LOST
     if pa.types.is_timestamp(type_):
         if not isinstance(value, datetime.datetime):
-            return None
+            return _LOST
         if value.utcoffset() is not None:
             value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
         return value
     if pa.types.is_date32(type_):
         ok = isinstance(value, datetime.date) and not isinstance(value, datetime.datetime)
-        return value if ok else None
+        return value if ok else _LOST
     if pa.types.is_time64(type_):
-        return value.replace(tzinfo=None) if isinstance(value, datetime.time) else None
-    return None  # pragma: no cover - every type above is handled
+        return value.replace(tzinfo=None) if isinstance(value, datetime.time) else _LOST
+    return _LOST  # pragma: no cover - every type above is handled
+
+
+def _cells(values: Iterable[Any], type_: Any, pa: Any) -> tuple[list[Any], int]:
+    """A column's cells for pyarrow, and how many lost a value (a null, or a null list item)."""
+    out: list[Any] = []
+    lost = 0
+    for value in values:
+        cell = _cell(value, type_, pa)
+        if cell is _LOST:
+            cell = None
+            lost += 1
+        elif type(cell) is list and any(c is _LOST for c in cell):
+            cell = [None if c is _LOST else c for c in cell]
+            lost += 1
+        out.append(cell)
+    return out, lost
+
+
+def _table(
+    items: Sequence[Dataset], level: str, schema: Any, pa: Any
+) -> tuple[Any, dict[str, int]]:
+    """The table of ``items`` at ``level`` with ``schema``, and its nulled values per column.
+
+    A column without any is left out of the counts.
+    """
+    from aqido.tables import _records
+
+    records = _records(
+        items, level=_LEVEL_NAMES[_level_index(level)], columns=schema.names, unreadable=True
+    )
+    arrays = []
+    nulled: dict[str, int] = {}
+    for field in schema:
+        cells, lost = _cells((row[field.name] for row in records), field.type, pa)
+        arrays.append(pa.array(cells, type=field.type))
+        if lost:
+            nulled[field.name] = lost
+    return pa.Table.from_arrays(arrays, schema=schema), nulled
+
+
+def describe_nulled(nulled: Mapping[str, int]) -> str:
+    """Nulled values per column as one phrase, for warnings and the CLI's lines.
+
+    ``3 values null, not readable as one value of their column's type: StudyDate 2, Rows 1``.
+    """
+    total = sum(nulled.values())
+    each = ", ".join(f"{name} {count}" for name, count in nulled.items())
+    values = "value" if total == 1 else "values"
+    return f"{total} {values} null, not readable as one value of their column's type: {each}"
 
 
 def to_arrow(
@@ -198,22 +283,28 @@ def to_arrow(
     ``level``: one row per study, series or instance (default: the deepest
     level present, as :func:`aqido.to_records`).  ``columns``: keywords or tags
     (default: every level's default return attributes, a fixed schema).  See
-    the module docstring for the schema.
+    the module docstring for the schema.  Values the results hold that are
+    null in the table (not readable as one value of its type) are counted: one
+    ``UserWarning`` names each column and its count.
     """
-    from aqido.tables import _deepest, to_records
+    from aqido.tables import _deepest
 
     pa = _import_pyarrow()
     items = list(results)
     if level is None:
         level = ("study", "series", "instance")[_deepest(items)]
-    schema = arrow_schema(level, columns)
-    records = to_records(items, level=_LEVEL_NAMES[_level_index(level)], columns=schema.names)
-    arrays = [
-        pa.array([_cell(row[field.name], field.type, pa) for row in records], type=field.type)
-        for field in schema
-    ]
-    table: pyarrow.Table = pa.Table.from_arrays(arrays, schema=schema)
-    return table
+    table, nulled = _table(items, level, arrow_schema(level, columns), pa)
+    if nulled:
+        warnings.warn(f"to_arrow: {describe_nulled(nulled)}", UserWarning, stacklevel=2)
+    result: pyarrow.Table = table
+    return result
+
+
+class Written(NamedTuple):
+    """What :func:`write_parquet` wrote: its rows, and the values nulled per column."""
+
+    rows: int
+    nulled: dict[str, int]
 
 
 def write_parquet(
@@ -222,7 +313,7 @@ def write_parquet(
     *,
     level: str | QueryLevel,
     columns: Sequence[str | int] | None = None,
-) -> int:
+) -> Written:
     """Write results to one Parquet file, a batch (e.g. a few hundred studies) at a time.
 
     Memory holds one batch, not the whole file.  Writes to a temporary file
@@ -231,21 +322,28 @@ def write_parquet(
     place at the end (:mod:`aqido._files`), so a file at ``path`` is always
     complete, also when two writers race for it (a Dask task run twice) and
     after a power loss.  Returns the number of rows written (an empty
-    file with the schema when there are none).
+    file with the schema when there are none) and the values nulled per
+    column, which the file's key-value metadata holds too (:data:`NULLED_KEY`,
+    a JSON object, ``{}`` when none was).
     """
     pa = _import_pyarrow()
     import pyarrow.parquet as pq
 
     schema = arrow_schema(level, columns)
     rows = 0
+    nulled: dict[str, int] = {}
     with temporary_for(path) as tmp:
         with pq.ParquetWriter(tmp, schema) as writer:
             for batch in batches:
-                table = to_arrow(batch, level=level, columns=schema.names)
+                table, lost = _table(list(batch), level, schema, pa)
+                for name, count in lost.items():
+                    nulled[name] = nulled.get(name, 0) + count
                 if table.num_rows:
                     writer.write_table(table)
                     rows += table.num_rows
             if not rows:
                 writer.write_table(pa.Table.from_pylist([], schema=schema))
+            ordered = {name: nulled[name] for name in schema.names if name in nulled}
+            writer.add_key_value_metadata({NULLED_KEY: json.dumps(ordered)})
         commit(tmp, path)
-    return rows
+    return Written(rows, ordered)

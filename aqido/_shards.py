@@ -342,13 +342,18 @@ def _as_hierarchical(query: BaseQuery) -> HierarchicalQuery:
 
 @attrs.frozen
 class ShardReport:
-    """What running one shard did: its part file and how many studies and rows it holds."""
+    """What running one shard did: its part file and how many studies and rows it holds.
+
+    ``nulled``: the values its part holds as null, not readable as one value of
+    their column's type, as ``(column, count)`` pairs (none for a skipped shard).
+    """
 
     name: str
     path: str
     studies: int
     rows: int
     skipped: bool
+    nulled: tuple[tuple[str, int], ...] = ()
 
 
 async def run_shard(
@@ -383,10 +388,11 @@ async def run_shard(
             pass
     counted: list[int] = [0]
     try:
-        rows = write_parquet(_batches(shard, _read(checkpoint), counted), part, level=level)
+        written = write_parquet(_batches(shard, _read(checkpoint), counted), part, level=level)
     except OSError as exc:  # a full disk, a read-only filesystem...: no part left
         raise write_failed(part, exc, "write the Parquet part") from exc
-    return ShardReport(shard.name, str(part), counted[0], rows, skipped=False)
+    nulled = tuple(written.nulled.items())
+    return ShardReport(shard.name, str(part), counted[0], written.rows, False, nulled)
 
 
 def _read(checkpoint: Path) -> Iterator[Any]:

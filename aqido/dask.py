@@ -35,12 +35,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from aqido._arrow import describe_nulled
 from aqido._shards import Shard, ShardReport, archive_dirname, part_path, plan, run_shard
 from aqido.errors import CrawlFailure, CrawlIncompleteError, InvalidQueryError, QidoError
 from aqido.query import BaseQuery, HierarchicalQuery, QueryLevel, ensure_query_type
@@ -166,14 +168,18 @@ def crawl_to_parquet(
             ``max(1, max_concurrency // 2)``).
         task_retries: Dask retries of a failed shard task.
         on_shard: called as ``on_shard(url, report)`` each time a shard finishes
-            (progress displays).
+            (progress displays); ``report.nulled``: the values its part holds as
+            null, not readable as one value of their column's type, per column.
         client_options: passed to every :class:`~aqido.client.AsyncQidoRS`
             (``auth``, ``timeout``, ``retries``...); they travel to the workers,
             so use picklable values.
 
-    Raises :class:`~aqido.errors.CrawlIncompleteError` naming the shards that
-    failed after their retries, and the archives whose planning failed (the
-    others' parts are written), and ``ImportError`` without the ``dask`` extra.
+    Values the parts hold as null because they were not readable as one value
+    of their column's type are summed per column over the shards and named in
+    one ``UserWarning``.  Raises :class:`~aqido.errors.CrawlIncompleteError`
+    naming the shards that failed after their retries, and the archives whose
+    planning failed (the others' parts are written), and ``ImportError``
+    without the ``dask`` extra.
     """
     import dask.dataframe as dd
 
@@ -214,6 +220,7 @@ def crawl_to_parquet(
         }
         futures: dict[Any, tuple[str, Shard]] = {}
         failures: list[CrawlFailure] = []
+        nulled: dict[str, int] = {}
         for url, planned in plans.items():
             semaphore = f"aqido-{archive_dirname(url)}"
             try:
@@ -253,8 +260,12 @@ def crawl_to_parquet(
                     CrawlFailure(f"{archive_dirname(url)}/{shard.name}: {shard.query}", _qido(exc))
                 )
                 continue
+            for name, lost in report.nulled:
+                nulled[name] = nulled.get(name, 0) + lost
             if on_shard is not None:
                 on_shard(url, report)
+    if nulled:
+        warnings.warn(f"crawl_to_parquet: {describe_nulled(nulled)}", UserWarning, stacklevel=2)
     if failures:
         raise CrawlIncompleteError(failures)
     # this call's parts only: not another archive's, nor a stale part, that `out` also holds

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from aqido import dictionary
 from aqido.query import QueryLevel
-from aqido.values import DSFloat, PersonName, Tag
+from aqido.values import DSFloat, PersonName, Tag, is_empty
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -79,6 +79,18 @@ OWN_LEVEL = frozenset(
 )
 
 
+class _Unreadable:
+    """The marker of a value that could not be read for its VR (see ``_records``)."""
+
+    def __repr__(self) -> str:
+        return "<unreadable>"
+
+
+#: Stands for an unreadable value (``Dataset.invalid``) where ``_records(unreadable=True)``
+#: is asked to tell it from an empty one (``None``): :mod:`aqido._arrow` counts them.
+UNREADABLE: Any = _Unreadable()
+
+
 def _plain(value: Any, sequences: bool) -> Any:
     """One Python value from the mapping API, as a plain value for a record."""
     if value is None:
@@ -94,8 +106,28 @@ def _plain(value: Any, sequences: bool) -> Any:
     return value  # str, int, float, date/time; a BulkDataURI / InlineBinary is a str subclass
 
 
-def _record(ds: Dataset, sequences: bool) -> dict[str, Any]:
-    """The plain record of one dataset's own elements (no children)."""
+def _marked(value: Any, elem: Mapping[str, Any]) -> Any:
+    """``value`` with every value of ``elem`` that is not empty but was not read as UNREADABLE.
+
+    An element's values keep their places (a tuple), or are ``None`` when none was read.
+    """
+    if value is not None and type(value) is not tuple:
+        return value  # one value, read
+    raw = elem.get("Value")
+    if not raw:
+        return value
+    if value is None:
+        return UNREADABLE if any(not is_empty(v) for v in raw) else None
+    return tuple(
+        UNREADABLE if v is None and not is_empty(r) else v for v, r in zip(value, raw, strict=False)
+    )
+
+
+def _record(ds: Dataset, sequences: bool, unreadable: bool = False) -> dict[str, Any]:
+    """The plain record of one dataset's own elements (no children).
+
+    ``unreadable``: values that could not be read are :data:`UNREADABLE`, not ``None``.
+    """
     from aqido._dataset import name_for_key
 
     out: dict[str, Any] = {}
@@ -106,6 +138,8 @@ def _record(ds: Dataset, sequences: bool) -> dict[str, Any]:
                 out[name] = tuple(_record(item, True) for item in ds[key])
             continue
         value = ds[key]
+        if unreadable:
+            value = _marked(value, elem)
         if type(value) is tuple:
             out[name] = tuple(_plain(v, sequences) for v in value)
         else:
@@ -144,13 +178,18 @@ def _deepest(results: Sequence[Dataset]) -> int:
 
 
 def _rows(
-    ds: Dataset, target: int, parent: dict[str, Any], prefix: bool, sequences: bool
+    ds: Dataset,
+    target: int,
+    parent: dict[str, Any],
+    prefix: bool,
+    sequences: bool,
+    unreadable: bool,
 ) -> Iterable[dict[str, Any]]:
     """Rows for one result (and its attached children, down to ``target``)."""
     from aqido.results import Series, Study
 
     level = _level_of(ds)
-    own = _record(ds, sequences)
+    own = _record(ds, sequences, unreadable)
     children: Sequence[Dataset] = ()
     if level < target:
         if isinstance(ds, Study):
@@ -168,7 +207,7 @@ def _rows(
         yield carried
         return
     for child in children:
-        yield from _rows(child, target, carried, prefix, sequences)
+        yield from _rows(child, target, carried, prefix, sequences, unreadable)
 
 
 def to_records(
@@ -190,6 +229,29 @@ def to_records(
     attributes carried along; default: the deepest level present.  See the
     module docstring for the value, multi-value and naming rules.
     """
+    return _records(
+        results,
+        level=level,
+        columns=columns,
+        multivalue=multivalue,
+        separator=separator,
+        prefix_parents=prefix_parents,
+        sequences=sequences,
+    )
+
+
+def _records(
+    results: Iterable[Dataset],
+    *,
+    level: Level | QueryLevel | None = None,
+    columns: Sequence[str | int] | None = None,
+    multivalue: Literal["tuple", "join"] = "tuple",
+    separator: str = "\\",
+    prefix_parents: bool = False,
+    sequences: Literal["drop", "keep"] = "drop",
+    unreadable: bool = False,
+) -> list[dict[str, Any]]:
+    """:func:`to_records`; ``unreadable=True`` marks values that could not be read (UNREADABLE)."""
     if multivalue not in ("tuple", "join"):
         raise ValueError(f"multivalue must be 'tuple' or 'join', not {multivalue!r}")
     if sequences not in ("drop", "keep"):
@@ -204,7 +266,7 @@ def to_records(
         target = _LEVELS[name]
     rows: list[dict[str, Any]] = []
     for ds in items:
-        rows.extend(_rows(ds, target, {}, prefix_parents, sequences == "keep"))
+        rows.extend(_rows(ds, target, {}, prefix_parents, sequences == "keep", unreadable))
 
     multi = {key for row in rows for key, value in row.items() if isinstance(value, tuple)}
     if columns is not None:

@@ -159,7 +159,7 @@ def test_parquet_round_trip_keeps_types_and_values(tmp_path: pathlib.Path) -> No
     with FakeArchive(SYNTH).run_in_thread() as archive, QidoRS(archive.url) as client:
         studies = list(client.crawl())
     path = tmp_path / "part.parquet"
-    assert write_parquet([studies[:10], studies[10:]], path, level="instance") == 48 * 4
+    assert write_parquet([studies[:10], studies[10:]], path, level="instance").rows == 48 * 4
     table = pq.read_table(path)
     schema = table.schema
     assert schema.field("StudyDate").type == pa.date32()
@@ -276,6 +276,59 @@ def test_shards_must_be_a_positive_int_before_anything_runs(
     with pytest.raises(ValueError, match="shards must be a positive int"):
         crawl_to_parquet("http://127.0.0.1:9/dicom-web", out=tmp_path / "out", shards=shards)
     assert not (tmp_path / "out").exists()
+
+
+def _junk_instances() -> list[dict[str, Any]]:
+    """Two studies' instances whose Rows cannot be read (a US value "tall")."""
+    return [
+        {
+            "0020000D": {"vr": "UI", "Value": [f"1.2.9.{n}"]},
+            "0020000E": {"vr": "UI", "Value": [f"1.2.9.{n}.1"]},
+            "00080018": {"vr": "UI", "Value": [f"1.2.9.{n}.1.1"]},
+            "00080020": {"vr": "DA", "Value": [f"2024010{n}"]},
+            "00080060": {"vr": "CS", "Value": ["OT"]},
+            "00280010": {"vr": "US", "Value": ["tall"]},
+        }
+        for n in (1, 2)
+    ]
+
+
+def test_the_nulled_values_of_every_shard_are_reported_and_warned_of(
+    cluster: Any, tmp_path: pathlib.Path
+) -> None:
+    reports: list[Any] = []
+    warned = pytest.warns(UserWarning, match=r"^crawl_to_parquet: 2 values null, .*: Rows 2$")
+    with FakeArchive(_junk_instances()).run_in_thread() as archive, warned:
+        frame = crawl_to_parquet(
+            archive.url,
+            out=tmp_path,
+            client=cluster,
+            shards=2,
+            on_shard=lambda url, report: reports.append(report),
+        )
+    assert sorted(report.nulled for report in reports) == [(("Rows", 1),), (("Rows", 1),)]
+    assert frame.compute()["Rows"].isna().all()
+
+
+def test_the_cli_on_a_cluster_names_the_nulled_values_once(
+    cluster: Any, tmp_path: pathlib.Path
+) -> None:
+    import io
+
+    from aqido.cli import EXIT_OK, main
+
+    out, err = io.StringIO(), io.StringIO()
+    with FakeArchive(_junk_instances()).run_in_thread() as archive:
+        argv = ["crawl", archive.url, "--out", str(tmp_path), "--format", "parquet"]
+        argv += ["--shards", "2", "--scheduler", cluster.scheduler.address]
+        status = main(argv, stdout=out, stderr=err, environ={})  # a warning would be an error
+    assert status == EXIT_OK, err.getvalue()
+    assert err.getvalue().count("; 1 value null, not readable as one value") == 2
+    assert (
+        out.getvalue()
+        .rstrip("\n")
+        .endswith("; 2 values null, not readable as one value of their column's type: Rows 2")
+    )
 
 
 def test_the_frame_holds_only_this_calls_archives(cluster: Any, tmp_path: pathlib.Path) -> None:

@@ -25,7 +25,11 @@ from aqido.testing import FakeArchive, SyntheticArchive
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from aqido._arrow import to_arrow, write_parquet  # noqa: E402 - after the importorskips
+from aqido._arrow import (  # noqa: E402 - after the importorskips
+    NULLED_KEY,
+    to_arrow,
+    write_parquet,
+)
 
 
 def study(uid: str, **elements: tuple[str, list[Any]]) -> Study:
@@ -74,7 +78,8 @@ def test_several_values_in_a_single_valued_column_are_all_kept_or_null_not_the_f
         study("1.2", StudyDescription=("LO", ["Chest"]), StudyDate=("DA", ["20240104"])),
         study("1.3", StudyDescription=("LO", ["Knee", ""])),  # an empty second value: no data lost
     ]
-    table = to_arrow(studies, level="study")
+    with pytest.warns(UserWarning, match=r"^to_arrow: 1 value null, .*: StudyDate 1$"):
+        table = to_arrow(studies, level="study")
     assert table.column("StudyDescription").to_pylist() == ["Head\\Neck", "Chest", "Knee"]
     assert table.column("StudyDate").to_pylist() == [None, dt.date(2024, 1, 4), None]
 
@@ -85,14 +90,15 @@ def test_a_number_the_column_cannot_hold_is_null_not_an_untyped_crash() -> None:
         study("1.2", NumberOfStudyRelatedInstances=("IS", [str(2**63 - 1)])),
         study("1.3", NumberOfStudyRelatedInstances=("IS", [str(-(2**63))])),
     ]
-    table = to_arrow(studies, level="study")
+    with pytest.warns(UserWarning, match=r": NumberOfStudyRelatedInstances 1$"):
+        table = to_arrow(studies, level="study")
     assert table.column("NumberOfStudyRelatedInstances").to_pylist() == [None, 2**63 - 1, -(2**63)]
     huge = Study.from_json(
         {"00181050": {"vr": "IS", "Value": ["9" * 400]}}
     )  # SpatialResolution, DS
-    assert to_arrow([huge], level="study", columns=["SpatialResolution"]).to_pylist() == [
-        {"SpatialResolution": None}
-    ]
+    with pytest.warns(UserWarning, match=r": SpatialResolution 1$"):
+        table = to_arrow([huge], level="study", columns=["SpatialResolution"])
+    assert table.to_pylist() == [{"SpatialResolution": None}]
 
 
 def test_a_value_given_by_reference_or_as_base64_is_null_not_taken_for_the_value() -> None:
@@ -103,7 +109,8 @@ def test_a_value_given_by_reference_or_as_base64_is_null_not_taken_for_the_value
             "00100010": {"vr": "PN", "InlineBinary": "RG9lXkpvaG4="},  # PatientName
         }
     )
-    row = to_arrow([given], level="study").to_pylist()[0]
+    with pytest.warns(UserWarning, match=r": PatientName 1, StudyDescription 1$"):
+        row = to_arrow([given], level="study").to_pylist()[0]
     assert row["StudyDescription"] is None
     assert row["PatientName"] is None
 
@@ -140,6 +147,91 @@ def test_an_instance_row_has_its_own_retrieve_url_never_its_studys() -> None:
     assert by_study.column("RetrieveURL").to_pylist() == ["http://x/studies/1.1"]
 
 
+JUNK = study(
+    "1.9",
+    StudyDate=("DA", ["2024-01-02"]),  # not DICOM's DA: unreadable
+    StudyTime=("TM", ["morning"]),
+    NumberOfStudyRelatedSeries=("IS", ["two"]),
+    PatientBirthDate=("LO", ["19700101"]),  # a string where a date belongs: a type clash
+    StudyDescription=("LO", ["fine"]),
+)
+
+
+def test_values_that_do_not_fit_their_column_are_counted_not_silently_null() -> None:
+    clean = study("1.8", StudyDate=("DA", ["20240102"]), NumberOfStudyRelatedSeries=("IS", ["2"]))
+    with pytest.warns(UserWarning, match="^to_arrow: ") as caught:
+        table = to_arrow([clean, JUNK], level="study")
+    (warning,) = caught
+    assert str(warning.message) == (
+        "to_arrow: 4 values null, not readable as one value of their column's type: "
+        "StudyDate 1, StudyTime 1, PatientBirthDate 1, NumberOfStudyRelatedSeries 1"
+    )
+    assert warning.filename == __file__  # the caller's line, not aqido's
+    row = table.to_pylist()[1]
+    assert [row[k] for k in ("StudyDate", "StudyTime", "PatientBirthDate")] == [None] * 3
+    assert row["NumberOfStudyRelatedSeries"] is None
+    assert row["StudyDescription"] == "fine"
+    to_arrow([clean], level="study")  # nothing nulled: no warning (warnings are errors here)
+
+
+def test_an_unreadable_value_beside_a_readable_one_is_not_dropped_in_silence() -> None:
+    # two StudyDates, one unreadable: the readable one is not kept as if it were the only one
+    both = study("1.1", StudyDate=("DA", ["20240102", "junk"]))
+    with pytest.warns(UserWarning, match=r": StudyDate 1$"):
+        assert to_arrow([both], level="study").column("StudyDate").to_pylist() == [None]
+    # in a list column the readable values stay, the unreadable one is a null item, counted
+    spacing = Study.from_json({"00280030": {"vr": "DS", "Value": ["0.5", "wide"]}})  # PixelSpacing
+    with pytest.warns(UserWarning, match=r": PixelSpacing 1$"):
+        table = to_arrow([spacing], level="study", columns=["PixelSpacing"])
+    assert table.column("PixelSpacing").to_pylist() == [[0.5, None]]
+
+
+def test_a_parquet_file_holds_its_nulled_values_per_column(tmp_path: pathlib.Path) -> None:
+    import json
+
+    path = tmp_path / "part.parquet"
+    written = write_parquet([[JUNK], STUDIES[:1], [JUNK]], path, level="study")  # no warning
+    expected = {
+        "StudyDate": 2,
+        "StudyTime": 2,
+        "PatientBirthDate": 2,
+        "NumberOfStudyRelatedSeries": 2,
+    }
+    assert written.rows == 3
+    assert written.nulled == expected
+    stored = pq.read_metadata(path).metadata[NULLED_KEY.encode()]
+    assert json.loads(stored) == expected
+    assert list(json.loads(stored)) == list(expected)  # in the schema's order
+    clean = tmp_path / "clean.parquet"
+    assert write_parquet([STUDIES], clean, level="study").nulled == {}
+    assert pq.read_metadata(clean).metadata[NULLED_KEY.encode()] == b"{}"
+
+
+def test_the_cli_names_the_nulled_values_per_shard_and_in_its_summary(
+    tmp_path: pathlib.Path,
+) -> None:
+    content = [_instance("1.2.9.1", "20240102"), _instance("1.2.9.2", "20240305")]
+    content[0]["00280010"] = {"vr": "US", "Value": ["tall"]}  # Rows
+    content[0]["00100030"] = {"vr": "DA", "Value": ["1970-01-01"]}  # PatientBirthDate
+    content[1]["00280010"] = {"vr": "US", "Value": ["wide"]}
+    with FakeArchive(content).run_in_thread() as archive:
+        status, out, err = crawl(archive.url, tmp_path, "--shards", "2")
+    assert status == EXIT_OK, err
+    lines = [line for line in err.splitlines() if line.startswith("shard ")]
+    assert len(lines) == 2
+    assert lines[0].endswith(
+        ": 1 studies, 1 rows; 2 values null, not readable as one value of their column's type: "
+        "PatientBirthDate 1, Rows 1"
+    )
+    assert lines[1].endswith(
+        "; 1 value null, not readable as one value of their column's type: Rows 1"
+    )
+    assert out.rstrip("\n").endswith(
+        "; 3 values null, not readable as one value of their column's type: "
+        "PatientBirthDate 1, Rows 2"
+    )
+
+
 def test_a_sequence_column_is_refused_not_always_null() -> None:
     given = Study.from_json(
         {
@@ -160,10 +252,10 @@ def test_two_writers_racing_for_one_part_leave_a_complete_file(tmp_path: pathlib
     def first() -> Iterator[Sequence[Study]]:
         yield STUDIES[:2]
         # a second writer of the same part (a Dask task run twice) starts and finishes meanwhile
-        assert write_parquet([STUDIES[2:3]], path, level="study") == 1
+        assert write_parquet([STUDIES[2:3]], path, level="study").rows == 1
         yield STUDIES[3:]
 
-    assert write_parquet(first(), path, level="study") == 5
+    assert write_parquet(first(), path, level="study").rows == 5
     table = pq.read_table(path)
     assert table.column("StudyInstanceUID").to_pylist() == [
         s.StudyInstanceUID for s in STUDIES[:2] + STUDIES[3:]
@@ -405,5 +497,7 @@ def test_no_credential_reaches_the_output_directory_or_the_messages(
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
-    for part in parts(tmp_path):  # Parquet metadata: the schema only, no URL
-        assert set(pq.read_metadata(part).metadata or {}) <= {b"ARROW:schema"}
+    for part in parts(tmp_path):  # Parquet metadata: the schema and the nulled counts, no URL
+        metadata = pq.read_metadata(part).metadata
+        assert set(metadata) == {b"ARROW:schema", NULLED_KEY.encode()}
+        assert metadata[NULLED_KEY.encode()] == b"{}"

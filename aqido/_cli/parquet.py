@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from aqido._arrow import describe_nulled
 from aqido._cli.common import cut_url
 from aqido.errors import CrawlIncompleteError, QidoError, _failure_query
 from aqido.query import BaseQuery, QueryLevel
@@ -24,13 +26,18 @@ from aqido.terminal import printable
 
 
 class _Display:
-    """The one progress display: a line per finished shard, then a summary."""
+    """The one progress display: a line per finished shard, then a summary.
+
+    Both count the values written as null, not readable as one value of their
+    column's type, per column (when there are any).
+    """
 
     def __init__(self, err: IO[str], total: int | None) -> None:
         self.err = err
         self.total = total
         self.done = 0
         self.rows = 0
+        self.nulled: dict[str, int] = {}
         self.started = time.monotonic()
 
     def shard(self, url: str, report: Any) -> None:
@@ -41,6 +48,10 @@ class _Display:
         else:
             self.rows += report.rows
             what = f"{report.studies} studies, {report.rows} rows"
+            if report.nulled:
+                what += f"; {describe_nulled(dict(report.nulled))}"
+                for name, count in report.nulled:
+                    self.nulled[name] = self.nulled.get(name, 0) + count
         self.err.write(
             f"shard {self.done}{of} {printable(report.name)} of {printable(url)}: {what}\n"
         )
@@ -48,9 +59,10 @@ class _Display:
 
     def summary(self, out: IO[str], directory: Path) -> None:
         elapsed = time.monotonic() - self.started
+        nulled = f"; {describe_nulled(self.nulled)}" if self.nulled else ""
         out.write(
             f"parquet: {self.done} shards, {self.rows} new rows in {elapsed:.1f} s, "
-            f"under {printable(directory)}\n"
+            f"under {printable(directory)}{nulled}\n"
         )
 
 
@@ -137,12 +149,14 @@ def _on_dask(
         "on_shard": display.shard,
         **client_options,
     }
-    if args.scheduler:
-        connect: Any = distributed.Client  # untyped library
-        with connect(args.scheduler) as client:
-            crawl_to_parquet(list(urls), query, client=client, **common)
-    else:
-        crawl_to_parquet(list(urls), query, workers=args.workers, **common)
+    with warnings.catch_warnings():  # the display names the nulled values, shard by shard
+        warnings.filterwarnings("ignore", "crawl_to_parquet: ", UserWarning)
+        if args.scheduler:
+            connect: Any = distributed.Client  # untyped library
+            with connect(args.scheduler) as client:
+                crawl_to_parquet(list(urls), query, client=client, **common)
+        else:
+            crawl_to_parquet(list(urls), query, workers=args.workers, **common)
 
 
 def _in_process(
