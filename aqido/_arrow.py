@@ -24,7 +24,7 @@ VR                                   Arrow type
 ===================================  ===========================================
 DA                                   ``date32``
 TM                                   ``time64[us]``
-DT                                   ``timestamp[us]`` (UTC when an offset is given)
+DT                                   ``timestamp[us]``: the local time as written
 IS, SL, SS, SV, UL, US, UV           ``int64``
 DS, FL, FD                           ``float64``
 PN                                   ``string`` (the DICOM form, ``Doe^John``)
@@ -43,6 +43,16 @@ of them is readable).  A number the column's type cannot hold (an IS beyond
 ``int64``, a UV above 2**63 - 1) is null, and so is an element given as a
 ``BulkDataURI`` or ``InlineBinary`` (its value is not in the answer as text:
 the URI or the base64 would pass for the value).
+
+Dates and times are local times as the server wrote them, never converted:
+DA and TM columns, and DT values without a UTC offset (``20240101120000``),
+in the zone the ``TimezoneOffsetFromUTC`` of their level names when the
+server gave one (aqido does not apply it).  A DT value with an offset
+(``20240101120000+0100``) is an instant, not a local time: it is null in
+its ``timestamp[us]`` column (and counted, below) rather than converted to
+UTC beside local times that are not (which would make one column mean two
+things).  :func:`aqido.to_dataframe` and :func:`aqido.to_records` keep such
+values (aware ``datetime``, a UTC column of a DataFrame).
 
 Nulled values are counted
 -------------------------
@@ -209,12 +219,9 @@ def _cell(value: Any, type_: Any, pa: Any) -> Any:
             return float(value)
         except OverflowError:  # an int beyond float64 (1e309 written out)
             return _LOST
-    if pa.types.is_timestamp(type_):
-        if not isinstance(value, datetime.datetime):
-            return _LOST
-        if value.utcoffset() is not None:
-            value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
-        return value
+    if pa.types.is_timestamp(type_):  # a local time as written; one with an offset is not
+        local = isinstance(value, datetime.datetime) and value.utcoffset() is None
+        return value if local else _LOST
     if pa.types.is_date32(type_):
         ok = isinstance(value, datetime.date) and not isinstance(value, datetime.datetime)
         return value if ok else _LOST

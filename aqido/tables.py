@@ -431,7 +431,10 @@ def to_dataframe(
     Same arguments as :func:`to_records`.  Column dtypes:
 
     * DA and DT → ``datetime64`` (DA at second resolution, so dates from year 1
-      to 9999 fit; DT at microseconds, in UTC when the values carry offsets);
+      to 9999 fit; DT at microseconds: naive local times as written, or, when
+      every value carries a UTC offset, ``datetime64[us, UTC]``; a DT column
+      mixing both is ``object``, each value as read, so that no offset is
+      applied to some values of a column and not to others);
     * integers (IS, US, UL, counts) → ``int64``, or ``Int64`` (nullable) when a
       value is missing;
     * DS, FL, FD → ``float64`` (``NaN`` when missing);

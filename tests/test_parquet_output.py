@@ -186,6 +186,43 @@ def test_an_unreadable_value_beside_a_readable_one_is_not_dropped_in_silence() -
     assert table.column("PixelSpacing").to_pylist() == [[0.5, None]]
 
 
+def _acquired(value: str) -> Any:
+    """An instance with one AcquisitionDateTime (DT)."""
+    from aqido.results import Instance
+
+    return Instance.from_json({"0008002A": {"vr": "DT", "Value": [value]}})
+
+
+def test_a_timestamp_column_holds_local_times_only_never_some_converted_to_utc() -> None:
+    given = [_acquired("20240101120000+0100"), _acquired("20240101120000.5")]
+    with pytest.warns(UserWarning, match=r": AcquisitionDateTime 1$"):
+        table = to_arrow(given, columns=["AcquisitionDateTime"])
+    assert table.schema.field("AcquisitionDateTime").type == pa.timestamp("us")  # no zone
+    # the local time as written; the value with an offset is null, not 11:00 UTC among them
+    assert table.column("AcquisitionDateTime").to_pylist() == [
+        None,
+        dt.datetime(2024, 1, 1, 12, 0, 0, 500000),
+    ]
+    aware = [_acquired("20240101120000+0000"), _acquired("20240101235959-0500")]
+    with pytest.warns(UserWarning, match=r": AcquisitionDateTime 2$"):
+        assert (
+            to_arrow(aware, columns=["AcquisitionDateTime"]).to_pylist()
+            == [{"AcquisitionDateTime": None}] * 2
+        )
+
+
+def test_a_parquet_file_of_mixed_timestamps_counts_those_with_an_offset(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = tmp_path / "part.parquet"
+    batches = [[_acquired("20240101120000")], [_acquired("20240101120000+0100")]]
+    written = write_parquet(batches, path, level="instance", columns=["AcquisitionDateTime"])
+    assert written.nulled == {"AcquisitionDateTime": 1}
+    table = pq.read_table(path)
+    assert table.schema.field("AcquisitionDateTime").type == pa.timestamp("us")
+    assert table.column("AcquisitionDateTime").to_pylist() == [dt.datetime(2024, 1, 1, 12), None]
+
+
 def test_a_parquet_file_holds_its_nulled_values_per_column(tmp_path: pathlib.Path) -> None:
     import json
 

@@ -340,6 +340,14 @@ def test_dataframe_datetimes() -> None:
     assert naive["AcquisitionDateTime"].iloc[0] == pd.Timestamp("2024-01-01 12:00:00.5")
     mixed = to_dataframe([inst("20240101120000+0100"), inst("20240101120000")])
     assert mixed["AcquisitionDateTime"].dtype == object
+    # each value as read: the aware one keeps its offset, the naive one stays local
+    one_hour = datetime.timezone(datetime.timedelta(hours=1))
+    assert mixed["AcquisitionDateTime"].tolist() == [
+        datetime.datetime(2024, 1, 1, 12, tzinfo=one_hour),
+        datetime.datetime(2024, 1, 1, 12),
+    ]
+    assert mixed["AcquisitionDateTime"].iloc[0].utcoffset() == datetime.timedelta(hours=1)
+    assert mixed["AcquisitionDateTime"].iloc[1].tzinfo is None
 
 
 def test_dataframe_join_mode_gives_string_columns() -> None:
