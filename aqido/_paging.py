@@ -148,6 +148,19 @@ class PageSpan:
     def __init__(self) -> None:
         self._repeated: set[str] | None = None  # the last page's identities, if it had repeats
 
+    def take(
+        self, response: QidoResponse, key: str, seen: set[str], offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """A page at ``offset``: its items not in ``seen`` (added to it), and the matches it covers.
+
+        Each item's identity (its UID under ``key``) is computed once, for both
+        :func:`unseen` and :meth:`covered` (whose error it raises).
+        """
+        items = response.items
+        identities = [uid_of(item, key) for item in items]
+        fresh = unseen(items, key, seen, identities)
+        return fresh, self.covered(response, identities, len(fresh), offset)
+
     def covered(
         self, response: QidoResponse, identities: list[str], fresh: int, offset: int
     ) -> int:
@@ -260,9 +273,7 @@ async def iter_pages(
                     suspected,
                 )
             return
-        identities = [uid_of(item, key) for item in items]
-        fresh = unseen(items, key, seen, identities)
-        covered = span.covered(response, identities, len(fresh), offset)
+        fresh, covered = span.take(response, key, seen, offset)
         if not fresh and suspected:
             logger.warning(
                 "%s returned %d results, as many as a silent cap would, and the server "

@@ -241,9 +241,7 @@ class _Walker:
                 response = await self.request(page)
                 if not response.items:
                     break
-                identities = [uid_of(item, key) for item in response.items]
-                new = unseen(response.items, key, part_seen, identities)
-                covered = span.covered(response, identities, len(new), received)
+                new, covered = span.take(response, key, part_seen, received)
                 if not new:
                     logger.debug("%s: the server ignores 'offset'; splitting instead", page)
                     honoured = False

@@ -326,6 +326,26 @@ def test_page_span_counts_distinct_results_and_refuses_an_overlap_after_a_repeat
         span.covered(response, ["l", "k"], 1, 12)
 
 
+def test_page_span_take_gives_a_pages_new_items_and_the_matches_it_covers() -> None:
+    def page(*numbers: int) -> QidoResponse:
+        return QidoResponse(200, "u", {}, [study(n) for n in numbers])
+
+    span = PageSpan()
+    seen: set[str] = set()
+    fresh, covered = span.take(page(0, 1, 2), "0020000D", seen, 0)
+    assert (uids(fresh), covered, seen) == (["1.2.0", "1.2.1", "1.2.2"], 3, set(uids(fresh)))
+    fresh, covered = span.take(page(2, 3, 3), "0020000D", seen, 3)  # a repeat within the page
+    assert (uids(fresh), covered) == (["1.2.3"], 2)  # covers its 2 distinct results
+    assert "1.2.3" in seen
+    no_uid = {"00100020": {"vr": "LO", "Value": ["P1"]}}  # identified by its whole JSON
+    fresh, covered = span.take(QidoResponse(200, "u", {}, [no_uid, no_uid]), "0020000D", seen, 5)
+    assert (fresh, covered) == ([no_uid], 1)
+    with pytest.raises(InvalidResponseError, match="offset=6") as raised:  # as covered() says
+        span.take(QidoResponse(200, "u", {}, [no_uid, study(9)]), "0020000D", seen, 6)
+    assert "in place of another match" in str(raised.value)
+    assert "1.2.9" in seen  # unseen() ran first, as before
+
+
 @pytest.mark.anyio
 async def test_bad_page_size() -> None:
     from aqido.errors import InvalidQueryError
