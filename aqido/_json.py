@@ -16,11 +16,11 @@ from typing import Any
 from aqido import dictionary
 from aqido.errors import InvalidResponseError
 
-#: Text that may hold what orjson refuses and the standard library accepts: a surrogate
-#: escape (lone or paired), a raw surrogate (``str`` input), a number of 19+ digits
-#: or with a 3-digit exponent (out of range).  Only then are the slower checks made.
-#: Compiled on first use: with orjson installed it is never needed.
-_SUSPECT_PATTERN = r"\\u[dD][89a-fA-F]|[\ud800-\udfff]|[0-9]{19}|[eE][+-]?[0-9]{3}"
+#: A surrogate escape (lone or paired), or a raw surrogate (``str`` input): text in
+#: which a string may hold a lone surrogate.  Only then are the strings checked.
+#: Compiled on first use (re caches them): with orjson installed responses never need them.
+_SURROGATE_ESCAPE = r"\\u[dD][89a-fA-F]"
+_RAW_SURROGATE = r"[\ud800-\udfff]"
 
 
 def _reject_constant(name: str) -> Any:
@@ -44,8 +44,12 @@ def _checked_int(text: str) -> int | float:
         raise ValueError(f"number out of range: {text[:40]}") from None
 
 
+class LoneSurrogateError(ValueError):
+    """A JSON string or key holds a lone surrogate (``"\\ud800"``): text no UTF-8 writer takes."""
+
+
 def _check_strings(data: Any) -> None:
-    """Raise ValueError if a string (or key) in ``data`` holds a lone surrogate."""
+    """Raise LoneSurrogateError if a string (or key) in ``data`` holds a lone surrogate."""
     stack = [data]
     while stack:
         value = stack.pop()
@@ -63,27 +67,44 @@ def _check_strings(data: Any) -> None:
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError:
-                raise ValueError("lone surrogate in a JSON string") from None
+                raise LoneSurrogateError("lone surrogate in a JSON string") from None
+
+
+def strict_loads(body: bytes | str) -> Any:
+    """Strict JSON with no lone surrogate: ``json.loads`` refusing what orjson refuses, but nesting.
+
+    The one strict reading of JSON text: response bodies without orjson
+    (:func:`_stdlib_loads`) and a checkpoint's lines, each wording the errors
+    its own way.  Raises ``ValueError``: ``UnicodeDecodeError`` (bytes that are
+    not UTF-8), :class:`json.JSONDecodeError` (bad syntax),
+    :class:`LoneSurrogateError`, and a plain one for NaN or Infinity
+    (``"NaN is not valid JSON"``) or a number out of range (an integer beyond
+    64 bits becomes a float, as in orjson, unless that overflows too).  Nesting
+    deeper than the recursion limit raises ``RecursionError``, for the caller to word.
+    Every number is checked as it is parsed: cheaper than searching the text for
+    long ones (the regex scan cost more than the parse itself).
+    """
+    text = body.decode("utf-8") if isinstance(body, bytes | bytearray) else body
+    data = json.loads(
+        text,
+        parse_constant=_reject_constant,
+        parse_float=_checked_float,
+        parse_int=_checked_int,
+    )
+    if re.search(_SURROGATE_ESCAPE, text) is not None or (
+        isinstance(body, str) and not text.isascii() and re.search(_RAW_SURROGATE, text)
+    ):  # only then may a string hold a lone one (UTF-8 bytes decode to none)
+        _check_strings(data)
+    return data
 
 
 def _stdlib_loads(body: bytes | str) -> Any:
     """``json.loads`` refusing what orjson refuses: deep nesting, out-of-range numbers,
     NaN/Infinity, lone surrogates and invalid UTF-8 (all as ``ValueError``)."""
-    text = body.decode("utf-8") if isinstance(body, bytes | bytearray) else body
-    suspect = re.search(_SUSPECT_PATTERN, text) is not None  # re caches the compiled pattern
     try:
-        if not suspect:
-            return json.loads(text, parse_constant=_reject_constant)
-        data = json.loads(
-            text,
-            parse_constant=_reject_constant,
-            parse_float=_checked_float,
-            parse_int=_checked_int,
-        )
+        return strict_loads(body)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
-    _check_strings(data)
-    return data
 
 
 try:

@@ -47,11 +47,13 @@ Safety:
 
 - **Nothing is dropped silently.**  Only a last line without its newline (a
   write cut short by a kill) is dropped.  Any other line that is not a valid
-  record (not JSON, too deeply nested, huge numbers, not UTF-8 or a lone
-  surrogate escape, not an object,
-  a header, study or end record with the wrong types, a second header) raises
-  :class:`~aqido.errors.CheckpointError` naming the line; so does any line
-  :meth:`read_studies` cannot turn into results.  (A JSON object of a kind this
+  record (not JSON, too deeply nested, not UTF-8 or a lone surrogate, not an
+  object, a header, study or end record with the wrong types, a second header)
+  raises :class:`~aqido.errors.CheckpointError` naming the line; so does any line
+  :meth:`read_studies` cannot turn into results.  A line is read as strictly as
+  a response body (:func:`aqido._json.strict_loads`): ``NaN``, ``Infinity`` and
+  numbers out of a double's range are not JSON (aqido never writes them), and
+  an integer beyond 64 bits reads as a float.  (A JSON object of a kind this
   version does not know is skipped: later versions may add records.)
 - **One server.**  Resuming against another server (a crawl of archive A
   completed with archive B's studies) raises ``CheckpointError``, as does a
@@ -72,7 +74,6 @@ import contextlib
 import errno
 import json
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -89,8 +90,6 @@ if TYPE_CHECKING:  # pragma: no cover
 CHECKPOINT_VERSION = 1
 _STUDY_UID = "0020000D"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-#: A surrogate escape in a line: only then is the parsed line searched for a lone one.
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _file_lock(path: Path) -> BaseFileLock:
@@ -134,17 +133,6 @@ def checkpoint_server(url: str) -> str:
     if port is not None and port != _DEFAULT_PORTS.get(scheme):
         host = f"{host}:{port}"
     return urlunsplit((scheme, host, parts.path.rstrip("/"), "", ""))
-
-
-def _has_lone_surrogate(record: object) -> bool:
-    """Whether a parsed line holds a lone surrogate (``"\\ud800"``): text no UTF-8 writer takes."""
-    from aqido._json import _check_strings
-
-    try:
-        _check_strings(record)
-    except ValueError:
-        return True
-    return False
 
 
 def _is_dict_list(value: object) -> bool:
@@ -224,6 +212,8 @@ class CrawlCheckpoint:
 
         Raises :class:`CheckpointError` for any complete line that is not a valid record.
         """
+        from aqido._json import LoneSurrogateError, strict_loads
+
         records: list[dict[str, Any]] = []
         good = 0
         with path.open("rb") as file:
@@ -231,23 +221,24 @@ class CrawlCheckpoint:
                 if not raw.endswith(b"\n"):
                     break  # the last line, cut short by a kill: dropped
                 problem: str | None
-                try:
-                    record = json.loads(raw)
+                try:  # a byte order mark (an editor's) is read past
+                    record = strict_loads(raw[3:] if raw[:3] == b"\xef\xbb\xbf" else raw)
                 except RecursionError:
                     problem = "not a record (JSON nested too deeply)"
                 except UnicodeDecodeError:
                     problem = "not a JSON record (not UTF-8 text)"
                 except json.JSONDecodeError as exc:
                     problem = f"not a JSON record ({exc.msg} at column {exc.colno})"
-                except ValueError as exc:  # a number too long to convert...
+                except LoneSurrogateError:
+                    problem = "not a JSON record (a lone surrogate: not UTF-8 text)"
+                except ValueError as exc:  # NaN, a number out of range or too long to convert
                     problem = f"not a JSON record ({exc})"
                 else:
-                    if _SURROGATE_ESCAPE.search(raw) is not None and _has_lone_surrogate(record):
-                        problem = "not a JSON record (a lone surrogate: not UTF-8 text)"
-                    elif isinstance(record, dict):
-                        problem = _record_error(record, number)
-                    else:
-                        problem = f"not a JSON object but {type(record).__name__}"
+                    problem = (
+                        _record_error(record, number)
+                        if isinstance(record, dict)
+                        else f"not a JSON object but {type(record).__name__}"
+                    )
                 if problem is not None:
                     if number == 1 and not problem.startswith("not an aqido"):
                         problem = f"not an aqido crawl checkpoint: {problem}"

@@ -607,6 +607,64 @@ def test_a_bad_line_is_a_checkpoint_error_naming_it(tmp_path: pathlib.Path) -> N
     assert len(list(CrawlCheckpoint.read_studies(path))) == 4
 
 
+_STRICT_HEADER = b'{"aqido_crawl":1,"query":"/studies","depth":"INSTANCE","server":"http://h"}\n'
+
+
+def _study_line(value: bytes) -> bytes:
+    return b'{"StudyInstanceUID":"1.2","study":{"00081160":{"vr":"FD","Value":[' + value + b"]}}}\n"
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (b'"\\ud800"', "a lone surrogate: not UTF-8 text"),  # an escape, as before
+        (b'"a\\udc00"', "a lone surrogate: not UTF-8 text"),
+        (b'"\xed\xa0\x80"', "not UTF-8 text"),  # an encoded surrogate: was read as "\ud800"
+        (b"NaN", "NaN is not valid JSON"),  # were read as floats: aqido never writes them
+        (b"Infinity", "Infinity is not valid JSON"),
+        (b"-Infinity", "-Infinity is not valid JSON"),
+        (b"1e400", "number out of range: 1e400"),  # was read as inf
+        (b"1" + b"0" * 400, "number out of range: 1" + "0" * 39),  # was read as an int
+        (b"9" * 4301, "Exceeds the limit (4300 digits) for integer string conversion"),  # as before
+    ],
+)
+def test_a_line_is_read_as_strictly_as_a_response_body(
+    tmp_path: pathlib.Path, value: bytes, problem: str
+) -> None:
+    path = tmp_path / "strict.jsonl"
+    path.write_bytes(_STRICT_HEADER + _study_line(value))
+    checkpoint = CrawlCheckpoint(path)
+    for call in (
+        lambda: CrawlCheckpoint.read_records(path),
+        lambda: checkpoint.open(QUERY, QueryLevel.INSTANCE, server="http://h"),
+    ):
+        with pytest.raises(CheckpointError) as raised:
+            call()
+        assert raised.value.line == 2
+        assert str(raised.value).startswith(f"{path}, line 2: not a JSON record ({problem}")
+    checkpoint.close()
+    path.write_bytes(_study_line(value))  # on the first line: not a checkpoint, as before
+    with pytest.raises(CheckpointError, match=r"line 1: not an aqido crawl checkpoint: not a JSON"):
+        CrawlCheckpoint.read_records(path)
+
+
+def test_a_strictly_read_line_keeps_what_a_response_keeps(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "strict.jsonl"
+    path.write_bytes(
+        b"\xef\xbb\xbf"  # a byte order mark (an editor's) is read past, as before
+        + _STRICT_HEADER
+        + _study_line(b'"\\ud83d\\ude00"')  # a surrogate pair
+        + _study_line(b"1" + b"0" * 25)  # an integer beyond 64 bits: a float, as in a response
+        + _study_line(b"1e-400, 1.5e300, 18446744073709551615")
+    )
+    records = CrawlCheckpoint.read_records(path)
+    assert records[0]["server"] == "http://h"
+    values = [record["study"]["00081160"]["Value"] for record in records[1:]]
+    assert values == [["\U0001f600"], [1e25], [0.0, 1.5e300, 2**64 - 1]]
+    assert type(values[1][0]) is float
+    assert type(values[2][2]) is int
+
+
 _JSON = st.recursive(
     st.none()
     | st.booleans()

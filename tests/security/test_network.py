@@ -935,6 +935,43 @@ JSON_CHILD = textwrap.dedent(
 )
 
 
+def test_strict_loads_is_the_one_strict_reading_of_json_text() -> None:
+    # the standard library's response decoding and a checkpoint's lines, each with its words
+    from aqido._json import LoneSurrogateError, _stdlib_loads, strict_loads
+
+    assert strict_loads('{"a": [1, 2.5, "\\ud83d\\ude00"]}') == {"a": [1, 2.5, "\U0001f600"]}
+    beyond_64_bits = strict_loads("[" + "1" * 25 + "]")[0]
+    assert (type(beyond_64_bits), beyond_64_bits) == (float, float("1" * 25))  # as orjson
+    assert strict_loads(b'["\\u00e9", "\xc3\xa9"]') == strict_loads('["\u00e9"]') * 2
+    # escaped, in a key, raw in str input (even a pair of them)
+    for text in ('["\\ud800"]', '{"\\udc00": 1}', '["\ud800"]', '["\ud83d\ude00"]'):
+        with pytest.raises(LoneSurrogateError, match=r"^lone surrogate in a JSON string$"):
+            strict_loads(text)
+    with pytest.raises(LoneSurrogateError):
+        strict_loads(b'["a\\udc00"]')
+    for body in (b'["\xed\xa0\x80"]', b'["\xff"]'):  # an encoded surrogate is not UTF-8 either
+        with pytest.raises(UnicodeDecodeError):
+            strict_loads(body)
+    for text, message in [
+        ("[NaN]", "NaN is not valid JSON"),
+        ("[-Infinity]", "-Infinity is not valid JSON"),
+        ("[1e400]", "number out of range: 1e400"),
+        ("[" + "9" * 400 + "]", "number out of range: 9999"),
+    ]:
+        with pytest.raises(ValueError, match=f"^{message}") as raised:
+            strict_loads(text)
+        assert type(raised.value) is ValueError
+    with pytest.raises(json.JSONDecodeError):
+        strict_loads("[1,")
+    deep = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(RecursionError):  # each caller words it
+        strict_loads(deep)
+    with pytest.raises(ValueError, match=r"^JSON nested too deeply$"):
+        _stdlib_loads(deep.encode())
+    with pytest.raises(LoneSurrogateError):  # what decode_json words as "not JSON: ..."
+        _stdlib_loads(b'["\\ud800"]')
+
+
 @pytest.mark.parametrize("decoder", ["stdlib", "orjson"])
 def test_one_json_behaviour_with_and_without_orjson(decoder: str) -> None:
     if decoder == "orjson":
