@@ -14,9 +14,14 @@ _D = TypeVar("_D", bound=Dataset)
 # --------------------------------------------------------------------------- tree
 
 _RETRIEVE_URL = "00081190"
-# A child's RetrieveURL names the child, not its parent: it is never copied (see _parent).
-_STUDY_KEYS = tuple(key for _, key, _, _ in Study._typed if key != _RETRIEVE_URL)
-_SERIES_KEYS = tuple(key for _, key, _, _ in Series._typed if key != _RETRIEVE_URL)
+#: Attributes of a child that describe the child itself, not its parent: never copied to a
+#: placeholder parent (see _parent). Its RetrieveURL names the child; its
+#: InstanceAvailability is the child's (a study's may differ: some instances offline).
+#: SpecificCharacterSet and TimezoneOffsetFromUTC are copied: they describe the whole
+#: dataset the child came in, the parent attributes copied with them included.
+_CHILDS_OWN = frozenset({_RETRIEVE_URL, "00080056"})
+_STUDY_KEYS = tuple(key for _, key, _, _ in Study._typed if key not in _CHILDS_OWN)
+_SERIES_KEYS = tuple(key for _, key, _, _ in Series._typed if key not in _CHILDS_OWN)
 _PATH_SEGMENTS = {Study: ("studies", "0020000D"), Series: ("series", "0020000E")}
 
 
@@ -44,7 +49,8 @@ def build_tree(results: Iterable[Study | Series | Instance]) -> list[Study]:
     attached under their parents (``Study.series``, ``Series.instances``).  A
     parent that is not itself in ``results`` is made from the child's
     parent-level default attributes (a relational result carries them), with
-    a RetrieveURL derived from the child's, never copied.  The
+    a RetrieveURL derived from the child's, never copied (nor the child's
+    InstanceAvailability, which is its own).  The
     first result with a given UID wins (later duplicates are dropped); order of
     first appearance is kept.  Children already attached are kept.  Results with
     no parent UID are grouped under a parent whose UID is ``None``.

@@ -572,6 +572,27 @@ def test_build_tree_never_gives_a_parent_its_childs_retrieve_url() -> None:
     assert study.series[0] is series
 
 
+def test_build_tree_never_gives_a_parent_its_childs_availability() -> None:
+    # A study's InstanceAvailability is not one of its instances' (some may be offline);
+    # the dataset-wide attributes describe the parent's copied values too and are kept.
+    item = {
+        **_uid("i", "1", "1.1", "1.1.1"),
+        "00080056": {"vr": "CS", "Value": ["NEARLINE"]},
+        "00080005": {"vr": "CS", "Value": ["ISO_IR 192"]},
+        "00080201": {"vr": "SH", "Value": ["+0100"]},
+        "00100020": {"vr": "LO", "Value": ["P1"]},
+    }
+    [study] = build_tree(structure([item], QueryLevel.INSTANCE))
+    [series] = study.series
+    assert series.instances[0].InstanceAvailability == "NEARLINE"
+    assert study.InstanceAvailability is None
+    for parent in (study, series):
+        assert "InstanceAvailability" not in parent
+        assert parent.SpecificCharacterSet == ("ISO_IR 192",)
+        assert parent.TimezoneOffsetFromUTC == "+0100"
+    assert study.PatientID == "P1"
+
+
 def test_build_tree_mixes_levels_and_prefers_real_parents() -> None:
     series = structure([_uid("s", "1", "1.1"), _uid("s", "1", "1.2")], "SERIES")
     studies = structure(
