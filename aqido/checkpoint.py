@@ -401,15 +401,25 @@ class CrawlCheckpoint:
 
     @staticmethod
     def _line(record: dict[str, Any]) -> str:
-        return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+        # allow_nan=False: NaN and Infinity are not JSON, and reading refuses them
+        return json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n"
 
     def _write(self, record: dict[str, Any]) -> None:
         """Append one line (synced if ``fsync``); if that fails, cut the file back to before it.
 
-        A failure (a full disk...) is a CheckpointError naming the file and the OS error.
+        A failure (a full disk...) is a CheckpointError naming the file and the OS error,
+        as is a record that reading could not take back (NaN or Infinity, a lone
+        surrogate, a value that is not JSON: only a study built by hand can hold one),
+        refused before anything is written.
         """
         assert self._file is not None, "open() the checkpoint first"
-        line = self._line(record).encode("utf-8")
+        try:
+            line = self._line(record).encode("utf-8")
+        except (ValueError, TypeError) as exc:  # UnicodeEncodeError is a ValueError
+            raise CheckpointError(
+                f"could not write a record to it: not JSON text it could be read back from ({exc})",
+                path=self.path,
+            ) from exc
         data = memoryview(line)
         try:
             while data:  # unbuffered: a write may take only part of it (a disk filling up)

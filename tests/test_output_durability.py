@@ -575,3 +575,39 @@ def test_a_checkpoint_lock_is_taken_by_lock_and_refused_to_a_second_writer(
         first.close()
     second.lock()
     second.close()
+
+
+@pytest.mark.parametrize(
+    ("element", "says"),
+    [
+        ({"vr": "FD", "Value": [float("nan")]}, "Out of range float values"),
+        ({"vr": "FD", "Value": [float("inf")]}, "Out of range float values"),
+        ({"vr": "LO", "Value": ["a\ud800"]}, "surrogates not allowed"),
+    ],
+    ids=["nan", "infinity", "lone surrogate"],
+)
+def test_a_hand_built_study_a_reader_would_refuse_is_not_written(
+    tmp_path: pathlib.Path, element: dict[str, Any], says: str
+) -> None:
+    """What reading a checkpoint refuses, writing one refuses first: nothing half-written."""
+    from aqido import Study
+    from aqido.checkpoint import CrawlCheckpoint
+    from aqido.query import QueryLevel
+
+    path = tmp_path / "c.jsonl"
+    checkpoint = CrawlCheckpoint(path)
+    checkpoint.open(HierarchicalQuery(), QueryLevel.INSTANCE)
+    try:
+        header = path.read_bytes()
+        bad = Study.from_json({"0020000D": {"vr": "UI", "Value": ["1.2"]}, "00181050": element})
+        with pytest.raises(CheckpointError, match="not JSON text it could be read back") as info:
+            checkpoint.write_study(bad)
+        assert says in str(info.value)
+        assert str(path) in str(info.value)
+        assert path.read_bytes() == header
+        assert "1.2" not in checkpoint.done
+        good = Study.from_json({"0020000D": {"vr": "UI", "Value": ["1.3"]}})
+        checkpoint.write_study(good)  # the file is still good for the next study
+    finally:
+        checkpoint.close()
+    assert [s.StudyInstanceUID for s in CrawlCheckpoint.read_studies(path)] == ["1.3"]
