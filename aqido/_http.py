@@ -10,7 +10,6 @@ import base64
 import errno
 import ipaddress
 import os
-import re
 import ssl as _ssl
 import urllib.request
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ from aiohttp.http_exceptions import (
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from aqido._lazy import lazy_pattern
 from aqido._search_results import SearchResults as SearchResults
 from aqido.errors import (
     RequestTimeoutError,
@@ -118,7 +118,7 @@ def _forget_secret_headers(exc: aiohttp.ClientResponseError) -> None:
 
 
 #: How aiohttp's parsers (C and Python) count a body cut short, in their ContentLengthError.
-_RECEIVED = re.compile(r"received (\d+) of (\d+) bytes")
+_RECEIVED = lazy_pattern(globals(), "_RECEIVED", r"received (\d+) of (\d+) bytes")
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
