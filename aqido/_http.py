@@ -1,6 +1,7 @@
 """HTTP details of the client that hold no state: error mapping, TLS options, proxies, cookies.
 
-Used only by :mod:`aqido.client` (the one module that sends requests).
+Used only by the client: :mod:`aqido.client` and its request path, :mod:`aqido._requests`
+(which sends the requests).
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
-"""``AsyncQidoRS``: the asynchronous QIDO-RS client, and the only module that does I/O.
+"""``AsyncQidoRS``: the asynchronous QIDO-RS client, the only class that touches the network.
 
-The client is a thin aiohttp adapter (:meth:`AsyncQidoRS._request`, in the
-style of gidgethub's ``aiohttp.py``) around the pure layers:
+The client is a thin aiohttp adapter around the pure layers:
 
 - :mod:`aqido.query` builds the path and the exact encoded query string;
 - :mod:`aqido.protocol` turns ``(status, headers, body)`` into items or an error;
@@ -13,41 +12,35 @@ Sessions: without ``session=`` the client creates (lazily, or in
 ``__aenter__``) and owns an :class:`aiohttp.ClientSession` whose connection
 pool matches ``max_concurrency``, and closes it exactly once
 (:meth:`AsyncQidoRS.close` is idempotent).  A borrowed session is never closed.
+The owned session's cookies stay with the service's origin, and
+:meth:`AsyncQidoRS.close` cancels whatever is in flight.
 
 Every request of a client, whatever method issued it, holds one slot of a
 single :class:`~aqido._slots.Slots` of ``max_concurrency`` slots, or, with
 ``max_concurrency="auto"``, of one :class:`~aqido.concurrency.AdaptiveLimiter`
 whose number of slots follows what the server shows (:mod:`aqido.adaptive`).
 
-Hostile or broken servers (docs/security.md): a body is read in chunks and
-refused past ``max_response_bytes`` (after decompression); redirects are
-followed by aqido itself (at most :data:`MAX_REDIRECTS`), and a hop to
-another origin (scheme, host, port) drops every credential and every header
-the caller gave; the owned session's cookies stay with the service's origin;
-:meth:`AsyncQidoRS.close` cancels whatever is in flight; a connection left holding bytes
-that are not an HTTP response (the rest of a body longer than its ``Content-Length``) is
-dropped and its request re-sent once.  TLS and proxies:
-``ssl=`` and ``trust_env=`` (``HTTP(S)_PROXY``/``NO_PROXY``; loopback is never
-proxied).
+One request, the code every search, page and crawl runs (credentials, TLS and
+proxies, retries, timeouts, redirects and their credential rules, the response
+size bound, re-sends), is :class:`~aqido._requests.RequestPath` in
+:mod:`aqido._requests`, whose docstring gives its rules against hostile or
+broken servers (docs/security.md); the one aiohttp call is its ``_request``.
 
-It is one module because it is the one place where requests are sent,
-and everything that has to hold across every request (the session and its
-lifecycle, the client-wide limit on requests in flight, retries, timeouts,
-redirects and their credential rules, the response size bound) stays
-together in it.  What needs no I/O lives elsewhere: HTTP details in
-:mod:`aqido._http`, searches planned with a server profile in
-:mod:`aqido._planned`, the dicomweb-client names in :mod:`aqido._dicomweb`.
+It is one module because the client's state (the session and its lifecycle,
+the client-wide limit on requests in flight, the server's caps it learns), the
+constructor that validates it and the methods built on it (search, paging, many
+searches, crawl) are one object's.  Its parts with a concern of their own sit
+beside it: the request path in :mod:`aqido._requests`, searches planned with a
+server profile in :mod:`aqido._planned`, the dicomweb-client names in
+:mod:`aqido._dicomweb` (three mixins of ``AsyncQidoRS``), and the stateless
+HTTP details in :mod:`aqido._http`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import enum
-import inspect
 import logging
 import os
-import sys
 import time
 from collections.abc import (
     AsyncGenerator,
@@ -62,7 +55,6 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 import aiohttp
 import attrs
-from multidict import CIMultiDictProxy
 from yarl import URL
 
 from aqido import __version__
@@ -72,32 +64,21 @@ from aqido._http import (
     OriginCookieJar,
     Proxy,
     SSLOption,
-    env_proxy,
-    is_stale_connection,
-    is_unparsable_head,
-    map_aiohttp_errors,
     ssl_option,
 )
 from aqido._planned import PlannedSearch
+from aqido._requests import MAX_REDIRECTS as MAX_REDIRECTS
+from aqido._requests import RequestPath, _State
+from aqido._requests import _feedback as _feedback
 from aqido._search_results import SearchResults as SearchResults
 from aqido._slots import Slots
 from aqido.errors import (
     ClientClosedError,
-    QidoError,
-    RedirectError,
-    RequestTimeoutError,
-    ResponseTooLargeError,
-    TransportError,
     UnanswerableQueryError,
-    redact_url,
 )
 from aqido.protocol import (
     ACCEPT,
     QidoResponse,
-    header_values,
-    join_url,
-    parse_response,
-    parse_retry_after,
 )
 from aqido.query import (
     BaseQuery,
@@ -106,7 +87,7 @@ from aqido.query import (
     ensure_query_type,
 )
 from aqido.results import Study, build_tree, structure
-from aqido.retry import Retry, Timeout, call_with_retry
+from aqido.retry import Retry, Timeout
 
 if TYPE_CHECKING:  # pragma: no cover - imported where used: a plain search needs none of them
     from aqido.checkpoint import CrawlCheckpoint
@@ -114,15 +95,6 @@ if TYPE_CHECKING:  # pragma: no cover - imported where used: a plain search need
     from aqido.profile import ServerProfile
     from aqido.progress import CrawlProgress
     from aqido.stats import CrawlStats
-
-if sys.version_info >= (3, 11):
-    from asyncio import timeout as _total_timeout
-else:  # pragma: no cover - Python 3.10 (async-timeout, a dependency of aiohttp there too)
-    from async_timeout import timeout as _total_timeout
-
-#: What an expired ``_total_timeout`` raises: ``asyncio.TimeoutError`` is the builtin
-#: ``TimeoutError`` from Python 3.11 on, its own class on 3.10.
-_TIMED_OUT = (TimeoutError, asyncio.TimeoutError)
 
 logger = logging.getLogger("aqido")
 #: Where a profile's "not the standard's answer" warnings go (the CLI prints them).
@@ -142,70 +114,21 @@ Auth = tuple[str, str] | aiohttp.BasicAuth | str | HeaderFactory
 DEFAULT_MAX_CONCURRENCY = 8
 #: Default ceiling of ``max_concurrency="auto"``.
 DEFAULT_MAX_CONCURRENCY_LIMIT = 64
-#: Statuses that tell an adaptive limiter to back off at once (with timeouts).
-_PUSH_BACK = frozenset({429, 503, 504})
 #: Default time limits: 60 s per request, 10 s to connect, no overall limit.
 DEFAULT_TIMEOUT = Timeout()
 #: Default retry policy: up to 4 attempts within 60 s, backoff from 0.5 s, Retry-After honoured.
 DEFAULT_RETRY = Retry()
 #: Default largest response body, in bytes after decompression (256 MiB).
 DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024
-#: Most redirects followed for one request (then :class:`~aqido.errors.RedirectError`).
-MAX_REDIRECTS = 10
-
-_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-_CHUNK_BYTES = 256 * 1024
 
 #: What ``profile=`` accepts: a :class:`~aqido.profile.ServerProfile`, ``"auto"`` (probe
 #: the server once, before the first search) or the path of a profile's JSON file.
 ProfileSource: TypeAlias = "ServerProfile | str | os.PathLike[str]"
 
-#: Recent aiohttp re-sends an idempotent request once by itself when the server closed a
-#: pooled connection; with older versions (3.9) aqido does it.
-_AIOHTTP_RESENDS_STALE = "_retry_connection" in getattr(aiohttp.ClientSession, "ATTRS", ())
-
-
-def _resend_once(error: TransportError) -> bool:
-    """Whether :meth:`AsyncQidoRS._request` re-sends a request that failed with ``error``; logs why.
-
-    Bytes that are not an HTTP response are logged as a warning: they name a
-    server that breaks HTTP's framing (see :func:`aqido._http.is_unparsable_head`),
-    and the earlier response they were left by may have been accepted.  A stale
-    connection (re-sent here only when aiohttp does not do it) is routine: debug.
-    """
-    if is_unparsable_head(error):
-        logger.warning("%s; re-sending once on another connection", error)
-        return True
-    if not _AIOHTTP_RESENDS_STALE and is_stale_connection(error):
-        logger.debug("GET %s: connection closed by the server; re-sending once", error.url)
-        return True
-    return False
-
-
-class _State(enum.Enum):
-    UNOPENED = 1
-    OPENED = 2
-    CLOSED = 3
-
 
 def _check_max_concurrency(value: object, name: str = "max_concurrency") -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int, not {value!r}")
-
-
-def _feedback(
-    status: int, headers: CIMultiDictProxy[str], retry: Retry
-) -> tuple[str, float | None]:
-    """What an answer tells an adaptive limiter: its outcome, and a pause (``Retry-After``)."""
-    retry_after = None
-    if not 200 <= status < 300 and retry.respect_retry_after:
-        values = header_values(headers, "Retry-After")
-        asked = parse_retry_after(values[0]) if values else None
-        if asked is not None:
-            retry_after = min(asked, retry.max_retry_after)
-    if status in _PUSH_BACK:
-        return "dropped", retry_after
-    return ("success" if 200 <= status < 300 else "ignore"), retry_after
 
 
 def _check_max_response_bytes(value: object) -> int | None:
@@ -216,7 +139,7 @@ def _check_max_response_bytes(value: object) -> int | None:
     return value
 
 
-class AsyncQidoRS(PlannedSearch, DicomwebMethods):
+class AsyncQidoRS(PlannedSearch, DicomwebMethods, RequestPath):
     """An asynchronous QIDO-RS (DICOMweb search) client.
 
     Arguments:
@@ -497,273 +420,6 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods):
                 connector=connector, cookie_jar=OriginCookieJar(self._origin)
             )
         return self._session
-
-    # --- one request ----------------------------------------------------------------------
-
-    async def _request(
-        self, url: str, headers: Mapping[str, str]
-    ) -> tuple[int, CIMultiDictProxy[str], bytes]:
-        """GET ``url`` (sent exactly as given) and return ``(status, headers, body)``.
-
-        The only aiohttp call in aqido.  aiohttp errors are mapped to
-        :class:`~aqido.errors.TransportError` / ``RequestTimeoutError`` /
-        ``TLSError``.  Redirects are followed here (see the module docstring).
-
-        A request whose connection the server spoiled is re-sent once, at once, on
-        another connection (a GET is idempotent; whatever the retry policy): a pooled
-        keep-alive connection the server had closed (recent aiohttp re-sends those
-        itself: :data:`_AIOHTTP_RESENDS_STALE`), and one whose next bytes were
-        not an HTTP response, most often the rest of an earlier body longer than its
-        ``Content-Length`` (aiohttp closed it: it is not reused).  The second failure
-        is raised; the retry policy decides about it as about any other.
-        """
-        session = self._open()
-        target = URL(url, encoded=True)
-        visited: set[URL] | None = None  # made at the first redirect: nearly never
-        redirects = 0
-        resent = False
-        while True:
-            proxy, proxy_headers = self._proxy_for(target)
-            sent = headers
-            if proxy_headers is not None:  # aiohttp sends proxy_headers only with CONNECT
-                if target.scheme == "http":
-                    sent, proxy_headers = {**headers, **proxy_headers}, None
-                else:
-                    proxy_headers = dict(proxy_headers)  # aiohttp adds Host to it
-            try:
-                with map_aiohttp_errors(target):
-                    async with session.get(
-                        target,
-                        headers=sent,
-                        timeout=self._client_timeout,
-                        allow_redirects=False,
-                        ssl=self._ssl,
-                        proxy=proxy,
-                        proxy_headers=proxy_headers,
-                    ) as response:
-                        location = response.headers.get("Location")
-                        if response.status not in _REDIRECT_STATUSES or not location:
-                            body = await self._read(response, url)
-                            return response.status, response.headers, body
-                        status = response.status
-            except TransportError as error:
-                if resent or not _resend_once(error):
-                    raise
-                resent = True
-                continue
-            try:
-                following = target.join(URL(location))
-            except ValueError:
-                raise RedirectError(
-                    "redirect to a malformed Location refused", url=url, status=status
-                ) from None
-            if following.scheme not in ("http", "https") or not following.host:
-                raise RedirectError(
-                    f"redirect to {redact_url(following.with_query(None))!r} refused "
-                    "(only http and https are followed)",
-                    url=url,
-                    status=status,
-                )
-            # A Location's user:password@ is the server's, never sent: aiohttp would send it
-            # as basic auth (or refuse it next to our Authorization with a ValueError).
-            following = following.with_user(None)
-            if visited is None:
-                visited = {target}
-            if following in visited:
-                raise RedirectError("redirect loop", url=url, status=status)
-            visited.add(following)
-            if following.origin() != target.origin():
-                # Another origin: no credential and no caller header goes there (nor on).
-                headers = self._plain_headers
-            logger.debug("GET %s -> %d, following to %s", url, status, redact_url(following))
-            target = following
-            redirects += 1
-            if redirects > MAX_REDIRECTS:
-                raise RedirectError(f"more than {MAX_REDIRECTS} redirects", url=url, status=status)
-
-    def _proxy_for(self, url: URL) -> Proxy:
-        """The proxy for ``url``'s origin (from the environment, read once per origin)."""
-        if not self.trust_env:
-            return None, None
-        origin = url.origin()
-        found = self._proxies.get(origin)
-        if found is None:
-            found = self._proxies[origin] = env_proxy(origin)
-        return found
-
-    async def _read(self, response: aiohttp.ClientResponse, url: str) -> bytes:
-        """Read the body, refusing more than ``max_response_bytes`` (after decompression)."""
-        limit = self.max_response_bytes
-        if limit is None:
-            return await response.read()
-        declared = response.content_length
-        if declared is not None and declared > limit:
-            response.close()
-            raise ResponseTooLargeError(
-                f"the response declares {declared} bytes, more than max_response_bytes "
-                f"({limit}); narrow or page the query",
-                url=url,
-                status=response.status,
-            )
-        encoding = response.headers.get("Content-Encoding", "").strip().lower()
-        if declared is not None and encoding in ("", "identity"):
-            return await response.read()  # at most `declared` bytes: the fast path
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
-            size += len(chunk)
-            if size > limit:
-                response.close()
-                raise ResponseTooLargeError(
-                    f"the response body passed max_response_bytes ({limit} bytes, after "
-                    "decompression); narrow or page the query",
-                    url=url,
-                    status=response.status,
-                )
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    async def _request_headers(self) -> dict[str, str]:
-        """The headers of one request (a new dict): the client's, with fresh credentials."""
-        headers = self._header_values()
-        auth = self._auth
-        if callable(auth) and not isinstance(auth, tuple | str):
-            extra = auth()
-            if inspect.isawaitable(extra):
-                extra = await extra
-            headers.update(extra)
-        return headers
-
-    def _header_values(self) -> dict[str, str]:
-        """The client's headers with fixed credentials (basic or bearer) as a new dict."""
-        headers = dict(self._headers)
-        auth = self._auth
-        if isinstance(auth, aiohttp.BasicAuth):
-            headers["Authorization"] = auth.encode()
-        elif isinstance(auth, tuple):
-            user, password = auth
-            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-            headers["Authorization"] = f"Basic {token}"
-        elif isinstance(auth, str):
-            headers["Authorization"] = f"Bearer {auth}"
-        return headers
-
-    async def _attempt(self, url: str, limiter: Slots | None) -> QidoResponse:
-        """One attempt: take a concurrency slot, send, refresh auth once on 401, parse."""
-        client_limiter = self._limiter
-        assert client_limiter is not None
-        if limiter is not None:
-            await limiter.acquire()
-        try:
-            adaptive = not isinstance(client_limiter, Slots)
-            if isinstance(client_limiter, Slots):
-                await client_limiter.acquire()
-            else:
-                ticket = await client_limiter.acquire()
-            outcome: tuple[str, float | None] = ("ignore", None)
-            try:
-                start = time.perf_counter()
-                try:
-                    sent = self._fixed_headers
-                    if sent is None:  # a callable auth: fresh headers for every request
-                        sent = await self._request_headers()
-                    status, headers, body = await self._request(url, sent)
-                    if status == 401 and callable(self._auth):
-                        logger.debug("GET %s -> 401; refreshing credentials and retrying once", url)
-                        fresh = await self._request_headers()
-                        status, headers, body = await self._request(url, fresh)
-                except QidoError as error:
-                    elapsed = (time.perf_counter() - start) * 1000
-                    logger.debug("GET %s -> %s (%.1f ms)", url, type(error).__name__, elapsed)
-                    if isinstance(error, RequestTimeoutError):
-                        outcome = ("dropped", None)
-                    raise
-                elapsed = (time.perf_counter() - start) * 1000
-                if adaptive:
-                    outcome = _feedback(status, headers, self.retry)
-            finally:
-                if isinstance(client_limiter, Slots):
-                    client_limiter.release()
-                else:
-                    client_limiter.release(ticket, outcome[0], retry_after=outcome[1])
-        finally:
-            if limiter is not None:
-                limiter.release()
-        logger.debug("GET %s -> %d (%.1f ms, %d bytes)", url, status, elapsed, len(body))
-        response = parse_response(status, headers, body, url=url)
-        for warning in response.warnings:
-            if not warning.is_truncation:
-                logger.warning("server warning for %s: %s", url, warning.raw)
-        return response
-
-    async def _attempts(
-        self,
-        url: str,
-        limiter: Slots | None,
-        on_retry: Callable[[QidoError, float], None] | None,
-    ) -> QidoResponse:
-        """:meth:`_attempt`, then as many more as the retry policy allows if it fails.
-
-        The first attempt is made here and the retry loop entered only after a
-        failure: most requests succeed at once, and this is their whole cost.
-        """
-        start = time.monotonic()
-        try:
-            return await self._attempt(url, limiter)
-        except QidoError as error:
-            failed = (error, start)
-
-        async def attempt() -> QidoResponse:
-            return await self._attempt(url, limiter)
-
-        return await call_with_retry(
-            attempt, self.retry, what=f"GET {url}", on_retry=on_retry, failed=failed
-        )
-
-    async def _fetch(
-        self,
-        query: BaseQuery,
-        limiter: Slots | None = None,
-        *,
-        on_retry: Callable[[QidoError, float], None] | None = None,
-    ) -> QidoResponse:
-        """One logical request for ``query``: retries, total timeout, concurrency limits.
-
-        ``on_retry(error, delay)`` is called before each retry (crawl statistics).
-        """
-        self._open()
-        url = join_url(self.url, query.uri_base(), query.query_string())
-        # close() cancels the tasks in _in_flight (see _cancel_in_flight).
-        task = asyncio.current_task()
-        assert task is not None  # a coroutine run by asyncio always has one
-        self._in_flight.add(task)
-        try:
-            total = self.timeout.total
-            if total is None:
-                return await self._attempts(url, limiter, on_retry)
-            try:
-                async with _total_timeout(total):
-                    return await self._attempts(url, limiter, on_retry)
-            except _TIMED_OUT as exc:
-                raise RequestTimeoutError(
-                    f"gave up after {self.timeout.total} s (Timeout.total)", url=url
-                ) from exc
-        except QidoError as error:
-            if self._state is _State.CLOSED and not isinstance(error, ClientClosedError):
-                raise ClientClosedError(f"the client was closed ({error})") from error
-            raise
-        except asyncio.CancelledError:
-            if task not in self._closing:
-                raise  # the caller's own cancellation
-            self._closing.discard(task)
-            uncancel = getattr(task, "uncancel", None)  # Python 3.11+: the request is done
-            if uncancel is not None:
-                uncancel()
-            raise ClientClosedError(
-                f"the client was closed while this request was pending: {url}"
-            ) from None
-        finally:
-            self._in_flight.discard(task)
 
     # --- searching --------------------------------------------------------------------------
 

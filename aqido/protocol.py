@@ -1,9 +1,10 @@
 """Sans-I/O QIDO-RS protocol: turn ``(status, headers, body)`` into items or an error.
 
 Nothing here performs I/O, sleeps or imports aiohttp (in the spirit of
-gidgethub's ``sansio`` module).  :mod:`aqido.client` feeds the bytes it read
-into :func:`parse_response`; every server quirk the spec digest lists is
-handled here, where it can be tested without a network:
+gidgethub's ``sansio`` module).  The client's request path
+(:mod:`aqido._requests`) feeds the bytes it read into :func:`parse_response`;
+every server quirk the spec digest lists is handled here, where it can be
+tested without a network:
 
 - "no results" comes as 204, as 200 with ``[]``, or as 200 with an explicit
   ``Content-Length: 0`` (any content type; older editions' "nothing matched"):

@@ -149,7 +149,7 @@ async def test_stale_keep_alive_connection_is_resent_once_even_without_retries(
 async def test_stale_connection_resend_on_aiohttp_without_its_own(
     archive: MiniArchive, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("aqido.client._AIOHTTP_RESENDS_STALE", False)
+    monkeypatch.setattr("aqido._requests._AIOHTTP_RESENDS_STALE", False)
     async with aiohttp.ClientSession() as session:
         session._retry_connection = False  # behave like aiohttp 3.9
         archive.fail_next("drop")
