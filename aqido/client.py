@@ -51,7 +51,7 @@ from collections.abc import (
 )
 from contextlib import aclosing
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import aiohttp
 import attrs
@@ -100,7 +100,6 @@ logger = logging.getLogger("aqido")
 #: Where a profile's "not the standard's answer" warnings go (the CLI prints them).
 plan_logger = logging.getLogger("aqido.plan")
 
-T = TypeVar("T")
 
 #: A callable returning fresh request headers (e.g. ``{"Authorization": "Bearer ..."}``),
 #: sync or async; it is called for every request.
