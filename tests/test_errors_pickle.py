@@ -26,6 +26,7 @@ import aqido
 from aqido import QidoRS, errors
 from aqido._cli.common import UsageError
 from aqido._dataset import _ItemError
+from aqido._json import LoneSurrogateError
 from aqido.errors import (
     BadRequestError,
     CheckpointError,
@@ -198,6 +199,7 @@ CASES: dict[type[BaseException], Callable[[], list[BaseException]]] = {
     ],
     # the other modules' exceptions: plain messages
     _ItemError: lambda: [_ItemError("tag 00100010: element has no 'vr'")],
+    LoneSurrogateError: lambda: [LoneSurrogateError("lone surrogate in a JSON string")],
     UsageError: lambda: [UsageError("--resume needs --out")],
     BadRequest: lambda: [BadRequest("unknown attribute: 'Foo'")],
     InvalidValue: lambda: [InvalidValue("StudyDate: bad range")],
