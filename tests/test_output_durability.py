@@ -278,14 +278,23 @@ def test_a_part_that_cannot_be_written_is_a_named_error_and_no_file(
     assert len(list(directory.glob("part-*.parquet"))) == 2
 
 
+class _FileStandIn:
+    """A checkpoint's open file with some of its methods replaced; the rest are the file's."""
+
+    def __init__(self, file: Any) -> None:
+        self.file = file
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.file, name)
+
+
 def test_a_checkpoint_that_cannot_be_written_is_cut_back_to_its_last_whole_line(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    class FillsUp:
+    class FillsUp(_FileStandIn):
         """A checkpoint file on a disk that fills up in the middle of its third line."""
 
-        def __init__(self, file: Any) -> None:
-            self.file, self.lines = file, 0
+        lines = 0
 
         def write(self, data: Any) -> int:
             self.lines += 1
@@ -294,9 +303,6 @@ def test_a_checkpoint_that_cannot_be_written_is_cut_back_to_its_last_whole_line(
                 no_space()
             written: int = self.file.write(data)
             return written
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self.file, name)
 
     path_open = pathlib.Path.open
 
@@ -497,17 +503,11 @@ def test_a_checkpoint_write_that_takes_nothing_is_an_error_not_a_hang(
     from aqido.checkpoint import CrawlCheckpoint
     from aqido.query import QueryLevel
 
-    class TakesNothing:
+    class TakesNothing(_FileStandIn):
         """An unbuffered file whose write returns 0 without an error."""
-
-        def __init__(self, file: Any) -> None:
-            self.file = file
 
         def write(self, data: Any) -> int:
             return 0
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self.file, name)
 
     checkpoint = CrawlCheckpoint(tmp_path / "c.jsonl")
     checkpoint.open(HierarchicalQuery(), QueryLevel.INSTANCE)
@@ -527,18 +527,12 @@ def test_a_checkpoint_file_that_cannot_be_closed_is_a_checkpoint_error_and_frees
     from aqido.checkpoint import CrawlCheckpoint
     from aqido.query import QueryLevel
 
-    class FailsToClose:
+    class FailsToClose(_FileStandIn):
         """A file whose close meets an I/O error (an NFS server gone)."""
-
-        def __init__(self, file: Any) -> None:
-            self.file = file
 
         def close(self) -> None:
             self.file.close()
             raise OSError(errno.EIO, os.strerror(errno.EIO))
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self.file, name)
 
     path = tmp_path / "c.jsonl"
     checkpoint = CrawlCheckpoint(path)
