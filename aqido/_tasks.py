@@ -7,20 +7,19 @@ Used by :mod:`aqido.crawl` and the client; no aiohttp here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from contextlib import aclosing
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 
 from aqido.errors import (
     QidoError,
 )
-
-if TYPE_CHECKING:  # pragma: no cover - anyio's streams load on first use (import time)
-    from anyio.streams.memory import MemoryObjectSendStream
 
 logger = logging.getLogger("aqido")
 
@@ -114,8 +113,80 @@ class FirstErrorGroup:
             self._cancel()
 
 
+class Handoff(Generic[T]):
+    """Items from producer tasks to one consumer: ``await send(item)`` returns once it is taken.
+
+    What :func:`stream_from` hands its producer.  A producer holds what it
+    sends (a crawl: the study's window slot) until the consumer takes it, so
+    memory stays bounded by the producers, never by a buffer.  Why not an
+    anyio memory object stream: its ``send`` and ``receive`` each begin with a
+    checkpoint, an event-loop turn, so a consumer takes one item per turn of a
+    busy loop while finished producers wait in line, holding their results.
+    Here the consumer takes every item waiting at once, without a turn
+    between them; a producer whose item is taken resumes on the next turn.
+    """
+
+    __slots__ = ("_closed", "_consumer", "_items")
+
+    def __init__(self) -> None:
+        self._items: deque[tuple[T, asyncio.Future[None] | None]] = deque()
+        self._consumer: asyncio.Future[None] | None = None
+        self._closed = False
+
+    async def send(self, item: T) -> None:
+        """Hand ``item`` to the consumer; return once it has it (cancellable until then)."""
+        if self._closed:
+            raise RuntimeError("Handoff.send() after close()")
+        consumer = self._consumer
+        if consumer is not None and not self._items:
+            # the consumer is waiting for this very item: it has it on its next turn
+            self._items.append((item, None))
+            self._consumer = None
+            consumer.set_result(None)
+            return
+        taken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (item, taken)
+        self._items.append(entry)
+        try:
+            await taken
+        except BaseException:
+            if taken.cancelled() or not taken.done():  # withdrawn: the consumer never sees it
+                with contextlib.suppress(ValueError):  # already skipped by the consumer
+                    self._items.remove(entry)
+            raise
+
+    def close(self) -> None:
+        """No more items: the consumer ends after the ones already sent."""
+        self._closed = True
+        consumer = self._consumer
+        if consumer is not None:
+            self._consumer = None
+            consumer.set_result(None)
+
+    async def items(self) -> AsyncGenerator[T, None]:
+        """Every item sent, in order, until :meth:`close`; items waiting are taken at once."""
+        queue = self._items
+        while True:
+            while queue:
+                item, taken = queue.popleft()
+                if taken is not None:
+                    if taken.cancelled():
+                        continue  # its sender was cancelled before it was taken
+                    taken.set_result(None)
+                yield item
+            if self._closed:
+                return
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._consumer = waiter
+            try:
+                await waiter
+            finally:
+                if self._consumer is waiter:
+                    self._consumer = None
+
+
 async def stream_from(
-    produce: Callable[[MemoryObjectSendStream[T]], Awaitable[None]], *, buffer: int = 0
+    produce: Callable[[Handoff[T]], Awaitable[None]],
 ) -> AsyncGenerator[T, None]:
     """Yield what ``produce(send)`` sends, running it in a background task.
 
@@ -127,25 +198,29 @@ async def stream_from(
     generator and never outliving it: a consumer that stops early is safe: on exhaustion,
     ``break`` (once the generator is closed), an exception, a cancellation or a
     timeout, the producer is cancelled and awaited before this generator
-    finishes.  A producer error is raised here, at the consumer.
+    finishes.  A producer error is raised here, at the consumer.  ``produce``
+    gets a :class:`Handoff`; its ``send`` returns once this generator has
+    taken the item.
     """
-    send, receive = anyio.create_memory_object_stream[T](buffer)
+    handoff: Handoff[T] = Handoff()
 
     async def run() -> None:
-        with send:
-            await produce(send)
+        try:
+            await produce(handoff)
+        finally:
+            handoff.close()
 
     task = asyncio.get_running_loop().create_task(run())
     error: BaseException | None = None
     try:
-        async for item in receive:
-            yield item
+        async with aclosing(handoff.items()) as items:
+            async for item in items:
+                yield item
     finally:
         if not task.done():
             task.cancel()
         with anyio.CancelScope(shield=True):
             await asyncio.wait({task})
-        receive.close()
         if not task.cancelled():
             error = task.exception()
     if error is not None:
@@ -183,7 +258,7 @@ async def iter_search_many(
     """Like :func:`search_many`, but yield ``(query, results)`` as each search completes."""
     pending = iter(list(queries))
 
-    async def produce(send: MemoryObjectSendStream[tuple[Q, R]]) -> None:
+    async def produce(send: Handoff[tuple[Q, R]]) -> None:
         async def worker() -> None:
             for query in pending:
                 result = await search(query)

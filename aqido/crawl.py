@@ -34,7 +34,7 @@ import datetime
 import logging
 from collections.abc import AsyncGenerator, Callable, Container, Mapping, Sequence
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import attrs
 
@@ -46,6 +46,7 @@ from aqido._paging import iter_pages as iter_pages
 from aqido._recorder import Recorder as Recorder
 from aqido._slots import Slots
 from aqido._tasks import FirstErrorGroup as FirstErrorGroup
+from aqido._tasks import Handoff
 from aqido._tasks import iter_search_many as iter_search_many
 from aqido._tasks import search_many as search_many
 from aqido._tasks import stream_from as stream_from
@@ -69,9 +70,6 @@ from aqido.partition import (
 from aqido.protocol import QidoResponse
 from aqido.query import BaseQuery, HierarchicalQuery, QueryLevel
 from aqido.stats import CrawlStats
-
-if TYPE_CHECKING:  # pragma: no cover - anyio's streams load on first use (import time)
-    from anyio.streams.memory import MemoryObjectSendStream
 
 logger = logging.getLogger("aqido")
 
@@ -497,7 +495,7 @@ async def crawl(
             series = filled
         return study.with_series(series)
 
-    async def produce(send: MemoryObjectSendStream[Any]) -> None:
+    async def produce(send: Handoff[Any]) -> None:
         slots = Slots(max(1, window() if callable(window) else window))
         if callable(window):
 

@@ -12,6 +12,7 @@ from qido_server import repeat_at_end, repeat_in_place
 
 from aqido._paging import PageSpan
 from aqido._slots import Slots
+from aqido._tasks import Handoff
 from aqido.crawl import FirstErrorGroup, iter_pages, iter_search_many, search_many, stream_from
 from aqido.errors import InvalidResponseError, NotFoundError, ServerError
 from aqido.protocol import QidoResponse, QidoWarning, parse_warnings
@@ -503,6 +504,106 @@ async def test_stream_from_propagates_non_qido_errors_too() -> None:
     with pytest.raises(KeyError):
         await consume()
     assert got == [1]
+
+
+@pytest.mark.anyio
+async def test_handoff_consumer_takes_every_waiting_item_without_a_loop_turn() -> None:
+    # A busy loop must not make finished producers (a crawl's studies, holding their
+    # results and window slots) wait one loop turn each to be taken.
+    handoff: Handoff[int] = Handoff()
+    turns = 0
+
+    async def ticker() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    async with FirstErrorGroup() as group:
+        for n in range(5):
+            group.start_soon(handoff.send, n)
+        await asyncio.sleep(0)  # every producer is now waiting for its item to be taken
+        tick = asyncio.get_running_loop().create_task(ticker())
+        await asyncio.sleep(0)
+        seen: list[tuple[int, int]] = []
+        items = handoff.items()
+        for _ in range(5):
+            seen.append((await items.__anext__(), turns))
+        tick.cancel()
+        handoff.close()
+        assert [item async for item in items] == []
+    assert [item for item, _ in seen] == [0, 1, 2, 3, 4]
+    assert len({at for _, at in seen}) == 1, seen
+
+
+@pytest.mark.anyio
+async def test_handoff_send_returns_only_once_its_item_is_taken() -> None:
+    handoff: Handoff[str] = Handoff()
+    events: list[str] = []
+
+    async def produce() -> None:
+        await handoff.send("a")
+        events.append("a returned")
+
+    async with FirstErrorGroup() as group:
+        group.start_soon(produce)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert events == []  # nobody took it: the producer still holds it
+        items = handoff.items()
+        assert await items.__anext__() == "a"
+        events.append("a taken")
+        await asyncio.sleep(0)
+        handoff.close()
+        assert [item async for item in items] == []
+    assert events == ["a taken", "a returned"]
+
+
+@pytest.mark.anyio
+async def test_handoff_a_cancelled_send_is_withdrawn_and_close_ends_after_the_rest() -> None:
+    handoff: Handoff[int] = Handoff()
+    loop = asyncio.get_running_loop()
+    first = loop.create_task(handoff.send(1))
+    second = loop.create_task(handoff.send(2))
+    third = loop.create_task(handoff.send(3))
+    await asyncio.sleep(0)
+    second.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    handoff.close()
+    assert [item async for item in handoff.items()] == [1, 3]
+    await asyncio.wait({first, third})
+    assert first.exception() is None
+    assert third.exception() is None
+    with pytest.raises(RuntimeError, match="after close"):
+        await handoff.send(4)
+
+
+@pytest.mark.anyio
+async def test_handoff_skips_a_send_cancelled_just_before_the_consumer_runs() -> None:
+    # The sender's task learns of its cancellation a loop turn later; the consumer,
+    # running first, must skip the item rather than hand it out (or fail on it).
+    handoff: Handoff[int] = Handoff()
+    loop = asyncio.get_running_loop()
+    tasks = [loop.create_task(handoff.send(n)) for n in (1, 2, 3)]
+    await asyncio.sleep(0)
+    tasks[1].cancel()
+    handoff.close()
+    assert [item async for item in handoff.items()] == [1, 3]
+    await asyncio.wait(tasks)
+    assert [task.cancelled() for task in tasks] == [False, True, False]
+
+
+@pytest.mark.anyio
+async def test_handoff_a_waiting_consumer_gets_an_item_sent_later() -> None:
+    handoff: Handoff[int] = Handoff()
+    items = handoff.items()
+    waiting = asyncio.get_running_loop().create_task(items.__anext__())
+    await asyncio.sleep(0)  # the consumer waits for the first item
+    await handoff.send(7)  # taken by the waiting consumer: returns at once
+    assert await waiting == 7
+    handoff.close()
+    assert [item async for item in items] == []
 
 
 def test_levels_have_uid_keys() -> None:
