@@ -138,8 +138,9 @@ class Handoff(Generic[T]):
         if self._closed:
             raise RuntimeError("Handoff.send() after close()")
         consumer = self._consumer
-        if consumer is not None and not self._items:
+        if consumer is not None and not consumer.done() and not self._items:
             # the consumer is waiting for this very item: it has it on its next turn
+            # (a cancelled consumer's future is done before its task has run again)
             self._items.append((item, None))
             self._consumer = None
             consumer.set_result(None)
@@ -161,7 +162,8 @@ class Handoff(Generic[T]):
         consumer = self._consumer
         if consumer is not None:
             self._consumer = None
-            consumer.set_result(None)
+            if not consumer.done():
+                consumer.set_result(None)
 
     async def items(self) -> AsyncGenerator[T, None]:
         """Every item sent, in order, until :meth:`close`; items waiting are taken at once."""

@@ -595,6 +595,26 @@ async def test_handoff_skips_a_send_cancelled_just_before_the_consumer_runs() ->
 
 
 @pytest.mark.anyio
+async def test_handoff_a_consumer_cancelled_while_waiting_breaks_neither_send_nor_close() -> None:
+    # Task.cancel() cancels the future the consumer waits on at once; the consumer's task
+    # only runs (and forgets that future) on the next turn.  A send or a close in between
+    # must not try to wake the cancelled future.
+    handoff: Handoff[int] = Handoff()
+    items = handoff.items()
+    consumer = asyncio.get_running_loop().create_task(items.__anext__())
+    await asyncio.sleep(0)  # the consumer waits
+    consumer.cancel()
+    sending = handoff.send(1)
+    pending = sending.send(None)  # runs send() to where it waits for its item to be taken
+    assert isinstance(pending, asyncio.Future)
+    sending.close()  # withdraws the item
+    handoff.close()
+    with pytest.raises(asyncio.CancelledError):
+        await consumer
+    assert [item async for item in handoff.items()] == []
+
+
+@pytest.mark.anyio
 async def test_handoff_a_waiting_consumer_gets_an_item_sent_later() -> None:
     handoff: Handoff[int] = Handoff()
     items = handoff.items()
