@@ -11,13 +11,22 @@ values back into DICOM JSON values.  :func:`structure` and
 from __future__ import annotations
 
 import datetime
+import gc
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, Union, get_args, get_origin
 
 import cattrs
 
-from aqido._dataset import Dataset, _check_item, _Context, _ItemError, _parse_values, _ValuesOf
+from aqido._dataset import (
+    Dataset,
+    StoredElement,
+    _Context,
+    _ItemError,
+    _parse_values,
+    _stored,
+    _ValuesOf,
+)
 from aqido._json import decode_json
 from aqido._models import _MODELS
 from aqido.errors import InvalidResponseError, excerpt
@@ -34,6 +43,9 @@ from aqido.values import (
 )
 
 _D = TypeVar("_D", bound=Dataset)
+
+#: Responses with more items than this are structured with the cyclic GC paused.
+_GC_PAUSE_ITEMS = 256
 
 
 # --------------------------------------------------------------------------- converter
@@ -81,7 +93,7 @@ def make_converter() -> DicomJSONConverter:
                 f"a DICOM JSON object was expected, not {type(obj).__name__}"
             )
         try:
-            raw = _check_item(obj)
+            raw = _stored(obj)
         except _ItemError as exc:
             raise InvalidResponseError(str(exc)) from None
         return cls._lazy(raw, context)
@@ -89,9 +101,12 @@ def make_converter() -> DicomJSONConverter:
     for cls in (Dataset, *_MODELS.values()):
         converter.register_structure_hook(cls, model_hook)
 
-    def values_hook(elem: Mapping[str, Any], _: Any) -> tuple[Any, ...]:
+    native = context.native.add  # hooks that take stored elements (see _Context.hook)
+
+    def values_hook(elem: StoredElement, _: Any) -> tuple[Any, ...]:
         return _parse_values(elem, None)
 
+    native(values_hook)
     converter.register_structure_hook(_ValuesOf, values_hook)
 
     scalar_types: tuple[type, ...] = (
@@ -107,65 +122,91 @@ def make_converter() -> DicomJSONConverter:
     )
 
     def scalar_factory(type_: Any) -> Callable[[Any, Any], Any]:
-        def hook(elem: Mapping[str, Any], _: Any) -> Any:
+        def hook(elem: StoredElement, _: Any) -> Any:
             values = _parse_values(elem, type_)
             return values[0] if values else None
 
+        native(hook)
         return hook
 
     for type_ in scalar_types:
         converter.register_structure_hook(type_, scalar_factory(type_))
 
     # Fast paths for the shapes QIDO-RS servers send for default attributes; they
-    # give the same results as the generic hooks above, which handle the rest.
+    # give the same results as the generic hooks above, which handle the rest.  Each
+    # takes a JSON object (``converter.structure(elem, str)``) or a stored element:
+    # a tuple ``(vr, value, ...)`` (see aqido._dataset).
     generic_str = scalar_factory(str)
     generic_int = scalar_factory(int)
     generic_date = scalar_factory(datetime.date)
     generic_time = scalar_factory(datetime.time)
     generic_pn = scalar_factory(PersonName)
 
-    def str_hook(elem: Mapping[str, Any], _: Any) -> Any:
-        values = elem.get("Value")
-        if values and type(values[0]) is str and elem["vr"] not in PARSERS:
-            return values[0].strip(STRIP) or None
+    def str_hook(elem: StoredElement, _: Any) -> Any:
+        if isinstance(elem, tuple):
+            if len(elem) > 1 and type(elem[1]) is str and elem[0] not in PARSERS:
+                return elem[1].strip(STRIP) or None
+        else:
+            values = elem.get("Value")
+            if values and type(values[0]) is str and elem["vr"] not in PARSERS:
+                return values[0].strip(STRIP) or None
         return generic_str(elem, str)
 
-    def int_hook(elem: Mapping[str, Any], _: Any) -> Any:
-        values = elem.get("Value")
-        if values and type(values[0]) is int and elem["vr"] in INT_VRS:
-            return values[0]
+    def int_hook(elem: StoredElement, _: Any) -> Any:
+        if isinstance(elem, tuple):
+            if len(elem) > 1 and type(elem[1]) is int and elem[0] in INT_VRS:
+                return elem[1]
+        else:
+            values = elem.get("Value")
+            if values and type(values[0]) is int and elem["vr"] in INT_VRS:
+                return values[0]
         return generic_int(elem, int)
 
     def parsed_hook(
         vr: str, parse: Callable[[str], Any], generic: Callable[[Any, Any], Any]
     ) -> Callable[[Any, Any], Any]:
-        def hook(elem: Mapping[str, Any], type_: Any) -> Any:
-            values = elem.get("Value")
-            if values and type(values[0]) is str and elem["vr"] == vr:
+        def hook(elem: StoredElement, type_: Any) -> Any:
+            if isinstance(elem, tuple):
+                first = elem[1] if len(elem) > 1 and elem[0] == vr else None
+            else:
+                values = elem.get("Value")
+                first = values[0] if values and elem["vr"] == vr else None
+            if type(first) is str:
                 try:
-                    return parse(values[0])
+                    return parse(first)
                 except ValueError:
                     return None
             return generic(elem, type_)
 
+        native(hook)
         return hook
 
-    def pn_hook(elem: Mapping[str, Any], _: Any) -> Any:
-        values = elem.get("Value")
-        if values and type(values[0]) is dict and elem["vr"] == "PN":
+    def pn_hook(elem: StoredElement, _: Any) -> Any:
+        if isinstance(elem, tuple):
+            first = elem[1] if len(elem) > 1 and elem[0] == "PN" else None
+        else:
+            values = elem.get("Value")
+            first = values[0] if values and elem["vr"] == "PN" else None
+        if type(first) is dict:
             try:
-                return PersonName.from_json(values[0]) or None
+                return PersonName.from_json(first) or None
             except ValueError:
                 return None
         return generic_pn(elem, PersonName)
 
-    def str_tuple_hook(elem: Mapping[str, Any], _: Any) -> tuple[Any, ...]:
-        values = elem.get("Value")
-        if values and elem["vr"] not in PARSERS and all(type(v) is str for v in values):
+    def str_tuple_hook(elem: StoredElement, _: Any) -> tuple[Any, ...]:
+        if isinstance(elem, tuple):
+            vr: Any = elem[0]
+            values: Any = elem[1:]
+        else:
+            vr, values = elem["vr"], elem.get("Value")
+        if values and vr not in PARSERS and all(type(v) is str for v in values):
             out = tuple(v.strip(STRIP) or None for v in values)
             return out if any(out) else ()
         return _parse_values(elem, str)
 
+    for hook in (str_hook, int_hook, pn_hook, str_tuple_hook):
+        native(hook)
     converter.register_structure_hook(str, str_hook)
     converter.register_structure_hook(int, int_hook)
     converter.register_structure_hook(datetime.date, parsed_hook("DA", parse_da, generic_date))
@@ -180,10 +221,12 @@ def make_converter() -> DicomJSONConverter:
         optional_factory,
     )
 
-    def sequence_hook(elem: Mapping[str, Any], _: Any) -> tuple[Dataset, ...]:
-        if elem.get("vr") != "SQ":
+    def sequence_hook(elem: StoredElement, _: Any) -> tuple[Dataset, ...]:
+        if isinstance(elem, tuple) or elem.get("vr") != "SQ":
             return ()
         return tuple(model_hook(item, Dataset) for item in elem.get("Value") or ())
+
+    native(sequence_hook)
 
     def tuple_factory(type_: Any) -> Callable[[Any, Any], Any]:
         inner = get_args(type_)[0]
@@ -192,9 +235,10 @@ def make_converter() -> DicomJSONConverter:
         if inner is str:
             return str_tuple_hook
 
-        def hook(elem: Mapping[str, Any], _: Any) -> tuple[Any, ...]:
+        def hook(elem: StoredElement, _: Any) -> tuple[Any, ...]:
             return _parse_values(elem, inner)
 
+        native(hook)
         return hook
 
     converter.register_structure_hook_factory(_is_tuple_of, tuple_factory)
@@ -265,6 +309,12 @@ def structure(
     out: list[Any] = []
     append = out.append
     index = 0
+    # Structuring allocates a few containers per item while the decoded JSON (many
+    # more, alive until the caller drops it) is in the young generations: on a
+    # large response the collector would rescan all of it every few hundred items.
+    paused = len(items) > _GC_PAUSE_ITEMS and gc.isenabled()
+    if paused:
+        gc.disable()
     try:
         for index, item in enumerate(items):  # noqa: B007 - index is reported on error
             append(hook(item, cls))
@@ -278,6 +328,9 @@ def structure(
         ) from None
     except cattrs.BaseValidationError as exc:  # pragma: no cover - defensive
         raise InvalidResponseError(f"item {index}: {exc}", url=url, status=status) from None
+    finally:
+        if paused:
+            gc.enable()
     return out
 
 

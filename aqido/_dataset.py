@@ -8,6 +8,17 @@ is imported, which :mod:`aqido.results` always does.
 
 The rules (values, empty values, invalid values, round trips, structural
 errors, lazy conversion) are listed once, in :mod:`aqido.results`.
+
+How a dataset stores its elements (:class:`_Elements`): an element with a
+``Value`` array and a VR other than SQ, by far the most common shape, is kept
+as the tuple ``(vr, value, value, ...)``; every other element (no ``Value``,
+SQ, ``BulkDataURI``, ``InlineBinary``) as its JSON object.  A crawl keeps
+thousands of results alive while their studies complete, and the cyclic
+garbage collector rescans every container they hold at each collection of
+the generations they are in: an element as a JSON object costs two containers
+(the object and its array) that stay tracked forever, a tuple of strings and
+numbers one that the collector stops tracking after its first pass.
+:func:`_json_of` gives any stored element back as its JSON object.
 """
 
 from __future__ import annotations
@@ -35,6 +46,9 @@ if TYPE_CHECKING:  # pragma: no cover
     import pydicom
 
 _VALUE_KEYS = ("Value", "BulkDataURI", "InlineBinary")
+
+#: A stored element (see the module docstring): ``(vr, value, ...)`` or a JSON object.
+StoredElement = tuple[Any, ...] | Mapping[str, Any]
 _MISSING: Any = object()
 
 
@@ -140,9 +154,77 @@ def _check_item(item: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _validated(raw: dict[str, Any]) -> dict[str, Any]:
+class _Elements(dict[str, Any]):
+    """The elements of one dataset by uppercase tag key, validated, in stored form.
+
+    A plain dict in all but its type, which marks it as already validated (and
+    stored as the module docstring says): ``attrs.evolve`` passes it back to
+    ``__init__``, which then takes it as it is.
+    """
+
+    __slots__ = ()
+
+
+def _json_of(elem: StoredElement) -> Mapping[str, Any]:
+    """The DICOM JSON object of a stored element (a new one for a tuple, else ``elem``)."""
+    if isinstance(elem, tuple):
+        return {"vr": elem[0], "Value": list(elem[1:])}
+    return elem
+
+
+def _store(elem: dict[str, Any]) -> Any:
+    """The stored form of one validated element: a tuple when it has a non-SQ ``Value``."""
+    if len(elem) == 2 and elem["vr"] != "SQ" and type(elem.get("Value")) is list:
+        return (elem["vr"], *elem["Value"])
+    return elem
+
+
+def _stored(item: dict[str, Any]) -> _Elements:
+    """Validate one DICOM JSON object and return its elements in stored form.
+
+    Raises ``_ItemError``.  One pass: the validation of :func:`_check_item`
+    (keys uppercased, each element checked) building the stored elements as
+    it goes; the JSON objects of the common elements are not kept.
+    """
+    out = _Elements()
+    good = _GOOD_KEYS
+    flat = _FLAT_VRS
+    for key, elem in item.items():
+        if key not in good:
+            key = _check_key(key)
+        # Fast path for the common shapes, as in _check_item.
+        if type(elem) is dict:
+            try:
+                vr = elem["vr"]
+                if vr in flat:
+                    size = len(elem)
+                    if size == 2:
+                        value = elem["Value"]
+                        if type(value) is list:
+                            out[key] = (vr, *value)
+                            continue
+                    elif size == 1:
+                        out[key] = elem
+                        continue
+            except (KeyError, TypeError):  # no "vr" / no "Value" / an unhashable VR
+                pass
+        out[key] = _store(_check_element(key, elem))  # type: ignore[arg-type]
+    if len(out) != len(item):  # two keys that differ only in case
+        seen: set[str] = set()
+        for key in item:
+            upper = key.upper()
+            if upper in seen:
+                raise _ItemError(f"tag {upper} appears twice (keys differ only in case)")
+            seen.add(upper)
+    return out
+
+
+def _validated(raw: dict[str, Any]) -> _Elements:
+    """:func:`_stored`, raising ``InvalidResponseError``; an ``_Elements`` is returned as is."""
+    if type(raw) is _Elements:
+        return raw
     try:
-        return _check_item(raw)
+        return _stored(raw)
     except _ItemError as exc:
         raise InvalidResponseError(f"invalid DICOM JSON object: {exc}") from None
 
@@ -150,20 +232,27 @@ def _validated(raw: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- values
 
 
-def _parse_values(elem: Mapping[str, Any], expected: type | None) -> tuple[Any, ...]:
+def _parse_values(elem: StoredElement, expected: type | None) -> tuple[Any, ...]:
     """All values of a non-SQ element, parsed for its VR: ``None`` for empty or unreadable ones.
 
     Returns ``()`` when every value is empty.  ``expected`` (a Python type) turns
-    values of another type into ``None`` too.
+    values of another type into ``None`` too.  ``elem`` is a JSON object or a
+    stored element.
     """
-    values = elem.get("Value")
-    if not values:
-        if "BulkDataURI" in elem:
-            return (BulkDataURI(elem["BulkDataURI"]),)
-        if "InlineBinary" in elem:
-            return (InlineBinary(elem["InlineBinary"]),)
-        return ()
-    vr = elem["vr"]
+    if isinstance(elem, tuple):
+        vr = elem[0]
+        values: Any = elem[1:]
+        if not values:
+            return ()
+    else:
+        values = elem.get("Value")
+        if not values:
+            if "BulkDataURI" in elem:
+                return (BulkDataURI(elem["BulkDataURI"]),)
+            if "InlineBinary" in elem:
+                return (InlineBinary(elem["InlineBinary"]),)
+            return ()
+        vr = elem["vr"]
     out: list[Any] = []
     seen = False
     for value in values:
@@ -182,8 +271,9 @@ def _parse_values(elem: Mapping[str, Any], expected: type | None) -> tuple[Any, 
     return tuple(out) if seen else ()
 
 
-def _invalid_values(key: str, elem: Mapping[str, Any]) -> list[InvalidValue]:
+def _invalid_values(key: str, elem: StoredElement) -> list[InvalidValue]:
     """The values of one element that cannot be read, as ``InvalidValue`` records."""
+    elem = _json_of(elem)
     values = elem.get("Value")
     vr = elem["vr"]
     bad: list[InvalidValue] = []
@@ -260,23 +350,40 @@ class _Context:
     def __init__(self, converter: cattrs.Converter) -> None:
         self.converter = converter
         self._hooks: dict[Any, Callable[[Any, Any], Any]] = {}
+        #: The converter's own element hooks, which take stored elements as they are.
+        self.native: set[Callable[[Any, Any], Any]] = set()
 
     def hook(self, type_: Any) -> Callable[[Any, Any], Any]:
+        """The converter's structure hook for ``type_``, taking a stored element.
+
+        A hook the converter did not make itself (one a user registered) is
+        given the element's JSON object, as the converter's documentation says.
+        """
         try:
             return self._hooks[type_]
         except KeyError:
-            hook = self._hooks[type_] = self.converter.get_structure_hook(type_)
-            return hook
+            pass
+        hook = self.converter.get_structure_hook(type_)
+        if hook not in self.native:
+            hook = _given_json(hook)
+        self._hooks[type_] = hook
+        return hook
 
-    def value(self, elem: Mapping[str, Any]) -> Any:
+    def value(self, elem: StoredElement) -> Any:
         """The mapping-API value of an element: None, one value, a tuple; SQ → tuple."""
-        vr = elem["vr"]
-        if vr == "SQ":
+        if not isinstance(elem, tuple) and elem["vr"] == "SQ":
             return self.hook(tuple[Dataset, ...])(elem, tuple[Dataset, ...])
         values = self.hook(_ValuesOf)(elem, _ValuesOf)
         if not values:
             return None
         return values[0] if len(values) == 1 else values
+
+
+def _given_json(hook: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    def given_json(elem: StoredElement, type_: Any) -> Any:
+        return hook(_json_of(elem), type_)
+
+    return given_json
 
 
 class _ValuesOf:
@@ -296,7 +403,7 @@ class Dataset(Mapping[str, Any]):
     :meth:`from_json` or :meth:`from_pydicom`.
     """
 
-    _raw: dict[str, Any]
+    _raw: dict[str, Any]  # an _Elements
     _ctx: ClassVar[_Context]
 
     def __init__(self, raw: Mapping[str, Any] | None = None) -> None:
@@ -304,7 +411,7 @@ class Dataset(Mapping[str, Any]):
 
     @classmethod
     def _lazy(cls: type[_D], raw: dict[str, Any], ctx: _Context | None = None) -> _D:
-        """Build without running ``__init__``: ``raw`` must already be validated."""
+        """Build without running ``__init__`` from elements already validated and stored."""
         obj = object.__new__(cls)
         d = obj.__dict__
         d["_raw"] = raw
@@ -352,7 +459,7 @@ class Dataset(Mapping[str, Any]):
     def element(self, name: str | int) -> Element:
         """The raw element for ``name``: tag, keyword, VR and the JSON it came from."""
         key = _key_for(name)
-        return Element(key=key, json=self._raw[key])
+        return Element(key=key, json=_json_of(self._raw[key]))
 
     @property
     def invalid(self) -> tuple[InvalidValue, ...]:
@@ -368,7 +475,7 @@ class Dataset(Mapping[str, Any]):
     # -- conversion
     def to_json(self) -> dict[str, Any]:
         """Return the DICOM JSON object (a deep copy of the elements as received)."""
-        return _copy_json(self._raw)  # type: ignore[no-any-return]
+        return {key: _copy_json(_json_of(elem)) for key, elem in self._raw.items()}
 
     def to_pydicom(
         self, bulk_data_uri_handler: Callable[..., bytes | None] | None = None
@@ -384,7 +491,7 @@ class Dataset(Mapping[str, Any]):
         assert isinstance(other, Dataset)
         return self._raw == other._raw
 
-    def __hash__(self) -> int:
+    def __hash__(self) -> int:  # equal stored elements, equal JSON text (tuples as arrays)
         return hash(json.dumps(self._raw, sort_keys=True, default=str))
 
     def __repr__(self) -> str:

@@ -20,9 +20,10 @@ import cattrs
 from aqido import dictionary
 from aqido._dataset import (
     Dataset,
-    _check_item,
     _Context,
     _ItemError,
+    _json_of,
+    _stored,
     _validated,
 )
 from aqido.query import QueryLevel
@@ -105,7 +106,7 @@ class _Model(Dataset):
         field is a (lazily converted) view of the raw elements again.
         """
         d = self.__dict__
-        raw = _validated(d["_raw"])
+        raw = _validated(d["_raw"])  # the elements of an existing result (evolve) as they are
         ctx = self._ctx
         changed: dict[str, Any] | None = None
         for name, key, type_, default in self._typed:
@@ -117,7 +118,7 @@ class _Model(Dataset):
             if given == current and type(given) is type(current):
                 continue
             if changed is None:
-                changed = dict(raw)
+                changed = {k: _json_of(e) for k, e in raw.items()}
             encoded = _encode_field(ctx.converter, key, given)
             if encoded is None:
                 changed.pop(key, None)
@@ -125,7 +126,7 @@ class _Model(Dataset):
                 changed[key] = encoded
         if changed is not None:
             try:
-                raw = _check_item(dict(sorted(changed.items())))
+                raw = _stored(dict(sorted(changed.items())))
             except _ItemError as exc:
                 raise ValueError(f"cannot encode the given fields as DICOM JSON: {exc}") from None
         object.__setattr__(self, "_raw", raw)

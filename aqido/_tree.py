@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TypeVar
 
-from aqido._dataset import Dataset
+from aqido._dataset import Dataset, _Elements
 from aqido._models import Instance, Series, Study
 
 _D = TypeVar("_D", bound=Dataset)
@@ -32,13 +32,13 @@ def _parent(cls: type[_D], child: Dataset, keys: Iterable[str]) -> _D:
     for a series), as PS3.18 builds them; ``None`` if the child's has no such part.
     """
     raw = child._raw
-    out = {k: raw[k] for k in keys if k in raw}
+    out = _Elements({k: raw[k] for k in keys if k in raw})
     segment, uid_key = _PATH_SEGMENTS[cls]
     url, uid = child.get("RetrieveURL"), child.get(uid_key)
     if isinstance(url, str) and isinstance(uid, str):
         head, found, _ = url.partition(f"/{segment}/{uid}/")
         if found:
-            out[_RETRIEVE_URL] = {"vr": "UR", "Value": [f"{head}/{segment}/{uid}"]}
+            out[_RETRIEVE_URL] = ("UR", f"{head}/{segment}/{uid}")  # stored form
     return cls._lazy(out, child._ctx)
 
 

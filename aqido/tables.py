@@ -106,14 +106,14 @@ def _plain(value: Any, sequences: bool) -> Any:
     return value  # str, int, float, date/time; a BulkDataURI / InlineBinary is a str subclass
 
 
-def _marked(value: Any, elem: Mapping[str, Any]) -> Any:
+def _marked(value: Any, elem: tuple[Any, ...] | Mapping[str, Any]) -> Any:
     """``value`` with every value of ``elem`` that is not empty but was not read as UNREADABLE.
 
     An element's values keep their places (a tuple), or are ``None`` when none was read.
     """
     if value is not None and type(value) is not tuple:
         return value  # one value, read
-    raw = elem.get("Value")
+    raw = elem[1:] if isinstance(elem, tuple) else elem.get("Value")
     if not raw:
         return value
     if value is None:
@@ -133,7 +133,7 @@ def _record(ds: Dataset, sequences: bool, unreadable: bool = False) -> dict[str,
     out: dict[str, Any] = {}
     for key, elem in ds._raw.items():
         name = name_for_key(key)
-        if elem["vr"] == "SQ":
+        if not isinstance(elem, tuple) and elem["vr"] == "SQ":
             if sequences:
                 out[name] = tuple(_record(item, True) for item in ds[key])
             continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import gc
 import json
 from typing import Any
 
@@ -280,6 +281,95 @@ def test_converter_hooks_raise_invalid_response_error_not_cattrs_errors() -> Non
     assert structure([ORTHANC_STUDY], "STUDY", converter=converter) == [study()]
     with pytest.raises(InvalidResponseError, match=r"item 0 .*unknown VR"):
         structure([{"00100020": {"vr": "??"}}], "STUDY", converter=converter)
+
+
+def _tracked_containers(root: object) -> int:
+    """How many objects the cyclic GC tracks among ``root`` and all it holds (not classes)."""
+    seen: set[int] = set()
+    stack = [root]
+    count = 0
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, type):
+            continue
+        seen.add(id(obj))
+        count += gc.is_tracked(obj)
+        stack.extend(gc.get_referents(obj))
+    return count
+
+
+def test_results_keep_few_containers_for_the_collector() -> None:
+    # A crawl holds thousands of results while their studies complete; every container
+    # they hold that the GC tracks is rescanned at each collection.  Elements with a
+    # Value array are stored as tuples, which the collector stops tracking.
+    items = [json.loads(json.dumps(ORTHANC_STUDY)) for _ in range(3)]
+    results = structure(items, QueryLevel.STUDY)
+    del items  # the decoded JSON goes with the caller's reference
+    gc.collect()
+    for result in results:
+        # the result, its __dict__, its element dict and its PatientName element (a
+        # tuple holding a dict stays tracked); nothing for the other 15 elements
+        assert _tracked_containers(result) <= 4
+        assert result.to_json() == ORTHANC_STUDY
+    first = results[0]
+    assert first.PatientName is not None  # read: the values are cached
+    assert first.StudyDate is not None
+    gc.collect()
+    assert _tracked_containers(first) <= 7  # + the value cache, its PersonName and date
+
+
+def test_sequence_items_and_bulk_data_stay_json_and_round_trip() -> None:
+    item = {
+        **ORTHANC_STUDY,
+        "00400275": {"vr": "SQ", "Value": [{"00401001": {"vr": "SH", "Value": ["RP1"]}}]},
+        "7FE00010": {"vr": "OB", "BulkDataURI": "http://x/bulk"},
+        "00091010": {"vr": "OB", "InlineBinary": "AAEC"},
+        "00081010": {"vr": "SH", "Value": []},
+        "00181030": {"vr": "LO", "Value": [None, "", "P"]},
+    }
+    s = study(**{k: v for k, v in item.items() if k not in ORTHANC_STUDY})
+    assert s.to_json() == item
+    assert s.element("00081010").json == {"vr": "SH", "Value": []}
+    assert s.element("00181030").values == (None, "", "P")
+    assert s["00181030"] == (None, None, "P")
+    assert s["00081010"] is None
+    assert s["00400275"][0]["00401001"] == "RP1"
+    assert s["7FE00010"] == "http://x/bulk"
+    assert s["00091010"].to_bytes() == b"\x00\x01\x02"
+    assert s == study(**{k: v for k, v in item.items() if k not in ORTHANC_STUDY})
+    assert hash(s) == hash(study(**{k: v for k, v in item.items() if k not in ORTHANC_STUDY}))
+
+
+def test_a_hook_a_user_registers_is_given_the_json_element() -> None:
+    converter = make_converter()
+    given: list[Any] = []
+
+    def shout(elem: Any, _: Any) -> str:
+        given.append(elem)
+        return str(elem["Value"][0]).upper()
+
+    converter.register_structure_hook(str, shout)
+    [s] = structure([ORTHANC_STUDY], "STUDY", converter=converter)
+    assert s.StudyDescription == "CT HEAD"
+    assert s.AccessionNumber == "ACC0001".upper()
+    assert given[-1] == {"vr": "SH", "Value": ["ACC0001"]}
+    assert all(type(elem) is dict for elem in given)
+
+
+def test_a_large_response_is_structured_with_the_collector_paused_and_then_resumed() -> None:
+    items = [ORTHANC_STUDY] * 300 + [{"00100020": {"vr": "??"}}]
+    assert gc.isenabled()
+    with pytest.raises(InvalidResponseError, match="item 300 "):
+        structure(items, QueryLevel.STUDY)
+    assert gc.isenabled()
+    assert len(structure(items[:300], QueryLevel.STUDY)) == 300
+    assert gc.isenabled()
+    gc.disable()  # a caller's own pause is left alone
+    try:
+        structure(items[:300], QueryLevel.STUDY)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_structure_levels() -> None:
