@@ -200,8 +200,8 @@ def _stored(item: dict[str, Any]) -> _Elements:
                     size = len(elem)
                     if size == 2:
                         value = elem["Value"]
-                        if type(value) is list:
-                            out[key] = (vr, *value)
+                        if type(value) is list:  # one value: a 2-tuple without unpacking
+                            out[key] = (vr, value[0]) if len(value) == 1 else (vr, *value)
                             continue
                     elif size == 1:
                         out[key] = elem
@@ -475,7 +475,7 @@ class Dataset(Mapping[str, Any]):
     # -- conversion
     def to_json(self) -> dict[str, Any]:
         """Return the DICOM JSON object (a deep copy of the elements as received)."""
-        return {key: _copy_json(_json_of(elem)) for key, elem in self._raw.items()}
+        return {key: _copy_element(elem) for key, elem in self._raw.items()}
 
     def to_pydicom(
         self, bulk_data_uri_handler: Callable[..., bytes | None] | None = None
@@ -507,6 +507,13 @@ class Dataset(Mapping[str, Any]):
 
 
 _D = TypeVar("_D", bound=Dataset)
+
+
+def _copy_element(elem: StoredElement) -> dict[str, Any]:
+    """A new DICOM JSON object for a stored element (nothing shared with it)."""
+    if isinstance(elem, tuple):
+        return {"vr": elem[0], "Value": [_copy_json(v) for v in elem[1:]]}
+    return _copy_json(elem)  # type: ignore[no-any-return]
 
 
 def _copy_json(value: Any) -> Any:
