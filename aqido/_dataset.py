@@ -74,8 +74,8 @@ def _check_key(key: object) -> str:
     return upper
 
 
-def _check_element(key: str, elem: object) -> object:
-    """Validate one element; return it, or a replacement when nested items were normalised."""
+def _check_element(key: str, elem: object) -> dict[str, Any]:
+    """Validate one element of any shape; return it (an SQ one with its items normalised)."""
     if type(elem) is not dict:
         raise _ItemError(f"tag {key}: element is not a JSON object ({type(elem).__name__})")
     vr = elem.get("vr", _MISSING)
@@ -99,59 +99,24 @@ def _check_element(key: str, elem: object) -> object:
         raise _ItemError(f"tag {key}: 'Value' must be a JSON array, not {type(value).__name__}")
     if vr != "SQ":
         return elem
-    items = value
+    items: list[dict[str, Any]] = []
     for i, item in enumerate(value):
         if type(item) is not dict:
             raise _ItemError(f"tag {key}: sequence item {i} is not a JSON object")
         try:
-            checked = _check_item(item)
+            items.append(_check_item(item))
         except _ItemError as exc:
             raise _ItemError(f"tag {key}, sequence item {i}: {exc}") from None
-        if checked is not item:
-            if items is value:
-                items = list(value)
-            items[i] = checked
-    if items is value:
-        return elem
     return {**elem, "Value": items}
 
 
 def _check_item(item: dict[str, Any]) -> dict[str, Any]:
-    """Validate one DICOM JSON object; return it, or a normalised copy (uppercase keys)."""
-    replaced: dict[str, Any] | None = None
-    good = _GOOD_KEYS
-    flat = _FLAT_VRS
-    for key, elem in item.items():
-        if key not in good:
-            upper = _check_key(key)
-            if upper != key:
-                replaced = replaced if replaced is not None else {}
-                replaced[key] = _MISSING
-                key = upper  # checked below under its normalised name
-        # Fast path for the common shapes ({"vr", "Value": [...]} of a non-SQ VR, or a
-        # lone "vr"); anything else (SQ, BulkDataURI, a bad shape) goes through
-        # _check_element.  Subscripts, not .get(): a missing key is rare (KeyError).
-        if type(elem) is dict:
-            try:
-                if elem["vr"] in flat:
-                    size = len(elem)
-                    if size == 1 or (size == 2 and type(elem["Value"]) is list):
-                        continue
-            except (KeyError, TypeError):  # no "vr" / no "Value" / an unhashable VR
-                pass
-        checked = _check_element(key, elem)
-        if checked is not elem:
-            replaced = replaced if replaced is not None else {}
-            replaced[key] = checked
-    if replaced is None:
-        return item
-    out: dict[str, Any] = {}
-    for key, elem in item.items():
-        upper = key.upper()
-        if upper in out:
-            raise _ItemError(f"tag {upper} appears twice (keys differ only in case)")
-        out[upper] = replaced.get(upper, elem)
-    return out
+    """Validate one DICOM JSON object; return a copy with uppercase keys (sequence items).
+
+    A sequence item stays JSON inside its SQ element (its dataset, built on first
+    access, stores it): the same check as a dataset's, through :func:`_stored`.
+    """
+    return {key: _json_of(elem) for key, elem in _stored(item).items()}
 
 
 class _Elements(dict[str, Any]):
@@ -182,9 +147,9 @@ def _store(elem: dict[str, Any]) -> Any:
 def _stored(item: dict[str, Any]) -> _Elements:
     """Validate one DICOM JSON object and return its elements in stored form.
 
-    Raises ``_ItemError``.  One pass: the validation of :func:`_check_item`
-    (keys uppercased, each element checked) building the stored elements as
-    it goes; the JSON objects of the common elements are not kept.
+    Raises ``_ItemError``.  One pass: tag keys are checked and uppercased, every
+    element is checked (the common shapes here, the rest by :func:`_check_element`),
+    and stored as it goes; the JSON objects of the common elements are not kept.
     """
     out = _Elements()
     good = _GOOD_KEYS
@@ -192,7 +157,9 @@ def _stored(item: dict[str, Any]) -> _Elements:
     for key, elem in item.items():
         if key not in good:
             key = _check_key(key)
-        # Fast path for the common shapes, as in _check_item.
+        # Fast path for the common shapes ({"vr", "Value": [...]} of a non-SQ VR, or a
+        # lone "vr"); anything else (SQ, BulkDataURI, a bad shape) goes through
+        # _check_element.  Subscripts, not .get(): a missing key is rare (KeyError).
         if type(elem) is dict:
             try:
                 vr = elem["vr"]
@@ -208,7 +175,7 @@ def _stored(item: dict[str, Any]) -> _Elements:
                         continue
             except (KeyError, TypeError):  # no "vr" / no "Value" / an unhashable VR
                 pass
-        out[key] = _store(_check_element(key, elem))  # type: ignore[arg-type]
+        out[key] = _store(_check_element(key, elem))
     if len(out) != len(item):  # two keys that differ only in case
         seen: set[str] = set()
         for key in item:
