@@ -99,24 +99,20 @@ def _check_element(key: str, elem: object) -> dict[str, Any]:
         raise _ItemError(f"tag {key}: 'Value' must be a JSON array, not {type(value).__name__}")
     if vr != "SQ":
         return elem
+    # A sequence item is checked as a dataset is (_stored), and kept as JSON with
+    # uppercase keys inside its SQ element: its dataset, built on first access, stores
+    # it.  Two frames per level of nesting (this and _stored), no more: the decoder
+    # accepts 341 levels of SQ (1,024 of JSON), which must not reach the recursion limit.
     items: list[dict[str, Any]] = []
     for i, item in enumerate(value):
         if type(item) is not dict:
             raise _ItemError(f"tag {key}: sequence item {i} is not a JSON object")
         try:
-            items.append(_check_item(item))
+            stored = _stored(item)
         except _ItemError as exc:
             raise _ItemError(f"tag {key}, sequence item {i}: {exc}") from None
+        items.append({k: _json_of(e) for k, e in stored.items()})
     return {**elem, "Value": items}
-
-
-def _check_item(item: dict[str, Any]) -> dict[str, Any]:
-    """Validate one DICOM JSON object; return a copy with uppercase keys (sequence items).
-
-    A sequence item stays JSON inside its SQ element (its dataset, built on first
-    access, stores it): the same check as a dataset's, through :func:`_stored`.
-    """
-    return {key: _json_of(elem) for key, elem in _stored(item).items()}
 
 
 class _Elements(dict[str, Any]):
@@ -484,11 +480,32 @@ def _copy_element(elem: StoredElement) -> dict[str, Any]:
 
 
 def _copy_json(value: Any) -> Any:
+    """A deep copy of a JSON value (dicts, lists, scalars), without recursion.
+
+    Iterative: the deepest sequence nesting the decoder accepts (341 levels of SQ)
+    would otherwise reach Python's recursion limit.
+    """
     if type(value) is dict:
-        return {k: _copy_json(v) for k, v in value.items()}
-    if type(value) is list:
-        return [_copy_json(v) for v in value]
-    return value
+        root: Any = {}
+    elif type(value) is list:
+        root = []
+    else:
+        return value
+    stack = [(value, root)]
+    while stack:
+        source, copy = stack.pop()
+        pairs = source.items() if type(source) is dict else enumerate(source)
+        for key, item in pairs:
+            kind = type(item)
+            if kind is dict or kind is list:
+                new: Any = {} if kind is dict else []
+                stack.append((item, new))
+                item = new
+            if type(copy) is dict:
+                copy[key] = item
+            else:
+                copy.append(item)
+    return root
 
 
 @attrs.frozen

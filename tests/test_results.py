@@ -340,6 +340,29 @@ def test_sequence_items_and_bulk_data_stay_json_and_round_trip() -> None:
     assert hash(s) == hash(study(**{k: v for k, v in item.items() if k not in ORTHANC_STUDY}))
 
 
+def test_the_deepest_nesting_the_decoder_accepts_is_structured() -> None:
+    # orjson (and decode_json without it) accept 1,024 levels of JSON: 341 levels of SQ,
+    # each an element object, its Value array and an item.  Validating them must not
+    # reach Python's recursion limit (the pytest frames below this test included).
+    depth = 340
+    text = '{"00100020": {"vr": "LO", "Value": ["x"]}}'
+    for _ in range(depth):
+        text = '{"00400275": {"vr": "SQ", "Value": [' + text + "]}}"
+    [s] = parse_results("[" + text + "]", QueryLevel.STUDY)
+    item = s
+    for _ in range(depth):
+        [item] = item["00400275"]
+    assert item["PatientID"] == "x"
+    node = s.to_json()
+    for _ in range(depth):
+        assert list(node) == ["00400275"]
+        assert node["00400275"]["vr"] == "SQ"
+        [node] = node["00400275"]["Value"]
+    assert node == {"00100020": {"vr": "LO", "Value": ["x"]}}
+    with pytest.raises(InvalidResponseError, match="JSON"):  # one more level: refused
+        parse_results('[{"00400275": {"vr": "SQ", "Value": [' + text + "]}}]", QueryLevel.STUDY)
+
+
 def test_a_hook_a_user_registers_is_given_the_json_element() -> None:
     converter = make_converter()
     given: list[Any] = []
