@@ -22,6 +22,7 @@ from aqido._dataset import (
     Dataset,
     StoredElement,
     _Context,
+    _is_sequence,
     _ItemError,
     _parse_values,
     _stored,
@@ -222,7 +223,7 @@ def make_converter() -> DicomJSONConverter:
     )
 
     def sequence_hook(elem: StoredElement, _: Any) -> tuple[Dataset, ...]:
-        if isinstance(elem, tuple) or elem.get("vr") != "SQ":
+        if not _is_sequence(elem):
             return ()
         return tuple(model_hook(item, Dataset) for item in elem.get("Value") or ())
 

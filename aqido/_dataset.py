@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeGuard, TypeVar
 
 import attrs
 import cattrs
@@ -131,6 +131,11 @@ def _json_of(elem: StoredElement) -> Mapping[str, Any]:
     if isinstance(elem, tuple):
         return {"vr": elem[0], "Value": list(elem[1:])}
     return elem
+
+
+def _is_sequence(elem: StoredElement) -> TypeGuard[Mapping[str, Any]]:
+    """Whether an element is an SQ (always a JSON object: SQ is never stored as a tuple)."""
+    return not isinstance(elem, tuple) and elem.get("vr") == "SQ"
 
 
 def _store(elem: dict[str, Any]) -> Any:
@@ -334,7 +339,7 @@ class _Context:
 
     def value(self, elem: StoredElement) -> Any:
         """The mapping-API value of an element: None, one value, a tuple; SQ → tuple."""
-        if not isinstance(elem, tuple) and elem["vr"] == "SQ":
+        if _is_sequence(elem):
             return self.hook(tuple[Dataset, ...])(elem, tuple[Dataset, ...])
         values = self.hook(_ValuesOf)(elem, _ValuesOf)
         if not values:

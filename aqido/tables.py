@@ -128,12 +128,12 @@ def _record(ds: Dataset, sequences: bool, unreadable: bool = False) -> dict[str,
 
     ``unreadable``: values that could not be read are :data:`UNREADABLE`, not ``None``.
     """
-    from aqido._dataset import name_for_key
+    from aqido._dataset import _is_sequence, name_for_key
 
     out: dict[str, Any] = {}
     for key, elem in ds._raw.items():
         name = name_for_key(key)
-        if not isinstance(elem, tuple) and elem["vr"] == "SQ":
+        if _is_sequence(elem):
             if sequences:
                 out[name] = tuple(_record(item, True) for item in ds[key])
             continue
