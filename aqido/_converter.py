@@ -39,6 +39,9 @@ from aqido.values import (
     DSFloat,
     PersonName,
     Tag,
+    format_da,
+    format_dt,
+    format_tm,
     parse_da,
     parse_tm,
 )
@@ -244,9 +247,9 @@ def make_converter() -> DicomJSONConverter:
 
     converter.register_structure_hook_factory(_is_tuple_of, tuple_factory)
 
-    converter.register_unstructure_hook(datetime.date, lambda d: d.strftime("%Y%m%d"))
-    converter.register_unstructure_hook(datetime.time, _format_tm)
-    converter.register_unstructure_hook(datetime.datetime, _format_dt)
+    converter.register_unstructure_hook(datetime.date, format_da)
+    converter.register_unstructure_hook(datetime.time, format_tm)
+    converter.register_unstructure_hook(datetime.datetime, format_dt)
     converter.register_unstructure_hook(PersonName, lambda p: p.to_json())
     converter.register_unstructure_hook(Tag, lambda t: t.key)
     converter.register_unstructure_hook(DSFloat, lambda d: d.text)
@@ -254,20 +257,6 @@ def make_converter() -> DicomJSONConverter:
         lambda t: isinstance(t, type) and issubclass(t, Dataset), lambda d: d.to_json()
     )
     return converter
-
-
-def _format_tm(t: datetime.time) -> str:
-    text = t.strftime("%H%M%S")
-    return f"{text}.{t.microsecond:06d}" if t.microsecond else text
-
-
-def _format_dt(dt: datetime.datetime) -> str:
-    text = dt.strftime("%Y%m%d%H%M%S")
-    if dt.microsecond:
-        text += f".{dt.microsecond:06d}"
-    if dt.utcoffset() is not None:
-        text += dt.strftime("%z")
-    return text
 
 
 def _context_of(converter: cattrs.Converter) -> _Context:

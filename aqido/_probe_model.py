@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 
 from aqido.profile import ServerProfile
+from aqido.values import format_da
 
 #: How many studies the first listing asks for.
 DISCOVERY_LIMIT = 50
@@ -303,7 +304,7 @@ def undecided(capability: str, why: str, request: ProbeRequest | str) -> Finding
 def add_days(date: str, days: int) -> str:
     """The DA value ``days`` days after ``date`` (``YYYYMMDD``; negative: before)."""
     day = _dt.date(int(date[:4]), int(date[4:6]), int(date[6:8])) + _dt.timedelta(days=days)
-    return day.strftime("%Y%m%d")
+    return format_da(day)
 
 
 # --- the profile ----------------------------------------------------------------------------

@@ -41,6 +41,8 @@ _UID_MAX = 64
 _PERMISSIVE_UID = lazy_pattern(globals(), "_PERMISSIVE_UID", r"[A-Za-z0-9._~-]{1,128}")
 #: The longest UID accepted with ``permissive_uid=True``.
 PERMISSIVE_UID_MAX = 128
+#: A date as text: ``YYYYMMDD`` or ``YYYY-MM-DD`` (ASCII digits).
+_DATE_TEXT = lazy_pattern(globals(), "_DATE_TEXT", r"[0-9]{4}(?:[0-9]{4}|-[0-9]{2}-[0-9]{2})")
 _CONTROL = lazy_pattern(globals(), "_CONTROL", r"[\x00-\x1f\x7f-\x9f]")
 _SURROGATE = lazy_pattern(globals(), "_SURROGATE", "[\ud800-\udfff]")
 # Bytes sent as they are; everything else is percent-encoded.  Printable ASCII
@@ -229,15 +231,18 @@ def _to_date(field: str, value: object) -> _dt.date | None:
         return value
     if isinstance(value, str):
         text = value.strip()
-        for fmt in ("%Y%m%d", "%Y-%m-%d"):
+        # The whole form first: strptime alone reads "202411" as 2024-01-01.
+        if _DATE_TEXT.fullmatch(text) is not None:
+            digits = text.replace("-", "")
             try:
-                return _dt.datetime.strptime(text, fmt).date()
+                return _dt.date(int(digits[:4]), int(digits[4:6]), int(digits[6:]))
             except ValueError:
                 pass
-        try:
-            return _dt.datetime.fromisoformat(text).date()
-        except ValueError:
-            pass
+        elif _DATE_TEXT.fullmatch(text[:10]) is not None and text[10:11] in ("T", " "):
+            try:  # an ISO date and time: its day
+                return _dt.datetime.fromisoformat(text).date()
+            except ValueError:
+                pass
     raise InvalidQueryError(
         f"{field}: {value!r} is not a date; pass a datetime.date, a datetime.datetime "
         "or a string such as '2024-01-31' or '20240131'"
@@ -342,27 +347,51 @@ def _check_range_value(key: str, vr: str, value: str) -> None:
     )
     # For DT, '-' is both the range separator and a negative UTC offset: only the
     # range dash is accepted, so send DT bounds in UTC or with '+' offsets.
+    dt_hint = "; give DT values in UTC or with '+' offsets, as '-' is the range separator"
     bounds = value.split("-")
     if len(bounds) > 2 or value == "-":
         if vr == "DT":
-            fix += "; give DT bounds in UTC or with '+' offsets, as '-' is the range separator"
+            fix += dt_hint
         raise InvalidQueryError(f"filters[{key!r}]: {value!r} is not a {vr} range; {fix}")
     for bound in bounds:
-        if any(c not in _RANGE_CHARS[vr] for c in bound):
+        # Digits first: '.', ':' or '+' alone ('.-.', '+') is no value at all.
+        if any(c not in _RANGE_CHARS[vr] for c in bound) or (bound and not bound[0].isdigit()):
             raise InvalidQueryError(
                 f"filters[{key!r}]: {bound!r} in {value!r} is not a {vr} value; {fix}"
             )
-    if len(bounds) == 2 and all(bounds) and vr in ("DA", "TM"):
-        low, high = bounds
-        if len(low) == len(high) and low > high:
-            hint = (
-                "a TM range cannot cross midnight: split it into two queries"
-                if vr == "TM"
-                else "swap the bounds"
-            )
+    if len(bounds) == 2 and all(bounds):
+        (low, low_offset), (high, high_offset) = (
+            _range_key(vr, bounds[0], high=False),
+            _range_key(vr, bounds[1], high=True),
+        )
+        if low > high and low_offset == high_offset:
+            if vr == "TM":
+                hint = "a TM range cannot cross midnight: split it into two queries"
+            elif vr == "DT":
+                hint = "swap the bounds" + dt_hint
+            else:
+                hint = "swap the bounds"
             raise InvalidQueryError(
                 f"filters[{key!r}]: range {value!r} starts after it ends; {hint}"
             )
+
+
+def _range_key(vr: str, bound: str, *, high: bool) -> tuple[str, str]:
+    """A range bound as comparable digits (and its ``+`` offset), missing digits filled in.
+
+    The digits left out of a shorter value (``"12"`` for a TM, ``"2024"`` for a
+    DT) are filled with ``0`` for a low bound and ``9`` for a high one, so that
+    ``"220000"`` and ``"02"`` compare as the times they stand for; separators
+    (``.`` of the retired DA form, ``:`` of the old TM form) are dropped.
+    """
+    fill = "9" if high else "0"
+    if vr == "DA":
+        return bound.replace(".", "").ljust(8, fill), ""
+    offset = ""
+    if vr == "DT":
+        bound, _, offset = bound.partition("+")
+    main, _, fraction = bound.replace(":", "").partition(".")
+    return main.ljust(6 if vr == "TM" else 14, fill) + fraction.ljust(6, fill), offset
 
 
 def conv_filters(value: _FilterInput | None) -> tuple[tuple[str, str], ...]:

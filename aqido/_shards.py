@@ -70,6 +70,7 @@ from aqido.errors import (
 )
 from aqido.partition import date_bounds
 from aqido.query import BaseQuery, HierarchicalQuery, QueryLevel
+from aqido.values import format_da
 
 #: The most StudyInstanceUIDs one shard of undated studies lists (URL length).
 UIDS_PER_SHARD = 50
@@ -233,7 +234,7 @@ def plan_shards(
 
 
 def _day(day: _dt.date | None) -> str:
-    return day.strftime("%Y%m%d") if day is not None else ""
+    return format_da(day) if day is not None else ""
 
 
 # --- running (I/O) ------------------------------------------------------------------------

@@ -310,8 +310,10 @@ class BaseQuery:
         """Return the ``StudyDate`` range (``"20240101-20240131"``, ``"20240101-"``), or ``""``."""
         if self.min_study_date is None and self.max_study_date is None:
             return ""
-        low = self.min_study_date.strftime("%Y%m%d") if self.min_study_date else ""
-        high = self.max_study_date.strftime("%Y%m%d") if self.max_study_date else ""
+        from aqido.values import format_da  # not needed by ``import aqido``
+
+        low = format_da(self.min_study_date) if self.min_study_date else ""
+        high = format_da(self.max_study_date) if self.max_study_date else ""
         return f"{low}-{high}"
 
     def uri_search_params(self) -> dict[str, str | list[str]]:
@@ -499,6 +501,38 @@ def _fields_of(query: object) -> dict[str, Any]:
     return data
 
 
+def _temporal_value(keyword: str, value: _dt.date | _dt.time) -> str:
+    """A ``date``/``datetime``/``time`` given for an attribute, written in the attribute's VR.
+
+    DA takes a date (a datetime: its day, as ``min_study_date`` does), DT a
+    datetime or a date, TM a time; anything else raises
+    :class:`~aqido.errors.InvalidQueryError` rather than send a value of another form.
+    """
+    from aqido.values import format_da, format_dt, format_tm  # not needed by ``import aqido``
+
+    tag = dictionary.tag_for_keyword(keyword)
+    vr = dictionary.vr_for(tag) if tag is not None else None
+    if isinstance(value, _dt.date):
+        day = value.date() if isinstance(value, _dt.datetime) else value
+        if vr == "DA":
+            return format_da(day)
+        if vr == "DT":
+            if not isinstance(value, _dt.datetime):
+                return format_da(day)
+            if value.utcoffset() is not None:  # in UTC: a '-' offset would read as a range
+                value = value.astimezone(_dt.timezone.utc)
+            try:
+                return format_dt(value)
+            except ValueError as exc:
+                raise InvalidQueryError(f"ensure_query_type: {keyword}: {exc}") from None
+    elif vr == "TM":
+        return format_tm(value)
+    raise InvalidQueryError(
+        f"ensure_query_type: {keyword}={value!r} is a {type(value).__name__}, but {keyword} "
+        f"has VR {vr or 'unknown'}; pass it as text in that VR's form"
+    )
+
+
 def ensure_query_type(
     query: object, *, permissive_uid: bool = False
 ) -> HierarchicalQuery | RelationalQuery:
@@ -531,8 +565,8 @@ def ensure_query_type(
         if key in _FIELD_NAMES:
             kwargs[key] = value
         elif isinstance(key, str) and dictionary.tag_for_keyword(key) is not None:
-            if isinstance(value, (_dt.date, _dt.datetime)):
-                value = value.strftime("%Y%m%d")
+            if isinstance(value, _dt.date | _dt.time):
+                value = _temporal_value(key, value)
             filters[key] = value
         else:
             raise InvalidQueryError(

@@ -347,6 +347,35 @@ def _parse_dt_text(text: str) -> datetime.datetime:
     )
 
 
+def format_da(day: datetime.date) -> str:
+    """A date as a DA value, ``YYYYMMDD``: 8 digits (``strftime`` writes the year 900 as 900)."""
+    return f"{day.year:04d}{day.month:02d}{day.day:02d}"
+
+
+def format_tm(t: datetime.time) -> str:
+    """A time as a TM value, ``HHMMSS`` or ``HHMMSS.FFFFFF`` (any ``tzinfo`` is not part of TM)."""
+    text = f"{t.hour:02d}{t.minute:02d}{t.second:02d}"
+    return f"{text}.{t.microsecond:06d}" if t.microsecond else text
+
+
+def format_dt(dt: datetime.datetime) -> str:
+    """A date-time as a DT value, ``YYYYMMDDHHMMSS[.FFFFFF]``, with ``&ZZXX`` when it is aware.
+
+    Raises ``ValueError`` for a UTC offset that is not a whole number of minutes
+    (DT has no place for seconds in it).
+    """
+    text = format_da(dt) + format_tm(dt.time())
+    offset = dt.utcoffset()
+    if offset is None:
+        return text
+    minutes, rest = divmod(offset, datetime.timedelta(minutes=1))
+    if rest:
+        raise ValueError(f"UTC offset {offset} is not a whole number of minutes (DT has &ZZXX)")
+    sign = "-" if minutes < 0 else "+"
+    hours, minutes = divmod(abs(minutes), 60)
+    return f"{text}{sign}{hours:02d}{minutes:02d}"
+
+
 def parse_is(value: object, vr: str = "IS") -> int:
     """Parse an integer value (IS, US, UL, SS, SL, SV, UV): a JSON number or string."""
     if isinstance(value, bool):

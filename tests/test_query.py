@@ -505,6 +505,15 @@ def test_filters_must_be_a_mapping() -> None:
     ("key", "value"),
     [
         ("StudyDate", "-"),
+        ("PatientBirthDate", ".-."),  # no digits at all
+        ("PatientBirthDate", "..."),
+        ("StudyTime", ":"),
+        ("AcquisitionDateTime", "+"),
+        ("StudyTime", "220000-0200"),  # crosses midnight, bounds of different lengths
+        ("StudyTime", "23-0130"),
+        ("AcquisitionDateTime", "20240201-20240101"),  # DT starts after it ends
+        # a single DT with a negative offset reads as a range to the year 0500
+        ("AcquisitionDateTime", "20240101120000-0500"),
         ("StudyDate", "2024*"),
         ("StudyDate", "20240101-20240131-20240201"),
         ("StudyDate", "20240201-20240101"),
@@ -533,6 +542,11 @@ def test_bad_range_and_uid_filter_values_are_rejected(key: str, value: str) -> N
         ("StudyTime", "12:00-13:00"),
         ("StudyTime", "120000.5-"),
         ("AcquisitionDateTime", "20240101120000+0100-20240102"),
+        ("AcquisitionDateTime", "2024-2024"),
+        ("AcquisitionDateTime", "20240101120000+0100-20240101110000+0000"),  # offsets differ
+        ("StudyTime", "1200-12"),  # 12:00 to 12:59:59.999999
+        ("StudyTime", "12-12"),
+        ("StudyDate", "2024.01.01-20240101"),  # the retired DA form
         ("TimezoneOffsetFromUTC", "+0100"),
     ],
 )
@@ -565,9 +579,41 @@ def test_min_date_after_max_date_is_rejected() -> None:
     )
 
 
-@pytest.mark.parametrize("value", ["yesterday", "2024-13-01", 20240101, dt.time(12, 0)])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "yesterday",
+        "2024-13-01",
+        20240101,
+        dt.time(12, 0),
+        # strptime alone reads these as some date: not the one meant
+        "202411",
+        "2024111",
+        "2024131",
+        "2024-1-1",
+        "\u0662\u0660\u0662\u0664\u0660\u0661\u0660\u0661",  # Arabic-Indic digits
+    ],
+)
 def test_bad_dates_are_rejected(value: Any) -> None:
     _rejects(HierarchicalQuery, "min_study_date: .* is not a date", min_study_date=value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("20240131", dt.date(2024, 1, 31)),
+        (" 2024-01-31 ", dt.date(2024, 1, 31)),
+        ("2024-01-31T23:30:00+01:00", dt.date(2024, 1, 31)),
+        ("2024-01-31 10:00", dt.date(2024, 1, 31)),
+    ],
+)
+def test_date_strings(value: str, expected: dt.date) -> None:
+    assert HierarchicalQuery(min_study_date=value).min_study_date == expected
+
+
+def test_years_before_1000_are_written_with_four_digits() -> None:
+    query = HierarchicalQuery(min_study_date=dt.date.min, max_study_date=dt.date(999, 12, 31))
+    assert query.query_string() == "StudyDate=00010101-09991231"
 
 
 def test_bad_query_level_is_rejected() -> None:
@@ -705,6 +751,45 @@ def test_ensure_query_type_duck_types_pydantic_models() -> None:
         min_study_date=dt.date(2024, 1, 1),
         filters={"PatientBirthDate": "19700102"},
     )
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value", "expected"),
+    [
+        ("PatientBirthDate", dt.date(900, 1, 2), "09000102"),  # DA: 8 digits
+        ("PatientBirthDate", dt.datetime(1970, 1, 2, 23, 59), "19700102"),  # its day
+        ("AcquisitionDateTime", dt.datetime(2024, 1, 1, 12, 30, 15), "20240101123015"),
+        ("AcquisitionDateTime", dt.datetime(2024, 1, 1, 12, 0, 0, 500), "20240101120000.000500"),
+        # an aware DT goes in UTC: a '-0500' would read as a range to the year 0500
+        (
+            "AcquisitionDateTime",
+            dt.datetime(2024, 1, 1, 23, 30, tzinfo=dt.timezone(dt.timedelta(hours=-5))),
+            "20240102043000+0000",
+        ),
+        ("AcquisitionDateTime", dt.date(2024, 1, 1), "20240101"),
+        ("StudyTime", dt.time(9, 5), "090500"),
+        ("StudyTime", dt.time(9, 5, 1, 250000), "090501.250000"),
+    ],
+)
+def test_ensure_query_type_writes_dates_and_times_in_the_attributes_vr(
+    keyword: str, value: Any, expected: str
+) -> None:
+    query = ensure_query_type({keyword: value})
+    assert query.filters == ((keyword, expected),)
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value"),
+    [
+        ("StudyTime", dt.datetime(2024, 1, 1, 12, 0)),  # TM takes a time, not a date
+        ("StudyTime", dt.date(2024, 1, 1)),
+        ("PatientBirthDate", dt.time(12, 0)),
+        ("InstitutionName", dt.date(2024, 1, 1)),  # LO: not a date at all
+    ],
+)
+def test_ensure_query_type_refuses_a_date_or_time_of_another_vr(keyword: str, value: Any) -> None:
+    with pytest.raises(InvalidQueryError, match=f"{keyword}=.* but {keyword} has VR"):
+        ensure_query_type({keyword: value})
 
 
 def test_ensure_query_type_keeps_the_relational_kind() -> None:

@@ -15,6 +15,9 @@ from aqido.values import (
     InlineBinary,
     PersonName,
     Tag,
+    format_da,
+    format_dt,
+    format_tm,
     parse_da,
     parse_ds,
     parse_dt,
@@ -285,3 +288,67 @@ def test_parse_functions_errors() -> None:
         parse_is("12.5")
     with pytest.raises(ValueError, match="not a decimal number"):
         parse_ds("1,5")
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+@pytest.mark.parametrize(
+    ("day", "text"),
+    [
+        (datetime.date(2024, 1, 31), "20240131"),
+        (datetime.date(999, 1, 2), "09990102"),  # strftime("%Y") writes "999"
+        (datetime.date.min, "00010101"),
+    ],
+)
+def test_format_da(day: datetime.date, text: str) -> None:
+    assert format_da(day) == text
+    assert parse_da(text) == day
+
+
+@pytest.mark.parametrize(
+    ("t", "text"),
+    [
+        (datetime.time(9, 5), "090500"),
+        (datetime.time(23, 59, 59, 999999), "235959.999999"),
+        (datetime.time(0, 0, 0, 500), "000000.000500"),
+    ],
+)
+def test_format_tm(t: datetime.time, text: str) -> None:
+    assert format_tm(t) == text
+    assert parse_tm(text) == t
+
+
+@pytest.mark.parametrize(
+    ("dt", "text"),
+    [
+        (datetime.datetime(2024, 1, 31, 12, 30, 15), "20240131123015"),
+        (datetime.datetime(5, 1, 1, 1, 2, 3, 40), "00050101010203.000040"),
+        (datetime.datetime(2024, 1, 31, 12, 0, tzinfo=UTC_PLUS_1), "20240131120000+0100"),
+        (
+            datetime.datetime(
+                2024, 1, 31, tzinfo=datetime.timezone(-datetime.timedelta(hours=5, minutes=30))
+            ),
+            "20240131000000-0530",
+        ),
+        (datetime.datetime(2024, 1, 31, tzinfo=datetime.timezone.utc), "20240131000000+0000"),
+    ],
+)
+def test_format_dt(dt: datetime.datetime, text: str) -> None:
+    assert format_dt(dt) == text
+    assert parse_dt(text) == dt
+
+
+def test_format_dt_refuses_an_offset_with_seconds() -> None:
+    odd = datetime.timezone(datetime.timedelta(hours=1, seconds=30))
+    with pytest.raises(ValueError, match="not a whole number of minutes"):
+        format_dt(datetime.datetime(2024, 1, 1, tzinfo=odd))
+
+
+def test_an_early_year_given_to_a_result_is_written_with_four_digits() -> None:
+    from aqido.results import Study
+
+    study = Study(StudyDate=datetime.date(999, 1, 2))
+    assert study.to_json()["00080020"] == {"vr": "DA", "Value": ["09990102"]}
+    assert study.StudyDate == datetime.date(999, 1, 2)
+    assert study.invalid == ()
