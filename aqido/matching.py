@@ -20,7 +20,10 @@ The rules, for a match value ``v`` of an attribute with value representation
   for other VRs the value list most servers accept (``ModalitiesInStudy=CT,MR``);
 - **ranges** ``a-b``, ``-b``, ``a-`` for DA, TM and DT, inclusive.  A bound
   with less precision covers its whole span (``-1300`` includes ``130059``);
-  TM is compared within one day, so ``2200-0200`` matches nothing;
+  TM is compared within one day, so ``2200-0200`` matches nothing; DT values
+  are compared as instants (fractions too), in UTC when the stored value and
+  the bound both carry an offset, as written otherwise; a stored value of
+  less precision is its first instant;
 - **multi-valued attributes** match when any of their values matches;
 - **PN** is matched against the whole value (``Yamada^Tarou=山田^太郎``) and,
   by default, against each component group on its own (``山田*``);
@@ -35,6 +38,8 @@ raises :class:`~aqido.errors.InvalidQueryError`, or matches nothing with
 
 from __future__ import annotations
 
+import calendar
+import datetime as _datetime
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -374,7 +379,10 @@ def _compile_number(alt: str) -> ElementPredicate:
 
 _DA = re.compile(r"\d{8}")
 _TM = re.compile(r"(\d{2})(\d{2})?(\d{2})?(?:\.(\d{1,6}))?")
-_DT = re.compile(r"\d{4,14}(\.\d{1,6})?([+-]\d{4})?")
+_DT = re.compile(
+    r"([0-9]{4})([0-9]{2})?([0-9]{2})?([0-9]{2})?([0-9]{2})?([0-9]{2})?"
+    r"(?:\.([0-9]{1,6}))?(?:([+-])([0-9]{2})([0-9]{2}))?"
+)
 
 
 def _tm_key(value: str, *, upper: bool) -> str | None:
@@ -400,10 +408,77 @@ def _temporal_key(value: str, vr: str, *, upper: bool) -> str | None:
         return v
     if vr == "TM":
         return _tm_key(value, upper=upper)
-    v = value.strip()  # DT: compared as text, reduced precision padded
-    if not _DT.fullmatch(v):
+    keys = _dt_keys(value, upper=upper)
+    return None if keys is None else keys[0]
+
+
+def _dt_keys(value: str, *, upper: bool) -> tuple[str, str | None] | None:
+    """A DT as sortable ``YYYYMMDDHHMMSSffffff`` texts: as written, and in UTC if it has an offset.
+
+    Left-out components are the earliest (or, for ``upper``, the latest) the
+    value allows: ``"2024"`` spans 20240101000000000000 to 20241231235959999999.
+    ``None`` for a malformed value.
+    """
+    m = _DT.fullmatch(value.strip())
+    if m is None:
         return None
-    return v.ljust(21, "9" if upper else "0")
+    year, month, day, hour, minute, second, fraction, sign, off_h, off_m = m.groups()
+    try:
+        y = int(year)
+        mo = int(month) if month else (12 if upper else 1)
+        last = calendar.monthrange(y, mo)[1] if 1 <= mo <= 12 else 0
+        stamp = _datetime.datetime(
+            y,
+            mo,
+            int(day) if day else (last if upper else 1),
+            int(hour) if hour else (23 if upper else 0),
+            int(minute) if minute else (59 if upper else 0),
+            min(int(second), 59) if second else (59 if upper else 0),
+            int(fraction.ljust(6, "9" if upper else "0")) if fraction else (999999 if upper else 0),
+        )
+        utc = None
+        if sign:
+            offset = _datetime.timedelta(hours=int(off_h), minutes=int(off_m))
+            utc = _stamp_text(stamp - offset if sign == "+" else stamp + offset)
+    except (ValueError, OverflowError):  # month 13, day 32, hour 24, a year out of range...
+        return None
+    return _stamp_text(stamp), utc
+
+
+def _stamp_text(stamp: _datetime.datetime) -> str:
+    return (
+        f"{stamp.year:04d}{stamp.month:02d}{stamp.day:02d}{stamp.hour:02d}"
+        f"{stamp.minute:02d}{stamp.second:02d}{stamp.microsecond:06d}"
+    )
+
+
+def _dt_in_range(
+    value: str, low: tuple[str, str | None] | None, high: tuple[str, str | None] | None
+) -> bool:
+    """Whether a stored DT lies within the bounds (``None``: open), offsets taken into account.
+
+    When the value and a bound both carry a UTC offset they are compared in UTC
+    (PS3.4 C.2.2.2.5); otherwise as written, since nothing says which offset the
+    one without would have.
+    """
+    keys = _dt_keys(value, upper=False)
+    if keys is None:
+        return False
+    written, utc = keys
+    for bound, below in ((low, False), (high, True)):
+        if bound is None:
+            continue
+        mine, theirs = (
+            (utc, bound[1])
+            if utc is not None and bound[1] is not None
+            else (
+                written,
+                bound[0],
+            )
+        )
+        if (mine > theirs) if below else (mine < theirs):
+            return False
+    return True
 
 
 def _compile_temporal(alt: str, vr: str, options: MatchOptions) -> ElementPredicate:
@@ -420,10 +495,21 @@ def _compile_temporal(alt: str, vr: str, options: MatchOptions) -> ElementPredic
         if not supported:  # the server reads it as one literal value: nothing has that text
             return lambda elem: any(s == alt for s in element_strings(elem))
     if not is_range:
-        if _temporal_key(alt, vr, upper=False) is None:
+        key = _temporal_key(alt, vr, upper=False)
+        if key is None:
             raise InvalidQueryError(f"{alt!r} is not a valid {vr} value")
+        if vr == "DA":  # one day, however it is written (the retired YYYY.MM.DD too)
+            return lambda elem: any(
+                _temporal_key(s, "DA", upper=False) == key for s in element_strings(elem)
+            )
         text = alt.strip()
         return lambda elem: any(s.strip() == text for s in element_strings(elem))
+    if vr == "DT":
+        low_keys = _dt_keys(low_text, upper=False) if low_text else None
+        high_keys = _dt_keys(high_text, upper=True) if high_text else None
+        if (low_text and low_keys is None) or (high_text and high_keys is None):
+            raise InvalidQueryError(f"{alt!r} is not a valid {vr} range")
+        return lambda elem: any(_dt_in_range(v, low_keys, high_keys) for v in element_strings(elem))
     low = _temporal_key(low_text, vr, upper=False) if low_text else ""
     high = _temporal_key(high_text, vr, upper=True) if high_text else "~"
     if low is None or high is None:

@@ -161,6 +161,41 @@ def test_datetime_ranges() -> None:
     assert not matches_element(elem, "20240201-", "DT")
 
 
+def dt_value(value: str) -> dict[str, Any]:
+    return {"vr": "DT", "Value": [value]}
+
+
+def test_datetime_ranges_compare_instants_not_text() -> None:
+    # a fraction is inside a whole-second range ('.' sorts before the digits as text)
+    assert matches_element(dt_value("20240101120000.5"), "20240101120000-20240101130000", "DT")
+    assert not matches_element(dt_value("20240101120000"), "20240101120000.000001-", "DT")
+    # a bound of reduced precision spans the whole period it names; a stored value
+    # of reduced precision is its first instant (as aqido.values.parse_dt reads it)
+    assert matches_element(dt_value("20241231235959.999999"), "-2024", "DT")
+    assert not matches_element(dt_value("20250101"), "-2024", "DT")
+    assert matches_element(dt_value("20240229235959"), "202402-202402", "DT")
+    assert matches_element(dt_value("202402"), "-20240201", "DT")
+    assert not matches_element(dt_value("2024"), "20240601-", "DT")
+    # an offset on the stored value alone: its day, as written ('+' sorts before digits)
+    assert matches_element(dt_value("20240101+0100"), "20240101-20240101", "DT")
+
+
+def test_datetime_ranges_apply_utc_offsets() -> None:
+    utc_day = "20240102000000+0000-20240102235959+0000"
+    assert matches_element(dt_value("20240101230000-0500"), utc_day, "DT")  # 04:00 UTC on the 2nd
+    assert not matches_element(dt_value("20240102230000-0500"), utc_day, "DT")  # 04:00 on the 3rd
+    morning = "20240101000000+0000-20240101120000+0000"
+    assert not matches_element(dt_value("20240101110000-0500"), morning, "DT")  # 16:00 UTC
+    assert matches_element(dt_value("20240101130000+0200"), morning, "DT")  # 11:00 UTC
+
+
+def test_a_single_date_matches_the_retired_form_as_a_range_does() -> None:
+    old_form = {"vr": "DA", "Value": ["2024.01.01"]}
+    assert matches_element(old_form, "20240101", "DA")
+    assert matches_element(old_form, "20240101-20240101", "DA")
+    assert not matches_element(old_form, "20240102", "DA")
+
+
 def test_person_names_match_the_whole_value_and_each_group() -> None:
     yamada = pn(Alphabetic="Yamada^Tarou", Ideographic="山田^太郎")
     assert matches_element(yamada, "Yamada^Tarou=山田^太郎", "PN")
