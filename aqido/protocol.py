@@ -259,7 +259,7 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
         return max(0.0, seconds) if seconds == seconds and seconds != float("inf") else None
     try:
         when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # OverflowError: a huge year
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)

@@ -390,6 +390,8 @@ NOW = datetime(2015, 10, 21, 7, 28, 0, tzinfo=timezone.utc)
         (None, None),
         ("nan", None),
         ("inf", None),
+        ("Wed, 21 Oct 10000 07:28:00 GMT", None),
+        ("Wed, 21 Oct 99999999999999999999 07:28:00 GMT", None),  # OverflowError (review)
     ],
 )
 def test_retry_after(value: str | None, expected: float | None) -> None:

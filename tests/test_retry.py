@@ -98,6 +98,13 @@ def test_next_delay_honours_retry_after_seconds_and_date() -> None:
     assert policy.next_delay(status_error(503, **{"Retry-After": past}), attempt=1, elapsed=0) == 0
 
 
+def test_an_unreadable_retry_after_date_falls_back_to_backoff() -> None:
+    """A year past ``int`` made ``parsedate_to_datetime`` raise OverflowError (found by review)."""
+    policy = Retry(backoff_base=0.0)
+    huge = "Wed, 21 Oct 99999999999999999999 07:28:00 GMT"
+    assert policy.next_delay(status_error(503, **{"Retry-After": huge}), attempt=1, elapsed=0) == 0
+
+
 def test_retry_after_can_be_ignored() -> None:
     policy = Retry(backoff_base=0.0, respect_retry_after=False)
     assert policy.next_delay(status_error(429, **{"Retry-After": "7"}), attempt=1, elapsed=0) == 0
