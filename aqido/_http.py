@@ -13,7 +13,7 @@ import ipaddress
 import os
 import ssl as _ssl
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from http.cookies import BaseCookie, SimpleCookie
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -269,7 +269,14 @@ def env_proxy(url: URL) -> Proxy:
 
 
 class OriginCookieJar(aiohttp.CookieJar):
-    """A cookie jar that takes cookies only from, and sends them only to, one origin."""
+    """A cookie jar that takes cookies only from, and sends them only to, one origin.
+
+    Both ways cookies come in are checked: ``update_cookies`` (aiohttp before
+    3.12 stored a response's ``Set-Cookie`` through it) and
+    ``update_cookies_from_headers`` (aiohttp 3.12 on, which does not call
+    ``update_cookies``): a redirect's target, or another port of the service's
+    host, plants no cookie that would then be sent to the service.
+    """
 
     def __init__(self, origin: URL) -> None:
         super().__init__(unsafe=True)  # IP hosts too: the cookies never leave their origin
@@ -278,6 +285,11 @@ class OriginCookieJar(aiohttp.CookieJar):
     def update_cookies(self, cookies: Any, response_url: URL = URL()) -> None:  # noqa: B008
         if response_url.origin() == self._origin:
             super().update_cookies(cookies, response_url)
+
+    def update_cookies_from_headers(self, headers: Sequence[str], response_url: URL) -> None:
+        """Store a response's ``Set-Cookie`` values if it came from the jar's origin (else none)."""
+        if response_url.origin() == self._origin:
+            super().update_cookies_from_headers(headers, response_url)
 
     def filter_cookies(self, request_url: URL = URL()) -> BaseCookie[str]:  # noqa: B008
         if request_url.origin() != self._origin:

@@ -110,6 +110,20 @@ def _resend_once(error: TransportError) -> bool:
     return False
 
 
+def _not_encoded(headers: CIMultiDictProxy[str]) -> bool:
+    """Whether a response's body comes as sent: no ``Content-Encoding``, or only ``identity``.
+
+    Every value is read, not the first: aiohttp decompresses by one of them (its
+    C parser by the last), so ``identity`` then ``gzip`` is a gzip body whose
+    ``Content-Length`` says nothing of the size it inflates to.
+    """
+    if "Content-Encoding" not in headers:
+        return True  # nearly every response: one lookup
+    return all(
+        value.strip().lower() in ("", "identity") for value in headers.getall("Content-Encoding")
+    )
+
+
 class _State(enum.Enum):
     """A client's lifecycle state (here because ``_fetch`` reads it: a close is no failure)."""
 
@@ -265,8 +279,7 @@ class RequestPath:
                 url=url,
                 status=response.status,
             )
-        encoding = response.headers.get("Content-Encoding", "").strip().lower()
-        if declared is not None and encoding in ("", "identity"):
+        if declared is not None and _not_encoded(response.headers):
             return await response.read()  # at most `declared` bytes: the fast path
         chunks: list[bytes] = []
         size = 0
