@@ -96,6 +96,12 @@ class map_aiohttp_errors:  # lower case: used like a function, `with map_aiohttp
                 raise TransportError(_unparsable_head(parser_error), url=url) from exc
         if isinstance(exc, aiohttp.ClientError):
             raise TransportError(f"{type(exc).__name__}: {exc}", url=url) from exc
+        if isinstance(exc, UnicodeError):  # the resolver's IDNA encoding: `pacs..example.org`
+            host = getattr(url, "raw_host", None)
+            raise TransportError(
+                f"invalid host name {host!r} ({exc})" if host else f"invalid host name ({exc})",
+                url=url,
+            ) from exc
 
 
 def _forget_secret_headers(exc: aiohttp.ClientResponseError) -> None:

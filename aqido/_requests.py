@@ -227,11 +227,17 @@ class RequestPath:
                 continue
             try:
                 following = target.join(URL(location))
+                # yarl decodes the host (UnicodeError, a ValueError, for `xn--`); the resolver
+                # encodes it to IDNA (UnicodeError for an empty or overlong label: `a..b`).
+                host = following.host
+                raw_host = following.raw_host
+                if raw_host:
+                    raw_host.encode("idna")
             except ValueError:
                 raise RedirectError(
                     "redirect to a malformed Location refused", url=url, status=status
                 ) from None
-            if following.scheme not in ("http", "https") or not following.host:
+            if following.scheme not in ("http", "https") or not host:
                 raise RedirectError(
                     f"redirect to {redact_url(following.with_query(None))!r} refused "
                     "(only http and https are followed)",

@@ -681,6 +681,9 @@ async def test_a_redirect_to_the_same_url_is_a_loop() -> None:
         ("ftp://127.0.0.1:21", "only http and https"),
         ("file:///etc", "only http and https"),
         ("http://[::1", "malformed Location"),
+        ("http://xn--", "malformed Location"),  # yarl's UnicodeError decoding it (review)
+        ("http://a..b", "malformed Location"),  # the resolver's UnicodeError encoding it
+        ("http://" + "a" * 64 + ".org", "malformed Location"),  # a label past 63 characters
     ],
 )
 async def test_redirects_to_other_schemes_are_refused_and_never_retried(
@@ -691,6 +694,18 @@ async def test_redirects_to_other_schemes_are_refused_and_never_retried(
             with pytest.raises(RedirectError, match=match):
                 await client.search({})
     assert len(server.requests) == 1
+
+
+@pytest.mark.anyio
+async def test_a_service_url_with_an_invalid_host_name_is_a_transport_error() -> None:
+    """``pacs..example.org``: aiohttp's resolver raised a bare UnicodeError (found by review)."""
+    async with AsyncQidoRS("http://pacs..example.org/dicom-web", retries=0) as client:
+        with pytest.raises(
+            TransportError, match=r"invalid host name 'pacs\.\.example\.org'"
+        ) as info:
+            await client.search({})
+    assert info.value.url == "http://pacs..example.org/dicom-web/studies"
+    assert isinstance(info.value.__cause__, UnicodeError)
 
 
 # --- retries of invalid 200 bodies -------------------------------------------------------------
