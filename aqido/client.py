@@ -75,6 +75,7 @@ from aqido._slots import Slots
 from aqido.errors import (
     ClientClosedError,
     UnanswerableQueryError,
+    redact_url,
 )
 from aqido.protocol import (
     ACCEPT,
@@ -136,6 +137,29 @@ def _check_max_response_bytes(value: object) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"max_response_bytes must be a positive int or None, not {value!r}")
     return value
+
+
+def _parse_service_url(url: str) -> URL:
+    """The client's ``url`` parsed, or a ``ValueError`` that quotes it without its credentials.
+
+    yarl (and urllib under it) quote the URL's netloc, password included, when
+    they refuse it (``http://user:pw@℀.example/``); that error is not chained.
+    """
+    try:
+        parsed = URL(url)
+        parsed.host  # noqa: B018 - decoded here, where its error is caught (`xn--`)
+    except ValueError as exc:  # UnicodeError too
+        text = str(url)
+        userinfo = text.partition("//")[2].partition("/")[0].rpartition("@")[0]
+        password = userinfo.partition(":")[2]
+        reason = str(exc)
+        if (userinfo and userinfo in reason) or (password and password in reason):
+            reason = "the reason is not shown: it quotes the URL's credentials"
+        shown = redact_url(text)
+        if "@" in shown:  # `http://u:pa/ss@host/`: a '/' in a password, not cut: no URL shown
+            raise ValueError(f"url is not a valid URL ({reason})") from None
+        raise ValueError(f"url is not a valid URL ({reason}): {shown!r}") from None
+    return parsed
 
 
 class AsyncQidoRS(PlannedSearch, DicomwebMethods, RequestPath):
@@ -233,7 +257,7 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods, RequestPath):
         trust_env: bool = True,
         max_concurrency_limit: int = DEFAULT_MAX_CONCURRENCY_LIMIT,
     ) -> None:
-        parsed = URL(url)
+        parsed = _parse_service_url(url)
         if parsed.scheme not in ("http", "https") or not parsed.host:
             shown = str(parsed.with_user(None) if parsed.is_absolute() else parsed)
             if "@" in shown:  # `http:/user:password@host`: userinfo yarl did not see as one

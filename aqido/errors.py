@@ -101,7 +101,10 @@ def redact_url(url: object) -> str:
     """Return ``url`` as a string with any ``user:password@`` part removed.
 
     Accepts anything with a sensible ``str()`` (``str``, ``yarl.URL``).  Only
-    the userinfo is dropped; the rest of the URL is kept byte for byte.
+    the userinfo is dropped; the rest of the URL is kept byte for byte.  A URL
+    ``urlsplit`` cannot parse (``http://user:pw@[::1/x``) loses, as text,
+    everything between its ``//`` and the last ``@`` before the next ``/``: it
+    never comes back with its credentials.
     """
     text = str(url)
     if "@" not in text:  # no userinfo possible (the common case: skip the parse)
@@ -109,11 +112,24 @@ def redact_url(url: object) -> str:
     try:
         parts = urlsplit(text)
     except ValueError:
-        return text
+        return _cut_userinfo(text)
     if "@" not in parts.netloc:
         return text
     host = parts.netloc.rsplit("@", 1)[1]
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def _cut_userinfo(text: str) -> str:
+    """``text`` without what lies between its first ``//`` and the last ``@`` before the next ``/``.
+
+    The userinfo of a URL too broken to parse, cut without parsing it (for
+    :func:`redact_url`); a text without ``//`` is cut from its start.
+    """
+    start = text.find("//")
+    start = 0 if start < 0 else start + 2
+    end = text.find("/", start)
+    at = text.rfind("@", start, len(text) if end < 0 else end)
+    return text if at < 0 else text[:start] + text[at + 1 :]
 
 
 def excerpt(body: bytes | str | None, limit: int = EXCERPT_LENGTH) -> str:

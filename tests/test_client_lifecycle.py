@@ -104,6 +104,27 @@ def test_constructor_validation() -> None:
             AsyncQidoRS("http://h/dicom-web", max_concurrency=concurrency)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (f"http://alice:{SECRET}@\u2100.example/dicom-web", "'http://\u2100.example/dicom-web'"),
+        (f"http://alice:{SECRET}@[::1/dicom-web", "'http://[::1/dicom-web'"),
+        (f"http://alice:{SECRET}@xn--/dicom-web", "'http://xn--/dicom-web'"),
+        (f"http://alice:{SECRET}@h:99999/dicom-web", "'http://h:99999/dicom-web'"),
+        (f"http://alice:{SECRET}/x@h/dicom-web", "integer)"),  # a '/' in the password
+    ],
+)
+def test_a_url_that_does_not_parse_never_shows_its_password(url: str, shown: str) -> None:
+    """yarl's error quoted the netloc, password included (found by review); a UnicodeError
+    for the host came out untyped."""
+    with pytest.raises(ValueError, match="url is not a valid URL") as info:
+        AsyncQidoRS(url)
+    assert SECRET not in str(info.value)
+    assert str(info.value).endswith(shown)
+    assert info.value.__cause__ is None
+    assert info.value.__suppress_context__
+
+
 @pytest.mark.anyio
 async def test_per_call_max_concurrency_validation() -> None:
     async with AsyncQidoRS("http://127.0.0.1:9/dicom-web") as qido:

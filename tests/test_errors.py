@@ -108,6 +108,21 @@ def test_redact_url_keeps_urls_without_userinfo_intact() -> None:
     assert redact_url("https://token@h/x") == "https://h/x"
 
 
+@pytest.mark.parametrize(
+    ("url", "redacted"),
+    [
+        ("http://user:S3crt@[::1/dicom-web", "http://[::1/dicom-web"),
+        ("http://user:S3crt@\u2100/dicom-web", "http://\u2100/dicom-web"),
+        ("http://us@r:S3@crt@[::1/x@y", "http://[::1/x@y"),
+        ("//user:S3crt@[::1", "//[::1"),
+    ],
+)
+def test_redact_url_cuts_the_userinfo_of_a_url_that_does_not_parse(url: str, redacted: str) -> None:
+    """``urlsplit`` raising ValueError once gave the URL back whole (found by review)."""
+    assert redact_url(url) == redacted
+    assert "S3" not in str(errors.HTTPStatusError(500, url))
+
+
 def test_excerpt_is_short_and_printable() -> None:
     assert excerpt(None) == ""
     assert excerpt(b"\xff\xfeabc") == "\ufffd\ufffdabc"
