@@ -22,6 +22,7 @@ schemes, and responses over ``max_response_bytes``.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from asyncio import sleep
@@ -50,8 +51,30 @@ DEFAULT_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 def _non_negative(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and (not isinstance(value, int | float) or value < 0):
-        raise ValueError(f"{attribute.name} must be a non-negative number or None, not {value!r}")
+    """Validate a :class:`Retry` field: a finite number ``>= 0``, or ``None`` where allowed."""
+    if value is not None and (
+        not isinstance(value, int | float) or not value >= 0 or not math.isfinite(value)
+    ):
+        raise ValueError(
+            f"{attribute.name} must be a non-negative, finite number or None, not {value!r}"
+        )
+
+
+def _positive(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """Validate a :class:`Timeout` limit: a finite number ``> 0`` of seconds, or ``None`` (none).
+
+    aiohttp reads ``0`` (and asyncio a NaN) as no limit at all: refused, not taken so.
+    """
+    if value is not None and (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not value > 0
+        or not math.isfinite(value)
+    ):
+        raise ValueError(
+            f"{attribute.name} must be a positive, finite number of seconds or None "
+            f"(no limit), not {value!r}"
+        )
 
 
 def _statuses(value: object) -> frozenset[int]:
@@ -168,7 +191,8 @@ class Retry:
 
 @attrs.frozen(kw_only=True)
 class Timeout:
-    """Time limits for requests, in seconds (``None`` = no limit).
+    """Time limits for requests, in seconds (``None`` = no limit; ``0``, NaN and infinity are
+    refused with ``ValueError``: aiohttp would read them as no limit).
 
     Attributes:
         request: one HTTP attempt, from sending it to reading the whole body.
@@ -177,9 +201,9 @@ class Timeout:
             (To bound a whole crawl, wrap it in ``anyio.fail_after``.)
     """
 
-    request: float | None = attrs.field(default=60.0, validator=_non_negative)
-    connect: float | None = attrs.field(default=10.0, validator=_non_negative)
-    total: float | None = attrs.field(default=None, validator=_non_negative)
+    request: float | None = attrs.field(default=60.0, validator=_positive)
+    connect: float | None = attrs.field(default=10.0, validator=_positive)
+    total: float | None = attrs.field(default=None, validator=_positive)
 
     @classmethod
     def coerce(cls, value: Timeout | float | None) -> Timeout:
@@ -194,6 +218,11 @@ class Timeout:
             return cls(request=None, connect=None, total=None)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"timeout must be a Timeout, a number or None, not {value!r}")
+        if not value > 0 or not math.isfinite(value):
+            raise ValueError(
+                f"timeout must be a positive, finite number of seconds or None (no limit), "
+                f"not {value!r}"
+            )
         return cls(request=float(value))
 
 

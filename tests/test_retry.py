@@ -105,6 +105,26 @@ def test_an_unreadable_retry_after_date_falls_back_to_backoff() -> None:
     assert policy.next_delay(status_error(503, **{"Retry-After": huge}), attempt=1, elapsed=0) == 0
 
 
+@pytest.mark.parametrize("bad", [0, 0.0, -1, float("nan"), float("inf"), True, "1"])
+def test_timeouts_must_be_positive_and_finite(bad: object) -> None:
+    """``timeout=0`` or NaN meant no limit at all in aiohttp (found by review)."""
+    for field in ("request", "connect", "total"):
+        with pytest.raises(ValueError, match=field):
+            Timeout(**{field: bad})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="timeout must be"):
+        Timeout.coerce(bad)  # type: ignore[arg-type]
+    assert Timeout(request=0.5, connect=1, total=None).request == 0.5
+    assert Timeout.coerce(None) == Timeout(request=None, connect=None, total=None)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0])
+def test_retry_durations_must_be_finite_and_non_negative(bad: float) -> None:
+    for field in ("total", "backoff_base", "backoff_max", "max_retry_after"):
+        with pytest.raises(ValueError, match=f"{field} must be a non-negative, finite number"):
+            Retry(**{field: bad})  # type: ignore[arg-type]
+    assert Retry(total=None, backoff_base=0).total is None
+
+
 def test_retry_after_can_be_ignored() -> None:
     policy = Retry(backoff_base=0.0, respect_retry_after=False)
     assert policy.next_delay(status_error(429, **{"Retry-After": "7"}), attempt=1, elapsed=0) == 0
