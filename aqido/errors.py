@@ -23,7 +23,7 @@ The hierarchy::
     │   └── ServerError             5xx
     ├── InvalidResponseError        a reply that is not what QIDO-RS promises
     │   ├── ResponseTooLargeError   ... larger than ``max_response_bytes`` (decompressed)
-    │   ├── RedirectError           ... a redirect loop, too many, or to a non-HTTP(S) URL
+    │   ├── RedirectError           ... a redirect loop, too many, to a non-HTTP(S) or malformed URL
     │   └── ResultsTruncatedError   ... more matches exist than the server lets aqido reach
     ├── CrawlIncompleteError        a bulk crawl could not fetch everything
     └── CheckpointError             (also ValueError) a crawl checkpoint file aqido cannot use
@@ -379,7 +379,8 @@ class ResponseTooLargeError(InvalidResponseError):
 
 
 class RedirectError(InvalidResponseError):
-    """A redirect that cannot be followed: a loop, too many in a row, or a non-HTTP(S) target.
+    """A redirect that cannot be followed: a loop, too many in a row, a non-HTTP(S) target, or a
+    ``Location`` that does not parse (a bad port, a host name no resolver takes: ``a..b``).
 
     Never retried (it cannot heal).
     """
