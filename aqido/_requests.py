@@ -124,6 +124,10 @@ def _not_encoded(headers: CIMultiDictProxy[str]) -> bool:
     )
 
 
+#: How many origins' proxy settings a client remembers (the service's, and redirect targets').
+_PROXY_ORIGINS = 64
+
+
 class _State(enum.Enum):
     """A client's lifecycle state (here because ``_fetch`` reads it: a close is no failure)."""
 
@@ -268,6 +272,8 @@ class RequestPath:
         origin = url.origin()
         found = self._proxies.get(origin)
         if found is None:
+            if len(self._proxies) >= _PROXY_ORIGINS:  # redirects chose them: bounded memory
+                self._proxies.clear()
             found = self._proxies[origin] = env_proxy(origin)
         return found
 

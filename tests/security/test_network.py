@@ -1153,6 +1153,24 @@ def test_the_proxy_chosen_from_the_environment(
         assert headers == {"Proxy-Authorization": "Basic " + base64.b64encode(b"u:p@ss").decode()}
 
 
+@pytest.mark.anyio
+async def test_the_proxy_settings_of_redirect_origins_are_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server redirecting to ever new origins does not grow the client's memory."""
+    from yarl import URL
+
+    from aqido._requests import _PROXY_ORIGINS
+
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    async with AsyncQidoRS("http://pacs.example/dicom-web") as client:
+        for i in range(3 * _PROXY_ORIGINS):
+            chosen, _ = client._proxy_for(URL(f"http://host{i}.example/x"))
+            assert str(chosen) == "http://proxy.example:3128"
+            assert len(client._proxies) <= _PROXY_ORIGINS
+        assert client._proxy_for(URL("http://127.0.0.1:1/x")) == (None, None)
+
+
 @dataclass
 class Tunnel:
     """A CONNECT proxy's port and the CONNECT requests it received (line and headers)."""
