@@ -15,6 +15,7 @@ from aqido._trusted import _derive
 from aqido.errors import (
     InvalidQueryError,
     InvalidResponseError,
+    ResultsTruncatedError,
 )
 from aqido.protocol import QidoResponse
 from aqido.query import BaseQuery, QueryLevel
@@ -229,6 +230,16 @@ async def iter_pages(
        ``offset``, so :class:`~aqido.errors.InvalidResponseError` is raised
        (continuing would loop forever; stopping silently would lose data).
 
+    With ``caps``, a page is full (rule 2) also when it holds as many items as
+    the server's known cap, page size or not (a cap of 10 under a page size
+    of 20 gives 10-item pages).  Paging that stops normally is believed only
+    if it can be (:meth:`~aqido._caps.Caps.paging_trusted`, as the crawl
+    checks): short of what a 299 warning announced, or, with a known cap,
+    ending at the cap or cap + 1 (all a server that caps *before* the offset,
+    like Orthanc, ever returns), it raises
+    :class:`~aqido.errors.ResultsTruncatedError` instead of ending short: paging
+    cannot split the query, as :func:`~aqido.crawl.crawl` does.
+
     Results already seen (by UID: a store changing during paging shifts
     pages) are dropped; a server that ignores ``limit`` and returns more is
     fine (the next offset counts what was received).
@@ -247,6 +258,7 @@ async def iter_pages(
     """
     check_page_size(page_size)
     size = page_size or query.limit or None
+    sent = size or 0
     level = query.query_level
     key = UID_KEYS[level]
     seen: set[str] = set()
@@ -254,10 +266,11 @@ async def iter_pages(
     offset = query.offset
     first = True
     suspected = 0  # the size of an answer that only looked capped, until checked
+    announced: int | None = None  # where the first 299 warning with a count said the end is
     while True:
         page_query = query
-        if not first or (size or 0) != query.limit:
-            page_query = _derive(query, limit=size or 0, offset=offset)
+        if not first or sent != query.limit:
+            page_query = _derive(query, limit=sent, offset=offset)
         first = False
         response = await fetch(page_query, limiter)
         items = response.items
@@ -272,6 +285,7 @@ async def iter_pages(
                     query,
                     suspected,
                 )
+            _check_trusted(caps, query, offset, announced, response)
             return
         fresh, covered = span.take(response, key, seen, offset)
         if not fresh and suspected:
@@ -294,21 +308,61 @@ async def iter_pages(
                 status=response.status,
             )
         yield Page(response, fresh, offset)
-        offset += covered
         remaining = response.additional_results
+        if announced is None and remaining is not None:
+            announced = offset + covered + remaining  # a repeat within the page is one match
+        offset += covered
         if response.truncated:
             if remaining == 0:
+                _check_trusted(caps, query, offset, announced, response)
                 return
             logger.debug(
                 "following truncation of %s (%s more)", response.url, remaining or "unknown"
             )
             continue
-        if size is None and caps is not None:
-            if caps.possibly_truncated(response, level, 0):
-                continue  # as many as the known cap: page on
-            if not suspected and caps.suspect(response, level, 0):
-                suspected = len(items)
-                logger.debug("%s: %d results may be a silent cap; checking", query, len(items))
-                continue
-        if size is None or len(items) < size:
-            return
+        if caps is None:
+            if size is not None and len(items) >= size:
+                continue  # a full page: page on
+        elif caps.possibly_truncated(response, level, sent):
+            continue  # a full page, or as many as the known cap: page on
+        elif size is None and not suspected and caps.suspect(response, level, 0):
+            suspected = len(items)
+            logger.debug("%s: %d results may be a silent cap; checking", query, len(items))
+            continue
+        _check_trusted(caps, query, offset, announced, response)
+        return
+
+
+def _check_trusted(
+    caps: Caps | None, query: BaseQuery, end: int, announced: int | None, response: QidoResponse
+) -> None:
+    """Raise if paging that ended normally at offset ``end`` may have missed matches.
+
+    :meth:`~aqido._caps.Caps.paging_trusted` says when: a total short of what a
+    299 warning ``announced``, or, with a known cap, a total between the cap
+    and cap + 1, what a server that caps *before* the offset (Orthanc) returns
+    however many matches there are.  ``end`` counts from offset 0, so that a
+    query's own ``offset`` does not hide such a total.  A crawl splits the
+    query then; paging alone cannot, so it says so rather than end short.
+    """
+    if caps is not None:
+        trusted = caps.paging_trusted(query.query_level, end, announced)
+    else:
+        trusted = announced is None or end >= announced
+    if trusted:
+        return
+    if announced is not None and end < announced:
+        why = f"the server announced {announced} matches, paging reached {end}"
+    else:
+        cap = caps.limit_for(query.query_level) if caps is not None else None
+        why = (
+            f"paging ended after {end} results, the server's cap ({cap}) or one more: what "
+            "a server that applies its cap before 'offset' (Orthanc's LimitFindResults) "
+            "returns however many match"
+        )
+    raise ResultsTruncatedError(
+        f"{query} may have more matches than paging can reach ({why}); use crawl, which "
+        "splits the query until each part fits, or narrow the query (e.g. by date) so "
+        "that it has fewer matches than the cap",
+        url=response.url,
+    )

@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 
 from aqido import AsyncQidoRS, HierarchicalQuery, QidoRS, QueryLevel
+from aqido._paging import iter_pages
 from aqido.cli import EXIT_OK, main
+from aqido.errors import ResultsTruncatedError
 from aqido.partition import (
     SUSPECT_ALWAYS,
     SUSPECT_MIN,
@@ -24,7 +26,7 @@ from aqido.partition import (
     looks_capped,
     looks_like_cap_plus_one,
 )
-from aqido.protocol import QidoResponse
+from aqido.protocol import QidoResponse, parse_warnings
 from aqido.testing import FakeArchive, SyntheticArchive
 
 pytestmark = pytest.mark.anyio
@@ -310,6 +312,87 @@ async def test_iter_search_warns_about_a_cap_plus_one_answer(
             found = [s async for s in client.iter_search(HierarchicalQuery())]
         assert len(found) == 101
         assert "server_limit" in caplog.text
+
+
+# --- iter_search against a known cap (found by review) -------------------------------------------
+
+#: 25 studies: more than a cap of 10, fewer than a page of 20 + 10.
+FEW = SyntheticArchive(seed=8, studies=25, series_per_study=1, instances_per_series=1)
+FEW_UIDS = {s.study_instance_uid for s in FEW.studies}
+
+
+@pytest.mark.parametrize(
+    ("query", "page_size"), [(HierarchicalQuery(), 20), (HierarchicalQuery(limit=20), None)]
+)
+async def test_iter_search_pages_past_a_known_cap_smaller_than_the_page_size(
+    query: HierarchicalQuery, page_size: int | None
+) -> None:
+    # A silent cap of 10 under pages of 20: a 10-item page is as large as the cap, not short.
+    async with (
+        FakeArchive(FEW, max_results=10, truncation_warning=False) as archive,
+        AsyncQidoRS(archive.url, retries=0, server_limit=10) as client,
+    ):
+        found = [s async for s in client.iter_search(query, page_size=page_size)]
+        assert {s.StudyInstanceUID for s in found} == FEW_UIDS
+        assert len(found) == len(FEW_UIDS)
+        assert offsets(archive) == ["", "10", "20"]
+
+
+async def test_iter_search_refuses_paging_that_a_cap_before_offset_cut_short() -> None:
+    # Orthanc's LimitFindResults=50: 51 rows, no warning, offset applied after the cap, so
+    # paging ends at 51 of 120 whatever happens; with the cap known that is an error, not 51.
+    content = SyntheticArchive(seed=9, studies=120, series_per_study=1, instances_per_series=1)
+    async with (
+        FakeArchive.orthanc_like(content, max_results=50) as archive,
+        AsyncQidoRS(archive.url, retries=0, server_limit=50) as client,
+    ):
+        with pytest.raises(ResultsTruncatedError, match="use crawl"):
+            _ = [s async for s in client.iter_search(HierarchicalQuery())]
+        with pytest.raises(ResultsTruncatedError):
+            await client.search_for_studies(get_remaining=True)
+        crawled = [s async for s in client.crawl(depth=QueryLevel.STUDY)]
+        assert len({s.StudyInstanceUID for s in crawled}) == 120
+        # a query under the cap is answered as before
+        one = content.studies[0].patient_id
+        few = [s async for s in client.iter_search(HierarchicalQuery(PatientID=one))]
+        assert few
+        assert all(s.PatientID == one for s in few)
+
+
+async def test_iter_pages_checks_paging_against_a_known_cap() -> None:
+    """The seam itself: a cap before offset ends paging at cap + 1, which is refused."""
+    rows = [{"0020000D": {"vr": "UI", "Value": [f"1.2.{i}"]}} for i in range(300)]
+
+    async def fetch(query: Any, limiter: Any) -> QidoResponse:
+        page = rows[:101][query.offset :]  # cap 100 (+1) applied before the offset
+        if query.limit:
+            page = page[: query.limit]
+        return QidoResponse(200, "http://h/studies", {}, page)
+
+    with pytest.raises(ResultsTruncatedError, match="101 results"):
+        async for _page in iter_pages(fetch, HierarchicalQuery(), caps=Caps(server_limit=100)):
+            pass
+    with pytest.raises(ResultsTruncatedError, match="101 results"):  # and with a page size
+        async for _page in iter_pages(
+            fetch, HierarchicalQuery(), page_size=30, caps=Caps(server_limit=100)
+        ):
+            pass
+    got = [p async for p in iter_pages(fetch, HierarchicalQuery(), caps=Caps(server_limit=200))]
+    assert sum(len(p.items) for p in got) == 101  # under a cap of 200: complete
+
+
+async def test_iter_pages_refuses_to_end_short_of_an_announced_total() -> None:
+    rows = [{"0020000D": {"vr": "UI", "Value": [f"1.2.{i}"]}} for i in range(30)]
+
+    async def fetch(query: Any, limiter: Any) -> QidoResponse:
+        if query.offset:
+            return QidoResponse(200, "http://h/studies", {}, rows[10:15])  # 15 of 30 reached
+        warning = parse_warnings(['299 h "There are 20 additional results that can be requested"'])
+        return QidoResponse(200, "http://h/studies", {}, rows[:10], warning)
+
+    with pytest.raises(ResultsTruncatedError, match="announced 30"):
+        async for _page in iter_pages(fetch, HierarchicalQuery(), caps=Caps()):
+            pass
 
 
 @pytest.mark.parametrize("value", ["0", "-5", "many"])
