@@ -189,6 +189,7 @@ class _Walker:
         seen: set[str],
         announced: list[int] | None = None,
         answer: QidoResponse | None = None,
+        reached: set[str] | None = None,
     ) -> AsyncGenerator[list[Any], None]:
         """Yield batches of typed results: every match of ``query`` not in ``seen``.
 
@@ -202,7 +203,9 @@ class _Walker:
         :class:`~aqido.errors.ResultsTruncatedError`.  ``announced`` receives the
         number of matches the server announced (first page plus "N additional
         results"), if it did.  ``answer``: the first page's response, when the
-        caller already has it.
+        caller already has it.  ``reached`` receives the identity of every match
+        this query and its parts received, also those already in ``seen``
+        (another listing's), so that a shortfall is counted for this listing alone.
         """
         level = query.query_level
         size = (self.page_size or 0) if level is QueryLevel.STUDY else 0
@@ -217,12 +220,14 @@ class _Walker:
         # suspect: no sign of truncation, but as many items as a silent cap would leave
         suspect = not self.caps.possibly_truncated(response, level, size)
         if suspect and not self.caps.suspect(response, level, size):
+            if reached is not None:
+                reached.update(part_seen)
             return
         first_count = len(response.items)
         sample = response.items
         total = None
         if response.additional_results is not None:
-            total = len(response.items) + response.additional_results
+            total = len(part_seen) + response.additional_results  # distinct: repeats are one
             if announced is not None:
                 announced.append(total)
         split = self.splitter(level) or (lambda _query, _items: None)
@@ -253,6 +258,8 @@ class _Walker:
                 received += covered
                 if not self.caps.possibly_truncated(response, level, size):
                     break
+            if reached is not None:
+                reached.update(part_seen)
             if not honoured or not self.caps.paging_trusted(level, received, total):
                 self.caps.offset_unreliable = True
             elif not (suspect and looks_like_cap_plus_one(first_count)):
@@ -267,6 +274,8 @@ class _Walker:
                     "%s: %d results may be a cap + 1; checking by splitting", query, first_count
                 )
         fetched = len(part_seen)
+        if reached is not None:
+            reached.update(part_seen)
         # nothing of this part is kept while its parts are walked
         del response, sample, batch, identities
         part_seen.clear()
@@ -289,7 +298,7 @@ class _Walker:
         logger.debug("%s looks truncated: split into %d parts", query, len(parts))
         for part in parts:
             try:
-                async with aclosing(self.matches(part, seen)) as batches:
+                async with aclosing(self.matches(part, seen, reached=reached)) as batches:
                     async for batch in batches:
                         yield batch
             except QidoError as error:
@@ -302,17 +311,21 @@ class _Walker:
 
         When the server announced how many studies match (a 299 warning with a
         count) and fewer were found, that is a failure too: the difference are
-        studies no part could reach (no StudyDate, say).
+        studies no part could reach (no StudyDate, say).  Only the studies this
+        listing received count (``seen`` also holds those of the plan's other
+        listings, which would hide this one's shortfall), those another listing
+        received first included (listings may overlap).
         """
         announced: list[int] = []
+        reached: set[str] = set()
         try:
-            async with aclosing(self.matches(query, seen, announced)) as batches:
+            async with aclosing(self.matches(query, seen, announced, reached=reached)) as batches:
                 async for batch in batches:
                     yield batch
-            if announced and len(seen) < announced[0]:
+            if announced and len(reached) < announced[0]:
                 raise ResultsTruncatedError(
                     f"the server announced {announced[0]} matches for {query} but only "
-                    f"{len(seen)} could be reached: the others have no StudyDate, no "
+                    f"{len(reached)} could be reached: the others have no StudyDate, no "
                     "StudyTime or no known modality where the query had to be split "
                     "(or were deleted during the crawl)",
                     url=query.relative_url(),

@@ -539,6 +539,57 @@ async def test_unreachable_undated_studies_are_reported_when_the_server_gives_a_
     assert f"announced {len(expected)} matches" in str(failure.error)
 
 
+@pytest.mark.anyio
+async def test_a_fanned_out_listings_shortfall_is_not_hidden_by_another_listing() -> None:
+    # Found by review: the 'announced N, reached fewer' check counted the studies of every
+    # listing of the plan, so the CT listing's 15 studies hid 10 unreachable MR ones.
+    from aqido.profile import ServerProfile
+    from tests.crawl_data import _study
+
+    ct = [item for n in range(15) for item in _study(n, "20240101", "1000", ["CT"], 1, 1, 9)]
+    mr = [item for n in range(30) for item in _study(100 + n, "", "", ["MR"], 1, 1, 9)]
+    for item in mr:  # undated: no split reaches those beyond the cap
+        del item["00080020"], item["00080030"]
+    reachable = {item["0020000D"]["Value"][0] for item in ct + mr[:20]}
+    profile = ServerProfile(value_lists=False)  # ModalitiesInStudy=CT,MR: one listing each
+    async with (
+        FakeArchive(ct + mr, max_results=20, ignore_offset=True) as archive,
+        AsyncQidoRS(archive.url, retries=0, profile=profile) as qido,
+    ):
+        stats = CrawlStats()
+        query = HierarchicalQuery(ModalitiesInStudy="CT,MR")
+        studies = [s async for s in qido.crawl(query, depth="STUDY", partial=True, stats=stats)]
+    assert {s.StudyInstanceUID for s in studies} == reachable
+    assert not stats.complete
+    (failure,) = stats.failures
+    assert failure.query.ModalitiesInStudy == "MR"
+    assert isinstance(failure.error, ResultsTruncatedError)
+    assert "announced 30 matches" in str(failure.error)
+    assert "only 20 could be reached" in str(failure.error)
+
+
+@pytest.mark.anyio
+async def test_overlapping_listings_each_count_what_they_received() -> None:
+    # Studies an earlier listing already yielded still count for a later one that received
+    # them: parts may overlap, and the later part reached every match it announced.
+    from aqido.profile import ServerProfile
+    from tests.crawl_data import _study
+
+    both = [
+        item for n in range(30) for item in _study(n, "20240101", "1000", ["CT", "MR"], 2, 1, 9)
+    ]
+    profile = ServerProfile(value_lists=False)
+    async with (
+        FakeArchive(both, max_results=20) as archive,
+        AsyncQidoRS(archive.url, retries=0, profile=profile) as qido,
+    ):
+        stats = CrawlStats()
+        query = HierarchicalQuery(ModalitiesInStudy="CT,MR")
+        studies = [s async for s in qido.crawl(query, depth="STUDY", partial=True, stats=stats)]
+    assert len(studies) == 30
+    assert stats.complete, stats.failures
+
+
 def _uids(**uids: str) -> dict[str, Any]:
     keys = {"study": "0020000D", "series": "0020000E", "sop": "00080018"}
     return {keys[name]: {"vr": "UI", "Value": [uid]} for name, uid in uids.items()}
