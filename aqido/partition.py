@@ -15,7 +15,8 @@ is split (:func:`split_study_query`):
 1. ``StudyDate`` ranges, halved down to single days (a query without dates
    first becomes ``-18991231``, ``19000101-<today>`` and ``<tomorrow>-``);
 2. on one day, ``StudyTime`` ranges, halved (on hour, then minute boundaries)
-   down to one second;
+   down to one second; the first and last parts keep the query's own bounds as
+   written (a fraction of a second included), so no part is wider than the query;
 3. in one second, one query per ``ModalitiesInStudy`` value (those seen in the
    truncated answer plus the standard modality codes).
 
@@ -139,7 +140,9 @@ def _tm_seconds(text: str, *, upper: bool) -> int | None:
 def time_bounds(query: BaseQuery) -> tuple[int, int] | None:
     """The query's ``StudyTime`` range in seconds of the day, inclusive; ``None`` if unusable.
 
-    No ``StudyTime`` filter is the whole day ``(0, 86399)``.
+    No ``StudyTime`` filter is the whole day ``(0, 86399)``.  Fractions of a
+    second are dropped (``100000.5`` is second 36000): the seconds say where
+    to cut, never what a part's outer bounds are (:func:`_time_texts`).
     """
     found = _filter(query, _STUDY_TIME)
     if found is None:
@@ -152,6 +155,21 @@ def time_bounds(query: BaseQuery) -> tuple[int, int] | None:
     if low is None or high is None or low > high:
         return None
     return low, high
+
+
+def _time_texts(query: BaseQuery) -> tuple[str | None, str | None]:
+    """The query's own ``StudyTime`` bounds as written (``""``: open), ``(None, None)`` if none.
+
+    The outermost parts of a split by time keep these exactly: rebuilt from
+    :func:`time_bounds`' whole seconds, ``100000.5-100001`` would become
+    ``10-100001.999999``, wider than the query on both sides, and the parts
+    would return studies the query does not match.
+    """
+    found = _filter(query, _STUDY_TIME)
+    if found is None:
+        return None, None
+    low, _, high = found[1].partition("-")
+    return low.strip(), high.strip()
 
 
 def _tm_low(seconds: int) -> str:
@@ -222,8 +240,9 @@ def _split_dates(
     ]
 
 
-def _with_time(query: BaseQuery, low: int, high: int) -> BaseQuery:
-    value = f"{_tm_low(low)}-{_tm_high(high)}"
+def _with_time(query: BaseQuery, low: str, high: str) -> BaseQuery:
+    """``query`` with the StudyTime range ``low-high`` (TM texts) in place of its own."""
+    value = f"{low}-{high}"
     return attrs.evolve(
         query, filters=(*_without(query, _STUDY_TIME), ("StudyTime", value)), limit=0, offset=0
     )
@@ -276,7 +295,14 @@ def split_study_query(
         times = time_bounds(query) if "StudyTime" in keys else None
         if times is not None and times[0] < times[1]:
             cut = _midpoint(*times)
-            return [_with_time(query, times[0], cut - 1), _with_time(query, cut, times[1])]
+            # the outer bounds as the query wrote them: never wider (a fraction kept)
+            low_text, high_text = _time_texts(query)
+            start = _tm_low(times[0]) if low_text is None else low_text
+            end = _tm_high(times[1]) if high_text is None else high_text
+            return [
+                _with_time(query, start, _tm_high(cut - 1)),
+                _with_time(query, _tm_low(cut), end),
+            ]
     if "ModalitiesInStudy" not in keys:
         return None
     asked = [m for m in query.ModalitiesInStudy.split(",") if m]

@@ -590,6 +590,39 @@ async def test_overlapping_listings_each_count_what_they_received() -> None:
     assert stats.complete, stats.failures
 
 
+@pytest.mark.anyio
+async def test_a_split_by_time_never_returns_a_study_the_query_does_not_match() -> None:
+    # Found by review: splitting StudyTime=100000.5-100001 dropped the fraction, so the first
+    # part matched 10:00:00.2 too, and the crawl returned that study with complete=True.
+    from tests.crawl_data import _study
+
+    inside = [
+        item for n in range(4) for item in _study(n, "20240101", "100000.7", ["CT"], 1, 1, 11)
+    ]
+    inside += [
+        item for n in range(4, 8) for item in _study(n, "20240101", "100001", ["CT"], 1, 1, 11)
+    ]
+    outside = _study(99, "20240101", "100000.2", ["CT"], 1, 1, 11)
+    query = HierarchicalQuery(filters={"StudyDate": "20240101", "StudyTime": "100000.5-100001"})
+    expected = {item["0020000D"]["Value"][0] for item in inside}
+    async with (
+        FakeArchive(outside + inside) as archive,
+        AsyncQidoRS(archive.url, retries=0) as qido,
+    ):
+        assert {s.StudyInstanceUID for s in await qido.search(query)} == expected
+    capped = FakeArchive(
+        outside + inside, max_results=6, truncation_warning=False, ignore_offset=True
+    )
+    async with capped as archive:
+        stats = CrawlStats()
+        studies = await crawl_list(
+            archive.url, query=query, depth="STUDY", server_limit=6, stats=stats
+        )
+    assert {s.StudyInstanceUID for s in studies} == expected
+    assert stats.complete
+    assert stats.splits
+
+
 def _uids(**uids: str) -> dict[str, Any]:
     keys = {"study": "0020000D", "series": "0020000E", "sop": "00080018"}
     return {keys[name]: {"vr": "UI", "Value": [uid]} for name, uid in uids.items()}

@@ -162,6 +162,45 @@ def test_a_day_is_split_by_time_on_hour_then_minute_boundaries_down_to_a_second(
     assert len(seen) == 120
 
 
+@pytest.mark.parametrize(
+    ("own", "expected"),
+    [
+        # found by review: the fraction was dropped, so the first part began at 10:00:00.0
+        ("100000.5-100001", ["100000.5-100000.999999", "100001-100001"]),
+        ("10-1030", ["10-101459.999999", "1015-1030"]),  # not widened to 103059.999999
+        ("-0030", ["-001459.999999", "0015-0030"]),  # open ends stay open
+        ("2330.25-", ["2330.25-234459.999999", "2345-"]),
+    ],
+)
+def test_a_split_by_time_keeps_the_querys_own_outer_bounds(own: str, expected: list[str]) -> None:
+    query = HierarchicalQuery(
+        min_study_date="2024-03-01", max_study_date="2024-03-01", filters={"StudyTime": own}
+    )
+    parts = split_study_query(query)
+    assert [p["StudyTime"] for p in params(parts)] == expected
+    assert all(p["StudyDate"] == "20240301-20240301" for p in params(parts))
+
+
+def test_every_part_of_a_split_by_time_lies_within_the_query() -> None:
+    # Split a fractional range down to single seconds: every leaf keeps 100000.5 or 100002.25
+    # where the query had them, so no part matches a time the query does not.
+    query = HierarchicalQuery(
+        min_study_date="2024-03-01",
+        max_study_date="2024-03-01",
+        filters={"StudyTime": "100000.5-100002.25"},
+    )
+    leaves, todo = [], [query]
+    while todo:
+        part = todo.pop()
+        subparts = split_study_query(part)
+        assert subparts is not None
+        if subparts[0].ModalitiesInStudy:
+            leaves.append(dict(part.filters)["StudyTime"])
+        else:
+            todo.extend(subparts)
+    assert sorted(leaves) == ["100000.5-100000.999999", "100001-100001.999999", "100002-100002.25"]
+
+
 def test_one_second_is_split_by_modality_seen_first_then_the_standard_codes() -> None:
     second = HierarchicalQuery(
         min_study_date="2024-03-01",
