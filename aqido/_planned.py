@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
 from collections.abc import Callable
 from contextlib import aclosing
@@ -22,6 +23,7 @@ from aqido._caps import Caps
 from aqido._search_results import SearchResults
 from aqido._slots import Slots
 from aqido.errors import (
+    InvalidResponseError,
     QidoError,
     UnanswerableQueryError,
 )
@@ -148,19 +150,40 @@ class PlannedSearch:
     ) -> _Answer:
         """Send a plan's requests (or walk the hierarchy), merge, filter locally, cut the window.
 
-        A walk always fetches every parent and child page: its parents must be complete.
+        A walk always fetches every parent and child page: its parents must be
+        complete.  As in a crawl, a parent without its UIDs (its children cannot
+        be listed) and a child listing answering for another parent (a server
+        ignoring the UIDs in the path) raise
+        :class:`~aqido.errors.InvalidResponseError`: dropping the one or merging
+        the other would be a wrong answer that looks complete.
         """
         from aqido._tasks import search_many  # only with a profile: keeps the start fast
 
         results: list[_Answer]
         if plan.walk is not None:
+            from aqido._paging import check_parents  # only for a walk
+
             walk = plan.walk
             parents = await self._execute(self._plan_for(walk.parent), limiter, exhaustive=True)
-            jobs = [(p, q) for p in parents.items if (q := walk.child(p)) is not None]
+            jobs = []
+            for parent in parents.items:
+                child_query = walk.child(parent)
+                if child_query is None:
+                    raise InvalidResponseError(
+                        f"a {walk.parent.query_level.name.lower()} listed by {walk.parent} has "
+                        f"no UID, so its {walk.level.name.lower()} results cannot be listed "
+                        f"(walking the hierarchy for {plan.query}: the server has no "
+                        "relational path)",
+                        url=parents.responses[0].url if parents.responses else None,
+                        body=json.dumps(parent)[:400],
+                    )
+                jobs.append((parent, child_query))
 
             async def child(job: tuple[dict[str, Any], BaseQuery]) -> _Answer:
                 parent, query = job
                 found = await self._execute(self._plan_for(query), limiter, exhaustive=True)
+                for response in found.responses:
+                    check_parents(query, response)  # an answer for another parent: refused
                 # a relational search returns the parents' attributes too
                 found.items[:] = [{**parent, **item} for item in found.items]
                 return found

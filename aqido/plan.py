@@ -157,12 +157,21 @@ class Walk:
     fields: Mapping[str, Any]
 
     def child(self, parent_item: Mapping[str, Any]) -> BaseQuery | None:
-        """The hierarchical query for one parent result (``None`` if it lacks its UIDs)."""
+        """The hierarchical query for one parent result (``None`` if it lacks its UIDs).
+
+        A series listed under one study (``/studies/{uid}/series``) need not carry
+        its StudyInstanceUID: the parent query's single study UID stands in.  The
+        caller must not drop a parent it gets ``None`` for: its children would
+        vanish from the answer without a word.
+        """
         uids = {}
         for name, key in (("StudyInstanceUID", "0020000D"), ("SeriesInstanceUID", "0020000E")):
             values = (parent_item.get(key) or {}).get("Value") or ()
             if values and isinstance(values[0], str):
                 uids[name] = values[0].rstrip("\0 ")
+        study = self.parent.StudyInstanceUID
+        if "StudyInstanceUID" not in uids and study and "," not in study:
+            uids["StudyInstanceUID"] = study
         need = (
             ("StudyInstanceUID",)
             if self.level is QueryLevel.SERIES

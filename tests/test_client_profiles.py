@@ -533,3 +533,67 @@ async def test_a_crawl_matches_what_tiny_pacs_ignores_and_warns_or_raises_when_i
             with pytest.raises(UnanswerableQueryError, match="StudyDescription"):
                 [s async for s in qido.crawl(unanswerable)]
         assert archive.requests == []
+
+
+# --- a walk's parents and children are checked, as a crawl's are (found by review) ------------
+
+
+def _ui(value: str) -> dict[str, Any]:
+    return {"vr": "UI", "Value": [value]}
+
+
+def _walked_fetch(*, wrong_parent: bool = False, uidless: bool = False) -> Any:
+    """A server without /series: three studies; each study's series listing, maybe wrong."""
+    from aqido.protocol import QidoResponse
+
+    async def fetch(query: BaseQuery, limiter: Any = None, **_: Any) -> QidoResponse:
+        if query.query_level is QueryLevel.STUDY:
+            items = [{"0020000D": _ui("1.1"), "00100020": {"vr": "LO", "Value": ["PAT-A"]}}]
+            if uidless:
+                items.append({"00100020": {"vr": "LO", "Value": ["PAT-B"]}})
+            items.append({"0020000D": _ui("1.3"), "00100020": {"vr": "LO", "Value": ["PAT-C"]}})
+        else:
+            study = query.StudyInstanceUID
+            if wrong_parent and study == "1.3":
+                study = "1.1"  # the answer for another study than the path's
+            items = [{"0020000D": _ui(study), "0020000E": _ui(study + ".1")}]
+        return QidoResponse(200, "http://h/x", {}, items)
+
+    return fetch
+
+
+async def _walk_search(qido: AsyncQidoRS, query: BaseQuery, paged: bool) -> list[Any]:
+    """``search``, or every result of ``iter_search`` (``paged``)."""
+    if paged:
+        return [s async for s in qido.iter_search(query)]
+    return list(await qido.search(query))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("paged", [False, True])
+async def test_a_walked_parent_without_its_uid_is_an_error_not_a_silent_loss(paged: bool) -> None:
+    from aqido.errors import InvalidResponseError
+
+    query = RelationalQuery(query_level=QueryLevel.SERIES)
+    profile = ServerProfile(relational_series=False)
+    async with AsyncQidoRS("http://h", profile=profile, retries=0) as qido:
+        qido._fetch = _walked_fetch()  # type: ignore[method-assign]
+        found = await qido.search(query)  # the well-formed listing walks as before
+        assert sorted(uids(found, QueryLevel.SERIES)) == ["1.1.1", "1.3.1"]
+        qido._fetch = _walked_fetch(uidless=True)  # type: ignore[method-assign]
+        with pytest.raises(InvalidResponseError, match="has no UID") as info:
+            await _walk_search(qido, query, paged)
+        assert "PAT-B" in (info.value.body_excerpt or "")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("paged", [False, True])
+async def test_a_walked_child_listing_for_another_parent_is_refused(paged: bool) -> None:
+    from aqido.errors import InvalidResponseError
+
+    query = RelationalQuery(query_level=QueryLevel.SERIES)
+    profile = ServerProfile(relational_series=False)
+    async with AsyncQidoRS("http://h", profile=profile, retries=0) as qido:
+        qido._fetch = _walked_fetch(wrong_parent=True)  # type: ignore[method-assign]
+        with pytest.raises(InvalidResponseError, match="ignore the UIDs in the path"):
+            await _walk_search(qido, query, paged)

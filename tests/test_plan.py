@@ -319,3 +319,17 @@ def test_missing_relational_paths_are_walked(
     assert child.uri_base().startswith("/studies/1.2/")
     assert plan.walk.child({}) is None
     assert plan_query(query, ServerProfile()).walk is None
+
+
+def test_a_walked_series_without_its_study_uid_takes_the_parent_querys() -> None:
+    # /studies/1.2/series need not return StudyInstanceUID: the series is still walked
+    query = RelationalQuery(query_level=QueryLevel.INSTANCE, StudyInstanceUID="1.2")
+    walk = plan_query(query, ServerProfile(study_instances=False)).walk
+    assert walk is not None
+    child = walk.child({"0020000E": {"vr": "UI", "Value": ["1.2.3"]}})
+    assert child is not None
+    assert child.uri_base() == "/studies/1.2/series/1.2.3/instances"
+    listed = RelationalQuery(query_level=QueryLevel.INSTANCE, StudyInstanceUID="1.2,1.3")
+    walk = plan_query(listed, ServerProfile(relational_instances=False)).walk
+    assert walk is not None  # two studies: a series without its study UID has no parent
+    assert walk.child({"0020000E": {"vr": "UI", "Value": ["1.2.3"]}}) is None
