@@ -156,14 +156,18 @@ def make_converter() -> DicomJSONConverter:
                 return values[0].strip(STRIP) or None
         return generic_str(elem, str)
 
+    # 0 to 32767 fits every integer VR (SS, US, IS...): a value outside it has its
+    # VR's range checked by the generic path (parse_is).
     def int_hook(elem: StoredElement, _: Any) -> Any:
         if isinstance(elem, tuple):
-            if len(elem) > 1 and type(elem[1]) is int and elem[0] in INT_VRS:
-                return elem[1]
+            first = elem[1] if len(elem) > 1 else None
+            if type(first) is int and 0 <= first <= 32767 and elem[0] in INT_VRS:
+                return first
         else:
             values = elem.get("Value")
-            if values and type(values[0]) is int and elem["vr"] in INT_VRS:
-                return values[0]
+            first = values[0] if values else None
+            if type(first) is int and 0 <= first <= 32767 and elem["vr"] in INT_VRS:
+                return first
         return generic_int(elem, int)
 
     def parsed_hook(

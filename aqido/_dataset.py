@@ -218,7 +218,12 @@ def _parse_values(elem: StoredElement, expected: type | None) -> tuple[Any, ...]
             if "BulkDataURI" in elem:
                 return (BulkDataURI(elem["BulkDataURI"]),)
             if "InlineBinary" in elem:
-                return (InlineBinary(elem["InlineBinary"]),)
+                inline = InlineBinary(elem["InlineBinary"])
+                try:  # unreadable (listed by .invalid): no value, as for any VR
+                    inline.to_bytes()
+                except ValueError:
+                    return ()
+                return (inline,)
             return ()
         vr = elem["vr"]
     out: list[Any] = []

@@ -12,17 +12,24 @@ PN                            :class:`PersonName`
 DA                            :class:`datetime.date`
 TM                            :class:`datetime.time` (``"10"``, ``"1030"``, fractions)
 DT                            :class:`datetime.datetime` (aware when an offset is given)
-IS, SL, SS, SV, UL, US, UV    :class:`int`
+IS, SL, SS, SV, UL, US, UV    :class:`int`, within the VR's range (:data:`INT_RANGES`)
 DS                            :class:`DSFloat` (a ``float`` keeping its exact ``.text``)
 FL, FD                        :class:`float`
 AT                            :class:`Tag` (an ``int``)
-UI and every other string VR  :class:`str`, trailing NUL and spaces stripped
+ST, LT, UT, UC, UR            :class:`str`, trailing NUL and spaces stripped (leading
+                              spaces are significant)
+UI and every other string VR  :class:`str`, NUL and spaces stripped at both ends
 BulkDataURI / InlineBinary    :class:`BulkDataURI` / :class:`InlineBinary` (``str``)
 ============================  ==========================================
 
-The parsers (:func:`parse_value`) raise :class:`ValueError` for text they
+The parsers (:func:`parse_value`) raise :class:`ValueError` for values they
 cannot read (a DA of ``"2023-01-01"``, an IS of ``"abc"``); the results layer
-turns that into an :class:`InvalidValue` instead of failing the search.
+turns that into an :class:`InvalidValue` instead of failing the search.  IS
+and DS text must have the PS3.5 syntax (ASCII digits: no ``"1_000"``,
+``"NaN"``, ``"inf"``; an IS is not ``"1e3"`` nor ``"12.0"``); a DS must be
+finite; an integer must fit its VR (``US`` 0 to 65535, ``IS`` 32 bits...), and
+a JSON number read as an integer must be exact (a float beyond 2**53, which is
+what a JSON integer beyond 64 bits is decoded as, is refused).
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ import base64
 import binascii
 import datetime
 import functools
+import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -376,45 +385,88 @@ def format_dt(dt: datetime.datetime) -> str:
     return f"{text}{sign}{hours:02d}{minutes:02d}"
 
 
+#: The range of each integer VR (PS3.5 Table 6.2-1): a value outside it is invalid.
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "IS": (-(2**31), 2**31 - 1),
+    "SS": (-(2**15), 2**15 - 1),
+    "US": (0, 2**16 - 1),
+    "SL": (-(2**31), 2**31 - 1),
+    "UL": (0, 2**32 - 1),
+    "SV": (-(2**63), 2**63 - 1),
+    "UV": (0, 2**64 - 1),
+}
+
+#: The greatest magnitude below which every integer is exactly a float: a JSON
+#: integer beyond 64 bits is decoded as a (rounded) float, which above this may
+#: not be the number that was sent.
+_EXACT_FLOAT_INT = 2**53
+
+#: IS text (PS3.5 Table 6.2-1), after the padding is stripped: ASCII digits only.
+_IS = lazy_pattern(globals(), "_IS", r"[+-]?[0-9]+", re.ASCII)
+#: DS text (PS3.5 Table 6.2-1), after the padding is stripped: ASCII digits only.
+_DS = lazy_pattern(
+    globals(), "_DS", r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII
+)
+
+
 def parse_is(value: object, vr: str = "IS") -> int:
-    """Parse an integer value (IS, US, UL, SS, SL, SV, UV): a JSON number or string."""
+    """Parse an integer value (IS, US, UL, SS, SL, SV, UV): a JSON number or string.
+
+    Raises ``ValueError`` for text that is not ``[+-]?[0-9]+`` (padding aside:
+    ``"1_000"``, ``"1e3"``, ``"12.0"`` are not IS), for a float that is not an
+    integer or is beyond 2**53 (a JSON integer too large for 64 bits arrives as a
+    rounded float), and for a value outside the VR's range (:data:`INT_RANGES`).
+    """
     if isinstance(value, bool):
         raise ValueError(f"a {vr} value must be a number, not a boolean")
     if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        if value.is_integer():
-            return int(value)
-        raise ValueError(f"{value!r} is not an integer")
-    text = _text(value, vr).strip()
-    if not text.isascii():
-        raise ValueError(f"{text!r} is not an integer")
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        number = float(text)  # "1e3", "12.0": integral decimal text is tolerated
-    except ValueError:
-        number = 0.5
-    if not number.is_integer():
-        raise ValueError(f"{text!r} is not an integer")
-    return int(number)
+        number = value
+    elif isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"{value!r} is not an integer")
+        if abs(value) > _EXACT_FLOAT_INT:
+            raise ValueError(f"{value!r} is not an exact integer (beyond 2**53 in a float)")
+        number = int(value)
+    else:
+        text = _text(value, vr).strip()
+        if not (text.isdigit() and text.isascii()) and _IS.fullmatch(text) is None:
+            raise ValueError(f"{text[:40]!r} is not an integer")
+        if len(text) > 64:  # far beyond every integer VR (and int()'s own digit limit)
+            raise ValueError(f"{text[:40]!r}... is out of range for {vr}")
+        number = int(text)
+    bounds = INT_RANGES.get(vr)
+    if bounds is not None and not bounds[0] <= number <= bounds[1]:
+        raise ValueError(f"{number} is out of range for {vr} ({bounds[0]} to {bounds[1]})")
+    return number
 
 
 def parse_ds(value: object, vr: str = "DS") -> DSFloat:
-    """Parse a Decimal String: a JSON number or string (``"1e3"``, ``" 72.50 "``)."""
+    """Parse a Decimal String: a JSON number or string (``"1e3"``, ``" 72.50 "``).
+
+    Raises ``ValueError`` for text that is not a DS
+    (``[+-]?([0-9]+.?[0-9]*|.[0-9]+)([eE][+-]?[0-9]+)?``, padding aside: not
+    ``"NaN"``, ``"inf"``, ``"1_000"``) and for a value that is not finite
+    (``"1e400"`` would be infinity).
+    """
     if isinstance(value, bool):
         raise ValueError(f"a {vr} value must be a number, not a boolean")
     if isinstance(value, int | float):
-        return DSFloat(value, repr(value))
-    text = _text(value, vr).strip()
-    if not text.isascii():
-        raise ValueError(f"{text!r} is not a decimal number")
-    try:
-        return DSFloat(float(text), text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a decimal number") from None
+        text = repr(value)
+        try:
+            number = value if type(value) is float else float(value)
+        except OverflowError:  # an int beyond a double
+            raise ValueError(f"{text[:40]!r} is not a finite decimal number") from None
+    else:
+        text = _text(value, vr).strip()
+        # Quick check for the common "72.50": ASCII digits around at most one point.
+        if not (text.replace(".", "", 1).isdigit() and text.isascii()) and (
+            _DS.fullmatch(text) is None
+        ):
+            raise ValueError(f"{text[:40]!r} is not a decimal number")
+        number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text[:40]!r} is not a finite decimal number")
+    return DSFloat(number, text)
 
 
 def _parse_float(value: object, vr: str) -> float:
@@ -431,6 +483,18 @@ def _parse_str(value: object, vr: str) -> str:
     if type(value) is str:
         return value.strip(STRIP)
     return _text(value, vr)
+
+
+#: String VRs whose leading spaces are significant (PS3.5 Table 6.2-1): only trailing
+#: padding is stripped from them.  For UR leading spaces are not allowed, so one that
+#: came is kept to be seen.  Every other string VR is stripped at both ends.
+TEXT_VRS = frozenset({"ST", "LT", "UT", "UC", "UR"})
+
+
+def _parse_text(value: object, vr: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"a {vr} value must be a JSON string, not {type(value).__name__}")
+    return value.rstrip(STRIP)
 
 
 def _parse_at(value: object, vr: str) -> Tag:
@@ -463,16 +527,28 @@ PARSERS: dict[str, Callable[[object, str], Any]] = {
     "AT": _parse_at,
     **dict.fromkeys(INT_VRS, parse_is),
     **dict.fromkeys(FLOAT_VRS, _parse_float),
+    # Not for speed: the typed hooks' fast paths for strings take only VRs not in
+    # PARSERS, which strip both ends; text VRs go through the generic path.
+    **dict.fromkeys(TEXT_VRS, _parse_text),
 }
 
 
 def is_empty(value: object) -> bool:
-    """Whether one JSON value means "no value": ``null``, ``""``, padding only, or a PN ``{}``."""
+    """Whether one JSON value means "no value": ``null``, ``""``, padding only, or a PN ``{}``.
+
+    A PN object whose groups are all padding (``{"Alphabetic": "  "}``) is empty too,
+    as its typed value (``None``) says.
+    """
     if value is None:
         return True
     if isinstance(value, str):
         return not value.strip(STRIP)
-    return isinstance(value, dict) and not any(value.values())
+    if isinstance(value, dict):
+        for group in value.values():
+            if group and (type(group) is not str or group.strip(STRIP)):
+                return False
+        return True
+    return False
 
 
 def parse_value(value: object, vr: str) -> Any:

@@ -86,13 +86,19 @@ def test_several_values_in_a_single_valued_column_are_all_kept_or_null_not_the_f
 
 def test_a_number_the_column_cannot_hold_is_null_not_an_untyped_crash() -> None:
     studies = [
-        study("1.1", NumberOfStudyRelatedInstances=("IS", ["9" * 20])),
-        study("1.2", NumberOfStudyRelatedInstances=("IS", [str(2**63 - 1)])),
-        study("1.3", NumberOfStudyRelatedInstances=("IS", [str(-(2**63))])),
+        study("1.1", NumberOfStudyRelatedInstances=("IS", ["9" * 20])),  # beyond IS: invalid
+        study("1.2", NumberOfStudyRelatedInstances=("IS", [str(2**31 - 1)])),
+        study("1.3", NumberOfStudyRelatedInstances=("IS", [str(-(2**31))])),
     ]
     with pytest.warns(UserWarning, match=r": NumberOfStudyRelatedInstances 1$"):
         table = to_arrow(studies, level="study")
-    assert table.column("NumberOfStudyRelatedInstances").to_pylist() == [None, 2**63 - 1, -(2**63)]
+    assert table.column("NumberOfStudyRelatedInstances").to_pylist() == [None, 2**31 - 1, -(2**31)]
+    lengths = [  # FileLengthInContainer, UV: valid beyond int64
+        Study.from_json({"0008040D": {"vr": "UV", "Value": [n]}}) for n in (2**64 - 1, 2**63 - 1)
+    ]
+    with pytest.warns(UserWarning, match=r": FileLengthInContainer 1$"):
+        table = to_arrow(lengths, level="study", columns=["FileLengthInContainer"])
+    assert table.column("FileLengthInContainer").to_pylist() == [None, 2**63 - 1]
     huge = Study.from_json(
         {"00181050": {"vr": "IS", "Value": ["9" * 400]}}
     )  # SpatialResolution, DS

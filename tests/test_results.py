@@ -189,6 +189,51 @@ def test_equality_and_hash() -> None:
     assert len({a, b}) == 1
 
 
+@pytest.mark.parametrize("loads", ["default", "stdlib"])
+def test_a_json_integer_beyond_64_bits_is_invalid_not_rounded(loads: str) -> None:
+    # Found by review: 99999999999999999999 is decoded as the float 1e20 (orjson, and
+    # decode_json without it), which InstanceNumber read as 100000000000000000000.
+    from aqido._json import strict_loads
+
+    body = (
+        b'[{"00080018": {"vr": "UI", "Value": ["1"]},'
+        b' "00200013": {"vr": "IS", "Value": [99999999999999999999]}}]'
+    )
+    items = decode_json(body) if loads == "default" else strict_loads(body)
+    [instance] = structure(items, "INSTANCE")
+    assert instance.InstanceNumber is None
+    assert instance["InstanceNumber"] is None
+    [bad] = instance.invalid
+    assert bad.keyword == "InstanceNumber"
+    assert isinstance(bad.raw, float)
+
+
+@pytest.mark.parametrize(
+    ("key", "vr", "number", "valid"),
+    [
+        ("00280010", "US", -1, False),  # Rows
+        ("00280010", "US", 70000, False),
+        ("00280010", "US", 40000, True),  # beyond the typed hook's quick range, still valid
+        ("00280010", "US", 65535, True),
+        ("00200013", "IS", 2**31, False),  # InstanceNumber
+        ("00200013", "IS", -(2**31), True),
+        ("00200013", "IS", -1, True),
+        ("00200013", "IS", 2**31 - 1, True),
+    ],
+)
+def test_typed_integer_fields_check_their_vrs_range(
+    key: str, vr: str, number: int, valid: bool
+) -> None:
+    # Found by review: integers were never checked against their VR's range.
+    [instance] = structure([{key: {"vr": vr, "Value": [number]}}], "INSTANCE")
+    field = {"00280010": "Rows", "00200013": "InstanceNumber"}[key]
+    expected = number if valid else None
+    assert getattr(instance, field) == expected
+    assert instance[field] == expected
+    assert make_converter().structure({"vr": vr, "Value": [number]}, int) == expected
+    assert len(instance.invalid) == (0 if valid else 1)
+
+
 # ------------------------------------------------------------------ entry points
 
 
