@@ -322,6 +322,7 @@ def _column_name(column: str | int) -> str:
 # --------------------------------------------------------------------------- pandas
 
 _INT_VRS = frozenset({"IS", "SL", "SS", "SV", "UL", "US", "UV", "US or SS"})
+_INT64_MIN, _INT64_MAX, _UINT64_MAX = -(2**63), 2**63 - 1, 2**64 - 1
 _FLOAT_VRS = frozenset({"DS", "FL", "FD"})
 _DATE_VRS = frozenset({"DA", "DT"})
 _STRING_VRS = frozenset(
@@ -381,9 +382,15 @@ def _column(pd: Any, values: list[Any], kind: str) -> Any:
     if kind == "string":
         return pd.array(values, dtype="string")
     if kind == "int":
-        if any(v is None for v in values):
-            return pd.array(values, dtype="Int64")
-        return pd.array(values, dtype="int64")
+        nullable = any(v is None for v in values)
+        present = [v for v in values if v is not None]
+        if present and not _INT64_MIN <= min(present) <= max(present) <= _INT64_MAX:
+            if min(present) < 0 or max(present) > _UINT64_MAX:  # no integer dtype holds all
+                return pd.Series(values, dtype=object)
+            if nullable:  # a UV beyond int64
+                return pd.array(values, dtype="UInt64")
+            return numpy.array(values, dtype=numpy.uint64)  # pd.array(dtype="uint64") wraps
+        return pd.array(values, dtype="Int64" if nullable else "int64")
     if kind == "float":
         return pd.array([float("nan") if v is None else float(v) for v in values], dtype="float64")
     if kind == "date":  # built in numpy: second resolution holds years 1 to 9999
@@ -436,7 +443,8 @@ def to_dataframe(
       mixing both is ``object``, each value as read, so that no offset is
       applied to some values of a column and not to others);
     * integers (IS, US, UL, counts) → ``int64``, or ``Int64`` (nullable) when a
-      value is missing;
+      value is missing; ``uint64``/``UInt64`` when a value (a UV) is beyond
+      ``int64`` and none is negative, else ``object`` when no integer dtype holds them all;
     * DS, FL, FD → ``float64`` (``NaN`` when missing);
     * strings, UIDs and person names → ``string`` (``pd.NA`` when missing);
     * anything else (TM times, multi-valued columns as tuples, mixed values)

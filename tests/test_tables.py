@@ -312,6 +312,29 @@ def test_dataframe_missing_values_use_nullable_dtypes() -> None:
     assert df["PatientWeight"].isna().tolist() == [False, True]
 
 
+def test_dataframe_integers_beyond_int64() -> None:
+    # Found by review: a valid UV above 2**63 - 1 (FileLengthInContainer) made to_dataframe
+    # raise a raw OverflowError.
+    def instance(key: str, vr: str, number: int | None) -> Instance:
+        elem = {"vr": vr} if number is None else {"vr": vr, "Value": [number]}
+        return Instance.from_json({"00080018": {"vr": "UI", "Value": ["1"]}, key: elem})
+
+    big, small = 2**64 - 1, 2**63 - 1
+    df = to_dataframe([instance("0008040D", "UV", big), instance("0008040D", "UV", 5)])
+    assert df["FileLengthInContainer"].dtype == "uint64"
+    assert df["FileLengthInContainer"].tolist() == [big, 5]
+    df = to_dataframe([instance("0008040D", "UV", big), instance("0008040D", "UV", None)])
+    assert str(df["FileLengthInContainer"].dtype) == "UInt64"
+    assert df["FileLengthInContainer"].iloc[0] == big
+    assert df["FileLengthInContainer"].isna().tolist() == [False, True]
+    df = to_dataframe([instance("0008040D", "UV", small), instance("0008040D", "UV", 5)])
+    assert df["FileLengthInContainer"].dtype == "int64"
+    # a private tag that is an SV in one result and a UV in another: no integer dtype
+    df = to_dataframe([instance("00091001", "SV", -1), instance("00091001", "UV", big)])
+    assert df["00091001"].dtype == object
+    assert df["00091001"].tolist() == [-1, big]
+
+
 def test_dataframe_empty_columns_take_the_dtype_of_their_vr() -> None:
     df = to_dataframe(
         [Study.from_json(STUDY_B)],
