@@ -459,13 +459,14 @@ class Dataset(Mapping[str, Any]):
         return pydicom.Dataset.from_json(self.to_json(), bulk_data_uri_handler)
 
     def __eq__(self, other: object) -> bool:
+        """Equal when of the same class with the same elements as received (:func:`canonical`)."""
         if type(other) is not type(self):
             return NotImplemented
         assert isinstance(other, Dataset)
-        return self._raw == other._raw
+        return self._raw is other._raw or canonical(self._raw) == canonical(other._raw)
 
-    def __hash__(self) -> int:  # equal stored elements, equal JSON text (tuples as arrays)
-        return hash(json.dumps(self._raw, sort_keys=True, default=str))
+    def __hash__(self) -> int:
+        return hash(canonical(self._raw))
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{name}={self[name]!r}" for name in list(self)[:6])
@@ -480,6 +481,17 @@ class Dataset(Mapping[str, Any]):
 
 
 _D = TypeVar("_D", bound=Dataset)
+
+
+def canonical(raw: Mapping[str, Any]) -> str:
+    """The text by which datasets are compared and hashed: their stored elements as JSON.
+
+    Keys sorted, a stored tuple written as an array.  Equality and the hash use
+    this one text, so equal datasets hash equal; values equal in Python but not
+    in the JSON received (``72`` and ``72.0``, ``1`` and ``true``, ``0.0`` and
+    ``-0.0``) make datasets that differ, as their ``to_json()`` and values do.
+    """
+    return json.dumps(raw, sort_keys=True, default=str)
 
 
 def _copy_element(elem: StoredElement) -> dict[str, Any]:

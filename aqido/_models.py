@@ -25,6 +25,7 @@ from aqido._dataset import (
     _json_of,
     _stored,
     _validated,
+    canonical,
 )
 from aqido.query import QueryLevel
 from aqido.values import PersonName
@@ -155,6 +156,9 @@ def _as_tuple(children: Iterable[Any]) -> tuple[Any, ...]:
     return tuple(children)
 
 
+# attrs' __eq__ compares the typed fields, the children and the raw elements, these by
+# their canonical text (as Dataset.__eq__ does: 72 and 72.0 differ there); its __hash__
+# covers the typed fields and children, views of the raw elements: equal results hash equal.
 @attrs.frozen(kw_only=True, slots=False, eq=True, hash=True, repr=False)
 class Instance(_Model):
     """One instance (image) from a QIDO-RS instance search: the default return attributes.
@@ -177,7 +181,9 @@ class Instance(_Model):
     NumberOfFrames: int | None = _FROM_RAW
     StudyInstanceUID: str | None = _FROM_RAW
     SeriesInstanceUID: str | None = _FROM_RAW
-    _raw: dict[str, Any] = attrs.field(factory=dict, hash=False, repr=False, alias="raw")
+    _raw: dict[str, Any] = attrs.field(
+        factory=dict, eq=canonical, hash=False, repr=False, alias="raw"
+    )
 
 
 @attrs.frozen(kw_only=True, slots=False, eq=True, hash=True, repr=False)
@@ -197,7 +203,9 @@ class Series(_Model):
     RequestAttributesSequence: tuple[Dataset, ...] = _FROM_RAW
     StudyInstanceUID: str | None = _FROM_RAW
     instances: tuple[Instance, ...] = attrs.field(default=(), converter=_as_tuple, repr=False)
-    _raw: dict[str, Any] = attrs.field(factory=dict, hash=False, repr=False, alias="raw")
+    _raw: dict[str, Any] = attrs.field(
+        factory=dict, eq=canonical, hash=False, repr=False, alias="raw"
+    )
 
     def with_instances(self, instances: Iterable[Instance]) -> "Series":
         """This series with ``instances`` attached: like ``attrs.evolve``, but cheap."""
@@ -227,7 +235,9 @@ class Study(_Model):
     NumberOfStudyRelatedSeries: int | None = _FROM_RAW
     NumberOfStudyRelatedInstances: int | None = _FROM_RAW
     series: tuple[Series, ...] = attrs.field(default=(), converter=_as_tuple, repr=False)
-    _raw: dict[str, Any] = attrs.field(factory=dict, hash=False, repr=False, alias="raw")
+    _raw: dict[str, Any] = attrs.field(
+        factory=dict, eq=canonical, hash=False, repr=False, alias="raw"
+    )
 
     def with_series(self, series: Iterable[Series]) -> "Study":
         """This study with ``series`` attached: ``attrs.evolve(study, series=...)``, but cheap."""

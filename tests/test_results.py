@@ -189,6 +189,51 @@ def test_equality_and_hash() -> None:
     assert len({a, b}) == 1
 
 
+def test_equal_results_hash_equal() -> None:
+    # Found by review: __eq__ compared the stored values with == (72 == 72.0, 1 == True,
+    # 0.0 == -0.0) and __hash__ their JSON text, so equal objects hashed differently.
+    # Equality is now that text too: values that differ in the JSON received differ.
+    def series(*weights: Any) -> Series:
+        sq = [{"00101030": {"vr": "DS", "Value": [w]}} for w in weights]
+        [result] = structure(
+            [{**_uid("s", "1", "1.1"), "00400275": {"vr": "SQ", "Value": sq}}], "SERIES"
+        )
+        assert isinstance(result, Series)
+        return result
+
+    for first, second in ((72, 72.0), (1, True), (0.0, -0.0)):
+        elem_a = {"00091001": {"vr": "DS", "Value": [first]}}
+        elem_b = {"00091001": {"vr": "DS", "Value": [second]}}
+        pairs = [
+            (Dataset(elem_a), Dataset(elem_b)),
+            (series(first), series(second)),
+            (study(**elem_a), study(**elem_b)),
+            (Instance(raw=elem_a), Instance(raw=elem_b)),
+        ]
+        for a, b in pairs:
+            assert a != b
+            assert len({a, b}) == 2
+            again = type(a).from_json(a.to_json())
+            assert a == again
+            assert hash(a) == hash(again)
+    # equal JSON, keys in another order or case: equal, same hash
+    a = Dataset({"00091001": {"vr": "DS", "Value": [72]}, "00100020": {"Value": ["P"], "vr": "LO"}})
+    b = Dataset({"00100020": {"vr": "LO", "Value": ["P"]}, "00091001": {"Value": [72], "vr": "DS"}})
+    assert a == b
+    assert hash(a) == hash(b)
+    assert series(72, 73) == series(72, 73)
+    assert hash(series(72, 73)) == hash(series(72, 73))
+    assert series(72, 73) != series(73, 72)
+    item = {"0009100A": {"vr": "SQ", "Value": [{"0009100B": {"vr": "IS", "Value": [1]}}]}}
+    lower = {"0009100a": {"vr": "SQ", "Value": [{"0009100b": {"vr": "IS", "Value": [1]}}]}}
+    s1, s2 = study(**item), study(**lower)
+    assert s1 == s2
+    assert hash(s1) == hash(s2)
+    assert s1.with_series([series(1)]) != s1
+    assert s1.with_series([series(1)]) == s2.with_series([series(1)])
+    assert hash(s1.with_series([series(1)])) == hash(s2.with_series([series(1)]))
+
+
 @pytest.mark.parametrize("loads", ["default", "stdlib"])
 def test_a_json_integer_beyond_64_bits_is_invalid_not_rounded(loads: str) -> None:
     # Found by review: 99999999999999999999 is decoded as the float 1e20 (orjson, and
