@@ -52,7 +52,9 @@ def build_tree(results: Iterable[Study | Series | Instance]) -> list[Study]:
     a RetrieveURL derived from the child's, never copied (nor the child's
     InstanceAvailability, which is its own).  The
     first result with a given UID wins (later duplicates are dropped); order of
-    first appearance is kept.  Children already attached are kept.  Results with
+    first appearance is kept.  Children already attached are kept, and the flat
+    results under them join them (an Instance whose SOPInstanceUID is already
+    attached is dropped).  Results with
     no parent UID are grouped under a parent whose UID is ``None``.
     """
     studies: dict[str | None, Study] = {}
@@ -97,16 +99,29 @@ def build_tree(results: Iterable[Study | Series | Instance]) -> list[Study]:
     tree: list[Study] = []
     for uid, study in studies.items():
         children = list(study.series)
-        known = {s.SeriesInstanceUID for s in children}
+        attached: dict[str | None, int] = {}  # an attached series' UID → its index
+        for index, child in enumerate(children):
+            attached.setdefault(child.SeriesInstanceUID, index)
         for key in series_of[uid]:
             item = series[key]
-            if item.SeriesInstanceUID in known:
-                continue
-            extra = instances.get(key, {})
-            if extra:
-                have = {i.SOPInstanceUID for i in item.instances}
-                new = [i for uid_, i in extra.items() if uid_ not in have]
-                item = item.with_instances((*item.instances, *new))
-            children.append(item)
+            index = attached.get(item.SeriesInstanceUID, -1)
+            extra = instances.get(key, {}).values()
+            if index < 0:
+                children.append(_with_new_instances(item, extra))
+            elif extra or item.instances:
+                # The attached series is kept; the instances of the same series among
+                # the flat results (and those attached to a flat Series) join it.
+                children[index] = _with_new_instances(children[index], (*item.instances, *extra))
         tree.append(study.with_series(children) if children else study)
     return tree
+
+
+def _with_new_instances(series: Series, more: Iterable[Instance]) -> Series:
+    """``series`` with those of ``more`` whose SOPInstanceUID it has not got yet appended."""
+    have = {i.SOPInstanceUID for i in series.instances}
+    new = []
+    for instance in more:
+        if instance.SOPInstanceUID not in have:
+            have.add(instance.SOPInstanceUID)
+            new.append(instance)
+    return series.with_instances((*series.instances, *new)) if new else series

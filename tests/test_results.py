@@ -838,6 +838,26 @@ def test_build_tree_matches_dicomtrolley() -> None:
     assert shape_ours == shape_theirs()
 
 
+def test_build_tree_adds_flat_instances_to_a_series_already_attached() -> None:
+    # Found by review: the flat instances of a series the study already had attached
+    # were skipped, and vanished from the tree.
+    [study_] = structure([_uid("st", "1")], "STUDY")
+    [series] = structure([_uid("s", "1", "1.1")], "SERIES")
+    one, two, three = structure([_uid("i", "1", "1.1", f"1.1.{n}") for n in (1, 2, 3)], "INSTANCE")
+    attached = study_.with_series([series.with_instances([one])])
+    [tree] = build_tree([attached, two, one, three])
+    [got] = tree.series
+    assert [i.SOPInstanceUID for i in got.instances] == ["1.1.1", "1.1.2", "1.1.3"]
+    assert got.instances[0] is one  # the attached one is kept, its duplicate dropped
+    # a flat Series of that series: the attached one is kept, the instances of both join
+    [tree] = build_tree([attached, series.with_instances([two]), three])
+    [got] = tree.series
+    assert [i.SOPInstanceUID for i in got.instances] == ["1.1.1", "1.1.2", "1.1.3"]
+    # nothing to add: the study comes back as given
+    [tree] = build_tree([attached, one])
+    assert tree.series == attached.series
+
+
 def test_build_tree_without_parent_uids() -> None:
     [series] = structure([{"0020000E": {"vr": "UI", "Value": ["9.9"]}}], "SERIES")
     [root] = build_tree([series])
