@@ -253,7 +253,9 @@ def _sample_modalities(sample: Iterable[Mapping[str, Any]], key: str) -> set[str
     for item in sample:
         element = item.get(key)
         values = element.get("Value") if isinstance(element, Mapping) else None
-        for value in values or ():
+        if not isinstance(values, list):  # a malformed sample item: nothing to learn from it
+            continue
+        for value in values:
             if isinstance(value, str) and value.strip():
                 found.add(value.strip())
     return found

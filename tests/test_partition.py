@@ -220,6 +220,26 @@ def test_one_second_is_split_by_modality_seen_first_then_the_standard_codes() ->
     assert split_study_query(parts[0]) is None  # nothing left to split by
 
 
+def test_a_malformed_sample_item_does_not_break_the_modality_split() -> None:
+    second = HierarchicalQuery(
+        min_study_date="2024-03-01",
+        max_study_date="2024-03-01",
+        filters={"StudyTime": "103015-103015.999999"},
+    )
+    sample = [
+        {"00080061": {"vr": "CS", "Value": 5}},  # was an untyped TypeError
+        {"00080061": {"vr": "CS", "Value": "CT"}},  # was split into "C" and "T"
+        {"00080061": {"vr": "CS", "Value": ["MR"]}},
+    ]
+    parts = split_study_query(second, sample)
+    assert parts is not None
+    modalities = [p.ModalitiesInStudy for p in parts]
+    assert modalities[0] == "MR"
+    assert "C" not in modalities
+    assert "T" not in modalities
+    assert set(MODALITIES) <= set(modalities)
+
+
 def test_a_modality_list_is_split_into_its_values() -> None:
     query = HierarchicalQuery(
         ModalitiesInStudy=["CT", "MR"],
