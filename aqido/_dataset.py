@@ -23,6 +23,7 @@ numbers one that the collector stops tracking after its first pass.
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeGuard, TypeVar
@@ -239,6 +240,8 @@ def _parse_values(elem: StoredElement, expected: type | None) -> tuple[Any, ...]
         else:
             if expected is not None and not isinstance(parsed, expected):
                 parsed = None
+            elif expected is datetime.date and type(parsed) is datetime.datetime:
+                parsed = parsed.date()  # a DT where a date is expected: its day, not a datetime
         seen = seen or parsed is not None
         out.append(parsed)
     return tuple(out) if seen else ()

@@ -12,7 +12,7 @@ its element, so the typed view and the raw DICOM JSON always agree.
 
 import datetime
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar, TypeVar, get_origin
+from typing import Any, ClassVar, TypeVar, get_args, get_origin
 
 import attrs
 import cattrs
@@ -28,7 +28,7 @@ from aqido._dataset import (
     canonical,
 )
 from aqido.query import QueryLevel
-from aqido.values import PersonName
+from aqido.values import InvalidValue, PersonName, is_empty
 
 _M = TypeVar("_M", bound="_Model")
 
@@ -95,6 +95,37 @@ class _Model(Dataset):
 
         return short_repr(self)
 
+    @property
+    def invalid(self) -> tuple[InvalidValue, ...]:
+        """:attr:`Dataset.invalid`, and the typed fields that read ``None`` although sent a value.
+
+        A value of another VR than the field's type needs (``StudyDate`` sent as
+        an LO, ``NumberOfStudyRelatedSeries`` as a DS of ``"3.5"``) is readable
+        for its VR, so the mapping API gives it, but the typed field cannot hold
+        it: listed here, so that no value goes missing unseen.
+        """
+        bad = list(super().invalid)
+        listed = {value.key for value in bad}
+        raw = self._raw
+        for name, key, type_, _default in self._typed:
+            elem = raw.get(key)
+            if elem is None or key in listed or getattr(self, name) not in (None, ()):
+                continue
+            json_elem = _json_of(elem)
+            sent = [v for v in json_elem.get("Value") or () if not is_empty(v)]
+            if sent:
+                vr = str(json_elem.get("vr", ""))
+                bad.append(
+                    InvalidValue(
+                        key,
+                        name,
+                        vr,
+                        sent[0],
+                        f"{name} takes {_type_name(type_)}, which VR {vr} does not give",
+                    )
+                )
+        return tuple(bad)
+
     #: (field name, tag key, type, default) of the typed fields, filled by _install.
     _typed: ClassVar[tuple[tuple[str, str, Any, Any], ...]] = ()
 
@@ -141,6 +172,17 @@ class _FromRaw:
 
 
 _FROM_RAW: Any = _FromRaw()
+
+
+def _type_name(type_: Any) -> str:
+    """``str | None`` → ``"a str"``, ``int | None`` → ``"an int"``, ``tuple[Dataset, ...]``
+    → ``"Dataset values"``."""
+    args = [a for a in get_args(type_) if a is not type(None) and a is not Ellipsis]
+    inner = args[0] if args else type_
+    name = getattr(inner, "__name__", str(inner))
+    if get_origin(type_) is tuple:
+        return f"{name} values"
+    return f"{'an' if name[:1] in 'aeiouAEIOU' else 'a'} {name}"
 
 
 def _encode_field(converter: cattrs.Converter, key: str, value: Any) -> dict[str, Any] | None:

@@ -993,3 +993,48 @@ def test_errors_carry_the_url_and_status_when_given() -> None:
     with pytest.raises(InvalidResponseError) as info:
         parse_results(b"{}", "STUDY", url=url, status=200)
     assert info.value.status == 200
+
+
+# ------------------------------------------------------------ typed fields of another VR
+
+
+def test_a_typed_field_of_another_vr_is_listed_as_invalid_not_dropped_unseen() -> None:
+    study = Study.from_json(
+        {
+            "00080020": {"vr": "LO", "Value": ["20240101"]},  # StudyDate as an LO
+            "00100020": {"vr": "PN", "Value": [{"Alphabetic": "ID123"}]},  # PatientID as a PN
+            "00201206": {"vr": "DS", "Value": ["3.5"]},  # a count as a DS
+            "00081030": {"vr": "LO", "Value": ["Fine"]},
+        }
+    )
+    assert study.StudyDate is None
+    assert study["StudyDate"] == "20240101"  # the mapping API reads it for its VR
+    assert study.PatientID is None
+    assert study.NumberOfStudyRelatedSeries is None
+    assert [(bad.keyword, bad.vr, bad.raw) for bad in study.invalid] == [
+        ("StudyDate", "LO", "20240101"),
+        ("PatientID", "PN", {"Alphabetic": "ID123"}),
+        ("NumberOfStudyRelatedSeries", "DS", "3.5"),
+    ]
+    assert study.invalid[0].reason == "StudyDate takes a date, which VR LO does not give"
+    assert study.invalid[2].reason.startswith("NumberOfStudyRelatedSeries takes an int")
+
+
+def test_a_value_invalid_for_its_own_vr_is_listed_once() -> None:
+    study = Study.from_json({"00080020": {"vr": "DA", "Value": ["2024-01-01"]}})
+    assert study.StudyDate is None
+    assert [bad.keyword for bad in study.invalid] == ["StudyDate"]
+    assert "not a DICOM date" in study.invalid[0].reason
+
+
+def test_empty_values_of_another_vr_are_not_invalid() -> None:
+    study = Study.from_json({"00080020": {"vr": "LO", "Value": ["", None]}})
+    assert study.StudyDate is None
+    assert study.invalid == ()
+
+
+def test_a_date_field_sent_as_dt_reads_its_day() -> None:
+    study = Study.from_json({"00080020": {"vr": "DT", "Value": ["20240131235959+0100"]}})
+    assert study.StudyDate == datetime.date(2024, 1, 31)
+    assert type(study.StudyDate) is datetime.date  # not a datetime: it compares with dates
+    assert study.invalid == ()
