@@ -216,6 +216,8 @@ def _parse_values(elem: StoredElement, expected: type | None) -> tuple[Any, ...]
     else:
         values = elem.get("Value")
         if not values:
+            if expected is not None and expected not in (BulkDataURI, InlineBinary):
+                return ()  # a typed field (str, date...): a bulk data URI is no description
             if "BulkDataURI" in elem:
                 return (BulkDataURI(elem["BulkDataURI"]),)
             if "InlineBinary" in elem:

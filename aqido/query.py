@@ -526,7 +526,10 @@ def _temporal_value(keyword: str, value: _dt.date | _dt.time) -> str:
             except ValueError as exc:
                 raise InvalidQueryError(f"ensure_query_type: {keyword}: {exc}") from None
     elif vr == "TM":
-        return format_tm(value)
+        try:
+            return format_tm(value)
+        except ValueError as exc:
+            raise InvalidQueryError(f"ensure_query_type: {keyword}: {exc}") from None
     raise InvalidQueryError(
         f"ensure_query_type: {keyword}={value!r} is a {type(value).__name__}, but {keyword} "
         f"has VR {vr or 'unknown'}; pass it as text in that VR's form"

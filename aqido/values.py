@@ -362,7 +362,13 @@ def format_da(day: datetime.date) -> str:
 
 
 def format_tm(t: datetime.time) -> str:
-    """A time as a TM value, ``HHMMSS`` or ``HHMMSS.FFFFFF`` (any ``tzinfo`` is not part of TM)."""
+    """A time as a TM value, ``HHMMSS`` or ``HHMMSS.FFFFFF``.
+
+    Raises ``ValueError`` for a time with a UTC offset: TM has none, and dropping
+    it would write another time than the one meant.
+    """
+    if t.utcoffset() is not None:
+        raise ValueError(f"{t} has a UTC offset, which a TM value cannot hold; pass a naive time")
     text = f"{t.hour:02d}{t.minute:02d}{t.second:02d}"
     return f"{text}.{t.microsecond:06d}" if t.microsecond else text
 

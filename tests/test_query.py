@@ -792,6 +792,13 @@ def test_ensure_query_type_refuses_a_date_or_time_of_another_vr(keyword: str, va
         ensure_query_type({keyword: value})
 
 
+def test_ensure_query_type_refuses_a_time_with_an_offset() -> None:
+    # TM has no UTC offset: dropping it would send another time
+    aware = dt.time(10, 0, tzinfo=dt.timezone(dt.timedelta(hours=5)))
+    with pytest.raises(InvalidQueryError, match=r"StudyTime: .* has a UTC offset"):
+        ensure_query_type({"StudyTime": aware})
+
+
 def test_ensure_query_type_keeps_the_relational_kind() -> None:
     query = ensure_query_type(RelationalQueryLike(query_level="SERIES", StudyInstanceUID=STUDY))
     assert type(query) is RelationalQuery

@@ -1038,3 +1038,10 @@ def test_a_date_field_sent_as_dt_reads_its_day() -> None:
     assert study.StudyDate == datetime.date(2024, 1, 31)
     assert type(study.StudyDate) is datetime.date  # not a datetime: it compares with dates
     assert study.invalid == ()
+
+
+def test_a_typed_field_sent_as_bulk_data_reads_none_not_the_uri() -> None:
+    uri = "http://pacs.example/bulk/1"
+    study = Study.from_json({"00081030": {"vr": "LO", "BulkDataURI": uri}})
+    assert study.StudyDescription is None  # not the URI as a description
+    assert study["StudyDescription"] == BulkDataURI(uri)  # the mapping API gives it

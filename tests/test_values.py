@@ -480,3 +480,8 @@ def test_an_early_year_given_to_a_result_is_written_with_four_digits() -> None:
     assert study.to_json()["00080020"] == {"vr": "DA", "Value": ["09990102"]}
     assert study.StudyDate == datetime.date(999, 1, 2)
     assert study.invalid == ()
+
+
+def test_format_tm_refuses_a_time_with_an_offset() -> None:
+    with pytest.raises(ValueError, match="UTC offset"):
+        format_tm(datetime.time(10, 0, tzinfo=UTC_PLUS_1))
