@@ -5,7 +5,7 @@ the plan, the Parquet parts (:func:`aqido._arrow.write_parquet`) and the
 checkpoints (:class:`aqido.checkpoint.CrawlCheckpoint`).
 
 * **One writer, one temporary file.**  A whole file (a plan, a part) is
-  written to a temporary file of its writer's own (``tempfile.mkstemp``), so
+  written to a temporary file of its writer's own (created new, mode 0666 less the umask), so
   two runs, processes or Dask tasks writing the same file at once never
   rename each other's half-written file into place.  It is in the target's
   directory (so the rename is atomic) and hidden (``.<name>.<random>.tmp``:
@@ -27,11 +27,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from typing import IO, Any
 
 from aqido.errors import CheckpointError
+
+_O_BINARY: int = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
 
 #: What a directory's fsync fails with where the platform or filesystem does not do it.
 _CANNOT_SYNC_DIRECTORY = frozenset(
@@ -46,7 +48,17 @@ def temporary_for(path: str | os.PathLike[str]) -> Iterator[str]:
     The caller writes it and :func:`commit`\\ s it onto ``path`` before the block ends.
     """
     head, name = os.path.split(os.fspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=head or os.curdir)
+    # Not mkstemp: its files are owner-only (0600) whatever the umask, and the file put in
+    # place keeps its mode; a new file of mode 0666 less the umask is what `open` makes.
+    for _ in range(100):
+        tmp = os.path.join(head or os.curdir, f".{name}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)
+        except FileExistsError:  # pragma: no cover - 48 random bits
+            continue
+        break
+    else:  # pragma: no cover
+        raise FileExistsError(f"no free temporary file name next to {path}")
     os.close(fd)
     try:
         yield tmp

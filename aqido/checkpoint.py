@@ -112,6 +112,31 @@ def _study_uid(study_json: dict[str, Any]) -> str | None:
     return None
 
 
+def _sequence_error(record: dict[str, Any], number: int, first_line: dict[str, int]) -> str | None:
+    """Why a valid record does not fit the lines before it (``None``: it does).
+
+    ``first_line`` maps the UID of each study line read so far to its line (and
+    is updated).  A study written twice (a damaged or concatenated file) and an
+    end record counting more studies than the lines before it (lines lost) are
+    refused: a resume would skip or repeat studies without a word.
+    """
+    if "study" in record:
+        uid = record.get("StudyInstanceUID") or _study_uid(record["study"])
+        assert uid  # _record_error refused a study line without one
+        first = first_line.setdefault(uid, number)
+        if first != number:
+            return f"study {uid} is written again (first on line {first})"
+    elif "end" in record:
+        counted = record["end"].get("studies")
+        if type(counted) is int and counted > len(first_line):
+            lines = len(first_line)
+            return (
+                f"the end record counts {counted} studies, but the file holds {lines} study "
+                f"line{'' if lines == 1 else 's'} before it: lines were lost"
+            )
+    return None
+
+
 def checkpoint_server(url: str) -> str:
     """The server a checkpoint records: ``url`` without userinfo, query or fragment.
 
@@ -146,8 +171,14 @@ def _record_error(record: dict[str, Any], number: int) -> str | None:
     another tool, reads fine); :meth:`CrawlCheckpoint.open` requires it.
     """
     if number == 1 and "aqido_crawl" in record:
-        if not isinstance(record["aqido_crawl"], int):
+        version = record["aqido_crawl"]
+        if type(version) is not int:
             return "not an aqido crawl checkpoint ('aqido_crawl' is not a number)"
+        if version != CHECKPOINT_VERSION:
+            return (
+                f"checkpoint format {version}, not {CHECKPOINT_VERSION}: written by another "
+                "version of aqido (or not by aqido); use that version, or start a new file"
+            )
         for key in ("query", "depth"):
             if not isinstance(record.get(key), str):
                 return f"the header's {key!r} is not a string"
@@ -160,6 +191,11 @@ def _record_error(record: dict[str, Any], number: int) -> str | None:
         uid = record.get("StudyInstanceUID")
         if uid is not None and not isinstance(uid, str):
             return "'StudyInstanceUID' is not a string"
+        own = _study_uid(record["study"])
+        if uid and own and uid != own:  # a resume would skip one and fetch the other again
+            return f"'StudyInstanceUID' {uid!r} is not its study's ({own!r})"
+        if not (uid or own):
+            return "a study line without a StudyInstanceUID"
         series = record.get("series", [])
         if not _is_dict_list(series):
             return "'series' is not a list of JSON objects"
@@ -216,6 +252,7 @@ class CrawlCheckpoint:
 
         records: list[dict[str, Any]] = []
         good = 0
+        first_line: dict[str, int] = {}  # each study's UID → its line
         with path.open("rb") as file:
             for number, raw in enumerate(file, start=1):
                 if not raw.endswith(b"\n"):
@@ -239,6 +276,8 @@ class CrawlCheckpoint:
                         if isinstance(record, dict)
                         else f"not a JSON object but {type(record).__name__}"
                     )
+                    if problem is None:
+                        problem = _sequence_error(record, number, first_line)
                 if problem is not None:
                     if number == 1 and not problem.startswith("not an aqido"):
                         problem = f"not an aqido crawl checkpoint: {problem}"

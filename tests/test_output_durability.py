@@ -78,6 +78,23 @@ def test_each_plan_writer_has_a_hidden_temporary_file_of_its_own(
     assert files_under(tmp_path) == [str(path.relative_to(tmp_path))]
 
 
+@pytest.mark.skipif(os.name != "posix", reason="file modes and the umask are POSIX")
+def test_a_file_put_in_place_has_the_mode_the_umask_gives(tmp_path: pathlib.Path) -> None:
+    from aqido._files import write_whole
+
+    old = os.umask(0o022)
+    try:
+        write_whole(tmp_path / "a.json", b"{}")
+        os.umask(0o077)
+        write_whole(tmp_path / "b.json", b"{}")
+    finally:
+        os.umask(old)
+    # mkstemp made every file owner-only (0600): unreadable to the other users of a dataset
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o600
+    assert files_under(tmp_path) == ["a.json", "b.json"]
+
+
 def test_a_plan_whose_rename_fails_leaves_no_temporary_file(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
