@@ -221,8 +221,19 @@ async def stream_from(
     finally:
         if not task.done():
             task.cancel()
-        with anyio.CancelScope(shield=True):
-            await asyncio.wait({task})
+        # Wait until the producer is really done, whatever cancellation comes meanwhile:
+        # anyio's shield keeps out anyio's scopes, not a second asyncio task.cancel()
+        # (a timeout or a notebook cancelling twice), which would leave the producer,
+        # its workers and their requests running (as FirstErrorGroup.__aexit__ does).
+        cancellation: asyncio.CancelledError | None = None
+        while not task.done():
+            try:
+                with anyio.CancelScope(shield=True):
+                    await asyncio.wait({task})
+            except asyncio.CancelledError as again:
+                cancellation = cancellation or again
+        if cancellation is not None:
+            raise cancellation
         if not task.cancelled():
             error = task.exception()
     if error is not None:

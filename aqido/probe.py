@@ -199,12 +199,12 @@ class Sender:
 
     async def get_all(self, requests: Sequence[ProbeRequest]) -> dict[ProbeRequest, Answer]:
         """The answers to ``requests`` (duplicates sent once), a few in flight at a time."""
-        import anyio
+        from aqido._tasks import FirstErrorGroup  # the first QidoError alone, no ExceptionGroup
 
         unique = list(dict.fromkeys(requests))
         if self.sent + sum(r not in self._answers for r in unique) > self._budget:
             raise RuntimeError(f"the probe would exceed its budget of {self._budget} requests")
-        async with anyio.create_task_group() as group:
+        async with FirstErrorGroup() as group:
             for request in unique:
                 group.start_soon(self.get, request)
         return {r: self._answers[r] for r in unique}

@@ -630,3 +630,37 @@ def test_levels_have_uid_keys() -> None:
     from aqido.crawl import UID_KEYS
 
     assert set(UID_KEYS) == set(QueryLevel)
+
+
+def test_a_consumer_cancelled_twice_leaves_no_search_running() -> None:
+    """The second cancellation arrives while the stream waits for its producer to unwind."""
+    in_flight: set[int] = set()
+    started = asyncio.Event()
+
+    async def search(q: int) -> int:
+        in_flight.add(q)
+        if len(in_flight) == 4:
+            started.set()
+        try:
+            await asyncio.sleep(30)
+        finally:
+            await asyncio.sleep(0.2)  # a request's cleanup that takes a moment
+            in_flight.discard(q)
+        return q
+
+    async def consume() -> None:
+        async for _ in iter_search_many(search, range(20), workers=4):
+            pass
+
+    async def main() -> tuple[set[int], int]:
+        consumer = asyncio.create_task(consume())
+        await asyncio.wait_for(started.wait(), 10)
+        consumer.cancel()
+        await asyncio.sleep(0.05)  # the consumer now waits for the producer's cleanup
+        consumer.cancel()  # an outer timeout or task group, a notebook...
+        with pytest.raises(asyncio.CancelledError):
+            await consumer
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        return set(in_flight), len(others)
+
+    assert asyncio.run(main()) == (set(), 0)

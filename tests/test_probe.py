@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aqido import AsyncQidoRS, QidoRS
-from aqido.errors import NotFoundError
+from aqido.errors import NotFoundError, TransportError
 from aqido.probe import (
     MAX_IN_FLIGHT,
     MAX_REQUESTS,
@@ -306,6 +306,16 @@ async def test_a_failing_first_listing_is_an_error() -> None:
     archive = FakeArchive(DATA, prefix="/dicom-web")
     async with archive, AsyncQidoRS(archive.url + "/nowhere", retries=0) as client:
         with pytest.raises(NotFoundError):
+            await client.probe()
+
+
+@pytest.mark.anyio
+async def test_a_transport_error_of_the_parallel_checks_is_raised_alone() -> None:
+    """A QidoError on its own, as the client promises, not an ExceptionGroup around it."""
+    archive = FakeArchive(DATA)
+    archive.fail("includefield=all", "disconnect")  # one of the checks sent together
+    async with archive, AsyncQidoRS(archive.url, retries=0) as client:
+        with pytest.raises(TransportError):
             await client.probe()
 
 
