@@ -48,8 +48,12 @@ Safety:
 - **Nothing is dropped silently.**  Only a last line without its newline (a
   write cut short by a kill) is dropped.  Any other line that is not a valid
   record (not JSON, too deeply nested, not UTF-8 or a lone surrogate, not an
-  object, a header, study or end record with the wrong types, a second header)
-  raises :class:`~aqido.errors.CheckpointError` naming the line; so does any line
+  object, a header, study or end record with the wrong types, a second header,
+  a header of another format version) raises :class:`~aqido.errors.CheckpointError`
+  naming the line, and so do lines that do not fit the others: a study line whose
+  ``StudyInstanceUID`` is not its study's, a study written twice, an end record
+  counting more studies than the lines before it (a resume would skip or repeat
+  studies without a word); so does any line
   :meth:`read_studies` cannot turn into results.  A line is read as strictly as
   a response body (:func:`aqido._json.strict_loads`): ``NaN``, ``Infinity`` and
   numbers out of a double's range are not JSON (aqido never writes them), and
