@@ -13,7 +13,7 @@ import datetime as dt
 import pytest
 
 from aqido import AsyncQidoRS, CrawlStats, HierarchicalQuery
-from aqido.partition import MODALITIES, _with_time, split_study_query
+from aqido.partition import MODALITIES, _tm_high, _tm_low, _with_time, split_study_query
 from aqido.testing.orthanc import OrthancServer
 from tests.crawl_data import tree_of
 from tests.integration.support import CAP_INSTANCES, CAP_RESULTS, CAPPED, SEEDED
@@ -65,6 +65,11 @@ async def uids(qido: AsyncQidoRS, queries: list[HierarchicalQuery]) -> set[str]:
     return found
 
 
+def _time_part(low: int, high: int) -> HierarchicalQuery:
+    """A part of a split by StudyTime, its bounds written as the splitter writes these seconds."""
+    return _with_time(HierarchicalQuery(), _tm_low(low), _tm_high(high))
+
+
 @pytest.mark.anyio
 async def test_split_parts_cover_everything_on_orthanc(orthanc: OrthancServer) -> None:
     """The encodings of the parts (open date ranges, TM bounds, modalities) as Orthanc reads them.
@@ -81,9 +86,9 @@ async def test_split_parts_cover_everything_on_orthanc(orthanc: OrthancServer) -
         assert halves is not None
         assert await uids(qido, [dates[0], *halves, dates[2]]) == every
 
-        hours = [_with_time(HierarchicalQuery(), h * 3600, h * 3600 + 3599) for h in range(24)]
+        hours = [_time_part(h * 3600, h * 3600 + 3599) for h in range(24)]
         assert await uids(qido, hours) == every
-        minutes = [_with_time(HierarchicalQuery(), m * 60, m * 60 + 59) for m in range(600, 720)]
+        minutes = [_time_part(m * 60, m * 60 + 59) for m in range(600, 720)]
         expected = {
             s.study_instance_uid for s in SEEDED.studies if "10" <= s.study_time[:2] <= "11"
         }
