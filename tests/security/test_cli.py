@@ -610,8 +610,14 @@ def test_a_bad_line_is_a_checkpoint_error_naming_it(tmp_path: pathlib.Path) -> N
 _STRICT_HEADER = b'{"aqido_crawl":1,"query":"/studies","depth":"INSTANCE","server":"http://h"}\n'
 
 
-def _study_line(value: bytes) -> bytes:
-    return b'{"StudyInstanceUID":"1.2","study":{"00081160":{"vr":"FD","Value":[' + value + b"]}}}\n"
+def _study_line(value: bytes, uid: bytes = b"1.2") -> bytes:
+    return (
+        b'{"StudyInstanceUID":"'
+        + uid
+        + b'","study":{"00081160":{"vr":"FD","Value":['
+        + value
+        + b"]}}}\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -654,8 +660,9 @@ def test_a_strictly_read_line_keeps_what_a_response_keeps(tmp_path: pathlib.Path
         b"\xef\xbb\xbf"  # a byte order mark (an editor's) is read past, as before
         + _STRICT_HEADER
         + _study_line(b'"\\ud83d\\ude00"')  # a surrogate pair
-        + _study_line(b"1" + b"0" * 25)  # an integer beyond 64 bits: a float, as in a response
-        + _study_line(b"1e-400, 1.5e300, 18446744073709551615")
+        # an integer beyond 64 bits: a float, as in a response
+        + _study_line(b"1" + b"0" * 25, uid=b"1.3")
+        + _study_line(b"1e-400, 1.5e300, 18446744073709551615", uid=b"1.4")
     )
     records = CrawlCheckpoint.read_records(path)
     assert records[0]["server"] == "http://h"
