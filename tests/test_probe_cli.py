@@ -82,3 +82,12 @@ def test_probe_shows_server_text_escaped_and_markup_as_text(
     assert "\x1b" not in out
     assert "/studies?U={A}" in text
     assert "studies: {A} = 1.2.3" in text
+
+
+def test_probe_with_adaptive_concurrency_runs() -> None:
+    # `--concurrency auto` is a valid value for every command; the probe compared it with an
+    # int (a TypeError traceback) before it sent a request.
+    with FakeArchive(DATA).run_in_thread() as archive:
+        status, out, err = _run(["probe", archive.url, "--concurrency", "auto"])
+    assert (status, err) == (EXIT_OK, "")
+    assert "differs from the standard in: " in out

@@ -96,8 +96,11 @@ async def run_probe(
     from aqido.probe import MAX_IN_FLIGHT, probe_report
     from aqido.profile import ServerProfile
 
+    # --concurrency auto: the probe's own few at a time (the client's adaptive limit caps them)
+    wanted = args.concurrency
+    in_flight = MAX_IN_FLIGHT if wanted == "auto" else min(MAX_IN_FLIGHT, wanted)
     async with _open_client(args.url, **options) as client:
-        report = await probe_report(client, max_in_flight=min(MAX_IN_FLIGHT, args.concurrency))
+        report = await probe_report(client, max_in_flight=in_flight)
         url = client.url
     ctx = report.context
     names = {uid: name for uid, name in ((ctx.a, "{A}"), (ctx.b, "{B}")) if uid} if ctx else {}
