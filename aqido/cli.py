@@ -232,6 +232,11 @@ def _dispatch(args: argparse.Namespace, out: IO[str], err: IO[str], env: Mapping
                 raise UsageError("several URLs need --format parquet (one JSONL file per archive)")
             if args.workers or args.scheduler or args.shards:
                 raise UsageError("--workers, --scheduler and --shards need --format parquet")
+        elif args.overwrite or args.force:  # a parquet directory is always resumed
+            raise UsageError(
+                "--overwrite and --force are for --format jsonl: a parquet --out is resumed "
+                "(finished shards are kept); give a new directory to crawl again"
+            )
     options = client_options(args, env, ask)
     if args.insecure:
         err.write(INSECURE_WARNING)

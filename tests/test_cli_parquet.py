@@ -169,9 +169,31 @@ def test_two_archives_on_two_workers(tmp_path: pathlib.Path) -> None:
              "--scheduler", "tcp://127.0.0.1:1"],
             "not both",
         ),
+        # a parquet directory is resumed: --overwrite kept the old parts and said nothing
+        (["http://127.0.0.1:9/a", "--out", "d", "--format", "parquet", "--overwrite"],
+         "--overwrite and --force are for --format jsonl"),
+        (["http://127.0.0.1:9/a", "--out", "d", "--format", "parquet", "--force"],
+         "--overwrite and --force are for --format jsonl"),
+        # a name from argv's bytes: pyarrow's UnicodeEncodeError once every shard was crawled
+        (["http://127.0.0.1:9/a", "--out", "d\udcff", "--format", "parquet"],
+         "needs a directory name in UTF-8"),
     ],
 )  # fmt: skip
 def test_usage_errors(tmp_path: pathlib.Path, argv: list[str], message: str) -> None:
     status, _, err = run("crawl", *argv)
     assert status == EXIT_USAGE
     assert message in err
+
+
+@pytest.mark.parametrize("address", ["notanaddress", "tcp://\udcff:1"])
+def test_a_scheduler_that_is_not_an_address_is_a_usage_error(
+    tmp_path: pathlib.Path, address: str
+) -> None:
+    # distributed.Client raised ValueError (UnicodeError): a traceback, exit 1
+    pytest.importorskip("distributed")
+    out = str(tmp_path / "d")
+    argv = ["http://127.0.0.1:9/a", "--out", out, "--format", "parquet", "--scheduler", address]
+    status, _, err = run("crawl", *argv)
+    assert status == EXIT_USAGE
+    assert err.startswith("aqido: error: --scheduler: not a scheduler address (")
+    assert err.count("\n") == 1

@@ -432,14 +432,17 @@ def _crawl_options(parser: argparse.ArgumentParser, *, out_required: bool) -> No
         help="continue the interrupted crawl in --out (skips the studies already there)",
     )
     group.add_argument(
-        "--overwrite", action="store_true", help="replace --out if it exists (default: refuse)"
+        "--overwrite",
+        action="store_true",
+        help="replace --out if it exists (default: refuse; not with --format parquet, which "
+        "resumes)",
     )
     if out_required:  # the demo's archive is the same at every run, whatever its port
         group.add_argument(
             "--force",
             action="store_true",
             help="--resume even if --out records another server (or none: an older aqido's "
-            "file); only for the same archive at a new address",
+            "file); only for the same archive at a new address (not with --format parquet)",
         )
     group.add_argument(
         "--no-progress", dest="progress", action="store_false", help="no live progress display"

@@ -98,6 +98,12 @@ def run_parquet(
     except ImportError:
         raise UsageError("--format parquet needs pyarrow: pip install 'aqido[parquet]'") from None
     directory = Path(args.out)
+    try:  # pyarrow takes paths as UTF-8: a name that is not (bytes from argv) fails at the end
+        str(directory).encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(
+            f"--out {printable(directory)}: parquet output needs a directory name in UTF-8"
+        ) from None
     if directory.exists() and not directory.is_dir():
         raise UsageError(f"--out {printable(directory)} is a file; parquet output is a directory")
     names = [archive_dirname(url) for url in urls]
@@ -153,7 +159,11 @@ def _on_dask(
         warnings.filterwarnings("ignore", "crawl_to_parquet: ", UserWarning)
         if args.scheduler:
             connect: Any = distributed.Client  # untyped library
-            with connect(args.scheduler) as client:
+            try:
+                client = connect(args.scheduler)
+            except ValueError as exc:  # not an address: no port, no such protocol (UnicodeError)
+                raise UsageError(f"--scheduler: not a scheduler address ({exc})") from None
+            with client:
                 crawl_to_parquet(list(urls), query, client=client, **common)
         else:
             crawl_to_parquet(list(urls), query, workers=args.workers, **common)
