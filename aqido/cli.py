@@ -237,6 +237,8 @@ def _dispatch(args: argparse.Namespace, out: IO[str], err: IO[str], env: Mapping
                 "--overwrite and --force are for --format jsonl: a parquet --out is resumed "
                 "(finished shards are kept); give a new directory to crawl again"
             )
+        elif args.page_size:  # its shards' crawls do not page: refused, not ignored
+            raise UsageError("--page-size is for --format jsonl, not parquet")
     options = client_options(args, env, ask)
     if args.insecure:
         err.write(INSECURE_WARNING)

@@ -147,7 +147,8 @@ def _query_options(parser: argparse.ArgumentParser, *, search: bool) -> None:
         type=_positive,
         metavar="N",
         help="page the results with limit/offset, N at a time (default: one request, paged "
-        "only when the server says it truncated the answer)",
+        "only when the server says it truncated the answer)"
+        + ("" if search else "; not with --format parquet"),
     )
 
 
