@@ -200,3 +200,30 @@ def test_a_scheduler_that_is_not_an_address_is_a_usage_error(
     assert status == EXIT_USAGE
     assert err.startswith("aqido: error: --scheduler: not a scheduler address (")
     assert err.count("\n") == 1
+
+
+def test_a_ca_bundle_reaches_the_dask_workers(tmp_path: pathlib.Path) -> None:
+    # the client's ssl= was the SSLContext --cacert made: not picklable, a TypeError traceback
+    pytest.importorskip("distributed")
+    trustme = pytest.importorskip("trustme")
+    bundle = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(bundle))
+    out = tmp_path / "out"
+    with FakeArchive(SYNTH).run_in_thread() as archive:
+        argv = [archive.url, "--out", str(out), "--format", "parquet", "--depth", "study"]
+        status, _, err = run("crawl", *argv, "--workers", "1", "--cacert", str(bundle))
+    assert status == EXIT_OK, err
+    assert len(rows(out)) == 24
+
+
+def test_a_client_certificate_with_dask_is_a_usage_error(tmp_path: pathlib.Path) -> None:
+    pytest.importorskip("distributed")
+    trustme = pytest.importorskip("trustme")
+    cert = tmp_path / "client.pem"
+    trustme.CA().issue_cert("client@example").private_key_and_cert_chain_pem.write_to_path(
+        str(cert)
+    )
+    argv = ["http://127.0.0.1:9/a", "--out", str(tmp_path / "d"), "--format", "parquet"]
+    status, _, err = run("crawl", *argv, "--workers", "1", "--cert", str(cert))
+    assert status == EXIT_USAGE
+    assert "--cert/--key cannot be sent to Dask workers" in err

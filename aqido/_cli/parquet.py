@@ -147,6 +147,14 @@ def _on_dask(
         raise UsageError("--workers/--scheduler need Dask: pip install 'aqido[dask]'") from None
     client_options = dict(options)
     max_concurrency = client_options.pop("max_concurrency")
+    if client_options.get("ssl") not in (None, True, False):  # an SSLContext: not picklable
+        if args.cert:
+            raise UsageError(
+                "--cert/--key cannot be sent to Dask workers; crawl in one process (no "
+                "--workers or --scheduler)"
+            )
+        # --cacert: the workers load the bundle themselves, from the same path
+        client_options["ssl"] = str(Path(args.cacert).resolve())
     common: dict[str, Any] = {
         "out": directory,
         "depth": depth,
