@@ -177,6 +177,9 @@ def test_two_archives_on_two_workers(tmp_path: pathlib.Path) -> None:
         # ignored: a server's answers were not paged, the listing could be too large
         (["http://127.0.0.1:9/a", "--out", "d", "--format", "parquet", "--page-size", "5"],
          "--page-size is for --format jsonl, not parquet"),
+        # crawl_to_parquet's ValueError traceback: it divides a number among the workers
+        (["http://127.0.0.1:9/a", "--out", "d", "--format", "parquet", "--workers", "1",
+          "--concurrency", "auto"], "--concurrency auto is not available with --workers"),
         # a name from argv's bytes: pyarrow's UnicodeEncodeError once every shard was crawled
         (["http://127.0.0.1:9/a", "--out", "d\udcff", "--format", "parquet"],
          "needs a directory name in UTF-8"),

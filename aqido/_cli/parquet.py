@@ -147,6 +147,8 @@ def _on_dask(
         raise UsageError("--workers/--scheduler need Dask: pip install 'aqido[dask]'") from None
     client_options = dict(options)
     max_concurrency = client_options.pop("max_concurrency")
+    if max_concurrency == "auto":  # crawl_to_parquet shares a number among the workers
+        raise UsageError("--concurrency auto is not available with --workers or --scheduler")
     if client_options.get("ssl") not in (None, True, False):  # an SSLContext: not picklable
         if args.cert:
             raise UsageError(
