@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +95,31 @@ def test_probe_with_adaptive_concurrency_runs() -> None:
         status, out, err = _run(["probe", archive.url, "--concurrency", "auto"])
     assert (status, err) == (EXIT_OK, "")
     assert "differs from the standard in: " in out
+
+
+#: `aqido` with files limited to 200 bytes: a longer write fails (EFBIG) part-way.
+_SMALL_FILES = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))
+from aqido.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs RLIMIT_FSIZE (POSIX)")
+def test_a_profile_that_cannot_be_written_leaves_the_file_there_was(tmp_path: Path) -> None:
+    # `--json FILE` truncated FILE, then failed: a cut, unloadable profile replaced a good one
+    target = tmp_path / "profile.json"
+    ServerProfile.orthanc().save(target)
+    before = target.read_bytes()
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root}
+    with FakeArchive(DATA).run_in_thread() as archive:
+        argv = [sys.executable, "-c", _SMALL_FILES, "probe", archive.url, "--json", str(target)]
+        done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == EXIT_ERROR
+    assert "could not write the profile" in done.stderr
+    assert str(target) in done.stderr
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["profile.json"]  # no temporary left

@@ -133,9 +133,29 @@ async def run_probe(
     for note in report.profile.notes:
         out.write(f"note: {printable(note)}\n")
     if args.json:
-        report.profile.save(args.json)
+        _write_profile(args.json, report.profile.to_json() + "\n")
         out.write(f"profile written to {args.json}\n")
     return EXIT_OK
+
+
+def _write_profile(path: str, text: str) -> None:
+    """Write ``--json FILE`` whole or not at all (a failed write keeps the file there was).
+
+    The file :meth:`ServerProfile.save <aqido.profile.ServerProfile.save>` writes, through
+    a temporary file renamed into place (a symlink's target, not the link); a failure names
+    the file and the OS error.  What is not a regular file (``/dev/stdout``, a FIFO) is
+    written to as it is.
+    """
+    from aqido._files import os_error, write_whole
+
+    try:
+        if os.path.exists(path) and not os.path.isfile(path):
+            with open(path, "w", encoding="utf-8") as file:
+                file.write(text)
+        else:
+            write_whole(os.path.realpath(path), text.encode("utf-8"))
+    except OSError as exc:
+        raise OSError(exc.errno, f"could not write the profile: {os_error(exc)}", path) from exc
 
 
 # --- crawl ---------------------------------------------------------------------------------
