@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import codecs
 import re
+from collections.abc import Iterable
 from typing import IO, Any
 
 __all__ = ["SafeStream", "encodable", "printable", "unicode_safe"]
@@ -106,8 +107,8 @@ def encodable(text: str, encoding: str | None) -> str:
 class SafeStream:
     """A text stream wrapper whose writes never fail on characters its encoding lacks.
 
-    Each write goes through :func:`encodable` for the wrapped stream's
-    encoding; everything else (``flush``, ``isatty``, ``fileno``...) is the
+    Each write (``write``, ``writelines``) goes through :func:`encodable` for the
+    wrapped stream's encoding; everything else (``flush``, ``isatty``, ``fileno``...) is the
     wrapped stream's.  :attr:`replaced` tells whether any text was escaped.
     """
 
@@ -127,6 +128,11 @@ class SafeStream:
         if safe is not text:
             self.replaced = True
         return self.stream.write(safe)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        """Write each of ``lines`` as :meth:`write` does (no line ends are added)."""
+        for line in lines:
+            self.write(line)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.stream, name)

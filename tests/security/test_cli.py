@@ -310,6 +310,32 @@ def test_a_shard_s_nested_failures_on_stderr_are_escaped_line_by_line(
     assert "refused\\n  - FORGED\\x1b[2J\\r\\x1b]0;owned\\x07\\u2028" in lines[3]
 
 
+def test_a_shard_s_nested_failures_on_an_ascii_stderr_are_escaped_not_a_crash(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The missed parts' lines were written with ``writelines``, past the stream's escaping."""
+    pytest.importorskip("pyarrow")
+    from aqido._cli import parquet
+    from aqido.errors import CrawlIncompleteError, ServerError
+
+    url = "http://127.0.0.1:9/dicom-web"
+    missed = [("/studies/1.2.3/series", ServerError(503, url, "\u00dcberlastet \u4e2d"))]
+    shard = CrawlIncompleteError(missed, counts={"STUDY": 2})
+
+    def fail(*args: object) -> None:
+        raise CrawlIncompleteError([(f"{url} date-1: /studies", shard)])
+
+    monkeypatch.setattr(parquet, "_in_process", fail)
+    err = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    argv = ["crawl", url, "--out", str(tmp_path), "--format", "parquet"]
+    status = main(argv, stdout=io.StringIO(), stderr=err, environ={})
+    err.flush()
+    assert status == EXIT_INCOMPLETE
+    lines = err.buffer.getvalue().decode("ascii").splitlines()  # type: ignore[attr-defined]
+    assert lines[1].startswith("    - /studies/1.2.3/series: ServerError: HTTP 503")
+    assert "\\xdcberlastet \\u4e2d" in lines[1]
+
+
 # --- a terminal that cannot show everything ---------------------------------------------------
 
 
