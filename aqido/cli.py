@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import io
 import logging
 import os
 import signal
@@ -111,8 +112,8 @@ def main(
     ``stdout``, ``stderr`` and ``environ`` default to the process's (tests pass their own).
     """
     # Every write is safe for the streams' encodings (an ASCII terminal gets \xe9 escapes).
-    out = cast(IO[str], SafeStream(stdout if stdout is not None else sys.stdout))
-    err = cast(IO[str], SafeStream(stderr if stderr is not None else sys.stderr))
+    out = cast(IO[str], SafeStream(_open_stream(stdout, sys.stdout)))
+    err = cast(IO[str], SafeStream(_open_stream(stderr, sys.stderr)))
     env = os.environ if environ is None else environ
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
@@ -146,6 +147,21 @@ def main(
             raise
         err.write(f"aqido: error: {printable(exc)}\n")
         return EXIT_ERROR
+
+
+class _Dropped(io.TextIOBase):
+    """A text stream that drops what is written: a standard stream the process started
+    without (``aqido ... >&-``: Python's ``sys.stdout`` is ``None``, and ``print`` drops)."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+
+def _open_stream(given: IO[str] | None, process: IO[str] | None) -> IO[str]:
+    """``given``, else the process's stream, else (closed) one that drops what is written."""
+    if given is not None:
+        return given
+    return process if process is not None else cast(IO[str], _Dropped())
 
 
 class SafeFormatter(logging.Formatter):

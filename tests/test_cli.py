@@ -740,3 +740,18 @@ def test_password_prompt_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     assert status == EXIT_OK
     assert asked == ["password for ann: "]
     assert "typed-pw-42" not in out + err
+
+
+def test_a_closed_stdout_drops_the_output_as_print_does(
+    archive: FakeArchive, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `aqido ... >&-`: Python's sys.stdout is None; the first write was an AttributeError
+    # traceback (after the crawl, its summary)
+    monkeypatch.setattr(sys, "stdout", None)
+    err = io.StringIO()
+    status = main(["search", archive.url], stderr=err, environ={})
+    assert (status, err.getvalue()) == (EXIT_OK, "")
+    argv = ["crawl", archive.url, "--out", str(tmp_path / "c.jsonl"), "--no-progress"]
+    status = main(argv, stderr=err, environ={})
+    assert (status, err.getvalue()) == (EXIT_OK, "")
+    assert len(_lines(tmp_path / "c.jsonl")) > 1
