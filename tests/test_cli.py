@@ -755,3 +755,21 @@ def test_a_closed_stdout_drops_the_output_as_print_does(
     status = main(argv, stderr=err, environ={})
     assert (status, err.getvalue()) == (EXIT_OK, "")
     assert len(_lines(tmp_path / "c.jsonl")) > 1
+
+
+def test_end_of_input_at_the_password_prompt_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Ctrl-D at getpass's prompt raises EOFError: it was a traceback, exit 1
+    import getpass
+
+    from aqido import cli
+
+    def end_of_input(prompt: str = "Password: ") -> str:
+        raise EOFError
+
+    monkeypatch.setattr(getpass, "getpass", end_of_input)
+    monkeypatch.setattr(cli, "_isatty", lambda stream: stream is sys.stdin)
+    status, out, err = run("search", "http://127.0.0.1:9/dicom-web", "--user", "ann")
+    assert (status, out) == (EXIT_USAGE, "")
+    assert err == "aqido: error: --user needs a password: none was typed\n"

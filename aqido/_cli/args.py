@@ -221,8 +221,6 @@ _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 def _byte_size(text: str) -> int:
     """``512M``, ``1G``, ``1.5GiB`` or a number of bytes (binary units) -> bytes."""
-    import re
-
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*", text.upper())
     value = float(match.group(1)) * _SIZE_UNITS[match.group(2)] if match else 0.0
     if not match or value < 1 or value > 2**62:
@@ -515,7 +513,10 @@ def _credentials(
                     "--user needs a password: --password, AQIDO_PASSWORD, or run in a terminal "
                     "to be asked"
                 )
-            password = ask_password(f"password for {user}: ")
+            try:
+                password = ask_password(f"password for {user}: ")
+            except EOFError:  # Ctrl-D at the prompt
+                raise UsageError("--user needs a password: none was typed") from None
         if _unsafe_secret(password):
             raise UsageError(
                 "the password holds a control character (a line break?); it is not shown here"
