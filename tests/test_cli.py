@@ -773,3 +773,27 @@ def test_end_of_input_at_the_password_prompt_is_a_usage_error(
     status, out, err = run("search", "http://127.0.0.1:9/dicom-web", "--user", "ann")
     assert (status, out) == (EXIT_USAGE, "")
     assert err == "aqido: error: --user needs a password: none was typed\n"
+
+
+def test_csv_and_table_keep_values_not_readable_for_their_vr() -> None:
+    # The typed value of "2024XXXX" is None (listed in .invalid): csv and the table showed an
+    # empty cell, as if the server had sent no date.
+    uid = "1.2.826.0.1.3680043.10.543.1"
+    item = {
+        "00080020": {"vr": "DA", "Value": ["2024XXXX"]},
+        "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Doe^Jane"}]},
+        "00100020": {"vr": "LO", "Value": ["ID1", "ID2"]},
+        "0020000D": {"vr": "UI", "Value": [uid]},
+        "0020000E": {"vr": "UI", "Value": [uid + ".1"]},
+        "00080018": {"vr": "UI", "Value": [uid + ".1.1"]},
+        "00080060": {"vr": "CS", "Value": ["CT"]},
+    }
+    with FakeArchive([item]).run_in_thread() as archive:
+        status, out, _ = run("search", archive.url, "--format", "csv")
+        assert status == EXIT_OK
+        (row,) = csv.DictReader(io.StringIO(out))
+        assert (row["StudyDate"], row["PatientID"]) == ("2024XXXX", "ID1\\ID2")
+        assert row["PatientName"] == "Doe^Jane"  # readable values keep their typed form
+        status, out, _ = run("search", archive.url, "--format", "table")
+    assert status == EXIT_OK
+    assert re.search(r"Doe\^Jane +ID1\\ID2 +2024XXXX +CT ", out), out

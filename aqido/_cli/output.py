@@ -18,6 +18,7 @@ from typing import IO, TYPE_CHECKING, Any, cast
 from aqido._cli.common import SHORT_HEADINGS, TABLE_COLUMNS, UsageError
 from aqido.query import QueryLevel
 from aqido.terminal import SafeStream, printable, unicode_safe
+from aqido.values import is_empty
 
 if TYPE_CHECKING:  # pragma: no cover
     from aqido.results import Dataset
@@ -39,6 +40,33 @@ def format_value(value: Any) -> str:
     if isinstance(value, float) and hasattr(value, "text"):
         return str(value.text)
     return str(value)
+
+
+def cell_text(result: Dataset, name: str) -> str:
+    """``result``'s value of ``name`` as a table or CSV cell: :func:`format_value` of the
+    typed value, or, where that would drop a value the server sent (one not readable for
+    its VR, such as a StudyDate of ``2024XXXX``, or of another type than the attribute's),
+    the values exactly as received, ``\\`` between them."""
+    value = result.get(name)
+    try:
+        element = result.element(name)
+    except (KeyError, ValueError):  # not in the result (or not a name): nothing was dropped
+        return format_value(value)
+    sent = [raw for raw in element.values if not is_empty(raw)]
+    typed = value if isinstance(value, tuple) else (value,)
+    if element.vr == "SQ" or len(sent) <= sum(item is not None for item in typed):
+        return format_value(value)
+    return "\\".join(_raw_text(raw) for raw in element.values)
+
+
+def _raw_text(raw: Any) -> str:
+    """One JSON value as received, as text (a PN object as its ``=``-joined groups)."""
+    if raw is None:
+        return ""
+    if isinstance(raw, dict):
+        groups = (raw.get(group) for group in ("Alphabetic", "Ideographic", "Phonetic"))
+        return "=".join("" if g is None else str(g) for g in groups).rstrip("=")
+    return str(raw)
 
 
 def _columns(results: Sequence[Dataset], level: QueryLevel, includes: Iterable[str]) -> list[str]:
@@ -88,7 +116,8 @@ def write_results(
     """Write search results to ``out`` as ``table``, ``json``, ``jsonl`` or ``csv``.
 
     json/jsonl are the DICOM JSON objects exactly as received; csv has one
-    column per keyword returned (values as in :func:`format_value`); the table
+    column per keyword returned (values as in :func:`cell_text`: a value not
+    readable for its VR is written as received, never dropped); the table
     shows the usual columns of the level plus the included fields, every value
     passed through :func:`aqido.terminal.printable` (control characters escaped,
     never read as rich markup).  On a stream whose encoding cannot hold every
@@ -110,11 +139,11 @@ def write_results(
         quoted = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
         writer.writerow(keywords)
         for result in results:
-            row = [format_value(result.get(k)) for k in keywords]
+            row = [cell_text(result, k) for k in keywords]
             (quoted if any("\r" in cell for cell in row) else writer).writerow(row)
     elif fmt == "table":
         columns = _columns(results, level, includes)
-        rows = [[printable(format_value(r.get(c))) for c in columns] for r in results]
+        rows = [[printable(cell_text(r, c)) for c in columns] for r in results]
         headings = [SHORT_HEADINGS.get(c, c) for c in columns]
         print_table(
             headings,
