@@ -138,9 +138,17 @@ def _query_record(query: HierarchicalQuery) -> dict[str, Any]:
         elif isinstance(value, _dt.date):
             value = value.isoformat()
         elif isinstance(value, tuple):
-            value = [list(v) if isinstance(v, tuple) else v for v in value]
+            value = _as_lists(value)
         record[field.name] = value
     return record
+
+
+def _as_lists(value: Any) -> Any:
+    """Tuples (nested ones too: ``extra_params``' values) as the lists JSON reads them back as.
+
+    So that a plan's query read back from its file compares equal to the query's record.
+    """
+    return [_as_lists(v) for v in value] if isinstance(value, tuple | list) else value
 
 
 def _query_from_record(record: Mapping[str, Any]) -> HierarchicalQuery:
@@ -150,6 +158,11 @@ def _query_from_record(record: Mapping[str, Any]) -> HierarchicalQuery:
             kwargs[key] = _dt.date.fromisoformat(kwargs[key])
     if "filters" in kwargs:
         kwargs["filters"] = tuple(tuple(pair) for pair in kwargs["filters"])
+    if "extra_params" in kwargs:  # ((name, (value, ...)), ...): pairs are tuples, not lists
+        kwargs["extra_params"] = tuple(
+            (name, tuple(values) if isinstance(values, list) else values)
+            for name, values in kwargs["extra_params"]
+        )
     return HierarchicalQuery(**kwargs)
 
 

@@ -445,6 +445,29 @@ def test_an_older_layout_is_renamed_not_planned_again(tmp_path: pathlib.Path) ->
     ]
 
 
+def test_a_plan_of_a_query_with_extra_params_is_read_back_and_re_used(
+    tmp_path: pathlib.Path,
+) -> None:
+    import anyio
+
+    from aqido._shards import Shard, plan
+
+    query = HierarchicalQuery(extra_params={"emptyvaluematching": ["false"]})
+    with FakeArchive(SYNTH).run_in_thread() as archive:
+
+        async def twice() -> tuple[list[Shard], list[Shard]]:
+            first = await plan(archive.url, query, out=tmp_path, shards=2, client_options={})
+            again = await plan(archive.url, query, out=tmp_path, shards=2, client_options={})
+            return first, again
+
+        first, again = anyio.run(twice)
+    assert again == first  # read back from the file, the same query (no "not a shard plan")
+    assert again[0].query.extra_params == (("emptyvaluematching", ("false",)),)
+    for shard in first:  # a Dask task's argument, and a plan line: the same shard again
+        assert Shard.from_json(shard.to_json()) == shard
+        assert Shard.from_json(json.loads(json.dumps(shard.to_json()))) == shard
+
+
 def _instance(study_uid: str, date: str | None) -> dict[str, Any]:
     found = {
         "0020000D": {"vr": "UI", "Value": [study_uid]},
