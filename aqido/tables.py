@@ -407,17 +407,21 @@ def _column(pd: Any, values: list[Any], kind: str) -> Any:
         if len(aware) > 1:  # naive and aware mixed: no single dtype
             return pd.Series(values, dtype=object)
         utc = aware == {True}
-        micros = numpy.array(
-            [
-                numpy.datetime64("NaT", "us")
-                if v is None
-                else numpy.datetime64(
-                    v.astimezone(datetime.timezone.utc).replace(tzinfo=None) if utc else v, "us"
-                )
-                for v in values
-            ],
-            dtype="datetime64[us]",
-        )
+        try:
+            micros = numpy.array(
+                [
+                    numpy.datetime64("NaT", "us")
+                    if v is None
+                    else numpy.datetime64(
+                        v.astimezone(datetime.timezone.utc).replace(tzinfo=None) if utc else v,
+                        "us",
+                    )
+                    for v in values
+                ],
+                dtype="datetime64[us]",
+            )
+        except OverflowError:  # in UTC before year 1 or after 9999 (00010101+0100): as read
+            return pd.Series(values, dtype=object)
         series = pd.Series(micros)
         return series.dt.tz_localize("UTC") if utc else series
     return pd.Series(values, dtype=object)
@@ -441,7 +445,9 @@ def to_dataframe(
       to 9999 fit; DT at microseconds: naive local times as written, or, when
       every value carries a UTC offset, ``datetime64[us, UTC]``; a DT column
       mixing both is ``object``, each value as read, so that no offset is
-      applied to some values of a column and not to others);
+      applied to some values of a column and not to others; so is a column
+      with a value that is before year 1 or after 9999 in UTC, such as
+      ``00010101000000+0100``);
     * integers (IS, US, UL, counts) → ``int64``, or ``Int64`` (nullable) when a
       value is missing; ``uint64``/``UInt64`` when a value (a UV) is beyond
       ``int64`` and none is negative, else ``object`` when no integer dtype holds them all;

@@ -373,6 +373,20 @@ def test_dataframe_datetimes() -> None:
     assert mixed["AcquisitionDateTime"].iloc[1].tzinfo is None
 
 
+@pytest.mark.parametrize("edge", ["00010101000000+0100", "99991231235959-0100"])
+def test_dataframe_datetimes_beyond_the_years_of_utc_are_kept_not_an_overflow(edge: str) -> None:
+    def inst(dt: str) -> Instance:
+        return Instance.from_json({"0008002A": {"vr": "DT", "Value": [dt]}})
+
+    df = to_dataframe([inst(edge), inst("20240101120000+0100")])  # no OverflowError
+    column = df["AcquisitionDateTime"]
+    assert column.dtype == object  # each value as read, none converted
+    assert column.tolist() == [
+        to_records([inst(edge)])[0]["AcquisitionDateTime"],
+        datetime.datetime(2024, 1, 1, 12, tzinfo=datetime.timezone(datetime.timedelta(hours=1))),
+    ]
+
+
 def test_dataframe_join_mode_gives_string_columns() -> None:
     df = to_dataframe([Study.from_json(STUDY_A), Study.from_json(STUDY_B)], multivalue="join")
     assert isinstance(df["ModalitiesInStudy"].dtype, pd.StringDtype)
