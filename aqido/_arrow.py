@@ -35,7 +35,7 @@ An attribute the dictionary allows several values for (VM other than 1, such
 as ``ModalitiesInStudy``) is a ``list<...>`` of that type.  A value that cannot
 be read for its VR is null (the raw text stays in the JSON output and in
 ``Dataset.invalid``), and so is one of another type than its column's (a
-``StudyDate`` sent as ``LO``).  A single-valued attribute that came with
+``StudyDate`` sent as ``LO``, or as a sequence).  A single-valued attribute that came with
 several (non-empty) values keeps them all: in a ``string`` column joined with
 ``\\`` as DICOM writes several values (``Head\\Neck``), in any other column
 null (no one value is kept while the others are dropped, also when only one

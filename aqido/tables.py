@@ -136,6 +136,8 @@ def _record(ds: Dataset, sequences: bool, unreadable: bool = False) -> dict[str,
         if _is_sequence(elem):
             if sequences:
                 out[name] = tuple(_record(item, True) for item in ds[key])
+            elif unreadable and elem.get("Value"):  # items where a column takes values
+                out[name] = UNREADABLE  # (a StudyDate sent as SQ): counted, not silently null
             continue
         value = ds[key]
         if unreadable:

@@ -180,6 +180,21 @@ def test_values_that_do_not_fit_their_column_are_counted_not_silently_null() -> 
     to_arrow([clean], level="study")  # nothing nulled: no warning (warnings are errors here)
 
 
+def test_a_value_sent_as_a_sequence_is_counted_not_silently_null(tmp_path: pathlib.Path) -> None:
+    odd = Study.from_json(
+        {
+            "0020000D": {"vr": "UI", "Value": ["1.9"]},
+            "00080020": {"vr": "SQ", "Value": [{"00100020": {"vr": "LO", "Value": ["x"]}}]},
+            "00081030": {"vr": "SQ", "Value": []},  # no item: no value, nothing lost
+        }
+    )
+    with pytest.warns(UserWarning, match="not readable as one value of their column's type: "):
+        table = to_arrow([odd], level="study")
+    assert table.column("StudyDate").to_pylist() == [None]
+    written = write_parquet([[odd]], tmp_path / "p.parquet", level="study")
+    assert written.nulled == {"StudyDate": 1}
+
+
 def test_an_unreadable_value_beside_a_readable_one_is_not_dropped_in_silence() -> None:
     # two StudyDates, one unreadable: the readable one is not kept as if it were the only one
     both = study("1.1", StudyDate=("DA", ["20240102", "junk"]))
