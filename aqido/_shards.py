@@ -198,7 +198,9 @@ def plan_shards(
     outermost shards (they are open only where it is).  With no dated study,
     the date part is one shard with the query's own range.  Every study is in
     exactly one shard: a date shard without any range is the whole query, so
-    then no undated shard repeats its undated studies.
+    then no undated shard repeats its undated studies.  An undated study whose
+    UID a query cannot hold (``1.02.3`` without ``permissive_uid``) is an
+    :class:`~aqido.errors.InvalidResponseError`: the listing's fault, not the query's.
     """
     if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
         raise ValueError(f"shards must be a positive int, not {shards!r}")
@@ -241,7 +243,12 @@ def plan_shards(
     for index in range(0, len(undated), UIDS_PER_SHARD):
         chunk = sorted(undated[index : index + UIDS_PER_SHARD])
         digest = hashlib.sha256(",".join(chunk).encode()).hexdigest()[:12]
-        query = attrs.evolve(base, StudyInstanceUID=",".join(chunk))
+        try:
+            query = attrs.evolve(base, StudyInstanceUID=",".join(chunk))
+        except InvalidQueryError as exc:  # the server's UID, not the query: not a usage error
+            raise InvalidResponseError(
+                f"a study without a StudyDate cannot be asked for by its StudyInstanceUID: {exc}"
+            ) from None
         out.append(Shard(f"undated-{digest}", query, studies=len(chunk)))
     return out
 

@@ -400,6 +400,27 @@ def test_an_archive_whose_planning_fails_is_named_and_the_others_are_crawled(
     assert pq.read_table(part).num_rows == 5 * 2
 
 
+def test_an_undated_study_whose_uid_no_query_takes_fails_its_archive_not_the_run(
+    tmp_path: pathlib.Path,
+) -> None:
+    from aqido._shards import archive_dirname
+
+    content = [_instance("1.02.3", None), _instance("1.2.4", "20240101")]
+    content.append(_instance("1.2.5", "20240301"))
+    with FakeArchive(content).run_in_thread() as one, FakeArchive(OTHER).run_in_thread() as two:
+        status, _, err = run(
+            "crawl", one.url, two.url, "--out", str(tmp_path), "--format", "parquet",
+            "--shards", "2",
+        )  # fmt: skip
+        url_one = one.url
+        name_two = archive_dirname(two.url)
+    assert status == EXIT_INCOMPLETE, err  # not a usage error that stops every archive
+    assert f"could not fetch: {url_one} (planning its shards)" in err
+    assert "'1.02.3' is not a valid DICOM UID" in err
+    written = (tmp_path / name_two).glob("part-*.parquet")
+    assert sum(pq.read_table(part).num_rows for part in written) == 5 * 2
+
+
 def _truncated(text: str) -> str:
     return text[: len(text) // 2]
 
