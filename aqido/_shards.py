@@ -199,7 +199,8 @@ def plan_shards(
     the date part is one shard with the query's own range.  Every study is in
     exactly one shard: a date shard without any range is the whole query, so
     then no undated shard repeats its undated studies.  An undated study whose
-    UID a query cannot hold (``1.02.3`` without ``permissive_uid``) is an
+    UID a query cannot hold (``1.02.3`` without ``permissive_uid``), or a study
+    dated outside the query's own range, is an
     :class:`~aqido.errors.InvalidResponseError`: the listing's fault, not the query's.
     """
     if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
@@ -214,6 +215,12 @@ def plan_shards(
     for uid, date in studies:
         if date is None:
             undated.append(uid)
+        elif (low is not None and date < low) or (high is not None and date > high):
+            raise InvalidResponseError(  # no shard holds it (and the ranges would be inverted)
+                f"the study listing holds {uid} of StudyDate {format_da(date)}, outside the "
+                f"query's range {_day(low)}-{_day(high)}: the server matched it on another "
+                "value, or does not match StudyDate ranges as QIDO-RS does"
+            )
         else:
             per_day[date] = per_day.get(date, 0) + 1
     days = sorted(per_day)

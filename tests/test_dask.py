@@ -135,6 +135,22 @@ def test_the_querys_own_range_bounds_the_outer_shards() -> None:
         assert before.query.max_study_date + DAY == after.query.min_study_date  # type: ignore[operator]
 
 
+@pytest.mark.parametrize("shards", [1, 2, 3])
+def test_a_listed_study_outside_the_querys_range_is_the_servers_fault_not_the_querys(
+    shards: int,
+) -> None:
+    from aqido import InvalidQueryError, InvalidResponseError
+
+    query = HierarchicalQuery(
+        min_study_date=dt.date(2024, 1, 1), max_study_date=dt.date(2024, 1, 31)
+    )
+    for outside in (dt.date(2023, 12, 31), dt.date(2024, 2, 1)):
+        studies = [("1.1", dt.date(2024, 1, 5)), ("1.2", outside), ("1.3", dt.date(2024, 1, 20))]
+        with pytest.raises(InvalidResponseError, match="outside the query's range") as info:
+            plan_shards(query, studies, shards=shards)  # not min_study_date after max_study_date
+        assert not isinstance(info.value, InvalidQueryError)  # which stops a run as a usage error
+
+
 def test_a_shard_round_trips_through_json() -> None:
     query = HierarchicalQuery(PatientID="P1", ModalitiesInStudy="CT", min_study_date="20200101")
     shard = plan_shards(query, [("1.2", None)], shards=1)[1]  # the undated shard

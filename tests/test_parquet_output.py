@@ -421,6 +421,30 @@ def test_an_undated_study_whose_uid_no_query_takes_fails_its_archive_not_the_run
     assert sum(pq.read_table(part).num_rows for part in written) == 5 * 2
 
 
+@pytest.mark.parametrize("shards", ["1", "2"])
+def test_a_listed_study_outside_the_querys_date_range_fails_its_archive_not_the_run(
+    tmp_path: pathlib.Path, shards: str
+) -> None:
+    from aqido._shards import archive_dirname
+
+    # matched on its second StudyDate; aqido reads the first, which is outside the range
+    twice = _instance("1.2.5", "20240201")
+    twice["00080020"]["Value"].append("20240110")
+    content = [_instance("1.2.4", "20240105"), twice, _instance("1.2.6", "20240120")]
+    with FakeArchive(content).run_in_thread() as one, FakeArchive(OTHER).run_in_thread() as two:
+        status, _, err = run(
+            "crawl", one.url, two.url, "--out", str(tmp_path), "--format", "parquet",
+            "--shards", shards, "--date-from", "2024-01-01", "--date-to", "2024-01-31",
+        )  # fmt: skip
+        url_one = one.url
+        name_two = archive_dirname(two.url)
+    assert status == EXIT_INCOMPLETE, err  # not a usage error ("swap them") stopping every archive
+    assert f"could not fetch: {url_one} (planning its shards)" in err
+    assert "holds 1.2.5 of StudyDate 20240201, outside the query's range 20240101-20240131" in err
+    assert list((tmp_path / archive_dirname(url_one)).glob("part-*.parquet")) == []
+    assert list((tmp_path / name_two).glob("part-*.parquet"))  # the other archive was crawled
+
+
 def _truncated(text: str) -> str:
     return text[: len(text) // 2]
 
