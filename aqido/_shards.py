@@ -60,6 +60,7 @@ from typing import Any
 
 import attrs
 
+from aqido import dictionary
 from aqido._files import os_error, write_failed, write_whole
 from aqido.checkpoint import CrawlCheckpoint, checkpoint_server
 from aqido.errors import (
@@ -403,8 +404,9 @@ async def run_shard(
 
     part = part_path(out, url, shard)
     level = depth.name.lower()
+    columns = part_columns(level, shard.query)
     if part.exists():
-        _check_part(part, level)
+        _check_part(part, level, columns)
         return ShardReport(shard.name, str(part), -1, -1, skipped=True)
     checkpoint = checkpoint_path(out, url, shard)
     try:
@@ -416,7 +418,8 @@ async def run_shard(
             pass
     counted: list[int] = [0]
     try:
-        written = write_parquet(_batches(shard, _read(checkpoint), counted), part, level=level)
+        studies = _batches(shard, _read(checkpoint), counted)
+        written = write_parquet(studies, part, level=level, columns=columns)
     except OSError as exc:  # a full disk, a read-only filesystem...: no part left
         raise write_failed(part, exc, "write the Parquet part") from exc
     nulled = tuple(written.nulled.items())
@@ -431,12 +434,35 @@ def _read(checkpoint: Path) -> Iterator[Any]:
         raise CheckpointError(f"could not read it: {os_error(exc)}", path=checkpoint) from exc
 
 
-def _check_part(part: Path, level: str) -> None:
+def part_columns(level: str, query: HierarchicalQuery) -> list[str]:
+    """The columns of a shard's part: the default ones at ``level``, then the query's includes.
+
+    An attribute the query asks for with ``include_fields`` (``--include``) is
+    fetched, so its part holds it too: a column per keyword or tag, in the
+    query's order, after the default ones (:func:`aqido._arrow.default_columns`).
+    Not a sequence, nor an attribute inside one (they have no column), and
+    ``all`` names no attribute, so it adds none.
+    """
+    from aqido._arrow import default_columns
+
+    names = default_columns(level)
+    for field in query.include_fields:
+        if field == "all" or "." in field:
+            continue
+        tag, _ = dictionary.resolve(field)
+        name = dictionary.name_for(tag)
+        if dictionary.vr_for(tag) != "SQ" and name not in names:
+            names.append(name)
+    return names
+
+
+def _check_part(part: Path, level: str, columns: Sequence[str]) -> None:
     """Refuse to keep a part that is not Parquet, or has other columns than this run writes.
 
-    A part of a run at another ``--depth`` (or of an aqido whose schema
-    differed) would otherwise be kept as finished, its rows mixed with this
-    run's.  Raises :class:`~aqido.errors.CheckpointError` naming the file.
+    A part of a run at another ``--depth`` or with other ``--include`` fields
+    (or of an aqido whose schema differed) would otherwise be kept as
+    finished, its rows mixed with this run's.  Raises
+    :class:`~aqido.errors.CheckpointError` naming the file.
     """
     import pyarrow
     import pyarrow.parquet as pq
@@ -451,10 +477,10 @@ def _check_part(part: Path, level: str) -> None:
             "again from its checkpoint",
             path=part,
         ) from None
-    if _columns(schema) != _columns(arrow_schema(level)):
+    if _columns(schema) != _columns(arrow_schema(level, columns)):
         raise CheckpointError(
             f"a part with other columns than a crawl at depth {level.upper()} writes "
-            "(another depth, or an older aqido); use another output directory",
+            "(another depth or --include, or an older aqido); use another output directory",
             path=part,
         )
 

@@ -445,6 +445,22 @@ def test_a_listed_study_outside_the_querys_date_range_fails_its_archive_not_the_
     assert list((tmp_path / name_two).glob("part-*.parquet"))  # the other archive was crawled
 
 
+def test_the_attributes_a_crawl_includes_are_columns_of_its_parts(tmp_path: pathlib.Path) -> None:
+    found = _instance("1.2.4", "20240105")
+    found["00101010"] = {"vr": "AS", "Value": ["042Y"]}  # PatientAge: not a default column
+    include = ("--include", "PatientAge", "--include", "00091001", "--include", "00081110")
+    with FakeArchive([found]).run_in_thread() as archive:
+        status, _, err = crawl(archive.url, tmp_path, "--depth", "series", *include)
+        assert status == EXIT_OK, err
+        (part,) = parts(tmp_path)
+        table = pq.read_table(part)
+        assert table.column_names[-2:] == ["PatientAge", "00091001"]  # no SQ (00081110) column
+        assert table.column("PatientAge").to_pylist() == ["042Y"]  # fetched, and kept
+        status, _, err = crawl(archive.url, tmp_path, "--depth", "series", *include)
+    assert status == EXIT_OK, err  # a re-run with the same fields keeps its parts
+    assert "already written" in err
+
+
 def _truncated(text: str) -> str:
     return text[: len(text) // 2]
 
