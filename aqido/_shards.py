@@ -200,7 +200,8 @@ def plan_shards(
     the date part is one shard with the query's own range.  Every study is in
     exactly one shard: a date shard without any range is the whole query, so
     then no undated shard repeats its undated studies.  An undated study whose
-    UID a query cannot hold (``1.02.3`` without ``permissive_uid``), or a study
+    UID a query cannot hold (``1.02.3`` without ``permissive_uid``, or one with a
+    comma, which a UID list would split into others), or a study
     dated outside the query's own range, is an
     :class:`~aqido.errors.InvalidResponseError`: the listing's fault, not the query's.
     """
@@ -257,6 +258,13 @@ def plan_shards(
             raise InvalidResponseError(
                 f"a study without a StudyDate cannot be asked for by its StudyInstanceUID: {exc}"
             ) from None
+        listed = query.StudyInstanceUID.split(",")
+        for uid in chunk:  # "9.9,1.2.4" would ask for 1.2.4, another shard's study, instead
+            if uid not in listed:
+                raise InvalidResponseError(
+                    f"a study without a StudyDate cannot be asked for by its "
+                    f"StudyInstanceUID {uid!r}: a list of UIDs would not hold it as one UID"
+                )
         out.append(Shard(f"undated-{digest}", query, studies=len(chunk)))
     return out
 

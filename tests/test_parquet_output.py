@@ -461,6 +461,23 @@ def test_the_attributes_a_crawl_includes_are_columns_of_its_parts(tmp_path: path
     assert "already written" in err
 
 
+def test_an_undated_uid_with_a_comma_is_not_taken_for_a_list_of_other_studies(
+    tmp_path: pathlib.Path,
+) -> None:
+    # '9.9,1.2.4' in a UID list asks for 1.2.4 (another shard's study): a duplicate row, and
+    # the study itself missing, in a crawl that said it was complete
+    content = [_instance("9.9,1.2.4", None), _instance("1.2.4", "20240105")]
+    content.append(_instance("1.2.5", "20240301"))
+    with FakeArchive(content).run_in_thread() as archive:
+        status, _, err = crawl(
+            archive.url, tmp_path, "--shards", "2", "--depth", "study", "--permissive-uids"
+        )
+    assert status == EXIT_INCOMPLETE, err
+    assert "StudyInstanceUID '9.9,1.2.4': a list of UIDs would not hold it as one UID" in err
+    uids = [u for p in parts(tmp_path) for u in pq.read_table(p)["StudyInstanceUID"].to_pylist()]
+    assert len(uids) == len(set(uids))
+
+
 def _truncated(text: str) -> str:
     return text[: len(text) // 2]
 
