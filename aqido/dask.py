@@ -197,10 +197,11 @@ def crawl_to_parquet(
         or max_concurrency < 1
     ):
         raise ValueError(f"max_concurrency must be a positive int, not {max_concurrency!r}")
-    if shards is not None and (
-        isinstance(shards, bool) or not isinstance(shards, int) or shards < 1
-    ):
-        raise ValueError(f"shards must be a positive int, not {shards!r}")
+    for name, count in (("shards", shards), ("shard_concurrency", shard_concurrency)):
+        if count is not None and (
+            isinstance(count, bool) or not isinstance(count, int) or count < 1
+        ):
+            raise ValueError(f"{name} must be a positive int, not {count!r}")
     root.mkdir(parents=True, exist_ok=True)
 
     with _dask_client(client, workers) as dask_client:

@@ -294,6 +294,19 @@ def test_shards_must_be_a_positive_int_before_anything_runs(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("concurrency", [0, -1, "4", 2.0, True])
+def test_shard_concurrency_must_be_a_positive_int_before_anything_runs(
+    tmp_path: pathlib.Path, concurrency: Any
+) -> None:
+    # not a TypeError after the cluster started ("4"), nor every archive's planning failing
+    # on its workers (-1), nor the default taken for it (0)
+    with pytest.raises(ValueError, match="shard_concurrency must be a positive int"):
+        crawl_to_parquet(
+            "http://127.0.0.1:9/dicom-web", out=tmp_path / "out", shard_concurrency=concurrency
+        )
+    assert not (tmp_path / "out").exists()
+
+
 def _junk_instances() -> list[dict[str, Any]]:
     """Two studies' instances whose Rows cannot be read (a US value "tall")."""
     return [
