@@ -178,8 +178,9 @@ def crawl_to_parquet(
     of their column's type are summed per column over the shards and named in
     one ``UserWarning``.  Raises :class:`~aqido.errors.CrawlIncompleteError`
     naming the shards that failed after their retries, and the archives whose
-    planning failed (the others' parts are written), and ``ImportError``
-    without the ``dask`` extra.
+    planning failed (the others' parts are written), ``ImportError``
+    without the ``dask`` extra, and ``ValueError`` before anything runs for
+    ``shards``, ``max_concurrency`` or ``shard_concurrency`` that is not a positive int.
     """
     import dask.dataframe as dd
 
