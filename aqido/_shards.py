@@ -219,7 +219,7 @@ def plan_shards(
             undated.append(uid)
         elif (low is not None and date < low) or (high is not None and date > high):
             raise InvalidResponseError(  # no shard holds it (and the ranges would be inverted)
-                f"the study listing holds {uid} of StudyDate {format_da(date)}, outside the "
+                f"the study listing holds {uid!r} of StudyDate {format_da(date)}, outside the "
                 f"query's range {_day(low)}-{_day(high)}: the server matched it on another "
                 "value, or does not match StudyDate ranges as QIDO-RS does"
             )

@@ -440,7 +440,7 @@ def test_a_listed_study_outside_the_querys_date_range_fails_its_archive_not_the_
         name_two = archive_dirname(two.url)
     assert status == EXIT_INCOMPLETE, err  # not a usage error ("swap them") stopping every archive
     assert f"could not fetch: {url_one} (planning its shards)" in err
-    assert "holds 1.2.5 of StudyDate 20240201, outside the query's range 20240101-20240131" in err
+    assert "holds '1.2.5' of StudyDate 20240201, outside the query's range 20240101-20240131" in err
     assert list((tmp_path / archive_dirname(url_one)).glob("part-*.parquet")) == []
     assert list((tmp_path / name_two).glob("part-*.parquet"))  # the other archive was crawled
 
