@@ -285,6 +285,8 @@ class ServerProfile:
             data = json.loads(text)
         except ValueError as exc:
             raise ValueError(f"invalid server profile: not JSON ({exc})") from exc
+        except RecursionError:  # a corrupt file nested deeper than the parser goes
+            raise ValueError("invalid server profile: not JSON (nested too deeply)") from None
         if not isinstance(data, dict):
             raise ValueError("invalid server profile: the JSON document is not an object")
         return cls.from_dict(data)
@@ -313,11 +315,27 @@ def _strict_int(value: object, _: object) -> int:
     return value
 
 
+def _strict_str(value: object, _: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {value!r}")
+    return value
+
+
+def _strict_strings(value: object, _: object) -> tuple[str, ...]:
+    """A JSON list of strings (a lone string is not a list of its characters)."""
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"expected a list of strings, got {value!r}")
+    return tuple(value)
+
+
 def _make_converter() -> cattrs.Converter:
-    """A converter that refuses unknown keys and coerces nothing (``"yes"`` is not ``True``)."""
+    """A converter that refuses unknown keys and coerces nothing (``"yes"`` is not ``True``,
+    ``5`` is not ``"5"``, ``"PatientID"`` is not a list of keywords)."""
     converter = cattrs.Converter(forbid_extra_keys=True)
     converter.register_structure_hook(bool, _strict_bool)
     converter.register_structure_hook(int, _strict_int)
+    converter.register_structure_hook(str, _strict_str)
+    converter.register_structure_hook_func(lambda t: t == tuple[str, ...], _strict_strings)
     return converter
 
 

@@ -78,6 +78,14 @@ def test_save_and_load(tmp_path: pathlib.Path) -> None:
         ({"max_results": True}, "max_results"),
         ({"empty_status": 201}, "empty_status"),
         ({"single_value_matching": "fuzzy"}, "single_value_matching"),
+        # nothing coerced: a lone string is no list of its characters, 5 no name
+        ({"matched_keys": "PatientID"}, "matched_keys"),
+        ({"matched_keys": [1, 2]}, "matched_keys"),
+        ({"matched_keys": {"PatientID": 1}}, "matched_keys"),
+        ({"notes": "measured by hand"}, "notes"),
+        ({"notes": [1]}, "notes"),
+        ({"name": 5}, "name"),
+        ({"name": None}, "name"),
     ],
 )
 def test_malformed_dicts_are_refused(data: dict[str, object], message: str) -> None:
@@ -85,7 +93,16 @@ def test_malformed_dicts_are_refused(data: dict[str, object], message: str) -> N
         ServerProfile.from_dict(data)
 
 
-@pytest.mark.parametrize("text", ["", "[]", "{", '"x"'])
+@pytest.mark.parametrize(
+    "text", ["", "[]", "{", '"x"', "[" * 100_000 + "]" * 100_000, '{"notes": ' + "[" * 100_000]
+)
 def test_malformed_json_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match="invalid server profile"):
         ServerProfile.from_json(text)
+
+
+def test_a_corrupt_profile_file_is_a_value_error(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "p.json"
+    path.write_text('{"notes": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(ValueError, match="invalid server profile"):
+        ServerProfile.load(path)
