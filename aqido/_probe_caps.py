@@ -22,6 +22,7 @@ from aqido._probe_model import (
     first_value,
     studies_request,
     undecided,
+    usable_date,
 )
 
 #: Result caps seen in the field; a listing of exactly this many (or one more) is suspect.
@@ -64,8 +65,8 @@ def cap_followups(listing: Answer) -> list[ProbeRequest]:
     n = len(listing.items or ())
     requests = [studies_request(f"offset={n}&limit=1")]
     if _suspect(n):
-        dates = sorted(d for d in (first_value(i, STUDY_DATE) for i in listing.items or ()) if d)
-        dates = [d for d in dates if re.fullmatch(r"\d{8}", d)]
+        values = (first_value(i, STUDY_DATE) for i in listing.items or ())
+        dates = sorted(d for d in values if d is not None and usable_date(d))
         if dates:
             middle = dates[len(dates) // 2]
             requests += [

@@ -219,7 +219,7 @@ def make_context(listing: Answer) -> ProbeContext:
             (
                 4 * _usable(first_value(item, _PATIENT_NAME), letters=True),
                 2 * any(_usable(first_value(item, k), letters=True) for k in _TEXT_KEYS),
-                bool(re.fullmatch(r"\d{8}", first_value(item, STUDY_DATE) or "")),
+                usable_date(first_value(item, STUDY_DATE)),
                 _time_of(first_value(item, _STUDY_TIME)) is not None,
                 bool(_values(item, _MODALITIES)),
             )
@@ -275,7 +275,7 @@ def make_context(listing: Answer) -> ProbeContext:
         name=name if _usable(name) else None,
         text_key=text_key,
         text=text,
-        date=date if date and re.fullmatch(r"\d{8}", date) else None,
+        date=date if usable_date(date) else None,
         time=_time_of(first_value(a_item, _STUDY_TIME)),
         list_key=list_key,
         list_a=list_a,
@@ -305,6 +305,22 @@ def add_days(date: str, days: int) -> str:
     """The DA value ``days`` days after ``date`` (``YYYYMMDD``; negative: before)."""
     day = _dt.date(int(date[:4]), int(date[4:6]), int(date[6:8])) + _dt.timedelta(days=days)
     return format_da(day)
+
+
+def usable_date(value: str | None) -> bool:
+    """Whether a server's DA value can be a test date: ``YYYYMMDD``, a real day, not at the
+    calendar's edge (the checks ask for ranges a few days around it).
+
+    A server may store anything (``20231345``, ``00000000``, ``99991231``).
+    """
+    if value is None or not re.fullmatch(r"\d{8}", value):
+        return False
+    try:
+        add_days(value, -2)
+        add_days(value, 2)
+    except (ValueError, OverflowError):
+        return False
+    return True
 
 
 # --- the profile ----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from qido_server import MiniArchive, element
 
 from aqido import AsyncQidoRS, QidoRS
 from aqido.errors import NotFoundError, TransportError
@@ -76,6 +77,28 @@ def test_context_takes_the_study_with_usable_values_and_a_contrasting_second() -
     assert (ctx.name, ctx.text, ctx.date, ctx.time) == ("Doe^Jane", "pat02", "20200229", "103000")
     assert ctx.b == "1.2.3"
     assert (ctx.list_key, ctx.list_a, ctx.list_b) == ("ModalitiesInStudy", "CT", "MR")
+
+
+@pytest.mark.parametrize("date", ["20231345", "00000000", "99991231", "00010101"])
+def test_a_date_no_calendar_has_is_no_test_date(date: str) -> None:
+    """A stored StudyDate that is no day (or at the calendar's edge) is not probed around."""
+    items = (_study("1.2.1", name="Doe^Jane", date=date), _study("1.2.2", name="Roe^Rich"))
+    ctx = make_context(Answer(200, items=items))
+    assert (ctx.a, ctx.date) == ("1.2.1", None)
+    assert "date_ranges" not in {c.capability for c in plan_checks(ctx)}
+    listing = Answer(200, items=tuple(_study(f"1.{i}", date=date) for i in range(100)))
+    assert cap_followups(listing) == [ProbeRequest("/studies", "offset=100&limit=1")]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("date", ["20231345", "99991231"])
+async def test_a_probe_of_an_archive_with_an_impossible_date_completes(date: str) -> None:
+    async with MiniArchive(studies=5) as archive:
+        archive.studies[0]["00080020"] = element("DA", date)
+        async with AsyncQidoRS(archive.url, retries=0) as client:
+            report = await probe_report(client)
+    assert report.context is not None
+    assert report.context.date != date  # another study's date, a real day
 
 
 def test_empty_archive_plans_only_data_free_checks() -> None:
