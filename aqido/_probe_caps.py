@@ -58,7 +58,9 @@ def cap_followups(listing: Answer) -> list[ProbeRequest]:
 
     ``offset=n&limit=1`` (is there anything past the listing?) and, when ``n`` is a
     typical cap size, the listing split in two by StudyDate (do the halves hold more
-    than ``n`` between them?  That shows a cap applied before the offset).
+    than ``n`` between them?  That shows a cap applied before the offset).  After the
+    bounded listing (``limit=10001``) the halves are bounded too (``limit=n+1``: more
+    than ``n`` between them is all they must show), not two halves of a large archive.
     """
     if not listing.ok:
         return []
@@ -69,9 +71,10 @@ def cap_followups(listing: Answer) -> list[ProbeRequest]:
         dates = sorted(d for d in values if d is not None and usable_date(d))
         if dates:
             middle = dates[len(dates) // 2]
+            bound = f"&limit={n + 1}" if n > UNLIMITED_LISTING_MAX else ""
             requests += [
-                studies_request(f"StudyDate=-{middle}"),
-                studies_request(f"StudyDate={add_days(middle, 1)}-"),
+                studies_request(f"StudyDate=-{middle}{bound}"),
+                studies_request(f"StudyDate={add_days(middle, 1)}-{bound}"),
             ]
     return requests
 
@@ -88,6 +91,12 @@ def interpret_caps(
         re.search(r"additional\s+results|more\s+results|maximum", listing.warning, re.I)
     )
     past = followups[0]
+    limited = "limit" in listing_request.query
+    if limited and n > UNLIMITED_LISTING_MAX and past.ok and past.items:
+        # the listing stopped at the probe's own limit=10001 and more lie past it: no cap
+        # up to that (10001 is 10000 + 1 only when nothing is past it: Orthanc's cap)
+        said = f"limit={UNLIMITED_LISTING_MAX + 1} gave {n} studies and more are past them"
+        return [Finding("max_results", f"{said}: no cap up to that", where, None)]
     split_total = None
     if len(followups) == 3 and followups[1].ok and followups[2].ok:
         split_total = len(followups[1].items or ()) + len(followups[2].items or ())
@@ -102,7 +111,6 @@ def interpret_caps(
         )
         return [undecided("max_results", why, where)]
     else:
-        limited = "limit" in listing_request.query
         said = f"{n} studies in one listing and nothing past them: no cap"
         if limited:
             said = f"limit={UNLIMITED_LISTING_MAX + 1} gave {n} studies: no cap up to that"

@@ -185,6 +185,30 @@ def test_a_listing_with_nothing_past_it_is_not_capped() -> None:
     assert any("no result cap seen" in note for note in profile.notes)
 
 
+def test_a_large_archive_without_a_cap_is_not_capped_at_the_probes_own_limit() -> None:
+    """More than 10,001 studies, no cap: ``limit=10001`` gives 10,001 and more lie past them."""
+    request = cap_listing_request(True, Answer(200, items=(_study("9.9"),)))
+    assert request == ProbeRequest("/studies", "limit=10001")
+    dates = [f"2020{m:02d}01" for m in range(1, 13)]
+    listing = Answer(200, items=tuple(_study(f"1.{i}", date=dates[i % 12]) for i in range(10001)))
+    follow = cap_followups(listing)
+    assert follow[0] == ProbeRequest("/studies", "offset=10001&limit=1")
+    assert all(r.query.endswith("&limit=10002") for r in follow[1:])  # halves bounded too
+    halves = [Answer(200, items=tuple(_study(f"2.{i}") for i in range(10002)))] * 2
+    past = Answer(200, items=(_study("3.1"),))
+    findings = interpret_caps(request, listing, [past, *halves][: len(follow)])
+    profile = build_profile(findings)
+    assert (profile.max_results, profile.cap_plus_one) == (None, False)
+    assert any("no cap up to that" in note for note in profile.notes)
+    # nothing past them and halves that hold more: Orthanc's cap of 10,000 (+1, before offset)
+    orthanc = build_profile(interpret_caps(request, listing, [Answer(200, items=()), *halves]))
+    assert (orthanc.max_results, orthanc.cap_plus_one, orthanc.cap_before_offset) == (
+        10000,
+        True,
+        True,
+    )
+
+
 def test_the_cap_listing_is_bounded_and_needs_paging() -> None:
     many = Answer(200, items=(_study("1.1"),))
     assert cap_listing_request(True, many) == ProbeRequest("/studies", "limit=10001")
