@@ -70,7 +70,7 @@ def plan_checks(ctx: ProbeContext) -> list[Check]:
     if ctx.time is not None:
         checks.append(_time_check(a, ctx.time))
     checks.append(_unsupported_key_check(a))
-    checks.append(matched_keys_check(a))
+    checks.append(matched_keys_check(a, ctx.own, name=ctx.name))
     checks.append(_includefield_check(a))
     checks += _paging_checks(ctx)
     checks.append(_json_accept_check(a))

@@ -1,7 +1,9 @@
 """The probe's check of which keys a server matches at all (``ServerProfile.matched_keys``).
 
 Each key is sent alone with a value study A does not have (narrowed to A by its
-UID): a server that matches the key does not find A; one that ignores it does.
+UID): a server that matches the key does not find A; one that ignores it does.  A's
+own values of the keys it has, sent together, must find A: a server that answers a
+key it does not match with nothing (or a 4xx) does not.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ def _matches(a: str, key: str, value: str) -> ProbeRequest:
 
 #: Keys probed one by one for being matched at all (with a value study A does not have):
 #: the study-level ones on ``/studies``, the series-level ones on ``/studies/A/series``.
-#: PatientName, StudyDate, ModalitiesInStudy and the UIDs are probed by other checks.
+#: The UIDs are not probed: every check relies on them.
 MATCHED_KEY_PROBES: tuple[tuple[str, str, str], ...] = (
+    ("study", "PatientName", "Qzxqzx^Qzx"),
+    ("study", "StudyDate", "18000102"),
+    ("study", "ModalitiesInStudy", "QZ"),
     ("study", "PatientID", "QZXQZX"),
     ("study", "PatientBirthDate", "18000101"),
     ("study", "PatientSex", "QZX"),
@@ -32,46 +37,84 @@ MATCHED_KEY_PROBES: tuple[tuple[str, str, str], ...] = (
     ("series", "SeriesDescription", "QZXQZX"),
 )
 #: Keys a profile with a ``matched_keys`` list always holds: the UIDs (the probe relies
-#: on them) and the keys the other checks measure the matching of.
+#: on them).  PatientName, StudyDate and ModalitiesInStudy are probed like the others: a
+#: server that ignores one must not get a profile that sends it and trusts the answer.
 ASSUMED_MATCHED = (
     "StudyInstanceUID",
     "SeriesInstanceUID",
     "SOPInstanceUID",
-    "PatientName",
-    "StudyDate",
-    "ModalitiesInStudy",
 )
 
 
-def matched_keys_check(a: str) -> Check:
-    """Which keys the server matches at all: a value A lacks must not find A (or its series)."""
+def matched_keys_check(
+    a: str, own: Sequence[tuple[str, str]] = (), *, name: str | None = None
+) -> Check:
+    """Which keys the server matches at all: a value A lacks must not find A (or its series).
+
+    ``own``: A's own values of some of the keys (:attr:`ProbeContext.own`), sent together
+    as a positive control: a server that answers a key it does not match with nothing
+    (``unsupported_keys="empty"``) or a 4xx looks, to the value A lacks, like one that
+    matches it; A's own values find A only where every key is matched.  When they do
+    not, the keys among them are not trusted as matched (aqido matches them locally).
+    ``name``: A's PatientName; the value A lacks is then the one the name checks send.
+    """
+    probes = [
+        (level, keyword, f"{name}Qzx" if keyword == "PatientName" and name else value)
+        for level, keyword, value in MATCHED_KEY_PROBES
+    ]
     requests = tuple(
         _matches(a, keyword, value)
         if level == "study"
         else ProbeRequest(f"/studies/{a}/series", f"{keyword}={value}")
-        for level, keyword, value in MATCHED_KEY_PROBES
+        for level, keyword, value in probes
+    )
+    positive = (
+        studies_request(f"StudyInstanceUID={a}&" + "&".join(f"{k}={v}" for k, v in own))
+        if own
+        else None
     )
 
     def interpret(answers: Sequence[Answer]) -> list[Finding]:
         ignored: list[str] = []
         matched: list[str] = []
-        for (level, keyword, _), ans in zip(MATCHED_KEY_PROBES, answers, strict=True):
-            if not ans.ok:  # refused (4xx): the server reads the key, it does not ignore it
+        unproven: list[str] = []
+        trusted = positive is None or answers[-1].has(a)
+        owned = {keyword for keyword, _ in own}
+        for (level, keyword, _), ans in zip(probes, answers[: len(probes)], strict=True):
+            found = ans.ok and (ans.has(a) if level == "study" else bool(ans.items))
+            if found:
+                ignored.append(keyword)
+            elif keyword in owned and not trusted:
+                unproven.append(keyword)
+            else:  # A not found, or refused (4xx): the server reads the key
                 matched.append(keyword)
-                continue
-            found = ans.has(a) if level == "study" else bool(ans.items)
-            (ignored if found else matched).append(keyword)
-        if not ignored:
+        if not ignored and not unproven:
             return [Finding("matched_keys", "every probed key is matched", str(requests[0]), "all")]
         keys = tuple(sorted({*matched, *ASSUMED_MATCHED}))
-        first = requests[[k for _, k, _ in MATCHED_KEY_PROBES].index(ignored[0])]
+        said = []
+        if ignored:
+            said.append(f"ignored: {', '.join(ignored)}")
+        if unproven:
+            said.append(
+                f"not shown matched: {', '.join(unproven)} (A's own values did not find A: "
+                f"{_status_text(answers[-1])})"
+            )
+        keywords = [k for _, k, _ in probes]
+        first = requests[keywords.index(ignored[0])] if ignored else positive
         return [
             Finding(
                 "matched_keys",
-                f"ignored: {', '.join(ignored)} (kept out of requests, matched by aqido)",
+                f"{'; '.join(said)} (kept out of requests, matched by aqido)",
                 str(first),
                 keys,
             )
         ]
 
-    return Check("matched_keys", requests, interpret)
+    every = requests if positive is None else (*requests, positive)
+    return Check("matched_keys", every, interpret)
+
+
+def _status_text(answer: Answer) -> str:
+    if answer.ok:
+        return f"{answer.status} with {len(answer.items or ())} result(s)"
+    return f"{answer.status}"

@@ -34,6 +34,9 @@ STUDY_DATE = "00080020"
 _STUDY_TIME = "00080030"
 _MODALITIES = "00080061"
 _SAFE = re.compile(r"[A-Za-z0-9^._-]+")
+#: Characters a query value may hold unencoded and literal (RFC 3986 query characters
+#: without ``&=+%`` and the wildcards and list separator of QIDO-RS).
+_RAW = re.compile(r"[A-Za-z0-9^._~/:@-]+")
 
 
 # --- records ------------------------------------------------------------------------------
@@ -164,6 +167,11 @@ class ProbeContext:
     list_b: str | None = None
     #: A listed study (UID, PatientName) whose name has non-ASCII characters.
     non_ascii: tuple[str, str] | None = None
+    #: Study A's own values of the keys :mod:`aqido._probe_keys` probes, as
+    #: ``(keyword, value)`` pairs (those A has, made of characters a query holds
+    #: unencoded: the safe ones and ``~ / : @``): sent
+    #: together, they must find A on a server that matches every one of them.
+    own: tuple[tuple[str, str], ...] = ()
 
 
 # --- the first listing --------------------------------------------------------------------
@@ -270,6 +278,7 @@ def make_context(listing: Answer) -> ProbeContext:
     return ProbeContext(
         listed=listed,
         non_ascii=non_ascii,
+        own=_own_values(a_item),
         a=a,
         b=b,
         name=name if _usable(name) else None,
@@ -281,6 +290,34 @@ def make_context(listing: Answer) -> ProbeContext:
         list_a=list_a,
         list_b=list_b,
     )
+
+
+#: Study-level keys returned by default whose own value A is sent with (a positive control
+#: of the matched-keys check), by tag; TM is left out (stored times vary in form).
+_OWN_KEYS = {
+    _PATIENT_NAME: "PatientName",
+    STUDY_DATE: "StudyDate",
+    _MODALITIES: "ModalitiesInStudy",
+    _PATIENT_ID: "PatientID",
+    "00100030": "PatientBirthDate",
+    "00100040": "PatientSex",
+    _ACCESSION: "AccessionNumber",
+    _STUDY_ID: "StudyID",
+    "00080090": "ReferringPhysicianName",
+}
+
+
+def _own_values(item: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """A's own values of :data:`_OWN_KEYS` (see :attr:`ProbeContext.own`)."""
+    out = []
+    for tag, keyword in _OWN_KEYS.items():
+        value = first_value(item, tag)
+        if value is None or not _RAW.fullmatch(value):
+            continue
+        if tag in (STUDY_DATE, "00100030") and not re.fullmatch(r"\d{8}", value):
+            continue
+        out.append((keyword, value))
+    return tuple(out)
 
 
 #: Non-PN string attributes returned by default at the study level, by preference.

@@ -403,3 +403,28 @@ def test_keys_the_server_ignores_are_measured() -> None:
     assert measured.matched_keys == kept
     everything, _, _ = _probe(ServerProfile(unsupported_keys="ignore"))
     assert everything.matched_keys is None  # every probed key matched: every attribute
+
+
+@pytest.mark.parametrize(
+    ("unmatched", "policy"),
+    [
+        ("PatientName", "ignore"),
+        ("StudyDate", "ignore"),
+        ("ModalitiesInStudy", "ignore"),
+        ("PatientID", "empty"),  # nothing for a key it does not match: no different from a miss
+        ("AccessionNumber", "error"),
+    ],
+)
+def test_a_key_the_server_does_not_match_is_not_in_the_measured_profile(
+    unmatched: str, policy: str
+) -> None:
+    """Otherwise the client sends it, and the server's wider (or empty) answer is returned."""
+    from aqido._probe_keys import ASSUMED_MATCHED, MATCHED_KEY_PROBES
+
+    probed = {keyword for _, keyword, _ in MATCHED_KEY_PROBES} | set(ASSUMED_MATCHED)
+    kept = tuple(sorted(probed - {unmatched}))
+    server = ServerProfile(unsupported_keys=policy, matched_keys=kept)  # type: ignore[arg-type]
+    measured, sent, _ = _probe(server)
+    assert measured.matched_keys is not None
+    assert unmatched not in measured.matched_keys
+    assert sent <= MAX_REQUESTS
