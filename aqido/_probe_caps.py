@@ -87,6 +87,9 @@ def interpret_caps(
     if not listing.ok or not followups:
         return [undecided("max_results", f"the listing answered {listing.status}", where)]
     n = len(listing.items or ())
+    if n == 0:  # no cap stops at nothing: the server would not list (it wants a key?)
+        why = f"the listing answered {listing.status} with no study, though studies exist"
+        return [undecided("max_results", why, where)]
     truncation = bool(
         re.search(r"additional\s+results|more\s+results|maximum", listing.warning, re.I)
     )

@@ -209,6 +209,20 @@ def test_a_large_archive_without_a_cap_is_not_capped_at_the_probes_own_limit() -
     )
 
 
+@pytest.mark.anyio
+async def test_a_listing_of_nothing_is_no_cap_of_zero() -> None:
+    """A server that lists nothing without a key or a limit (studies exist): not decided."""
+    past = Answer(200, items=(_study("1"),))
+    empty = interpret_caps(ProbeRequest("/studies"), Answer(204), [past])
+    assert [f.value for f in empty] == [None]
+    async with MiniArchive(studies=5) as archive:
+        archive.rewrite_page = lambda page, limit: [] if limit == 0 and len(page) == 5 else page
+        async with AsyncQidoRS(archive.url, retries=0) as client:
+            report = await probe_report(client)
+    assert report.profile.max_results is None
+    assert any(n.startswith("max_results: not decided") for n in report.profile.notes)
+
+
 def test_the_cap_listing_is_bounded_and_needs_paging() -> None:
     many = Answer(200, items=(_study("1.1"),))
     assert cap_listing_request(True, many) == ProbeRequest("/studies", "limit=10001")
