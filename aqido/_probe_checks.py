@@ -518,7 +518,8 @@ def _paging_checks(ctx: ProbeContext) -> list[Check]:
             uids = ans.uids()
             if not ans.ok or not uids:
                 return [undecided("offset", f"offset=1 gave {_status_text(ans)}", page)]
-            honoured = first not in uids
+            # the listing's next studies (A listed twice is at 0 and 1), or anything but A
+            honoured = first not in uids or uids == list(ctx.listed[1 : 1 + len(uids)])
             said = "offset=1 skips the first study" if honoured else "offset=1 is ignored"
             return [Finding("offset", said, str(page), honoured)]
 

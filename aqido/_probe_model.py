@@ -249,7 +249,7 @@ def make_context(listing: Answer) -> ProbeContext:
     date = first_value(a_item, STUDY_DATE)
     mods_a = {str(m) for m in _values(a_item, _MODALITIES) if isinstance(m, str) and m}
     b = list_key = list_a = list_b = None
-    others = [item for item in items if item is not a_item]
+    others = [item for item in items if first_value(item, _STUDY_UID) != a]  # A listed twice
     best_b: tuple[int, Mapping[str, Any]] | None = None
     for item in others:  # B: another patient, with a modality A lacks (and vice versa)
         mods_b = {str(m) for m in _values(item, _MODALITIES) if isinstance(m, str) and m}

@@ -7,6 +7,7 @@ the fake emulates and what the probe can observe with the data it is loaded with
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -99,6 +100,20 @@ async def test_a_probe_of_an_archive_with_an_impossible_date_completes(date: str
             report = await probe_report(client)
     assert report.context is not None
     assert report.context.date != date  # another study's date, a real day
+
+
+@pytest.mark.anyio
+async def test_a_study_listed_twice_is_not_its_own_contrast() -> None:
+    """A listed twice: B is another study, and offset=1 landing on A's repeat is honoured."""
+    async with MiniArchive(studies=3) as archive:  # repeated keys: the first value wins
+        for study in archive.studies:
+            study["00100020"]["Value"] = ["PID1"]  # one patient: no B is better than another
+        archive.studies.insert(1, copy.deepcopy(archive.studies[0]))
+        async with AsyncQidoRS(archive.url, retries=0) as client:
+            report = await probe_report(client)
+    assert report.context is not None
+    assert report.context.b not in (None, report.context.a)
+    assert (report.profile.repeated_keys, report.profile.offset) == ("first", True)
 
 
 def test_empty_archive_plans_only_data_free_checks() -> None:
