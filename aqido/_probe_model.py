@@ -146,7 +146,8 @@ class ProbeContext:
     """The test values the probe took from the archive's first listing.
 
     ``a`` and ``b`` are StudyInstanceUIDs of two listed studies (``None`` when
-    the archive has fewer); every other value belongs to study A unless named
+    the archive has fewer, or fewer whose UID is made of the safe characters below);
+    ``listed`` holds every listed UID; every other value belongs to study A unless named
     ``*_b``; a value is ``None`` when A does not have a usable one (values must
     be made of ``A-Z a-z 0-9 ^ . - _``, which every server reads the same
     way, with or without percent-decoding).
@@ -219,6 +220,9 @@ def make_context(listing: Answer) -> ProbeContext:
     """Pick study A, study B and the test values from the first listing (pure)."""
     items = [item for item in listing.items or () if first_value(item, _STUDY_UID)]
     listed = tuple(first_value(item, _STUDY_UID) or "" for item in items)
+    # A, B and the non-ASCII study go into paths and queries as they are: only UIDs made
+    # of the safe characters (a server's "1.2&x=1" or "1.2\x00" would change or break them)
+    items = [item for item in items if _SAFE.fullmatch(first_value(item, _STUDY_UID) or "")]
     if not items:
         return ProbeContext(listed=listed)
 

@@ -108,7 +108,12 @@ async def probe_report(client: AsyncQidoRS, *, max_in_flight: int = MAX_IN_FLIGH
     ctx = make_context(listing)
     findings: list[Finding] = []
     notes: list[str] = []
-    if ctx.a is None:
+    if ctx.a is None and ctx.listed:
+        notes.append(
+            "no listed study has a UID the probe can send as it is (digits, letters, . - _ ^): "
+            "only data-free checks were run"
+        )
+    elif ctx.a is None:
         notes.append("the archive listed no studies: only data-free checks were run")
     findings.append(
         Finding("discovery", f"{len(ctx.listed)} studies listed; A={ctx.a}, B={ctx.b}", str(first))

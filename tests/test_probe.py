@@ -116,6 +116,20 @@ async def test_a_study_listed_twice_is_not_its_own_contrast() -> None:
     assert (report.profile.repeated_keys, report.profile.offset) == ("first", True)
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("uid", ["1.2\x00", "1.2&PatientID=x", "1.2/../x", "1.2 3"])
+async def test_a_study_uid_that_cannot_be_sent_as_it_is_is_not_probed_with(uid: str) -> None:
+    """A server's UID goes into paths and queries raw: one that would break them is skipped."""
+    async with MiniArchive(studies=3) as archive:
+        archive.studies[0]["0020000D"] = element("UI", uid)
+        async with AsyncQidoRS(archive.url, retries=0) as client:
+            report = await probe_report(client)
+    assert report.context is not None
+    assert report.context.listed[0] == uid
+    assert uid not in (report.context.a, report.context.b)
+    assert not any(uid in request for f in report.findings for request in [f.request])
+
+
 def test_empty_archive_plans_only_data_free_checks() -> None:
     ctx = make_context(Answer(204))
     assert ctx == ProbeContext(listed=())
