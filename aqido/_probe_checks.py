@@ -465,7 +465,10 @@ def _includefield_check(a: str) -> Check:
         described = _STUDY_DESCRIPTION in one_keys
         extra = sorted(all_keys - base_keys)
         out = []
-        if described:
+        if _STUDY_DESCRIPTION in base_keys:  # returned without includefield: it shows nothing
+            why = "StudyDescription comes back without includefield too"
+            out.append(undecided("includefield", why, one))
+        elif described:
             out.append(
                 Finding("includefield", "includefield=StudyDescription returns it", str(one), True)
             )

@@ -130,6 +130,18 @@ async def test_a_study_uid_that_cannot_be_sent_as_it_is_is_not_probed_with(uid: 
     assert not any(uid in request for f in report.findings for request in [f.request])
 
 
+@pytest.mark.anyio
+async def test_an_attribute_returned_by_default_does_not_show_includefield_works() -> None:
+    async with MiniArchive(studies=3) as archive:  # it ignores includefield
+        for study in archive.studies:
+            study["00081030"] = element("LO", "CT Head")  # and returns StudyDescription anyway
+        async with AsyncQidoRS(archive.url, retries=0) as client:
+            report = await probe_report(client)
+    finding = next(f for f in report.findings if f.capability == "includefield")
+    assert not finding.decided
+    assert "without includefield" in finding.finding
+
+
 def test_empty_archive_plans_only_data_free_checks() -> None:
     ctx = make_context(Answer(204))
     assert ctx == ProbeContext(listed=())
