@@ -298,9 +298,15 @@ class ServerProfile:
             return cls.from_json(f.read())
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the profile as JSON to ``path``."""
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(self.to_json() + "\n")
+        """Write the profile as JSON to ``path``, whole or not at all.
+
+        Through a temporary file renamed into place (:func:`aqido._files.write_whole`):
+        a write that fails (a full disk) raises ``OSError`` and leaves a profile
+        already at ``path`` as it was.
+        """
+        from aqido._files import write_whole
+
+        write_whole(path, (self.to_json() + "\n").encode("utf-8"))
 
 
 def _strict_bool(value: object, _: object) -> bool:

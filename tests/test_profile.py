@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import sys
 import typing
 
 import attrs
@@ -106,3 +107,25 @@ def test_a_corrupt_profile_file_is_a_value_error(tmp_path: pathlib.Path) -> None
     path.write_text('{"notes": ' + "[" * 100_000 + "]" * 100_000 + "}")
     with pytest.raises(ValueError, match="invalid server profile"):
         ServerProfile.load(path)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file size limits")
+def test_a_failed_save_keeps_the_profile_already_there(tmp_path: pathlib.Path) -> None:
+    """A write that fails midway (a full disk; here a file size limit) loses nothing."""
+    import resource
+    import signal
+
+    path = tmp_path / "p.json"
+    ServerProfile.tiny_pacs().save(path)
+    before = path.read_bytes()
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (300, limits[1]))
+    try:
+        with pytest.raises(OSError, match="too large"):
+            ServerProfile.orthanc().save(path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["p.json"]  # no temporary file left
