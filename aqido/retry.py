@@ -48,6 +48,8 @@ T = TypeVar("T")
 
 #: Statuses retried by default.
 DEFAULT_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: The most doublings of the backoff ceiling computed (``2.0 ** 1024`` overflows a float).
+_MAX_DOUBLINGS = 1000
 
 
 def _non_negative(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -157,7 +159,11 @@ class Retry:
 
     def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
         """The jittered wait after failed attempt number ``attempt`` (1-based)."""
-        ceiling = min(self.backoff_max, self.backoff_base * 2.0 ** max(0, attempt - 1))
+        # The exponent is bounded: 2.0 ** 1024 overflows (OverflowError), and a policy
+        # allowing that many attempts (retries=5000, total=None) reaches it; the ceiling
+        # is backoff_max long before, whatever backoff_base is.
+        doubling = 2.0 ** min(max(0, attempt - 1), _MAX_DOUBLINGS)
+        ceiling = min(self.backoff_max, self.backoff_base * doubling)
         return (rng or random).uniform(0.0, ceiling)
 
     def next_delay(

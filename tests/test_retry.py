@@ -289,3 +289,14 @@ async def test_retry_after_is_waited_for_with_a_fake_clock(monkeypatch: pytest.M
     assert await call_with_retry(attempt, Retry(backoff_base=0.0)) == "ok"
     assert slept == [2.0]
     assert isinstance(status_error(429), RateLimitedError)
+
+
+def test_backoff_of_a_policy_with_very_many_attempts_does_not_overflow() -> None:
+    # retries=5000 with total=None: attempt 1025 used to compute 2.0 ** 1024 (OverflowError)
+    policy = Retry(max_attempts=5000, total=None, backoff_base=0.5, backoff_max=30.0)
+    error = TransportError("reset")
+    for attempt in (1024, 1025, 4999):
+        delay = policy.next_delay(error, attempt=attempt, elapsed=0)
+        assert delay is not None
+        assert 0.0 <= delay <= 30.0
+    assert Retry(max_attempts=5000, total=None, backoff_base=0.0).backoff(2000) == 0.0
