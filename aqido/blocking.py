@@ -91,7 +91,12 @@ class _Runner:
                 done.set()
 
         # Never hold the lock while talking to the loop: the loop thread takes it in _forget.
-        future = portal.start_task_soon(run)
+        try:
+            future = portal.start_task_soon(run)
+        except RuntimeError:  # the portal stopped since start(): close() ran meanwhile
+            if self.closed:
+                raise ClientClosedError("This QidoRS has been closed; create a new one.") from None
+            raise
         entry = (future, done)
         with self.lock:  # close() either sees this task in its snapshot, or it is refused here
             refused = self.closed
@@ -112,6 +117,19 @@ class _Runner:
         """Run ``func(*args)`` on the loop and wait for it; cancel it if the wait is interrupted."""
         future, done = self.submit(func, *args)
         try:
+            return self.result(future)
+        finally:
+            if not future.done() or not done.is_set():
+                future.cancel()
+                done.wait()
+
+    def result(self, future: concurrent.futures.Future[T]) -> T:
+        """Wait for ``future`` (waking up to notice Ctrl-C) and return its result.
+
+        A task that :meth:`close` cancelled raises
+        :class:`~aqido.errors.ClientClosedError`, not ``CancelledError``.
+        """
+        try:
             while not future.done():
                 concurrent.futures.wait([future], timeout=_POLL)
             return future.result()
@@ -121,10 +139,6 @@ class _Runner:
                     "This QidoRS was closed while the call was running."
                 ) from None
             raise  # pragma: no cover - only close() cancels a call that is being waited for
-        finally:
-            if not future.done() or not done.is_set():
-                future.cancel()
-                done.wait()
 
     def close(self) -> None:
         """Cancel the running tasks, close the client, stop the loop, join the thread."""
@@ -290,9 +304,9 @@ class QidoRS:
             future, done = self._runner.submit(pump)
             while batch := self._runner.call(take):
                 yield from batch
-            while not future.done():
-                concurrent.futures.wait([future], timeout=_POLL)
-            future.result()  # the producer's error, if any
+            # The producer's error, if any; a close() that cancelled it after its last
+            # item was taken is a ClientClosedError, as it is during the iteration.
+            self._runner.result(future)
         finally:
             if future is not None and done is not None and not done.is_set():
                 future.cancel()

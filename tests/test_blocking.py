@@ -11,13 +11,15 @@ import signal
 import threading
 import time
 from collections.abc import AsyncGenerator, Iterator
+from typing import Any
 
 import pytest
+from anyio.from_thread import BlockingPortal
 
 from aqido import QueryLevel
 from aqido.blocking import QidoRS
 from aqido.client import AsyncQidoRS, SearchResults
-from aqido.errors import InvalidResponseError, ServerError
+from aqido.errors import ClientClosedError, InvalidResponseError, ServerError
 from aqido.progress import CrawlProgress, TqdmProgress, track
 from aqido.results import Instance, Series, Study
 from aqido.testing import FakeArchive, SyntheticArchive
@@ -289,6 +291,82 @@ def test_close_from_another_thread_cancels_running_work() -> None:
         assert isinstance(errors[0], RuntimeError)
         assert "closed while" in str(errors[0])
         assert other_threads() == before
+
+
+def test_a_call_that_races_close_raises_client_closed_error(
+    archive: FakeArchive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A call that passed the closed check when close() stopped the loop used to get
+    # anyio's RuntimeError("This portal is not running") instead of ClientClosedError.
+    client = QidoRS(archive.url)
+    client.search({})
+    start_task_soon = BlockingPortal.start_task_soon
+
+    def preempted(portal: BlockingPortal, *args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread().name == "racing-caller":
+            time.sleep(0.3)  # the caller is preempted here; close() runs meanwhile
+        return start_task_soon(portal, *args, **kwargs)
+
+    monkeypatch.setattr(BlockingPortal, "start_task_soon", preempted)
+    errors: list[BaseException] = []
+
+    def search() -> None:
+        try:
+            client.search({})
+        except BaseException as exc:
+            errors.append(exc)
+
+    caller = threading.Thread(target=search, name="racing-caller")
+    caller.start()
+    time.sleep(0.1)
+    client.close()
+    caller.join(10)
+    assert not caller.is_alive()
+    assert len(errors) == 1
+    assert isinstance(errors[0], ClientClosedError)
+
+
+def test_an_iterator_whose_producer_close_cancelled_raises_client_closed_error(
+    archive: FakeArchive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # close() cancels the producer and the consumer's pending read one after the other;
+    # when the read ended first (the producer's stream closed), the iterator used to
+    # raise concurrent.futures.CancelledError instead of ClientClosedError.
+    client = QidoRS(archive.url)
+
+    async def one_then_wait() -> AsyncGenerator[int, None]:
+        yield 1
+        await asyncio.sleep(30)
+        yield 2  # pragma: no cover - cancelled
+
+    it = client._iterate(one_then_wait)
+    assert next(it) == 1
+    (pump,) = client._runner.tasks
+    outcome: list[object] = []
+
+    def rest() -> None:
+        try:
+            outcome.append(list(it))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    consumer = threading.Thread(target=rest)
+    consumer.start()
+    wait_for(lambda: len(client._runner.tasks) == 2)  # the consumer's read is pending
+    cancel = concurrent.futures.Future.cancel
+
+    def pump_first(future: concurrent.futures.Future[Any]) -> bool:
+        if future is not pump[0]:  # close() got to the producer first, and the read ended
+            cancel(pump[0])
+            wait_for(future.done)
+        return cancel(future)
+
+    monkeypatch.setattr(concurrent.futures.Future, "cancel", pump_first)
+    client.close()
+    consumer.join(10)
+    assert not consumer.is_alive()
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], ClientClosedError)
 
 
 def test_no_threads_leak(archive: FakeArchive) -> None:
