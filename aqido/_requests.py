@@ -333,8 +333,14 @@ class RequestPath:
             headers["Authorization"] = f"Bearer {auth}"
         return headers
 
-    async def _attempt(self, url: str, limiter: Slots | None) -> QidoResponse:
-        """One attempt: take a concurrency slot, send, refresh auth once on 401, parse."""
+    async def _attempt(
+        self, url: str, limiter: Slots | None, sent_at: list[float] | None = None
+    ) -> QidoResponse:
+        """One attempt: take a concurrency slot, send, refresh auth once on 401, parse.
+
+        ``sent_at`` receives the ``time.perf_counter()`` reading at which the attempt had
+        its slots and was sent (the time it waited for them is the client's own queue).
+        """
         client_limiter = self._limiter
         assert client_limiter is not None
         if limiter is not None:
@@ -348,6 +354,8 @@ class RequestPath:
             outcome: tuple[str, float | None] = ("ignore", None)
             try:
                 start = time.perf_counter()
+                if sent_at is not None:
+                    sent_at.append(start)
                 try:
                     sent = self._fixed_headers
                     if sent is None:  # a callable auth: fresh headers for every request
@@ -391,18 +399,26 @@ class RequestPath:
 
         The first attempt is made here and the retry loop entered only after a
         failure: most requests succeed at once, and this is their whole cost.
+        ``Retry.total`` counts from when the first attempt was sent, not from when it
+        began to wait for a concurrency slot: a request queued behind many others (a
+        crawl, a ``Retry-After`` pause) keeps its retries.
         """
-        start = time.monotonic()
+        sent_at: list[float] = []
         try:
-            return await self._attempt(url, limiter)
+            return await self._attempt(url, limiter, sent_at)
         except QidoError as error:
-            failed = (error, start)
+            failed = (error, sent_at[0] if sent_at else time.perf_counter())
 
         async def attempt() -> QidoResponse:
             return await self._attempt(url, limiter)
 
         return await call_with_retry(
-            attempt, self.retry, what=f"GET {url}", on_retry=on_retry, failed=failed
+            attempt,
+            self.retry,
+            what=f"GET {url}",
+            on_retry=on_retry,
+            clock=time.perf_counter,
+            failed=failed,
         )
 
     async def _fetch(

@@ -95,8 +95,10 @@ class Retry:
 
     Attributes:
         max_attempts: attempts in total, the first one included (``1`` = never retry).
-        total: seconds after the first attempt past which no new attempt starts
-            (``None``: no limit).  A ``Retry-After`` that would end past it gives up.
+        total: seconds after the first attempt was sent past which no new attempt
+            starts (``None``: no limit); the client's time waiting for a concurrency
+            slot before that is not counted.  A ``Retry-After`` that would end past it
+            gives up.
         backoff_base: the first backoff ceiling, in seconds; it doubles with each
             retry (full jitter: the wait is uniform in ``[0, ceiling]``).
         backoff_max: the largest backoff ceiling, in seconds.

@@ -14,6 +14,7 @@ import attrs
 import pytest
 from qido_server import MiniArchive
 
+from aqido._slots import Slots
 from aqido.client import AsyncQidoRS
 from aqido.errors import (
     BadRequestError,
@@ -118,6 +119,24 @@ async def test_retries_can_be_disabled(archive: MiniArchive, retries: Any) -> No
         with pytest.raises(ServerError):
             await qido.search(HierarchicalQuery())
     assert len(archive.requests) == 1
+
+
+@pytest.mark.anyio
+async def test_retry_total_does_not_count_the_wait_for_a_slot(archive: MiniArchive) -> None:
+    # A request queued behind others (a crawl, a Retry-After pause) used to have spent its
+    # Retry.total budget waiting for a slot, so its first transient failure was final.
+    archive.fail_next(busy(503))
+    policy = Retry(total=0.3, backoff_base=0.001, backoff_max=0.002)
+    async with AsyncQidoRS(archive.url, retries=policy, max_concurrency=1) as qido:
+        slots = qido._limiter
+        assert isinstance(slots, Slots)
+        await slots.acquire()  # another request holds the client's only slot
+        search = asyncio.ensure_future(qido.search(HierarchicalQuery()))
+        await asyncio.sleep(0.5)  # longer than Retry.total
+        slots.release()
+        studies = await asyncio.wait_for(search, 10)
+    assert len(studies) == 4
+    assert len(archive.requests) == 2
 
 
 @pytest.mark.anyio
