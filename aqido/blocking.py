@@ -19,7 +19,8 @@ before it propagates.  The iterators (:meth:`QidoRS.iter_search`,
 generator in one task on the loop, which runs at most a few dozen items
 ahead of the consumer (items are handed over in batches); leaving
 the loop early (``break``, an exception, garbage collection of the iterator)
-cancels that task and waits for it to finish.
+cancels that task and waits for it to finish (when the garbage collector
+finalizes the iterator on the loop thread itself, it only cancels it).
 """
 
 from __future__ import annotations
@@ -310,7 +311,11 @@ class QidoRS:
         finally:
             if future is not None and done is not None and not done.is_set():
                 future.cancel()
-                done.wait()
+                # An abandoned iterator in a reference cycle may be finalized by the
+                # garbage collector on the loop thread itself: waiting there for the
+                # producer would stop the loop for good (it ends on its own once cancelled).
+                if threading.get_ident() != self._runner.thread_id:
+                    done.wait()
             send.close()
             receive.close()
 

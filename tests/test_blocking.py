@@ -241,6 +241,37 @@ def test_early_closed_iterators_close_their_async_generator(client: QidoRS) -> N
     assert not client._runner.tasks
 
 
+def test_an_abandoned_iterator_collected_on_the_loop_thread_does_not_hang_it(
+    archive: FakeArchive,
+) -> None:
+    # An iterator in a reference cycle is freed by the garbage collector, on whichever
+    # thread allocates: on the loop thread, its cleanup used to wait there for its own
+    # producer, which could then never run (every later call hung).
+    client = QidoRS(archive.url)
+
+    class Holder:
+        def __init__(self) -> None:
+            self.me = self
+            self.studies = client.iter_search({}, page_size=1)
+            self.first = next(self.studies)
+
+    Holder()
+    assert len(client._runner.tasks) == 1  # its producer, waiting for the next read
+
+    async def collect() -> int:
+        return gc.collect()
+
+    outcome: list[object] = []
+    caller = threading.Thread(target=lambda: outcome.append(client._runner.call(collect)))
+    caller.start()
+    caller.join(10)
+    assert not caller.is_alive(), "the loop thread is stuck (the client cannot be closed)"
+    assert outcome[0] > 0
+    wait_for(lambda: not client._runner.tasks)
+    assert len(client.search({})) == len(SYNTH.studies)
+    client.close()
+
+
 def test_an_iterator_raises_the_producers_error(client: QidoRS) -> None:
     async def failing() -> AsyncGenerator[int, None]:
         yield 1
