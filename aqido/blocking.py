@@ -9,8 +9,10 @@ pool and one ``max_concurrency`` limit.
 
 Lifecycle: use it as a context manager, or call :meth:`QidoRS.close`
 (idempotent, from any thread): it cancels whatever is still running, closes
-the HTTP session, stops the loop and joins its thread.  A client that is
-garbage collected without being closed is closed then.
+the HTTP session, stops the loop and joins its thread.  Called on the loop
+thread itself (from a progress hook, say), it returns at once and another
+thread does that.  A client that is garbage collected without being closed is
+closed then.
 
 Cancellation: a ``KeyboardInterrupt`` (Ctrl-C) in a thread waiting for a
 call cancels that call's work on the loop (requests in flight included)
@@ -151,8 +153,24 @@ class _Runner:
             tasks = list(self.tasks)
         if portal is None or cm is None:
             return
-        if threading.get_ident() == self.thread_id:  # pragma: no cover - GC on the loop thread
+        if threading.get_ident() == self.thread_id:
+            # On the loop thread (a progress hook, a header factory, the garbage collector):
+            # waiting for the loop here would stop it, and returning without stopping it
+            # left the thread, the session and an exit that hangs; another thread does it.
+            threading.Thread(
+                target=self._shut_down, args=(portal, cm, tasks), name="aqido-close"
+            ).start()
             return
+        self._shut_down(portal, cm, tasks)
+
+    def _shut_down(
+        self,
+        portal: BlockingPortal,
+        cm: AbstractContextManager[BlockingPortal],
+        tasks: list[tuple[concurrent.futures.Future[Any], threading.Event]],
+    ) -> None:
+        """The end of :meth:`close`, off the loop thread: cancel and await ``tasks``, close
+        the client, stop the loop and join its thread."""
         for future, _ in tasks:
             future.cancel()
         for _, done in tasks:

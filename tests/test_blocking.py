@@ -400,6 +400,30 @@ def test_an_iterator_whose_producer_close_cancelled_raises_client_closed_error(
     assert isinstance(outcome[0], ClientClosedError)
 
 
+def test_close_from_the_loop_thread_still_stops_it(archive: FakeArchive) -> None:
+    # close() from a progress hook runs on the client's loop thread: it used to mark the
+    # client closed and return, leaving the loop thread, an open session, and an
+    # interpreter exit that hung (the portal's cleanup at shutdown).
+    before = other_threads()
+    client = QidoRS(archive.url)
+    runner = client._runner
+
+    class CloseAfterOne(CrawlProgress):
+        def study_done(self, study: Study) -> None:
+            client.close()
+
+    try:
+        with pytest.raises(ClientClosedError):
+            for _ in client.crawl(progress=CloseAfterOne()):
+                pass
+        wait_for(lambda: other_threads() == before)
+        assert client.async_client.closed
+    finally:
+        if runner.portal is not None and runner.cm is not None and other_threads() != before:
+            runner.portal.call(runner.portal.stop, True)  # not to hang the test run's exit
+            runner.cm.__exit__(None, None, None)
+
+
 def test_no_threads_leak(archive: FakeArchive) -> None:
     before = other_threads()
     for _ in range(3):
