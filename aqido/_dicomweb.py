@@ -79,7 +79,11 @@ class DicomwebMethods:
         ``get_remaining=True`` pages until every match has been fetched;
         ``additional_params`` are other query parameters (a value or a list
         of values each, sent after aqido's own as ``key=v1&key=v2``): the
-        query's ``extra_params``, with the same rules.
+        query's ``extra_params``, with the same rules.  As in dicomweb-client,
+        a ``fuzzymatching`` that is not a bool (and, for series and instances, an
+        empty UID argument) raises; an attribute given twice in ``search_filters`` (as a tag and a
+        keyword), or a UID there that contradicts the UID argument, raises
+        :class:`~aqido.errors.InvalidQueryError` too.
         """
         query = self._dicomweb_query(
             QueryLevel.STUDY,
@@ -165,6 +169,11 @@ class DicomwebMethods:
                     f"{name}: {value!r} is not a str; pass one UID as a str (several UIDs: "
                     "search_filters={'StudyInstanceUID': [...]} on a relational search)"
                 )
+            if value == "":  # not None: dropping it would search the whole archive
+                raise InvalidQueryError(
+                    f"{name}: the UID is empty; pass a UID, or leave it out (None) to search "
+                    "across all studies/series"
+                )
         return dicomweb_query(
             level,
             str(study_uid or ""),
@@ -186,6 +195,19 @@ class DicomwebMethods:
 _QUERY_FIELDS = frozenset(ATTRIBUTE_FIELDS)
 
 
+def _fuzzymatching(value: object) -> bool:
+    """dicomweb-client's ``fuzzymatching`` (``None``, ``True`` or ``False``), checked as it does.
+
+    A string such as ``"false"`` is refused: it is truthy, and would turn fuzzy
+    matching on.
+    """
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise QueryTypeError(f"fuzzymatching: {value!r} is not a bool; pass True or False")
+    return value
+
+
 def dicomweb_query(
     level: QueryLevel,
     study_uid: str,
@@ -202,7 +224,7 @@ def dicomweb_query(
     """Build the query dicomweb-client's ``search_for_*`` arguments describe."""
     kwargs: dict[str, Any] = {
         "query_level": level,
-        "fuzzymatching": bool(fuzzymatching),
+        "fuzzymatching": _fuzzymatching(fuzzymatching),
         "limit": limit or 0,
         "offset": offset or 0,
         "include_fields": tuple(fields or ()),
@@ -210,11 +232,18 @@ def dicomweb_query(
         "permissive_uid": permissive_uid,
     }
     filters: dict[str, Any] = {}
+    given: dict[str, object] = {}  # keyword -> the key it was given as
     for key, value in (search_filters or {}).items():
         try:
             keyword = dictionary.resolve(key)[1]
         except (KeyError, ValueError) as exc:
             raise InvalidQueryError(f"search_filters: unknown attribute {key!r} ({exc})") from None
+        if keyword in given:  # a tag and its keyword: one of the two values would be lost
+            raise InvalidQueryError(
+                f"search_filters: {given[keyword]!r} and {key!r} are the same attribute "
+                f"({keyword}); give it once"
+            )
+        given[keyword] = key
         if isinstance(value, int | float) and not isinstance(value, bool):
             value = str(value)
         if keyword in _QUERY_FIELDS:
@@ -223,10 +252,15 @@ def dicomweb_query(
             filters[key] = value
     if filters:
         kwargs["filters"] = filters
-    if study_uid:
-        kwargs["StudyInstanceUID"] = study_uid
-    if series_uid:
-        kwargs["SeriesInstanceUID"] = series_uid
+    for keyword, uid in (("StudyInstanceUID", study_uid), ("SeriesInstanceUID", series_uid)):
+        if not uid:
+            continue
+        if keyword in given and kwargs.get(keyword, uid) not in ("", None, uid):
+            raise InvalidQueryError(
+                f"search_filters: {given[keyword]!r}={kwargs[keyword]!r} contradicts the "
+                f"{keyword} argument {uid!r}; give the UID once"
+            )
+        kwargs[keyword] = uid
     hierarchical = (
         level is QueryLevel.STUDY
         or (level is QueryLevel.SERIES and study_uid)

@@ -240,6 +240,53 @@ async def test_uid_arguments_must_be_strings(odd: FakeArchive) -> None:
     assert odd.requests == []
 
 
+async def test_an_empty_uid_argument_is_refused_not_dropped(odd: FakeArchive) -> None:
+    # dropped, it searched every series / instance of the archive
+    async with AsyncQidoRS(odd.url, permissive_uid=True) as qido:
+        with pytest.raises(InvalidQueryError, match="study_instance_uid: the UID is empty"):
+            await qido.search_for_series("")
+        with pytest.raises(InvalidQueryError, match="series_instance_uid: the UID is empty"):
+            await qido.search_for_instances("01.2.ABC", "")
+    assert odd.requests == []
+
+
+async def test_a_uid_argument_and_a_contradicting_search_filter_are_refused(
+    odd: FakeArchive,
+) -> None:
+    # the filter was overwritten by the argument: one study's series, silently
+    async with AsyncQidoRS(odd.url, permissive_uid=True) as qido:
+        with pytest.raises(InvalidQueryError, match="contradicts the StudyInstanceUID argument"):
+            await qido.search_for_series("01.2.ABC", search_filters={"0020000D": "2.25.x-1"})
+        with pytest.raises(InvalidQueryError, match="contradicts the SeriesInstanceUID"):
+            await qido.search_for_instances(
+                "01.2.ABC", "01.2.ABC.S1", search_filters={"SeriesInstanceUID": "01.2.ABC.S2"}
+            )
+        assert odd.requests == []
+        same = await qido.search_for_series(
+            "01.2.ABC", search_filters={"StudyInstanceUID": "01.2.ABC"}
+        )
+    assert len(same) == 2
+
+
+async def test_a_search_filter_given_as_tag_and_keyword_is_refused(odd: FakeArchive) -> None:
+    # the last one won: a search for P1 answered for P0
+    async with AsyncQidoRS(odd.url) as qido:
+        with pytest.raises(InvalidQueryError, match="'00100020' and 'PatientID' are the same"):
+            await qido.search_for_studies(search_filters={"00100020": "P0", "PatientID": "P1"})
+    assert odd.requests == []
+
+
+@pytest.mark.parametrize("value", ["false", "true", 0, 1])
+async def test_fuzzymatching_must_be_a_bool(odd: FakeArchive, value: object) -> None:
+    # "false" is truthy: it turned fuzzy matching on
+    async with AsyncQidoRS(odd.url) as qido:
+        with pytest.raises(QueryTypeError, match=r"fuzzymatching: .* is not a bool"):
+            await qido.search_for_studies(fuzzymatching=value)  # type: ignore[arg-type]
+        await qido.search_for_studies(fuzzymatching=False)
+        await qido.search_for_studies(fuzzymatching=True)
+    assert [r.query_string for r in odd.requests] == ["", "fuzzymatching=true"]
+
+
 def _cli(*argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     status = main(list(argv), stdout=out, stderr=err, environ={})
