@@ -482,6 +482,8 @@ class RelationalQuery(BaseQuery):
 # --------------------------------------------------------------------------- casting
 
 _FIELD_NAMES = frozenset(a.name for a in attrs.fields(BaseQuery))
+#: Fields whose 0 or False is their default, so "not set" (a 0 elsewhere is a wrong value).
+_ZERO_DEFAULTS = frozenset({"limit", "offset", "fuzzymatching", "permissive_uid"})
 
 
 def _fields_of(query: object) -> dict[str, Any]:
@@ -546,7 +548,8 @@ def ensure_query_type(
     pydantic's ``model_dump()``; dicomtrolley is not imported), or a mapping
     of field names.  A dicomtrolley ``HierarchicalQuery``/``RelationalQuery``
     keeps its kind; anything else becomes a :class:`HierarchicalQuery` if
-    that is valid, else a :class:`RelationalQuery`.  Empty values are dropped;
+    that is valid, else a :class:`RelationalQuery`.  Empty values (and a 0 or
+    ``False`` limit, offset, fuzzymatching or permissive_uid) are dropped;
     other attributes that are DICOM keywords (``PatientBirthDate`` of a
     dicomtrolley ``ExtendedQuery``) go into ``filters``; anything else raises.
     ``permissive_uid=True`` builds the converted query with relaxed UID checks
@@ -563,7 +566,9 @@ def ensure_query_type(
     kwargs: dict[str, Any] = {}
     filters: dict[str, Any] = dict(data.pop("filters", None) or {})
     for key, value in data.items():
-        if value is None or value == "" or value == [] or value == () or value == 0:
+        if value is None or value == "" or value == [] or value == ():
+            continue
+        if key in _ZERO_DEFAULTS and value == 0:
             continue
         if key in _FIELD_NAMES:
             kwargs[key] = value

@@ -17,7 +17,13 @@ from dicomtrolley.core import QueryLevels
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aqido import BaseQuery, HierarchicalQuery, RelationalQuery, ensure_query_type
+from aqido import (
+    BaseQuery,
+    HierarchicalQuery,
+    InvalidQueryError,
+    RelationalQuery,
+    ensure_query_type,
+)
 
 STUDY = "1.2.840.113619.2.1"
 SERIES = "1.2.840.113619.2.1.2"
@@ -149,6 +155,26 @@ def test_ensure_query_type_converts_extended_queries_into_filters() -> None:
         "PatientBirthDate": "19700102",
         "PatientSex": "F",
     }
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"NumberOfStudyRelatedInstances": 0},
+        {"PatientID": 0},
+        {"query_level": "SERIES", "StudyInstanceUID": 0},
+        {"PatientWeight": 0.0},
+    ],
+)
+def test_a_zero_match_value_is_refused_not_dropped(fields: dict[str, Any]) -> None:
+    # dropped as if empty, it widened the search (while 5 was refused as not a str)
+    with pytest.raises(InvalidQueryError, match="is not a str"):
+        ensure_query_type(fields)
+
+
+def test_zero_and_false_defaults_are_still_not_set() -> None:
+    fields = {"limit": 0, "offset": 0, "fuzzymatching": False, "permissive_uid": False}
+    assert ensure_query_type({"PatientID": "P1", **fields}) == HierarchicalQuery(PatientID="P1")
 
 
 # Hypothesis: random queries over the fields both libraries have.
