@@ -344,6 +344,18 @@ async def test_limit_offset_pages_are_stable(archive: FakeArchive) -> None:
     assert len((await get(archive, "/series?limit=0")).json) == 120  # 0: no limit
 
 
+async def test_limit_and_offset_that_are_not_ascii_digits_get_400(archive: FakeArchive) -> None:
+    # '²' passed isdigit() and crashed int() (a 500, which clients retry); '１' was read as 1
+    for value in ("%C2%B2", "%EF%BC%91", "-1", "1.0", ""):
+        assert (await get(archive, f"/series?limit={value}")).status == 400, value
+        assert (await get(archive, f"/series?offset={value}")).status == 400, value
+    # past int()'s 4,300 digits: a valid, huge number (nothing left: 204; no limit: all)
+    huge = "9" * 5000
+    assert (await get(archive, f"/series?offset={huge}")).status == 204
+    assert len((await get(archive, f"/series?limit={huge}")).json) == 120
+    assert len((await get(archive, "/series?limit=00000000000000000000000003")).json) == 3
+
+
 async def test_empty_result_204_or_200(archive: FakeArchive) -> None:
     reply = await get(archive, "/studies?PatientID=nobody")
     assert reply.status == 204

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -337,14 +338,16 @@ class ServerEmulation:
                         continue
                     include.add(key)
             elif lower in ("limit", "offset"):
-                if not value.isdigit():
+                if not (value.isascii() and value.isdigit()):  # not '²' nor a full-width '１'
                     raise BadRequest(f"{name} must be an unsigned integer, got {value!r}")
+                digits = value.lstrip("0") or "0"  # past 18 digits: more than any archive holds
+                number = int(digits) if len(digits) <= 18 else sys.maxsize
                 if lower == "limit":
-                    limit = int(value)
+                    limit = number
                     if self.max_limit is not None and limit > self.max_limit:
                         raise BadRequest(f"limit must not exceed {self.max_limit}")
                 else:
-                    offset = int(value)
+                    offset = number
             elif lower in ("fuzzymatching", "emptyvaluematching", "multiplevaluematching"):
                 if value not in ("true", "false"):
                     raise BadRequest(f"{name} must be 'true' or 'false', got {value!r}")
