@@ -398,6 +398,22 @@ async def test_cap_silent_and_plus_one() -> None:
         assert (await get(orthanc, "/studies?StudyDate=garbage,20100101-")).status == 200
 
 
+async def test_orthanc_like_takes_every_profile_flag_by_its_flag_name() -> None:
+    # case_sensitive=True was silently ignored; case_sensitive=False and relational=False
+    # were refused as clashing with the profile
+    name = SYNTH.studies[0].patient_name.split("=")[0]
+    swapped = name.swapcase()
+    expected = len([s for s in SYNTH.studies if s.patient_name.split("=")[0] == swapped])
+    async with FakeArchive.orthanc_like(SYNTH) as lax:
+        assert len((await get(lax, f"/studies?PatientName={swapped}")).json) >= 1
+    async with FakeArchive.orthanc_like(SYNTH, case_sensitive=True) as strict:
+        assert (strict.case_sensitive, strict.pn_case_sensitive) == (True, True)
+        assert len((await get(strict, f"/studies?PatientName={swapped}")).json) == expected
+    async with FakeArchive.orthanc_like(SYNTH, case_sensitive=False, relational=False) as old:
+        assert (old.case_sensitive, old.relational) == (False, False)
+        assert (await get(old, "/series")).status == 404
+
+
 async def test_ignore_offset_ignore_limit_and_max_limit() -> None:
     async with FakeArchive(SYNTH, ignore_offset=True) as archive:
         first = await get(archive, "/studies?limit=5")

@@ -152,20 +152,23 @@ FLAG_DEFAULTS: dict[str, Any] = {
     "unknown_parent_status": None,
 }
 
-#: Flag name -> (profile field, how the flag value reads as that field), for ``orthanc_like``.
-FLAG_TO_PROFILE: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    "empty_status": ("empty_status", lambda v: v),
-    "truncation_warning": ("cap_warning", bool),
-    "cap_plus_one": ("cap_plus_one", bool),
-    "cap_before_offset": ("cap_before_offset", bool),
-    "ignore_offset": ("offset", lambda v: not v),
-    "ignore_limit": ("limit", lambda v: not v),
-    "unknown_attributes": ("unsupported_keys", lambda v: v),
-    "decode_percent": ("percent_decoding", bool),
-    "include_all_attributes": ("includefield_all", bool),
-    "fuzzy_warning": ("fuzzy_matching", lambda v: "warning" if v else "ignored"),
-    "strict_values": ("bad_request_status", lambda v: 400 if v else 200),
-    "unknown_parent_status": ("unknown_parent_status", lambda v: 200 if v is None else v),
+#: Flag name -> (the profile fields it sets, how the flag value reads as them), for
+#: ``orthanc_like``: every flag of :data:`FLAG_DEFAULTS` but ``max_results``.
+FLAG_TO_PROFILE: dict[str, tuple[tuple[str, ...], Callable[[Any], Any]]] = {
+    "empty_status": (("empty_status",), lambda v: v),
+    "truncation_warning": (("cap_warning",), bool),
+    "cap_plus_one": (("cap_plus_one",), bool),
+    "cap_before_offset": (("cap_before_offset",), bool),
+    "ignore_offset": (("offset",), lambda v: not v),
+    "ignore_limit": (("limit",), lambda v: not v),
+    "case_sensitive": (("case_sensitive", "pn_case_sensitive"), bool),
+    "unknown_attributes": (("unsupported_keys",), lambda v: v),
+    "decode_percent": (("percent_decoding",), bool),
+    "include_all_attributes": (("includefield_all",), bool),
+    "fuzzy_warning": (("fuzzy_matching",), lambda v: "warning" if v else "ignored"),
+    "strict_values": (("bad_request_status",), lambda v: 400 if v else 200),
+    "relational": (("relational_series", "relational_instances"), bool),
+    "unknown_parent_status": (("unknown_parent_status",), lambda v: 200 if v is None else v),
 }
 
 # --- the emulation ------------------------------------------------------------------------

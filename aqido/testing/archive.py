@@ -294,9 +294,10 @@ class FakeArchive(ServerEmulation):
         flags = dict(options)
         profile = ServerProfile.orthanc(max_results=flags.pop("max_results", None))
         changes = {}
-        for flag, (field, to_profile) in FLAG_TO_PROFILE.items():
+        for flag, (fields, to_profile) in FLAG_TO_PROFILE.items():
             if flag in flags:
-                changes[field] = to_profile(flags.pop(flag))
+                value = to_profile(flags.pop(flag))
+                changes.update(dict.fromkeys(fields, value))
         if changes:
             profile = attrs.evolve(profile, **changes)
         preset: dict[str, Any] = {
