@@ -591,6 +591,18 @@ def test_fault_draw_depends_on_url_and_attempt_only() -> None:
     assert all(Faults(rate=1.0).draw("/x", n) is not None for n in range(20))
 
 
+async def test_an_unknown_fault_kind_is_refused(archive: FakeArchive) -> None:
+    # "502" was served as a "truncated" fault; Faults(kinds=[]) crashed the server (500)
+    with pytest.raises(ValueError, match="fault kinds must be some of"):
+        archive.fail("/studies", "502")  # type: ignore[arg-type]
+    for kinds in ([], ["404"], "503"):
+        with pytest.raises(ValueError, match="fault kinds must be some of"):
+            Faults(kinds=kinds)  # type: ignore[arg-type]
+    assert (await get(archive, "/studies")).status == 200
+    archive.fail("/studies", Fault(kind="html", status=502), times=1)
+    assert (await get(archive, "/studies")).status == 502
+
+
 async def test_each_fault_kind_as_a_client_sees_it(archive: FakeArchive) -> None:
     async with aiohttp.ClientSession() as session:
         archive.fail("/studies", Fault(kind="429", retry_after="7"), times=1)

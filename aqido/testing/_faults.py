@@ -32,6 +32,16 @@ _ALL_KINDS: tuple[FaultKind, ...] = (
 )
 
 
+def _check_kinds(kinds: Sequence[object], *, empty: bool = True) -> None:
+    """Refuse fault kinds that do not exist (one would have been served as "truncated")."""
+    unknown = [k for k in kinds if k not in _ALL_KINDS]
+    if unknown or (not kinds and not empty):
+        raise ValueError(
+            f"fault kinds must be some of {', '.join(_ALL_KINDS)}; got {list(kinds)!r} (for "
+            "another status, Fault(kind='html', status=...))"
+        )
+
+
 @attrs.frozen(kw_only=True)
 class ServedRequest:
     """A request the archive served: what came in and the status that went out.
@@ -66,10 +76,11 @@ class Fault:
     (JSON error body), ``"disconnect"`` (connection closed, no response),
     ``"truncated"`` (200 with a body cut short of its Content-Length),
     ``"malformed"`` (200 ``application/dicom+json`` that is not JSON),
-    ``"html"`` (an HTML error page, status ``status`` or 502).
+    ``"html"`` (an HTML error page, status ``status`` or 502).  Any other kind
+    raises ``ValueError`` (``"502"`` is ``Fault(kind="html", status=502)``).
     """
 
-    kind: FaultKind
+    kind: FaultKind = attrs.field(validator=lambda _, __, kind: _check_kinds([kind]))
     retry_after: str | None = "0"
     status: int | None = None
 
@@ -85,7 +96,9 @@ class Faults:
     """
 
     rate: float = 0.05
-    kinds: Sequence[FaultKind] = _ALL_KINDS
+    kinds: Sequence[FaultKind] = attrs.field(
+        default=_ALL_KINDS, validator=lambda _, __, kinds: _check_kinds(kinds, empty=False)
+    )
     seed: int = 0
     retry_after: str | None = "0"
 
