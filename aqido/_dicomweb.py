@@ -81,9 +81,11 @@ class DicomwebMethods:
         of values each, sent after aqido's own as ``key=v1&key=v2``): the
         query's ``extra_params``, with the same rules.  As in dicomweb-client,
         a ``fuzzymatching`` that is not a bool (and, for series and instances, an
-        empty UID argument) raises; an attribute given twice in ``search_filters`` (as a tag and a
-        keyword), or a UID there that contradicts the UID argument, raises
-        :class:`~aqido.errors.InvalidQueryError` too.
+        empty UID argument) raises; an attribute given twice in ``search_filters``
+        (as a tag and a keyword) with two values, or a UID there that contradicts
+        the UID argument, raises :class:`~aqido.errors.InvalidQueryError` too.  A
+        ``search_filters`` value ``""`` is universal matching (PS3.18 8.3.4.1):
+        the attribute is sent as ``includefield``, so it is returned.
         """
         query = self._dicomweb_query(
             QueryLevel.STUDY,
@@ -232,32 +234,40 @@ def dicomweb_query(
         "permissive_uid": permissive_uid,
     }
     filters: dict[str, Any] = {}
-    given: dict[str, object] = {}  # keyword -> the key it was given as
+    given: dict[int, tuple[object, Any]] = {}  # tag -> (the key it was given as, its value)
+    universal: list[str] = []  # attributes given "": universal matching
     for key, value in (search_filters or {}).items():
         try:
-            keyword = dictionary.resolve(key)[1]
+            tag, keyword = dictionary.resolve(key)
         except (KeyError, ValueError) as exc:
             raise InvalidQueryError(f"search_filters: unknown attribute {key!r} ({exc})") from None
-        if keyword in given:  # a tag and its keyword: one of the two values would be lost
-            raise InvalidQueryError(
-                f"search_filters: {given[keyword]!r} and {key!r} are the same attribute "
-                f"({keyword}); give it once"
-            )
-        given[keyword] = key
         if isinstance(value, int | float) and not isinstance(value, bool):
             value = str(value)
-        if keyword in _QUERY_FIELDS:
+        if tag in given:  # a tag and its keyword: one of two values would be lost
+            if given[tag][1] == value:
+                continue
+            raise InvalidQueryError(
+                f"search_filters: {given[tag][0]!r} and {key!r} are the same attribute "
+                f"({keyword or key}) with two values; give it once"
+            )
+        given[tag] = (key, value)
+        if value == "":  # PS3.18 8.3.4.1: match all, return the attribute (as includefield)
+            universal.append(keyword or f"{tag:08X}")
+        elif keyword in _QUERY_FIELDS:
             kwargs[keyword] = value
         else:
             filters[key] = value
+    if universal and "all" not in kwargs["include_fields"]:
+        have = set(kwargs["include_fields"])
+        kwargs["include_fields"] += tuple(k for k in universal if k not in have)
     if filters:
         kwargs["filters"] = filters
     for keyword, uid in (("StudyInstanceUID", study_uid), ("SeriesInstanceUID", series_uid)):
         if not uid:
             continue
-        if keyword in given and kwargs.get(keyword, uid) not in ("", None, uid):
+        if kwargs.get(keyword, uid) not in (None, uid):
             raise InvalidQueryError(
-                f"search_filters: {given[keyword]!r}={kwargs[keyword]!r} contradicts the "
+                f"search_filters: {keyword}={kwargs[keyword]!r} contradicts the "
                 f"{keyword} argument {uid!r}; give the UID once"
             )
         kwargs[keyword] = uid

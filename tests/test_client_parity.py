@@ -27,9 +27,10 @@ from aqido import (
     QueryTypeError,
     Retry,
 )
+from aqido._dicomweb import dicomweb_query
 from aqido.cli import EXIT_OK, EXIT_USAGE, main
 from aqido.retry import DEFAULT_RETRY_STATUSES
-from aqido.testing import FakeArchive
+from aqido.testing import FakeArchive, SyntheticArchive
 
 pytestmark = pytest.mark.anyio
 
@@ -273,7 +274,41 @@ async def test_a_search_filter_given_as_tag_and_keyword_is_refused(odd: FakeArch
     async with AsyncQidoRS(odd.url) as qido:
         with pytest.raises(InvalidQueryError, match="'00100020' and 'PatientID' are the same"):
             await qido.search_for_studies(search_filters={"00100020": "P0", "PatientID": "P1"})
-    assert odd.requests == []
+        assert odd.requests == []
+        same = await qido.search_for_studies(search_filters={"00100020": "P1", "PatientID": "P1"})
+        private = {"00091001": "a", "00091003": "b"}  # two private tags: two attributes
+        assert dicomweb_query(QueryLevel.STUDY, "", "", *[None] * 4, private).filters == (
+            ("00091001", "a"),
+            ("00091003", "b"),
+        )
+    assert len(same) == 1
+    assert odd.requests[0].query_string == "PatientID=P1"
+
+
+async def test_an_empty_search_filter_is_universal_matching() -> None:
+    # PS3.18 8.3.4.1: 'StudyDescription=' returns the attribute, as includefield does
+    # (dicomweb-client sends it so); a named field's '' was dropped and its attribute not
+    # returned, another attribute's '' was refused
+    synthetic = SyntheticArchive(seed=2, studies=3)
+    patient = synthetic.studies[0].patient_id
+    async with FakeArchive(synthetic) as archive, AsyncQidoRS(archive.url) as qido:
+        studies = await qido.search_for_studies(
+            search_filters={"StudyDescription": "", "00100030": "", "PatientID": patient}
+        )
+        everything = await qido.search_for_studies(
+            fields=["all"], search_filters={"StudyDescription": ""}
+        )
+    assert [s.StudyDescription for s in studies] == [
+        s.study_description for s in synthetic.studies if s.patient_id == patient
+    ]
+    assert all(s.PatientBirthDate is not None for s in studies)
+    assert archive.requests[0].params == [
+        ("PatientID", patient),
+        ("includefield", "StudyDescription"),
+        ("includefield", "PatientBirthDate"),
+    ]
+    assert len(everything) == 3
+    assert archive.requests[1].query_string == "includefield=all"
 
 
 @pytest.mark.parametrize("value", ["false", "true", 0, 1])
