@@ -210,6 +210,15 @@ def _fuzzymatching(value: object) -> bool:
     return value
 
 
+def _uids(value: object) -> list[object]:
+    """The UIDs of a ``search_filters`` UID value: a UID, ``"a,b"`` or a list."""
+    if isinstance(value, str):
+        return [u.strip() for u in value.split(",")]
+    if isinstance(value, list | tuple):
+        return [u.strip() if isinstance(u, str) else u for u in value]
+    return [value]
+
+
 def dicomweb_query(
     level: QueryLevel,
     study_uid: str,
@@ -265,7 +274,8 @@ def dicomweb_query(
     for keyword, uid in (("StudyInstanceUID", study_uid), ("SeriesInstanceUID", series_uid)):
         if not uid:
             continue
-        if kwargs.get(keyword, uid) not in (None, uid):
+        given_uids = kwargs.get(keyword)
+        if given_uids is not None and uid not in _uids(given_uids):  # a list holding it: fine
             raise InvalidQueryError(
                 f"search_filters: {keyword}={kwargs[keyword]!r} contradicts the "
                 f"{keyword} argument {uid!r}; give the UID once"

@@ -266,7 +266,11 @@ async def test_a_uid_argument_and_a_contradicting_search_filter_are_refused(
         same = await qido.search_for_series(
             "01.2.ABC", search_filters={"StudyInstanceUID": "01.2.ABC"}
         )
-    assert len(same) == 2
+        within = await qido.search_for_series(  # a list holding the UID narrows nothing
+            "01.2.ABC", search_filters={"StudyInstanceUID": "2.25.x-1,01.2.ABC"}
+        )
+    assert len(same) == len(within) == 2
+    assert [r.path for r in odd.requests] == ["/dicom-web/studies/01.2.ABC/series"] * 2
 
 
 async def test_a_search_filter_given_as_tag_and_keyword_is_refused(odd: FakeArchive) -> None:
