@@ -9,7 +9,6 @@ as they are.
 from __future__ import annotations
 
 from collections.abc import (
-    AsyncGenerator,
     Iterable,
     Mapping,
     Sequence,
@@ -18,12 +17,14 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 from aqido import dictionary
+from aqido._caps import Caps
 from aqido._search_results import SearchResults
 from aqido._slots import Slots
 from aqido.errors import (
     InvalidQueryError,
     QueryTypeError,
 )
+from aqido.protocol import QidoResponse, QidoWarning
 from aqido.query import (
     ATTRIBUTE_FIELDS,
     BaseQuery,
@@ -31,7 +32,7 @@ from aqido.query import (
     QueryLevel,
     RelationalQuery,
 )
-from aqido.results import Instance, Series, Study
+from aqido.results import Instance, Series, Study, structure
 
 if TYPE_CHECKING:  # pragma: no cover
     from aqido.plan import Plan
@@ -44,14 +45,13 @@ class DicomwebMethods:
     """
 
     permissive_uid: bool
+    _caps: Caps
 
     if TYPE_CHECKING:  # pragma: no cover - defined by AsyncQidoRS and PlannedSearch
 
         async def _search(self, query: BaseQuery, limiter: Slots | None) -> SearchResults[Any]: ...
 
-        def _iter_results(
-            self, query: BaseQuery, page_size: int | None, limiter: Slots | None
-        ) -> AsyncGenerator[Any, None]: ...
+        async def _fetch(self, query: BaseQuery, limiter: Slots | None = None) -> QidoResponse: ...
 
         async def _plan(self, query: BaseQuery) -> Plan | None: ...
 
@@ -185,13 +185,31 @@ class DicomwebMethods:
         )
 
     async def _dicomweb_search(self, query: BaseQuery, get_remaining: bool) -> SearchResults[Any]:
+        """One search, or (``get_remaining``) every page, with the warnings of every page."""
         if not get_remaining:
             return await self._search(query, None)
         plan = await self._plan(query)
         if plan is not None:
             return await self._every_planned(plan, None, None)
-        async with aclosing(self._iter_results(query, None, None)) as results:
-            return SearchResults([item async for item in results])
+        from aqido._paging import iter_pages  # paging: not needed by a plain search's start
+
+        items: list[Any] = []
+        first: QidoResponse | None = None
+        warnings: dict[str, QidoWarning] = {}
+        pages = iter_pages(self._fetch, query, caps=self._caps)
+        async with aclosing(pages):
+            async for page in pages:
+                first = first or page.response
+                response = page.response
+                url, status = response.url, response.status
+                items += structure(page.items, query.query_level, url=url, status=status)
+                for warning in response.warnings:
+                    warnings.setdefault(warning.raw, warning)
+        results: SearchResults[Any] = SearchResults(items, response=first)
+        results.warnings = tuple(warnings.values())  # every page's, as a planned search gives
+        results.truncated = results.possibly_truncated = False  # every page was fetched
+        results.additional_results = None
+        return results
 
 
 _QUERY_FIELDS = frozenset(ATTRIBUTE_FIELDS)

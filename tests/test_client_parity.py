@@ -109,6 +109,29 @@ async def test_additional_params_come_after_aqidos_own_and_follow_every_page(
     ]
 
 
+async def test_get_remaining_results_carry_every_pages_warnings() -> None:
+    # they carried none: a 'fuzzymatching is not supported' warning was only logged
+    synthetic = SyntheticArchive(seed=2, studies=5)
+    async with (
+        FakeArchive(synthetic, fuzzy_warning=True, max_results=2) as archive,
+        AsyncQidoRS(archive.url) as qido,
+    ):
+        found = await qido.search_for_studies(fuzzymatching=True, get_remaining=True)
+    assert len(found) == 5
+    assert len(archive.requests) == 3
+    texts = [w.text for w in found.warnings]
+    assert texts[0].startswith("The fuzzymatching parameter is not supported")
+    assert texts[1:] == [
+        "There are 3 additional results that can be requested",
+        "There are 1 additional results that can be requested",
+    ]
+    assert (found.truncated, found.possibly_truncated, found.additional_results) == (
+        False,
+        False,
+        None,
+    )
+
+
 def test_additional_params_with_the_blocking_client() -> None:
     with (
         FakeArchive(ODD_CONTENT, unknown_attributes="ignore").run_in_thread() as archive,
