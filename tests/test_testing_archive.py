@@ -11,6 +11,8 @@ import asyncio
 import base64
 import fnmatch
 import json
+import socket
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
@@ -667,6 +669,35 @@ def test_run_in_thread_for_sync_clients() -> None:
     assert [r.query_string for r in fake.requests] == ["limit=3"]
     with pytest.raises(requests.ConnectionError):
         requests.get(url + "/studies", timeout=5)
+
+
+def test_closing_ends_the_requests_whose_client_has_gone() -> None:
+    # aiohttp left them running: on a stopped loop ("Task was destroyed but it is
+    # pending!"), never recorded, and counted in flight for ever
+    fake = FakeArchive(SYNTH, latency=30)
+    with fake.run_in_thread() as archive:
+        with socket.create_connection(("127.0.0.1", archive.port)) as gone:
+            gone.sendall(f"GET {archive.prefix}/studies HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            deadline = time.monotonic() + 10
+            while fake._in_flight == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        time.sleep(0.1)  # the connection is lost, the handler still sleeps
+    assert fake._in_flight == 0
+    assert [(r.path, r.status) for r in fake.requests] == [("/dicom-web/studies", None)]
+
+
+async def test_closing_the_async_archive_ends_its_requests_too() -> None:
+    async with FakeArchive(SYNTH, latency=30) as archive:
+        _, writer = await asyncio.open_connection("127.0.0.1", archive.port)
+        writer.write(f"GET {archive.prefix}/studies HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        for _ in range(1000):  # until the request is in flight (10 s at most)
+            if archive._in_flight:
+                break
+            await asyncio.sleep(0.01)
+        writer.close()
+        await asyncio.sleep(0.1)
+    assert archive._in_flight == 0
+    assert [r.status for r in archive.requests] == [None]
 
 
 def _custom(sop: str, acquired: str, station: str) -> dict[str, Any]:

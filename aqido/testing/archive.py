@@ -260,6 +260,7 @@ class FakeArchive(ServerEmulation):
         #: The largest number of requests in flight at the same time.
         self.peak_concurrency = 0
         self._in_flight = 0
+        self._handlers: set[asyncio.Task[Any]] = set()  # requests being answered
         self._attempts: dict[str, int] = {}
         self._rules: list[FaultRule] = []
         self._lock = threading.Lock()
@@ -400,11 +401,19 @@ class FakeArchive(ServerEmulation):
         self._port = int(address[1])
 
     async def close(self) -> None:
-        """Stop the server and close its connections (idempotent)."""
+        """Stop the server, close its connections and end the requests still being answered.
+
+        Idempotent.  A request whose client has gone (still in its ``latency``,
+        say) is cancelled, and recorded in :attr:`requests` with status ``None``.
+        """
         runner, self._runner = self._runner, None
         self._port = None
         if runner is not None:
             await runner.cleanup()
+        handlers = [task for task in self._handlers if task is not asyncio.current_task()]
+        for task in handlers:  # aiohttp leaves those of lost connections running
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
 
     async def __aenter__(self) -> FakeArchive:
         await self.start()
@@ -451,6 +460,9 @@ class FakeArchive(ServerEmulation):
     # --- HTTP ---
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
         with self._lock:
             self._in_flight += 1
             self.peak_concurrency = max(self.peak_concurrency, self._in_flight)
@@ -471,6 +483,8 @@ class FakeArchive(ServerEmulation):
                 return web.Response(status=499)  # never sent: the connection is gone
             return response
         finally:
+            if task is not None:
+                self._handlers.discard(task)
             with self._lock:
                 self._in_flight -= 1
                 self.requests.append(
