@@ -94,6 +94,25 @@ def test_uids_follow_the_documented_recipe(archive: SyntheticArchive) -> None:
     assert len(set(all_uids)) == len(all_uids) == 60 * 3 * 2
 
 
+def test_uids_are_unique_past_ten_series_or_instances() -> None:
+    # the entropy parts were joined bare: study 1's series 11 was study 11's series 1, and
+    # 200 studies x 4 series x 50 instances held 2,280 duplicate SOPInstanceUIDs (which a
+    # FakeArchive serving them silently dropped)
+    for studies, series, instances in ((12, 12, 1), (11, 2, 11), (200, 4, 50)):
+        synthetic = SyntheticArchive(
+            seed=1, studies=studies, series_per_study=series, instances_per_series=instances
+        )
+        assert len({s.series_instance_uid for s in synthetic.series}) == studies * series
+        assert len({i.sop_instance_uid for i in synthetic.instances}) == (
+            studies * series * instances
+        )
+    # up to ten series and instances, the UIDs are as they always were
+    synthetic = SyntheticArchive(seed=7, studies=12, series_per_study=10, instances_per_series=10)
+    instance = synthetic.studies[11].series[9].instances[9]
+    assert instance.sop_instance_uid == synthetic.uid("instance", 11, 9, 9)
+    assert instance.series_instance_uid == synthetic.uid("series", 11, 9)
+
+
 def test_counts_and_lookups(archive: SyntheticArchive) -> None:
     assert len(archive.studies) == 60
     assert len(archive.series) == 180

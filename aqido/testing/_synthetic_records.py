@@ -216,6 +216,19 @@ class SyntheticStudy:
 # --- the generator -------------------------------------------------------------------------
 
 
+def _index_parts(first: int, *rest: int) -> list[str]:
+    """The UID entropy parts of (study, series[, instance]) indexes, unambiguous once joined.
+
+    :func:`generate_uid` joins its parts without a separator, so study 1's series 11
+    and study 11's series 1 would share one UID.  While every index after the first
+    is one digit, the parts are the bare numbers (the UIDs of every archive of up to
+    ten series and ten instances stay as they were); past that they get a ``/``.
+    """
+    if all(index <= 9 for index in rest):
+        return [str(first), *map(str, rest)]
+    return [str(first), *(f"/{index}" for index in rest)]
+
+
 class RecordGenerator:
     """Builds the records of one synthetic archive, study by study, from the seed."""
 
@@ -269,7 +282,7 @@ class RecordGenerator:
             else:
                 modality = rng.choices(_MODALITIES, cum_weights=_MODALITY_CUM_WEIGHTS)[0]
             sop_class, parts, descs = MODALITY_INFO[modality]
-            series_uid = self.uid("series", k, s)
+            series_uid = self.uid("series", *_index_parts(k, s))
             instances = tuple(
                 SyntheticInstance(
                     study_index=k,
@@ -278,7 +291,7 @@ class RecordGenerator:
                     study_instance_uid=study_uid,
                     series_instance_uid=series_uid,
                     sop_instance_uid=generate_uid(
-                        prefix, [f"seed={seed}", "instance", str(k), str(s), str(i)]
+                        prefix, [f"seed={seed}", "instance", *_index_parts(k, s, i)]
                     ),
                     sop_class_uid=sop_class,
                     instance_number=i + 1,
