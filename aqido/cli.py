@@ -18,7 +18,7 @@ Credentials come from ``--user`` (password from ``--password``, ``AQIDO_PASSWORD
 or a prompt), ``--token`` or ``AQIDO_TOKEN``, and ``--header``; they are never
 printed (a URL with ``user:password@`` is refused, as are control characters in
 credentials and headers).  Errors are one line without a traceback unless
-``--debug`` is given.  Whatever the server sends is shown through
+``--debug`` is given (before or after the command).  Whatever the server sends is shown through
 :func:`aqido.terminal.printable` (control characters escaped, never read as rich
 markup) and in the terminal's encoding; ``json``, ``jsonl`` and ``csv`` keep it exact.
 

@@ -216,6 +216,21 @@ def test_unreachable_server_is_one_line_without_traceback() -> None:
     assert "Traceback" in debug.stderr
 
 
+def test_debug_before_the_command_is_accepted(archive: FakeArchive, tmp_path: pathlib.Path) -> None:
+    # `aqido --debug crawl ...` was refused ("unrecognized arguments"), with a traceback
+    status, out, err = run("--debug", "search", archive.url, "--limit", "1")
+    assert status == EXIT_OK
+    assert len(out.splitlines()) == 1
+    assert "DEBUG aqido: GET " in err
+    path = tmp_path / "debug.jsonl"
+    status, _, err = run("--debug", "crawl", archive.url, "--depth", "study", "--out", str(path))
+    assert status == EXIT_OK
+    assert "DEBUG aqido: GET " in err
+    assert len(_lines(path)) == len(STUDY_UIDS)
+    status, _, err = run("search", archive.url, "--limit", "1")  # and off without it
+    assert (status, err) == (EXIT_OK, "")
+
+
 def test_http_errors_name_the_status() -> None:
     with FakeArchive(SYNTHETIC, basic_auth=("ann", "s3cret-pw")).run_in_thread() as locked:
         status, out, err = run("search", locked.url, "--retries", "0")

@@ -278,7 +278,13 @@ INSECURE_WARNING = (
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    # SUPPRESS: not given after the command, it leaves the --debug given before it
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show tracebacks and debug logs (also accepted before the command)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -290,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
         "3 crawl incomplete, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"aqido {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks and debug logs (any command)"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     search = commands.add_parser(
