@@ -25,7 +25,16 @@ from typing import Any
 import pytest
 
 from aqido.checkpoint import CrawlCheckpoint
-from aqido.cli import EXIT_ERROR, EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, format_value, main
+from aqido.cli import (
+    EXIT_ERROR,
+    EXIT_INCOMPLETE,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    build_parser,
+    format_value,
+    main,
+)
 from aqido.errors import UnauthorizedError
 from aqido.testing import FakeArchive, SyntheticArchive
 from tests.terminal import run_on_pty
@@ -527,6 +536,31 @@ def test_demo_runs_and_summarises(tmp_path: pathlib.Path) -> None:
     assert "what the crawl found" in result.stdout
     assert len(_lines(out)) == 15
     assert "retries" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--fault-rate", "5"], "from 0 to 1"),
+        (["--fault-rate", "-0.1"], "from 0 to 1"),
+        (["--fault-rate", "nan"], "finite"),
+        (["--latency", "1e300"], "from 0 to 10 seconds"),
+        (["--latency", "11"], "from 0 to 10 seconds"),
+        (["--latency", "-1"], "from 0 to 10 seconds"),
+        (["--latency", "inf"], "finite"),
+    ],
+)
+def test_demo_fault_rate_and_latency_out_of_range_are_usage_errors(
+    argv: list[str], message: str
+) -> None:
+    # a fault rate of 5 failed every request; a latency of 1e300 s hung the crawl for minutes
+    with pytest.raises(UsageError, match=message):
+        build_parser().parse_args(["demo", *argv])
+    status, out, err = run("demo", "--studies", "1", "--no-progress", *argv)
+    assert (status, out) == (EXIT_USAGE, "")
+    assert err.startswith("aqido: error: argument ")
+    assert err.count("\n") == 1
+    assert message in err
 
 
 def test_plain_tables_without_rich(monkeypatch: pytest.MonkeyPatch) -> None:

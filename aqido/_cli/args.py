@@ -7,20 +7,16 @@ arguments in one place, :func:`client_options`.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import math
 import re
 from collections.abc import (
     Callable,
     Mapping,
     Sequence,
 )
-from contextlib import (
-    suppress,
-)
 from typing import Any
 
 from aqido import __version__
+from aqido._cli import values
 from aqido._cli.common import FORMATS, UsageError
 from aqido.query import ATTRIBUTE_FIELDS, BaseQuery, HierarchicalQuery, QueryLevel, RelationalQuery
 
@@ -32,55 +28,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> Any:
         raise UsageError(f"{message} (see `{self.prog} --help`)")
-
-
-def _date(text: str) -> _dt.date:
-    for fmt in ("%Y-%m-%d", "%Y%m%d"):
-        with suppress(ValueError):
-            return _dt.datetime.strptime(text, fmt).date()
-    raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD or YYYYMMDD): {text!r}")
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _concurrency(text: str) -> int | str:
-    """``--concurrency``: a positive int, or ``auto`` (adaptive, see docs/concurrency.md)."""
-    if text.strip().lower() == "auto":
-        return "auto"
-    return _positive(text)
-
-
-def _finite(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, not {text!r}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = _finite(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    """A timeout: a finite number of seconds above 0 (``inf``, ``nan``, 0 and less are refused)."""
-    value = _finite(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text!r}")
-    return value
 
 
 def _query_options(parser: argparse.ArgumentParser, *, search: bool) -> None:
@@ -116,10 +63,13 @@ def _query_options(parser: argparse.ArgumentParser, *, search: bool) -> None:
         group.add_argument("--Modality", metavar="CT")
         group.add_argument("--SeriesDescription", metavar="TEXT")
     group.add_argument(
-        "--date-from", type=_date, metavar="DATE", help="studies on or after DATE (YYYY-MM-DD)"
+        "--date-from",
+        type=values.date,
+        metavar="DATE",
+        help="studies on or after DATE (YYYY-MM-DD)",
     )
     group.add_argument(
-        "--date-to", type=_date, metavar="DATE", help="studies on or before DATE (YYYY-MM-DD)"
+        "--date-to", type=values.date, metavar="DATE", help="studies on or before DATE (YYYY-MM-DD)"
     )
     group.add_argument(
         "--filter",
@@ -144,7 +94,7 @@ def _query_options(parser: argparse.ArgumentParser, *, search: bool) -> None:
     )
     group.add_argument(
         "--page-size",
-        type=_positive,
+        type=values.positive,
         metavar="N",
         help="page the results with limit/offset, N at a time (default: one request, paged "
         "only when the server says it truncated the answer)"
@@ -172,7 +122,7 @@ def _connection_options(parser: argparse.ArgumentParser, *, concurrency: int) ->
     )
     group.add_argument(
         "--timeout",
-        type=_seconds,
+        type=values.seconds,
         default=60.0,
         metavar="SECONDS",
         help="per-request timeout (default: 60)",
@@ -186,7 +136,7 @@ def _connection_options(parser: argparse.ArgumentParser, *, concurrency: int) ->
     )
     group.add_argument(
         "--concurrency",
-        type=_concurrency,
+        type=values.concurrency,
         default=concurrency,
         metavar="N|auto",
         help=f"requests in flight at once, or 'auto' to adapt to the server (default: "
@@ -194,7 +144,7 @@ def _connection_options(parser: argparse.ArgumentParser, *, concurrency: int) ->
     )
     group.add_argument(
         "--server-limit",
-        type=_positive,
+        type=values.positive,
         metavar="N",
         help="the server's cap on results per response, if known (default: found by one "
         "follow-up request when an answer is as large as a cap would leave it)",
@@ -216,22 +166,11 @@ def _connection_options(parser: argparse.ArgumentParser, *, concurrency: int) ->
 
 # --- TLS and response size (issue 15) ---
 
-_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-
-
-def _byte_size(text: str) -> int:
-    """``512M``, ``1G``, ``1.5GiB`` or a number of bytes (binary units) -> bytes."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*", text.upper())
-    value = float(match.group(1)) * _SIZE_UNITS[match.group(2)] if match else 0.0
-    if not match or value < 1 or value > 2**62:
-        raise argparse.ArgumentTypeError(f"not a size (e.g. 512M, 1G or bytes): {text!r}")
-    return int(value)
-
 
 def _tls_and_size_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--max-response-size",
-        type=_byte_size,
+        type=values.byte_size,
         default=256 * 1024**2,
         metavar="SIZE",
         help="largest response accepted, after decompression, e.g. 512M or 1G (default: 256M)",
@@ -296,9 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
         "3 crawl incomplete, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"aqido {__version__}")
-    parser.add_argument(
-        "--debug", action="store_true", help="show tracebacks and debug logs (any command)"
-    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     search = commands.add_parser(
@@ -310,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("url", metavar="URL", help="the QIDO-RS service root")
     _query_options(search, search=True)
     output = search.add_argument_group("output")
-    output.add_argument("--limit", type=_positive, metavar="N", help="at most N results")
+    output.add_argument("--limit", type=values.positive, metavar="N", help="at most N results")
     output.add_argument(
         "--format",
         choices=FORMATS,
@@ -344,14 +281,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scale.add_argument(
         "--shards",
-        type=_positive,
+        type=values.positive,
         metavar="N",
         help="with parquet: shards per archive, date ranges sized from counts (default: 1 in "
         "one process, 4 per Dask worker)",
     )
     scale.add_argument(
         "--workers",
-        type=_positive,
+        type=values.positive,
         metavar="N",
         help="with parquet: run the shards on a local Dask cluster of N processes",
     )
@@ -386,21 +323,21 @@ def build_parser() -> argparse.ArgumentParser:
         "127.0.0.1, with a few injected transient failures), crawl it with progress, "
         "and print a summary.",
     )
-    demo.add_argument("--studies", type=_positive, default=200, help="studies (default: 200)")
+    demo.add_argument("--studies", type=values.positive, default=200, help="studies (default: 200)")
     demo.add_argument("--seed", type=int, default=1, help="synthetic data seed (default: 1)")
     demo.add_argument(
         "--fault-rate",
-        type=_non_negative,
+        type=values.probability,
         default=0.02,
         metavar="P",
-        help="share of requests answered 503/429 to show retries (default: 0.02)",
+        help="share of requests answered 503/429 to show retries, 0 to 1 (default: 0.02)",
     )
     demo.add_argument(
         "--latency",
-        type=_non_negative,
+        type=values.latency,
         default=0.002,
         metavar="SECONDS",
-        help="server latency per request (default: 0.002)",
+        help="server latency per request, at most 10 (default: 0.002)",
     )
     _crawl_options(demo, out_required=False)
     demo.add_argument(
@@ -411,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--concurrency",
-        type=_concurrency,
+        type=values.concurrency,
         default=8,
         metavar="N|auto",
         help="requests in flight at once, or 'auto' (default: 8)",
