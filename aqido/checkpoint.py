@@ -356,7 +356,8 @@ class CrawlCheckpoint:
         :meth:`open` takes it too; call this first to fail before anything else
         is touched (the CLI does, before it replaces a file for ``--overwrite``).
         Held until :meth:`close`; taking it again while held does nothing.
-        Another process holding it is a CheckpointError chained from filelock's
+        A path that is not a regular file (``/dev/null``, a FIFO) is a
+        CheckpointError, as is another process holding the lock: one chained from filelock's
         ``Timeout``.  An OSError taking it (some filelock versions truncate the
         lock file: a full disk or quota, an I/O error, a read-only filesystem,
         a permission) is one naming the lock file and the OS error, as is one
@@ -364,6 +365,12 @@ class CrawlCheckpoint:
         """
         if self._lock is not None and self._lock.is_locked:
             return
+        if self.path.exists() and not self.path.is_file():  # before its lock file is made
+            raise CheckpointError(
+                "not a regular file (a device, a FIFO or a directory): a checkpoint is read "
+                "back to resume and synced to disk; give the path of a file",
+                path=self.path,
+            )
         from filelock import Timeout
 
         try:

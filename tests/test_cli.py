@@ -35,7 +35,7 @@ from aqido.cli import (
     format_value,
     main,
 )
-from aqido.errors import UnauthorizedError
+from aqido.errors import CheckpointError, UnauthorizedError
 from aqido.testing import FakeArchive, SyntheticArchive
 from tests.terminal import run_on_pty
 
@@ -455,6 +455,23 @@ def test_resume_drops_a_truncated_last_line(
     assert re.search(r"studies already in the file\s+5$", out, flags=re.MULTILINE)
     assert sorted(_lines(path)) == sorted(reference)
     _check_complete(path)
+
+
+@pytest.mark.skipif(not os.path.exists(os.devnull), reason="no /dev/null")
+def test_out_that_is_not_a_regular_file_is_refused_before_crawling(
+    archive: FakeArchive, tmp_path: pathlib.Path
+) -> None:
+    # /dev/null was crawled whole, then failed to sync (EINVAL, exit 1); a directory with
+    # --resume was an IsADirectoryError
+    for target, extra in ((os.devnull, ()), (os.devnull, ("--resume",)), (tmp_path, ("--resume",))):
+        before = len(archive.requests)
+        status, out, err = _crawl(archive.url, pathlib.Path(target), *extra)
+        assert (status, out) == (EXIT_USAGE, "")
+        assert err.count("\n") == 1
+        assert "not a regular file" in err
+        assert len(archive.requests) == before  # refused before anything was sent
+    with pytest.raises(CheckpointError, match="not a regular file"):
+        CrawlCheckpoint(os.devnull).lock()
 
 
 def test_resume_refuses_another_crawl_and_overwrite_is_explicit(

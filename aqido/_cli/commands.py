@@ -281,7 +281,7 @@ def _prepare_out(
     from aqido.errors import CheckpointError
 
     path = checkpoint.path
-    exists = path.exists() and path.stat().st_size > 0
+    exists = path.is_file() and path.stat().st_size > 0  # not a file: refused by lock()
     if exists and not resume and not overwrite:
         raise UsageError(
             f"{path} exists: add --resume to continue that crawl, or --overwrite to replace it"
