@@ -536,6 +536,14 @@ async def test_requests_are_recorded(archive: FakeArchive) -> None:
     assert archive.peak_concurrency == 0
 
 
+async def test_recorded_params_keep_what_is_not_utf8_as_sent(archive: FakeArchive) -> None:
+    # params raised UnicodeDecodeError for a request the archive had answered with 400
+    reply = await get(archive, "/studies?PatientName=%FF%5E&%C3=x+y&limit=1")
+    assert reply.status == 400
+    (served,) = archive.requests
+    assert served.params == [("PatientName", "%FF%5E"), ("%C3", "x y"), ("limit", "1")]
+
+
 async def test_latency_keeps_requests_in_flight_and_peak_concurrency() -> None:
     async with FakeArchive(SYNTH, latency=0.5) as archive, aiohttp.ClientSession() as session:
 

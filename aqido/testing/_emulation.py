@@ -61,18 +61,23 @@ class InvalidValue(BadRequest):
 _PLUS = re.compile(r"\+")
 
 
-def parse_qs(raw: str, *, decode: bool) -> list[tuple[str, str]]:
-    """The ``(name, value)`` pairs of a raw query string, percent-decoded when ``decode``."""
+def percent_decoded(text: str) -> str:
+    """A query string's name or value decoded (``+`` is a space); UnicodeDecodeError if the
+    bytes it gives are not UTF-8."""
     from urllib.parse import unquote
 
+    return unquote(_PLUS.sub(" ", text), errors="strict")
+
+
+def parse_qs(raw: str, *, decode: bool) -> list[tuple[str, str]]:
+    """The ``(name, value)`` pairs of a raw query string, percent-decoded when ``decode``."""
     pairs: list[tuple[str, str]] = []
     for part in raw.split("&"):
         if not part:
             continue
         key, _, value = part.partition("=")
         if decode:
-            key = unquote(_PLUS.sub(" ", key), errors="strict")
-            value = unquote(_PLUS.sub(" ", value), errors="strict")
+            key, value = percent_decoded(key), percent_decoded(value)
         pairs.append((key, value))
     return pairs
 

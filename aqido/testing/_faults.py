@@ -17,7 +17,7 @@ import attrs
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
-from aqido.testing._emulation import parse_qs
+from aqido.testing._emulation import parse_qs, percent_decoded
 from aqido.testing._store import DICOM_JSON, dumps
 
 FaultKind = Literal["429", "503", "500", "disconnect", "truncated", "malformed", "html"]
@@ -42,6 +42,14 @@ def _check_kinds(kinds: Sequence[object], *, empty: bool = True) -> None:
         )
 
 
+def _decoded_or_raw(text: str) -> str:
+    """``text`` percent-decoded, or as it is if the bytes that gives are not UTF-8."""
+    try:
+        return percent_decoded(text)
+    except UnicodeDecodeError:
+        return text
+
+
 @attrs.frozen(kw_only=True)
 class ServedRequest:
     """A request the archive served: what came in and the status that went out.
@@ -59,8 +67,15 @@ class ServedRequest:
 
     @property
     def params(self) -> list[tuple[str, str]]:
-        """The query parameters, percent-decoded, in order."""
-        return parse_qs(self.query_string, decode=True)
+        """The query parameters, percent-decoded, in order.
+
+        A name or value whose bytes are not UTF-8 once decoded (``%FF``: the
+        archive answered 400) is given as it was sent.
+        """
+        return [
+            (_decoded_or_raw(key), _decoded_or_raw(value))
+            for key, value in parse_qs(self.query_string, decode=False)
+        ]
 
     @property
     def relative_url(self) -> str:
