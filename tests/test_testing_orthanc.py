@@ -7,6 +7,8 @@ leaves no process and no temporary directory behind.
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import shutil
 import subprocess
@@ -156,3 +158,32 @@ def test_stop_is_idempotent_and_safe_before_start() -> None:
     assert not server.running
     with pytest.raises(launcher.OrthancError, match="not running"):
         _ = server.url
+
+
+def test_seeding_raises_when_an_upload_thread_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    # an upload's exception that is not an OSError (an answer cut short, one that is not
+    # Orthanc's JSON) was lost with its thread: seeding reported success, one instance short
+    stored: list[bytes] = []
+
+    def fake_request(url: str, *, data: bytes | None = None, **_: object) -> tuple[int, bytes]:
+        if url.endswith("/statistics"):
+            n = len(stored)
+            counts = {"CountStudies": n, "CountSeries": n, "CountInstances": n}
+            return 200, json.dumps(counts).encode()
+        if data == b"cut":
+            raise http.client.IncompleteRead(b"")
+        if data == b"odd":
+            return 200, b"<html>not JSON</html>"
+        stored.append(data or b"")
+        i = len(stored)
+        answer = {"ID": f"i{i}", "ParentSeries": f"s{i}", "ParentStudy": f"t{i}"}
+        return 200, json.dumps({**answer, "Status": "Success"}).encode()
+
+    monkeypatch.setattr(launcher, "_request", fake_request)
+    for bad in (b"cut", b"odd"):
+        stored.clear()
+        with pytest.raises(launcher.SeedError, match="1 upload"):
+            launcher.seed_orthanc("http://orthanc", [b"a", bad, b"c"], workers=2)
+    stored.clear()
+    report = launcher.seed_orthanc("http://orthanc", [b"a", b"b", b"c"], workers=2)
+    assert (report.instances, report.stored) == (3, 3)

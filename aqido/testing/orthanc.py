@@ -639,7 +639,8 @@ def seed_orthanc(
     yields pydicom Datasets (encoded with :func:`encode_dataset`) or Part 10
     bytes; they are encoded in this thread while ``workers`` threads upload.
 
-    Raises :class:`SeedError` if any upload fails, or if ``/statistics``
+    Raises :class:`SeedError` if any upload fails (an error status, a network
+    error, an answer cut short or not Orthanc's JSON), or if ``/statistics``
     afterwards disagrees with what was uploaded: the instance count must have
     grown by exactly the number of new instances, and on a server that was
     empty before, the study/series/instance counts must equal the distinct
@@ -657,18 +658,13 @@ def seed_orthanc(
     record_lock = threading.Lock()
 
     def upload(data: bytes) -> None:
-        try:
-            status, body = _request(
-                f"{base}/instances",
-                auth=auth,
-                data=data,
-                headers={"Content-Type": "application/dicom"},
-                timeout=timeout,
-            )
-        except OSError as exc:
-            with record_lock:
-                errors.append(repr(exc))
-            return
+        status, body = _request(
+            f"{base}/instances",
+            auth=auth,
+            data=data,
+            headers={"Content-Type": "application/dicom"},
+            timeout=timeout,
+        )
         with record_lock:
             if status != 200:
                 errors.append(f"HTTP {status}: {body[:200]!r}")
@@ -680,8 +676,11 @@ def seed_orthanc(
                 series.add(item["ParentSeries"])
                 studies.add(item["ParentStudy"])
 
-    def release(_: Future[None]) -> None:
+    def release(done: Future[None]) -> None:
         gate.release()
+        if (exc := done.exception()) is not None:  # any: an OSError, a cut or odd answer
+            with record_lock:
+                errors.append(repr(exc))
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aqido-seed") as pool:
         for data in _encoded(datasets):
