@@ -343,7 +343,20 @@ async def test_limit_offset_pages_are_stable(archive: FakeArchive) -> None:
         pages.extend(reply.values("0020000E"))
     assert pages == everything
     assert (await get(archive, "/series?offset=120")).status == 204
-    assert len((await get(archive, "/series?limit=0")).json) == 120  # 0: no limit
+    assert (await get(archive, "/series?limit=0")).status == 204  # 0: none (PS3.18 8.3.4.4)
+
+
+async def test_limit_zero_is_no_match_but_no_limit_as_orthanc() -> None:
+    # the standard archive read limit=0 as no limit, as Orthanc does; its answer is no match
+    async with FakeArchive(SYNTH, max_results=50) as archive:
+        reply = await get(archive, "/series?limit=0")
+        assert (reply.status, reply.body) == (204, b"")
+        assert "Warning" not in reply.headers  # the client's limit cut it, not the cap
+    async with FakeArchive(SYNTH, empty_status=200) as archive:
+        assert (await get(archive, "/studies?limit=0&offset=3")).json == []
+    async with FakeArchive.orthanc_like(SYNTH) as orthanc:
+        assert len((await get(orthanc, "/series?limit=0")).json) == 120
+        assert len((await get(orthanc, "/series?limit=0&offset=100")).json) == 20
 
 
 async def test_limit_and_offset_that_are_not_ascii_digits_get_400(archive: FakeArchive) -> None:

@@ -214,6 +214,8 @@ class ServerEmulation:
     #: Overrides the matching the flags and the profile describe with a full
     #: :class:`~aqido.matching.MatchOptions` (e.g. a server without wildcards).
     match_options: MatchOptions | None = None
+    #: ``limit=0`` returns every match (Orthanc); the standard's answer is none of them.
+    _zero_limit_is_no_limit = False
 
     def _init_quirks(self) -> None:
         """Set the quirks only a profile sets to the standard (or what the flags imply)."""
@@ -495,8 +497,12 @@ class ServerEmulation:
         hit_list = list(itertools.islice(hits, skip, None))
         available = len(hit_list)
         take = available
-        if limit and not self.ignore_limit:
-            take = min(take, limit)
+        if (
+            limit is not None
+            and not self.ignore_limit
+            and (limit or not self._zero_limit_is_no_limit)
+        ):
+            take = min(take, limit)  # limit=0: nothing (PS3.18 8.3.4.4), unless as Orthanc
         if self.max_results is not None and cap is not None and take > self.max_results:
             take = self.max_results + (1 if self.cap_plus_one else 0)
             take = min(take, available)

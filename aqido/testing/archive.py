@@ -117,6 +117,8 @@ class FakeArchive(ServerEmulation):
       matches before skipping ``offset`` (Orthanc: paging cannot pass the cap).
     - ``max_limit=None``: a ``limit`` above it is a 400 (Azure: 200).
     - ``ignore_offset=False``, ``ignore_limit=False``: imitate servers that do.
+      ``limit=0`` returns no match, as the standard has it (Orthanc and
+      :meth:`orthanc_like`: every match; dcm4chee: 400).
     - ``latency=0.0``: seconds to sleep before answering each request.
     - ``faults=None``: a :class:`Faults` (random, by seed); add targeted ones
       with :meth:`fail`.
@@ -285,7 +287,8 @@ class FakeArchive(ServerEmulation):
         silent cap+1 truncation applied before the offset when ``max_results``
         is set) plus what a profile does not describe: PN matched as a whole
         (not group by group), Orthanc's choice of parent attributes, no
-        InstanceAvailability, no sequences, idle connections closed after 1 s.
+        InstanceAvailability, no sequences, ``limit=0`` read as no limit, idle
+        connections closed after 1 s.
         ``options`` override any of these (the profile's flags by their flag
         names: ``max_results=10``, ``truncation_warning=True``...).  Checked query
         for query against a live Orthanc by ``tests/integration/test_fake_vs_orthanc.py``.
@@ -309,7 +312,9 @@ class FakeArchive(ServerEmulation):
             "keepalive_timeout": 1.0,
         }
         preset.update(flags)
-        return cls(content, profile=profile, **preset)
+        archive = cls(content, profile=profile, **preset)
+        archive._zero_limit_is_no_limit = True
+        return archive
 
     # --- content ---
 
