@@ -326,6 +326,8 @@ def _column_name(column: str | int) -> str:
 _INT_VRS = frozenset({"IS", "SL", "SS", "SV", "UL", "US", "UV", "US or SS"})
 _INT64_MIN, _INT64_MAX, _UINT64_MAX = -(2**63), 2**63 - 1, 2**64 - 1
 _FLOAT_VRS = frozenset({"DS", "FL", "FD"})
+#: Every integer of at most this magnitude is exactly a float64; a greater one may be rounded.
+_EXACT_FLOAT_INT = 2**53
 _DATE_VRS = frozenset({"DA", "DT"})
 _STRING_VRS = frozenset(
     {"AE", "AS", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UI", "UR", "UT", "AT"}
@@ -369,8 +371,9 @@ def _kind(values: list[Any], name: str) -> str:
         return "string"
     if types <= {int}:
         return "int"
-    if types <= {int, float}:
-        return "float"
+    if types <= {int, float}:  # float64 unless it would round an integer (beyond 2**53)
+        exact = all(-_EXACT_FLOAT_INT <= v <= _EXACT_FLOAT_INT for v in present if type(v) is int)
+        return "float" if exact else "object"
     if types <= {datetime.date}:
         return "date"
     if types <= {datetime.datetime}:
@@ -453,7 +456,10 @@ def to_dataframe(
     * integers (IS, US, UL, counts) → ``int64``, or ``Int64`` (nullable) when a
       value is missing; ``uint64``/``UInt64`` when a value (a UV) is beyond
       ``int64`` and none is negative, else ``object`` when no integer dtype holds them all;
-    * DS, FL, FD → ``float64`` (``NaN`` when missing);
+    * DS, FL, FD → ``float64`` (``NaN`` when missing), and so is a column
+      mixing integers and floats (a private tag sent as SV and as FD), unless
+      an integer is beyond 2**53, which ``float64`` would round: then ``object``,
+      each value as read;
     * strings, UIDs and person names → ``string`` (``pd.NA`` when missing);
     * anything else (TM times, multi-valued columns as tuples, mixed values)
       → ``object``.

@@ -335,6 +335,24 @@ def test_dataframe_integers_beyond_int64() -> None:
     assert df["00091001"].tolist() == [-1, big]
 
 
+def test_dataframe_never_rounds_an_integer_into_a_float_column() -> None:
+    # Found by review: a column mixing ints and floats was float64, which silently rounded
+    # an integer above 2**53 (9007199254740993 became 9007199254740992.0).
+    def instance(vr: str, number: float) -> Instance:
+        return Instance.from_json(
+            {"00080018": {"vr": "UI", "Value": ["1"]}, "00091001": {"vr": vr, "Value": [number]}}
+        )
+
+    big = 2**53 + 1
+    df = to_dataframe([instance("SV", big), instance("FD", 0.5)])
+    assert df["00091001"].dtype == object
+    assert df["00091001"].tolist() == [big, 0.5]
+    assert type(df["00091001"].iloc[0]) is int
+    df = to_dataframe([instance("SV", 2**53), instance("FD", 0.5)])  # exact in a float64
+    assert df["00091001"].dtype == "float64"
+    assert df["00091001"].tolist() == [2.0**53, 0.5]
+
+
 def test_dataframe_empty_columns_take_the_dtype_of_their_vr() -> None:
     df = to_dataframe(
         [Study.from_json(STUDY_B)],
