@@ -41,6 +41,7 @@ cancellation always propagates untouched.
 from __future__ import annotations
 
 import copyreg
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
@@ -104,7 +105,9 @@ def redact_url(url: object) -> str:
     the userinfo is dropped; the rest of the URL is kept byte for byte.  A URL
     ``urlsplit`` cannot parse (``http://user:pw@[::1/x``) loses, as text,
     everything between its ``//`` and the last ``@`` before the next ``/``: it
-    never comes back with its credentials.
+    never comes back with its credentials.  Nor does a password holding a
+    ``#``, ``?`` or ``/`` (``user:se#cret@host``), which ends the authority
+    where RFC 3986 reads the URL: see :func:`_userinfo_end`.
     """
     text = str(url)
     if "@" not in text:  # no userinfo possible (the common case: skip the parse)
@@ -113,10 +116,51 @@ def redact_url(url: object) -> str:
         parts = urlsplit(text)
     except ValueError:
         return _cut_userinfo(text)
-    if "@" not in parts.netloc:
-        return text
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    if "@" in parts.netloc:
+        host = parts.netloc.rsplit("@", 1)[1]
+        url_without = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    else:
+        url_without = text
+    if "@" in url_without and "//" in text:  # a '#', '?' or '/' in the userinfo cut it short
+        start = text.index("//") + 2
+        end = _userinfo_end(text, start)
+        if end >= 0:
+            return text[:start] + text[end + 1 :]
+    return url_without
+
+
+def _userinfo_end(text: str, start: int) -> int:
+    """Where the userinfo of ``text``'s authority (from ``start``) ends if it holds ``#?/``.
+
+    The index of its last ``@``, or -1 when an ``@`` past the authority (as
+    RFC 3986 reads it: up to the first ``/``, ``?`` or ``#``) is not taken
+    for the end of a userinfo.  It is when the authority ends at a ``?`` or
+    ``#`` (``user:se#cret@host``: a service URL has a path), or at a ``/``
+    with a port that is not a number (``user:se/cret@host``) or after a
+    userinfo with an ``@`` in the first path segment (``user:p@ss/word@host``).
+    The userinfo then runs to the last ``@`` before the ``/`` after the first
+    ``@`` past the authority (which may be in the password too).  A password
+    of digits before its ``/`` (``user:12/34@host``) is a port and a path, as
+    RFC 3986 reads it (and the request uses it).
+    """
+    end = len(text)
+    for delimiter in "/?#":
+        found = text.find(delimiter, start)
+        if 0 <= found < end:
+            end = found
+    first = text.find("@", end)
+    if first < 0:
+        return -1
+    at = text.rfind("@", start, end)
+    if text[end] == "/":
+        host = text[max(at + 1, start) : end]
+        segment = re.split(r"[/?#]", text[end + 1 :], maxsplit=1)[0]
+        port = host.rpartition(":")[2] if ":" in host else ""
+        wrong_port = not host.startswith("[") and not (port.isdigit() and port.isascii())
+        if not (wrong_port and ":" in host) and not (at >= 0 and "@" in segment):
+            return -1
+    slash = text.find("/", first)
+    return text.rfind("@", start, len(text) if slash < 0 else slash)
 
 
 def _cut_userinfo(text: str) -> str:

@@ -123,6 +123,22 @@ def test_redact_url_cuts_the_userinfo_of_a_url_that_does_not_parse(url: str, red
     assert "S3" not in str(errors.HTTPStatusError(500, url))
 
 
+@pytest.mark.parametrize(
+    "password", ["se#cret", "se?cret", "se/cret", "se@cret", "a#b?c/d@e", "p@ss/word", "1#se"]
+)
+def test_redact_url_drops_a_password_holding_a_url_delimiter(password: str) -> None:
+    """A '#', '?' or '/' in the password ended the netloc, so it was given back whole (review)."""
+    url = f"https://user:{password}@host.example/dicom-web?x=1"
+    assert redact_url(url) == "https://host.example/dicom-web?x=1"
+    assert password not in str(errors.HTTPStatusError(500, url))
+
+
+def test_redact_url_keeps_an_at_sign_in_a_path_or_query() -> None:
+    for url in ("https://pacs:8042/studies/a@b?m=c@d", "https://pacs/x?m=a@b", "http://h/x#a@b"):
+        assert redact_url(url) == url
+    assert redact_url("https://u:p@pacs/studies?m=a@b") == "https://pacs/studies?m=a@b"
+
+
 def test_excerpt_is_short_and_printable() -> None:
     assert excerpt(None) == ""
     assert excerpt(b"\xff\xfeabc") == "\ufffd\ufffdabc"
