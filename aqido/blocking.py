@@ -9,7 +9,8 @@ pool and one ``max_concurrency`` limit.
 
 Lifecycle: use it as a context manager, or call :meth:`QidoRS.close`
 (idempotent, from any thread): it cancels whatever is still running, closes
-the HTTP session, stops the loop and joins its thread.  Called on the loop
+the HTTP session, stops the loop and joins its thread, and returns once all
+that is done, also when another thread's call is doing it.  Called on the loop
 thread itself (from a progress hook, say), it returns at once and another
 thread does that.  A client that is garbage collected without being closed is
 closed then.
@@ -65,6 +66,8 @@ class _Runner:
         self.portal: BlockingPortal | None = None
         self.thread_id: int | None = None
         self.closed = False
+        #: Set once :meth:`close` has finished: client closed, loop stopped, its thread joined.
+        self.shut = threading.Event()
         self.tasks: set[tuple[concurrent.futures.Future[Any], threading.Event]] = set()
 
     def start(self) -> BlockingPortal:
@@ -144,14 +147,22 @@ class _Runner:
             raise  # pragma: no cover - only close() cancels a call that is being waited for
 
     def close(self) -> None:
-        """Cancel the running tasks, close the client, stop the loop, join the thread."""
+        """Cancel the running tasks, close the client, stop the loop, join the thread.
+
+        A call while another is closing waits until it is done (unless on the loop thread).
+        """
         with self.lock:
-            if self.closed:
-                return
+            closing = self.closed
             self.closed = True
             portal, cm = self.portal, self.cm
             tasks = list(self.tasks)
+        if closing:
+            if threading.get_ident() != self.thread_id:
+                while not self.shut.wait(_POLL):  # waking up to notice Ctrl-C
+                    pass
+            return
         if portal is None or cm is None:
+            self.shut.set()
             return
         if threading.get_ident() == self.thread_id:
             # On the loop thread (a progress hook, a header factory, the garbage collector):
@@ -178,8 +189,11 @@ class _Runner:
         try:
             portal.call(self.client.close)
         finally:
-            portal.call(portal.stop, True)  # cancel anything left, then end the loop
-            cm.__exit__(None, None, None)  # joins the thread
+            try:
+                portal.call(portal.stop, True)  # cancel anything left, then end the loop
+                cm.__exit__(None, None, None)  # joins the thread
+            finally:
+                self.shut.set()
 
 
 def _blocking(
@@ -286,8 +300,13 @@ class QidoRS:
         self.close()
 
     def close(self) -> None:
-        """Cancel running work, close the session, stop the loop thread; safe to call again."""
-        self._finalizer()
+        """Cancel running work, close the session, stop the loop thread; safe to call again.
+
+        Returns once all that is done, also when another thread's call is doing it
+        (except on the loop thread itself: see the module docstring).
+        """
+        self._finalizer()  # the first call closes; a later one finds it dead and returns
+        self._runner.close()  # so wait here until the closing is complete
 
     # --- plumbing -------------------------------------------------------------------------
 

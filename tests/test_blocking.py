@@ -400,6 +400,33 @@ def test_an_iterator_whose_producer_close_cancelled_raises_client_closed_error(
     assert isinstance(outcome[0], ClientClosedError)
 
 
+def test_a_second_close_returns_only_once_the_first_has_closed(
+    archive: FakeArchive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by review: a close() while another thread's close() was still closing returned
+    # at once, the loop thread still running and the session still open.
+    before = other_threads()
+    client = QidoRS(archive.url)
+    client.search({})
+    closing = threading.Event()
+    real_close = client.async_client.close
+
+    async def slow_close() -> None:
+        closing.set()
+        await asyncio.sleep(0.5)
+        await real_close()
+
+    monkeypatch.setattr(client.async_client, "close", slow_close)
+    first = threading.Thread(target=client.close)
+    first.start()
+    assert closing.wait(10)
+    client.close()
+    assert client.async_client.closed
+    assert other_threads() - {first} == before  # the loop thread has been joined
+    first.join(10)
+    assert not first.is_alive()
+
+
 def test_close_from_the_loop_thread_still_stops_it(archive: FakeArchive) -> None:
     # close() from a progress hook runs on the client's loop thread: it used to mark the
     # client closed and return, leaving the loop thread, an open session, and an
