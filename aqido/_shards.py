@@ -27,6 +27,7 @@ finds fewer is a failure of the shard rather than a smaller part.
 Layout of an output directory (one sub-directory per archive, Hive style)::
 
     OUT/archive=<host>_<port>_<path>/_plan.json            the shards (re-used by re-runs)
+    OUT/archive=<...>/_plan.json.lock                      while a run plans them
     OUT/archive=<...>/_checkpoints/<shard>.jsonl           each shard's crawl checkpoint
     OUT/archive=<...>/part-<shard>.parquet                 each finished shard's rows
 
@@ -40,7 +41,10 @@ re-running skips shards whose part exists and resumes the others from their
 checkpoints.  Parts and the plan are written whole (:mod:`aqido._files`): each
 writer through a hidden temporary file of its own, renamed into place, so two
 writers of one directory (two runs, a Dask task run twice) never rename each
-other's half-written file.  A part that exists but is not
+other's half-written file.  One run at a time plans an archive's shards
+(holding ``_plan.json.lock``): a run that finds another planning them is a
+:class:`~aqido.errors.CheckpointError` of that archive, rather than shards of
+its own that would overlap the other's parts.  A part that exists but is not
 Parquet, or holds other columns than the run writes (another ``depth``), is
 a :class:`~aqido.errors.CheckpointError` of that shard, not skipped; so is a
 part, plan or checkpoint that cannot be written (a full disk, a read-only
@@ -49,6 +53,7 @@ filesystem: the message names the file and the OS error).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -62,7 +67,7 @@ import attrs
 
 from aqido import dictionary
 from aqido._files import os_error, write_failed, write_whole
-from aqido.checkpoint import CrawlCheckpoint, checkpoint_server
+from aqido.checkpoint import CrawlCheckpoint, _file_lock, checkpoint_server
 from aqido.errors import (
     CheckpointError,
     CrawlIncompleteError,
@@ -328,29 +333,74 @@ async def plan(
         "shards": shards,
     }
     if path.exists():
-        saved, shards_saved = _read_plan(path)
-        if saved.get("query") != record["query"]:
-            raise InvalidQueryError(
-                f"{path} holds the plan of another query; use another output directory"
-            )
-        if saved.get("server", record["server"]) != record["server"]:  # none: an older aqido's
-            raise InvalidQueryError(
-                f"{path} holds the plan of another archive ({saved.get('server')}), not "
-                f"{record['server']}; use another output directory"
-            )
-        return shards_saved
-    studies: list[tuple[str, _dt.date | None]] = []
-    async with AsyncQidoRS(url, **client_options) as client:
-        async for study in client.crawl(query, depth=QueryLevel.STUDY):
-            studies.append((str(study.StudyInstanceUID), study.StudyDate))
-    planned = plan_shards(query, studies, shards=shards)
-    record["plan"] = [s.to_json() for s in planned]
+        return _saved_plan(path, record)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_whole(path, json.dumps(record, indent=1).encode("utf-8"))
-    except OSError as exc:  # a full disk, a read-only filesystem...
-        raise write_failed(path, exc, "write the shard plan") from exc
+    except OSError as exc:
+        raise write_failed(path.parent, exc, "create the directory") from exc
+    lock = _plan_lock(path)
+    try:
+        if path.exists():  # planned by another run since
+            return _saved_plan(path, record)
+        studies: list[tuple[str, _dt.date | None]] = []
+        async with AsyncQidoRS(url, **client_options) as client:
+            async for study in client.crawl(query, depth=QueryLevel.STUDY):
+                studies.append((str(study.StudyInstanceUID), study.StudyDate))
+        planned = plan_shards(query, studies, shards=shards)
+        record["plan"] = [s.to_json() for s in planned]
+        try:
+            write_whole(path, json.dumps(record, indent=1).encode("utf-8"))
+        except OSError as exc:  # a full disk, a read-only filesystem...
+            raise write_failed(path, exc, "write the shard plan") from exc
+    finally:
+        # Removed while held once the plan is there: a run that takes it later (or a new
+        # one) finds the plan, so the directory holds the plan alone, as before planning.
+        if path.exists():
+            with contextlib.suppress(OSError):  # Windows: filelock removes it on release
+                os.unlink(lock.lock_file)
+        lock.release()
     return planned
+
+
+def _plan_lock(path: Path) -> Any:
+    """Take the lock of planning into ``path`` (``_plan.json.lock``, never waited for).
+
+    Two first runs into one directory would each plan shards of their own (of
+    another ``shards``, or of a listing that changed), overwrite each other's
+    plan and write parts that overlap: a study in two parts.  Another run
+    holding it is a :class:`~aqido.errors.CheckpointError`, as is an OSError
+    taking it (naming the lock file).
+    """
+    from filelock import Timeout
+
+    lock = _file_lock(path)
+    try:
+        lock.acquire()
+    except Timeout as exc:  # first: a Timeout is a TimeoutError, so an OSError too
+        raise CheckpointError(
+            f"being planned by another crawl (another aqido run holds its lock {lock.lock_file}); "
+            "wait for it to finish, then run again to re-use its plan, or use another output "
+            "directory",
+            path=path,
+        ) from exc
+    except OSError as exc:
+        raise write_failed(path, exc, f"take its lock {lock.lock_file}") from exc
+    return lock
+
+
+def _saved_plan(path: Path, record: Mapping[str, Any]) -> list[Shard]:
+    """The shards of the plan at ``path``, which must be ``record``'s query's and archive's."""
+    saved, shards_saved = _read_plan(path)
+    if saved.get("query") != record["query"]:
+        raise InvalidQueryError(
+            f"{path} holds the plan of another query; use another output directory"
+        )
+    if saved.get("server", record["server"]) != record["server"]:  # none: an older aqido's
+        raise InvalidQueryError(
+            f"{path} holds the plan of another archive ({saved.get('server')}), not "
+            f"{record['server']}; use another output directory"
+        )
+    return shards_saved
 
 
 def _read_plan(path: Path) -> tuple[dict[str, Any], list[Shard]]:

@@ -97,7 +97,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def _file_lock(path: Path) -> BaseFileLock:
-    """The exclusive lock of the checkpoint ``path``: ``FILE.lock`` beside it, never waited for.
+    """The exclusive lock of a checkpoint (or plan) ``path``: ``FILE.lock``, not waited for.
 
     filelock is imported here, when a checkpoint is first written, not with
     aqido; and a test can give a checkpoint a lock that fails (a full disk)

@@ -102,15 +102,15 @@ def test_a_plan_whose_rename_fails_leaves_no_temporary_file(
         raise OSError(errno.EROFS, "Read-only file system")
 
     monkeypatch.setattr(os, "replace", refuse)
-    with (
-        FakeArchive(SYNTH).run_in_thread() as archive,
-        pytest.raises(
+    with FakeArchive(SYNTH).run_in_thread() as archive:
+        url = archive.url
+        with pytest.raises(
             CheckpointError,
             match=r"could not write the shard plan: Read-only file system \(EROFS\)",
-        ),
-    ):
-        plan_into(archive.url, tmp_path)
-    assert files_under(tmp_path) == []
+        ):
+            plan_into(url, tmp_path)
+    lock = plan_path(tmp_path, url).with_name("_plan.json.lock")  # left, as a checkpoint's is
+    assert files_under(tmp_path) == [str(lock.relative_to(tmp_path))]  # no temporary file
 
 
 # --- 2. synced to disk before it counts -------------------------------------------------------
@@ -232,7 +232,8 @@ def test_a_plan_that_cannot_be_written_is_a_named_error_on_one_line(
     assert "(planning its shards)" in line
     assert f"{path}: could not write the shard plan: {FULL}".replace("\n", "\\n") in line
     assert "\nforged" not in err
-    assert files_under(out) == []  # no plan, no temporary file
+    lock = path.with_name("_plan.json.lock")  # left in place, as a checkpoint's lock is
+    assert files_under(out) == [str(lock.relative_to(out))]  # no plan, no temporary file
 
 
 def test_a_plan_write_error_pickles_with_its_path() -> None:

@@ -538,6 +538,42 @@ def test_an_older_layout_is_renamed_not_planned_again(tmp_path: pathlib.Path) ->
     ]
 
 
+def test_two_first_runs_into_one_directory_do_not_both_plan(tmp_path: pathlib.Path) -> None:
+    # Found by review: two first runs into one empty directory each planned shards of their
+    # own (here of another --shards), overwrote each other's plan, and both wrote their
+    # parts: 16 rows for 8 studies, each study in two overlapping parts, and no error.
+    import asyncio
+
+    from aqido._shards import plan, plan_path, run_shard
+    from aqido.errors import CheckpointError
+    from aqido.query import QueryLevel
+
+    with FakeArchive(SYNTH, latency=0.05).run_in_thread() as archive:
+        directory = plan_path(tmp_path, archive.url).parent
+
+        async def one_run(shards: int) -> list[str]:
+            planned = await plan(
+                archive.url, HierarchicalQuery(), out=tmp_path, shards=shards, client_options={}
+            )
+            for shard in planned:
+                await run_shard(
+                    archive.url, shard, out=tmp_path, depth=QueryLevel.STUDY, client_options={}
+                )
+            return [shard.name for shard in planned]
+
+        async def both() -> list[Any]:
+            return await asyncio.gather(one_run(4), one_run(2), return_exceptions=True)
+
+        first, second = asyncio.run(both())
+        again = asyncio.run(one_run(2))  # a run after them re-uses the plan
+    assert isinstance(second, CheckpointError)
+    assert "being planned by another crawl" in str(second)
+    saved = json.loads((directory / "_plan.json").read_text(encoding="utf-8"))
+    assert [shard["name"] for shard in saved["plan"]] == first == again
+    assert sum(pq.read_metadata(part).num_rows for part in parts(tmp_path)) == 8
+    assert not (directory / "_plan.json.lock").exists()  # the plan alone, once planned
+
+
 def test_a_plan_of_a_query_with_extra_params_is_read_back_and_re_used(
     tmp_path: pathlib.Path,
 ) -> None:
