@@ -173,10 +173,14 @@ def _query_from_record(record: Mapping[str, Any]) -> HierarchicalQuery:
 
 
 def archive_dirname(url: str) -> str:
-    """The output sub-directory of one archive: ``archive=<host>_<port>_<path>``."""
-    from yarl import URL
+    """The output sub-directory of one archive: ``archive=<host>_<port>_<path>``.
 
-    parsed = URL(url)
+    ``ValueError`` for a URL that does not parse, quoting it without its
+    credentials as the client does (yarl's own error quotes the password).
+    """
+    from aqido.client import _parse_service_url
+
+    parsed = _parse_service_url(url)
     port = parsed.explicit_port or parsed.port
     parts = [parsed.host or "archive", str(port) if port else "", parsed.path.strip("/")]
     label = _UNSAFE.sub("_", "_".join(p for p in parts if p)).strip("_")

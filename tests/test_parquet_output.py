@@ -538,6 +538,21 @@ def test_an_older_layout_is_renamed_not_planned_again(tmp_path: pathlib.Path) ->
     ]
 
 
+@pytest.mark.parametrize(
+    "url", ["http://user:S3cret@\u2100.example/x", "http://user:S3cret@xn--a.example/x"]
+)
+def test_an_archive_url_that_does_not_parse_is_a_value_error_without_its_password(
+    url: str,
+) -> None:
+    # Found by review: archive_dirname (crawl_to_parquet's first step) let yarl's ValueError
+    # through, which quotes the netloc: the password with it.
+    from aqido._shards import archive_dirname
+
+    with pytest.raises(ValueError, match="url is not a valid URL") as caught:
+        archive_dirname(url)
+    assert "S3cret" not in str(caught.value)
+
+
 def test_two_first_runs_into_one_directory_do_not_both_plan(tmp_path: pathlib.Path) -> None:
     # Found by review: two first runs into one empty directory each planned shards of their
     # own (here of another --shards), overwrote each other's plan, and both wrote their
