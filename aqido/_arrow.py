@@ -40,7 +40,8 @@ several (non-empty) values keeps them all: in a ``string`` column joined with
 ``\\`` as DICOM writes several values (``Head\\Neck``), in any other column
 null (no one value is kept while the others are dropped, also when only one
 of them is readable).  A number the column's type cannot hold (an IS beyond
-``int64``, a UV above 2**63 - 1) is null, and so is an element given as a
+``int64``, a UV above 2**63 - 1, an integer beyond 2**53 in a ``float64``
+column, which it would round) is null, and so is an element given as a
 ``BulkDataURI`` or ``InlineBinary`` (its value is not in the answer as text:
 the URI or the base64 would pass for the value).
 
@@ -97,6 +98,7 @@ _LEVEL_NAMES: tuple[Literal["study"], Literal["series"], Literal["instance"]] = 
 _INT_VRS = frozenset({"IS", "SL", "SS", "SV", "UL", "US", "UV", "US or SS"})
 _FLOAT_VRS = frozenset({"DS", "FL", "FD"})
 _INT64 = -(2**63)  # the least int64; the greatest is -_INT64 - 1
+_EXACT = 2**53  # every integer of at most this magnitude is exactly a float64
 #: The key of a Parquet file's key-value metadata holding its nulled values per column (JSON).
 NULLED_KEY = "aqido.nulled_values"
 
@@ -212,13 +214,12 @@ def _cell(value: Any, type_: Any, pa: Any) -> Any:
     if pa.types.is_int64(type_):  # an integer int64 cannot hold (IS "1" * 20, a UV) is null
         ok = isinstance(value, int) and not isinstance(value, bool) and _INT64 <= value < -_INT64
         return value if ok else _LOST
-    if pa.types.is_float64(type_):
+    if pa.types.is_float64(type_):  # an integer float64 would round (beyond 2**53) is null
         if not isinstance(value, int | float):
             return _LOST
-        try:
-            return float(value)
-        except OverflowError:  # an int beyond float64 (1e309 written out)
-            return _LOST
+        if not isinstance(value, float) and not -_EXACT <= value <= _EXACT:
+            return _LOST  # (1e309 written out would not even be a float)
+        return float(value)
     if pa.types.is_timestamp(type_):  # a local time as written; one with an offset is not
         local = isinstance(value, datetime.datetime) and value.utcoffset() is None
         return value if local else _LOST

@@ -107,6 +107,22 @@ def test_a_number_the_column_cannot_hold_is_null_not_an_untyped_crash() -> None:
     assert table.to_pylist() == [{"SpatialResolution": None}]
 
 
+def test_an_integer_a_float_column_would_round_is_null_and_counted() -> None:
+    # Found by review: SliceThickness (DS, a float64 column) sent as an SV of 2**53 + 1 was
+    # written as 9007199254740992.0, another number, without a warning.
+    def sliced(vr: str, number: int) -> Study:
+        return Study.from_json({"00180050": {"vr": vr, "Value": [number]}})
+
+    big = 2**53 + 1
+    with pytest.warns(UserWarning, match=r": SliceThickness 2$"):
+        table = to_arrow(
+            [sliced("SV", big), sliced("SV", -big), sliced("SV", 2**53), sliced("IS", 5)],
+            level="study",
+            columns=["SliceThickness"],
+        )
+    assert table.column("SliceThickness").to_pylist() == [None, None, 2.0**53, 5.0]
+
+
 def test_a_value_given_by_reference_or_as_base64_is_null_not_taken_for_the_value() -> None:
     given = Study.from_json(
         {
