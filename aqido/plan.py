@@ -403,14 +403,21 @@ def plan_query(
             local.append(key)
             continue
         lists_ok = profile.uid_lists if vr == "UI" else profile.value_lists
-        items = value.split(",") if "," in value else [value]
+        # an empty item of a list (``CT,``) matches nothing: sent alone it would be
+        # universal matching (every result), so it is never a request of a fan-out
+        is_list = "," in value
+        items = [v for v in value.split(",") if v] if is_list else [value]
+        if is_list and not lists_ok and not items:  # only commas: matched here
+            local.append(key)
+            continue
         if vr == "UI":
             per_item: Handling = "exact"
         else:
             per_item = _worst(
-                _single_handling(v, vr, profile, pn_case, query.fuzzymatching) for v in items
+                _single_handling(v, vr, profile, pn_case, query.fuzzymatching)
+                for v in value.split(",")
             )
-        if len(items) > 1 and not lists_ok:
+        if is_list and not lists_ok:
             if per_item != "local":
                 fanouts.append((key, items))
                 if per_item == "loose":

@@ -237,6 +237,17 @@ def test_lists_fan_out_crossed_and_beyond_the_limit_are_matched_here() -> None:
     assert all(r.include_fields == ("ModalitiesInStudy",) for r in plan.requests)
 
 
+@pytest.mark.parametrize("value", ["CT,", ",MR", "CT,,MR", ","])
+def test_an_empty_list_item_is_never_a_request_of_its_own(value: str) -> None:
+    # sent alone, the empty item of `CT,` would be universal matching: every study
+    profile = ServerProfile(value_lists=False)
+    query = HierarchicalQuery(ModalitiesInStudy=value, StudyDescription="CT*,Knee*")
+    plan = plan_query(query, profile)
+    assert all(r.ModalitiesInStudy or plan.local for r in plan.requests)
+    assert all(r.StudyDescription for r in plan.requests)
+    assert sorted(execute(plan, profile)) == sorted(standard(query, True))
+
+
 def test_a_limit_is_cut_locally_when_matching_locally() -> None:
     query = HierarchicalQuery(PatientName="Doe*", limit=2, offset=1)
     plan = plan_query(query, ServerProfile(wildcard_star=False))
