@@ -293,9 +293,13 @@ class ServerProfile:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ServerProfile:
-        """Read a profile from a JSON file written by ``aqido probe --json`` or :meth:`save`."""
-        with open(path, encoding="utf-8") as f:
-            return cls.from_json(f.read())
+        """Read a profile from a JSON file written by ``aqido probe --json`` or :meth:`save`.
+
+        ``ValueError`` when the file is not a profile (not JSON, not UTF-8 text), ``OSError``
+        when it cannot be read.
+        """
+        with open(path, "rb") as f:
+            return cls.from_json(f.read())  # bytes: a file that is not UTF-8 is not JSON either
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the profile as JSON to ``path``, whole or not at all.

@@ -107,6 +107,9 @@ def test_a_corrupt_profile_file_is_a_value_error(tmp_path: pathlib.Path) -> None
     path.write_text('{"notes": ' + "[" * 100_000 + "]" * 100_000 + "}")
     with pytest.raises(ValueError, match="invalid server profile"):
         ServerProfile.load(path)
+    path.write_bytes(b'{"name": "\xff\xfe"}')  # not UTF-8: said so, not a bare UnicodeDecodeError
+    with pytest.raises(ValueError, match="invalid server profile: not JSON"):
+        ServerProfile.load(path)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX file size limits")
