@@ -237,6 +237,11 @@ class RequestPath:
                 raw_host = following.raw_host
                 if raw_host:
                     raw_host.encode("idna")
+                    # Both let an ASCII control character or a space through (`exa\x1bmple`),
+                    # which no host name holds: it would reach the resolver, and the error's
+                    # message raw (an ESC sequence of the server's in a traceback).
+                    if any(char <= " " or char == "\x7f" for char in raw_host):
+                        raise ValueError("a control character or space in the host")
             except ValueError:
                 raise RedirectError(
                     "redirect to a malformed Location refused", url=url, status=status

@@ -684,6 +684,7 @@ async def test_a_redirect_to_the_same_url_is_a_loop() -> None:
         ("http://xn--", "malformed Location"),  # yarl's UnicodeError decoding it (review)
         ("http://a..b", "malformed Location"),  # the resolver's UnicodeError encoding it
         ("http://" + "a" * 64 + ".org", "malformed Location"),  # a label past 63 characters
+        ("http://exa mple.org", "malformed Location"),  # a space: yarl and IDNA take it
     ],
 )
 async def test_redirects_to_other_schemes_are_refused_and_never_retried(
@@ -694,6 +695,32 @@ async def test_redirects_to_other_schemes_are_refused_and_never_retried(
             with pytest.raises(RedirectError, match=match):
                 await client.search({})
     assert len(server.requests) == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("host", ["exa\x1bmple.org", "exa\x7fmple.org", "exa\x07mple.org"])
+async def test_a_redirect_to_a_host_with_a_control_character_is_refused(host: str) -> None:
+    """yarl and IDNA take ``exa\\x1bmple.org``: the host reached the resolver, and the
+    TransportError's message held the server's ESC raw (a traceback cleared the screen)."""
+
+    async def moved(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        location = f"http://{host}/dicom-web/studies".encode("latin-1")
+        writer.write(b"HTTP/1.1 302 Found\r\nLocation: " + location + b"\r\n")
+        writer.write(b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(moved, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with AsyncQidoRS(f"http://127.0.0.1:{port}", retries=QUICK) as client:
+            with pytest.raises(RedirectError, match="malformed Location") as info:
+                await client.search({})
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert str(info.value).isprintable()
 
 
 @pytest.mark.anyio
