@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime
 import gc
-import json
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, Union, get_args, get_origin
 
@@ -28,7 +27,7 @@ from aqido._dataset import (
     _stored,
     _ValuesOf,
 )
-from aqido._json import decode_json
+from aqido._json import decode_json, dumps
 from aqido._models import _MODELS
 from aqido.errors import InvalidResponseError, excerpt
 from aqido.query import QueryLevel
@@ -330,7 +329,7 @@ def structure(
 
 def _excerpt_item(item: Any) -> str:
     try:
-        return excerpt(json.dumps(item, ensure_ascii=False, default=repr))
+        return excerpt(dumps(item, ensure_ascii=False, default=repr))
     except (TypeError, ValueError):  # pragma: no cover - defensive
         return excerpt(repr(item))
 

@@ -24,7 +24,6 @@ numbers one that the collector stops tracking after its first pass.
 from __future__ import annotations
 
 import datetime
-import json
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeGuard, TypeVar
 
@@ -32,6 +31,7 @@ import attrs
 import cattrs
 
 from aqido import dictionary
+from aqido._json import dumps
 from aqido.errors import InvalidResponseError
 from aqido.values import (
     VRS,
@@ -496,7 +496,7 @@ def canonical(raw: Mapping[str, Any]) -> str:
     in the JSON received (``72`` and ``72.0``, ``1`` and ``true``, ``0.0`` and
     ``-0.0``) make datasets that differ, as their ``to_json()`` and values do.
     """
-    return json.dumps(raw, sort_keys=True, default=str)
+    return dumps(raw, sort_keys=True, default=str)  # at any nesting the decoders accept
 
 
 def _copy_element(elem: StoredElement) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -10,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 
 from aqido._caps import Caps, looks_like_cap_plus_one
+from aqido._json import dumps
 from aqido._slots import Slots
 from aqido._trusted import _derive
 from aqido.errors import (
@@ -69,7 +69,7 @@ def uid_of(item: dict[str, Any], key: str) -> str:
         if type(values) is list and values and type(values[0]) is str:
             return values[0].rstrip("\x00 ")
     uid = _first_uid(item, key)
-    return uid if uid is not None else json.dumps(item, sort_keys=True, default=str)
+    return uid if uid is not None else dumps(item, sort_keys=True, default=str)
 
 
 #: The parent UIDs (query field, JSON key) a child listing's items must match when they carry them.
@@ -107,7 +107,7 @@ def check_parents(query: BaseQuery, response: QidoResponse) -> None:
                     f"{wanted!r}): does it ignore the UIDs in the path?",
                     url=response.url,
                     status=response.status,
-                    body=json.dumps(item)[:400],
+                    body=dumps(item)[:400],
                 )
 
 
@@ -185,7 +185,7 @@ class PageSpan:
                     "the query (e.g. by date) so that one page holds every match",
                     url=response.url,
                     status=response.status,
-                    body=json.dumps(response.items[again])[:400],
+                    body=dumps(response.items[again])[:400],
                 )
         distinct = set(identities)
         if len(distinct) < len(identities):

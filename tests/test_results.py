@@ -453,6 +453,25 @@ def test_the_deepest_nesting_the_decoder_accepts_is_structured() -> None:
         parse_results('[{"00400275": {"vr": "SQ", "Value": [' + text + "]}}]", QueryLevel.STUDY)
 
 
+def test_datasets_nested_as_deep_as_decoding_allows_compare_hash_and_fail_cleanly() -> None:
+    # Equality and the hash compare the elements as JSON text (canonical), and an item's
+    # error excerpt is its JSON: json.dumps raised a raw RecursionError past ~330 levels.
+    depth = 340
+    text = '{"00100020": {"vr": "LO", "Value": ["x"]}}'
+    for _ in range(depth):
+        text = '{"00400275": {"vr": "SQ", "Value": [' + text + "]}}"
+    [a] = parse_results("[" + text + "]", QueryLevel.STUDY)
+    [b] = parse_results("[" + text + "]", QueryLevel.STUDY)
+    assert a == b
+    assert hash(a) == hash(b)
+    [other] = parse_results("[" + text.replace('"x"', '"y"') + "]", QueryLevel.STUDY)
+    assert a != other
+    bad = text.replace('"00100020"', '"ZZZZ"')  # a malformed tag key at the deepest level
+    with pytest.raises(InvalidResponseError, match="malformed tag key") as info:
+        parse_results("[" + bad + "]", QueryLevel.STUDY)
+    assert info.value.body_excerpt.startswith('{"00400275": {"vr": "SQ", "Value": [{')
+
+
 def test_a_hook_a_user_registers_is_given_the_json_element() -> None:
     converter = make_converter()
     given: list[Any] = []
