@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 
 import attrs
 
+from aqido._json import dumps
 from aqido._paging import UID_KEYS as UID_KEYS
 from aqido._paging import Fetch as Fetch
 from aqido._paging import Page as Page
@@ -61,6 +62,7 @@ from aqido.errors import (
     InvalidQueryError,
     InvalidResponseError,
     QidoError,
+    excerpt,
 )
 from aqido.partition import (
     SPLIT_KEYS,
@@ -206,7 +208,7 @@ async def crawl(
             child = _child_query(
                 parent,
                 QueryLevel.INSTANCE,
-                SeriesInstanceUID=_uid(series, "SeriesInstanceUID"),
+                SeriesInstanceUID=_uid(series, "SeriesInstanceUID", parent),
             )
         except QidoError as error:
             failed(parent, error)
@@ -276,7 +278,7 @@ async def crawl(
                 async for batch in batches:
                     for study in batch:
                         try:
-                            study_uid = _uid(study, "StudyInstanceUID")
+                            study_uid = _uid(study, "StudyInstanceUID", part)
                         except QidoError as error:
                             failed(query, error)
                             continue
@@ -309,12 +311,22 @@ async def crawl(
         raise CrawlIncompleteError(stats.failures, stats.counts(), stats=stats)
 
 
-def _uid(result: Any, keyword: str) -> str:
+def _uid(result: Any, keyword: str, listing: BaseQuery) -> str:
+    """``result``'s UID ``keyword``, to list its children; else the error naming what was sent.
+
+    ``listing`` is the query that returned ``result``: its URL goes on the error, with
+    the result's JSON as the excerpt and, for a UID that came but is not one (a
+    JSON object, a number), what it was.
+    """
     value = getattr(result, keyword, None)
     if not value:
+        sent = next((bad for bad in result.invalid if bad.keyword == keyword), None)
+        what = f" ({excerpt(repr(sent.raw), 80)} is not one: {sent.reason})" if sent else ""
         raise InvalidResponseError(
-            f"a {type(result).__name__} in the response has no {keyword}, so its children "
-            "cannot be listed"
+            f"a {type(result).__name__} in the response has no {keyword}{what}, so its "
+            "children cannot be listed",
+            url=listing.relative_url(),
+            body=dumps(result.to_json()),
         )
     return str(value)
 

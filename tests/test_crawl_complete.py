@@ -465,6 +465,39 @@ async def test_a_result_without_a_uid_is_a_failure_not_a_crash() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_result_without_a_uid_fails_with_its_listing_json_and_what_came() -> None:
+    # The error said only "a Study in the response has no StudyInstanceUID": no URL, no
+    # excerpt, and not that the server sent one that is no UID (a JSON object here).
+    from aqido.crawl import crawl
+    from aqido.protocol import QidoResponse
+    from aqido.results import structure
+
+    good = {"0020000D": {"vr": "UI", "Value": ["1.2.3"]}}
+    not_a_uid = {"0020000D": {"vr": "UI", "Value": [{"x": 1}]}}
+    series_no_uid = {"00080060": {"vr": "CS", "Value": ["CT"]}}
+
+    async def fetch(query: Any, limiter: Any) -> QidoResponse:
+        items = {"STUDY": [good, not_a_uid], "SERIES": [series_no_uid]}[query.query_level.name]
+        return QidoResponse(200, "u", {}, items)
+
+    def typed(response: QidoResponse, level: QueryLevel, items: list[Any]) -> list[Any]:
+        return structure(items, level)
+
+    stats = CrawlStats()
+    root = HierarchicalQuery(PatientID="P1")
+    assert [s async for s in crawl(fetch, typed, root, window=2, partial=True, stats=stats)] == []
+    study_error, series_error = (failure.error for failure in stats.failures)
+    assert isinstance(study_error, InvalidResponseError)
+    assert study_error.url == "/studies?PatientID=P1"
+    assert "has no StudyInstanceUID ({'x': 1} is not one: a UI value must be" in str(study_error)
+    assert study_error.body_excerpt == '{"0020000D": {"vr": "UI", "Value": [{"x": 1}]}}'
+    assert isinstance(series_error, InvalidResponseError)
+    assert series_error.url == "/studies/1.2.3/series"
+    assert "has no SeriesInstanceUID, so its children cannot be listed" in str(series_error)
+    assert series_error.body_excerpt == '{"00080060": {"vr": "CS", "Value": ["CT"]}}'
+
+
+@pytest.mark.anyio
 async def test_breaking_out_of_a_splitting_crawl_leaves_nothing_behind() -> None:
     import asyncio
 
