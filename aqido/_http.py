@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp.http_exceptions import (
     BadStatusLine,
+    ContentEncodingError,
     ContentLengthError,
     HttpProcessingError,
     TransferEncodingError,
@@ -188,9 +189,12 @@ def _unparsable_head(parser_error: HttpProcessingError) -> str:
     ``Content-Length`` bytes as the body and the rest as the start of the next
     response.  aiohttp's message quotes the bytes (as a ``repr``); it is shown as
     the ``repr`` of its excerpt, as :class:`~aqido.errors.HTTPStatusError` shows a
-    body: no control character of the server's reaches a terminal.
+    body: no control character of the server's reaches a terminal.  A Content-Encoding
+    aiohttp cannot decode is raised by the same parser, but after a well-formed head.
     """
     detail = excerpt(parser_error.message).removesuffix(" ^")  # llhttp's pointer to the byte
+    if isinstance(parser_error, ContentEncodingError):  # a well-formed head, an unknown coding
+        return f"the server sent a body in a Content-Encoding aqido cannot decode ({detail!r})"
     if isinstance(parser_error, BadStatusLine):
         return (
             f"the server sent bytes that are not an HTTP response ({detail!r}): most likely "
@@ -208,7 +212,12 @@ def is_unparsable_head(error: TransportError) -> bool:
     left over from an earlier response longer than its ``Content-Length``.
     """
     cause = error.__cause__
-    return isinstance(cause, aiohttp.ClientResponseError) and _head_parser_error(cause) is not None
+    if not isinstance(cause, aiohttp.ClientResponseError):
+        return False
+    parser_error = _head_parser_error(cause)
+    # A Content-Encoding aiohttp cannot decode (`br` without Brotli) is no spoilt
+    # connection: another one brings the same body.
+    return parser_error is not None and not isinstance(parser_error, ContentEncodingError)
 
 
 def is_stale_connection(error: TransportError) -> bool:

@@ -219,6 +219,36 @@ async def test_a_malformed_header_is_not_blamed_on_content_length() -> None:
     assert message.endswith(f"({server.url}/studies)")
 
 
+@pytest.mark.anyio
+async def test_a_content_encoding_aiohttp_cannot_decode_is_named_and_not_resent() -> None:
+    # It was "a malformed HTTP response head", re-sent at once on another connection (with a
+    # warning) on every attempt of the retry policy: 8 requests for what cannot change.
+    from aiohttp import compression_utils
+
+    encoding = next(
+        (
+            name
+            for name, known in (("br", "HAS_BROTLI"), ("zstd", "HAS_ZSTD"))
+            if not getattr(compression_utils, known, True)
+        ),
+        None,
+    )
+    if encoding is None:
+        pytest.skip("aiohttp decodes both br and zstd here")
+    body = b"\x1b[2J not really compressed"
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/dicom+json\r\n"
+    head += b"Content-Encoding: %s\r\nContent-Length: %d\r\n\r\n" % (encoding.encode(), len(body))
+    async with raw_server(lambda number, connection: (head + body, False)) as server:
+        async with AsyncQidoRS(server.url, retries=0) as client:
+            with pytest.raises(TransportError) as info:
+                await client.search({})
+        assert server.requests == [1]
+    message = str(info.value)
+    assert message.startswith("the server sent a body in a Content-Encoding aqido cannot decode (")
+    assert message.endswith(f"({server.url}/studies)")
+    assert_printable(message)
+
+
 # --- a body shorter than its Content-Length -------------------------------------------------
 
 
