@@ -391,7 +391,11 @@ class RequestPath:
         response = parse_response(status, headers, body, url=url)
         for warning in response.warnings:
             if not warning.is_truncation:
-                logger.warning("server warning for %s: %s", url, warning.raw)
+                from aqido.terminal import printable  # only for such a warning: rare
+
+                # The server's text, escaped as the CLI shows it: an application's own log
+                # handler would print its ESC sequences raw (they came in a header).
+                logger.warning("server warning for %s: %s", url, printable(warning.raw))
         return response
 
     async def _attempts(

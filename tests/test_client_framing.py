@@ -249,6 +249,26 @@ async def test_a_content_encoding_aiohttp_cannot_decode_is_named_and_not_resent(
     assert_printable(message)
 
 
+@pytest.mark.anyio
+async def test_a_server_warning_is_logged_with_its_control_characters_escaped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The Warning header's text was logged raw: an application's log handler (basicConfig)
+    # wrote the server's ESC sequences to the terminal; the result keeps them as sent.
+    body = study("1.2.1")
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/dicom+json\r\n"
+    head += b'Warning: 299 pacs "evil \x1b]0;owned\x07\x1b[31mred"\r\n'
+    head += b"Content-Length: %d\r\n\r\n" % len(body)
+    async with raw_server(lambda number, connection: (head + body, False)) as server:
+        with caplog.at_level(logging.WARNING, logger="aqido"):
+            async with AsyncQidoRS(server.url, retries=0) as client:
+                results = await client.search({})
+    assert results.warnings[0].text == "evil \x1b]0;owned\x07\x1b[31mred"
+    [record] = [r for r in caplog.records if "server warning" in r.getMessage()]
+    assert_printable(record.getMessage())
+    assert record.getMessage().endswith('299 pacs "evil \\x1b]0;owned\\x07\\x1b[31mred"')
+
+
 # --- a body shorter than its Content-Length -------------------------------------------------
 
 
