@@ -244,7 +244,8 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 
     Accepts delay-seconds (``"120"``, also ``"1.5"``) and an HTTP date
     (``"Wed, 21 Oct 2015 07:28:00 GMT"``, compared with ``now``, default the
-    current UTC time).  Returns ``None`` for a missing or unreadable value.
+    current UTC time).  Returns ``None`` for a missing or unreadable value
+    (``"soon"``, ``"inf"``), and infinity for a number too large for a float.
     """
     if value is None:
         return None
@@ -256,6 +257,8 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     except ValueError:
         pass
     else:
+        if seconds == float("inf") and text[-1].isdigit():
+            return seconds  # a number past a double (400 digits): longer than any wait allowed
         return max(0.0, seconds) if seconds == seconds and seconds != float("inf") else None
     try:
         when = email.utils.parsedate_to_datetime(text)

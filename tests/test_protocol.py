@@ -390,6 +390,9 @@ NOW = datetime(2015, 10, 21, 7, 28, 0, tzinfo=timezone.utc)
         (None, None),
         ("nan", None),
         ("inf", None),
+        # delay-seconds past a double: it was unreadable (None), so retried at once
+        ("9" * 400, float("inf")),
+        ("1e400", float("inf")),
         ("Wed, 21 Oct 10000 07:28:00 GMT", None),
         ("Wed, 21 Oct 99999999999999999999 07:28:00 GMT", None),  # OverflowError (review)
     ],

@@ -105,6 +105,14 @@ def test_an_unreadable_retry_after_date_falls_back_to_backoff() -> None:
     assert policy.next_delay(status_error(503, **{"Retry-After": huge}), attempt=1, elapsed=0) == 0
 
 
+def test_a_retry_after_too_large_for_a_float_gives_up() -> None:
+    """``Retry-After: 999...`` (400 digits) was unreadable: retried at once, where 1e308 gave up."""
+    policy = Retry(backoff_base=0.0, total=None)
+    for value in ("9" * 400, "1" + "0" * 308):
+        error = status_error(429, **{"Retry-After": value})
+        assert policy.next_delay(error, attempt=1, elapsed=0) is None
+
+
 @pytest.mark.parametrize("bad", [0, 0.0, -1, float("nan"), float("inf"), True, "1"])
 def test_timeouts_must_be_positive_and_finite(bad: object) -> None:
     """``timeout=0`` or NaN meant no limit at all in aiohttp (found by review)."""
