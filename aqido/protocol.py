@@ -114,7 +114,9 @@ _NEXT_WARNING = lazy_pattern(
     globals(), "_NEXT_WARNING", r"\s*(?:warning\s*:\s*)*\d{3}(?:\s|$)", re.IGNORECASE
 )
 _CODED = lazy_pattern(globals(), "_CODED", r"^(\d{3})(?:\s+(.*))?$", re.DOTALL)
-_COUNT = lazy_pattern(globals(), "_COUNT", r"(\d+)\s+additional\s+results?", re.IGNORECASE)
+#: A count starts after a non-digit: without the look-behind each digit of a long run
+#: began a search that ran to its end (8,000 digits: a second per warning, event loop blocked).
+_COUNT = lazy_pattern(globals(), "_COUNT", r"(?<!\d)(\d+)\s+additional\s+results?", re.IGNORECASE)
 _TRUNCATION = lazy_pattern(
     globals(),
     "_TRUNCATION",

@@ -291,6 +291,23 @@ def test_old_truncation_wording_and_azure_v1_without_count() -> None:
         assert warning.additional_results is None
 
 
+def test_a_long_run_of_digits_in_a_warning_is_read_in_linear_time() -> None:
+    # Each digit of the run began a search of the count pattern that ran to the run's end:
+    # one 8 KB header (aiohttp's limit) took over a second, ten of them 40 s of a search,
+    # with the event loop blocked.
+    import time
+
+    header = f'299 h "more results {"9" * 8000} and no count"'
+    (warning,) = parse_warnings([header])
+    started = time.perf_counter()
+    for _ in range(10):
+        assert warning.is_truncation
+        assert warning.additional_results is None
+    assert time.perf_counter() - started < 0.5
+    (counted,) = parse_warnings([f'299 h "x{"9" * 4000}1 additional results"'])
+    assert counted.additional_results == int("9" * 4000 + "1")
+
+
 def test_a_count_too_long_for_int_is_no_count_not_a_crash() -> None:
     header = f'299 h "There are {"9" * 5000} additional results"'
     (warning,) = parse_warnings([header])
