@@ -208,35 +208,48 @@ def attribute_level(key: str) -> int:
 # --- stored values ---------------------------------------------------------------------------
 
 
+def _stored_values(elem: object) -> Sequence[Any]:
+    """The ``Value`` array of a stored element; ``()`` when absent, empty or malformed.
+
+    A server may send anything: an element that is not an object, or a
+    ``Value`` that is not an array, holds no value that can be matched.
+    """
+    if not isinstance(elem, Mapping):
+        return ()
+    values = elem.get("Value")
+    return values if isinstance(values, list | tuple) else ()
+
+
 def element_strings(elem: Mapping[str, Any] | None, *, pn_groups: bool = True) -> list[str]:
     """The stored values of a DICOM JSON element as strings (``[]`` when absent or empty).
 
     A PN value gives its whole value (``Yamada^Tarou=山田^太郎``, trailing
     empty groups dropped) and, with ``pn_groups``, each non-empty group.
-    Padding (trailing NUL and space) is stripped; ``null`` values are skipped.
+    Padding (trailing NUL and space) is stripped; ``null`` values are skipped,
+    and so are values that cannot be read (a PN group that is not a string, a
+    nested array); a malformed element (not an object, a ``Value`` that is
+    not an array) has no values.
     """
-    if not elem:
-        return []
-    values = elem.get("Value")
-    if not values:
+    values = _stored_values(elem)
+    if not values or not isinstance(elem, Mapping):
         return []
     is_pn = elem.get("vr") == "PN"
     out: list[str] = []
     for v in values:
-        if v is None:
+        if v is None or isinstance(v, bool):
             continue
         if isinstance(v, dict):  # PN
-            groups = [
-                v.get("Alphabetic") or "",
-                v.get("Ideographic") or "",
-                v.get("Phonetic") or "",
-            ]
+            groups = [v.get(k) or "" for k in ("Alphabetic", "Ideographic", "Phonetic")]
+            if not all(isinstance(g, str) for g in groups):
+                continue  # unreadable (a number, a list...): no value to match
         elif is_pn and isinstance(v, str):  # some servers send PN as a bare string
             groups = v.rstrip("\0 ").split("=")
-        else:
+        elif isinstance(v, str | int | float):
             text = str(v).rstrip("\0 ")
             if text:
                 out.append(text)
+            continue
+        else:  # a list or another JSON structure where a value belongs: unreadable
             continue
         full = "=".join(groups).rstrip("=")
         if full:
@@ -365,11 +378,11 @@ def _compile_number(alt: str) -> ElementPredicate:
         raise InvalidQueryError(f"{alt!r} is not a number") from None
 
     def numeric(elem: Mapping[str, Any]) -> bool:
-        for v in elem.get("Value") or ():
+        for v in _stored_values(elem):
             try:
                 if v is not None and float(v) == target:
                     return True
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 continue
         return False
 
@@ -435,7 +448,7 @@ def matches_element(
 
 def match_path(elem: Mapping[str, Any], path: Sequence[str], pred: ElementPredicate) -> bool:
     """Sequence matching: any item whose attribute at ``path`` matches."""
-    for item in elem.get("Value") or ():
+    for item in _stored_values(elem):
         if not isinstance(item, Mapping):
             continue
         inner = item.get(path[0])

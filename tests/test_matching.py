@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aqido.errors import InvalidQueryError
@@ -311,3 +311,62 @@ def test_element_strings_normalise_padding_and_empties() -> None:
     assert element_strings({"vr": "UI", "Value": ["1.2\0", None, ""]}) == ["1.2"]
     assert element_strings(None) == []
     assert element_strings(pn(Alphabetic="A^B", Phonetic="a^b")) == ["A^B==a^b", "A^B", "a^b"]
+
+
+#: What a broken or hostile server may send where a DICOM JSON element belongs.
+JSON_LEAVES = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=4)
+)
+JSON_ANY = st.recursive(
+    JSON_LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["Alphabetic", "Value", "vr", "00400009"]), inner, max_size=3
+        )
+    ),
+    max_leaves=8,
+)
+MALFORMED_ELEMENTS = st.one_of(
+    JSON_ANY,
+    st.fixed_dictionaries(
+        {"vr": st.sampled_from(["PN", "DA", "TM", "DT", "IS", "LO", "UI", "SQ"]), "Value": JSON_ANY}
+    ),
+)
+ANY_CRITERION = st.sampled_from(
+    [
+        Criterion.of("PatientName", "Doe*"),
+        Criterion.of("PatientName", "Doe"),
+        Criterion.of("PatientBirthDate", "19700101-"),
+        Criterion.of("StudyTime", "1000-1200"),
+        Criterion.of("AcquisitionDateTime", "2024-"),
+        Criterion.of("SeriesNumber", "3"),
+        Criterion.of("PatientID", "X"),
+        Criterion.of("StudyInstanceUID", "1.2,1.3"),
+        Criterion.of("RequestAttributesSequence.ScheduledProcedureStepID", "SPS*"),
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(element=MALFORMED_ELEMENTS, criterion=ANY_CRITERION)
+def test_malformed_stored_elements_never_raise(element: Any, criterion: Criterion) -> None:
+    # The client matches server answers locally (plan.finish): whatever the server sent
+    # in place of an element, a criterion says match or not, never TypeError/AttributeError.
+    dataset = {criterion.path[0]: element}
+    assert criterion.matches(dataset) in (True, False)
+
+
+def test_malformed_stored_elements_match_nothing() -> None:
+    assert not Criterion.of("PatientBirthDate", "19700101-").matches(
+        {"00100030": {"vr": "DA", "Value": 19700101}}
+    )
+    assert not Criterion.of("PatientID", "X").matches({"00100020": "X"})
+    assert not Criterion.of("PatientID", "a").matches({"00100020": {"vr": "LO", "Value": "abc"}})
+    assert not Criterion.of("PatientName", "5*").matches(
+        {"00100010": {"vr": "PN", "Value": [{"Alphabetic": 5}]}}
+    )
+    assert not Criterion.of("RequestAttributesSequence.ScheduledProcedureStepID", "X").matches(
+        {"00400275": {"vr": "SQ", "Value": 3}}
+    )
+    assert element_strings({"vr": "LO", "Value": [["X"], {"a": 1}, True, "Y"]}) == ["Y"]
