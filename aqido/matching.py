@@ -25,6 +25,10 @@ The rules, for a match value ``v`` of an attribute with value representation
   the bound both carry an offset, as written otherwise; a stored value of
   less precision is its first instant;
 - **multi-valued attributes** match when any of their values matches;
+- **padding**: a stored value is compared as the results show it, without its
+  NUL and space padding (leading too, except for PN and the text VRs ST, LT,
+  UT, UC and UR); a value that cannot be read (a ``Value`` that is not an
+  array, a PN group that is not a string) matches nothing;
 - **PN** is matched against the whole value (``Yamada^Tarou=山田^太郎``) and,
   by default, against each component group on its own (``山田*``);
 - **sequences**: a key path ``Seq.Attr`` matches when any item's ``Attr`` does.
@@ -208,6 +212,14 @@ def attribute_level(key: str) -> int:
 # --- stored values ---------------------------------------------------------------------------
 
 
+#: What DICOM pads values with (NUL, space), as :data:`aqido.values.STRIP`.
+_PADDING = "\x00 "
+#: String VRs whose leading spaces are significant, as :data:`aqido.values.TEXT_VRS`: only
+#: trailing padding is stripped from them (and from PN, group by group); every other
+#: value is stripped at both ends, as the results layer reads it.
+_TEXT_VRS = frozenset({"ST", "LT", "UT", "UC", "UR"})
+
+
 def _stored_values(elem: object) -> Sequence[Any]:
     """The ``Value`` array of a stored element; ``()`` when absent, empty or malformed.
 
@@ -225,7 +237,9 @@ def element_strings(elem: Mapping[str, Any] | None, *, pn_groups: bool = True) -
 
     A PN value gives its whole value (``Yamada^Tarou=山田^太郎``, trailing
     empty groups dropped) and, with ``pn_groups``, each non-empty group.
-    Padding (trailing NUL and space) is stripped; ``null`` values are skipped,
+    Padding (NUL and space) is stripped as the results layer strips it: at
+    both ends, but only trailing from PN groups and from the text VRs (ST, LT,
+    UT, UC, UR), whose leading spaces are significant; ``null`` values are skipped,
     and so are values that cannot be read (a PN group that is not a string, a
     nested array); a malformed element (not an object, a ``Value`` that is
     not an array) has no values.
@@ -233,7 +247,9 @@ def element_strings(elem: Mapping[str, Any] | None, *, pn_groups: bool = True) -
     values = _stored_values(elem)
     if not values or not isinstance(elem, Mapping):
         return []
-    is_pn = elem.get("vr") == "PN"
+    vr = elem.get("vr")
+    is_pn = vr == "PN"
+    text_vr = isinstance(vr, str) and vr in _TEXT_VRS
     out: list[str] = []
     for v in values:
         if v is None or isinstance(v, bool):
@@ -242,10 +258,11 @@ def element_strings(elem: Mapping[str, Any] | None, *, pn_groups: bool = True) -
             groups = [v.get(k) or "" for k in ("Alphabetic", "Ideographic", "Phonetic")]
             if not all(isinstance(g, str) for g in groups):
                 continue  # unreadable (a number, a list...): no value to match
+            groups = [g.rstrip(_PADDING) for g in groups]
         elif is_pn and isinstance(v, str):  # some servers send PN as a bare string
-            groups = v.rstrip("\0 ").split("=")
+            groups = [g.rstrip(_PADDING) for g in v.split("=")]
         elif isinstance(v, str | int | float):
-            text = str(v).rstrip("\0 ")
+            text = str(v).rstrip(_PADDING) if text_vr else str(v).strip(_PADDING)
             if text:
                 out.append(text)
             continue

@@ -69,7 +69,8 @@ def test_case_insensitive_wildcards_agree_with_the_folded_oracle(pattern: str, v
 
 @given(value=st.text(alphabet="aAb^", min_size=1, max_size=8), stored=TEXT)
 def test_single_values_match_exactly_and_case_sensitively(value: str, stored: str) -> None:
-    assert matches_element(lo(stored), value, "SH") is (stored.rstrip(" ") == value)
+    # padding is not part of the value (SH, LO... may be padded at both ends, PS3.5 6.2)
+    assert matches_element(lo(stored), value, "SH") is (stored.strip(" ") == value)
 
 
 @given(stored=st.one_of(st.none(), st.just({"vr": "LO"}), st.just(lo()), st.just(lo(None))))
@@ -370,3 +371,18 @@ def test_malformed_stored_elements_match_nothing() -> None:
         {"00400275": {"vr": "SQ", "Value": 3}}
     )
     assert element_strings({"vr": "LO", "Value": [["X"], {"a": 1}, True, "Y"]}) == ["Y"]
+
+
+def test_padding_is_not_part_of_a_stored_value() -> None:
+    # What the results show (Dataset values) is what matches: "Doe^John " reads as
+    # "Doe^John" and " ID7" as "ID7", so a local filter for either must keep them.
+    assert matches_element(pn(Alphabetic="Doe^John \0"), "Doe^John", "PN")
+    assert matches_element(pn(Alphabetic="Doe^John ", Ideographic="山田 "), "山田", "PN")
+    assert matches_element(pn(Alphabetic="Doe^John "), "Doe^J*n", "PN")
+    assert matches_element({"vr": "PN", "Value": ["Doe^John =山田 "]}, "山田", "PN")
+    assert matches_element({"vr": "LO", "Value": [" ID7 "]}, "ID7", "LO")
+    assert matches_element({"vr": "CS", "Value": [" CT"]}, "CT", "CS")
+    # leading spaces of PN and the text VRs are significant (as in the results)
+    assert not matches_element(pn(Alphabetic=" Doe"), "Doe", "PN")
+    assert not matches_element({"vr": "ST", "Value": [" note"]}, "note", "ST")
+    assert element_strings({"vr": "ST", "Value": [" note \0"]}) == [" note"]
