@@ -31,6 +31,8 @@ def _tm_key(value: str, *, upper: bool) -> str | None:
     hh, mm, ss, frac = m.groups()
     if int(hh) > 23 or (mm is not None and int(mm) > 59) or (ss is not None and int(ss) > 60):
         return None
+    if ss == "60":  # a leap second is in its minute: read as 59, as parse_tm and dt_keys do
+        ss = "59"
     fill = "59" if upper else "00"
     if frac is None and ss is None:
         frac = ""

@@ -155,6 +155,17 @@ def test_a_time_bound_with_less_precision_covers_its_span() -> None:
     assert not matches_element(elem, "2200-0200", "TM")
 
 
+def test_a_leap_second_is_in_its_minute() -> None:
+    # TM seconds run to 60 (PS3.5): 23:59:60 is within 23:59, as parse_tm reads it
+    # (23:59:59) and as a DT's leap second already matched
+    elem = {"vr": "TM", "Value": ["235960"]}
+    assert matches_element(elem, "2300-2359", "TM")
+    assert matches_element(elem, "-235959", "TM")
+    assert matches_element({"vr": "TM", "Value": ["125960.5"]}, "1259-1259", "TM")
+    assert not matches_element({"vr": "TM", "Value": ["125960"]}, "1300-", "TM")
+    assert matches_element({"vr": "DT", "Value": ["20241231235960"]}, "-20241231235959", "DT")
+
+
 def test_datetime_ranges() -> None:
     elem = {"vr": "DT", "Value": ["20240131120000"]}
     assert matches_element(elem, "20240131-20240131", "DT")
