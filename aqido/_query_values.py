@@ -353,9 +353,15 @@ def _check_range_value(key: str, vr: str, value: str) -> None:
         if vr == "DT":
             fix += dt_hint
         raise InvalidQueryError(f"filters[{key!r}]: {value!r} is not a {vr} range; {fix}")
-    for bound in bounds:
-        # Digits first: '.', ':' or '+' alone ('.-.', '+') is no value at all.
-        if any(c not in _RANGE_CHARS[vr] for c in bound) or (bound and not bound[0].isdigit()):
+    for bound, upper in zip(bounds, (False, True), strict=False):
+        # Digits first: '.', ':' or '+' alone ('.-.', '+') is no value at all.  Then
+        # the value itself (:func:`_is_temporal`): a month 13, a TM of 25 hours or of
+        # three digits are refused here, before any request.
+        if (
+            any(c not in _RANGE_CHARS[vr] for c in bound)
+            or (bound and not bound[0].isdigit())
+            or (bound and not _is_temporal(vr, bound, upper=upper))
+        ):
             raise InvalidQueryError(
                 f"filters[{key!r}]: {bound!r} in {value!r} is not a {vr} value; {fix}"
             )
@@ -374,6 +380,25 @@ def _check_range_value(key: str, vr: str, value: str) -> None:
             raise InvalidQueryError(
                 f"filters[{key!r}]: range {value!r} starts after it ends; {hint}"
             )
+
+
+def _is_temporal(vr: str, bound: str, *, upper: bool) -> bool:
+    """Whether a range bound (or single value) reads as a DA, TM or DT value.
+
+    TM and DT as the matcher reads them (:mod:`aqido._temporal`, reduced
+    precision included); a DA as ``YYYY[MM[DD]]`` (``.`` of the retired form
+    dropped), whose month and day, when given, exist: a year alone is kept for
+    the servers that take one.
+    """
+    from aqido._temporal import temporal_key  # the matcher's reading (not at import)
+
+    if vr != "DA":
+        return temporal_key(bound, vr, upper=upper) is not None
+    digits = bound.replace(".", "")
+    if len(digits) not in (4, 6, 8):
+        return False
+    month, day = digits[4:6] or "01", digits[6:8] or "01"
+    return "01" <= month <= "12" and "01" <= day <= "31"
 
 
 def _range_key(vr: str, bound: str, *, high: bool) -> tuple[str, str]:

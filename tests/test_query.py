@@ -525,6 +525,16 @@ def test_filters_must_be_a_mapping() -> None:
         ("AcquisitionDateTime", "20240101120000-0500-20240102"),
         ("SOPClassUID", "1.2.*"),
         ("SOPClassUID", "1.02"),
+        # not values of the VR (refused when built, not by the server or the local matcher)
+        ("PatientBirthDate", "20241345"),  # month 13
+        ("PatientBirthDate", "2024134"),
+        ("StudyDate", "202400-"),  # month 0
+        ("PatientBirthDate", "19700101.5"),
+        ("StudyTime", "2500"),  # hour 25
+        ("StudyTime", "126-"),  # three digits
+        ("StudyTime", "12.5.5"),
+        ("AcquisitionDateTime", "2024133"),
+        ("AcquisitionDateTime", "2024+0100+0100"),
     ],
 )
 def test_bad_range_and_uid_filter_values_are_rejected(key: str, value: str) -> None:
