@@ -74,7 +74,12 @@ _STUDY_DATE = "00080020"
 _STUDY_TIME = "00080030"
 _MODALITIES_IN_STUDY = "00080061"
 _MODALITY = "00080060"
-_DA = lazy_pattern(globals(), "_DA", r"^\s*(\d{8})?\s*(-)?\s*(\d{8})?\s*$")
+#: A StudyDate value or range; each date YYYYMMDD or the retired YYYY.MM.DD.
+_DA = lazy_pattern(
+    globals(),
+    "_DA",
+    r"^\s*(\d{4}\.?\d{2}\.?\d{2})?\s*(-)?\s*(\d{4}\.?\d{2}\.?\d{2})?\s*$",
+)
 _TM = lazy_pattern(globals(), "_TM", r"^(\d{2})(?::?(\d{2}))?(?::?(\d{2}))?(?:\.\d*)?$")
 
 
@@ -82,8 +87,11 @@ _TM = lazy_pattern(globals(), "_TM", r"^(\d{2})(?::?(\d{2}))?(?::?(\d{2}))?(?:\.
 
 
 def _parse_da(text: str) -> _dt.date | None:
+    digits = text.replace(".", "")  # the retired form YYYY.MM.DD is the same day
+    if len(digits) != 8:
+        return None
     try:
-        return _dt.datetime.strptime(text, "%Y%m%d").date()
+        return _dt.datetime.strptime(digits, "%Y%m%d").date()
     except ValueError:
         return None
 
@@ -105,7 +113,8 @@ def date_bounds(query: BaseQuery) -> tuple[_dt.date | None, _dt.date | None] | N
     """The query's ``StudyDate`` range as ``(low, high)`` (``None`` = open), or ``None``.
 
     Returns ``(None, None)`` for a query without any date, and ``None`` for a
-    ``StudyDate`` filter that is not a plain date or date range.
+    ``StudyDate`` filter that is not a plain date or date range (``YYYYMMDD``,
+    or the retired ``YYYY.MM.DD``).
     """
     if query.min_study_date is not None or query.max_study_date is not None:
         return query.min_study_date, query.max_study_date

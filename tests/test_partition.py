@@ -92,6 +92,23 @@ def test_date_bounds_from_fields_and_filters() -> None:
     assert date_bounds(HierarchicalQuery(filters={"StudyDate": "2024"})) is None
 
 
+def test_a_date_range_in_the_retired_form_is_split_by_date() -> None:
+    # YYYY.MM.DD is the same day as YYYYMMDD (the matcher reads both): without date
+    # bounds the split fell through to ModalitiesInStudy over the whole range, and a
+    # crawl of a capped month whose studies have another modality was incomplete.
+    d = dt.date
+    query = HierarchicalQuery(filters={"StudyDate": "2024.01.01-2024.01.31"})
+    assert date_bounds(query) == (d(2024, 1, 1), d(2024, 1, 31))
+    assert date_bounds(HierarchicalQuery(filters={"StudyDate": "2024.01.02"})) == (
+        d(2024, 1, 2),
+        d(2024, 1, 2),
+    )
+    assert params(split_study_query(query)) == [
+        {"StudyDate": "20240101-20240116"},
+        {"StudyDate": "20240117-20240131"},
+    ]
+
+
 def test_time_bounds() -> None:
     assert time_bounds(HierarchicalQuery()) == (0, 86399)
     assert time_bounds(HierarchicalQuery(filters={"StudyTime": "10-1030"})) == (36000, 37859)
