@@ -57,6 +57,8 @@ def _entry(tag: int) -> _Entry | None:
     entry = by_tag.get(tag)
     if entry is not None:
         return entry
+    if is_private(tag):  # (6045,1302) is private, not the overlay repeater (60xx,1302)
+        return None
     for mask, value, rep in repeaters:
         if tag & mask == value:
             return rep

@@ -28,6 +28,18 @@ def test_repeater_tags_resolve() -> None:
     assert dictionary.vr_for(0x60023000) == datadict.dictionary_VR(0x60023000)
 
 
+@pytest.mark.parametrize("tag", [0x60451302, 0x60013000, 0x501F3000, 0x60FF0010, 0x00290010])
+def test_private_tags_are_not_repeaters(tag: int) -> None:
+    # An odd group is private even where an even one would be a repeating group
+    # ((6045,1302) is not (60xx,1302) ROIMean): no keyword, no VR, as pydicom says.
+    assert dictionary.is_private(tag)
+    assert dictionary.keyword_for(tag) == datadict.keyword_for_tag(tag) == ""
+    assert dictionary.vr_for(tag) is None
+    with pytest.raises(KeyError):
+        datadict.dictionary_VR(tag)
+    assert dictionary.resolve(dictionary.tag_key(tag)) == (tag, "")
+
+
 def test_unknown_and_private() -> None:
     assert dictionary.tag_for_keyword("PatientNmae") is None
     assert dictionary.keyword_for(0x00091001) == ""
