@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from aqido.errors import InvalidQueryError
@@ -397,3 +397,50 @@ def test_padding_is_not_part_of_a_stored_value() -> None:
     assert not matches_element(pn(Alphabetic=" Doe"), "Doe", "PN")
     assert not matches_element({"vr": "ST", "Value": [" note"]}, "note", "ST")
     assert element_strings({"vr": "ST", "Value": [" note \0"]}) == [" note"]
+
+
+@st.composite
+def tm_values(draw: st.DrawFn, *, leap: bool = False) -> str:
+    """A TM value HH[MM[SS[.F{1,6}]]] (seconds up to 60 with ``leap``)."""
+    text = f"{draw(st.integers(0, 23)):02d}"
+    n = draw(st.integers(0, 3))
+    if n >= 1:
+        text += f"{draw(st.integers(0, 59)):02d}"
+    if n >= 2:
+        text += f"{draw(st.integers(0, 60 if leap else 59)):02d}"
+    if n == 3:
+        text += "." + draw(st.text(alphabet="0123456789", min_size=1, max_size=6))
+    return text
+
+
+def _tm_span(text: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The first and last instants a TM value stands for (a leap second is in its minute)."""
+    hh, mm, ss, frac = text[:2], text[2:4], text[4:6], text[7:]
+    low = (int(hh), int(mm or 0), min(int(ss or 0), 59), int(frac.ljust(6, "0")))
+    high = (
+        int(hh),
+        int(mm or 59),
+        min(int(ss or 59), 59),
+        int(frac.ljust(6, "9")) if frac else 999999,
+    )
+    return low, high
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    stored=tm_values(leap=True),
+    low=st.one_of(st.none(), tm_values()),
+    high=st.one_of(st.none(), tm_values()),
+)
+@example(stored="235960", low="2300", high="2359")  # a leap second
+def test_time_ranges_agree_with_an_instant_oracle(
+    stored: str, low: str | None, high: str | None
+) -> None:
+    if low is None and high is None:
+        return
+    value = f"{low or ''}-{high or ''}"
+    instant = _tm_span(stored)[0]
+    expected = (low is None or _tm_span(low)[0] <= instant) and (
+        high is None or instant <= _tm_span(high)[1]
+    )
+    assert matches_element({"vr": "TM", "Value": [stored]}, value, "TM") is expected

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from aqido import (
@@ -27,6 +27,7 @@ from aqido import (
     encode_query_value,
     is_valid_uid,
 )
+from aqido.matching import Criterion
 
 SETTINGS = settings(max_examples=200, deadline=None)
 
@@ -239,3 +240,23 @@ def test_hostile_filter_values_for_strict_vrs_are_rejected_or_well_formed(
     assert sent == value.rstrip("\x00 ") if key == "SOPClassUID" else sent == value
     assert re.fullmatch(r"[0-9.:,+-]+", sent)
     assert sent != "-"
+
+
+@SETTINGS
+@given(
+    key=st.sampled_from(["StudyDate", "StudyTime", "AcquisitionDateTime"]),
+    value=st.text(alphabet="0123456789.:+-", min_size=1, max_size=22),
+)
+@example(key="StudyTime", value="2500-")
+@example(key="StudyDate", value="20241345")
+def test_a_temporal_filter_accepted_when_built_is_one_the_matcher_reads(
+    key: str, value: str
+) -> None:
+    # A value the query accepts must not fail later, when a search matches it locally.
+    try:
+        HierarchicalQuery(filters={key: value})
+    except InvalidQueryError:
+        return
+    if key == "StudyDate" and any(len(b.replace(".", "")) in (4, 6) for b in value.split("-")):
+        return  # a year (or year and month) alone is accepted for the servers that take one
+    Criterion.of(key, value).compile()

@@ -7,6 +7,9 @@ import math
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydicom import valuerep
 
 from aqido.results import Dataset
 from aqido.values import (
@@ -485,3 +488,72 @@ def test_an_early_year_given_to_a_result_is_written_with_four_digits() -> None:
 def test_format_tm_refuses_a_time_with_an_offset() -> None:
     with pytest.raises(ValueError, match="UTC offset"):
         format_tm(datetime.time(10, 0, tzinfo=UTC_PLUS_1))
+
+
+# --- agreement with pydicom (an independent reading of the same PS3.5 texts) -------------
+
+
+@st.composite
+def tm_texts(draw: st.DrawFn) -> str:
+    """A valid TM: HH[MM[SS[.F{1,6}]]], seconds up to 59."""
+    parts = [draw(st.integers(0, 23)), draw(st.integers(0, 59)), draw(st.integers(0, 59))]
+    n = draw(st.integers(1, 3))
+    text = "".join(f"{p:02d}" for p in parts[:n])
+    if n == 3 and draw(st.booleans()):
+        text += "." + draw(st.text(alphabet="0123456789", min_size=1, max_size=6))
+    return text
+
+
+@st.composite
+def dt_texts(draw: st.DrawFn) -> str:
+    """A valid DT: YYYY[MM[DD[HH[MM[SS[.F]]]]]] with an optional &ZZXX offset."""
+    day = draw(st.dates(min_value=datetime.date(1000, 1, 1)))
+    text = format_da(day)[: draw(st.sampled_from([4, 6, 8]))]
+    if len(text) == 8 and draw(st.booleans()):
+        text += draw(tm_texts())
+    if draw(st.booleans()):
+        text += f"{draw(st.sampled_from('+-'))}{draw(st.integers(0, 14)):02d}"
+        text += f"{draw(st.sampled_from([0, 30, 45])):02d}"
+    return text
+
+
+@settings(max_examples=150, deadline=None)
+@given(day=st.dates(min_value=datetime.date(1000, 1, 1)))
+def test_da_agrees_with_pydicom(day: datetime.date) -> None:
+    text = format_da(day)
+    assert parse_da(text) == valuerep.DA(text) == day
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=tm_texts())
+def test_tm_agrees_with_pydicom(text: str) -> None:
+    theirs = valuerep.TM(text)
+    assert parse_tm(text) == datetime.time(
+        theirs.hour, theirs.minute, theirs.second, theirs.microsecond
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=dt_texts())
+def test_dt_agrees_with_pydicom(text: str) -> None:
+    ours, theirs = parse_dt(text), valuerep.DT(text)
+    assert ours.replace(tzinfo=None) == theirs.replace(tzinfo=None)
+    assert ours.utcoffset() == theirs.utcoffset()
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=st.from_regex(r"[+-]?[0-9]{1,9}", fullmatch=True))
+def test_is_agrees_with_pydicom(text: str) -> None:
+    assert parse_is(text) == int(valuerep.IS(text))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    text=st.from_regex(
+        r"[+-]?([0-9]{1,6}(\.[0-9]{0,6})?|\.[0-9]{1,6})([eE][+-]?[0-9]{1,2})?", fullmatch=True
+    )
+)
+def test_ds_agrees_with_pydicom(text: str) -> None:
+    ours = parse_ds(text)
+    assert float(ours) == float(valuerep.DSfloat(text))
+    assert ours.text == text
