@@ -337,6 +337,15 @@ def conv_include_fields(value: Iterable[str] | str | None) -> tuple[str, ...]:
 _FilterInput = Mapping[str, str | Sequence[str]] | Iterable[tuple[str, str | Sequence[str]]]
 
 _RANGE_VRS = frozenset({"DA", "TM", "DT"})
+#: VRs matched by numeric equality (:data:`aqido.matching.NUMERIC_VRS`): values are numbers.
+_NUMBER_VRS = frozenset({"IS", "DS", "US", "SS", "UL", "SL", "FL", "FD", "UV", "SV"})
+#: A number as PS3.5 writes one (the DS text, padding allowed): no ``nan``, ``inf``, ``1_000``.
+_NUMBER = lazy_pattern(
+    globals(),
+    "_NUMBER",
+    r" *[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)? *",
+    re.ASCII,
+)
 _RANGE_CHARS = {"DA": "0123456789.", "TM": "0123456789.:", "DT": "0123456789.+"}
 
 
@@ -454,6 +463,14 @@ def conv_filters(value: _FilterInput | None) -> tuple[tuple[str, str], ...]:
             )
         if vr in _RANGE_VRS:
             _check_range_value(key, vr, text)
+        elif vr in _NUMBER_VRS:
+            for item in text.split(","):
+                if _NUMBER.fullmatch(item) is None:
+                    raise InvalidQueryError(
+                        f"{label}: {item!r} in {text!r} is not a number, and {key} (VR {vr}) "
+                        "is matched numerically; give a number such as '3' or '72.5' "
+                        "(no wildcards; several are separated by ',')"
+                    )
         by_tags[tags] = (key, text)
     return tuple(by_tags[t] for t in sorted(by_tags))
 

@@ -200,7 +200,7 @@ class BaseQuery:
     - ``filters``: any other attribute, ``{keyword or tag: value or [values]}``;
       stored as a tuple of ``(key, value)`` pairs sorted by tag, tags
       uppercased, lists comma-joined.  UI values must be UIDs; DA/TM/DT values
-      must be a value or a range.
+      must be a value or a range; numeric (IS, DS, US...) values numbers.
     - ``extra_params``: other query parameters, sent as they are after all of
       aqido's own (vendor-specific ones): ``{name: value or [values]}``; a
       list is sent as the same name repeated, in order

@@ -535,6 +535,13 @@ def test_filters_must_be_a_mapping() -> None:
         ("StudyTime", "12.5.5"),
         ("AcquisitionDateTime", "2024133"),
         ("AcquisitionDateTime", "2024+0100+0100"),
+        # numbers are matched numerically: anything else is refused when built
+        ("SeriesNumber", "abc"),
+        ("SeriesNumber", "*"),
+        ("InstanceNumber", "1_000"),
+        ("InstanceNumber", "1,x"),
+        ("PatientWeight", "nan"),
+        ("PatientWeight", "inf"),
     ],
 )
 def test_bad_range_and_uid_filter_values_are_rejected(key: str, value: str) -> None:
@@ -558,6 +565,10 @@ def test_bad_range_and_uid_filter_values_are_rejected(key: str, value: str) -> N
         ("StudyTime", "12-12"),
         ("StudyDate", "2024.01.01-20240101"),  # the retired DA form
         ("TimezoneOffsetFromUTC", "+0100"),
+        ("SeriesNumber", "3"),
+        ("InstanceNumber", "1,2"),
+        ("PatientWeight", "72.5"),
+        ("PatientWeight", "-1e3"),
     ],
 )
 def test_good_range_filter_values_are_accepted(key: str, value: str) -> None:
