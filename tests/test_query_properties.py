@@ -260,3 +260,19 @@ def test_a_temporal_filter_accepted_when_built_is_one_the_matcher_reads(
     if key == "StudyDate" and any(len(b.replace(".", "")) in (4, 6) for b in value.split("-")):
         return  # a year (or year and month) alone is accepted for the servers that take one
     Criterion.of(key, value).compile()
+
+
+@SETTINGS
+@given(
+    key=st.sampled_from(["SeriesNumber", "PatientWeight", "InstanceNumber"]),
+    value=st.text(alphabet="0123456789.eE+-, _*naif", min_size=1, max_size=12),
+)
+@example(key="SeriesNumber", value="abc")
+def test_a_numeric_filter_accepted_when_built_is_one_the_matcher_reads(
+    key: str, value: str
+) -> None:
+    try:
+        HierarchicalQuery(filters={key: value})
+    except InvalidQueryError:
+        return
+    Criterion.of(key, value).compile()
