@@ -444,3 +444,36 @@ def test_time_ranges_agree_with_an_instant_oracle(
         high is None or instant <= _tm_span(high)[1]
     )
     assert matches_element({"vr": "TM", "Value": [stored]}, value, "TM") is expected
+
+
+#: String attributes of each padding rule: LO/CS/SH stripped at both ends, PN at the end.
+READ_KEYS = {
+    "PatientID": ("00100020", "LO"),
+    "Modality": ("00080060", "CS"),
+    "StudyID": ("00200010", "SH"),
+    "PatientName": ("00100010", "PN"),
+}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    keyword=st.sampled_from(sorted(READ_KEYS)),
+    raw=st.text(alphabet=st.sampled_from("ab^= \x00山é"), max_size=8),
+    as_object=st.booleans(),
+)
+@example(keyword="PatientName", raw="^ ", as_object=True)
+@example(keyword="PatientID", raw=" ID7", as_object=False)
+def test_a_value_as_the_results_read_it_matches_itself(
+    keyword: str, raw: str, as_object: bool
+) -> None:
+    # A search matched locally must keep a result whose value reads as the match value.
+    from aqido.results import Dataset
+
+    key, vr = READ_KEYS[keyword]
+    value: Any = {"Alphabetic": raw} if vr == "PN" and as_object else raw
+    dataset = {"0020000D": {"vr": "UI", "Value": ["1.2"]}, key: {"vr": vr, "Value": [value]}}
+    read = Dataset.from_json(dataset)[keyword]
+    text = "" if read is None else str(read)
+    if not text or "," in text:  # empty: universal matching; ',': a list
+        return
+    assert Criterion.of(keyword, text).matches(dataset)
