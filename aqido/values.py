@@ -411,7 +411,7 @@ _EXACT_FLOAT_INT = 2**53
 _IS = lazy_pattern(globals(), "_IS", r"[+-]?[0-9]+", re.ASCII)
 #: DS text (PS3.5 Table 6.2-1), after the padding is stripped: ASCII digits only.
 _DS = lazy_pattern(
-    globals(), "_DS", r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII
+    globals(), "_DS", r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII
 )
 
 
