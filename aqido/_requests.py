@@ -86,6 +86,8 @@ _PUSH_BACK = frozenset({429, 503, 504})
 MAX_REDIRECTS = 10
 
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+#: Statuses whose response has no body, whatever its ``Content-Length`` says (aiohttp reads none).
+_NO_BODY = frozenset({204, 304})
 _CHUNK_BYTES = 256 * 1024
 
 #: Recent aiohttp re-sends an idempotent request once by itself when the server closed a
@@ -283,12 +285,21 @@ class RequestPath:
         return found
 
     async def _read(self, response: aiohttp.ClientResponse, url: str) -> bytes:
-        """Read the body, refusing more than ``max_response_bytes`` (after decompression)."""
+        """Read the body, refusing more than ``max_response_bytes`` (after decompression).
+
+        Only a success's body is refused: the body of any other status serves
+        only for its error's excerpt, and is read up to the limit and cut there;
+        nor does a ``Content-Length`` over the limit refuse it before it is
+        read, nor a 204's or 304's, which have no body whatever they declare
+        (RFC 9110): the status's own error, or "no results", is what it is.
+        """
         limit = self.max_response_bytes
-        if limit is None:
+        status = response.status
+        if limit is None or status in _NO_BODY:
             return await response.read()
+        success = 200 <= status < 300
         declared = response.content_length
-        if declared is not None and declared > limit:
+        if declared is not None and declared > limit and success:
             response.close()
             raise ResponseTooLargeError(
                 f"the response declares {declared} bytes, more than max_response_bytes "
@@ -296,7 +307,7 @@ class RequestPath:
                 url=url,
                 status=response.status,
             )
-        if declared is not None and _not_encoded(response.headers):
+        if declared is not None and declared <= limit and _not_encoded(response.headers):
             return await response.read()  # at most `declared` bytes: the fast path
         chunks: list[bytes] = []
         size = 0
@@ -304,6 +315,9 @@ class RequestPath:
             size += len(chunk)
             if size > limit:
                 response.close()
+                if not success:  # an error's body: its start is all its error shows
+                    chunks.append(chunk[: len(chunk) - (size - limit)])
+                    break
                 raise ResponseTooLargeError(
                     f"the response body passed max_response_bytes ({limit} bytes, after "
                     "decompression); narrow or page the query",

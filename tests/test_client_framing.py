@@ -22,7 +22,7 @@ from aiohttp.http_exceptions import ContentLengthError
 
 from aqido._http import map_aiohttp_errors
 from aqido.client import AsyncQidoRS
-from aqido.errors import TransportError
+from aqido.errors import ServerError, TransportError
 from aqido.retry import Retry
 
 #: What the server writes for one request: the bytes, and whether it then closes the connection.
@@ -331,3 +331,41 @@ def test_another_payload_error_is_an_escaped_excerpt() -> None:
     assert str(info.value) == (
         "incomplete response body ('Can not decode content-encoding: \\x1b[2Jgzip') (http://h/x)"
     )
+
+
+# --- a Content-Length over max_response_bytes where no success's body is read ---------------
+
+
+@pytest.mark.anyio
+async def test_a_204_declaring_a_huge_content_length_is_no_results() -> None:
+    # A 204 has no body, whatever it declares (RFC 9110): not a ResponseTooLargeError.
+    head = b"HTTP/1.1 204 No Content\r\nContent-Length: 999999999999\r\n\r\n"
+    async with (
+        raw_server(lambda number, connection: (head, True)) as server,
+        AsyncQidoRS(server.url, retries=0, max_response_bytes=1024) as client,
+    ):
+        assert await client.search({}) == []
+
+
+@pytest.mark.anyio
+async def test_an_error_status_declaring_a_huge_content_length_is_what_it_is() -> None:
+    # Cut short: a TransportError, retried (a ResponseTooLargeError never is).
+    cut = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 999999999999\r\n\r\nbusy"
+    async with raw_server(lambda number, connection: (cut, True)) as server:
+        retries = Retry(max_attempts=2, backoff_base=0.001, backoff_max=0.002)
+        async with AsyncQidoRS(server.url, retries=retries, max_response_bytes=1024) as client:
+            with pytest.raises(TransportError, match="ended after 4 of the 999999999999"):
+                await client.search({})
+        assert len(server.requests) == 2
+    # Longer than the limit: the status's error, with an excerpt of the body's start.
+    page = b"\x1b[31mbusy " + b"x" * 4096
+    long = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: %d\r\n\r\n" % len(page) + page
+    async with (
+        raw_server(lambda number, connection: (long, True)) as server,
+        AsyncQidoRS(server.url, retries=0, max_response_bytes=1024) as client,
+    ):
+        with pytest.raises(ServerError) as info:
+            await client.search({})
+    assert info.value.status == 503
+    assert info.value.body_excerpt.startswith("\x1b[31mbusy xxx")
+    assert_printable(str(info.value))
