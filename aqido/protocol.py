@@ -247,7 +247,9 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     Accepts delay-seconds (``"120"``, also ``"1.5"``) and an HTTP date
     (``"Wed, 21 Oct 2015 07:28:00 GMT"``, compared with ``now``, default the
     current UTC time).  Returns ``None`` for a missing or unreadable value
-    (``"soon"``, ``"inf"``), and infinity for a number too large for a float.
+    (``"soon"``, ``"inf"``, ``"Fri, 31 Feb 2030 ..."``), and infinity for a
+    number too large for a float or a date past year 9999 (a wait longer than
+    any ``Retry.max_retry_after``).
     """
     if value is None:
         return None
@@ -265,13 +267,24 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     try:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):  # OverflowError: a huge year
-        return None
+        # A date past year 9999 (which datetime cannot hold) is later than any wait allowed,
+        # not an unreadable value (that would let the client retry at once).
+        return float("inf") if _past_max_year(text) else None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     current = now if now is not None else datetime.now(timezone.utc)
     if current.tzinfo is None:
         current = current.replace(tzinfo=timezone.utc)
     return max(0.0, (when - current).total_seconds())
+
+
+def _past_max_year(text: str) -> bool:
+    """Whether ``text`` reads as an HTTP date but for its year, past ``datetime``'s 9999."""
+    try:
+        parts = email.utils.parsedate_tz(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return False
+    return parts is not None and parts[0] > datetime.max.year
 
 
 # --- Responses ---------------------------------------------------------------------------------

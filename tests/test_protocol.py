@@ -410,8 +410,12 @@ NOW = datetime(2015, 10, 21, 7, 28, 0, tzinfo=timezone.utc)
         # delay-seconds past a double: it was unreadable (None), so retried at once
         ("9" * 400, float("inf")),
         ("1e400", float("inf")),
-        ("Wed, 21 Oct 10000 07:28:00 GMT", None),
-        ("Wed, 21 Oct 99999999999999999999 07:28:00 GMT", None),  # OverflowError (review)
+        # a date past year 9999 (datetime's last) was unreadable (None): retried at once
+        ("Wed, 21 Oct 10000 07:28:00 GMT", float("inf")),
+        ("Fri, 31 Dec 99999 23:59:59 GMT", float("inf")),
+        ("Wed, 21 Oct 99999999999999999999 07:28:00 GMT", float("inf")),  # OverflowError (review)
+        ("Wed, 31 Feb 2015 07:28:00 GMT", None),  # no such day
+        ("Wed, 21 Oct 2015 25:28:00 GMT", None),
     ],
 )
 def test_retry_after(value: str | None, expected: float | None) -> None:

@@ -99,10 +99,19 @@ def test_next_delay_honours_retry_after_seconds_and_date() -> None:
 
 
 def test_an_unreadable_retry_after_date_falls_back_to_backoff() -> None:
-    """A year past ``int`` made ``parsedate_to_datetime`` raise OverflowError (found by review)."""
     policy = Retry(backoff_base=0.0)
-    huge = "Wed, 21 Oct 99999999999999999999 07:28:00 GMT"
-    assert policy.next_delay(status_error(503, **{"Retry-After": huge}), attempt=1, elapsed=0) == 0
+    bad = "Wed, 31 Feb 2015 07:28:00 GMT"
+    assert policy.next_delay(status_error(503, **{"Retry-After": bad}), attempt=1, elapsed=0) == 0
+
+
+@pytest.mark.parametrize("year", ["10000", "99999", "99999999999999999999"])
+def test_a_retry_after_date_past_year_9999_gives_up(year: str) -> None:
+    """datetime holds no such year (nor int the last: OverflowError, found by review): the date
+    was unreadable, and the request retried at once, where 31 Dec 9999 gave up; it is a wait
+    past any ``max_retry_after``."""
+    policy = Retry(backoff_base=0.0, total=None, max_retry_after=1e300)
+    error = status_error(503, **{"Retry-After": f"Fri, 31 Dec {year} 23:59:59 GMT"})
+    assert policy.next_delay(error, attempt=1, elapsed=0) is None
 
 
 def test_a_retry_after_too_large_for_a_float_gives_up() -> None:
