@@ -32,7 +32,7 @@ import cattrs
 
 from aqido import dictionary
 from aqido._json import dumps
-from aqido.errors import InvalidResponseError
+from aqido.errors import InvalidResponseError, excerpt
 from aqido.values import (
     VRS,
     BulkDataURI,
@@ -56,8 +56,26 @@ _MISSING: Any = object()
 # --------------------------------------------------------------------------- validation
 
 
+#: Most sequence levels (the outermost and innermost half each), and longest ``repr`` of a
+#: server's value (a tag key, a VR), in characters, an error's message shows.
+_SHOWN_LEVELS, _SHOWN_VALUE = 6, 60
+
+
 class _ItemError(Exception):
-    """Internal: a structural problem in one DICOM JSON object (message without the index)."""
+    """Internal: a structural problem in one DICOM JSON object (message without the index).
+
+    ``levels``: the sequence items it is in, innermost first (``tag X, sequence item N``);
+    the message names at most :data:`_SHOWN_LEVELS` (340 levels of nesting made it 11 KB).
+    """
+
+    levels: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        levels, half = self.levels[::-1], _SHOWN_LEVELS // 2
+        if len(levels) > _SHOWN_LEVELS:
+            hidden = f"… ({len(levels) - 2 * half} more sequence levels)"
+            levels = (*levels[:half], hidden, *levels[-half:])
+        return ": ".join([*levels, str(self.args[0])])
 
 
 _GOOD_KEYS: set[str] = set()
@@ -68,7 +86,8 @@ _HEX = frozenset("0123456789ABCDEFabcdef")
 def _check_key(key: object) -> str:
     """Return the uppercase form of a tag key, or raise ``_ItemError``."""
     if not isinstance(key, str) or len(key) != 8 or not _HEX.issuperset(key):
-        raise _ItemError(f"malformed tag key {key!r} (expected 8 hex digits such as '00100010')")
+        shown = excerpt(repr(key), _SHOWN_VALUE)
+        raise _ItemError(f"malformed tag key {shown} (expected 8 hex digits such as '00100010')")
     upper = key.upper()
     if upper == key and len(_GOOD_KEYS) < 65536:
         _GOOD_KEYS.add(key)
@@ -83,7 +102,7 @@ def _check_element(key: str, elem: object) -> dict[str, Any]:
     if type(vr) is not str or vr not in VRS:
         if vr is _MISSING:
             raise _ItemError(f"tag {key}: element has no 'vr'")
-        raise _ItemError(f"tag {key}: unknown VR {vr!r}")
+        raise _ItemError(f"tag {key}: unknown VR {excerpt(repr(vr), _SHOWN_VALUE)}")
     if len(elem) == 1:
         return elem
     present = [k for k in _VALUE_KEYS if k in elem]
@@ -111,7 +130,8 @@ def _check_element(key: str, elem: object) -> dict[str, Any]:
         try:
             stored = _stored(item)
         except _ItemError as exc:
-            raise _ItemError(f"tag {key}, sequence item {i}: {exc}") from None
+            exc.levels = (*exc.levels, f"tag {key}, sequence item {i}")
+            raise
         items.append({k: _json_of(e) for k, e in stored.items()})
     return {**elem, "Value": items}
 

@@ -358,6 +358,37 @@ def test_structure_errors_name_the_item_and_the_tag(item: dict[str, Any], messag
     assert info.value.body_excerpt
 
 
+def test_an_error_deep_in_nested_sequences_has_a_short_message() -> None:
+    """339 levels of SQ (as deep as the decoder goes) made an 11 KB message (found by review):
+    it names the three outermost and innermost levels and counts the others."""
+    text = '{"00100010": {"vr": "ZZ"}}'
+    for _ in range(339):
+        text = '{"00081115": {"vr": "SQ", "Value": [' + text + "]}}"
+    items = decode_json(f"[{text}]".encode())
+    with pytest.raises(InvalidResponseError) as info:
+        structure(items, QueryLevel.STUDY)
+    level = "tag 00081115, sequence item 0: "
+    assert str(info.value).startswith(
+        f"item 0 is not a valid DICOM JSON object: {level * 3}… (333 more sequence levels): "
+        f"{level * 3}tag 00100010: unknown VR 'ZZ'; body starts: "
+    )
+    assert len(str(info.value)) < 1000
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"A" * 100_000: {"vr": "PN"}},
+        {"00100010": {"vr": "Z" * 100_000}},
+        {"00100010": {"vr": [1] * 50_000}},
+    ],
+)
+def test_a_huge_tag_key_or_vr_is_cut_in_the_message(item: dict[str, Any]) -> None:
+    with pytest.raises(InvalidResponseError) as info:
+        structure([item], QueryLevel.STUDY)
+    assert len(str(info.value)) < 1000
+
+
 @pytest.mark.parametrize("item", [[], "x", 3, None])
 def test_structure_rejects_items_that_are_not_objects(item: Any) -> None:
     with pytest.raises(InvalidResponseError, match=r"item 0 .*DICOM JSON object was expected"):
