@@ -51,6 +51,7 @@ from aqido.errors import (
     RequestTimeoutError,
     ResponseTooLargeError,
     TransportError,
+    excerpt,
     redact_url,
 )
 from aqido.protocol import (
@@ -250,7 +251,7 @@ class RequestPath:
                 ) from None
             if following.scheme not in ("http", "https") or not host:
                 raise RedirectError(
-                    f"redirect to {redact_url(following.with_query(None))!r} refused "
+                    f"redirect to {excerpt(redact_url(following.with_query(None)), 120)!r} refused "
                     "(only http and https are followed)",
                     url=url,
                     status=status,

@@ -35,7 +35,7 @@ import attrs
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from aqido._lazy import lazy_pattern
-from aqido.errors import InvalidResponseError, error_for_status, redact_url
+from aqido.errors import InvalidResponseError, error_for_status, excerpt, redact_url
 from aqido.results import decode_json
 
 #: The ``Accept`` header aqido sends: DICOM JSON first, plain JSON for older servers.
@@ -388,7 +388,8 @@ def parse_response(status: int, headers: Headers, body: bytes, *, url: object = 
         elif media_type in ("text/html", "application/xhtml+xml"):
             what = "an HTML page instead of DICOM JSON (a proxy or login page?)"
         else:
-            what = f"content type {media_type!r} instead of DICOM JSON"
+            # cut: a header may be 8 KB (the server's text, a repr: no control character)
+            what = f"content type {excerpt(media_type, 80)!r} instead of DICOM JSON"
         raise InvalidResponseError(
             f"the server sent {what}", url=safe_url, status=status, body=body
         )

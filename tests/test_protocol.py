@@ -121,6 +121,13 @@ def test_missing_content_type_is_read_as_json() -> None:
     assert len(parse_response(200, {}, STUDY).items) == 1
 
 
+def test_a_huge_content_type_is_cut_in_the_message() -> None:
+    headers = {"Content-Type": "text/\x1b[31m" + "x" * 8000}
+    with pytest.raises(InvalidResponseError, match=r"content type 'text/\\x1b\[31mxxx.*…'") as info:
+        parse_response(200, headers, b"hello", url="http://h/studies")
+    assert len(str(info.value)) < 300
+
+
 def test_206_is_success_with_truncation() -> None:
     response = parse_response(206, JSON, STUDY)
     assert len(response.items) == 1

@@ -698,6 +698,17 @@ async def test_redirects_to_other_schemes_are_refused_and_never_retried(
 
 
 @pytest.mark.anyio
+async def test_a_refused_redirect_to_a_huge_location_has_a_short_message() -> None:
+    with serve(redirect_to(lambda: "ftp://127.0.0.1/" + "z" * 7000)) as server:
+        async with AsyncQidoRS(server.url, retries=QUICK) as client:
+            with pytest.raises(
+                RedirectError, match=r"redirect to 'ftp://127.0.0.1/zzz.*…'"
+            ) as info:
+                await client.search({})
+    assert len(str(info.value)) < 400
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("host", ["exa\x1bmple.org", "exa\x7fmple.org", "exa\x07mple.org"])
 async def test_a_redirect_to_a_host_with_a_control_character_is_refused(host: str) -> None:
     """yarl and IDNA take ``exa\\x1bmple.org``: the host reached the resolver, and the
