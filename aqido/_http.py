@@ -95,8 +95,9 @@ class map_aiohttp_errors:  # lower case: used like a function, `with map_aiohttp
             parser_error = _head_parser_error(exc)
             if parser_error is not None:
                 raise TransportError(_unparsable_head(parser_error), url=url) from exc
-        if isinstance(exc, aiohttp.ClientError):
-            raise TransportError(f"{type(exc).__name__}: {exc}", url=url) from exc
+        if isinstance(exc, aiohttp.ClientError):  # cut: it may name a redirect's 6 KB host
+            text = excerpt(f"{type(exc).__name__}: {exc}", _AIOHTTP_TEXT)
+            raise TransportError(text, url=url) from exc
         if isinstance(exc, UnicodeError):  # the resolver's IDNA encoding: `pacs..example.org`
             host = getattr(url, "raw_host", None)
             raise TransportError(
@@ -124,6 +125,9 @@ def _forget_secret_headers(exc: aiohttp.ClientResponseError) -> None:
         if len(kept) < len(received):  # left as it came when it held no secret
             exc.headers = CIMultiDictProxy(CIMultiDict(kept))
 
+
+#: Longest text of aiohttp's own kept in a TransportError's message, in characters.
+_AIOHTTP_TEXT = 300
 
 #: How aiohttp's parsers (C and Python) count a body cut short, in their ContentLengthError.
 _RECEIVED = lazy_pattern(globals(), "_RECEIVED", r"received (\d+) of (\d+) bytes")

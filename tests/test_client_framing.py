@@ -369,3 +369,14 @@ async def test_an_error_status_declaring_a_huge_content_length_is_what_it_is() -
     assert info.value.status == 503
     assert info.value.body_excerpt.startswith("\x1b[31mbusy xxx")
     assert_printable(str(info.value))
+
+
+def test_aiohttps_own_text_is_cut_in_the_message() -> None:
+    # aiohttp names a redirect's host (up to 6 KB: 100 labels of 63) in its connection errors.
+    host = ".".join(["a" * 63] * 100)
+    with pytest.raises(TransportError) as info, map_aiohttp_errors("http://h/x"):
+        raise aiohttp.ClientError(f"Cannot connect to host {host}:80 ssl:default [unknown]")
+    message = str(info.value)
+    assert message.startswith("ClientError: Cannot connect to host aaa")
+    assert message.endswith("… (http://h/x)")
+    assert len(message) < 400
