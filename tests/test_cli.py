@@ -565,11 +565,12 @@ def test_demo_runs_and_summarises(tmp_path: pathlib.Path) -> None:
         (["--latency", "11"], "from 0 to 10 seconds"),
         (["--latency", "-1"], "from 0 to 10 seconds"),
         (["--latency", "inf"], "finite"),
+        (["--studies", "10001"], "must be from 1 to 10,000"),
+        (["--studies", str(10**9)], "must be from 1 to 10,000"),  # built studies for ever
+        (["--studies", "0"], "at least 1"),
     ],
 )
-def test_demo_fault_rate_and_latency_out_of_range_are_usage_errors(
-    argv: list[str], message: str
-) -> None:
+def test_demo_values_out_of_range_are_usage_errors(argv: list[str], message: str) -> None:
     # a fault rate of 5 failed every request; a latency of 1e300 s hung the crawl for minutes
     with pytest.raises(UsageError, match=message):
         build_parser().parse_args(["demo", *argv])
@@ -578,6 +579,39 @@ def test_demo_fault_rate_and_latency_out_of_range_are_usage_errors(
     assert err.startswith("aqido: error: argument ")
     assert err.count("\n") == 1
     assert message in err
+
+
+def test_demo_help_names_only_the_demo_s_options() -> None:
+    # --out and --overwrite spoke of --format parquet, which only crawl has
+    status, out, _ = run("demo", "--help")
+    assert status == EXIT_OK
+    assert "--out" in out
+    assert "--format" not in out
+    assert "parquet" not in out
+    assert "{study,series,instance}" in out
+
+
+@pytest.mark.parametrize(
+    ("depth", "headings"),
+    [
+        ("study", ["modality", "studies"]),
+        ("series", ["modality", "studies", "series"]),
+        ("instance", ["modality", "studies", "series", "instances"]),
+    ],
+)
+def test_demo_takes_every_depth_crawl_takes(depth: str, headings: list[str]) -> None:
+    # docs/cli.md: demo accepts --depth as crawl does; `--depth study` was refused
+    status, out, err = run(
+        "demo", "--depth", depth, "--studies", "6", "--no-progress", "--fault-rate", "0"
+    )
+    assert (status, err) == (EXIT_OK, "")
+    lines = out.splitlines()
+    table = lines.index("what the crawl found")
+    assert lines[table + 1].split() == headings  # a column for each level crawled
+    rows = lines[table + 3 : next(i for i, line in enumerate(lines) if line.startswith("Next:"))]
+    assert rows
+    assert all(len(row.split()) == len(headings) for row in rows)
+    assert sum(int(row.split()[1]) for row in rows) >= 6  # a study may have several modalities
 
 
 def test_plain_tables_without_rich(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -323,7 +323,13 @@ def build_parser() -> argparse.ArgumentParser:
         "127.0.0.1, with a few injected transient failures), crawl it with progress, "
         "and print a summary.",
     )
-    demo.add_argument("--studies", type=values.positive, default=200, help="studies (default: 200)")
+    demo.add_argument(
+        "--studies",
+        type=values.demo_studies,
+        default=200,
+        metavar="N",
+        help=f"synthetic studies, 1 to {values.MAX_DEMO_STUDIES:,} (default: 200)",
+    )
     demo.add_argument("--seed", type=int, default=1, help="synthetic data seed (default: 1)")
     demo.add_argument(
         "--fault-rate",
@@ -359,9 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _crawl_options(parser: argparse.ArgumentParser, *, out_required: bool) -> None:
     group = parser.add_argument_group("crawl")
+    # out_required: crawl's options, which has --format parquet; else the demo's, which has not
     group.add_argument(
         "--depth",
-        choices=["study", "series", "instance"] if out_required else ["series", "instance"],
+        choices=["study", "series", "instance"],
         default="instance",
         help="how deep to crawl (default: instance)",
     )
@@ -369,7 +376,8 @@ def _crawl_options(parser: argparse.ArgumentParser, *, out_required: bool) -> No
         "--out",
         required=out_required,
         metavar="FILE.jsonl" if not out_required else "PATH",
-        help="write one line per complete study here (a directory with --format parquet)",
+        help="write one line per complete study here"
+        + (" (a directory with --format parquet)" if out_required else ""),
     )
     group.add_argument(
         "--resume",
@@ -379,8 +387,8 @@ def _crawl_options(parser: argparse.ArgumentParser, *, out_required: bool) -> No
     group.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace --out if it exists (default: refuse; not with --format parquet, which "
-        "resumes)",
+        help="replace --out if it exists (default: refuse"
+        + ("; not with --format parquet, which resumes)" if out_required else ")"),
     )
     if out_required:  # the demo's archive is the same at every run, whatever its port
         group.add_argument(

@@ -408,6 +408,10 @@ def _print_summary(
 # --- demo ----------------------------------------------------------------------------------
 
 
+#: The crawl depths, shallowest first (``--depth``).
+_LEVELS = ("study", "series", "instance")
+
+
 async def run_demo(args: argparse.Namespace, out: IO[str], err: IO[str], is_tty: bool) -> int:
     from aqido.testing import Faults, demo_archive
 
@@ -458,17 +462,19 @@ async def run_demo(args: argparse.Namespace, out: IO[str], err: IO[str], is_tty:
             rich_ok=is_tty,
             on_study=tally,
         )
+    # a column per level crawled: at --depth study, no series were listed to count
+    headings = ["modality", "studies", "series", "instances"][: 2 + _LEVELS.index(args.depth)]
     rows = [
         [
             modality,
             str(by_modality[modality]),
             str(series_by_modality[modality]),
             str(instances_by_modality[modality]),
-        ]
-        for modality in sorted(series_by_modality)
+        ][: len(headings)]
+        for modality in sorted(by_modality.keys() | series_by_modality.keys())
     ]
     print_table(
-        ["modality", "studies", "series", "instances"],
+        headings,
         rows,
         out,
         title="what the crawl found",
