@@ -71,6 +71,37 @@ def test_parquet_in_one_process_is_the_single_process_crawl(
     assert err.count("shard ") == 3
 
 
+def test_shard_lines_and_the_summary_read_as_words(tmp_path: pathlib.Path) -> None:
+    # "1 shards, 1 new rows" and "shard 1 date-- of URL: 1 studies, 1 rows" read as typos
+    one = SyntheticArchive(seed=31, studies=1, series_per_study=1, instances_per_series=1)
+    with FakeArchive(one).run_in_thread() as archive:
+        status, out, err = run(
+            "crawl", archive.url, "--out", str(tmp_path / "a"), "--format", "parquet",
+            "--depth", "study",
+        )  # fmt: skip
+        assert (status, err) == (
+            EXIT_OK,
+            f"shard 1 (every study date) of {archive.url}: 1 study, 1 row\n",
+        )
+        assert out.startswith("parquet: 1 shard, 1 new row in ")
+        status, out, err = run(
+            "crawl", archive.url, "--out", str(tmp_path / "b"), "--format", "parquet",
+            "--depth", "study", "--date-from", "2000-01-01",
+        )  # fmt: skip
+        assert status == EXIT_OK
+        assert err == f"shard 1 (study dates from 2000-01-01) of {archive.url}: 1 study, 1 row\n"
+
+
+def test_shard_labels() -> None:
+    from aqido._cli.parquet import shard_label
+
+    assert shard_label("date-20100101-20101231") == "study dates 2010-01-01 to 2010-12-31"
+    assert shard_label("date-20100101-20100101") == "study date 2010-01-01"
+    assert shard_label("date--20101231") == "study dates up to 2010-12-31"
+    assert shard_label("undated-0123456789ab") == "undated studies 0123456789ab"
+    assert shard_label("other\x1bname") == "other\\x1bname"  # another aqido's plan: escaped
+
+
 def test_a_rerun_writes_nothing_new(tmp_path: pathlib.Path) -> None:
     with FakeArchive(SYNTH).run_in_thread() as archive:
         assert run("crawl", archive.url, "--out", str(tmp_path), "--format", "parquet")[0] == 0

@@ -294,7 +294,7 @@ def test_the_cli_names_the_nulled_values_per_shard_and_in_its_summary(
     lines = [line for line in err.splitlines() if line.startswith("shard ")]
     assert len(lines) == 2
     assert lines[0].endswith(
-        ": 1 studies, 1 rows; 2 values null, not readable as one value of their column's type: "
+        ": 1 study, 1 row; 2 values null, not readable as one value of their column's type: "
         "PatientBirthDate 1, Rows 1"
     )
     assert lines[1].endswith(

@@ -12,6 +12,7 @@ stderr) reports the run.
 from __future__ import annotations
 
 import argparse
+import re
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -47,13 +48,13 @@ class _Display:
             what = "already written"
         else:
             self.rows += report.rows
-            what = f"{report.studies} studies, {report.rows} rows"
+            what = f"{_count(report.studies, 'study', 'studies')}, {_count(report.rows, 'row')}"
             if report.nulled:
                 what += f"; {describe_nulled(dict(report.nulled))}"
                 for name, count in report.nulled:
                     self.nulled[name] = self.nulled.get(name, 0) + count
         self.err.write(
-            f"shard {self.done}{of} {printable(report.name)} of {printable(url)}: {what}\n"
+            f"shard {self.done}{of} ({shard_label(report.name)}) of {printable(url)}: {what}\n"
         )
         self.err.flush()
 
@@ -61,9 +62,35 @@ class _Display:
         elapsed = time.monotonic() - self.started
         nulled = f"; {describe_nulled(self.nulled)}" if self.nulled else ""
         out.write(
-            f"parquet: {self.done} shards, {self.rows} new rows in {elapsed:.1f} s, "
+            f"parquet: {_count(self.done, 'shard')}, {_count(self.rows, 'new row')} in "
+            f"{elapsed:.1f} s, "
             f"under {printable(directory)}{nulled}\n"
         )
+
+
+def _count(count: int, noun: str, plural: str = "") -> str:
+    """``1 shard``, ``2 shards``: a count and its noun, in the plural unless it is one."""
+    return f"{count:,} {noun if count == 1 else plural or noun + 's'}"
+
+
+def shard_label(name: str) -> str:
+    """A shard's name as a shard's line shows it: the study dates it holds, in words.
+
+    ``date-20100101-20101231`` is ``study dates 2010-01-01 to 2010-12-31``, an open
+    end ``date-20100101-`` ``study dates from 2010-01-01``, ``date--`` (no range: the
+    whole query) ``every study date``; ``undated-<digest>`` is ``undated studies
+    <digest>``.  Any other name (a plan written by another aqido) is shown escaped, as it is.
+    """
+    match = re.fullmatch(r"date-(\d{8})?-(\d{8})?", name)
+    if match is None:
+        undated = re.fullmatch(r"undated-([0-9a-f]+)", name)
+        return f"undated studies {undated.group(1)}" if undated else printable(name)
+    low, high = (f"{d[:4]}-{d[4:6]}-{d[6:]}" if d else "" for d in match.groups())
+    if low and high:
+        return f"study date {low}" if low == high else f"study dates {low} to {high}"
+    if low or high:
+        return f"study dates from {low}" if low else f"study dates up to {high}"
+    return "every study date"
 
 
 def _message_lines(error: BaseException) -> list[str]:
