@@ -18,9 +18,11 @@ percent-encoding; attributes it does not match):
   percent-encoded, an attribute it ignores): it is left out of the request
   and matched locally;
 - **a list the server cannot OR** (``ModalitiesInStudy=CT,MR``, a UID list):
-  one request per value (per combination, for several lists, up to
-  :data:`MAX_FAN_OUT` requests; further lists are matched locally), merged by
-  UID (first seen wins, order kept).
+  one request per value, however many (200 UIDs: 200 requests; matched
+  locally instead, the list would fetch every study), merged by UID (first
+  seen wins, order kept).  Further such lists are crossed with it, one
+  request per combination, while that makes at most :data:`MAX_FAN_OUT`
+  requests; a list that would take the count past it is matched locally.
 
 Local matching needs the attribute in the results: aqido asks for it with
 ``includefield`` (or relies on the level's default attributes).  When the
@@ -124,8 +126,9 @@ LEVEL_UID = {
     QueryLevel.INSTANCE: "00080018",
 }
 
-#: The most requests one query fans out into (lists the server cannot OR, crossed); a
-#: further list is matched locally instead.
+#: The most requests the lists the server cannot OR are crossed into: a further list that
+#: would take the count past it is matched locally instead.  The first list is always fanned
+#: out, one request per value, however many (matched locally, it would fetch everything).
 MAX_FAN_OUT = 64
 
 #: What the server does with one match key (see the module docstring).

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aqido.matching import Criterion, MatchOptions, filter_datasets
-from aqido.plan import Plan, plan_query
+from aqido.plan import MAX_FAN_OUT, Plan, plan_query
 from aqido.profile import ServerProfile
 from aqido.query import (
     BaseQuery,
@@ -235,6 +235,21 @@ def test_lists_fan_out_crossed_and_beyond_the_limit_are_matched_here() -> None:
     assert {r.ModalitiesInStudy for r in plan.requests} == {""}
     assert [(c.key, c.value) for c in plan.local] == [("00080061", "CT,MR")]
     assert all(r.include_fields == ("ModalitiesInStudy",) for r in plan.requests)
+
+
+def test_the_first_list_fans_out_whole_past_the_cap_and_a_second_is_matched_here() -> None:
+    # docs/profiles.md said "up to 64 requests": the first list is one request per value,
+    # however many; only a further list is crossed while at most MAX_FAN_OUT requests
+    many = [f"1.2.{i}" for i in range(3 * MAX_FAN_OUT)]
+    plan = plan_query(HierarchicalQuery(StudyInstanceUID=many), ServerProfile(uid_lists=False))
+    assert [r.StudyInstanceUID for r in plan.requests] == many
+    query = HierarchicalQuery(StudyInstanceUID=many[:32], ModalitiesInStudy=["CT", "MR"])
+    plan = plan_query(query, ServerProfile(uid_lists=False, value_lists=False))
+    assert len(plan.requests) == MAX_FAN_OUT  # 32 x 2: crossed
+    query = HierarchicalQuery(StudyInstanceUID=many[:33], ModalitiesInStudy=["CT", "MR"])
+    plan = plan_query(query, ServerProfile(uid_lists=False, value_lists=False))
+    assert len(plan.requests) == 33  # 33 x 2 > 64: the modalities are matched here
+    assert [(c.key, c.value) for c in plan.local] == [("00080061", "CT,MR")]
 
 
 @pytest.mark.parametrize("value", ["CT,", ",MR", "CT,,MR", ","])
