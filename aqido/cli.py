@@ -20,7 +20,9 @@ printed (a URL with ``user:password@`` is refused, as are control characters in
 credentials and headers).  Errors are one line without a traceback unless
 ``--debug`` is given (before or after the command).  Whatever the server sends is shown through
 :func:`aqido.terminal.printable` (control characters escaped, never read as rich
-markup) and in the terminal's encoding; ``json``, ``jsonl`` and ``csv`` keep it exact.
+markup) and in the terminal's encoding; ``json``, ``jsonl`` and ``csv`` keep it exact
+in a file or pipe (on a terminal JSON writes control characters as ``\\u`` escapes and
+CSV's cells are escaped as the table's).
 
 The output looks best with ``pip install 'aqido[cli]'`` (rich tables and a live
 progress bar); without rich the same information is printed as plain text.

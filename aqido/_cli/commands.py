@@ -70,7 +70,7 @@ async def run_search(
         async for result in client.iter_search(query, page_size=args.page_size):
             count += 1
             if fmt == "jsonl":  # stream: a big result never sits in memory
-                out.write(json_line(result.to_json(), ascii=ascii))
+                out.write(json_line(result.to_json(), ascii=ascii, terminal=is_tty))
             else:
                 results.append(result)
             if args.limit is not None and count >= args.limit:
@@ -83,6 +83,7 @@ async def run_search(
             level=query.query_level,
             includes=query.include_fields,
             rich_ok=is_tty,
+            terminal=is_tty,
         )
     return EXIT_OK
 

@@ -1,7 +1,9 @@
 """Result output of ``aqido search``: tables (rich or plain) and data formats (json, jsonl, csv).
 
 Tables are display: server text goes through :func:`aqido.terminal.printable`.
-JSON, JSON Lines and CSV are data and keep it exact.
+JSON, JSON Lines and CSV are data and keep it exact, but on a terminal: there JSON
+writes a control or format character as a ``\\u`` escape (the same JSON value) and
+CSV's cells go through :func:`~aqido.terminal.printable` too (CSV has no escape).
 """
 
 from __future__ import annotations
@@ -9,15 +11,17 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import json
+import re
 from collections.abc import (
     Iterable,
     Sequence,
 )
 from typing import IO, TYPE_CHECKING, Any, cast
 
-from aqido._cli.common import SHORT_HEADINGS, TABLE_COLUMNS, UsageError
+from aqido._cli.common import SHORT_HEADINGS, TABLE_COLUMNS, UsageError, isatty
+from aqido._json import dumps
 from aqido.query import QueryLevel
-from aqido.terminal import SafeStream, printable, unicode_safe
+from aqido.terminal import _UNSAFE, SafeStream, printable, unicode_safe
 from aqido.values import is_empty
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -112,6 +116,7 @@ def write_results(
     level: QueryLevel = QueryLevel.STUDY,
     includes: Iterable[str] = (),
     rich_ok: bool = True,
+    terminal: bool | None = None,
 ) -> None:
     """Write search results to ``out`` as ``table``, ``json``, ``jsonl`` or ``csv``.
 
@@ -123,23 +128,34 @@ def write_results(
     never read as rich markup).  On a stream whose encoding cannot hold every
     character (``PYTHONIOENCODING=ascii``), JSON escapes them (``\\u00e9``: the
     data stay exact) and the table and csv write them as ``\\xe9``.
+
+    ``terminal`` (default: whether ``out`` is one): no control character the server
+    sent reaches it raw.  JSON writes the C1 controls, DEL and format characters as
+    ``\\u009b`` escapes (still the exact data: JSON escapes the C0 controls anyway);
+    CSV passes every cell and heading through :func:`~aqido.terminal.printable`, as
+    the table does (CSV has no escape syntax: write to a file for exact CSV).
     """
     ascii = not unicode_safe(getattr(out, "encoding", None))
+    display = isatty(out) if terminal is None else terminal
     out = _safe(out)
     if fmt == "jsonl":
         for result in results:
-            out.write(json_line(result.to_json(), ascii=ascii))
+            out.write(json_line(result.to_json(), ascii=ascii, terminal=display))
     elif fmt == "json":
-        json.dump([r.to_json() for r in results], out, ensure_ascii=ascii, indent=2)
+        items = [_json_text(r.to_json(), ascii=ascii, indent=2) for r in results]
+        # json.dump's layout of the list (indent=2), an item at a time
+        text = "[\n  " + ",\n  ".join(i.replace("\n", "\n  ") for i in items) + "\n]"
+        out.write((_terminal_json(text) if display else text) if items else "[]")
         out.write("\n")
     elif fmt == "csv":
         keywords = _all_keywords(results)
         writer = csv.writer(out, lineterminator="\n")
         # Python < 3.12 leaves a lone CR unquoted, which readers take for a line end
         quoted = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
-        writer.writerow(keywords)
+        shown = printable if display else str  # a terminal gets no control character
+        writer.writerow([shown(k) for k in keywords])
         for result in results:
-            row = [cell_text(result, k) for k in keywords]
+            row = [shown(cell_text(result, k)) for k in keywords]
             (quoted if any("\r" in cell for cell in row) else writer).writerow(row)
     elif fmt == "table":
         columns = _columns(results, level, includes)
@@ -162,8 +178,41 @@ def _safe(out: IO[str]) -> IO[str]:
     return out if isinstance(out, SafeStream) else cast(IO[str], SafeStream(out))
 
 
-def json_line(item: Any, *, ascii: bool = False) -> str:
-    return json.dumps(item, ensure_ascii=ascii, separators=(",", ":")) + "\n"
+def json_line(item: Any, *, ascii: bool = False, terminal: bool = False) -> str:
+    """``item`` as one line of JSON Lines (compact); ``terminal``: as :func:`write_results`."""
+    text = _json_text(item, ascii=ascii)
+    return (_terminal_json(text) if terminal else text) + "\n"
+
+
+def _json_text(item: Any, *, ascii: bool, indent: int | None = None) -> str:
+    """``json.dumps(item)``, compact or indented, of an item nested as deep as decoding allows.
+
+    ``json.dumps`` recurses: an item of SQ in SQ... 341 levels deep (which the decoders
+    accept) is a ``RecursionError`` there, and is written by :func:`aqido._json.dumps`
+    instead (the same value, with its default separators, not indented).
+    """
+    try:
+        compact = (",", ":") if indent is None else None
+        return json.dumps(item, ensure_ascii=ascii, indent=indent, separators=compact)
+    except RecursionError:
+        return dumps(item, ensure_ascii=ascii)
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    char = match.group()
+    if char < " ":  # JSON escapes the C0 controls in strings: this is a layout line break
+        return char
+    code = ord(char)
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # a UTF-16 surrogate pair, as JSON writes a character beyond the BMP
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
+def _terminal_json(text: str) -> str:
+    """JSON ``text`` with each character :func:`~aqido.terminal.printable` escapes as a
+    ``\\u`` escape: the same JSON value, with nothing a terminal would act on."""
+    return _UNSAFE.sub(_json_escape, text)
 
 
 def have_rich() -> bool:

@@ -157,6 +157,56 @@ def test_a_real_terminal_gets_no_escape_sequences_or_links_from_data(
     assert "\\x1b" in text
 
 
+@pytest.mark.parametrize("fmt", ["json", "jsonl", "csv"])
+def test_data_formats_on_a_real_terminal_get_no_control_characters(
+    hostile: FakeArchive, fmt: str
+) -> None:
+    # CSV wrote the server's ESC sequences raw to the terminal, JSON its C1 CSI, DEL and
+    # bidi override; a file or a pipe still gets the exact data (the test above)
+    status, text = run_on_tty("search", hostile.url, "--format", fmt)
+    assert status == EXIT_OK, text
+    assert not re.search("[\x00-\x08\x0b-\x0c\x0e-\x1f\x7f-\x9f\u202e]", text), repr(text)
+    if fmt == "csv":  # escaped as the table escapes them: one line per row
+        assert "Evil\\x1b[2J\\x1b]0;pwned\\x07\\nFORGED^ROW" in text
+        assert "C1\\x9b31m^Del\\x7f\\u202eRTL" in text
+        assert not any(line.startswith("FORGED") for line in text.splitlines())
+    else:  # \u escapes: still the exact data
+        body = text.replace("\r\n", "\n")
+        items = json.loads(body) if fmt == "json" else [json.loads(x) for x in body.splitlines()]
+        assert [i["00100010"]["Value"][0]["Alphabetic"] for i in items] == HOSTILE_NAMES
+        assert "C1\\u009b31m^Del\\u007f\\u202eRTL" in text
+
+
+def _nested_study(depth: int) -> bytes:
+    """A response of one study holding an SQ item in an SQ item... ``depth`` levels deep."""
+    item = '{"00100020":{"vr":"LO","Value":["leaf"]}}'
+    for _ in range(depth):
+        item = '{"00081115":{"vr":"SQ","Value":[' + item + "]}}"
+    study = '{"0020000D":{"vr":"UI","Value":["1.2.3"]},' + item[1:]
+    return _response("200 OK", f"[{study}]".encode(), "application/dicom+json")
+
+
+def _depth(value: Any) -> int:
+    """How many SQ levels deep ``value``'s item goes (without recursion)."""
+    levels = 0
+    while "00081115" in value:
+        value = value["00081115"]["Value"][0]
+        levels += 1
+    return levels
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl"])
+def test_an_item_nested_as_deep_as_decoding_allows_is_written(fmt: str) -> None:
+    # json.dumps recursed: a RecursionError (a traceback) for 340 levels the decoder accepts
+    orjson = pytest.importorskip("orjson")  # the decoder that takes them (json.loads: 1,000)
+    with RawServer(_nested_study(340)) as server:
+        status, out, err = run("search", server.url, "--format", fmt)
+    assert (status, err) == (EXIT_OK, "")
+    (item,) = orjson.loads(out) if fmt == "json" else [orjson.loads(out)]
+    assert item["0020000D"]["Value"] == ["1.2.3"]
+    assert _depth(item) == 340
+
+
 class RawServer:
     """A loopback HTTP server answering each request with raw bytes, then closing.
 
