@@ -394,20 +394,14 @@ def _check_range_value(key: str, vr: str, value: str) -> None:
 def _is_temporal(vr: str, bound: str, *, upper: bool) -> bool:
     """Whether a range bound (or single value) reads as a DA, TM or DT value.
 
-    TM and DT as the matcher reads them (:mod:`aqido._temporal`, reduced
-    precision included); a DA as ``YYYY[MM[DD]]`` (``.`` of the retired form
-    dropped), whose month and day, when given, exist: a year alone is kept for
-    the servers that take one.
+    Exactly as the local matcher reads a match value (:mod:`aqido._temporal`,
+    reduced precision included): a DA as ``YYYY[MM[DD]]`` (``.`` of the retired
+    form dropped), a year or a month standing for its whole span, and whose
+    month and day, when given, exist.
     """
     from aqido._temporal import temporal_key  # the matcher's reading (not at import)
 
-    if vr != "DA":
-        return temporal_key(bound, vr, upper=upper) is not None
-    digits = bound.replace(".", "")
-    if len(digits) not in (4, 6, 8):
-        return False
-    month, day = digits[4:6] or "01", digits[6:8] or "01"
-    return "01" <= month <= "12" and "01" <= day <= "31"
+    return temporal_key(bound, vr, upper=upper, partial=True) is not None
 
 
 def _range_key(vr: str, bound: str, *, high: bool) -> tuple[str, str]:

@@ -5,6 +5,8 @@ sorts as the instants it stands for: left-out components are filled in with
 the earliest value (for a low bound or a stored value) or the latest (for a
 high bound), so ``"1300"`` as a high TM bound covers 13:00:59.999999, and a
 DT with a UTC offset also has a key in UTC.  ``None`` stands for a malformed value.
+A match value (``partial=True``) may also be a DA of reduced precision, as the
+query accepts it: ``"2024"`` is the whole year, ``"202403"`` the whole month.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import re
 __all__ = ["dt_in_range", "dt_keys", "temporal_key"]
 
 _DA = re.compile(r"[0-9]{8}")
+#: A DA match value: a year, a month or a day (``YYYY[MM[DD]]``).
+_DA_PARTIAL = re.compile(r"[0-9]{4}(?:[0-9]{2}){0,2}")
 _TM = re.compile(r"([0-9]{2})([0-9]{2})?([0-9]{2})?(?:\.([0-9]{1,6}))?")
 _DT = re.compile(
     r"([0-9]{4})([0-9]{2})?([0-9]{2})?([0-9]{2})?([0-9]{2})?([0-9]{2})?"
@@ -39,13 +43,20 @@ def _tm_key(value: str, *, upper: bool) -> str | None:
     return f"{hh}{mm or fill}{ss or fill}{(frac or '').ljust(6, '9' if upper else '0')}"
 
 
-def temporal_key(value: str, vr: str, *, upper: bool) -> str | None:
-    """A sortable text for a DA, TM or DT value (``None`` if malformed)."""
+def temporal_key(value: str, vr: str, *, upper: bool, partial: bool = False) -> str | None:
+    """A sortable text for a DA, TM or DT value (``None`` if malformed).
+
+    ``partial``: ``value`` is a match value, so a DA may also be a year or a
+    month (``YYYY[MM]``), which stands for its whole span (a stored DA is a day).
+    """
     if vr == "DA":
         v = value.strip().replace(".", "")
-        if not _DA.fullmatch(v) or not ("01" <= v[4:6] <= "12" and "01" <= v[6:8] <= "31"):
+        if (_DA_PARTIAL if partial else _DA).fullmatch(v) is None:
             return None
-        return v
+        month, day = v[4:6] or "01", v[6:8] or "01"
+        if not ("01" <= month <= "12" and "01" <= day <= "31"):
+            return None
+        return v.ljust(8, "9" if upper else "0")
     if vr == "TM":
         return _tm_key(value, upper=upper)
     keys = dt_keys(value, upper=upper)
@@ -54,6 +65,8 @@ def temporal_key(value: str, vr: str, *, upper: bool) -> str | None:
 
 def dt_keys(value: str, *, upper: bool) -> tuple[str, str | None] | None:
     """A DT as sortable ``YYYYMMDDHHMMSSffffff`` texts: as written, and in UTC if it has an offset.
+
+    The UTC text has a five-digit year (``0000``-``10000`` fit, :func:`_utc_text`).
 
     Left-out components are the earliest (or, for ``upper``, the latest) the
     value allows: ``"2024"`` spans 20240101000000000000 to 20241231235959999999.
@@ -79,10 +92,24 @@ def dt_keys(value: str, *, upper: bool) -> tuple[str, str | None] | None:
         utc = None
         if sign:
             offset = _datetime.timedelta(hours=int(off_h), minutes=int(off_m))
-            utc = _stamp_text(stamp - offset if sign == "+" else stamp + offset)
+            utc = _utc_text(stamp, offset if sign == "+" else -offset)
     except (ValueError, OverflowError):  # month 13, day 32, hour 24, a year out of range...
         return None
     return _stamp_text(stamp), utc
+
+
+def _utc_text(stamp: _datetime.datetime, offset: _datetime.timedelta) -> str:
+    """``stamp`` at UTC ``offset`` as a sortable text in UTC, with a five-digit year.
+
+    In UTC a DT of the year 1 or 9999 may fall in the year 0 or 10000, which
+    :class:`datetime.datetime` cannot hold: the arithmetic is done 400 years
+    away (the Gregorian calendar repeats every 400 years) and the year put back.
+    UTC keys are only compared with one another, so their width differs from
+    the written key's.
+    """
+    shift = 400 if stamp.year <= 400 else -400
+    utc = stamp.replace(year=stamp.year + shift) - offset
+    return f"{utc.year - shift:05d}{_stamp_text(utc)[4:]}"
 
 
 def _stamp_text(stamp: _datetime.datetime) -> str:

@@ -19,7 +19,10 @@ The rules, for a match value ``v`` of an attribute with value representation
 - **lists**: ``a,b`` is any of the values: List of UID Matching for UI, and
   for other VRs the value list most servers accept (``ModalitiesInStudy=CT,MR``);
 - **ranges** ``a-b``, ``-b``, ``a-`` for DA, TM and DT, inclusive.  A bound
-  with less precision covers its whole span (``-1300`` includes ``130059``);
+  with less precision covers its whole span (``-1300`` includes ``130059``,
+  ``2024-2025`` for a DA is two whole years), and so does a single DA, TM or
+  DT value (``12`` for a TM is 12:00 to 12:59:59.999999, ``2024`` for a DA
+  the year), as dcm4chee matches them;
   TM is compared within one day, so ``2200-0200`` matches nothing; DT values
   are compared as instants (fractions too), in UTC when the stored value and
   the bound both carry an offset, as written otherwise; a stored value of
@@ -419,26 +422,18 @@ def _compile_temporal(alt: str, vr: str, options: MatchOptions) -> ElementPredic
             supported = options.date_ranges if closed else options.open_date_ranges
         if not supported:  # the server reads it as one literal value: nothing has that text
             return lambda elem: any(s == alt for s in element_strings(elem))
-    if not is_range:
-        key = temporal_key(alt, vr, upper=False)
-        if key is None:
-            raise InvalidQueryError(f"{alt!r} is not a valid {vr} value")
-        if vr == "DA":  # one day, however it is written (the retired YYYY.MM.DD too)
-            return lambda elem: any(
-                temporal_key(s, "DA", upper=False) == key for s in element_strings(elem)
-            )
-        text = alt.strip()
-        return lambda elem: any(s.strip() == text for s in element_strings(elem))
+    if not is_range:  # one value: the span its precision covers ("12" for TM: 12:00 to 12:59)
+        low_text = high_text = alt
     if vr == "DT":
         low_keys = dt_keys(low_text, upper=False) if low_text else None
         high_keys = dt_keys(high_text, upper=True) if high_text else None
         if (low_text and low_keys is None) or (high_text and high_keys is None):
-            raise InvalidQueryError(f"{alt!r} is not a valid {vr} range")
+            raise InvalidQueryError(_malformed(alt, vr, is_range))
         return lambda elem: any(dt_in_range(v, low_keys, high_keys) for v in element_strings(elem))
-    low = temporal_key(low_text, vr, upper=False) if low_text else ""
-    high = temporal_key(high_text, vr, upper=True) if high_text else "~"
+    low = temporal_key(low_text, vr, upper=False, partial=True) if low_text else ""
+    high = temporal_key(high_text, vr, upper=True, partial=True) if high_text else "~"
     if low is None or high is None:
-        raise InvalidQueryError(f"{alt!r} is not a valid {vr} range")
+        raise InvalidQueryError(_malformed(alt, vr, is_range))
 
     def in_range(elem: Mapping[str, Any]) -> bool:
         for v in element_strings(elem):
@@ -448,6 +443,11 @@ def _compile_temporal(alt: str, vr: str, options: MatchOptions) -> ElementPredic
         return False
 
     return in_range
+
+
+def _malformed(alt: str, vr: str, is_range: bool) -> str:
+    """The message of a temporal match value that does not read as its VR."""
+    return f"{alt!r} is not a valid {vr} {'range' if is_range else 'value'}"
 
 
 def matches_element(

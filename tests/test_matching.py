@@ -201,6 +201,64 @@ def test_datetime_ranges_apply_utc_offsets() -> None:
     assert matches_element(dt_value("20240101130000+0200"), morning, "DT")  # 11:00 UTC
 
 
+def test_a_date_of_reduced_precision_is_its_whole_span() -> None:
+    # The query accepts a year or a month alone (StudyDate=2024): the matcher reads it
+    # as the days it stands for, as a single value and as a range bound.
+    def da_matches(stored: str, value: str) -> bool:
+        return matches_element({"vr": "DA", "Value": [stored]}, value, "DA")
+
+    assert da_matches("20240101", "2024")
+    assert da_matches("20241231", "2024")
+    assert not da_matches("20250101", "2024")
+    assert not da_matches("20231231", "2024")
+    assert da_matches("20240229", "202402")
+    assert not da_matches("20240301", "202402")
+    assert da_matches("20251231", "2024-2025")
+    assert not da_matches("20260101", "2024-2025")
+    assert da_matches("20241231", "-2024")
+    assert not da_matches("20250101", "-2024")
+    assert da_matches("20240101", "2024-")
+    assert not da_matches("20231231", "2024-")
+    assert da_matches("2024.03.31", "202403-202403")
+
+
+def test_a_single_time_or_datetime_value_covers_its_precision() -> None:
+    # PS3.4 C.2.2.2.1 names no text comparison for TM/DT: a value is the span its
+    # precision covers, as dcm4chee reads it (the range v-v), written in any form
+    def tm_matches(stored: str, value: str) -> bool:
+        return matches_element({"vr": "TM", "Value": [stored]}, value, "TM")
+
+    assert tm_matches("120000", "12")
+    assert tm_matches("125959.999", "12")
+    assert not tm_matches("130000", "12")
+    assert not tm_matches("115959", "12")
+    assert tm_matches("120000", "1200")
+    assert tm_matches("120030", "1200")
+    assert tm_matches("1200", "12:00")
+    assert tm_matches("12:00:00", "120000")
+    assert tm_matches("120000.5", "120000")
+    assert not tm_matches("120001", "120000")
+    assert matches_element(dt_value("20240615120000"), "2024", "DT")
+    assert not matches_element(dt_value("20250101"), "2024", "DT")
+    # the same instant at another offset
+    assert matches_element(dt_value("20240101120000+0100"), "20240101110000+0000", "DT")
+
+
+def test_datetimes_at_the_ends_of_the_calendar_keep_their_offsets() -> None:
+    # In UTC, 0001-01-01 00:00+01:00 is in the year 0 and 9999-12-31 23:59-01:00 in
+    # the year 10000: neither may be refused nor left out of a range that holds it.
+    first, last = dt_value("00010101000000+0100"), dt_value("99991231235959-0100")
+    assert matches_element(first, "0001-", "DT")
+    assert matches_element(first, "0001-0002", "DT")
+    assert matches_element(last, "9999-", "DT")
+    assert matches_element(last, "-9999", "DT")
+    assert matches_element(first, "00010101000000+0100", "DT")
+    assert matches_element(first, "-00010101000000+0100", "DT")
+    assert not matches_element(first, "00010101000000+0000-", "DT")  # 23:00 UTC the day before
+    assert matches_element(first, "-00010101000000+0000", "DT")
+    assert matches_element(last, "99991231235959+0000-", "DT")  # 00:59 UTC the day after
+
+
 def test_a_single_date_matches_the_retired_form_as_a_range_does() -> None:
     old_form = {"vr": "DA", "Value": ["2024.01.01"]}
     assert matches_element(old_form, "20240101", "DA")
@@ -235,7 +293,14 @@ def test_numbers_compare_numerically() -> None:
 
 @pytest.mark.parametrize(
     ("value", "vr"),
-    [("-", "DA"), ("2024", "DA"), ("20241345", "DA"), ("2500", "TM"), ("abc", "IS"), ("x-y", "DA")],
+    [
+        ("-", "DA"),
+        ("20241", "DA"),
+        ("20241345", "DA"),
+        ("2500", "TM"),
+        ("abc", "IS"),
+        ("x-y", "DA"),
+    ],
 )
 def test_malformed_values_raise_or_match_nothing(value: str, vr: str) -> None:
     with pytest.raises(InvalidQueryError):

@@ -569,6 +569,9 @@ def test_bad_range_and_uid_filter_values_are_rejected(key: str, value: str) -> N
         ("InstanceNumber", "1,2"),
         ("PatientWeight", "72.5"),
         ("PatientWeight", "-1e3"),
+        ("StudyDate", "2024"),  # the whole year, as the local matcher reads it too
+        ("StudyDate", "202402-2025"),
+        ("AcquisitionDateTime", "00010101000000+0100"),  # the year 0 in UTC
     ],
 )
 def test_good_range_filter_values_are_accepted(key: str, value: str) -> None:
