@@ -13,7 +13,8 @@ The rules, for a match value ``v`` of an attribute with value representation
   attribute is absent or empty never matches.  Strings match the whole value,
   case-sensitively (:attr:`MatchOptions.case_sensitive`; PN has its own
   :attr:`MatchOptions.pn_case_sensitive`, as the standard lets a server ignore
-  case for names); numbers (IS, DS, US...) compare numerically;
+  case for names); numbers (IS, DS, US...) compare numerically and exactly
+  (integers beyond 2**53 too);
 - **wildcards** ``*`` (any run, also empty) and ``?`` (exactly one character),
   in string VRs only (AE, AS, CS, LO, LT, PN, SH, ST, UC, UR, UT);
 - **lists**: ``a,b`` is any of the values: List of UID Matching for UI, and
@@ -47,6 +48,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
@@ -392,17 +394,33 @@ def _wildcard_regex(alt: str, options: MatchOptions) -> str:
 
 
 def _compile_number(alt: str) -> ElementPredicate:
+    """A numeric match value: equal to a stored number, compared exactly.
+
+    Text and integers are compared as decimals, so integers beyond 2**53 (an SV,
+    UV or long IS) and DS values that differ past a double's precision stay
+    apart; a stored JSON float (FL, FD) is compared as the double it is.
+    """
     try:
-        target = float(alt)
-    except ValueError:
+        target = Decimal(alt)
+    except ArithmeticError:  # decimal.InvalidOperation
         raise InvalidQueryError(f"{alt!r} is not a number") from None
+    if target.is_nan():  # equal to nothing
+        return _nothing
+    target_float = float(target)
 
     def numeric(elem: Mapping[str, Any]) -> bool:
         for v in _stored_values(elem):
-            try:
-                if v is not None and float(v) == target:
+            if isinstance(v, float):
+                if v == target_float:
                     return True
-            except (TypeError, ValueError, OverflowError):
+                continue
+            try:
+                if (
+                    isinstance(v, int | str)
+                    and Decimal(v.strip(_PADDING) if isinstance(v, str) else v) == target
+                ):
+                    return True
+            except ArithmeticError:  # text that is not a number
                 continue
         return False
 

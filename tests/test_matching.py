@@ -291,6 +291,21 @@ def test_numbers_compare_numerically() -> None:
     assert not matches_element({"vr": "IS", "Value": [8]}, "7", "IS")
 
 
+def test_numbers_compare_exactly_beyond_a_double() -> None:
+    # As floats, 2**53 + 1 == 2**53: integers and DS text are compared exactly
+    big = 2**53
+    assert not matches_element({"vr": "SV", "Value": [big + 1]}, str(big), "SV")
+    assert matches_element({"vr": "SV", "Value": [big + 1]}, str(big + 1), "SV")
+    assert not matches_element({"vr": "UV", "Value": [2**64 - 1]}, str(2**64 - 2), "UV")
+    assert not matches_element({"vr": "IS", "Value": [str(big + 1)]}, str(big), "IS")
+    assert not matches_element({"vr": "DS", "Value": ["0.10000000000000000001"]}, "0.1", "DS")
+    assert matches_element({"vr": "DS", "Value": ["1e2 "]}, "100.0", "DS")
+    # a stored JSON float is the double it is
+    assert matches_element({"vr": "FD", "Value": [0.1]}, "0.1", "FD")
+    assert matches_element({"vr": "DS", "Value": [72.5]}, "72.50", "DS")
+    assert not matches_element({"vr": "DS", "Value": ["abc", None, [1]]}, "1", "DS")
+
+
 @pytest.mark.parametrize(
     ("value", "vr"),
     [
