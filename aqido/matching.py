@@ -13,8 +13,9 @@ The rules, for a match value ``v`` of an attribute with value representation
   attribute is absent or empty never matches.  Strings match the whole value,
   case-sensitively (:attr:`MatchOptions.case_sensitive`; PN has its own
   :attr:`MatchOptions.pn_case_sensitive`, as the standard lets a server ignore
-  case for names); numbers (IS, DS, US...) compare numerically and exactly
-  (integers beyond 2**53 too);
+  case for names; ignored case is folded one character at a time, so ``ß``
+  is not ``SS``, with or without wildcards); numbers (IS, DS, US...) compare
+  numerically and exactly (integers beyond 2**53 too);
 - **wildcards** ``*`` (any run, also empty) and ``?`` (exactly one character),
   in string VRs only (AE, AS, CS, LO, LT, PN, SH, ST, UC, UR, UT);
 - **lists**: ``a,b`` is any of the values: List of UID Matching for UI, and
@@ -377,8 +378,9 @@ def _compile_single(alt: str, vr: str, options: MatchOptions) -> ElementPredicat
         return lambda elem: any(rx.fullmatch(s) for s in element_strings(elem, pn_groups=groups))
     if case:
         return lambda elem: alt in element_strings(elem, pn_groups=groups)
-    folded = alt.casefold()
-    return lambda elem: any(s.casefold() == folded for s in element_strings(elem, pn_groups=groups))
+    # Case is ignored one character at a time, as with wildcards (``ß`` is not ``SS``).
+    rx = re.compile(re.escape(alt), re.DOTALL | re.IGNORECASE)
+    return lambda elem: any(rx.fullmatch(s) for s in element_strings(elem, pn_groups=groups))
 
 
 def _wildcard_regex(alt: str, options: MatchOptions) -> str:

@@ -285,6 +285,20 @@ def test_person_name_case_has_its_own_option() -> None:
     assert matches_element(lo("Doe"), "doe", "LO", MatchOptions(case_sensitive=False))
 
 
+def test_ignored_case_is_the_same_with_and_without_wildcards() -> None:
+    # One folding for both: each character on its own ('ß' is not 'SS', 'ﬁ' not 'FI'),
+    # so a value matches exactly where the same value as a pattern would.
+    any_case = MatchOptions(pn_case_sensitive=False, case_sensitive=False)
+    for stored, value in [("straße", "STRASSE"), ("FI", "\ufb01"), ("ß", "ss")]:
+        for vr, elem in [("PN", pn(stored)), ("LO", lo(stored))]:
+            exact = matches_element(elem, value, vr, any_case)
+            assert exact is matches_element(elem, value + "*", vr, any_case) is False
+    assert matches_element(pn("Doe^John"), "DOE^JOHN", "PN", any_case)
+    assert matches_element(pn("Doe^John"), "DOE^JOHN*", "PN", any_case)
+    assert matches_element(lo("STRAẞE"), "straße", "LO", any_case)
+    assert matches_element(lo("\u212a"), "k", "LO", any_case)  # the Kelvin sign
+
+
 def test_numbers_compare_numerically() -> None:
     assert matches_element({"vr": "IS", "Value": [7]}, "07", "IS")
     assert matches_element({"vr": "DS", "Value": ["72.50"]}, "72.5", "DS")
