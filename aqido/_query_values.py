@@ -457,6 +457,12 @@ def conv_filters(value: _FilterInput | None) -> tuple[tuple[str, str], ...]:
             )
         if vr in _RANGE_VRS:
             _check_range_value(key, vr, text)
+        elif vr == "AS" and ("*" in text or "?" in text):
+            raise InvalidQueryError(
+                f"{label}: {text!r} has a wildcard, and {key} (VR AS) is matched as a whole "
+                "value (PS3.4 C.2.2.2.4 allows no wildcards in an age); give an age such "
+                "as '045Y' (several are separated by ',')"
+            )
         elif vr in _NUMBER_VRS:
             for item in text.split(","):
                 if _NUMBER.fullmatch(item) is None:

@@ -7,7 +7,7 @@ the standard says (:mod:`aqido.plan`).  Pure: no I/O, nothing heavy imported.
 The rules, for a match value ``v`` of an attribute with value representation
 ``vr`` (:func:`compile_value`):
 
-- **universal**: an empty ``v`` (and ``*`` alone, for string VRs) matches
+- **universal**: an empty ``v`` (and ``*`` alone, where it is a wildcard) matches
   every entity, whether the attribute is present or not;
 - **single value**: every other form needs a stored value: an entity whose
   attribute is absent or empty never matches.  Strings match the whole value,
@@ -17,7 +17,8 @@ The rules, for a match value ``v`` of an attribute with value representation
   is not ``SS``, with or without wildcards); numbers (IS, DS, US...) compare
   numerically and exactly (integers beyond 2**53 too);
 - **wildcards** ``*`` (any run, also empty) and ``?`` (exactly one character),
-  in string VRs only (AE, AS, CS, LO, LT, PN, SH, ST, UC, UR, UT);
+  in string VRs only (AE, CS, LO, LT, PN, SH, ST, UC, UT); in AS and UR they
+  are characters like any other (PS3.4 C.2.2.2.4);
 - **lists**: ``a,b`` is any of the values: List of UID Matching for UI, and
   for other VRs the value list most servers accept (``ModalitiesInStudy=CT,MR``);
 - **ranges** ``a-b``, ``-b``, ``a-`` for DA, TM and DT, inclusive.  A bound
@@ -81,8 +82,11 @@ __all__ = [
 #: A compiled match value: does this stored DICOM JSON element match?
 ElementPredicate = Callable[[Mapping[str, Any]], bool]
 
-#: VRs where ``*`` and ``?`` are wildcards (PS3.4 C.2.2.2.4).
+#: String VRs: matched as text (case, padding, single value matching options).
 STRING_VRS = frozenset({"AE", "AS", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
+#: VRs where ``*`` and ``?`` are wildcards (PS3.4 C.2.2.2.4): not AS (excluded by the
+#: standard) nor UR (a URI holds ``*`` and ``?`` as characters), where they are literal.
+WILDCARD_VRS = STRING_VRS - {"AS", "UR"}
 #: VRs matched by numeric equality.
 NUMERIC_VRS = frozenset({"IS", "DS", "US", "SS", "UL", "SL", "FL", "FD", "UV", "SV"})
 #: VRs where ``a-b`` is a range (PS3.4 C.2.2.2.5).
@@ -286,8 +290,8 @@ def element_strings(elem: Mapping[str, Any] | None, *, pn_groups: bool = True) -
 
 
 def is_universal(value: str, vr: str, options: MatchOptions = STANDARD) -> bool:
-    """Whether ``value`` is universal matching: empty, or ``*`` alone for a string VR."""
-    return value == "" or (value == "*" and vr in STRING_VRS and options.wildcard_star)
+    """Whether ``value`` is universal matching: empty, or ``*`` alone where ``*`` is a wildcard."""
+    return value == "" or (value == "*" and vr in WILDCARD_VRS and options.wildcard_star)
 
 
 def _is_range(value: str, vr: str) -> bool:
@@ -311,7 +315,7 @@ def match_form(value: str, vr: str) -> MatchForm:
     if _is_range(value, vr):
         low, _, high = value.partition("-")
         return "range" if low and high else "open_range"
-    if vr in STRING_VRS and ("*" in value or "?" in value):
+    if vr in WILDCARD_VRS and ("*" in value or "?" in value):
         return "wildcard"
     return "single"
 
@@ -363,7 +367,7 @@ def _compile_single(alt: str, vr: str, options: MatchOptions) -> ElementPredicat
     is_pn = vr == "PN"
     groups = options.pn_groups
     case = options.pn_case_sensitive if is_pn else options.case_sensitive
-    wild = vr in STRING_VRS and (
+    wild = vr in WILDCARD_VRS and (
         (options.wildcard_star and "*" in alt) or (options.wildcard_question and "?" in alt)
     )
     if wild or options.single_value_matching != "exact":

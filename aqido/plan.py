@@ -46,6 +46,7 @@ import attrs
 from aqido import dictionary
 from aqido.matching import (
     STRING_VRS,
+    WILDCARD_VRS,
     Criterion,
     MatchOptions,
     attribute_level,
@@ -126,9 +127,8 @@ LEVEL_UID = {
     QueryLevel.INSTANCE: "00080018",
 }
 
-#: The most requests the lists the server cannot OR are crossed into: a further list that
-#: would take the count past it is matched locally instead.  The first list is always fanned
-#: out, one request per value, however many (matched locally, it would fetch everything).
+#: The most requests lists the server cannot OR are crossed into (a further list that would
+#: pass it is matched locally); the first list always fans out, one request per value.
 MAX_FAN_OUT = 64
 
 #: What the server does with one match key (see the module docstring).
@@ -332,6 +332,8 @@ def _single_handling(
         return "exact" if ok else "local"
     if vr not in STRING_VRS:
         return "exact"
+    if vr not in WILDCARD_VRS and ("*" in value or "?" in value):
+        return "loose"  # characters in AS and UR, but a server may read them as wildcards
     if vr == "PN" and fuzzy:
         return "exact"  # fuzzy matching is the server's own: nothing to check it against
     if ("*" in value and not profile.wildcard_star) or (

@@ -299,6 +299,21 @@ def test_ignored_case_is_the_same_with_and_without_wildcards() -> None:
     assert matches_element(lo("\u212a"), "k", "LO", any_case)  # the Kelvin sign
 
 
+def test_wildcards_are_characters_in_ages_and_uris() -> None:
+    # PS3.4 C.2.2.2.4 allows wildcards in neither AS nor UR: '*' and '?' are literal
+    age = {"vr": "AS", "Value": ["045Y"]}
+    assert not matches_element(age, "04*", "AS")
+    assert not matches_element(age, "04?Y", "AS")
+    assert not matches_element(age, "*", "AS")  # not universal matching either
+    assert match_form("04*", "AS") == "single"
+    uri = {"vr": "UR", "Value": ["http://host/wado?x=1"]}
+    assert matches_element(uri, "http://host/wado?x=1", "UR")
+    assert not matches_element(
+        {"vr": "UR", "Value": ["http://host/wadoax=1"]}, "http://host/wado?x=1", "UR"
+    )
+    assert not matches_element(uri, "http*", "UR")
+
+
 def test_numbers_compare_numerically() -> None:
     assert matches_element({"vr": "IS", "Value": [7]}, "07", "IS")
     assert matches_element({"vr": "DS", "Value": ["72.50"]}, "72.5", "DS")

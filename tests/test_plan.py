@@ -298,6 +298,20 @@ def test_a_result_without_the_key_is_reported_not_filtered() -> None:
     assert "PatientName" in notes[0]
 
 
+def test_wildcard_characters_of_a_uri_are_sent_and_checked_here() -> None:
+    # '?' and '*' are characters in a UR (PS3.4 C.2.2.2.4): a server that reads them as
+    # wildcards would return more, so the results are filtered to the literal value
+    uri = "http://host/wado?x=1"
+    query = RelationalQuery(query_level=QueryLevel.INSTANCE, filters={"RetrieveURL": uri})
+    plan = plan_query(query, ServerProfile.standard())
+    assert [c.value for c in plan.local] == [uri]
+    assert all(dict(r.filters)["RetrieveURL"] == uri for r in plan.requests)
+    assert not plan.warnings
+    literal = {"00081190": {"vr": "UR", "Value": [uri]}}
+    other = {"00081190": {"vr": "UR", "Value": ["http://host/wadoax=1"]}}
+    assert plan.finish([literal, other])[0] == [literal]
+
+
 def test_fuzzy_person_name_matching_is_left_to_the_server() -> None:
     query = HierarchicalQuery(PatientName="doe", fuzzymatching=True)
     assert plan_query(query, ServerProfile(pn_case_sensitive=False)).direct

@@ -542,6 +542,9 @@ def test_filters_must_be_a_mapping() -> None:
         ("InstanceNumber", "1,x"),
         ("PatientWeight", "nan"),
         ("PatientWeight", "inf"),
+        # an age has no wildcards (PS3.4 C.2.2.2.4): the matcher reads them as characters
+        ("PatientAge", "04*"),
+        ("PatientAge", "045Y,04?Y"),
     ],
 )
 def test_bad_range_and_uid_filter_values_are_rejected(key: str, value: str) -> None:
@@ -572,6 +575,7 @@ def test_bad_range_and_uid_filter_values_are_rejected(key: str, value: str) -> N
         ("StudyDate", "2024"),  # the whole year, as the local matcher reads it too
         ("StudyDate", "202402-2025"),
         ("AcquisitionDateTime", "00010101000000+0100"),  # the year 0 in UTC
+        ("PatientAge", "045Y"),
     ],
 )
 def test_good_range_filter_values_are_accepted(key: str, value: str) -> None:
