@@ -399,6 +399,22 @@ def _wildcard_regex(alt: str, options: MatchOptions) -> str:
     return "".join(parts)
 
 
+def _exact_number(text: str | int) -> Decimal | None:
+    """A number as an exact Decimal; ``None`` when it is not one.
+
+    An exponent beyond what a Decimal holds (``1e99999999999999999999999``, which
+    the query accepts) reads as the float it rounds to (infinity, or zero).
+    """
+    try:
+        return Decimal(text)
+    except ArithmeticError:  # decimal.InvalidOperation
+        pass
+    try:
+        return Decimal(float(text))
+    except (ValueError, OverflowError):
+        return None
+
+
 def _compile_number(alt: str) -> ElementPredicate:
     """A numeric match value: equal to a stored number, compared exactly.
 
@@ -406,10 +422,9 @@ def _compile_number(alt: str) -> ElementPredicate:
     UV or long IS) and DS values that differ past a double's precision stay
     apart; a stored JSON float (FL, FD) is compared as the double it is.
     """
-    try:
-        target = Decimal(alt)
-    except ArithmeticError:  # decimal.InvalidOperation
-        raise InvalidQueryError(f"{alt!r} is not a number") from None
+    target = _exact_number(alt)
+    if target is None:
+        raise InvalidQueryError(f"{alt!r} is not a number")
     if target.is_nan():  # equal to nothing
         return _nothing
     target_float = float(target)
@@ -419,15 +434,10 @@ def _compile_number(alt: str) -> ElementPredicate:
             if isinstance(v, float):
                 if v == target_float:
                     return True
-                continue
-            try:
-                if (
-                    isinstance(v, int | str)
-                    and Decimal(v.strip(_PADDING) if isinstance(v, str) else v) == target
-                ):
+            elif isinstance(v, int | str):
+                number = _exact_number(v.strip(_PADDING) if isinstance(v, str) else v)
+                if number is not None and not number.is_nan() and number == target:
                     return True
-            except ArithmeticError:  # text that is not a number
-                continue
         return False
 
     return numeric

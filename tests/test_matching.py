@@ -332,7 +332,11 @@ def test_numbers_compare_exactly_beyond_a_double() -> None:
     # a stored JSON float is the double it is
     assert matches_element({"vr": "FD", "Value": [0.1]}, "0.1", "FD")
     assert matches_element({"vr": "DS", "Value": [72.5]}, "72.50", "DS")
-    assert not matches_element({"vr": "DS", "Value": ["abc", None, [1]]}, "1", "DS")
+    assert not matches_element({"vr": "DS", "Value": ["abc", None, [1], "sNaN", "NaN"]}, "1", "DS")
+    # an exponent beyond a Decimal's (the query accepts it) is read, not refused
+    huge = "1e99999999999999999999999"
+    assert not matches_element({"vr": "DS", "Value": ["1e999"]}, huge, "DS")
+    assert matches_element({"vr": "DS", "Value": [huge]}, huge, "DS")
 
 
 @pytest.mark.parametrize(

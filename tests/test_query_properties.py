@@ -269,6 +269,7 @@ def test_a_temporal_filter_accepted_when_built_is_one_the_matcher_reads(
     value=st.text(alphabet="0123456789.eE+-, _*naif", min_size=1, max_size=12),
 )
 @example(key="SeriesNumber", value="abc")
+@example(key="PatientWeight", value="1e99999999999999999999999")
 def test_a_numeric_filter_accepted_when_built_is_one_the_matcher_reads(
     key: str, value: str
 ) -> None:
