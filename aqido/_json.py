@@ -10,6 +10,8 @@ import gc
 import json
 import math
 import re
+import sys
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -106,6 +108,33 @@ def strict_loads(body: bytes | str) -> Any:
     return data
 
 
+#: How many levels past Python's recursion limit :func:`strict_loads_nested` reads.
+_EXTRA_DEPTH = 1_100
+_DEPTH_LOCK = threading.Lock()
+
+
+def strict_loads_nested(body: bytes | str) -> Any:
+    """:func:`strict_loads` of a record holding a server's item, nested as deep as decoding allows.
+
+    A checkpoint line holds an item a few levels down, and an item may nest
+    1,024 levels of JSON (what orjson accepts in a response): past what
+    ``json.loads`` reaches under Python's recursion limit.  Such a line is read
+    again with the limit raised by :data:`_EXTRA_DEPTH` levels for that one call
+    (the C decoder's frames are small); anything deeper still raises ``RecursionError``.
+    """
+    try:
+        return strict_loads(body)
+    except RecursionError:
+        pass
+    with _DEPTH_LOCK:
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(limit + _EXTRA_DEPTH)
+        try:
+            return strict_loads(body)
+        finally:
+            sys.setrecursionlimit(limit)
+
+
 class _Text(str):
     """Text :func:`_dumps_iteratively` has already encoded (a marker on its stack)."""
 
@@ -118,24 +147,70 @@ def dumps(
     sort_keys: bool = False,
     ensure_ascii: bool = True,
     default: Callable[[Any], Any] | None = None,
+    separators: tuple[str, str] | None = None,
+    allow_nan: bool = True,
 ) -> str:
-    """``json.dumps(value, ...)`` (default separators) of a value nested as deep as decoding allows.
+    """``json.dumps(value, ...)`` (no indent) of a value nested as deep as decoding allows.
 
     The decoders accept 1,024 levels of JSON (341 of SQ), past what ``json.dumps``
     reaches before Python's recursion limit (``RecursionError``, raw): such a value
     is then encoded without recursion, into the same text.  Used to compare and
-    hash datasets, to identify an item without a UID, and for error excerpts.
+    hash datasets, to identify an item without a UID, for error excerpts, and to
+    write a checkpoint's records (wherever a server's item is serialised).
     """
     try:
-        return json.dumps(value, sort_keys=sort_keys, ensure_ascii=ensure_ascii, default=default)
+        return json.dumps(
+            value,
+            sort_keys=sort_keys,
+            ensure_ascii=ensure_ascii,
+            default=default,
+            separators=separators,
+            allow_nan=allow_nan,
+        )
     except RecursionError:
-        return _dumps_iteratively(value, sort_keys, ensure_ascii, default)
+        options = _Options(ensure_ascii, default, separators or (", ", ": "), allow_nan)
+        return _dumps_iteratively(value, sort_keys, options)
 
 
-def _dumps_iteratively(
-    value: Any, sort_keys: bool, ensure_ascii: bool, default: Callable[[Any], Any] | None
-) -> str:
+class _Options:
+    """The options of one :func:`dumps` call, as :func:`_dumps_iteratively` applies them."""
+
+    __slots__ = ("allow_nan", "default", "ensure_ascii", "separators")
+
+    def __init__(
+        self,
+        ensure_ascii: bool,
+        default: Callable[[Any], Any] | None,
+        separators: tuple[str, str],
+        allow_nan: bool,
+    ) -> None:
+        self.ensure_ascii = ensure_ascii
+        self.default = default
+        self.separators = separators
+        self.allow_nan = allow_nan
+
+    def leaf(self, value: Any) -> str:
+        """``json.dumps`` of a value that is not a container (or one ``default`` converts)."""
+        return json.dumps(
+            value, ensure_ascii=self.ensure_ascii, default=self.default, allow_nan=self.allow_nan
+        )
+
+    def key(self, key: Any) -> str:
+        """A key as ``json.dumps`` writes it (an int, float, bool or None key converted)."""
+        if isinstance(key, str):
+            return json.dumps(key, ensure_ascii=self.ensure_ascii)
+        text = json.dumps(
+            {key: None},
+            ensure_ascii=self.ensure_ascii,
+            separators=(",", ":"),
+            allow_nan=self.allow_nan,
+        )
+        return text[1:-6]  # '{"1":null}' -> '"1"'
+
+
+def _dumps_iteratively(value: Any, sort_keys: bool, options: _Options) -> str:
     """:func:`dumps`'s text, built with a stack instead of recursion (JSON holds no cycle)."""
+    item_separator, key_separator = options.separators
     out: list[str] = []
     stack: list[Any] = [value]
     while stack:
@@ -148,21 +223,18 @@ def _dumps_iteratively(
             stack.append(_Text("}"))
             for index in range(len(pairs) - 1, -1, -1):
                 key, item = pairs[index]
-                if isinstance(key, str):
-                    name = json.dumps(key, ensure_ascii=ensure_ascii)
-                else:  # json's own conversion of an int, float, bool or None key
-                    name = json.dumps({key: None}, ensure_ascii=ensure_ascii)[1:-7]
                 stack.append(item)
-                stack.append(_Text(f"{', ' if index else ''}{name}: "))
+                separator = item_separator if index else ""
+                stack.append(_Text(f"{separator}{options.key(key)}{key_separator}"))
         elif isinstance(node, list | tuple):
             out.append("[")
             stack.append(_Text("]"))
             for index in range(len(node) - 1, -1, -1):
                 stack.append(node[index])
                 if index:
-                    stack.append(_Text(", "))
+                    stack.append(_Text(item_separator))
         else:
-            out.append(json.dumps(node, ensure_ascii=ensure_ascii, default=default))
+            out.append(options.leaf(node))
     return "".join(out)
 
 

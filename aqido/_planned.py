@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
 import logging
 from collections.abc import Callable
 from contextlib import aclosing
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from aqido._caps import Caps
+from aqido._json import dumps
 from aqido._search_results import SearchResults
 from aqido._slots import Slots
 from aqido.errors import (
@@ -175,7 +175,7 @@ class PlannedSearch:
                         f"(walking the hierarchy for {plan.query}: the server has no "
                         "relational path)",
                         url=parents.responses[0].url if parents.responses else None,
-                        body=json.dumps(parent)[:400],
+                        body=dumps(parent)[:400],
                     )
                 jobs.append((parent, child_query))
 

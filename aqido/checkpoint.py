@@ -84,6 +84,7 @@ from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from aqido._files import sync_directory, sync_file, write_failed
+from aqido._json import dumps
 from aqido.errors import CheckpointError, CrawlFailure, QidoError
 from aqido.query import BaseQuery, QueryLevel
 
@@ -252,7 +253,7 @@ class CrawlCheckpoint:
 
         Raises :class:`CheckpointError` for any complete line that is not a valid record.
         """
-        from aqido._json import LoneSurrogateError, strict_loads
+        from aqido._json import LoneSurrogateError, strict_loads_nested
 
         records: list[dict[str, Any]] = []
         good = 0
@@ -263,7 +264,7 @@ class CrawlCheckpoint:
                     break  # the last line, cut short by a kill: dropped
                 problem: str | None
                 try:  # a byte order mark (an editor's) is read past
-                    record = strict_loads(raw[3:] if raw[:3] == b"\xef\xbb\xbf" else raw)
+                    record = strict_loads_nested(raw[3:] if raw[:3] == b"\xef\xbb\xbf" else raw)
                 except RecursionError:
                     problem = "not a record (JSON nested too deeply)"
                 except UnicodeDecodeError:
@@ -452,7 +453,9 @@ class CrawlCheckpoint:
     @staticmethod
     def _line(record: dict[str, Any]) -> str:
         # allow_nan=False: NaN and Infinity are not JSON, and reading refuses them
-        return json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n"
+        # aqido's dumps: a server's item may nest deeper than json.dumps' recursion reaches
+        line = dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return line + "\n"
 
     def _write(self, record: dict[str, Any]) -> None:
         """Append one line (synced if ``fsync``); if that fails, cut the file back to before it.

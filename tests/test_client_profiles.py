@@ -597,3 +597,27 @@ async def test_a_walked_child_listing_for_another_parent_is_refused(paged: bool)
         qido._fetch = _walked_fetch(wrong_parent=True)  # type: ignore[method-assign]
         with pytest.raises(InvalidResponseError, match="ignore the UIDs in the path"):
             await _walk_search(qido, query, paged)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("paged", [False, True])
+async def test_a_walked_parent_nested_deep_without_its_uid_is_excerpted(paged: bool) -> None:
+    # Its excerpt is its JSON: json.dumps raised a raw RecursionError for 340 levels of SQ.
+    from aqido._json import decode_json
+    from aqido.errors import InvalidResponseError
+    from aqido.protocol import QidoResponse
+
+    text = '{"00100020": {"vr": "LO", "Value": ["PAT-B"]}}'
+    for _ in range(340):
+        text = '{"00400275": {"vr": "SQ", "Value": [' + text + "]}}"
+
+    async def fetch(query: BaseQuery, limiter: Any = None, **_: Any) -> QidoResponse:
+        return QidoResponse(200, "http://h/x", {}, decode_json(f"[{text}]".encode()))
+
+    query = RelationalQuery(query_level=QueryLevel.SERIES)
+    profile = ServerProfile(relational_series=False)
+    async with AsyncQidoRS("http://h", profile=profile, retries=0) as qido:
+        qido._fetch = fetch  # type: ignore[method-assign]
+        with pytest.raises(InvalidResponseError, match="has no UID") as info:
+            await _walk_search(qido, query, paged)
+    assert (info.value.body_excerpt or "").startswith('{"00400275": {"vr": "SQ", "Value": [{')

@@ -333,6 +333,48 @@ async def test_checkpoint_resume_after_a_break(tmp_path: Any) -> None:
     assert records[-1] == {"end": {"complete": True, "studies": len(TINY_TREE), "failures": []}}
 
 
+@pytest.mark.anyio
+async def test_checkpoint_writes_and_reads_back_an_item_nested_as_deep_as_decoding_allows(
+    tmp_path: Any,
+) -> None:
+    # An instance nesting 340 levels of SQ (orjson accepts 341): json.dumps raised a raw
+    # RecursionError writing its study, and the line (a few levels deeper still) was
+    # "nested too deeply" for the checkpoint's own reader on resume.
+    from aqido import CrawlCheckpoint
+    from aqido._json import decode_json
+    from aqido.protocol import QidoResponse
+
+    text = '{"00100020": {"vr": "LO", "Value": ["x"]}}'
+    for _ in range(340):
+        text = '{"00400275": {"vr": "SQ", "Value": [' + text + "]}}"
+
+    def ui(value: str) -> dict[str, Any]:
+        return {"vr": "UI", "Value": [value]}
+
+    async def fetch(query: Any, limiter: Any = None, **_: Any) -> QidoResponse:
+        items = [{"0020000D": ui("1.2")}]
+        if query.query_level is not QueryLevel.STUDY:
+            items[0]["0020000E"] = ui("1.2.1")
+        if query.query_level is QueryLevel.INSTANCE:
+            [deep] = decode_json(f"[{text}]".encode())
+            items = [{**deep, **items[0], "00080018": ui("1.2.1.1")}]
+        return QidoResponse(200, "http://h/x", {}, items)
+
+    path = tmp_path / "crawl.jsonl"
+    async with AsyncQidoRS("http://h", retries=0) as qido:
+        qido._fetch = fetch  # type: ignore[method-assign]
+        [study] = [s async for s in qido.crawl(checkpoint=path)]
+        stats = CrawlStats()
+        assert [s async for s in qido.crawl(checkpoint=path, stats=stats)] == []
+        assert stats.studies_skipped == 1
+    [read] = CrawlCheckpoint.read_studies(path)
+    assert read == study
+    node = read.series[0].instances[0]
+    for _ in range(340):
+        [node] = node["00400275"]
+    assert node["PatientID"] == "x"
+
+
 async def aenumerate(iterator: Any) -> Any:
     n = 0
     async for item in iterator:
