@@ -53,6 +53,7 @@ class PlannedSearch:
     url: str
     pn_case_sensitive: bool | None
     strict_matching: bool
+    permissive_uid: bool
     _profile: ServerProfile | None
     _auto_profile: bool
     _profile_lock: asyncio.Lock | None
@@ -98,8 +99,15 @@ class PlannedSearch:
         return self._profile
 
     def _plan_for(self, query: BaseQuery) -> Plan:
+        """The plan for ``query``, permissive about UIDs if the client is (as a crawl is).
+
+        A walk builds its child queries from the UIDs the server returns: with
+        ``permissive_uid=True`` a UID the client accepts must not fail them.
+        """
         from aqido.plan import plan_query  # only with a profile: keeps a plain search's start fast
 
+        if self.permissive_uid and not query.permissive_uid:
+            query = attrs.evolve(query, permissive_uid=True)
         return plan_query(query, self._profile, pn_case_sensitive=self.pn_case_sensitive)
 
     async def _plan(self, query: BaseQuery) -> Plan | None:

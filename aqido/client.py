@@ -198,9 +198,9 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods, RequestPath):
             cap before ``offset`` (Orthanc's ``LimitFindResults``).
         permissive_uid: ``True`` for an archive whose UIDs do not conform to
             PS3.5 (leading zeros, letters): the queries the client builds (from
-            ``search_for_*`` arguments, dicts, dicomtrolley queries, and a
-            crawl's series and instance queries from the UIDs the server
-            returns) accept any UID :func:`~aqido.query.is_permissive_uid`
+            ``search_for_*`` arguments, dicts, dicomtrolley queries, and the
+            series and instance queries of a crawl or a walk from the UIDs the
+            server returns) accept any UID :func:`~aqido.query.is_permissive_uid`
             accepts: 1 to 128 letters, digits, ``.``, ``-``, ``_`` or ``~``.
             An aqido query you build yourself stays as strict as you built it
             (pass it ``permissive_uid=True`` too).  Default ``False``: UIDs

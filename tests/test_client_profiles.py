@@ -621,3 +621,32 @@ async def test_a_walked_parent_nested_deep_without_its_uid_is_excerpted(paged: b
         with pytest.raises(InvalidResponseError, match="has no UID") as info:
             await _walk_search(qido, query, paged)
     assert (info.value.body_excerpt or "").startswith('{"00400275": {"vr": "SQ", "Value": [{')
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("level", [QueryLevel.SERIES, QueryLevel.INSTANCE])
+@pytest.mark.parametrize("paged", [False, True])
+async def test_a_walk_honours_the_clients_permissive_uid(level: QueryLevel, paged: bool) -> None:
+    # The walk built its child queries strictly from an aqido query (not permissive itself):
+    # a UID the client was told to accept ('1.2.abc') failed the walk with InvalidQueryError.
+    from aqido.protocol import QidoResponse
+
+    async def fetch(query: BaseQuery, limiter: Any = None, **_: Any) -> QidoResponse:
+        if query.query_level is QueryLevel.STUDY:
+            items = [{"0020000D": _ui("1.2.abc")}, {"0020000D": _ui("1.3_x")}]
+        else:
+            study = query.StudyInstanceUID
+            series = query.SeriesInstanceUID or study + ".s_1"
+            items = [{"0020000D": _ui(study), "0020000E": _ui(series)}]
+            if query.query_level is QueryLevel.INSTANCE:
+                items[0]["00080018"] = _ui(series + ".i")
+        return QidoResponse(200, "http://h/x", {}, items)
+
+    profile = ServerProfile(relational_series=False, relational_instances=False)
+    async with AsyncQidoRS("http://h", profile=profile, retries=0, permissive_uid=True) as qido:
+        qido._fetch = fetch  # type: ignore[method-assign]
+        found = await _walk_search(qido, RelationalQuery(query_level=level), paged)
+    expected = ["1.2.abc.s_1", "1.3_x.s_1"]
+    if level is QueryLevel.INSTANCE:
+        expected = [uid + ".i" for uid in expected]
+    assert sorted(uids(found, level)) == expected
