@@ -20,7 +20,10 @@ call cancels that call's work on the loop (requests in flight included)
 before it propagates.  The iterators (:meth:`QidoRS.iter_search`,
 :meth:`QidoRS.crawl`, :meth:`QidoRS.iter_search_many`) run their async
 generator in one task on the loop, which runs at most a few dozen items
-ahead of the consumer (items are handed over in batches); leaving
+ahead of the consumer (items are handed over in batches) except a crawl's,
+which yields a study only when the consumer asks for it (the crawl fetches
+ahead, but writes a study to its checkpoint and counts it in its stats and
+progress as it hands it over: exactly those the consumer got); leaving
 the loop early (``break``, an exception, garbage collection of the iterator)
 cancels that task and waits for it to finish (when the garbage collector
 finalizes the iterator on the loop thread itself, it only cancels it).
@@ -28,8 +31,11 @@ finalizes the iterator on the loop thread itself, it only cancels it).
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import contextlib
 import functools
+import queue
 import threading
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
@@ -65,6 +71,7 @@ class _Runner:
         self.cm: AbstractContextManager[BlockingPortal] | None = None
         self.portal: BlockingPortal | None = None
         self.thread_id: int | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
         #: Set once :meth:`close` has finished: client closed, loop stopped, its thread joined.
         self.shut = threading.Event()
@@ -78,7 +85,7 @@ class _Runner:
                 cm = start_blocking_portal("asyncio")
                 self.portal = cm.__enter__()
                 self.cm = cm
-                self.thread_id = self.portal.call(threading.get_ident)
+                self.thread_id, self.loop = self.portal.call(_loop_identity)
             return self.portal
 
     def submit(
@@ -196,6 +203,11 @@ class _Runner:
                 self.shut.set()
 
 
+def _loop_identity() -> tuple[int, asyncio.AbstractEventLoop]:
+    """The loop thread's id and its event loop (called on that thread)."""
+    return threading.get_ident(), asyncio.get_running_loop()
+
+
 def _blocking(
     method: Callable[Concatenate[AsyncQidoRS, P], Awaitable[T]],
 ) -> Callable[Concatenate[QidoRS, P], T]:
@@ -211,15 +223,21 @@ def _blocking(
 
 
 def _blocking_iter(
-    method: Callable[Concatenate[AsyncQidoRS, P], AsyncIterator[T]],
+    method: Callable[Concatenate[AsyncQidoRS, P], AsyncIterator[T]], *, ahead: bool = True
 ) -> Callable[Concatenate[QidoRS, P], Iterator[T]]:
-    """``QidoRS.<name>``: iterate ``AsyncQidoRS.<name>`` on the loop, as a plain iterator."""
+    """``QidoRS.<name>``: iterate ``AsyncQidoRS.<name>`` on the loop, as a plain iterator.
+
+    ``ahead=False``: no item is taken before the consumer asks for it (see
+    ``QidoRS._iterate_on_demand``).
+    """
     name = method.__name__
 
     @functools.wraps(method)
     def iterate(self: QidoRS, /, *args: P.args, **kwargs: P.kwargs) -> Iterator[T]:
         bound: Callable[P, AsyncIterator[T]] = getattr(self._async, name)
-        return self._iterate(lambda: bound(*args, **kwargs))
+        if ahead:
+            return self._iterate(lambda: bound(*args, **kwargs))
+        return self._iterate_on_demand(lambda: bound(*args, **kwargs))
 
     return iterate
 
@@ -356,6 +374,67 @@ class QidoRS:
             send.close()
             receive.close()
 
+    def _iterate_on_demand(self, make: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
+        """Iterate ``make()`` in one task on the loop, taking each item only when asked.
+
+        For a crawl: it writes a study to its checkpoint and counts it (stats,
+        progress) as it yields it, so a study taken ahead and never handed over
+        would be counted, and skipped on resume (lost).  One round trip per item,
+        kept light: a wake-up of the loop, and a thread-safe queue back.
+        """
+        handed: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
+        ask, asked = anyio.create_memory_object_stream[None](1)
+
+        async def pump() -> None:
+            try:
+                async with asked:
+                    items = make()
+                    closing: AbstractAsyncContextManager[Any] = (
+                        aclosing(items) if isinstance(items, AsyncGenerator) else nullcontext()
+                    )
+                    async with closing:
+                        async for _ in asked:
+                            try:
+                                item = await items.__anext__()
+                            except StopAsyncIteration:
+                                return
+                            handed.put((True, item))
+            finally:
+                handed.put((False, None))  # exhausted, failed or cancelled: the end
+
+        def want() -> None:  # on the loop
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                ask.send_nowait(None)  # the pump has ended: its end is in the queue
+
+        future: concurrent.futures.Future[None] | None = None
+        done: threading.Event | None = None
+        try:
+            future, done = self._runner.submit(pump)
+            loop = self._runner.loop
+            assert loop is not None, "submit() started the loop"
+            while True:
+                try:
+                    loop.call_soon_threadsafe(want)
+                except RuntimeError:  # the loop has stopped: close() cancelled the pump
+                    break
+                while True:
+                    try:
+                        more, item = handed.get(timeout=_POLL)  # waking up to notice Ctrl-C
+                        break
+                    except queue.Empty:
+                        continue
+                if not more:
+                    break
+                yield item
+            # The producer's error, if any (a close() that cancelled it: ClientClosedError).
+            self._runner.result(future)
+        finally:
+            if future is not None and done is not None and not done.is_set():
+                future.cancel()
+                if threading.get_ident() != self._runner.thread_id:  # as in _iterate
+                    done.wait()
+            ask.close()
+
     # --- the API of AsyncQidoRS, one definition each (in aqido.client) --------------------
 
     probe = _blocking(AsyncQidoRS.probe)
@@ -364,7 +443,7 @@ class QidoRS:
     iter_search = _blocking_iter(AsyncQidoRS.iter_search)
     search_many = _blocking(AsyncQidoRS.search_many)
     iter_search_many = _blocking_iter(AsyncQidoRS.iter_search_many)
-    crawl = _blocking_iter(AsyncQidoRS.crawl)
+    crawl = _blocking_iter(AsyncQidoRS.crawl, ahead=False)
     find_studies = _blocking(AsyncQidoRS.find_studies)
     search_for_studies = _blocking(AsyncQidoRS.search_for_studies)
     search_for_series = _blocking(AsyncQidoRS.search_for_series)
