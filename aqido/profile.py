@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import attrs
 import cattrs
+from cattrs.v import format_exception
 
 #: How a single value of a string VR is matched: ``"exact"`` is the standard.
 SingleValueMatching = Literal["exact", "prefix", "substring"]
@@ -50,6 +51,26 @@ def _notes(value: Iterable[str]) -> tuple[str, ...]:
 def _keywords(value: Iterable[str] | None) -> tuple[str, ...] | None:
     """``matched_keys`` as a tuple (``None`` stays ``None``: every attribute)."""
     return None if value is None else tuple(value)
+
+
+class _ImpossibleValue(ValueError):
+    """A field's value no server can have (``max_results=-3``): refused, its message kept."""
+
+
+def _cap(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """``max_results``: ``None`` (no cap) or a positive number of results (never a bool)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise _ImpossibleValue(
+            f"{attribute.name} must be a positive number of results or None (no cap), not {value!r}"
+        )
+
+
+def _status(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """A status field: an HTTP status code, three digits (100 to 999; never a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 100 <= value <= 999:
+        raise _ImpossibleValue(
+            f"{attribute.name} must be an HTTP status (100 to 999), not {value!r}"
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -126,7 +147,7 @@ class ServerProfile:
     #: ``offset`` is honoured.
     offset: bool = True
     #: The most results one response holds without ``limit`` (``None``: no cap seen).
-    max_results: int | None = None
+    max_results: int | None = attrs.field(default=None, validator=_cap)
     #: A capped response says so in a ``Warning: 299`` header with the remaining count.
     cap_warning: bool = True
     #: A capped response holds ``max_results + 1`` items (Orthanc's ``LimitFind*``).
@@ -141,10 +162,10 @@ class ServerProfile:
     json_accept: bool = True
     #: The status for malformed input (a bad date, ``limit=abc``): 400, or 200 when the
     #: server answers it as an empty match instead.
-    bad_request_status: int = 400
+    bad_request_status: int = attrs.field(default=400, validator=_status)
     #: The status of ``/studies/{unknown}/series``: 404 (standard), or 200/204 when the
     #: server answers an unknown parent as "no results".
-    unknown_parent_status: int = 404
+    unknown_parent_status: int = attrs.field(default=404, validator=_status)
 
     @classmethod
     def standard(cls) -> ServerProfile:
@@ -263,13 +284,16 @@ class ServerProfile:
     def from_dict(cls, data: Mapping[str, Any]) -> ServerProfile:
         """Build a profile from :meth:`to_dict` output; unknown keys are refused.
 
-        Raises ``ValueError`` naming the offending key(s) for malformed input.
+        Raises ``ValueError`` naming the offending key(s) for malformed input,
+        and for an impossible value (``max_results`` not a positive number or
+        ``None``, a status field not an HTTP status), which the constructor refuses too.
         """
         try:
             return _CONVERTER.structure(dict(data), cls)
         except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as exc:
             if isinstance(exc, cattrs.BaseValidationError):
-                detail = "; ".join(cattrs.transform_error(exc))
+                errors = cattrs.transform_error(exc, format_exception=_format_error)
+                detail = "; ".join(e.removesuffix(" @ $") for e in errors)
             else:
                 detail = str(exc)
             raise ValueError(f"invalid server profile: {detail}") from exc
@@ -311,6 +335,13 @@ class ServerProfile:
         from aqido._files import write_whole
 
         write_whole(path, (self.to_json() + "\n").encode("utf-8"))
+
+
+def _format_error(exc: BaseException, type_: type | None) -> str:
+    """cattrs' wording of a structuring error, but an impossible value's own message."""
+    if isinstance(exc, _ImpossibleValue):
+        return str(exc)
+    return format_exception(exc, type_)
 
 
 def _strict_bool(value: object, _: object) -> bool:

@@ -52,6 +52,7 @@ from aqido.errors import (
     UnauthorizedError,
     UnknownFieldError,
 )
+from aqido.profile import _ImpossibleValue
 from aqido.query import HierarchicalQuery, QueryLevel, RelationalQuery
 from aqido.stats import CrawlStats
 from aqido.testing import FakeArchive, SyntheticArchive
@@ -200,6 +201,7 @@ CASES: dict[type[BaseException], Callable[[], list[BaseException]]] = {
     # the other modules' exceptions: plain messages
     _ItemError: lambda: [_ItemError("tag 00100010: element has no 'vr'")],
     LoneSurrogateError: lambda: [LoneSurrogateError("lone surrogate in a JSON string")],
+    _ImpossibleValue: lambda: [_ImpossibleValue("max_results must be a positive number, not -3")],
     UsageError: lambda: [UsageError("--resume needs --out")],
     BadRequest: lambda: [BadRequest("unknown attribute: 'Foo'")],
     InvalidValue: lambda: [InvalidValue("StudyDate: bad range")],

@@ -77,6 +77,12 @@ def test_save_and_load(tmp_path: pathlib.Path) -> None:
         ({"limit": "yes"}, "limit"),
         ({"max_results": "5"}, "max_results"),
         ({"max_results": True}, "max_results"),
+        # impossible values: no server caps at -3 or 0 results, or answers with status -1
+        ({"max_results": -3}, "max_results must be a positive number"),
+        ({"max_results": 0}, "max_results must be a positive number"),
+        ({"bad_request_status": -1}, "bad_request_status must be an HTTP status"),
+        ({"unknown_parent_status": 99999}, "unknown_parent_status must be an HTTP status"),
+        ({"unknown_parent_status": True}, "unknown_parent_status"),
         ({"empty_status": 201}, "empty_status"),
         ({"single_value_matching": "fuzzy"}, "single_value_matching"),
         # nothing coerced: a lone string is no list of its characters, 5 no name
@@ -90,8 +96,16 @@ def test_save_and_load(tmp_path: pathlib.Path) -> None:
     ],
 )
 def test_malformed_dicts_are_refused(data: dict[str, object], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=f"^invalid server profile: .*{message}"):
         ServerProfile.from_dict(data)
+
+
+def test_the_constructor_refuses_an_impossible_value_too() -> None:
+    with pytest.raises(ValueError, match="max_results must be a positive number"):
+        ServerProfile(max_results=-3)
+    with pytest.raises(ValueError, match="bad_request_status must be an HTTP status"):
+        ServerProfile(bad_request_status=0)
+    assert ServerProfile(max_results=1, unknown_parent_status=204).max_results == 1
 
 
 @pytest.mark.parametrize(
