@@ -209,11 +209,19 @@ def _usable(value: str | None, *, letters: bool = False) -> bool:
     return not letters or any(c.isalpha() for c in value)
 
 
+#: A TM value's ``HH``, ``HHMM`` or ``HHMMSS`` (ASCII digits only: ``\d`` would take
+#: ``'١٢'``, which ``int`` reads as 12, though no server matches it as a time).
+_TM = re.compile(r"(?:[01][0-9]|2[0-3])(?:[0-5][0-9](?:[0-5][0-9]|60)?)?")
+#: A DA value ``YYYYMMDD``, ASCII digits only (as :data:`_TM`).
+_DA = re.compile(r"[0-9]{8}")
+
+
 def _time_of(value: str | None) -> str | None:
+    """A server's TM value as a test time (``HH[MM[SS]]``), or ``None`` if it is not one."""
     if value is None:
         return None
     digits = value.replace(":", "").split(".")[0]
-    return digits if re.fullmatch(r"\d{2}(\d{2}){0,2}", digits) else None
+    return digits if _TM.fullmatch(digits) else None
 
 
 def make_context(listing: Answer) -> ProbeContext:
@@ -318,7 +326,7 @@ def _own_values(item: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
         value = first_value(item, tag)
         if value is None or not _RAW.fullmatch(value):
             continue
-        if tag in (STUDY_DATE, "00100030") and not re.fullmatch(r"\d{8}", value):
+        if tag in (STUDY_DATE, "00100030") and not _DA.fullmatch(value):
             continue
         out.append((keyword, value))
     return tuple(out)
@@ -354,7 +362,7 @@ def usable_date(value: str | None) -> bool:
 
     A server may store anything (``20231345``, ``00000000``, ``99991231``).
     """
-    if value is None or not re.fullmatch(r"\d{8}", value):
+    if value is None or not _DA.fullmatch(value):
         return False
     try:
         add_days(value, -2)

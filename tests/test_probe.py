@@ -91,6 +91,32 @@ def test_a_date_no_calendar_has_is_no_test_date(date: str) -> None:
     assert cap_followups(listing) == [ProbeRequest("/studies", "offset=100&limit=1")]
 
 
+@pytest.mark.parametrize(
+    ("date", "time"),
+    [
+        ("\u0662\u0660\u0662\u0663\u0660\u0661\u0660\u0665", "\u0661\u0662\u0663\u0660"),
+        ("\uff12\uff10\uff12\uff13\uff10\uff11\uff10\uff15", "\uff11\uff12"),  # fullwidth
+        ("2023\u0966\u0967\u0966\u096b", "12\u0969\u0966"),  # a few Devanagari digits
+    ],
+)
+def test_a_date_or_time_in_non_ascii_digits_is_no_test_value(date: str, time: str) -> None:
+    # \d took them and int() read them (Arabic-Indic 20230105 as 2023-01-05): the probe then
+    # asked for ASCII ranges around a value the server does not hold as one, and a
+    # standard archive holding such dates was found to have no date ranges at all.
+    items = (_study("1.2.1", name="Doe^Jane", date=date, time=time), _study("1.2.2"))
+    ctx = make_context(Answer(200, items=items))
+    assert (ctx.a, ctx.date, ctx.time) == ("1.2.1", None, None)
+    planned = {c.capability for c in plan_checks(ctx)}
+    assert "date_ranges" not in planned
+    assert "time_ranges" not in planned
+
+
+@pytest.mark.parametrize("time", ["990000", "2400", "126000", "1"])
+def test_a_time_no_clock_shows_is_no_test_time(time: str) -> None:
+    items = (_study("1.2.1", name="Doe^Jane", time=time), _study("1.2.2"))
+    assert make_context(Answer(200, items=items)).time is None
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize("date", ["20231345", "99991231"])
 async def test_a_probe_of_an_archive_with_an_impossible_date_completes(date: str) -> None:
