@@ -211,7 +211,9 @@ async def test_request_timeout(archive: MiniArchive) -> None:
 @pytest.mark.anyio
 async def test_timeouts_are_retried(archive: MiniArchive) -> None:
     archive.hold = asyncio.Event()
-    async with AsyncQidoRS(archive.url, retries=QUICK, timeout=0.02) as qido:
+    # 0.25 s, not less: the archive shares the event loop, and on a loaded machine a
+    # shorter timeout could fire before it had read the request (3 recorded, not 4).
+    async with AsyncQidoRS(archive.url, retries=QUICK, timeout=0.25) as qido:
         with pytest.raises(RequestTimeoutError):
             await qido.search(HierarchicalQuery())
     assert len(archive.requests) == 4
