@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -221,6 +222,10 @@ def crawl_to_parquet(
             for url in url_list
         }
         futures: dict[Any, tuple[str, Shard]] = {}
+        # a task key is the scheduler's, shared by every call on a cluster: this call's own,
+        # or another call's shard of the same name (another ``out``, depth or query) would
+        # stand for it, its part written elsewhere or at another depth
+        call = uuid.uuid4().hex[:12]
         failures: list[CrawlFailure] = []
         nulled: dict[str, int] = {}
         for url, planned in plans.items():
@@ -247,7 +252,7 @@ def crawl_to_parquet(
                     options,
                     semaphore,
                     leases,
-                    key=f"aqido-shard-{archive_dirname(url)}-{shard.name}",
+                    key=f"aqido-shard-{archive_dirname(url)}-{shard.name}-{call}",
                     pure=False,
                     retries=task_retries,
                 )

@@ -369,6 +369,40 @@ def test_the_frame_holds_only_this_calls_archives(cluster: Any, tmp_path: pathli
     assert keys(rows) == expected
 
 
+def test_two_calls_at_once_on_one_cluster_each_write_their_own_parts(
+    cluster: Any, tmp_path: pathlib.Path
+) -> None:
+    # Found by review: a shard task's key was the archive's and the shard's name alone, and a
+    # key is the scheduler's: a second call on the same cluster (another output directory,
+    # another depth) got the first call's tasks for its own, so its parts were never written
+    # (an untyped FileNotFoundError) or, into one directory, were the other call's depth.
+    results: dict[str, Any] = {}
+    with FakeArchive(OTHER, latency=0.05).run_in_thread() as archive:
+
+        def call(name: str, depth: str) -> None:
+            try:
+                frame = crawl_to_parquet(
+                    archive.url, out=tmp_path / name, client=cluster, shards=3, depth=depth
+                )
+                results[name] = frame.compute()
+            except Exception as exc:  # asserted below
+                results[name] = exc
+
+        threads = [
+            threading.Thread(target=call, args=args)
+            for args in (("instances", "instance"), ("studies", "study"))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(results["instances"]) == 12 * 1 * 3, results["instances"]
+    assert len(results["studies"]) == 12, results["studies"]
+    assert "SOPInstanceUID" not in results["studies"].columns
+    for name in ("instances", "studies"):
+        assert len(list((tmp_path / name).glob("archive=*/part-*.parquet"))) == 3
+
+
 def test_a_shard_that_keeps_failing_is_reported_by_name(
     cluster: Any, tmp_path: pathlib.Path
 ) -> None:
