@@ -43,7 +43,8 @@ of them is readable).  A number the column's type cannot hold (an IS beyond
 ``int64``, a UV above 2**63 - 1, an integer beyond 2**53 in a ``float64``
 column, which it would round) is null, and so is an element given as a
 ``BulkDataURI`` or ``InlineBinary`` (its value is not in the answer as text:
-the URI or the base64 would pass for the value).
+the URI or the base64 would pass for the value), and a string holding a lone
+surrogate (only a study built by hand holds one), which has no UTF-8 form.
 
 Dates and times are local times as the server wrote them, never converted:
 DA and TM columns, and DT values without a UTC offset (``20240101120000``),
@@ -247,6 +248,39 @@ def _cells(values: Iterable[Any], type_: Any, pa: Any) -> tuple[list[Any], int]:
     return out, lost
 
 
+def _utf8_only(cells: list[Any]) -> tuple[list[Any], int]:
+    """String cells with null for each string that has no UTF-8 form, and how many were lost.
+
+    A string holding a lone surrogate (``"\\ud800"``, which only a study built
+    by hand holds: a server's answer with one is refused) cannot be written;
+    in a list column it is a null item, its cell counted.
+    """
+    out: list[Any] = []
+    lost = 0
+    for cell in cells:
+        if type(cell) is list:
+            items = [None if _no_utf8(item) else item for item in cell]
+            lost += items != cell
+            out.append(items)
+        elif _no_utf8(cell):
+            out.append(None)
+            lost += 1
+        else:
+            out.append(cell)
+    return out, lost
+
+
+def _no_utf8(value: Any) -> bool:
+    """Whether ``value`` is a string without a UTF-8 form (one holding a lone surrogate)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _table(
     items: Sequence[Dataset], level: str, schema: Any, pa: Any
 ) -> tuple[Any, dict[str, int]]:
@@ -263,7 +297,12 @@ def _table(
     nulled: dict[str, int] = {}
     for field in schema:
         cells, lost = _cells((row[field.name] for row in records), field.type, pa)
-        arrays.append(pa.array(cells, type=field.type))
+        try:
+            arrays.append(pa.array(cells, type=field.type))
+        except UnicodeEncodeError:  # a lone surrogate (a study built by hand): no UTF-8 form
+            cells, more = _utf8_only(cells)
+            arrays.append(pa.array(cells, type=field.type))
+            lost += more
         if lost:
             nulled[field.name] = lost
     return pa.Table.from_arrays(arrays, schema=schema), nulled

@@ -385,7 +385,10 @@ def _column(pd: Any, values: list[Any], kind: str) -> Any:
     import numpy
 
     if kind == "string":
-        return pd.array(values, dtype="string")
+        try:
+            return pd.array(values, dtype="string")
+        except UnicodeEncodeError:  # a lone surrogate (a study built by hand): kept as it is
+            return pd.Series(values, dtype=object)
     if kind == "int":
         nullable = any(v is None for v in values)
         present = [v for v in values if v is not None]
@@ -460,7 +463,9 @@ def to_dataframe(
       mixing integers and floats (a private tag sent as SV and as FD), unless
       an integer is beyond 2**53, which ``float64`` would round: then ``object``,
       each value as read;
-    * strings, UIDs and person names → ``string`` (``pd.NA`` when missing);
+    * strings, UIDs and person names → ``string`` (``pd.NA`` when missing), or
+      ``object`` when a string holds a lone surrogate (only a study built by
+      hand holds one), which pandas' ``string`` dtype cannot hold;
     * anything else (TM times, multi-valued columns as tuples, mixed values)
       → ``object``.
 

@@ -223,6 +223,30 @@ def test_an_unreadable_value_beside_a_readable_one_is_not_dropped_in_silence() -
     assert table.column("PixelSpacing").to_pylist() == [[0.5, None]]
 
 
+def test_a_string_with_a_lone_surrogate_is_null_and_counted_not_a_unicode_error(
+    tmp_path: pathlib.Path,
+) -> None:
+    # Found by review: a study built by hand with a lone surrogate ("\ud800", which has no
+    # UTF-8 form; a server's answer with one is refused) failed to_arrow and write_parquet
+    # with an untyped UnicodeEncodeError, the whole table or part lost for one value.
+    odd = Study.from_json(
+        {
+            "0020000D": {"vr": "UI", "Value": ["1.9"]},
+            "00100020": {"vr": "LO", "Value": ["ab\ud800c"]},
+            "00080061": {"vr": "CS", "Value": ["CT", "M\udc00R"]},
+            "00081030": {"vr": "LO", "Value": ["fine"]},
+        }
+    )
+    with pytest.warns(UserWarning, match=r": ModalitiesInStudy 1, PatientID 1$"):
+        table = to_arrow([odd], level="study")
+    assert table.column("PatientID").to_pylist() == [None]
+    assert table.column("ModalitiesInStudy").to_pylist() == [["CT", None]]
+    assert table.column("StudyDescription").to_pylist() == ["fine"]
+    written = write_parquet([[odd]], tmp_path / "p.parquet", level="study")
+    assert written == (1, {"ModalitiesInStudy": 1, "PatientID": 1})
+    assert pq.read_table(tmp_path / "p.parquet").column("PatientID").to_pylist() == [None]
+
+
 def _acquired(value: str) -> Any:
     """An instance with one AcquisitionDateTime (DT)."""
     from aqido.results import Instance

@@ -364,6 +364,16 @@ def test_dataframe_empty_columns_take_the_dtype_of_their_vr() -> None:
     assert isinstance(df["PatientID"].dtype, pd.StringDtype)
 
 
+def test_dataframe_keeps_a_string_with_a_lone_surrogate_not_a_unicode_error() -> None:
+    # Found by review: pandas' string dtype (pyarrow) takes no lone surrogate: a study built
+    # by hand with one ("\ud800") failed to_dataframe with an untyped UnicodeEncodeError.
+    odd = {**STUDY_A, "00100020": {"vr": "LO", "Value": ["ab\ud800c"]}}
+    df = to_dataframe([Study.from_json(odd), Study.from_json(STUDY_B)])
+    assert df["PatientID"].dtype == object
+    assert df["PatientID"].tolist() == ["ab\ud800c", None]
+    assert isinstance(df["StudyInstanceUID"].dtype, pd.StringDtype)  # the others as before
+
+
 def test_dataframe_dates_outside_the_nanosecond_range() -> None:
     item = {**STUDY_A, "00100030": {"vr": "DA", "Value": ["16000101"]}}
     df = to_dataframe([Study.from_json(item)])
