@@ -37,7 +37,8 @@ be read for its VR is null (the raw text stays in the JSON output and in
 ``Dataset.invalid``), and so is one of another type than its column's (a
 ``StudyDate`` sent as ``LO``, or as a sequence).  A single-valued attribute that came with
 several (non-empty) values keeps them all: in a ``string`` column joined with
-``\\`` as DICOM writes several values (``Head\\Neck``), in any other column
+``\\`` as DICOM writes several values (``Head\\Neck``; an empty one among
+them keeps its place, ``Head\\\\Neck``), in any other column
 null (no one value is kept while the others are dropped, also when only one
 of them is readable).  A number the column's type cannot hold (an IS beyond
 ``int64``, a UV above 2**63 - 1, an integer beyond 2**53 in a ``float64``
@@ -204,8 +205,8 @@ def _cell(value: Any, type_: Any, pa: Any) -> Any:
         present = [v for v in value if v is not None]
         if len(present) == 1:
             return _cell(present[0], type_, pa)
-        if pa.types.is_string(type_):  # all of them, as DICOM writes them: A\B
-            cells = [_cell(v, type_, pa) for v in present]
+        if pa.types.is_string(type_):  # all of them, as DICOM writes them: A\B, A\\B
+            cells = ["" if v is None else _cell(v, type_, pa) for v in value]  # empty in place
             return _LOST if any(c is _LOST for c in cells) else "\\".join(cells)
         return _LOST  # a number or a date: there is no one value to keep, and none is dropped
     if pa.types.is_string(type_):

@@ -84,6 +84,17 @@ def test_several_values_in_a_single_valued_column_are_all_kept_or_null_not_the_f
     assert table.column("StudyDate").to_pylist() == [None, dt.date(2024, 1, 4), None]
 
 
+def test_an_empty_value_between_several_keeps_its_place_in_a_string_column() -> None:
+    # Found by review: the empty values were dropped before joining, so a StudyDescription of
+    # "Head", "" and "Neck" was written "Head\\Neck", two values, as if it had been sent so.
+    studies = [
+        study("1.1", StudyDescription=("LO", ["Head", "", "Neck"])),
+        study("1.2", StudyDescription=("LO", ["Head", "Neck", ""])),
+    ]
+    table = to_arrow(studies, level="study")
+    assert table.column("StudyDescription").to_pylist() == ["Head\\\\Neck", "Head\\Neck\\"]
+
+
 def test_a_number_the_column_cannot_hold_is_null_not_an_untyped_crash() -> None:
     studies = [
         study("1.1", NumberOfStudyRelatedInstances=("IS", ["9" * 20])),  # beyond IS: invalid
