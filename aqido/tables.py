@@ -352,11 +352,20 @@ def _vr_of_column(name: str) -> str | None:
     return dictionary.vr_for(tag)
 
 
-def _kind(values: list[Any], name: str) -> str:
-    """The dtype family of a column: date, datetime, int, float, string or object."""
+def _kind(values: list[Any], name: str, tuples: bool = True) -> str:
+    """The dtype family of a column: date, datetime, int, float, string or object.
+
+    A column without any value gets the one its values would have: ``datetime``
+    for a DT keyword, ``object`` for a multi-valued one (tuples; ``string`` when
+    not ``tuples``: joined), else its VR's.
+    """
     present = [v for v in values if v is not None]
     if not present:
         vr = _vr_of_column(name)
+        if _multi_valued(name):  # tuples, or strings joined
+            return "object" if tuples else "string"
+        if vr == "DT":
+            return "datetime"
         if vr in _DATE_VRS:
             return "date"
         if vr in _INT_VRS:
@@ -469,7 +478,9 @@ def to_dataframe(
     * anything else (TM times, multi-valued columns as tuples, mixed values)
       → ``object``.
 
-    A column with no value at all gets the dtype of its keyword's VR.  Raises
+    A column with no value at all gets the dtype its values would have: its
+    keyword's VR's (``datetime64[us]`` for DT), ``object`` for a multi-valued
+    keyword (tuples; ``string`` with ``multivalue="join"``).  Raises
     ``ImportError`` (naming the ``pandas`` extra) when pandas is not installed.
     """
     pd = _import_pandas()
@@ -489,6 +500,6 @@ def to_dataframe(
     data: dict[str, Any] = {}
     for name in names:
         values = [record.get(name) for record in records]
-        data[name] = _column(pd, values, _kind(values, name))
+        data[name] = _column(pd, values, _kind(values, name, multivalue == "tuple"))
     frame: pandas.DataFrame = pd.DataFrame(data, columns=names, index=pd.RangeIndex(len(records)))
     return frame

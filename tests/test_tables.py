@@ -364,6 +364,30 @@ def test_dataframe_empty_columns_take_the_dtype_of_their_vr() -> None:
     assert isinstance(df["PatientID"].dtype, pd.StringDtype)
 
 
+def test_dataframe_empty_columns_take_the_dtype_their_values_would_have() -> None:
+    # Found by review: a DT column without a value was datetime64[s] (with values: [us]),
+    # a multi-valued one string (with values: object, tuples): frames of two pages of one
+    # search disagreed on a column's dtype, and the docstring's "DT at microseconds" was not so.
+    empty = [Instance.from_json({"00080018": {"vr": "UI", "Value": ["1"]}})]
+    full = [
+        Instance.from_json(
+            {
+                "00080018": {"vr": "UI", "Value": ["2"]},
+                "0008002A": {"vr": "DT", "Value": ["20240101120000"]},
+                "00080061": {"vr": "CS", "Value": ["CT"]},
+                "00280030": {"vr": "DS", "Value": ["0.5", "0.5"]},
+            }
+        )
+    ]
+    names = ["AcquisitionDateTime", "ModalitiesInStudy", "PixelSpacing"]
+    for multivalue in ("tuple", "join"):
+        dtypes = [
+            [str(t) for t in to_dataframe(r, columns=names, multivalue=multivalue).dtypes]
+            for r in (empty, full)
+        ]
+        assert dtypes[0] == dtypes[1], multivalue
+
+
 def test_dataframe_keeps_a_string_with_a_lone_surrogate_not_a_unicode_error() -> None:
     # Found by review: pandas' string dtype (pyarrow) takes no lone surrogate: a study built
     # by hand with one ("\ud800") failed to_dataframe with an untyped UnicodeEncodeError.
