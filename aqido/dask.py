@@ -27,8 +27,10 @@ What holds:
 * **One limit per archive across the cluster.**  Each archive's requests in
   flight stay within ``max_concurrency`` on the whole cluster: every shard
   crawl runs with ``shard_concurrency`` requests in flight and holds one lease
-  of a ``distributed.Semaphore`` named after the archive, which has
-  ``max_concurrency // shard_concurrency`` leases.
+  of a ``distributed.Semaphore`` named after the archive and its number of
+  leases, ``max_concurrency // shard_concurrency`` (calls of one number share
+  it; a call with another number has its own: a Semaphore's leases are fixed
+  when the scheduler first makes it).
 """
 
 from __future__ import annotations
@@ -229,7 +231,7 @@ def crawl_to_parquet(
         failures: list[CrawlFailure] = []
         nulled: dict[str, int] = {}
         for url, planned in plans.items():
-            semaphore = f"aqido-{archive_dirname(url)}"
+            semaphore = f"aqido-{archive_dirname(url)}-{leases}"  # one name, one max_leases
             try:
                 records = planned.result()
             except InvalidQueryError:  # a usage error (another crawl's directory): stop

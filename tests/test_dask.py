@@ -403,6 +403,27 @@ def test_two_calls_at_once_on_one_cluster_each_write_their_own_parts(
         assert len(list((tmp_path / name).glob("archive=*/part-*.parquet"))) == 3
 
 
+def test_a_call_with_another_limit_on_the_same_cluster_is_not_refused(
+    cluster: Any, tmp_path: pathlib.Path
+) -> None:
+    # Found by review: the archive's Semaphore was named after the archive alone, and a
+    # Semaphore keeps the max_leases it was made with: a later call on the same cluster with
+    # another limit failed every shard ("Inconsistent max leases: 2, expected: 4").
+    with FakeArchive(OTHER).run_in_thread() as archive:
+        expected = single_process(archive.url)
+        for name, limits in (("four", (4, 1)), ("two", (8, 4))):
+            max_concurrency, shard_concurrency = limits
+            rows = crawl_to_parquet(
+                archive.url,
+                out=tmp_path / name,
+                client=cluster,
+                shards=2,
+                max_concurrency=max_concurrency,
+                shard_concurrency=shard_concurrency,
+            ).compute()
+            assert keys(rows) == expected
+
+
 def test_a_shard_that_keeps_failing_is_reported_by_name(
     cluster: Any, tmp_path: pathlib.Path
 ) -> None:
