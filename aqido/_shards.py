@@ -408,9 +408,17 @@ def _saved_plan(path: Path, record: Mapping[str, Any]) -> list[Shard]:
 
 
 def _read_plan(path: Path) -> tuple[dict[str, Any], list[Shard]]:
-    """A plan file's record and shards; CheckpointError if it is not a plan aqido wrote."""
+    """A plan file's record and shards; CheckpointError if it is not a plan aqido wrote.
+
+    A plan that cannot be read (an I/O error, no permission) is a CheckpointError
+    naming it and the OS error, as a checkpoint that cannot be read is.
+    """
     try:
-        saved = json.loads(path.read_bytes())
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"could not read it: {os_error(exc)}", path=path) from exc
+    try:
+        saved = json.loads(data)
         if not isinstance(saved, dict) or not isinstance(saved.get("plan"), list):
             raise ValueError("not a JSON object with a 'plan' list")
         shards = [Shard.from_json(record) for record in saved["plan"]]

@@ -557,6 +557,23 @@ def test_a_damaged_plan_is_a_named_failure(tmp_path: pathlib.Path, damage: Any) 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # nothing written outside
 
 
+def test_a_plan_that_cannot_be_read_is_a_named_failure_of_its_archive(
+    tmp_path: pathlib.Path,
+) -> None:
+    # Found by review: an OSError reading the plan (here: it is a directory; an I/O error,
+    # no permission) escaped untyped, and the CLI stopped every archive with exit status 1.
+    from aqido._shards import plan_path
+
+    with FakeArchive(SYNTH).run_in_thread() as one, FakeArchive(OTHER).run_in_thread() as two:
+        plan_path(tmp_path, one.url).mkdir(parents=True)
+        status, _, err = run(
+            "crawl", one.url, two.url, "--out", str(tmp_path), "--format", "parquet"
+        )  # fmt: skip
+    assert status == EXIT_INCOMPLETE
+    assert "_plan.json: could not read it: " in err
+    assert len(parts(tmp_path)) == 1  # the other archive's
+
+
 def test_the_output_directory_reads_as_one_dataset(tmp_path: pathlib.Path) -> None:
     import pyarrow.dataset
 
