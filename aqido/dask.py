@@ -160,7 +160,8 @@ def crawl_to_parquet(
         query: the study-level query selecting the studies (default: all), the
             same for every archive.
         out: the output directory (created); one ``archive=...`` sub-directory
-            per archive, holding its plan, checkpoints and Parquet parts.
+            per archive, holding its plan, checkpoints and Parquet parts.  A
+            relative path is this process's (the workers are sent it absolute).
         depth: ``"study"``, ``"series"`` or ``"instance"``: one row per ...
         shards: shards per archive (default: four per worker).
         client: a ``distributed.Client``; default: a ``LocalCluster`` of
@@ -194,7 +195,7 @@ def crawl_to_parquet(
         raise ValueError("two URLs name the same archive directory; give each archive once")
     level = QueryLevel(depth.name if isinstance(depth, QueryLevel) else str(depth).upper())
     base = HierarchicalQuery() if query is None else ensure_query_type(query)
-    root = Path(out)
+    root = Path(out).absolute()  # the workers' own working directory is not this process's
     if (
         isinstance(max_concurrency, bool)
         or not isinstance(max_concurrency, int)

@@ -424,6 +424,21 @@ def test_a_call_with_another_limit_on_the_same_cluster_is_not_refused(
             assert keys(rows) == expected
 
 
+def test_a_relative_output_directory_is_this_processs_not_the_workers(
+    cluster: Any, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by review: a relative `out` was sent to the workers as it was, and a worker
+    # takes it from its own working directory (the one it started in, or another machine's):
+    # the parts were written there, and reading them here failed (an untyped
+    # FileNotFoundError) or read another run's parts that this directory held.
+    monkeypatch.chdir(tmp_path)  # not the directory the cluster's workers started in
+    with FakeArchive(OTHER).run_in_thread() as archive:
+        rows = crawl_to_parquet(archive.url, out="crawl-out", client=cluster, shards=2).compute()
+        expected = single_process(archive.url)
+    assert keys(rows) == expected
+    assert len(list(tmp_path.glob("crawl-out/archive=*/part-*.parquet"))) == 2
+
+
 def test_a_shard_that_keeps_failing_is_reported_by_name(
     cluster: Any, tmp_path: pathlib.Path
 ) -> None:
