@@ -494,9 +494,9 @@ class Dataset(Mapping[str, Any]):
         return hash(canonical(self._raw))
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{name}={self[name]!r}" for name in list(self)[:6])
-        more = ", ..." if len(self) > 6 else ""
-        return f"{type(self).__name__}({shown}{more})"
+        from aqido.display import dataset_repr  # the first attributes, each value cut
+
+        return dataset_repr(self)
 
     def _repr_html_(self) -> str:
         """Jupyter's rich display: see :mod:`aqido.display`."""

@@ -4,12 +4,17 @@ Jupyter calls ``_repr_html_``: a ``Dataset``, ``Instance`` or ``Series``
 shows as a small table (a series with its instances), a ``Study`` as a card
 with its series, and a list of results (``html_table``) as one row per
 result.  Every value is HTML-escaped (a hostile ``PatientName`` such as
-``<script>`` shows as text), long values are cut to ``max_chars`` (the full
-value in the cell's tooltip), and tables stop after ``max_rows`` rows with a
-"… N more" line.
+``<script>`` shows as text) and has its control and format characters (ESC,
+bidi overrides, zero-width characters) shown as escapes, as the command line
+shows them (:func:`aqido.terminal.printable`); long values are cut to
+``max_chars`` (the value, up to :data:`MAX_TITLE` characters, in the cell's
+tooltip), and tables stop after ``max_rows`` rows with a "… N more" line.
 
 ``short_repr`` is the plain ``repr`` of ``Study``/``Series``/``Instance``:
-the few attributes that identify a result, and how many children it has.
+the few attributes that identify a result, and how many children it has;
+``dataset_repr`` that of any other ``Dataset``: its first attributes.  Each
+value in them is cut to :data:`MAX_REPR` characters, so a ``repr`` stays short
+whatever the server sent.
 
 Pure string building: no third-party imports.
 """
@@ -18,9 +23,11 @@ from __future__ import annotations
 
 import datetime
 import html
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from aqido.terminal import printable
 from aqido.values import DSFloat, PersonName
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,6 +38,9 @@ if TYPE_CHECKING:  # pragma: no cover
 HIDDEN = frozenset(
     {"SpecificCharacterSet", "RetrieveURL", "InstanceAvailability", "TimezoneOffsetFromUTC"}
 )
+
+#: Longest tooltip of a cut cell, and longest value in a plain ``repr``, in characters.
+MAX_TITLE, MAX_REPR = 1000, 80
 
 _STYLE = (
     "<style>"
@@ -75,11 +85,21 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _cut(text: str, max_chars: int) -> str:
+    """``text``, or its start and ``…`` when it is longer than ``max_chars``."""
+    return text if len(text) <= max_chars else text[: max(1, max_chars - 1)] + "…"
+
+
+def _shown(value: Any) -> str:
+    """A value as display text, control and format characters escaped (not HTML-escaped)."""
+    return printable(_text(value))
+
+
 def _cell(value: Any, max_chars: int, tag: str = "td") -> str:
-    text = _text(value)
+    text = _shown(value)
     if len(text) > max_chars:
-        shown = text[: max(1, max_chars - 1)] + "…"
-        return f'<{tag} title="{html.escape(text)}">{html.escape(shown)}</{tag}>'
+        title = html.escape(_cut(text, MAX_TITLE))
+        return f'<{tag} title="{title}">{html.escape(_cut(text, max_chars))}</{tag}>'
     return f"<{tag}>{html.escape(text)}</{tag}>"
 
 
@@ -142,26 +162,29 @@ def html_table(
     return f'<div class="aqido">{_STYLE}<div class="aqido-muted">{caption}</div>{table}</div>'
 
 
-def _kv_table(ds: Dataset, max_chars: int) -> str:
+def _kv_table(ds: Dataset, max_chars: int, max_rows: int) -> str:
     rows = []
-    for name in ds:
+    for name in itertools.islice(ds, max_rows):
         elem = ds.element(name)
         value: Any = f"({len(ds[name])} items)" if elem.vr == "SQ" else ds[name]
         rows.append(f"<tr>{_cell(name, max_chars, 'th')}{_cell(value, max_chars)}</tr>")
+    if len(ds) > max_rows:
+        more = len(ds) - max_rows
+        rows.append(f'<tr><td colspan="2" class="aqido-muted">… {more} more</td></tr>')
     return f"<table><tbody>{''.join(rows)}</tbody></table>"
 
 
 def _heading(ds: Dataset) -> str:
     fields = _KEY_FIELDS.get(type(ds).__name__, ())
-    parts = [_text(ds.get(name)) for name in fields if not name.endswith("InstanceUID")]
-    shown = " · ".join(html.escape(p) for p in parts if p)
+    parts = [_shown(ds.get(name)) for name in fields if not name.endswith("InstanceUID")]
+    shown = " · ".join(html.escape(_cut(p, MAX_REPR)) for p in parts if p)
     return f"<b>{html.escape(type(ds).__name__)}</b> {shown}"
 
 
 def dataset_html(ds: Dataset, *, max_rows: int = 50, max_chars: int = 64) -> str:
     """Return the HTML for one result: a ``Study`` card with its series, a ``Series`` with
     its instances, or an attribute table for any other ``Dataset``."""
-    table = _kv_table(ds, max_chars)
+    table = _kv_table(ds, max_chars, max_rows)
     found = _children(ds)
     if found is None:
         return f'<div class="aqido">{_STYLE}{table}</div>'
@@ -192,8 +215,35 @@ def short_repr(ds: Dataset) -> str:
             continue
         if isinstance(value, PersonName):
             value = str(value)
-        shown.append(f"{field}={value!r}")
+        shown.append(f"{field}={value_repr(value)}")
     children = _children(ds)
     if children is not None and children[1]:
         shown.append(f"<{len(children[1])} {children[0]}>")
     return f"{name}({', '.join(shown)})"
+
+
+def value_repr(value: Any, max_chars: int = MAX_REPR) -> str:
+    """``repr(value)`` cut to ``max_chars`` characters (``…`` marks the cut).
+
+    A tuple is written item by item until it is long enough to be cut, so that
+    a sequence of thousands of values (or of nested datasets) costs no more
+    than the few shown.
+    """
+    if type(value) is not tuple:
+        return _cut(repr(value), max_chars)
+    parts: list[str] = []
+    size = 1
+    for item in value:
+        if size > max_chars:
+            parts.append("…")
+            break
+        parts.append(value_repr(item, max_chars))
+        size += len(parts[-1]) + 2
+    inner = ", ".join(parts) + ("," if len(value) == 1 else "")
+    return _cut(f"({inner})", max_chars)
+
+
+def dataset_repr(ds: Dataset) -> str:
+    """The plain ``repr`` of a ``Dataset``: its first six attributes, each value cut."""
+    shown = ", ".join(f"{name}={value_repr(ds[name])}" for name in itertools.islice(ds, 6))
+    return f"{type(ds).__name__}({shown}{', ...' if len(ds) > 6 else ''})"

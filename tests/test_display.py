@@ -167,3 +167,38 @@ def test_search_results_display_as_a_table() -> None:
     assert cells[5:8] == ["1.2.3", HOSTILE, "Chest"]
     assert "2 results" in markup
     assert repr(results).startswith("[Study(StudyInstanceUID='1.2.3'")
+
+
+def test_control_and_format_characters_show_as_escapes_in_html() -> None:
+    sneaky = "Doe\x1b[2J\u202eevil\u200b\x9b"
+    study = make_study("1.2.3", sneaky, sneaky)
+    for markup in (html_table([study]), study._repr_html_(), html_table([study], max_chars=5)):
+        for char in "\x1b\u202e\u200b\x9b":
+            assert char not in markup
+    assert "Doe\\x1b[2J\\u202eevil\\u200b\\x9b" in parse(study._repr_html_()).cells
+
+
+def test_huge_values_give_bounded_reprs_and_tooltips() -> None:
+    huge = "y" * 100_000
+    item = {
+        "0020000D": {"vr": "UI", "Value": ["1.2.3"]},
+        "00100020": {"vr": "LO", "Value": [huge]},
+        "00080061": {"vr": "CS", "Value": ["CT"] * 100_000},
+        "00400275": {"vr": "SQ", "Value": [{"00100020": {"vr": "LO", "Value": [huge]}}] * 1000},
+    }
+    study = Study.from_json(item)
+    assert len(repr(study)) < 600
+    assert repr(study).startswith("Study(StudyInstanceUID='1.2.3', PatientID='yyy")
+    assert len(repr(Dataset.from_json(item))) < 600
+    assert len(repr(Dataset.from_json({"00100020": {"vr": "LO", "Value": ["a"]}}))) < 40
+    assert repr(Dataset.from_json(item)["RequestAttributesSequence"][:1]).endswith("…),)")
+    for markup in (html_table([study]), study._repr_html_()):
+        assert len(markup) < 10_000
+
+
+def test_attribute_table_stops_at_max_rows() -> None:
+    item = {f"0009{0x1000 + i:04X}": {"vr": "LO", "Value": ["v"]} for i in range(200)}
+    for ds in (Dataset.from_json(item), Study.from_json(item)):
+        cells = parse(ds._repr_html_()).cells
+        assert "… 150 more" in cells
+        assert len(cells) == 2 * 50 + 1
