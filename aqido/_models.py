@@ -66,8 +66,31 @@ class _LazyField:
                 if ctx is Dataset._ctx:
                     self.ctx, self.hook = ctx, hook
             value = hook(elem, self.type)
+            if value is not None and self.default is None and _several(elem):
+                value = None  # one value kept, the others dropped, would be a wrong answer
         obj.__dict__[self.name] = value
         return value
+
+
+def _sent(elem: Any) -> list[Any]:
+    """The non-empty values of a stored element (or its JSON object), as received."""
+    values = elem[1:] if isinstance(elem, tuple) else _json_of(elem).get("Value") or ()
+    return [v for v in values if not is_empty(v)]
+
+
+def _several(elem: Any) -> bool:
+    """Whether an element holds more than one non-empty value (a typed scalar field takes one)."""
+    if isinstance(elem, tuple):
+        return len(elem) > 2 and len(_sent(elem)) > 1
+    return len(_sent(elem)) > 1
+
+
+def _field_value(ctx: _Context, elem: Any, type_: Any, default: Any) -> Any:
+    """What a typed field reads from its element, as :class:`_LazyField` reads it."""
+    if elem is None:
+        return default
+    value = ctx.hook(type_)(elem, type_)
+    return None if value is not None and default is None and _several(elem) else value
 
 
 class _Model(Dataset):
@@ -102,28 +125,27 @@ class _Model(Dataset):
         A value of another VR than the field's type needs (``StudyDate`` sent as
         an LO, ``NumberOfStudyRelatedSeries`` as a DS of ``"3.5"``) is readable
         for its VR, so the mapping API gives it, but the typed field cannot hold
-        it: listed here, so that no value goes missing unseen.
+        it: listed here, so that no value goes missing unseen.  So are several
+        values for a field that takes one (``StudyInstanceUID`` sent as
+        ``["1.2.3", "1.2.4"]``): keeping one and dropping the others would be a
+        wrong answer, so the field reads ``None`` (``raw``: the values sent).
         """
         bad = list(super().invalid)
         listed = {value.key for value in bad}
         raw = self._raw
-        for name, key, type_, _default in self._typed:
+        for name, key, type_, default in self._typed:
             elem = raw.get(key)
             if elem is None or key in listed or getattr(self, name) not in (None, ()):
                 continue
-            json_elem = _json_of(elem)
-            sent = [v for v in json_elem.get("Value") or () if not is_empty(v)]
+            sent = _sent(elem)
             if sent:
-                vr = str(json_elem.get("vr", ""))
-                bad.append(
-                    InvalidValue(
-                        key,
-                        name,
-                        vr,
-                        sent[0],
-                        f"{name} takes {_type_name(type_)}, which VR {vr} does not give",
-                    )
-                )
+                vr = str(_json_of(elem).get("vr", ""))
+                if default is None and len(sent) > 1:
+                    reason = f"{name} takes one value, {len(sent)} were sent"
+                    bad.append(InvalidValue(key, name, vr, tuple(sent), reason))
+                    continue
+                reason = f"{name} takes {_type_name(type_)}, which VR {vr} does not give"
+                bad.append(InvalidValue(key, name, vr, sent[0], reason))
         return tuple(bad)
 
     #: (field name, tag key, type, default) of the typed fields, filled by _install.
@@ -145,8 +167,7 @@ class _Model(Dataset):
             given = d.pop(name)
             if given is _FROM_RAW:
                 continue
-            elem = raw.get(key)
-            current = default if elem is None else ctx.hook(type_)(elem, type_)
+            current = _field_value(ctx, raw.get(key), type_, default)
             if given == current and type(given) is type(current):
                 continue
             if changed is None:

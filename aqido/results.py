@@ -23,7 +23,8 @@ Rules
 * **Values.** ``ds[key]`` gives ``None`` for an empty attribute, the value
   when there is one, a tuple when there are several (as pydicom does); SQ
   always gives a tuple of nested :class:`Dataset`.  Typed fields declared as
-  tuples (``ModalitiesInStudy``) always give tuples.  Types by VR are listed
+  tuples (``ModalitiesInStudy``) always give tuples; any other typed field sent
+  several values gives ``None`` (listed in ``.invalid``), never the first.  Types by VR are listed
   in :mod:`aqido.values`.
 * **Empty.** No ``Value``, ``"Value": []``, ``[""]`` and ``[null]`` all mean
   empty (``None``, or ``()`` for tuple fields).  Inside a multi-valued

@@ -19,6 +19,7 @@ import pytest
 
 from aqido import HierarchicalQuery
 from aqido.cli import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, main
+from aqido.profile import ServerProfile
 from aqido.results import Study
 from aqido.testing import FakeArchive, SyntheticArchive
 
@@ -478,11 +479,15 @@ def test_a_listed_study_outside_the_querys_date_range_fails_its_archive_not_the_
 ) -> None:
     from aqido._shards import archive_dirname
 
-    # matched on its second StudyDate; aqido reads the first, which is outside the range
-    twice = _instance("1.2.5", "20240201")
-    twice["00080020"]["Value"].append("20240110")
-    content = [_instance("1.2.4", "20240105"), twice, _instance("1.2.6", "20240120")]
-    with FakeArchive(content).run_in_thread() as one, FakeArchive(OTHER).run_in_thread() as two:
+    # a server that does not match StudyDate (it ignores the key, as Orthanc does an
+    # attribute it does not know) lists 1.2.5 of 20240201 for a range of January
+    content = [_instance(uid, date) for uid, date in (("1.2.4", "20240105"), ("1.2.5", "20240201"))]
+    content.append(_instance("1.2.6", "20240120"))
+    ignores_dates = ServerProfile(matched_keys=["PatientID"], unsupported_keys="ignore")
+    with (
+        FakeArchive(content, profile=ignores_dates).run_in_thread() as one,
+        FakeArchive(OTHER).run_in_thread() as two,
+    ):
         status, _, err = run(
             "crawl", one.url, two.url, "--out", str(tmp_path), "--format", "parquet",
             "--shards", shards, "--date-from", "2024-01-01", "--date-to", "2024-01-31",

@@ -1077,6 +1077,40 @@ def test_a_value_invalid_for_its_own_vr_is_listed_once() -> None:
     assert "not a DICOM date" in study.invalid[0].reason
 
 
+def test_several_values_for_a_single_valued_field_are_listed_not_cut_to_the_first() -> None:
+    item = {
+        "0020000D": {"vr": "UI", "Value": ["1.2.3", "1.2.4"]},
+        "00100010": {"vr": "PN", "Value": [{"Alphabetic": "A"}, {"Alphabetic": "B"}]},
+        "00201206": {"vr": "IS", "Value": [1, 2], "extra": 1},  # kept as its JSON object
+        "00080020": {"vr": "DA", "Value": ["20240101", ""]},  # one value and an empty one
+        "00080061": {"vr": "CS", "Value": ["CT", "MR"]},  # a tuple field: fine
+    }
+    study = Study.from_json(item)
+    assert study.StudyInstanceUID is None  # not "1.2.3": its children would miss 1.2.4's
+    assert study.PatientName is None
+    assert study.NumberOfStudyRelatedSeries is None
+    assert study["StudyInstanceUID"] == ("1.2.3", "1.2.4")  # the mapping API has both
+    assert study.StudyDate == datetime.date(2024, 1, 1)
+    assert study.ModalitiesInStudy == ("CT", "MR")
+    assert [(bad.keyword, bad.raw, bad.reason) for bad in study.invalid] == [
+        (
+            "PatientName",
+            ({"Alphabetic": "A"}, {"Alphabetic": "B"}),
+            "PatientName takes one value, 2 were sent",
+        ),
+        ("StudyInstanceUID", ("1.2.3", "1.2.4"), "StudyInstanceUID takes one value, 2 were sent"),
+        (
+            "NumberOfStudyRelatedSeries",
+            (1, 2),
+            "NumberOfStudyRelatedSeries takes one value, 2 were sent",
+        ),
+    ]
+    again = attrs.evolve(study, StudyDescription="d")  # evolve keeps the elements
+    assert again.to_json()["0020000D"] == item["0020000D"]
+    assert again.StudyInstanceUID is None
+    assert attrs.evolve(study, StudyInstanceUID="1.2.3").to_json()["0020000D"]["Value"] == ["1.2.3"]
+
+
 def test_empty_values_of_another_vr_are_not_invalid() -> None:
     study = Study.from_json({"00080020": {"vr": "LO", "Value": ["", None]}})
     assert study.StudyDate is None
