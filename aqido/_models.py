@@ -21,6 +21,7 @@ from aqido import dictionary
 from aqido._dataset import (
     Dataset,
     _Context,
+    _is_sequence,
     _ItemError,
     _json_of,
     _stored,
@@ -66,8 +67,8 @@ class _LazyField:
                 if ctx is Dataset._ctx:
                     self.ctx, self.hook = ctx, hook
             value = hook(elem, self.type)
-            if value is not None and self.default is None and _several(elem):
-                value = None  # one value kept, the others dropped, would be a wrong answer
+            if self.default is None and (type(elem) is not tuple or len(elem) > 2):
+                value = _one_value(elem, value, hook, self.type)
         obj.__dict__[self.name] = value
         return value
 
@@ -78,19 +79,31 @@ def _sent(elem: Any) -> list[Any]:
     return [v for v in values if not is_empty(v)]
 
 
-def _several(elem: Any) -> bool:
-    """Whether an element holds more than one non-empty value (a typed scalar field takes one)."""
-    if isinstance(elem, tuple):
-        return len(elem) > 2 and len(_sent(elem)) > 1
-    return len(_sent(elem)) > 1
+def _one_value(elem: Any, value: Any, hook: Callable[[Any, Any], Any], type_: Any) -> Any:
+    """The value of a typed field that takes one, from an element that may hold several.
+
+    ``value`` is what ``hook`` read (the first value).  Several non-empty values
+    give ``None`` (keeping one and dropping the others would be a wrong answer;
+    ``.invalid`` lists them); one non-empty value after empty ones
+    (``[null, "1.2.3"]``) gives that value.
+    """
+    sent = _sent(elem)
+    if len(sent) > 1:
+        return None
+    if value is None and sent and not _is_sequence(elem):
+        return hook((_json_of(elem)["vr"], sent[0]), type_)
+    return value
 
 
 def _field_value(ctx: _Context, elem: Any, type_: Any, default: Any) -> Any:
     """What a typed field reads from its element, as :class:`_LazyField` reads it."""
     if elem is None:
         return default
-    value = ctx.hook(type_)(elem, type_)
-    return None if value is not None and default is None and _several(elem) else value
+    hook = ctx.hook(type_)
+    value = hook(elem, type_)
+    if default is None and (type(elem) is not tuple or len(elem) > 2):
+        value = _one_value(elem, value, hook, type_)
+    return value
 
 
 class _Model(Dataset):

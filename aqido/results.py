@@ -28,7 +28,8 @@ Rules
   in :mod:`aqido.values`.
 * **Empty.** No ``Value``, ``"Value": []``, ``[""]`` and ``[null]`` all mean
   empty (``None``, or ``()`` for tuple fields).  Inside a multi-valued
-  attribute an empty or ``null`` entry is ``None``: ``("CT", None, "MR")``.
+  attribute an empty or ``null`` entry is ``None``: ``("CT", None, "MR")``; a
+  typed field that takes one value reads the one that is not empty.
 * **Invalid values never raise.**  A value that cannot be read for its VR (DA
   ``"2023-01-01"``, IS ``"abc"``, a PN that is a number) reads as ``None``; the
   raw text stays in the element (``ds.element(key).values``) and the problem

@@ -1111,6 +1111,23 @@ def test_several_values_for_a_single_valued_field_are_listed_not_cut_to_the_firs
     assert attrs.evolve(study, StudyInstanceUID="1.2.3").to_json()["0020000D"]["Value"] == ["1.2.3"]
 
 
+def test_a_single_valued_field_reads_its_one_value_after_empty_ones() -> None:
+    study = Study.from_json(
+        {
+            "0020000D": {"vr": "UI", "Value": [None, "1.2.3"]},
+            "00080020": {"vr": "DA", "Value": ["", "20240101"]},
+            "00100010": {"vr": "PN", "Value": [{}, {"Alphabetic": "Doe"}]},
+            "00201206": {"vr": "IS", "Value": [None, 3], "extra": 1},
+        }
+    )
+    assert study.StudyInstanceUID == "1.2.3"  # not None, listed as "UI does not give a str"
+    assert study.StudyDate == datetime.date(2024, 1, 1)
+    assert study.PatientName == PersonName("Doe")
+    assert study.NumberOfStudyRelatedSeries == 3
+    assert study.invalid == ()
+    assert Study.from_json({"00201206": {"vr": "IS", "Value": ["", "x"]}}).invalid[0].raw == "x"
+
+
 def test_empty_values_of_another_vr_are_not_invalid() -> None:
     study = Study.from_json({"00080020": {"vr": "LO", "Value": ["", None]}})
     assert study.StudyDate is None
