@@ -17,6 +17,7 @@ from typing import Any, TypeVar, Union, get_args, get_origin
 
 import cattrs
 
+from aqido import dictionary
 from aqido._dataset import (
     Dataset,
     StoredElement,
@@ -27,7 +28,7 @@ from aqido._dataset import (
     _stored,
     _ValuesOf,
 )
-from aqido._json import decode_json, dumps
+from aqido._json import _json_type, decode_json, dumps
 from aqido._models import _MODELS
 from aqido.errors import InvalidResponseError, excerpt
 from aqido.query import QueryLevel
@@ -293,9 +294,22 @@ def structure(
     ``level`` is the query level (``QueryLevel.STUDY`` → ``Study`` ...).  Every
     element is validated now; values are converted on first access.  Raises
     :class:`~aqido.errors.InvalidResponseError` naming the item index and tag
-    (with ``url`` and ``status`` when given).
+    (with ``url`` and ``status`` when given), also when ``items`` is not an array
+    (a decoded error object); one dataset instead of an array of one is taken,
+    as :func:`~aqido.results.decode_json` takes it.
     """
     cls = _MODELS[level if type(level) is QueryLevel else QueryLevel(level)]
+    given: Any = items  # decoded JSON: whatever the server sent
+    if not isinstance(given, Sequence) or isinstance(given, str | bytes | bytearray):
+        if type(given) is dict and given and all(map(dictionary.is_tag_key, given)):
+            items = [given]  # one dataset instead of an array of one, as decode_json takes it
+        else:
+            raise InvalidResponseError(
+                f"the results are a JSON {_json_type(given)}, not an array of DICOM JSON objects",
+                body=_excerpt_item(given),
+                url=url,
+                status=status,
+            )
     converter = converter or _DEFAULT_CONVERTER
     _context_of(converter)  # only converters from make_converter() know the models
     hook = converter.get_structure_hook(cls)

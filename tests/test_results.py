@@ -395,6 +395,25 @@ def test_structure_rejects_items_that_are_not_objects(item: Any) -> None:
         structure([item], QueryLevel.SERIES)
 
 
+@pytest.mark.parametrize(
+    ("decoded", "kind"),
+    [({"error": "Unauthorized"}, "object"), ({}, "object"), (None, "null"), (3, "number")],
+)
+def test_decoded_results_that_are_not_an_array_raise_invalid_response_error(
+    decoded: Any, kind: str
+) -> None:
+    # what json.loads gives for an error body: as parse_results(body) raises, not KeyError 0
+    with pytest.raises(InvalidResponseError, match=f"are a JSON {kind}, not an array") as info:
+        parse_results(decoded, QueryLevel.STUDY, url="http://pacs.example/studies", status=200)
+    assert info.value.status == 200
+
+
+def test_one_decoded_dataset_is_taken_as_decode_json_takes_it() -> None:
+    item = {"0020000D": {"vr": "UI", "Value": ["1.2.3"]}}
+    assert parse_results(item, "STUDY") == parse_results(json.dumps(item), "STUDY")
+    assert [s.StudyInstanceUID for s in structure(item, QueryLevel.STUDY)] == ["1.2.3"]
+
+
 def test_converter_hooks_raise_invalid_response_error_not_cattrs_errors() -> None:
     converter = make_converter()
     with pytest.raises(InvalidResponseError, match="unknown VR"):
