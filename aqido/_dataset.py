@@ -420,8 +420,8 @@ class Dataset(Mapping[str, Any]):
     @classmethod
     def from_json(cls: type[_D], item: Mapping[str, Any]) -> _D:
         """Build from one DICOM JSON object; raise ``InvalidResponseError`` if malformed."""
-        result: _D = cls._ctx.converter.structure(dict(item), cls)
-        return result
+        raw = dict(item) if isinstance(item, Mapping) else item  # else InvalidResponseError
+        return cls._ctx.converter.structure(raw, cls)
 
     @classmethod
     def from_pydicom(cls: type[_D], ds: pydicom.Dataset) -> _D:

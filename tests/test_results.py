@@ -408,6 +408,13 @@ def test_decoded_results_that_are_not_an_array_raise_invalid_response_error(
     assert info.value.status == 200
 
 
+@pytest.mark.parametrize("item", [[1, 2], "ab", None, 5])
+def test_from_json_of_what_is_not_an_object_raises_invalid_response_error(item: Any) -> None:
+    for cls in (Dataset, Study, Instance):
+        with pytest.raises(InvalidResponseError, match="DICOM JSON object was expected"):
+            cls.from_json(item)
+
+
 def test_one_decoded_dataset_is_taken_as_decode_json_takes_it() -> None:
     item = {"0020000D": {"vr": "UI", "Value": ["1.2.3"]}}
     assert parse_results(item, "STUDY") == parse_results(json.dumps(item), "STUDY")
