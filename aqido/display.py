@@ -41,6 +41,9 @@ HIDDEN = frozenset(
 
 #: Longest tooltip of a cut cell, and longest value in a plain ``repr``, in characters.
 MAX_TITLE, MAX_REPR = 1000, 80
+#: Most columns ``html_table`` shows when not given ``columns`` (results with thousands of
+#: distinct private tags would make a table of rows × thousands of cells).
+MAX_COLUMNS = 100
 
 _STYLE = (
     "<style>"
@@ -135,11 +138,14 @@ def html_table(
     """Return an HTML table with one row per result (Jupyter shows it as is).
 
     ``columns``: the attributes to show (default: every returned attribute but
-    sequences and the ones in :data:`HIDDEN`).  When results have children
+    sequences and the ones in :data:`HIDDEN`, the first :data:`MAX_COLUMNS` of
+    them; the caption says how many more).  When results have children
     attached (a crawl's studies), a ``series``/``instances`` column counts them.
     """
     items = list(results)
     names = list(columns) if columns is not None else _columns_of(items[:max_rows])
+    hidden = max(0, len(names) - MAX_COLUMNS) if columns is None else 0
+    names = names[: len(names) - hidden]
     extra = sorted({c[0] for ds in items if (c := _children(ds)) is not None and c[1]})
     head = "".join(_cell(name, max_chars, "th") for name in (*names, *extra))
     rows = []
@@ -156,6 +162,8 @@ def html_table(
             f'<tr><td colspan="{span}" class="aqido-muted">… {len(items) - max_rows} more</td></tr>'
         )
     caption = f"{len(items)} result{'' if len(items) == 1 else 's'}"
+    if hidden:
+        caption += f", {hidden} more columns not shown (pick them with columns=[...])"
     table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
     if not _wrap:
         return table

@@ -202,3 +202,25 @@ def test_attribute_table_stops_at_max_rows() -> None:
         cells = parse(ds._repr_html_()).cells
         assert "… 150 more" in cells
         assert len(cells) == 2 * 50 + 1
+
+
+def test_table_columns_stop_at_max_columns_unless_chosen() -> None:
+    from aqido.display import MAX_COLUMNS
+
+    rows = [
+        Dataset.from_json({f"0009{r + 0x1000:04X}": {"vr": "LO", "Value": ["v"]}})
+        for r in range(50)
+    ]
+    wide = [
+        Dataset.from_json(
+            {f"0009{r * 300 + i + 0x1000:04X}": {"vr": "LO", "Value": ["v"]} for i in range(300)}
+        )
+        for r in range(20)
+    ]  # 6,000 distinct attributes
+    markup = html_table(wide)
+    assert parse(markup).cells[: MAX_COLUMNS + 1][-1] == "v"  # the header row, then the values
+    assert len(parse(markup).cells) == MAX_COLUMNS * 21
+    assert f"{6000 - MAX_COLUMNS} more columns not shown" in markup
+    assert len(parse(html_table(rows)).cells) == 50 * 51  # fewer columns: all shown
+    chosen = [f"0009{i + 0x1000:04X}" for i in range(150)]
+    assert len(parse(html_table(wide, columns=chosen)).cells) == 150 * 21
