@@ -546,12 +546,15 @@ def conv_extra_params(value: _ExtraInput | None) -> tuple[tuple[str, tuple[str, 
 
 def check_bool(instance: object, attribute: attrs.Attribute[bool], value: object) -> None:
     if not isinstance(value, bool):
-        raise InvalidQueryError(f"{attribute.name}: {value!r} is not a bool; pass True or False")
+        raise QueryTypeError(f"{attribute.name}: {value!r} is not a bool; pass True or False")
 
 
 def check_count(instance: object, attribute: attrs.Attribute[int], value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidQueryError(
+        # a wrong type ('5', 2.0, True) is a TypeError too, as dicomweb-client raises for it
+        wrong_type = isinstance(value, bool) or not isinstance(value, int)
+        error = QueryTypeError if wrong_type else InvalidQueryError
+        raise error(
             f"{attribute.name}: {value!r} is not a non-negative int; pass 0 (not sent) "
             "or a positive number"
         )

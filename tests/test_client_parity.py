@@ -349,6 +349,22 @@ async def test_fuzzymatching_must_be_a_bool(odd: FakeArchive, value: object) -> 
     assert [r.query_string for r in odd.requests] == ["", "fuzzymatching=true"]
 
 
+@pytest.mark.parametrize(("name", "value"), [("limit", "5"), ("limit", 2.0), ("offset", "1")])
+async def test_a_limit_or_offset_of_another_type_is_a_type_error(
+    odd: FakeArchive, name: str, value: object
+) -> None:
+    # dicomweb-client raises TypeError('Argument "limit" must be an integer.')
+    async with AsyncQidoRS(odd.url) as qido:
+        with pytest.raises(QueryTypeError, match=f"{name}: .* is not a non-negative int"):
+            await qido.search_for_studies(**{name: value})
+        with pytest.raises(InvalidQueryError) as negative:
+            await qido.search_for_studies(**{name: -1})
+        assert not isinstance(negative.value, TypeError)  # a bad value, not a bad type
+    with pytest.raises(TypeError):
+        HierarchicalQuery(fuzzymatching="yes")  # type: ignore[arg-type]
+    assert odd.requests == []
+
+
 def _cli(*argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     status = main(list(argv), stdout=out, stderr=err, environ={})
