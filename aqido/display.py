@@ -25,7 +25,7 @@ import datetime
 import html
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aqido.terminal import printable
 from aqido.values import DSFloat, PersonName
@@ -230,14 +230,19 @@ def short_repr(ds: Dataset) -> str:
     return f"{name}({', '.join(shown)})"
 
 
-def value_repr(value: Any, max_chars: int = MAX_REPR) -> str:
+def value_repr(value: Any, max_chars: int = MAX_REPR, _depth: int = 0) -> str:
     """``repr(value)`` cut to ``max_chars`` characters (``…`` marks the cut).
 
     A tuple is written item by item until it is long enough to be cut, so that
     a sequence of thousands of values (or of nested datasets) costs no more
-    than the few shown.
+    than the few shown; a sequence item (a ``Dataset``) is written by
+    :func:`dataset_repr`, down to :data:`_REPR_LEVELS` levels of nesting (no
+    deeper level would fit: a response may nest hundreds).
     """
     if type(value) is not tuple:
+        item = cast("Dataset", value)
+        if isinstance(value, Mapping) and hasattr(value, "element") and _children(item) is None:
+            return _cut(dataset_repr(item, _depth + 1), max_chars)  # a sequence item
         return _cut(repr(value), max_chars)
     parts: list[str] = []
     size = 1
@@ -245,13 +250,21 @@ def value_repr(value: Any, max_chars: int = MAX_REPR) -> str:
         if size > max_chars:
             parts.append("…")
             break
-        parts.append(value_repr(item, max_chars))
+        parts.append(value_repr(item, max_chars, _depth))
         size += len(parts[-1]) + 2
     inner = ", ".join(parts) + ("," if len(value) == 1 else "")
     return _cut(f"({inner})", max_chars)
 
 
-def dataset_repr(ds: Dataset) -> str:
+#: Most levels of nested datasets a ``repr`` writes out (deeper ones show as ``Dataset(…)``).
+_REPR_LEVELS = 3
+
+
+def dataset_repr(ds: Dataset, _depth: int = 0) -> str:
     """The plain ``repr`` of a ``Dataset``: its first six attributes, each value cut."""
-    shown = ", ".join(f"{name}={value_repr(ds[name])}" for name in itertools.islice(ds, 6))
+    if _depth > _REPR_LEVELS:
+        return f"{type(ds).__name__}(…)"
+    shown = ", ".join(
+        f"{name}={value_repr(ds[name], MAX_REPR, _depth)}" for name in itertools.islice(ds, 6)
+    )
     return f"{type(ds).__name__}({shown}{', ...' if len(ds) > 6 else ''})"

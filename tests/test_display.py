@@ -224,3 +224,17 @@ def test_table_columns_stop_at_max_columns_unless_chosen() -> None:
     assert len(parse(html_table(rows)).cells) == 50 * 51  # fewer columns: all shown
     chosen = [f"0009{i + 0x1000:04X}" for i in range(150)]
     assert len(parse(html_table(wide, columns=chosen)).cells) == 150 * 21
+
+
+def test_repr_of_deeply_nested_sequences_stops_after_a_few_levels() -> None:
+    from aqido._json import dumps
+    from aqido.results import parse_results
+
+    item: dict[str, object] = {"00100020": {"vr": "LO", "Value": ["leaf"]}}
+    for _ in range(340):  # the decoder accepts 341 levels of SQ
+        item = {"00400275": {"vr": "SQ", "Value": [item]}}
+    [series] = parse_results(dumps([item]), "SERIES")
+    text = repr(series["RequestAttributesSequence"])
+    assert text.startswith("(Dataset(RequestAttributesSequence=(Dataset(")
+    assert len(text) < 200
+    assert len(repr(Dataset.from_json(item))) < 200
