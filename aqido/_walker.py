@@ -211,7 +211,9 @@ class _Walker:
                 reached.update(part_seen)
             if not honoured or not self.caps.paging_trusted(level, received, total):
                 self.caps.offset_unreliable = True
-            elif not (suspect and looks_like_cap_plus_one(first_count)):
+            elif not (suspect and looks_like_cap_plus_one(first_count)) and not (
+                looks_like_cap_plus_one(received) and self.caps.limit_for(level) is None
+            ):  # pages that add up to a round number + 1 are Orthanc's cap + 1 too
                 return
             if not planned:
                 parts = split(query, sample)

@@ -400,3 +400,18 @@ def test_cli_server_limit_must_be_a_positive_int(value: str) -> None:
     status, _, err = run("search", "http://127.0.0.1:9/dicom-web", "--server-limit", value)
     assert status == 2
     assert "--server-limit" in err
+
+
+# --- a page size, or pages, that hide a silent cap (found by review) -----------------------------
+
+
+@pytest.mark.parametrize("page_size", [100, 50])
+async def test_a_crawl_splits_pages_that_add_up_to_a_cap_plus_one(page_size: int) -> None:
+    # Orthanc's LimitFindResults=100 pages 100 + 1 (or 50 + 50 + 1) rows, then nothing.
+    async with (
+        FakeArchive.orthanc_like(MANY, max_results=100) as archive,
+        AsyncQidoRS(archive.url, retries=0) as client,
+    ):
+        studies = [s async for s in client.crawl(depth=QueryLevel.STUDY, page_size=page_size)]
+        assert {s.StudyInstanceUID for s in studies} == MANY_UIDS
+        assert len(studies) == len(MANY_UIDS)
