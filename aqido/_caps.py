@@ -16,7 +16,8 @@ Truncation (:class:`Caps`): a response *may* be cut short when
 
 Silent caps (:meth:`Caps.suspect`): a server may stop at its cap and say
 nothing (tiny_pacs at 1,000 studies, AWS HealthImaging at 10,000).  A
-response to a request sent *without* a ``limit`` whose size looks like a cap
+response to a request sent *without* a ``limit`` (or holding fewer items than
+the ``limit`` sent: a page size above the cap) whose size looks like a cap
 (:func:`looks_capped`: a round number of at least :data:`SUSPECT_MIN` items,
 or its + 1, or a power of two, or anything from :data:`SUSPECT_ALWAYS` up) is
 *suspect*: one follow-up request at ``offset=len`` settles it.  Nothing new:
@@ -156,12 +157,16 @@ class Caps:
     def suspect(self, response: QidoResponse, level: QueryLevel | str, sent_limit: int) -> bool:
         """Whether an answer that does not look truncated should still be checked for a silent cap.
 
-        Only for requests sent without ``limit``, when no cap is known for
-        ``level`` and the answer's size :func:`looks_capped`.
+        Only when no cap is known for ``level`` and the answer's size
+        :func:`looks_capped`: for a request sent without ``limit``, or one whose
+        answer is short of the ``limit`` sent (a page size above the cap: a
+        silent cap of 1,000 answers ``limit=5000`` with 1,000 items, which
+        would otherwise end paging as a short last page).
         """
-        if sent_limit or self.limit_for(level) is not None:
-            return False
-        return looks_capped(len(response.items))
+        count = len(response.items)
+        if (sent_limit and count >= sent_limit) or self.limit_for(level) is not None:
+            return False  # a full page is paged on anyway
+        return looks_capped(count)
 
     def observe(self, level: QueryLevel | str, count: int) -> None:
         """Remember the size of a response (the server's cap is at least the largest)."""

@@ -76,7 +76,9 @@ class DicomwebMethods:
 
         ``fields`` are attributes to include (``includefield``);
         ``search_filters`` maps keywords or tags to match values;
-        ``get_remaining=True`` pages until every match has been fetched;
+        ``get_remaining=True`` pages until every match has been fetched (where
+        paging cannot rule out a silent cap, as when the server ignores
+        ``offset``, a warning is logged and ``.possibly_truncated`` is true);
         ``additional_params`` are other query parameters (a value or a list
         of values each, sent after aqido's own as ``key=v1&key=v2``): the
         query's ``extra_params``, with the same rules.  As in dicomweb-client,
@@ -196,7 +198,8 @@ class DicomwebMethods:
         items: list[Any] = []
         first: QidoResponse | None = None
         warnings: dict[str, QidoWarning] = {}
-        pages = iter_pages(self._fetch, query, caps=self._caps)
+        doubts: list[str] = []  # why paging that ended may still have missed matches
+        pages = iter_pages(self._fetch, query, caps=self._caps, doubts=doubts)
         async with aclosing(pages):
             async for page in pages:
                 first = first or page.response
@@ -207,7 +210,9 @@ class DicomwebMethods:
                     warnings.setdefault(warning.raw, warning)
         results: SearchResults[Any] = SearchResults(items, response=first)
         results.warnings = tuple(warnings.values())  # every page's, as a planned search gives
-        results.truncated = results.possibly_truncated = False  # every page was fetched
+        results.truncated = False  # every page was fetched
+        # unless paging could not rule out a silent cap (logged): then it says so
+        results.possibly_truncated = bool(doubts)
         results.additional_results = None
         return results
 

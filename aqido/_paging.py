@@ -212,6 +212,7 @@ async def iter_pages(
     page_size: int | None = None,
     limiter: Slots | None = None,
     caps: Caps | None = None,
+    doubts: list[str] | None = None,
 ) -> AsyncGenerator[Page, None]:
     """Page through every match of ``query`` with ``limit``/``offset``.
 
@@ -219,8 +220,14 @@ async def iter_pages(
     neither, the first request has no ``limit`` and paging continues only if
     the server says it truncated the answer (a 299 truncation warning or 206)
     or, with ``caps``, if the answer is as large as a known cap, or looks like
-    a silent cap (:meth:`~aqido._caps.Caps.suspect`): then one follow-up
-    request at ``offset=len`` tells, and a cap it reveals is learned in ``caps``.
+    a silent cap (:meth:`~aqido._caps.Caps.suspect`; with a page size too, for
+    a page short of it): then one follow-up request at ``offset=len`` tells,
+    and a cap it reveals is learned in ``caps``.  Where that cannot tell (the
+    server ignores ``offset``, or, with no cap known, the matches from offset
+    0 add up to a round number + 1, what a server that caps before the
+    offset, like Orthanc, returns however many match), paging ends with a
+    logged warning, also appended to ``doubts`` (if given) so that a caller
+    can mark its result as possibly truncated.
     Paging starts at the query's ``offset`` and stops on:
 
     1. 204 or an empty page;
@@ -277,23 +284,15 @@ async def iter_pages(
         if caps is not None:
             caps.observe(level, len(items))
         if not items:
-            if suspected and looks_like_cap_plus_one(suspected):
-                logger.warning(
-                    "%s returned %d results: a server that applies its cap before 'offset' "
-                    "(Orthanc's LimitFindResults + 1) would answer just like this; pass "
-                    "server_limit if it has one, or crawl, which checks by splitting",
-                    query,
-                    suspected,
-                )
             _check_trusted(caps, query, offset, announced, response)
+            _doubt_cap_plus_one(caps, query, suspected or offset, doubts)
             return
         fresh, covered = span.take(response, key, seen, offset)
         if not fresh and suspected:
-            logger.warning(
-                "%s returned %d results, as many as a silent cap would, and the server "
-                "ignores 'offset', so completeness cannot be checked",
-                query,
-                suspected,
+            _doubt(
+                f"{query} returned {suspected} results, as many as a silent cap would, and "
+                "the server ignores 'offset', so completeness cannot be checked",
+                doubts,
             )
             return
         if suspected and caps is not None:
@@ -325,12 +324,41 @@ async def iter_pages(
                 continue  # a full page: page on
         elif caps.possibly_truncated(response, level, sent):
             continue  # a full page, or as many as the known cap: page on
-        elif size is None and not suspected and caps.suspect(response, level, 0):
+        elif not suspected and caps.suspect(response, level, sent):
             suspected = len(items)
             logger.debug("%s: %d results may be a silent cap; checking", query, len(items))
             continue
         _check_trusted(caps, query, offset, announced, response)
+        _doubt_cap_plus_one(caps, query, offset, doubts)
         return
+
+
+def _doubt(message: str, doubts: list[str] | None) -> None:
+    """Log why paging that ended cannot be shown complete, and append it to ``doubts``."""
+    logger.warning("%s", message)
+    if doubts is not None:
+        doubts.append(message)
+
+
+def _doubt_cap_plus_one(
+    caps: Caps | None, query: BaseQuery, count: int, doubts: list[str] | None
+) -> None:
+    """Doubt paging that found ``count`` results, a round number + 1, when no cap is known.
+
+    Orthanc applies its cap (+ 1) *before* ``offset``: its pages add up to
+    cap + 1 whatever the page size, and the page past them is empty.  A crawl
+    checks such a total by splitting the query; paging cannot, so it says so.
+    """
+    if caps is None or not looks_like_cap_plus_one(count):
+        return
+    if caps.limit_for(query.query_level) is not None:
+        return  # a known cap: paging_trusted has judged the total
+    _doubt(
+        f"{query} returned {count} results: a server that applies its cap before 'offset' "
+        "(Orthanc's LimitFindResults + 1) would answer just like this; pass server_limit "
+        "if it has one, or crawl, which checks by splitting",
+        doubts,
+    )
 
 
 def _check_trusted(

@@ -139,13 +139,15 @@ class PlannedSearch:
         from aqido._paging import iter_pages  # paging: not needed by a plain search's start
 
         answer = _Answer([], [], [])
+        doubts: list[str] = []  # why paging that ended may still have missed matches
         pages = iter_pages(
-            self._fetch, query, page_size=page_size, limiter=limiter, caps=self._caps
+            self._fetch, query, page_size=page_size, limiter=limiter, caps=self._caps, doubts=doubts
         )
         async with aclosing(pages):
             async for page in pages:
                 answer.items.extend(page.items)
                 answer.responses.append(page.response)
+        answer.possibly_truncated = bool(doubts)
         return answer
 
     async def _execute(

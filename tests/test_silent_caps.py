@@ -405,6 +405,33 @@ def test_cli_server_limit_must_be_a_positive_int(value: str) -> None:
 # --- a page size, or pages, that hide a silent cap (found by review) -----------------------------
 
 
+def test_an_answer_short_of_the_limit_sent_is_suspect_when_it_looks_capped() -> None:
+    caps = Caps()
+    assert caps.suspect(_response(200), QueryLevel.STUDY, 500)  # limit=500, a silent cap of 200
+    assert not caps.suspect(_response(199), QueryLevel.STUDY, 500)
+    assert not caps.suspect(_response(500), QueryLevel.STUDY, 500)  # a full page: paged anyway
+
+
+async def test_a_page_size_above_a_silent_cap_finds_every_study() -> None:
+    # A silent cap of 200 answers limit=500 with 200 items: not a short last page.
+    async with FakeArchive(MANY, max_results=200, truncation_warning=False) as archive:
+        async with AsyncQidoRS(archive.url, retries=0) as client:
+            crawled = [s async for s in client.crawl(depth=QueryLevel.STUDY, page_size=500)]
+            assert {s.StudyInstanceUID for s in crawled} == MANY_UIDS
+        async with AsyncQidoRS(archive.url, retries=0) as client:
+            query = HierarchicalQuery()
+            found = [s async for s in client.iter_search(query, page_size=500)]
+            assert {s.StudyInstanceUID for s in found} == MANY_UIDS
+        async with AsyncQidoRS(archive.url, retries=0) as client:
+            studies = await client.search_for_studies(limit=500, get_remaining=True)
+            assert {s.StudyInstanceUID for s in studies} == MANY_UIDS
+            assert len(studies) == len(MANY_UIDS)
+        async with AsyncQidoRS(archive.url, retries=0) as client:
+            one = await client.search_for_studies(limit=500)
+            assert len(one) == 200
+            assert one.possibly_truncated
+
+
 @pytest.mark.parametrize("page_size", [100, 50])
 async def test_a_crawl_splits_pages_that_add_up_to_a_cap_plus_one(page_size: int) -> None:
     # Orthanc's LimitFindResults=100 pages 100 + 1 (or 50 + 50 + 1) rows, then nothing.
@@ -415,3 +442,33 @@ async def test_a_crawl_splits_pages_that_add_up_to_a_cap_plus_one(page_size: int
         studies = [s async for s in client.crawl(depth=QueryLevel.STUDY, page_size=page_size)]
         assert {s.StudyInstanceUID for s in studies} == MANY_UIDS
         assert len(studies) == len(MANY_UIDS)
+
+
+async def test_get_remaining_says_possibly_truncated_where_paging_cannot_rule_out_a_cap(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with (
+        FakeArchive(ROUND, ignore_offset=True) as archive,
+        AsyncQidoRS(archive.url, retries=0) as client,
+    ):
+        studies = await client.search_for_studies(get_remaining=True)
+        assert len(studies) == 200
+        assert studies.possibly_truncated  # as a plain search of the same answer says
+    async with (
+        FakeArchive.orthanc_like(MANY, max_results=100) as archive,
+        AsyncQidoRS(archive.url, retries=0) as client,
+    ):
+        for limit in (None, 50):  # one answer of 101, or pages of 50 + 50 + 1
+            with caplog.at_level(logging.WARNING, logger="aqido"):
+                studies = await client.search_for_studies(limit=limit, get_remaining=True)
+            assert len(studies) == 101
+            assert studies.possibly_truncated
+            assert "server_limit" in caplog.text
+            caplog.clear()
+    async with (
+        FakeArchive(MANY, max_results=250, truncation_warning=False) as archive,
+        AsyncQidoRS(archive.url, retries=0) as client,
+    ):
+        studies = await client.search_for_studies(get_remaining=True)
+        assert len(studies) == len(MANY_UIDS)
+        assert not studies.possibly_truncated  # paged past the cap: complete
