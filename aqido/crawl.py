@@ -114,7 +114,9 @@ async def crawl(
     Arguments:
         fetch: one logical request (retries included), see :data:`Fetch`.
         structure: turns a response's raw items into typed results.
-        query: a study-level query selecting the studies to walk.
+        query: a study-level query selecting the studies to walk; its
+            ``include_fields`` are asked for at every level walked (a series or
+            instance attribute is returned by those listings only).
         depth: SERIES stops at series, INSTANCE (default) fetches instances too,
             STUDY only lists the studies.
         window: how many studies may be in progress at once (fetched but not yet
@@ -196,11 +198,14 @@ async def crawl(
             return
 
     failed = walker.failed
-    # The base query's vendor parameters and UID leniency carry over; its matches do not.
+    # The base query's vendor parameters, UID leniency and included fields carry over (a
+    # series attribute asked for comes with the series only); its matches do not.
     # Child queries are derived from these validated queries and the UIDs the server
     # returned, checked on the way (_child_query): no full re-validation per request.
     children_base = HierarchicalQuery(
-        extra_params=query.extra_params, permissive_uid=query.permissive_uid
+        extra_params=query.extra_params,
+        permissive_uid=query.permissive_uid,
+        include_fields=query.include_fields,
     )
 
     async def series_with_instances(series: Any, parent: BaseQuery) -> Any:

@@ -795,3 +795,21 @@ async def test_a_listing_emptied_after_its_parent_announced_children_is_a_failur
     else:
         assert failure.query.SeriesInstanceUID == "1.2.1"
         assert "NumberOfSeriesRelatedInstances 2" in str(failure.error)
+
+
+@pytest.mark.anyio
+async def test_included_series_and_instance_attributes_come_with_the_series_and_instances() -> None:
+    # BodyPartExamined and Manufacturer are not returned by default: a crawl that asked for
+    # them only on /studies (where a series attribute is never returned) lost them silently.
+    from aqido.testing import SyntheticArchive
+
+    content = SyntheticArchive(seed=4, studies=3, series_per_study=2, instances_per_series=1)
+    query = HierarchicalQuery(include_fields=["BodyPartExamined", "Manufacturer"])
+    async with FakeArchive(content) as archive, AsyncQidoRS(archive.url, retries=QUICK) as client:
+        studies = [s async for s in client.crawl(query, depth=QueryLevel.INSTANCE)]
+    assert len(studies) == 3
+    for one in studies:
+        for series in one.series:
+            assert {"00180015", "00080070"} <= series.to_json().keys()
+            for instance in series.instances:
+                assert {"00180015", "00080070"} <= instance.to_json().keys()
