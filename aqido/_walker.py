@@ -218,7 +218,14 @@ class _Walker:
             if not planned:
                 parts = split(query, sample)
             if not self.caps.offset_unreliable:
-                if parts is None:
+                if parts is None:  # instances, or a part split down to one second and modality
+                    logger.warning(
+                        "%s returned %d results, as many as a server that applies its cap "
+                        "before 'offset' returns (Orthanc's LimitFind* + 1), and it cannot "
+                        "be split to check; pass server_limit if the server has a cap",
+                        query,
+                        received,
+                    )
                     return
                 # Orthanc's cap + 1, applied before offset, would look just like this
                 logger.debug(

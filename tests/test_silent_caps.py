@@ -472,3 +472,20 @@ async def test_get_remaining_says_possibly_truncated_where_paging_cannot_rule_ou
         studies = await client.search_for_studies(get_remaining=True)
         assert len(studies) == len(MANY_UIDS)
         assert not studies.possibly_truncated  # paged past the cap: complete
+
+
+async def test_a_crawl_warns_about_an_instance_listing_of_a_cap_plus_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Orthanc's LimitFindInstances=100: 101 of a series' 130 instances; instances cannot be
+    # split to check, so the crawl keeps them, but says so instead of nothing.
+    content = SyntheticArchive(seed=10, studies=1, series_per_study=1, instances_per_series=130)
+    async with (
+        FakeArchive.orthanc_like(content, max_results=100) as archive,
+        AsyncQidoRS(archive.url, retries=0) as client,
+    ):
+        with caplog.at_level(logging.WARNING, logger="aqido"):
+            studies = [s async for s in client.crawl(depth=QueryLevel.INSTANCE)]
+        assert len(studies[0].series[0].instances) == 101
+        assert "/instances returned 101 results" in caplog.text
+        assert "server_limit" in caplog.text
