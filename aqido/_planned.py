@@ -255,6 +255,11 @@ class PlannedSearch:
         server = {w.raw: w for r in answer.responses for w in r.warnings}
         ours = (QidoWarning(None, "aqido", n, f"aqido: {n}") for n in answer.notes)
         results.warnings = (*server.values(), *ours)
+        if exhaustive:  # every page was fetched (truncation followed), as without a plan
+            results.truncated = False
+            results.possibly_truncated = answer.possibly_truncated  # a doubt paging logged
+            results.additional_results = None
+            return results
         results.truncated = any(r.truncated for r in answer.responses)
         results.possibly_truncated = results.truncated or answer.possibly_truncated
         if len(answer.responses) != 1:

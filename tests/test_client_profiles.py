@@ -650,3 +650,22 @@ async def test_a_walk_honours_the_clients_permissive_uid(level: QueryLevel, page
     if level is QueryLevel.INSTANCE:
         expected = [uid + ".i" for uid in expected]
     assert sorted(uids(found, level)) == expected
+
+
+@pytest.mark.anyio
+async def test_a_planned_get_remaining_is_not_truncated_once_every_page_is_fetched() -> None:
+    # A cap of 100 with a 299 warning: the plan (a wildcard the profile lacks) pages past it;
+    # the result is every match, and says so, as without a plan.
+    content = SyntheticArchive(seed=3, studies=300, series_per_study=1, instances_per_series=1)
+    profile = attrs.evolve(ServerProfile.tiny_pacs(), max_results=100, cap_warning=True)
+    async with (
+        FakeArchive(content, profile=profile) as archive,
+        AsyncQidoRS(archive.url, profile=profile) as client,
+    ):
+        found = await client.search_for_studies(
+            search_filters={"PatientName": "*"}, get_remaining=True
+        )
+        assert len(found) == 300
+        assert not found.truncated
+        assert not found.possibly_truncated
+        assert found.additional_results is None
