@@ -248,7 +248,9 @@ async def call_with_retry(
 
     Only :class:`~aqido.errors.QidoError` failures are considered; anything else
     (and cancellation) propagates at once.  ``on_retry(error, delay)`` is called
-    before each wait (for statistics); ``what`` names the request in log lines.
+    after each wait, as the next attempt starts (for statistics: a wait cut short,
+    by a total timeout or a cancellation, is no retry); ``what`` names the request
+    in log lines.
     ``failed=(error, start)``: the first attempt was already made (at ``clock()``
     time ``start``) and raised ``error``; the loop goes on from there (a client
     makes its first attempt itself, so a request that succeeds costs no loop).
@@ -276,6 +278,6 @@ async def call_with_retry(
             policy.max_attempts,
             error,
         )
+        await sleep(delay)
         if on_retry is not None:
             on_retry(error, delay)
-        await sleep(delay)

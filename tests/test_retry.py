@@ -221,6 +221,20 @@ async def test_call_with_retry_succeeds_after_transient_failures() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_wait_cut_short_is_no_retry() -> None:
+    # on_retry feeds CrawlStats.retries: a retry whose wait a total timeout (or a
+    # cancellation) ended never happened, and used to be counted all the same.
+    import anyio
+
+    attempt = FlakyAttempt(status_error(503, **{"Retry-After": "5"}))
+    seen: list[str] = []
+    with anyio.move_on_after(0.05):
+        await call_with_retry(attempt, FAST, on_retry=lambda e, d: seen.append(type(e).__name__))
+    assert attempt.calls == 1
+    assert seen == []
+
+
+@pytest.mark.anyio
 async def test_call_with_retry_gives_up_after_max_attempts_with_last_error() -> None:
     attempt = FlakyAttempt(*(status_error(503) for _ in range(10)))
     with pytest.raises(ServerError):
