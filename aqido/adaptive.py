@@ -29,7 +29,8 @@ minimum latency).  Each fails one of aqido's cases on its own:
 aqido's limiter is a gradient limiter written as a model, as BBR does it: from
 each round (about one window of requests sent at the current limit) it takes
 the median latency ``R``, keeps ``R0``, the best (lowest) round median seen
-during the startup and then re-measured by probes (below), and by Little's
+during the startup (or the first round's, when push-back ended the startup
+before a round did) and then re-measured by probes (below), and by Little's
 law the throughput ``X = in_flight / R`` (``in_flight``: the most requests in
 flight during the round, at most the limit).  The target is
 
@@ -386,13 +387,14 @@ class AdaptiveLimit:
             self._warming_up = False
             self._new_round(now, cpu)
             return
-        if (
-            self.in_startup
-            and latency > 0
-            and (self.best_latency is None or latency < self.best_latency)
+        if latency > 0 and (
+            self.best_latency is None or (self.in_startup and latency < self.best_latency)
         ):
             # later, only probes measure it: the lowest of many noisy rounds is luck, and a
-            # limit steered by luck drifts down on a busy machine
+            # limit steered by luck drifts down on a busy machine.  The first round measured
+            # sets it even after the startup: push-back before any round ended (a 429 among
+            # the first answers) ends the startup with no best, and without one the limit
+            # could only ever be cut (probes are started by the gradient, which needs it)
             self._set_best(latency)
         queued_at_start = self.in_startup and latency > 0 and self._queued_at_start(latency)
         best = self.best_latency

@@ -211,6 +211,22 @@ def test_push_back_halves_the_limit_once_per_window(kind: str) -> None:
     assert limit.limit == 8
 
 
+def test_push_back_among_the_first_answers_does_not_pin_the_limit() -> None:
+    # A 429 before the first round ended used to end the startup with no best latency:
+    # the gradient never ran again, and the limit could only be cut (8, then 4, 2, 1).
+    limit = AdaptiveLimit(initial=16, ceiling=64)
+    tickets = [limit.start(0.0) for _ in range(16)]
+    limit.dropped(tickets[0], 0.01)
+    assert limit.limit == 8
+    for ticket in tickets[1:]:
+        limit.success(ticket, 0.01)
+    now = 0.01
+    for _ in range(40):  # a healthy server from then on: the limit grows back
+        now = feed(limit, now, 0.01)
+    assert limit.best_latency == pytest.approx(0.01)
+    assert limit.limit > 32
+
+
 def test_push_back_never_goes_below_the_floor() -> None:
     limit = AdaptiveLimit(initial=8, floor=2)
     for i in range(20):
