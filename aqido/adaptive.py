@@ -321,8 +321,10 @@ class AdaptiveLimit:
         if latency > self._stall_after and ticket.round > self._last_cut_round:
             # a stall (a request stuck behind a server's full thread pool, say): the
             # median of a round never sees those, and they are what makes a crawl slow;
-            # the limit stays below where it happened from now on
-            self._stall_ceiling = min(self._stall_ceiling, self.estimate * self.backoff)
+            # the limit stays below where it happened from now on (during a probe, the
+            # limit it dipped from: the stall was sent at that one, as _cut reads it)
+            base = self.estimate if self._probe_restore is None else self._probe_restore
+            self._stall_ceiling = min(self._stall_ceiling, base * self.backoff)
             self._pushed_back = True
             self._cut(now, "stall")
             return

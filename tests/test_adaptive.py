@@ -269,6 +269,29 @@ def test_a_stalled_request_cuts_the_limit_even_when_the_median_looks_fine() -> N
     assert limit.limit == 32
 
 
+def test_a_stall_during_a_probe_halves_the_limit_the_probe_dipped_from() -> None:
+    # The stall ceiling used to be half the probe's eighth (64 / 8 / 2 = 4), for good.
+    limit = AdaptiveLimit(initial=16, ceiling=64, probe_every=5)
+    now = feed(limit, 0.0, 0.01)  # startup: 64
+    limit.dropped(limit.start(now), now + 0.01)  # push-back ends the startup
+    now += 0.01
+    for _ in range(100):
+        old = limit.start(now)  # one request sent at the full limit...
+        now = feed(limit, now, 0.01, limit.limit - 1)
+        if limit.history[-1].reason == "probe":
+            break
+        limit.success(old, now)
+    assert limit.history[-1].reason == "probe"
+    assert limit.limit == 8
+    limit.success(old, now + 1.0)  # ...answers 1 s later, during the probe: a stall
+    assert limit.history[-1].reason == "stall"
+    assert limit.limit == 32
+    now += 1.0
+    for _ in range(60):
+        now = feed(limit, now, 0.01)
+    assert max(settled(limit, now - 0.3)) == 32
+
+
 def test_a_slow_answer_under_the_stall_floor_is_no_stall() -> None:
     limit = AdaptiveLimit(initial=4)
     now = feed(limit, 0.0, 0.001)
