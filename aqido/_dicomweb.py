@@ -273,6 +273,11 @@ def dicomweb_query(
             tag, keyword = dictionary.resolve(key)
         except (KeyError, ValueError) as exc:
             raise InvalidQueryError(f"search_filters: unknown attribute {key!r} ({exc})") from None
+        if value is None:  # a named field's default: dropped, it would search everything
+            raise InvalidQueryError(
+                f"search_filters: {key!r} is None; give a value, '' to return it for "
+                "every match (universal matching), or leave the attribute out"
+            )
         if isinstance(value, int | float) and not isinstance(value, bool):
             value = str(value)
         if tag in given:  # a tag and its keyword: one of two values would be lost

@@ -338,6 +338,18 @@ async def test_an_empty_search_filter_is_universal_matching() -> None:
     assert archive.requests[1].query_string == "includefield=all"
 
 
+@pytest.mark.parametrize("key", ["PatientID", "ModalitiesInStudy", "00100020", "StudyDate"])
+async def test_a_search_filter_of_none_is_refused_not_dropped(odd: FakeArchive, key: str) -> None:
+    # {"PatientID": None} was the named field's default: dropped, the search returned every
+    # study of the archive (dicomweb-client sends 'PatientID=None', matching nothing)
+    async with AsyncQidoRS(odd.url) as qido:
+        with pytest.raises(InvalidQueryError, match=rf"search_filters: '{key}' is None"):
+            await qido.search_for_studies(search_filters={key: None})
+        with pytest.raises(InvalidQueryError, match="is None"):
+            await qido.search_for_series(search_filters={"Modality": "CT", key: None})
+    assert odd.requests == []
+
+
 @pytest.mark.parametrize("value", ["false", "true", 0, 1])
 async def test_fuzzymatching_must_be_a_bool(odd: FakeArchive, value: object) -> None:
     # "false" is truthy: it turned fuzzy matching on
