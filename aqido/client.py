@@ -512,14 +512,17 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods, RequestPath):
         one request is made and paging continues only if the server signals
         truncation (a 299 ``Warning``), the answer is as large as the server's
         known cap (``server_limit``, or one learned earlier), or it looks like a
-        silent cap (100, 200, 500, 1000 ... items): then one follow-up request
-        at ``offset=len`` tells whether more exist, and a cap it finds is
-        learned for the client's lifetime.  Stops on an empty page, 204 or a
-        short page; a result seen before (same UID) is not yielded twice; a
-        server that ignores ``offset`` raises
+        silent cap (100, 200, 500, 1000 ... items, also short of a ``limit``
+        sent): then one follow-up request at ``offset=len`` tells whether more
+        exist, and a cap it finds is learned for the client's lifetime.  Stops
+        on an empty page, 204 or a short page; a result seen before (same UID)
+        is not yielded twice; a server that ignores ``offset`` raises
         :class:`~aqido.errors.InvalidResponseError` rather than looping, as does
         one whose page repeats a result that the next page brings back (a match
-        may be out of reach; see :func:`~aqido.crawl.iter_pages`).
+        may be out of reach; see :func:`~aqido.crawl.iter_pages`).  A guessed
+        cap still in doubt after that is only logged as a warning (items are
+        already yielded): ``search_for_*(get_remaining=True)`` sets
+        ``possibly_truncated`` instead, and a crawl splits the query to check.
         """
         async with aclosing(self._iter_results(self._query(query), page_size, None)) as it:
             async for item in it:
