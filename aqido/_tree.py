@@ -25,6 +25,17 @@ _SERIES_KEYS = tuple(key for _, key, _, _ in Series._typed if key not in _CHILDS
 _PATH_SEGMENTS = {Study: ("studies", "0020000D"), Series: ("series", "0020000E")}
 
 
+class _Unnamed:
+    """The key of a result with no UID of its own whose level's ``None`` key is already
+    held by another such result: it equals no other key, so neither result is dropped."""
+
+    __slots__ = ()
+
+
+#: A result's key among its level's: its UID, ``None`` for the first result without one.
+_Key = str | None | _Unnamed
+
+
 def _parent(cls: type[_D], child: Dataset, keys: Iterable[str]) -> _D:
     """A placeholder parent made from a child's parent-level attributes.
 
@@ -55,29 +66,35 @@ def build_tree(results: Iterable[Study | Series | Instance]) -> list[Study]:
     first appearance is kept.  Children already attached are kept, and the flat
     results under them join them (an Instance whose SOPInstanceUID is already
     attached is dropped).  Results with
-    no parent UID are grouped under a parent whose UID is ``None``.
+    no parent UID are grouped under a parent whose UID is ``None`` (the first
+    result without a UID of that parent's level, if any).  A result without a
+    UID of its own is never a duplicate: every one is kept.
     """
-    studies: dict[str | None, Study] = {}
-    real_studies: set[str | None] = set()
-    series: dict[tuple[str | None, str | None], Series] = {}
-    real_series: set[tuple[str | None, str | None]] = set()
-    series_of: dict[str | None, list[tuple[str | None, str | None]]] = {}
-    instances: dict[tuple[str | None, str | None], dict[str | None, Instance]] = {}
+    studies: dict[_Key, Study] = {}
+    real_studies: set[_Key] = set()
+    series: dict[tuple[_Key, _Key], Series] = {}
+    real_series: set[tuple[_Key, _Key]] = set()
+    series_of: dict[_Key, list[tuple[_Key, _Key]]] = {}
+    instances: dict[tuple[_Key, _Key], dict[_Key, Instance]] = {}
 
     def add_study(study: Study, placeholder: bool) -> None:
-        uid = study.StudyInstanceUID
+        uid: _Key = study.StudyInstanceUID
         if uid in studies and (placeholder or uid in real_studies):
-            return
+            if placeholder or uid is not None:
+                return
+            uid = _Unnamed()  # another study without a UID: kept, not a duplicate
         studies[uid] = study
         series_of.setdefault(uid, [])
         if not placeholder:
             real_studies.add(uid)
 
-    def add_series(item: Series, placeholder: bool) -> tuple[str | None, str | None]:
-        key = (item.StudyInstanceUID, item.SeriesInstanceUID)
+    def add_series(item: Series, placeholder: bool) -> tuple[_Key, _Key]:
+        key: tuple[_Key, _Key] = (item.StudyInstanceUID, item.SeriesInstanceUID)
         add_study(_parent(Study, item, _STUDY_KEYS), True)
         if key in series and (placeholder or key in real_series):
-            return key
+            if placeholder or key[1] is not None:
+                return key
+            key = (key[0], _Unnamed())  # another series without a UID: kept
         if key not in series:
             series_of[key[0]].append(key)
         series[key] = item
@@ -92,7 +109,8 @@ def build_tree(results: Iterable[Study | Series | Instance]) -> list[Study]:
             add_series(result, False)
         elif isinstance(result, Instance):
             key = add_series(_parent(Series, result, (*_SERIES_KEYS, *_STUDY_KEYS)), True)
-            instances.setdefault(key, {}).setdefault(result.SOPInstanceUID, result)
+            uid: _Key = result.SOPInstanceUID
+            instances.setdefault(key, {}).setdefault(_Unnamed() if uid is None else uid, result)
         else:
             raise TypeError(f"build_tree() takes Study/Series/Instance, not {type(result)!r}")
 
@@ -104,7 +122,9 @@ def build_tree(results: Iterable[Study | Series | Instance]) -> list[Study]:
             attached.setdefault(child.SeriesInstanceUID, index)
         for key in series_of[uid]:
             item = series[key]
-            index = attached.get(item.SeriesInstanceUID, -1)
+            # a flat Series without a UID is another series than an attached one without
+            unnamed = item.SeriesInstanceUID is None and key in real_series
+            index = -1 if unnamed else attached.get(item.SeriesInstanceUID, -1)
             extra = instances.get(key, {}).values()
             if index < 0:
                 children.append(_with_new_instances(item, extra))
@@ -117,11 +137,18 @@ def build_tree(results: Iterable[Study | Series | Instance]) -> list[Study]:
 
 
 def _with_new_instances(series: Series, more: Iterable[Instance]) -> Series:
-    """``series`` with those of ``more`` whose SOPInstanceUID it has not got yet appended."""
-    have = {i.SOPInstanceUID for i in series.instances}
+    """``series`` with those of ``more`` whose SOPInstanceUID it has not got yet appended.
+
+    An instance without a SOPInstanceUID is appended unless it is already there itself.
+    """
+    have = {i.SOPInstanceUID for i in series.instances} - {None}
+    same = {id(i) for i in series.instances}
     new = []
     for instance in more:
-        if instance.SOPInstanceUID not in have:
-            have.add(instance.SOPInstanceUID)
+        uid = instance.SOPInstanceUID
+        if uid not in have and id(instance) not in same:
+            if uid is not None:
+                have.add(uid)
+            same.add(id(instance))
             new.append(instance)
     return series.with_instances((*series.instances, *new)) if new else series

@@ -943,6 +943,35 @@ def test_build_tree_without_parent_uids() -> None:
         build_tree([Dataset()])  # type: ignore[list-item]
 
 
+def test_build_tree_keeps_every_result_without_a_uid() -> None:
+    # Found by review: results were keyed by their UID, so a second study, series or
+    # instance without one was taken for a duplicate of the first, and dropped.
+    def lo(key: str, value: str) -> dict[str, Any]:
+        return {key: {"vr": "LO", "Value": [value]}}
+
+    studies = structure([lo("00100020", "A"), lo("00100020", "B")], "STUDY")
+    assert [s.PatientID for s in build_tree(studies)] == ["A", "B"]
+    series = structure([{**_uid("s", "1"), **lo("0008103E", d)} for d in ("CT", "MR")], "SERIES")
+    [tree] = build_tree(series)
+    assert [s.SeriesDescription for s in tree.series] == ["CT", "MR"]
+    instances = structure(
+        [{**_uid("i", "1", "1.1"), **lo("00100020", p)} for p in ("A", "B")], "INSTANCE"
+    )
+    [tree] = build_tree(instances)
+    [got] = tree.series
+    assert [i.get("PatientID") for i in got.instances] == ["A", "B"]
+    # children without a parent UID still join the first parent without one
+    orphans = structure([_uid("i", "1"), _uid("i", "1")], "INSTANCE")
+    [tree] = build_tree([*series, *orphans])
+    assert [len(s.instances) for s in tree.series] == [2, 0]
+    # an attached instance without a UID is not added twice, one like it is added
+    [study_] = structure([_uid("st", "1")], "STUDY")
+    one, two = instances
+    attached = study_.with_series([got.with_instances([one])])
+    [tree] = build_tree([attached, one, two])
+    assert [i.get("PatientID") for i in tree.series[0].instances] == ["A", "B"]
+
+
 def test_decode_json_leaves_the_garbage_collector_as_it_found_it() -> None:
     import gc
 
