@@ -47,6 +47,7 @@ import attrs
 
 from aqido import dictionary
 from aqido._lazy import lazy_pattern
+from aqido.errors import EXCERPT_LENGTH
 
 #: Every value representation a DICOM JSON element may carry (PS3.5 Table 6.2-1).
 VRS = frozenset(
@@ -63,6 +64,25 @@ FLOAT_VRS = frozenset({"FL", "FD"})
 
 #: What DICOM pads values with (NUL, space): stripped before values are read.
 STRIP = "\x00 "
+
+#: Longest ``InvalidValue.reason`` kept, in characters: more than any aqido writes (they
+#: quote a value by its first 40 characters, see _quote).
+_REASON_LENGTH = 2 * EXCERPT_LENGTH
+
+
+def _quote(text: str) -> str:
+    """``text`` quoted for an error message: its first 40 characters, ``…`` if cut."""
+    return f"{text[:40]!r}…" if len(text) > 40 else repr(text)
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text``, cut to ``limit`` characters (ending with ``…``) if longer."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _reason(text: str) -> str:
+    """An ``InvalidValue.reason`` as kept: cut to :data:`_REASON_LENGTH` characters."""
+    return _cut(text, _REASON_LENGTH)
 
 
 class Tag(int):
@@ -143,21 +163,29 @@ class InlineBinary(str):
 class InvalidValue:
     """An element value aqido could not read: the raw text is kept, the typed value is ``None``.
 
-    Listed by ``Dataset.invalid``; never raised.
+    Listed by ``Dataset.invalid``; never raised.  Hashable whatever ``raw`` is (its
+    hash leaves ``raw`` out); its repr shows ``raw`` cut to 200 characters.
 
     Attributes:
         key: the tag key (``"00080020"``).
         keyword: the PS3.6 keyword (``""`` for private or unknown tags).
         vr: the VR the server gave.
         raw: the value exactly as received (a JSON string, number, object...).
-        reason: why it could not be read.
+        reason: why it could not be read (at most 400 characters: a value it quotes is cut).
     """
 
     key: str
     keyword: str
     vr: str
-    raw: Any
-    reason: str
+    raw: Any = attrs.field(hash=False)
+    reason: str = attrs.field(converter=_reason)
+
+    def __repr__(self) -> str:
+        raw = _cut(repr(self.raw), EXCERPT_LENGTH)
+        return (
+            f"InvalidValue(key={self.key!r}, keyword={self.keyword!r}, vr={self.vr!r},"
+            f" raw={raw}, reason={self.reason!r})"
+        )
 
 
 @attrs.frozen
@@ -179,7 +207,7 @@ class PersonName:
         """Build from the DICOM string form, ``"Alphabetic=Ideographic=Phonetic"``."""
         groups = text.split("=")
         if len(groups) > 3:
-            raise ValueError(f"{text!r} has more than three PN component groups")
+            raise ValueError(f"{_quote(text)} has more than three PN component groups")
         groups += [""] * (3 - len(groups))
         return cls(*(g.rstrip(STRIP) for g in groups))
 
@@ -193,7 +221,9 @@ class PersonName:
         if isinstance(value, dict):
             unknown = set(value) - {"Alphabetic", "Ideographic", "Phonetic"}
             if unknown:
-                raise ValueError(f"PN object has unknown member(s) {sorted(unknown)}")
+                names = ", ".join(_quote(name) for name in sorted(unknown)[:3])
+                more = ", …" if len(unknown) > 3 else ""
+                raise ValueError(f"PN object has unknown member(s) [{names}{more}]")
             groups = [value.get(k) or "" for k in ("Alphabetic", "Ideographic", "Phonetic")]
             if not all(isinstance(g, str) for g in groups):
                 raise ValueError("PN component groups must be strings")
@@ -284,7 +314,7 @@ def parse_da(text: str) -> datetime.date:
     try:
         return _parse_da_text(text)
     except ValueError as exc:
-        raise ValueError(f"{text!r} is not a DICOM date (YYYYMMDD): {exc}") from None
+        raise ValueError(f"{_quote(text)} is not a DICOM date (YYYYMMDD): {exc}") from None
 
 
 def _parse_da_text(text: str) -> datetime.date:
@@ -308,7 +338,7 @@ def parse_tm(text: str) -> datetime.time:
     try:
         return _parse_tm_text(text)
     except ValueError as exc:
-        raise ValueError(f"{text!r} is not a DICOM time (HHMMSS.FFFFFF): {exc}") from None
+        raise ValueError(f"{_quote(text)} is not a DICOM time (HHMMSS.FFFFFF): {exc}") from None
 
 
 def _parse_tm_text(text: str) -> datetime.time:
@@ -333,7 +363,7 @@ def parse_dt(text: str) -> datetime.datetime:
     try:
         return _parse_dt_text(text)
     except ValueError as exc:
-        raise ValueError(f"{text!r} is not a DICOM date-time: {exc}") from None
+        raise ValueError(f"{_quote(text)} is not a DICOM date-time: {exc}") from None
 
 
 def _parse_dt_text(text: str) -> datetime.datetime:

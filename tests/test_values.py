@@ -571,3 +571,26 @@ def test_ds_agrees_with_pydicom(text: str) -> None:
     ours = parse_ds(text)
     assert float(ours) == float(valuerep.DSfloat(text))
     assert ours.text == text
+
+
+# Found by review: InvalidValue.reason quoted a server's value in full (a 100 kB date made a
+# 100 kB reason, and a 200 kB repr), and hash() raised TypeError when raw was an object.
+@pytest.mark.parametrize(
+    ("vr", "value"),
+    [
+        ("DA", "2" * 100_000),
+        ("TM", "1" * 100_000),
+        ("DT", "x" * 100_000),
+        ("PN", "a=b=c=" + "d" * 100_000),
+        ("PN", {"Alphabetic": "a", **{f"{n}" * 1000: "x" for n in range(10)}}),
+        ("IS", "x" * 100_000),
+    ],
+)
+def test_an_invalid_value_is_bounded_and_hashable(vr: str, value: object) -> None:
+    ds = Dataset({"00091010": {"vr": vr, "Value": [value]}})
+    [bad] = ds.invalid
+    assert bad.raw == value  # kept exactly as received
+    assert len(bad.reason) <= 400
+    assert len(repr(bad)) <= 1000
+    assert hash(bad) == hash(Dataset({"00091010": {"vr": vr, "Value": [value]}}).invalid[0])
+    assert {bad} == set(ds.invalid)
