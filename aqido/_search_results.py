@@ -23,12 +23,20 @@ class SearchResults(list[T]):
         truncated: whether the server said more results exist (use
             :meth:`AsyncQidoRS.iter_search` to get them all).
         additional_results: how many more, when the server gave a count.
-        possibly_truncated: whether more results may exist although the server
-            did not say so: ``truncated``, or a full page of the ``limit`` sent,
-            or as many results as the server's known cap, or (no ``limit`` sent)
-            a size that looks like a silent cap (100, 200, 500, 1000 ... items).
-            :meth:`AsyncQidoRS.search` never sends a request to find out;
-            :meth:`AsyncQidoRS.iter_search` does.
+        possibly_truncated: whether more results may exist, the server saying so or
+            not.  For one answer (:meth:`AsyncQidoRS.search`, ``find_studies``): it
+            was ``truncated`` (unless the server counted 0 more), or is a full page
+            (as many results as the ``limit`` sent, or more), or holds at least the
+            server's known cap (``server_limit``, or one learned earlier; and at
+            least the largest answer seen at that level), or, no cap being known,
+            its size looks like a silent cap (a multiple of 50 or a power of two
+            from 100 on, one more than either, or anything from 10,000 on), with
+            no ``limit`` sent or short of the one sent (a page size above the
+            cap; see :meth:`~aqido.partition.Caps.suspect`).  ``search`` never
+            sends a request to find out; paging does (:meth:`AsyncQidoRS.iter_search`,
+            ``search_for_*(get_remaining=True)``), and the results of a search
+            that pages are ``possibly_truncated`` only where paging could not
+            rule a silent cap out (a warning is logged).
     """
 
     warnings: tuple[QidoWarning, ...]

@@ -489,3 +489,20 @@ async def test_a_crawl_warns_about_an_instance_listing_of_a_cap_plus_one(
         assert len(studies[0].series[0].instances) == 101
         assert "/instances returned 101 results" in caplog.text
         assert "server_limit" in caplog.text
+
+
+async def test_possibly_truncated_is_documented_as_search_sets_it() -> None:
+    # Found by review: SearchResults.possibly_truncated was documented to flag a size
+    # that looks like a silent cap only when no limit was sent, but an answer short of
+    # the limit sent (a page size above the cap) is flagged too.
+    from aqido._search_results import SearchResults
+
+    async with (
+        FakeArchive(MANY, max_results=200, truncation_warning=False) as archive,
+        AsyncQidoRS(archive.url, retries=0) as client,
+    ):
+        results = await client.search(HierarchicalQuery(limit=500))
+        assert len(results) == 200
+        assert results.possibly_truncated
+    doc = " ".join((SearchResults.__doc__ or "").split())
+    assert "no ``limit`` sent or short of the one sent" in doc
