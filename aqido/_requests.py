@@ -30,6 +30,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -83,6 +84,12 @@ logger = logging.getLogger("aqido")
 
 #: Statuses that tell an adaptive limiter to back off at once (with timeouts).
 _PUSH_BACK = frozenset({429, 503, 504})
+
+#: Called when a logical request is sent: its first attempt holds its concurrency slots.
+#: A crawl sets it around each request (``CrawlStats.requests`` counts requests sent,
+#: not those still waiting for a slot when the crawl stopped).
+ON_SENT: ContextVar[Callable[[], None] | None] = ContextVar("aqido_on_sent", default=None)
+
 #: Most redirects followed for one request (then :class:`~aqido.errors.RedirectError`).
 MAX_REDIRECTS = 10
 
@@ -359,7 +366,8 @@ class RequestPath:
         """One attempt: take a concurrency slot, send, refresh auth once on 401, parse.
 
         ``sent_at`` receives the ``time.perf_counter()`` reading at which the attempt had
-        its slots and was sent (the time it waited for them is the client's own queue).
+        its slots and was sent (the time it waited for them is the client's own queue);
+        it is passed for a request's first attempt, which :data:`ON_SENT` hears about.
         """
         client_limiter = self._limiter
         assert client_limiter is not None
@@ -376,6 +384,9 @@ class RequestPath:
                 start = time.perf_counter()
                 if sent_at is not None:
                     sent_at.append(start)
+                    on_sent = ON_SENT.get()
+                    if on_sent is not None:
+                        on_sent()
                 try:
                     sent = self._fixed_headers
                     if sent is None:  # a callable auth: fresh headers for every request

@@ -17,6 +17,7 @@ from typing import Any
 
 from aqido._paging import UID_KEYS, Fetch, PageSpan, check_parents, uid_of, unseen
 from aqido._recorder import Recorder
+from aqido._requests import ON_SENT
 from aqido._slots import Slots
 from aqido._trusted import _derive
 from aqido.errors import (
@@ -84,12 +85,28 @@ class _Walker:
         self.stats.failed(part, error)
 
     async def request(self, query: BaseQuery) -> QidoResponse:
-        self.stats.request()
+        """Fetch ``query``, counted in the stats once it is sent (not while it waits for a slot).
+
+        The client's fetch says when it sends (:data:`aqido._requests.ON_SENT`); a request
+        cancelled or failed while waiting for its concurrency slot was never sent.  Another
+        :data:`Fetch` that answers without saying so is counted when it answers.
+        """
+        sent = False
+
+        def on_sent() -> None:
+            nonlocal sent
+            sent = True
+            self.stats.request()
+
+        token = ON_SENT.set(on_sent)
         try:
             response = await self.fetch(query, self.limiter)
         finally:
+            ON_SENT.reset(token)
             if self.after_request is not None:
                 self.after_request()
+        if not sent:
+            self.stats.request()
         check_parents(query, response)  # an answer for another study or series: refused
         self.caps.observe(query.query_level, len(response.items))
         self.stats.page()

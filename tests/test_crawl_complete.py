@@ -19,6 +19,7 @@ from aqido import (
     CrawlStats,
     HierarchicalQuery,
     InvalidResponseError,
+    QidoError,
     QueryLevel,
     ResultsTruncatedError,
     Retry,
@@ -204,6 +205,21 @@ async def test_fail_fast_raises_the_error_itself() -> None:
         archive.fail(lambda url: url.endswith(f"/studies/{study}/series"), "500")
         with pytest.raises(ServerError):
             await crawl_list(archive.url, server_limit=CAP, fail_fast=True)
+
+
+@pytest.mark.anyio
+async def test_requests_still_waiting_for_a_slot_are_not_counted_as_sent() -> None:
+    # fail_fast cancels the requests queued behind the client's 2 slots: they were never sent
+    async with FakeArchive(TINY, latency=0.01) as archive:
+        archive.fail(lambda url: "/instances" in url, "500", times=1)
+        stats = CrawlStats()
+        async with AsyncQidoRS(archive.url, retries=0, max_concurrency=2) as qido:
+            with pytest.raises(QidoError):
+                async for _ in qido.crawl(stats=stats, fail_fast=True):
+                    pass
+        served = len(archive.requests)
+    # at most the 2 requests that took the freed slots as the crawl stopped are not served
+    assert served <= stats.requests <= served + 2
 
 
 @pytest.mark.anyio
