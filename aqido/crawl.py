@@ -131,7 +131,8 @@ async def crawl(
             (caps learned during the crawl are kept there); overrides
             ``server_limit``.
         stats: a :class:`~aqido.stats.CrawlStats` to update (live), or a
-            :class:`Recorder` of one (with its progress hook, closed at the end).
+            :class:`Recorder` of one (with its progress hook, closed at the end
+            however the crawl ends, arguments refused included).
         fail_fast: ``True``: the first failure (after retries) cancels the
             crawl and is raised as is.  ``False`` (default): failed parts are
             recorded and the crawl goes on; at the end
@@ -156,20 +157,24 @@ async def crawl(
     study whose subtree could not be fetched is not yielded (it is listed in
     the failures).  Studies are de-duplicated by StudyInstanceUID.
     """
-    level = _level(depth)
-    if query.query_level is not QueryLevel.STUDY:
-        raise InvalidQueryError(
-            f"crawl starts from a study-level query, not {query.query_level.name} "
-            f"({query}); use search or iter_search for that"
-        )
-    if page_size is None and query.limit:
-        page_size = query.limit
-    query = attrs.evolve(query, limit=0, offset=0)
-    listed = [attrs.evolve(p, limit=0, offset=0) for p in parts] if parts else [query]
-    check_page_size(page_size)
-    fail_fast = fail_fast and not partial
     record = stats if isinstance(stats, Recorder) else Recorder(stats or CrawlStats())
     stats = record.stats
+    try:
+        level = _level(depth)
+        if query.query_level is not QueryLevel.STUDY:
+            raise InvalidQueryError(
+                f"crawl starts from a study-level query, not {query.query_level.name} "
+                f"({query}); use search or iter_search for that"
+            )
+        if page_size is None and query.limit:
+            page_size = query.limit
+        query = attrs.evolve(query, limit=0, offset=0)
+        listed = [attrs.evolve(p, limit=0, offset=0) for p in parts] if parts else [query]
+        check_page_size(page_size)
+    except BaseException:
+        record.close()  # arguments refused: the progress hook is closed all the same
+        raise
+    fail_fast = fail_fast and not partial
     walker = _Walker(
         fetch,
         structure,

@@ -18,6 +18,7 @@ from aqido import (
     CrawlProgress,
     CrawlStats,
     HierarchicalQuery,
+    InvalidQueryError,
     InvalidResponseError,
     QidoError,
     QueryLevel,
@@ -277,6 +278,31 @@ async def test_an_overflow_that_cannot_be_split_is_reported() -> None:
 
 
 # --- stats -----------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"page_size": -1},
+        {"depth": "PATIENT"},
+        {"query": HierarchicalQuery(query_level="SERIES", StudyInstanceUID="1.2.3")},
+    ],
+)
+async def test_the_progress_hook_is_closed_when_the_arguments_are_refused(
+    options: dict[str, Any],
+) -> None:
+    closed: list[bool] = []
+
+    class Watch(CrawlProgress):
+        def close(self) -> None:
+            closed.append(True)
+
+    async with FakeArchive(TINY) as archive, AsyncQidoRS(archive.url) as qido:
+        with pytest.raises(InvalidQueryError):
+            async for _ in qido.crawl(progress=Watch(), **options):
+                pass
+    assert closed == [True]  # a progress=True bar would be left open on the terminal
 
 
 @pytest.mark.anyio
