@@ -82,7 +82,8 @@ _TIMED_OUT = (TimeoutError, asyncio.TimeoutError)
 
 logger = logging.getLogger("aqido")
 
-#: Statuses that tell an adaptive limiter to back off at once (with timeouts).
+#: Statuses that tell an adaptive limiter to back off at once (as does an attempt's own
+#: timeout, ``Timeout.request`` or ``Timeout.connect``; ``Timeout.total`` does not).
 _PUSH_BACK = frozenset({429, 503, 504})
 
 #: Called when a logical request is sent: its first attempt holds its concurrency slots.
@@ -368,6 +369,12 @@ class RequestPath:
         ``sent_at`` receives the ``time.perf_counter()`` reading at which the attempt had
         its slots and was sent (the time it waited for them is the client's own queue);
         it is passed for a request's first attempt, which :data:`ON_SENT` hears about.
+
+        Push-back for an adaptive limiter: a 429, 503 or 504, or this attempt's own
+        timeout (``Timeout.request``, ``Timeout.connect``: a ``RequestTimeoutError``).
+        ``Timeout.total`` expiring (a cancellation here) is not: it is the caller's
+        deadline for the whole request, its time in the client's queue and between
+        retries included, so the attempt it cuts short is released with no sample.
         """
         client_limiter = self._limiter
         assert client_limiter is not None

@@ -124,7 +124,8 @@ on: Orthanc past its 50 HTTP threads answers most requests
 as fast as ever and leaves the others waiting about a second for a thread, a
 collapse the median latency never shows.
 
-Push-back (429, 503 and 504 answers, and timeouts) halves the limit at once,
+Push-back (429, 503 and 504 answers, and an attempt's own timeouts, ``Timeout.request`` and
+``Timeout.connect``; not ``Timeout.total``, the caller's deadline) halves the limit at once,
 once per window (answers to requests sent before the last cut do not cut
 again), and ends the startup.  A ``Retry-After`` on an error answer pauses new
 requests of the whole client until it has passed: the server asked *the
@@ -184,7 +185,8 @@ class AdaptiveLimit:
     Use: ``if limit.may_start(now): ticket = limit.start(now)``, then one of
     ``limit.success(ticket, now)`` (a usable answer: its latency is a sample),
     ``limit.dropped(ticket, now, retry_after=...)`` (push-back: 429, 503, 504,
-    a timeout) or ``limit.ignore(ticket, now)`` (any other failure: no sample).
+    an attempt's timeout) or ``limit.ignore(ticket, now)`` (any other failure, or
+    ``Timeout.total`` cutting the attempt short: no sample).
 
     Attributes:
         ceiling: the largest limit (``max_concurrency_limit``).
@@ -337,7 +339,10 @@ class AdaptiveLimit:
             self._end_round(now, cpu)
 
     def dropped(self, ticket: Ticket, now: float, *, retry_after: float | None = None) -> None:
-        """Push-back (429, 503, 504, a timeout): cut the limit, once per round; pause if asked."""
+        """Push-back (429, 503, 504, an attempt's timeout): cut the limit, once per round.
+
+        ``retry_after``: the server's pause, applied to every new request (see :meth:`pause`).
+        """
         self.in_flight -= 1
         if retry_after is not None:
             self.pause(now, retry_after)

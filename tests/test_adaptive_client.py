@@ -18,7 +18,7 @@ import anyio.lowlevel
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from aqido import AsyncQidoRS, QidoRS
+from aqido import AsyncQidoRS, QidoRS, RequestTimeoutError, Timeout
 from aqido._cli.commands import status_line
 from aqido.adaptive import AdaptiveLimit
 from aqido.cli import EXIT_OK, EXIT_USAGE, main
@@ -320,6 +320,32 @@ async def test_push_back_cuts_the_limit_and_retry_after_pauses_every_request() -
     after = [t for t in client.sent if t > learned]
     assert after  # the crawl went on (and retried the failed request)
     assert min(after) >= learned + pause - 0.01  # nothing left during the pause
+
+
+@pytest.mark.parametrize(
+    ("limits", "cut"), [(Timeout(request=0.1), True), (Timeout(request=None, total=0.1), False)]
+)
+async def test_an_attempt_timeout_is_push_back_and_the_total_deadline_is_not(
+    limits: Timeout, cut: bool
+) -> None:
+    # docs/concurrency.md: Timeout.total is the caller's deadline (queue and retries included)
+    async with (
+        FakeArchive(SYNTHETIC, latency=0.5) as archive,
+        AsyncQidoRS(archive.url, max_concurrency="auto", timeout=limits, retries=0) as client,
+    ):
+        with anyio.move_on_after(5):
+            async with anyio.create_task_group() as group:
+                for _ in range(4):
+                    group.start_soon(_search_expecting_timeout, client)
+        limiter = client.adaptive_limiter
+        assert limiter is not None
+        reasons = [change.reason for change in limiter.history]
+    assert ("push-back" in reasons) is cut
+
+
+async def _search_expecting_timeout(client: AsyncQidoRS) -> None:
+    with pytest.raises(RequestTimeoutError):
+        await client.search({})
 
 
 def test_blocking_client_auto() -> None:
