@@ -664,14 +664,20 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods, RequestPath):
         from aqido.checkpoint import CrawlCheckpoint
         from aqido.crawl import Recorder, crawl
         from aqido.plan import split_keys
-        from aqido.progress import make_progress
+        from aqido.progress import CrawlProgress, make_progress
         from aqido.stats import CrawlStats
 
-        base = HierarchicalQuery() if query is None else self._query(query)
-        if self.permissive_uid and not base.permissive_uid:
-            # The series and instance queries are built from the UIDs the server returns.
-            base = attrs.evolve(base, permissive_uid=True)
-        parts, keep = await self._crawl_plan(base)
+        try:
+            base = HierarchicalQuery() if query is None else self._query(query)
+            if self.permissive_uid and not base.permissive_uid:
+                # The series and instance queries are built from the UIDs the server returns.
+                base = attrs.evolve(base, permissive_uid=True)
+            caps = self._caps if server_limit is None else Caps(server_limit)
+            parts, keep = await self._crawl_plan(base)
+        except BaseException:  # a query refused, or planning failed: the crawl ended
+            if isinstance(progress, CrawlProgress):
+                progress.close()
+            raise
         limiter = self._operation_limiter(max_concurrency)
         concurrency = max_concurrency or self._slots
         stats = stats if stats is not None else CrawlStats()
@@ -716,7 +722,7 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods, RequestPath):
             ),
             page_size=page_size,
             limiter=limiter,
-            caps=self._caps if server_limit is None else Caps(server_limit),
+            caps=caps,
             stats=record,
             fail_fast=fail_fast,
             partial=partial,

@@ -18,7 +18,6 @@ from aqido import (
     CrawlProgress,
     CrawlStats,
     HierarchicalQuery,
-    InvalidQueryError,
     InvalidResponseError,
     QidoError,
     QueryLevel,
@@ -282,15 +281,18 @@ async def test_an_overflow_that_cannot_be_split_is_reported() -> None:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize(
-    "options",
+    ("options", "refused"),
     [
-        {"page_size": -1},
-        {"depth": "PATIENT"},
-        {"query": HierarchicalQuery(query_level="SERIES", StudyInstanceUID="1.2.3")},
+        ({"page_size": -1}, "page_size"),
+        ({"depth": "PATIENT"}, "depth"),
+        ({"query": HierarchicalQuery(query_level="SERIES", StudyInstanceUID="1.2.3")}, "study"),
+        # refused by the client itself, before the crawl machinery starts
+        ({"query": {"QueryLevel": "SERIES"}}, "QueryLevel"),
+        ({"server_limit": 0}, "server_limit"),  # a plain ValueError
     ],
 )
 async def test_the_progress_hook_is_closed_when_the_arguments_are_refused(
-    options: dict[str, Any],
+    options: dict[str, Any], refused: str
 ) -> None:
     closed: list[bool] = []
 
@@ -299,7 +301,7 @@ async def test_the_progress_hook_is_closed_when_the_arguments_are_refused(
             closed.append(True)
 
     async with FakeArchive(TINY) as archive, AsyncQidoRS(archive.url) as qido:
-        with pytest.raises(InvalidQueryError):
+        with pytest.raises(ValueError, match=refused):  # InvalidQueryError is one
             async for _ in qido.crawl(progress=Watch(), **options):
                 pass
     assert closed == [True]  # a progress=True bar would be left open on the terminal
