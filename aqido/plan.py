@@ -44,6 +44,7 @@ from typing import Any, Literal
 import attrs
 
 from aqido import dictionary
+from aqido._plan_spans import span_range
 from aqido.matching import (
     STRING_VRS,
     WILDCARD_VRS,
@@ -135,6 +136,7 @@ MAX_FAN_OUT = 64
 Handling = Literal["exact", "loose", "local"]
 
 _ORDER = {"exact": 0, "loose": 1, "local": 2}
+_UIDS = ("StudyInstanceUID", "SeriesInstanceUID")  # the UIDs of a series, of an instance
 
 
 @attrs.frozen
@@ -175,14 +177,7 @@ class Walk:
         study = self.parent.StudyInstanceUID
         if "StudyInstanceUID" not in uids and study and "," not in study:
             uids["StudyInstanceUID"] = study
-        need = (
-            ("StudyInstanceUID",)
-            if self.level is QueryLevel.SERIES
-            else (
-                "StudyInstanceUID",
-                "SeriesInstanceUID",
-            )
-        )
+        need = _UIDS[: 1 if self.level is QueryLevel.SERIES else 2]
         if any(n not in uids for n in need):
             return None
         return HierarchicalQuery(query_level=self.level, **{**self.fields, **uids})
@@ -393,6 +388,7 @@ def plan_query(
     local: list[_Key] = []
     universal: list[_Key] = []
     fanouts: list[tuple[_Key, list[str]]] = []
+    spans: dict[_Key, str] = {}
     for key in keys:
         crit = key.criterion
         value, vr = crit.value, crit.vr
@@ -407,13 +403,19 @@ def plan_query(
         ):
             local.append(key)
             continue
+        if match_form(value, vr) == "single" and (span := span_range(value, vr)) is not None:
+            # a year, an hour...: sent as the range it spans (a server may compare the text)
+            ranges = profile.time_ranges if vr == "TM" else profile.date_ranges
+            spans.update({key: span} if ranges else {})
+            (loose if ranges else local).append(key)
+            continue
         lists_ok = profile.uid_lists if vr == "UI" else profile.value_lists
         # an empty item of a list (``CT,``) matches nothing: sent alone it would be
         # universal matching (every result), so it is never a request of a fan-out
         is_list = "," in value
         items = [v for v in value.split(",") if v] if is_list else [value]
-        if is_list and not lists_ok and not items:  # only commas: matched here
-            local.append(key)
+        if is_list and ((not lists_ok and not items) or any(span_range(v, vr) for v in items)):
+            local.append(key)  # only commas, or a year, an hour... a server may compare as text
             continue
         if vr == "UI":
             per_item: Handling = "exact"
@@ -458,7 +460,7 @@ def plan_query(
             if first not in {_tag_of(f) for f in include}:
                 include.append(dictionary.keyword_for(dictionary.parse_tag_key(first)) or first)
             continue
-        kept_as_match = key in send_as_is or key in fanned
+        kept_as_match = key in send_as_is or key in fanned or key in spans
         if key in universal or kept_as_match or _returned_by_default(query, first):
             continue
         if profile.includefield_all and "all" in include:
@@ -480,6 +482,8 @@ def plan_query(
         changes["limit"] = 0
         changes["offset"] = 0
     base = attrs.evolve(query, **changes) if changes else query
+    for key, span in spans.items():  # sent as a range, filtered here (loose)
+        base = _with_value(base, key, span)
     requests = [base]
     for key, items in chosen:
         requests = [_with_value(request, key, item) for request in requests for item in items]
@@ -553,12 +557,7 @@ def _walk(query: BaseQuery, profile: ServerProfile) -> Walk | None:
     child_fields = _fields(attrs.evolve(query, **child_changes))
     # The UIDs of the levels above come from each parent result (Walk.child); a UID of the
     # walked level itself (SeriesInstanceUID of a series search) is a key of the child query.
-    above = (
-        ("StudyInstanceUID",)
-        if level is QueryLevel.SERIES
-        else ("StudyInstanceUID", "SeriesInstanceUID")
-    )
-    for uid_field in above:
+    for uid_field in _UIDS[: 1 if level is QueryLevel.SERIES else 2]:
         child_fields.pop(uid_field, None)
     return Walk(parent=parent, level=level, fields=child_fields)
 

@@ -373,3 +373,51 @@ def test_a_walked_series_without_its_study_uid_takes_the_parent_querys() -> None
     walk = plan_query(listed, ServerProfile(relational_instances=False)).walk
     assert walk is not None  # two studies: a series without its study UID has no parent
     assert walk.child({"0020000E": {"vr": "UI", "Value": ["1.2.3"]}}) is None
+
+
+def _text_server(items: list[dict[str, Any]], query: BaseQuery) -> list[dict[str, Any]]:
+    """Orthanc's matching of one DA/TM filter: a single value as text, a range by text order."""
+    (name, value), tag = query.filters[0], {"StudyDate": "00080020", "StudyTime": "00080030"}
+    low, dash, high = value.partition("-")
+    out = []
+    for item in items:
+        stored = item[tag[name]]["Value"][0]
+        if (low <= stored <= (high or "~")) if dash else stored == value:
+            out.append(item)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "sent", "expected"),
+    [
+        ("StudyTime", "10", "10-105959.999999", ["10", "1000", "104540.014044", "105959"]),
+        ("StudyTime", "0727", "0727-072759.999999", ["0727", "072700", "072759.5"]),
+        ("StudyTime", "020052", "020052-020052.999999", ["020052", "020052.532032"]),
+        ("StudyDate", "2010", "20100101-20101231", ["20100101", "20101231"]),
+        ("StudyDate", "201002", "20100201-20100228", ["20100201", "20100228"]),
+    ],
+)
+def test_a_single_date_or_time_of_less_precision_is_sent_as_the_range_it_spans(
+    key: str, value: str, sent: str, expected: list[str]
+) -> None:
+    # Orthanc compares a single DA/TM value as text: StudyTime=072700 misses a stored 0727,
+    # StudyDate=2010 finds nothing; the standard's answer (aqido.matching) is the whole span.
+    tag = {"StudyDate": "00080020", "StudyTime": "00080030"}[key]
+    vr = "DA" if key == "StudyDate" else "TM"
+    stored = [
+        *expected,
+        *(["09", "0959", "095959.999999", "11", "110000"] if vr == "TM" else []),
+        *(["20091231", "20110101"] if vr == "DA" else []),
+        *(["072800", "0728"] if value == "0727" else []),
+        *(["020053", "020051.9"] if value == "020052" else []),
+        *(["20100301", "20100131"] if value == "201002" else []),
+    ]
+    items = [{tag: {"vr": vr, "Value": [text]}} for text in stored]
+    query = HierarchicalQuery(filters={key: value})
+    plan = plan_query(query, ServerProfile.orthanc())
+    assert [r.filters for r in plan.requests] == [((key, sent),)]
+    answer, _ = plan.finish(plan.merge(_text_server(items, r) for r in plan.requests))
+    assert sorted(i[tag]["Value"][0] for i in answer) == sorted(expected)
+    # without ranges the server cannot be asked: the key is matched here
+    no_ranges = attrs.evolve(ServerProfile.orthanc(), time_ranges=False, date_ranges=False)
+    assert plan_query(query, no_ranges).requests[0].filters == ()

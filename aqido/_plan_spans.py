@@ -1,0 +1,49 @@
+"""The span of a single DA or TM match value, as a range a server matches as the standard does.
+
+aqido's answer to a single DA or TM value of less than full precision is
+the span that precision covers (:mod:`aqido.matching`: ``StudyDate=2010``
+is the year, ``StudyTime=10`` 10:00 to 10:59:59.999999, ``StudyTime=1015``
+every second of that minute).  Servers such as Orthanc compare a single
+value as text instead (``StudyTime=072700`` misses a stored ``0727``), and
+no :class:`~aqido.profile.ServerProfile` field says so.  The planner sends
+such a value as the range :func:`span_range` gives (what a server that
+supports ranges matches as a superset of the span, even comparing text) and
+filters the answer locally.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+
+_DA = re.compile(r"([0-9]{4})([0-9]{2})?")  # a year or a month: a full date is exact
+_TM = re.compile(r"[0-9]{2}(?:[0-9]{2}(?:[0-9]{2}(?:\.[0-9]{1,6})?)?)?")
+
+
+def span_range(value: str, vr: str) -> str | None:
+    """The range covering the span of one DA or TM value (``None``: exact, or not DA/TM).
+
+    ``2010`` gives ``20100101-20101231``, ``201002`` gives ``20100201-20100228``;
+    a TM value keeps its own text as the low bound (a shorter stored value such
+    as ``10`` or ``1000`` sorts at or after it) and gets the last instant of its
+    span as the high one: ``10`` gives ``10-105959.999999``.  A full date, a
+    time with six fraction digits and anything malformed give ``None``.
+    """
+    text = value.strip()
+    if vr == "DA":
+        m = _DA.fullmatch(text)
+        if m is None:
+            return None
+        year, month = int(m.group(1)), m.group(2)
+        if month is not None and not 1 <= int(month) <= 12:
+            return None
+        first, last = (int(month), int(month)) if month else (1, 12)
+        end = calendar.monthrange(year, last)[1]
+        return f"{year:04d}{first:02d}01-{year:04d}{last:02d}{end:02d}"
+    if vr == "TM" and _TM.fullmatch(text):
+        whole, _, fraction = text.partition(".")
+        if len(fraction) == 6:
+            return None
+        high = whole + "5959"[len(whole) - 2 :] + "." + fraction.ljust(6, "9")
+        return f"{text}-{high}"
+    return None
