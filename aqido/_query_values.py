@@ -310,10 +310,24 @@ def normalise_key(field: str, key: object) -> tuple[str, tuple[int, ...], str | 
     return ".".join(parts), tuple(tags), vr
 
 
+def _items(field: str, value: object, kind: str) -> Iterable[Any]:
+    """``value``'s items, or :class:`~aqido.errors.QueryTypeError` if it is not a collection.
+
+    ``bytes`` are refused too: iterating them gives ints, not what was meant.
+    """
+    if isinstance(value, Iterable) and not isinstance(value, bytes | bytearray):
+        return value
+    raise QueryTypeError(f"{field}: {value!r} is not {kind}")
+
+
 def conv_include_fields(value: Iterable[str] | str | None) -> tuple[str, ...]:
     if value is None:
         return ()
-    items: list[object] = [value] if isinstance(value, str) else list(value)
+    items: list[object] = (
+        [value]
+        if isinstance(value, str)
+        else list(_items("include_fields", value, "a list of keywords or tags"))
+    )
     out: list[str] = []
     seen: set[tuple[int, ...]] = set()
     for item in items:
@@ -431,7 +445,11 @@ def conv_filters(value: _FilterInput | None) -> tuple[tuple[str, str], ...]:
             f"filters: {value!r} is not a mapping; pass a dict such as "
             "{'PatientBirthDate': '19700101'}"
         )
-    pairs: Iterable[Any] = value.items() if isinstance(value, Mapping) else value
+    pairs: Iterable[Any] = (
+        value.items()
+        if isinstance(value, Mapping)
+        else _items("filters", value, "a mapping; pass a dict of attribute → value")
+    )
     by_tags: dict[tuple[int, ...], tuple[str, str]] = {}
     for pair in pairs:
         if not (isinstance(pair, tuple) and len(pair) == 2):
@@ -513,7 +531,11 @@ def conv_extra_params(value: _ExtraInput | None) -> tuple[tuple[str, tuple[str, 
             f"extra_params: {value!r} is not a mapping; pass a dict such as "
             "{'key1': ['value1', 'value2'], 'key2': 'value3'}"
         )
-    pairs: Iterable[Any] = value.items() if isinstance(value, Mapping) else value
+    pairs: Iterable[Any] = (
+        value.items()
+        if isinstance(value, Mapping)
+        else _items("extra_params", value, "a mapping; pass a dict of name → value or [values]")
+    )
     grouped: dict[str, list[str]] = {}
     for pair in pairs:
         if not (isinstance(pair, tuple) and len(pair) == 2):

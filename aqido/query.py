@@ -521,10 +521,12 @@ def _temporal_value(keyword: str, value: _dt.date | _dt.time) -> str:
         if vr == "DT":
             if not isinstance(value, _dt.datetime):
                 return format_da(day)
-            if value.utcoffset() is not None:  # in UTC: a '-' offset would read as a range
-                value = value.astimezone(_dt.timezone.utc)
-            try:
-                return format_dt(value)
+            try:  # in UTC: a '-' offset would read as a range
+                utc = value.astimezone(_dt.timezone.utc) if value.utcoffset() is not None else value
+                return format_dt(utc)
+            except OverflowError:  # UTC is in the year 0 or 10000
+                exc = ValueError(f"{value} is outside the years 1-9999 in UTC")
+                raise InvalidQueryError(f"ensure_query_type: {keyword}: {exc}") from None
             except ValueError as exc:
                 raise InvalidQueryError(f"ensure_query_type: {keyword}: {exc}") from None
     elif vr == "TM":
@@ -564,7 +566,7 @@ def ensure_query_type(
         return query
     data = _fields_of(query)
     kwargs: dict[str, Any] = {}
-    filters: dict[str, Any] = dict(data.pop("filters", None) or {})
+    filters: dict[str, Any] = dict(conv_filters(data.pop("filters", None) or None))
     for key, value in data.items():
         if value is None or value == "" or value == [] or value == ():
             continue
@@ -575,6 +577,8 @@ def ensure_query_type(
         elif isinstance(key, str) and dictionary.tag_for_keyword(key) is not None:
             if isinstance(value, _dt.date | _dt.time):
                 value = _temporal_value(key, value)
+            if key in filters:  # one would be dropped silently
+                raise InvalidQueryError(f"ensure_query_type: {key} given twice (also in filters)")
             filters[key] = value
         else:
             raise InvalidQueryError(

@@ -17,6 +17,7 @@ from aqido import (
     HierarchicalQuery,
     InvalidQueryError,
     QueryLevel,
+    QueryTypeError,
     RelationalQuery,
     encode_query_value,
     ensure_query_type,
@@ -435,6 +436,24 @@ def test_non_string_values_are_rejected() -> None:
     _rejects(HierarchicalQuery, "Modality: list item 3", Modality=["CT", 3])
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("include_fields", 5),
+        ("include_fields", b"PatientID"),  # bytes iterate as ints
+        ("filters", 5),
+        ("filters", True),
+        ("filters", b"ab"),
+        ("extra_params", 5),
+        ("extra_params", True),
+    ],
+)
+def test_a_collection_field_of_another_type_is_a_query_type_error(field: str, value: Any) -> None:
+    # was an untyped TypeError ('int' object is not iterable) naming no field
+    with pytest.raises(QueryTypeError, match=f"^{field}: .* is not a"):
+        HierarchicalQuery(**{field: value})
+
+
 def test_list_items_must_not_contain_commas() -> None:
     _rejects(HierarchicalQuery, "ModalitiesInStudy: list item 'CT,MR'", ModalitiesInStudy=["CT,MR"])
 
@@ -825,6 +844,30 @@ def test_ensure_query_type_refuses_a_time_with_an_offset() -> None:
     aware = dt.time(10, 0, tzinfo=dt.timezone(dt.timedelta(hours=5)))
     with pytest.raises(InvalidQueryError, match=r"StudyTime: .* has a UTC offset"):
         ensure_query_type({"StudyTime": aware})
+
+
+def test_ensure_query_type_refuses_a_datetime_outside_the_years_in_utc() -> None:
+    # astimezone() raised OverflowError: the value is in the year 10000 (or 0) in UTC
+    late = dt.datetime(9999, 12, 31, 23, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+    early = dt.datetime(1, 1, 1, 0, tzinfo=dt.timezone(dt.timedelta(hours=5)))
+    for value in (late, early):
+        with pytest.raises(InvalidQueryError, match="AcquisitionDateTime: .* years 1-9999"):
+            ensure_query_type({"AcquisitionDateTime": value})
+
+
+@pytest.mark.parametrize("filters", [5, "PatientSex=F", [["PatientSex", "F"]]])
+def test_ensure_query_type_refuses_filters_that_are_not_a_mapping(filters: Any) -> None:
+    # dict(filters) raised TypeError or ValueError
+    with pytest.raises(InvalidQueryError, match="^filters: "):
+        ensure_query_type({"filters": filters})
+
+
+def test_ensure_query_type_refuses_an_attribute_also_in_filters() -> None:
+    # the attribute's value replaced the filter's silently: PatientBirthDate=2021 was sent
+    with pytest.raises(InvalidQueryError, match="PatientBirthDate given twice"):
+        ensure_query_type({"filters": {"PatientBirthDate": "2020"}, "PatientBirthDate": "2021"})
+    query = ensure_query_type({"filters": [("PatientBirthDate", "2020")], "PatientSex": "F"})
+    assert query.filters == (("PatientBirthDate", "2020"), ("PatientSex", "F"))
 
 
 def test_ensure_query_type_keeps_the_relational_kind() -> None:
