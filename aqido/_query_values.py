@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -499,6 +500,17 @@ RESERVED_PARAMS = frozenset({"limit", "offset", "includefield", "fuzzymatching"}
 _ExtraInput = Mapping[str, str | Sequence[str]] | Iterable[tuple[str, str | Sequence[str]]]
 
 
+@functools.cache
+def _keywords_by_lower() -> dict[str, str]:
+    """Lower-cased keyword → keyword, for the attributes a query can match (not group 0000).
+
+    A server may read ``patientid`` as ``PatientID``: sent as a vendor parameter
+    next to the query's own ``PatientID``, the attribute would go twice with two values.
+    """
+    by_keyword = dictionary._tables()[1]
+    return {k.lower(): k for k, tag in by_keyword.items() if tag >> 16}
+
+
 def _check_param_name(name: object) -> str:
     if not isinstance(name, str) or not name:
         raise InvalidQueryError(
@@ -514,7 +526,9 @@ def _check_param_name(name: object) -> str:
     try:
         key = normalise_key("extra_params", name)[0]
     except InvalidQueryError:
-        return name  # not a DICOM attribute: a vendor-specific parameter
+        key = _keywords_by_lower().get(name.lower(), "")
+        if not key:
+            return name  # not a DICOM attribute: a vendor-specific parameter
     raise InvalidQueryError(
         f"extra_params: {name!r} is a DICOM attribute; match it with the query's named field "
         f"or filters={{{key!r}: ...}} (extra_params is for parameters that are not attributes)"

@@ -206,10 +206,10 @@ class BaseQuery:
       list is sent as the same name repeated, in order
       (``key1=value1&key1=value2&key2=value3``); values are encoded as other
       values are.  Stored as ``((name, (value, ...)), ...)``.  Names that aqido
-      sets itself (``limit``, ``offset``, ``includefield``, ``fuzzymatching``,
-      any case) and DICOM attributes (use the named fields or ``filters``) are
-      refused, as are control characters.  Kept by paging, splitting and the
-      crawl's series and instance queries.
+      sets itself (``limit``, ``offset``, ``includefield``, ``fuzzymatching``)
+      and DICOM attributes (use the named fields or ``filters``), in any case,
+      are refused, as are control characters.  Kept by paging, splitting and
+      the crawl's series and instance queries.
     - ``permissive_uid``: ``True`` relaxes the UID checks (the UID fields and
       UI ``filters``) from PS3.5 syntax to :func:`is_permissive_uid`, for
       archives whose UIDs do not conform; default ``False`` (strict).

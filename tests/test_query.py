@@ -851,14 +851,14 @@ def test_ensure_query_type_refuses_a_datetime_outside_the_years_in_utc() -> None
     late = dt.datetime(9999, 12, 31, 23, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
     early = dt.datetime(1, 1, 1, 0, tzinfo=dt.timezone(dt.timedelta(hours=5)))
     for value in (late, early):
-        with pytest.raises(InvalidQueryError, match="AcquisitionDateTime: .* years 1-9999"):
+        with pytest.raises(InvalidQueryError, match=r"AcquisitionDateTime: .* years 1-9999"):
             ensure_query_type({"AcquisitionDateTime": value})
 
 
 @pytest.mark.parametrize("filters", [5, "PatientSex=F", [["PatientSex", "F"]]])
 def test_ensure_query_type_refuses_filters_that_are_not_a_mapping(filters: Any) -> None:
     # dict(filters) raised TypeError or ValueError
-    with pytest.raises(InvalidQueryError, match="^filters: "):
+    with pytest.raises(InvalidQueryError, match=r"^filters: "):
         ensure_query_type({"filters": filters})
 
 

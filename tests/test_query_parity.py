@@ -30,6 +30,7 @@ from aqido import (
     is_valid_uid,
 )
 from aqido import query as query_module
+from aqido._query_values import _keywords_by_lower
 from aqido.query import PERMISSIVE_UID_MAX, RESERVED_PARAMS, BaseQuery
 
 KINDS = [HierarchicalQuery, RelationalQuery]
@@ -193,10 +194,29 @@ def test_names_aqido_sets_are_refused(name: str) -> None:
         HierarchicalQuery(extra_params={name: "1"})
 
 
-@pytest.mark.parametrize("name", ["PatientID", "00100020", "StudyDate", "StudyInstanceUID"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "PatientID",
+        "00100020",
+        "StudyDate",
+        "StudyInstanceUID",
+        # another case: a server that reads keywords in any case got the attribute twice
+        # (PatientID=P1&patientid=x), or a StudyDate range overridden by the vendor one
+        "patientid",
+        "STUDYDATE",
+        "modalitiesInStudy",
+    ],
+)
 def test_attribute_names_are_refused(name: str) -> None:
     with pytest.raises(InvalidQueryError, match=r"is a DICOM attribute; match it .* filters="):
-        HierarchicalQuery(extra_params={name: "x"})
+        HierarchicalQuery(PatientID="P1", min_study_date="2024-01-01", extra_params={name: "x"})
+
+
+def test_command_keywords_in_another_case_are_vendor_parameters() -> None:
+    # group 0000 (Status, Priority) is never matched by a query: 'status' may be a vendor's
+    query = HierarchicalQuery(extra_params={"status": "x", "priority": "y"})
+    assert query.query_string() == "status=x&priority=y"
 
 
 @pytest.mark.parametrize(
@@ -235,7 +255,9 @@ def test_extra_params_round_trip_through_a_query_string_parser(
     attribute = [
         name
         for name, _ in pairs
-        if dictionary.tag_for_keyword(name) is not None or dictionary.is_tag_key(name)
+        if dictionary.tag_for_keyword(name) is not None
+        or dictionary.is_tag_key(name)
+        or name.lower() in _keywords_by_lower()
     ]
     if attribute:
         with pytest.raises(InvalidQueryError, match="is a DICOM attribute"):  # e.g. 'Rows'
