@@ -412,10 +412,15 @@ def _is_temporal(vr: str, bound: str, *, upper: bool) -> bool:
     Exactly as the local matcher reads a match value (:mod:`aqido._temporal`,
     reduced precision included): a DA as ``YYYY[MM[DD]]`` (``.`` of the retired
     form dropped), a year or a month standing for its whole span, and whose
-    month and day, when given, exist.
+    month and day, when given, exist; a DT's UTC offset must be one PS3.5
+    allows (``+0000`` to ``+1400``: a server may read ``+2400`` as UTC).
     """
     from aqido._temporal import temporal_key  # the matcher's reading (not at import)
 
+    if vr == "DT" and "+" in bound:  # PS3.5 6.2: an offset is -1200 to +1400, minutes 00-59
+        offset = bound.partition("+")[2]
+        if not (offset.isdigit() and offset[2:] < "60" and offset <= "1400"):
+            return False
     return temporal_key(bound, vr, upper=upper, partial=True) is not None
 
 

@@ -554,6 +554,11 @@ def test_filters_must_be_a_mapping() -> None:
         ("StudyTime", "12.5.5"),
         ("AcquisitionDateTime", "2024133"),
         ("AcquisitionDateTime", "2024+0100+0100"),
+        # a UTC offset PS3.5 does not allow (-1200 to +1400): a server may read it as UTC
+        ("AcquisitionDateTime", "2024+2400"),
+        ("AcquisitionDateTime", "20240101+0099"),  # minute 99
+        ("AcquisitionDateTime", "20240101120000+1401-"),
+        ("AcquisitionDateTime", "-20240101+9999"),
         # numbers are matched numerically: anything else is refused when built
         ("SeriesNumber", "abc"),
         ("SeriesNumber", "*"),
@@ -594,6 +599,8 @@ def test_bad_range_and_uid_filter_values_are_rejected(key: str, value: str) -> N
         ("StudyDate", "2024"),  # the whole year, as the local matcher reads it too
         ("StudyDate", "202402-2025"),
         ("AcquisitionDateTime", "00010101000000+0100"),  # the year 0 in UTC
+        ("AcquisitionDateTime", "20240101+1400-20240102+0000"),  # the widest offset
+        ("AcquisitionDateTime", "20240101+0545"),
         ("PatientAge", "045Y"),
     ],
 )
