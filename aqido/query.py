@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import attrs
@@ -487,8 +487,8 @@ _ZERO_DEFAULTS = frozenset({"limit", "offset", "fuzzymatching", "permissive_uid"
 
 
 def _fields_of(query: object) -> dict[str, Any]:
-    if isinstance(query, Mapping):
-        return dict(query)
+    if isinstance(query, Mapping):  # an iterator is read once, but a query may be built twice
+        return {k: tuple(v) if isinstance(v, Iterator) else v for k, v in query.items()}
     dump = getattr(query, "model_dump", None)  # pydantic v2 (dicomtrolley >= 3)
     if callable(dump):
         data = dump()

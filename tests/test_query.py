@@ -877,6 +877,24 @@ def test_ensure_query_type_refuses_an_attribute_also_in_filters() -> None:
     assert query.filters == (("PatientBirthDate", "2020"), ("PatientSex", "F"))
 
 
+def test_ensure_query_type_reads_an_iterator_once_for_both_kinds() -> None:
+    # The hierarchical attempt consumed the iterators; the relational query built next got
+    # empty ones, so the criteria were dropped silently: /series instead of /series?Modality=...
+    query = ensure_query_type(
+        {
+            "query_level": "SERIES",
+            "Modality": iter(["CT", "MR"]),
+            "include_fields": (k for k in ["PatientAge"]),
+            "extra_params": iter([("tenant", "A")]),
+            "SeriesInstanceUID": iter(["1.2", "1.3"]),
+        }
+    )
+    assert type(query) is RelationalQuery
+    assert str(query) == (
+        "/series?SeriesInstanceUID=1.2,1.3&Modality=CT,MR&includefield=PatientAge&tenant=A"
+    )
+
+
 def test_ensure_query_type_keeps_the_relational_kind() -> None:
     query = ensure_query_type(RelationalQueryLike(query_level="SERIES", StudyInstanceUID=STUDY))
     assert type(query) is RelationalQuery
