@@ -196,7 +196,7 @@ class BaseQuery:
     - ``include_fields``: keywords or 8-hex-digit tags, or ``['all']``; stored as
       a tuple, duplicates removed.
     - ``fuzzymatching``: ``True`` sends ``fuzzymatching=true``; ``False`` sends nothing.
-    - ``limit``, ``offset``: non-negative ints; 0 is not sent.
+    - ``limit``, ``offset``: ints from 0 (not sent) to ``2**63 - 1``.
     - ``filters``: any other attribute, ``{keyword or tag: value or [values]}``;
       stored as a tuple of ``(key, value)`` pairs sorted by tag, tags
       uppercased, lists comma-joined.  UI values must be UIDs; DA/TM/DT values

@@ -615,6 +615,23 @@ def test_limit_and_offset_must_be_non_negative_ints(field: str, value: Any) -> N
     _rejects(HierarchicalQuery, f"{field}: .* is not a non-negative int", **{field: value})
 
 
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        (2**63, r"a 64-bit int is more than a server reads; pass at most 9223372036854775807"),
+        (10**5000, "a 16610-bit int is more than a server reads"),
+        (-(10**5000), "a 16610-bit int is not a non-negative int"),
+    ],
+    ids=["2**63", "10**5000", "-10**5000"],
+)
+@pytest.mark.parametrize("field", ["limit", "offset"])
+def test_limit_and_offset_must_fit_in_64_bits(field: str, value: int, match: str) -> None:
+    # 10**5000 was accepted, then query_string() and repr() raised ValueError (Python writes
+    # no int of more than 4300 digits); 2**63 overflows the servers' 64-bit counts
+    _rejects(HierarchicalQuery, f"{field}: {match}", **{field: value})
+    assert HierarchicalQuery(**{field: 2**63 - 1}).query_string() == f"{field}={2**63 - 1}"
+
+
 @pytest.mark.parametrize("value", [1, 0, "true", None])
 def test_fuzzymatching_must_be_a_bool(value: Any) -> None:
     _rejects(
