@@ -178,6 +178,9 @@ def test_search_dates_names_and_limit(archive: FakeArchive) -> None:
         (["--date-from", "2024-13-01"], "not a date"),
         (["--filter", "PatientNmae=x"], "PatientNmae"),
         (["--filter", "novalue"], "KEYWORD=VALUE"),
+        # the last one won, unseen: a search for M answered as if it were the one asked
+        (["--filter", "PatientSex=F", "--filter", "PatientSex=M"], "given twice"),
+        (["--filter", "00100040=F", "--filter", "PatientSex=M"], "same attribute"),
         (["--level", "patient"], "invalid choice"),
         (["--limit", "0"], "at least 1"),
         (["--no-such-option"], "unrecognized arguments"),

@@ -418,7 +418,13 @@ def query_from_args(args: argparse.Namespace) -> BaseQuery:
         keyword, sep, value = item.partition("=")
         if not sep or not keyword.strip():
             raise UsageError(f"--filter wants KEYWORD=VALUE, not {item!r}")
-        filters[keyword.strip()] = value
+        keyword = keyword.strip()
+        if filters.get(keyword, value) != value:  # the last one would win, unseen
+            raise UsageError(
+                f"--filter {keyword} is given twice ({filters[keyword]!r} and {value!r}): "
+                "give it once (a list is one value: KEYWORD=A,B)"
+            )
+        filters[keyword] = value
     includes = [part for item in args.include for part in item.split(",") if part]
     level = QueryLevel(getattr(args, "level", "study").upper())
     cls = RelationalQuery if getattr(args, "relational", False) else HierarchicalQuery
