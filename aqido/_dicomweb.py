@@ -256,6 +256,16 @@ def dicomweb_query(
     permissive_uid: bool = False,
 ) -> BaseQuery:
     """Build the query dicomweb-client's ``search_for_*`` arguments describe."""
+    if fields is not None and (isinstance(fields, str | bytes) or not isinstance(fields, Iterable)):
+        # a str would be its characters: "'P' is not a DICOM keyword"
+        raise QueryTypeError(
+            f"fields: {type(fields).__name__} {fields!r:.60}; pass a list of keywords or tags"
+        )
+    if search_filters is not None and not isinstance(search_filters, Mapping):
+        raise QueryTypeError(
+            f"search_filters: {type(search_filters).__name__} {search_filters!r:.60}; "
+            "pass a mapping of keywords or tags to values"
+        )
     kwargs: dict[str, Any] = {
         "query_level": level,
         "fuzzymatching": _fuzzymatching(fuzzymatching),

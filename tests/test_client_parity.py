@@ -338,6 +338,24 @@ async def test_an_empty_search_filter_is_universal_matching() -> None:
     assert archive.requests[1].query_string == "includefield=all"
 
 
+@pytest.mark.parametrize(
+    ("options", "refused"),
+    [
+        ({"fields": 5}, "fields: int"),  # a raw TypeError ('int' object is not iterable)
+        ({"fields": "PatientID"}, "fields: str"),  # was "'P' is not a DICOM keyword"
+        ({"search_filters": ["PatientID"]}, "search_filters: list"),  # an AttributeError
+        ({"search_filters": 5}, "search_filters: int"),
+    ],
+)
+async def test_fields_and_search_filters_of_another_type_are_type_errors(
+    odd: FakeArchive, options: dict[str, Any], refused: str
+) -> None:
+    async with AsyncQidoRS(odd.url) as qido:
+        with pytest.raises(QueryTypeError, match=refused):
+            await qido.search_for_studies(**options)
+    assert odd.requests == []
+
+
 @pytest.mark.parametrize("key", ["PatientID", "ModalitiesInStudy", "00100020", "StudyDate"])
 async def test_a_search_filter_of_none_is_refused_not_dropped(odd: FakeArchive, key: str) -> None:
     # {"PatientID": None} was the named field's default: dropped, the search returned every
