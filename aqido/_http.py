@@ -271,7 +271,9 @@ Proxy = tuple[URL | None, Mapping[str, str] | None]
 def env_proxy(url: URL) -> Proxy:
     """The proxy the environment gives for ``url`` (``HTTP(S)_PROXY``, ``NO_PROXY``), as requests.
 
-    Loopback hosts are never proxied, whatever the environment says.
+    Loopback hosts are never proxied, whatever the environment says.  A proxy URL
+    aqido cannot use (one that does not parse, a ``socks5://`` one) raises
+    :class:`~aqido.errors.TransportError`, naming the variable, never the URL.
     """
     host = url.raw_host or ""
     if not host or is_loopback(host):
@@ -280,11 +282,41 @@ def env_proxy(url: URL) -> Proxy:
     proxy = proxies.get(url.scheme) or proxies.get("all")
     if not proxy or urllib.request.proxy_bypass(f"{host}:{url.port}" if url.port else host):
         return None, None
-    parsed = URL(proxy if "://" in proxy else f"http://{proxy}")
+    variable = f"{url.scheme.upper()}_PROXY" if proxies.get(url.scheme) else "ALL_PROXY"
+    parsed = _proxy_url(proxy, variable, url)
     if parsed.user is None:
         return parsed, None
     token = base64.b64encode(f"{parsed.user}:{parsed.password or ''}".encode()).decode("ascii")
     return parsed.with_user(None), {"Proxy-Authorization": f"Basic {token}"}
+
+
+def _proxy_url(proxy: str, variable: str, url: URL) -> URL:
+    """The proxy URL in ``variable``, or a TransportError saying why aqido cannot use it.
+
+    aiohttp would speak HTTP to any proxy URL (a ``socks5://`` one too), and
+    yarl raises a plain ``ValueError`` for one that does not parse, whose
+    message may quote its password: the URL is never shown, only its scheme.
+    """
+    advice = "fix it, list the host in NO_PROXY, or pass trust_env=False"
+    try:
+        parsed = URL(proxy if "://" in proxy else f"http://{proxy}")
+        usable = bool(parsed.host) and parsed.port is not None
+    except ValueError:  # UnicodeError too: a host yarl cannot decode
+        usable = False
+    else:
+        if parsed.scheme not in ("http", "https"):
+            raise TransportError(
+                f"the proxy in {variable} is a {excerpt(parsed.scheme, 20)!r} URL: aqido "
+                f"speaks only to http:// and https:// proxies (not SOCKS); {advice}",
+                url=url,
+            )
+    if not usable:
+        raise TransportError(
+            f"the proxy in {variable} is not a valid URL (not shown: it may hold "
+            f"credentials); {advice}",
+            url=url,
+        )
+    return parsed
 
 
 class OriginCookieJar(aiohttp.CookieJar):

@@ -290,7 +290,7 @@ class RequestPath:
         if found is None:
             if len(self._proxies) >= _PROXY_ORIGINS:  # redirects chose them: bounded memory
                 self._proxies.clear()
-            found = self._proxies[origin] = env_proxy(origin)
+            found = self._proxies[origin] = env_proxy(url)
         return found
 
     async def _read(self, response: aiohttp.ClientResponse, url: str) -> bytes:

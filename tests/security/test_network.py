@@ -1192,6 +1192,32 @@ def test_the_proxy_chosen_from_the_environment(
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("variable", "proxy", "reason"),
+    [
+        ("HTTP_PROXY", "http://u:s3cr3t@127.0.0.1:notaport", "not a valid URL"),
+        ("HTTP_PROXY", "http://u:s3cr3t@127.0.0.1:99999", "not a valid URL"),
+        ("HTTP_PROXY", "http://u:s3cr3t@[::1", "not a valid URL"),
+        ("HTTP_PROXY", "http://u:s3cr3t@\u2100.example:3128", "not a valid URL"),  # yarl quotes it
+        ("ALL_PROXY", "socks5://u:s3cr3t@127.0.0.1:1080", "'socks5' URL"),
+    ],
+)
+async def test_a_proxy_url_aqido_cannot_use_is_a_transport_error(
+    monkeypatch: pytest.MonkeyPatch, variable: str, proxy: str, reason: str
+) -> None:
+    """Not yarl's ValueError (which may quote the password), nor HTTP spoken to a SOCKS proxy."""
+    monkeypatch.setenv(variable, proxy)
+    url = "http://pacs.invalid:8042/dicom-web"
+    async with AsyncQidoRS(url, retries=0) as client:
+        with pytest.raises(TransportError, match=reason) as info:
+            await client.search({})
+    assert variable in str(info.value)
+    assert info.value.url == f"{url}/studies"
+    assert "s3cr3t" not in str(info.value)
+    assert info.value.__cause__ is None
+
+
+@pytest.mark.anyio
 async def test_the_proxy_settings_of_redirect_origins_are_bounded(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
