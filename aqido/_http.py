@@ -253,6 +253,33 @@ def ssl_option(value: SSLOption) -> _ssl.SSLContext | bool:
     )
 
 
+def without_client_certificate(value: _ssl.SSLContext | bool) -> _ssl.SSLContext | bool:
+    """The ``ssl=`` for a redirect to another origin: the same trust, no client certificate.
+
+    A client certificate (mutual TLS) is a credential: like the ``Authorization``
+    header it goes only to the service's origin.  An ``ssl.SSLContext`` can neither
+    say whether it holds one nor give it up, so another origin gets a new context
+    that verifies as ``value`` does: its ``verify_mode``, ``check_hostname``,
+    ``verify_flags``, TLS versions and the CA certificates it has loaded (the
+    system's when it lists none: they come from a directory, read as used).
+    """
+    if not isinstance(value, _ssl.SSLContext):
+        return value  # True (aiohttp's default context) or False: no client certificate
+    plain = _ssl.SSLContext(_ssl.PROTOCOL_TLS_CLIENT)
+    plain.check_hostname = False  # first: verify_mode cannot be CERT_NONE while it is set
+    plain.verify_mode = value.verify_mode
+    plain.check_hostname = value.check_hostname
+    plain.verify_flags = value.verify_flags
+    plain.minimum_version = value.minimum_version
+    plain.maximum_version = value.maximum_version
+    authorities = value.get_ca_certs(binary_form=True)
+    if authorities:
+        plain.load_verify_locations(cadata=b"".join(authorities))
+    elif value.verify_mode != _ssl.CERT_NONE:
+        plain.load_default_certs()
+    return plain
+
+
 def is_loopback(host: str) -> bool:
     """Whether ``host`` names this machine (never sent through a proxy)."""
     name = host.strip("[]").rstrip(".").lower()

@@ -12,12 +12,12 @@ this code, and its CPU per request is measured (``benchmarks/cpu.py``).
 Hostile or broken servers (docs/security.md): a body is read in chunks and
 refused past ``max_response_bytes`` (after decompression); redirects are
 followed by aqido itself (at most :data:`MAX_REDIRECTS`), and a hop to
-another origin (scheme, host, port) drops every credential and every header
-the caller gave; a connection left holding bytes that are not an HTTP response
-(the rest of a body longer than its ``Content-Length``) is dropped and its
-request re-sent once.  TLS and proxies: ``ssl=`` and ``trust_env=``
-(``HTTP(S)_PROXY``/``NO_PROXY``, read once per origin; loopback is never
-proxied).
+another origin (scheme, host, port) drops every credential (a client
+certificate too) and every header the caller gave; a connection left holding
+bytes that are not an HTTP response (the rest of a body longer than its
+``Content-Length``) is dropped and its request re-sent once.  TLS and proxies:
+``ssl=`` and ``trust_env=`` (``HTTP(S)_PROXY``/``NO_PROXY``, read once per
+origin; loopback is never proxied).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from aqido._http import (
     is_stale_connection,
     is_unparsable_head,
     map_aiohttp_errors,
+    without_client_certificate,
 )
 from aqido._slots import Slots
 from aqido.errors import (
@@ -184,6 +185,8 @@ class RequestPath:
     _state: _State
     _limiter: Slots | AdaptiveLimiter | None
     _client_timeout: aiohttp.ClientTimeout
+    #: ``ssl=`` for redirects to another origin (no client certificate), made at the first.
+    _foreign_ssl: SSLContext | bool | None = None
 
     if TYPE_CHECKING:  # pragma: no cover - defined by AsyncQidoRS
 
@@ -211,6 +214,7 @@ class RequestPath:
         visited: set[URL] | None = None  # made at the first redirect: nearly never
         redirects = 0
         resent = False
+        tls = self._ssl
         while True:
             proxy, proxy_headers = self._proxy_for(target)
             sent = headers
@@ -226,7 +230,7 @@ class RequestPath:
                         headers=sent,
                         timeout=self._client_timeout,
                         allow_redirects=False,
-                        ssl=self._ssl,
+                        ssl=tls,
                         proxy=proxy,
                         proxy_headers=proxy_headers,
                     ) as response:
@@ -273,8 +277,13 @@ class RequestPath:
                 raise RedirectError("redirect loop", url=url, status=status)
             visited.add(following)
             if following.origin() != target.origin():
-                # Another origin: no credential and no caller header goes there (nor on).
+                # Another origin: no credential and no caller header goes there (nor on),
+                # nor a client certificate.
                 headers = self._plain_headers
+                foreign = self._foreign_ssl
+                if foreign is None:
+                    foreign = self._foreign_ssl = without_client_certificate(self._ssl)
+                tls = foreign
             logger.debug("GET %s -> %d, following to %s", url, status, redact_url(following))
             target = following
             redirects += 1

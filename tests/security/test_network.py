@@ -874,6 +874,61 @@ async def test_mutual_tls_with_a_client_certificate_in_a_context(
     assert len(server.requests) == 1
 
 
+@pytest.mark.anyio
+async def test_a_client_certificate_is_never_presented_to_another_origin(
+    pki: Pki, mutual_tls: ssl.SSLContext
+) -> None:
+    """A redirect to another origin drops the client certificate, as it drops Authorization."""
+    optional = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    pki.ca.issue_cert("127.0.0.1").configure_cert(optional)
+    optional.verify_mode = ssl.CERT_OPTIONAL  # asks for one, takes a connection without
+    pki.ca.configure_trust(optional)
+    presented: list[object] = []
+
+    async def other(request: web.BaseRequest) -> web.StreamResponse:
+        assert request.transport is not None
+        presented.append(request.transport.get_extra_info("peercert"))
+        return web.Response(body=BODY, headers=JSON)
+
+    context = ssl.create_default_context(cafile=str(pki.ca_file))
+    context.load_cert_chain(pki.client_cert, pki.client_key)
+    with serve(other, optional) as elsewhere:
+
+        async def moved(request: web.BaseRequest) -> web.StreamResponse:
+            if request.path.endswith("/studies"):  # within the origin first: the cert goes on
+                raise web.HTTPFound(f"{request.path}/here")
+            raise web.HTTPFound(f"{elsewhere.origin}{request.path_qs}")
+
+        with serve(moved, mutual_tls) as server:  # requires the certificate
+            async with AsyncQidoRS(server.url, ssl=context, auth="tok") as client:
+                assert uids(await client.search({})) == [UID]  # the CA still verifies there
+    assert len(server.requests) == 2
+    assert presented == [None]
+    assert "Authorization" not in elsewhere.requests[0].headers
+
+
+def test_another_origin_gets_the_same_verification_without_a_certificate(pki: Pki) -> None:
+    from aqido._http import without_client_certificate
+
+    assert without_client_certificate(True) is True
+    assert without_client_certificate(False) is False
+    context = ssl.create_default_context(cafile=str(pki.ca_file))
+    context.load_cert_chain(pki.client_cert, pki.client_key)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    plain = without_client_certificate(context)
+    assert isinstance(plain, ssl.SSLContext)
+    assert plain is not context
+    assert plain.get_ca_certs() == context.get_ca_certs()
+    assert (plain.verify_mode, plain.check_hostname) == (ssl.CERT_REQUIRED, True)
+    assert plain.minimum_version == ssl.TLSVersion.TLSv1_3
+    unverified = ssl.create_default_context()
+    unverified.check_hostname = False
+    unverified.verify_mode = ssl.CERT_NONE
+    plain = without_client_certificate(unverified)
+    assert isinstance(plain, ssl.SSLContext)
+    assert (plain.verify_mode, plain.check_hostname) == (ssl.CERT_NONE, False)
+
+
 def cli_uids(out: str) -> list[str]:
     return [item["0020000D"]["Value"][0] for item in json.loads(out)]
 
