@@ -133,6 +133,49 @@ _AIOHTTP_TEXT = 300
 _RECEIVED = lazy_pattern(globals(), "_RECEIVED", r"received (\d+) of (\d+) bytes")
 
 
+#: The characters of an HTTP header name (RFC 9110 ``token``).
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+
+
+def _unsafe_value(value: str) -> bool:
+    """Whether a header value holds a control character but HTAB (C0, DEL, C1), a lone surrogate."""
+    if value.isprintable():  # nearly every value: one call
+        return False
+    return any(
+        c != "\t" and (c < " " or "\x7f" <= c <= "\x9f" or "\ud800" <= c <= "\udfff") for c in value
+    )
+
+
+def check_headers(headers: Mapping[str, str]) -> None:
+    """Refuse a header no request can carry, with a ``ValueError`` that never shows its value.
+
+    For the client's fixed headers (``headers=`` and the ``Authorization`` of a
+    fixed ``auth=``), checked once when it is made: aiohttp would refuse a CR or
+    LF only when a request is sent (a plain ``ValueError``), send a name holding
+    a colon as another header (``X-Key: a`` as ``X-Key``), and drop a lone
+    surrogate from a value.
+    """
+    for name, value in headers.items():
+        if not isinstance(name, str):
+            raise ValueError(f"headers: a header name must be a str, not {type(name)}")
+        if not name or not all(c in _TOKEN_CHARS for c in name):
+            start = name[: next(i for i, c in enumerate(name + " ") if c not in _TOKEN_CHARS)]
+            shown = f" starting {excerpt(start, 80)!r}" if start else ""
+            raise ValueError(
+                f"headers: the header name{shown} is not an HTTP token (a colon, a space?); "
+                "the rest of it is not shown here"
+            )
+        if not isinstance(value, str):
+            raise ValueError(f"headers: the value of {name!r} must be a str, not {type(value)}")
+        if _unsafe_value(value):
+            raise ValueError(
+                f"the {name!r} header (headers= or auth=) holds a control character (a line "
+                "break?) or a lone surrogate; its value is not shown here"
+            )
+
+
 def _chain(exc: BaseException) -> list[BaseException]:
     """``exc`` and its ``__cause__``s, nearest first (aiohttp chains its parser's error)."""
     chain = [exc]

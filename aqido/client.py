@@ -64,6 +64,7 @@ from aqido._http import (
     OriginCookieJar,
     Proxy,
     SSLOption,
+    check_headers,
     ssl_option,
 )
 from aqido._planned import PlannedSearch
@@ -305,7 +306,14 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods, RequestPath):
         # Headers are the same for every request unless auth is a callable: built once.
         self._fixed_headers: dict[str, str] | None = None
         if auth is None or isinstance(auth, tuple | str):  # aiohttp.BasicAuth is a tuple
-            self._fixed_headers = self._header_values()
+            try:
+                self._fixed_headers = self._header_values()
+            except UnicodeError:  # its message would quote the password
+                raise ValueError(
+                    "auth: the user or password cannot be encoded (a lone surrogate? an "
+                    "aiohttp.BasicAuth takes latin-1 only); it is not shown here"
+                ) from None
+        check_headers(self._headers if self._fixed_headers is None else self._fixed_headers)
         self._state = _State.UNOPENED
         self._limiter: Slots | AdaptiveLimiter | None = None
         self._client_timeout = aiohttp.ClientTimeout(

@@ -577,6 +577,38 @@ async def test_credentials_follow_a_redirect_within_the_origin(source: str) -> N
     assert secret_in(moved[-1]), moved[-1].headers
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"auth": "tok-s3cr3t\r\nX-Injected: 1"},
+        {"auth": "tok-s3cr3t\ud800"},  # aiohttp sent it as `tok-s3cr3t`, the surrogate dropped
+        {"auth": ("user", "s3cr3t\udc80")},  # UnicodeEncodeError quoting the password
+        {"headers": {"X-Api-Key": "s3cr3t\nX-Injected: 1"}},
+        {"headers": {"X-Api-Key": "s3cr3t\x85"}},
+        {"headers": {"X-Api-Key: s3cr3t": "v"}},  # aiohttp sent the header X-Api-Key
+        {"headers": {"X Api": "s3cr3t"}},
+        {"auth": dict, "headers": {"X-Api-Key": "s3cr3t\r"}},  # with a callable auth
+    ],
+)
+def test_a_header_no_request_can_carry_is_refused_when_the_client_is_made(
+    options: dict[str, Any],
+) -> None:
+    with pytest.raises(ValueError, match=r"header|auth") as info:
+        AsyncQidoRS("http://127.0.0.1:1/dicom-web", **options)
+    assert not isinstance(info.value, UnicodeError)
+    assert "s3cr3t" not in str(info.value)
+
+
+@pytest.mark.anyio
+async def test_headers_with_a_tab_or_beyond_ascii_are_sent() -> None:
+    with serve(answer()) as server:
+        headers = {"X-Name": "Dupont\tRen\u00e9", "X-Other": "\u4e2d"}
+        async with AsyncQidoRS(server.url, headers=headers, auth="t\u00e9k") as client:
+            assert uids(await client.search({})) == [UID]
+    assert server.requests[0].headers["X-Name"] == "Dupont\tRen\u00e9"
+    assert server.requests[0].headers["Authorization"] == "Bearer t\u00e9k"
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize("source", ["authorization-basic", "authorization-bearer", "custom-header"])
 async def test_userinfo_in_a_location_is_never_sent(source: str) -> None:
