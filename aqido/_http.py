@@ -352,12 +352,37 @@ def env_proxy(url: URL) -> Proxy:
     proxy = proxies.get(url.scheme) or proxies.get("all")
     if not proxy or urllib.request.proxy_bypass(f"{host}:{url.port}" if url.port else host):
         return None, None
+    if _in_no_proxy_network(host, proxies.get("no", "")):
+        return None, None
     variable = f"{url.scheme.upper()}_PROXY" if proxies.get(url.scheme) else "ALL_PROXY"
     parsed = _proxy_url(proxy, variable, url)
     if parsed.user is None:
         return parsed, None
     token = base64.b64encode(f"{parsed.user}:{parsed.password or ''}".encode()).decode("ascii")
     return parsed.with_user(None), {"Proxy-Authorization": f"Basic {token}"}
+
+
+def _in_no_proxy_network(host: str, no_proxy: str) -> bool:
+    """Whether the IP address ``host`` is in a network ``NO_PROXY`` lists (``10.0.0.0/8``).
+
+    As requests and curl read them (urllib compares only names and suffixes):
+    an archive on the local network stays off a proxy meant for the outside.
+    """
+    if "/" not in no_proxy:
+        return False
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    for entry in no_proxy.split(","):
+        entry = entry.strip().replace("[", "").replace("]", "")
+        if "/" in entry:
+            try:
+                if address in ipaddress.ip_network(entry, strict=False):
+                    return True
+            except ValueError:  # not a network: urllib read it as a name
+                continue
+    return False
 
 
 def _proxy_url(proxy: str, variable: str, url: URL) -> URL:

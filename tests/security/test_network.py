@@ -1255,6 +1255,31 @@ def test_one_json_behaviour_with_and_without_orjson(decoder: str) -> None:
         ({"HTTP_PROXY": "http://proxy.invalid"}, "http://[::1]:8042/", None, None),
         ({"HTTP_PROXY": "http://proxy.invalid"}, "http://pacs.localhost/", None, None),
         ({"HTTP_PROXY": "http://proxy.invalid"}, "http://10.0.0.1/", "http://proxy.invalid", None),
+        # A network in NO_PROXY, as requests and curl read it (urllib compares names only).
+        (
+            {"HTTP_PROXY": "http://proxy.invalid", "NO_PROXY": "pacs.invalid, 10.0.0.0/8"},
+            "http://10.1.2.3:8042/",
+            None,
+            None,
+        ),
+        (
+            {"HTTP_PROXY": "http://proxy.invalid", "NO_PROXY": "10.0.0.0/8"},
+            "http://11.1.2.3:8042/",
+            "http://proxy.invalid",
+            None,
+        ),
+        (
+            {"HTTP_PROXY": "http://proxy.invalid", "NO_PROXY": "fd00::/8"},
+            "http://[fd00::1]/",
+            None,
+            None,
+        ),
+        (
+            {"HTTP_PROXY": "http://proxy.invalid", "NO_PROXY": "fd00::/8,10.0.0.0/8"},
+            "http://pacs.invalid/",
+            "http://proxy.invalid",
+            None,
+        ),
     ],
 )
 def test_the_proxy_chosen_from_the_environment(
