@@ -287,12 +287,17 @@ class RequestTimeoutError(TransportError):
 
 
 class TLSError(TransportError):
-    """The TLS handshake failed: an untrusted or invalid certificate, or a refused client one.
+    """The TLS handshake failed on aqido's side: a server certificate that does not verify, a
+    server that does not speak TLS, or no TLS version in common.
 
     Never retried (it cannot heal).  Give the CA bundle with ``ssl=`` (CLI
-    ``--cacert``), a client certificate in an ``ssl.SSLContext`` (CLI
-    ``--cert``/``--key``), or, for a test server only, ``ssl=False``
-    (CLI ``--insecure``).
+    ``--cacert``), or, for a test server only, ``ssl=False`` (CLI ``--insecure``).
+
+    A server that refuses the client certificate (or wants one and gets none) is
+    not reported as this: with TLS 1.3 it refuses after the handshake, and most
+    servers then just close the connection (a plain :class:`TransportError`, which
+    is retried) or answer an HTTP error (nginx: 400).  Give the certificate in an
+    ``ssl.SSLContext`` (CLI ``--cert``/``--key``).
     """
 
 
