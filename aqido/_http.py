@@ -414,6 +414,15 @@ def _proxy_url(proxy: str, variable: str, url: URL) -> URL:
     return parsed
 
 
+def origin_key(url: URL) -> tuple[str, str | None, int | None]:
+    """``url``'s origin as ``(scheme, host, port)``, the port its default when not written.
+
+    Not ``url.origin()``, whose equality tells ``http://host:80`` from ``http://host``
+    (the same origin; yarl writes both as ``http://host``).
+    """
+    return url.scheme, url.raw_host, url.port
+
+
 class OriginCookieJar(aiohttp.CookieJar):
     """A cookie jar that takes cookies only from, and sends them only to, one origin.
 
@@ -426,18 +435,18 @@ class OriginCookieJar(aiohttp.CookieJar):
 
     def __init__(self, origin: URL) -> None:
         super().__init__(unsafe=True)  # IP hosts too: the cookies never leave their origin
-        self._origin = origin
+        self._origin = origin_key(origin)
 
     def update_cookies(self, cookies: Any, response_url: URL = URL()) -> None:  # noqa: B008
-        if response_url.origin() == self._origin:
+        if origin_key(response_url) == self._origin:
             super().update_cookies(cookies, response_url)
 
     def update_cookies_from_headers(self, headers: Sequence[str], response_url: URL) -> None:
         """Store a response's ``Set-Cookie`` values if it came from the jar's origin (else none)."""
-        if response_url.origin() == self._origin:
+        if origin_key(response_url) == self._origin:
             super().update_cookies_from_headers(headers, response_url)
 
     def filter_cookies(self, request_url: URL = URL()) -> BaseCookie[str]:  # noqa: B008
-        if request_url.origin() != self._origin:
+        if origin_key(request_url) != self._origin:
             return SimpleCookie()
         return super().filter_cookies(request_url)

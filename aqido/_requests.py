@@ -43,6 +43,7 @@ from aqido._http import (
     is_stale_connection,
     is_unparsable_head,
     map_aiohttp_errors,
+    origin_key,
     without_client_certificate,
 )
 from aqido._slots import Slots
@@ -276,7 +277,7 @@ class RequestPath:
             if following in visited:
                 raise RedirectError("redirect loop", url=url, status=status)
             visited.add(following)
-            if following.origin() != target.origin():
+            if origin_key(following) != origin_key(target):
                 # Another origin: no credential and no caller header goes there (nor on),
                 # nor a client certificate.
                 headers = self._plain_headers

@@ -685,6 +685,28 @@ def test_the_cookie_jar_takes_set_cookie_only_from_its_origin() -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("service", "response"),
+    [
+        ("http://pacs.example:80/dicom-web", "http://pacs.example/dicom-web/studies"),
+        ("https://pacs.example/dicom-web", "https://pacs.example:443/dicom-web/studies"),
+    ],
+)
+async def test_the_cookie_jar_knows_a_default_port_written_or_not(
+    service: str, response: str
+) -> None:
+    """``http://host:80`` is ``http://host``: the client's own jar keeps the service's cookies."""
+    async with AsyncQidoRS(service) as client:
+        jar = client._open().cookie_jar
+        jar.update_cookies_from_headers([f"a={SECRET}; Path=/"], URL(response))
+        assert len(jar) == 1
+        for url in (client.url, response):
+            assert jar.filter_cookies(URL(url))["a"].value == SECRET
+        scheme = URL(service).scheme
+        assert not jar.filter_cookies(URL(f"{scheme}://pacs.example:8080/dicom-web"))
+
+
+@pytest.mark.anyio
 async def test_redirect_loops_are_capped_and_never_retried() -> None:
     async def loop(request: web.BaseRequest) -> web.StreamResponse:
         hop = int(request.query.get("hop", "0")) + 1
