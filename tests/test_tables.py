@@ -393,8 +393,11 @@ def test_dataframe_keeps_a_string_with_a_lone_surrogate_not_a_unicode_error() ->
     # by hand with one ("\ud800") failed to_dataframe with an untyped UnicodeEncodeError.
     odd = {**STUDY_A, "00100020": {"vr": "LO", "Value": ["ab\ud800c"]}}
     df = to_dataframe([Study.from_json(odd), Study.from_json(STUDY_B)])
-    assert df["PatientID"].dtype == object
-    assert df["PatientID"].tolist() == ["ab\ud800c", None]
+    # object where pandas' string dtype refuses it (pyarrow storage); older pandas keep
+    # the python-storage string dtype, which holds it: either way the value as read
+    first, second = df["PatientID"].tolist()
+    assert first == "ab\ud800c"
+    assert pd.isna(second)
     assert isinstance(df["StudyInstanceUID"].dtype, pd.StringDtype)  # the others as before
 
 
