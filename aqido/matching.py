@@ -126,6 +126,10 @@ class MatchOptions:
     time_ranges: bool = True
     #: A malformed value raises ``InvalidQueryError`` (``False``: it matches nothing).
     strict_values: bool = True
+    #: A single DA/TM/DT value (not a range) is the span its precision covers
+    #: (``StudyTime=12``: 12:00 to 12:59:59.999999); ``False``: compared as text
+    #: (Orthanc).  aqido sends such a value as the range it covers (:mod:`aqido.plan`).
+    temporal_spans: bool = True
 
     @classmethod
     def from_profile(cls, profile: ServerProfile, *, pn_groups: bool = True) -> MatchOptions:
@@ -456,6 +460,8 @@ def _compile_temporal(alt: str, vr: str, options: MatchOptions) -> ElementPredic
             supported = options.date_ranges if closed else options.open_date_ranges
         if not supported:  # the server reads it as one literal value: nothing has that text
             return lambda elem: any(s == alt for s in element_strings(elem))
+    if not is_range and not options.temporal_spans:
+        return lambda elem: any(s == alt for s in element_strings(elem))
     if not is_range:  # one value: the span its precision covers ("12" for TM: 12:00 to 12:59)
         low_text = high_text = alt
     if vr == "DT":

@@ -244,6 +244,16 @@ def test_a_single_time_or_datetime_value_covers_its_precision() -> None:
     assert matches_element(dt_value("20240101120000+0100"), "20240101110000+0000", "DT")
 
 
+def test_a_single_temporal_value_compared_as_text_emulates_orthanc() -> None:
+    # Orthanc compares a single DA/TM value as text (StudyTime=1200 finds no 120000): the
+    # option FakeArchive.orthanc_like matches with (test_fake_vs_orthanc checks it live)
+    text = MatchOptions(temporal_spans=False)
+    assert matches_element({"vr": "TM", "Value": ["1200"]}, "1200", "TM", text)
+    assert not matches_element({"vr": "TM", "Value": ["120000"]}, "1200", "TM", text)
+    assert not matches_element({"vr": "DA", "Value": ["20100607"]}, "2010", "DA", text)
+    assert matches_element({"vr": "TM", "Value": ["120000"]}, "1200-1200", "TM", text)  # a range
+
+
 def test_datetimes_at_the_ends_of_the_calendar_keep_their_offsets() -> None:
     # In UTC, 0001-01-01 00:00+01:00 is in the year 0 and 9999-12-31 23:59-01:00 in
     # the year 10000: neither may be refused nor left out of a range that holds it.

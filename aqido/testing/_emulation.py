@@ -216,6 +216,8 @@ class ServerEmulation:
     match_options: MatchOptions | None = None
     #: ``limit=0`` returns every match (Orthanc); the standard's answer is none of them.
     _zero_limit_is_no_limit = False
+    #: A single DA/TM/DT value is its precision's span (``False``: text, as Orthanc).
+    _temporal_spans = True
 
     def _init_quirks(self) -> None:
         """Set the quirks only a profile sets to the standard (or what the flags imply)."""
@@ -426,6 +428,7 @@ class ServerEmulation:
             open_date_ranges=self.open_date_ranges,
             time_ranges=self.time_ranges,
             strict_values=self.strict_values,
+            temporal_spans=self._temporal_spans,
         )
 
     def _compile(self, path: list[str], value: str, fuzzy: bool = False) -> Match:

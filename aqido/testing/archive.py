@@ -287,7 +287,8 @@ class FakeArchive(ServerEmulation):
         silent cap+1 truncation applied before the offset when ``max_results``
         is set) plus what a profile does not describe: PN matched as a whole
         (not group by group), Orthanc's choice of parent attributes, no
-        InstanceAvailability, no sequences, ``limit=0`` read as no limit, idle
+        InstanceAvailability, no sequences, ``limit=0`` read as no limit, a
+        single date or time compared as text (``StudyTime=12`` is not 12:34), idle
         connections closed after 1 s.
         ``options`` override any of these (the profile's flags by their flag
         names: ``max_results=10``, ``truncation_warning=True``...).  Checked query
@@ -314,6 +315,7 @@ class FakeArchive(ServerEmulation):
         preset.update(flags)
         archive = cls(content, profile=profile, **preset)
         archive._zero_limit_is_no_limit = True
+        archive._temporal_spans = False
         return archive
 
     # --- content ---
