@@ -13,7 +13,10 @@ the HTTP session, stops the loop and joins its thread, and returns once all
 that is done, also when another thread's call is doing it.  Called on the loop
 thread itself (from a progress hook, say), it returns at once and another
 thread does that.  A client that is garbage collected without being closed is
-closed then.
+closed then.  Ctrl-C while ``close`` waits leaves the rest of it to another thread.
+In the child of ``os.fork()``, a client whose loop had started is closed: its loop
+thread and connections stayed in the parent, so every call (and a resumed iterator)
+raises :class:`~aqido.errors.ClientClosedError`; create a new client in the child.
 
 Cancellation: a ``KeyboardInterrupt`` (Ctrl-C) in a thread waiting for a
 call cancels that call's work on the loop (requests in flight included)
@@ -35,6 +38,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import os
 import queue
 import threading
 import weakref
@@ -60,6 +64,11 @@ _BUFFER = 64
 _BATCH = 1000
 #: How often a waiting thread wakes up to notice Ctrl-C (where lock waits are not interruptible).
 _POLL = 0.25
+_CLOSED = "This QidoRS has been closed; create a new one."
+_FORKED = (
+    "This QidoRS was started before os.fork(): its event loop thread and connections stayed "
+    "in the parent process; create a new QidoRS in this one."
+)
 
 
 class _Runner:
@@ -76,17 +85,37 @@ class _Runner:
         #: Set once :meth:`close` has finished: client closed, loop stopped, its thread joined.
         self.shut = threading.Event()
         self.tasks: set[tuple[concurrent.futures.Future[Any], threading.Event]] = set()
+        #: Set in the child of an ``os.fork()`` after the loop started: the loop is not there.
+        self.forked = False
 
     def start(self) -> BlockingPortal:
         with self.lock:
             if self.closed:
-                raise ClientClosedError("This QidoRS has been closed; create a new one.")
+                raise ClientClosedError(_FORKED if self.forked else _CLOSED)
             if self.portal is None:
                 cm = start_blocking_portal("asyncio")
                 self.portal = cm.__enter__()
                 self.cm = cm
                 self.thread_id, self.loop = self.portal.call(_loop_identity)
+                _STARTED.add(self)
             return self.portal
+
+    def after_fork(self) -> None:
+        """In the child of ``os.fork()``: the loop thread, its tasks and the connections stayed
+        in the parent, so every use raises ClientClosedError and nothing waits for them
+        (a call, close() or the exit used to hang there for ever)."""
+        self.lock = threading.Lock()  # a thread of the parent may have held it
+        self.forked = self.closed = True
+        if self.portal is not None:
+            # Collecting the portal's context manager calls the portal, which waited for the
+            # loop for ever: marked as stopped (as anyio does when its loop ends), it raises.
+            self.portal._event_loop_thread_id = None
+        self.loop = self.thread_id = None
+        for _, done in self.tasks:
+            done.set()  # their iterators end without waiting for a task that is not here
+        self.tasks = set()
+        self.shut = threading.Event()
+        self.shut.set()
 
     def submit(
         self, func: Callable[..., Awaitable[T]], *args: Any
@@ -108,7 +137,7 @@ class _Runner:
             future = portal.start_task_soon(run)
         except RuntimeError:  # the portal stopped since start(): close() ran meanwhile
             if self.closed:
-                raise ClientClosedError("This QidoRS has been closed; create a new one.") from None
+                raise ClientClosedError(_FORKED if self.forked else _CLOSED) from None
             raise
         entry = (future, done)
         with self.lock:  # close() either sees this task in its snapshot, or it is refused here
@@ -118,7 +147,7 @@ class _Runner:
         if refused:
             future.cancel()
             done.wait()
-            raise ClientClosedError("This QidoRS has been closed; create a new one.")
+            raise ClientClosedError(_CLOSED)
         future.add_done_callback(lambda _: self._forget(entry))
         return future, done
 
@@ -188,7 +217,28 @@ class _Runner:
         tasks: list[tuple[concurrent.futures.Future[Any], threading.Event]],
     ) -> None:
         """The end of :meth:`close`, off the loop thread: cancel and await ``tasks``, close
-        the client, stop the loop and join its thread."""
+        the client, stop the loop and join its thread.
+
+        Interrupted (Ctrl-C) while waiting for the tasks, it lets another thread finish:
+        otherwise the loop thread and the session stayed, and every later close() waited
+        for an end that never came.
+        """
+        try:
+            self._stop(portal, cm, tasks)
+        except BaseException:
+            if not self.shut.is_set():
+                threading.Thread(
+                    target=self._stop, args=(portal, cm, tasks), name="aqido-close"
+                ).start()
+            raise
+
+    def _stop(
+        self,
+        portal: BlockingPortal,
+        cm: AbstractContextManager[BlockingPortal],
+        tasks: list[tuple[concurrent.futures.Future[Any], threading.Event]],
+    ) -> None:
+        """:meth:`_shut_down`'s work, which may run twice (the second time, to its end)."""
         for future, _ in tasks:
             future.cancel()
         for _, done in tasks:
@@ -201,6 +251,20 @@ class _Runner:
                 cm.__exit__(None, None, None)  # joins the thread
             finally:
                 self.shut.set()
+
+
+#: The runners whose loop thread has started, for :func:`_after_fork`.
+_STARTED: weakref.WeakSet[_Runner] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    """In the child of ``os.fork()``: tell every started runner that its loop is not here."""
+    for runner in list(_STARTED):
+        runner.after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 def _loop_identity() -> tuple[int, asyncio.AbstractEventLoop]:
@@ -413,6 +477,8 @@ class QidoRS:
             loop = self._runner.loop
             assert loop is not None, "submit() started the loop"
             while True:
+                if self._runner.forked:  # resumed in the child of os.fork(): no loop here
+                    raise ClientClosedError(_FORKED)
                 try:
                     loop.call_soon_threadsafe(want)
                 except RuntimeError:  # the loop has stopped: close() cancelled the pump

@@ -569,3 +569,92 @@ def test_a_session_cannot_be_shared_with_the_blocking_client() -> None:
                 QidoRS("http://127.0.0.1:9/dicom-web", session=session)
 
     asyncio.run(attempt())
+
+
+def test_ctrl_c_while_closing_still_stops_the_loop(archive: FakeArchive) -> None:
+    # Found by review: Ctrl-C while close() waited for a running crawl (its progress hook
+    # blocking the loop) left the loop thread and the session; every later close() then
+    # waited for ever for a closing nobody was doing.
+    before = other_threads()
+    client = QidoRS(archive.url)
+    in_hook = threading.Event()
+
+    class SlowHook(CrawlProgress):
+        def study_done(self, study: Study) -> None:
+            in_hook.set()
+            time.sleep(1.0)  # blocks the loop: close() waits for the crawl to end
+
+    def crawl() -> None:
+        with pytest.raises(ClientClosedError):
+            list(client.crawl(progress=SlowHook()))
+
+    consumer = threading.Thread(target=crawl)
+    consumer.start()
+    assert in_hook.wait(10)
+    main = threading.get_ident()
+    timer = threading.Timer(0.2, signal.pthread_kill, (main, signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            client.close()
+    finally:
+        timer.join(10)
+    second = threading.Thread(target=client.close)
+    second.start()
+    second.join(10)
+    assert not second.is_alive()  # it used to wait for ever
+    consumer.join(10)
+    assert not consumer.is_alive()
+    wait_for(lambda: other_threads() == before)  # the loop thread has stopped
+    assert client.async_client.closed
+
+
+def test_a_forked_child_gets_client_closed_error_not_a_hang(archive: FakeArchive) -> None:
+    # Found by review: after os.fork() the child's copy of a used client waited for ever
+    # for the parent's loop thread: a call, close(), and the child's exit (the finalizer).
+    import os
+    import warnings
+
+    client = QidoRS(archive.url)
+    assert len(client.search({})) == len(SYNTH.studies)
+    pages = client.iter_search({}, page_size=1)
+    next(pages)
+    studies = client.crawl()
+    next(studies)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads (3.12)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child: its exit code says what went wrong
+        code = 0
+        try:
+            for step, call in enumerate(
+                [lambda: client.search({}), lambda: list(pages), lambda: list(studies)], 1
+            ):
+                try:
+                    call()
+                    code = code or 10 + step
+                except ClientClosedError as exc:
+                    if "os.fork()" not in str(exc):
+                        code = code or 20 + step
+            client.close()
+            client._finalizer()  # what the child's exit runs
+            code = code or (0 if client.closed else 30)
+        except BaseException:
+            code = 40
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 20
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert len(client.search({})) == len(SYNTH.studies)  # the parent's client still works
+    pages.close()
+    studies.close()
+    client.close()
