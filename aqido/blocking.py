@@ -45,7 +45,7 @@ import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, aclosing, nullcontext
 from types import TracebackType
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, NoReturn, ParamSpec, TypeVar
 
 import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
@@ -366,6 +366,13 @@ class QidoRS:
 
     def __repr__(self) -> str:
         return repr(self._async).replace("AsyncQidoRS(", "QidoRS(", 1)
+
+    def __reduce__(self) -> NoReturn:
+        """Refused: a pickle would hold the credentials, and a client its own loop thread."""
+        raise TypeError(
+            "a QidoRS cannot be pickled (it holds credentials and its own event loop); "
+            "send its URL and options and make a client where it is used"
+        )
 
     # --- lifecycle ------------------------------------------------------------------------
 

@@ -51,7 +51,7 @@ from collections.abc import (
 )
 from contextlib import aclosing
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeAlias
 
 import aiohttp
 import attrs
@@ -339,6 +339,13 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods, RequestPath):
             else:
                 self._profile = ServerProfile.load(profile)
         self._profile_lock: asyncio.Lock | None = None
+
+    def __reduce__(self) -> NoReturn:
+        """Refused: a pickle would hold the credentials (a file, another process) and a session."""
+        raise TypeError(
+            "an AsyncQidoRS cannot be pickled (it holds credentials and a session); "
+            "send its URL and options and make a client where it is used"
+        )
 
     def __repr__(self) -> str:
         auth = ""

@@ -189,6 +189,25 @@ async def test_credentials_in_the_url_become_basic_auth_and_are_hidden(
     assert SECRET not in caplog.text
 
 
+@pytest.mark.parametrize("blocking", [False, True])
+def test_a_client_does_not_pickle_its_credentials(blocking: bool) -> None:
+    """A pickle of an AsyncQidoRS held its bearer token (in a file, sent to another process);
+    a QidoRS failed with "cannot pickle '_thread.lock'" (found by review)."""
+    import copy
+    import pickle
+
+    from aqido import QidoRS
+
+    client = (QidoRS if blocking else AsyncQidoRS)("http://127.0.0.1:9/dicom-web", auth=TOKEN)
+    try:
+        for dump in (pickle.dumps, copy.copy, copy.deepcopy):
+            with pytest.raises(TypeError, match=r"cannot be pickled \(it holds credentials"):
+                dump(client)
+    finally:
+        if blocking:
+            client.close()  # type: ignore[union-attr]
+
+
 @pytest.mark.anyio
 async def test_bearer_token(archive: MiniArchive) -> None:
     archive.check_auth = lambda header: header == f"Bearer {TOKEN}"
