@@ -317,6 +317,11 @@ def _same_arguments(
     return decorate
 
 
+def _closing(items: AsyncIterator[Any]) -> AbstractAsyncContextManager[Any]:
+    """``aclosing`` for an async generator (closed in its task), nothing for another iterator."""
+    return aclosing(items) if isinstance(items, AsyncGenerator) else nullcontext()
+
+
 class QidoRS:
     """A blocking QIDO-RS client: :class:`~aqido.client.AsyncQidoRS` for code that is not async.
 
@@ -406,10 +411,7 @@ class QidoRS:
         async def pump() -> None:
             async with send:
                 items = make()
-                closing: AbstractAsyncContextManager[Any] = (
-                    aclosing(items) if isinstance(items, AsyncGenerator) else nullcontext()
-                )
-                async with closing:
+                async with _closing(items):
                     async for item in items:
                         await send.send(item)
 
@@ -460,10 +462,7 @@ class QidoRS:
             try:
                 async with asked:
                     items = make()
-                    closing: AbstractAsyncContextManager[Any] = (
-                        aclosing(items) if isinstance(items, AsyncGenerator) else nullcontext()
-                    )
-                    async with closing:
+                    async with _closing(items):
                         async for _ in asked:
                             try:
                                 item = await items.__anext__()
