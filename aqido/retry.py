@@ -79,10 +79,26 @@ def _positive(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> No
         )
 
 
+def _attempts(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """Validate :attr:`Retry.max_attempts`: an int ``>= 1`` (not a bool, not ``2.5``)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{attribute.name} must be an int >= 1, not {value!r}")
+
+
+def _flag(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """Validate a switch of :class:`Retry`: ``True`` or ``False`` (``"no"`` would read as true)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{attribute.name} must be True or False, not {value!r}")
+
+
 def _statuses(value: object) -> frozenset[int]:
     if isinstance(value, str | bytes) or not hasattr(value, "__iter__"):
         raise ValueError(f"statuses must be a collection of HTTP status codes, not {value!r}")
-    statuses = frozenset(int(v) for v in value)
+    given = list(value)
+    odd = [v for v in given if isinstance(v, bool) or not isinstance(v, int)]
+    if odd:  # int(500.5) would be 500, int("503") 503: a status is an int
+        raise ValueError(f"statuses must be HTTP status codes (ints), not {odd[:5]!r}")
+    statuses = frozenset(given)
     wrong = sorted(s for s in statuses if not 100 <= s <= 599)
     if wrong:
         raise ValueError(f"statuses must be HTTP status codes (100-599), not {wrong}")
@@ -115,14 +131,14 @@ class Retry:
             more than this many seconds.
     """
 
-    max_attempts: int = attrs.field(default=4, validator=attrs.validators.ge(1))
+    max_attempts: int = attrs.field(default=4, validator=_attempts)
     total: float | None = attrs.field(default=60.0, validator=_non_negative)
     backoff_base: float = attrs.field(default=0.5, validator=_non_negative)
     backoff_max: float = attrs.field(default=30.0, validator=_non_negative)
     statuses: frozenset[int] = attrs.field(default=DEFAULT_RETRY_STATUSES, converter=_statuses)
-    retry_transport_errors: bool = True
-    retry_invalid_responses: bool = True
-    respect_retry_after: bool = True
+    retry_transport_errors: bool = attrs.field(default=True, validator=_flag)
+    retry_invalid_responses: bool = attrs.field(default=True, validator=_flag)
+    respect_retry_after: bool = attrs.field(default=True, validator=_flag)
     max_retry_after: float = attrs.field(default=120.0, validator=_non_negative)
 
     @classmethod

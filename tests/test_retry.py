@@ -176,6 +176,21 @@ def test_coerce() -> None:
 def test_validation() -> None:
     with pytest.raises(ValueError, match="max_attempts"):
         Retry(max_attempts=0)
+    # 2.5 attempts, True or "3" are no count of attempts: refused, not taken as 3, 1 or a
+    # TypeError from a comparison
+    for odd in (2.5, True, "3"):
+        with pytest.raises(ValueError, match="max_attempts must be an int"):
+            Retry(max_attempts=odd)  # type: ignore[arg-type]
+    # a switch given "no" would have read as true: retries on, silently
+    for name in ("retry_transport_errors", "retry_invalid_responses", "respect_retry_after"):
+        with pytest.raises(ValueError, match=f"{name} must be True or False"):
+            Retry(**{name: "no"})  # type: ignore[arg-type]
+        assert getattr(Retry(**{name: False}), name) is False  # type: ignore[arg-type]
+    # int(503.5) would have retried 503, int("429") 429: a status is an int
+    for odd_status in (503.5, "429", True):
+        with pytest.raises(ValueError, match="statuses must be HTTP status codes"):
+            Retry(statuses=[500, odd_status])  # type: ignore[list-item]
+    assert Retry(statuses=(500, 503)).statuses == {500, 503}
     with pytest.raises(ValueError, match="total"):
         Retry(total=-1)
     with pytest.raises(ValueError, match="request"):
