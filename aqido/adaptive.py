@@ -168,6 +168,10 @@ class Ticket(NamedTuple):
     round: int
 
 
+#: Most entries :attr:`AdaptiveLimit.history` holds (a client may live for months).
+HISTORY_KEPT = 10_000
+
+
 @attrs.frozen
 class LimitChange:
     """The limit became ``limit`` at time ``at``, because of ``reason``."""
@@ -243,7 +247,9 @@ class AdaptiveLimit:
     paused_until: float = attrs.field(init=False, default=-math.inf)
     #: True until queueing or push-back is first seen.
     in_startup: bool = attrs.field(init=False, default=True)
-    #: Every change of the (integer) limit, the first entry being the initial one.
+    #: Every change of the (integer) limit, the first entry being the initial one; in a
+    #: long-lived client the initial entry and at least the latest
+    #: :data:`HISTORY_KEPT` // 2 changes (older ones are dropped: memory stays bounded).
     history: list[LimitChange] = attrs.field(init=False, factory=list)
 
     _round: int = attrs.field(init=False, default=0)
@@ -540,4 +546,7 @@ class AdaptiveLimit:
         self.estimate = min(ceiling, max(float(self.floor), estimate))
         self._limit = min(self.ceiling, max(self.floor, round(self.estimate)))
         if self._limit != before:
-            self.history.append(LimitChange(now, self._limit, reason))
+            history = self.history
+            history.append(LimitChange(now, self._limit, reason))
+            if len(history) > HISTORY_KEPT:  # the initial entry stays; half the rest goes
+                del history[1 : 1 + HISTORY_KEPT // 2]

@@ -501,3 +501,32 @@ def test_floor_and_ceiling_always_hold(
 def test_median_is_statistics_median(values: list[float]) -> None:
     """The round median without importing ``statistics`` (cold start) gives its answer."""
     assert _median(values) == statistics.median(values)
+
+
+def test_history_stays_bounded_in_a_long_lived_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A client may live for months: every change of its limit was kept for ever (memory
+    # growing with the requests).  Now the initial entry and the latest changes are.
+    import aqido.adaptive
+
+    monkeypatch.setattr(aqido.adaptive, "HISTORY_KEPT", 20)
+    limit = AdaptiveLimit(initial=32, ceiling=64)
+    now = 0.0
+    changes = 0
+    for _ in range(60):  # push back, then answer fast until the limit moves again
+        before = limit.limit
+        ticket = limit.start(now)
+        now += 0.01
+        limit.dropped(ticket, now)
+        changes += limit.limit != before
+        for _ in range(50):
+            before = limit.limit
+            now = feed(limit, now, 0.01)
+            if limit.limit != before:
+                changes += 1
+                break
+    assert changes > 40  # enough to overflow 20 entries twice
+    assert len(limit.history) <= 21
+    assert limit.history[0] == LimitChange(0.0, 32, "initial")
+    assert limit.history[-1].limit == limit.limit  # the latest change is kept
+    times = [change.at for change in limit.history]
+    assert times == sorted(times)
