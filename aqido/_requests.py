@@ -39,6 +39,7 @@ from yarl import URL
 
 from aqido._http import (
     Proxy,
+    check_headers,
     env_proxy,
     is_stale_connection,
     is_unparsable_head,
@@ -354,6 +355,11 @@ class RequestPath:
             extra = auth()
             if inspect.isawaitable(extra):
                 extra = await extra
+            if not isinstance(extra, Mapping):
+                raise TypeError(
+                    f"auth() must return a mapping of headers (name -> value), not {type(extra)}"
+                )
+            check_headers(extra)  # a CR/LF, a bad name: refused before it is sent, value unshown
             headers.update(extra)
         return headers
 

@@ -600,6 +600,31 @@ def test_a_header_no_request_can_carry_is_refused_when_the_client_is_made(
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("returned", "error", "match"),
+    [
+        ({"Authorization": "Bearer s3cr3t\r\nX-Evil: 1"}, ValueError, "control character"),
+        ({"X-Key\n": "s3cr3t"}, ValueError, "not an HTTP token"),
+        ({"Authorization": 5}, ValueError, "must be a str"),
+        (None, TypeError, "auth\\(\\) must return a mapping"),
+    ],
+    ids=["crlf-in-value", "bad-name", "not-a-str", "none"],
+)
+async def test_a_callable_auth_returning_headers_no_request_can_carry(
+    returned: Any, error: type[Exception], match: str
+) -> None:
+    """What a callable ``auth`` returns is checked as ``headers=`` are: before, aiohttp's own
+    ``ValueError``/``TypeError`` came out of the search (``'NoneType' object is not
+    iterable``, ``Cannot serialize non-str key 5``), and nothing was sent either way."""
+    with serve(answer()) as server:
+        async with AsyncQidoRS(server.url, auth=lambda: returned, retries=0) as client:
+            with pytest.raises(error, match=match) as info:
+                await client.search({})
+    assert "s3cr3t" not in str(info.value)
+    assert not server.requests
+
+
+@pytest.mark.anyio
 async def test_headers_with_a_tab_or_beyond_ascii_are_sent() -> None:
     with serve(answer()) as server:
         headers = {"X-Name": "Dupont\tRen\u00e9", "X-Other": "\u4e2d"}
