@@ -85,10 +85,7 @@ class map_aiohttp_errors:  # lower case: used like a function, `with map_aiohttp
             reason = (
                 getattr(exc, "certificate_error", None) or getattr(exc, "os_error", None) or exc
             )
-            raise TLSError(
-                f"TLS failed: {reason} (a private CA? give its bundle with ssl= or --cacert)",
-                url=url,
-            ) from exc
+            raise TLSError(f"TLS failed: {reason} ({_tls_hint(exc, reason)})", url=url) from exc
         if isinstance(exc, aiohttp.ClientPayloadError):
             raise TransportError(_unfinished_body(exc), url=url) from exc
         if isinstance(exc, aiohttp.ClientResponseError):
@@ -104,6 +101,25 @@ class map_aiohttp_errors:  # lower case: used like a function, `with map_aiohttp
                 f"invalid host name {host!r} ({exc})" if host else f"invalid host name ({exc})",
                 url=url,
             ) from exc
+
+
+def _tls_hint(exc: BaseException, reason: object) -> str:
+    """What to check after a TLS failure: the CA for a certificate, else the port or the pin.
+
+    The private-CA hint is for a certificate that did not verify; plain HTTP on the
+    port (``WRONG_VERSION_NUMBER``) or a handshake the server broke off (it wants a
+    client certificate?) is another story.
+    """
+    if isinstance(exc, aiohttp.ServerFingerprintMismatch):
+        return "the certificate is not the one pinned with ssl=aiohttp.Fingerprint(...)"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError) or isinstance(
+        reason, _ssl.SSLCertVerificationError
+    ):
+        return "a private CA? give its bundle with ssl= or --cacert"
+    return (
+        "is it an HTTPS port? does the server want a client certificate (--cert, or an "
+        "ssl= context with one)?"
+    )
 
 
 def _forget_secret_headers(exc: aiohttp.ClientResponseError) -> None:

@@ -920,6 +920,19 @@ async def test_an_untrusted_certificate_is_a_tls_error_never_retried(
 
 
 @pytest.mark.anyio
+async def test_plain_http_on_the_port_is_a_tls_error_without_the_ca_hint() -> None:
+    """An ``https://`` URL on a plain-HTTP port fails the handshake (WRONG_VERSION_NUMBER):
+    no certificate was seen, so the private-CA hint (once given to every TLS failure)
+    would send the user after the wrong thing."""
+    with serve(answer()) as server:
+        async with AsyncQidoRS(server.url.replace("http://", "https://"), retries=0) as client:
+            with pytest.raises(TLSError, match="HTTPS port") as info:
+                await client.search({})
+    assert "--cacert" not in str(info.value)
+    assert "private CA" not in str(info.value)
+
+
+@pytest.mark.anyio
 async def test_tls_with_a_ca_bundle_path_or_a_context(pki: Pki) -> None:
     context = ssl.create_default_context(cafile=str(pki.ca_file))
     with serve(answer(), pki.server_context) as server:
