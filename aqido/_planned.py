@@ -261,7 +261,8 @@ class PlannedSearch:
             results.additional_results = None
             return results
         results.truncated = any(r.truncated for r in answer.responses)
-        results.possibly_truncated = results.truncated or answer.possibly_truncated
+        # per response, as a plain search says it (a truncation with 0 more is no doubt)
+        results.possibly_truncated = answer.possibly_truncated
         if len(answer.responses) != 1:
             results.additional_results = None
         return results

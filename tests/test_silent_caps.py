@@ -198,6 +198,37 @@ async def test_search_never_sends_a_hidden_request_but_marks_a_suspect_answer() 
         assert len(archive.requests) == 3
 
 
+@pytest.mark.parametrize("planned", [False, True], ids=["sent-as-is", "planned"])
+async def test_a_truncation_with_0_more_is_not_possibly_truncated(planned: bool) -> None:
+    # "0 additional results" says nothing was left out: a plain search said so, and a
+    # search the profile plans (a wildcard matched locally) said possibly_truncated.
+    from aqido.profile import ServerProfile
+
+    rows = [
+        {"0020000D": {"vr": "UI", "Value": [f"1.2.{i}"]}, "00100010": {"vr": "PN"}}
+        for i in range(3)
+    ]
+    rows[0]["00100010"] = {"vr": "PN", "Value": [{"Alphabetic": "Doe^John"}]}
+    sent: list[Any] = []
+
+    async def fetch(query: Any, limiter: Any = None, **_: Any) -> QidoResponse:
+        sent.append(query)
+        warning = parse_warnings(['299 h "There are 0 additional results that can be requested"'])
+        return QidoResponse(200, "http://127.0.0.1:9/dicom-web/studies", {}, list(rows), warning)
+
+    profile = ServerProfile(wildcard_star=False) if planned else None
+    async with AsyncQidoRS("http://127.0.0.1:9/dicom-web", profile=profile) as client:
+        client._fetch = fetch  # type: ignore[method-assign]
+        results = await client.search(HierarchicalQuery(PatientName="Doe*"))
+    assert ("PatientName=" in sent[0].query_string()) is not planned  # planned: matched here
+    assert [r.StudyInstanceUID for r in results] == (
+        ["1.2.0"] if planned else ["1.2.0", "1.2.1", "1.2.2"]
+    )
+    assert results.truncated
+    assert results.additional_results == 0
+    assert not results.possibly_truncated
+
+
 async def test_search_for_studies_get_remaining_finds_everything() -> None:
     async with (
         FakeArchive(MANY, max_results=250, truncation_warning=False) as archive,
