@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import calendar
 import re
+from collections.abc import Container
 
 _DA = re.compile(r"([0-9]{4})([0-9]{2})?")  # a year or a month: a full date is exact
 _TM = re.compile(r"[0-9]{2}(?:[0-9]{2}(?:[0-9]{2}(?:\.[0-9]{1,6})?)?)?")
@@ -47,3 +48,21 @@ def span_range(value: str, vr: str) -> str | None:
         high = whole + "5959"[len(whole) - 2 :] + "." + fraction.ljust(6, "9")
         return f"{text}-{high}"
     return None
+
+
+def needs_range(value: str, vr: str, keyword: str, range_keys: Container[str] | None) -> bool:
+    """Whether ``value`` would go out as a range on a key the server takes no range on.
+
+    A range (``d1-d2``, ``-d``, ``d-``, in a list too) or a value sent as the range of
+    its span (:func:`span_range`), of a date, time or datetime attribute outside
+    ``range_keys`` (:attr:`~aqido.profile.ServerProfile.range_keys`; ``None``: every
+    key takes ranges).  The planner matches such a key locally.
+    """
+    if range_keys is None or keyword in range_keys or vr not in ("DA", "TM", "DT"):
+        return False
+    from aqido.matching import match_form  # the planner has it loaded: no import cost
+
+    return any(
+        match_form(item, vr) in ("range", "open_range") or span_range(item, vr) is not None
+        for item in value.split(",")
+    )

@@ -100,7 +100,8 @@ class Finding:
     decide (the profile then keeps the standard default), or ``"none"`` for
     ``max_results`` when a listing showed there is no cap (the field's value is
     then ``None``) and ``"all"`` for ``matched_keys`` when every probed key is
-    matched (the field's value is then ``None``); ``finding`` says it in words;
+    matched, and for ``range_keys`` when ranges work beyond StudyDate (the field's
+    value is then ``None``); ``finding`` says it in words;
     ``request`` is the path and query that showed it.
     """
 
@@ -173,6 +174,9 @@ class ProbeContext:
     #: unencoded: the safe ones and ``~ / : @``): sent
     #: together, they must find A on a server that matches every one of them.
     own: tuple[tuple[str, str], ...] = ()
+    #: A listed study (UID, PatientBirthDate) with a usable birth date, A's when it has one
+    #: (the range check of ``range_keys``).
+    birth: tuple[str, str] | None = None
 
 
 # --- the first listing --------------------------------------------------------------------
@@ -287,10 +291,17 @@ def make_context(listing: Answer) -> ProbeContext:
         if uid and pn and not pn.isascii() and pn.isprintable():
             non_ascii = (uid, pn)
             break
+    birth = None
+    for item in (a_item, *items):
+        uid, born = first_value(item, _STUDY_UID), first_value(item, _BIRTH_DATE)
+        if uid and usable_date(born):
+            birth = (uid, str(born))
+            break
     return ProbeContext(
         listed=listed,
         non_ascii=non_ascii,
         own=_own_values(a_item),
+        birth=birth,
         a=a,
         b=b,
         name=name if _usable(name) else None,
@@ -304,6 +315,7 @@ def make_context(listing: Answer) -> ProbeContext:
     )
 
 
+_BIRTH_DATE = "00100030"
 #: Study-level keys returned by default whose own value A is sent with (a positive control
 #: of the matched-keys check), by tag; TM is left out (stored times vary in form).
 _OWN_KEYS = {
@@ -311,7 +323,7 @@ _OWN_KEYS = {
     STUDY_DATE: "StudyDate",
     _MODALITIES: "ModalitiesInStudy",
     _PATIENT_ID: "PatientID",
-    "00100030": "PatientBirthDate",
+    _BIRTH_DATE: "PatientBirthDate",
     "00100040": "PatientSex",
     _ACCESSION: "AccessionNumber",
     _STUDY_ID: "StudyID",
@@ -326,7 +338,7 @@ def _own_values(item: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
         value = first_value(item, tag)
         if value is None or not _RAW.fullmatch(value):
             continue
-        if tag in (STUDY_DATE, "00100030") and not _DA.fullmatch(value):
+        if tag in (STUDY_DATE, _BIRTH_DATE) and not _DA.fullmatch(value):
             continue
         out.append((keyword, value))
     return tuple(out)
@@ -393,8 +405,8 @@ def build_profile(
                 "no result cap seen: cap_warning, cap_plus_one and cap_before_offset "
                 "keep the standard defaults"
             )
-        elif finding.value == "all" and finding.capability == "matched_keys":
-            changes["matched_keys"] = None  # every attribute: the standard default
+        elif finding.value == "all" and finding.capability in ("matched_keys", "range_keys"):
+            changes[finding.capability] = None  # every attribute: the standard default
         else:
             changes[finding.capability] = finding.value
     changes["notes"] = tuple(out_notes)

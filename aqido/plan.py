@@ -1,36 +1,31 @@
 """Query planning: how to get the standard's answer from a server with a given profile.
 
-Pure (no I/O).  :func:`plan_query` takes a query and a
-:class:`~aqido.profile.ServerProfile` and returns a :class:`Plan`: the
-requests to send, the local filter to apply to what comes back (the rules of
-:mod:`aqido.matching`), and warnings for whatever cannot be answered exactly.
-The client (:mod:`aqido.client`) only executes plans.
+Pure (no I/O).  :func:`plan_query` takes a query and a :class:`~aqido.profile.ServerProfile`
+and returns a :class:`Plan`: the requests to send, the local filter to apply to what comes
+back (the rules of :mod:`aqido.matching`), and warnings for whatever cannot be answered
+exactly.  The client (:mod:`aqido.client`) only executes plans.
 
-Each match key is looked at on its own, against what the profile says the
-server does with that form of value (single, wildcard, list, range; case;
-percent-encoding; attributes it does not match):
+Each match key is looked at on its own, against what the profile says the server does with
+that form of value (single, wildcard, list, range; case; percent-encoding; attributes it
+does not match, ranges on keys it takes none on):
 
 - **exact**: the server matches it as the standard says; it is sent as is;
-- **too loose** (case-insensitive where the standard is case-sensitive,
-  prefix/substring matching): it is sent, and the results are filtered down
-  locally;
-- **not matched** (no wildcards, no ranges, a value the server would read
-  percent-encoded, an attribute it ignores): it is left out of the request
-  and matched locally;
-- **a list the server cannot OR** (``ModalitiesInStudy=CT,MR``, a UID list):
-  one request per value, however many (200 UIDs: 200 requests; matched
-  locally instead, the list would fetch every study), merged by UID (first
-  seen wins, order kept).  Further such lists are crossed with it, one
-  request per combination, while that makes at most :data:`MAX_FAN_OUT`
-  requests; a list that would take the count past it is matched locally.
+- **too loose** (case-insensitive where the standard is case-sensitive, prefix/substring
+  matching): it is sent, and the results are filtered down locally;
+- **not matched** (no wildcards, no ranges, a value the server would read percent-encoded,
+  an attribute it ignores): it is left out of the request and matched locally;
+- **a list the server cannot OR** (``ModalitiesInStudy=CT,MR``, a UID list): one request
+  per value, however many (200 UIDs: 200 requests; matched locally instead, the list would
+  fetch every study), merged by UID (first seen wins, order kept).  Further such lists are
+  crossed with it, one request per combination, while that makes at most
+  :data:`MAX_FAN_OUT` requests; a list that would take the count past it is matched locally.
 
-Local matching needs the attribute in the results: aqido asks for it with
-``includefield`` (or relies on the level's default attributes).  When the
-server neither matches nor returns a key, the query cannot be answered
-exactly: the plan says so in :attr:`Plan.warnings` (and the client raises
-:class:`~aqido.errors.UnanswerableQueryError` in strict mode).  With local
-matching, a ``limit``/``offset`` cannot be sent to the server: every match is
-fetched and the window is cut locally.
+Local matching needs the attribute in the results: aqido asks for it with ``includefield``
+(or relies on the level's default attributes).  When the server neither matches nor returns
+a key, the query cannot be answered exactly: the plan says so in :attr:`Plan.warnings` (and
+the client raises :class:`~aqido.errors.UnanswerableQueryError` in strict mode).  With local
+matching, a ``limit``/``offset`` cannot be sent to the server: every match is fetched and
+the window is cut locally.
 
 Relational searches on servers without relational paths walk the hierarchy
 (:class:`Walk`): ``/series`` becomes studies then each study's series.
@@ -44,7 +39,7 @@ from typing import Any, Literal
 import attrs
 
 from aqido import dictionary
-from aqido._plan_spans import span_range
+from aqido._plan_spans import needs_range, span_range
 from aqido.matching import (
     STRING_VRS,
     WILDCARD_VRS,
@@ -403,6 +398,9 @@ def plan_query(
         ):
             local.append(key)
             continue
+        if needs_range(value, vr, first_keyword, profile.range_keys):
+            local.append(key)  # a range on a key the server takes none on (tiny_pacs: 400)
+            continue
         if match_form(value, vr) == "single" and (span := span_range(value, vr)) is not None:
             # a year, an hour...: sent as the range it spans (a server may compare the text)
             ranges = profile.time_ranges if vr == "TM" else profile.date_ranges
@@ -594,6 +592,8 @@ def split_keys(profile: ServerProfile | None) -> frozenset[str]:
         usable.discard("StudyDate")
     if not profile.time_ranges:
         usable.discard("StudyTime")
+    if profile.range_keys is not None:  # a split sends ranges
+        usable -= {"StudyDate", "StudyTime"} - set(profile.range_keys)
     if profile.matched_keys is not None:
         usable &= set(profile.matched_keys)
     return frozenset(usable)

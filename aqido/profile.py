@@ -48,8 +48,12 @@ def _notes(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
 
 
+#: The keys ``aqido probe`` measures ranges on with their own checks (``date_ranges``...).
+RANGE_PROBED = ("StudyDate", "StudyTime")
+
+
 def _keywords(value: Iterable[str] | None) -> tuple[str, ...] | None:
-    """``matched_keys`` as a tuple (``None`` stays ``None``: every attribute)."""
+    """``matched_keys`` or ``range_keys`` as a tuple (``None`` stays ``None``: every attribute)."""
     return None if value is None else tuple(value)
 
 
@@ -117,6 +121,13 @@ class ServerProfile:
     open_date_ranges: bool = True
     #: Time ranges ``t1-t2`` on TM attributes.
     time_ranges: bool = True
+    #: The attributes (keywords) whose date, time and datetime ranges the server matches;
+    #: ``None``: every one (as :attr:`date_ranges`, :attr:`open_date_ranges` and
+    #: :attr:`time_ranges` say).  A range on another attribute (tiny_pacs refuses
+    #: ``PatientBirthDate=19540101-`` with a 400) is left out of requests and matched by
+    #: aqido.  ``aqido probe`` tries a PatientBirthDate range: where it fails, ranges are
+    #: trusted only on :data:`RANGE_PROBED` (whose own checks are the fields above).
+    range_keys: tuple[str, ...] | None = attrs.field(default=None, converter=_keywords)
     #: What the server does with ``fuzzymatching=true``.
     fuzzy_matching: FuzzyMatching = "warning"
     #: What the server does with a match key it cannot match.
@@ -224,7 +235,8 @@ class ServerProfile:
         match nothing (the server reads the bytes as Latin-1), no wildcards, no
         lists (a comma list matches nothing), PatientName matched as a
         case-insensitive substring (other strings exactly, case-sensitively), no
-        time ranges, no relational paths, unknown keys ignored, and a silent cap
+        time ranges, no PatientBirthDate ranges (400), no relational paths, unknown
+        keys ignored, and a silent cap
         of 1,000 studies per response that ``offset`` pages past.
         """
         return cls(
@@ -235,6 +247,8 @@ class ServerProfile:
                 "single_value_matching is substring for PatientName only (AccessionNumber "
                 "is matched exactly)",
                 "a time range matches studies outside it (time_ranges=False)",
+                "a PatientBirthDate range is refused with 400 (range_keys: StudyDate, "
+                "StudyTime only)",
                 "a non-ASCII value sent as percent-encoded UTF-8 matches nothing "
                 "(non_ascii_values=False)",
             ),
@@ -247,6 +261,7 @@ class ServerProfile:
             value_lists=False,  # AccessionNumber=a,b (and ModalitiesInStudy=CT,MR): 204
             repeated_keys="last",  # StudyInstanceUID=A&StudyInstanceUID=B finds B only
             time_ranges=False,  # StudyTime=080000-235959 finds a study at 070543
+            range_keys=RANGE_PROBED,  # PatientBirthDate=19540316-19540318: 400
             fuzzy_matching="ignored",  # accepted, no Warning
             unsupported_keys="ignore",  # AqidoNoSuchAttribute=1 finds A
             # PatientSex, StudyID, StudyDescription, StudyTime, ReferringPhysicianName,

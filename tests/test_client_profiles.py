@@ -20,7 +20,7 @@ import pytest
 from aqido.blocking import QidoRS
 from aqido.cli import main as cli_main
 from aqido.client import AsyncQidoRS
-from aqido.errors import NotFoundError, UnanswerableQueryError
+from aqido.errors import BadRequestError, NotFoundError, UnanswerableQueryError
 from aqido.matching import MatchOptions
 from aqido.partition import SPLIT_KEYS
 from aqido.plan import split_keys
@@ -448,6 +448,46 @@ def test_split_keys_follow_the_profile() -> None:
     assert "StudyTime" not in split_keys(ServerProfile.tiny_pacs())
     assert split_keys(ServerProfile(open_date_ranges=False)) == SPLIT_KEYS - {"StudyDate"}
     assert split_keys(TINY_PACS) == {"StudyDate", "ModalitiesInStudy", "Modality"}
+    # a split sends ranges: not by a key the server takes none on
+    assert split_keys(ServerProfile(range_keys=("StudyTime",))) == SPLIT_KEYS - {"StudyDate"}
+    assert split_keys(ServerProfile(range_keys=())) == SPLIT_KEYS - {"StudyDate", "StudyTime"}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("profile", ["auto", ServerProfile.tiny_pacs()], ids=["auto", "preset"])
+@pytest.mark.parametrize("form", ["closed", "since", "until", "year"])
+async def test_a_birth_date_range_on_a_server_that_refuses_one_is_answered_here(
+    profile: Any, form: str
+) -> None:
+    """tiny_pacs refuses a PatientBirthDate range with a 400 (StudyDate ranges work): the
+    probe measures it (``range_keys``) and the range is left out and matched locally."""
+    born = sorted(s.patient_birth_date for s in SYNTH.studies if s.patient_birth_date)
+    pivot = born[len(born) // 2]
+    value, wanted = {
+        "closed": (f"{born[2]}-{pivot}", lambda d: born[2] <= d <= pivot),
+        "since": (f"{pivot}-", lambda d: d >= pivot),
+        "until": (f"-{pivot}", lambda d: d <= pivot),
+        "year": (pivot[:4], lambda d: d[:4] == pivot[:4]),  # sent as its year's range
+    }[form]
+    query = HierarchicalQuery(filters={"PatientBirthDate": value})
+    async with FakeArchive(SYNTH, profile=ServerProfile.tiny_pacs()) as archive:
+        if form != "year":  # a year goes out as a range of the planner's only
+            async with AsyncQidoRS(archive.url, retries=0) as plain:
+                with pytest.raises(BadRequestError, match="PatientBirthDate"):
+                    await plain.search(query)  # what a range on it gets from the server
+        async with AsyncQidoRS(archive.url, retries=0, profile=profile) as client:
+            found = await client.search(query)
+            assert client.profile is not None
+            assert client.profile.range_keys == ("StudyDate", "StudyTime")
+        sent = [r.query_string for r in archive.requests if r.path.endswith("/studies")]
+    expected = {
+        s.study_instance_uid
+        for s in SYNTH.studies
+        if s.patient_birth_date and wanted(s.patient_birth_date)
+    }
+    assert expected
+    assert {r.StudyInstanceUID for r in found} == expected
+    assert not [q for q in sent[-1:] if "PatientBirthDate=" in q]
 
 
 @pytest.mark.anyio

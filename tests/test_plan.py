@@ -83,6 +83,8 @@ def request_criteria(query: BaseQuery, profile: ServerProfile) -> list[Criterion
         if not profile.non_ascii_values and not value.isascii():
             value = "\x00unmatchable"  # the server misreads the bytes: nothing matches
         criterion = Criterion.of(key, value)
+        ranged = profile.range_keys is None or key in profile.range_keys
+        assert ranged or "-" not in value, f"a range on {key}: the server refuses it"
         if profile.matched_keys is None or key in profile.matched_keys:
             out.append(criterion)
     return out
@@ -142,6 +144,9 @@ profiles = st.builds(
     date_ranges=st.booleans(),
     open_date_ranges=st.booleans(),
     time_ranges=st.booleans(),
+    # ranges only on some keys (tiny_pacs refuses a PatientBirthDate range with a 400)
+    range_keys=st.none()
+    | st.lists(st.sampled_from(["StudyDate", "StudyTime"]), unique=True).map(tuple),
     non_ascii_values=st.booleans(),
     matched_keys=st.none()
     | st.lists(
@@ -216,6 +221,9 @@ def test_requests_only_hold_what_the_server_understands(
                 assert keyword not in params
         if not profile.non_ascii_values:
             assert all(str(v).isascii() for v in params.values())
+        for keyword in ("StudyDate", "StudyTime"):
+            if profile.range_keys is not None and keyword not in profile.range_keys:
+                assert "-" not in str(params.get(keyword, ""))  # a range it takes none on
         if plan.local or len(plan.requests) > 1:
             assert "limit" not in params
             assert "offset" not in params
@@ -385,6 +393,48 @@ def _text_server(items: list[dict[str, Any]], query: BaseQuery) -> list[dict[str
         if (low <= stored <= (high or "~")) if dash else stored == value:
             out.append(item)
     return out
+
+
+@pytest.mark.parametrize(
+    ("value", "sent"),
+    [
+        ("19540101-19541231", False),
+        ("19540101-", False),
+        ("-19541231", False),
+        ("1954", False),  # a year: it would go out as its range
+        ("19540317", True),  # a whole date: a single value, which tiny_pacs matches
+    ],
+)
+def test_a_range_on_a_key_the_server_takes_none_on_is_matched_here(value: str, sent: bool) -> None:
+    # tiny_pacs matches StudyDate ranges but refuses PatientBirthDate=19540101- with a 400
+    query = HierarchicalQuery(filters={"PatientBirthDate": value})
+    plan = plan_query(query, ServerProfile.tiny_pacs())
+    assert [("PatientBirthDate", value) in r.filters for r in plan.requests] == [sent]
+    assert plan.warnings == ()
+    if not sent:
+        assert plan.local
+        items = [
+            {"0020000D": {"vr": "UI", "Value": [f"1.{i}"]}, "00100030": {"vr": "DA", "Value": [d]}}
+            for i, d in enumerate(["19531231", "19540317", "19550101", "19560101"])
+        ]
+        kept, _ = plan.finish(plan.merge([items]))
+        wanted = {
+            "19540101-19541231": ["19540317"],
+            "19540101-": ["19540317", "19550101", "19560101"],
+            "-19541231": ["19531231", "19540317"],
+            "1954": ["19540317"],
+        }[value]
+        assert [k["00100030"]["Value"][0] for k in kept] == wanted
+    # a StudyDate range, on the same server, is sent
+    dated = plan_query(
+        HierarchicalQuery(filters={"StudyDate": "20100101-"}), ServerProfile.tiny_pacs()
+    )
+    assert dated.requests[0].filters == (("StudyDate", "20100101-"),)
+    # and with ranges on every key (the standard), the birth date range goes out too
+    standard = plan_query(query, ServerProfile(range_keys=None))
+    assert [("PatientBirthDate", value) in r.filters for r in standard.requests] == [
+        value != "1954"  # a year goes out as the range it spans, a range as it is
+    ]
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,7 @@ from aqido.probe import (
     plan_checks,
     probe_report,
 )
-from aqido.profile import ServerProfile
+from aqido.profile import RANGE_PROBED, ServerProfile
 from aqido.testing import FakeArchive, SyntheticArchive
 
 #: The data every probed fake holds: 25 studies, more than the caps the test generates.
@@ -368,8 +368,11 @@ def profiles(draw: st.DrawFn) -> ServerProfile:
         uid_lists=draw(b),
         value_lists=draw(b),
         repeated_keys=draw(st.sampled_from(["or", "first", "last", "error"])),
-        date_ranges=draw(b),
+        date_ranges=(dates := draw(b)),
         open_date_ranges=True if before_offset else draw(b),  # the probe splits by date
+        # ranges on StudyDate only (tiny_pacs: a PatientBirthDate range is a 400); without
+        # date ranges at all there is nothing to tell apart
+        range_keys=draw(st.sampled_from([None, RANGE_PROBED])) if dates else None,
         time_ranges=draw(b),
         fuzzy_matching=fuzzy,
         unsupported_keys=draw(st.sampled_from(["error", "ignore", "empty"])),
@@ -399,6 +402,21 @@ def test_probe_of_a_fake_built_from_a_profile_returns_that_profile(
     measured, sent, _ = _probe(profile)
     assert measured == profile
     assert sent <= MAX_REQUESTS
+
+
+@pytest.mark.parametrize("range_keys", [None, RANGE_PROBED])
+def test_ranges_refused_beyond_study_date_are_measured(range_keys: tuple[str, ...] | None) -> None:
+    # tiny_pacs: StudyDate=d1-d2 works, PatientBirthDate=d1-d2 is a 400
+    async def run() -> list[Any]:
+        archive = FakeArchive(DATA, profile=ServerProfile(range_keys=range_keys))
+        async with archive, AsyncQidoRS(archive.url, retries=0) as client:
+            report = await probe_report(client)
+        assert report.profile.range_keys == range_keys
+        return [f for f in report.findings if f.capability == "range_keys"]
+
+    (finding,) = anyio.run(run)
+    assert "PatientBirthDate=" in finding.request
+    assert ("400" in finding.finding) is (range_keys is not None)
 
 
 def test_profile_and_the_flags_it_covers_do_not_mix() -> None:

@@ -41,7 +41,7 @@ def _values(field: attrs.Attribute[object]) -> st.SearchStrategy[object]:
         return st.text(max_size=20)
     if field.name == "notes":
         return st.lists(st.text(max_size=10), max_size=3).map(tuple)
-    if field.name == "matched_keys":
+    if field.name in ("matched_keys", "range_keys"):
         keywords = st.sampled_from(["PatientName", "StudyDescription", "ModalitiesInStudy"])
         return st.none() | st.lists(keywords, max_size=3).map(tuple)
     if field.name in ("bad_request_status", "unknown_parent_status"):
@@ -146,3 +146,14 @@ def test_a_failed_save_keeps_the_profile_already_there(tmp_path: pathlib.Path) -
         signal.signal(signal.SIGXFSZ, old_handler)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["p.json"]  # no temporary file left
+
+
+def test_a_profile_saved_before_range_keys_existed_still_loads() -> None:
+    data = ServerProfile.tiny_pacs().to_dict()
+    assert list(data["range_keys"]) == ["StudyDate", "StudyTime"]
+    del data["range_keys"]
+    assert ServerProfile.from_dict(data).range_keys is None  # every key takes ranges
+    back = ServerProfile.from_json(ServerProfile.tiny_pacs().to_json())
+    assert back.range_keys == ("StudyDate", "StudyTime")
+    with pytest.raises(ValueError, match="range_keys"):
+        ServerProfile.from_dict({"range_keys": "StudyDate"})  # a string is not a list of keys

@@ -12,7 +12,8 @@ the page: offset, limit, result caps and their ``Warning: 299``, and the status
 of no match, of malformed input and of an unknown parent.
 
 Malformed queries raise :class:`BadRequest` (a 400) or :class:`InvalidValue`
-(a 400, the profile's ``bad_request_status``, or no match).
+(a 400, the profile's ``bad_request_status``, or no match); so does a range on a
+key outside the profile's ``range_keys``, as tiny_pacs refuses one.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from aiohttp import web
 
 from aqido.dictionary import keyword_for, tag_for_keyword, tag_key, vr_for
 from aqido.errors import InvalidQueryError
-from aqido.matching import MatchOptions, compile_value
+from aqido.matching import MatchOptions, compile_value, match_form
 from aqido.plan import DEFAULT_ATTRIBUTES
 from aqido.query import QueryLevel
 from aqido.testing._store import (
@@ -48,6 +49,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from aqido.profile import ServerProfile
 
 # --- query strings ------------------------------------------------------------------------
+
+
+#: The VRs whose values may be ranges (a profile's ``range_keys`` restricts them).
+_TEMPORAL = ("DA", "TM", "DT")
 
 
 class BadRequest(Exception):
@@ -443,6 +448,15 @@ class ServerEmulation:
         options = self._matching()
         if fuzzy and vr == "PN" and self.fuzzy_matching == "supported":
             options = attrs.evolve(options, pn_case_sensitive=False)  # the fake's "fuzzy"
+        ranged = self.profile.range_keys if self.profile is not None else None
+        keyword = keyword_for(int(first, 16))
+        if (
+            ranged is not None
+            and keyword not in ranged
+            and vr in _TEMPORAL
+            and any(match_form(v, vr) in ("range", "open_range") for v in value.split(","))
+        ):
+            raise InvalidValue(f"Invalid {keyword} parameter {value!r}: no ranges on it")
         if vr == "UI" and not self.decode_percent:  # Orthanc understands %2C in UID lists
             value = value.replace("%2C", ",").replace("%2c", ",")
         try:

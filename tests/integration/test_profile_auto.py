@@ -119,3 +119,23 @@ async def test_a_year_or_an_hour(qido: AsyncQidoRS, server: Served, key: str, va
     attribute = {"StudyDate": "study_date", "StudyTime": "study_time"}[key]
     expected = _where(lambda s: getattr(s, attribute).startswith(value))
     await _check(qido, server, HierarchicalQuery(filters={key: value}), expected)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("form", ["closed", "since", "year"])
+async def test_a_birth_date_range(qido: AsyncQidoRS, server: Served, form: str) -> None:
+    # tiny_pacs matches StudyDate ranges but answers PatientBirthDate=d1-d2 with a 400: the
+    # probe measures it (range_keys) and the range is matched locally; Orthanc matches it.
+    born = sorted(s.patient_birth_date for s in SEEDED.studies if s.patient_birth_date)
+    low, pivot = born[len(born) // 4], born[len(born) // 2]
+    value, wanted = {
+        "closed": (f"{low}-{pivot}", lambda d: low <= d <= pivot),
+        "since": (f"{pivot}-", lambda d: d >= pivot),
+        "until": (f"-{pivot}", lambda d: d <= pivot),
+        "year": (pivot[:4], lambda d: d.startswith(pivot[:4])),
+    }[form]
+    expected = _where(lambda s: s.patient_birth_date and wanted(s.patient_birth_date))
+    await _check(qido, server, HierarchicalQuery(filters={"PatientBirthDate": value}), expected)
+    assert qido.profile is not None
+    ranges = None if server.name == "orthanc" else ("StudyDate", "StudyTime")
+    assert qido.profile.range_keys == ranges
