@@ -165,4 +165,7 @@ __all__ = [
 ]
 
 
-__getattr__, __dir__ = lazy_exports("aqido", globals(), _LAZY, __all__)
+if not TYPE_CHECKING:
+    # Hidden from type checkers: they see the names imported above, and a module
+    # __getattr__ would make any other name (a misspelled one) an unchecked Any.
+    __getattr__, __dir__ = lazy_exports("aqido", globals(), _LAZY, __all__)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import pathlib
 import subprocess
@@ -85,3 +86,38 @@ def test_the_checked_in_list_holds_only_the_public_modules() -> None:
     for line in PUBLIC_API.read_text(encoding="utf-8").splitlines():
         if line.strip() and not line.startswith("#"):
             assert line.rsplit(".", 1)[0] in MODULES, line
+
+
+# --- the public API as a type checker sees it ----------------------------------------------
+
+
+def _as_type_checkers_see(module: str) -> dict[str, object]:
+    """``module``'s namespace when ``TYPE_CHECKING`` is true, as mypy and pyright read it."""
+
+    class TypeChecking(ast.NodeTransformer):
+        def visit_Name(self, node: ast.Name) -> ast.AST:
+            if node.id == "TYPE_CHECKING" and isinstance(node.ctx, ast.Load):
+                return ast.copy_location(ast.Constant(True), node)
+            return node
+
+    path = importlib.import_module(module).__file__
+    assert path is not None
+    tree = TypeChecking().visit(ast.parse(pathlib.Path(path).read_text(encoding="utf-8")))
+    tree = ast.fix_missing_locations(tree)
+    namespace: dict[str, object] = {"__name__": f"{module} (type checking)"}
+    exec(compile(tree, path, "exec"), namespace)
+    return namespace
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_type_checkers_see_every_public_name_and_no_other(module: str) -> None:
+    """Every name of ``__all__`` is imported for type checkers, and no module ``__getattr__``.
+
+    A module ``__getattr__`` tells mypy and pyright that *any* name exists, typed
+    ``Any``: ``from aqido import CrawlFailur`` (a typo) would pass type checking and
+    fail only when run.
+    """
+    seen = _as_type_checkers_see(module)
+    exported = importlib.import_module(module).__all__
+    assert [name for name in exported if name not in seen] == []
+    assert "__getattr__" not in seen
