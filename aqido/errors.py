@@ -43,8 +43,11 @@ from __future__ import annotations
 import copyreg
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only: at run time this module imports no aqido
+    from aqido.stats import CrawlStats
 
 __all__ = [
     "BadRequestError",
@@ -536,7 +539,7 @@ class CrawlIncompleteError(QidoError):
         counts: Mapping[str, int] | None = None,
         results: Sequence[object] = (),
         *,
-        stats: object = None,
+        stats: CrawlStats | None = None,
     ) -> None:
         self.failures = tuple(CrawlFailure(query, error) for query, error in failures)
         self.counts: Mapping[str, int] = dict(counts or {})
