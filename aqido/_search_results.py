@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 from aqido.protocol import QidoResponse, QidoWarning
 from aqido.results import Dataset
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow
+
+    from aqido.query import QueryLevel
 
 T = TypeVar("T")
 
@@ -50,11 +52,17 @@ class SearchResults(list[T]):
         self.additional_results = response.additional_results if response is not None else None
         self.possibly_truncated = self.truncated
 
-    def to_arrow(self, **options: Any) -> pyarrow.Table:
+    def to_arrow(
+        self,
+        *,
+        level: str | QueryLevel | None = None,
+        columns: Sequence[str | int] | None = None,
+    ) -> pyarrow.Table:
         """These results as a typed ``pyarrow.Table`` (:func:`aqido.to_arrow`; needs pyarrow)."""
         from aqido._arrow import to_arrow
 
-        return to_arrow((item for item in self if isinstance(item, Dataset)), **options)
+        results = (item for item in self if isinstance(item, Dataset))
+        return to_arrow(results, level=level, columns=columns)
 
     def _repr_html_(self) -> str:
         """Jupyter's rich display: a compact table, one row per result (:mod:`aqido.display`)."""

@@ -8,6 +8,7 @@ expected answers come from the DICOM JSON the tests build.
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import io
 import json
 import pathlib
@@ -17,7 +18,7 @@ from typing import Any
 import attrs
 import pytest
 
-from aqido import HierarchicalQuery
+from aqido import HierarchicalQuery, SearchResults
 from aqido.cli import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, main
 from aqido.profile import ServerProfile
 from aqido.results import Study
@@ -179,6 +180,19 @@ def test_an_instance_row_has_its_own_retrieve_url_never_its_studys() -> None:
     assert table.column("StudyInstanceUID").to_pylist() == ["1.1", "1.1"]
     by_study = to_arrow([tree], level="study")
     assert by_study.column("RetrieveURL").to_pylist() == ["http://x/studies/1.1"]
+
+
+def test_search_results_to_arrow_takes_the_options_of_to_arrow() -> None:
+    """Named and typed as ``aqido.to_arrow``'s, so a type checker catches a misspelt one."""
+    own = inspect.signature(SearchResults.to_arrow).parameters
+    of_function = inspect.signature(to_arrow).parameters
+    assert list(own) == ["self", *list(of_function)[1:]]
+    for name in list(of_function)[1:]:
+        assert own[name] == of_function[name], name
+    found = SearchResults([study("1.1", PatientID=("LO", ["P1"]))])
+    table = found.to_arrow(level="study", columns=["StudyInstanceUID", "PatientID"])
+    assert table.column_names == ["StudyInstanceUID", "PatientID"]
+    assert table.to_pylist() == [{"StudyInstanceUID": "1.1", "PatientID": "P1"}]
 
 
 JUNK = study(
