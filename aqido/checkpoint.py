@@ -91,6 +91,8 @@ from aqido.query import BaseQuery, QueryLevel
 if TYPE_CHECKING:  # pragma: no cover
     from filelock import BaseFileLock
 
+    from aqido.results import Study
+
 #: The format version written in the header (``"aqido_crawl": 1``).
 CHECKPOINT_VERSION = 1
 _STUDY_UID = "0020000D"
@@ -297,7 +299,7 @@ class CrawlCheckpoint:
         return cls._records(Path(path))[0]
 
     @classmethod
-    def read_studies(cls, path: str | os.PathLike[str]) -> Iterator[Any]:
+    def read_studies(cls, path: str | os.PathLike[str]) -> Iterator[Study]:
         """Yield the studies of a checkpoint file as ``Study`` objects, subtrees attached."""
         import attrs
 
