@@ -469,3 +469,82 @@ def test_the_errors_page_shows_every_exception() -> None:
     assert "QidoError" in exceptions
     for name in exceptions:
         assert name == "QidoError" or re.search(rf"── {name}\b", tree), name
+
+
+#: What a receiver of the docs' inline code stands for (``archive.fail(...)``).
+RECEIVERS = {"archive": "aqido.testing.FakeArchive", "client": "aqido.AsyncQidoRS"}
+#: A call in inline code with keyword arguments, ``*`` or ``**``: ``f(match, *, times=None)``.
+INLINE_CALL = re.compile(r"`([A-Za-z_][\w.]*)\(([^`()]*(?:=|\*)[^`()]*)\)`")
+
+
+def _documented_callable(name: str) -> Any:
+    """The object a dotted name of the docs' inline code stands for, or ``None``."""
+    import aqido.testing
+
+    head, _, rest = name.partition(".")
+    parts = (f"{RECEIVERS[head]}.{rest}" if head in RECEIVERS and rest else name).split(".")
+    if parts[0] != "aqido":
+        parts = ["aqido.testing" if hasattr(aqido.testing, parts[0]) else "aqido", *parts]
+    for split in range(len(parts), 0, -1):
+        try:
+            obj: Any = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        for attribute in parts[split:]:
+            obj = getattr(obj, attribute, None)
+        return obj
+    return None
+
+
+def test_calls_and_signatures_shown_inline_match_the_code() -> None:
+    """Inline ``f(a, b=1)``: every keyword is one ``f`` takes; a signature is the code's.
+
+    A signature (it shows ``*``, ``**`` or a ``=None`` default, as
+    ``archive.fail(match, fault="500", *, times=None)``) also has the code's
+    positional parameters, in order, and its literal defaults.
+    """
+    import inspect
+
+    checked = []
+    for page in PAGES:
+        for found in INLINE_CALL.finditer((ROOT / page).read_text(encoding="utf-8")):
+            name, shown = found.groups()
+            target = _documented_callable(name)
+            if target is None or not callable(target):
+                continue  # a fixture, another library's function...
+            params = dict(inspect.signature(target).parameters)
+            params.pop("self", None)
+            takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+            where = f"{page}: `{name}({shown})`"
+            try:
+                args = ast.parse(f"def f({shown}): pass").body[0].args  # type: ignore[attr-defined]
+            except SyntaxError:  # a call with values, f("x", limit=5): its keywords only
+                try:
+                    call = ast.parse(f"f({shown})", mode="eval").body
+                except SyntaxError:
+                    continue  # not Python (a shell line)
+                named = [k.arg for k in call.keywords if k.arg is not None]  # type: ignore[attr-defined]
+                args = None
+            else:
+                given = args.posonlyargs + args.args
+                named = [
+                    a.arg for a in [*given[len(given) - len(args.defaults) :], *args.kwonlyargs]
+                ]
+            for keyword in named:
+                accepts = keyword in params and params[keyword].kind in (
+                    inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                    inspect.Parameter.KEYWORD_ONLY,
+                )
+                assert accepts or takes_any, f"{where}: no argument {keyword!r}"
+            checked.append(name)
+            if args is None or ("*" not in shown and "=None" not in shown):
+                continue  # a call, not a signature
+            positional = [a.arg for a in given[: len(given) - len(args.defaults)]]
+            code = [p.name for p in params.values() if p.kind is not p.KEYWORD_ONLY]
+            assert positional == code[: len(positional)], where
+            defaults = zip(reversed(given), reversed(args.defaults), strict=False)
+            keyword_defaults = zip(args.kwonlyargs, args.kw_defaults, strict=True)
+            for arg, default in [*defaults, *keyword_defaults]:
+                if isinstance(default, ast.Constant):
+                    assert params[arg.arg].default == default.value, f"{where}: {arg.arg}"
+    assert {"archive.fail", "ServerProfile.orthanc", "Timeout", "Retry"} <= set(checked)
