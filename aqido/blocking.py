@@ -38,8 +38,10 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import inspect
 import os
 import queue
+import re
 import threading
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
@@ -64,6 +66,8 @@ _BUFFER = 64
 _BATCH = 1000
 #: How often a waiting thread wakes up to notice Ctrl-C (where lock waits are not interruptible).
 _POLL = 0.25
+#: ``AsyncGenerator[X, None]`` or ``AsyncIterator[X]``, an async method's return annotation.
+_ASYNC_ITERATOR = re.compile(r"^Async(?:Generator|Iterator)\[(.*?)(?:, None)?\]$")
 _CLOSED = "This QidoRS has been closed; create a new one."
 _FORKED = (
     "This QidoRS was started before os.fork(): its event loop thread and connections stayed "
@@ -303,6 +307,14 @@ def _blocking_iter(
             return self._iterate(lambda: bound(*args, **kwargs))
         return self._iterate_on_demand(lambda: bound(*args, **kwargs))
 
+    # What help() and inspect show: the async method's arguments, but this one's return
+    # type (an Iterator, not the AsyncGenerator ``wraps`` copied; a new dict: that one is
+    # the async method's own).
+    returns = _ASYNC_ITERATOR.sub(r"Iterator[\1]", str(method.__annotations__["return"]))
+    iterate.__annotations__ = {**method.__annotations__, "return": returns}
+    iterate.__signature__ = inspect.signature(method).replace(  # type: ignore[attr-defined]
+        return_annotation=returns
+    )
     return iterate
 
 

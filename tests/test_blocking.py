@@ -558,6 +558,25 @@ def test_same_methods_and_options_as_the_async_client() -> None:
     assert inspect.signature(QidoRS) == inspect.signature(AsyncQidoRS)
 
 
+@pytest.mark.parametrize(
+    ("name", "returns"),
+    [
+        ("iter_search", "Iterator[Any]"),
+        ("iter_search_many", "Iterator[tuple[BaseQuery, SearchResults[Any]]]"),
+        ("crawl", "Iterator[Study]"),
+        ("search", "SearchResults[Any]"),
+    ],
+)
+def test_help_shows_what_the_blocking_methods_return(name: str, returns: str) -> None:
+    """``help(QidoRS.crawl)``: the async method's arguments, returning a plain iterator."""
+    method = getattr(QidoRS, name)
+    assert inspect.signature(method).return_annotation == returns
+    assert method.__annotations__["return"] == returns
+    own = inspect.signature(getattr(AsyncQidoRS, name))
+    assert inspect.signature(method).parameters == own.parameters
+    assert getattr(AsyncQidoRS, name).__annotations__["return"] == own.return_annotation
+
+
 def test_a_session_cannot_be_shared_with_the_blocking_client() -> None:
     import asyncio
 
