@@ -1,6 +1,6 @@
-"""The span of a single DA or TM match value, as a range a server matches as the standard does.
+"""The planner's date and time helpers: spans sent as ranges, ranges a server refuses, splits.
 
-aqido's answer to a single DA or TM value of less than full precision is
+:func:`span_range`: aqido's answer to a single DA or TM value of less than full precision is
 the span that precision covers (:mod:`aqido.matching`: ``StudyDate=2010``
 is the year, ``StudyTime=10`` 10:00 to 10:59:59.999999, ``StudyTime=1015``
 every second of that minute).  Servers such as Orthanc compare a single
@@ -9,6 +9,9 @@ no :class:`~aqido.profile.ServerProfile` field says so.  The planner sends
 such a value as the range :func:`span_range` gives (what a server that
 supports ranges matches as a superset of the span, even comparing text) and
 filters the answer locally.
+
+:func:`needs_range` says when a value would go out as a range on a key the server takes
+none on (``ServerProfile.range_keys``); :func:`split_keys` which keys a crawl may split by.
 """
 
 from __future__ import annotations
@@ -16,6 +19,12 @@ from __future__ import annotations
 import calendar
 import re
 from collections.abc import Container
+from typing import TYPE_CHECKING
+
+from aqido.partition import SPLIT_KEYS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aqido.profile import ServerProfile
 
 _DA = re.compile(r"([0-9]{4})([0-9]{2})?")  # a year or a month: a full date is exact
 _TM = re.compile(r"[0-9]{2}(?:[0-9]{2}(?:[0-9]{2}(?:\.[0-9]{1,6})?)?)?")
@@ -66,3 +75,25 @@ def needs_range(value: str, vr: str, keyword: str, range_keys: Container[str] | 
         match_form(item, vr) in ("range", "open_range") or span_range(item, vr) is not None
         for item in value.split(",")
     )
+
+
+def split_keys(profile: ServerProfile | None) -> frozenset[str]:
+    """The keys a crawl may split an overflowing listing by, on a server with ``profile``.
+
+    Splitting by StudyDate needs closed and open date ranges, by StudyTime
+    time ranges, by ModalitiesInStudy or Modality single values; and each key
+    must be one the server matches (:attr:`ServerProfile.matched_keys`).  A
+    split by a key the server ignores would only repeat the same answer.
+    """
+    if profile is None:
+        return SPLIT_KEYS
+    usable = set(SPLIT_KEYS)
+    if not (profile.date_ranges and profile.open_date_ranges):
+        usable.discard("StudyDate")
+    if not profile.time_ranges:
+        usable.discard("StudyTime")
+    if profile.range_keys is not None:  # a split sends ranges
+        usable -= {"StudyDate", "StudyTime"} - set(profile.range_keys)
+    if profile.matched_keys is not None:
+        usable &= set(profile.matched_keys)
+    return frozenset(usable)

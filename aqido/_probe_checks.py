@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from urllib.parse import quote
 
-from aqido._probe_keys import matched_keys_check
+from aqido._probe_keys import empty_in_open_ranges_check, matched_keys_check, range_keys_check
 from aqido._probe_model import (
     KEYWORDS,
     Answer,
@@ -26,7 +26,6 @@ from aqido._probe_model import (
     studies_request,
     undecided,
 )
-from aqido.profile import RANGE_PROBED
 
 _STUDY_DESCRIPTION = "00081030"
 #: A UID no archive holds (under aqido's own test root), for "nothing matches" checks.
@@ -71,7 +70,8 @@ def plan_checks(ctx: ProbeContext) -> list[Check]:
     if ctx.time is not None:
         checks.append(_time_check(a, ctx.time))
     if ctx.birth is not None:
-        checks.append(_range_keys_check(*ctx.birth, a, ctx.date))
+        checks.append(range_keys_check(*ctx.birth, a, ctx.date))
+    checks.append(empty_in_open_ranges_check())
     checks.append(_unsupported_key_check(a))
     checks.append(matched_keys_check(a, ctx.own, name=ctx.name))
     checks.append(_includefield_check(a))
@@ -410,37 +410,6 @@ def _date_checks(a: str, date: str) -> list[Check]:
         Check("date_ranges", (closed, closed_out), closed_ranges),
         Check("open_date_ranges", (upto, since, upto_out), open_ranges),
     ]
-
-
-def _range_keys_check(study: str, birth: str, a: str, date: str | None) -> Check:
-    """Whether ranges work beyond StudyDate: a PatientBirthDate range around ``study``'s
-    birth date finds it (A, or another listed study when A has no birth date).
-
-    tiny_pacs matches StudyDate ranges and refuses a PatientBirthDate one (400): a
-    server that fails here while A's StudyDate range (the ``date_ranges`` check's
-    request, sent once) finds A gets ranges trusted on :data:`RANGE_PROBED` only.
-    """
-    inside = _matches(study, "PatientBirthDate", f"{add_days(birth, -1)}-{add_days(birth, 1)}")
-    outside = _matches(study, "PatientBirthDate", f"{add_days(birth, 1)}-{add_days(birth, 2)}")
-    around = f"{add_days(date, -1)}-{add_days(date, 1)}" if date is not None else None
-    dated = (_matches(a, "StudyDate", around),) if around is not None else ()
-
-    def range_keys(answers: Sequence[Answer]) -> list[Finding]:
-        found, control = answers[:2]
-        if found.has(study) and not control.has(study):
-            text = "a PatientBirthDate range around a study's birth date finds it"
-            return [Finding("range_keys", text, str(inside), "all")]
-        if found.has(study):
-            return [undecided("range_keys", "PatientBirthDate ranges look ignored", outside)]
-        if not dated or not answers[2].has(a):  # no range works: date_ranges says it
-            return [undecided("range_keys", "no StudyDate range to compare with", inside)]
-        text = (
-            f"a PatientBirthDate range around a study's birth date: {_status_text(found)} "
-            f"(ranges trusted on {', '.join(RANGE_PROBED)} only; others matched by aqido)"
-        )
-        return [Finding("range_keys", text, str(inside), RANGE_PROBED)]
-
-    return Check("range_keys", (inside, outside, *dated), range_keys)
 
 
 def _time_check(a: str, time: str) -> Check:

@@ -1,4 +1,5 @@
-"""The probe's check of which keys a server matches at all (``ServerProfile.matched_keys``).
+"""The probe's checks of which keys a server matches at all (``ServerProfile.matched_keys``),
+which take ranges (``range_keys``), and whether ``-d`` finds empty values.
 
 Each key is sent alone with a value study A does not have (narrowed to A by its
 UID): a server that matches the key does not find A; one that ignores it does.  A's
@@ -10,7 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aqido._probe_model import Answer, Check, Finding, ProbeRequest, studies_request
+from aqido._probe_model import (
+    Answer,
+    Check,
+    Finding,
+    ProbeRequest,
+    add_days,
+    first_value,
+    studies_request,
+    undecided,
+)
+from aqido.profile import RANGE_PROBED
 
 
 def _matches(a: str, key: str, value: str) -> ProbeRequest:
@@ -118,3 +129,53 @@ def _status_text(answer: Answer) -> str:
     if answer.ok:
         return f"{answer.status} with {len(answer.items or ())} result(s)"
     return f"{answer.status}"
+
+
+def range_keys_check(study: str, birth: str, a: str, date: str | None) -> Check:
+    """Whether ranges work beyond StudyDate: a PatientBirthDate range around ``study``'s
+    birth date finds it (A, or another listed study when A has no birth date).
+
+    tiny_pacs matches StudyDate ranges and refuses a PatientBirthDate one (400): a
+    server that fails here while A's StudyDate range (the ``date_ranges`` check's
+    request, sent once) finds A gets ranges trusted on :data:`RANGE_PROBED` only.
+    """
+    inside = _matches(study, "PatientBirthDate", f"{add_days(birth, -1)}-{add_days(birth, 1)}")
+    outside = _matches(study, "PatientBirthDate", f"{add_days(birth, 1)}-{add_days(birth, 2)}")
+    around = f"{add_days(date, -1)}-{add_days(date, 1)}" if date is not None else None
+    dated = (_matches(a, "StudyDate", around),) if around is not None else ()
+
+    def range_keys(answers: Sequence[Answer]) -> list[Finding]:
+        found, control = answers[:2]
+        if found.has(study) and not control.has(study):
+            text = "a PatientBirthDate range around a study's birth date finds it"
+            return [Finding("range_keys", text, str(inside), "all")]
+        if found.has(study):
+            return [undecided("range_keys", "PatientBirthDate ranges look ignored", outside)]
+        if not dated or not answers[2].has(a):  # no range works: date_ranges says it
+            return [undecided("range_keys", "no StudyDate range to compare with", inside)]
+        text = (
+            f"a PatientBirthDate range around a study's birth date: {_status_text(found)} "
+            f"(ranges trusted on {', '.join(RANGE_PROBED)} only; others matched by aqido)"
+        )
+        return [Finding("range_keys", text, str(inside), RANGE_PROBED)]
+
+    return Check("range_keys", (inside, outside, *dated), range_keys)
+
+
+def empty_in_open_ranges_check() -> Check:
+    """Whether ``-d`` finds empty values: a birth date before 1800 finds a study without one.
+
+    Archive-wide (any study without a birth date shows it): Orthanc compares the text, and
+    the empty string sorts first.  No such study, or a 4xx: not decided (standard default).
+    """
+    before = studies_request("PatientBirthDate=-18000101&limit=10")
+
+    def empties(answers: Sequence[Answer]) -> list[Finding]:
+        (ans,) = answers
+        if ans.ok and any(first_value(item, "00100030") is None for item in ans.items or ()):
+            text = "PatientBirthDate=-18000101 finds a study without a birth date"
+            return [Finding("open_ranges_match_empty", text, str(before), True)]
+        why = f"{_status_text(ans)}, no study without a birth date among them"
+        return [undecided("open_ranges_match_empty", why, before)]
+
+    return Check("open_ranges_match_empty", (before,), empties)

@@ -40,6 +40,7 @@ import attrs
 
 from aqido import dictionary
 from aqido._plan_spans import needs_range, span_range
+from aqido._plan_spans import split_keys as split_keys  # re-exported: aqido.plan.split_keys
 from aqido.matching import (
     STRING_VRS,
     WILDCARD_VRS,
@@ -50,7 +51,6 @@ from aqido.matching import (
     is_universal,
     match_form,
 )
-from aqido.partition import SPLIT_KEYS
 from aqido.profile import ServerProfile
 from aqido.query import (
     ATTRIBUTE_FIELDS,
@@ -317,9 +317,13 @@ def _single_handling(
     form = match_form(value, vr)
     if form in ("range", "open_range"):
         if vr == "TM":
-            return "exact" if profile.time_ranges else "local"
-        ok = profile.date_ranges if form == "range" else profile.open_date_ranges
-        return "exact" if ok else "local"
+            ok = profile.time_ranges
+        else:
+            ok = profile.date_ranges if form == "range" else profile.open_date_ranges
+        # ``-d``: a server comparing text (Orthanc) finds the empty values too (they sort
+        # first), which the standard never matches: filtered out here
+        empties = profile.open_ranges_match_empty and value.startswith("-")
+        return "local" if not ok else "loose" if empties else "exact"
     if vr not in STRING_VRS:
         return "exact"
     if vr not in WILDCARD_VRS and ("*" in value or "?" in value):
@@ -459,7 +463,12 @@ def plan_query(
                 include.append(dictionary.keyword_for(dictionary.parse_tag_key(first)) or first)
             continue
         kept_as_match = key in send_as_is or key in fanned or key in spans
-        if key in universal or kept_as_match or _returned_by_default(query, first):
+        if key in universal or _returned_by_default(query, first):
+            continue
+        if key in loose and key not in spans and key.criterion.vr in ("DA", "TM", "DT"):
+            loose.remove(key)  # a ``-d`` range: only its empties to drop, and it cannot be
+            continue  # returned to check (the server's answer as it is, as before)
+        if kept_as_match:
             continue
         if profile.includefield_all and "all" in include:
             continue
@@ -575,25 +584,3 @@ def _fields(query: BaseQuery) -> dict[str, Any]:
 
 
 # --- crawl splitting ---------------------------------------------------------------------------
-
-
-def split_keys(profile: ServerProfile | None) -> frozenset[str]:
-    """The keys a crawl may split an overflowing listing by, on a server with ``profile``.
-
-    Splitting by StudyDate needs closed and open date ranges, by StudyTime
-    time ranges, by ModalitiesInStudy or Modality single values; and each key
-    must be one the server matches (:attr:`ServerProfile.matched_keys`).  A
-    split by a key the server ignores would only repeat the same answer.
-    """
-    if profile is None:
-        return SPLIT_KEYS
-    usable = set(SPLIT_KEYS)
-    if not (profile.date_ranges and profile.open_date_ranges):
-        usable.discard("StudyDate")
-    if not profile.time_ranges:
-        usable.discard("StudyTime")
-    if profile.range_keys is not None:  # a split sends ranges
-        usable -= {"StudyDate", "StudyTime"} - set(profile.range_keys)
-    if profile.matched_keys is not None:
-        usable &= set(profile.matched_keys)
-    return frozenset(usable)

@@ -128,6 +128,10 @@ class ServerProfile:
     #: aqido.  ``aqido probe`` tries a PatientBirthDate range: where it fails, ranges are
     #: trusted only on :data:`RANGE_PROBED` (whose own checks are the fields above).
     range_keys: tuple[str, ...] | None = attrs.field(default=None, converter=_keywords)
+    #: An upper-bounded range (``-d``) also finds entities whose attribute is empty, as a
+    #: server comparing text finds them (the empty string sorts first: Orthanc).  The
+    #: standard never matches an empty value to a range: aqido filters them out.
+    open_ranges_match_empty: bool = False
     #: What the server does with ``fuzzymatching=true``.
     fuzzy_matching: FuzzyMatching = "warning"
     #: What the server does with a match key it cannot match.
@@ -211,6 +215,7 @@ class ServerProfile:
                 "query values are not percent-decoded: ^ * ? , must be sent raw; values "
                 "with spaces or non-ASCII text cannot be matched",
                 "every string match ignores case, PatientID included",
+                "a -d range also finds empty values (compared as text)",
             ),
             percent_decoding=False,  # PatientName=%44%6F%65... does not find Doe
             case_sensitive=False,  # PatientID=pid000026 finds PID000026
@@ -219,6 +224,7 @@ class ServerProfile:
             fuzzy_matching="ignored",  # accepted, no Warning, nothing fuzzy matched
             unsupported_keys="ignore",  # AqidoNoSuchAttribute=1 finds A
             includefield_all=False,  # includefield=all adds nothing to the defaults
+            open_ranges_match_empty=True,  # PatientBirthDate=-18000101 finds an empty one
             empty_status=200,  # an unknown StudyInstanceUID: 200 []
             bad_request_status=200,  # StudyDate=notadate: 200 []
             unknown_parent_status=200,  # /studies/{unknown}/series: 200 []

@@ -24,6 +24,7 @@ from aqido.errors import BadRequestError, NotFoundError, UnanswerableQueryError
 from aqido.matching import MatchOptions
 from aqido.partition import SPLIT_KEYS
 from aqido.plan import split_keys
+from aqido.probe import MAX_REQUESTS
 from aqido.profile import ServerProfile
 from aqido.query import BaseQuery, HierarchicalQuery, QueryLevel, RelationalQuery
 from aqido.testing import FakeArchive, SyntheticArchive
@@ -389,7 +390,7 @@ async def test_auto_probes_once_before_the_first_search() -> None:
         archive.reset_stats()
         assert uids(await qido.search(query), QueryLevel.STUDY) == expected
         assert len(archive.requests) == 1  # the profile is kept: no second probe
-    assert 2 < probed <= 62
+    assert 2 < probed <= MAX_REQUESTS + 2  # the probe, then the two searches
 
 
 def run_cli(*argv: str) -> tuple[int, str, str]:
@@ -709,3 +710,27 @@ async def test_a_planned_get_remaining_is_not_truncated_once_every_page_is_fetch
         assert not found.truncated
         assert not found.possibly_truncated
         assert found.additional_results is None
+
+
+@pytest.mark.anyio
+async def test_an_upper_bounded_range_on_orthanc_leaves_out_studies_without_the_value() -> None:
+    """Orthanc compares text: PatientBirthDate=-d finds the studies without a birth date
+    too (the empty string sorts first); with its profile they are filtered out."""
+    born = sorted(s.patient_birth_date for s in SYNTH.studies if s.patient_birth_date)
+    assert len(born) < len(SYNTH.studies)  # some studies have no birth date
+    query = HierarchicalQuery(filters={"PatientBirthDate": f"-{born[len(born) // 2]}"})
+    expected = {
+        s.study_instance_uid
+        for s in SYNTH.studies
+        if s.patient_birth_date and s.patient_birth_date <= born[len(born) // 2]
+    }
+    undated = {s.study_instance_uid for s in SYNTH.studies if not s.patient_birth_date}
+    async with FakeArchive.orthanc_like(SYNTH) as archive:
+        async with AsyncQidoRS(archive.url, retries=0) as plain:
+            assert {r.StudyInstanceUID for r in await plain.search(query)} == expected | undated
+        for profile in (ServerProfile.orthanc(), "auto"):
+            async with AsyncQidoRS(archive.url, retries=0, profile=profile) as client:
+                found = await client.search(query)
+                assert {r.StudyInstanceUID for r in found} == expected
+                assert client.profile is not None
+                assert client.profile.open_ranges_match_empty

@@ -600,3 +600,24 @@ def test_a_value_as_the_results_read_it_matches_itself(
     if not text or "," in text:  # empty: universal matching; ',': a list
         return
     assert Criterion.of(keyword, text).matches(dataset)
+
+
+@pytest.mark.parametrize(
+    ("value", "empty_matches"),
+    [("-19541231", True), ("19540101-", False), ("19540101-19541231", False), ("19540317", False)],
+)
+def test_an_open_range_matches_empty_values_only_as_a_text_comparing_server(
+    value: str, empty_matches: bool
+) -> None:
+    # The standard never matches an empty value to a range; Orthanc, comparing text (the
+    # empty string sorts first), finds it with -d: the option emulates that server.
+    empty, absent, dated = (
+        {"vr": "DA"},
+        {"vr": "DA", "Value": []},
+        {"vr": "DA", "Value": ["19540317"]},
+    )
+    text_server = MatchOptions(open_ranges_match_empty=True)
+    for elem in (empty, absent):
+        assert not matches_element(elem, value, "DA")
+        assert matches_element(elem, value, "DA", text_server) is empty_matches
+    assert matches_element(dated, value, "DA") is matches_element(dated, value, "DA", text_server)

@@ -396,6 +396,40 @@ def _text_server(items: list[dict[str, Any]], query: BaseQuery) -> list[dict[str
 
 
 @pytest.mark.parametrize(
+    "profile", [ServerProfile.orthanc(), ServerProfile()], ids=["orthanc", "standard"]
+)
+def test_an_upper_bounded_range_drops_the_empty_values_a_text_comparing_server_adds(
+    profile: ServerProfile,
+) -> None:
+    # Orthanc finds a study without a birth date with PatientBirthDate=-19541231 (the empty
+    # string sorts first); the standard never matches an empty value: filtered out here
+    query = HierarchicalQuery(filters={"PatientBirthDate": "-19541231"}, limit=2)
+    plan = plan_query(query, profile)
+    assert [r.filters for r in plan.requests] == [(("PatientBirthDate", "-19541231"),)]
+    items = [
+        {"0020000D": {"vr": "UI", "Value": ["1.1"]}, "00100030": {"vr": "DA"}},
+        {
+            "0020000D": {"vr": "UI", "Value": ["1.2"]},
+            "00100030": {"vr": "DA", "Value": ["19500101"]},
+        },
+        {
+            "0020000D": {"vr": "UI", "Value": ["1.3"]},
+            "00100030": {"vr": "DA", "Value": ["19510101"]},
+        },
+    ]
+    if profile.open_ranges_match_empty:
+        assert plan.local
+        assert plan.local_window  # every match fetched, the window cut here
+        assert plan.requests[0].limit == 0
+        kept, _ = plan.finish(plan.merge([items]))
+        assert [k["0020000D"]["Value"][0] for k in kept] == ["1.2", "1.3"]
+    else:
+        assert plan.direct  # a standard server: sent as it is, limit and all
+    # a lower bound never finds an empty value: sent as it is on both
+    assert plan_query(HierarchicalQuery(filters={"PatientBirthDate": "19500101-"}), profile).direct
+
+
+@pytest.mark.parametrize(
     ("value", "sent"),
     [
         ("19540101-19541231", False),

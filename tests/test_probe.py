@@ -369,10 +369,12 @@ def profiles(draw: st.DrawFn) -> ServerProfile:
         value_lists=draw(b),
         repeated_keys=draw(st.sampled_from(["or", "first", "last", "error"])),
         date_ranges=(dates := draw(b)),
-        open_date_ranges=True if before_offset else draw(b),  # the probe splits by date
+        open_date_ranges=(opened := True if before_offset else draw(b)),  # splits by date
         # ranges on StudyDate only (tiny_pacs: a PatientBirthDate range is a 400); without
         # date ranges at all there is nothing to tell apart
-        range_keys=draw(st.sampled_from([None, RANGE_PROBED])) if dates else None,
+        range_keys=(ranges := draw(st.sampled_from([None, RANGE_PROBED])) if dates else None),
+        # seen when a birth date before 1800 finds a study of DATA without one
+        open_ranges_match_empty=draw(b) if opened and ranges is None else False,
         time_ranges=draw(b),
         fuzzy_matching=fuzzy,
         unsupported_keys=draw(st.sampled_from(["error", "ignore", "empty"])),
@@ -417,6 +419,15 @@ def test_ranges_refused_beyond_study_date_are_measured(range_keys: tuple[str, ..
     (finding,) = anyio.run(run)
     assert "PatientBirthDate=" in finding.request
     assert ("400" in finding.finding) is (range_keys is not None)
+
+
+@pytest.mark.parametrize("empties", [False, True])
+def test_an_open_range_that_finds_empty_values_is_measured(empties: bool) -> None:
+    # Orthanc compares text: PatientBirthDate=-18000101 finds the studies without one
+    assert any(not s.patient_birth_date for s in DATA.studies)
+    measured, _, archive = _probe(ServerProfile(open_ranges_match_empty=empties))
+    assert measured.open_ranges_match_empty is empties
+    assert any("PatientBirthDate=-18000101" in r.query_string for r in archive.requests)
 
 
 def test_profile_and_the_flags_it_covers_do_not_mix() -> None:

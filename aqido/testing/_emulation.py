@@ -434,6 +434,8 @@ class ServerEmulation:
             time_ranges=self.time_ranges,
             strict_values=self.strict_values,
             temporal_spans=self._temporal_spans,
+            open_ranges_match_empty=self.profile is not None
+            and self.profile.open_ranges_match_empty,
         )
 
     def _compile(self, path: list[str], value: str, fuzzy: bool = False) -> Match:
