@@ -13,7 +13,9 @@ Sessions: without ``session=`` the client creates (lazily, or in
 pool matches ``max_concurrency``, and closes it exactly once
 (:meth:`AsyncQidoRS.close` is idempotent).  A borrowed session is never closed.
 The owned session's cookies stay with the service's origin, and
-:meth:`AsyncQidoRS.close` cancels whatever is in flight.
+:meth:`AsyncQidoRS.close` cancels whatever is in flight.  A client belongs to
+the event loop it was first used in: a call from another one (a second
+``asyncio.run``) raises :class:`~aqido.errors.ClientClosedError`.
 
 Every request of a client, whatever method issued it, holds one slot of a
 single :class:`~aqido._slots.Slots` of ``max_concurrency`` slots, or, with
@@ -315,6 +317,8 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods, RequestPath):
                 ) from None
         check_headers(self._headers if self._fixed_headers is None else self._fixed_headers)
         self._state = _State.UNOPENED
+        #: The event loop the client was opened in: its session and connections belong to it.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._limiter: Slots | AdaptiveLimiter | None = None
         self._client_timeout = aiohttp.ClientTimeout(
             total=self.timeout.request, sock_connect=self.timeout.connect
@@ -441,6 +445,15 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods, RequestPath):
     def _open(self) -> aiohttp.ClientSession:
         if self._state is _State.CLOSED:
             raise ClientClosedError("This client has been closed; create a new AsyncQidoRS.")
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif loop is not self._loop:  # aiohttp raised a bare RuntimeError (or used a dead loop)
+            raise ClientClosedError(
+                "This client was opened in another event loop (an earlier asyncio.run()?), "
+                "and its connections belong to that one; create an AsyncQidoRS in each event "
+                "loop (async with), or use the blocking QidoRS."
+            )
         self._state = _State.OPENED
         if self._limiter is None:
             if self.max_concurrency == "auto":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import warnings
@@ -13,7 +14,7 @@ from qido_server import MiniArchive
 
 import aqido
 from aqido.client import AsyncQidoRS
-from aqido.errors import InvalidQueryError, UnauthorizedError
+from aqido.errors import ClientClosedError, InvalidQueryError, UnauthorizedError
 from aqido.query import HierarchicalQuery
 
 SECRET = "s3cr3t-P4ss"
@@ -91,6 +92,25 @@ async def test_lifecycle_guards(archive: MiniArchive) -> None:
         await qido.search(HierarchicalQuery())
     with pytest.raises(RuntimeError, match="reopen"):
         await qido.__aenter__()
+
+
+def test_a_client_used_in_another_event_loop_raises_a_named_error() -> None:
+    """One client across two event loops (``asyncio.run`` twice, say): its connections
+    belong to the first, so the second gets a ClientClosedError that says so, not aiohttp's
+    bare RuntimeError ("Timeout context manager should be used inside a task")."""
+    from aqido.testing import FakeArchive, SyntheticArchive
+
+    with FakeArchive(SyntheticArchive(seed=1, studies=2)).run_in_thread() as archive:
+        qido = AsyncQidoRS(archive.url)
+        first = asyncio.new_event_loop()
+        try:
+            assert len(first.run_until_complete(qido.search(HierarchicalQuery()))) == 2
+            with pytest.raises(ClientClosedError, match="another event loop"):
+                asyncio.run(asyncio.wait_for(qido.search(HierarchicalQuery()), 10))
+            assert len(first.run_until_complete(qido.search(HierarchicalQuery()))) == 2
+            first.run_until_complete(qido.close())
+        finally:
+            first.close()
 
 
 def test_constructor_validation() -> None:
