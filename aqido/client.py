@@ -696,21 +696,21 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods, RequestPath):
         from aqido.stats import CrawlStats
 
         try:
+            limiter = self._operation_limiter(max_concurrency)
             base = HierarchicalQuery() if query is None else self._query(query)
             if self.permissive_uid and not base.permissive_uid:
                 # The series and instance queries are built from the UIDs the server returns.
                 base = attrs.evolve(base, permissive_uid=True)
             caps = self._caps if server_limit is None else Caps(server_limit)
+            if checkpoint is not None and not isinstance(checkpoint, CrawlCheckpoint):
+                checkpoint = CrawlCheckpoint(checkpoint)
             parts, keep = await self._crawl_plan(base)
-        except BaseException:  # a query refused, or planning failed: the crawl ended
+        except BaseException:  # an argument refused, or planning failed: the crawl ended
             if isinstance(progress, CrawlProgress):
                 progress.close()
             raise
-        limiter = self._operation_limiter(max_concurrency)
         concurrency = max_concurrency or self._slots
         stats = stats if stats is not None else CrawlStats()
-        if checkpoint is not None and not isinstance(checkpoint, CrawlCheckpoint):
-            checkpoint = CrawlCheckpoint(checkpoint)
 
         record = Recorder(stats, make_progress(progress))
 

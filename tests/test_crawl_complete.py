@@ -289,6 +289,7 @@ async def test_an_overflow_that_cannot_be_split_is_reported() -> None:
         # refused by the client itself, before the crawl machinery starts
         ({"query": {"QueryLevel": "SERIES"}}, "QueryLevel"),
         ({"server_limit": 0}, "server_limit"),  # a plain ValueError
+        ({"max_concurrency": 0}, "max_concurrency"),  # the crawl's own limit, a ValueError
     ],
 )
 async def test_the_progress_hook_is_closed_when_the_arguments_are_refused(
