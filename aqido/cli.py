@@ -140,9 +140,15 @@ def main(
         err.write("\naqido: interrupted\n")
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `aqido search ... | head`: the reader has had enough
-        with suppress(OSError):
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
+        # The process's stdout goes to /dev/null (its flush at exit would fail again);
+        # a stream the caller gave is theirs, and the process's stdout is left alone.
+        if stdout is None and sys.stdout is not None:
+            with suppress(OSError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                try:
+                    os.dup2(devnull, sys.stdout.fileno())
+                finally:
+                    os.close(devnull)
         return EXIT_OK
     except OSError as exc:  # the output file: permissions, disk full
         if debug:

@@ -121,6 +121,29 @@ def test_search_table_lists_the_usual_columns(archive: FakeArchive) -> None:
         assert study.patient_id in line
 
 
+def test_a_broken_pipe_on_a_given_stream_leaves_the_process_stdout_alone(
+    archive: FakeArchive, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """main(stdout=...) whose stream breaks (a pipe's reader gone) ends quietly with 0, and
+    neither points the process's own stdout at /dev/null nor leaks a descriptor per call."""
+
+    class Broken(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    fds = pathlib.Path("/proc/self/fd")
+    with open(tmp_path / "stdout.txt", "w", encoding="utf-8") as process_stdout:
+        monkeypatch.setattr(sys, "stdout", process_stdout)
+        before = len(list(fds.iterdir())) if fds.is_dir() else 0
+        for _ in range(3):
+            status = main(["search", archive.url], stdout=Broken(), stderr=io.StringIO())
+            assert status == EXIT_OK
+        after = len(list(fds.iterdir())) if fds.is_dir() else 0
+        process_stdout.write("still the process's stdout\n")
+    assert (tmp_path / "stdout.txt").read_text(encoding="utf-8") == "still the process's stdout\n"
+    assert after == before
+
+
 def test_search_series_and_instances(archive: FakeArchive) -> None:
     study = SYNTHETIC.studies[1]
     series = study.series[1]
