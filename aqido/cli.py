@@ -240,6 +240,12 @@ def _main(argv: Sequence[str] | None, out: IO[str], err: IO[str], env: Mapping[s
 
 
 def _dispatch(args: argparse.Namespace, out: IO[str], err: IO[str], env: Mapping[str, str]) -> int:
+    if _loop_running():  # asyncio.run raised a bare RuntimeError, its coroutine never awaited
+        raise UsageError(
+            "main() runs its own event loop, and this thread already runs one (a notebook "
+            "cell, an async function): run the command in a shell (`!aqido ...` in a "
+            "notebook), or use QidoRS or AsyncQidoRS"
+        )
     is_tty = _isatty(out)
     if args.command == "demo":
         if args.resume and not args.out:
@@ -269,6 +275,15 @@ def _dispatch(args: argparse.Namespace, out: IO[str], err: IO[str], env: Mapping
         err.flush()
     with _plan_warnings(err):
         return _dispatch_client(args, options, out, err, is_tty)
+
+
+def _loop_running() -> bool:
+    """Whether this thread runs an event loop now (``main`` called from async code)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 @contextmanager

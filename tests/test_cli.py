@@ -144,6 +144,21 @@ def test_a_broken_pipe_on_a_given_stream_leaves_the_process_stdout_alone(
     assert after == before
 
 
+@pytest.mark.anyio
+async def test_main_inside_a_running_event_loop_is_a_usage_error(
+    archive: FakeArchive, tmp_path: pathlib.Path
+) -> None:
+    """A notebook cell or an async function calling main(): one line and exit 2, not
+    asyncio.run's bare RuntimeError and a "coroutine ... was never awaited" warning."""
+    parquet = ["crawl", archive.url, "--format", "parquet", "--out", str(tmp_path / "pq")]
+    for argv in (["search", archive.url], parquet):
+        out, err = io.StringIO(), io.StringIO()
+        assert main(argv, stdout=out, stderr=err) == EXIT_USAGE
+        assert "already runs one" in err.getvalue()
+        assert out.getvalue() == ""
+    assert not (tmp_path / "pq").exists()
+
+
 def test_search_series_and_instances(archive: FakeArchive) -> None:
     study = SYNTHETIC.studies[1]
     series = study.series[1]
