@@ -839,6 +839,46 @@ def test_demo_serve_keeps_the_archive_up_until_ctrl_c() -> None:
     assert "Traceback" not in stderr
 
 
+@pytest.mark.anyio
+async def test_demo_serve_does_not_hold_every_request_it_served(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A demo server left running kept a record of every request (about 1 kB each): its
+    memory grew for as long as it was used."""
+    import asyncio
+
+    import anyio
+
+    import aqido.testing
+    from aqido._cli import commands
+    from aqido.client import AsyncQidoRS
+
+    started: list[FakeArchive] = []
+
+    def demo_archive(studies: int, *, seed: int, **options: Any) -> FakeArchive:
+        archive = FakeArchive(SyntheticArchive(seed=seed, studies=studies), **options)
+        started.append(archive)
+        return archive
+
+    monkeypatch.setattr(aqido.testing, "demo_archive", demo_archive)
+    monkeypatch.setattr(commands, "SERVE_FORGET_EVERY", 0.01, raising=False)
+    args = build_parser().parse_args(["demo", "--serve", "--studies", "3"])
+    serving = asyncio.create_task(commands.run_demo(args, io.StringIO(), io.StringIO(), False))
+    try:
+        with anyio.fail_after(10):
+            while not started or started[0]._port is None:
+                assert not serving.done(), serving
+                await asyncio.sleep(0.01)
+        async with AsyncQidoRS(started[0].url) as qido:
+            await qido.search_many([{"PatientID": f"p{i}"} for i in range(50)])
+            await asyncio.sleep(0.1)
+            assert len(started[0].requests) < 50
+    finally:
+        serving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await serving
+
+
 def test_crawl_of_an_unreachable_server_is_exit_1(tmp_path: pathlib.Path) -> None:
     url = f"http://127.0.0.1:{_closed_port()}/dicom-web"
     status, out, err = _crawl(url, tmp_path / "none.jsonl")

@@ -411,6 +411,9 @@ def _print_summary(
 
 #: The crawl depths, shallowest first (``--depth``).
 _LEVELS = ("study", "series", "instance")
+#: How often ``aqido demo --serve`` forgets the requests it has served: nobody reads them
+#: there, and a server left running held every one (about 1 kB a request, without end).
+SERVE_FORGET_EVERY = 10.0
 
 
 async def run_demo(args: argparse.Namespace, out: IO[str], err: IO[str], is_tty: bool) -> int:
@@ -440,7 +443,9 @@ async def run_demo(args: argparse.Namespace, out: IO[str], err: IO[str], is_tty:
                 "Ctrl-C stops it.\n"
             )
             out.flush()
-            await asyncio.Event().wait()  # until cancelled (Ctrl-C)
+            while True:  # until cancelled (Ctrl-C)
+                await asyncio.sleep(SERVE_FORGET_EVERY)
+                archive.reset_stats()
     demo = demo_archive(args.studies, seed=args.seed, latency=args.latency, faults=faults)
     async with demo as archive:
         out.write(
