@@ -59,6 +59,34 @@ def span_range(value: str, vr: str) -> str | None:
     return None
 
 
+def text_range(value: str, vr: str) -> str | None:
+    """A TM range in the form a server comparing text reads as aqido does (``None``: as is).
+
+    For :attr:`~aqido.profile.ServerProfile.temporal_text` (Orthanc): the low bound loses
+    its trailing zeros (``030500`` → ``0305``: a stored ``0305`` sorts at or after it), the
+    high bound gets the last instant of its precision (``0400`` → ``040059.999999``, as
+    :func:`span_range` gives it), so the text comparison finds every stored form of the
+    times in the range.  Only TM: a DA value has one form.
+    """
+    if vr != "TM" or "," in value:
+        return None
+    low, dash, high = (part.strip() for part in value.partition("-"))
+    if not dash or not all(_TM.fullmatch(part) for part in (low, high) if part):
+        return None
+    if low:
+        whole, _, fraction = low.partition(".")
+        fraction = fraction.rstrip("0")
+        while not fraction and len(whole) > 2 and whole.endswith("00"):
+            whole = whole[:-2]
+        low = f"{whole}.{fraction}" if fraction else whole
+    if high:
+        whole, _, fraction = high.partition(".")
+        if len(fraction) < 6:
+            high = whole + "5959"[len(whole) - 2 :] + "." + fraction.ljust(6, "9")
+    text = f"{low}-{high}"
+    return None if text == value else text
+
+
 def needs_range(value: str, vr: str, keyword: str, range_keys: Container[str] | None) -> bool:
     """Whether ``value`` would go out as a range on a key the server takes no range on.
 

@@ -14,7 +14,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from urllib.parse import quote
 
-from aqido._probe_keys import empty_in_open_ranges_check, matched_keys_check, range_keys_check
+from aqido._probe_keys import (
+    matched_keys_check,
+    range_keys_check,
+    temporal_text_check,
+    time_requests,
+)
 from aqido._probe_model import (
     KEYWORDS,
     Answer,
@@ -71,7 +76,7 @@ def plan_checks(ctx: ProbeContext) -> list[Check]:
         checks.append(_time_check(a, ctx.time))
     if ctx.birth is not None:
         checks.append(range_keys_check(*ctx.birth, a, ctx.date))
-    checks.append(empty_in_open_ranges_check())
+    checks.append(temporal_text_check(a, ctx.time, ctx.stored_time))
     checks.append(_unsupported_key_check(a))
     checks.append(matched_keys_check(a, ctx.own, name=ctx.name))
     checks.append(_includefield_check(a))
@@ -413,10 +418,7 @@ def _date_checks(a: str, date: str) -> list[Check]:
 
 
 def _time_check(a: str, time: str) -> Check:
-    hour = int(time[:2])
-    inside = _matches(a, "StudyTime", f"{hour:02d}0000-{hour:02d}5959")
-    out_range = f"{hour + 1:02d}0000-235959" if hour < 23 else f"000000-{hour - 1:02d}5959"
-    outside = _matches(a, "StudyTime", out_range)
+    inside, outside = time_requests(a, time)
 
     def time_ranges(answers: Sequence[Answer]) -> list[Finding]:
         found, wrong = answers

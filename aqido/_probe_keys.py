@@ -162,20 +162,39 @@ def range_keys_check(study: str, birth: str, a: str, date: str | None) -> Check:
     return Check("range_keys", (inside, outside, *dated), range_keys)
 
 
-def empty_in_open_ranges_check() -> Check:
-    """Whether ``-d`` finds empty values: a birth date before 1800 finds a study without one.
+def time_requests(a: str, time: str) -> tuple[ProbeRequest, ProbeRequest]:
+    """The ``time_ranges`` check's requests: a range around A's hour, and one past it."""
+    hour = int(time[:2])
+    inside = _matches(a, "StudyTime", f"{hour:02d}0000-{hour:02d}5959")
+    out_range = f"{hour + 1:02d}0000-235959" if hour < 23 else f"000000-{hour - 1:02d}5959"
+    return inside, _matches(a, "StudyTime", out_range)
 
-    Archive-wide (any study without a birth date shows it): Orthanc compares the text, and
-    the empty string sorts first.  No such study, or a 4xx: not decided (standard default).
+
+def temporal_text_check(a: str, time: str | None, stored: str | None) -> Check:
+    """Whether dates and times are compared as text (Orthanc), by either of two signs.
+
+    - Archive-wide, a birth date before 1800 finds a study without one (the empty string
+      sorts first); an archive where every study has one cannot show it.
+    - Where time ranges work (the ``time_ranges`` check's requests, sent once), A's own
+      stored time as ``HHMMSS.000000-`` misses A (``0305`` sorts before ``030500.000000``);
+      only when A's time is stored as plain digits.
+    Neither: not decided (the standard default).
     """
     before = studies_request("PatientBirthDate=-18000101&limit=10")
+    since = f"{stored.ljust(6, '0')}.000000-" if stored is not None else None
+    timed = (*time_requests(a, time), _matches(a, "StudyTime", since)) if since and time else ()
 
-    def empties(answers: Sequence[Answer]) -> list[Finding]:
-        (ans,) = answers
-        if ans.ok and any(first_value(item, "00100030") is None for item in ans.items or ()):
+    def compared_as_text(answers: Sequence[Answer]) -> list[Finding]:
+        empties = answers[0]
+        if empties.ok and any(first_value(i, "00100030") is None for i in empties.items or ()):
             text = "PatientBirthDate=-18000101 finds a study without a birth date"
-            return [Finding("open_ranges_match_empty", text, str(before), True)]
-        why = f"{_status_text(ans)}, no study without a birth date among them"
-        return [undecided("open_ranges_match_empty", why, before)]
+            return [Finding("temporal_text", text, str(before), True)]
+        if timed:
+            inside, outside, missed = answers[1:]
+            if inside.has(a) and not outside.has(a) and not missed.has(a):
+                text = f"StudyTime={since} misses A, stored at {stored}: compared as text"
+                return [Finding("temporal_text", text, str(timed[2]), True)]
+        why = "no study without a birth date, and A's stored time did not show it"
+        return [undecided("temporal_text", why, before)]
 
-    return Check("open_ranges_match_empty", (before,), empties)
+    return Check("temporal_text", (before, *timed), compared_as_text)

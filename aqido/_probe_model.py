@@ -177,6 +177,9 @@ class ProbeContext:
     #: A listed study (UID, PatientBirthDate) with a usable birth date, A's when it has one
     #: (the range check of ``range_keys``).
     birth: tuple[str, str] | None = None
+    #: A's StudyTime as stored, when it is plain digits (``HH``, ``HHMM``, ``HHMMSS``): a
+    #: server comparing text does not find it with ``HHMMSS.000000-`` (``temporal_text``).
+    stored_time: str | None = None
 
 
 # --- the first listing --------------------------------------------------------------------
@@ -291,6 +294,7 @@ def make_context(listing: Answer) -> ProbeContext:
         if uid and pn and not pn.isascii() and pn.isprintable():
             non_ascii = (uid, pn)
             break
+    stored_time = first_value(a_item, _STUDY_TIME)
     birth = None
     for item in (a_item, *items):
         uid, born = first_value(item, _STUDY_UID), first_value(item, _BIRTH_DATE)
@@ -302,6 +306,7 @@ def make_context(listing: Answer) -> ProbeContext:
         non_ascii=non_ascii,
         own=_own_values(a_item),
         birth=birth,
+        stored_time=stored_time if stored_time and _PLAIN_TIME.fullmatch(stored_time) else None,
         a=a,
         b=b,
         name=name if _usable(name) else None,
@@ -316,6 +321,7 @@ def make_context(listing: Answer) -> ProbeContext:
 
 
 _BIRTH_DATE = "00100030"
+_PLAIN_TIME = re.compile(r"[0-9]{2}(?:[0-9]{2}(?:[0-9]{2})?)?")
 #: Study-level keys returned by default whose own value A is sent with (a positive control
 #: of the matched-keys check), by tag; TM is left out (stored times vary in form).
 _OWN_KEYS = {

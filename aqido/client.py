@@ -481,7 +481,7 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods, RequestPath):
     async def probe(self) -> ServerProfile:
         """Measure how this archive behaves: a :class:`~aqido.profile.ServerProfile`.
 
-        At most 64 small read-only requests, at most 4 in flight, using the
+        At most 66 small read-only requests, at most 4 in flight, using the
         archive's own studies (see :mod:`aqido.probe`; ``aqido probe URL`` prints
         every finding with the request that showed it).  Capabilities the
         archive's data cannot decide keep the standard default and are named in

@@ -130,8 +130,9 @@ class MatchOptions:
     #: (``StudyTime=12``: 12:00 to 12:59:59.999999); ``False``: compared as text
     #: (Orthanc).  aqido sends such a value as the range it covers (:mod:`aqido.plan`).
     temporal_spans: bool = True
-    #: ``-d`` also matches an empty value (a server comparing text: Orthanc); not the standard.
-    open_ranges_match_empty: bool = False
+    #: Ranges compare the stored text (Orthanc): ``-d`` matches an empty value, ``0305`` is
+    #: not in ``030500-``.  Not the standard: for emulating such a server.
+    temporal_text: bool = False
 
     @classmethod
     def from_profile(cls, profile: ServerProfile, *, pn_groups: bool = True) -> MatchOptions:
@@ -149,7 +150,7 @@ class MatchOptions:
             open_date_ranges=profile.open_date_ranges,
             time_ranges=profile.time_ranges,
             strict_values=profile.bad_request_status == 400,
-            open_ranges_match_empty=profile.open_ranges_match_empty,
+            temporal_text=profile.temporal_text,
         )
 
 
@@ -485,8 +486,11 @@ def _compile_temporal(alt: str, vr: str, options: MatchOptions) -> ElementPredic
                 return True
         return False
 
-    if options.open_ranges_match_empty and is_range and not low_text:
-        return lambda elem: not element_strings(elem) or in_range(elem)
+    if options.temporal_text and is_range:  # the stored text, an empty value as ""
+        return lambda elem: any(
+            (not low_text or low_text <= s) and (not high_text or s <= high_text)
+            for s in element_strings(elem) or [""]
+        )
     return in_range
 
 

@@ -39,7 +39,7 @@ from typing import Any, Literal
 import attrs
 
 from aqido import dictionary
-from aqido._plan_spans import needs_range, span_range
+from aqido._plan_spans import needs_range, span_range, text_range
 from aqido._plan_spans import split_keys as split_keys  # re-exported: aqido.plan.split_keys
 from aqido.matching import (
     STRING_VRS,
@@ -322,7 +322,7 @@ def _single_handling(
             ok = profile.date_ranges if form == "range" else profile.open_date_ranges
         # ``-d``: a server comparing text (Orthanc) finds the empty values too (they sort
         # first), which the standard never matches: filtered out here
-        empties = profile.open_ranges_match_empty and value.startswith("-")
+        empties = profile.temporal_text and value.startswith("-")
         return "local" if not ok else "loose" if empties else "exact"
     if vr not in STRING_VRS:
         return "exact"
@@ -408,8 +408,13 @@ def plan_query(
         if match_form(value, vr) == "single" and (span := span_range(value, vr)) is not None:
             # a year, an hour...: sent as the range it spans (a server may compare the text)
             ranges = profile.time_ranges if vr == "TM" else profile.date_ranges
+            span = (text_range(span, vr) or span) if profile.temporal_text else span
             spans.update({key: span} if ranges else {})
             (loose if ranges else local).append(key)
+            continue
+        if profile.temporal_text and profile.time_ranges and (text := text_range(value, vr)):
+            spans[key] = text  # a time range as text comparison reads it, filtered here
+            loose.append(key)
             continue
         lists_ok = profile.uid_lists if vr == "UI" else profile.value_lists
         # an empty item of a list (``CT,``) matches nothing: sent alone it would be

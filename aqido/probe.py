@@ -85,7 +85,7 @@ __all__ = [
 ]
 
 #: The most requests one probe sends.
-MAX_REQUESTS = 64
+MAX_REQUESTS = 66
 #: The most requests a probe has in flight at once.
 MAX_IN_FLIGHT = 4
 

@@ -128,10 +128,11 @@ class ServerProfile:
     #: aqido.  ``aqido probe`` tries a PatientBirthDate range: where it fails, ranges are
     #: trusted only on :data:`RANGE_PROBED` (whose own checks are the fields above).
     range_keys: tuple[str, ...] | None = attrs.field(default=None, converter=_keywords)
-    #: An upper-bounded range (``-d``) also finds entities whose attribute is empty, as a
-    #: server comparing text finds them (the empty string sorts first: Orthanc).  The
-    #: standard never matches an empty value to a range: aqido filters them out.
-    open_ranges_match_empty: bool = False
+    #: Dates and times are compared as text, not as instants (Orthanc): ``-d`` also finds
+    #: entities whose value is empty (the empty string sorts first), and a stored ``0305``
+    #: is not within ``030500-040000``.  aqido sends a time range as text comparison reads
+    #: it right (``0305-040000.999999``) and filters out the empty values.
+    temporal_text: bool = False
     #: What the server does with ``fuzzymatching=true``.
     fuzzy_matching: FuzzyMatching = "warning"
     #: What the server does with a match key it cannot match.
@@ -215,7 +216,8 @@ class ServerProfile:
                 "query values are not percent-decoded: ^ * ? , must be sent raw; values "
                 "with spaces or non-ASCII text cannot be matched",
                 "every string match ignores case, PatientID included",
-                "a -d range also finds empty values (compared as text)",
+                "dates and times are compared as text: a -d range also finds empty values, "
+                "030500-040000 misses a stored 0305",
             ),
             percent_decoding=False,  # PatientName=%44%6F%65... does not find Doe
             case_sensitive=False,  # PatientID=pid000026 finds PID000026
@@ -224,7 +226,7 @@ class ServerProfile:
             fuzzy_matching="ignored",  # accepted, no Warning, nothing fuzzy matched
             unsupported_keys="ignore",  # AqidoNoSuchAttribute=1 finds A
             includefield_all=False,  # includefield=all adds nothing to the defaults
-            open_ranges_match_empty=True,  # PatientBirthDate=-18000101 finds an empty one
+            temporal_text=True,  # StudyTime=072700.000000- misses 0727; -d finds empties
             empty_status=200,  # an unknown StudyInstanceUID: 200 []
             bad_request_status=200,  # StudyDate=notadate: 200 []
             unknown_parent_status=200,  # /studies/{unknown}/series: 200 []

@@ -733,4 +733,4 @@ async def test_an_upper_bounded_range_on_orthanc_leaves_out_studies_without_the_
                 found = await client.search(query)
                 assert {r.StudyInstanceUID for r in found} == expected
                 assert client.profile is not None
-                assert client.profile.open_ranges_match_empty
+                assert client.profile.temporal_text

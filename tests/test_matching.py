@@ -616,7 +616,7 @@ def test_an_open_range_matches_empty_values_only_as_a_text_comparing_server(
         {"vr": "DA", "Value": []},
         {"vr": "DA", "Value": ["19540317"]},
     )
-    text_server = MatchOptions(open_ranges_match_empty=True)
+    text_server = MatchOptions(temporal_text=True)
     for elem in (empty, absent):
         assert not matches_element(elem, value, "DA")
         assert matches_element(elem, value, "DA", text_server) is empty_matches

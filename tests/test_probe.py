@@ -374,7 +374,7 @@ def profiles(draw: st.DrawFn) -> ServerProfile:
         # date ranges at all there is nothing to tell apart
         range_keys=(ranges := draw(st.sampled_from([None, RANGE_PROBED])) if dates else None),
         # seen when a birth date before 1800 finds a study of DATA without one
-        open_ranges_match_empty=draw(b) if opened and ranges is None else False,
+        temporal_text=draw(b) if opened and ranges is None else False,
         time_ranges=draw(b),
         fuzzy_matching=fuzzy,
         unsupported_keys=draw(st.sampled_from(["error", "ignore", "empty"])),
@@ -425,8 +425,8 @@ def test_ranges_refused_beyond_study_date_are_measured(range_keys: tuple[str, ..
 def test_an_open_range_that_finds_empty_values_is_measured(empties: bool) -> None:
     # Orthanc compares text: PatientBirthDate=-18000101 finds the studies without one
     assert any(not s.patient_birth_date for s in DATA.studies)
-    measured, _, archive = _probe(ServerProfile(open_ranges_match_empty=empties))
-    assert measured.open_ranges_match_empty is empties
+    measured, _, archive = _probe(ServerProfile(temporal_text=empties))
+    assert measured.temporal_text is empties
     assert any("PatientBirthDate=-18000101" in r.query_string for r in archive.requests)
 
 

@@ -304,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
         "probe",
         help="measure how an archive behaves: a server profile",
         description="Measure how a QIDO-RS archive answers where archives differ from the "
-        "standard (matching, lists, ranges, paging, caps, statuses) with at most 64 small "
+        "standard (matching, lists, ranges, paging, caps, statuses) with at most 66 small "
         "read-only requests, and print each finding with the request that showed it.",
     )
     probe.add_argument("url", metavar="URL", help="the QIDO-RS service root")

@@ -434,8 +434,7 @@ class ServerEmulation:
             time_ranges=self.time_ranges,
             strict_values=self.strict_values,
             temporal_spans=self._temporal_spans,
-            open_ranges_match_empty=self.profile is not None
-            and self.profile.open_ranges_match_empty,
+            temporal_text=self.profile is not None and self.profile.temporal_text,
         )
 
     def _compile(self, path: list[str], value: str, fuzzy: bool = False) -> Match:

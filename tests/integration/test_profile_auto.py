@@ -126,7 +126,7 @@ async def test_a_year_or_an_hour(qido: AsyncQidoRS, server: Served, key: str, va
 async def test_a_birth_date_range(qido: AsyncQidoRS, server: Served, form: str) -> None:
     # tiny_pacs matches StudyDate ranges but answers PatientBirthDate=d1-d2 with a 400: the
     # probe measures it (range_keys) and the range is matched locally; Orthanc matches it,
-    # but -d finds the studies without a birth date too (open_ranges_match_empty): dropped.
+    # but -d finds the studies without a birth date too (temporal_text): dropped.
     born = sorted(s.patient_birth_date for s in SEEDED.studies if s.patient_birth_date)
     low, pivot = born[len(born) // 4], born[len(born) // 2]
     value, wanted = {
@@ -140,4 +140,32 @@ async def test_a_birth_date_range(qido: AsyncQidoRS, server: Served, form: str) 
     assert qido.profile is not None
     ranges = None if server.name == "orthanc" else ("StudyDate", "StudyTime")
     assert qido.profile.range_keys == ranges
-    assert qido.profile.open_ranges_match_empty is (server.name == "orthanc")
+    assert qido.profile.temporal_text is (server.name == "orthanc")
+
+
+def _seconds(text: str) -> float:
+    """A TM value (HH, HHMM, HHMMSS[.f]) as seconds since midnight."""
+    whole, _, fraction = text.partition(".")
+    hh, mm, ss = (int(whole[i : i + 2] or 0) for i in (0, 2, 4))
+    return hh * 3600 + mm * 60 + ss + float(f"0.{fraction or 0}")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("form", ["closed", "since", "single"])
+async def test_a_time_range_finds_times_stored_with_less_precision(
+    qido: AsyncQidoRS, server: Served, form: str
+) -> None:
+    # Orthanc compares times as text: StudyTime=HHMM00-... missed a study stored as HHMM
+    # (it sorts before HHMM00); the profile sends the range as text comparison reads it.
+    # tiny_pacs ignores StudyTime: its profile matches it locally.
+    short = next(s.study_time for s in SEEDED.studies if len(s.study_time) == 4)
+    low = _seconds(short)
+    value, high = {
+        "closed": (f"{short}00-{int(short[:2]) + 1:02d}0000", low + 3600 - 60 * int(short[2:])),
+        "since": (f"{short}00-", 86400.0),
+        "single": (f"{short}00", low + 0.999999),
+    }[form]
+    expected = _where(lambda s: bool(s.study_time) and low <= _seconds(s.study_time) <= high)
+    await _check(qido, server, HierarchicalQuery(filters={"StudyTime": value}), expected)
+    assert qido.profile is not None
+    assert qido.profile.temporal_text is (server.name == "orthanc")
