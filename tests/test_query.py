@@ -557,6 +557,8 @@ def test_filters_must_be_a_mapping() -> None:
         # a UTC offset PS3.5 does not allow (-1200 to +1400): a server may read it as UTC
         ("AcquisitionDateTime", "2024+2400"),
         ("AcquisitionDateTime", "20240101+0099"),  # minute 99
+        ("AcquisitionDateTime", "20240101+0160"),  # minute 60
+        ("StudyDate", "2024.02.01-20240101"),  # the retired DA form, after the high bound
         ("AcquisitionDateTime", "20240101120000+1401-"),
         ("AcquisitionDateTime", "-20240101+9999"),
         # numbers are matched numerically: anything else is refused when built
@@ -590,6 +592,11 @@ def test_bad_range_and_uid_filter_values_are_rejected(key: str, value: str) -> N
         ("AcquisitionDateTime", "20240101120000+0100-20240101110000+0000"),  # offsets differ
         ("StudyTime", "1200-12"),  # 12:00 to 12:59:59.999999
         ("StudyTime", "12-12"),
+        # a shorter bound covers its whole span: the low one from its start, the high one
+        # to its end (PS3.4 C.2.2.2.5.1), so these ranges are not empty
+        ("StudyTime", "120030-12"),
+        ("StudyDate", "2024-20240101"),
+        ("StudyDate", "20241231-2024"),
         ("StudyDate", "2024.01.01-20240101"),  # the retired DA form
         ("TimezoneOffsetFromUTC", "+0100"),
         ("SeriesNumber", "3"),
@@ -607,6 +614,27 @@ def test_bad_range_and_uid_filter_values_are_rejected(key: str, value: str) -> N
 def test_good_range_filter_values_are_accepted(key: str, value: str) -> None:
     query = RelationalQuery(query_level="INSTANCE", filters={key: value})
     assert query.uri_search_params() == {key: value}
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "hint", "not_hint"),
+    [
+        ("StudyDate", "20240201-20240101", "swap the bounds", "UTC"),
+        ("StudyTime", "2200-0200", "cannot cross midnight", "swap"),
+        ("AcquisitionDateTime", "20240201-20240101", "swap the bounds; give DT values in UTC", ""),
+        ("AcquisitionDateTime", "2024-01-01", "give DT values in UTC", ""),
+        ("StudyDate", "2024-01-01", "not a DA range", "UTC"),
+    ],
+)
+def test_a_range_error_says_how_to_fix_it_for_its_vr(
+    key: str, value: str, hint: str, not_hint: str
+) -> None:
+    # a TM range cannot be swapped (it crosses midnight); only DT reads '-' as an offset too
+    error = _rejects(
+        RelationalQuery, rf"filters\['{key}'\]", query_level="INSTANCE", filters={key: value}
+    )
+    assert hint in str(error)
+    assert not not_hint or not_hint not in str(error)
 
 
 @pytest.mark.parametrize("value", [-1, True, False, 1.0, "10", None])
