@@ -481,6 +481,8 @@ def test_a_range_on_a_key_the_server_takes_none_on_is_matched_here(value: str, s
         ("StudyTime", "020052", "020052-020052.999999", ["020052", "020052.532032"]),
         ("StudyDate", "2010", "20100101-20101231", ["20100101", "20101231"]),
         ("StudyDate", "201002", "20100201-20100228", ["20100201", "20100228"]),
+        ("StudyDate", "201001", "20100101-20100131", ["20100101", "20100131"]),
+        ("StudyDate", "202402", "20240201-20240229", ["20240201", "20240229"]),  # a leap year
     ],
 )
 def test_a_single_date_or_time_of_less_precision_is_sent_as_the_range_it_spans(
@@ -537,3 +539,31 @@ def test_a_time_range_is_sent_as_a_server_comparing_text_reads_it(value: str, se
     # as the value itself, the text comparison misses some of them
     if "-" in value:
         assert _text_server(items, query) != wanted
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("StudyDate", "20100115"), ("StudyTime", "020052.123456")]
+)
+def test_a_single_date_or_time_of_full_precision_is_sent_as_it_is(key: str, value: str) -> None:
+    # it spans nothing more than itself: no range to send, even to a server comparing text
+    query = HierarchicalQuery(filters={key: value})
+    plan = plan_query(query, ServerProfile.orthanc())
+    assert [r.filters for r in plan.requests] == [((key, value),)]
+
+
+@pytest.mark.parametrize(
+    ("value", "vr"),
+    [
+        ("202413", "DA"),
+        ("202400", "DA"),
+        ("2024x", "DA"),
+        ("24", "DA"),
+        ("1", "TM"),
+        ("12:00", "TM"),
+    ],
+)
+def test_span_range_of_a_malformed_value_is_none(value: str, vr: str) -> None:
+    # span_range's contract: anything malformed gives None (never a range, nor an exception)
+    from aqido._plan_spans import span_range
+
+    assert span_range(value, vr) is None
