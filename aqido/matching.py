@@ -39,7 +39,8 @@ The rules, for a match value ``v`` of an attribute with value representation
   by default, against each component group on its own (``山田*``);
 - **sequences**: a key path ``Seq.Attr`` matches when any item's ``Attr`` does.
 
-A malformed value (``2024-13-45`` for a DA, ``abc`` for an IS, a bare ``-``)
+A malformed value (``2024-13-45`` for a DA, ``abc`` for an IS, a bare ``-``,
+an empty item in a list of DA, TM or DT values)
 raises :class:`~aqido.errors.InvalidQueryError`, or matches nothing with
 ``strict_values=False`` (what some servers answer).  The other options of
 :class:`MatchOptions` emulate servers that match differently (used by
@@ -454,6 +455,8 @@ def _compile_number(alt: str) -> ElementPredicate:
 def _compile_temporal(alt: str, vr: str, options: MatchOptions) -> ElementPredicate:
     if alt == "-":
         raise InvalidQueryError("a bare '-' is not a valid range")
+    if not alt:  # an empty list item ("20240101,"): no value at all, not every date
+        raise InvalidQueryError(f"a list of {vr} values has an empty item")
     low_text, _, high_text = alt.partition("-")
     is_range = _is_range(alt, vr)
     if is_range:

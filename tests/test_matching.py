@@ -358,6 +358,10 @@ def test_numbers_compare_exactly_beyond_a_double() -> None:
         ("2500", "TM"),
         ("abc", "IS"),
         ("x-y", "DA"),
+        # an empty item of a list is no value (as in a CS list), not every stored value
+        ("19990101,", "DA"),
+        ("0000,", "TM"),
+        (",1999", "DT"),
     ],
 )
 def test_malformed_values_raise_or_match_nothing(value: str, vr: str) -> None:
