@@ -15,7 +15,7 @@ from aqido.partition import (
     time_bounds,
 )
 from aqido.protocol import QidoResponse, parse_warnings
-from aqido.query import HierarchicalQuery
+from aqido.query import HierarchicalQuery, QueryLevel
 
 TODAY = dt.date(2026, 11, 25)
 
@@ -51,6 +51,12 @@ def test_a_known_cap_and_orthanc_cap_plus_one_are_learned() -> None:
     assert caps.possibly_truncated(response(10), "SERIES", 0)  # learned per level
 
 
+def test_a_one_item_answer_at_the_limit_or_cap_may_be_truncated() -> None:
+    assert Caps().possibly_truncated(response(1), "STUDY", 1)  # limit=1, one item: page on
+    assert Caps(1).possibly_truncated(response(1), "STUDY", 0)  # a cap of 1, reached
+    assert not Caps(2).possibly_truncated(response(1), "STUDY", 0)
+
+
 def test_caps_by_level() -> None:
     caps = Caps({"STUDY": 10, "INSTANCE": 7})
     assert caps.limit_for("INSTANCE") == 7
@@ -72,6 +78,22 @@ def test_paging_is_trusted_only_beyond_what_capping_before_offset_allows(
 def test_paging_short_of_an_announced_total_is_not_trusted() -> None:
     assert not Caps().paging_trusted("STUDY", 20, 25)
     assert Caps().paging_trusted("STUDY", 25, 25)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [0, -1, True, 1.5, "10", {"STUDY": 0}, {"STUDY": False}, {"PATIENT": 10}, {5: 10}],
+)
+def test_a_server_limit_is_a_positive_int_or_one_per_query_level(bad: Any) -> None:
+    with pytest.raises(ValueError, match="server_limit"):
+        Caps(bad)
+
+
+def test_a_server_limit_of_one_and_levels_in_any_case_are_accepted() -> None:
+    assert Caps(1).limit_for("SERIES") == 1
+    caps = Caps({"study": 1, QueryLevel.SERIES: 2})
+    assert (caps.limit_for("STUDY"), caps.limit_for(QueryLevel.SERIES)) == (1, 2)
+    assert caps.limit_for("INSTANCE") is None
 
 
 # --- dates and times ---------------------------------------------------------------------------
