@@ -413,6 +413,10 @@ def test_match_forms() -> None:
             ("20240101-20240102", "DA"),
             ("20240101", "DA"),
             ("1*", "IS"),
+            ("Smith-Jones", "PN"),  # '-' is a range only for DA, TM and DT
+            ("20240101-", "DT"),
+            # in a DT, '-' is also a negative offset: with two, no range can be told
+            ("20240101120000-0500-20240102", "DT"),
         ]
     ] == [
         "universal",
@@ -425,7 +429,15 @@ def test_match_forms() -> None:
         "range",
         "single",
         "single",
+        "single",
+        "open_range",
+        "single",
     ]
+
+
+def test_a_sequence_is_matched_only_through_its_attributes() -> None:
+    with pytest.raises(InvalidQueryError, match="sequence"):
+        compile_value("x", "SQ")
 
 
 def test_criteria_on_datasets_and_sequences() -> None:

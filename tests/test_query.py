@@ -277,6 +277,18 @@ def test_encode_query_value_rejects_control_characters(value: str) -> None:
         encode_query_value(value)
 
 
+@pytest.mark.parametrize("value", [5, None, b"CT", ["CT"]])
+def test_encode_query_value_rejects_what_is_not_text(value: Any) -> None:
+    with pytest.raises(InvalidQueryError, match="is not a str"):
+        encode_query_value(value)
+
+
+def test_none_filters_include_fields_and_extra_params_are_none_given() -> None:
+    query = HierarchicalQuery(filters=None, include_fields=None, extra_params=None)
+    assert (query.filters, query.include_fields, query.extra_params) == ((), (), ())
+    assert query.query_string() == ""
+
+
 def test_encode_query_value_rejects_lone_surrogates() -> None:
     with pytest.raises(InvalidQueryError, match="surrogate"):
         encode_query_value("a\ud800")
