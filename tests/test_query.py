@@ -845,6 +845,22 @@ class RelationalQueryLike(_FakePydanticQuery):
 RelationalQueryLike.__name__ = "RelationalQuery"
 
 
+class HierarchicalQueryLike(_FakePydanticQuery):
+    pass
+
+
+HierarchicalQueryLike.__name__ = "HierarchicalQuery"
+
+
+def test_ensure_query_type_keeps_the_kind_of_a_hierarchical_query() -> None:
+    # a series listing without its study is no hierarchical query: it is refused, not
+    # turned into a relational one (the dict form falls back, a dicomtrolley kind never does)
+    fields = {"query_level": "SERIES", "PatientID": "P1"}
+    with pytest.raises(InvalidQueryError, match="HierarchicalQuery"):
+        ensure_query_type(HierarchicalQueryLike(**fields))
+    assert type(ensure_query_type(fields)) is RelationalQuery
+
+
 def test_ensure_query_type_duck_types_pydantic_models() -> None:
     generic = _FakePydanticQuery(
         StudyInstanceUID="",
