@@ -343,6 +343,9 @@ def test_numbers_compare_exactly_beyond_a_double() -> None:
     assert matches_element({"vr": "FD", "Value": [0.1]}, "0.1", "FD")
     assert matches_element({"vr": "DS", "Value": [72.5]}, "72.50", "DS")
     assert not matches_element({"vr": "DS", "Value": ["abc", None, [1], "sNaN", "NaN"]}, "1", "DS")
+    # NaN is equal to nothing, and a signalling NaN (which float() refuses) is no error
+    for nan in ("NaN", "sNaN", "-nan"):
+        assert not matches_element({"vr": "DS", "Value": ["NaN", "1", 1.5]}, nan, "DS")
     # an exponent beyond a Decimal's (the query accepts it) is read, not refused
     huge = "1e99999999999999999999999"
     assert not matches_element({"vr": "DS", "Value": ["1e999"]}, huge, "DS")
@@ -358,6 +361,9 @@ def test_numbers_compare_exactly_beyond_a_double() -> None:
         ("2500", "TM"),
         ("abc", "IS"),
         ("x-y", "DA"),
+        ("20241345", "DT"),
+        ("2024-x", "DT"),  # a malformed high bound: not an open range
+        ("x-2024", "DT"),
         # an empty item of a list is no value (as in a CS list), not every stored value
         ("19990101,", "DA"),
         ("0000,", "TM"),

@@ -139,6 +139,8 @@ def test_time_bounds() -> None:
         37815,
     )
     assert time_bounds(HierarchicalQuery(filters={"StudyTime": "1030"})) is None
+    # a bound the query accepts but that reads as no whole second is unusable, not an error
+    assert time_bounds(HierarchicalQuery(filters={"StudyTime": "12:00:-13"})) is None
 
 
 def params(parts: list[Any] | None) -> list[dict[str, Any]]:
