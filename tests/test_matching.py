@@ -364,6 +364,8 @@ def test_numbers_compare_exactly_beyond_a_double() -> None:
         ("20241345", "DT"),
         ("2024-x", "DT"),  # a malformed high bound: not an open range
         ("x-2024", "DT"),
+        ("2024-20241345", "DA"),
+        ("x-1200", "TM"),
         # an empty item of a list is no value (as in a CS list), not every stored value
         ("19990101,", "DA"),
         ("0000,", "TM"),
@@ -403,6 +405,12 @@ def test_options_from_a_profile() -> None:
         False,
         False,
     )
+
+
+def test_matches_element_takes_the_vr_from_the_element_when_none_is_given() -> None:
+    stored = {"vr": "DA", "Value": ["20240105"]}
+    assert matches_element(stored, "20240101-20240131", None)  # a DA range, not text
+    assert not matches_element(stored, "20240201-20240229", None)
 
 
 def test_match_forms() -> None:
