@@ -472,6 +472,17 @@ def test_criteria_on_datasets_and_sequences() -> None:
         Criterion.of("PatientNmae", "x")
 
 
+def test_a_path_through_two_sequences_matches_an_item_of_an_item() -> None:
+    def seq(item: dict[str, Any]) -> dict[str, Any]:
+        return {"vr": "SQ", "Value": [{}, item]}
+
+    uid = {"00081155": {"vr": "UI", "Value": ["1.2.3"]}}
+    dataset = {"00400275": seq({"00081110": seq(uid)})}
+    key = "RequestAttributesSequence.ReferencedStudySequence.ReferencedSOPInstanceUID"
+    assert Criterion.of(key, "1.2.3").matches(dataset)
+    assert not Criterion.of(key, "1.2.4").matches(dataset)
+
+
 def test_element_strings_normalise_padding_and_empties() -> None:
     assert element_strings({"vr": "UI", "Value": ["1.2\0", None, ""]}) == ["1.2"]
     assert element_strings(None) == []
