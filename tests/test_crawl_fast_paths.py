@@ -22,7 +22,7 @@ from aqido.client import AsyncQidoRS
 from aqido.crawl import iter_pages
 from aqido.errors import InvalidQueryError, ServerError
 from aqido.protocol import QidoResponse
-from aqido.query import HierarchicalQuery, QueryLevel
+from aqido.query import HierarchicalQuery, QueryLevel, RelationalQuery
 from aqido.results import Series, Study, parse_results
 from aqido.testing import FakeArchive, SyntheticArchive
 
@@ -411,6 +411,28 @@ def test_check_parents_refuses_exactly_the_answers_of_another_parent(
             check_parents(query, response)
     else:
         check_parents(query, response)
+
+
+@pytest.mark.parametrize(
+    ("study", "refused"),
+    [("1.3", False), ("1.2", False), ("1.4", True)],
+)
+def test_check_parents_takes_a_list_of_parents_and_no_parent(study: str, refused: bool) -> None:
+    # /instances?StudyInstanceUID=1.2,1.3: an item of either study is its answer; without
+    # a parent UID (/series, /instances) there is nothing to compare
+    from aqido._paging import check_parents
+    from aqido.errors import InvalidResponseError
+
+    response = QidoResponse(200, "u", {}, [_instance_item(study, "1.2.3")])
+    listed = RelationalQuery(query_level=QueryLevel.INSTANCE, StudyInstanceUID=["1.2", "1.3"])
+    for level in (QueryLevel.SERIES, QueryLevel.INSTANCE):
+        query = RelationalQuery(query_level=level)
+        check_parents(query, response)
+    if refused:
+        with pytest.raises(InvalidResponseError, match="another study"):
+            check_parents(listed, response)
+    else:
+        check_parents(listed, response)
 
 
 @pytest.mark.parametrize(
