@@ -291,6 +291,14 @@ def test_a_modality_list_is_split_into_its_values() -> None:
     assert [p.ModalitiesInStudy for p in split_study_query(query) or []] == ["CT", "MR"]
 
 
+def test_no_split_by_a_key_the_server_does_not_match() -> None:
+    # the parts would only repeat the same answer: no split at all
+    query = HierarchicalQuery(filters={"StudyDate": "20240101"})
+    assert split_study_query(query, keys=frozenset()) is None
+    assert split_study_query(query, keys={"StudyDate", "StudyTime"}) is not None
+    assert split_study_query(HierarchicalQuery(ModalitiesInStudy="CT"), keys={"StudyTime"}) is None
+
+
 def test_split_parts_have_no_limit_or_offset() -> None:
     parts = split_study_query(HierarchicalQuery(limit=10, offset=20), today=TODAY)
     assert parts is not None
