@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import attrs
 import pytest
 
 from aqido.partition import (
@@ -297,6 +298,17 @@ def test_no_split_by_a_key_the_server_does_not_match() -> None:
     assert split_study_query(query, keys=frozenset()) is None
     assert split_study_query(query, keys={"StudyDate", "StudyTime"}) is not None
     assert split_study_query(HierarchicalQuery(ModalitiesInStudy="CT"), keys={"StudyTime"}) is None
+
+
+def test_a_series_listing_is_split_by_modality_only_once_and_where_matched() -> None:
+    from aqido.partition import split_series_query
+
+    listing = HierarchicalQuery(query_level="SERIES", StudyInstanceUID="1.2")
+    parts = split_series_query(listing)
+    assert parts is not None
+    assert [p.Modality for p in parts] == list(MODALITIES)  # the standard codes, in turn
+    assert split_series_query(attrs.evolve(listing, Modality="CT")) is None  # already one
+    assert split_series_query(listing, keys={"StudyDate"}) is None  # the server ignores it
 
 
 def test_split_parts_have_no_limit_or_offset() -> None:
