@@ -116,7 +116,14 @@ _NEXT_WARNING = lazy_pattern(
 _CODED = lazy_pattern(globals(), "_CODED", r"^(\d{3})(?:\s+(.*))?$", re.DOTALL)
 #: A count starts after a non-digit: without the look-behind each digit of a long run
 #: began a search that ran to its end (8,000 digits: a second per warning, event loop blocked).
-_COUNT = lazy_pattern(globals(), "_COUNT", r"(?<!\d)(\d+)\s+additional\s+results?", re.IGNORECASE)
+#: "N additional results", N with thousands separators too (``1,234``, ``1.234``, ``1'234``):
+#: read as its last group alone, ``1,234`` was 234 more, and paging stopped 1,000 short.
+_COUNT = lazy_pattern(
+    globals(),
+    "_COUNT",
+    r"(?<![\d,.'\u00a0\u202f])(\d{1,3}(?:[,.'\u00a0\u202f]\d{3})+|\d+)\s+additional\s+results?",
+    re.IGNORECASE,
+)
 _TRUNCATION = lazy_pattern(
     globals(),
     "_TRUNCATION",
@@ -149,7 +156,7 @@ class QidoWarning:
         if match is None:
             return None
         try:
-            return int(match.group(1))
+            return int("".join(c for c in match.group(1) if c.isdigit()))
         except ValueError:  # more digits than int() takes (4300): no usable count
             return None
 

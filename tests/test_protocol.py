@@ -450,3 +450,23 @@ def test_aiohttp_style_headers_read_the_same_as_pairs() -> None:
     html = CIMultiDictProxy(CIMultiDict([("CONTENT-TYPE", "text/html")]))
     with pytest.raises(InvalidResponseError, match="HTML page"):
         parse_response(200, html, b"<html></html>")
+
+
+@pytest.mark.parametrize(
+    ("text", "count"),
+    [
+        ("There are 1,234 additional results that can be requested", 1234),
+        ("There are 1.234 additional results", 1234),
+        ("There are 1'234 additional results", 1234),
+        ("There are 1\u00a0234\u00a0567 additional results", 1234567),
+        ("There are 1234 additional results", 1234),
+        ("There are 12,34 additional results", None),  # no thousands grouping: no count
+        ("2,1234 additional results", None),
+    ],
+)
+def test_a_count_with_thousands_separators_is_read_whole(text: str, count: int | None) -> None:
+    # "1,234 additional results" was read as 234: paging stopped a thousand short and the
+    # shortfall check compared against the wrong total
+    (warning,) = parse_warnings([f'299 pacs "{text}"'])
+    assert warning.is_truncation
+    assert warning.additional_results == count
