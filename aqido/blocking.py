@@ -318,6 +318,25 @@ def _blocking_iter(
     return iterate
 
 
+def _closing_progress(
+    iterate: Callable[Concatenate[QidoRS, P], Iterator[T]],
+) -> Callable[Concatenate[QidoRS, P], Iterator[T]]:
+    """``QidoRS.crawl``: on a closed client, its ``progress`` hook is closed as the async
+    crawl closes it ("however the crawl ends"); the loop that would run it is gone."""
+
+    @functools.wraps(iterate)
+    def crawl(self: QidoRS, /, *args: P.args, **kwargs: P.kwargs) -> Iterator[T]:
+        if self._runner.closed:
+            from aqido.progress import CrawlProgress  # a closed client: rare
+
+            progress = kwargs.get("progress")
+            if isinstance(progress, CrawlProgress):
+                progress.close()
+        return iterate(self, *args, **kwargs)
+
+    return crawl
+
+
 def _same_arguments(
     init: Callable[Concatenate[AsyncQidoRS, P], None],
 ) -> Callable[[Callable[..., None]], Callable[Concatenate[QidoRS, P], None]]:
@@ -518,6 +537,8 @@ class QidoRS:
                 if threading.get_ident() != self._runner.thread_id:  # as in _iterate
                     done.wait()
             ask.close()
+            if future is None:  # refused (a closed client): the pump never took its end
+                asked.close()
 
     # --- the API of AsyncQidoRS, one definition each (in aqido.client) --------------------
 
@@ -527,7 +548,7 @@ class QidoRS:
     iter_search = _blocking_iter(AsyncQidoRS.iter_search)
     search_many = _blocking(AsyncQidoRS.search_many)
     iter_search_many = _blocking_iter(AsyncQidoRS.iter_search_many)
-    crawl = _blocking_iter(AsyncQidoRS.crawl, ahead=False)
+    crawl = _closing_progress(_blocking_iter(AsyncQidoRS.crawl, ahead=False))
     find_studies = _blocking(AsyncQidoRS.find_studies)
     search_for_studies = _blocking(AsyncQidoRS.search_for_studies)
     search_for_series = _blocking(AsyncQidoRS.search_for_series)

@@ -13,6 +13,7 @@ import pytest
 
 from aqido import (
     AsyncQidoRS,
+    ClientClosedError,
     CrawlFailure,
     CrawlIncompleteError,
     CrawlProgress,
@@ -20,6 +21,7 @@ from aqido import (
     HierarchicalQuery,
     InvalidResponseError,
     QidoError,
+    QidoRS,
     QueryLevel,
     ResultsTruncatedError,
     Retry,
@@ -858,3 +860,21 @@ async def test_included_series_and_instance_attributes_come_with_the_series_and_
             assert {"00180015", "00080070"} <= series.to_json().keys()
             for instance in series.instances:
                 assert {"00180015", "00080070"} <= instance.to_json().keys()
+
+
+def test_the_blocking_crawl_of_a_closed_client_closes_its_progress_hook() -> None:
+    # the async crawl closes it ("however the crawl ends"); the blocking one raised
+    # ClientClosedError with the bar left open
+    closed: list[bool] = []
+
+    class Watch(CrawlProgress):
+        def close(self) -> None:
+            closed.append(True)
+
+    with FakeArchive(TINY).run_in_thread() as archive:
+        client = QidoRS(archive.url)
+        client.close()
+        with pytest.raises(ClientClosedError):
+            for _ in client.crawl(progress=Watch()):
+                pass
+    assert closed == [True]
