@@ -25,7 +25,9 @@ the answer was complete.  More results: the cap is learned
 (:meth:`Caps.learn`, kept for the client's lifetime) and the listing goes on.
 Small answers never cost an extra request.  An empty follow-up after an
 answer of a round number + 1 items (:func:`looks_like_cap_plus_one`) proves
-nothing on a server that caps before the offset (Orthanc), so a crawl
+nothing on a server that caps before the offset (Orthanc), nor does one after
+a round total from :data:`SUSPECT_ALWAYS` up (a cap of 10,000 applied before the
+offset, without the + 1: :func:`looks_like_cap_before_offset`), so a crawl
 checks such an answer by splitting the query (a few requests, for a rare
 size); :meth:`AsyncQidoRS.iter_search`, which cannot split, logs a warning.
 """
@@ -72,6 +74,18 @@ def looks_like_cap_plus_one(count: int) -> bool:
     checks such an answer by splitting the query instead.
     """
     return _round(count - 1) and not _round(count)
+
+
+def looks_like_cap_before_offset(count: int) -> bool:
+    """Whether a total of ``count`` items is what a cap applied before ``offset`` returns.
+
+    Orthanc's cap + 1 (:func:`looks_like_cap_plus_one`), and a round total from
+    :data:`SUSPECT_ALWAYS` up: a server that caps its matches at 10,000 *before* the offset,
+    without the + 1 (AWS HealthImaging), answers exactly 10,000 however it is paged, and the
+    page past them is empty.  Paging cannot tell such a total from a complete one; a crawl
+    checks it by splitting the query (a few requests, for a rare size).
+    """
+    return looks_like_cap_plus_one(count) or (count >= SUSPECT_ALWAYS and _round(count))
 
 
 def _round(count: int) -> bool:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
-from aqido._caps import Caps, looks_like_cap_plus_one
+from aqido._caps import Caps, looks_like_cap_before_offset
 from aqido._json import dumps
 from aqido._slots import Slots
 from aqido._trusted import _derive
@@ -343,20 +343,22 @@ def _doubt(message: str, doubts: list[str] | None) -> None:
 def _doubt_cap_plus_one(
     caps: Caps | None, query: BaseQuery, count: int, doubts: list[str] | None
 ) -> None:
-    """Doubt paging that found ``count`` results, a round number + 1, when no cap is known.
+    """Doubt paging that found ``count`` results, a round number + 1 (or a round total from
+    10,000 up), when no cap is known.
 
     Orthanc applies its cap (+ 1) *before* ``offset``: its pages add up to
-    cap + 1 whatever the page size, and the page past them is empty.  A crawl
-    checks such a total by splitting the query; paging cannot, so it says so.
+    cap + 1 whatever the page size, and the page past them is empty (a cap of
+    10,000 without the + 1 alike).  A crawl checks such a total by splitting the
+    query; paging cannot, so it says so.
     """
-    if caps is None or not looks_like_cap_plus_one(count):
+    if caps is None or not looks_like_cap_before_offset(count):
         return
     if caps.limit_for(query.query_level) is not None:
         return  # a known cap: paging_trusted has judged the total
     _doubt(
         f"{query} returned {count} results: a server that applies its cap before 'offset' "
-        "(Orthanc's LimitFindResults + 1) would answer just like this; pass server_limit "
-        "if it has one, or crawl, which checks by splitting",
+        "(Orthanc's LimitFindResults + 1, a round 10,000) would answer just like this; pass "
+        "server_limit if it has one, or crawl, which checks by splitting",
         doubts,
     )
 

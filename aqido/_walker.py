@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator, Callable, Container
 from contextlib import aclosing
 from typing import Any
 
+from aqido._caps import looks_like_cap_before_offset
 from aqido._paging import UID_KEYS, Fetch, PageSpan, check_parents, uid_of, unseen
 from aqido._recorder import Recorder
 from aqido._requests import ON_SENT
@@ -229,24 +230,27 @@ class _Walker:
             if not honoured or not self.caps.paging_trusted(level, received, total):
                 self.caps.offset_unreliable = True
             elif not (suspect and looks_like_cap_plus_one(first_count)) and not (
-                looks_like_cap_plus_one(received) and self.caps.limit_for(level) is None
-            ):  # pages that add up to a round number + 1 are Orthanc's cap + 1 too
-                return
+                looks_like_cap_before_offset(received) and self.caps.limit_for(level) is None
+            ):  # pages that add up to a round number + 1 (Orthanc's cap + 1) or to 10,000
+                return  # (a cap before the offset without the + 1) prove nothing either
             if not planned:
                 parts = split(query, sample)
             if not self.caps.offset_unreliable:
                 if parts is None:  # instances, or a part split down to one second and modality
                     logger.warning(
                         "%s returned %d results, as many as a server that applies its cap "
-                        "before 'offset' returns (Orthanc's LimitFind* + 1), and it cannot "
-                        "be split to check; pass server_limit if the server has a cap",
+                        "before 'offset' returns (Orthanc's LimitFind* + 1, a round 10,000), "
+                        "and it cannot be split to check; pass server_limit if the server "
+                        "has a cap",
                         query,
                         received,
                     )
                     return
-                # Orthanc's cap + 1, applied before offset, would look just like this
+                # a cap applied before offset (Orthanc's + 1) would look just like this
                 logger.debug(
-                    "%s: %d results may be a cap + 1; checking by splitting", query, first_count
+                    "%s: %d results may be a cap applied before offset; checking by splitting",
+                    query,
+                    received,
                 )
         fetched = len(part_seen)
         if reached is not None:

@@ -537,3 +537,32 @@ async def test_possibly_truncated_is_documented_as_search_sets_it() -> None:
         assert results.possibly_truncated
     doc = " ".join((SearchResults.__doc__ or "").split())
     assert "no ``limit`` sent or short of the one sent" in doc
+
+
+def test_round_totals_from_10000_up_look_like_a_cap_before_the_offset() -> None:
+    from aqido._caps import looks_like_cap_before_offset
+
+    assert looks_like_cap_before_offset(10_000)  # AWS HealthImaging: 10,000, before offset
+    assert looks_like_cap_before_offset(20_000)
+    assert looks_like_cap_before_offset(101)  # Orthanc's cap + 1
+    assert looks_like_cap_before_offset(10_001)  # and its + 1 (Orthanc)
+    assert not looks_like_cap_before_offset(10_049)
+    assert not looks_like_cap_before_offset(9_999)
+    assert not looks_like_cap_before_offset(5_000)  # a follow-up page settles those
+
+
+HEALTHIMAGING_LIKE = SyntheticArchive(
+    seed=9, studies=10_300, series_per_study=1, instances_per_series=1
+)
+
+
+async def test_a_crawl_finds_every_study_past_a_cap_of_10000_before_the_offset() -> None:
+    # A server that caps the matches at 10,000 before applying the offset, without the + 1
+    # (AWS HealthImaging): 10,000 studies, however they are paged, and an empty page past
+    # them.  The crawl believed it and returned 10,000 of 10,300 as complete.
+    archive = FakeArchive(
+        HEALTHIMAGING_LIKE, max_results=10_000, cap_before_offset=True, truncation_warning=False
+    )
+    async with archive, AsyncQidoRS(archive.url, retries=0) as client:
+        found = {s.StudyInstanceUID async for s in client.crawl(depth=QueryLevel.STUDY)}
+    assert found == {s.study_instance_uid for s in HEALTHIMAGING_LIKE.studies}
