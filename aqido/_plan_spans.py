@@ -87,6 +87,28 @@ def text_range(value: str, vr: str) -> str | None:
     return None if text == value else text
 
 
+def full_dates(value: str, vr: str) -> str | None:
+    """A DA range with every bound at full precision (``None``: nothing to widen).
+
+    aqido reads a bound of less precision as the span it covers (:mod:`aqido.matching`:
+    ``2008-2013`` is 20080101 to 20131231, ``-201303`` until 20130331).  Sent as written,
+    a server comparing text (Orthanc) misses every date of 2013 (``20130315`` sorts after
+    ``2013``) and one that wants ``YYYYMMDD`` refuses it (tiny_pacs: 400); the full dates
+    (``20080101-20131231``) mean the same to aqido and to every server.  Malformed bounds
+    stay as they are.
+    """
+    if vr != "DA" or "," in value:
+        return None
+    low, dash, high = (part.strip() for part in value.partition("-"))
+    if not dash:
+        return None
+    low_span, high_span = (span_range(part, vr) if part else None for part in (low, high))
+    low = low_span.partition("-")[0] if low_span else low
+    high = high_span.partition("-")[2] if high_span else high
+    text = f"{low}-{high}"
+    return None if text == value else text
+
+
 def needs_range(value: str, vr: str, keyword: str, range_keys: Container[str] | None) -> bool:
     """Whether ``value`` would go out as a range on a key the server takes no range on.
 

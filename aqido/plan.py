@@ -39,7 +39,7 @@ from typing import Any, Literal
 import attrs
 
 from aqido import dictionary
-from aqido._plan_spans import needs_range, span_range, text_range
+from aqido._plan_spans import full_dates, needs_range, span_range, text_range
 from aqido._plan_spans import split_keys as split_keys  # re-exported: aqido.plan.split_keys
 from aqido.matching import (
     STRING_VRS,
@@ -388,6 +388,7 @@ def plan_query(
     universal: list[_Key] = []
     fanouts: list[tuple[_Key, list[str]]] = []
     spans: dict[_Key, str] = {}
+    widened: dict[_Key, str] = {}  # DA ranges sent with full dates (full_dates)
     for key in keys:
         crit = key.criterion
         value, vr = crit.value, crit.vr
@@ -416,6 +417,8 @@ def plan_query(
             spans[key] = text  # a time range as text comparison reads it, filtered here
             loose.append(key)
             continue
+        if (full := full_dates(value, vr)) is not None:
+            value = widened[key] = full  # ``2008-2013`` as ``20080101-20131231``
         lists_ok = profile.uid_lists if vr == "UI" else profile.value_lists
         # an empty item of a list (``CT,``) matches nothing: sent alone it would be
         # universal matching (every result), so it is never a request of a fan-out
@@ -496,6 +499,8 @@ def plan_query(
     base = attrs.evolve(query, **changes) if changes else query
     for key, span in spans.items():  # sent as a range, filtered here (loose)
         base = _with_value(base, key, span)
+    for key, full in widened.items():
+        base = _with_value(base, key, full) if key in send_as_is else base
     requests = [base]
     for key, items in chosen:
         requests = [_with_value(request, key, item) for request in requests for item in items]

@@ -734,3 +734,19 @@ async def test_an_upper_bounded_range_on_orthanc_leaves_out_studies_without_the_
                 assert {r.StudyInstanceUID for r in found} == expected
                 assert client.profile is not None
                 assert client.profile.temporal_text
+
+
+@pytest.mark.anyio
+async def test_a_date_range_of_years_on_orthanc_finds_the_last_year_too() -> None:
+    """StudyDate=2008-2013 is 20080101 to 20131231 (a bound is the span it covers); Orthanc
+    compares text, so sent as written it missed every study of 2013 (20130315 > 2013)."""
+    years = sorted({s.study_date[:4] for s in SYNTH.studies})
+    low, high = years[1], years[-2]
+    query = HierarchicalQuery(filters={"StudyDate": f"{low}-{high}"})
+    expected = {s.study_instance_uid for s in SYNTH.studies if low <= s.study_date[:4] <= high}
+    assert any(s.study_date[:4] == high for s in SYNTH.studies)
+    async with FakeArchive.orthanc_like(SYNTH) as archive:
+        for profile in (ServerProfile.orthanc(), "auto"):
+            async with AsyncQidoRS(archive.url, retries=0, profile=profile) as client:
+                found = await client.search(query)
+                assert {r.StudyInstanceUID for r in found} == expected

@@ -542,6 +542,39 @@ def test_a_time_range_is_sent_as_a_server_comparing_text_reads_it(value: str, se
 
 
 @pytest.mark.parametrize(
+    ("value", "sent"),
+    [
+        ("2008-2013", "20080101-20131231"),
+        ("200807-201302", "20080701-20130228"),
+        ("-201303", "-20130331"),
+        ("2008-", "20080101-"),
+        ("20080115-2013", "20080115-20131231"),
+    ],
+)
+@pytest.mark.parametrize(
+    "profile",
+    [ServerProfile.orthanc(), ServerProfile.tiny_pacs(), ServerProfile()],
+    ids=["orthanc", "tiny_pacs", "standard"],
+)
+def test_a_date_range_with_bounds_of_less_precision_is_sent_with_full_dates(
+    value: str, sent: str, profile: ServerProfile
+) -> None:
+    # aqido reads a bound of less precision as its span (2008-2013: 20080101 to 20131231);
+    # sent as written, Orthanc (comparing text) missed every date of 2013 (20130315 sorts
+    # after 2013) and tiny_pacs answered 400 (dates must be YYYYMMDD)
+    stored = ["20071231", "20080101", "20080115", "20080701", "20100505", "20130101"]
+    stored += ["20130228", "20130315", "20130331", "20131231", "20140101"]
+    items = [{"00080020": {"vr": "DA", "Value": [d]}} for d in stored]
+    query = HierarchicalQuery(filters={"StudyDate": value})
+    plan = plan_query(query, profile)
+    assert [r.filters for r in plan.requests] == [(("StudyDate", sent),)]
+    answer, _ = plan.finish(plan.merge(_text_server(items, r) for r in plan.requests))
+    assert answer == filter_datasets(items, [Criterion.of("StudyDate", value)])
+    # a range of full dates goes out as it is
+    assert plan_query(HierarchicalQuery(filters={"StudyDate": "20080101-20131231"}), profile).direct
+
+
+@pytest.mark.parametrize(
     ("key", "value"), [("StudyDate", "20100115"), ("StudyTime", "020052.123456")]
 )
 def test_a_single_date_or_time_of_full_precision_is_sent_as_it_is(key: str, value: str) -> None:

@@ -122,6 +122,23 @@ async def test_a_year_or_an_hour(qido: AsyncQidoRS, server: Served, key: str, va
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("value", "low", "high"),
+    [("2008-2013", "2008", "2013"), ("200807-201303", "200807", "201303"), ("-2013", "", "2013")],
+)
+async def test_a_date_range_with_bounds_of_less_precision(
+    qido: AsyncQidoRS, server: Served, value: str, low: str, high: str
+) -> None:
+    # A bound is the span it covers (2008-2013: 20080101 to 20131231). Sent as written,
+    # Orthanc (comparing text) missed every study of 2013 and tiny_pacs answered 400:
+    # aqido sends the full dates.
+    expected = _where(
+        lambda s: low <= s.study_date[: len(high)] and s.study_date[: len(high)] <= high
+    )
+    await _check(qido, server, HierarchicalQuery(filters={"StudyDate": value}), expected)
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("form", ["closed", "since", "until", "year"])
 async def test_a_birth_date_range(qido: AsyncQidoRS, server: Served, form: str) -> None:
     # tiny_pacs matches StudyDate ranges but answers PatientBirthDate=d1-d2 with a 400: the
