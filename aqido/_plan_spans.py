@@ -19,6 +19,7 @@ from __future__ import annotations
 import calendar
 import re
 from collections.abc import Container
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
 
 from aqido.partition import SPLIT_KEYS
@@ -107,6 +108,28 @@ def full_dates(value: str, vr: str) -> str | None:
     high = high_span.partition("-")[2] if high_span else high
     text = f"{low}-{high}"
     return None if text == value else text
+
+
+def number_forms(value: str, vr: str) -> str | None:
+    """An IS or DS value together with its plain form, as a list (``None``: it is plain).
+
+    aqido compares numbers by value (``SeriesNumber=01`` finds a stored ``1``); a server
+    comparing the text (Orthanc, whose dates and times show it:
+    :attr:`~aqido.profile.ServerProfile.temporal_text`) finds nothing.  ``01,1`` finds
+    both texts there and is the same number to a server that compares values; the
+    planner filters the answer.
+    (A stored text in a third form, ``002`` for ``2.0``, stays out of reach there.)
+    """
+    if vr not in ("IS", "DS") or "," in value:
+        return None
+    try:
+        number = Decimal(value.strip())
+    except InvalidOperation:
+        return None
+    if not number.is_finite():
+        return None
+    plain = format(number.normalize(), "f")
+    return None if plain == value else f"{value},{plain}"
 
 
 def needs_range(value: str, vr: str, keyword: str, range_keys: Container[str] | None) -> bool:

@@ -39,7 +39,7 @@ from typing import Any, Literal
 import attrs
 
 from aqido import dictionary
-from aqido._plan_spans import full_dates, needs_range, span_range, text_range
+from aqido._plan_spans import full_dates, needs_range, number_forms, span_range, text_range
 from aqido._plan_spans import split_keys as split_keys  # re-exported: aqido.plan.split_keys
 from aqido.matching import (
     STRING_VRS,
@@ -415,6 +415,10 @@ def plan_query(
             continue
         if profile.temporal_text and profile.time_ranges and (text := text_range(value, vr)):
             spans[key] = text  # a time range as text comparison reads it, filtered here
+            loose.append(key)
+            continue
+        if profile.temporal_text and profile.value_lists and (forms := number_forms(value, vr)):
+            spans[key] = forms  # ``01`` as ``01,1``: a server comparing text finds both
             loose.append(key)
             continue
         if (full := full_dates(value, vr)) is not None:

@@ -575,6 +575,44 @@ def test_a_date_range_with_bounds_of_less_precision_is_sent_with_full_dates(
 
 
 @pytest.mark.parametrize(
+    ("key", "vr", "value", "sent"),
+    [
+        ("SeriesNumber", "IS", "01", "01,1"),
+        ("SeriesNumber", "IS", "002", "002,2"),
+        ("SliceThickness", "DS", "0.6250", "0.6250,0.625"),
+        ("SliceThickness", "DS", "2.0", "2.0,2"),
+    ],
+)
+def test_a_number_not_in_its_plain_form_is_also_sent_in_it(
+    key: str, vr: str, value: str, sent: str
+) -> None:
+    # aqido compares numbers by value (SeriesNumber=01 finds a stored 1); Orthanc compares
+    # the text and found nothing: both texts go out, the answer is filtered here
+    tag = {"SeriesNumber": "00200011", "SliceThickness": "00180050"}[key]
+    plain = sent.partition(",")[2]
+    stored = [value, plain, "3", "0.5"]  # the stored texts a server comparing text finds
+    items = [{tag: {"vr": vr, "Value": [v]}} for v in stored]
+    query = HierarchicalQuery(
+        query_level=QueryLevel.SERIES, StudyInstanceUID="1.2", filters={key: value}
+    )
+    plan = plan_query(query, ServerProfile.orthanc())
+    assert [r.filters for r in plan.requests] == [((key, sent),)]
+
+    def text_server(request: BaseQuery) -> list[dict[str, Any]]:
+        texts = dict(request.filters)[key].split(",")
+        return [i for i in items if i[tag]["Value"][0] in texts]
+
+    answer, _ = plan.finish(plan.merge(text_server(r) for r in plan.requests))
+    wanted = filter_datasets(items, [Criterion.of(key, value)])
+    assert answer == wanted
+    assert wanted
+    assert text_server(query) != wanted  # as written, the text misses some
+    # to a server comparing values it goes out as it is, and a plain number to any
+    assert plan_query(query, ServerProfile.standard()).direct
+    assert plan_query(attrs.evolve(query, filters=((key, plain),)), ServerProfile.orthanc()).direct
+
+
+@pytest.mark.parametrize(
     ("key", "value"), [("StudyDate", "20100115"), ("StudyTime", "020052.123456")]
 )
 def test_a_single_date_or_time_of_full_precision_is_sent_as_it_is(key: str, value: str) -> None:

@@ -186,3 +186,21 @@ async def test_a_time_range_finds_times_stored_with_less_precision(
     await _check(qido, server, HierarchicalQuery(filters={"StudyTime": value}), expected)
     assert qido.profile is not None
     assert qido.profile.temporal_text is (server.name == "orthanc")
+
+
+@pytest.mark.anyio
+async def test_a_series_number_written_with_a_leading_zero(
+    qido: AsyncQidoRS, server: Served
+) -> None:
+    # aqido compares numbers by value: SeriesNumber=01 is series 1. Orthanc compares the
+    # text and found nothing; aqido sends 01,1 and filters the answer.
+    study = SEEDED.studies[3]
+    expected = [s for s in study.series if s.series_number == 1]
+    assert expected
+    query = HierarchicalQuery(
+        query_level=QueryLevel.SERIES,
+        StudyInstanceUID=study.study_instance_uid,
+        filters={"SeriesNumber": "01"},
+    )
+    found = await qido.search(query)
+    check_series_results(found, expected, SEEDED, server.dicomweb_url, omits=server.omits)
