@@ -157,6 +157,7 @@ class _Walker:
         announced: list[int] | None = None,
         answer: QidoResponse | None = None,
         reached: set[str] | None = None,
+        parent: BaseQuery | None = None,
     ) -> AsyncGenerator[list[Any], None]:
         """Yield batches of typed results: every match of ``query`` not in ``seen``.
 
@@ -184,6 +185,17 @@ class _Walker:
         batch = self.fresh(response, level, response.items, seen, identities)
         if batch:
             yield batch
+        if parent is not None and (ignored := ignored_keys(query, parent, response.items)):
+            # a part of a split whose answer holds results outside it: the server ignores
+            # the key split by, and each part would repeat the whole answer (and split again)
+            logger.warning(
+                "%s: the server ignores %s, so splitting by it cannot check completeness",
+                query,
+                " and ".join(sorted(ignored)),
+            )
+            if reached is not None:
+                reached.update(part_seen)
+            return
         # suspect: no sign of truncation, but as many items as a silent cap would leave
         suspect = not self.caps.possibly_truncated(response, level, size)
         if suspect and not self.caps.suspect(response, level, size):
@@ -277,7 +289,8 @@ class _Walker:
         logger.debug("%s looks truncated: split into %d parts", query, len(parts))
         for part in parts:
             try:
-                async with aclosing(self.matches(part, seen, reached=reached)) as batches:
+                walked = self.matches(part, seen, reached=reached, parent=query)
+                async with aclosing(walked) as batches:
                     async for batch in batches:
                         yield batch
             except QidoError as error:
@@ -326,6 +339,33 @@ class _Walker:
             async for batch in batches:
                 out.extend(batch)
         return out
+
+
+def ignored_keys(part: BaseQuery, parent: BaseQuery, items: list[dict[str, Any]]) -> set[str]:
+    """The keys ``part`` adds to ``parent`` (a split's) that some of ``items`` have but miss.
+
+    An item with a value of such a key that does not match it shows the server ignores
+    the key (an item without the attribute shows nothing: it may match by other rules).
+    """
+    from aqido import dictionary
+    from aqido.matching import Criterion  # only when a split is checked: rare
+
+    own, theirs = part.uri_search_params(), parent.uri_search_params()
+    ignored: set[str] = set()
+    for name, value in own.items():
+        number = dictionary.tag_for_keyword(name) if name not in _NOT_KEYS else None
+        if number is None or theirs.get(name) == value or not isinstance(value, str):
+            continue
+        tag = dictionary.tag_key(number)
+        criterion = Criterion.of(name, value)
+        if any(
+            (item.get(tag) or {}).get("Value") and not criterion.matches(item) for item in items
+        ):
+            ignored.add(name)
+    return ignored
+
+
+_NOT_KEYS = frozenset({"limit", "offset", "includefield", "fuzzymatching"})
 
 
 def _first(query: BaseQuery, size: int) -> BaseQuery:

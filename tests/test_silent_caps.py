@@ -566,3 +566,30 @@ async def test_a_crawl_finds_every_study_past_a_cap_of_10000_before_the_offset()
     async with archive, AsyncQidoRS(archive.url, retries=0) as client:
         found = {s.StudyInstanceUID async for s in client.crawl(depth=QueryLevel.STUDY)}
     assert found == {s.study_instance_uid for s in HEALTHIMAGING_LIKE.studies}
+
+
+async def test_splitting_stops_at_a_key_the_server_ignores(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A cap + 1 answer is checked by splitting, by StudyDate first; a server that ignores
+    # StudyDate answers every part with the whole capped listing, dates outside the part
+    # and all, and each part used to be split again, down to single seconds and modalities.
+    from aqido.profile import ServerProfile
+
+    keys = ("StudyInstanceUID", "PatientID", "ModalitiesInStudy", "StudyTime")
+    profile = ServerProfile(
+        max_results=100,
+        cap_warning=False,
+        cap_plus_one=True,
+        cap_before_offset=True,
+        matched_keys=keys,
+        unsupported_keys="ignore",
+    )
+    caplog.set_level(logging.WARNING, logger="aqido")
+    async with FakeArchive(MANY, profile=profile) as archive:
+        async with AsyncQidoRS(archive.url, retries=0) as client:
+            found = [s async for s in client.crawl(depth=QueryLevel.STUDY)]
+        sent = [r.query_string for r in archive.requests]
+    assert len(found) == 101  # all the server gives (cap + 1); it cannot be checked further
+    assert any("ignores StudyDate" in r.getMessage() for r in caplog.records)
+    assert len(sent) < 20, sent  # each date part answered once, not split again
