@@ -80,10 +80,8 @@ def text_range(value: str, vr: str) -> str | None:
         while not fraction and len(whole) > 2 and whole.endswith("00"):
             whole = whole[:-2]
         low = f"{whole}.{fraction}" if fraction else whole
-    if high:
-        whole, _, fraction = high.partition(".")
-        if len(fraction) < 6:
-            high = whole + "5959"[len(whole) - 2 :] + "." + fraction.ljust(6, "9")
+    high_span = span_range(high, vr) if high else None
+    high = high_span.partition("-")[2] if high_span else high
     text = f"{low}-{high}"
     return None if text == value else text
 
