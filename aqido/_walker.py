@@ -348,12 +348,13 @@ def ignored_keys(part: BaseQuery, parent: BaseQuery, items: list[dict[str, Any]]
     the key (an item without the attribute shows nothing: it may match by other rules).
     """
     from aqido import dictionary
+    from aqido._query_values import RESERVED_PARAMS
     from aqido.matching import Criterion  # only when a split is checked: rare
 
     own, theirs = part.uri_search_params(), parent.uri_search_params()
     ignored: set[str] = set()
     for name, value in own.items():
-        number = dictionary.tag_for_keyword(name) if name not in _NOT_KEYS else None
+        number = dictionary.tag_for_keyword(name) if name not in RESERVED_PARAMS else None
         if number is None or theirs.get(name) == value or not isinstance(value, str):
             continue
         tag = dictionary.tag_key(number)
@@ -363,9 +364,6 @@ def ignored_keys(part: BaseQuery, parent: BaseQuery, items: list[dict[str, Any]]
         ):
             ignored.add(name)
     return ignored
-
-
-_NOT_KEYS = frozenset({"limit", "offset", "includefield", "fuzzymatching"})
 
 
 def _first(query: BaseQuery, size: int) -> BaseQuery:
