@@ -13,7 +13,9 @@ Hostile or broken servers (docs/security.md): a body is read in chunks and
 refused past ``max_response_bytes`` (after decompression); redirects are
 followed by aqido itself (at most :data:`MAX_REDIRECTS`), and a hop to
 another origin (scheme, host, port) drops every credential (a client
-certificate too) and every header the caller gave; a connection left holding
+certificate too) and every header the caller gave, and with a borrowed session
+is sent through :meth:`~RequestPath._plain_session_for` (that session's
+connections, none of its own credentials or defaults); a connection left holding
 bytes that are not an HTTP response (the rest of a body longer than its
 ``Content-Length``) is dropped and its request re-sent once.  TLS and proxies:
 ``ssl=`` and ``trust_env=`` (``HTTP(S)_PROXY``/``NO_PROXY``, read once per
@@ -29,6 +31,7 @@ import inspect
 import logging
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -185,10 +188,13 @@ class RequestPath:
     _plain_headers: dict[str, str]
     _fixed_headers: dict[str, str] | None
     _state: _State
+    _owns_session: bool
     _limiter: Slots | AdaptiveLimiter | None
     _client_timeout: aiohttp.ClientTimeout
     #: ``ssl=`` for redirects to another origin (no client certificate), made at the first.
     _foreign_ssl: SSLContext | bool | None = None
+    #: The session for hops to another origin with a borrowed one, made at the first.
+    _plain_session: aiohttp.ClientSession | None = None
 
     if TYPE_CHECKING:  # pragma: no cover - defined by AsyncQidoRS
 
@@ -282,6 +288,8 @@ class RequestPath:
                 # Another origin: no credential and no caller header goes there (nor on),
                 # nor a client certificate.
                 headers = self._plain_headers
+                if not self._owns_session:
+                    session = self._plain_session_for(session, url)
                 foreign = self._foreign_ssl
                 if foreign is None:
                     foreign = self._foreign_ssl = without_client_certificate(self._ssl)
@@ -291,6 +299,45 @@ class RequestPath:
             redirects += 1
             if redirects > MAX_REDIRECTS:
                 raise RedirectError(f"more than {MAX_REDIRECTS} redirects", url=url, status=status)
+
+    def _plain_session_for(
+        self, borrowed: aiohttp.ClientSession, url: str
+    ) -> aiohttp.ClientSession:
+        """The session for a hop to another origin with a borrowed ``session=``: no defaults.
+
+        aiohttp adds a session's own credentials to each request it sends, whatever
+        the request says: its ``auth=``, its default ``headers=`` (an
+        ``Authorization``, a ``Cookie``, an API key), its cookie jar's cookies (those
+        given to it go to every host; a host's go to its every port) and what its
+        middlewares add.  This session shares the borrowed one's connector (its
+        connection pool, resolver, local address; aiohttp's ``connector_owner=False``
+        is for that) and its default proxy, and nothing else: no auth, no default
+        headers, no cookie (it neither sends nor stores one), no middleware, no
+        ``.netrc`` (``trust_env`` is off; aqido passes the environment's proxy itself).
+        Closed by :meth:`~aqido.client.AsyncQidoRS.close`, not its connector.
+        """
+        plain = self._plain_session
+        if plain is not None and not plain.closed:
+            return plain
+        connector = borrowed.connector
+        if connector is None or connector.closed:
+            raise TransportError(
+                "the borrowed session was closed while a redirect was followed", url=url
+            )
+        # The caller's route: its proxy, and that proxy's credentials (they go to the proxy,
+        # as on the first hop; aiohttp 3.14 deprecates proxy_auth=, already warned about).
+        proxy_auth = getattr(borrowed, "_default_proxy_auth", None)
+        with warnings.catch_warnings():
+            if proxy_auth is not None:
+                warnings.simplefilter("ignore", DeprecationWarning)
+            plain = self._plain_session = aiohttp.ClientSession(
+                connector=connector,
+                connector_owner=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                proxy=getattr(borrowed, "_default_proxy", None),
+                proxy_auth=proxy_auth,
+            )
+        return plain
 
     def _proxy_for(self, url: URL) -> Proxy:
         """The proxy for ``url``'s origin (from the environment, read once per origin)."""

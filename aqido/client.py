@@ -175,7 +175,9 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods, RequestPath):
         session: an :class:`aiohttp.ClientSession` to use; the caller keeps owning
             it (the client never closes it).  Default: the client creates one,
             with a connection pool of ``max_concurrency``, and closes it in
-            :meth:`close` / ``async with``.
+            :meth:`close` / ``async with``.  A redirect to another origin is sent
+            through its connector without its ``auth=``, default headers,
+            cookies or middlewares.
         auth: basic auth as ``(user, password)`` (or an :class:`aiohttp.BasicAuth`),
             a bearer token (``str``), or a callable
             (sync or async) returning headers for each request, e.g. a fresh
@@ -396,6 +398,9 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods, RequestPath):
         session, self._session = self._session, None
         if self._owns_session and session is not None and not session.closed:
             await session.close()
+        plain, self._plain_session = self._plain_session, None
+        if plain is not None:  # redirects to another origin with a borrowed session
+            await plain.close()  # not its connector: the borrowed session's
 
     def _cancel_in_flight(self) -> None:
         """Cancel every request in flight or waiting for a slot (they raise ClientClosedError).

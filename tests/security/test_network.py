@@ -577,6 +577,127 @@ async def test_credentials_follow_a_redirect_within_the_origin(source: str) -> N
     assert secret_in(moved[-1]), moved[-1].headers
 
 
+async def _add_authorization(
+    request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+) -> aiohttp.ClientResponse:
+    """A client middleware of the caller's that adds its credential to every request."""
+    request.headers["Authorization"] = f"Bearer {SECRET}"
+    return await handler(request)
+
+
+#: Each credential a borrowed session carries by itself (aiohttp adds it to every request).
+SESSION_SOURCES: dict[str, Callable[[], dict[str, Any]]] = {
+    "session-auth": lambda: {"auth": aiohttp.BasicAuth("user", SECRET)},
+    "session-authorization-header": lambda: {"headers": {"Authorization": f"Bearer {SECRET}"}},
+    "session-cookie-header": lambda: {"headers": {"Cookie": f"session={SECRET}"}},
+    "session-custom-header": lambda: {"headers": {"X-Api-Key": SECRET}},
+    # Cookies given to the session have no domain: aiohttp's jar sends them to every host.
+    "session-cookies": lambda: {"cookies": {"session": SECRET}},
+    # A cookie the service set: a host's cookies go to its every port (and scheme).
+    "session-cookie-from-the-server": lambda: {"cookie_jar": aiohttp.CookieJar(unsafe=True)},
+    "session-middleware": lambda: {"middlewares": (_add_authorization,)},
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("source", sorted(SESSION_SOURCES))
+# aiohttp 3.14 deprecates BasicAuth and a session's auth=: still what a caller may pass.
+@pytest.mark.filterwarnings("ignore:BasicAuth is deprecated:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:The 'auth' parameter is deprecated:DeprecationWarning")
+async def test_a_borrowed_sessions_credentials_do_not_follow_a_redirect_to_another_origin(
+    source: str,
+) -> None:
+    """A borrowed session's own credentials (its ``auth=``, default headers, cookies,
+    middlewares) were added by aiohttp to the hop to another origin too."""
+    cookie = source == "session-cookie-from-the-server"
+    with (
+        serve(answer()) as other,
+        serve(redirect_to(lambda: other.origin, cookie=cookie)) as first,
+    ):
+        async with aiohttp.ClientSession(**SESSION_SOURCES[source]()) as session:
+            async with AsyncQidoRS(first.url, session=session, retries=0) as client:
+                if cookie:  # the session cookie is set by an earlier answer of the same origin
+                    await client.search({"PatientID": "x"})
+                found = await client.search({})
+                assert uids(await client.search({"PatientID": "y"})) == [UID]  # once more
+            assert not session.closed  # borrowed: still the caller's, open
+            if cookie:
+                assert SECRET in str(session.cookie_jar.filter_cookies(URL(first.origin)))
+    assert uids(found) == [UID]
+    sent_to_first = first.requests[-1]
+    assert secret_in(sent_to_first), sent_to_first.headers  # the origin itself gets it
+    assert len(other.requests) >= 2, "the redirect was not followed"
+    for seen in other.requests:
+        assert not secret_in(seen), seen.headers
+        assert "Cookie" not in seen.headers
+        assert "Authorization" not in seen.headers
+        assert "X-Api-Key" not in seen.headers
+
+
+@pytest.mark.anyio
+async def test_a_redirect_to_another_origin_uses_the_borrowed_sessions_connections() -> None:
+    """The hop to another origin goes through the borrowed session's connector (its
+    resolver here: the target's name resolves nowhere else), takes no cookie into its jar,
+    and closing the client leaves that session and its connector usable."""
+
+    async def planting(_request: web.BaseRequest) -> web.StreamResponse:
+        response = web.Response(body=BODY, headers=JSON)
+        response.set_cookie("planted", SECRET, path="/")
+        return response
+
+    with (
+        serve(planting) as other,
+        serve(redirect_to(lambda: f"http://{ARCHIVE_HOST}:{other.port}")) as first,
+    ):
+        connector = aiohttp.TCPConnector(resolver=StaticResolver())
+        jar = aiohttp.CookieJar(unsafe=True)
+        async with aiohttp.ClientSession(connector=connector, cookie_jar=jar) as session:
+            async with AsyncQidoRS(first.url, session=session, retries=0) as client:
+                assert uids(await client.search({})) == [UID]
+                assert uids(await client.search({})) == [UID]
+            assert client._plain_session is None  # closed with the client
+            assert not session.closed
+            assert not connector.closed
+            assert len(jar) == 0  # the other origin's cookie was not stored
+            async with session.get(other.url) as response:  # the caller's session still works
+                assert response.status == 200
+    assert [seen.url for seen in other.requests[:2]] == [
+        f"http://{ARCHIVE_HOST}:{other.port}/dicom-web/studies"
+    ] * 2
+    assert all("Cookie" not in seen.headers for seen in other.requests[:2])
+
+
+@pytest.mark.anyio
+@pytest.mark.filterwarnings("ignore:BasicAuth is deprecated:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:The 'proxy_auth' parameter is deprecated:DeprecationWarning")
+async def test_a_redirect_to_another_origin_keeps_the_borrowed_sessions_proxy() -> None:
+    """The hop to another origin takes the borrowed session's route: its ``proxy=`` and
+    that proxy's credentials, and none of its credentials for the origins."""
+
+    async def proxy_handler(request: web.BaseRequest) -> web.StreamResponse:
+        if request.url.host == ARCHIVE_HOST:
+            return web.Response(body=BODY, headers=JSON)
+        location = f"http://{ARCHIVE_HOST}:1{request.path_qs}"
+        return web.Response(status=302, headers={"Location": location})
+
+    with serve(proxy_handler) as proxy:
+        async with (
+            aiohttp.ClientSession(
+                proxy=proxy.origin,
+                proxy_auth=aiohttp.BasicAuth("me", "pw"),
+                headers={"Authorization": f"Bearer {SECRET}"},
+            ) as session,
+            AsyncQidoRS("http://127.0.0.1:1/dicom-web", session=session) as client,
+        ):
+            assert uids(await client.search({})) == [UID]
+    first, hop = proxy.requests
+    assert first.url == "http://127.0.0.1:1/dicom-web/studies"
+    assert secret_in(first)
+    assert hop.url == f"http://{ARCHIVE_HOST}:1/dicom-web/studies"
+    assert hop.headers["Proxy-Authorization"] == "Basic bWU6cHc="  # me:pw
+    assert not secret_in(hop), hop.headers
+
+
 @pytest.mark.parametrize(
     "options",
     [
