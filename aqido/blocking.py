@@ -42,12 +42,13 @@ import inspect
 import os
 import queue
 import re
+import sys
 import threading
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, aclosing, nullcontext
 from types import TracebackType
-from typing import Any, Concatenate, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, NoReturn, ParamSpec, TypeVar
 
 import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
@@ -57,6 +58,12 @@ from aqido.client import (
 )
 from aqido.errors import ClientClosedError
 from aqido.profile import ServerProfile
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    if sys.version_info >= (3, 11):
+        from typing import Self
+    else:
+        from typing_extensions import Self
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -412,7 +419,7 @@ class QidoRS:
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    def __enter__(self) -> QidoRS:
+    def __enter__(self) -> Self:
         self._runner.start()
         return self
 

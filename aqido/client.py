@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import time
 from collections.abc import (
     AsyncGenerator,
@@ -94,6 +95,11 @@ from aqido.results import Study, build_tree, structure
 from aqido.retry import Retry, Timeout
 
 if TYPE_CHECKING:  # pragma: no cover - imported where used: a plain search needs none of them
+    if sys.version_info >= (3, 11):
+        from typing import Self
+    else:
+        from typing_extensions import Self
+
     from aqido.checkpoint import CrawlCheckpoint
     from aqido.concurrency import AdaptiveLimiter
     from aqido.profile import ServerProfile
@@ -369,7 +375,7 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods, RequestPath):
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    async def __aenter__(self) -> AsyncQidoRS:
+    async def __aenter__(self) -> Self:
         if self._state is _State.OPENED:
             raise RuntimeError("Cannot open a client instance more than once.")
         if self._state is _State.CLOSED:
