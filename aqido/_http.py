@@ -32,6 +32,7 @@ from yarl import URL
 from aqido._lazy import lazy_pattern
 from aqido._search_results import SearchResults as SearchResults
 from aqido.errors import (
+    ProxyConfigError,
     RequestTimeoutError,
     TLSError,
     TransportError,
@@ -359,7 +360,7 @@ def env_proxy(url: URL) -> Proxy:
 
     Loopback hosts are never proxied, whatever the environment says.  A proxy URL
     aqido cannot use (one that does not parse, a ``socks5://`` one) raises
-    :class:`~aqido.errors.TransportError`, naming the variable, never the URL.
+    :class:`~aqido.errors.ProxyConfigError`, naming the variable, never the URL.
     """
     host = url.raw_host or ""
     if not host or is_loopback(host):
@@ -376,6 +377,19 @@ def env_proxy(url: URL) -> Proxy:
         return parsed, None
     token = base64.b64encode(f"{parsed.user}:{parsed.password or ''}".encode()).decode("ascii")
     return parsed.with_user(None), {"Proxy-Authorization": f"Basic {token}"}
+
+
+def checked_trust_env(service: URL, trust_env: object) -> bool:
+    """``trust_env`` as a bool, once the proxy it gives for ``service`` proves usable.
+
+    A proxy URL aqido cannot use is a configuration error: it raises
+    :class:`~aqido.errors.ProxyConfigError` (a ``ValueError``) when the client is made,
+    not a :class:`~aqido.errors.TransportError` at every request (and its retries).
+    The environment is still read at each origin's first request (:func:`env_proxy`).
+    """
+    if trust_env:
+        env_proxy(service.with_user(None))
+    return bool(trust_env)
 
 
 def _in_no_proxy_network(host: str, no_proxy: str) -> bool:
@@ -402,7 +416,7 @@ def _in_no_proxy_network(host: str, no_proxy: str) -> bool:
 
 
 def _proxy_url(proxy: str, variable: str, url: URL) -> URL:
-    """The proxy URL in ``variable``, or a TransportError saying why aqido cannot use it.
+    """The proxy URL in ``variable``, or a ProxyConfigError saying why aqido cannot use it.
 
     aiohttp would speak HTTP to any proxy URL (a ``socks5://`` one too), and
     yarl raises a plain ``ValueError`` for one that does not parse, whose
@@ -416,13 +430,13 @@ def _proxy_url(proxy: str, variable: str, url: URL) -> URL:
         usable = False
     else:
         if parsed.scheme not in ("http", "https"):
-            raise TransportError(
+            raise ProxyConfigError(
                 f"the proxy in {variable} is a {excerpt(parsed.scheme, 20)!r} URL: aqido "
                 f"speaks only to http:// and https:// proxies (not SOCKS); {advice}",
                 url=url,
             )
     if not usable:
-        raise TransportError(
+        raise ProxyConfigError(
             f"the proxy in {variable} is not a valid URL (not shown: it may hold "
             f"credentials); {advice}",
             url=url,

@@ -68,6 +68,7 @@ from aqido._http import (
     Proxy,
     SSLOption,
     check_headers,
+    checked_trust_env,
     ssl_option,
 )
 from aqido._planned import PlannedSearch
@@ -81,10 +82,7 @@ from aqido.errors import (
     UnanswerableQueryError,
     redact_url,
 )
-from aqido.protocol import (
-    ACCEPT,
-    QidoResponse,
-)
+from aqido.protocol import ACCEPT, QidoResponse
 from aqido.query import (
     BaseQuery,
     HierarchicalQuery,
@@ -294,7 +292,7 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods, RequestPath):
         self.permissive_uid = permissive_uid
         self.max_response_bytes = _check_max_response_bytes(max_response_bytes)
         self._ssl = ssl_option(ssl)
-        self.trust_env = bool(trust_env)
+        self.trust_env = checked_trust_env(parsed, trust_env)
         self._proxies: dict[URL, Proxy] = {}
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._closing: set[asyncio.Task[Any]] = set()  # cancelled by close()

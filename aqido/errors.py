@@ -13,7 +13,8 @@ The hierarchy::
     ├── ClientClosedError           (also RuntimeError) the client was closed (or is closing)
     ├── TransportError              the request never got an HTTP answer
     │   ├── RequestTimeoutError     ... because a timeout expired
-    │   └── TLSError                ... because TLS failed (certificate not trusted...)
+    │   ├── TLSError                ... because TLS failed (certificate not trusted...)
+    │   └── ProxyConfigError        (also ValueError) ... the environment's proxy URL is unusable
     ├── HTTPStatusError             the server answered with a non-success status
     │   ├── BadRequestError         400
     │   ├── UnauthorizedError       401 and 403
@@ -60,6 +61,7 @@ __all__ = [
     "InvalidResponseError",
     "NotFoundError",
     "PayloadTooLargeError",
+    "ProxyConfigError",
     "QidoError",
     "QueryTypeError",
     "RateLimitedError",
@@ -301,6 +303,16 @@ class TLSError(TransportError):
     servers then just close the connection (a plain :class:`TransportError`, which
     is retried) or answer an HTTP error (nginx: 400).  Give the certificate in an
     ``ssl.SSLContext`` (CLI ``--cert``/``--key``).
+    """
+
+
+class ProxyConfigError(TransportError, ValueError):
+    """The proxy the environment names (``HTTPS_PROXY``...) is a URL aqido cannot use.
+
+    One that does not parse, or not ``http://``/``https://`` (``socks5://``).  Raised
+    when the client is made, for its service URL (also a ``ValueError``, as any bad
+    argument), else by a request to another origin (a redirect's); never retried.  The
+    message names the variable, never the URL (it may hold a password).
     """
 
 

@@ -15,8 +15,8 @@ exponential backoff and full jitter, honouring ``Retry-After``; no other
 is retried whatever its class (``408 Request Timeout``, say).  A 2xx reply
 that is not valid DICOM JSON (cut short, syntactically broken) is retried too,
 within the same attempt budget.  What cannot heal is never retried: TLS
-failures (an untrusted certificate), redirect loops and redirects to other
-schemes, and responses over ``max_response_bytes``.
+failures (an untrusted certificate), a proxy URL aqido cannot use, redirect
+loops and redirects to other schemes, and responses over ``max_response_bytes``.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import attrs
 from aqido.errors import (
     HTTPStatusError,
     InvalidResponseError,
+    ProxyConfigError,
     QidoError,
     RedirectError,
     ResponseTooLargeError,
@@ -122,7 +123,8 @@ class Retry:
             retried whatever its class (e.g. ``DEFAULT_RETRY_STATUSES | {408}``).
             Statuses not listed are never retried.
         retry_transport_errors: whether connection errors and timeouts are retried
-            (TLS failures never are).
+            (TLS failures and unusable proxy URLs never are; a proxy that refuses
+            the connection is a connection error).
         retry_invalid_responses: whether a success status with a body that is not
             valid DICOM JSON (truncated, malformed, HTML) is retried.  Redirect
             errors and responses over the size limit never are.
@@ -165,7 +167,7 @@ class Retry:
         """Whether ``error`` is worth another attempt (ignoring attempt and time budgets)."""
         if isinstance(error, HTTPStatusError):
             return error.status in self.statuses
-        if isinstance(error, TLSError):
+        if isinstance(error, TLSError | ProxyConfigError):
             return False
         if isinstance(error, TransportError):
             return self.retry_transport_errors

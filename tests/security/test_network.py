@@ -48,6 +48,7 @@ from aqido.errors import (
     ClientClosedError,
     HTTPStatusError,
     InvalidResponseError,
+    ProxyConfigError,
     QidoError,
     RedirectError,
     ResponseTooLargeError,
@@ -1484,30 +1485,88 @@ def test_the_proxy_chosen_from_the_environment(
         assert headers == {"Proxy-Authorization": "Basic " + base64.b64encode(b"u:p@ss").decode()}
 
 
-@pytest.mark.anyio
-@pytest.mark.parametrize(
-    ("variable", "proxy", "reason"),
-    [
-        ("HTTP_PROXY", "http://u:s3cr3t@127.0.0.1:notaport", "not a valid URL"),
-        ("HTTP_PROXY", "http://u:s3cr3t@127.0.0.1:99999", "not a valid URL"),
-        ("HTTP_PROXY", "http://u:s3cr3t@[::1", "not a valid URL"),
-        ("HTTP_PROXY", "http://u:s3cr3t@\u2100.example:3128", "not a valid URL"),  # yarl quotes it
-        ("ALL_PROXY", "socks5://u:s3cr3t@127.0.0.1:1080", "'socks5' URL"),
-    ],
-)
-async def test_a_proxy_url_aqido_cannot_use_is_a_transport_error(
+UNUSABLE_PROXIES = [
+    ("HTTP_PROXY", "http://u:s3cr3t@127.0.0.1:notaport", "not a valid URL"),
+    ("HTTP_PROXY", "http://u:s3cr3t@127.0.0.1:99999", "not a valid URL"),
+    ("HTTP_PROXY", "http://u:s3cr3t@[::1", "not a valid URL"),
+    ("HTTP_PROXY", "http://u:s3cr3t@\u2100.example:3128", "not a valid URL"),  # yarl quotes it
+    ("ALL_PROXY", "socks5://u:s3cr3t@127.0.0.1:1080", "'socks5' URL"),
+]
+
+
+@pytest.mark.parametrize(("variable", "proxy", "reason"), UNUSABLE_PROXIES)
+def test_a_proxy_url_aqido_cannot_use_is_refused_when_the_client_is_made(
     monkeypatch: pytest.MonkeyPatch, variable: str, proxy: str, reason: str
 ) -> None:
-    """Not yarl's ValueError (which may quote the password), nor HTTP spoken to a SOCKS proxy."""
+    """A configuration error, raised at once (a ValueError, as any bad argument), not at
+    every request and its retries; not yarl's ValueError (which may quote the password)."""
     monkeypatch.setenv(variable, proxy)
     url = "http://pacs.invalid:8042/dicom-web"
-    async with AsyncQidoRS(url, retries=0) as client:
-        with pytest.raises(TransportError, match=reason) as info:
-            await client.search({})
+    with pytest.raises(ProxyConfigError, match=reason) as info:
+        AsyncQidoRS(url)
+    assert isinstance(info.value, ValueError)
+    assert isinstance(info.value, TransportError)  # what a request raised before
     assert variable in str(info.value)
-    assert info.value.url == f"{url}/studies"
-    assert "s3cr3t" not in str(info.value)
+    assert info.value.url == url
+    assert "s3cr3t" not in str(info.value) + repr(info.value)
     assert info.value.__cause__ is None
+    with pytest.raises(ProxyConfigError, match=reason):
+        QidoRS(url)
+    for unaffected in (
+        lambda: AsyncQidoRS(url, trust_env=False),
+        lambda: AsyncQidoRS("http://127.0.0.1:8042/dicom-web"),  # loopback: never proxied
+    ):
+        unaffected()
+    monkeypatch.setenv("NO_PROXY", "pacs.invalid")
+    AsyncQidoRS(url)
+
+
+def test_the_command_line_says_an_unusable_proxy_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "socks5://u:s3cr3t@127.0.0.1:1080")
+    assert cli.main(["search", "https://pacs.invalid/dicom-web"]) == 2
+    out, err = capsys.readouterr()
+    assert "HTTPS_PROXY" in err
+    assert "'socks5' URL" in err
+    assert "s3cr3t" not in out + err
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("variable", "proxy", "reason"), UNUSABLE_PROXIES)
+async def test_an_unusable_proxy_url_met_at_a_request_is_never_retried(
+    monkeypatch: pytest.MonkeyPatch, variable: str, proxy: str, reason: str
+) -> None:
+    """A redirect to a host the environment proxies (the service is on loopback, never
+    proxied, so the client is made): the same error, at the first attempt only."""
+    monkeypatch.setenv(variable, proxy)
+    with serve(redirect_to(lambda: "http://pacs.invalid:8042")) as server:
+        async with AsyncQidoRS(server.url, retries=QUICK) as client:
+            with pytest.raises(ProxyConfigError, match=reason) as info:
+                await client.search({})
+    assert len(server.requests) == 1
+    assert variable in str(info.value)
+    assert "s3cr3t" not in str(info.value)
+
+
+@pytest.mark.anyio
+async def test_a_proxy_that_refuses_the_connection_is_retried(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A proxy that is down may come back: a plain TransportError, retried as any other."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("HTTP_PROXY", f"http://u:s3cr3t@127.0.0.1:{port}")
+    caplog.set_level(logging.INFO, logger="aqido")
+    async with AsyncQidoRS("http://pacs.invalid:8042/dicom-web", retries=QUICK) as client:
+        with pytest.raises(TransportError) as info:
+            await client.search({})
+    assert type(info.value) is TransportError
+    assert "s3cr3t" not in str(info.value)
+    retried = [r for r in caplog.records if r.getMessage().startswith("retrying")]
+    assert len(retried) == QUICK.max_attempts - 1
+    assert not any("s3cr3t" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.anyio
