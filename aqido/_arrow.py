@@ -83,7 +83,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from aqido import dictionary
 from aqido._files import commit, temporary_for
 from aqido.query import QueryLevel
-from aqido.tables import UNREADABLE
+from aqido.tables import UNREADABLE, level_index
 from aqido.values import BulkDataURI, InlineBinary
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -91,7 +91,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from aqido._dataset import Dataset
 
-_LEVELS = {"study": 0, "series": 1, "instance": 2}
 _LEVEL_NAMES: tuple[Literal["study"], Literal["series"], Literal["instance"]] = (
     "study",
     "series",
@@ -115,19 +114,12 @@ def _import_pyarrow() -> Any:
     return pyarrow
 
 
-def _level_index(level: str | QueryLevel) -> int:
-    name = level.name.lower() if isinstance(level, QueryLevel) else str(level).lower()
-    if name not in _LEVELS:
-        raise ValueError(f"level must be 'study', 'series' or 'instance', not {level!r}")
-    return _LEVELS[name]
-
-
 def default_columns(level: str | QueryLevel) -> list[str]:
     """The default columns at ``level``: the typed fields of each level down to it, no SQ."""
     from aqido.results import Instance, Series, Study
 
     out: dict[str, None] = {}
-    for cls in (Study, Series, Instance)[: _level_index(level) + 1]:
+    for cls in (Study, Series, Instance)[: level_index(level) + 1]:
         for name, key, _, _ in cls._typed:
             if dictionary.vr_for(int(key, 16)) != "SQ":
                 out[name] = None
@@ -167,6 +159,7 @@ def arrow_schema(
 
 
 def _names(level: str | QueryLevel, columns: Sequence[str | int] | None) -> list[str]:
+    level_index(level)  # a bad level fails here, before any row, with columns given or not
     if columns is None:
         return default_columns(level)
     names = []
@@ -292,7 +285,7 @@ def _table(
     from aqido.tables import _records
 
     records = _records(
-        items, level=_LEVEL_NAMES[_level_index(level)], columns=schema.names, unreadable=True
+        items, level=_LEVEL_NAMES[level_index(level)], columns=schema.names, unreadable=True
     )
     arrays = []
     nulled: dict[str, int] = {}

@@ -48,6 +48,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from aqido import dictionary
+from aqido.errors import excerpt
 from aqido.query import QueryLevel
 from aqido.values import DSFloat, PersonName, Tag, is_empty
 
@@ -147,6 +148,21 @@ def _record(ds: Dataset, sequences: bool, unreadable: bool = False) -> dict[str,
         else:
             out[name] = _plain(value, sequences)
     return out
+
+
+def bad_option(name: str, value: object, allowed: str) -> ValueError:
+    """The error for an option ``name`` outside ``allowed``: the value's repr, escaped and cut."""
+    return ValueError(f"{name} must be {allowed}, not {excerpt(repr(value), 60)}")
+
+
+def level_index(level: str | QueryLevel) -> int:
+    """``level`` (a name, any case, or a QueryLevel) as 0, 1 or 2; a ValueError naming them."""
+    if isinstance(level, QueryLevel):
+        return _LEVELS[level.name.lower()]
+    index = _LEVELS.get(level.lower()) if isinstance(level, str) else None
+    if index is None:
+        raise bad_option("level", level, "'study', 'series' or 'instance' (or a QueryLevel)")
+    return index
 
 
 def _level_of(ds: Dataset) -> int:
@@ -255,17 +271,13 @@ def _records(
 ) -> list[dict[str, Any]]:
     """:func:`to_records`; ``unreadable=True`` marks values that could not be read (UNREADABLE)."""
     if multivalue not in ("tuple", "join"):
-        raise ValueError(f"multivalue must be 'tuple' or 'join', not {multivalue!r}")
+        raise bad_option("multivalue", multivalue, "'tuple' or 'join'")
     if sequences not in ("drop", "keep"):
-        raise ValueError(f"sequences must be 'drop' or 'keep', not {sequences!r}")
+        raise bad_option("sequences", sequences, "'drop' or 'keep'")
+    target = None if level is None else level_index(level)
     items = list(results)
-    if level is None:
+    if target is None:
         target = _deepest(items)
-    else:
-        name = level.name.lower() if isinstance(level, QueryLevel) else str(level).lower()
-        if name not in _LEVELS:
-            raise ValueError(f"level must be 'study', 'series' or 'instance', not {level!r}")
-        target = _LEVELS[name]
     rows: list[dict[str, Any]] = []
     for ds in items:
         rows.extend(_rows(ds, target, {}, prefix_parents, sequences == "keep", unreadable))

@@ -356,6 +356,25 @@ def test_the_cli_names_the_nulled_values_per_shard_and_in_its_summary(
     )
 
 
+@pytest.mark.parametrize("columns", [None, ["PatientName"]])
+def test_a_bad_level_is_the_message_of_to_records_before_any_row(
+    tmp_path: pathlib.Path, columns: list[str] | None
+) -> None:
+    from aqido._arrow import arrow_schema
+
+    message = "level must be 'study', 'series' or 'instance' (or a QueryLevel), not '\\x1bstudies'"
+    studies = [study("1.2.3")]
+    for call in (
+        lambda: to_arrow(studies, level="\x1bstudies", columns=columns),
+        lambda: arrow_schema("\x1bstudies", columns),
+        lambda: write_parquet([studies], tmp_path / "p.parquet", level="\x1bstudies"),
+    ):
+        with pytest.raises(ValueError, match=r"^level must be") as info:
+            call()
+        assert str(info.value) == message
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_sequence_column_is_refused_not_always_null() -> None:
     given = Study.from_json(
         {

@@ -277,10 +277,51 @@ def test_parents_without_children_keep_their_row() -> None:
 def test_invalid_options_raise() -> None:
     with pytest.raises(ValueError, match="level"):
         to_records([], level="patient")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="multivalue"):
+    with pytest.raises(ValueError, match=r"multivalue must be 'tuple' or 'join', not 'list'$"):
         to_records([], multivalue="list")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="sequences"):
+    with pytest.raises(ValueError, match=r"sequences must be 'drop' or 'keep', not 'flat'$"):
         to_records([], sequences="flat")  # type: ignore[arg-type]
+
+
+LEVELS = "level must be 'study', 'series' or 'instance' (or a QueryLevel), not "
+
+
+@pytest.mark.parametrize("convert", [to_records, to_dataframe])
+@pytest.mark.parametrize(
+    ("level", "shown"),
+    [
+        ("studies", "'studies'"),
+        ("\x1b]0;pwned\x07\u202e", "'\\x1b]0;pwned\\x07\\u202e'"),  # escaped, one line
+        (b"study", "b'study'"),  # not taken for the name it spells
+        (["study"], "['study']"),  # nor a list's text taken for one
+        (3, "3"),
+    ],
+)
+def test_a_bad_level_names_the_levels_and_shows_the_value_escaped(
+    synth: SyntheticArchive, convert: Any, level: Any, shown: str
+) -> None:
+    with pytest.raises(ValueError, match=r"^level must be") as info:
+        convert(tree(synth), level=level)
+    assert str(info.value) == LEVELS + shown
+    assert type(info.value) is ValueError  # argument validation, as multivalue= and sequences=
+
+
+@pytest.mark.parametrize("convert", [to_records, to_dataframe])
+def test_a_long_bad_level_is_cut_short(convert: Any) -> None:
+    with pytest.raises(ValueError, match=r"^level must be") as info:
+        convert([], level="x" * 100_000)
+    message = str(info.value)
+    assert message.startswith(LEVELS + "'xxx")
+    assert message.endswith("…")
+    assert len(message) < len(LEVELS) + 80
+
+
+@pytest.mark.parametrize("level", ["Study", "SERIES", QueryLevel.INSTANCE])
+def test_a_level_in_any_case_or_as_a_query_level_is_taken(
+    synth: SyntheticArchive, level: Any
+) -> None:
+    name = level.name.lower() if isinstance(level, QueryLevel) else level.lower()
+    assert to_records(tree(synth), level=level) == to_records(tree(synth), level=name)
 
 
 def test_dataframe_dtypes(synth: SyntheticArchive) -> None:
