@@ -11,10 +11,10 @@ deeper columns null).  The columns are, by default, the **default return
 attributes** of every level down to ``level`` (the typed fields of ``Study``,
 ``Series`` and ``Instance``, sequences left out), in that order, so that every
 part of a sharded crawl has the same schema; ``columns=`` picks others
-(keywords or tags; not a sequence, ``ValueError``).  Where a keyword exists at several levels
-(``RetrieveURL``, ``InstanceAvailability``, ``SpecificCharacterSet``,
-``TimezoneOffsetFromUTC``: :data:`aqido.tables.OWN_LEVEL`), the row's own level
-wins: an instance row's ``RetrieveURL`` is the instance's, null when the
+(keywords or tags; not a sequence, nor one twice: ``ValueError``).  Where a
+keyword exists at several levels (``RetrieveURL``, ``InstanceAvailability``,
+``SpecificCharacterSet``, ``TimezoneOffsetFromUTC``: :data:`aqido.tables.OWN_LEVEL`),
+the row's own level wins: an instance row's ``RetrieveURL`` is the instance's, null when the
 instance has none, never its study's.
 
 Column types come from the data dictionary's VR of each keyword:
@@ -83,7 +83,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from aqido import dictionary
 from aqido._files import commit, temporary_for
 from aqido.query import QueryLevel
-from aqido.tables import UNREADABLE, level_index
+from aqido.tables import UNREADABLE, level_index, unique_columns
 from aqido.values import BulkDataURI, InlineBinary
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -168,7 +168,7 @@ def _names(level: str | QueryLevel, columns: Sequence[str | int] | None) -> list
         if dictionary.vr_for(tag) == "SQ":  # to_records leaves sequences out: always null
             raise ValueError(f"{column!r} is a sequence (SQ); Arrow output has no column for it")
         names.append(dictionary.name_for(tag))
-    return names
+    return unique_columns(columns, names)
 
 
 class _Lost:

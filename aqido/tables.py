@@ -6,7 +6,8 @@ Rules
 -----
 * **Columns are keywords** (``"PatientName"``), or tag keys (``"00091001"``)
   for private and unknown tags; in the order first seen.  ``columns=`` picks
-  and orders them (keywords or tags; a column no result has is all ``None``).
+  and orders them (keywords or tags; a column no result has is all ``None``;
+  one named twice, even as a keyword and its tag, is a ``ValueError``).
 * **Values are plain Python**: ``str``, ``int``, ``float``,
   ``datetime.date``/``time``/``datetime``, ``None`` for empty or unreadable
   values.  Person names become their DICOM string (``"Doe^John"``), Decimal
@@ -275,6 +276,7 @@ def _records(
     if sequences not in ("drop", "keep"):
         raise bad_option("sequences", sequences, "'drop' or 'keep'")
     target = None if level is None else level_index(level)
+    names = None if columns is None else unique_columns(columns, [_column_name(c) for c in columns])
     items = list(results)
     if target is None:
         target = _deepest(items)
@@ -283,9 +285,7 @@ def _records(
         rows.extend(_rows(ds, target, {}, prefix_parents, sequences == "keep", unreadable))
 
     multi = {key for row in rows for key, value in row.items() if isinstance(value, tuple)}
-    if columns is not None:
-        names = [_column_name(c) for c in columns]
-    else:
+    if names is None:
         seen: dict[str, None] = {}
         for row in rows:
             seen.update(dict.fromkeys(row))
@@ -323,6 +323,27 @@ def _text(value: Any) -> str:
     if isinstance(value, datetime.date | datetime.time):
         return value.isoformat()
     return str(value)
+
+
+def unique_columns(columns: Sequence[str | int], names: Sequence[str]) -> list[str]:
+    """``names`` (one per column given), or a ValueError naming two columns for one attribute.
+
+    A table has one column of a name: the same keyword twice, or a keyword and its
+    tag (``"PatientName"``, ``"00100010"``), would be two columns of one name (pandas,
+    Arrow) or one (records), whichever the output.
+    """
+    first: dict[str, str | int] = {}
+    for column, name in zip(columns, names, strict=True):
+        if name in first:
+            earlier, this = excerpt(repr(first[name]), 60), excerpt(repr(column), 60)
+            twice = (
+                f"{this} twice"
+                if first[name] == column
+                else f"{earlier} and {this}, both the column {excerpt(repr(name), 80)}"
+            )
+            raise ValueError(f"columns lists {twice}: list each column once")
+        first[name] = column
+    return list(names)
 
 
 def _column_name(column: str | int) -> str:

@@ -375,6 +375,37 @@ def test_a_bad_level_is_the_message_of_to_records_before_any_row(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [
+        (["PatientName", "PatientName"], "columns lists 'PatientName' twice"),
+        (
+            ["PatientID", "PatientName", "00100010"],
+            "columns lists 'PatientName' and '00100010', both the column 'PatientName'",
+        ),
+        (
+            ["PatientName", 0x00100010],
+            "columns lists 'PatientName' and 1048592, both the column 'PatientName'",
+        ),
+    ],
+)
+def test_a_column_named_twice_is_refused_not_a_table_of_two_columns_of_one_name(
+    tmp_path: pathlib.Path, columns: list[str | int], message: str
+) -> None:
+    from aqido._arrow import arrow_schema
+
+    studies = [study("1.2.3", PatientName=("PN", ["Doe"]))]
+    for call in (
+        lambda: to_arrow(studies, columns=columns),
+        lambda: arrow_schema("study", columns),
+        lambda: write_parquet([studies], tmp_path / "p.parquet", level="study", columns=columns),
+    ):
+        with pytest.raises(ValueError, match=r"^columns lists") as info:
+            call()
+        assert str(info.value) == message + ": list each column once"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_sequence_column_is_refused_not_always_null() -> None:
     given = Study.from_json(
         {

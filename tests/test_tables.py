@@ -316,6 +316,42 @@ def test_a_long_bad_level_is_cut_short(convert: Any) -> None:
     assert len(message) < len(LEVELS) + 80
 
 
+@pytest.mark.parametrize("convert", [to_records, to_dataframe])
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [
+        (["PatientName", "PatientName"], "columns lists 'PatientName' twice"),
+        (
+            ["PatientID", "PatientName", "00100010"],
+            "columns lists 'PatientName' and '00100010', both the column 'PatientName'",
+        ),
+        (
+            ["PatientName", 0x00100010],
+            "columns lists 'PatientName' and 1048592, both the column 'PatientName'",
+        ),
+        (
+            ["study.PatientName", "study.00100010"],
+            "columns lists 'study.PatientName' and 'study.00100010', both the column "
+            "'study.PatientName'",
+        ),
+    ],
+)
+def test_a_column_named_twice_is_refused_naming_it(
+    synth: SyntheticArchive, convert: Any, columns: list[str | int], message: str
+) -> None:
+    """Not one key in a record, two columns of one name in a DataFrame."""
+    with pytest.raises(ValueError, match=r"^columns lists") as info:
+        convert(tree(synth), columns=columns, prefix_parents=True)
+    assert str(info.value) == message + ": list each column once"
+
+
+def test_one_keyword_at_two_levels_is_two_columns(synth: SyntheticArchive) -> None:
+    columns = ["study.StudyInstanceUID", "StudyInstanceUID"]
+    frame = to_dataframe(tree(synth), level="series", columns=columns, prefix_parents=True)
+    assert list(frame.columns) == columns
+    assert frame["study.StudyInstanceUID"].notna().all()
+
+
 @pytest.mark.parametrize("level", ["Study", "SERIES", QueryLevel.INSTANCE])
 def test_a_level_in_any_case_or_as_a_query_level_is_taken(
     synth: SyntheticArchive, level: Any
