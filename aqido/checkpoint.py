@@ -66,7 +66,8 @@ Safety:
 - **One writer.**  :meth:`~CrawlCheckpoint.open` takes an exclusive lock
   (``filelock`` on ``FILE.lock`` next to the file, left in place) until
   :meth:`~CrawlCheckpoint.close`: a second writer fails at once with
-  ``CheckpointError`` instead of interleaving its lines.  Reading needs no lock.
+  ``CheckpointError`` instead of interleaving its lines (saying whether the
+  holder is this process: an earlier crawl not closed).  Reading needs no lock.
   A lock that cannot be taken or released (a full disk, a read-only
   filesystem) is a ``CheckpointError`` naming the lock file, as any failed
   write is one naming the file.
@@ -97,6 +98,11 @@ if TYPE_CHECKING:  # pragma: no cover
 CHECKPOINT_VERSION = 1
 _STUDY_UID = "0020000D"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+#: The lock files this process holds (real path -> pid): a lock refused while this process
+#: holds it is an earlier crawl's here, not closed yet (a pid: a forked child holds none).
+_HELD_HERE: dict[str, int] = {}
 
 
 def _file_lock(path: Path) -> BaseFileLock:
@@ -381,9 +387,19 @@ class CrawlCheckpoint:
         except OSError as exc:
             raise write_failed(self.path.parent, exc, "create the directory") from exc
         lock = _file_lock(self.path)
+        held = os.path.realpath(lock.lock_file)
         try:
             lock.acquire()
         except Timeout as exc:  # first: a Timeout is a TimeoutError, so an OSError too
+            if _HELD_HERE.get(held) == os.getpid():
+                raise CheckpointError(
+                    f"in use by another crawl in this process, which holds its lock "
+                    f"{lock.lock_file}: one not closed yet (a crawl left with break keeps its "
+                    "checkpoint until it is closed); close it first: iterate it in "
+                    "contextlib.aclosing(client.crawl(...)) (QidoRS: contextlib.closing), "
+                    "or call its aclose() (QidoRS: close())",
+                    path=self.path,
+                ) from exc
             raise CheckpointError(
                 "in use by another crawl (another aqido process holds its lock "
                 f"{lock.lock_file}); wait for it to finish or stop it",
@@ -392,6 +408,7 @@ class CrawlCheckpoint:
         except OSError as exc:
             raise write_failed(self.path, exc, f"take its lock {lock.lock_file}") from exc
         self._lock = lock
+        _HELD_HERE[held] = os.getpid()
 
     def _open(self, header: dict[str, Any]) -> set[str]:
         if self._file is not None:  # opened again (the CLI checks the file, then crawls)
@@ -543,6 +560,7 @@ class CrawlCheckpoint:
                     raise write_failed(self.path, exc, "close it") from exc
         finally:
             if lock is not None:
+                _HELD_HERE.pop(os.path.realpath(lock.lock_file), None)
                 try:
                     lock.release(force=True)
                 except OSError as exc:

@@ -422,6 +422,79 @@ async def test_checkpoint_writes_and_reads_back_an_item_nested_as_deep_as_decodi
     assert node["PatientID"] == "x"
 
 
+@pytest.mark.anyio
+async def test_a_crawl_left_unclosed_is_named_as_the_holder_of_its_checkpoint(
+    tmp_path: Any,
+) -> None:
+    """Not "another aqido process": the earlier crawl here, broken off and not closed yet."""
+    from aqido import CheckpointError
+
+    path = tmp_path / "crawl.jsonl"
+    async with make_archive(TINY, "orthanc") as archive, AsyncQidoRS(archive.url) as qido:
+        first = qido.crawl(server_limit=CAP, checkpoint=path)
+        async for _ in first:
+            break  # no aclosing: the generator, and its checkpoint's lock, stay open
+        with pytest.raises(CheckpointError, match="in use by another crawl in this process"):
+            async for _ in qido.crawl(server_limit=CAP, checkpoint=path):
+                pass
+        with pytest.raises(CheckpointError) as info:
+            async for _ in qido.crawl(server_limit=CAP, checkpoint=path):
+                pass
+        message = str(info.value)
+        assert "another aqido process" not in message
+        assert "aclosing" in message
+        assert "aclose()" in message
+        await first.aclose()  # the lock was not weakened: released only now
+        stats = CrawlStats()
+        rest = [s async for s in qido.crawl(server_limit=CAP, checkpoint=path, stats=stats)]
+        assert stats.studies_skipped == 1
+        assert len(rest) == len(TINY_TREE) - 1
+
+
+def test_a_blocking_crawl_left_unclosed_is_named_too(tmp_path: Any) -> None:
+    from aqido import CheckpointError
+
+    path = tmp_path / "crawl.jsonl"
+    with make_archive(TINY, "orthanc").run_in_thread() as archive, QidoRS(archive.url) as qido:
+        first = qido.crawl(server_limit=CAP, checkpoint=path)
+        next(first)
+        with pytest.raises(CheckpointError, match="in use by another crawl in this process"):
+            next(qido.crawl(server_limit=CAP, checkpoint=path))
+        first.close()
+        assert len(list(qido.crawl(server_limit=CAP, checkpoint=path))) == len(TINY_TREE) - 1
+
+
+def test_a_checkpoint_another_process_holds_is_still_said_to_be_anothers(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    from aqido import CheckpointError, CrawlCheckpoint
+
+    path = tmp_path / "crawl.jsonl"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from aqido import CrawlCheckpoint; c = CrawlCheckpoint(sys.argv[1]); "
+            "c.lock(); print('held', flush=True); sys.stdin.read(); c.close()",
+            str(path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(CheckpointError, match="another aqido process holds its lock"):
+            CrawlCheckpoint(path).lock()
+    finally:
+        holder.communicate("", timeout=30)
+    here = CrawlCheckpoint(path)
+    here.lock()
+    here.close()
+
+
 async def aenumerate(iterator: Any) -> Any:
     n = 0
     async for item in iterator:
