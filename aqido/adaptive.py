@@ -122,7 +122,14 @@ A stall (one request 20 times slower than the best, and slower than 0.25 s)
 halves the limit too, and the limit stays at or below that half from then
 on: Orthanc past its 50 HTTP threads answers most requests
 as fast as ever and leaves the others waiting about a second for a thread, a
-collapse the median latency never shows.
+collapse the median latency never shows.  That half is then known to be safe:
+a stall of a request sent with no more than it in flight is slow at any limit
+(a study far larger than the others, a cold disk), and cuts nothing; nor does
+a later stall cut below it (each used to halve the limit again, down to 1 on
+an archive with one such request in 500).  Such stalls also cast doubt on the
+one that set the ceiling, which then lifts (to twice itself, then away) after
+``probe_every`` rounds without a stall that cuts, and twice as late each time
+stalls come back above it.
 
 Push-back (429, 503 and 504 answers, and an attempt's own timeouts, ``Timeout.request`` and
 ``Timeout.connect``; not ``Timeout.total``, the caller's deadline) halves the limit at once,
@@ -210,7 +217,7 @@ class AdaptiveLimit:
             the limit) instead of half-way.
         stall_factor, min_stall: a request slower than both ``stall_factor`` times
             the best latency and ``min_stall`` seconds is a stall: it cuts the
-            limit as push-back does (but the limit may grow back quickly).
+            limit as push-back does, and caps it there (see the module docstring).
         probe_every: rounds between two re-measurements of the best latency (one
             round at ``limit / probe_divisor``), counted from the end of the startup.
         client_bound: the share of a round's time the client spent on its CPU (from
@@ -263,6 +270,11 @@ class AdaptiveLimit:
     _rounds_since_probe: int = attrs.field(init=False, default=0)
     _warming_up: bool = attrs.field(init=False, default=False)
     _stall_ceiling: float = attrs.field(init=False, default=math.inf)
+    _stall_safe: float = attrs.field(init=False, default=0.0)
+    _rounds_since_stall: int = attrs.field(init=False, default=0)
+    _stall_wait: int = attrs.field(init=False, default=0)
+    _stall_lifted: bool = attrs.field(init=False, default=False)
+    _stall_doubt: bool = attrs.field(init=False, default=False)
     _limit: int = attrs.field(init=False, default=0)
     _filling: bool = attrs.field(init=False, default=False)
     _round_cpu: float | None = attrs.field(init=False, default=None)
@@ -289,6 +301,7 @@ class AdaptiveLimit:
             raise ValueError(
                 "tolerance, startup_growth, exit_ratio and probe_divisor must be at least 1"
             )
+        self._stall_wait = self.probe_every
         self._set(float(self.initial), self.created, "initial")  # clamped, and recorded
         self._round_needs = self._samples_needed()
 
@@ -327,14 +340,24 @@ class AdaptiveLimit:
         self.in_flight -= 1
         latency = now - ticket.started
         if latency > self._stall_after and ticket.round > self._last_cut_round:
-            # a stall (a request stuck behind a server's full thread pool, say): the
-            # median of a round never sees those, and they are what makes a crawl slow;
-            # the limit stays below where it happened from now on (during a probe, the
-            # limit it dipped from: the stall was sent at that one, as _cut reads it)
+            # a stall (requests stuck behind a server's full thread pool, say): the median
+            # of a round never sees those, and they are what makes a crawl slow.  The limit
+            # is halved (during a probe, the limit it dipped from: the stall was sent at
+            # that one, as _cut reads it), and stays there until the ceiling lifts
+            # (_end_round).  That half is then known to be safe: a stall of a request sent
+            # with no more in flight is slow at any limit (a study far larger than the
+            # others, a cold disk), and cuts nothing; nor does a later cut go below it.
+            if ticket.in_flight <= self._stall_safe:
+                self._stall_doubt = True  # and the stall that set the ceiling may have been one
+                return
             base = self.estimate if self._probe_restore is None else self._probe_restore
-            self._stall_ceiling = min(self._stall_ceiling, base * self.backoff)
+            self._stall_safe = self._stall_ceiling = max(base * self.backoff, self._stall_safe)
+            if self._stall_lifted:  # lifted, and the stalls came back: lift later next time
+                self._stall_lifted = False
+                self._stall_wait = min(self._stall_wait * 2, 64 * self.probe_every)
+            self._rounds_since_stall = 0
             self._pushed_back = True
-            self._cut(now, "stall")
+            self._cut(now, "stall", floor=self._stall_safe)
             return
         self._round_answers += 1  # delivered during this round, whenever it was sent
         if ticket.round != self._round:
@@ -357,13 +380,13 @@ class AdaptiveLimit:
         self._pushed_back = True
         self._cut(now, "push-back")
 
-    def _cut(self, now: float, reason: str) -> None:
+    def _cut(self, now: float, reason: str, floor: float = 0.0) -> None:
         self.in_startup = False
         self._filling = False
         self._last_cut_round = self._round
         base = self.estimate if self._probe_restore is None else self._probe_restore
         self._probe_restore = None  # a cut during a probe ends it: cut what it would restore
-        self._set(base * self.backoff, now, reason)
+        self._set(max(base * self.backoff, floor), now, reason)
         self._new_round(now)
 
     def ignore(self, ticket: Ticket, now: float, *, retry_after: float | None = None) -> None:
@@ -380,6 +403,19 @@ class AdaptiveLimit:
     # --- the model --------------------------------------------------------------------------
 
     def _end_round(self, now: float, cpu: float | None = None) -> None:
+        if self._stall_ceiling < math.inf and self._stall_doubt:
+            # Stalls seen below the stall ceiling show requests slow at any limit, so the
+            # stall that set it may have been one too: the ceiling lifts (to twice itself,
+            # then away) after _stall_wait rounds without a stall that cuts (doubled each
+            # time the stalls come back above it).  Without such doubt it stays: a server
+            # past its thread pool (Orthanc) stalls only above it.
+            self._rounds_since_stall += 1
+            if self._rounds_since_stall >= self._stall_wait:
+                self._rounds_since_stall = 0
+                self._stall_doubt = False
+                self._stall_lifted = True
+                lifted = self._stall_ceiling / self.backoff
+                self._stall_ceiling = math.inf if lifted >= self.ceiling else lifted
         latency = _median(self._round_samples)
         in_flight = min(self.estimate, float(self._round_peak))  # what the latency was for
         app_limited = self._round_peak * 2 < self.limit

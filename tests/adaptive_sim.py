@@ -33,6 +33,14 @@ class SimServer:
     reject_above: int | None = None
     retry_after: float | None = None
     timeout: float | None = None
+    #: Every ``slow_every``-th request takes ``slow`` seconds of service at any load (a
+    #: study far larger than the others).
+    slow_every: int | None = None
+    slow: float = 1.0
+    #: A request that arrives with more than ``stall_above`` at the server waits ``stall``
+    #: seconds more (Orthanc past its HTTP threads: most answers as fast as ever).
+    stall_above: int | None = None
+    stall: float = 1.0
 
     @property
     def knee(self) -> int:
@@ -84,7 +92,11 @@ def simulate(
         heapq.heappush(events, (when, next(counter), kind, data))
 
     def service_time() -> float:
+        if server.slow_every is not None and sent % server.slow_every == 0:
+            return server.slow
         base = server.service * (1 + server.jitter * (2 * rng.random() - 1))
+        if server.stall_above is not None and at_server > server.stall_above:
+            base += server.stall
         if server.collapse_above is not None and at_server > server.collapse_above:
             base *= server.collapse_factor
         return base

@@ -292,6 +292,78 @@ def test_a_stall_during_a_probe_halves_the_limit_the_probe_dipped_from() -> None
     assert max(settled(limit, now - 0.3)) == 32
 
 
+def test_a_stall_sent_at_a_limit_a_stall_made_safe_cuts_nothing() -> None:
+    limit = AdaptiveLimit(initial=16, ceiling=64)
+    now = feed(limit, 0.0, 0.01)  # startup: 64
+    tickets = [limit.start(now) for _ in range(64)]
+    limit.success(tickets[-1], now + 1.0)  # sent with 64 in flight: a stall, 64 -> 32
+    assert limit.limit == 32
+    for ticket in tickets[:-1]:
+        limit.success(ticket, now + 1.0)  # the rest of that window: no second cut
+    now += 1.0
+    small = [limit.start(now) for _ in range(20)]  # 20 in flight: under the safe half
+    limit.success(small[0], now + 2.0)  # slow at any limit (a huge study): no cut
+    assert limit.limit == 32
+    assert [c.reason for c in limit.history].count("stall") == 1
+
+
+def test_the_stall_ceiling_stays_while_stalls_come_only_above_it() -> None:
+    """Orthanc past its threads: stalls above the safe half only; the ceiling is for good."""
+    limit = AdaptiveLimit(initial=16, ceiling=64, probe_every=5)
+    now = feed(limit, 0.0, 0.01)
+    tickets = [limit.start(now) for _ in range(64)]
+    limit.success(tickets[-1], now + 1.0)
+    for ticket in tickets[:-1]:
+        limit.success(ticket, now + 0.01)
+    now += 1.0
+    for _ in range(300):  # many probe_every periods of fast answers
+        now = feed(limit, now, 0.01)
+    assert max(settled(limit, now - 1.0)) == 32
+
+
+def test_the_stall_ceiling_lifts_once_stalls_show_up_below_it() -> None:
+    limit = AdaptiveLimit(initial=16, ceiling=64, probe_every=5)
+    now = feed(limit, 0.0, 0.01)
+    tickets = [limit.start(now) for _ in range(64)]
+    limit.success(tickets[-1], now + 1.0)  # a stall: 32, for good unless...
+    for ticket in tickets[:-1]:
+        limit.success(ticket, now + 0.01)
+    now += 1.0
+    slow = [limit.start(now) for _ in range(8)]
+    limit.success(slow[0], now + 1.0)  # ...a request sent with 8 in flight stalls too
+    for ticket in slow[1:]:
+        limit.success(ticket, now + 0.01)
+    now += 1.0
+    for _ in range(300):
+        now = feed(limit, now, 0.01)
+    assert max(settled(limit, now - 1.0)) > 32
+
+
+def test_a_few_requests_slow_at_any_load_do_not_pin_the_limit_low() -> None:
+    """One request in 500 takes 1 s whatever the load (a study far larger than the others).
+
+    The first such stall halves the limit; the next ones, sent with no more in flight
+    than that half, cut nothing (the limit used to be halved by each, down to 1).
+    """
+    server = SimServer(workers=10_000, service=0.005, jitter=0.0, slow_every=500)
+    limit = AdaptiveLimit(ceiling=64)
+    result = simulate(limit, server, requests=20_000)
+    assert all(c.limit >= 32 for c in limit.history if c.reason == "stall")
+    steady = AdaptiveLimit(initial=32, floor=32, ceiling=32)
+    assert result.end < 1.5 * simulate(steady, server, requests=20_000).end
+
+
+def test_a_server_that_stalls_past_its_threads_is_kept_below_them() -> None:
+    """Orthanc-like: past 40 requests at the server, the others wait 1 s more for a thread."""
+    server = SimServer(workers=10_000, service=0.005, jitter=0.0, stall_above=40)
+    limit = AdaptiveLimit(ceiling=64)
+    result = simulate(limit, server, requests=20_000)
+    first_stall = next(c.at for c in limit.history if c.reason == "stall")
+    assert max(settled(limit, first_stall)) <= 40
+    fixed = AdaptiveLimit(initial=64, floor=64, ceiling=64)
+    assert simulate(fixed, server, requests=20_000).end > 2 * result.end
+
+
 def test_a_slow_answer_under_the_stall_floor_is_no_stall() -> None:
     limit = AdaptiveLimit(initial=4)
     now = feed(limit, 0.0, 0.001)
