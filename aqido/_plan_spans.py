@@ -17,6 +17,7 @@ none on (``ServerProfile.range_keys``); :func:`split_keys` which keys a crawl ma
 from __future__ import annotations
 
 import calendar
+import datetime
 import re
 from collections.abc import Container
 from decimal import Decimal, InvalidOperation
@@ -29,6 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _DA = re.compile(r"([0-9]{4})([0-9]{2})?")  # a year or a month: a full date is exact
 _TM = re.compile(r"[0-9]{2}(?:[0-9]{2}(?:[0-9]{2}(?:\.[0-9]{1,6})?)?)?")
+ZERO = datetime.timedelta(0)
 
 
 def span_range(value: str, vr: str) -> str | None:
@@ -60,15 +62,33 @@ def span_range(value: str, vr: str) -> str | None:
     return None
 
 
+def text_form(value: str, vr: str, profile: ServerProfile) -> str | None:
+    """:func:`text_range` of ``value``, for a server comparing text that takes such a range.
+
+    ``None``: the server compares instants (not
+    :attr:`~aqido.profile.ServerProfile.temporal_text`), takes no range of this form
+    (``time_ranges``, ``date_ranges``, ``open_date_ranges``), or the value needs no change.
+    """
+    if not profile.temporal_text:
+        return None
+    from aqido.matching import match_form  # the planner has it loaded: no import cost
+
+    closed = match_form(value, vr) == "range"
+    ranges = profile.date_ranges if closed else profile.open_date_ranges
+    return text_range(value, vr) if (profile.time_ranges if vr == "TM" else ranges) else None
+
+
 def text_range(value: str, vr: str) -> str | None:
-    """A TM range in the form a server comparing text reads as aqido does (``None``: as is).
+    """A TM or DT range in the form a server comparing text reads as aqido does (``None``: as is).
 
     For :attr:`~aqido.profile.ServerProfile.temporal_text` (Orthanc): the low bound loses
     its trailing zeros (``030500`` → ``0305``: a stored ``0305`` sorts at or after it), the
     high bound gets the last instant of its precision (``0400`` → ``040059.999999``, as
     :func:`span_range` gives it), so the text comparison finds every stored form of the
-    times in the range.  Only TM: a DA value has one form.
+    times in the range.  A DT range: :func:`_dt_text_range`.  Not DA: a date has one form.
     """
+    if vr == "DT" and "," not in value and value.count("-") == 1:
+        return _dt_text_range(value)
     if vr != "TM" or "," in value:
         return None
     low, dash, high = (part.strip() for part in value.partition("-"))
@@ -84,6 +104,54 @@ def text_range(value: str, vr: str) -> str | None:
     high = high_span.partition("-")[2] if high_span else high
     text = f"{low}-{high}"
     return None if text == value else text
+
+
+def _dt_text_range(value: str) -> str | None:
+    """A DT range as text comparison reads it: every stored form of its instants within.
+
+    aqido reads a DT bound as an instant (a bound of less precision: the first instant of
+    its span for a low bound, the last for a high one; a stored value of less precision:
+    its first instant), and compares a stored value and a bound in UTC when both carry an
+    offset.  Compared as text (Orthanc), ``20100315-20100315`` finds ``20100315`` alone,
+    not ``20100315103000``.  The low bound goes out as the shortest text of its instant
+    (``20100315103000`` → ``201003151030``: a stored ``201003151030`` sorts at or after
+    it, and so does ``20100315103000.5+0100``), the high one as the shortest text of the
+    instant after its span (``2010031510`` → ``2010031511``: every stored form of 10:59
+    sorts before it, ``20100315105959.999999+0100`` too).  A bound with a UTC offset is
+    widened by a day on its side, offset dropped (a stored value's offset is at most 14
+    hours, and one without is compared as written).  The planner filters the answer.
+    ``None``: a malformed bound (the value goes out as it is, and aqido's check says so).
+    """
+    low, _, high = value.partition("-")
+    sent = [_dt_bound(text, upper) if text else "" for text, upper in ((low, False), (high, True))]
+    text = None if None in sent else "-".join(b or "" for b in sent)
+    return None if text == value else text
+
+
+def _dt_bound(text: str, upper: bool) -> str | None:
+    """One DT bound as :func:`_dt_text_range` sends it (``None``: malformed)."""
+    from aqido._temporal import dt_keys
+
+    keys = dt_keys(text, upper=upper)
+    if keys is None:
+        return None
+    key = keys[1] or keys[0]  # in UTC when it has an offset (five-digit year)
+    year, r = int(key[:-16]), [int(key[i : i + 2]) for i in range(-16, -6, 2)]
+    try:
+        stamp = datetime.datetime(year, r[0], r[1], r[2], r[3], r[4], int(key[-6:]))
+        stamp += datetime.timedelta(days=1 if upper else -1) if keys[1] else ZERO
+        stamp += datetime.timedelta(microseconds=1) if upper else ZERO
+    except (ValueError, OverflowError):  # past year 1 or 9999: the first or last instant
+        stamp = datetime.datetime.max if upper else datetime.datetime.min
+    whole = f"{stamp.year:04d}{stamp.month:02d}{stamp.day:02d}{stamp:%H%M%S}"
+    fraction = f"{stamp.microsecond:06d}".rstrip("0")
+    if fraction:
+        return f"{whole}.{fraction}"
+    for first in ("00", "00", "00", "01", "01"):  # second, minute, hour, day, month
+        if not whole.endswith(first):
+            break
+        whole = whole[:-2]
+    return whole
 
 
 def full_dates(value: str, vr: str) -> str | None:

@@ -461,10 +461,8 @@ def _compile_temporal(alt: str, vr: str, options: MatchOptions) -> ElementPredic
     is_range = _is_range(alt, vr)
     if is_range:
         closed = bool(low_text and high_text)
-        if vr == "TM":
-            supported = options.time_ranges
-        else:
-            supported = options.date_ranges if closed else options.open_date_ranges
+        supported = options.date_ranges if closed else options.open_date_ranges
+        supported = options.time_ranges if vr == "TM" else supported
         if not supported:  # the server reads it as one literal value: nothing has that text
             return lambda elem: any(s == alt for s in element_strings(elem))
     if not is_range and not options.temporal_spans:
@@ -472,11 +470,12 @@ def _compile_temporal(alt: str, vr: str, options: MatchOptions) -> ElementPredic
     if not is_range:  # one value: the span its precision covers ("12" for TM: 12:00 to 12:59)
         low_text = high_text = alt
     if vr == "DT":
-        low_keys = dt_keys(low_text, upper=False) if low_text else None
-        high_keys = dt_keys(high_text, upper=True) if high_text else None
-        if (low_text and low_keys is None) or (high_text and high_keys is None):
+        lows = dt_keys(low_text, upper=False) if low_text else None
+        highs = dt_keys(high_text, upper=True) if high_text else None
+        if (low_text and lows is None) or (high_text and highs is None):
             raise InvalidQueryError(_malformed(alt, vr, is_range))
-        return lambda elem: any(dt_in_range(v, low_keys, high_keys) for v in element_strings(elem))
+        if not (options.temporal_text and is_range):  # else the stored text, as below
+            return lambda elem: any(dt_in_range(v, lows, highs) for v in element_strings(elem))
     low = temporal_key(low_text, vr, upper=False, partial=True) if low_text else ""
     high = temporal_key(high_text, vr, upper=True, partial=True) if high_text else "~"
     if low is None or high is None:

@@ -39,7 +39,7 @@ from typing import Any, Literal
 import attrs
 
 from aqido import dictionary
-from aqido._plan_spans import full_dates, needs_range, number_forms, span_range, text_range
+from aqido._plan_spans import full_dates, needs_range, number_forms, span_range, text_form
 from aqido._plan_spans import split_keys as split_keys  # re-exported: aqido.plan.split_keys
 from aqido.matching import (
     STRING_VRS,
@@ -409,12 +409,12 @@ def plan_query(
         if match_form(value, vr) == "single" and (span := span_range(value, vr)) is not None:
             # a year, an hour...: sent as the range it spans (a server may compare the text)
             ranges = profile.time_ranges if vr == "TM" else profile.date_ranges
-            span = (text_range(span, vr) or span) if profile.temporal_text else span
+            span = text_form(span, vr, profile) or span
             spans.update({key: span} if ranges else {})
             (loose if ranges else local).append(key)
             continue
-        if profile.temporal_text and profile.time_ranges and (text := text_range(value, vr)):
-            spans[key] = text  # a time range as text comparison reads it, filtered here
+        if (text := text_form(value, vr, profile)) is not None:
+            spans[key] = text  # a TM or DT range as text comparison reads it, filtered here
             loose.append(key)
             continue
         if profile.temporal_text and profile.value_lists and (forms := number_forms(value, vr)):

@@ -130,8 +130,9 @@ class ServerProfile:
     range_keys: tuple[str, ...] | None = attrs.field(default=None, converter=_keywords)
     #: Dates and times are compared as text, not as instants (Orthanc): ``-d`` also finds
     #: entities whose value is empty (the empty string sorts first), and a stored ``0305``
-    #: is not within ``030500-040000``.  aqido sends a time range as text comparison reads
-    #: it right (``0305-040000.999999``) and filters out the empty values.
+    #: is not within ``030500-040000``.  aqido sends a time or datetime range as text
+    #: comparison reads it right (``0305-040000.999999``, ``20100315-20100316``) and filters
+    #: the answer (the empty values and the rest).
     temporal_text: bool = False
     #: What the server does with ``fuzzymatching=true``.
     fuzzy_matching: FuzzyMatching = "warning"

@@ -662,3 +662,23 @@ def test_an_open_range_matches_empty_values_only_as_a_text_comparing_server(
         assert not matches_element(elem, value, "DA")
         assert matches_element(elem, value, "DA", text_server) is empty_matches
     assert matches_element(dated, value, "DA") is matches_element(dated, value, "DA", text_server)
+
+
+@pytest.mark.parametrize(
+    ("stored", "value", "standard", "as_text"),
+    [
+        ("20100315103000", "20100315-20100315", True, False),  # sorts after the high bound
+        ("201003151030", "20100315103000-", True, False),  # sorts before the low bound
+        ("20100315103000+0100", "-20100315103000", True, False),  # the offset sorts after
+        ("20100315103000+0100", "20100315100000+0000-", False, True),  # 09:30 UTC
+        ("", "-20100315", False, True),  # the empty string sorts first
+        ("20100315", "20100315-20100315", True, True),
+    ],
+)
+def test_a_datetime_range_compares_the_stored_text_as_a_text_comparing_server(
+    stored: str, value: str, standard: bool, as_text: bool
+) -> None:
+    # FakeArchive emulates Orthanc's DT ranges (temporal_text) as it does its DA and TM ones
+    elem = {"vr": "DT", "Value": [stored]} if stored else {"vr": "DT"}
+    assert matches_element(elem, value, "DT") is standard
+    assert matches_element(elem, value, "DT", MatchOptions(temporal_text=True)) is as_text

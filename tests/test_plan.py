@@ -541,6 +541,66 @@ def test_a_time_range_is_sent_as_a_server_comparing_text_reads_it(value: str, se
         assert _text_server(items, query) != wanted
 
 
+#: Stored DT values of every precision, with fractions and offsets (and an empty one).
+DT_STORED = ["20100315103000", "201003151030", "20100315103000.123456", "20100315103000+0100",
+             "2010031510", "20100315", "20100315103000.5-0500", "20100315235959", "20100316",
+             "2010031511", "20100315105959.999999+0100", "201003", "2010", "20100314",
+             "20091231235959.999999", "20100315093000+0000", ""]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("value", "sent"),
+    [
+        ("20100315-20100315", "20100315-20100316"),
+        ("20100315103000-20100315103000", "201003151030-20100315103001"),
+        ("-20100315103000", "-20100315103001"),
+        ("20100315103000-", "201003151030-"),
+        ("-2010031510", "-2010031511"),
+        ("2010031510-2010031510", "2010031510-2010031511"),
+        ("2010-2010", "2010-2011"),
+        ("20100301000000.000-", "201003-"),
+        ("20100315103000.5-", None),  # as written: text comparison reads it right
+        ("20100315103000+0100-20100315113000+0100", "201003140930-20100316103001"),
+    ],
+)
+@pytest.mark.parametrize("decodes", [False, True], ids=["orthanc", "orthanc-decoding"])
+def test_a_datetime_range_is_sent_as_a_server_comparing_text_reads_it(
+    value: str, sent: str | None, decodes: bool
+) -> None:
+    # Orthanc compares datetimes as text: 20100315-20100315 finds a stored 20100315 alone,
+    # not 20100315103000 (it sorts after the high bound), and 20100315103000- misses a
+    # stored 201003151030.  aqido's answer (a bound is the span it covers, a stored value
+    # of less precision its first instant, offsets in UTC) comes from the bounds sent as
+    # text comparison reads them, and the answer filtered here.
+    profile = attrs.evolve(ServerProfile.orthanc(), percent_decoding=decodes)
+    items = [
+        {"00080018": {"vr": "UI", "Value": [f"1.{i}"]}, "0008002A": {"vr": "DT", "Value": [v]}}
+        for i, v in enumerate(DT_STORED)
+    ] + [{"00080018": {"vr": "UI", "Value": ["1.99"]}}]
+    server = MatchOptions.from_profile(profile)
+
+    def text_server(request: BaseQuery) -> list[Mapping[str, Any]]:
+        return filter_datasets(items, request_criteria(request, profile), server)
+
+    query = RelationalQuery(query_level=QueryLevel.INSTANCE, filters={"AcquisitionDateTime": value})
+    plan = plan_query(query, profile)
+    wanted = filter_datasets(items, [Criterion.of("AcquisitionDateTime", value)])
+    answer, _ = plan.finish(plan.merge(text_server(r) for r in plan.requests))
+    assert answer == wanted
+    assert wanted  # proves something
+    if "+" in value and not decodes:  # Orthanc reads no %2B: matched here, nothing sent
+        assert plan.requests[0].filters == ()
+        return
+    assert [r.filters for r in plan.requests] == [(("AcquisitionDateTime", sent or value),)]
+    if sent is not None:  # sent as written, the text comparison gives another answer
+        assert text_server(query) != wanted
+    # a server comparing instants gets the range as it is
+    assert plan_query(query, attrs.evolve(profile, temporal_text=False)).requests == (query,)
+    # a server that takes no such range is not sent it: matched here
+    no_ranges = attrs.evolve(profile, date_ranges=False, open_date_ranges=False)
+    assert plan_query(query, no_ranges).requests[0].filters == ()
+
+
 @pytest.mark.parametrize(
     ("value", "sent"),
     [
