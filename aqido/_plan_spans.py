@@ -34,13 +34,14 @@ ZERO = datetime.timedelta(0)
 
 
 def span_range(value: str, vr: str) -> str | None:
-    """The range covering the span of one DA or TM value (``None``: exact, or not DA/TM).
+    """The range covering the span of one DA, TM or DT value (``None``: exact, or another VR).
 
     ``2010`` gives ``20100101-20101231``, ``201002`` gives ``20100201-20100228``;
     a TM value keeps its own text as the low bound (a shorter stored value such
     as ``10`` or ``1000`` sorts at or after it) and gets the last instant of its
     span as the high one: ``10`` gives ``10-105959.999999``.  A full date, a
-    time with six fraction digits and anything malformed give ``None``.
+    time with six fraction digits and anything malformed give ``None``.  A DT value:
+    :func:`_dt_span`.
     """
     text = value.strip()
     if vr == "DA":
@@ -53,6 +54,8 @@ def span_range(value: str, vr: str) -> str | None:
         first, last = (int(month), int(month)) if month else (1, 12)
         end = calendar.monthrange(year, last)[1]
         return f"{year:04d}{first:02d}01-{year:04d}{last:02d}{end:02d}"
+    if vr == "DT":
+        return _dt_span(text)
     if vr == "TM" and _TM.fullmatch(text):
         whole, _, fraction = text.partition(".")
         if len(fraction) == 6:
@@ -60,6 +63,21 @@ def span_range(value: str, vr: str) -> str | None:
         high = whole + "5959"[len(whole) - 2 :] + "." + fraction.ljust(6, "9")
         return f"{text}-{high}"
     return None
+
+
+def _dt_span(text: str) -> str | None:
+    """:func:`span_range` of a DT: from itself to the last instant of its span, offset kept.
+
+    ``2010031510`` gives ``2010031510-20100315105959.999999``; ``None`` for a value with
+    six fraction digits (exact), a ``-`` offset (it would read as a range) or a malformed one.
+    """
+    from aqido._temporal import dt_keys
+
+    bare = text.partition("+")[0]  # without its offset
+    keys = dt_keys(text, upper=True)
+    if keys is None or "-" in text or len(bare.partition(".")[2]) == 6:
+        return None
+    return f"{text}-{keys[0][:14]}.{keys[0][14:]}{text[len(bare) :]}"
 
 
 def text_form(value: str, vr: str, profile: ServerProfile) -> str | None:

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aqido._plan_spans import span_range
 from aqido.matching import Criterion, MatchOptions, filter_datasets
 from aqido.plan import MAX_FAN_OUT, Plan, plan_query
 from aqido.profile import ServerProfile
@@ -561,6 +562,10 @@ DT_STORED = ["20100315103000", "201003151030", "20100315103000.123456", "2010031
         ("20100301000000.000-", "201003-"),
         ("20100315103000.5-", None),  # as written: text comparison reads it right
         ("20100315103000+0100-20100315113000+0100", "201003140930-20100316103001"),
+        ("20100315", "20100315-20100316"),  # a single value: the span of its day
+        ("2010031510", "2010031510-2010031511"),
+        ("20100315103000", "201003151030-20100315103001"),
+        ("20100315103000+0100", "201003140930-20100316093001"),
     ],
 )
 @pytest.mark.parametrize("decodes", [False, True], ids=["orthanc", "orthanc-decoding"])
@@ -577,7 +582,7 @@ def test_a_datetime_range_is_sent_as_a_server_comparing_text_reads_it(
         {"00080018": {"vr": "UI", "Value": [f"1.{i}"]}, "0008002A": {"vr": "DT", "Value": [v]}}
         for i, v in enumerate(DT_STORED)
     ] + [{"00080018": {"vr": "UI", "Value": ["1.99"]}}]
-    server = MatchOptions.from_profile(profile)
+    server = attrs.evolve(MatchOptions.from_profile(profile), temporal_spans=False)
 
     def text_server(request: BaseQuery) -> list[Mapping[str, Any]]:
         return filter_datasets(items, request_criteria(request, profile), server)
@@ -594,8 +599,10 @@ def test_a_datetime_range_is_sent_as_a_server_comparing_text_reads_it(
     assert [r.filters for r in plan.requests] == [(("AcquisitionDateTime", sent or value),)]
     if sent is not None:  # sent as written, the text comparison gives another answer
         assert text_server(query) != wanted
-    # a server comparing instants gets the range as it is
-    assert plan_query(query, attrs.evolve(profile, temporal_text=False)).requests == (query,)
+    # a server comparing instants gets the range as it is (a single value: its span)
+    span = span_range(value, "DT") or value
+    instants = plan_query(query, attrs.evolve(profile, temporal_text=False))
+    assert [r.filters for r in instants.requests] == [(("AcquisitionDateTime", span),)]
     # a server that takes no such range is not sent it: matched here
     no_ranges = attrs.evolve(profile, date_ranges=False, open_date_ranges=False)
     assert plan_query(query, no_ranges).requests[0].filters == ()
@@ -673,7 +680,12 @@ def test_a_number_not_in_its_plain_form_is_also_sent_in_it(
 
 
 @pytest.mark.parametrize(
-    ("key", "value"), [("StudyDate", "20100115"), ("StudyTime", "020052.123456")]
+    ("key", "value"),
+    [
+        ("StudyDate", "20100115"),
+        ("StudyTime", "020052.123456"),
+        ("AcquisitionDateTime", "20100115020052.123456"),
+    ],
 )
 def test_a_single_date_or_time_of_full_precision_is_sent_as_it_is(key: str, value: str) -> None:
     # it spans nothing more than itself: no range to send, even to a server comparing text

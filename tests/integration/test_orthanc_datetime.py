@@ -4,7 +4,8 @@ Orthanc matches a DT attribute it does not index (AcquisitionDateTime, read from
 files) by comparing the stored text with the bounds, as it does dates and times
 (``ServerProfile.temporal_text``): ``20100315-20100315`` finds a stored ``20100315``
 alone, ``20100315103000-`` misses a stored ``201003151030``, ``-2010031510`` misses
-``201003151030`` and finds the instances whose value is empty.  The raw checks pin that
+``201003151030`` and finds the instances whose value is empty, and a single value
+finds that text alone (``20100315``: not ``20100315103000``).  The raw checks pin that
 down; with the preset profile or ``profile="auto"`` aqido sends the bounds as text
 comparison reads them and filters the answer (:func:`aqido._plan_spans.text_range`).
 Expected answers are written out from the stored values, never taken from the server.
@@ -60,6 +61,9 @@ CASES = {
     "201003151030-201003151030": AT_1030,
     "2010-2010": {v for v in STORED if v},
 }
+#: A single value is the span it covers (sent as that range): the day, the hour.
+CASES["20100315"] = CASES["20100315-20100315"]
+CASES["2010031510"] = AT_1030 | {"2010031510", "20100315105959.999999+0100"}
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +93,9 @@ async def test_orthanc_compares_datetimes_as_text(
     status, items, _ = await get_json(http, url)
     assert status == 200
     found = {stored[i["00080018"]["Value"][0]] or "" for i in items or []}
-    low, _, high = value.partition("-")
-    as_text = {v or "" for v in STORED if v is not None and low <= v and (not high or v <= high)}
-    assert found == as_text  # the stored text between the bounds, the empty value too
+    low, dash, high = value.partition("-")
+    between = {v for v in STORED if v is not None and low <= v and (not high or v <= high)}
+    assert found == (between if dash else {value})  # the text, the empty value too
     assert found != CASES[value]
 
 
