@@ -234,6 +234,23 @@ def needs_range(value: str, vr: str, keyword: str, range_keys: Container[str] | 
     )
 
 
+def fuzzy_note(fuzzy: bool, profile: ServerProfile | None) -> str | None:
+    """Why a search with ``fuzzymatching=true`` got literal matching (``None``: it did not).
+
+    Fuzzy matching is optional (PS3.18 8.3.4.2): a server without it matches literally and
+    says so in a ``299`` Warning.  A server whose profile says it ignores the parameter
+    silently (:attr:`~aqido.profile.ServerProfile.fuzzy_matching` ``"ignored"``: tiny_pacs,
+    Orthanc) gets the name planned as without it (the standard's literal answer, not
+    tiny_pacs' substrings), and aqido says what the server did not.
+    """
+    if not fuzzy or profile is None or profile.fuzzy_matching != "ignored":
+        return None
+    return (
+        "fuzzymatching: the server does not support fuzzy matching (its profile: "
+        "fuzzy_matching='ignored'); only literal matching has been performed"
+    )
+
+
 def split_keys(profile: ServerProfile | None) -> frozenset[str]:
     """The keys a crawl may split an overflowing listing by, on a server with ``profile``.
 

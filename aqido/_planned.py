@@ -115,9 +115,14 @@ class PlannedSearch:
         profile = await self._server_profile()
         if profile is None:
             return None
+        from aqido._plan_spans import fuzzy_note  # with a profile only, as the planner
+
         plan = self._plan_for(query)
         if plan.warnings and self.strict_matching:
             raise UnanswerableQueryError(plan.warnings, query=query)
+        if (note := fuzzy_note(query.fuzzymatching, profile)) is not None:
+            plan_logger.warning("%s: %s", query, note)  # and in the results' warnings
+            return plan
         return None if plan.direct else plan
 
     async def _collect(
@@ -253,7 +258,13 @@ class PlannedSearch:
         )
         results: SearchResults[Any] = SearchResults(typed, response=first)
         server = {w.raw: w for r in answer.responses for w in r.warnings}
-        ours = (QidoWarning(None, "aqido", n, f"aqido: {n}") for n in answer.notes)
+        from aqido._plan_spans import fuzzy_note  # loaded by the planner already
+
+        said = [fuzzy_note(query.fuzzymatching, self._profile)]  # logged by _plan
+        ours = (
+            QidoWarning(None, "aqido", n, f"aqido: {n}")
+            for n in [*answer.notes, *filter(None, said)]
+        )
         results.warnings = (*server.values(), *ours)
         if exhaustive:  # every page was fetched (truncation followed), as without a plan
             results.truncated = False

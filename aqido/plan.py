@@ -328,8 +328,8 @@ def _single_handling(
         return "exact"
     if vr not in WILDCARD_VRS and ("*" in value or "?" in value):
         return "loose"  # characters in AS and UR, but a server may read them as wildcards
-    if vr == "PN" and fuzzy:
-        return "exact"  # fuzzy matching is the server's own: nothing to check it against
+    if vr == "PN" and fuzzy and profile.fuzzy_matching == "supported":
+        return "exact"  # the server's own fuzzy matching: nothing to check it against
     if ("*" in value and not profile.wildcard_star) or (
         "?" in value and not profile.wildcard_question
     ):

@@ -750,3 +750,41 @@ async def test_a_date_range_of_years_on_orthanc_finds_the_last_year_too() -> Non
             async with AsyncQidoRS(archive.url, retries=0, profile=profile) as client:
                 found = await client.search(query)
                 assert {r.StudyInstanceUID for r in found} == expected
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("strict", [False, True])
+async def test_fuzzymatching_on_a_server_that_ignores_it_gives_the_literal_answer(
+    caplog: pytest.LogCaptureFixture, strict: bool
+) -> None:
+    # tiny_pacs ignores fuzzymatching=true (no Warning) and matches PatientName as a
+    # substring; a server without fuzzy matching matches literally (PS3.18 8.3.4.2), so the
+    # answer is the literal one, and aqido says what the server did not (strict or not:
+    # the answer is the standard's)
+    query = HierarchicalQuery(PatientName="Doe^John", fuzzymatching=True)
+    expected = await standard_answer(query)
+    assert expected
+    profile = ServerProfile.tiny_pacs()
+    async with FakeArchive(SYNTH, profile=profile) as archive:
+        async with AsyncQidoRS(archive.url) as raw:
+            assert uids(await raw.search(query), QueryLevel.STUDY) != expected  # substrings
+        async with AsyncQidoRS(archive.url, profile=profile, strict_matching=strict) as qido:
+            found = await qido.search(query)
+            paged = [r async for r in qido.iter_search(query)]
+    assert uids(found, QueryLevel.STUDY) == uids(paged, QueryLevel.STUDY) == expected
+    ours = [w.text for w in found.warnings if w.agent == "aqido"]
+    assert len(ours) == 1
+    assert "only literal matching" in ours[0]
+    assert "only literal matching" in caplog.text
+
+
+@pytest.mark.anyio
+async def test_fuzzymatching_on_a_server_that_does_it_is_left_to_the_server() -> None:
+    query = HierarchicalQuery(PatientName="doe^john", fuzzymatching=True)
+    profile = ServerProfile(fuzzy_matching="supported")
+    async with FakeArchive(SYNTH, profile=profile) as archive:
+        async with AsyncQidoRS(archive.url, profile=profile) as qido:
+            found = await qido.search(query)
+        assert [r.query_string for r in archive.requests] == [query.query_string()]
+    assert found  # the fake's "fuzzy" matching ignores case
+    assert not [w for w in found.warnings if w.agent == "aqido"]

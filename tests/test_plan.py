@@ -323,9 +323,46 @@ def test_wildcard_characters_of_a_uri_are_sent_and_checked_here() -> None:
     assert plan.finish([literal, other])[0] == [literal]
 
 
-def test_fuzzy_person_name_matching_is_left_to_the_server() -> None:
+def test_fuzzy_person_name_matching_is_left_to_a_server_that_does_it() -> None:
     query = HierarchicalQuery(PatientName="doe", fuzzymatching=True)
-    assert plan_query(query, ServerProfile(pn_case_sensitive=False)).direct
+    assert plan_query(query, ServerProfile(fuzzy_matching="supported")).direct
+
+
+@pytest.mark.parametrize("fuzzy", ["ignored", "warning", "error"])
+def test_fuzzymatching_on_a_server_without_it_is_planned_as_literal_matching(fuzzy: str) -> None:
+    # tiny_pacs ignores fuzzymatching=true and matches PatientName as a substring: without
+    # fuzzy matching the standard's answer is the literal one, so the name is planned (and
+    # filtered) as it is without fuzzymatching
+    profile = attrs.evolve(ServerProfile.tiny_pacs(), fuzzy_matching=fuzzy)
+    for name in ("Doe^John", "doe", "Doe*"):
+        literal = plan_query(HierarchicalQuery(PatientName=name), profile)
+        plan = plan_query(HierarchicalQuery(PatientName=name, fuzzymatching=True), profile)
+        assert plan.local == literal.local != ()
+        assert [attrs.evolve(r, fuzzymatching=False) for r in plan.requests] == list(
+            literal.requests
+        )
+        assert plan.warnings == literal.warnings == ()
+    items = [{"00100010": _pn(n)} for n in ("Doe^John", "Doe^Johnny", "DOE^JOHN", "Roe^Doe^John")]
+    query = HierarchicalQuery(PatientName="Doe^John", fuzzymatching=True)
+    assert plan_query(query, profile).finish(items)[0] == [
+        items[0],
+        items[2],
+    ]  # PN case: the server's
+    plan = plan_query(query, profile, pn_case_sensitive=True)
+    assert plan.finish(items)[0] == items[:1]
+
+
+def test_fuzzy_note_says_only_what_a_server_ignoring_fuzzymatching_did_not() -> None:
+    from aqido._plan_spans import fuzzy_note
+
+    ignored = ServerProfile.tiny_pacs()
+    note = fuzzy_note(True, ignored)
+    assert note is not None
+    assert "only literal matching" in note
+    assert fuzzy_note(False, ignored) is None
+    for fuzzy in ("warning", "supported", "error"):  # the server says so itself, or fuzzes
+        assert fuzzy_note(True, attrs.evolve(ignored, fuzzy_matching=fuzzy)) is None
+    assert fuzzy_note(True, None) is None
 
 
 @pytest.mark.parametrize(

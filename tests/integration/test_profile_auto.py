@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from aqido.client import AsyncQidoRS
+from aqido.profile import ServerProfile
 from aqido.query import HierarchicalQuery, QueryLevel, RelationalQuery
 from aqido.testing.synthetic import SyntheticStudy
 from tests.integration.expected import check_series_results, check_study
@@ -204,3 +205,29 @@ async def test_a_series_number_written_with_a_leading_zero(
     )
     found = await qido.search(query)
     check_series_results(found, expected, SEEDED, server.dicomweb_url, omits=server.omits)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("profile", ["preset", "auto"])
+@pytest.mark.parametrize("pattern", ["Doe^John", "M*ller^J*"])
+async def test_fuzzymatching_gives_the_literal_answer(
+    server: Served, profile: str, pattern: str
+) -> None:
+    # Both servers ignore fuzzymatching=true and say nothing. tiny_pacs then matches
+    # PatientName as ever, as a substring (Doe^John found Doe^John^Q^Dr^Jr): the standard
+    # answer of a server without fuzzy matching is the literal one, and aqido says so.
+    query = HierarchicalQuery(PatientName=pattern, fuzzymatching=True)
+    expected = _where(lambda s: name_matches(pattern, s.patient_name, case=True))
+    preset = {"orthanc": ServerProfile.orthanc(), "tinypacs": ServerProfile.tiny_pacs()}
+    async with AsyncQidoRS(server.dicomweb_url) as raw:
+        as_is = {s.StudyInstanceUID for s in await raw.search(query)}
+    assert (as_is != expected) is (server.name == "tinypacs")
+    chosen = preset[server.name] if profile == "preset" else "auto"
+    async with AsyncQidoRS(server.dicomweb_url, profile=chosen) as qido:
+        await _check(qido, server, query, expected)
+        found = await qido.search(query)
+        assert qido.profile is not None
+        assert qido.profile.fuzzy_matching == "ignored"
+    notes = [w.text for w in found.warnings if w.agent == "aqido"]
+    assert len(notes) == 1
+    assert "only literal matching" in notes[0]
