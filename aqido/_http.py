@@ -392,6 +392,48 @@ def checked_trust_env(service: URL, trust_env: object) -> bool:
     return bool(trust_env)
 
 
+#: A borrowed session's default headers that may reach a proxy: nothing secret in them.
+_TUNNEL_SAFE_HEADERS = frozenset({"accept", "accept-encoding", "accept-language", "user-agent"})
+
+
+def refuse_default_headers_to_proxy(
+    session: aiohttp.ClientSession | None, url: URL, service: URL
+) -> None:
+    """Refuse a borrowed session whose default headers would go to a proxy (names, no value).
+
+    aiohttp adds a session's default ``headers=`` to every request's proxy headers,
+    which it sends in the ``CONNECT`` request of an ``https://`` tunnel (an
+    ``Authorization`` among them as ``Proxy-Authorization``), whatever the request
+    says.  Called when a request to ``url`` with the borrowed ``session`` goes through
+    a proxy: only the ``service``'s origin is sent through it (another origin through a
+    session without its defaults), and an ``http://`` URL has no ``CONNECT``.
+    """
+    if session is None or url.scheme != "https" or origin_key(url) != origin_key(service):
+        return
+    names = sorted({name for name in session.headers if name.lower() not in _TUNNEL_SAFE_HEADERS})
+    if names:
+        raise ValueError(
+            f"the session's default headers ({', '.join(names)}) would be sent to the proxy: "
+            "aiohttp puts a session's default headers in the CONNECT request of an https "
+            "proxy; give them to aqido instead (headers=, auth=: sent inside the tunnel only)"
+        )
+
+
+def check_borrowed_session(
+    session: aiohttp.ClientSession | None,
+    service: URL,
+    auth: object,
+    headers: Mapping[str, str] | None,
+) -> None:
+    """Refuse a borrowed ``session=`` a client cannot send through as asked (``ValueError``).
+
+    Its default headers with its own ``proxy=``: :func:`refuse_default_headers_to_proxy`.
+    Nothing to check without one.
+    """
+    if getattr(session, "_default_proxy", None) is not None:
+        refuse_default_headers_to_proxy(session, service, service)
+
+
 def _in_no_proxy_network(host: str, no_proxy: str) -> bool:
     """Whether the IP address ``host`` is in a network ``NO_PROXY`` lists (``10.0.0.0/8``).
 

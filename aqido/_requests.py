@@ -19,7 +19,8 @@ connections, none of its own credentials or defaults); a connection left holding
 bytes that are not an HTTP response (the rest of a body longer than its
 ``Content-Length``) is dropped and its request re-sent once.  TLS and proxies:
 ``ssl=`` and ``trust_env=`` (``HTTP(S)_PROXY``/``NO_PROXY``, read once per
-origin; loopback is never proxied).
+origin; loopback is never proxied); a borrowed session whose default headers would
+go in an https proxy's ``CONNECT`` is refused (``ValueError``).
 """
 
 from __future__ import annotations
@@ -42,12 +43,14 @@ from yarl import URL
 
 from aqido._http import (
     Proxy,
+    check_borrowed_session,
     check_headers,
     env_proxy,
     is_stale_connection,
     is_unparsable_head,
     map_aiohttp_errors,
     origin_key,
+    refuse_default_headers_to_proxy,
     without_client_certificate,
 )
 from aqido._slots import Slots
@@ -189,6 +192,8 @@ class RequestPath:
     _fixed_headers: dict[str, str] | None
     _state: _State
     _owns_session: bool
+    _session: aiohttp.ClientSession | None
+    _origin: URL
     _limiter: Slots | AdaptiveLimiter | None
     _client_timeout: aiohttp.ClientTimeout
     #: ``ssl=`` for redirects to another origin (no client certificate), made at the first.
@@ -300,6 +305,18 @@ class RequestPath:
             if redirects > MAX_REDIRECTS:
                 raise RedirectError(f"more than {MAX_REDIRECTS} redirects", url=url, status=status)
 
+    def _borrow(
+        self,
+        session: aiohttp.ClientSession | None,
+        service: URL,
+        auth: Auth | None,
+        headers: Mapping[str, str] | None,
+    ) -> None:
+        """Take ``session=`` (``None``: the client makes its own); ``ValueError`` if unusable."""
+        check_borrowed_session(session, service, auth, headers)
+        self._session = session
+        self._owns_session = session is None
+
     def _plain_session_for(
         self, borrowed: aiohttp.ClientSession, url: str
     ) -> aiohttp.ClientSession:
@@ -348,7 +365,10 @@ class RequestPath:
         if found is None:
             if len(self._proxies) >= _PROXY_ORIGINS:  # redirects chose them: bounded memory
                 self._proxies.clear()
-            found = self._proxies[origin] = env_proxy(url)
+            found = env_proxy(url)
+            if found[0] is not None and not self._owns_session:  # before it is remembered
+                refuse_default_headers_to_proxy(self._session, url, self._origin)
+            self._proxies[origin] = found
         return found
 
     async def _read(self, response: aiohttp.ClientResponse, url: str) -> bytes:

@@ -180,8 +180,9 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods, RequestPath):
             it (the client never closes it).  Default: the client creates one,
             with a connection pool of ``max_concurrency``, and closes it in
             :meth:`close` / ``async with``.  A redirect to another origin is sent
-            through its connector without its ``auth=``, default headers,
-            cookies or middlewares.
+            through its connector without its ``auth=``, default headers, cookies or
+            middlewares.  ``ValueError`` if its default headers would go to an
+            https proxy.
         auth: basic auth as ``(user, password)`` (or an :class:`aiohttp.BasicAuth`),
             a bearer token (``str``), or a callable
             (sync or async) returning headers for each request, e.g. a fresh
@@ -309,8 +310,7 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods, RequestPath):
         self._auth = auth
         self._plain_headers = {"Accept": ACCEPT, "User-Agent": f"aqido/{__version__}"}
         self._headers = {**self._plain_headers, **(headers or {})}
-        self._session = session
-        self._owns_session = session is None
+        self._borrow(session, parsed, auth, headers)
         # Headers are the same for every request unless auth is a callable: built once.
         self._fixed_headers: dict[str, str] | None = None
         if auth is None or isinstance(auth, tuple | str):  # aiohttp.BasicAuth is a tuple

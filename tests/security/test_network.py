@@ -1672,6 +1672,115 @@ async def test_https_proxy_tunnels_with_connect(monkeypatch: pytest.MonkeyPatch)
     assert "Proxy-Authorization" not in archive.requests[0].headers
 
 
+def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context for ARCHIVE_HOST and a client context trusting it (a new CA)."""
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(ARCHIVE_HOST).configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    return server_context, client_context
+
+
+#: A borrowed session's default headers holding the service's credentials.
+SESSION_DEFAULT_SECRETS: dict[str, dict[str, str]] = {
+    "authorization": {"Authorization": f"Bearer {SECRET}"},  # went as Proxy-Authorization
+    "cookie": {"Cookie": f"session={SECRET}"},
+    "api-key": {"X-Api-Key": SECRET},
+}
+
+
+async def searches_refused(client: AsyncQidoRS, times: int = 2) -> list[str]:
+    """The messages of the ``ValueError`` each of ``times`` searches raised (none: [])."""
+    refused = []
+    for _ in range(times):
+        try:
+            await client.search({})
+        except ValueError as error:
+            refused.append(str(error))
+    return refused
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("source", sorted(SESSION_DEFAULT_SECRETS))
+async def test_a_borrowed_sessions_default_headers_never_reach_an_https_proxy(
+    source: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiohttp put a session's default headers in the CONNECT request the proxy reads (an
+    ``Authorization`` as ``Proxy-Authorization``); a request that would is refused."""
+    server_context, client_context = tls_contexts()
+    headers = SESSION_DEFAULT_SECRETS[source]
+    with serve(answer(), server_context) as archive, connect_proxy(archive.port) as tunnel:
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{tunnel.port}")
+        url = f"https://{ARCHIVE_HOST}:{archive.port}/dicom-web"
+        async with (
+            aiohttp.ClientSession(headers=headers) as session,
+            AsyncQidoRS(url, session=session, ssl=client_context, retries=0) as client,
+        ):
+            refused = await searches_refused(client)  # each time: the proxy is not remembered
+    assert [r for r in tunnel.requests if any(SECRET in v for v in r.values())] == []
+    assert tunnel.requests == []
+    assert archive.requests == []
+    assert len(refused) == 2
+    for message in refused:
+        assert SECRET not in message
+        assert next(iter(headers)) in message  # the name, never the value
+        assert "give them to aqido instead (headers=, auth=" in message
+
+
+@pytest.mark.anyio
+async def test_a_borrowed_session_with_its_own_proxy_and_default_headers_is_refused() -> None:
+    """The session's own ``proxy=``: its default headers went in the CONNECT request too;
+    such a client is refused when it is made (an ``http://`` service has no CONNECT)."""
+    server_context, client_context = tls_contexts()
+    with serve(answer(), server_context) as archive, connect_proxy(archive.port) as tunnel:
+        url = f"https://{ARCHIVE_HOST}:{archive.port}/dicom-web"
+        async with aiohttp.ClientSession(
+            proxy=f"http://127.0.0.1:{tunnel.port}", headers={"X-Api-Key": SECRET}
+        ) as session:
+            refused = None
+            try:
+                async with AsyncQidoRS(url, session=session, ssl=client_context) as client:
+                    await client.search({})
+            except ValueError as error:
+                refused = str(error)
+            AsyncQidoRS(f"http://{ARCHIVE_HOST}/dicom-web", session=session)  # no CONNECT
+    assert [r for r in tunnel.requests if any(SECRET in v for v in r.values())] == []
+    assert refused is not None
+    assert "X-Api-Key" in refused
+    assert SECRET not in refused
+
+
+@pytest.mark.anyio
+async def test_an_https_proxy_with_a_borrowed_session_without_secret_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ``User-Agent`` default goes to the proxy (nothing secret: allowed), the client's
+    ``auth=`` only inside the tunnel; ``NO_PROXY`` for the service lifts the refusal."""
+    server_context, client_context = tls_contexts()
+    with serve(answer(), server_context) as archive, connect_proxy(archive.port) as tunnel:
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{tunnel.port}")
+        url = f"https://{ARCHIVE_HOST}:{archive.port}/dicom-web"
+        async with (
+            aiohttp.ClientSession(headers={"User-Agent": "viewer/1.0"}) as session,
+            AsyncQidoRS(url, session=session, ssl=client_context, auth=SECRET) as client,
+        ):
+            assert uids(await client.search({})) == [UID]
+        assert len(tunnel.requests) == 1
+        assert tunnel.requests[0]["User-Agent"] == "viewer/1.0"
+        assert not any(SECRET in value for value in tunnel.requests[0].values())
+        assert archive.requests[0].headers["Authorization"] == f"Bearer {SECRET}"
+        monkeypatch.setenv("NO_PROXY", ARCHIVE_HOST)
+        connector = aiohttp.TCPConnector(resolver=StaticResolver())
+        async with (
+            aiohttp.ClientSession(connector=connector, headers={"X-Api-Key": SECRET}) as session,
+            AsyncQidoRS(url, session=session, ssl=client_context) as client,
+        ):
+            assert uids(await client.search({})) == [UID]  # direct: nothing refused
+    assert len(tunnel.requests) == 1
+    assert archive.requests[1].headers["X-Api-Key"] == SECRET
+
+
 @pytest.mark.anyio
 async def test_a_chained_aiohttp_error_keeps_no_request_header() -> None:
     # A malformed answer: aiohttp raises ClientResponseError, whose request_info (shown by
