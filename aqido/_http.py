@@ -427,11 +427,35 @@ def check_borrowed_session(
 ) -> None:
     """Refuse a borrowed ``session=`` a client cannot send through as asked (``ValueError``).
 
+    Its own ``auth=`` next to the client's credentials: :func:`check_session_auth`.
     Its default headers with its own ``proxy=``: :func:`refuse_default_headers_to_proxy`.
     Nothing to check without one.
     """
+    check_session_auth(session, auth, headers)
     if getattr(session, "_default_proxy", None) is not None:
         refuse_default_headers_to_proxy(session, service, service)
+
+
+def check_session_auth(
+    session: aiohttp.ClientSession | None, auth: object, headers: Mapping[str, str] | None
+) -> None:
+    """Refuse a borrowed session's ``auth=`` next to the client's credentials (``ValueError``).
+
+    The client's ``auth=`` (a ``user:password@`` in its URL too) or an
+    ``Authorization`` header (of ``headers=``, or of what a callable ``auth`` returns,
+    checked each time): aiohttp would refuse every request with a ``ValueError`` of
+    its own.  A callable may return other headers: both are sent.
+    """
+    if session is None or session.auth is None:
+        return
+    if (auth is not None and not callable(auth)) or any(
+        name.lower() == "authorization" for name in headers or ()
+    ):
+        raise ValueError(
+            "the session has its own auth= and the client has credentials too (auth=, an "
+            "Authorization header, or a user:password@ in the url); aiohttp cannot send "
+            "both: give the credentials in one place, the client's auth= or the session's"
+        )
 
 
 def _in_no_proxy_network(host: str, no_proxy: str) -> bool:

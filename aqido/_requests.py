@@ -20,7 +20,8 @@ bytes that are not an HTTP response (the rest of a body longer than its
 ``Content-Length``) is dropped and its request re-sent once.  TLS and proxies:
 ``ssl=`` and ``trust_env=`` (``HTTP(S)_PROXY``/``NO_PROXY``, read once per
 origin; loopback is never proxied); a borrowed session whose default headers would
-go in an https proxy's ``CONNECT`` is refused (``ValueError``).
+go in an https proxy's ``CONNECT`` is refused (``ValueError``, as its ``auth=`` next
+to the client's credentials).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from aqido._http import (
     Proxy,
     check_borrowed_session,
     check_headers,
+    check_session_auth,
     env_proxy,
     is_stale_connection,
     is_unparsable_head,
@@ -427,6 +429,8 @@ class RequestPath:
                     f"auth() must return a mapping of headers (name -> value), not {type(extra)}"
                 )
             check_headers(extra)  # a CR/LF, a bad name: refused before it is sent, value unshown
+            if not self._owns_session:  # aiohttp's own ValueError next to the session's auth=
+                check_session_auth(self._session, None, extra)
             headers.update(extra)
         return headers
 

@@ -181,8 +181,8 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods, RequestPath):
             with a connection pool of ``max_concurrency``, and closes it in
             :meth:`close` / ``async with``.  A redirect to another origin is sent
             through its connector without its ``auth=``, default headers, cookies or
-            middlewares.  ``ValueError`` if its default headers would go to an
-            https proxy.
+            middlewares.  ``ValueError`` if its ``auth=`` meets the client's
+            credentials, or its default headers would go to an https proxy.
         auth: basic auth as ``(user, password)`` (or an :class:`aiohttp.BasicAuth`),
             a bearer token (``str``), or a callable
             (sync or async) returning headers for each request, e.g. a fresh

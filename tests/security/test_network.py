@@ -699,6 +699,61 @@ async def test_a_redirect_to_another_origin_keeps_the_borrowed_sessions_proxy() 
     assert not secret_in(hop), hop.headers
 
 
+#: The client's credentials next to a borrowed session's own auth=: aiohttp refused every
+#: request with its own ValueError ("Cannot combine AUTHORIZATION header with AUTH argument").
+CLIENT_CREDENTIALS: dict[str, dict[str, Any]] = {
+    "bearer": {"auth": "tok"},
+    "basic": {"auth": ("me", "pw")},
+    "authorization-header": {"headers": {"authorization": "Bearer tok"}},
+    "url-userinfo": {"url": "http://me:pw@{host}/dicom-web"},
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("source", sorted(CLIENT_CREDENTIALS))
+@pytest.mark.filterwarnings("ignore:BasicAuth is deprecated:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:The 'auth' parameter is deprecated:DeprecationWarning")
+async def test_a_borrowed_sessions_auth_and_the_clients_credentials_are_refused(
+    source: str,
+) -> None:
+    """Refused when the client is made, saying to give the credentials in one place."""
+    options = dict(CLIENT_CREDENTIALS[source])
+    with serve(answer()) as archive:
+        url = options.pop("url", archive.url).format(host=f"127.0.0.1:{archive.port}")
+        refused = ""
+        async with aiohttp.ClientSession(auth=aiohttp.BasicAuth("user", SECRET)) as session:
+            try:
+                async with AsyncQidoRS(url, session=session, **options) as client:
+                    await client.search({})
+            except ValueError as error:
+                refused = str(error)
+    assert archive.requests == []
+    assert "give the credentials in one place" in refused
+    assert SECRET not in refused
+    assert "pw" not in refused
+
+
+@pytest.mark.anyio
+@pytest.mark.filterwarnings("ignore:BasicAuth is deprecated:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:The 'auth' parameter is deprecated:DeprecationWarning")
+async def test_a_callable_auth_with_a_borrowed_sessions_auth() -> None:
+    """A callable ``auth`` returning an ``Authorization`` is refused when it does (the same
+    words); returning other headers, both are sent."""
+    answers: list[dict[str, str]] = [{"Authorization": "Bearer tok"}, {"X-Token": "tok"}]
+    with serve(answer()) as archive:
+        async with (
+            aiohttp.ClientSession(auth=aiohttp.BasicAuth("user", SECRET)) as session,
+            AsyncQidoRS(archive.url, session=session, auth=lambda: answers[0]) as client,
+        ):
+            with pytest.raises(ValueError, match="give the credentials in one place"):
+                await client.search({})
+            assert archive.requests == []
+            answers.pop(0)
+            assert uids(await client.search({})) == [UID]
+    assert archive.requests[0].headers["X-Token"] == "tok"
+    assert secret_in(archive.requests[0])
+
+
 @pytest.mark.parametrize(
     "options",
     [
