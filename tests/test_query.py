@@ -23,6 +23,8 @@ from aqido import (
     ensure_query_type,
     is_valid_uid,
 )
+from aqido._temporal import dt_in_range, dt_keys
+from aqido.matching import MatchOptions, compile_value
 
 STUDY = "1.2.840.113619.2.1"
 SERIES = "1.2.840.113619.2.1.2"
@@ -647,6 +649,112 @@ def test_a_range_error_says_how_to_fix_it_for_its_vr(
     )
     assert hint in str(error)
     assert not not_hint or not_hint not in str(error)
+
+
+@pytest.mark.parametrize(
+    ("value", "utc"),
+    [
+        ("20100315103000-0500", "20100315153000+0000"),
+        ("20100315103000.25-0530", "20100315160000.25+0000"),
+        ("201003152330-1200", "201003161130+0000"),  # the next day in UTC
+        ("2010031510-0500", "2010031515+0000"),
+        ("2010031510-0530", None),  # 15:30 to 16:29 UTC: no single DT
+        ("20100315-0500", None),  # a day at UTC-05:00 runs over two UTC days
+        ("2010-0000", None),
+        ("20100315103000-1400", None),  # past PS3.5's -1200: no UTC to suggest
+        ("20100315103000+0100-0500", None),  # two offsets: no value at all
+    ],
+)
+def test_a_dt_value_with_a_negative_offset_is_refused_as_ambiguous(
+    value: str, utc: str | None
+) -> None:
+    # '-' is the range separator: to a server 20100315103000-0500 is the range from 2010
+    # to the year 0500, which holds nothing (the matcher reads it so, as servers do).  It
+    # was refused as a range to swap; the message now says what was meant and what to write.
+    lenient = MatchOptions(strict_values=False)
+    for stored in ("20100315103000-0500", "20100315103000.25-0530", "201003161130+0000"):
+        matches = compile_value(value, "DT", lenient)
+        assert matches is not None
+        assert not matches({"vr": "DT", "Value": [stored]})
+    filters = {"AcquisitionDateTime": value}
+    error = str(_rejects(HierarchicalQuery, "AcquisitionDateTime", filters=filters))
+    if "+" in value:  # a '+' offset and a '-' one: a range that starts after it ends
+        assert "starts after it ends" in error
+        return
+    assert "is ambiguous: '-' is also the DT range separator" in error
+    assert f"at the UTC offset -{value[-4:]}" in error
+    assert "to the year" in error
+    assert "in UTC" in error
+    assert "'+' offset" in error
+    assert "swap the bounds" not in error
+    if utc is None:
+        assert "+0000" not in error
+        return
+    assert f"({utc!r})" in error
+    # the value suggested is taken, and finds what the negative offset meant
+    query = HierarchicalQuery(filters={"AcquisitionDateTime": utc})
+    assert query.query_string() == "AcquisitionDateTime=" + utc.replace("+", "%2B")
+    meant = (dt_keys(value, upper=False), dt_keys(value, upper=True))
+    found = compile_value(utc, "DT")
+    assert found is not None
+    for stored in ("20100315103000-0500", "20100315103000.25-0530", "201003161130+0000"):
+        is_meant = dt_in_range(stored, *meant)
+        assert found({"vr": "DT", "Value": [stored]}) is is_meant
+    if value in ("20100315103000-0500", "2010031510-0500"):  # proves something
+        assert found({"vr": "DT", "Value": ["20100315103000-0500"]})
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "20100315103000-0500-20100316",
+        "-20100316-0500",
+        "20100315-0500-",
+        "20100315103000-0500-20100316103000-0500",
+    ],
+)
+def test_a_dt_range_with_a_negative_offset_is_refused_as_ambiguous(value: str) -> None:
+    filters = {"AcquisitionDateTime": value}
+    error = str(_rejects(HierarchicalQuery, "AcquisitionDateTime", filters=filters))
+    assert "is ambiguous: '-' is also the DT range separator" in error
+    assert "a DT range has no room for a negative offset" in error
+    assert "at the UTC offset -0500" in error
+    if value.startswith("20100315103000-0500"):
+        assert "('20100315153000+0000')" in error
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2010-2011",
+        "0400-0500",  # years 400 to 500: a range that holds something
+        "20100315103000-2010",  # 2010 is no offset (hour 20)
+        "20100315103000-",
+        "20100316+0100-20100315",  # one offset: 2010-03-15 20:00-05:00 is within
+        "20100315+0100-20100315+0100",
+        "20100315120000+0500-20100315080000+0000",  # 07:00 to 08:00 UTC
+    ],
+)
+def test_dt_ranges_that_hold_instants_are_taken(value: str) -> None:
+    query = HierarchicalQuery(filters={"AcquisitionDateTime": value})
+    assert query.filters == (("AcquisitionDateTime", value),)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "20100316+0100-20100315+0200",  # different offsets: compared in UTC
+        "20100315090000+0000-20100315120000+0500",  # 09:00 to 07:00 UTC
+        "20100318+0100-20100315",  # one offset: days apart
+    ],
+)
+def test_dt_ranges_that_hold_nothing_with_offsets_are_refused(value: str) -> None:
+    # bounds with different offsets were not compared at all: the range went out and
+    # found nothing, in silence
+    error = _rejects(
+        HierarchicalQuery, "starts after it ends", filters={"AcquisitionDateTime": value}
+    )
+    assert "ambiguous" not in str(error)
 
 
 @pytest.mark.parametrize("value", [-1, True, False, 1.0, "10", None])
