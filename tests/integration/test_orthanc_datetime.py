@@ -115,3 +115,27 @@ async def test_a_datetime_range_gets_the_standard_answer(
         assert qido.profile is not None
         assert qido.profile.temporal_text
     assert sorted(stored[i.SOPInstanceUID] or "" for i in found) == sorted(CASES[value])
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("profile", ["preset", "auto"])
+@pytest.mark.parametrize("value", ["20100315153000+0000", "2010031515+0000"])
+async def test_a_negative_offset_written_in_utc_finds_its_instant(
+    orthanc_dt: tuple[OrthancServer, dict[str, str | None]], profile: str, value: str
+) -> None:
+    # 20100315103000-0500 is refused as ambiguous (a range to the year 500 to a server);
+    # the UTC value aqido says to write instead finds the instant stored at UTC-05:00
+    # (Orthanc reads no %2B: matched locally)
+    server, stored = orthanc_dt
+    with pytest.raises(ValueError, match=r"ambiguous.*'20100315153000\+0000'"):
+        RelationalQuery(
+            query_level=QueryLevel.INSTANCE,
+            filters={"AcquisitionDateTime": "20100315103000-0500"},
+        )
+    chosen = ServerProfile.orthanc() if profile == "preset" else "auto"
+    async with AsyncQidoRS(server.dicomweb_url, profile=chosen) as qido:
+        query = RelationalQuery(
+            query_level=QueryLevel.INSTANCE, filters={"AcquisitionDateTime": value}
+        )
+        found = await qido.search(query)
+    assert [stored[i.SOPInstanceUID] for i in found] == ["20100315103000.5-0500"]
