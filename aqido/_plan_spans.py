@@ -241,9 +241,19 @@ def fuzzy_note(fuzzy: bool, profile: ServerProfile | None) -> str | None:
     says so in a ``299`` Warning.  A server whose profile says it ignores the parameter
     silently (:attr:`~aqido.profile.ServerProfile.fuzzy_matching` ``"ignored"``: tiny_pacs,
     Orthanc) gets the name planned as without it (the standard's literal answer, not
-    tiny_pacs' substrings), and aqido says what the server did not.
+    tiny_pacs' substrings), and aqido says what the server did not.  One that refuses it
+    (``"error"``: a 4xx) is not sent it at all (:func:`aqido.plan.plan_query`): the name is
+    planned as without it there too, and aqido says so.
     """
-    if not fuzzy or profile is None or profile.fuzzy_matching != "ignored":
+    if not fuzzy or profile is None:
+        return None
+    if profile.fuzzy_matching == "error":
+        return (
+            "fuzzymatching: the server refuses fuzzy matching (its profile: "
+            "fuzzy_matching='error'), so fuzzymatching=true was not sent; only literal "
+            "matching has been performed"
+        )
+    if profile.fuzzy_matching != "ignored":
         return None
     return (
         "fuzzymatching: the server does not support fuzzy matching (its profile: "

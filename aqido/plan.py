@@ -493,13 +493,13 @@ def plan_query(
             send_as_is.append(key)  # best effort: let the server try
             local.remove(key)
     to_filter = [*loose, *local]
-    changes = _without(query, [*local, *universal])
+    refused = query.fuzzymatching and profile.fuzzy_matching == "error"  # sent, a 4xx
+    changes = _without(query, [*local, *universal]) | ({"fuzzymatching": False} if refused else {})
     if include != list(query.include_fields):
         changes["include_fields"] = tuple(include)
     local_window = bool(to_filter or chosen) and bool(query.limit or query.offset)
     if local_window:
-        changes["limit"] = 0
-        changes["offset"] = 0
+        changes.update(limit=0, offset=0)
     base = attrs.evolve(query, **changes) if changes else query
     for key, span in spans.items():  # sent as a range, filtered here (loose)
         base = _with_value(base, key, span)

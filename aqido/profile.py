@@ -32,7 +32,7 @@ from cattrs.v import format_exception
 SingleValueMatching = Literal["exact", "prefix", "substring"]
 #: How the server answers ``fuzzymatching=true``: ``"warning"`` (literal matching plus
 #: the standard's 299 Warning), ``"supported"`` (its own fuzzy matching),
-#: ``"ignored"`` (as without it, no Warning) or ``"error"`` (4xx).
+#: ``"ignored"`` (as without it, no Warning) or ``"error"`` (4xx: aqido does not send it).
 FuzzyMatching = Literal["warning", "supported", "ignored", "error"]
 #: A repeated match key (``PatientID=a&PatientID=b``): ``"or"`` (any), ``"first"``,
 #: ``"last"`` (one value wins), ``"error"`` (4xx).  The standard leaves it undefined;

@@ -788,3 +788,55 @@ async def test_fuzzymatching_on_a_server_that_does_it_is_left_to_the_server() ->
         assert [r.query_string for r in archive.requests] == [query.query_string()]
     assert found  # the fake's "fuzzy" matching ignores case
     assert not [w for w in found.warnings if w.agent == "aqido"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("strict", [False, True])
+@pytest.mark.parametrize(
+    "query",
+    [
+        HierarchicalQuery(PatientName="Doe^John", fuzzymatching=True),
+        # relational series on a server without /series: the studies are walked
+        RelationalQuery(query_level="SERIES", PatientName="Doe^John", fuzzymatching=True),
+    ],
+    ids=["studies", "walked-series"],
+)
+async def test_fuzzymatching_is_not_sent_to_a_server_that_refuses_it(
+    caplog: pytest.LogCaptureFixture, strict: bool, query: BaseQuery
+) -> None:
+    # a server whose profile says fuzzymatching=true is an error (4xx) got it all the same
+    # and the search failed; it is now left out (the literal answer a server without fuzzy
+    # matching owes, PS3.18 8.3.4.2), and aqido says so as on a server that ignores it
+    expected = await standard_answer(attrs.evolve(query, fuzzymatching=False))
+    assert expected
+    profile = ServerProfile(fuzzy_matching="error", relational_series=False)
+    async with FakeArchive(SYNTH, profile=profile) as archive:
+        async with AsyncQidoRS(archive.url, retries=0) as raw:
+            with pytest.raises(BadRequestError, match="fuzzymatching"):
+                await raw.search(HierarchicalQuery(PatientName="Doe^John", fuzzymatching=True))
+        sent = len(archive.requests)
+        async with AsyncQidoRS(archive.url, profile=profile, strict_matching=strict) as qido:
+            found = await qido.search(query)
+            paged = [r async for r in qido.iter_search(query)]
+        assert archive.requests[sent:]
+        assert not [r for r in archive.requests[sent:] if "fuzzymatching" in r.query_string]
+    level = query.query_level
+    assert uids(found, level) == uids(paged, level) == expected
+    ours = [w.text for w in found.warnings if w.agent == "aqido"]
+    assert len(ours) == 1
+    assert "fuzzymatching=true was not sent" in ours[0]
+    assert "only literal matching" in ours[0]
+    assert "fuzzymatching=true was not sent" in caplog.text
+
+
+@pytest.mark.anyio
+async def test_a_crawl_does_not_send_fuzzymatching_to_a_server_that_refuses_it() -> None:
+    query = HierarchicalQuery(PatientName="Doe^John", fuzzymatching=True)
+    expected = sorted(await standard_iteration(attrs.evolve(query, fuzzymatching=False)))
+    assert expected
+    profile = ServerProfile(fuzzy_matching="error")
+    async with FakeArchive(SYNTH, profile=profile) as archive:
+        async with AsyncQidoRS(archive.url, profile=profile) as qido:
+            studies = sorted([str(s.StudyInstanceUID) async for s in qido.crawl(query)])
+        assert not [r for r in archive.requests if "fuzzymatching" in r.query_string]
+    assert studies == expected

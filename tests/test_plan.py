@@ -352,6 +352,25 @@ def test_fuzzymatching_on_a_server_without_it_is_planned_as_literal_matching(fuz
     assert plan.finish(items)[0] == items[:1]
 
 
+@pytest.mark.parametrize("fuzzy", ["warning", "supported", "ignored", "error"])
+def test_fuzzymatching_is_sent_unless_the_server_refuses_it(fuzzy: str) -> None:
+    # a server that answers fuzzymatching=true with a 4xx is not sent it: the name is
+    # planned as without it (fanned-out lists too), as on a server that ignores it
+    profile = ServerProfile(fuzzy_matching=fuzzy, value_lists=False)
+    for query in (
+        HierarchicalQuery(PatientName="Doe^John", fuzzymatching=True),
+        HierarchicalQuery(PatientName="Doe^John,Roe^Jane", fuzzymatching=True),  # fanned out
+        HierarchicalQuery(PatientID="P1", fuzzymatching=True),  # no name: 4xx all the same
+    ):
+        plan = plan_query(query, profile)
+        assert len(plan.requests) == 1 + ("," in query.PatientName)
+        assert all(r.fuzzymatching is (fuzzy != "error") for r in plan.requests)
+        assert plan.query == query
+        assert plan.direct is ("," not in query.PatientName and fuzzy != "error")
+        assert not plan.local
+    assert plan_query(HierarchicalQuery(PatientID="P1"), profile).direct
+
+
 def test_fuzzy_note_says_only_what_a_server_ignoring_fuzzymatching_did_not() -> None:
     from aqido._plan_spans import fuzzy_note
 
@@ -360,8 +379,13 @@ def test_fuzzy_note_says_only_what_a_server_ignoring_fuzzymatching_did_not() -> 
     assert note is not None
     assert "only literal matching" in note
     assert fuzzy_note(False, ignored) is None
-    for fuzzy in ("warning", "supported", "error"):  # the server says so itself, or fuzzes
+    for fuzzy in ("warning", "supported"):  # the server says so itself, or fuzzes
         assert fuzzy_note(True, attrs.evolve(ignored, fuzzy_matching=fuzzy)) is None
+    refused = fuzzy_note(True, attrs.evolve(ignored, fuzzy_matching="error"))
+    assert refused is not None  # not sent at all: aqido says so
+    assert "fuzzymatching=true was not sent" in refused
+    assert "only literal matching" in refused
+    assert fuzzy_note(False, attrs.evolve(ignored, fuzzy_matching="error")) is None
     assert fuzzy_note(True, None) is None
 
 
