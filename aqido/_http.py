@@ -61,10 +61,11 @@ class map_aiohttp_errors:  # lower case: used like a function, `with map_aiohttp
     costs a fraction of a generator-based context manager on the path where nothing fails.
     """
 
-    __slots__ = ("url",)
+    __slots__ = ("route", "url")
 
-    def __init__(self, url: object) -> None:
+    def __init__(self, url: object, route: Proxy | None = None) -> None:
         self.url = url
+        self.route = route  # the proxy aqido chose (None: the session's, or not known)
 
     def __enter__(self) -> None:
         return None
@@ -87,6 +88,8 @@ class map_aiohttp_errors:  # lower case: used like a function, `with map_aiohttp
                 getattr(exc, "certificate_error", None) or getattr(exc, "os_error", None) or exc
             )
             raise TLSError(f"TLS failed: {reason} ({_tls_hint(exc, reason)})", url=url) from exc
+        if isinstance(exc, aiohttp.ClientHttpProxyError) and exc.status == 407:  # CONNECT
+            raise proxy_refused(url, self.route) from exc
         if isinstance(exc, aiohttp.ClientPayloadError):
             raise TransportError(_unfinished_body(exc), url=url) from exc
         if isinstance(exc, aiohttp.ClientResponseError):
@@ -371,12 +374,57 @@ def env_proxy(url: URL) -> Proxy:
         return None, None
     if _in_no_proxy_network(host, proxies.get("no", "")):
         return None, None
-    variable = f"{url.scheme.upper()}_PROXY" if proxies.get(url.scheme) else "ALL_PROXY"
-    parsed = _proxy_url(proxy, variable, url)
+    parsed = _proxy_url(proxy, _proxy_variable(url.scheme, proxies), url)
     if parsed.user is None:
         return parsed, None
     token = base64.b64encode(f"{parsed.user}:{parsed.password or ''}".encode()).decode("ascii")
     return parsed.with_user(None), {"Proxy-Authorization": f"Basic {token}"}
+
+
+def _proxy_variable(scheme: str, proxies: Mapping[str, str]) -> str:
+    """The variable the environment's proxy for ``scheme`` comes from (``HTTPS_PROXY``...)."""
+    return f"{scheme.upper()}_PROXY" if proxies.get(scheme) else "ALL_PROXY"
+
+
+def proxy_refused(url: object, route: Proxy | None) -> ProxyConfigError:
+    """What a proxy's ``407 Proxy Authentication Required`` raises: a configuration error.
+
+    The proxy refused the credentials aqido sent it (or wants some): no attempt
+    could heal that, and the 407 is the proxy's, not the service's status.
+    ``route`` is the proxy aqido took from the environment (:func:`env_proxy`) and
+    its headers; ``None`` or no proxy in it: the borrowed session's own.  The
+    message names the variable, never the proxy URL (it holds the password).
+    """
+    refused = "407 Proxy Authentication Required"
+    if route is None or route[0] is None:
+        return ProxyConfigError(
+            f"the session's proxy refused the request ({refused}): check the proxy "
+            "credentials given to the session (proxy_auth=, or user:password@ in its proxy=)",
+            url=url,
+        )
+    variable = _proxy_variable(URL(str(url)).scheme, urllib.request.getproxies())
+    if route[1] is None:
+        problem = f"asks for credentials ({refused}): give them in {variable} as "
+        problem += "http://user:password@host:port"
+    else:
+        problem = f"refused the credentials given there ({refused}): fix the user and "
+        problem += f"password in {variable} (not shown)"
+    return ProxyConfigError(
+        f"the proxy in {variable} {problem}, or list the host in NO_PROXY if it needs no proxy",
+        url=url,
+    )
+
+
+def refuse_proxy_407(url: URL, route: Proxy, session: aiohttp.ClientSession) -> None:
+    """Raise :func:`proxy_refused` for a 407 a proxy answered an ``http://`` request with.
+
+    Such a request goes to the proxy whole (no ``CONNECT``): its 407 comes back as
+    the response, which is the proxy's, not the service's (an
+    :class:`~aqido.errors.HTTPStatusError` would blame the service).  A 407 with no
+    proxy on the way is the service's own odd status: left to the caller.
+    """
+    if route[0] is not None or getattr(session, "_default_proxy", None) is not None:
+        raise proxy_refused(url, route)
 
 
 def checked_trust_env(service: URL, trust_env: object) -> bool:

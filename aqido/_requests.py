@@ -53,6 +53,7 @@ from aqido._http import (
     map_aiohttp_errors,
     origin_key,
     refuse_default_headers_to_proxy,
+    refuse_proxy_407,
     without_client_certificate,
 )
 from aqido._slots import Slots
@@ -231,7 +232,7 @@ class RequestPath:
         resent = False
         tls = self._ssl
         while True:
-            proxy, proxy_headers = self._proxy_for(target)
+            route = proxy, proxy_headers = self._proxy_for(target)
             sent = headers
             if proxy_headers is not None:  # aiohttp sends proxy_headers only with CONNECT
                 if target.scheme == "http":
@@ -239,7 +240,7 @@ class RequestPath:
                 else:
                     proxy_headers = dict(proxy_headers)  # aiohttp adds Host to it
             try:
-                with map_aiohttp_errors(target):
+                with map_aiohttp_errors(target, route):
                     async with session.get(
                         target,
                         headers=sent,
@@ -250,6 +251,8 @@ class RequestPath:
                         proxy_headers=proxy_headers,
                     ) as response:
                         location = response.headers.get("Location")
+                        if response.status == 407:  # the proxy's answer, not the service's
+                            refuse_proxy_407(target, route, session)
                         if response.status not in _REDIRECT_STATUSES or not location:
                             body = await self._read(response, url)
                             return response.status, response.headers, body

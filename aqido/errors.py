@@ -14,7 +14,7 @@ The hierarchy::
     ├── TransportError              the request never got an HTTP answer
     │   ├── RequestTimeoutError     ... because a timeout expired
     │   ├── TLSError                ... because TLS failed (certificate not trusted...)
-    │   └── ProxyConfigError        (also ValueError) ... the environment's proxy URL is unusable
+    │   └── ProxyConfigError        (also ValueError) ... the proxy is unusable (bad URL, 407)
     ├── HTTPStatusError             the server answered with a non-success status
     │   ├── BadRequestError         400
     │   ├── UnauthorizedError       401 and 403
@@ -307,12 +307,14 @@ class TLSError(TransportError):
 
 
 class ProxyConfigError(TransportError, ValueError):
-    """The proxy the environment names (``HTTPS_PROXY``...) is a URL aqido cannot use.
+    """The proxy the environment names (``HTTPS_PROXY``...) cannot be used as configured.
 
-    One that does not parse, or not ``http://``/``https://`` (``socks5://``).  Raised
+    A URL that does not parse, or not ``http://``/``https://`` (``socks5://``): raised
     when the client is made, for its service URL (also a ``ValueError``, as any bad
-    argument), else by a request to another origin (a redirect's); never retried.  The
-    message names the variable, never the URL (it may hold a password).
+    argument), else by a request to another origin (a redirect's).  A proxy answering
+    ``407 Proxy Authentication Required`` (wrong or missing credentials): raised by the
+    request.  Never retried.  The message names the variable, never the URL (it may
+    hold a password).
     """
 
 

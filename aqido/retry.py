@@ -15,8 +15,9 @@ exponential backoff and full jitter, honouring ``Retry-After``; no other
 is retried whatever its class (``408 Request Timeout``, say).  A 2xx reply
 that is not valid DICOM JSON (cut short, syntactically broken) is retried too,
 within the same attempt budget.  What cannot heal is never retried: TLS
-failures (an untrusted certificate), a proxy URL aqido cannot use, redirect
-loops and redirects to other schemes, and responses over ``max_response_bytes``.
+failures (an untrusted certificate), a proxy URL aqido cannot use or a proxy
+refusing its credentials (407), redirect loops and redirects to other schemes,
+and responses over ``max_response_bytes``.
 """
 
 from __future__ import annotations
@@ -123,8 +124,8 @@ class Retry:
             retried whatever its class (e.g. ``DEFAULT_RETRY_STATUSES | {408}``).
             Statuses not listed are never retried.
         retry_transport_errors: whether connection errors and timeouts are retried
-            (TLS failures and unusable proxy URLs never are; a proxy that refuses
-            the connection is a connection error).
+            (TLS failures, unusable proxy URLs and a proxy's 407 never are; a proxy
+            that refuses the connection is a connection error).
         retry_invalid_responses: whether a success status with a body that is not
             valid DICOM JSON (truncated, malformed, HTML) is retried.  Redirect
             errors and responses over the size limit never are.

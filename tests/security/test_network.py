@@ -1624,6 +1624,76 @@ async def test_a_proxy_that_refuses_the_connection_is_retried(
     assert not any("s3cr3t" in r.getMessage() for r in caplog.records)
 
 
+#: A proxy that wants credentials it is not given: 407 to a GET and to a CONNECT.
+refusing_proxy = answer(b"denied", 407, **{"Proxy-Authenticate": 'Basic realm="proxy"'})
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("scheme", ["http", "https"])
+@pytest.mark.parametrize(
+    ("userinfo", "reason"),
+    [("u:s3cr3t@", "refused the credentials given there"), ("", "asks for credentials")],
+)
+async def test_a_proxy_answering_407_is_a_proxy_config_error_never_retried(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    scheme: str,
+    userinfo: str,
+    reason: str,
+) -> None:
+    """Not the service's HTTPStatusError (http://: the 407 comes back as the response), nor a
+    TransportError retried with backoff (https://: the proxy refuses the CONNECT)."""
+    variable = f"{scheme.upper()}_PROXY"
+    caplog.set_level(logging.DEBUG, logger="aqido")
+    with serve(refusing_proxy) as proxy:
+        monkeypatch.setenv(variable, f"http://{userinfo}127.0.0.1:{proxy.port}")
+        url = f"{scheme}://pacs.invalid/dicom-web"
+        async with AsyncQidoRS(url, retries=QUICK) as client:
+            with pytest.raises(ProxyConfigError, match=reason) as info:
+                await client.search({})
+    assert len(proxy.requests) == 1  # at once: no retry, no re-send
+    target = {"http": "http://pacs.invalid/dicom-web/studies", "https": "//pacs.invalid:443"}
+    assert proxy.requests[0].url == target[scheme]  # a GET in absolute form, or a CONNECT
+    assert (proxy.requests[0].headers.get("Proxy-Authorization") is None) == (not userinfo)
+    assert isinstance(info.value, TransportError)
+    assert isinstance(info.value, ValueError)
+    assert "407 Proxy Authentication Required" in str(info.value)
+    assert f"{variable} " in str(info.value)
+    assert info.value.url == f"{url}/studies"
+    shown = str(info.value) + repr(info.value) + repr(info.value.__cause__) + caplog.text
+    assert "s3cr3t" not in shown
+    assert f"127.0.0.1:{proxy.port}" not in str(info.value)
+    assert not any(r.getMessage().startswith("retrying") for r in caplog.records)
+
+
+@pytest.mark.anyio
+@pytest.mark.filterwarnings("ignore:BasicAuth is deprecated:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:The 'proxy_auth' parameter is deprecated:DeprecationWarning")
+async def test_a_borrowed_sessions_proxy_answering_407_is_a_proxy_config_error() -> None:
+    with serve(refusing_proxy) as proxy:
+        async with (
+            aiohttp.ClientSession(
+                proxy=proxy.origin, proxy_auth=aiohttp.BasicAuth("u", "s3cr3t")
+            ) as session,
+            AsyncQidoRS("http://pacs.invalid/dicom-web", session=session, retries=QUICK) as client,
+        ):
+            with pytest.raises(ProxyConfigError, match="the session's proxy refused") as info:
+                await client.search({})
+    assert len(proxy.requests) == 1
+    assert "s3cr3t" not in str(info.value)
+
+
+@pytest.mark.anyio
+async def test_a_service_answering_407_without_a_proxy_is_its_status() -> None:
+    """No proxy on the way: the 407 is the service's own (odd) status, kept as it came."""
+    with serve(refusing_proxy) as server:
+        async with AsyncQidoRS(server.url, retries=QUICK) as client:
+            with pytest.raises(HTTPStatusError) as info:
+                await client.search({})
+    assert info.value.status == 407
+    assert len(server.requests) == 1
+
+
 @pytest.mark.anyio
 async def test_the_proxy_settings_of_redirect_origins_are_bounded(
     monkeypatch: pytest.MonkeyPatch,
