@@ -16,6 +16,10 @@ checkpoints (:class:`aqido.checkpoint.CrawlCheckpoint`).
   never empty or cut short, and a finished rename is not undone.  A directory
   that cannot be synced (Windows, some network filesystems) is skipped
   silently; any other failure is raised.
+* **One writer, one lock.**  A checkpoint and a plan being made are locked
+  (:func:`take_lock`); a lock refused says truthfully whether its holder is
+  this process (an earlier crawl not closed, a planning still running) or
+  another one: the process records the lock files it holds.
 * **A failure named.**  A write that fails (a full disk or quota, an I/O
   error, a read-only filesystem) is a :class:`~aqido.errors.CheckpointError`
   naming the file and the OS error (:func:`write_failed`); the temporary
@@ -29,9 +33,12 @@ import errno
 import os
 import secrets
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from aqido.errors import CheckpointError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from filelock import BaseFileLock
 
 _O_BINARY: int = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
 
@@ -124,3 +131,35 @@ def os_error(exc: OSError) -> str:
 def write_failed(path: object, exc: OSError, doing: str = "write it") -> CheckpointError:
     """The error to raise (``from exc``) when ``doing`` (``"write it"``) at ``path`` failed."""
     return CheckpointError(f"could not {doing}: {os_error(exc)}", path=path)
+
+
+#: The lock files this process holds (real path -> pid): a lock refused while this process
+#: holds it is an earlier crawl's or planning's here, not done yet, not another process's
+#: (a pid: a forked child holds none).
+_HELD_HERE: dict[str, int] = {}
+
+
+def take_lock(lock: BaseFileLock, path: object, *, here: str, elsewhere: str) -> None:
+    """Acquire ``lock`` (never waited for) and record it held by this process.
+
+    Held already: a :class:`~aqido.errors.CheckpointError` about ``path`` saying
+    ``here`` if this process holds it (taken by another lock of its own on that file,
+    not released yet), else ``elsewhere``.  An OSError taking it (a full disk, a
+    read-only filesystem) is one too, naming the lock file.
+    """
+    from filelock import Timeout
+
+    held = os.path.realpath(lock.lock_file)
+    try:
+        lock.acquire()
+    except Timeout as exc:  # first: a Timeout is a TimeoutError, so an OSError too
+        mine = _HELD_HERE.get(held) == os.getpid()
+        raise CheckpointError(here if mine else elsewhere, path=path) from exc
+    except OSError as exc:
+        raise write_failed(path, exc, f"take its lock {lock.lock_file}") from exc
+    _HELD_HERE[held] = os.getpid()
+
+
+def note_released(lock: BaseFileLock) -> None:
+    """Forget ``lock`` taken with :func:`take_lock`: called as it is released."""
+    _HELD_HERE.pop(os.path.realpath(lock.lock_file), None)

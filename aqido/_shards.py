@@ -66,7 +66,7 @@ from typing import Any
 import attrs
 
 from aqido import dictionary
-from aqido._files import os_error, write_failed, write_whole
+from aqido._files import note_released, os_error, take_lock, write_failed, write_whole
 from aqido.checkpoint import CrawlCheckpoint, _file_lock, checkpoint_server
 from aqido.errors import (
     CheckpointError,
@@ -359,6 +359,7 @@ async def plan(
     finally:
         # Removed while held once the plan is there: a run that takes it later (or a new
         # one) finds the plan, so the directory holds the plan alone, as before planning.
+        note_released(lock)  # before the unlink: a lock taken after it is another's record
         if path.exists():
             with contextlib.suppress(OSError):  # Windows: filelock removes it on release
                 os.unlink(lock.lock_file)
@@ -372,23 +373,22 @@ def _plan_lock(path: Path) -> Any:
     Two first runs into one directory would each plan shards of their own (of
     another ``shards``, or of a listing that changed), overwrite each other's
     plan and write parts that overlap: a study in two parts.  Another run
-    holding it is a :class:`~aqido.errors.CheckpointError`, as is an OSError
-    taking it (naming the lock file).
+    holding it is a :class:`~aqido.errors.CheckpointError` (saying whether it is
+    a planning in this process), as is an OSError taking it (naming the lock file).
     """
-    from filelock import Timeout
-
     lock = _file_lock(path)
-    try:
-        lock.acquire()
-    except Timeout as exc:  # first: a Timeout is a TimeoutError, so an OSError too
-        raise CheckpointError(
-            f"being planned by another crawl (another aqido run holds its lock {lock.lock_file}); "
-            "wait for it to finish, then run again to re-use its plan, or use another output "
-            "directory",
-            path=path,
-        ) from exc
-    except OSError as exc:
-        raise write_failed(path, exc, f"take its lock {lock.lock_file}") from exc
+    take_lock(
+        lock,
+        path,
+        here=f"being planned by another crawl in this process, which holds its lock "
+        f"{lock.lock_file}: one still listing the archive's studies (another "
+        "crawl_to_parquet call, thread or task of this process planning into this directory); "
+        "wait for it to finish or cancel it (its lock is released as its planning ends), "
+        "then run again to re-use its plan, or use another output directory",
+        elsewhere=f"being planned by another crawl (another aqido run holds its lock "
+        f"{lock.lock_file}); wait for it to finish, then run again to re-use its plan, or "
+        "use another output directory",
+    )
     return lock
 
 

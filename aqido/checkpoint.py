@@ -84,7 +84,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from aqido._files import sync_directory, sync_file, write_failed
+from aqido._files import note_released, sync_directory, sync_file, take_lock, write_failed
 from aqido._json import dumps
 from aqido.errors import CheckpointError, CrawlFailure, QidoError
 from aqido.query import BaseQuery, QueryLevel
@@ -98,11 +98,6 @@ if TYPE_CHECKING:  # pragma: no cover
 CHECKPOINT_VERSION = 1
 _STUDY_UID = "0020000D"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-#: The lock files this process holds (real path -> pid): a lock refused while this process
-#: holds it is an earlier crawl's here, not closed yet (a pid: a forked child holds none).
-_HELD_HERE: dict[str, int] = {}
 
 
 def _file_lock(path: Path) -> BaseFileLock:
@@ -380,35 +375,23 @@ class CrawlCheckpoint:
                 "back to resume and synced to disk; give the path of a file",
                 path=self.path,
             )
-        from filelock import Timeout
-
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise write_failed(self.path.parent, exc, "create the directory") from exc
         lock = _file_lock(self.path)
-        held = os.path.realpath(lock.lock_file)
-        try:
-            lock.acquire()
-        except Timeout as exc:  # first: a Timeout is a TimeoutError, so an OSError too
-            if _HELD_HERE.get(held) == os.getpid():
-                raise CheckpointError(
-                    f"in use by another crawl in this process, which holds its lock "
-                    f"{lock.lock_file}: one not closed yet (a crawl left with break keeps its "
-                    "checkpoint until it is closed); close it first: iterate it in "
-                    "contextlib.aclosing(client.crawl(...)) (QidoRS: contextlib.closing), "
-                    "or call its aclose() (QidoRS: close())",
-                    path=self.path,
-                ) from exc
-            raise CheckpointError(
-                "in use by another crawl (another aqido process holds its lock "
-                f"{lock.lock_file}); wait for it to finish or stop it",
-                path=self.path,
-            ) from exc
-        except OSError as exc:
-            raise write_failed(self.path, exc, f"take its lock {lock.lock_file}") from exc
+        take_lock(
+            lock,
+            self.path,
+            here=f"in use by another crawl in this process, which holds its lock "
+            f"{lock.lock_file}: one not closed yet (a crawl left with break keeps its "
+            "checkpoint until it is closed); close it first: iterate it in "
+            "contextlib.aclosing(client.crawl(...)) (QidoRS: contextlib.closing), "
+            "or call its aclose() (QidoRS: close())",
+            elsewhere="in use by another crawl (another aqido process holds its lock "
+            f"{lock.lock_file}); wait for it to finish or stop it",
+        )
         self._lock = lock
-        _HELD_HERE[held] = os.getpid()
 
     def _open(self, header: dict[str, Any]) -> set[str]:
         if self._file is not None:  # opened again (the CLI checks the file, then crawls)
@@ -560,7 +543,7 @@ class CrawlCheckpoint:
                     raise write_failed(self.path, exc, "close it") from exc
         finally:
             if lock is not None:
-                _HELD_HERE.pop(os.path.realpath(lock.lock_file), None)
+                note_released(lock)
                 try:
                     lock.release(force=True)
                 except OSError as exc:

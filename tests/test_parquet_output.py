@@ -11,6 +11,7 @@ import datetime as dt
 import inspect
 import io
 import json
+import os
 import pathlib
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -724,6 +725,83 @@ def test_two_first_runs_into_one_directory_do_not_both_plan(tmp_path: pathlib.Pa
     assert [shard["name"] for shard in saved["plan"]] == first == again
     assert sum(pq.read_metadata(part).num_rows for part in parts(tmp_path)) == 8
     assert not (directory / "_plan.json.lock").exists()  # the plan alone, once planned
+
+
+def test_a_planning_in_this_process_is_named_as_the_holder_of_its_lock(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Not "another aqido run": a planning of this very process, still listing the studies."""
+    import asyncio
+
+    from aqido._files import _HELD_HERE
+    from aqido._shards import Shard, plan, plan_path
+    from aqido.errors import CheckpointError
+
+    with FakeArchive(SYNTH, latency=0.05).run_in_thread() as archive:
+        lock = plan_path(tmp_path, archive.url).with_name("_plan.json.lock")
+
+        async def one() -> list[Shard]:
+            return await plan(
+                archive.url, HierarchicalQuery(), out=tmp_path, shards=2, client_options={}
+            )
+
+        async def while_planning() -> tuple[list[Shard], CheckpointError]:
+            first = asyncio.create_task(one())
+            await asyncio.sleep(0)  # its first step takes the lock, then awaits the archive
+            assert lock.exists()
+            with pytest.raises(CheckpointError) as info:
+                await one()
+            return await first, info.value
+
+        planned, refused = asyncio.run(while_planning())
+        again = asyncio.run(one())  # released: the plan is re-used
+    message = str(refused)
+    assert "being planned by another crawl in this process, which holds its lock" in message
+    assert "another aqido run" not in message
+    assert "crawl_to_parquet" in message
+    assert "cancel it" in message
+    assert str(lock) in message
+    assert again == planned
+    assert not lock.exists()
+    assert os.path.realpath(lock) not in _HELD_HERE
+
+
+def test_a_planning_another_process_holds_is_still_said_to_be_anothers(
+    tmp_path: pathlib.Path,
+) -> None:
+    import subprocess
+    import sys
+
+    import anyio
+
+    from aqido._shards import plan, plan_path
+    from aqido.errors import CheckpointError
+
+    url = "http://127.0.0.1:9/dicom-web"  # never asked: the lock is refused first
+    path = plan_path(tmp_path, url)
+    path.parent.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, pathlib; from aqido._shards import _plan_lock; "
+            "lock = _plan_lock(pathlib.Path(sys.argv[1])); print('held', flush=True); "
+            "sys.stdin.read(); lock.release()",
+            str(path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(CheckpointError, match="another aqido run holds its lock"):
+            anyio.run(
+                lambda: plan(url, HierarchicalQuery(), out=tmp_path, shards=2, client_options={})
+            )
+    finally:
+        holder.communicate("", timeout=30)
 
 
 def test_a_plan_of_a_query_with_extra_params_is_read_back_and_re_used(
