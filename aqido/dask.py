@@ -49,6 +49,7 @@ from aqido._arrow import describe_nulled
 from aqido._shards import Shard, ShardReport, archive_dirname, part_path, plan, run_shard
 from aqido.errors import CrawlFailure, CrawlIncompleteError, InvalidQueryError, QidoError
 from aqido.query import BaseQuery, HierarchicalQuery, QueryLevel, ensure_query_type
+from aqido.tables import bad_option
 
 if TYPE_CHECKING:  # pragma: no cover
     import dask.dataframe
@@ -108,6 +109,19 @@ def _shard_task(
         lease = distributed.Semaphore(max_leases=leases, name=semaphore)
     with lease:
         return anyio.run(run)
+
+
+_DEPTHS = {level.value.lower(): level for level in QueryLevel}
+
+
+def _depth(depth: object) -> QueryLevel:
+    """``depth=`` as a QueryLevel (a name, any case, or one); a ValueError naming them."""
+    if isinstance(depth, QueryLevel):
+        return depth
+    level = _DEPTHS.get(depth.lower()) if isinstance(depth, str) else None
+    if level is None:  # lower(), not upper(): "ſtudy".upper() is "STUDY"
+        raise bad_option("depth", depth, "'study', 'series' or 'instance' (or a QueryLevel)")
+    return level
 
 
 def _qido(exc: Exception) -> QidoError:
@@ -183,9 +197,11 @@ def crawl_to_parquet(
     one ``UserWarning``.  Raises :class:`~aqido.errors.CrawlIncompleteError`
     naming the shards that failed after their retries, and the archives whose
     planning failed (the others' parts are written), ``ImportError``
-    without the ``dask`` extra, and ``ValueError`` before anything runs for
-    ``shards``, ``max_concurrency`` or ``shard_concurrency`` that is not a positive int.
+    without the ``dask`` extra, and ``ValueError`` before anything runs for a ``depth``
+    that is not a level, and ``shards``, ``max_concurrency`` or ``shard_concurrency`` that
+    is not a positive int.
     """
+    level = _depth(depth)  # before dask is imported: checking it needs no dask
     import dask.dataframe as dd
 
     url_list = [urls] if isinstance(urls, str) else list(urls)
@@ -193,7 +209,6 @@ def crawl_to_parquet(
         raise ValueError("crawl_to_parquet needs at least one archive URL")
     if len({archive_dirname(u) for u in url_list}) != len(url_list):
         raise ValueError("two URLs name the same archive directory; give each archive once")
-    level = QueryLevel(depth.name if isinstance(depth, QueryLevel) else str(depth).upper())
     base = HierarchicalQuery() if query is None else ensure_query_type(query)
     root = Path(out).absolute()  # the workers' own working directory is not this process's
     if (

@@ -11,6 +11,7 @@ import itertools
 import os
 import pathlib
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -291,6 +292,31 @@ def test_shards_must_be_a_positive_int_before_anything_runs(
 ) -> None:
     with pytest.raises(ValueError, match="shards must be a positive int"):
         crawl_to_parquet("http://127.0.0.1:9/dicom-web", out=tmp_path / "out", shards=shards)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("depth", "shown"),
+    [
+        ("studies", "'studies'"),
+        ("\u017ftudy", "'\u017ftudy'"),  # "ſtudy".upper() is "STUDY"
+        (b"study", "b'study'"),
+        (None, "None"),
+        ("x" * 5000, "'" + "x" * 58 + "\u2026"),  # cut: not a 5 KB message
+    ],
+)
+def test_depth_must_be_a_level_before_anything_runs(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, depth: Any, shown: str
+) -> None:
+    """The house message naming the levels, not the enum's "'STUDIES' is not a valid
+    QueryLevel"; checked before dask is even imported (so before any cluster starts)."""
+    for name in ("dask.dataframe", "distributed"):
+        monkeypatch.setitem(sys.modules, name, None)  # importing it raises ImportError
+    with pytest.raises(ValueError, match=r"^depth must be ") as info:
+        crawl_to_parquet("http://127.0.0.1:9/dicom-web", out=tmp_path / "out", depth=depth)
+    assert str(info.value) == (
+        f"depth must be 'study', 'series' or 'instance' (or a QueryLevel), not {shown}"
+    )
     assert not (tmp_path / "out").exists()
 
 
