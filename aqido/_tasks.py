@@ -9,17 +9,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from contextlib import aclosing
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
 
 from aqido.errors import (
     QidoError,
 )
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    if sys.version_info >= (3, 11):
+        from typing import Self
+    else:
+        from typing_extensions import Self
 
 logger = logging.getLogger("aqido")
 
@@ -53,7 +60,7 @@ class FirstErrorGroup:
         self._error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def __aenter__(self) -> FirstErrorGroup:
+    async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
         return self
 

@@ -54,6 +54,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
@@ -77,6 +78,11 @@ from aqido.testing._faults import ServedRequest as ServedRequest
 from aqido.testing._store import DICOM_JSON, Store
 
 if TYPE_CHECKING:  # pragma: no cover
+    if sys.version_info >= (3, 11):
+        from typing import Self
+    else:
+        from typing_extensions import Self
+
     from aqido.profile import ServerProfile
     from aqido.testing.synthetic import SyntheticArchive
 
@@ -422,7 +428,7 @@ class FakeArchive(ServerEmulation):
             task.cancel()
         await asyncio.gather(*handlers, return_exceptions=True)
 
-    async def __aenter__(self) -> FakeArchive:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

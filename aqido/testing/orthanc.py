@@ -53,6 +53,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -76,6 +77,11 @@ from aqido.testing._launch import (
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
+
+    if sys.version_info >= (3, 11):
+        from typing import Self
+    else:
+        from typing_extensions import Self
 
 
 #: Debian packages that provide the server and the DICOMweb plugin.
@@ -429,7 +435,7 @@ class OrthancServer:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def __enter__(self) -> OrthancServer:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

@@ -79,6 +79,11 @@ from aqido.testing._launch import (
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
+    if sys.version_info >= (3, 11):
+        from typing import Self
+    else:
+        from typing_extensions import Self
+
 #: What goes into the virtualenv (the versions aqido is tested with).
 PACKAGES = ("tiny_pacs>=0.4,<0.5", "tiny_pacs_dicomweb>=0.1,<0.2", "waitress>=3,<4")
 #: Environment variable naming the virtualenv (default: :func:`default_venv`).
@@ -374,7 +379,7 @@ class TinyPacsServer:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def __enter__(self) -> TinyPacsServer:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
