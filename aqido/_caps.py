@@ -40,7 +40,7 @@ from typing import Any
 
 import attrs
 
-from aqido.protocol import QidoResponse
+from aqido.protocol import QidoResponse, rows
 from aqido.query import QueryLevel
 
 logger = logging.getLogger("aqido")
@@ -177,7 +177,7 @@ class Caps:
         silent cap of 1,000 answers ``limit=5000`` with 1,000 items, which
         would otherwise end paging as a short last page).
         """
-        count = len(response.items)
+        count = len(rows(response))
         if (sent_limit and count >= sent_limit) or self.limit_for(level) is not None:
             return False  # a full page is paged on anyway
         return looks_capped(count)
@@ -199,7 +199,7 @@ class Caps:
         self, response: QidoResponse, level: QueryLevel | str, sent_limit: int
     ) -> bool:
         """Whether ``response`` may hold only part of the matches (see the module docstring)."""
-        count = len(response.items)
+        count = len(rows(response))
         if response.truncated:
             return response.additional_results != 0
         if count == 0:

@@ -20,14 +20,13 @@ import cattrs
 from aqido import dictionary
 from aqido._dataset import (
     Dataset,
-    StoredElement,
     _Context,
-    _is_sequence,
     _ItemError,
     _parse_values,
     _stored,
     _ValuesOf,
 )
+from aqido._elements import StoredElement, _El, _Elements, _is_sequence, fast_stored
 from aqido._json import _json_type, decode_json, dumps
 from aqido._models import _MODELS
 from aqido.errors import InvalidResponseError, excerpt
@@ -92,6 +91,8 @@ def make_converter() -> DicomJSONConverter:
     context = converter.context
 
     def model_hook(obj: Any, cls: type[_D]) -> _D:
+        if type(obj) is _Elements:  # stored by fast_stored: validated
+            return cls._lazy(obj, context)
         if type(obj) is not dict:
             raise InvalidResponseError(
                 f"a DICOM JSON object was expected, not {type(obj).__name__}"
@@ -139,7 +140,7 @@ def make_converter() -> DicomJSONConverter:
     # Fast paths for the shapes QIDO-RS servers send for default attributes; they
     # give the same results as the generic hooks above, which handle the rest.  Each
     # takes a JSON object (``converter.structure(elem, str)``) or a stored element:
-    # a tuple ``(vr, value, ...)`` (see aqido._dataset).
+    # an ``_El`` (see aqido._elements).
     generic_str = scalar_factory(str)
     generic_int = scalar_factory(int)
     generic_date = scalar_factory(datetime.date)
@@ -147,9 +148,11 @@ def make_converter() -> DicomJSONConverter:
     generic_pn = scalar_factory(PersonName)
 
     def str_hook(elem: StoredElement, _: Any) -> Any:
-        if isinstance(elem, tuple):
-            if len(elem) > 1 and type(elem[1]) is str and elem[0] not in PARSERS:
-                return elem[1].strip(STRIP) or None
+        values: Any
+        if type(elem) is _El:
+            values = elem.Value
+            if values and type(values[0]) is str and elem.vr not in PARSERS:
+                return values[0].strip(STRIP) or None
         else:
             values = elem.get("Value")
             if values and type(values[0]) is str and elem["vr"] not in PARSERS:
@@ -159,9 +162,11 @@ def make_converter() -> DicomJSONConverter:
     # 0 to 32767 fits every integer VR (SS, US, IS...): a value outside it has its
     # VR's range checked by the generic path (parse_is).
     def int_hook(elem: StoredElement, _: Any) -> Any:
-        if isinstance(elem, tuple):
-            first = elem[1] if len(elem) > 1 else None
-            if type(first) is int and 0 <= first <= 32767 and elem[0] in INT_VRS:
+        values: Any
+        if type(elem) is _El:
+            values = elem.Value
+            first = values[0] if values else None
+            if type(first) is int and 0 <= first <= 32767 and elem.vr in INT_VRS:
                 return first
         else:
             values = elem.get("Value")
@@ -174,8 +179,8 @@ def make_converter() -> DicomJSONConverter:
         vr: str, parse: Callable[[str], Any], generic: Callable[[Any, Any], Any]
     ) -> Callable[[Any, Any], Any]:
         def hook(elem: StoredElement, type_: Any) -> Any:
-            if isinstance(elem, tuple):
-                first = elem[1] if len(elem) > 1 and elem[0] == vr else None
+            if type(elem) is _El:
+                first = elem.Value[0] if elem.Value and elem.vr == vr else None
             else:
                 values = elem.get("Value")
                 first = values[0] if values and elem["vr"] == vr else None
@@ -190,8 +195,8 @@ def make_converter() -> DicomJSONConverter:
         return hook
 
     def pn_hook(elem: StoredElement, _: Any) -> Any:
-        if isinstance(elem, tuple):
-            first = elem[1] if len(elem) > 1 and elem[0] == "PN" else None
+        if type(elem) is _El:
+            first = elem.Value[0] if elem.Value and elem.vr == "PN" else None
         else:
             values = elem.get("Value")
             first = values[0] if values and elem["vr"] == "PN" else None
@@ -203,9 +208,9 @@ def make_converter() -> DicomJSONConverter:
         return generic_pn(elem, PersonName)
 
     def str_tuple_hook(elem: StoredElement, _: Any) -> tuple[Any, ...]:
-        if isinstance(elem, tuple):
-            vr: Any = elem[0]
-            values: Any = elem[1:]
+        if type(elem) is _El:
+            vr: Any = elem.vr
+            values: Any = elem.Value
         else:
             vr, values = elem["vr"], elem.get("Value")
         if values and vr not in PARSERS and all(type(v) is str for v in values):
@@ -360,8 +365,11 @@ def parse_results(
 
     ``url`` and ``status`` (optional) are put on any ``InvalidResponseError``.
     """
-    if isinstance(body_or_items, bytes | bytearray | str):
-        items: Sequence[Any] = decode_json(
+    stored = fast_stored(body_or_items) if type(body_or_items) is bytes else None
+    if stored is not None:  # decoded and checked in one pass (aqido._elements)
+        items: Sequence[Any] = stored
+    elif isinstance(body_or_items, bytes | bytearray | str):
+        items = decode_json(
             bytes(body_or_items) if isinstance(body_or_items, bytearray) else body_or_items,
             url=url,
             status=status,

@@ -9,28 +9,31 @@ is imported, which :mod:`aqido.results` always does.
 The rules (values, empty values, invalid values, round trips, structural
 errors, lazy conversion) are listed once, in :mod:`aqido.results`.
 
-How a dataset stores its elements (:class:`_Elements`): an element with a
-``Value`` array and a VR other than SQ, by far the most common shape, is kept
-as the tuple ``(vr, value, value, ...)``; every other element (no ``Value``,
-SQ, ``BulkDataURI``, ``InlineBinary``) as its JSON object.  A crawl keeps
-thousands of results alive while their studies complete, and the cyclic
-garbage collector rescans every container they hold at each collection of
-the generations they are in: an element as a JSON object costs two containers
-(the object and its array) that stay tracked forever, a tuple of strings and
-numbers one that the collector stops tracking after its first pass.
-:func:`_json_of` gives any stored element back as its JSON object.
+How a dataset stores its elements (:class:`_Elements`): see :mod:`aqido._elements`
+(an :class:`~aqido._elements._El` for a VR other than SQ with a ``Value`` array or
+nothing but its ``vr``, else the JSON object).
 """
 
 from __future__ import annotations
 
 import datetime
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, TypeGuard, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import attrs
 import cattrs
 
 from aqido import dictionary
+from aqido._elements import (
+    _GOOD_KEYS,
+    StoredElement,
+    _canonical_default,
+    _copy_element,
+    _El,
+    _Elements,
+    _is_sequence,
+    _json_of,
+)
 from aqido._json import dumps
 from aqido.errors import InvalidResponseError, excerpt
 from aqido.values import (
@@ -48,8 +51,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _VALUE_KEYS = ("Value", "BulkDataURI", "InlineBinary")
 
-#: A stored element (see the module docstring): ``(vr, value, ...)`` or a JSON object.
-StoredElement = tuple[Any, ...] | Mapping[str, Any]
 _MISSING: Any = object()
 
 
@@ -78,7 +79,6 @@ class _ItemError(Exception):
         return ": ".join([*levels, str(self.args[0])])
 
 
-_GOOD_KEYS: set[str] = set()
 _FLAT_VRS = frozenset(VRS) - {"SQ"}
 _HEX = frozenset("0123456789ABCDEFabcdef")
 
@@ -136,34 +136,16 @@ def _check_element(key: str, elem: object) -> dict[str, Any]:
     return {**elem, "Value": items}
 
 
-class _Elements(dict[str, Any]):
-    """The elements of one dataset by uppercase tag key, validated, in stored form.
-
-    A plain dict in all but its type, which marks it as already validated (and
-    stored as the module docstring says): ``attrs.evolve`` passes it back to
-    ``__init__``, which then takes it as it is.
-    """
-
-    __slots__ = ()
-
-
-def _json_of(elem: StoredElement) -> Mapping[str, Any]:
-    """The DICOM JSON object of a stored element (a new one for a tuple, else ``elem``)."""
-    if isinstance(elem, tuple):
-        return {"vr": elem[0], "Value": list(elem[1:])}
-    return elem
-
-
-def _is_sequence(elem: StoredElement) -> TypeGuard[Mapping[str, Any]]:
-    """Whether an element is an SQ (always a JSON object: SQ is never stored as a tuple)."""
-    return not isinstance(elem, tuple) and elem.get("vr") == "SQ"
-
-
 def _store(elem: dict[str, Any]) -> Any:
-    """The stored form of one validated element: a tuple when it has a non-SQ ``Value``."""
-    if len(elem) == 2 and elem["vr"] != "SQ" and type(elem.get("Value")) is list:
-        return (elem["vr"], *elem["Value"])
-    return elem
+    """The stored form of one validated element: an ``_El`` when it is not SQ and has
+    a ``Value`` array or nothing but its ``vr``."""
+    vr = elem["vr"]
+    if vr == "SQ" or len(elem) > 2:
+        return elem
+    if len(elem) == 1:
+        return _El(vr)
+    value = elem.get("Value")
+    return _El(vr, tuple(value)) if type(value) is list else elem
 
 
 def _stored(item: dict[str, Any]) -> _Elements:
@@ -189,11 +171,11 @@ def _stored(item: dict[str, Any]) -> _Elements:
                     size = len(elem)
                     if size == 2:
                         value = elem["Value"]
-                        if type(value) is list:  # one value: a 2-tuple without unpacking
-                            out[key] = (vr, value[0]) if len(value) == 1 else (vr, *value)
+                        if type(value) is list:
+                            out[key] = _El(vr, tuple(value))
                             continue
                     elif size == 1:
-                        out[key] = elem
+                        out[key] = _El(vr)
                         continue
             except (KeyError, TypeError):  # no "vr" / no "Value" / an unhashable VR
                 pass
@@ -228,9 +210,9 @@ def _parse_values(elem: StoredElement, expected: type | None) -> tuple[Any, ...]
     values of another type into ``None`` too.  ``elem`` is a JSON object or a
     stored element.
     """
-    if isinstance(elem, tuple):
-        vr = elem[0]
-        values: Any = elem[1:]
+    if type(elem) is _El:
+        vr = elem.vr
+        values: Any = elem.Value
         if not values:
             return ()
     else:
@@ -511,48 +493,13 @@ _D = TypeVar("_D", bound=Dataset)
 def canonical(raw: Mapping[str, Any]) -> str:
     """The text by which datasets are compared and hashed: their stored elements as JSON.
 
-    Keys sorted, a stored tuple written as an array.  Equality and the hash use
+    Keys sorted, an ``_El`` written as its JSON object.  Equality and the hash use
     this one text, so equal datasets hash equal; values equal in Python but not
     in the JSON received (``72`` and ``72.0``, ``1`` and ``true``, ``0.0`` and
     ``-0.0``) make datasets that differ, as their ``to_json()`` and values do.
     """
-    return dumps(raw, sort_keys=True, default=str)  # at any nesting the decoders accept
-
-
-def _copy_element(elem: StoredElement) -> dict[str, Any]:
-    """A new DICOM JSON object for a stored element (nothing shared with it)."""
-    if isinstance(elem, tuple):
-        return {"vr": elem[0], "Value": [_copy_json(v) for v in elem[1:]]}
-    return _copy_json(elem)  # type: ignore[no-any-return]
-
-
-def _copy_json(value: Any) -> Any:
-    """A deep copy of a JSON value (dicts, lists, scalars), without recursion.
-
-    Iterative: the deepest sequence nesting the decoder accepts (341 levels of SQ)
-    would otherwise reach Python's recursion limit.
-    """
-    if type(value) is dict:
-        root: Any = {}
-    elif type(value) is list:
-        root = []
-    else:
-        return value
-    stack = [(value, root)]
-    while stack:
-        source, copy = stack.pop()
-        pairs = source.items() if type(source) is dict else enumerate(source)
-        for key, item in pairs:
-            kind = type(item)
-            if kind is dict or kind is list:
-                new: Any = {} if kind is dict else []
-                stack.append((item, new))
-                item = new
-            if type(copy) is dict:
-                copy[key] = item
-            else:
-                copy.append(item)
-    return root
+    # at any nesting the decoders accept
+    return dumps(raw, sort_keys=True, default=_canonical_default)
 
 
 @attrs.frozen

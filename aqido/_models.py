@@ -21,13 +21,12 @@ from aqido import dictionary
 from aqido._dataset import (
     Dataset,
     _Context,
-    _is_sequence,
     _ItemError,
-    _json_of,
     _stored,
     _validated,
     canonical,
 )
+from aqido._elements import _El, _is_sequence, _json_of
 from aqido.query import QueryLevel
 from aqido.values import InvalidValue, PersonName, is_empty
 
@@ -67,7 +66,7 @@ class _LazyField:
                 if ctx is Dataset._ctx:
                     self.ctx, self.hook = ctx, hook
             value = hook(elem, self.type)
-            if self.default is None and (type(elem) is not tuple or len(elem) > 2):
+            if self.default is None and (type(elem) is not _El or len(elem.Value or ()) > 1):
                 value = _one_value(elem, value, hook, self.type)
         obj.__dict__[self.name] = value
         return value
@@ -75,7 +74,7 @@ class _LazyField:
 
 def _sent(elem: Any) -> list[Any]:
     """The non-empty values of a stored element (or its JSON object), as received."""
-    values = elem[1:] if isinstance(elem, tuple) else _json_of(elem).get("Value") or ()
+    values = elem.Value or () if type(elem) is _El else _json_of(elem).get("Value") or ()
     return [v for v in values if not is_empty(v)]
 
 
@@ -91,7 +90,7 @@ def _one_value(elem: Any, value: Any, hook: Callable[[Any, Any], Any], type_: An
     if len(sent) > 1:
         return None
     if value is None and sent and not _is_sequence(elem):
-        return hook((_json_of(elem)["vr"], sent[0]), type_)
+        return hook(_El(_json_of(elem)["vr"], (sent[0],)), type_)
     return value
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 
 from aqido._caps import Caps, looks_like_cap_before_offset
+from aqido._elements import _El, _Elements, json_item
 from aqido._json import dumps
 from aqido._slots import Slots
 from aqido._trusted import _derive
@@ -17,7 +18,7 @@ from aqido.errors import (
     InvalidResponseError,
     ResultsTruncatedError,
 )
-from aqido.protocol import QidoResponse
+from aqido.protocol import QidoResponse, rows
 from aqido.query import BaseQuery, QueryLevel
 
 if TYPE_CHECKING:  # pragma: no cover - anyio's streams load on first use (import time)
@@ -44,7 +45,11 @@ UID_KEYS = {
 
 @attrs.frozen
 class Page:
-    """One page of a paged search: the response and its items not seen on earlier pages."""
+    """One page of a paged search: the response and its items not seen on earlier pages.
+
+    The items are the response's :func:`~aqido.protocol.rows`: stored datasets or
+    DICOM JSON objects (:func:`aqido._elements.raw_items` gives the JSON).
+    """
 
     response: QidoResponse
     items: list[dict[str, Any]]
@@ -64,10 +69,16 @@ def _first_uid(item: dict[str, Any], key: str) -> str | None:
 def uid_of(item: dict[str, Any], key: str) -> str:
     """The item's identity: its UID under ``key``, else its whole JSON (sorted keys)."""
     element = item.get(key)
-    if type(element) is dict:  # _first_uid's common case, inline: one call less per item
+    if type(element) is _El:  # a stored dataset's (fast_stored) common case
+        stored = element.Value
+        if stored and type(stored[0]) is str:
+            return stored[0].rstrip("\x00 ")
+    elif type(element) is dict:  # _first_uid's common case, inline: one call less per item
         values = element.get("Value")
         if type(values) is list and values and type(values[0]) is str:
             return values[0].rstrip("\x00 ")
+    if type(item) is _Elements:
+        item = json_item(item)
     uid = _first_uid(item, key)
     return uid if uid is not None else dumps(item, sort_keys=True, default=str)
 
@@ -91,9 +102,13 @@ def check_parents(query: BaseQuery, response: QidoResponse) -> None:
         wanted = getattr(query, name)
         if not wanted:
             continue
-        for item in response.items:
+        for item in rows(response):
             element = item.get(key)
-            if type(element) is dict:  # the common case, without a call: the wanted UID
+            if type(element) is _El:  # the common case, without a call: the wanted UID
+                if element.Value and element.Value[0] == wanted:
+                    continue
+                item = json_item(item)
+            elif type(element) is dict:
                 values = element.get("Value")
                 if type(values) is list and values and values[0] == wanted:
                     continue
@@ -157,7 +172,7 @@ class PageSpan:
         Each item's identity (its UID under ``key``) is computed once, for both
         :func:`unseen` and :meth:`covered` (whose error it raises).
         """
-        items = response.items
+        items = rows(response)
         identities = [uid_of(item, key) for item in items]
         fresh = unseen(items, key, seen, identities)
         return fresh, self.covered(response, identities, len(fresh), offset)
@@ -280,7 +295,7 @@ async def iter_pages(
             page_query = _derive(query, limit=sent, offset=offset)
         first = False
         response = await fetch(page_query, limiter)
-        items = response.items
+        items = rows(response)
         if caps is not None:
             caps.observe(level, len(items))
         if not items:

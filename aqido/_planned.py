@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from aqido._caps import Caps
+from aqido._elements import raw_items
 from aqido._json import dumps
 from aqido._search_results import SearchResults
 from aqido._slots import Slots
@@ -150,7 +151,7 @@ class PlannedSearch:
         )
         async with aclosing(pages):
             async for page in pages:
-                answer.items.extend(page.items)
+                answer.items.extend(raw_items(page.items))
                 answer.responses.append(page.response)
         answer.possibly_truncated = bool(doubts)
         return answer

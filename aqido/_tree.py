@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TypeVar
 
-from aqido._dataset import Dataset, _Elements
+from aqido._dataset import Dataset
+from aqido._elements import _El, _Elements
 from aqido._models import Instance, Series, Study
 
 _D = TypeVar("_D", bound=Dataset)
@@ -49,7 +50,7 @@ def _parent(cls: type[_D], child: Dataset, keys: Iterable[str]) -> _D:
     if isinstance(url, str) and isinstance(uid, str):
         head, found, _ = url.partition(f"/{segment}/{uid}/")
         if found:
-            out[_RETRIEVE_URL] = ("UR", f"{head}/{segment}/{uid}")  # stored form
+            out[_RETRIEVE_URL] = _El("UR", (f"{head}/{segment}/{uid}",))  # stored form
     return cls._lazy(out, child._ctx)
 
 

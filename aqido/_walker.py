@@ -16,6 +16,7 @@ from contextlib import aclosing
 from typing import Any
 
 from aqido._caps import looks_like_cap_before_offset
+from aqido._elements import _Elements, json_item
 from aqido._paging import UID_KEYS, Fetch, PageSpan, check_parents, uid_of, unseen
 from aqido._recorder import Recorder
 from aqido._requests import ON_SENT
@@ -33,7 +34,7 @@ from aqido.partition import (
     split_series_query,
     split_study_query,
 )
-from aqido.protocol import QidoResponse
+from aqido.protocol import QidoResponse, rows
 from aqido.query import BaseQuery, QueryLevel
 
 logger = logging.getLogger("aqido")
@@ -109,7 +110,7 @@ class _Walker:
         if not sent:
             self.stats.request()
         check_parents(query, response)  # an answer for another study or series: refused
-        self.caps.observe(query.query_level, len(response.items))
+        self.caps.observe(query.query_level, len(rows(response)))
         self.stats.page()
         return response
 
@@ -124,7 +125,7 @@ class _Walker:
         """Structure the items not seen before (by UID) and count them."""
         new = unseen(items, UID_KEYS[level], seen, identities)
         if new and self.keep is not None and level is QueryLevel.STUDY:
-            new = self.keep(new)
+            new = self.keep([json_item(item) if type(item) is _Elements else item for item in new])
         results = self.structure(response, level, new) if new else []
         self.stats.items(level._name_, len(results))
         return results
@@ -180,9 +181,10 @@ class _Walker:
         response = answer if answer is not None else await self.request(_first(query, size))
         part_seen: set[str] = set()
         key = UID_KEYS[level]
-        identities = [uid_of(item, key) for item in response.items]
+        found = rows(response)
+        identities = [uid_of(item, key) for item in found]
         part_seen.update(identities)
-        batch = self.fresh(response, level, response.items, seen, identities)
+        batch = self.fresh(response, level, found, seen, identities)
         if batch:
             yield batch
         if parent is not None and (ignored := ignored_keys(query, parent, response.items)):
@@ -202,8 +204,8 @@ class _Walker:
             if reached is not None:
                 reached.update(part_seen)
             return
-        first_count = len(response.items)
-        sample = response.items
+        first_count = len(found)
+        sample = response  # the first page: its items are built only if a split needs them
         total = None
         if response.additional_results is not None:
             total = len(part_seen) + response.additional_results  # distinct: repeats are one
@@ -213,7 +215,7 @@ class _Walker:
         # The parts are worked out only when they may be needed (splitting builds and
         # checks many queries): now if offset cannot be trusted, else after paging.
         planned = self.caps.offset_unreliable
-        parts = split(query, sample) if planned else None
+        parts = split(query, sample.items) if planned else None
         if parts is None or not self.caps.offset_unreliable:
             span = PageSpan()  # offsets count distinct results: a repeat skips no match
             received = span.covered(response, identities, len(part_seen), 0)
@@ -246,7 +248,7 @@ class _Walker:
             ):  # pages that add up to a round number + 1 (Orthanc's cap + 1) or to 10,000
                 return  # (a cap before the offset without the + 1) prove nothing either
             if not planned:
-                parts = split(query, sample)
+                parts = split(query, sample.items)
             if not self.caps.offset_unreliable:
                 if parts is None:  # instances, or a part split down to one second and modality
                     logger.warning(
@@ -333,7 +335,7 @@ class _Walker:
         if not caps.possibly_truncated(response, level, 0) and not caps.suspect(
             response, level, 0
         ):  # one complete page (nearly always): what matches() would give, without it
-            return self.fresh(response, level, response.items, set())
+            return self.fresh(response, level, rows(response), set())
         out: list[Any] = []
         async with aclosing(self.matches(query, set(), answer=response)) as batches:
             async for batch in batches:

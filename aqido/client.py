@@ -82,7 +82,7 @@ from aqido.errors import (
     UnanswerableQueryError,
     redact_url,
 )
-from aqido.protocol import ACCEPT, QidoResponse
+from aqido.protocol import ACCEPT, QidoResponse, rows
 from aqido.query import (
     BaseQuery,
     HierarchicalQuery,
@@ -534,7 +534,7 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods, RequestPath):
             )
         results = SearchResults(_structure(response, query.query_level), response=response)
         level, caps = query.query_level, self._caps
-        caps.observe(level, len(response.items))
+        caps.observe(level, len(rows(response)))
         results.possibly_truncated = caps.possibly_truncated(
             response, level, query.limit
         ) or caps.suspect(response, level, query.limit)
@@ -827,5 +827,5 @@ def _structure(
     response: QidoResponse, level: QueryLevel, items: list[dict[str, Any]] | None = None
 ) -> list[Any]:
     """Structure ``items`` (default: the response's) into typed results, naming the URL on error."""
-    chosen = response.items if items is None else items
+    chosen = rows(response) if items is None else items
     return structure(chosen, level, url=response.url, status=response.status)

@@ -34,6 +34,7 @@ from typing import Any
 import attrs
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from aqido._elements import fast_stored, json_item
 from aqido._lazy import lazy_pattern
 from aqido.errors import InvalidResponseError, error_for_status, excerpt, redact_url
 from aqido.results import decode_json
@@ -297,7 +298,7 @@ def _past_max_year(text: str) -> bool:
 # --- Responses ---------------------------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.frozen(eq=False, repr=False)
 class QidoResponse:
     """A successful QIDO-RS response, decoded but not structured.
 
@@ -310,13 +311,41 @@ class QidoResponse:
         headers: the response headers (repeated headers joined with ``", "``).
         items: the decoded DICOM JSON datasets (``[]`` for "no results").
         warnings: every ``Warning`` the server sent.
+
+    A body decoded straight into stored datasets (:func:`aqido._elements.fast_stored`)
+    builds ``items`` on first access; the crawl reads the stored datasets (:func:`rows`).
     """
 
     status: int
     url: str
     headers: Mapping[str, str]
-    items: list[dict[str, Any]]
+    _items: list[dict[str, Any]] | None = attrs.field(alias="items")
     warnings: tuple[QidoWarning, ...] = ()
+    _stored: list[Any] | None = attrs.field(default=None, alias="_stored", kw_only=True)
+
+    @property
+    def items(self) -> list[dict[str, Any]]:
+        """The decoded DICOM JSON datasets (``[]`` for "no results")."""
+        items = self._items
+        if items is None:
+            items = [json_item(stored) for stored in self._stored or ()]
+            object.__setattr__(self, "_items", items)
+        return items
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.status, self.url, self.headers, self.items, self.warnings)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, QidoResponse)
+        return self._fields() == other._fields()
+
+    def __repr__(self) -> str:
+        return (
+            f"QidoResponse(status={self.status!r}, url={self.url!r}, headers={self.headers!r}, "
+            f"items={self.items!r}, warnings={self.warnings!r})"
+        )
 
     @property
     def truncated(self) -> bool:
@@ -407,5 +436,19 @@ def parse_response(status: int, headers: Headers, body: bytes, *, url: object = 
             status=status,
             body=body,
         )
+    stored = fast_stored(body)
+    if stored is not None:
+        return QidoResponse(status, safe_url, flat, None, warnings, _stored=stored)
     items = decode_json(body, url=safe_url, status=status)
     return QidoResponse(status, safe_url, flat, items, warnings)
+
+
+def rows(response: QidoResponse) -> list[Any]:
+    """The response's datasets as the crawl reads them: stored (validated) ones, else ``items``.
+
+    Stored datasets (:class:`aqido._elements._Elements`) come from the one-pass
+    decoding and stand for ``items`` until ``items`` is first read: then ``items``
+    (which its reader may change) is the answer.
+    """
+    stored = response._stored
+    return stored if stored is not None and response._items is None else response.items

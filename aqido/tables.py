@@ -49,6 +49,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from aqido import dictionary
+from aqido._elements import _El
 from aqido.errors import excerpt
 from aqido.query import QueryLevel
 from aqido.values import DSFloat, PersonName, Tag, is_empty
@@ -108,14 +109,14 @@ def _plain(value: Any, sequences: bool) -> Any:
     return value  # str, int, float, date/time; a BulkDataURI / InlineBinary is a str subclass
 
 
-def _marked(value: Any, elem: tuple[Any, ...] | Mapping[str, Any]) -> Any:
+def _marked(value: Any, elem: _El | Mapping[str, Any]) -> Any:
     """``value`` with every value of ``elem`` that is not empty but was not read as UNREADABLE.
 
     An element's values keep their places (a tuple), or are ``None`` when none was read.
     """
     if value is not None and type(value) is not tuple:
         return value  # one value, read
-    raw = elem[1:] if isinstance(elem, tuple) else elem.get("Value")
+    raw = elem.Value if type(elem) is _El else elem.get("Value")
     if not raw:
         return value
     if value is None:
@@ -130,7 +131,8 @@ def _record(ds: Dataset, sequences: bool, unreadable: bool = False) -> dict[str,
 
     ``unreadable``: values that could not be read are :data:`UNREADABLE`, not ``None``.
     """
-    from aqido._dataset import _is_sequence, name_for_key
+    from aqido._dataset import name_for_key
+    from aqido._elements import _is_sequence
 
     out: dict[str, Any] = {}
     for key, elem in ds._raw.items():
