@@ -11,7 +11,7 @@ server in its own process, so its CPU never counts against the client):
 - **cold start**: a fresh interpreter (bytecode already cached) that imports
   aqido and runs one search, against the same script written with bare
   aiohttp: wall time from ``exec`` to exit, median of several runs;
-- **scale**: a 1,000,000-instance crawl (10,000 x 10 x 10) and a
+- **scale**: a 1,000,000-instance crawl (5,000 x 20 x 10) and a
   100,000-instance one in a fresh worker process each, study listing paged:
   requests per second and the peak resident set size: the kernel's high-water
   mark (``VmHWM``, reset by ``exec``, so the worker's own), and

@@ -885,7 +885,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cpu-repeat", type=int, default=None)
     parser.add_argument("--cold-repeat", type=int, default=None)
     parser.add_argument(
-        "--scale-sizes", type=_sizes, default=None, help="e.g. 1000x10x10,10000x10x10 ('' : none)"
+        "--scale-sizes", type=_sizes, default=None, help="e.g. 500x20x10,5000x20x10 ('' : none)"
     )
     parser.add_argument("--out", default=None, help="directory for latest.json/.md and crawl.png")
     parser.add_argument("--no-chart", action="store_true")
@@ -909,7 +909,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "cpu_size": [(200, 4, 3)],
         "cpu_repeat": 5,
         "cold_repeat": 30,
-        "scale_sizes": [(1000, 10, 10), (10000, 10, 10)],
+        "scale_sizes": [(500, 20, 10), (5000, 20, 10)],
         "out": RESULTS,
     }
     tiny: dict[str, Any] = {
