@@ -49,7 +49,7 @@ from aqido._arrow import describe_nulled
 from aqido._shards import Shard, ShardReport, archive_dirname, part_path, plan, run_shard
 from aqido.errors import CrawlFailure, CrawlIncompleteError, InvalidQueryError, QidoError
 from aqido.query import BaseQuery, HierarchicalQuery, QueryLevel, ensure_query_type
-from aqido.tables import bad_option
+from aqido.tables import level_option
 
 if TYPE_CHECKING:  # pragma: no cover
     import dask.dataframe
@@ -109,19 +109,6 @@ def _shard_task(
         lease = distributed.Semaphore(max_leases=leases, name=semaphore)
     with lease:
         return anyio.run(run)
-
-
-_DEPTHS = {level.value.lower(): level for level in QueryLevel}
-
-
-def _depth(depth: object) -> QueryLevel:
-    """``depth=`` as a QueryLevel (a name, any case, or one); a ValueError naming them."""
-    if isinstance(depth, QueryLevel):
-        return depth
-    level = _DEPTHS.get(depth.lower()) if isinstance(depth, str) else None
-    if level is None:  # lower(), not upper(): "ſtudy".upper() is "STUDY"
-        raise bad_option("depth", depth, "'study', 'series' or 'instance' (or a QueryLevel)")
-    return level
 
 
 def _qido(exc: Exception) -> QidoError:
@@ -201,7 +188,7 @@ def crawl_to_parquet(
     that is not a level, and ``shards``, ``max_concurrency`` or ``shard_concurrency`` that
     is not a positive int.
     """
-    level = _depth(depth)  # before dask is imported: checking it needs no dask
+    level = level_option("depth", depth)  # before dask is imported: it needs no dask
     import dask.dataframe as dd
 
     url_list = [urls] if isinstance(urls, str) else list(urls)

@@ -62,6 +62,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 Level = Literal["study", "series", "instance"]
 _LEVELS: dict[str, int] = {"study": 0, "series": 1, "instance": 2}
+_LEVEL_NAMES = {level.name.lower(): level for level in QueryLevel}
 _PREFIXES = ("study.", "series.", "")
 
 #: Keywords that describe a result at its own level (how it is encoded, where and whether it
@@ -158,14 +159,23 @@ def bad_option(name: str, value: object, allowed: str) -> ValueError:
     return ValueError(f"{name} must be {allowed}, not {excerpt(repr(value), 60)}")
 
 
+def level_option(name: str, value: object) -> QueryLevel:
+    """Option ``name``'s ``value`` (a level's name, any case, or a QueryLevel) as a QueryLevel.
+
+    Anything else is a ValueError naming the levels (``lower()``, not ``upper()``:
+    ``"ſtudy".upper()`` is ``"STUDY"``).
+    """
+    if isinstance(value, QueryLevel):
+        return value
+    level = _LEVEL_NAMES.get(value.lower()) if isinstance(value, str) else None
+    if level is None:
+        raise bad_option(name, value, "'study', 'series' or 'instance' (or a QueryLevel)")
+    return level
+
+
 def level_index(level: str | QueryLevel) -> int:
     """``level`` (a name, any case, or a QueryLevel) as 0, 1 or 2; a ValueError naming them."""
-    if isinstance(level, QueryLevel):
-        return _LEVELS[level.name.lower()]
-    index = _LEVELS.get(level.lower()) if isinstance(level, str) else None
-    if index is None:
-        raise bad_option("level", level, "'study', 'series' or 'instance' (or a QueryLevel)")
-    return index
+    return _LEVELS[level_option("level", level).name.lower()]
 
 
 def _level_of(ds: Dataset) -> int:
