@@ -305,7 +305,9 @@ def structure(
     """
     cls = _MODELS[level if type(level) is QueryLevel else QueryLevel(level)]
     given: Any = items  # decoded JSON: whatever the server sent
-    if not isinstance(given, Sequence) or isinstance(given, str | bytes | bytearray):
+    if type(given) is not list and (  # a list nearly always: no ABC check
+        not isinstance(given, Sequence) or isinstance(given, str | bytes | bytearray)
+    ):
         if type(given) is dict and given and all(map(dictionary.is_tag_key, given)):
             items = [given]  # one dataset instead of an array of one, as decode_json takes it
         else:

@@ -98,11 +98,12 @@ def check_parents(query: BaseQuery, response: QidoResponse) -> None:
     the wrong parent, silently.  Items without the parent's UID pass (it is not
     required in the answer); only a UID that differs is refused.
     """
+    items = rows(response)
     for name, key in PARENT_KEYS.get(query.query_level, ()):
         wanted = getattr(query, name)
         if not wanted:
             continue
-        for item in rows(response):
+        for item in items:
             element = item.get(key)
             if type(element) is _El:  # the common case, without a call: the wanted UID
                 if element.Value and element.Value[0] == wanted:

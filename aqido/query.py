@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import operator
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -89,6 +90,9 @@ ATTRIBUTE_FIELDS = (
     "StudyDescription",
     "SeriesDescription",
 )
+#: The values of :data:`ATTRIBUTE_FIELDS` of a query, in one call (a crawl renders a query
+#: per request).
+_attribute_values = operator.attrgetter(*ATTRIBUTE_FIELDS)
 
 
 @functools.cache
@@ -329,8 +333,7 @@ class BaseQuery:
         """
         in_path = set(self._path_uid_fields())
         params: dict[str, str | list[str]] = {}
-        for field in ATTRIBUTE_FIELDS:
-            value = getattr(self, field)
+        for field, value in zip(ATTRIBUTE_FIELDS, _attribute_values(self), strict=True):
             if value and field not in in_path:
                 params[field] = value
         dates = self.study_date_range()
