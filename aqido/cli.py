@@ -76,6 +76,7 @@ from aqido._cli.common import isatty as _isatty
 from aqido._cli.output import format_value, write_results
 from aqido.errors import (
     InvalidQueryError,
+    ProxyConfigError,
     QidoError,
     TransportError,
 )
@@ -126,6 +127,11 @@ def main(
         err.write(f"aqido: error: {printable(exc)}\n")
         return EXIT_USAGE
     except InvalidQueryError as exc:
+        if debug:
+            raise
+        err.write(f"aqido: error: {one_line(exc)}\n")
+        return EXIT_USAGE
+    except ProxyConfigError as exc:  # the environment's proxy: unusable, or refused its password
         if debug:
             raise
         err.write(f"aqido: error: {one_line(exc)}\n")

@@ -1666,6 +1666,23 @@ async def test_a_proxy_answering_407_is_a_proxy_config_error_never_retried(
     assert not any(r.getMessage().startswith("retrying") for r in caplog.records)
 
 
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_cli_a_proxy_answering_407_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, scheme: str
+) -> None:
+    """The proxy's password in the environment is wrong: exit 2, as for an unusable proxy
+    URL, not 1 ("cannot reach the server"), and the password is never shown."""
+    with serve(refusing_proxy) as proxy:
+        monkeypatch.setenv(f"{scheme.upper()}_PROXY", f"http://u:s3cr3t@127.0.0.1:{proxy.port}")
+        code, out, err = run_cli("search", f"{scheme}://pacs.invalid/dicom-web", "--retries", "3")
+    assert code == cli.EXIT_USAGE
+    assert err.startswith("aqido: error: ")
+    assert "407" in err
+    assert len(err.strip().splitlines()) == 1
+    assert "s3cr3t" not in err + out
+    assert len(proxy.requests) == 1  # never retried
+
+
 @pytest.mark.anyio
 @pytest.mark.filterwarnings("ignore:BasicAuth is deprecated:DeprecationWarning")
 @pytest.mark.filterwarnings("ignore:The 'proxy_auth' parameter is deprecated:DeprecationWarning")
