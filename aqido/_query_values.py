@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 import functools
+import operator
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -548,3 +549,21 @@ FIELD_ALIASES = {
     "level": "query_level",
     "studydate": "min_study_date",
 }
+
+#: Named query fields that are DICOM attributes (dicomtrolley's names), in the order their
+#: parameters are sent.
+ATTRIBUTE_FIELDS = (
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "PatientName",
+    "PatientID",
+    "AccessionNumber",
+    "ModalitiesInStudy",
+    "Modality",
+    "StudyDescription",
+    "SeriesDescription",
+)
+#: The values of :data:`ATTRIBUTE_FIELDS` of a query, in one call (a crawl renders a query
+#: per request).
+attribute_values = operator.attrgetter(*ATTRIBUTE_FIELDS)

@@ -188,9 +188,8 @@ def crawl_to_parquet(
     that is not a level, and ``shards``, ``max_concurrency`` or ``shard_concurrency`` that
     is not a positive int.
     """
-    level = level_option("depth", depth)  # before dask is imported: it needs no dask
-    import dask.dataframe as dd
-
+    # Every argument is checked before dask is imported (and so before any cluster starts).
+    level = level_option("depth", depth)
     url_list = [urls] if isinstance(urls, str) else list(urls)
     if not url_list:
         raise ValueError("crawl_to_parquet needs at least one archive URL")
@@ -209,6 +208,8 @@ def crawl_to_parquet(
             isinstance(count, bool) or not isinstance(count, int) or count < 1
         ):
             raise ValueError(f"{name} must be a positive int, not {count!r}")
+    import dask.dataframe as dd
+
     root.mkdir(parents=True, exist_ok=True)
 
     with _dask_client(client, workers) as dask_client:

@@ -36,15 +36,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-import operator
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import attrs
 
 from aqido import dictionary
+from aqido._query_values import ATTRIBUTE_FIELDS as ATTRIBUTE_FIELDS
 from aqido._query_values import (
     FIELD_ALIASES,
+    attribute_values,
     check_bool,
     check_count,
     check_uid_list,
@@ -75,24 +76,6 @@ from aqido._query_values import is_valid_uid as is_valid_uid
 from aqido.errors import InvalidQueryError, UnknownFieldError
 
 # --------------------------------------------------------------------------- queries
-
-#: Named query fields that are DICOM attributes (dicomtrolley's names), in the order their
-#: parameters are sent.
-ATTRIBUTE_FIELDS = (
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "SOPInstanceUID",
-    "PatientName",
-    "PatientID",
-    "AccessionNumber",
-    "ModalitiesInStudy",
-    "Modality",
-    "StudyDescription",
-    "SeriesDescription",
-)
-#: The values of :data:`ATTRIBUTE_FIELDS` of a query, in one call (a crawl renders a query
-#: per request).
-_attribute_values = operator.attrgetter(*ATTRIBUTE_FIELDS)
 
 
 @functools.cache
@@ -333,7 +316,7 @@ class BaseQuery:
         """
         in_path = set(self._path_uid_fields())
         params: dict[str, str | list[str]] = {}
-        for field, value in zip(ATTRIBUTE_FIELDS, _attribute_values(self), strict=True):
+        for field, value in zip(ATTRIBUTE_FIELDS, attribute_values(self), strict=True):
             if value and field not in in_path:
                 params[field] = value
         dates = self.study_date_range()

@@ -320,6 +320,30 @@ def test_depth_must_be_a_level_before_anything_runs(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("shards", 0),
+        ("shard_concurrency", "4"),
+        ("max_concurrency", True),
+        ("urls", []),
+        ("query", 5),
+    ],
+)
+def test_every_argument_is_checked_before_dask_is_imported(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, option: str, value: Any
+) -> None:
+    """A bad argument is its own ValueError or QueryTypeError, not an ImportError where dask
+    is missing, nor found only after a cluster started."""
+    for name in ("dask.dataframe", "distributed"):
+        monkeypatch.setitem(sys.modules, name, None)  # importing it raises ImportError
+    given: dict[str, Any] = {"urls": "http://127.0.0.1:9/dicom-web", option: value}
+    with pytest.raises((ValueError, TypeError)) as info:
+        crawl_to_parquet(out=tmp_path / "out", **given)
+    assert not isinstance(info.value, ImportError)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("concurrency", [0, -1, "4", 2.0, True])
 def test_shard_concurrency_must_be_a_positive_int_before_anything_runs(
     tmp_path: pathlib.Path, concurrency: Any
