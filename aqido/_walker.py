@@ -39,6 +39,9 @@ from aqido.query import BaseQuery, QueryLevel
 
 logger = logging.getLogger("aqido")
 
+#: The elements a split takes modalities from (ModalitiesInStudy, Modality).
+_MODALITY_KEYS = ("00080061", "00080060")
+
 #: Splits an overflowing query into parts, given the truncated answer; ``None``: impossible.
 Splitter = Callable[[BaseQuery, list[dict[str, Any]]], "list[BaseQuery] | None"]
 
@@ -47,6 +50,11 @@ Structure = Callable[[QidoResponse, QueryLevel, list[dict[str, Any]]], list[Any]
 
 #: The studies of a listing to walk, of those the server returned (raw DICOM JSON).
 Keep = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+
+
+def modality_sample(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The modality elements of ``items``, as DICOM JSON: all a split needs of an answer."""
+    return [json_item({key: item[key] for key in _MODALITY_KEYS if key in item}) for item in items]
 
 
 class _Walker:
@@ -205,7 +213,9 @@ class _Walker:
                 reached.update(part_seen)
             return
         first_count = len(found)
-        sample = response  # the first page: its items are built only if a split needs them
+        # What a split needs of the first page (its modalities), not the page itself: held
+        # while every later page is fetched, the page would keep its results alive.
+        sample = modality_sample(found)
         total = None
         if response.additional_results is not None:
             total = len(part_seen) + response.additional_results  # distinct: repeats are one
@@ -215,13 +225,16 @@ class _Walker:
         # The parts are worked out only when they may be needed (splitting builds and
         # checks many queries): now if offset cannot be trusted, else after paging.
         planned = self.caps.offset_unreliable
-        parts = split(query, sample.items) if planned else None
+        parts = split(query, sample) if planned else None
         if parts is None or not self.caps.offset_unreliable:
             span = PageSpan()  # offsets count distinct results: a repeat skips no match
             received = span.covered(response, identities, len(part_seen), 0)
             honoured = True
+            # Neither the last page nor its results are held while the next is fetched.
+            found, identities, batch = [], [], []
             while True:
                 page = _derive(query, limit=size, offset=received)
+                del response
                 response = await self.request(page)
                 if not response.items:
                     break
@@ -236,6 +249,7 @@ class _Walker:
                 batch = self.fresh(response, level, new, seen)
                 if batch:
                     yield batch
+                new = batch = []
                 received += covered
                 if not self.caps.possibly_truncated(response, level, size):
                     break
@@ -248,7 +262,7 @@ class _Walker:
             ):  # pages that add up to a round number + 1 (Orthanc's cap + 1) or to 10,000
                 return  # (a cap before the offset without the + 1) prove nothing either
             if not planned:
-                parts = split(query, sample.items)
+                parts = split(query, sample)
             if not self.caps.offset_unreliable:
                 if parts is None:  # instances, or a part split down to one second and modality
                     logger.warning(
@@ -316,6 +330,7 @@ class _Walker:
             async with aclosing(self.matches(query, seen, announced, reached=reached)) as batches:
                 async for batch in batches:
                     yield batch
+                    del batch  # not held while the next page is fetched
             if announced and len(reached) < announced[0]:
                 raise ResultsTruncatedError(
                     f"the server announced {announced[0]} matches for {query} but only "

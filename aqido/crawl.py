@@ -299,6 +299,9 @@ async def crawl(
                             continue
                         await slots.acquire()  # a free one: no event-loop turn
                         group.start_soon(finish, study, study_uid)
+                    # the page is not held while the next is fetched: each study's task
+                    # holds its study only until it is handed out
+                    del batch
 
         async with FirstErrorGroup() as group:
             group.start_soon(walk)
