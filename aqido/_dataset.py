@@ -3,8 +3,9 @@
 Pure: no I/O.  :class:`Dataset` is a read-only mapping by keyword, tag key or
 int tag over one validated DICOM JSON object; values are converted on first
 access through the cattrs converter that built it (its :class:`_Context`).
-The default converter (:mod:`aqido._converter`) sets ``Dataset._ctx`` when it
-is imported, which :mod:`aqido.results` always does.
+The default converter's context (:mod:`aqido._structure`, which builds that
+converter on first use) is set as ``Dataset._ctx`` when that module is
+imported, which :mod:`aqido.results` always does.
 
 The rules (values, empty values, invalid values, round trips, structural
 errors, lazy conversion) are listed once, in :mod:`aqido.results`.
@@ -21,7 +22,6 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import attrs
-import cattrs
 
 from aqido import dictionary
 from aqido._elements import (
@@ -47,6 +47,7 @@ from aqido.values import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
+    import cattrs
     import pydicom
 
 _VALUE_KEYS = ("Value", "BulkDataURI", "InlineBinary")
@@ -327,11 +328,25 @@ def name_for_key(key: str) -> str:
 class _Context:
     """What a converter gives the objects it built: the hooks used for lazy conversion."""
 
-    def __init__(self, converter: cattrs.Converter) -> None:
-        self.converter = converter
+    def __init__(self, converter: cattrs.Converter | None = None) -> None:
+        self._converter = converter
         self._hooks: dict[Any, Callable[[Any, Any], Any]] = {}
         #: The converter's own element hooks, which take stored elements as they are.
         self.native: set[Callable[[Any, Any], Any]] = set()
+        #: The converter's hook for a type, known without the converter (``None``: ask it).
+        self.known: Callable[[Any], Callable[[Any, Any], Any] | None] = _unknown
+        #: Builds the converter on first use, when it was not given (the default one's).
+        self.build: Callable[[], cattrs.Converter] | None = None
+
+    @property
+    def converter(self) -> cattrs.Converter:
+        """The converter (the default one is built, and cattrs imported, on first use)."""
+        converter = self._converter
+        if converter is None:
+            if self.build is None:  # pragma: no cover - every context has one or the other
+                raise RuntimeError("a context without a converter")
+            converter = self._converter = self.build()
+        return converter
 
     def hook(self, type_: Any) -> Callable[[Any, Any], Any]:
         """The converter's structure hook for ``type_``, taking a stored element.
@@ -343,7 +358,9 @@ class _Context:
             return self._hooks[type_]
         except KeyError:
             pass
-        hook = self.converter.get_structure_hook(type_)
+        hook = self.known(type_)
+        if hook is None:
+            hook = self.converter.get_structure_hook(type_)
         if hook not in self.native:
             hook = _given_json(hook)
         self._hooks[type_] = hook
@@ -357,6 +374,10 @@ class _Context:
         if not values:
             return None
         return values[0] if len(values) == 1 else values
+
+
+def _unknown(type_: Any) -> None:
+    """No hook is known without the converter (a converter given to the context)."""
 
 
 def _given_json(hook: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:

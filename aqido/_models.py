@@ -12,10 +12,9 @@ its element, so the typed view and the raw DICOM JSON always agree.
 
 import datetime
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar, TypeVar, get_args, get_origin
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, get_args, get_origin
 
 import attrs
-import cattrs
 
 from aqido import dictionary
 from aqido._dataset import (
@@ -29,6 +28,9 @@ from aqido._dataset import (
 from aqido._elements import _El, _is_sequence, _json_of
 from aqido.query import QueryLevel
 from aqido.values import InvalidValue, PersonName, is_empty
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only (cattrs is imported on first use)
+    import cattrs
 
 _M = TypeVar("_M", bound="_Model")
 
@@ -218,7 +220,7 @@ def _type_name(type_: Any) -> str:
     return f"{'an' if name[:1] in 'aeiouAEIOU' else 'a'} {name}"
 
 
-def _encode_field(converter: cattrs.Converter, key: str, value: Any) -> dict[str, Any] | None:
+def _encode_field(converter: "cattrs.Converter", key: str, value: Any) -> dict[str, Any] | None:
     """DICOM JSON element for a typed field value (``None`` when the value is empty)."""
     vr = dictionary.vr_for(int(key, 16)) or "UN"
     if value is None or (isinstance(value, tuple | list) and not value):

@@ -4,8 +4,10 @@ This is the public module of the results layer; the implementation is split
 by concern into private modules: :mod:`aqido._json` (bytes → DICOM JSON
 objects), :mod:`aqido._dataset` (validation and the ``Dataset`` mapping),
 :mod:`aqido._models` (``Study``/``Series``/``Instance``),
-:mod:`aqido._converter` (the cattrs converter: the one structuring path) and
-:mod:`aqido._tree` (``build_tree``).
+:mod:`aqido._hooks` (the converter's structure hooks: the one structuring path),
+:mod:`aqido._structure` (structuring with them), :mod:`aqido._converter` (the
+cattrs converter, imported with cattrs on first use of
+:func:`make_converter`/``DicomJSONConverter``) and :mod:`aqido._tree` (``build_tree``).
 
 Pure: no I/O.  The entry points are :func:`decode_json` (bytes → list of
 DICOM JSON objects), :func:`structure` (objects + query level → ``Study`` /
@@ -60,11 +62,24 @@ Rules
 
 from __future__ import annotations
 
-from aqido._converter import DicomJSONConverter, make_converter, parse_results, structure
+from typing import TYPE_CHECKING
+
 from aqido._dataset import Dataset, Element
 from aqido._json import decode_json
+from aqido._lazy import lazy_exports
 from aqido._models import Instance, Series, Study
+from aqido._structure import parse_results, structure
 from aqido._tree import build_tree
+
+if TYPE_CHECKING:  # pragma: no cover - lazily resolved names, imported here for type checkers
+    from aqido._converter import DicomJSONConverter as DicomJSONConverter
+    from aqido._converter import make_converter as make_converter
+
+#: Public names whose module (cattrs with it) is imported on first use.
+_LAZY: dict[str, str] = {
+    "DicomJSONConverter": "aqido._converter",
+    "make_converter": "aqido._converter",
+}
 
 __all__ = [
     "Dataset",
@@ -79,3 +94,7 @@ __all__ = [
     "parse_results",
     "structure",
 ]
+
+if not TYPE_CHECKING:
+    # Hidden from type checkers: they see the names imported above (as in aqido/__init__.py).
+    __getattr__, __dir__ = lazy_exports("aqido.results", globals(), _LAZY, __all__)

@@ -20,6 +20,11 @@ search never uses; they are imported where their feature starts now:
   times out with :func:`asyncio.timeout`, sleeps and locks with asyncio);
 - the data dictionary (pydicom's table, ~9 ms): by the first query with
   ``filters`` or the first look-up of a keyword;
+- cattrs (~17 ms) and the converter of the results (:mod:`aqido._converter`):
+  a search structures its results, and reads their values, with the default
+  converter's hooks (:mod:`aqido._hooks`, :mod:`aqido._structure`), which are
+  those the converter is built with on first use (``Dataset.from_json``,
+  ``attrs.evolve`` of a model, ``make_converter``, a type they do not know);
 - the modules' regular expressions (:func:`aqido._lazy.lazy_pattern`, ~3 ms
   to compile them all): by their first use; a plain search compiles one
   (the control-character check of a query value).
@@ -44,6 +49,7 @@ NOT_LOADED = (
     "aqido._paging",
     "aqido._tasks",
     "aqido._trusted",
+    "aqido._converter",
     "aqido.adaptive",
     "aqido.checkpoint",
     "aqido.concurrency",
@@ -54,6 +60,7 @@ NOT_LOADED = (
     "aqido.profile",
     "aqido.progress",
     "aqido.stats",
+    "cattrs",
     "pydicom",
     "statistics",
 )
@@ -87,16 +94,19 @@ async def main():
         studies = await client.search(HierarchicalQuery(limit=10))
     assert studies[0].StudyInstanceUID == "1.2.3", studies
     assert str(studies[0].StudyDate) == "2024-01-31", studies
+    assert studies[0].ModalitiesInStudy == (), studies
     server.close()
 
 
 asyncio.run(main())
 import re
+import aqido._structure
 import aqido.dictionary
 
 print(json.dumps({
     "loaded": sorted(m for m in sys.argv[1:] if m in sys.modules),
     "dictionary_loaded": aqido.dictionary._tables.cache_info().currsize > 0,
+    "converter_built": aqido._structure._DEFAULT_CONTEXT._converter is not None,
     "compiled": sorted(
         f"{name}.{key}"
         for name, module in list(sys.modules.items())
@@ -126,6 +136,7 @@ def test_a_plain_search_loads_no_planner_crawl_adaptive_or_dictionary() -> None:
     assert _after_one_search() == {
         "loaded": [],
         "dictionary_loaded": False,
+        "converter_built": False,
         "compiled": ["aqido._query_values._CONTROL"],
     }
 
@@ -160,3 +171,34 @@ def test_every_lazy_pattern_is_bound_to_the_global_it_names() -> None:
             assert isinstance(named, ast.Constant), where
             assert [ast.unparse(t) for t in targets] == [named.value], where
     assert calls >= 15
+
+
+def test_the_default_hooks_are_the_ones_the_default_converter_is_built_with() -> None:
+    """A search reads values with ``DEFAULT_HOOKS.resolve``: the converter's hook for each type."""
+    import datetime
+    import typing
+
+    from aqido._dataset import Dataset, _ValuesOf
+    from aqido._hooks import SCALAR_TYPES
+    from aqido._models import _MODELS
+    from aqido._structure import _DEFAULT_CONTEXT, DEFAULT_HOOKS
+
+    converter = _DEFAULT_CONTEXT.converter  # built now, if no other test did
+    assert converter.context is _DEFAULT_CONTEXT
+    types: list[object] = [_ValuesOf, tuple[Dataset, ...], tuple[str, ...], tuple[int, ...]]
+    types += [t for scalar in SCALAR_TYPES for t in (scalar, scalar | None)]
+    types += [typing.Optional[datetime.date], typing.Union[str, int, None]]  # noqa: UP007, UP045
+    types += [type_ for model in _MODELS.values() for _name, _key, type_, _ in model._typed]
+    for type_ in types:
+        known = DEFAULT_HOOKS.resolve(type_)
+        assert known is not None, type_
+        built = converter.get_structure_hook(type_)
+        if type_ == tuple[int, ...]:  # a hook made for that type, by each of them
+            assert known.__code__ is built.__code__, type_
+        else:
+            assert known is built, type_
+        assert known in _DEFAULT_CONTEXT.native, type_
+    for model in (Dataset, *_MODELS.values()):
+        assert converter.get_structure_hook(model) is DEFAULT_HOOKS.model
+    assert DEFAULT_HOOKS.resolve(bool) is None  # a subclass: the converter's dispatch decides
+    assert _DEFAULT_CONTEXT.hook(bool) is converter.get_structure_hook(int)
