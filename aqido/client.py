@@ -89,7 +89,7 @@ from aqido.query import (
     QueryLevel,
     ensure_query_type,
 )
-from aqido.results import Study, build_tree, structure
+from aqido.results import Study, structure
 from aqido.retry import Retry, Timeout
 
 if TYPE_CHECKING:  # pragma: no cover - imported where used: a plain search needs none of them
@@ -815,6 +815,8 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods, RequestPath):
         as dicomtrolley's ``QidoRS.find_studies`` returns them.  The list is a
         :class:`SearchResults` carrying the search's warnings and headers.
         """
+        from aqido._tree import build_tree
+
         found = await self.search(query)
         studies: SearchResults[Study] = SearchResults(build_tree(found))
         studies.warnings, studies.headers = found.warnings, found.headers

@@ -7,7 +7,8 @@ objects), :mod:`aqido._dataset` (validation and the ``Dataset`` mapping),
 :mod:`aqido._hooks` (the converter's structure hooks: the one structuring path),
 :mod:`aqido._structure` (structuring with them), :mod:`aqido._converter` (the
 cattrs converter, imported with cattrs on first use of
-:func:`make_converter`/``DicomJSONConverter``) and :mod:`aqido._tree` (``build_tree``).
+:func:`make_converter`/``DicomJSONConverter``) and :mod:`aqido._tree` (``build_tree``,
+imported on first use too).
 
 Pure: no I/O.  The entry points are :func:`decode_json` (bytes → list of
 DICOM JSON objects), :func:`structure` (objects + query level → ``Study`` /
@@ -69,15 +70,16 @@ from aqido._json import decode_json
 from aqido._lazy import lazy_exports
 from aqido._models import Instance, Series, Study
 from aqido._structure import parse_results, structure
-from aqido._tree import build_tree
 
 if TYPE_CHECKING:  # pragma: no cover - lazily resolved names, imported here for type checkers
     from aqido._converter import DicomJSONConverter as DicomJSONConverter
     from aqido._converter import make_converter as make_converter
+    from aqido._tree import build_tree as build_tree
 
-#: Public names whose module (cattrs with it) is imported on first use.
+#: Public names whose module is imported on first use (cattrs with the converter's).
 _LAZY: dict[str, str] = {
     "DicomJSONConverter": "aqido._converter",
+    "build_tree": "aqido._tree",
     "make_converter": "aqido._converter",
 }
 

@@ -25,6 +25,7 @@ search never uses; they are imported where their feature starts now:
   converter's hooks (:mod:`aqido._hooks`, :mod:`aqido._structure`), which are
   those the converter is built with on first use (``Dataset.from_json``,
   ``attrs.evolve`` of a model, ``make_converter``, a type they do not know);
+- :mod:`aqido._tree` (``build_tree``): by ``find_studies`` or its first use;
 - the modules' regular expressions (:func:`aqido._lazy.lazy_pattern`, ~3 ms
   to compile them all): by their first use; a plain search compiles one
   (the control-character check of a query value).
@@ -48,6 +49,7 @@ NOT_LOADED = (
     "anyio",
     "aqido._paging",
     "aqido._tasks",
+    "aqido._tree",
     "aqido._trusted",
     "aqido._converter",
     "aqido.adaptive",
