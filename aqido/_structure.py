@@ -112,12 +112,10 @@ def structure(
             url=url,
             status=status,
         ) from None
-    except Exception as exc:
+    except Exception as exc:  # a given converter's cattrs error: words it as ours
         if not _is_validation_error(exc):
             raise
-        raise InvalidResponseError(  # pragma: no cover - defensive
-            f"item {index}: {exc}", url=url, status=status
-        ) from None
+        raise InvalidResponseError(f"item {index}: {exc}", url=url, status=status) from None
     finally:
         if paused:
             gc.enable()

@@ -545,6 +545,26 @@ def test_a_hook_a_user_registers_is_given_the_json_element() -> None:
     assert all(type(elem) is dict for elem in given)
 
 
+def test_a_cattrs_error_of_a_given_converter_is_an_invalid_response_other_errors_pass() -> None:
+    import cattrs
+
+    converter = make_converter()
+
+    def refuse(obj: Any, cls: Any) -> Any:
+        raise cattrs.ClassValidationError("refused", [ValueError("no")], cls)
+
+    converter.register_structure_hook(Study, refuse)
+    with pytest.raises(InvalidResponseError, match=r"^item 0: refused"):
+        structure([ORTHANC_STUDY], "STUDY", converter=converter)
+
+    def fail(obj: Any, cls: Any) -> Any:
+        raise KeyError("a bug in a user's hook")
+
+    converter.register_structure_hook(Study, fail)
+    with pytest.raises(KeyError, match="a bug in a user's hook"):
+        structure([ORTHANC_STUDY], "STUDY", converter=converter)
+
+
 def test_a_large_response_is_structured_with_the_collector_paused_and_then_resumed() -> None:
     items = [ORTHANC_STUDY] * 300 + [{"00100020": {"vr": "??"}}]
     assert gc.isenabled()
