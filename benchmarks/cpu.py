@@ -371,11 +371,13 @@ def run(
     cold_repeat: int,
     scale_sizes: list[tuple[int, int, int]],
 ) -> dict[str, Any]:
-    """Every measurement of the module docstring (``rows``/``scale_sizes`` empty: not run)."""
+    """Every measurement of the module docstring (``rows``/``scale_sizes`` empty, ``cold_repeat``
+    0: not run)."""
     report: dict[str, Any] = {}
     if rows:
         report["crawl"] = run_rows(rows, size, repeat=repeat, budget=budget)
-    report["cold_start"] = cold_start(cold_repeat)
+    if cold_repeat > 0:  # 0: not run
+        report["cold_start"] = cold_start(cold_repeat)
     if scale_sizes:
         report["scale"] = scale(scale_sizes)
     return report

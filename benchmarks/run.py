@@ -883,7 +883,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--cpu-size", type=_sizes, default=None, help="canned archive, e.g. 200x4x3"
     )
     parser.add_argument("--cpu-repeat", type=int, default=None)
-    parser.add_argument("--cold-repeat", type=int, default=None)
+    parser.add_argument("--cold-repeat", type=int, default=None, help="cold-start pairs (0: none)")
     parser.add_argument(
         "--scale-sizes", type=_sizes, default=None, help="e.g. 500x20x10,5000x20x10 ('' : none)"
     )
