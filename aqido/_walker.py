@@ -16,7 +16,7 @@ from contextlib import aclosing
 from typing import Any
 
 from aqido._caps import looks_like_cap_before_offset
-from aqido._elements import _Elements, json_item
+from aqido._elements import _El, _Elements, _json_of, json_item
 from aqido._paging import UID_KEYS, Fetch, PageSpan, check_parents, uid_of, unseen
 from aqido._recorder import Recorder
 from aqido._requests import ON_SENT
@@ -195,7 +195,7 @@ class _Walker:
         batch = self.fresh(response, level, found, seen, identities)
         if batch:
             yield batch
-        if parent is not None and (ignored := ignored_keys(query, parent, response.items)):
+        if parent is not None and (ignored := ignored_keys(query, parent, rows(response))):
             # a part of a split whose answer holds results outside it: the server ignores
             # the key split by, and each part would repeat the whole answer (and split again)
             logger.warning(
@@ -236,7 +236,7 @@ class _Walker:
                 page = _derive(query, limit=size, offset=received)
                 del response
                 response = await self.request(page)
-                if not response.items:
+                if not rows(response):  # not .items: that would build every page's JSON
                     break
                 new, covered = span.take(response, key, part_seen, received)
                 if not new:
@@ -358,11 +358,14 @@ class _Walker:
         return out
 
 
-def ignored_keys(part: BaseQuery, parent: BaseQuery, items: list[dict[str, Any]]) -> set[str]:
+def ignored_keys(part: BaseQuery, parent: BaseQuery, items: list[Any]) -> set[str]:
     """The keys ``part`` adds to ``parent`` (a split's) that some of ``items`` have but miss.
 
     An item with a value of such a key that does not match it shows the server ignores
     the key (an item without the attribute shows nothing: it may match by other rules).
+    ``items`` are DICOM JSON or stored datasets (:func:`~aqido.protocol.rows`): each is
+    given to the matcher as JSON of the one element checked, so that a whole part's
+    answer (the whole listing, from such a server) is never held as JSON too.
     """
     from aqido import dictionary
     from aqido._query_values import RESERVED_PARAMS
@@ -376,10 +379,12 @@ def ignored_keys(part: BaseQuery, parent: BaseQuery, items: list[dict[str, Any]]
             continue
         tag = dictionary.tag_key(number)
         criterion = Criterion.of(name, value)
-        if any(
-            (item.get(tag) or {}).get("Value") and not criterion.matches(item) for item in items
-        ):
-            ignored.add(name)
+        for item in items:
+            elem = item.get(tag)
+            one = {tag: _json_of(elem)} if type(elem) is _El else item
+            if (one.get(tag) or {}).get("Value") and not criterion.matches(one):
+                ignored.add(name)
+                break
     return ignored
 
 
