@@ -8,6 +8,7 @@ no traceback, kill and resume).
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import json
 import os
@@ -134,6 +135,7 @@ def test_a_broken_pipe_on_a_given_stream_leaves_the_process_stdout_alone(
     fds = pathlib.Path("/proc/self/fd")
     with open(tmp_path / "stdout.txt", "w", encoding="utf-8") as process_stdout:
         monkeypatch.setattr(sys, "stdout", process_stdout)
+        gc.collect()  # an earlier test's unreferenced socket must not close mid-measurement
         before = len(list(fds.iterdir())) if fds.is_dir() else 0
         for _ in range(3):
             status = main(["search", archive.url], stdout=Broken(), stderr=io.StringIO())
@@ -146,7 +148,8 @@ def test_a_broken_pipe_on_a_given_stream_leaves_the_process_stdout_alone(
             after = len(list(fds.iterdir()))
         process_stdout.write("still the process's stdout\n")
     assert (tmp_path / "stdout.txt").read_text(encoding="utf-8") == "still the process's stdout\n"
-    assert after == before
+    # fewer is not a leak: a connection of an earlier test may still close meanwhile (seen in CI)
+    assert after <= before
 
 
 @pytest.mark.anyio
