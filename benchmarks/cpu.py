@@ -52,6 +52,66 @@ def _load() -> float:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
+def _busy(interval: float = 0.5) -> float:
+    """The fraction of all CPUs busy over ``interval`` seconds (``/proc/stat``; 0 elsewhere)."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields), idle
+
+    if not os.path.exists("/proc/stat"):
+        return 0.0
+    total0, idle0 = sample()
+    time.sleep(interval)
+    total1, idle1 = sample()
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def _settle(limit: float = 30.0) -> float:
+    """Wait (at most ``limit`` seconds) until the machine is idle: below 15 % busy.
+
+    The section runs after the crawl one (Orthanc, worker processes): a row must
+    not start while anything of it still runs.  Returns the last busy fraction.
+    """
+    deadline = time.monotonic() + limit
+    busy = _busy()
+    while busy > 0.15 and time.monotonic() < deadline:
+        busy = _busy()
+    return busy
+
+
+@contextlib.contextmanager
+def _pinned(server_pid: int) -> Any:
+    """Pin this process (the client) and the server to a CPU each, when there are two.
+
+    The kernel otherwise moves both between the CPUs as it likes, and the same
+    crawl then reads 20-30 % apart within minutes.  Yields the two CPUs, or
+    ``None`` where affinity is not available; restores the affinities on exit.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        yield None
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        yield None
+        return
+    client, server = cpus[0], cpus[-1]
+    try:
+        os.sched_setaffinity(server_pid, {server})
+        os.sched_setaffinity(0, {client})
+    except OSError:
+        yield None
+        return
+    try:
+        yield [client, server]
+    finally:
+        os.sched_setaffinity(0, set(cpus))
+        with contextlib.suppress(OSError):  # the server may be gone
+            os.sched_setaffinity(server_pid, set(cpus))
+
+
 # --- crawl rows ---------------------------------------------------------------------------
 
 
@@ -61,14 +121,25 @@ def run_rows(
     *,
     repeat: int,
     budget: float,
+    pin: bool = True,
 ) -> dict[str, Any]:
-    """aqido vs bare aiohttp at every (latency seconds, in flight) of ``rows``."""
+    """aqido vs bare aiohttp at every (latency seconds, in flight) of ``rows``.
+
+    Each round runs aqido then the bare loop, so the two runs of a round see the
+    same machine; a row's ratios are the median of its rounds' ratios (paired),
+    with the ratio of the medians beside them.  ``pin``: client and server on a
+    CPU each (see :func:`_pinned`).
+    """
     from benchmarks import crawl
     from benchmarks.canned import CannedServerProcess
 
     studies, series, instances = size
     out: list[dict[str, Any]] = []
-    with CannedServerProcess(studies=studies, series=series, instances=instances) as srv:
+    with contextlib.ExitStack() as stack:
+        srv = stack.enter_context(
+            CannedServerProcess(studies=studies, series=series, instances=instances)
+        )
+        pinned = stack.enter_context(_pinned(srv.pid)) if pin else None
         expected = srv.counts
         lineups = {
             c: [
@@ -83,6 +154,7 @@ def run_rows(
         srv.stats()
         for latency, concurrency in rows:
             srv.set_latency(latency)
+            busy = _settle()
             load = _load()
             wall: dict[str, list[float]] = {"aqido": [], "bare aiohttp": []}
             cpu: dict[str, list[float]] = {"aqido": [], "bare aiohttp": []}
@@ -105,6 +177,8 @@ def run_rows(
                 "latency_ms": latency * 1000,
                 "concurrency": concurrency,
                 "load_average": [load, _load()],
+                "busy_before": busy,
+                "pinned_cpus": pinned,
                 "counts_ok": counts_ok,
             }
             for name, key in (("aqido", "aqido"), ("bare aiohttp", "bare")):
@@ -118,8 +192,16 @@ def run_rows(
                     "cpu_us_per_request": statistics.median(cpu[name]) / requests[name] * 1e6,
                 }
             a, b = row["aqido"], row["bare"]
-            row["wall_ratio"] = a["median_wall_s"] / b["median_wall_s"]
-            row["cpu_ratio"] = a["cpu_us_per_request"] / b["cpu_us_per_request"]
+            per_request = b["requests"] / a["requests"]  # the same crawl: 1.0
+            pairs = min(len(a["wall_s"]), len(b["wall_s"]))
+            wall_pairs = [a["wall_s"][i] / b["wall_s"][i] for i in range(pairs)]
+            cpu_pairs = [a["cpu_s"][i] / b["cpu_s"][i] * per_request for i in range(pairs)]
+            row["round_wall_ratios"] = wall_pairs
+            row["round_cpu_ratios"] = cpu_pairs
+            row["wall_ratio"] = statistics.median(wall_pairs)
+            row["cpu_ratio"] = statistics.median(cpu_pairs)
+            row["median_wall_ratio"] = a["median_wall_s"] / b["median_wall_s"]
+            row["median_cpu_ratio"] = a["cpu_us_per_request"] / b["cpu_us_per_request"]
             row["best_wall_ratio"] = min(a["wall_s"]) / min(b["wall_s"])
             row["best_cpu_ratio"] = (min(a["cpu_s"]) / a["requests"]) / (
                 min(b["cpu_s"]) / b["requests"]
@@ -129,7 +211,8 @@ def run_rows(
                 f"  {latency * 1000:g} ms, {concurrency} in flight: wall aqido "
                 f"{a['median_wall_s']:.3f} s / bare {b['median_wall_s']:.3f} s "
                 f"(x{row['wall_ratio']:.2f}); CPU per request {a['cpu_us_per_request']:.0f} / "
-                f"{b['cpu_us_per_request']:.0f} us (x{row['cpu_ratio']:.2f}); load {load:.1f}"
+                f"{b['cpu_us_per_request']:.0f} us (x{row['cpu_ratio']:.2f}); rounds "
+                f"x{min(wall_pairs):.2f}-{max(wall_pairs):.2f}; busy {busy:.0%}"
                 + ("" if counts_ok else "  COUNT MISMATCH"),
                 flush=True,
             )
@@ -370,12 +453,13 @@ def run(
     budget: float,
     cold_repeat: int,
     scale_sizes: list[tuple[int, int, int]],
+    pin: bool = True,
 ) -> dict[str, Any]:
     """Every measurement of the module docstring (``rows``/``scale_sizes`` empty, ``cold_repeat``
     0: not run)."""
     report: dict[str, Any] = {}
     if rows:
-        report["crawl"] = run_rows(rows, size, repeat=repeat, budget=budget)
+        report["crawl"] = run_rows(rows, size, repeat=repeat, budget=budget, pin=pin)
     if cold_repeat > 0:  # 0: not run
         report["cold_start"] = cold_start(cold_repeat)
     if scale_sizes:

@@ -390,6 +390,21 @@ def _cpu_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     return targets
 
 
+def _round_spread(row: dict[str, Any]) -> str:
+    """The lowest and highest of a row's per-round wall ratios (older reports: best runs)."""
+    rounds = row.get("round_wall_ratios")
+    if not rounds:
+        return f"best {row['best_wall_ratio']:.2f}"
+    return f"{min(rounds):.2f}-{max(rounds):.2f}"
+
+
+def _median_ratios(row: dict[str, Any]) -> str:
+    """The ratio of the medians, wall and CPU (before 2026-12-03's paired rounds: the ratios)."""
+    wall = row.get("median_wall_ratio", row["wall_ratio"])
+    cpu = row.get("median_cpu_ratio", row["cpu_ratio"])
+    return f"{wall:.2f} / {cpu:.2f}"
+
+
 def cpu_tables(report: dict[str, Any], *, markdown: bool = False) -> list[str]:
     """The client-CPU section as tables: crawl rows, cold start, scale."""
     h = "#### " if markdown else ""
@@ -408,7 +423,8 @@ def cpu_tables(report: dict[str, Any], *, markdown: bool = False) -> list[str]:
                 f"{r['bare']['cpu_us_per_request']:.0f}",
                 f"{r['aqido']['cpu_us_per_request']:.0f}",
                 f"{r['cpu_ratio']:.2f}",
-                f"{r['best_wall_ratio']:.2f} / {r['best_cpu_ratio']:.2f}",
+                _round_spread(r),
+                _median_ratios(r),
                 f"{r['load_average'][0]:.1f}",
             ]
             + ([] if r["counts_ok"] else ["MISMATCH"])
@@ -416,8 +432,19 @@ def cpu_tables(report: dict[str, Any], *, markdown: bool = False) -> list[str]:
         ]
         parts.append(
             f"{h}Client CPU, canned server: {counts[0]} studies / {counts[1]} series / "
-            f"{counts[2]} instances, aqido crawl() vs bare aiohttp, median of up to {runs} "
-            "runs\n\n"
+            f"{counts[2]} instances, aqido crawl() vs bare aiohttp, {runs} interleaved rounds; "
+            + (
+                "the ratios are the median of the rounds' own ratios (each round runs both, "
+                "one after the other)"
+                if "round_wall_ratios" in crawl_part["rows"][0]
+                else "the ratios are those of the medians"
+            )
+            + (
+                f", client and server pinned to CPUs {' and '.join(map(str, pinned))}"
+                if (pinned := crawl_part["rows"][0].get("pinned_cpus"))
+                else ""
+            )
+            + "\n\n"
             + _table(
                 [
                     "latency ms",
@@ -428,7 +455,8 @@ def cpu_tables(report: dict[str, Any], *, markdown: bool = False) -> list[str]:
                     "bare CPU us/req",
                     "aqido CPU us/req",
                     "CPU x",
-                    "best-run x (wall / CPU)",
+                    "rounds' wall x, min-max",
+                    "x of medians (wall / CPU)",
                     "load avg",
                 ],
                 body,
@@ -883,6 +911,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--cpu-size", type=_sizes, default=None, help="canned archive, e.g. 200x4x3"
     )
     parser.add_argument("--cpu-repeat", type=int, default=None)
+    parser.add_argument(
+        "--cpu-no-pin",
+        dest="cpu_pin",
+        action="store_false",
+        help="client CPU rows: leave the client and the canned server unpinned",
+    )
     parser.add_argument("--cold-repeat", type=int, default=None, help="cold-start pairs (0: none)")
     parser.add_argument(
         "--scale-sizes", type=_sizes, default=None, help="e.g. 500x20x10,5000x20x10 ('' : none)"
@@ -907,7 +941,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "memory_sizes": [(100, 4, 25), (300, 4, 25), (1000, 4, 25)],
         "cpu_rows": [(0.002, 16), (0.002, 64), (0.005, 16), (0.010, 16), (0.050, 16)],
         "cpu_size": [(200, 4, 3)],
-        "cpu_repeat": 5,
+        "cpu_repeat": 9,
         "cold_repeat": 30,
         "scale_sizes": [(500, 20, 10), (5000, 20, 10)],
         "out": RESULTS,
@@ -975,6 +1009,7 @@ def main(argv: list[str] | None = None) -> int:
             budget=args.budget,
             cold_repeat=args.cold_repeat,
             scale_sizes=args.scale_sizes,
+            pin=args.cpu_pin,
         )
     if "parse" in args.only:
         _banner("parse")

@@ -103,6 +103,12 @@ class ServerProcess:
         self._process.stdin.flush()
         return self._readline()
 
+    @property
+    def pid(self) -> int:
+        """The server process's id (to pin it to a CPU)."""
+        assert self._process is not None
+        return self._process.pid
+
     def set_latency(self, seconds: float) -> None:
         """Set the per-request latency of the server."""
         if self._command(f"latency {seconds!r}").strip() != "ok":

@@ -154,9 +154,17 @@ def test_client_cpu_rows_cold_start_and_no_scale_run_in_the_smoke_size(
         assert row[client]["cpu_us_per_request"] > 0
     assert row["bare"]["requests"] == 1 + 6 + 12  # the listing, then one per study and series
     assert row["aqido"]["requests"] >= row["bare"]["requests"]  # plus a silent-cap check, if any
-    assert row["wall_ratio"] > 0
-    assert row["cpu_ratio"] > 0
+    # one round: its own ratios are the row's (the median of one)
+    assert row["round_wall_ratios"] == [row["aqido"]["wall_s"][0] / row["bare"]["wall_s"][0]]
+    assert row["wall_ratio"] == row["round_wall_ratios"][0] > 0
+    assert row["cpu_ratio"] == pytest.approx(
+        row["aqido"]["cpu_us_per_request"] / row["bare"]["cpu_us_per_request"]
+    )
     assert len(row["load_average"]) == 2
+    assert 0 <= row["busy_before"] <= 1
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cpus) >= 2:  # the client and the canned server, on a CPU each
+        assert row["pinned_cpus"] == [cpus[0], cpus[-1]]
     cold = cpu["cold_start"]
     assert set(cold["median_s"]) == {"aqido", "bare aiohttp"}
     assert set(cold["median_cpu_s"]) == {"aqido", "bare aiohttp"}
