@@ -103,18 +103,16 @@ def _canonical_default(value: Any) -> Any:
     return _json_of(value) if type(value) is _El else str(value)
 
 
+#: Refuses an SQ (not a ``_FlatVR``), ``BulkDataURI`` and ``InlineBinary`` (unknown fields)
+#: itself, where it meets them: a body with one is not scanned for them first (a scan of
+#: every body cost about as much as one decoding in ten), and fails at its first (in the
+#: first item, for a study listing whose studies carry one).
 _DECODER = msgspec.json.Decoder(list[dict[str, _El]])
-#: An SQ, which :class:`_El` never holds: a body with one (a study listing's, often) skips
-#: the decoding it would fail.  Only a shortcut, one scan of the body: the decoder refuses
-#: SQ, ``BulkDataURI`` and ``InlineBinary`` itself (rare in QIDO-RS: not scanned for).
-_SEQUENCE = b'"SQ"'
 
 
 def fast_stored(body: bytes) -> list[_Elements] | None:
     """The items of ``body`` as stored datasets, or ``None`` when it needs the general path."""
     if type(body) is not bytes:
-        return None
-    if _SEQUENCE in body:
         return None
     # As in decode_json: the cyclic GC is paused while a large body is decoded.
     paused = len(body) > _GC_PAUSE_BYTES and gc.isenabled()

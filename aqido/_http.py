@@ -591,6 +591,7 @@ class OriginCookieJar(aiohttp.CookieJar):
             super().update_cookies_from_headers(headers, response_url)
 
     def filter_cookies(self, request_url: URL = URL()) -> BaseCookie[str]:  # noqa: B008
-        if origin_key(request_url) != self._origin:
+        found = super().filter_cookies(request_url)  # an empty jar's at once: every request
+        if found and origin_key(request_url) != self._origin:
             return SimpleCookie()
-        return super().filter_cookies(request_url)
+        return found
