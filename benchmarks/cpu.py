@@ -125,10 +125,11 @@ def run_rows(
 ) -> dict[str, Any]:
     """aqido vs bare aiohttp at every (latency seconds, in flight) of ``rows``.
 
-    Each round runs aqido then the bare loop, so the two runs of a round see the
-    same machine; a row's ratios are the median of its rounds' ratios (paired),
-    with the ratio of the medians beside them.  ``pin``: client and server on a
-    CPU each (see :func:`_pinned`).
+    Each round runs both clients, one after the other (aqido first in even rounds,
+    the bare loop first in odd ones), so the two runs of a round see the same
+    machine; a row's ratios are the median of its rounds' ratios (paired), with
+    the ratio of the medians beside them.  ``pin``: client and server on a CPU
+    each (see :func:`_pinned`).
     """
     from benchmarks import crawl
     from benchmarks.canned import CannedServerProcess
@@ -161,7 +162,10 @@ def run_rows(
             requests: dict[str, int] = {}
             counts_ok = True
             for round_ in range(repeat):
-                for name, run in lineups[concurrency]:
+                lineup = lineups[concurrency]
+                # A B, then B A: whatever the first run of a round leaves the second (a warm
+                # cache, its garbage, a frequency step) falls on each client alike.
+                for name, run in lineup if round_ % 2 == 0 else lineup[::-1]:
                     done = wall[name]
                     if round_ > 0 and sum(done) + statistics.median(done) > budget:
                         continue

@@ -435,7 +435,7 @@ def cpu_tables(report: dict[str, Any], *, markdown: bool = False) -> list[str]:
             f"{counts[2]} instances, aqido crawl() vs bare aiohttp, {runs} interleaved rounds; "
             + (
                 "the ratios are the median of the rounds' own ratios (each round runs both, "
-                "one after the other)"
+                "one after the other, in alternating order)"
                 if "round_wall_ratios" in crawl_part["rows"][0]
                 else "the ratios are those of the medians"
             )
@@ -941,7 +941,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "memory_sizes": [(100, 4, 25), (300, 4, 25), (1000, 4, 25)],
         "cpu_rows": [(0.002, 16), (0.002, 64), (0.005, 16), (0.010, 16), (0.050, 16)],
         "cpu_size": [(200, 4, 3)],
-        "cpu_repeat": 9,
+        "cpu_repeat": 21,
         "cold_repeat": 30,
         "scale_sizes": [(500, 20, 10), (5000, 20, 10)],
         "out": RESULTS,
