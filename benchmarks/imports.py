@@ -98,27 +98,41 @@ def importtime_offenders(statement: str, top: int = 10) -> list[dict[str, Any]]:
 
 
 def run(repeat: int = 10) -> dict[str, Any]:
-    """Median import time of every statement (round-robin over ``repeat`` rounds)."""
+    """Median import time of every statement (round-robin over ``repeat`` rounds).
+
+    The client's cost over ``import aiohttp`` is the median of the rounds' own
+    differences (the two run one after the other in each round, in alternating
+    order): a fresh interpreter's import time drifts by tens of milliseconds
+    within a minute on a shared machine, which a difference of two medians
+    taken over the whole run would keep.
+    """
     times: dict[str, list[float]] = {name: [] for name in STATEMENTS}
     failed: set[str] = set()
-    for _ in range(repeat):
-        for name, statement in STATEMENTS.items():
+    client, floor = "from aqido import AsyncQidoRS", "import aiohttp"
+    differences: list[float] = []
+    names = list(STATEMENTS)
+    for round_ in range(repeat):
+        this_round: dict[str, float] = {}
+        for name in names if round_ % 2 == 0 else names[::-1]:
             if name in failed:
                 continue
-            seconds = time_import(statement)
+            seconds = time_import(STATEMENTS[name])
             if seconds is None:
                 failed.add(name)
             else:
                 times[name].append(seconds)
+                this_round[name] = seconds
+        if client in this_round and floor in this_round:
+            differences.append(this_round[client] - this_round[floor])
     medians = {name: statistics.median(t) for name, t in times.items() if t}
     report: dict[str, Any] = {
         "repeat": repeat,
         "seconds": medians,
         "unavailable": sorted(failed),
     }
-    client = "from aqido import AsyncQidoRS"
-    if client in medians and "import aiohttp" in medians:
-        report["client_over_aiohttp_seconds"] = medians[client] - medians["import aiohttp"]
+    if differences:
+        report["client_over_aiohttp_rounds"] = differences
+        report["client_over_aiohttp_seconds"] = statistics.median(differences)
     report["importtime_top"] = importtime_offenders(client if client in medians else "import aqido")
     return report
 
@@ -135,7 +149,7 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append(f"{name:<40} {'n/a':>8}")
     if "client_over_aiohttp_seconds" in report:
         over = report["client_over_aiohttp_seconds"] * 1000
-        lines.append(f"AsyncQidoRS over import aiohttp: {over:+.1f} ms")
+        lines.append(f"AsyncQidoRS over import aiohttp (median of the rounds): {over:+.1f} ms")
     lines.append("-X importtime, top-level packages by cumulative time:")
     for row in report["importtime_top"]:
         lines.append(f"  {row['module']:<30} {row['cumulative_ms']:>8.1f} ms")

@@ -708,6 +708,14 @@ def render(report: dict[str, Any], *, markdown: bool) -> str:
         i = report["imports"]
         body = [[name, f"{s * 1000:.1f}"] for name, s in i["seconds"].items()]
         body += [[name, "n/a"] for name in i["unavailable"]]
+        if "client_over_aiohttp_rounds" in i:
+            body.append(
+                [
+                    "`from aqido import AsyncQidoRS` over `import aiohttp` (median of the "
+                    "rounds' own differences)",
+                    f"{i['client_over_aiohttp_seconds'] * 1000:+.1f}",
+                ]
+            )
         top = ", ".join(
             f"{row['module']} {row['cumulative_ms']:.0f} ms" for row in i["importtime_top"][:6]
         )
@@ -937,7 +945,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "budget": 20.0,
         "parse_studies": 10_000,
         "parse_repeat": 7,
-        "import_repeat": 10,
+        "import_repeat": 20,
         "memory_sizes": [(100, 4, 25), (300, 4, 25), (1000, 4, 25)],
         "cpu_rows": [(0.002, 16), (0.002, 64), (0.005, 16), (0.010, 16), (0.050, 16)],
         "cpu_size": [(200, 4, 3)],
