@@ -26,6 +26,7 @@ import attrs
 from aqido import dictionary
 from aqido._elements import (
     _GOOD_KEYS,
+    _GOOD_KEYS_MAX,
     StoredElement,
     _canonical_default,
     _copy_element,
@@ -90,7 +91,7 @@ def _check_key(key: object) -> str:
         shown = excerpt(repr(key), _SHOWN_VALUE)
         raise _ItemError(f"malformed tag key {shown} (expected 8 hex digits such as '00100010')")
     upper = key.upper()
-    if upper == key and len(_GOOD_KEYS) < 65536:
+    if upper == key and len(_GOOD_KEYS) < _GOOD_KEYS_MAX:
         _GOOD_KEYS.add(key)
     return upper
 

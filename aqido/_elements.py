@@ -11,9 +11,9 @@ collector would rescan every container they hold at each collection.
 :func:`_json_of` gives any stored element back as its JSON object.
 
 :func:`fast_stored` decodes a response body made only of such elements, with
-tag keys already seen, straight into stored datasets: msgspec decodes and
+uppercase tag keys, straight into stored datasets: msgspec decodes and
 checks the shape in one C pass.  Anything else (an SQ, bulk data, an escape,
-a key not seen before, a value of another type, malformed JSON) returns
+a key not made of 8 uppercase hex digits, a value of another type, malformed JSON) returns
 ``None``, and the body takes the general path (decode, then validate each
 item), which words every error.
 """
@@ -72,6 +72,25 @@ class _Elements(dict[str, Any]):
 
 #: Uppercase tag keys already checked (at most 65,536).
 _GOOD_KEYS: set[str] = set()
+_GOOD_KEYS_MAX = 65536
+_UPPER_HEX = frozenset("0123456789ABCDEF")
+
+
+def _learn_keys(item: dict[str, Any]) -> bool:
+    """Whether every key of ``item`` is an uppercase tag key (8 hex digits); remembers them.
+
+    For :func:`fast_stored`'s keys not seen before (a new process's first answer, a
+    server's private tags): a lowercase one (to be normalised) or anything else sends
+    the body to the general path, which words the error.
+    """
+    good = _GOOD_KEYS
+    new = [key for key in item if key not in good]
+    for key in new:
+        if len(key) != 8 or not _UPPER_HEX.issuperset(key):
+            return False
+    if len(good) + len(new) <= _GOOD_KEYS_MAX:
+        good.update(new)
+    return True
 
 
 def _json_of(elem: StoredElement) -> Mapping[str, Any]:
@@ -128,7 +147,7 @@ def fast_stored(body: bytes) -> list[_Elements] | None:
     good = _GOOD_KEYS
     out: list[_Elements] = []
     for item in data:
-        if not good.issuperset(item):
+        if not good.issuperset(item) and not _learn_keys(item):
             return None
         out.append(_Elements(item))
     return out

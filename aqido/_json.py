@@ -247,12 +247,23 @@ def _stdlib_loads(body: bytes | str) -> Any:
         raise ValueError("JSON nested too deeply") from None
 
 
-try:
-    import orjson
+#: The decoder of :func:`decode_json`: orjson's when installed, chosen at the first body
+#: that needs it (most never do: :func:`aqido._elements.fast_stored` decodes the common
+#: ones, and a plain search does not pay for importing orjson, about 2 ms).
+_loads: Callable[[bytes | str], Any] | None = None
 
-    _loads: Callable[[bytes | str], Any] = orjson.loads
-except ImportError:  # pragma: no cover - exercised only without the "fast" extra
-    _loads = _stdlib_loads
+
+def _choose_loads() -> Callable[[bytes | str], Any]:
+    """Set and return :data:`_loads`: ``orjson.loads``, or :func:`_stdlib_loads` without it."""
+    global _loads
+    try:
+        import orjson
+
+        _loads = orjson.loads
+    except ImportError:  # pragma: no cover - exercised only without the "fast" extra
+        _loads = _stdlib_loads
+    return _loads
+
 
 #: Bodies larger than this are decoded with the cyclic GC paused (see decode_json).
 _GC_PAUSE_BYTES = 64 * 1024
@@ -289,8 +300,9 @@ def decode_json(
     paused = len(body) > _GC_PAUSE_BYTES and gc.isenabled()
     if paused:
         gc.disable()
+    loads = _loads if _loads is not None else _choose_loads()
     try:
-        data = _loads(body)
+        data = loads(body)
     except ValueError as exc:  # json/orjson decode errors and bad UTF-8 are ValueErrors
         raise InvalidResponseError(
             f"response body is not JSON{_describe(body)}: {exc}", body=body, url=url, status=status

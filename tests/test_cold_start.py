@@ -26,6 +26,8 @@ search never uses; they are imported where their feature starts now:
   those the converter is built with on first use (``Dataset.from_json``,
   ``attrs.evolve`` of a model, ``make_converter``, a type they do not know);
 - :mod:`aqido._tree` (``build_tree``): by ``find_studies`` or its first use;
+- orjson (~2 ms with the ``dataclasses`` it imports): by the first body the one-pass
+  decoding (:func:`aqido._elements.fast_stored`) does not take;
 - the modules' regular expressions (:func:`aqido._lazy.lazy_pattern`, ~3 ms
   to compile them all): by their first use; a plain search compiles one
   (the control-character check of a query value).
@@ -63,6 +65,7 @@ NOT_LOADED = (
     "aqido.progress",
     "aqido.stats",
     "cattrs",
+    "orjson",  # the general decoding path's (fast_stored decodes a plain search's answer)
     "pydicom",
     "statistics",
 )

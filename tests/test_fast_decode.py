@@ -198,13 +198,33 @@ def test_every_other_body_takes_the_general_path(
         assert fast[1] == general[1]
 
 
-def test_a_tag_key_not_seen_before_takes_the_general_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_elements, "_GOOD_KEYS", set())
-    body = _body({"00100020": _el("LO", "a")})
-    assert fast_stored(body) is None
-    monkeypatch.setattr(_elements, "_GOOD_KEYS", {"00100020"})
-    stored = fast_stored(body)
-    assert stored == [{"00100020": _El("LO", ("a",))}]
+def test_a_tag_key_not_seen_before_is_checked_and_remembered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new process's first answer takes the one-pass decoding too: an uppercase tag key
+    not seen before is checked there and remembered; anything else takes the general path
+    (a lowercase key is normalised there, a malformed one refused with its error)."""
+    good: set[str] = set()
+    monkeypatch.setattr(_elements, "_GOOD_KEYS", good)
+    body = _body({"00100020": _el("LO", "a"), "7FE10010": _el("LO", "b")})
+    assert fast_stored(body) == [{"00100020": _El("LO", ("a",)), "7FE10010": _El("LO", ("b",))}]
+    assert good == {"00100020", "7FE10010"}
+    for key in ("0010002a", "0010002", "001000200", "0010002G", "+0010002", " 0010002"):
+        assert fast_stored(_body({"00100020": _el("LO", "a"), key: _el("LO", "b")})) is None
+    assert good == {"00100020", "7FE10010"}  # nothing of a refused item is remembered
+
+
+def test_remembered_tag_keys_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    good = {f"0009{n:04X}" for n in range(4)}
+    monkeypatch.setattr(_elements, "_GOOD_KEYS", good)
+    monkeypatch.setattr(_elements, "_GOOD_KEYS_MAX", 5)
+    # one new key fits (5), two more do not: still decoded (each was checked), not remembered
+    assert fast_stored(_body({"00100020": _el("LO", "a")})) is not None
+    assert len(good) == 5
+    stored = fast_stored(_body({"00100030": _el("DA", "20240101"), "00100040": _el("CS", "F")}))
+    assert stored is not None
+    assert set(stored[0]) == {"00100030", "00100040"}
+    assert len(good) == 5
 
 
 def test_stored_elements_are_not_tracked_by_the_garbage_collector() -> None:

@@ -1365,7 +1365,8 @@ JSON_CHILD = textwrap.dedent(
     if sys.argv[1] == "stdlib":
         sys.modules["orjson"] = None  # as if the "fast" extra were not installed
     from aqido.errors import InvalidResponseError
-    from aqido._json import _loads, decode_json
+    from aqido import _json
+    from aqido._json import decode_json
     bodies = {
         "deep": b"[" * 100_000 + b"]" * 100_000,
         "huge float": b'[{"00081160": {"vr": "FD", "Value": [1e400]}}]',
@@ -1376,7 +1377,7 @@ JSON_CHILD = textwrap.dedent(
         "surrogate in a key": b'[{"0010\\\\ud8000": {"vr": "PN"}}]',
         "encoded surrogate": b'[{"00100010": {"vr": "PN", "Value": ["\\xed\\xa0\\x80"]}}]',
     }
-    out = {"orjson": _loads.__module__ == "orjson"}
+    out = {}
     for name, body in bodies.items():
         try:
             decode_json(body)
@@ -1386,6 +1387,7 @@ JSON_CHILD = textwrap.dedent(
         except BaseException as exc:
             out[name] = type(exc).__name__
     out["pair"] = decode_json(b'[{"00100010": {"vr": "PN", "Value": ["\\\\ud83d\\\\ude00"]}}]')
+    out["orjson"] = _json._loads.__module__ == "orjson"  # chosen at the first body
     print(json.dumps(out))
     """
 )
