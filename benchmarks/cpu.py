@@ -292,8 +292,10 @@ def cold_start(repeat: int) -> dict[str, Any]:
         wall: dict[str, list[float]] = {name: [] for name in names}
         cpu: dict[str, list[float]] = {name: [] for name in names}
         imports: list[float] = []
-        for _ in range(repeat):
-            for name, script in names.items():
+        order = list(names.items())
+        for round_ in range(repeat):
+            # alternating which runs first, as the crawl rows do
+            for name, script in order if round_ % 2 == 0 else order[::-1]:
                 seconds, cpu_seconds, imported = _cold(script, srv.url)
                 wall[name].append(seconds)
                 cpu[name].append(cpu_seconds)
@@ -303,7 +305,7 @@ def cold_start(repeat: int) -> dict[str, Any]:
     cpu_medians = {name: statistics.median(t) for name, t in cpu.items()}
     # Two processes in a row differ by tens of milliseconds on a busy machine (the
     # interpreter and aiohttp alone take 200-400 ms): the median of the paired
-    # differences (each aqido run against the bare run right after it) is steadier
+    # differences (each aqido run against the bare run next to it) is steadier
     # than the difference of the medians, and is what the target is checked against.
     paired = [a - b for a, b in zip(wall["aqido"], wall["bare aiohttp"], strict=True)]
     paired_cpu = [a - b for a, b in zip(cpu["aqido"], cpu["bare aiohttp"], strict=True)]
