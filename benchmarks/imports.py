@@ -101,8 +101,8 @@ def run(repeat: int = 10) -> dict[str, Any]:
     """Median import time of every statement (round-robin over ``repeat`` rounds).
 
     The client's cost over ``import aiohttp`` is the median of the rounds' own
-    differences (the two run one after the other in each round, in alternating
-    order): a fresh interpreter's import time drifts by tens of milliseconds
+    differences (both run in each round, seconds apart, the round's order
+    alternating): a fresh interpreter's import time drifts by tens of milliseconds
     within a minute on a shared machine, which a difference of two medians
     taken over the whole run would keep.
     """
