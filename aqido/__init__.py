@@ -50,6 +50,8 @@ from aqido.query import (
 
 if TYPE_CHECKING:  # pragma: no cover - lazily resolved names, imported here for type checkers
     from aqido._arrow import to_arrow as to_arrow
+    from aqido._invalid import InvalidValue as InvalidValue
+    from aqido._warning_headers import QidoWarning as QidoWarning
     from aqido.blocking import QidoRS as QidoRS
     from aqido.checkpoint import CrawlCheckpoint as CrawlCheckpoint
     from aqido.client import AsyncQidoRS as AsyncQidoRS
@@ -57,7 +59,6 @@ if TYPE_CHECKING:  # pragma: no cover - lazily resolved names, imported here for
     from aqido.profile import ServerProfile as ServerProfile
     from aqido.progress import CrawlProgress as CrawlProgress
     from aqido.protocol import QidoResponse as QidoResponse
-    from aqido.protocol import QidoWarning as QidoWarning
     from aqido.results import Dataset as Dataset
     from aqido.results import Instance as Instance
     from aqido.results import Series as Series
@@ -70,7 +71,6 @@ if TYPE_CHECKING:  # pragma: no cover - lazily resolved names, imported here for
     from aqido.stats import CrawlStats as CrawlStats
     from aqido.tables import to_dataframe as to_dataframe
     from aqido.tables import to_records as to_records
-    from aqido.values import InvalidValue as InvalidValue
     from aqido.values import PersonName as PersonName
 
 __version__ = "0.1.0"
@@ -88,11 +88,11 @@ _LAZY: dict[str, str] = {
     "CrawlStats": "aqido.stats",
     "Dataset": "aqido.results",
     "Instance": "aqido.results",
-    "InvalidValue": "aqido.values",
+    "InvalidValue": "aqido._invalid",
     "PersonName": "aqido.values",
     "QidoRS": "aqido.blocking",
     "QidoResponse": "aqido.protocol",
-    "QidoWarning": "aqido.protocol",
+    "QidoWarning": "aqido._warning_headers",
     "Retry": "aqido.retry",
     "SearchResults": "aqido.client",
     "Series": "aqido.results",

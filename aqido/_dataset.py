@@ -21,8 +21,6 @@ import datetime
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-import attrs
-
 from aqido import dictionary
 from aqido._elements import (
     _GOOD_KEYS,
@@ -41,8 +39,6 @@ from aqido.values import (
     VRS,
     BulkDataURI,
     InlineBinary,
-    InvalidValue,
-    Tag,
     is_empty,
     parse_value,
 )
@@ -50,6 +46,9 @@ from aqido.values import (
 if TYPE_CHECKING:  # pragma: no cover
     import cattrs
     import pydicom
+
+    from aqido._element import Element
+    from aqido._invalid import InvalidValue
 
 _VALUE_KEYS = ("Value", "BulkDataURI", "InlineBinary")
 
@@ -277,6 +276,8 @@ def _invalid_values(key: str, elem: StoredElement) -> list[InvalidValue]:
 
 
 def _invalid(key: str, vr: str, raw: Any, reason: str) -> InvalidValue:
+    from aqido._invalid import InvalidValue
+
     return InvalidValue(key, dictionary.keyword_for(int(key, 16)), vr, raw, reason)
 
 
@@ -460,6 +461,8 @@ class Dataset(Mapping[str, Any]):
 
     def element(self, name: str | int) -> Element:
         """The raw element for ``name``: tag, keyword, VR and the JSON it came from."""
+        from aqido._element import Element
+
         key = _key_for(name)
         return Element(key=key, json=_json_of(self._raw[key]))
 
@@ -522,48 +525,3 @@ def canonical(raw: Mapping[str, Any]) -> str:
     """
     # at any nesting the decoders accept
     return dumps(raw, sort_keys=True, default=_canonical_default)
-
-
-@attrs.frozen
-class Element:
-    """One raw DICOM JSON element: its tag key and the JSON object (``vr`` + value member).
-
-    Attributes:
-        key: the uppercase tag key (``"00100010"``).
-        json: the element exactly as received.
-    """
-
-    key: str
-    json: Mapping[str, Any]
-
-    @property
-    def tag(self) -> Tag:
-        """The tag as an int (:class:`~aqido.values.Tag`)."""
-        return Tag(self.key)
-
-    @property
-    def keyword(self) -> str:
-        """The PS3.6 keyword, ``""`` for private and unknown tags."""
-        return dictionary.keyword_for(int(self.key, 16))
-
-    @property
-    def vr(self) -> str:
-        """The VR the server gave."""
-        return str(self.json["vr"])
-
-    @property
-    def values(self) -> tuple[Any, ...]:
-        """The raw JSON ``Value`` array as a tuple (``()`` without ``Value``)."""
-        return tuple(self.json.get("Value") or ())
-
-    @property
-    def bulk_data_uri(self) -> str | None:
-        """The ``BulkDataURI`` member, if any."""
-        value = self.json.get("BulkDataURI")
-        return None if value is None else str(value)
-
-    @property
-    def inline_binary(self) -> bytes | None:
-        """The ``InlineBinary`` member decoded to bytes, if any (``ValueError`` if not base64)."""
-        value = self.json.get("InlineBinary")
-        return None if value is None else InlineBinary(value).to_bytes()

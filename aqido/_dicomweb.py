@@ -24,7 +24,7 @@ from aqido.errors import (
     InvalidQueryError,
     QueryTypeError,
 )
-from aqido.protocol import QidoResponse, QidoWarning
+from aqido.protocol import QidoResponse
 from aqido.query import (
     ATTRIBUTE_FIELDS,
     BaseQuery,
@@ -35,6 +35,7 @@ from aqido.query import (
 from aqido.results import Instance, Series, Study, structure
 
 if TYPE_CHECKING:  # pragma: no cover
+    from aqido._warning_headers import QidoWarning
     from aqido.plan import Plan
 
 

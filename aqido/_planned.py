@@ -28,7 +28,7 @@ from aqido.errors import (
     QidoError,
     UnanswerableQueryError,
 )
-from aqido.protocol import QidoResponse, QidoWarning, join_url
+from aqido.protocol import QidoResponse, join_url
 from aqido.query import (
     BaseQuery,
 )
@@ -260,6 +260,7 @@ class PlannedSearch:
         results: SearchResults[Any] = SearchResults(typed, response=first)
         server = {w.raw: w for r in answer.responses for w in r.warnings}
         from aqido._plan_spans import fuzzy_note  # loaded by the planner already
+        from aqido._warning_headers import QidoWarning
 
         said = [fuzzy_note(query.fuzzymatching, self._profile)]  # logged by _plan
         ours = (

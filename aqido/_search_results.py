@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
-from aqido.protocol import QidoResponse, QidoWarning
+from aqido.protocol import QidoResponse
 from aqido.results import Dataset
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow
 
+    from aqido._warning_headers import QidoWarning
     from aqido.query import QueryLevel
 
 T = TypeVar("T")

@@ -65,7 +65,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from aqido._dataset import Dataset, Element
+from aqido._dataset import Dataset
 from aqido._json import decode_json
 from aqido._lazy import lazy_exports
 from aqido._models import Instance, Series, Study
@@ -74,11 +74,13 @@ from aqido._structure import parse_results, structure
 if TYPE_CHECKING:  # pragma: no cover - lazily resolved names, imported here for type checkers
     from aqido._converter import DicomJSONConverter as DicomJSONConverter
     from aqido._converter import make_converter as make_converter
+    from aqido._element import Element as Element
     from aqido._tree import build_tree as build_tree
 
 #: Public names whose module is imported on first use (cattrs with the converter's).
 _LAZY: dict[str, str] = {
     "DicomJSONConverter": "aqido._converter",
+    "Element": "aqido._element",
     "build_tree": "aqido._tree",
     "make_converter": "aqido._converter",
 }

@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 import attrs
 
+from aqido._attrs_methods import ValueMethods
 from aqido.errors import (
     HTTPStatusError,
     InvalidResponseError,
@@ -107,8 +108,8 @@ def _statuses(value: object) -> frozenset[int]:
     return statuses
 
 
-@attrs.frozen(kw_only=True)
-class Retry:
+@attrs.frozen(kw_only=True, repr=False, eq=False)
+class Retry(ValueMethods):
     """When and how a failed request is retried.
 
     Attributes:
@@ -216,8 +217,8 @@ class Retry:
         return delay
 
 
-@attrs.frozen(kw_only=True)
-class Timeout:
+@attrs.frozen(kw_only=True, repr=False, eq=False)
+class Timeout(ValueMethods):
     """Time limits for requests, in seconds (``None`` = no limit; ``0``, NaN and infinity are
     refused with ``ValueError``: aiohttp would read them as no limit).
 

@@ -41,13 +41,17 @@ import functools
 import math
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from aqido import dictionary
-from aqido._lazy import lazy_pattern
+from aqido._attrs_methods import ValueMethods
+from aqido._lazy import lazy_exports, lazy_pattern
 from aqido.errors import EXCERPT_LENGTH
+
+if TYPE_CHECKING:  # pragma: no cover - imported on first use (see the end of the module)
+    from aqido._invalid import InvalidValue as InvalidValue
 
 #: Every value representation a DICOM JSON element may carry (PS3.5 Table 6.2-1).
 VRS = frozenset(
@@ -159,37 +163,8 @@ class InlineBinary(str):
             raise ValueError(f"InlineBinary is not valid base64: {exc}") from exc
 
 
-@attrs.frozen
-class InvalidValue:
-    """An element value aqido could not read: the raw text is kept, the typed value is ``None``.
-
-    Listed by ``Dataset.invalid``; never raised.  Hashable whatever ``raw`` is (its
-    hash leaves ``raw`` out); its repr shows ``raw`` cut to 200 characters.
-
-    Attributes:
-        key: the tag key (``"00080020"``).
-        keyword: the PS3.6 keyword (``""`` for private or unknown tags).
-        vr: the VR the server gave.
-        raw: the value exactly as received (a JSON string, number, object...).
-        reason: why it could not be read (at most 400 characters: a value it quotes is cut).
-    """
-
-    key: str
-    keyword: str
-    vr: str
-    raw: Any = attrs.field(hash=False)
-    reason: str = attrs.field(converter=_reason)
-
-    def __repr__(self) -> str:
-        raw = _cut(repr(self.raw), EXCERPT_LENGTH)
-        return (
-            f"InvalidValue(key={self.key!r}, keyword={self.keyword!r}, vr={self.vr!r},"
-            f" raw={raw}, reason={self.reason!r})"
-        )
-
-
-@attrs.frozen
-class PersonName:
+@attrs.frozen(repr=False, eq=False)
+class PersonName(ValueMethods):
     """A Person Name (PN): up to three component groups of ``Family^Given^Middle^Prefix^Suffix``.
 
     ``str(name)`` is the DICOM form, groups joined by ``=`` with trailing empty
@@ -590,3 +565,9 @@ def is_empty(value: object) -> bool:
 def parse_value(value: object, vr: str) -> Any:
     """Parse one non-empty JSON value of an element of the given VR; raise ``ValueError``."""
     return PARSERS.get(vr, _parse_str)(value, vr)
+
+
+if not TYPE_CHECKING:
+    # ``InvalidValue`` lives in :mod:`aqido._invalid`, imported on first use; type
+    # checkers see the import above.
+    __getattr__, _ = lazy_exports("aqido.values", globals(), {"InvalidValue": "aqido._invalid"}, ())

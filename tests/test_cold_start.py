@@ -28,6 +28,14 @@ search never uses; they are imported where their feature starts now:
 - :mod:`aqido._tree` (``build_tree``): by ``find_studies`` or its first use;
 - orjson (~2 ms with the ``dataclasses`` it imports): by the first body the one-pass
   decoding (:func:`aqido._elements.fast_stored`) does not take;
+- the attrs classes a plain search never builds an instance of (building each
+  one, its methods compiled, took about 1 ms): ``QidoWarning`` and the
+  ``Warning`` parser (:mod:`aqido._warning_headers`) by the first ``Warning``
+  header, ``Element`` (:mod:`aqido._element`) by ``Dataset.element``,
+  ``InvalidValue`` (:mod:`aqido._invalid`) by the first ``.invalid``; ``Caps``
+  is a plain class, and ``Retry``, ``Timeout``, ``PersonName`` and the models
+  share their ``__repr__``/``__eq__``/``__hash__`` (:mod:`aqido._attrs_methods`,
+  :class:`aqido._models._Model`) instead of having attrs compile them;
 - the modules' regular expressions (:func:`aqido._lazy.lazy_pattern`, ~3 ms
   to compile them all): by their first use; a plain search compiles one
   (the control-character check of a query value).
@@ -49,10 +57,13 @@ from aqido._lazy import lazy_pattern
 #: Modules a plain search must not import.
 NOT_LOADED = (
     "anyio",
+    "aqido._element",
+    "aqido._invalid",
     "aqido._paging",
     "aqido._tasks",
     "aqido._tree",
     "aqido._trusted",
+    "aqido._warning_headers",
     "aqido._converter",
     "aqido.adaptive",
     "aqido.checkpoint",
