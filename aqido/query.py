@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 import attrs
 
 from aqido import dictionary
+from aqido._attrs_methods import ValueMethods
 from aqido._query_values import ATTRIBUTE_FIELDS as ATTRIBUTE_FIELDS
 from aqido._query_values import (
     FIELD_ALIASES,
@@ -155,11 +156,12 @@ def _reject_unknown_fields(cls: _Q) -> _Q:
 
 
 # The two kinds add no field: they are plain subclasses that take BaseQuery's generated
-# __init__ (with the unknown-field check), __eq__ (same class only) and __hash__ rather than
-# having attrs generate and compile them twice more at import (~5 ms of a cold start).
+# __init__ (with the unknown-field check) rather than having attrs generate and compile it
+# twice more at import (~5 ms of a cold start); __eq__ (same class only) and __hash__ are
+# the shared ones of aqido._attrs_methods, not compiled at all.
 @_reject_unknown_fields
-@attrs.frozen(kw_only=True, repr=False)
-class BaseQuery:
+@attrs.frozen(kw_only=True, repr=False, eq=False)
+class BaseQuery(ValueMethods):
     """What every QIDO-RS query has: fields, validation, path and encoded parameters.
 
     Not used directly: build a :class:`HierarchicalQuery` or a

@@ -16,7 +16,17 @@ from typing import Any
 import attrs
 import pytest
 
-from aqido import Instance, PersonName, Retry, Series, Study, Timeout
+from aqido import (
+    BaseQuery,
+    HierarchicalQuery,
+    Instance,
+    PersonName,
+    RelationalQuery,
+    Retry,
+    Series,
+    Study,
+    Timeout,
+)
 from aqido._attrs_methods import ValueMethods
 
 
@@ -145,3 +155,25 @@ def test_a_typed_field_given_rewrites_the_elements_so_equality_follows_it() -> N
     assert attrs.evolve(study, StudyID="S1") != study
     assert attrs.evolve(study, StudyID="S1") == attrs.evolve(study, StudyID="S1")
     assert attrs.evolve(study, NumberOfStudyRelatedSeries=72) == study
+
+
+def test_queries_share_eq_and_hash_and_keep_their_own_repr() -> None:
+    assert BaseQuery.__eq__ is ValueMethods.__eq__
+    assert BaseQuery.__hash__ is ValueMethods.__hash__
+    assert BaseQuery.__repr__ is not ValueMethods.__repr__
+    twin = _twin(BaseQuery)
+    queries = [
+        HierarchicalQuery(),
+        HierarchicalQuery(limit=10),
+        HierarchicalQuery(PatientID="P1", filters={"StudyDate": "20240101-"}),
+        HierarchicalQuery(query_level="SERIES", StudyInstanceUID="1.2"),
+    ]
+    twins = [twin(**{f.name: getattr(q, f.name) for f in attrs.fields(BaseQuery)}) for q in queries]
+    for (a, ta), (b, tb) in itertools.product(zip(queries, twins, strict=True), repeat=2):
+        assert (a == b) is (ta == tb)
+        if a == b:
+            assert hash(a) == hash(b)
+    # the same fields in the other kind of query: not equal (attrs' "same class only")
+    series = RelationalQuery(query_level="SERIES", StudyInstanceUID="1.2")
+    assert series != queries[3]
+    assert series == RelationalQuery(query_level="SERIES", StudyInstanceUID="1.2")
