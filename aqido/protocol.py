@@ -329,9 +329,8 @@ def _parse_warnings(values: list[str]) -> tuple[QidoWarning, ...]:
 if not TYPE_CHECKING:
     # ``QidoWarning`` and ``parse_warnings`` live in :mod:`aqido._warning_headers`, imported on
     # first use; type checkers see the imports above.
-    __getattr__, _ = lazy_exports(
-        "aqido.protocol",
-        globals(),
-        {"QidoWarning": "aqido._warning_headers", "parse_warnings": "aqido._warning_headers"},
-        (),
-    )
+    _WARNINGS = {
+        "QidoWarning": "aqido._warning_headers",
+        "parse_warnings": "aqido._warning_headers",
+    }
+    __getattr__, __dir__ = lazy_exports("aqido.protocol", globals(), _WARNINGS, list(_WARNINGS))

@@ -570,4 +570,6 @@ def parse_value(value: object, vr: str) -> Any:
 if not TYPE_CHECKING:
     # ``InvalidValue`` lives in :mod:`aqido._invalid`, imported on first use; type
     # checkers see the import above.
-    __getattr__, _ = lazy_exports("aqido.values", globals(), {"InvalidValue": "aqido._invalid"}, ())
+    __getattr__, __dir__ = lazy_exports(
+        "aqido.values", globals(), {"InvalidValue": "aqido._invalid"}, ["InvalidValue"]
+    )

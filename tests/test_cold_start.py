@@ -218,3 +218,34 @@ def test_the_default_hooks_are_the_ones_the_default_converter_is_built_with() ->
         assert converter.get_structure_hook(model) is DEFAULT_HOOKS.model
     assert DEFAULT_HOOKS.resolve(bool) is None  # a subclass: the converter's dispatch decides
     assert _DEFAULT_CONTEXT.hook(bool) is converter.get_structure_hook(int)
+
+
+def test_the_names_imported_on_first_use_are_listed_and_resolve() -> None:
+    script = (
+        "import json, sys, aqido.protocol, aqido.results, aqido.values\n"
+        "names = {'aqido.protocol': ['QidoWarning', 'parse_warnings'],\n"
+        "         'aqido.results': ['Element'], 'aqido.values': ['InvalidValue']}\n"
+        "listed = {m: [n for n in ns if n in dir(sys.modules[m])] for m, ns in names.items()}\n"
+        "loaded = [m for m in ('aqido._warning_headers', 'aqido._element', 'aqido._invalid')\n"
+        "          if m in sys.modules]\n"
+        "homes = {m: [getattr(sys.modules[m], n).__module__ for n in ns]\n"
+        "         for m, ns in names.items()}\n"
+        "print(json.dumps([listed, loaded, homes]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    import json
+
+    listed, loaded, homes = json.loads(out.stdout)
+    assert listed == {
+        "aqido.protocol": ["QidoWarning", "parse_warnings"],
+        "aqido.results": ["Element"],
+        "aqido.values": ["InvalidValue"],
+    }
+    assert loaded == []  # listing them in dir() imports nothing
+    assert homes == {
+        "aqido.protocol": ["aqido._warning_headers", "aqido._warning_headers"],
+        "aqido.results": ["aqido._element"],
+        "aqido.values": ["aqido._invalid"],
+    }
