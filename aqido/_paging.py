@@ -103,6 +103,10 @@ def check_parents(query: BaseQuery, response: QidoResponse) -> None:
         wanted = getattr(query, name)
         if not wanted:
             continue
+        # The common case in one pass: every item a stored dataset with the wanted UID.
+        one = (wanted,)
+        if all(type(e := item.get(key)) is _El and e.Value == one for item in items):
+            continue
         for item in items:
             element = item.get(key)
             if type(element) is _El:  # the common case, without a call: the wanted UID

@@ -59,6 +59,8 @@ class FirstErrorGroup:
         self._cancelled: set[asyncio.Task[None]] = set()
         self._error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: What ``__aexit__`` awaits: set once no task is left.
+        self._waiter: asyncio.Future[None] | None = None
 
     async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
@@ -73,15 +75,21 @@ class FirstErrorGroup:
         if exc is not None:
             self._cancel()
         cancellation: asyncio.CancelledError | None = None
-        tasks = self._tasks
-        while tasks:
+        assert self._loop is not None
+        while self._tasks:
+            # One future, set by _done when the last task ends: asyncio.wait() would add a
+            # callback of its own to every task (an event-loop turn each: a crawl waits
+            # for every study's series this way).
+            waiter = self._waiter = self._loop.create_future()
             try:
-                await asyncio.wait(set(tasks))
+                await waiter
             except asyncio.CancelledError as error:
                 # Cancel the tasks, wait for them, then propagate this very exception
                 # (anyio's cancel scopes recognise their own by its message).
                 cancellation = cancellation or error
                 self._cancel()
+            finally:
+                self._waiter = None
         if exc is not None:
             return None
         if cancellation is not None:
@@ -104,8 +112,13 @@ class FirstErrorGroup:
         task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+        tasks = self._tasks
+        tasks.discard(task)
         self._cancelled.discard(task)
+        if not tasks:
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     async def _guarded(self, func: Callable[..., Awaitable[Any]], *args: Any) -> None:
         try:

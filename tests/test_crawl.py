@@ -490,6 +490,60 @@ async def test_first_error_group_raises_plain_error() -> None:
 
 
 @pytest.mark.anyio
+async def test_first_error_group_waits_for_tasks_its_tasks_start() -> None:
+    # __aexit__ waits until no task is left, including ones started while it waits.
+    done: list[str] = []
+
+    async def leaf(name: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        done.append(name)
+
+    async def parent(group: FirstErrorGroup) -> None:
+        await asyncio.sleep(0.01)
+        group.start_soon(leaf, "late child", 0.03)
+        done.append("parent")
+
+    with anyio.fail_after(5):
+        async with FirstErrorGroup() as group:
+            group.start_soon(parent, group)
+            group.start_soon(leaf, "quick", 0)
+    assert done == ["quick", "parent", "late child"]
+    async with FirstErrorGroup():
+        pass  # no task: nothing to wait for
+
+
+@pytest.mark.anyio
+async def test_first_error_group_cancelled_twice_still_waits_for_every_task() -> None:
+    # A task's cleanup that awaits must end before the owner's cancellation propagates,
+    # however many times the owner is cancelled meanwhile.
+    cleaned: list[int] = []
+    started = asyncio.Event()
+
+    async def slow_cleanup(n: int) -> None:
+        try:
+            started.set()
+            await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await asyncio.sleep(0.02 * (n + 1))
+            cleaned.append(n)
+
+    async def owner() -> None:
+        async with FirstErrorGroup() as group:
+            for n in range(3):
+                group.start_soon(slow_cleanup, n)
+
+    task = asyncio.get_running_loop().create_task(owner())
+    await started.wait()
+    task.cancel()
+    await asyncio.sleep(0.01)
+    task.cancel()  # again, while the tasks clean up
+    with anyio.fail_after(5), pytest.raises(asyncio.CancelledError):
+        await task
+    assert sorted(cleaned) == [0, 1, 2]
+
+
+@pytest.mark.anyio
 async def test_stream_from_propagates_non_qido_errors_too() -> None:
     async def produce(send: Any) -> None:
         await send.send(1)
