@@ -266,7 +266,7 @@ def parse_response(status: int, headers: Headers, body: bytes, *, url: object = 
     if not 200 <= status <= 299:
         raise error_for_status(status)(status, safe_url, body, reason=_reason(status), headers=flat)
     warnings = (
-        parse_warnings(header_values(headers, "Warning"))
+        _parse_warnings(header_values(headers, "Warning"))
         if type(headers) not in _MULTIDICTS or "Warning" in headers
         else ()
     )

@@ -249,3 +249,50 @@ def test_the_names_imported_on_first_use_are_listed_and_resolve() -> None:
         "aqido.results": ["aqido._element"],
         "aqido.values": ["aqido._invalid"],
     }
+
+
+WARNING_SCRIPT = r"""
+import asyncio, json
+
+WARNING = b'299 archive "The number of results exceeded the maximum supported by the server."'
+
+
+async def serve(reader, writer):
+    await reader.readuntil(b"\r\n\r\n")
+    body = json.dumps([{"0020000D": {"vr": "UI", "Value": ["1.2.3"]}}]).encode()
+    writer.write(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/dicom+json\r\nWarning: %s\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n" % (WARNING, len(body)) + body
+    )
+    await writer.drain()
+    writer.close()
+
+
+async def main():
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    from aqido import AsyncQidoRS, HierarchicalQuery
+
+    async with AsyncQidoRS(f"http://127.0.0.1:{port}") as client:
+        studies = await client.search(HierarchicalQuery(limit=10))
+    server.close()
+    return [[w.code, w.is_truncation] for w in studies.warnings]
+
+
+print(json.dumps(asyncio.run(main())))
+"""
+
+
+def test_the_first_response_with_a_warning_header_in_a_fresh_process() -> None:
+    # The Warning parser is imported on first use: the first such response of a process
+    # must import it (a NameError here once escaped the unit tests, which import it earlier).
+    import json
+
+    out = subprocess.run(
+        [sys.executable, "-c", WARNING_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [[299, True]]
