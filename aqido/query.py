@@ -316,15 +316,16 @@ class BaseQuery(ValueMethods):
         ``includefield``, ``fuzzymatching``, ``limit``, ``offset``, then
         ``extra_params`` in the order given (a list when a name has several values).
         """
-        in_path = self._path_uid_fields()  # at most two names
-        # one comprehension: the client renders every request's parameters this way
-        params: dict[str, str | list[str]] = {
-            field: value
-            for field, value in zip(ATTRIBUTE_FIELDS, attribute_values(self), strict=True)
-            if value and field not in in_path
-        }
-        if self.min_study_date is not None or self.max_study_date is not None:
-            params["StudyDate"] = self.study_date_range()
+        in_path = self._path_uid_fields()  # a tuple of at most two names
+        params: dict[str, str | list[str]] = {}
+        # zip() without strict=: attribute_values is attrgetter(*ATTRIBUTE_FIELDS) (a test
+        # checks it), and the strict check was a fifth of this method, run for every request.
+        for field, value in zip(ATTRIBUTE_FIELDS, attribute_values(self), strict=False):
+            if value and field not in in_path:
+                params[field] = value
+        dates = self.study_date_range()
+        if dates:
+            params["StudyDate"] = dates
         for key, value in self.filters:
             params[key] = value
         if self.include_fields:

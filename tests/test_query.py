@@ -1117,3 +1117,18 @@ def test_building_a_query_does_not_import_pydicom() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_attribute_values_reads_every_attribute_field_in_order() -> None:
+    # uri_search_params zips ATTRIBUTE_FIELDS with attribute_values(query) without strict=.
+    from aqido._query_values import ATTRIBUTE_FIELDS, attribute_values
+
+    query = HierarchicalQuery(
+        **{
+            field: f"1.2.{n}" if field.endswith("UID") else f"V{n}"
+            for n, field in enumerate(ATTRIBUTE_FIELDS)
+        }
+    )
+    values = attribute_values(query)
+    assert len(values) == len(ATTRIBUTE_FIELDS)
+    assert values == tuple(getattr(query, field) for field in ATTRIBUTE_FIELDS)
