@@ -47,10 +47,15 @@ not by timing.
 from __future__ import annotations
 
 import ast
+import dis
+import importlib
 import re
 import subprocess
 import sys
+import types
 from pathlib import Path
+
+import pytest
 
 from aqido._lazy import lazy_pattern
 
@@ -296,3 +301,36 @@ def test_the_first_response_with_a_warning_header_in_a_fresh_process() -> None:
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [[299, True]]
+
+
+def _global_loads(code: types.CodeType) -> set[str]:
+    """The names ``code`` (and every function and class body in it) reads as globals."""
+    names = {i.argval for i in dis.get_instructions(code) if i.opname == "LOAD_GLOBAL"}
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _global_loads(const)
+    return names
+
+
+@pytest.mark.parametrize(
+    ("module", "lazy"),
+    [
+        ("aqido", "_LAZY"),
+        ("aqido.protocol", "_WARNINGS"),
+        ("aqido.results", "_LAZY"),
+        ("aqido.values", None),
+    ],
+)
+def test_no_module_reads_a_name_it_only_exports_lazily(module: str, lazy: str | None) -> None:
+    # A lazily exported name is bound in the module only once something reads it from
+    # outside; the module's own code must import it where it uses it.
+    loaded = importlib.import_module(module)
+    names = set(getattr(loaded, lazy)) if lazy else {"InvalidValue"}
+    path = loaded.__file__
+    assert path is not None
+    with open(path, encoding="utf-8") as f:
+        code = compile(f.read(), path, "exec")
+    inside = set().union(
+        *(_global_loads(c) for c in code.co_consts if isinstance(c, types.CodeType))
+    )
+    assert not names & inside, sorted(names & inside)
