@@ -836,6 +836,36 @@ def draw_chart(report: dict[str, Any], path: str) -> bool:
     return True
 
 
+def _commit() -> str | None:
+    """The checkout's commit (``<sha>``, ``<sha>-dirty`` with uncommitted changes to tracked
+    files), or ``None`` outside a git checkout: which code the tables describe."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", root, *args], capture_output=True, text=True, timeout=30, check=True
+        ).stdout.strip()
+
+    try:
+        sha = git("rev-parse", "--short=7", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{sha}-dirty" if dirty else sha
+
+
+def _provenance(report: dict[str, Any]) -> str:
+    """The last line of ``latest.md``: when, at which commit and with which command it ran."""
+    meta = report["meta"]
+    return (
+        f"Run {meta['date']} at commit {meta.get('commit') or '(not a git checkout)'}, "
+        f"`{meta['command']}`, {meta['seconds'] / 60:.0f} min, Python {meta['python']}, "
+        f"{meta['cpu_count']} CPUs."
+    )
+
+
 def _versions() -> dict[str, str]:
     out = {}
     for name in ("aqido", "aiohttp", "dicomweb-client", "dicomtrolley", "pydicom", "orjson"):
@@ -1001,10 +1031,12 @@ def main(argv: list[str] | None = None) -> int:
             "cpu_count": os.cpu_count(),
             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
             "versions": _versions(),
+            "commit": _commit(),
             "noise": NOISE_NOTE,
         }
     }
-    print(f"aqido benchmarks ({'tiny' if args.tiny else 'full'}); {NOISE_NOTE}")
+    commit = report["meta"]["commit"] or "not a git checkout"
+    print(f"aqido benchmarks ({'tiny' if args.tiny else 'full'}, commit {commit}); {NOISE_NOTE}")
     if "crawl" in args.only:
         _banner("crawl")
         report["crawl"] = run_crawl(args)
@@ -1066,7 +1098,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dump(report, f, indent=2)
         f.write("\n")
     with open(os.path.join(args.out, "latest.md"), "w", encoding="utf-8") as f:
-        f.write(render(report, markdown=True) + "\n")
+        f.write(render(report, markdown=True) + "\n\n" + _provenance(report) + "\n")
     written = ["latest.json", "latest.md"]
     if "crawl" in report and not args.no_chart:
         if draw_chart(report, os.path.join(args.out, "crawl.png")):

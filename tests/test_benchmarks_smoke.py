@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,21 @@ def test_tiny_run_prints_every_table(
     assert "| aqido c=4 |" in markdown
     assert "| aqido auto |" in markdown
     assert "Adaptive concurrency" in markdown
+    # which code the tables describe: the checkout's commit, in the JSON and the Markdown
+    commit = json.loads((out / "latest.json").read_text(encoding="utf-8"))["meta"]["commit"]
+    last = markdown.rstrip().splitlines()[-1]
+    assert last.startswith("Run ")
+    assert "`python -m benchmarks --tiny" in last
+    if (ROOT / ".git").exists():
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        assert re.fullmatch(r"[0-9a-f]{7,}(-dirty)?", commit), commit
+        assert head.startswith(commit.removesuffix("-dirty"))
+        assert f"at commit {commit}," in last
+    else:  # an unpacked source distribution
+        assert commit is None
+        assert "(not a git checkout)" in last
 
 
 def test_every_crawl_client_finds_the_whole_archive(report: dict[str, Any]) -> None:
