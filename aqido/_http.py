@@ -449,6 +449,10 @@ def refuse_default_headers_to_proxy(
 ) -> None:
     """Refuse a borrowed session whose default headers would go to a proxy (names, no value).
 
+    Raises :class:`~aqido.errors.ProxyConfigError` (a ``ValueError``, never retried):
+    when the client is made for the session's own ``proxy=``, by the first request to
+    the service for a proxy the environment names.
+
     aiohttp adds a session's default ``headers=`` to every request's proxy headers,
     which it sends in the ``CONNECT`` request of an ``https://`` tunnel (an
     ``Authorization`` among them as ``Proxy-Authorization``), whatever the request
@@ -460,10 +464,11 @@ def refuse_default_headers_to_proxy(
         return
     names = sorted({name for name in session.headers if name.lower() not in _TUNNEL_SAFE_HEADERS})
     if names:
-        raise ValueError(
+        raise ProxyConfigError(
             f"the session's default headers ({', '.join(names)}) would be sent to the proxy: "
             "aiohttp puts a session's default headers in the CONNECT request of an https "
-            "proxy; give them to aqido instead (headers=, auth=: sent inside the tunnel only)"
+            "proxy; give them to aqido instead (headers=, auth=: sent inside the tunnel only)",
+            url=url,
         )
 
 

@@ -182,7 +182,9 @@ class AsyncQidoRS(PlannedSearch, DicomwebMethods, RequestPath):
             :meth:`close` / ``async with``.  A redirect to another origin is sent
             through its connector without its ``auth=``, default headers, cookies or
             middlewares.  ``ValueError`` if its ``auth=`` meets the client's
-            credentials, or its default headers would go to an https proxy.
+            credentials; :class:`~aqido.errors.ProxyConfigError` (also a ``ValueError``)
+            if its default headers would go to an https proxy (its own ``proxy=``: when
+            the client is made; one from the environment: by each request).
         auth: basic auth as ``(user, password)`` (or an :class:`aiohttp.BasicAuth`),
             a bearer token (``str``), or a callable
             (sync or async) returning headers for each request, e.g. a fresh

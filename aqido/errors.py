@@ -14,7 +14,7 @@ The hierarchy::
     ├── TransportError              the request never got an HTTP answer
     │   ├── RequestTimeoutError     ... because a timeout expired
     │   ├── TLSError                ... because TLS failed (certificate not trusted...)
-    │   └── ProxyConfigError        (also ValueError) ... the proxy is unusable (bad URL, 407)
+    │   └── ProxyConfigError        (also ValueError) ... the proxy cannot be used (bad URL, 407...)
     ├── HTTPStatusError             the server answered with a non-success status
     │   ├── BadRequestError         400
     │   ├── UnauthorizedError       401 and 403
@@ -313,8 +313,11 @@ class ProxyConfigError(TransportError, ValueError):
     when the client is made, for its service URL (also a ``ValueError``, as any bad
     argument), else by a request to another origin (a redirect's).  A proxy answering
     ``407 Proxy Authentication Required`` (wrong or missing credentials): raised by the
-    request.  Never retried.  The message names the variable, never the URL (it may
-    hold a password).
+    request.  A borrowed ``session=`` whose default headers an ``https://`` proxy would
+    read in its ``CONNECT`` request: raised when the client is made (the session's own
+    ``proxy=``) or by each request (a proxy from the environment), nothing sent.
+    Never retried.  The message names the variable, never the URL (it may hold a
+    password).
     """
 
 
