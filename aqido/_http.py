@@ -449,16 +449,13 @@ def refuse_default_headers_to_proxy(
 ) -> None:
     """Refuse a borrowed session whose default headers would go to a proxy (names, no value).
 
-    Raises :class:`~aqido.errors.ProxyConfigError` (a ``ValueError``, never retried):
-    when the client is made for the session's own ``proxy=``, by the first request to
-    the service for a proxy the environment names.
-
-    aiohttp adds a session's default ``headers=`` to every request's proxy headers,
-    which it sends in the ``CONNECT`` request of an ``https://`` tunnel (an
-    ``Authorization`` among them as ``Proxy-Authorization``), whatever the request
-    says.  Called when a request to ``url`` with the borrowed ``session`` goes through
-    a proxy: only the ``service``'s origin is sent through it (another origin through a
-    session without its defaults), and an ``http://`` URL has no ``CONNECT``.
+    A :class:`~aqido.errors.ProxyConfigError` (a ``ValueError``, never retried).  aiohttp
+    adds a session's default ``headers=`` to every request's proxy headers, which it sends
+    in the ``CONNECT`` request of an ``https://`` tunnel (an ``Authorization`` among them as
+    ``Proxy-Authorization``), whatever the request says.  Called when a request to ``url``
+    with the borrowed ``session`` goes through a proxy: only the ``service``'s origin is
+    sent through it (another origin through a session without its defaults), and an
+    ``http://`` URL has no ``CONNECT``.
     """
     if session is None or url.scheme != "https" or origin_key(url) != origin_key(service):
         return
