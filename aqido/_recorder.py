@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aqido.errors import CrawlFailure
 from aqido.progress import CrawlProgress, report
-from aqido.stats import CrawlStats
+from aqido.stats import MAX_WARNINGS, CrawlStats
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aqido.protocol import QidoWarning
 
 __all__ = ["Recorder"]
 
@@ -23,6 +26,7 @@ class Recorder:
     def __init__(self, stats: CrawlStats, progress: CrawlProgress | None = None) -> None:
         self.stats = stats
         self.progress = progress
+        self._warned: set[QidoWarning] = set()  # those in stats.warnings
 
     def changed(self) -> None:
         if self.progress is not None:
@@ -39,6 +43,9 @@ class Recorder:
         stats.finished = None
         stats.concurrency_limit = None
         stats.concurrency_history = []
+        stats.warnings = []
+        stats.warning_count = 0
+        self._warned = set()
         self.changed()
 
     def finish(self) -> None:
@@ -61,6 +68,20 @@ class Recorder:
 
     def page(self) -> None:
         self.stats.pages += 1
+
+    def warned(self, warnings: tuple[QidoWarning, ...]) -> None:
+        """A response's ``Warning`` headers: counted, and kept once each (the first 100).
+
+        Not a truncation warning: the crawl acts on those itself (it pages or splits).
+        """
+        stats = self.stats
+        for warning in warnings:
+            if warning.is_truncation:
+                continue
+            stats.warning_count += 1
+            if warning not in self._warned and len(stats.warnings) < MAX_WARNINGS:
+                self._warned.add(warning)
+                stats.warnings.append(warning)
 
     def items(self, level: str, new_items: int) -> None:
         items = self.stats.items

@@ -93,6 +93,7 @@ else:  # pragma: no cover - Python 3.10 (async-timeout, a dependency of aiohttp 
 _TIMED_OUT = (TimeoutError, asyncio.TimeoutError)
 
 logger = logging.getLogger("aqido")
+server_logger = logging.getLogger("aqido.server")  # a server's Warning headers (CLI: stderr)
 
 #: Statuses that tell an adaptive limiter to back off at once (as does an attempt's own
 #: timeout, ``Timeout.request`` or ``Timeout.connect``; ``Timeout.total`` does not).
@@ -518,7 +519,7 @@ class RequestPath:
 
                 # The server's text, escaped as the CLI shows it: an application's own log
                 # handler would print its ESC sequences raw (they came in a header).
-                logger.warning("server warning for %s: %s", url, printable(warning.raw))
+                server_logger.warning("server warning for %s: %s", url, printable(warning.raw))
         return response
 
     async def _attempts(

@@ -120,6 +120,8 @@ class _Walker:
         check_parents(query, response)  # an answer for another study or series: refused
         self.caps.observe(query.query_level, len(rows(response)))
         self.stats.page()
+        if response.warnings:
+            self.stats.warned(response.warnings)
         return response
 
     def fresh(

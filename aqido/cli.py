@@ -279,7 +279,7 @@ def _dispatch(args: argparse.Namespace, out: IO[str], err: IO[str], env: Mapping
     if args.insecure:
         err.write(INSECURE_WARNING)
         err.flush()
-    with _plan_warnings(err):
+    with _log_warnings(err):
         return _dispatch_client(args, options, out, err, is_tty)
 
 
@@ -292,20 +292,46 @@ def _loop_running() -> bool:
     return True
 
 
-@contextmanager
-def _plan_warnings(err: IO[str]) -> Iterator[None]:
-    """Print the client's "not the standard's answer" warnings (``--profile``) on stderr."""
-    import logging
+class _FirstOfEach(logging.Filter):
+    """Lets through the first record of each server warning (by its text), the first 100.
 
+    A server may send the same ``Warning`` with every response of a crawl: it is
+    printed once (the crawl's summary counts them all).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[object] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        text = args[-1] if isinstance(args, tuple) and args else record.getMessage()
+        if text in self.seen or len(self.seen) >= 100:
+            return False
+        self.seen.add(text)
+        return True
+
+
+@contextmanager
+def _log_warnings(err: IO[str]) -> Iterator[None]:
+    """Print on stderr, escaped: the client's "not the standard's answer" warnings
+    (``--profile``), and each distinct ``Warning`` header of the server's once."""
     plan_logger = logging.getLogger("aqido.plan")
     handler = logging.StreamHandler(err)
     handler.setLevel(logging.WARNING)
     handler.setFormatter(SafeFormatter("aqido: warning: %(message)s"))
+    server_logger = logging.getLogger("aqido.server")
+    server_handler = logging.StreamHandler(err)
+    server_handler.setLevel(logging.WARNING)
+    server_handler.setFormatter(SafeFormatter("aqido: %(message)s"))
+    server_handler.addFilter(_FirstOfEach())
     plan_logger.addHandler(handler)
+    server_logger.addHandler(server_handler)
     try:
         yield
     finally:
         plan_logger.removeHandler(handler)
+        server_logger.removeHandler(server_handler)
 
 
 def _dispatch_client(

@@ -12,10 +12,18 @@ gives a consistent-enough view for display.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import attrs
 
 from aqido.errors import CrawlFailure
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aqido.protocol import QidoWarning
+
+#: How many distinct warnings :attr:`CrawlStats.warnings` keeps: a server may word one per
+#: request (its URL in the text), and a crawl sends a million; ``warning_count`` counts all.
+MAX_WARNINGS = 100
 
 
 def _levels() -> dict[str, int]:
@@ -47,6 +55,13 @@ class CrawlStats:
             (it moves with ``max_concurrency="auto"``; ``None`` before the first request).
         concurrency_history: ``(seconds since the start, limit)`` for every change of
             ``concurrency_limit`` during the crawl, the first entry included.
+        warnings: the distinct ``Warning`` headers the server sent during the crawl
+            (:class:`~aqido.protocol.QidoWarning`, each once, in the order first seen;
+            the first 100 kept), such as PS3.18's "fuzzymatching not supported"; not
+            the truncation warnings, which the crawl acts on itself (it pages or splits,
+            and reports what it could not fetch).  Each one is also logged, with its
+            URL, as it arrives (logger ``aqido.server``).
+        warning_count: every such warning received (one per warning, per response).
     """
 
     requests: int = 0
@@ -60,6 +75,8 @@ class CrawlStats:
     started: float | None = None
     concurrency_limit: int | None = None
     concurrency_history: list[tuple[float, int]] = attrs.field(factory=list)
+    warnings: list[QidoWarning] = attrs.field(factory=list)
+    warning_count: int = 0
     finished: float | None = None
 
     @property
@@ -98,4 +115,6 @@ class CrawlStats:
             parts.append(f"{self.studies_skipped} resumed")
         if self.failures:
             parts.append(f"{len(self.failures)} failed")
+        if self.warning_count:
+            parts.append(f"{self.warning_count} server warnings")
         return ", ".join(parts) + f" in {self.elapsed:.1f} s"

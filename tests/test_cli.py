@@ -7,6 +7,7 @@ no traceback, kill and resume).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gc
 import io
@@ -19,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -488,6 +490,84 @@ def test_a_long_failed_query_is_cut_in_its_line(tmp_path: pathlib.Path) -> None:
     assert STUDY_UIDS[-1] not in line
     assert line.count("more characters)") == 2
     assert len(line) < 600, line
+
+
+def _server_warnings(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("aqido: server warning for ")]
+
+
+def test_the_servers_warnings_are_printed_once_each_and_counted(tmp_path: pathlib.Path) -> None:
+    with FakeArchive(SYNTHETIC, fuzzy_warning=True).run_in_thread() as warning:
+        status, out, err = _crawl(
+            warning.url, tmp_path / "fuzzy.jsonl", "--fuzzy", "--page-size", "5"
+        )
+        assert status == EXIT_OK, err
+        (row,) = [line for line in out.splitlines() if "server warnings" in line]
+        assert row.split()[-3:] == ["3", "(1", "distinct)"]  # the listing's 3 pages
+        (line,) = _server_warnings(err)  # printed once
+        assert "/studies?fuzzymatching=true" in line
+        assert line.endswith('Only literal matching has been performed."')
+        status, out, err = run("search", warning.url, "--fuzzy", "--format", "jsonl")
+        assert status == EXIT_OK, err
+        assert len(out.splitlines()) == len(STUDY_UIDS)
+        (line,) = _server_warnings(err)
+        assert "The fuzzymatching parameter is not supported" in line
+        status, out, err = _crawl(warning.url, tmp_path / "plain.jsonl")
+    assert status == EXIT_OK, err
+    assert "server warnings" not in out
+    assert _server_warnings(err) == []
+
+
+@contextlib.contextmanager
+def _one_answer_server(reply: bytes) -> Iterator[str]:
+    """A loopback HTTP server giving every request ``reply`` (raw bytes): its URL."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)  # to see `stop` (closing the socket does not wake accept())
+    stop = threading.Event()
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while not stop.is_set():
+                try:
+                    connection, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                with connection:
+                    connection.settimeout(30)
+                    received = b""
+                    while b"\r\n\r\n" not in received:
+                        chunk = connection.recv(65536)
+                        if not chunk:
+                            break
+                        received += chunk
+                    connection.sendall(reply)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/dicom-web"
+    finally:
+        stop.set()
+        thread.join(30)
+        listener.close()
+
+
+def test_a_servers_warning_is_printed_escaped() -> None:
+    # The server's text goes to the terminal: its ESC sequences and BEL escaped, as any.
+    body = json.dumps([{"0020000D": {"vr": "UI", "Value": ["1.2.3"]}}]).encode()
+    warning = b'299 pacs "\x1b]0;pwned\x07 see \x1b[31mred"'
+    reply = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/dicom+json\r\nWarning: %s\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n" % (warning, len(body))
+    ) + body
+    with _one_answer_server(reply) as url:
+        status, out, err = run("search", url, "--format", "jsonl")
+    assert status == EXIT_OK, err
+    assert json.loads(out)["0020000D"]["Value"] == ["1.2.3"]
+    (line,) = _server_warnings(err)
+    assert "\x1b" not in err
+    assert "\x07" not in err
+    assert line.endswith('299 pacs "\\x1b]0;pwned\\x07 see \\x1b[31mred"')
 
 
 def test_resume_drops_a_truncated_last_line(

@@ -584,6 +584,60 @@ async def test_one_stats_object_reused_describes_the_latest_crawl() -> None:
 
 
 @pytest.mark.anyio
+async def test_the_servers_warnings_are_in_the_stats_once_each() -> None:
+    stats = CrawlStats()
+    async with FakeArchive(TINY, fuzzy_warning=True) as archive:
+        query = HierarchicalQuery(fuzzymatching=True)  # on the study listing's pages
+        studies = await crawl_list(archive.url, query=query, page_size=10, stats=stats)
+        warned = [r for r in archive.requests if "fuzzymatching=true" in r.query_string]
+        assert tree_of(studies) == TINY_TREE  # the warning changes nothing in the answer
+        (warning,) = stats.warnings  # every page had it: kept once
+        assert warning.code == 299
+        assert "fuzzy" in warning.text.lower()
+        assert not warning.is_truncation
+        assert stats.warning_count == len(warned) == -(-len(TINY_TREE) // 10)
+        assert f"{stats.warning_count} server warnings" in stats.summary()
+        await crawl_list(archive.url, stats=stats)  # without fuzzymatching: none
+    assert stats.warnings == []
+    assert stats.warning_count == 0
+    assert "server warnings" not in stats.summary()
+
+
+@pytest.mark.anyio
+async def test_truncation_warnings_are_not_in_the_stats() -> None:
+    # The crawl acts on them itself: it pages past the cap (the answer is complete).
+    stats = CrawlStats()
+    async with make_archive(TINY, "warning-with-offset") as archive:
+        studies = await crawl_list(archive.url, stats=stats)
+        capped = [r for r in archive.requests if r.path.endswith("/studies")]
+    assert tree_of(studies) == TINY_TREE
+    assert len(capped) > 1  # the listing took pages: the cap's 299s came
+    assert stats.warnings == []
+    assert stats.warning_count == 0
+
+
+def test_the_stats_keep_the_first_hundred_distinct_warnings() -> None:
+    from aqido._recorder import Recorder
+    from aqido.protocol import parse_warnings
+    from aqido.stats import MAX_WARNINGS
+
+    stats = CrawlStats()
+    recorder = Recorder(stats)
+    recorder.start()
+    warnings = parse_warnings([f'299 pacs "note {i}"' for i in range(MAX_WARNINGS + 50)])
+    (truncation,) = parse_warnings(['299 pacs "There are 3 additional results"'])
+    recorder.warned(warnings[:2])
+    recorder.warned((*warnings[:2], truncation))  # again: counted, not kept twice
+    recorder.warned(warnings)
+    assert stats.warning_count == 4 + MAX_WARNINGS + 50  # not the truncation warning
+    assert stats.warnings == list(warnings[:MAX_WARNINGS])
+    recorder.start()  # the next crawl starts afresh
+    recorder.warned(warnings[:1])
+    assert stats.warnings == list(warnings[:1])
+    assert stats.warning_count == 1
+
+
+@pytest.mark.anyio
 async def test_the_client_server_limit_is_the_crawl_default() -> None:
     archive = make_archive(TINY, "orthanc")
     async with archive, AsyncQidoRS(archive.url, server_limit={"study": CAP}) as qido:

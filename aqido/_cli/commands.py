@@ -400,6 +400,12 @@ def _print_summary(
         rows.append(["queries split (server caps)", str(stats.splits)])
     if stats.failures:
         rows.append(["parts that failed", str(len(stats.failures))])
+    if stats.warning_count:  # each distinct one was printed on stderr, escaped
+        from aqido.stats import MAX_WARNINGS
+
+        distinct = len(stats.warnings)
+        more = "+" if distinct == MAX_WARNINGS else ""
+        rows.append(["server warnings", f"{stats.warning_count} ({distinct}{more} distinct)"])
     rows.append(["elapsed", f"{elapsed:.2f} s"])
     if out_path is not None:
         rows.append(["output", str(out_path)])
