@@ -81,6 +81,7 @@ from aqido.errors import (
     TransportError,
 )
 from aqido.query import QueryLevel
+from aqido.stats import MAX_WARNINGS
 from aqido.terminal import SafeStream, printable
 
 _T = TypeVar("_T")
@@ -279,6 +280,8 @@ def _dispatch(args: argparse.Namespace, out: IO[str], err: IO[str], env: Mapping
     if args.insecure:
         err.write(INSECURE_WARNING)
         err.flush()
+    if args.debug:  # the debug handler on "aqido" already prints every record, escaped
+        return _dispatch_client(args, options, out, err, is_tty)
     with _log_warnings(err):
         return _dispatch_client(args, options, out, err, is_tty)
 
@@ -296,7 +299,8 @@ class _FirstOfEach(logging.Filter):
     """Lets through the first record of each server warning (by its text), the first 100.
 
     A server may send the same ``Warning`` with every response of a crawl: it is
-    printed once (the crawl's summary counts them all).
+    printed once (the crawl's summary counts them all).  The cap is
+    ``aqido.stats.MAX_WARNINGS``, as for ``CrawlStats.warnings``.
     """
 
     def __init__(self) -> None:
@@ -306,7 +310,7 @@ class _FirstOfEach(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
         text = args[-1] if isinstance(args, tuple) and args else record.getMessage()
-        if text in self.seen or len(self.seen) >= 100:
+        if text in self.seen or len(self.seen) >= MAX_WARNINGS:
             return False
         self.seen.add(text)
         return True

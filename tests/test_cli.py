@@ -568,6 +568,12 @@ def test_a_servers_warning_is_printed_escaped() -> None:
     assert "\x1b" not in err
     assert "\x07" not in err
     assert line.endswith('299 pacs "\\x1b]0;pwned\\x07 see \\x1b[31mred"')
+    with _one_answer_server(reply) as url:  # --debug prints every record itself: once, not twice
+        status, out, err = run("search", url, "--format", "jsonl", "--debug")
+    assert status == EXIT_OK, err
+    assert "\x1b" not in err
+    assert err.count("pwned") == 1, err
+    assert "WARNING aqido.server: server warning for " in err
 
 
 def test_resume_drops_a_truncated_last_line(
