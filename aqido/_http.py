@@ -489,22 +489,22 @@ def check_borrowed_session(
 def check_session_auth(
     session: aiohttp.ClientSession | None, auth: object, headers: Mapping[str, str] | None
 ) -> None:
-    """Refuse a borrowed session's ``auth=`` next to the client's credentials (``ValueError``).
+    """Refuse a borrowed session's ``auth=`` next to other credentials (``ValueError``).
 
-    The client's ``auth=`` (a ``user:password@`` in its URL too) or an
-    ``Authorization`` header (of ``headers=``, or of what a callable ``auth`` returns,
-    checked each time): aiohttp would refuse every request with a ``ValueError`` of
-    its own.  A callable may return other headers: both are sent.
+    The client's ``auth=`` (a ``user:password@`` in its URL too) or an ``Authorization``
+    header (of the client's or the session's own ``headers=``, or of what a callable
+    ``auth`` returns, checked each time): aiohttp would refuse every request with a
+    ``ValueError`` of its own.  A callable may return other headers: both are sent.
     """
     if session is None or session.auth is None:
         return
     if (auth is not None and not callable(auth)) or any(
-        name.lower() == "authorization" for name in headers or ()
+        name.lower() == "authorization" for name in (*(headers or ()), *session.headers)
     ):
         raise ValueError(
-            "the session has its own auth= and the client has credentials too (auth=, an "
-            "Authorization header, or a user:password@ in the url); aiohttp cannot send "
-            "both: give the credentials in one place, the client's auth= or the session's"
+            "the session has its own auth= and credentials elsewhere too (the client's auth=, "
+            "an Authorization header of the client's or the session's, or a user:password@ in "
+            "the url); aiohttp cannot send both: give the credentials in one place"
         )
 
 

@@ -734,6 +734,25 @@ async def test_a_borrowed_sessions_auth_and_the_clients_credentials_are_refused(
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("name", ["Authorization", "authorization"])
+@pytest.mark.filterwarnings("ignore:BasicAuth is deprecated:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:The 'auth' parameter is deprecated:DeprecationWarning")
+async def test_a_borrowed_sessions_auth_and_its_own_authorization_header_are_refused(
+    name: str,
+) -> None:
+    """aiohttp refused each request of such a session with a bare ValueError, mid-search."""
+    with serve(answer()) as archive:
+        async with aiohttp.ClientSession(
+            auth=aiohttp.BasicAuth("user", SECRET), headers={name: f"Bearer {SECRET}"}
+        ) as session:
+            with pytest.raises(ValueError, match="give the credentials in one place") as raised:
+                AsyncQidoRS(archive.url, session=session)
+    assert archive.requests == []
+    assert SECRET not in str(raised.value)
+    assert "the session's" in str(raised.value)
+
+
+@pytest.mark.anyio
 @pytest.mark.filterwarnings("ignore:BasicAuth is deprecated:DeprecationWarning")
 @pytest.mark.filterwarnings("ignore:The 'auth' parameter is deprecated:DeprecationWarning")
 async def test_a_callable_auth_with_a_borrowed_sessions_auth() -> None:
