@@ -250,18 +250,19 @@ def _head_parser_error(exc: aiohttp.ClientResponseError) -> HttpProcessingError 
 def _unparsable_head(parser_error: HttpProcessingError) -> str:
     """A response head aiohttp could not parse, in the user's terms, with its words as an excerpt.
 
-    Bytes where a status line should be are, on a keep-alive connection, nearly
-    always the rest of a body longer than its ``Content-Length`` (this response's,
-    when it came in the same read, or an earlier one's): aiohttp takes the first
-    ``Content-Length`` bytes as the body and the rest as the start of the next
-    response.  aiohttp's message quotes the bytes (as a ``repr``); it is shown as
-    the ``repr`` of its excerpt, as :class:`~aqido.errors.HTTPStatusError` shows a
-    body: no control character of the server's reaches a terminal.  A Content-Encoding
-    aiohttp cannot decode is raised by the same parser, but after a well-formed head.
+    Bytes where a status line should be are, on a keep-alive connection, nearly always the
+    rest of a body longer than its ``Content-Length`` (this response's, when it came in the
+    same read, or an earlier one's): aiohttp takes the first ``Content-Length`` bytes as the
+    body and the rest as the start of the next response.  aiohttp's message quotes the
+    bytes; it is shown as the ``repr`` of its excerpt, as :class:`~aqido.errors.HTTPStatusError`
+    shows a body: no control character of the server's reaches a terminal.  So are a
+    Content-Encoding it cannot decode and chunk framing it cannot read (the same parser's).
     """
     detail = excerpt(parser_error.message).removesuffix(" ^")  # llhttp's pointer to the byte
     if isinstance(parser_error, ContentEncodingError):  # a well-formed head, an unknown coding
         return f"the server sent a body in a Content-Encoding aqido cannot decode ({detail!r})"
+    if isinstance(parser_error, TransferEncodingError) or "chunk" in detail.lower():  # llhttp
+        return f"the server sent a malformed chunked body ({detail!r})"
     if isinstance(parser_error, BadStatusLine):
         return (
             f"the server sent bytes that are not an HTTP response ({detail!r}): most likely "

@@ -312,6 +312,25 @@ async def test_a_chunked_body_cut_short() -> None:
     )
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("size", [b"ZZ", b"-1", b"1;\x01"])
+async def test_a_malformed_chunk_size(size: bytes) -> None:
+    # Said as a malformed chunked body, not as a malformed response head (the head is fine)
+    body = study("1.2.1")
+    reply = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/dicom+json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n%s\r\n%s\r\n0\r\n\r\n" % (size, body)
+    )
+    async with raw_server(lambda number, connection: (reply, True)) as server:
+        async with AsyncQidoRS(server.url, retries=0) as client:
+            with pytest.raises(TransportError) as info:
+                await client.search({})
+        assert server.requests == [1, 2]  # re-sent once at once, as a malformed head is
+    assert str(info.value).startswith("the server sent a malformed chunked body ("), info.value
+    assert str(info.value).endswith(f" ({server.url}/studies)")
+    assert "\x01" not in str(info.value)  # the parser's quote of the bytes, escaped
+
+
 def test_a_body_cut_short_without_aiohttps_byte_count() -> None:
     # Older aiohttp says no numbers: the message still says what happened.
     cause = ContentLengthError("Not enough data to satisfy content length header.")
