@@ -90,6 +90,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pyarrow
 
     from aqido._dataset import Dataset
+    from aqido.errors import CrawlFailure
 
 _LEVEL_NAMES: tuple[Literal["study"], Literal["series"], Literal["instance"]] = (
     "study",
@@ -388,3 +389,35 @@ def write_parquet(
             writer.add_key_value_metadata({NULLED_KEY: json.dumps(ordered)})
         commit(tmp, path)
     return Written(rows, ordered)
+
+
+def disjoint_failure(label: str, parts: Sequence[str | os.PathLike[str]]) -> CrawlFailure | None:
+    """A :class:`~aqido.errors.CrawlFailure` naming the studies more than one of ``parts`` hold.
+
+    ``parts``: every part of one archive's sharded crawl (``label`` names it), which
+    must be disjoint.  A study in two of them was re-dated between the crawls of two
+    shards (the first found it at its old date, the second at its new one), or one
+    part is from an earlier run: the output would count it twice.  ``None`` when
+    they are disjoint.  Reads one column of each part (its distinct values).
+    """
+    import pyarrow.parquet as pq
+
+    from aqido.errors import CrawlFailure, InvalidResponseError
+
+    seen: dict[str, list[str]] = {}
+    for part in parts:
+        column = pq.read_table(part, columns=["StudyInstanceUID"]).column(0)
+        for uid in column.unique().to_pylist():
+            if uid is not None:
+                seen.setdefault(uid, []).append(os.path.basename(part))
+    shared = {uid: found for uid, found in seen.items() if len(found) > 1}
+    if not shared:
+        return None
+    shown = "; ".join(f"{uid!r} in {', '.join(found)}" for uid, found in list(shared.items())[:3])
+    count = "1 study is" if len(shared) == 1 else f"{len(shared)} studies are"
+    error = InvalidResponseError(
+        f"{count} in more than one part ({shown}"
+        f"{'; ...' if len(shared) > 3 else ''}): re-dated while the shards were crawled, or a "
+        "part kept from an earlier run; delete those parts and their checkpoints, and run again"
+    )
+    return CrawlFailure(f"{label} (its parts together)", error)

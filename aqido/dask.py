@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from aqido._arrow import describe_nulled
+from aqido._arrow import describe_nulled, disjoint_failure
 from aqido._shards import Shard, ShardReport, archive_dirname, part_path, plan, run_shard
 from aqido.errors import CrawlFailure, CrawlIncompleteError, InvalidQueryError, QidoError
 from aqido.query import BaseQuery, HierarchicalQuery, QueryLevel, ensure_query_type
@@ -182,8 +182,9 @@ def crawl_to_parquet(
     Values the parts hold as null because they were not readable as one value
     of their column's type are summed per column over the shards and named in
     one ``UserWarning``.  Raises :class:`~aqido.errors.CrawlIncompleteError`
-    naming the shards that failed after their retries, and the archives whose
-    planning failed (the others' parts are written), ``ImportError``
+    naming the shards that failed after their retries, the archives whose
+    planning failed (the others' parts are written) and those whose parts hold a
+    study twice (re-dated between two shards' crawls: it would be two rows), ``ImportError``
     without the ``dask`` extra, and ``ValueError`` before anything runs for a ``depth``
     that is not a level, and ``shards``, ``max_concurrency`` or ``shard_concurrency`` that
     is not a positive int.
@@ -233,6 +234,7 @@ def crawl_to_parquet(
         # stand for it, its part written elsewhere or at another depth
         call = uuid.uuid4().hex[:12]
         failures: list[CrawlFailure] = []
+        failed: set[str] = set()  # the archives with a failure: their parts are not complete
         nulled: dict[str, int] = {}
         for url, planned in plans.items():
             semaphore = f"aqido-{archive_dirname(url)}-{leases}"  # one name, one max_leases
@@ -246,6 +248,7 @@ def crawl_to_parquet(
                         f"{archive_dirname(url)} (planning its shards): {base}", _qido(exc)
                     )
                 )
+                failed.add(url)
                 continue
             for record in records:
                 shard = Shard.from_json(record)
@@ -272,16 +275,21 @@ def crawl_to_parquet(
                 failures.append(
                     CrawlFailure(f"{archive_dirname(url)}/{shard.name}: {shard.query}", _qido(exc))
                 )
+                failed.add(url)
                 continue
             for name, lost in report.nulled:
                 nulled[name] = nulled.get(name, 0) + lost
             if on_shard is not None:
                 on_shard(url, report)
+    # this call's parts only: not another archive's, nor a stale part, that `out` also holds
+    parts = sorted(str(part_path(root, url, shard)) for url, shard in futures.values())
+    for url in url_list:  # a study in two parts of an archive would count twice
+        own = [str(part_path(root, url, s)) for u, s in futures.values() if u == url]
+        if url not in failed and (overlap := disjoint_failure(archive_dirname(url), own)):
+            failures.append(overlap)
     if nulled:
         warnings.warn(f"crawl_to_parquet: {describe_nulled(nulled)}", UserWarning, stacklevel=2)
     if failures:
         raise CrawlIncompleteError(failures)
-    # this call's parts only: not another archive's, nor a stale part, that `out` also holds
-    parts = sorted(str(part_path(root, url, shard)) for url, shard in futures.values())
     frame: dask.dataframe.DataFrame = dd.read_parquet(parts, dataset={"partitioning": "hive"})
     return frame

@@ -261,3 +261,32 @@ def test_a_client_certificate_with_dask_is_a_usage_error(tmp_path: pathlib.Path)
     status, _, err = run("crawl", *argv, "--workers", "1", "--cert", str(cert))
     assert status == EXIT_USAGE
     assert "--cert/--key cannot be sent to Dask workers" in err
+
+
+def test_a_study_re_dated_between_two_shards_is_not_counted_twice(tmp_path: pathlib.Path) -> None:
+    # The first shard's part holds the study at its old date; the last shard, crawled after
+    # the study was moved to its range, finds it again: the output would count it twice.
+    with FakeArchive(SYNTH).run_in_thread() as archive:
+        first = ("crawl", archive.url, "--out", str(tmp_path), "--format", "parquet")
+        status, _, err = run(*first, "--depth", "study", "--shards", "3")
+        assert status == EXIT_OK, err
+        parts = sorted(tmp_path.glob("archive=*/part-*.parquet"))
+        assert len(parts) == 3
+        early = pq.read_table(parts[0]).to_pylist()
+        late = pq.read_table(parts[-1]).to_pylist()
+        moved = str(early[0]["StudyInstanceUID"])
+        new_date = max(row["StudyDate"] for row in late).strftime("%Y%m%d")
+        study = archive._store.studies[moved]
+        study.attrs["00080020"] = {"vr": "DA", "Value": [new_date]}
+        parts[-1].unlink()  # the last shard is crawled again (as after an interruption)
+        for checkpoint in tmp_path.glob(f"archive=*/_checkpoints/{parts[-1].stem[5:]}.jsonl"):
+            checkpoint.unlink()
+        status, _, err = run(*first, "--depth", "study", "--shards", "3")
+    assert status == EXIT_INCOMPLETE, err
+    assert "1 study is in more than one part" in err
+    assert repr(moved) in err
+    assert parts[0].name in err
+    assert parts[-1].name in err
+    assert "delete those parts and their checkpoints" in err
+    # each part is still what its shard's crawl found: the error says which to delete
+    assert moved in {row["StudyInstanceUID"] for row in pq.read_table(parts[-1]).to_pylist()}

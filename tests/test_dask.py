@@ -286,6 +286,35 @@ def test_rerun_skips_finished_shards(cluster: Any, tmp_path: pathlib.Path) -> No
     assert keys(again) == keys(first)
 
 
+def test_a_study_in_two_parts_is_a_failure_not_a_duplicate_row(
+    cluster: Any, tmp_path: pathlib.Path
+) -> None:
+    # Re-dated between the crawls of two shards: the last shard, crawled again, finds the study
+    # the first one's part holds; the frame would hold its rows twice.
+    from aqido._shards import archive_dirname
+
+    with FakeArchive(OTHER).run_in_thread() as archive:
+        crawl_to_parquet(archive.url, out=tmp_path, client=cluster, shards=3, depth="study")
+        directory = tmp_path / archive_dirname(archive.url)
+        parts = sorted(directory.glob("part-*.parquet"))
+        early = dd.read_parquet(str(parts[0])).compute()
+        late = dd.read_parquet(str(parts[-1])).compute()
+        moved = str(early.StudyInstanceUID.iloc[0])
+        archive._store.studies[moved].attrs["00080020"] = {
+            "vr": "DA",
+            "Value": [max(late.StudyDate).strftime("%Y%m%d")],
+        }
+        parts[-1].unlink()
+        (directory / "_checkpoints" / f"{parts[-1].stem[5:]}.jsonl").unlink()
+        with pytest.raises(CrawlIncompleteError) as info:
+            crawl_to_parquet(archive.url, out=tmp_path, client=cluster, shards=3, depth="study")
+    (failure,) = info.value.failures
+    assert str(failure.query) == f"{directory.name} (its parts together)"
+    assert str(failure.error).startswith(f"1 study is in more than one part ({moved!r} in ")
+    assert parts[0].name in str(failure.error)
+    assert parts[-1].name in str(failure.error)
+
+
 @pytest.mark.parametrize("shards", [0, -1, 2.0])
 def test_shards_must_be_a_positive_int_before_anything_runs(
     tmp_path: pathlib.Path, shards: Any

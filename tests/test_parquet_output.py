@@ -926,3 +926,27 @@ def test_no_credential_reaches_the_output_directory_or_the_messages(
         metadata = pq.read_metadata(part).metadata
         assert set(metadata) == {b"ARROW:schema", NULLED_KEY.encode()}
         assert metadata[NULLED_KEY.encode()] == b"{}"
+
+
+def test_the_studies_several_parts_hold_are_named(tmp_path: pathlib.Path) -> None:
+    from aqido._arrow import disjoint_failure
+
+    def part(name: str, uids: list[str | None]) -> pathlib.Path:
+        path = tmp_path / f"part-{name}.parquet"
+        pq.write_table(pa.table({"StudyInstanceUID": uids, "Rows": list(range(len(uids)))}), path)
+        return path
+
+    a = part("a", ["1.1", "1.1", "1.2", None])  # one row per instance: a study's UID repeats
+    b = part("b", ["1.3", None])
+    assert disjoint_failure("x", [a, b]) is None  # repeats within a part, and nulls, are fine
+    c = part("c", ["1.2", "1.4", "1.5", "1.6", "1.7"])
+    d = part("d", ["1.4", "1.5", "1.6", "1.7", "1.1"])
+    failure = disjoint_failure("archive=x", [a, b, c, d])
+    assert failure is not None
+    assert failure.query == "archive=x (its parts together)"
+    message = str(failure.error)
+    assert message.startswith(
+        "6 studies are in more than one part ('1.1' in part-a.parquet, part-d.parquet; "
+        "'1.2' in part-a.parquet, part-c.parquet; '1.4' in part-c.parquet, part-d.parquet; ...)"
+    )
+    assert str(tmp_path) not in message  # the parts' names, not the user's directories

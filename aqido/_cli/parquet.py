@@ -217,7 +217,8 @@ def _in_process(
 ) -> None:
     import anyio
 
-    from aqido._shards import plan, run_shard
+    from aqido._arrow import disjoint_failure
+    from aqido._shards import part_path, plan, run_shard
     from aqido.errors import CrawlFailure, InvalidQueryError
 
     async def run() -> None:
@@ -232,6 +233,7 @@ def _in_process(
             except QidoError as error:  # this archive is missing; the others are crawled
                 failures.append(CrawlFailure(f"{url} (planning its shards): {query}", error))
                 continue
+            complete = True
             for shard in shards:
                 try:
                     report = await run_shard(
@@ -239,8 +241,12 @@ def _in_process(
                     )
                 except QidoError as error:
                     failures.append(CrawlFailure(f"{url} {shard.name}: {shard.query}", error))
+                    complete = False
                     continue
                 display.shard(url, report)
+            parts = [part_path(directory, url, shard) for shard in shards]
+            if complete and (overlap := disjoint_failure(url, parts)):  # a study counted twice
+                failures.append(overlap)
         if failures:
             raise CrawlIncompleteError(failures)
 
