@@ -18,10 +18,8 @@ is sent through :meth:`~RequestPath._plain_session_for` (that session's
 connections, none of its own credentials or defaults); a connection left holding
 bytes that are not an HTTP response (the rest of a body longer than its
 ``Content-Length``) is dropped and its request re-sent once.  TLS and proxies:
-``ssl=`` and ``trust_env=`` (``HTTP(S)_PROXY``/``NO_PROXY``, read once per
-origin; loopback is never proxied); a borrowed session whose default headers would
-go in an https proxy's ``CONNECT`` is refused (``ValueError``, as its ``auth=`` next
-to the client's credentials).
+``ssl=`` and ``trust_env=`` (:mod:`aqido._proxies`, read once per origin; loopback
+is never proxied; a borrowed session's default headers never go to a proxy).
 """
 
 from __future__ import annotations
@@ -43,18 +41,20 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from aqido._http import (
-    Proxy,
     check_borrowed_session,
     check_headers,
     check_session_auth,
-    env_proxy,
     is_stale_connection,
     is_unparsable_head,
     map_aiohttp_errors,
+    without_client_certificate,
+)
+from aqido._proxies import (
+    Proxy,
+    env_proxy,
     origin_key,
     refuse_default_headers_to_proxy,
     refuse_proxy_407,
-    without_client_certificate,
 )
 from aqido._slots import Slots
 from aqido.errors import (

@@ -63,15 +63,9 @@ from yarl import URL
 from aqido import __version__
 from aqido._caps import Caps, check_server_limit
 from aqido._dicomweb import DicomwebMethods
-from aqido._http import (
-    OriginCookieJar,
-    Proxy,
-    SSLOption,
-    check_headers,
-    checked_trust_env,
-    ssl_option,
-)
+from aqido._http import OriginCookieJar, SSLOption, check_headers, ssl_option
 from aqido._planned import PlannedSearch
+from aqido._proxies import Proxy, checked_trust_env
 from aqido._requests import MAX_REDIRECTS as MAX_REDIRECTS
 from aqido._requests import RequestPath, _State
 from aqido._requests import _feedback as _feedback

@@ -52,7 +52,7 @@ def _python_handles_ctrl_c() -> Iterator[None]:
 def _loopback_is_never_proxied() -> Iterator[None]:
     """The test servers live on 127.0.0.1: keep a developer's or CI's proxy away from them.
 
-    aqido itself never proxies loopback (aqido._http.env_proxy); this is for the
+    aqido itself never proxies loopback (aqido._proxies.env_proxy); this is for the
     third-party clients some tests use (requests, dicomweb-client), which honour
     ``HTTP_PROXY`` for 127.0.0.1 unless ``NO_PROXY`` names it.
     """

@@ -1549,7 +1549,7 @@ def test_the_proxy_chosen_from_the_environment(
 ) -> None:
     from yarl import URL
 
-    from aqido._http import env_proxy as _env_proxy
+    from aqido._proxies import env_proxy as _env_proxy
 
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
