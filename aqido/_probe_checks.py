@@ -78,7 +78,7 @@ def plan_checks(ctx: ProbeContext) -> list[Check]:
         checks.append(range_keys_check(*ctx.birth, a, ctx.date))
     checks.append(temporal_text_check(a, ctx.time, ctx.stored_time))
     checks.append(_unsupported_key_check(a))
-    checks.append(matched_keys_check(a, ctx.own, name=ctx.name))
+    checks.append(matched_keys_check(a, ctx.own, name=ctx.name, series_own=ctx.series_own))
     checks.append(_includefield_check(a))
     checks += _paging_checks(ctx)
     checks.append(_json_accept_check(a))

@@ -58,7 +58,11 @@ ASSUMED_MATCHED = (
 
 
 def matched_keys_check(
-    a: str, own: Sequence[tuple[str, str]] = (), *, name: str | None = None
+    a: str,
+    own: Sequence[tuple[str, str]] = (),
+    *,
+    name: str | None = None,
+    series_own: Sequence[tuple[str, str]] = (),
 ) -> Check:
     """Which keys the server matches at all: a value A lacks must not find A (or its series).
 
@@ -68,6 +72,8 @@ def matched_keys_check(
     matches it; A's own values find A only where every key is matched.  When they do
     not, the keys among them are not trusted as matched (aqido matches them locally).
     ``name``: A's PatientName; the value A lacks is then the one the name checks send.
+    ``series_own``: the same control for the series keys, with one of A's series' own
+    values (:attr:`ProbeContext.series_own`), which must find a series of A.
     """
     probes = [
         (level, keyword, f"{name}Qzx" if keyword == "PatientName" and name else value)
@@ -84,18 +90,31 @@ def matched_keys_check(
         if own
         else None
     )
+    series_positive = (
+        ProbeRequest(f"/studies/{a}/series", "&".join(f"{k}={v}" for k, v in series_own))
+        if series_own
+        else None
+    )
+    controls = tuple(r for r in (positive, series_positive) if r is not None)
 
     def interpret(answers: Sequence[Answer]) -> list[Finding]:
         ignored: list[str] = []
         matched: list[str] = []
         unproven: list[str] = []
-        trusted = positive is None or answers[-1].has(a)
+        shown = dict(zip(controls, answers[len(probes) :], strict=True))
+        trusted = positive is None or shown[positive].has(a)
+        series_trusted = series_positive is None or bool(
+            shown[series_positive].ok and shown[series_positive].items
+        )
         owned = {keyword for keyword, _ in own}
+        series_owned = {keyword for keyword, _ in series_own}
         for (level, keyword, _), ans in zip(probes, answers[: len(probes)], strict=True):
             found = ans.ok and (ans.has(a) if level == "study" else bool(ans.items))
             if found:
                 ignored.append(keyword)
-            elif keyword in owned and not trusted:
+            elif (keyword in owned and not trusted) or (
+                keyword in series_owned and not series_trusted
+            ):
                 unproven.append(keyword)
             else:  # A not found, or refused (4xx): the server reads the key
                 matched.append(keyword)
@@ -105,13 +124,19 @@ def matched_keys_check(
         said = []
         if ignored:
             said.append(f"ignored: {', '.join(ignored)}")
-        if unproven:
-            said.append(
-                f"not shown matched: {', '.join(unproven)} (A's own values did not find A: "
-                f"{_status_text(answers[-1])})"
+        failed = [
+            (control, why)
+            for control, ok, why in (
+                (positive, trusted, "A's own values did not find A"),
+                (series_positive, series_trusted, "A's series' own values did not find it"),
             )
+            if control is not None and not ok
+        ]
+        if unproven:
+            why = "; ".join(f"{text}: {_status_text(shown[control])}" for control, text in failed)
+            said.append(f"not shown matched: {', '.join(unproven)} ({why})")
         keywords = [k for _, k, _ in probes]
-        first = requests[keywords.index(ignored[0])] if ignored else positive
+        first = requests[keywords.index(ignored[0])] if ignored else failed[0][0]
         return [
             Finding(
                 "matched_keys",
@@ -121,8 +146,7 @@ def matched_keys_check(
             )
         ]
 
-    every = requests if positive is None else (*requests, positive)
-    return Check("matched_keys", every, interpret)
+    return Check("matched_keys", (*requests, *controls), interpret)
 
 
 def _status_text(answer: Answer) -> str:

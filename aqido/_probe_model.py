@@ -174,6 +174,10 @@ class ProbeContext:
     #: unencoded: the safe ones and ``~ / : @``): sent
     #: together, they must find A on a server that matches every one of them.
     own: tuple[tuple[str, str], ...] = ()
+    #: The same for one of A's series and the series keys (Modality, SeriesNumber,
+    #: SeriesDescription), read from A's series listing (:func:`with_series`): sent
+    #: together on ``/studies/A/series``, they must find that series.
+    series_own: tuple[tuple[str, str], ...] = ()
     #: A listed study (UID, PatientBirthDate) with a usable birth date, A's when it has one
     #: (the range check of ``range_keys``).
     birth: tuple[str, str] | None = None
@@ -335,6 +339,32 @@ _OWN_KEYS = {
     _STUDY_ID: "StudyID",
     "00080090": "ReferringPhysicianName",
 }
+
+
+#: Series-level keys returned by default whose own value one of A's series is sent with.
+_SERIES_OWN_KEYS = {
+    "00080060": "Modality",
+    "00200011": "SeriesNumber",
+    "0008103E": "SeriesDescription",
+}
+
+
+def series_request(a: str) -> ProbeRequest:
+    """A's series listing: where :func:`with_series` takes ``series_own`` from."""
+    return ProbeRequest(f"/studies/{a}/series")
+
+
+def with_series(ctx: ProbeContext, answer: Answer) -> ProbeContext:
+    """``ctx`` with ``series_own`` from the first of A's series that has any (else ``ctx``)."""
+    for item in (answer.items or ()) if answer.ok else ():
+        own = tuple(
+            (keyword, value)
+            for tag, keyword in _SERIES_OWN_KEYS.items()
+            if (value := first_value(item, tag)) is not None and _RAW.fullmatch(value)
+        )
+        if own:
+            return attrs.evolve(ctx, series_own=own)
+    return ctx
 
 
 def _own_values(item: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:

@@ -57,7 +57,9 @@ from aqido._probe_model import (
     build_profile,
     discovery_request,
     make_context,
+    series_request,
     undecided,
+    with_series,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -106,6 +108,8 @@ async def probe_report(client: AsyncQidoRS, *, max_in_flight: int = MAX_IN_FLIGH
     first = discovery_request()
     listing = await sender.get(first, raise_for_status=True)
     ctx = make_context(listing)
+    if ctx.a is not None:  # one of A's series: the control of the series keys' check
+        ctx = with_series(ctx, await sender.get(series_request(ctx.a)))
     findings: list[Finding] = []
     notes: list[str] = []
     if ctx.a is None and ctx.listed:

@@ -522,6 +522,9 @@ def test_keys_the_server_ignores_are_measured() -> None:
         ("StudyDate", "ignore"),
         ("ModalitiesInStudy", "ignore"),
         ("PatientID", "empty"),  # nothing for a key it does not match: no different from a miss
+        ("Modality", "empty"),  # the same on /studies/A/series: A's series' own values show it
+        ("SeriesNumber", "empty"),
+        ("SeriesDescription", "ignore"),
         ("AccessionNumber", "error"),
     ],
 )
@@ -538,3 +541,49 @@ def test_a_key_the_server_does_not_match_is_not_in_the_measured_profile(
     assert measured.matched_keys is not None
     assert unmatched not in measured.matched_keys
     assert sent <= MAX_REQUESTS
+
+
+def test_a_series_of_a_with_safe_values_is_the_series_keys_control() -> None:
+    from aqido._probe_model import ProbeContext, with_series
+
+    ctx = ProbeContext(listed=("1.2",), a="1.2")
+
+    def series(modality: str, number: int | None, description: str) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "00080060": {"vr": "CS", "Value": [modality]},
+            "0008103E": {"vr": "LO", "Value": [description]},
+        }
+        if number is not None:
+            item["00200011"] = {"vr": "IS", "Value": [number]}
+        return item
+
+    listing = Answer(200, items=(series("CT", None, "Axial 5mm"), series("MR", 3, "T1")))
+    # the first series with a value safe to send (a space is not: Orthanc does not decode)
+    assert with_series(ctx, listing).series_own == (("Modality", "CT"),)
+    assert with_series(ctx, Answer(200, items=(series("C T", 2, "a b"),))).series_own == (
+        ("SeriesNumber", "2"),
+    )
+    assert with_series(ctx, Answer(404, items=None)) is ctx  # no /series: no control
+    assert with_series(ctx, Answer(204)) is ctx
+
+
+def test_a_series_key_answered_with_nothing_is_not_trusted_and_says_why() -> None:
+    from aqido._probe_keys import ASSUMED_MATCHED, MATCHED_KEY_PROBES
+
+    probed = {keyword for _, keyword, _ in MATCHED_KEY_PROBES} | set(ASSUMED_MATCHED)
+    server = ServerProfile(
+        unsupported_keys="empty", matched_keys=tuple(sorted(probed - {"Modality"}))
+    )
+
+    async def run() -> Any:
+        archive = FakeArchive(DATA, profile=server)
+        async with archive, AsyncQidoRS(archive.url, retries=0) as client:
+            return await probe_report(client)
+
+    report = anyio.run(run)
+    (finding,) = [f for f in report.findings if f.capability == "matched_keys"]
+    assert "not shown matched: Modality" in finding.finding
+    assert "A's series' own values did not find it: 204" in finding.finding
+    assert "A's own values did not find A" not in finding.finding  # the study keys' control did
+    assert finding.request.startswith(f"/studies/{report.context.a}/series?Modality=")
+    assert "Modality" not in (report.profile.matched_keys or ())
