@@ -587,3 +587,31 @@ def test_a_series_key_answered_with_nothing_is_not_trusted_and_says_why() -> Non
     assert "A's own values did not find A" not in finding.finding  # the study keys' control did
     assert finding.request.startswith(f"/studies/{report.context.a}/series?Modality=")
     assert "Modality" not in (report.profile.matched_keys or ())
+
+
+def test_the_largest_plan_fits_the_request_budget() -> None:
+    # Every context field set (the most checks), the series listing, the cap guard, the
+    # bounded listing and its three follow-ups: the Sender raises past MAX_REQUESTS.
+    from aqido._probe_checks import plan_checks
+    from aqido._probe_model import ProbeContext
+
+    ctx = ProbeContext(
+        listed=("1.2", "1.3"),
+        a="1.2",
+        b="1.3",
+        name="Doe^John",
+        text_key="00100020",
+        text="PID1",
+        date="20200101",
+        time="120000",
+        list_key="ModalitiesInStudy",
+        list_a="CT",
+        list_b="MR",
+        non_ascii=("1.3", "Müller^Hans"),
+        own=(("PatientName", "Doe^John"), ("StudyDate", "20200101")),
+        series_own=(("Modality", "CT"), ("SeriesNumber", "1")),
+        birth=("1.2", "19700101"),
+        stored_time="120000",
+    )
+    planned = {request for check in plan_checks(ctx) for request in check.requests}
+    assert len(planned) + 1 + 1 + 1 + 1 + 3 <= MAX_REQUESTS
